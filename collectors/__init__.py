@@ -1,0 +1,1 @@
+"""Collectors: everything that brings data into dmp (pixel, tag, Segment-spec API)."""

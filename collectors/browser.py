@@ -1,0 +1,128 @@
+"""What pixel and tag share: a browser hit's site, consent, cookie and network facts."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from flask import Request, Response
+
+from collectors import consent as consent_rules
+from collectors import cookie
+from collectors.enrichment import truncate_ip
+from dmp.records import Hit, Source
+
+EVENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\- ]{0,63}$")
+TOPIC = re.compile(r"[^a-z0-9_\- ]+")
+MAX_URL = 2048
+MAX_TITLE = 512
+MAX_TOPICS = 20
+
+
+class BadHit(ValueError):
+    """A hit that cannot be stored; the message says why (for metrics and API errors)."""
+
+
+@dataclass(slots=True)
+class Visitor:
+    """The browser behind one request: consent, cookie and truncated network facts."""
+
+    consent: dict[str, bool]
+    uid: str = ""  # set only with analytics consent
+    new_uid: bool = False
+    withdrawn_uid: str = ""  # a cookie that came without analytics consent
+    ip: str = ""
+    user_agent: str = ""
+    extra: list[Hit] = field(default_factory=list)
+
+    @property
+    def identified(self) -> bool:
+        """Return whether the hit may carry an identifier (analytics consent given)."""
+        return bool(self.uid)
+
+
+def read_visitor(request: Request, granted: str) -> Visitor:
+    """Return the visitor of a browser request whose page granted the comma list ``granted``."""
+    consent = consent_rules.apply_browser_signals(
+        consent_rules.parse_granted(granted), request.headers
+    )
+    ua = request.headers.get("User-Agent", "")[:512]
+    existing = cookie.read_uid(request)
+    if consent["analytics"]:
+        uid = existing or cookie.new_uid()
+        return Visitor(consent, uid, not existing, "", truncate_ip(request.remote_addr or ""), ua)
+    # No analytics consent: no identifier and no IP; the UA only lets the worker skip bots.
+    return Visitor(consent, withdrawn_uid=existing, user_agent=ua)
+
+
+def finish_response(
+    response: Response, visitor: Visitor, request: Request, cookie_domain: str
+) -> Response:
+    """Set, renew or drop the dmp_uid cookie on ``response`` as the visitor's consent says."""
+    secure = request.is_secure
+    if visitor.uid:
+        cookie.set_uid(response, visitor.uid, secure=secure, domain=cookie_domain)
+    elif visitor.withdrawn_uid:
+        cookie.drop_uid(response, secure=secure, domain=cookie_domain)
+    return response
+
+
+def withdrawal_hit(visitor: Visitor, site_id: str, source: Source, now_ms: int) -> Hit | None:
+    """Return the hit telling the worker a cookie's owner withdrew consent, if one did."""
+    if not visitor.withdrawn_uid:
+        return None
+    return Hit(
+        event_id=uuid.uuid4().hex,
+        site_id=site_id,
+        source=source.value,
+        type="consent",
+        event="consent_withdrawn",
+        received_at=now_ms,
+        timestamp=now_ms,
+        consent=visitor.consent,
+        uid=visitor.withdrawn_uid,
+    )
+
+
+def clean_event_name(name: str | None, default: str = "page") -> str:
+    """Return a valid event name or raise BadHit."""
+    if name is None or name == "":
+        return default
+    if not isinstance(name, str) or not EVENT_NAME.match(name):
+        raise BadHit("event name must be 1-64 letters, digits, spaces or _.:-")
+    return name
+
+
+def clean_url(value: object) -> str:
+    """Return an http(s) URL cut to 2 KB, or '' for anything else."""
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        return ""
+    return value[:MAX_URL]
+
+
+def clean_text(value: object, limit: int = MAX_TITLE) -> str:
+    """Return a string cut to ``limit`` characters, or '' for non-strings."""
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def clean_topics(value: object) -> list[str]:
+    """Return normalised content topics from a comma string or a list."""
+    if isinstance(value, str):
+        parts = value.split(",")
+    elif isinstance(value, list):
+        parts = [p for p in value if isinstance(p, str)]
+    else:
+        return []
+    topics = []
+    for part in parts[: MAX_TOPICS * 2]:
+        topic = TOPIC.sub("", part.strip().lower())[:64].strip()
+        if topic and topic not in topics:
+            topics.append(topic)
+    return topics[:MAX_TOPICS]
+
+
+def now_ms() -> int:
+    """Return the current time in ms since the epoch."""
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,58 @@
+"""Consent: what a hit may do, from the page's word, the browser's signals and Segment's."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dmp.records import Category
+
+CATEGORIES = frozenset(c.value for c in Category)
+
+# Segment's convention carries a consent manager's own category names in
+# context.consent.categoryPreferences; these map the usual ones onto dmp's categories.
+SEGMENT_CATEGORY_MAP: dict[str, str] = {
+    "analytics": "analytics",
+    "performance": "analytics",
+    "statistics": "analytics",
+    "measurement": "analytics",
+    "c0002": "analytics",  # OneTrust: performance cookies
+    "advertising": "ads",
+    "ads": "ads",
+    "marketing": "ads",
+    "targeting": "ads",
+    "c0004": "ads",  # OneTrust: targeting cookies
+    "email": "email",
+    "newsletter": "email",
+    "email_marketing": "email",
+    "emailmarketing": "email",
+}
+
+
+def parse_granted(text: str) -> dict[str, bool]:
+    """Return every category's state from a comma list of granted ones (unknown names ignored)."""
+    granted = {part.strip().lower() for part in text.split(",") if part.strip()}
+    return {c: c in granted for c in sorted(CATEGORIES)}
+
+
+def apply_browser_signals(consent: dict[str, bool], headers: Mapping[str, str]) -> dict[str, bool]:
+    """Return ``consent`` with ``ads`` withheld when the browser sends Sec-GPC: 1 or DNT: 1."""
+    if headers.get("Sec-GPC", "").strip() == "1" or headers.get("DNT", "").strip() == "1":
+        return {**consent, "ads": False}
+    return consent
+
+
+def map_segment_consent(context: Mapping[str, Any]) -> dict[str, bool]:
+    """Return dmp's categories from ``context.consent.categoryPreferences``; {} when absent."""
+    consent = context.get("consent")
+    prefs = consent.get("categoryPreferences") if isinstance(consent, Mapping) else None
+    if not isinstance(prefs, Mapping):
+        return {}
+    out: dict[str, bool] = {}
+    for name, value in prefs.items():
+        category = SEGMENT_CATEGORY_MAP.get(str(name).strip().lower())
+        if category is None or not isinstance(value, bool):
+            continue
+        # Several CMP categories can map onto one of ours: any refusal wins.
+        out[category] = out.get(category, True) and value
+    return out

@@ -1,0 +1,282 @@
+"""The Segment-spec HTTP tracking API: ``POST /v1/{identify,track,page,screen,group,alias,batch}``.
+
+Spoken by Segment's and RudderStack's server SDKs. Auth is the write key as Basic-auth
+user (or ``writeKey`` in the body). A batch is stored whole or not at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+import zlib
+from datetime import datetime
+from typing import Any
+
+import redis
+from flask import Blueprint, Request, Response, jsonify, request
+
+from collectors import browser
+from collectors.consent import map_segment_consent
+from collectors.enrichment import truncate_ip
+from dmp import metrics, stream
+from dmp.deps import current_deps
+from dmp.problems import Problem
+from dmp.records import Hit, Source
+
+bp = Blueprint("segmentspec", __name__, url_prefix="/v1")
+
+TYPES = ("identify", "track", "page", "screen", "group", "alias")
+MAX_ID = 256
+
+
+def _bad(detail: str, title: str = "Invalid payload") -> Problem:
+    return Problem(400, title, detail, slug="invalid-payload")
+
+
+def read_body(req: Request, limit: int) -> dict[str, Any]:
+    """Return the JSON object of the request body, gunzipped, at most ``limit`` bytes."""
+    if req.content_length is not None and req.content_length > limit:
+        raise Problem(
+            400, "Payload too large", f"the body may be at most {limit} bytes", "too-large"
+        )
+    raw = req.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise Problem(
+            400, "Payload too large", f"the body may be at most {limit} bytes", "too-large"
+        )
+    if req.headers.get("Content-Encoding", "").lower() == "gzip":
+        try:
+            inflater = zlib.decompressobj(wbits=31)
+            raw = inflater.decompress(raw, limit + 1)
+        except zlib.error as exc:
+            raise _bad(f"the gzip body is corrupt: {exc}") from None
+        if len(raw) > limit or inflater.unconsumed_tail:
+            raise Problem(
+                400,
+                "Payload too large",
+                f"the unzipped body may be at most {limit} bytes",
+                "too-large",
+            )
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _bad(f"the body is not valid JSON: {exc}", "Malformed JSON") from None
+    if not isinstance(body, dict):
+        raise _bad("the body must be a JSON object")
+    return body
+
+
+def write_key_of(req: Request, body: dict[str, Any]) -> str:
+    """Return the write key from Basic auth (user part) or the body's ``writeKey``."""
+    header = req.headers.get("Authorization", "")
+    if header[:6].lower() == "basic ":
+        try:
+            return base64.b64decode(header[6:].strip(), validate=True).decode().split(":", 1)[0]
+        except (ValueError, UnicodeDecodeError):
+            return ""
+    key = body.get("writeKey")
+    return key if isinstance(key, str) else ""
+
+
+def parse_time(value: Any, path: str) -> int | None:
+    """Return ms since the epoch of an ISO-8601 string (naive means UTC); None when absent."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise _bad(f"{path}: expected an ISO-8601 time string")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _bad(f"{path}: not an ISO-8601 time: {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.now().astimezone().tzinfo.utc)  # type: ignore[union-attr]
+    return int(parsed.timestamp() * 1000)
+
+
+def corrected_time(msg: dict[str, Any], batch_sent_at: int | None, received: int, path: str) -> int:
+    """Return the event time corrected for clock skew (receivedAt − (sentAt − timestamp))."""
+    client = parse_time(msg.get("originalTimestamp"), f"{path}.originalTimestamp")
+    if client is None:
+        client = parse_time(msg.get("timestamp"), f"{path}.timestamp")
+    sent = parse_time(msg.get("sentAt"), f"{path}.sentAt") or batch_sent_at
+    if client is None:
+        return received
+    if sent is None:
+        return client
+    return received - (sent - client)
+
+
+def _id(value: Any, path: str) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _bad(f"{path}: expected a string")
+    text = str(value)
+    if len(text) > MAX_ID:
+        raise _bad(f"{path}: at most {MAX_ID} characters")
+    return text
+
+
+def _obj(value: Any, path: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _bad(f"{path}: expected an object")
+    return value
+
+
+def _external_ids(context: dict[str, Any], path: str) -> dict[str, str]:
+    raw = context.get("externalIds")
+    if raw is None:
+        return {}
+    if not isinstance(raw, list):
+        raise _bad(f"{path}.externalIds: expected a list")
+    out = {}
+    for i, item in enumerate(raw[:20]):
+        if not isinstance(item, dict):
+            raise _bad(f"{path}.externalIds[{i}]: expected an object")
+        kind, value = (
+            _id(item.get("type"), f"{path}.externalIds[{i}].type"),
+            _id(item.get("id"), f"{path}.externalIds[{i}].id"),
+        )
+        if kind and value:
+            out[kind] = value
+    return out
+
+
+def to_hit(
+    msg: Any,
+    kind: str | None,
+    site_id: str,
+    received: int,
+    sent_at: int | None,
+    path: str,
+    limit: int,
+) -> Hit:
+    """Return the Hit of one Segment message, or raise a 400 Problem naming the path."""
+    if not isinstance(msg, dict):
+        raise _bad(f"{path}: expected an object")
+    if len(json.dumps(msg, separators=(",", ":"))) > limit:
+        raise Problem(
+            400, "Payload too large", f"{path}: an event may be at most {limit} bytes", "too-large"
+        )
+    kind = kind or msg.get("type")
+    if kind not in TYPES:
+        raise _bad(f"{path}.type: expected one of {', '.join(TYPES)}")
+    user_id = _id(msg.get("userId"), f"{path}.userId")
+    anonymous_id = _id(msg.get("anonymousId"), f"{path}.anonymousId")
+    if not user_id and not anonymous_id:
+        raise _bad(f"{path}: userId or anonymousId is required")
+    context = _obj(msg.get("context"), f"{path}.context")
+    properties = _obj(msg.get("properties"), f"{path}.properties")
+    traits = {
+        **_obj(context.get("traits"), f"{path}.context.traits"),
+        **_obj(msg.get("traits"), f"{path}.traits"),
+    }
+    page = _obj(context.get("page"), f"{path}.context.page")
+    if kind == "track":
+        event = msg.get("event")
+        if not isinstance(event, str) or not event.strip() or len(event) > 200:
+            raise _bad(f"{path}.event: track needs an event name (1-200 characters)")
+    elif kind in ("page", "screen"):
+        name = msg.get("name")
+        event = kind if not isinstance(name, str) or not name else kind
+    else:
+        event = kind
+    message_id = _id(msg.get("messageId"), f"{path}.messageId") or uuid.uuid4().hex
+    ip = context.get("ip")
+    ua = context.get("userAgent")
+    return Hit(
+        event_id=message_id,
+        site_id=site_id,
+        source=Source.API.value,
+        type=kind,
+        event=event,
+        received_at=received,
+        timestamp=corrected_time(msg, sent_at, received, path),
+        consent=map_segment_consent(context),
+        anonymous_id=anonymous_id,
+        user_id=user_id,
+        previous_id=_id(msg.get("previousId"), f"{path}.previousId") if kind == "alias" else "",
+        group_id=_id(msg.get("groupId"), f"{path}.groupId") if kind == "group" else "",
+        channel=msg["channel"][:32] if isinstance(msg.get("channel"), str) else "server",
+        url=browser.clean_url(properties.get("url") or page.get("url")),
+        referrer=browser.clean_url(properties.get("referrer") or page.get("referrer")),
+        title=browser.clean_text(properties.get("title") or page.get("title") or msg.get("name")),
+        topics=browser.clean_topics(properties.get("topics")),
+        properties=properties,
+        traits=traits,
+        external_ids=_external_ids(context, f"{path}.context"),
+        ip=truncate_ip(ip) if isinstance(ip, str) else "",
+        user_agent=ua[:512] if isinstance(ua, str) else "",
+    )
+
+
+def _accept(kind: str | None) -> Response:
+    deps = current_deps()
+    cfg = deps.config
+    body = read_body(request, cfg.max_batch_bytes if kind is None else cfg.max_event_bytes)
+    site = deps.sites.site_for_key(write_key_of(request, body))
+    if site is None:
+        _count(deps, "unknown_key")
+        raise Problem(
+            401,
+            "Unknown write key",
+            "send the site's write key as the Basic-auth user",
+            "unauthorized",
+        )
+    received = browser.now_ms()
+    if kind is None:
+        batch = body.get("batch")
+        if not isinstance(batch, list):
+            raise _bad("batch: expected a list of messages")
+        sent_at = parse_time(body.get("sentAt"), "sentAt")
+        context = _obj(body.get("context"), "context")
+        messages = [
+            {**m, "context": {**context, **m.get("context", {})}}
+            if context and isinstance(m, dict)
+            else m
+            for m in batch
+        ]
+        hits = [
+            to_hit(m, None, site.site_id, received, sent_at, f"batch[{i}]", cfg.max_event_bytes)
+            for i, m in enumerate(messages)
+        ]
+    else:
+        hits = [to_hit(body, kind, site.site_id, received, None, kind, cfg.max_event_bytes)]
+    counters = {metrics.counter("dmp_hits_total", collector="api", outcome="ok"): len(hits)}
+    try:
+        stream.enqueue(deps.redis, hits, counters, atomic=True)
+    except redis.RedisError:
+        raise Problem(
+            503, "Unavailable", "the ingest buffer is unavailable; retry later", "unavailable"
+        ) from None
+    return jsonify(success=True)
+
+
+def _count(deps, outcome: str) -> None:
+    try:
+        stream.enqueue(
+            deps.redis,
+            [],
+            {metrics.counter("dmp_hits_total", collector="api", outcome=outcome): 1},
+            atomic=False,
+        )
+    except redis.RedisError:
+        pass
+
+
+@bp.post("/batch")
+@bp.post("/import")
+def batch() -> Response:
+    """Accept a batch of messages (what segment-analytics-python sends)."""
+    return _accept(None)
+
+
+@bp.post("/<kind>")
+def single(kind: str) -> Response:
+    """Accept one identify, track, page, screen, group or alias call."""
+    if kind not in TYPES:
+        raise Problem(404, "Not found", f"no endpoint /v1/{kind}", "not-found")
+    return _accept(kind)

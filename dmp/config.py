@@ -1,0 +1,68 @@
+"""Settings: defaults, then ``DMP_*`` environment variables, then explicit overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every setting dmp reads; each field is also ``DMP_<FIELD>`` in the environment."""
+
+    data_dir: Path = Path("dmp-data")
+    redis_url: str = ""  # empty: start or attach to the embedded server under data_dir
+    # Ingest worker.
+    consumer: str = field(default_factory=lambda: f"{socket.gethostname()}-worker")
+    read_count: int = 2000  # stream entries per XREADGROUP
+    flush_events: int = 20000  # write a Parquet file once this many events wait ...
+    flush_seconds: float = 2.0  # ... or once the oldest waiting event is this old
+    claim_idle_seconds: float = 60.0  # take over entries a dead consumer left pending
+    dedup_days: int = 7  # an event id seen within this many days is a replay
+    timeline_cap: int = 500  # touchpoints kept per person in Redis (Parquet keeps all)
+    # Collectors.
+    cookie_domain: str = ""  # empty: host-only cookie on the collector's host
+    proxy_hops: int = 0  # trusted reverse proxies in front of dmp (X-Forwarded-For)
+    max_query_bytes: int = 8192  # pixel query strings beyond this are refused
+    max_event_bytes: int = 32 * 1024  # Segment spec: 32 KB per event or call
+    max_batch_bytes: int = 500 * 1024  # Segment spec: 500 KB per batch
+    site_cache_seconds: float = 30.0  # write keys and site domains cached per process
+
+    @property
+    def events_dir(self) -> Path:
+        """Return the root of the Parquet event log."""
+        return self.data_dir / "events"
+
+
+def _coerce(kind: Any, value: Any) -> Any:
+    if kind in (int, "int"):
+        return int(value)
+    if kind in (float, "float"):
+        return float(value)
+    if kind in (Path, "Path"):
+        return Path(value)
+    return str(value)
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Return the Config built from defaults, ``DMP_*`` variables and ``overrides``."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Config):
+        name = f"DMP_{f.name.upper()}"
+        if name in env and env[name] != "":
+            values[f.name] = _coerce(f.type, env[name])
+    for key, value in (overrides or {}).items():
+        name = key.lower()
+        if name not in {f.name for f in dataclasses.fields(Config)}:
+            raise ValueError(f"unknown setting {key!r}")
+        kind = next(f.type for f in dataclasses.fields(Config) if f.name == name)
+        values[name] = _coerce(kind, value)
+    return Config(**values)

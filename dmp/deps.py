@@ -1,0 +1,25 @@
+"""What every request handler needs, built once per app and kept in ``app.extensions``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from flask import current_app
+
+from dmp.config import Config
+from dmp.sites import SiteCache
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """The app's explicit dependencies."""
+
+    config: Config
+    redis: redis.Redis
+    sites: SiteCache
+
+
+def current_deps() -> Deps:
+    """Return the running app's dependencies."""
+    return current_app.extensions["dmp"]

@@ -1,0 +1,60 @@
+"""Every Redis key dmp uses, in one place: ``dmp:<kind>:<id>[:<facet>]``.
+
+Per-person keys carry a hash tag (``dmp:person:{<pid>}:…``) so that one person's keys
+share a Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+STREAM = "dmp:stream:ingest"  # the ingest buffer every collector appends to
+GROUP = "ingest"  # the worker's consumer group on STREAM
+METRICS = "dmp:metrics"  # hash: counter name -> value (shared by every process)
+STATS = "dmp:stats"  # hash: events_stored, events_aggregate, persons:<tier>
+MERGES = "dmp:log:merges"  # stream: every identity merge with reason, time and source
+CONFLICTS = "dmp:log:conflicts"  # stream: identities that were not merged, and why
+SITES = "dmp:sites"  # set of site ids
+ADMIN_KEYS = "dmp:apikeys"  # set of api key hashes
+
+
+def site(site_id: str) -> str:
+    """Return the hash holding one site's settings."""
+    return f"dmp:site:{site_id}"
+
+
+def write_key(key_hash: str) -> str:
+    """Return the string key mapping a hashed write key to its site id."""
+    return f"dmp:writekey:{key_hash}"
+
+
+def api_key(key_hash: str) -> str:
+    """Return the hash holding one hashed API key's scope and metadata."""
+    return f"dmp:apikey:{key_hash}"
+
+
+def identifier(kind: str, value: str) -> str:
+    """Return the string key mapping one identifier to its person id."""
+    return f"dmp:id:{kind}:{value}"
+
+
+def person(pid: str, facet: str = "") -> str:
+    """Return a person's key: the profile hash, or one of its facets."""
+    base = f"dmp:person:{{{pid}}}"
+    return f"{base}:{facet}" if facet else base
+
+
+def seen_events(day: str) -> str:
+    """Return the set of event-id digests first stored on ``day`` (YYYYMMDD)."""
+    return f"dmp:seen:{day}"
+
+
+def aggregate(site_id: str, day: str) -> str:
+    """Return the hash counting one site's unconsented hits of one day by url and topic."""
+    return f"dmp:aggregate:{site_id}:{day}"
+
+
+def eventlog_intent(name: str) -> str:
+    """Return the key recording an event-log file about to be written (crash recovery)."""
+    return f"dmp:eventlog:intent:{name}"
+
+
+EVENTLOG_INTENTS = "dmp:eventlog:intents"  # set of intent names not yet committed

@@ -1,0 +1,42 @@
+"""RFC 9457 problem details: every JSON endpoint's error answer."""
+
+from __future__ import annotations
+
+from flask import Response, json
+from werkzeug.exceptions import HTTPException
+
+TYPE_BASE = "https://dmp.dev/problems/"
+
+
+class Problem(HTTPException):
+    """An error answered as ``application/problem+json``."""
+
+    def __init__(self, status: int, title: str, detail: str = "", slug: str = "") -> None:
+        super().__init__(description=detail)
+        self.code = status
+        self.title = title
+        self.detail = detail
+        self.slug = slug or title.lower().replace(" ", "-")
+
+    def get_response(self, environ=None, scope=None) -> Response:  # noqa: ARG002
+        """Return the problem as an application/problem+json response."""
+        return problem_response(self.code, self.title, self.detail, self.slug)
+
+
+def problem_response(status: int, title: str, detail: str = "", slug: str = "") -> Response:
+    """Return a problem+json response."""
+    body = {
+        "type": TYPE_BASE + (slug or title.lower().replace(" ", "-")),
+        "title": title,
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    return Response(json.dumps(body), status=status, mimetype="application/problem+json")
+
+
+def from_http_exception(exc: HTTPException) -> Response:
+    """Return werkzeug's HTTP errors (404, 405, 413 …) as problem+json."""
+    if isinstance(exc, Problem):
+        return exc.get_response()
+    return problem_response(exc.code or 500, exc.name, exc.description or "")

@@ -1,0 +1,1 @@
+"""Exporters: the delta sync engine and one module per destination."""
