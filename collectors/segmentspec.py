@@ -10,7 +10,7 @@ import base64
 import json
 import uuid
 import zlib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -90,7 +90,7 @@ def parse_time(value: Any, path: str) -> int | None:
     except ValueError:
         raise _bad(f"{path}: not an ISO-8601 time: {value!r}") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.now().astimezone().tzinfo.utc)  # type: ignore[union-attr]
+        parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * 1000)
 
 
@@ -179,11 +179,8 @@ def to_hit(
         event = msg.get("event")
         if not isinstance(event, str) or not event.strip() or len(event) > 200:
             raise _bad(f"{path}.event: track needs an event name (1-200 characters)")
-    elif kind in ("page", "screen"):
-        name = msg.get("name")
-        event = kind if not isinstance(name, str) or not name else kind
     else:
-        event = kind
+        event = kind  # a page's or screen's name travels as its title
     message_id = _id(msg.get("messageId"), f"{path}.messageId") or uuid.uuid4().hex
     ip = context.get("ip")
     ua = context.get("userAgent")

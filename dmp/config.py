@@ -22,7 +22,7 @@ class Config:
     read_count: int = 2000  # stream entries per XREADGROUP
     flush_events: int = 20000  # write a Parquet file once this many events wait ...
     flush_seconds: float = 2.0  # ... or once the oldest waiting event is this old
-    claim_idle_seconds: float = 60.0  # take over entries a dead consumer left pending
+    lease_seconds: float = 15.0  # one ingest worker at a time holds the lease; a dead one loses it
     dedup_days: int = 7  # an event id seen within this many days is a replay
     timeline_cap: int = 500  # touchpoints kept per person in Redis (Parquet keeps all)
     # Collectors.

@@ -1,0 +1,177 @@
+"""The JS tag: ``GET /dmp.js`` and its beacons to ``POST /collect``.
+
+A beacon body (JSON; sent as ``text/plain`` so that no CORS preflight is needed)::
+
+    {"k": "<write key>", "consent": ["analytics", "ads"], "sentAt": <ms>,
+     "events": [{"id": "<client event id>", "type": "page|track|identify", "event": "...",
+                 "ts": <ms>, "url": "...", "ref": "...", "title": "...", "topics": [...],
+                 "props": {...}, "traits": {...}}]}
+
+CORS is granted only to the write key's site domains; a beacon from any other origin is
+refused whole. The ``dmp_uid`` cookie follows the same consent rules as the pixel's.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from importlib import resources
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, request
+
+from collectors import browser
+from dmp import metrics, stream
+from dmp.deps import current_deps
+from dmp.problems import Problem
+from dmp.records import Hit, Source
+
+bp = Blueprint("tag", __name__)
+
+MAX_BODY = 64 * 1024
+MAX_EVENTS = 50
+TYPES = ("page", "track", "identify")
+_SCRIPT = resources.files("collectors").joinpath("static/dmp.js").read_bytes()
+
+
+@bp.get("/dmp.js")
+def script() -> Response:
+    """Return the tag script (cacheable for an hour)."""
+    return Response(
+        _SCRIPT,
+        mimetype="application/javascript",
+        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def _cors(response: Response, origin: str) -> Response:
+    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Access-Control-Allow-Credentials"] = "true"
+    response.headers["Vary"] = "Origin"
+    return response
+
+
+@bp.route("/collect", methods=["OPTIONS"])
+def preflight() -> Response:
+    """Answer a CORS preflight for origins that belong to some site."""
+    origin = request.headers.get("Origin", "")
+    if not origin or not current_deps().sites.any_allows_origin(origin):
+        raise Problem(403, "Origin not allowed", "this origin belongs to no site", "forbidden")
+    response = _cors(Response(status=204), origin)
+    response.headers["Access-Control-Allow-Methods"] = "POST"
+    response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+    response.headers["Access-Control-Max-Age"] = "86400"
+    return response
+
+
+def _bad(detail: str) -> Problem:
+    return Problem(400, "Invalid beacon", detail, "invalid-payload")
+
+
+def _read_beacon() -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise Problem(400, "Payload too large", f"a beacon may be at most {MAX_BODY} bytes")
+    raw = request.stream.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise Problem(400, "Payload too large", f"a beacon may be at most {MAX_BODY} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise _bad("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _bad("the body must be a JSON object")
+    return body
+
+
+def _ms(value: Any, path: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise _bad(f"{path}: expected ms since the epoch")
+    return int(value)
+
+
+def _obj(value: Any, path: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _bad(f"{path}: expected an object")
+    return value
+
+
+def to_hit(
+    item: Any, site_id: str, visitor: browser.Visitor, received: int, sent: int | None, i: int
+) -> Hit:
+    """Return the Hit of one beacon event, or raise a 400 Problem naming the event."""
+    path = f"events[{i}]"
+    if not isinstance(item, dict):
+        raise _bad(f"{path}: expected an object")
+    kind = item.get("type", "page")
+    if kind not in TYPES:
+        raise _bad(f"{path}.type: expected one of {', '.join(TYPES)}")
+    try:
+        event = browser.clean_event_name(item.get("event"), default=kind)
+    except browser.BadHit as exc:
+        raise _bad(f"{path}.event: {exc}") from None
+    client_ts = _ms(item.get("ts"), f"{path}.ts")
+    timestamp = received - (sent - client_ts) if sent and client_ts else received
+    event_id = item.get("id")
+    if not isinstance(event_id, str) or not 8 <= len(event_id) <= 64:
+        event_id = uuid.uuid4().hex
+    traits = _obj(item.get("traits"), f"{path}.traits")
+    # Without analytics consent nothing may identify the visitor, an email least of all.
+    return Hit(
+        event_id=event_id,
+        site_id=site_id,
+        source=Source.TAG.value,
+        type=kind,
+        event=event,
+        received_at=received,
+        timestamp=timestamp,
+        consent=visitor.consent,
+        uid=visitor.uid,
+        url=browser.clean_url(item.get("url")),
+        referrer=browser.clean_url(item.get("ref")),
+        title=browser.clean_text(item.get("title")),
+        topics=browser.clean_topics(item.get("topics")),
+        properties=_obj(item.get("props"), f"{path}.props"),
+        traits=traits if visitor.identified else {},
+        ip=visitor.ip,
+        user_agent=visitor.user_agent,
+    )
+
+
+@bp.post("/collect")
+def collect() -> Response:
+    """Accept a tag beacon of up to 50 events, stored all together or not at all."""
+    deps = current_deps()
+    origin = request.headers.get("Origin", "")
+    body = _read_beacon()
+    key = body.get("k")
+    site = deps.sites.site_for_key(key if isinstance(key, str) else "")
+    if site is None:
+        raise Problem(401, "Unknown write key", "the beacon's k is no site's write key")
+    if origin and not site.allows_origin(origin):
+        raise Problem(403, "Origin not allowed", f"{origin} is not a domain of this site")
+    events = body.get("events")
+    if not isinstance(events, list) or not 1 <= len(events) <= MAX_EVENTS:
+        raise _bad(f"events: expected a list of 1 to {MAX_EVENTS} events")
+    granted = body.get("consent", [])
+    if not isinstance(granted, list) or not all(isinstance(c, str) for c in granted):
+        raise _bad("consent: expected a list of category names")
+    visitor = browser.read_visitor(request, ",".join(granted))
+    received = browser.now_ms()
+    sent = _ms(body.get("sentAt"), "sentAt")
+    hits = [to_hit(item, site.site_id, visitor, received, sent, i) for i, item in enumerate(events)]
+    withdrawal = browser.withdrawal_hit(visitor, site.site_id, Source.TAG, received)
+    if withdrawal:
+        hits.append(withdrawal)
+    counter = metrics.counter("dmp_hits_total", collector="tag", outcome="ok")
+    try:
+        stream.enqueue(deps.redis, hits, {counter: len(events)}, atomic=True)
+    except redis.RedisError:
+        raise Problem(503, "Unavailable", "the ingest buffer is unavailable; retry later") from None
+    response = Response(status=204)
+    browser.finish_response(response, visitor, request, deps.config.cookie_domain)
+    return _cors(response, origin) if origin else response

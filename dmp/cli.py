@@ -1,0 +1,261 @@
+"""The ``dmp`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+import redis
+
+from dmp import apikeys, sites, stream, worker
+from dmp.config import Config, load_config
+
+
+class Context:
+    """What every command shares: the config and, on first use, one Redis client."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._redis: redis.Redis | None = None
+
+    @property
+    def redis(self) -> redis.Redis:
+        """Return the Redis client (connecting, or starting the embedded server, once)."""
+        if self._redis is None:
+            from dmp.app import connect_config
+
+            client = connect_config(self.config)
+            try:
+                client.ping()
+            except redis.RedisError as exc:
+                raise click.ClickException(f"cannot reach Redis: {exc}") from None
+            self._redis = client
+        return self._redis
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def _fail(message: str) -> None:
+    """Stop with exit code 2 and one line on stderr (bad input)."""
+    raise click.UsageError(message)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="DMP_DATA_DIR",
+    default="dmp-data",
+    show_default=True,
+    help="Where the event log and the embedded Redis server live.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path, verbose: bool) -> None:
+    """dmp: an audience data platform for B2B lead nurturing."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        ctx.obj = Context(load_config({"data_dir": data_dir}))
+    except ValueError as exc:
+        _fail(f"bad setting: {exc}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Web processes."
+)
+@click.option(
+    "--threads",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Threads per web process.",
+)
+@click.option(
+    "--no-ingest", is_flag=True, help="Do not run the ingest worker (run `dmp worker` elsewhere)."
+)
+@pass_ctx
+def serve(obj: Context, host: str, port: int, workers: int, threads: int, no_ingest: bool) -> None:
+    """Serve the pixel, tag, Segment API and admin API, and run the ingest worker."""
+    from dmp.server import serve as run
+
+    run(obj.config, host, port, workers, threads, ingest=not no_ingest)
+
+
+@cli.command("worker")
+@click.option("--once", is_flag=True, help="Drain everything pending, then exit.")
+@pass_ctx
+def worker_cmd(obj: Context, once: bool) -> None:
+    """Run the ingest worker: stream to identity, profiles and the Parquet event log."""
+    r = obj.redis
+    stream.ensure_group(r)
+    ingest = worker.Worker(r, obj.config)
+    stop = threading.Event()
+    if not once:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        worker.run_forever(r, obj.config, stop)
+        return
+    total = stream.pending_count(r)
+    with click.progressbar(length=total, label="ingesting", file=sys.stderr) as bar:
+        done = ingest.run(once=True, progress=bar.update)
+    state = worker.status(r)
+    click.echo(
+        f"handled {done} entries; {state['events_stored']} events stored in total, "
+        f"{state['pending']} pending"
+    )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def status(obj: Context, as_json: bool) -> None:
+    """Show stored and aggregate event counts, persons by tier and pending hits."""
+    state = worker.status(obj.redis)
+    if as_json:
+        _print_json(state)
+        return
+    click.echo(f"events stored     {state['events_stored']:>12,}")
+    click.echo(f"events aggregate  {state['events_aggregate']:>12,}")
+    for tier, count in state["persons"].items():
+        click.echo(f"persons {tier:<9} {count:>12,}")
+    click.echo(f"pending           {state['pending']:>12,}")
+
+
+@cli.group("sites")
+def sites_group() -> None:
+    """Manage the websites that send hits."""
+
+
+@sites_group.command("add")
+@click.argument("name")
+@click.option(
+    "--domain", "domains", multiple=True, required=True, help="A domain of the site (repeatable)."
+)
+@pass_ctx
+def sites_add(obj: Context, name: str, domains: tuple[str, ...]) -> None:
+    """Add a site; its write key is printed on the last line (shown only once)."""
+    try:
+        site, key = sites.add_site(obj.redis, name, list(domains))
+    except sites.SiteError as exc:
+        _fail(str(exc))
+    click.echo(f"site {site.site_id} for {', '.join(site.domains)}; write key:")
+    click.echo(key)
+
+
+@sites_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def sites_list(obj: Context, as_json: bool) -> None:
+    """List the sites."""
+    found = sites.list_sites(obj.redis)
+    if as_json:
+        _print_json(
+            [
+                {
+                    "site_id": s.site_id,
+                    "name": s.name,
+                    "domains": list(s.domains),
+                    "created": s.created,
+                }
+                for s in found
+            ]
+        )
+        return
+    for s in found:
+        click.echo(f"{s.site_id:<24} {','.join(s.domains):<40} {s.created}")
+
+
+@sites_group.command("remove")
+@click.argument("site_id")
+@pass_ctx
+def sites_remove(obj: Context, site_id: str) -> None:
+    """Remove a site and its write key (its stored events stay)."""
+    try:
+        sites.remove_site(obj.redis, site_id)
+    except sites.SiteError as exc:
+        _fail(str(exc))
+    click.echo(f"removed site {site_id}")
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """Manage API keys."""
+
+
+@keys_group.command("create")
+@click.option("--scope", type=click.Choice([s.value for s in apikeys.Scope]), required=True)
+@click.option("--name", default="", help="A note on whom the key is for.")
+@pass_ctx
+def keys_create(obj: Context, scope: str, name: str) -> None:
+    """Create an API key; it is printed on the last line (shown only once)."""
+    key = apikeys.create_key(obj.redis, apikeys.Scope(scope), name)
+    click.echo(f"{scope} key created; store it now, dmp keeps only its hash:")
+    click.echo(key)
+
+
+@keys_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def keys_list(obj: Context, as_json: bool) -> None:
+    """List API keys by hash prefix (the keys themselves are not stored)."""
+    found = apikeys.list_keys(obj.redis)
+    if as_json:
+        _print_json(
+            [
+                {
+                    "id": k.key_hash[:12],
+                    "scope": k.scope.value,
+                    "name": k.name,
+                    "created": k.created,
+                }
+                for k in found
+            ]
+        )
+        return
+    for k in found:
+        click.echo(f"{k.key_hash[:12]}  {k.scope.value:<8} {k.created}  {k.name}")
+
+
+@keys_group.command("revoke")
+@click.argument("key_id")
+@pass_ctx
+def keys_revoke(obj: Context, key_id: str) -> None:
+    """Revoke the key whose id (hash prefix, 8+ characters) is KEY_ID."""
+    if len(key_id) < 8 or any(c not in "0123456789abcdef" for c in key_id):
+        _fail("a key id is 8 or more hex digits, as `dmp keys list` shows")
+    if apikeys.revoke_key(obj.redis, key_id) == 0:
+        _fail(f"no key with id {key_id}")
+    click.echo(f"revoked key {key_id}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; bad input exits 2 with one line on stderr."""
+    try:
+        cli.main(args=argv, prog_name="dmp", standalone_mode=False)
+    except click.UsageError as exc:
+        click.echo(f"dmp: error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"dmp: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("dmp: aborted", err=True)
+        sys.exit(1)

@@ -1,0 +1,226 @@
+"""The event log: Parquet files partitioned by UTC day, each event stored exactly once.
+
+A flush commits in three steps so that a crash at any point neither loses nor doubles
+an event:
+
+1. an *intent* (every file name, stream id, event digest and counter of the flush) is
+   written to Redis;
+2. each file is written to a temporary name, fsynced and renamed into
+   ``events/dt=YYYY-MM-DD/``;
+3. one MULTI marks the digests seen, adds the counters, acks and deletes the stream
+   entries and drops the intent.
+
+On start, :meth:`EventLog.recover` finishes every intent whose files all exist and
+undoes the others (their entries are still pending and get read again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import redis
+
+from dmp import keyspace, metrics
+from dmp.records import EVENT_SCHEMA
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+COLUMNS = EVENT_SCHEMA.names
+
+
+def event_digest(site_id: str, event_id: str) -> str:
+    """Return the short digest under which an event id counts as seen (per site)."""
+    return hashlib.blake2b(f"{site_id}\x1f{event_id}".encode(), digest_size=10).hexdigest()
+
+
+def utc_day(ms: int) -> str:
+    """Return the UTC day of a ms timestamp as YYYY-MM-DD."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
+
+
+class EventBuffer:
+    """Events and side effects waiting for the next flush."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+        self.stream_ids: list[str] = []  # every entry this flush acks, stored or not
+        self.digests: set[str] = set()
+        self.aggregates: Counter[tuple[str, str]] = Counter()  # (key, field) -> count
+        self.stats: Counter[str] = Counter()
+        self.metrics: Counter[str] = Counter()
+        self.started = 0.0
+
+    @property
+    def rows(self) -> int:
+        """Return how many events wait to be written."""
+        return len(self.columns["event_id"])
+
+    @property
+    def entries(self) -> int:
+        """Return how many stream entries wait to be acked."""
+        return len(self.stream_ids)
+
+    def age(self) -> float:
+        """Return seconds since the first entry joined the buffer (0 when empty)."""
+        return time.monotonic() - self.started if self.stream_ids else 0.0
+
+    def take(self, stream_id: str, digest: str | None) -> None:
+        """Note an entry to ack at the flush (and its event digest, if it has one)."""
+        if not self.stream_ids:
+            self.started = time.monotonic()
+        self.stream_ids.append(stream_id)
+        if digest:
+            self.digests.add(digest)
+
+    def add_row(self, row: dict[str, Any]) -> None:
+        """Append one event row (every schema column present)."""
+        for name, column in self.columns.items():
+            column.append(row[name])
+
+
+class EventLog:
+    """The Parquet event log under ``root`` and its exactly-once bookkeeping in Redis."""
+
+    def __init__(self, r: redis.Redis, root: Path, dedup_days: int) -> None:
+        self.r = r
+        self.root = root
+        self.dedup_days = dedup_days
+
+    def _seen_keys(self) -> list[str]:
+        today = datetime.now(UTC).date()
+        return [
+            keyspace.seen_events((today - timedelta(days=n)).strftime("%Y%m%d"))
+            for n in range(self.dedup_days + 1)
+        ]
+
+    def seen(self, digests: list[str]) -> list[bool]:
+        """Return, per digest, whether its event was stored in the last ``dedup_days`` days."""
+        if not digests:
+            return []
+        with self.r.pipeline(transaction=False) as pipe:
+            for key in self._seen_keys():
+                pipe.smismember(key, digests)
+            answers = pipe.execute()
+        return [any(flags) for flags in zip(*answers, strict=True)]
+
+    def flush(self, buf: EventBuffer) -> list[Path]:
+        """Write the buffer's events durably, then commit its acks and counters."""
+        if not buf.stream_ids:
+            return []
+        name = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+        tables = self._tables_by_day(buf)
+        finals = [self.root / f"dt={day}" / f"part-{name}.parquet" for day in tables]
+        payload = {
+            "files": [str(p) for p in finals],
+            "ids": buf.stream_ids,
+            "digests": sorted(buf.digests),
+            "aggregates": [[k, f, n] for (k, f), n in buf.aggregates.items()],
+            "stats": dict(buf.stats),
+            "metrics": dict(buf.metrics),
+        }
+        if finals:
+            self.r.set(keyspace.eventlog_intent(name), json.dumps(payload))
+            self.r.sadd(keyspace.EVENTLOG_INTENTS, name)
+            _write_files(list(tables.values()), finals)
+        self._commit(name, payload)
+        return finals
+
+    def _tables_by_day(self, buf: EventBuffer) -> dict[str, pa.Table]:
+        if not buf.rows:
+            return {}
+        table = pa.Table.from_pydict(buf.columns, schema=EVENT_SCHEMA)
+        days = [ms // DAY_MS for ms in buf.columns["timestamp"]]
+        if min(days) == max(days):
+            return {utc_day(buf.columns["timestamp"][0]): table}
+        day_array = pa.array(days)
+        return {
+            utc_day(day * DAY_MS): table.filter(pc.equal(day_array, day))
+            for day in sorted(set(days))
+        }
+
+    def _commit(self, name: str, payload: dict[str, Any]) -> None:
+        seen_key = self._seen_keys()[0]
+        ids = payload["ids"]
+        with self.r.pipeline(transaction=True) as pipe:
+            if payload["digests"]:
+                pipe.sadd(seen_key, *payload["digests"])
+                pipe.expire(seen_key, (self.dedup_days + 2) * 86400)
+            for key, field, amount in payload["aggregates"]:
+                pipe.hincrby(key, field, amount)
+            for field, amount in payload["stats"].items():
+                pipe.hincrby(keyspace.STATS, field, amount)
+            for field, amount in payload["metrics"].items():
+                metrics.incr(pipe, field, amount)
+            for start in range(0, len(ids), 10_000):
+                chunk = ids[start : start + 10_000]
+                pipe.xack(keyspace.STREAM, keyspace.GROUP, *chunk)
+                pipe.xdel(keyspace.STREAM, *chunk)
+            pipe.delete(keyspace.eventlog_intent(name))
+            pipe.srem(keyspace.EVENTLOG_INTENTS, name)
+            pipe.execute()
+
+    def recover(self) -> tuple[int, int]:
+        """Finish or undo flushes a crash interrupted; return (finished, undone)."""
+        finished = undone = 0
+        for name in sorted(self.r.smembers(keyspace.EVENTLOG_INTENTS)):
+            raw = self.r.get(keyspace.eventlog_intent(name))
+            payload = json.loads(raw) if raw else None
+            files = [Path(p) for p in payload["files"]] if payload else []
+            if payload and all(p.exists() for p in files):
+                self._commit(name, payload)
+                finished += 1
+                log.warning("event log: finished interrupted flush %s (%d files)", name, len(files))
+                continue
+            for path in files:
+                path.unlink(missing_ok=True)
+                _tmp_name(path).unlink(missing_ok=True)
+            self.r.delete(keyspace.eventlog_intent(name))
+            self.r.srem(keyspace.EVENTLOG_INTENTS, name)
+            undone += 1
+            log.warning("event log: undid interrupted flush %s; its events will be re-read", name)
+        return finished, undone
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _write_files(tables: list[pa.Table], finals: list[Path]) -> None:
+    """Write each table to a temp file, fsync all, then rename them into place."""
+    for table, final in zip(tables, finals, strict=True):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_name(final)
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+    for final in finals:
+        os.replace(_tmp_name(final), final)
+    for directory in {f.parent for f in finals}:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def scan_events(root: Path) -> pl.LazyFrame:
+    """Return the whole event log as a lazy frame (with the ``dt`` partition column)."""
+    files = sorted(root.glob("dt=*/part-*.parquet"))
+    if not files:
+        return pl.LazyFrame(schema=pl.from_arrow(EVENT_SCHEMA.empty_table()).schema)
+    return pl.scan_parquet(root / "dt=*" / "part-*.parquet", hive_partitioning=True)

@@ -1,0 +1,35 @@
+"""Operations endpoints: ``/healthz`` for load balancers, ``/metrics`` for Prometheus."""
+
+from __future__ import annotations
+
+import redis
+from flask import Blueprint, Response, jsonify
+
+from dmp import metrics, worker
+from dmp.deps import current_deps
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    """Answer 200 when Redis answers, else 503 (the collectors cannot buffer hits)."""
+    try:
+        current_deps().redis.ping()
+    except redis.RedisError as exc:
+        return jsonify(status="unavailable", redis=str(exc)), 503
+    return jsonify(status="ok"), 200
+
+
+@bp.get("/metrics")
+def prometheus() -> Response:
+    """Return counters and ingest gauges in the Prometheus text format."""
+    r = current_deps().redis
+    state = worker.status(r)
+    gauges: dict[str, float] = {
+        "dmp_stream_pending": state["pending"],
+        "dmp_events_stored": state["events_stored"],
+    }
+    for tier, count in state["persons"].items():
+        gauges[metrics.counter("dmp_persons", tier=tier)] = count
+    return Response(metrics.render(r, gauges), mimetype="text/plain; version=0.0.4")

@@ -1,0 +1,491 @@
+"""The ingest worker: stream → dedup → identity → profile → Parquet event log.
+
+One worker at a time holds the lease (``dmp:worker:lease``), so a person has one writer.
+It reads its own pending entries first (after a crash), then any a dead consumer left,
+then new ones. Each read batch costs a fixed handful of Redis round trips whatever its
+size: one dedup check, one identifier MGET, one state read and one write pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from collectors.enrichment import parse_agent
+from dmp import identity, keyspace, metrics, stream
+from dmp.config import Config
+from dmp.eventlog import EventBuffer, EventLog, event_digest, utc_day
+from dmp.identity import Identifier, IdKind
+from dmp.profiles import PersonDelta, PersonState, load_states, merge_person, tier_for, write_delta
+from dmp.records import Hit, Source, Tier
+
+log = logging.getLogger(__name__)
+
+LEASE = "dmp:worker:lease"
+
+
+def is_identified(hit: Hit) -> bool:
+    """Return whether a hit may be tied to a person (else it counts only in aggregate)."""
+    if hit.source == Source.API.value:
+        # Server-side events come from the site's own systems: stored unless the message
+        # says analytics consent was refused.
+        return hit.consent.get("analytics", True)
+    return bool(hit.uid)
+
+
+def touchpoint(hit: Hit) -> str:
+    """Return the timeline member of a hit (deterministic, so replays add nothing)."""
+    point: dict[str, Any] = {
+        "id": hit.event_id,
+        "t": hit.timestamp,
+        "type": hit.type,
+        "event": hit.event,
+        "source": hit.source,
+        "site": hit.site_id,
+        "channel": hit.channel,
+    }
+    for name in ("url", "title", "topics"):
+        value = getattr(hit, name)
+        if value:
+            point[name] = value
+    return json.dumps(point, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_row(hit: Hit, person_id: str | None) -> dict[str, Any]:
+    """Return the event-log row of a stored hit."""
+    agent = parse_agent(hit.user_agent)
+    return {
+        "event_id": hit.event_id,
+        "site_id": hit.site_id,
+        "person_id": person_id,
+        "source": hit.source,
+        "type": hit.type,
+        "event": hit.event,
+        "channel": hit.channel,
+        "timestamp": hit.timestamp,
+        "received_at": hit.received_at,
+        "uid": hit.uid or None,
+        "anonymous_id": hit.anonymous_id or None,
+        "user_id": hit.user_id or None,
+        "url": hit.url or None,
+        "referrer": hit.referrer or None,
+        "title": hit.title or None,
+        "topics": hit.topics,
+        "properties": json.dumps(hit.properties, ensure_ascii=False) if hit.properties else None,
+        "traits": json.dumps(hit.traits, ensure_ascii=False) if hit.traits else None,
+        "consent": sorted(c for c, granted in hit.consent.items() if granted),
+        "ip": hit.ip or None,
+        "user_agent": hit.user_agent or None,
+        "browser": agent.browser or None,
+        "os": agent.os or None,
+        "device": agent.device,
+        "is_bot": agent.is_bot,
+    }
+
+
+def _page_path(url: str) -> str:
+    return url.split("?", 1)[0].split("#", 1)[0][:512]
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Person state and writes collected while one read batch is handled."""
+
+    owners: dict[Identifier, str]
+    states: dict[str, PersonState]
+    deltas: dict[str, PersonDelta] = field(default_factory=dict)
+    merges: list[tuple[PersonState, str, dict[str, str]]] = field(default_factory=list)
+    merge_log: list[dict[str, str]] = field(default_factory=list)
+    conflicts: list[dict[str, str]] = field(default_factory=list)
+    withdrawals: list[tuple[Hit, str]] = field(default_factory=list)
+
+    def canonical(self, pid: str) -> str:
+        """Return the person a (possibly just merged) id stands for now."""
+        while self.states.get(pid) is not None and self.states[pid].merged_into:
+            pid = self.states[pid].merged_into
+        return pid
+
+
+class Worker:
+    """Moves hits from the ingest stream into profiles and the event log."""
+
+    def __init__(self, r: redis.Redis, config: Config) -> None:
+        self.r = r
+        self.config = config
+        self.eventlog = EventLog(r, config.events_dir, config.dedup_days)
+        self.buffer = EventBuffer()
+        self.consumer = config.consumer
+        self._own_cursor: str | None = "0"  # reading back our own pending entries first
+        self._claimed = False  # other consumers' leftovers taken over since the lease began
+
+    # -- the loop -------------------------------------------------------------------
+
+    def acquire_lease(self) -> bool:
+        """Take or renew the lease; return whether this worker may write."""
+        ttl = int(self.config.lease_seconds * 1000)
+        if self.r.set(LEASE, self.consumer, nx=True, px=ttl):
+            return True
+        if self.r.get(LEASE) == self.consumer:
+            self.r.pexpire(LEASE, ttl)
+            return True
+        return False
+
+    def release_lease(self) -> None:
+        """Give the lease up (only if this worker holds it)."""
+        if self.r.get(LEASE) == self.consumer:
+            self.r.delete(LEASE)
+
+    def start(self) -> None:
+        """Prepare the stream group, finish any flush a crash interrupted, re-read leftovers."""
+        stream.ensure_group(self.r)
+        self.buffer = EventBuffer()
+        self._own_cursor, self._claimed = "0", False
+        finished, undone = self.eventlog.recover()
+        if finished or undone:
+            log.info("recovered %d interrupted flushes, undid %d", finished, undone)
+
+    def run(
+        self,
+        *,
+        once: bool = False,
+        stop: threading.Event | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Ingest until ``stop`` is set (or, with ``once``, until nothing is pending)."""
+        stop = stop or threading.Event()
+        done, started = 0, False
+        while not stop.is_set():
+            if not self.acquire_lease():
+                if started:
+                    # We stalled past the lease and another worker took over: it re-reads
+                    # our unacked entries, so ours are dropped, not flushed twice.
+                    log.warning(
+                        "lost the worker lease; dropping %d buffered entries", self.buffer.entries
+                    )
+                    self.buffer, started = EventBuffer(), False
+                if once and stream.pending_count(self.r) == 0:
+                    return done  # another worker holds the lease and has drained it all
+                stop.wait(0.2 if once else 1.0)
+                continue
+            if not started:
+                self.start()
+                started = True
+            handled = self.step(block_ms=0 if once else 200)
+            done += handled
+            if progress and handled:
+                progress(handled)
+            if self._due() or (handled == 0 and self.buffer.entries):
+                self.flush()
+            if once and handled == 0 and not self.buffer.entries:
+                break
+        if started:
+            self.flush()
+            self.release_lease()
+        return done
+
+    def _due(self) -> bool:
+        buf = self.buffer
+        return buf.rows >= self.config.flush_events or buf.age() >= self.config.flush_seconds
+
+    def step(self, block_ms: int = 0) -> int:
+        """Read and handle one batch; return how many stream entries it held."""
+        entries = self._read(block_ms)
+        if entries:
+            self.handle(entries)
+        return len(entries)
+
+    def _read(self, block_ms: int) -> list[tuple[str, dict[str, str]]]:
+        count = self.config.read_count
+        group, me = keyspace.GROUP, self.consumer
+        if self._own_cursor is not None:
+            own = self.r.xreadgroup(group, me, {keyspace.STREAM: self._own_cursor}, count)
+            entries = own[0][1] if own else []
+            self._own_cursor = entries[-1][0] if entries else None
+            if entries:
+                return entries
+        while not self._claimed:
+            # Holding the lease means every other consumer is gone: take its leftovers.
+            nxt, claimed, *_ = self.r.xautoclaim(keyspace.STREAM, group, me, 0, "0-0", count=count)
+            self._claimed = nxt == "0-0"
+            if claimed:
+                return claimed
+        new = self.r.xreadgroup(group, me, {keyspace.STREAM: ">"}, count, block=block_ms or None)
+        return new[0][1] if new else []
+
+    def flush(self) -> None:
+        """Write buffered events durably and ack their stream entries."""
+        if not self.buffer.entries:
+            return
+        buf, self.buffer = self.buffer, EventBuffer()
+        files = self.eventlog.flush(buf)
+        log.info(
+            "stored %d events in %d files, acked %d entries",
+            buf.rows,
+            len(files),
+            buf.entries,
+        )
+
+    # -- one batch ------------------------------------------------------------------
+
+    def handle(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+        """Dedup, resolve and apply one read batch of stream entries."""
+        buf = self.buffer
+        hits: list[tuple[str, Hit, str]] = []
+        for stream_id, fields in entries:
+            try:
+                hit = Hit.from_json((fields or {})[stream.FIELD])
+            except (KeyError, TypeError, ValueError):
+                log.error("dropping unreadable stream entry %s", stream_id)
+                buf.metrics[metrics.counter("dmp_stream_unreadable_total")] += 1
+                buf.take(stream_id, None)
+                continue
+            hits.append((stream_id, hit, event_digest(hit.site_id, hit.event_id)))
+        seen = self.eventlog.seen([d for _, _, d in hits])
+        people: list[tuple[Hit, list[Identifier]]] = []
+        for (stream_id, hit, digest), was_seen in zip(hits, seen, strict=True):
+            if was_seen or digest in buf.digests:
+                buf.metrics[metrics.counter("dmp_events_duplicate_total")] += 1
+                buf.take(stream_id, None)
+                continue
+            buf.take(stream_id, digest)
+            if hit.type == "consent":
+                people.append((hit, [Identifier(IdKind.UID, hit.uid)]))
+            elif not is_identified(hit):
+                self._aggregate(hit)
+            elif parse_agent(hit.user_agent).is_bot:
+                buf.metrics[metrics.counter("dmp_bots_total")] += 1
+                buf.add_row(event_row(hit, None))
+                buf.stats["events_stored"] += 1
+            else:
+                people.append((hit, identity.identifiers_of(hit)))
+        if people:
+            self._resolve_and_apply(people)
+
+    def _aggregate(self, hit: Hit) -> None:
+        buf = self.buffer
+        buf.stats["events_aggregate"] += 1
+        buf.metrics[metrics.counter("dmp_events_aggregate_total")] += 1
+        key = keyspace.aggregate(hit.site_id, utc_day(hit.timestamp).replace("-", ""))
+        agent = parse_agent(hit.user_agent)
+        if agent.is_bot:
+            buf.aggregates[(key, "bots")] += 1
+            return
+        buf.aggregates[(key, "hits")] += 1
+        buf.aggregates[(key, f"event:{hit.event}")] += 1
+        buf.aggregates[(key, f"device:{agent.device}")] += 1
+        if hit.url:
+            buf.aggregates[(key, f"url:{_page_path(hit.url)}")] += 1
+        for topic in hit.topics:
+            buf.aggregates[(key, f"topic:{topic}")] += 1
+
+    def _resolve_and_apply(self, people: list[tuple[Hit, list[Identifier]]]) -> None:
+        idents = list(dict.fromkeys(i for _, ids in people for i in ids))
+        found = self.r.mget([keyspace.identifier(i.kind.value, i.value) for i in idents])
+        owners = {i: pid for i, pid in zip(idents, found, strict=True) if pid}
+        batch = _Batch(owners, load_states(self.r, sorted(set(owners.values()))))
+        for hit, ids in people:
+            if hit.type == "consent":
+                pid = owners.get(ids[0])
+                if pid:
+                    batch.withdrawals.append((hit, batch.canonical(pid)))
+                continue
+            self._apply(batch, hit, ids)
+        self._write(batch)
+
+    def _apply(self, batch: _Batch, hit: Hit, ids: list[Identifier]) -> None:
+        """Resolve one hit and fold it into its person's state and delta."""
+        owners = {i: batch.canonical(batch.owners[i]) for i in ids if i in batch.owners}
+        emails = {pid: batch.states[pid].email for pid in owners.values()}
+        res = identity.resolve(ids, owners, emails)
+        pid = res.person_id
+        if res.is_new:
+            batch.states[pid] = PersonState(pid)
+        state = batch.states[pid]
+        delta = batch.deltas.setdefault(pid, PersonDelta())
+        for other, link in res.merges:
+            self._merge(batch, other, pid, link, hit)
+        for conflict in res.conflicts:
+            batch.conflicts.append(
+                {
+                    "person_id": conflict.person_id,
+                    "other_id": conflict.other_id,
+                    "identifier": conflict.identifier.kind.value,
+                    "reason": conflict.reason,
+                    "event_id": hit.event_id,
+                    "site_id": hit.site_id,
+                    "at": str(hit.received_at),
+                }
+            )
+        for ident in res.claims:
+            delta.identifiers.add(ident)
+            batch.owners[ident] = pid
+            if ident.kind is IdKind.EMAIL:
+                state.email = ident.value
+            elif ident.kind is IdKind.PHONE:
+                state.contact.add("phone")
+            elif ident.kind is IdKind.CRM:
+                state.contact.add("crm")
+        if hit.traits:
+            if identity.has_address(hit.traits):
+                state.contact.add("address")
+            for name, value in hit.traits.items():
+                delta.traits[name[:128]] = json.dumps(value, ensure_ascii=False)
+        for category, granted in hit.consent.items():
+            if state.consents.get(category) != granted:
+                state.consents[category] = granted
+                delta.consents[f"c:{category}"] = json.dumps(
+                    {
+                        "granted": granted,
+                        "at": hit.timestamp,
+                        "source": hit.source,
+                        "site": hit.site_id,
+                        "event_id": hit.event_id,
+                    }
+                )
+        delta.see(hit.timestamp)
+        delta.touchpoints[touchpoint(hit)] = hit.timestamp
+        self._promote(state, delta, hit)
+        self.buffer.add_row(event_row(hit, pid))
+        self.buffer.stats["events_stored"] += 1
+
+    def _promote(self, state: PersonState, delta: PersonDelta, hit: Hit) -> None:
+        tier = tier_for(state.email, state.contact, True)
+        if tier.rank <= state.tier.rank:
+            return
+        point = {
+            "id": f"{hit.event_id}:tier:{tier.value}",
+            "t": hit.timestamp,
+            "type": "tier",
+            "event": "tier_promoted",
+            "source": hit.source,
+            "site": hit.site_id,
+            "channel": hit.channel,
+            "from": state.tier.value,
+            "to": tier.value,
+        }
+        delta.touchpoints[json.dumps(point, separators=(",", ":"))] = hit.timestamp
+        state.tier = tier
+
+    def _merge(self, batch: _Batch, other: str, target: str, link: Identifier, hit: Hit) -> None:
+        """Fold person ``other`` into ``target`` locally and schedule the stored part."""
+        other = batch.canonical(other)
+        if other == target:
+            return
+        src, dst = batch.states[other], batch.states[target]
+        dst.email = dst.email or src.email
+        dst.contact |= src.contact
+        for category, granted in src.consents.items():
+            dst.consents.setdefault(category, granted)
+        if src.tier.rank > dst.tier.rank:
+            dst.tier = src.tier
+        dst.n_tp += src.n_tp
+        delta = batch.deltas.setdefault(target, PersonDelta())
+        if src.first_seen:
+            delta.see(src.first_seen)
+            delta.see(src.last_seen)
+        pending = batch.deltas.pop(other, None)
+        if pending:
+            delta.absorb(pending)
+        for ident, owner in batch.owners.items():
+            if owner == other:
+                batch.owners[ident] = target
+        src.merged_into = target
+        entry = {
+            "from": other,
+            "into": target,
+            "reason": f"{link.kind.value} links both persons",
+            "identifier": link.kind.value,
+            "event_id": hit.event_id,
+            "site_id": hit.site_id,
+            "at": str(hit.received_at),
+        }
+        if src.exists:
+            batch.merges.append((src, target, entry))
+        else:
+            batch.merge_log.append(entry)  # nothing stored yet: only the log entry is left
+        self.buffer.metrics[metrics.counter("dmp_merges_total")] += 1
+
+    def _write(self, batch: _Batch) -> None:
+        for src, target, entry in batch.merges:
+            merge_person(self.r, src, target, entry)
+        cap = self.config.timeline_cap
+        with self.r.pipeline(transaction=False) as pipe:
+            for pid, delta in batch.deltas.items():
+                write_delta(pipe, batch.states[pid], delta, cap)
+            for entry in batch.merge_log:
+                pipe.xadd(keyspace.MERGES, entry, maxlen=1_000_000, approximate=True)
+            for conflict in batch.conflicts:
+                pipe.xadd(keyspace.CONFLICTS, conflict, maxlen=1_000_000, approximate=True)
+            if batch.conflicts:
+                metrics.incr(
+                    pipe, metrics.counter("dmp_identity_conflicts_total"), len(batch.conflicts)
+                )
+            pipe.execute()
+        for hit, pid in batch.withdrawals:
+            withdraw_cookie(self.r, pid, hit)
+
+
+def withdraw_cookie(r: redis.Redis, pid: str, hit: Hit) -> None:
+    """Unlink a cookie whose browser withdrew analytics consent, and record the withdrawal."""
+    ident = Identifier(IdKind.UID, hit.uid)
+    states = load_states(r, [pid])
+    state = states[pid]
+    proofs = {
+        f"c:{category}": json.dumps(
+            {
+                "granted": granted,
+                "at": hit.timestamp,
+                "source": hit.source,
+                "site": hit.site_id,
+                "event_id": hit.event_id,
+            }
+        )
+        for category, granted in hit.consent.items()
+        if state.consents.get(category) != granted
+    }
+    with r.pipeline(transaction=True) as pipe:
+        pipe.delete(keyspace.identifier(ident.kind.value, ident.value))
+        pipe.srem(keyspace.person(pid, "identifiers"), ident.text)
+        pipe.scard(keyspace.person(pid, "identifiers"))
+        if proofs:
+            pipe.hset(keyspace.person(pid), mapping=proofs)
+        pipe.zadd(keyspace.person(pid, "touchpoints"), {touchpoint(hit): hit.timestamp})
+        remaining = pipe.execute()[2]
+    tier = tier_for(state.email, state.contact, remaining > 0)
+    if tier != state.stored_tier:
+        with r.pipeline(transaction=True) as pipe:
+            pipe.hset(keyspace.person(pid), "tier", tier.value)
+            pipe.hincrby(keyspace.STATS, f"persons:{state.stored_tier.value}", -1)
+            pipe.hincrby(keyspace.STATS, f"persons:{tier.value}", 1)
+            pipe.execute()
+    log.info("person %s withdrew analytics consent; cookie unlinked, tier %s", pid, tier.value)
+
+
+def status(r: redis.Redis) -> dict[str, Any]:
+    """Return the ingest counters ``dmp status`` prints."""
+    stats = r.hgetall(keyspace.STATS)
+    return {
+        "events_stored": int(stats.get("events_stored", 0)),
+        "events_aggregate": int(stats.get("events_aggregate", 0)),
+        "persons": {t.value: int(stats.get(f"persons:{t.value}", 0)) for t in Tier if t.rank > 0},
+        "pending": stream.pending_count(r),
+    }
+
+
+def run_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:
+    """Run a worker until ``stop`` is set, riding out Redis outages."""
+    worker = Worker(r, config)
+    while not stop.is_set():
+        try:
+            worker.run(stop=stop)
+        except redis.ConnectionError:
+            log.exception("Redis unavailable; the worker retries in 2 s")
+            stop.wait(2.0)
+        else:
+            return
