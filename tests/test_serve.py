@@ -1,0 +1,123 @@
+"""`dmp serve` end to end: gunicorn, embedded Redis shared with the CLI, ingest, restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+import requests
+
+from dmp.redisserver import locate_server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMP_")}
+    env["DMP_DATA_DIR"] = str(data_dir)
+    env["DMP_FLUSH_SECONDS"] = "0.5"
+    return env
+
+
+def _dmp(data_dir: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "dmp", *args],
+        env=_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    """Run `dmp serve` on a fresh data dir with its own embedded Redis; yield (url, dir)."""
+    data_dir, port = tmp_path / "data", _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dmp", "serve", "--port", str(port), "--workers", "2"],
+        env=_env(data_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"dmp serve did not start:\n{proc.stdout.read()}")
+    yield url, data_dir, proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_person_climbs_tiers_through_a_served_dmp(served):
+    """Pixel, cookie and identify through gunicorn reach a high person, each event once."""
+    url, data_dir, proc = served
+    key = _dmp(data_dir, "sites", "add", "Acme", "--domain", "acme.de").strip().splitlines()[-1]
+    admin = _dmp(data_dir, "keys", "create", "--scope", "admin").strip().splitlines()[-1]
+    browser = requests.Session()
+    pixel = {"k": key, "url": "https://acme.de/crm", "topics": "crm", "consent": "analytics,ads"}
+    gif = browser.get(f"{url}/p.gif", params=pixel)
+    assert gif.headers["Content-Type"] == "image/gif" and "dmp_uid" in browser.cookies
+    uid = browser.cookies["dmp_uid"]
+    browser.get(f"{url}/p.gif", params={**pixel, "url": "https://acme.de/preise"})
+    stranger = requests.get(f"{url}/p.gif", params={"k": key, "url": "https://acme.de/x"})
+    assert "dmp_uid" not in stranger.cookies  # no consent, no cookie
+    for traits in ({"email": "anna@acme.de"}, {"email": "anna@acme.de", "phone": "+4930123456"}):
+        resp = requests.post(
+            f"{url}/v1/identify",
+            auth=(key, ""),
+            json={
+                "anonymousId": "a-1",
+                "traits": traits,
+                "context": {"consent": {"categoryPreferences": {"Analytics": True}}},
+            },
+        )
+        assert resp.status_code == 200
+    # Link the browser to the email with a tag beacon carrying its cookie.
+    beacon = {
+        "k": key,
+        "consent": ["analytics"],
+        "events": [
+            {"type": "identify", "id": "identify-0001", "traits": {"email": "Anna@acme.de"}}
+        ],
+    }
+    assert browser.post(f"{url}/collect", data=json.dumps(beacon)).status_code == 204
+    _dmp(data_dir, "worker", "--once")  # waits for serve's own worker to drain the stream
+    status = json.loads(_dmp(data_dir, "status", "--json"))
+    assert status["pending"] == 0 and status["events_aggregate"] == 1
+    assert status["persons"] == {"low": 0, "medium": 0, "high": 1}
+    person = requests.get(
+        f"{url}/api/v1/persons", params={"uid": uid}, headers={"Authorization": f"Bearer {admin}"}
+    ).json()
+    assert person["tier"] == "high" and person["identifiers"]["email"] == ["anna@acme.de"]
+    log = pl.read_parquet(data_dir / "events" / "*" / "*.parquet")
+    assert log.height == status["events_stored"] == 5
+    assert log["event_id"].n_unique() == 5
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert not locate_server(data_dir).socket.exists()  # the embedded Redis stopped with it
+    again = json.loads(_dmp(data_dir, "status", "--json"))  # restarts Redis from its AOF
+    assert again == status
