@@ -64,8 +64,9 @@ def _print_json(data: Any) -> None:
 @click.pass_context
 def cli(ctx: click.Context, data_dir: Path, verbose: bool) -> None:
     """dmp: an audience data platform for B2B lead nurturing."""
+    chatty = ctx.invoked_subcommand in ("serve", "worker")  # long-running: say what happens
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO if chatty else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 import redis
 
 from dmp import keyspace, metrics
+from dmp.bulk import Bulk
 from dmp.records import EVENT_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class EventBuffer:
     """Events and side effects waiting for the next flush."""
 
     def __init__(self) -> None:
-        self.columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+        self.events: list[tuple[Any, ...]] = []  # rows in EVENT_SCHEMA's column order
         self.stream_ids: list[str] = []  # every entry this flush acks, stored or not
         self.digests: set[str] = set()
         self.aggregates: Counter[tuple[str, str]] = Counter()  # (key, field) -> count
@@ -67,7 +68,7 @@ class EventBuffer:
     @property
     def rows(self) -> int:
         """Return how many events wait to be written."""
-        return len(self.columns["event_id"])
+        return len(self.events)
 
     @property
     def entries(self) -> int:
@@ -85,11 +86,6 @@ class EventBuffer:
         self.stream_ids.append(stream_id)
         if digest:
             self.digests.add(digest)
-
-    def add_row(self, row: dict[str, Any]) -> None:
-        """Append one event row (every schema column present)."""
-        for name, column in self.columns.items():
-            column.append(row[name])
 
 
 class EventLog:
@@ -111,10 +107,10 @@ class EventLog:
         """Return, per digest, whether its event was stored in the last ``dedup_days`` days."""
         if not digests:
             return []
-        with self.r.pipeline(transaction=False) as pipe:
-            for key in self._seen_keys():
-                pipe.smismember(key, digests)
-            answers = pipe.execute()
+        bulk = Bulk()
+        for key in self._seen_keys():
+            bulk.add("SMISMEMBER", key, *digests)
+        answers = bulk.execute(self.r)
         return [any(flags) for flags in zip(*answers, strict=True)]
 
     def flush(self, buf: EventBuffer) -> list[Path]:
@@ -142,10 +138,15 @@ class EventLog:
     def _tables_by_day(self, buf: EventBuffer) -> dict[str, pa.Table]:
         if not buf.rows:
             return {}
-        table = pa.Table.from_pydict(buf.columns, schema=EVENT_SCHEMA)
-        days = [ms // DAY_MS for ms in buf.columns["timestamp"]]
+        columns = list(zip(*buf.events, strict=True))  # rows to columns, in C
+        table = pa.Table.from_arrays(
+            [pa.array(col, type=f.type) for col, f in zip(columns, EVENT_SCHEMA, strict=True)],
+            schema=EVENT_SCHEMA,
+        )
+        stamps = columns[COLUMNS.index("timestamp")]
+        days = [ms // DAY_MS for ms in stamps]
         if min(days) == max(days):
-            return {utc_day(buf.columns["timestamp"][0]): table}
+            return {utc_day(stamps[0]): table}
         day_array = pa.array(days)
         return {
             utc_day(day * DAY_MS): table.filter(pc.equal(day_array, day))

@@ -28,6 +28,10 @@ class IdKind(str, Enum):
     ANON = "anon"  # Segment anonymousId
     UID = "uid"  # the dmp_uid first-party cookie
 
+    # Enum hashes by name in Python code; the worker hashes identifiers millions of times,
+    # and the str value's own hash is equal-consistent and runs in C.
+    __hash__ = str.__hash__
+
 
 STRENGTH = {kind: rank for rank, kind in enumerate(IdKind)}
 CRM_ID_TYPES = frozenset({"crm", "crm_id", "salesforce", "hubspot", "pipedrive", "dynamics"})
@@ -100,6 +104,8 @@ def has_address(traits: Mapping[str, Any]) -> bool:
 
 def identifiers_of(hit: Hit) -> list[Identifier]:
     """Return every identifier a hit carries, strongest first."""
+    if not (hit.traits or hit.external_ids or hit.user_id or hit.anonymous_id):
+        return [Identifier(IdKind.UID, hit.uid)] if hit.uid else []  # a browser hit
     found: list[Identifier] = []
     traits = hit.traits
     email = normalise_email(traits.get("email"))

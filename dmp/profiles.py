@@ -4,7 +4,8 @@ Keys (all under the person's hash tag, see ``dmp.keyspace.person``):
 
 - the profile hash: ``tier``, ``first_seen``, ``last_seen`` (ms), ``email``, ``contact``
   (comma set of phone/address/crm), ``n_tp`` (timeline length estimate), ``merged_into``,
-  and one ``c:<category>`` field per consent category holding its proof as JSON;
+  one ``c:<category>`` field per consent category holding its proof as JSON, and ``cs``,
+  the current consent states in short (``analytics=1,ads=0``) for the worker to read;
 - ``:identifiers`` set of ``kind:value``; ``:traits`` hash of JSON values;
 - ``:touchpoints`` sorted set of JSON touchpoints scored by time (capped; Parquet keeps all).
 
@@ -15,6 +16,7 @@ The worker batches reads (:func:`load_states`) and writes (:func:`write_delta`);
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,12 +24,24 @@ from typing import Any
 import redis
 
 from dmp import keyspace
+from dmp.bulk import Bulk
 from dmp.identity import CONTACT_KINDS, Identifier
 from dmp.records import Category, Tier
 
 CONSENT_FIELDS = [f"c:{c.value}" for c in Category]
-_STATE_FIELDS = ["tier", "first_seen", "last_seen", "email", "contact", "n_tp", "merged_into"]
-_FIELDS = _STATE_FIELDS + CONSENT_FIELDS
+_FIELDS = ["tier", "first_seen", "last_seen", "email", "contact", "n_tp", "merged_into", "cs"]
+
+
+def consent_summary(consents: dict[str, bool]) -> str:
+    """Return consent states in the short form of the ``cs`` field."""
+    return ",".join(f"{c}={int(g)}" for c, g in sorted(consents.items()))
+
+
+def parse_consent_summary(text: str | None) -> dict[str, bool]:
+    """Return the consent states of a ``cs`` field."""
+    if not text:
+        return {}
+    return {c: g == "1" for c, _, g in (part.partition("=") for part in text.split(","))}
 
 
 def tier_for(email: str, contact: set[str] | frozenset[str], identified: bool) -> Tier:
@@ -85,22 +99,19 @@ class PersonDelta:
 
 def load_states(r: redis.Redis, pids: list[str]) -> dict[str, PersonState]:
     """Return the stored state of each person id (``exists`` False for unknown ids)."""
-    with r.pipeline(transaction=False) as pipe:
-        for pid in pids:
-            pipe.hmget(keyspace.person(pid), _FIELDS)
-        rows = pipe.execute()
+    bulk = Bulk()
+    for pid in pids:
+        bulk.add("HMGET", keyspace.person(pid), *_FIELDS)
+    rows = bulk.execute(r)
     return {pid: _state(pid, row) for pid, row in zip(pids, rows, strict=True)}
 
 
-def _state(pid: str, row: list[str | None]) -> PersonState:
-    tier, first, last, email, contact, n_tp, merged_into, *consents = row
+def _state(pid: str, raw: list[bytes | None]) -> PersonState:
+    row = [v.decode() if v is not None else None for v in raw]
+    tier, first, last, email, contact, n_tp, merged_into, cs = row
     if tier is None and merged_into is None:
         return PersonState(pid)
-    stored = Tier(tier) if tier else Tier.UNKNOWN
-    granted = {}
-    for name, proof in zip(CONSENT_FIELDS, consents, strict=True):
-        if proof:
-            granted[name[2:]] = bool(json.loads(proof)["granted"])
+    stored = Tier(tier) if tier and tier != "merged" else Tier.UNKNOWN
     return PersonState(
         pid,
         exists=True,
@@ -111,81 +122,131 @@ def _state(pid: str, row: list[str | None]) -> PersonState:
         first_seen=int(first or 0),
         last_seen=int(last or 0),
         n_tp=int(n_tp or 0),
-        consents=granted,
+        consents=parse_consent_summary(cs),
         merged_into=merged_into or "",
     )
 
 
-def write_delta(pipe: Any, state: PersonState, delta: PersonDelta, timeline_cap: int) -> None:
-    """Queue one person's batched writes on ``pipe``; counts tier changes in the stats."""
+@dataclass(slots=True)
+class BatchWrites:
+    """Writes shared by all persons of a batch, sent as few commands as possible."""
+
+    identifiers: dict[str, str] = field(default_factory=dict)  # identifier key -> pid (MSET)
+    stats: Counter[str] = field(default_factory=Counter)  # STATS field -> increment
+
+    def queue(self, bulk: Bulk) -> None:
+        """Queue the shared writes."""
+        if self.identifiers:
+            bulk.add("MSET", *(part for pair in self.identifiers.items() for part in pair))
+        for name, amount in self.stats.items():
+            if amount:
+                bulk.add("HINCRBY", keyspace.STATS, name, amount)
+
+
+def write_delta(
+    bulk: Bulk, shared: BatchWrites, state: PersonState, delta: PersonDelta, timeline_cap: int
+) -> None:
+    """Queue one person's batched writes (and its share of ``shared``)."""
     pid = state.person_id
+    key = keyspace.person(pid)
     first = min(filter(None, (state.first_seen, delta.first_seen)), default=0)
     last = max(state.last_seen, delta.last_seen)
     n_tp = state.n_tp + len(delta.touchpoints)
-    mapping: dict[str, Any] = {"last_seen": last, "n_tp": min(n_tp, timeline_cap)}
+    fields: list[str | int] = ["last_seen", last, "n_tp", min(n_tp, timeline_cap)]
     if first != state.first_seen or not state.exists:
-        mapping["first_seen"] = first
-    if state.tier != state.stored_tier or not state.exists:
-        mapping["tier"] = state.tier.value
-        mapping["email"] = state.email
-        mapping["contact"] = ",".join(sorted(state.contact))
+        fields += ["first_seen", first]
+    tier_changed = state.tier != state.stored_tier or not state.exists
+    if tier_changed:
+        fields += ["tier", state.tier.value]
         if state.exists:
-            pipe.hincrby(keyspace.STATS, f"persons:{state.stored_tier.value}", -1)
-        pipe.hincrby(keyspace.STATS, f"persons:{state.tier.value}", 1)
-    elif delta.identifiers or delta.traits:
-        mapping["email"] = state.email
-        mapping["contact"] = ",".join(sorted(state.contact))
-    mapping.update(delta.consents)
-    pipe.hset(keyspace.person(pid), mapping=mapping)
+            shared.stats[f"persons:{state.stored_tier.value}"] -= 1
+        shared.stats[f"persons:{state.tier.value}"] += 1
+    if tier_changed or delta.identifiers or delta.traits:
+        fields += ["email", state.email, "contact", ",".join(sorted(state.contact))]
+    if delta.consents:
+        for name, proof in delta.consents.items():
+            fields += [name, proof]
+        fields += ["cs", consent_summary(state.consents)]
+    bulk.add("HSET", key, *fields)
     if delta.identifiers:
-        pipe.sadd(keyspace.person(pid, "identifiers"), *(i.text for i in delta.identifiers))
+        bulk.add("SADD", keyspace.person(pid, "identifiers"), *(i.text for i in delta.identifiers))
         for ident in delta.identifiers:
-            pipe.set(keyspace.identifier(ident.kind.value, ident.value), pid)
+            shared.identifiers[keyspace.identifier(ident.kind.value, ident.value)] = pid
     if delta.traits:
-        pipe.hset(keyspace.person(pid, "traits"), mapping=delta.traits)
+        pairs = (part for pair in delta.traits.items() for part in pair)
+        bulk.add("HSET", keyspace.person(pid, "traits"), *pairs)
     if delta.touchpoints:
-        pipe.zadd(keyspace.person(pid, "touchpoints"), delta.touchpoints)
+        timeline = keyspace.person(pid, "touchpoints")
+        bulk.add("ZADD", timeline, *(x for m, t in delta.touchpoints.items() for x in (t, m)))
         if n_tp > timeline_cap:
-            pipe.zremrangebyrank(keyspace.person(pid, "touchpoints"), 0, -timeline_cap - 1)
+            bulk.add("ZREMRANGEBYRANK", timeline, 0, -timeline_cap - 1)
 
 
-def merge_person(
-    r: redis.Redis, source: PersonState, target: str, log_entry: dict[str, str]
-) -> None:
-    """Move a stored person's identifiers, traits, consents and timeline into ``target``.
+def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str, str]]]) -> None:
+    """Move stored persons' identifiers, traits, consents and timelines into their targets.
 
-    The source keeps only a tombstone (``merged_into``) so old ids still lead somewhere.
-    Called before the batch's own writes; the target's first/last seen come with them.
+    Each merge is ``(source state, target pid, merge-log entry)``, applied in order: a
+    target may itself be merged later in the list, and takes what it received along. A
+    source keeps only a tombstone (``merged_into``) so that old ids still lead somewhere.
+    Two round trips for all merges of a batch.
     """
-    src = source.person_id
+    if not merges:
+        return
+    people = list(dict.fromkeys(p for src, target, _ in merges for p in (src.person_id, target)))
     with r.pipeline(transaction=False) as pipe:
-        pipe.smembers(keyspace.person(src, "identifiers"))
-        pipe.hgetall(keyspace.person(src, "traits"))
-        pipe.hmget(keyspace.person(target), CONSENT_FIELDS)
-        pipe.hmget(keyspace.person(src), CONSENT_FIELDS)
-        idents, traits, target_consents, src_consents = pipe.execute()
+        for pid in people:
+            pipe.smembers(keyspace.person(pid, "identifiers"))
+            pipe.hgetall(keyspace.person(pid, "traits"))
+            pipe.hmget(keyspace.person(pid), CONSENT_FIELDS)
+        found = pipe.execute()
+    ids = {pid: set(found[3 * i]) for i, pid in enumerate(people)}
+    traits = {pid: found[3 * i + 1] for i, pid in enumerate(people)}
+    consents = {
+        pid: {n: p for n, p in zip(CONSENT_FIELDS, found[3 * i + 2], strict=True) if p}
+        for i, pid in enumerate(people)
+    }
+    changed: set[str] = set()
     with r.pipeline(transaction=True) as pipe:
-        for text in idents:
-            ident = Identifier.from_text(text)
-            pipe.set(keyspace.identifier(ident.kind.value, ident.value), target)
-        if idents:
-            pipe.sadd(keyspace.person(target, "identifiers"), *idents)
-        for name, value in traits.items():
-            pipe.hsetnx(keyspace.person(target, "traits"), name, value)
-        for name, mine, theirs in zip(CONSENT_FIELDS, target_consents, src_consents, strict=True):
-            if theirs and (not mine or json.loads(theirs)["at"] > json.loads(mine)["at"]):
-                pipe.hset(keyspace.person(target), name, theirs)
-        pipe.zunionstore(
-            keyspace.person(target, "touchpoints"),
-            [keyspace.person(target, "touchpoints"), keyspace.person(src, "touchpoints")],
-            aggregate="MAX",
-        )
-        pipe.delete(*(keyspace.person(src, f) for f in ("identifiers", "traits", "touchpoints")))
-        pipe.delete(keyspace.person(src))
-        pipe.hset(keyspace.person(src), mapping={"merged_into": target, "tier": "merged"})
-        pipe.hincrby(keyspace.STATS, f"persons:{source.stored_tier.value}", -1)
-        pipe.xadd(keyspace.MERGES, log_entry, maxlen=1_000_000, approximate=True)
+        for source, target, entry in merges:
+            src = source.person_id
+            moved = ids[src] - ids[target]
+            if moved:
+                pipe.mset({_identifier_key(text): target for text in moved})
+                pipe.sadd(keyspace.person(target, "identifiers"), *moved)
+                ids[target] |= moved
+            for name, value in traits[src].items():
+                if name not in traits[target]:
+                    traits[target][name] = value
+                    pipe.hset(keyspace.person(target, "traits"), name, value)
+            for name, theirs in consents[src].items():  # the newest proof wins
+                mine = consents[target].get(name)
+                if mine is None or _at(theirs) > _at(mine):
+                    consents[target][name] = theirs
+                    pipe.hset(keyspace.person(target), name, theirs)
+                    changed.add(target)
+            pipe.zunionstore(
+                keyspace.person(target, "touchpoints"),
+                [keyspace.person(target, "touchpoints"), keyspace.person(src, "touchpoints")],
+                aggregate="MAX",
+            )
+            facets = ("", "identifiers", "traits", "touchpoints")
+            pipe.delete(*(keyspace.person(src, f) for f in facets))
+            pipe.hset(keyspace.person(src), mapping={"merged_into": target, "tier": "merged"})
+            pipe.hincrby(keyspace.STATS, f"persons:{source.stored_tier.value}", -1)
+            pipe.xadd(keyspace.MERGES, entry, maxlen=1_000_000, approximate=True)
+        for target in changed:
+            states = {n[2:]: bool(json.loads(p)["granted"]) for n, p in consents[target].items()}
+            pipe.hset(keyspace.person(target), "cs", consent_summary(states))
         pipe.execute()
+
+
+def _identifier_key(text: str) -> str:
+    ident = Identifier.from_text(text)
+    return keyspace.identifier(ident.kind.value, ident.value)
+
+
+def _at(proof: str) -> int:
+    return int(json.loads(proof)["at"])
 
 
 def follow(r: redis.Redis, pid: str) -> str:

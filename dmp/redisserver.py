@@ -17,10 +17,13 @@ import os
 import subprocess
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +122,17 @@ def attach_embedded(data_dir: Path, *, stop_at_exit: bool = True) -> EmbeddedSer
 
 
 def stop_if_last(server: EmbeddedServer, pid: int | None = None) -> bool:
-    """Shut the embedded server down if no other client is connected; return whether it was."""
+    """Shut the embedded server down if no other process uses it; return whether it was."""
     if pid is not None and pid != os.getpid():
         return False  # a forked child inherited the hook; the parent decides
+    for client in list(_CLIENTS):  # our own connections do not keep the server alive
+        client.connection_pool.disconnect()
     if not _ping(server):
         return False
-    conn = redis.Redis(unix_socket_path=str(server.socket), socket_timeout=5)
+    # No retries: SHUTDOWN ends in a closed connection, which redis-py would retry.
+    conn = redis.Redis(
+        unix_socket_path=str(server.socket), socket_timeout=5, retry=Retry(NoBackoff(), 0)
+    )
     try:
         if len(conn.client_list()) > 1:
             return False
@@ -135,6 +143,11 @@ def stop_if_last(server: EmbeddedServer, pid: int | None = None) -> bool:
     return True
 
 
+_CLIENTS: weakref.WeakSet[redis.Redis] = weakref.WeakSet()
+
+
 def connect(url: str) -> redis.Redis:
     """Return a client for ``url`` that decodes replies to str."""
-    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    _CLIENTS.add(client)
+    return client

@@ -19,10 +19,20 @@ import redis
 
 from collectors.enrichment import parse_agent
 from dmp import identity, keyspace, metrics, stream
+from dmp.bulk import Bulk
 from dmp.config import Config
 from dmp.eventlog import EventBuffer, EventLog, event_digest, utc_day
 from dmp.identity import Identifier, IdKind
-from dmp.profiles import PersonDelta, PersonState, load_states, merge_person, tier_for, write_delta
+from dmp.profiles import (
+    BatchWrites,
+    PersonDelta,
+    PersonState,
+    consent_summary,
+    load_states,
+    merge_persons,
+    tier_for,
+    write_delta,
+)
 from dmp.records import Hit, Source, Tier
 
 log = logging.getLogger(__name__)
@@ -37,6 +47,19 @@ def is_identified(hit: Hit) -> bool:
         # says analytics consent was refused.
         return hit.consent.get("analytics", True)
     return bool(hit.uid)
+
+
+def consent_proof(hit: Hit, granted: bool) -> str:
+    """Return the proof kept for a consent change: its state, time, source, site and event."""
+    return json.dumps(
+        {
+            "granted": granted,
+            "at": hit.timestamp,
+            "source": hit.source,
+            "site": hit.site_id,
+            "event_id": hit.event_id,
+        }
+    )
 
 
 def touchpoint(hit: Hit) -> str:
@@ -57,36 +80,36 @@ def touchpoint(hit: Hit) -> str:
     return json.dumps(point, separators=(",", ":"), ensure_ascii=False)
 
 
-def event_row(hit: Hit, person_id: str | None) -> dict[str, Any]:
-    """Return the event-log row of a stored hit."""
+def event_row(hit: Hit, person_id: str | None) -> tuple[Any, ...]:
+    """Return the event-log row of a stored hit, in EVENT_SCHEMA's column order."""
     agent = parse_agent(hit.user_agent)
-    return {
-        "event_id": hit.event_id,
-        "site_id": hit.site_id,
-        "person_id": person_id,
-        "source": hit.source,
-        "type": hit.type,
-        "event": hit.event,
-        "channel": hit.channel,
-        "timestamp": hit.timestamp,
-        "received_at": hit.received_at,
-        "uid": hit.uid or None,
-        "anonymous_id": hit.anonymous_id or None,
-        "user_id": hit.user_id or None,
-        "url": hit.url or None,
-        "referrer": hit.referrer or None,
-        "title": hit.title or None,
-        "topics": hit.topics,
-        "properties": json.dumps(hit.properties, ensure_ascii=False) if hit.properties else None,
-        "traits": json.dumps(hit.traits, ensure_ascii=False) if hit.traits else None,
-        "consent": sorted(c for c, granted in hit.consent.items() if granted),
-        "ip": hit.ip or None,
-        "user_agent": hit.user_agent or None,
-        "browser": agent.browser or None,
-        "os": agent.os or None,
-        "device": agent.device,
-        "is_bot": agent.is_bot,
-    }
+    return (
+        hit.event_id,
+        hit.site_id,
+        person_id,
+        hit.source,
+        hit.type,
+        hit.event,
+        hit.channel,
+        hit.timestamp,
+        hit.received_at,
+        hit.uid or None,
+        hit.anonymous_id or None,
+        hit.user_id or None,
+        hit.url or None,
+        hit.referrer or None,
+        hit.title or None,
+        hit.topics,
+        json.dumps(hit.properties, ensure_ascii=False) if hit.properties else None,
+        json.dumps(hit.traits, ensure_ascii=False) if hit.traits else None,
+        [c for c, granted in sorted(hit.consent.items()) if granted],
+        hit.ip or None,
+        hit.user_agent or None,
+        agent.browser or None,
+        agent.os or None,
+        agent.device,
+        agent.is_bot,
+    )
 
 
 def _page_path(url: str) -> str:
@@ -200,12 +223,11 @@ class Worker:
             self.handle(entries)
         return len(entries)
 
-    def _read(self, block_ms: int) -> list[tuple[str, dict[str, str]]]:
+    def _read(self, block_ms: int) -> list[tuple[str, bytes | None]]:
         count = self.config.read_count
         group, me = keyspace.GROUP, self.consumer
         if self._own_cursor is not None:
-            own = self.r.xreadgroup(group, me, {keyspace.STREAM: self._own_cursor}, count)
-            entries = own[0][1] if own else []
+            entries = self._xreadgroup(self._own_cursor, 0)
             self._own_cursor = entries[-1][0] if entries else None
             if entries:
                 return entries
@@ -214,9 +236,30 @@ class Worker:
             nxt, claimed, *_ = self.r.xautoclaim(keyspace.STREAM, group, me, 0, "0-0", count=count)
             self._claimed = nxt == "0-0"
             if claimed:
-                return claimed
-        new = self.r.xreadgroup(group, me, {keyspace.STREAM: ">"}, count, block=block_ms or None)
-        return new[0][1] if new else []
+                return [(sid, (f or {}).get(stream.FIELD)) for sid, f in claimed]
+        return self._xreadgroup(">", block_ms)
+
+    def _xreadgroup(self, start: str, block_ms: int) -> list[tuple[str, bytes | None]]:
+        """Return (stream id, hit JSON) pairs; raw, since redis-py's parsing costs µs each."""
+        bulk = Bulk()
+        block = ("BLOCK", block_ms) if block_ms else ()
+        bulk.add(
+            "XREADGROUP", "GROUP", keyspace.GROUP, self.consumer, "COUNT",
+            self.config.read_count, *block, "STREAMS", keyspace.STREAM, start,
+        )  # fmt: skip
+        (reply,) = bulk.execute(self.r)
+        if not reply:
+            return []
+        field = stream.FIELD.encode()
+        out = []
+        # RESP3 answers a map {stream: entries}, RESP2 a list [[stream, entries]].
+        found = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+        for sid, fields in found:
+            data = None  # an entry deleted while pending comes back without fields
+            if fields:
+                data = dict(zip(fields[::2], fields[1::2], strict=True)).get(field)
+            out.append((sid.decode(), data))
+        return out
 
     def flush(self) -> None:
         """Write buffered events durably and ack their stream entries."""
@@ -233,14 +276,14 @@ class Worker:
 
     # -- one batch ------------------------------------------------------------------
 
-    def handle(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+    def handle(self, entries: list[tuple[str, bytes | str | None]]) -> None:
         """Dedup, resolve and apply one read batch of stream entries."""
         buf = self.buffer
         hits: list[tuple[str, Hit, str]] = []
-        for stream_id, fields in entries:
+        for stream_id, data in entries:
             try:
-                hit = Hit.from_json((fields or {})[stream.FIELD])
-            except (KeyError, TypeError, ValueError):
+                hit = Hit.from_json(data)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
                 log.error("dropping unreadable stream entry %s", stream_id)
                 buf.metrics[metrics.counter("dmp_stream_unreadable_total")] += 1
                 buf.take(stream_id, None)
@@ -260,7 +303,7 @@ class Worker:
                 self._aggregate(hit)
             elif parse_agent(hit.user_agent).is_bot:
                 buf.metrics[metrics.counter("dmp_bots_total")] += 1
-                buf.add_row(event_row(hit, None))
+                buf.events.append(event_row(hit, None))
                 buf.stats["events_stored"] += 1
             else:
                 people.append((hit, identity.identifiers_of(hit)))
@@ -300,6 +343,11 @@ class Worker:
 
     def _apply(self, batch: _Batch, hit: Hit, ids: list[Identifier]) -> None:
         """Resolve one hit and fold it into its person's state and delta."""
+        if len(ids) == 1 and not hit.traits and ids[0] in batch.owners:
+            # The common case, a known browser or user coming back: nothing to resolve.
+            pid = batch.canonical(batch.owners[ids[0]])
+            self._record(batch, hit, pid, grew=False)
+            return
         owners = {i: batch.canonical(batch.owners[i]) for i in ids if i in batch.owners}
         emails = {pid: batch.states[pid].email for pid in owners.values()}
         res = identity.resolve(ids, owners, emails)
@@ -336,22 +384,23 @@ class Worker:
                 state.contact.add("address")
             for name, value in hit.traits.items():
                 delta.traits[name[:128]] = json.dumps(value, ensure_ascii=False)
+        self._record(batch, hit, pid, grew=True)
+
+    def _record(self, batch: _Batch, hit: Hit, pid: str, *, grew: bool) -> None:
+        """Add a resolved hit to its person: consent changes, timeline, tier, event row."""
+        state = batch.states[pid]
+        delta = batch.deltas.get(pid)
+        if delta is None:
+            delta = batch.deltas[pid] = PersonDelta()
         for category, granted in hit.consent.items():
             if state.consents.get(category) != granted:
                 state.consents[category] = granted
-                delta.consents[f"c:{category}"] = json.dumps(
-                    {
-                        "granted": granted,
-                        "at": hit.timestamp,
-                        "source": hit.source,
-                        "site": hit.site_id,
-                        "event_id": hit.event_id,
-                    }
-                )
+                delta.consents[f"c:{category}"] = consent_proof(hit, granted)
         delta.see(hit.timestamp)
         delta.touchpoints[touchpoint(hit)] = hit.timestamp
-        self._promote(state, delta, hit)
-        self.buffer.add_row(event_row(hit, pid))
+        if grew or state.tier is Tier.UNKNOWN:
+            self._promote(state, delta, hit)
+        self.buffer.events.append(event_row(hit, pid))
         self.buffer.stats["events_stored"] += 1
 
     def _promote(self, state: PersonState, delta: PersonDelta, hit: Hit) -> None:
@@ -412,12 +461,14 @@ class Worker:
         self.buffer.metrics[metrics.counter("dmp_merges_total")] += 1
 
     def _write(self, batch: _Batch) -> None:
-        for src, target, entry in batch.merges:
-            merge_person(self.r, src, target, entry)
+        merge_persons(self.r, batch.merges)
         cap = self.config.timeline_cap
+        shared, bulk = BatchWrites(), Bulk()
+        for pid, delta in batch.deltas.items():
+            write_delta(bulk, shared, batch.states[pid], delta, cap)
+        shared.queue(bulk)
+        bulk.execute(self.r)
         with self.r.pipeline(transaction=False) as pipe:
-            for pid, delta in batch.deltas.items():
-                write_delta(pipe, batch.states[pid], delta, cap)
             for entry in batch.merge_log:
                 pipe.xadd(keyspace.MERGES, entry, maxlen=1_000_000, approximate=True)
             for conflict in batch.conflicts:
@@ -437,18 +488,12 @@ def withdraw_cookie(r: redis.Redis, pid: str, hit: Hit) -> None:
     states = load_states(r, [pid])
     state = states[pid]
     proofs = {
-        f"c:{category}": json.dumps(
-            {
-                "granted": granted,
-                "at": hit.timestamp,
-                "source": hit.source,
-                "site": hit.site_id,
-                "event_id": hit.event_id,
-            }
-        )
+        f"c:{category}": consent_proof(hit, granted)
         for category, granted in hit.consent.items()
         if state.consents.get(category) != granted
     }
+    if proofs:
+        proofs["cs"] = consent_summary({**state.consents, **hit.consent})
     with r.pipeline(transaction=True) as pipe:
         pipe.delete(keyspace.identifier(ident.kind.value, ident.value))
         pipe.srem(keyspace.person(pid, "identifiers"), ident.text)

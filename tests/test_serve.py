@@ -121,3 +121,4 @@ def test_a_person_climbs_tiers_through_a_served_dmp(served):
     assert not locate_server(data_dir).socket.exists()  # the embedded Redis stopped with it
     again = json.loads(_dmp(data_dir, "status", "--json"))  # restarts Redis from its AOF
     assert again == status
+    assert not locate_server(data_dir).socket.exists()  # a lone CLI command stops it again

@@ -300,6 +300,7 @@ def test_withdrawn_consent_unlinks_the_cookie(redis, drain):
         type="consent",
         event="consent_withdrawn",
         uid="c1",
+        timestamp=NOW + 1000,
         consent={"analytics": False, "ads": False, "email": False},
     )
     send(redis, withdrawal)
