@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -100,10 +101,19 @@ def serve(obj: Context, host: str, port: int, workers: int, threads: int, no_ing
     run(obj.config, host, port, workers, threads, ingest=not no_ingest)
 
 
+def _watch_parent(parent: int, stop: threading.Event) -> None:
+    """Set ``stop`` once the process ``parent`` is gone (we were re-parented)."""
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            logging.getLogger(__name__).warning("parent %d is gone; stopping", parent)
+            stop.set()
+
+
 @cli.command("worker")
 @click.option("--once", is_flag=True, help="Drain everything pending, then exit.")
+@click.option("--parent", type=int, hidden=True, help="Exit when this process ends (dmp serve).")
 @pass_ctx
-def worker_cmd(obj: Context, once: bool) -> None:
+def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
     """Run the ingest worker: stream to identity, profiles and the Parquet event log."""
     r = obj.redis
     stream.ensure_group(r)
@@ -112,6 +122,8 @@ def worker_cmd(obj: Context, once: bool) -> None:
     if not once:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+        if parent:
+            threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()
         worker.run_forever(r, obj.config, stop)
         return
     total = stream.pending_count(r)

@@ -125,7 +125,7 @@ class EventLog:
             "ids": buf.stream_ids,
             "digests": sorted(buf.digests),
             "aggregates": [[k, f, n] for (k, f), n in buf.aggregates.items()],
-            "stats": dict(buf.stats),
+            "stats": {**buf.stats, "events_stored": buf.rows},
             "metrics": dict(buf.metrics),
         }
         if finals:

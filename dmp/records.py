@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping, Sequence
 from enum import Enum
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import pyarrow as pa
+
+# One compact JSON form for everything dmp writes (stream entries, timelines, proofs).
+# A shared encoder: json.dumps with any non-default option builds a new one per call.
+dump_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class Tier(str, Enum):
@@ -43,18 +48,25 @@ class Source(str, Enum):
     API = "api"
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """One validated, IP-truncated hit as a collector puts it on the ingest stream."""
+_NO_MAP: Mapping[str, Any] = MappingProxyType({})
+
+
+class Hit(NamedTuple):
+    """One validated, IP-truncated hit as a collector puts it on the ingest stream.
+
+    A NamedTuple rather than a frozen dataclass: the ingest worker builds hundreds of
+    thousands per second, and a tuple is built five times faster. Immutable all the same;
+    the empty-mapping defaults are read-only.
+    """
 
     event_id: str
     site_id: str
     source: str
-    type: str  # page | track | identify | screen | group | alias
+    type: str  # page | track | identify | screen | group | alias | consent
     event: str  # the event name; "page" for page views
     received_at: int  # ms since the epoch, the collector's clock
     timestamp: int  # ms since the epoch, clock-skew corrected
-    consent: dict[str, bool] = field(default_factory=dict)  # only categories the hit spoke of
+    consent: Mapping[str, bool] = _NO_MAP  # only the categories the hit spoke of
     uid: str = ""  # the dmp_uid cookie, present only with analytics consent
     anonymous_id: str = ""
     user_id: str = ""
@@ -64,21 +76,18 @@ class Hit:
     url: str = ""
     referrer: str = ""
     title: str = ""
-    topics: list[str] = field(default_factory=list)
-    properties: dict[str, Any] = field(default_factory=dict)
-    traits: dict[str, Any] = field(default_factory=dict)
-    external_ids: dict[str, str] = field(default_factory=dict)
+    topics: Sequence[str] = ()
+    properties: Mapping[str, Any] = _NO_MAP
+    traits: Mapping[str, Any] = _NO_MAP
+    external_ids: Mapping[str, str] = _NO_MAP
     ip: str = ""
     user_agent: str = ""
 
     def to_json(self) -> str:
-        """Return the hit as the compact JSON the stream carries (defaults left out)."""
-        out: dict[str, Any] = {}
-        for f in _HIT_FIELDS:
-            value = getattr(self, f)
-            if value or f in _HIT_REQUIRED:
-                out[f] = value
-        return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
+        """Return the hit as the compact JSON the stream carries (empty fields left out)."""
+        return dump_json(
+            {f: v for f, v in zip(self._fields, self, strict=True) if v or f in _HIT_REQUIRED}
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Hit:
@@ -86,8 +95,7 @@ class Hit:
         return cls(**json.loads(text))
 
 
-_HIT_FIELDS = [f.name for f in fields(Hit)]
-_HIT_REQUIRED = {"event_id", "site_id", "source", "type", "event", "received_at", "timestamp"}
+_HIT_REQUIRED = frozenset(Hit._fields[:7])
 
 _TS = pa.timestamp("ms", tz="UTC")
 

@@ -54,7 +54,7 @@ class IngestProcess:
         self._thread.start()
 
     def _spawn(self) -> None:
-        cmd = [sys.executable, "-m", "dmp", "worker"]
+        cmd = [sys.executable, "-m", "dmp", "worker", "--parent", str(os.getpid())]
         self._proc = subprocess.Popen(cmd, env=self._env)
         log.info("ingest worker started (pid %d)", self._proc.pid)
 

@@ -8,7 +8,6 @@ size: one dedup check, one identifier MGET, one state read and one write pipelin
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -33,16 +32,19 @@ from dmp.profiles import (
     tier_for,
     write_delta,
 )
-from dmp.records import Hit, Source, Tier
+from dmp.records import Hit, Source, Tier, dump_json
 
 log = logging.getLogger(__name__)
 
 LEASE = "dmp:worker:lease"
 
 
+_API = Source.API.value
+
+
 def is_identified(hit: Hit) -> bool:
     """Return whether a hit may be tied to a person (else it counts only in aggregate)."""
-    if hit.source == Source.API.value:
+    if hit.source == _API:
         # Server-side events come from the site's own systems: stored unless the message
         # says analytics consent was refused.
         return hit.consent.get("analytics", True)
@@ -51,7 +53,7 @@ def is_identified(hit: Hit) -> bool:
 
 def consent_proof(hit: Hit, granted: bool) -> str:
     """Return the proof kept for a consent change: its state, time, source, site and event."""
-    return json.dumps(
+    return dump_json(
         {
             "granted": granted,
             "at": hit.timestamp,
@@ -77,7 +79,7 @@ def touchpoint(hit: Hit) -> str:
         value = getattr(hit, name)
         if value:
             point[name] = value
-    return json.dumps(point, separators=(",", ":"), ensure_ascii=False)
+    return dump_json(point)
 
 
 def event_row(hit: Hit, person_id: str | None) -> tuple[Any, ...]:
@@ -100,8 +102,8 @@ def event_row(hit: Hit, person_id: str | None) -> tuple[Any, ...]:
         hit.referrer or None,
         hit.title or None,
         hit.topics,
-        json.dumps(hit.properties, ensure_ascii=False) if hit.properties else None,
-        json.dumps(hit.traits, ensure_ascii=False) if hit.traits else None,
+        dump_json(hit.properties) if hit.properties else None,
+        dump_json(hit.traits) if hit.traits else None,
         [c for c, granted in sorted(hit.consent.items()) if granted],
         hit.ip or None,
         hit.user_agent or None,
@@ -304,7 +306,6 @@ class Worker:
             elif parse_agent(hit.user_agent).is_bot:
                 buf.metrics[metrics.counter("dmp_bots_total")] += 1
                 buf.events.append(event_row(hit, None))
-                buf.stats["events_stored"] += 1
             else:
                 people.append((hit, identity.identifiers_of(hit)))
         if people:
@@ -383,7 +384,7 @@ class Worker:
             if identity.has_address(hit.traits):
                 state.contact.add("address")
             for name, value in hit.traits.items():
-                delta.traits[name[:128]] = json.dumps(value, ensure_ascii=False)
+                delta.traits[name[:128]] = dump_json(value)
         self._record(batch, hit, pid, grew=True)
 
     def _record(self, batch: _Batch, hit: Hit, pid: str, *, grew: bool) -> None:
@@ -401,7 +402,6 @@ class Worker:
         if grew or state.tier is Tier.UNKNOWN:
             self._promote(state, delta, hit)
         self.buffer.events.append(event_row(hit, pid))
-        self.buffer.stats["events_stored"] += 1
 
     def _promote(self, state: PersonState, delta: PersonDelta, hit: Hit) -> None:
         tier = tier_for(state.email, state.contact, True)
@@ -418,7 +418,7 @@ class Worker:
             "from": state.tier.value,
             "to": tier.value,
         }
-        delta.touchpoints[json.dumps(point, separators=(",", ":"))] = hit.timestamp
+        delta.touchpoints[dump_json(point)] = hit.timestamp
         state.tier = tier
 
     def _merge(self, batch: _Batch, other: str, target: str, link: Identifier, hit: Hit) -> None:

@@ -122,3 +122,41 @@ def test_a_person_climbs_tiers_through_a_served_dmp(served):
     again = json.loads(_dmp(data_dir, "status", "--json"))  # restarts Redis from its AOF
     assert again == status
     assert not locate_server(data_dir).socket.exists()  # a lone CLI command stops it again
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_ingest_worker_ends_with_a_killed_server(served):
+    """If `dmp serve` is killed outright, its ingest worker does not linger as an orphan."""
+    _, data_dir, proc = served
+    workers = [
+        p
+        for p in _children(proc.pid)
+        if b"\x00worker\x00" in Path(f"/proc/{p}/cmdline").read_bytes()
+    ]
+    assert len(workers) == 1
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while Path(f"/proc/{workers[0]}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stat = Path(f"/proc/{workers[0]}/stat")
+    assert not stat.exists() or stat.read_text().split()[2] == "Z"
+    redisserver_pid = [
+        p
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and str(data_dir).encode() in (p / "cmdline").read_bytes()
+    ]
+    for p in redisserver_pid:  # the embedded server outlives a SIGKILL; clean up after it
+        os.kill(int(p.name), signal.SIGTERM)
