@@ -35,16 +35,44 @@ class Bulk:
         An error reply raises :class:`redis.ResponseError` after all replies were read,
         so the connection stays usable.
         """
-        if not self._packed:
-            return []
+        return self.send(r).wait()
+
+    def send(self, r: redis.Redis) -> InFlight:
+        """Send every queued command now; the replies are read by :meth:`InFlight.wait`.
+
+        Redis works through them on its own core while the caller goes on; the
+        connection stays reserved until then.
+        """
         packed, self._packed = self._packed, []
         pool = r.connection_pool
         conn = pool.get_connection()
         try:
-            conn.send_packed_command([b"".join(packed)])
-            replies = []
-            first_error: redis.ResponseError | None = None
-            for _ in packed:
+            if packed:
+                conn.send_packed_command([b"".join(packed)])
+        except BaseException:
+            conn.disconnect()
+            pool.release(conn)
+            raise
+        return InFlight(pool, conn, len(packed))
+
+
+class InFlight:
+    """Commands sent but whose replies are not read yet."""
+
+    __slots__ = ("_pool", "_conn", "_count")
+
+    def __init__(self, pool: redis.ConnectionPool, conn: Any, count: int) -> None:
+        self._pool, self._conn, self._count = pool, conn, count
+
+    def wait(self) -> list[Any]:
+        """Return the replies in order (raising the first error reply after reading all)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return []
+        replies: list[Any] = []
+        first_error: redis.ResponseError | None = None
+        try:
+            for _ in range(self._count):
                 try:
                     replies.append(conn.read_response(disable_decoding=True))
                 except redis.ResponseError as exc:
@@ -54,7 +82,7 @@ class Bulk:
             conn.disconnect()  # replies may be left unread: never reuse this connection
             raise
         finally:
-            pool.release(conn)
+            self._pool.release(conn)
         if first_error is not None:
             raise first_error
         return replies

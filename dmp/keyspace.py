@@ -13,6 +13,9 @@ STATS = "dmp:stats"  # hash: events_stored, events_aggregate, persons:<tier>
 MERGES = "dmp:log:merges"  # stream: every identity merge with reason, time and source
 CONFLICTS = "dmp:log:conflicts"  # stream: identities that were not merged, and why
 SITES = "dmp:sites"  # set of site ids
+# Bumped by anything but the ingest worker that changes identities or profiles (erasure,
+# imports): the worker then drops its identity cache.
+WORKER_EPOCH = "dmp:worker:epoch"
 ADMIN_KEYS = "dmp:apikeys"  # set of api key hashes
 
 

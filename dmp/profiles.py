@@ -2,12 +2,15 @@
 
 Keys (all under the person's hash tag, see ``dmp.keyspace.person``):
 
-- the profile hash: ``tier``, ``first_seen``, ``last_seen`` (ms), ``email``, ``contact``
-  (comma set of phone/address/crm), ``n_tp`` (timeline length estimate), ``merged_into``,
+- the profile hash: ``tier``, ``first_seen`` (ms), ``email``, ``contact`` (comma set of
+  phone/address/crm), ``merged_into``,
   one ``c:<category>`` field per consent category holding its proof as JSON, and ``cs``,
   the current consent states in short (``analytics=1,ads=0``) for the worker to read;
 - ``:identifiers`` set of ``kind:value``; ``:traits`` hash of JSON values;
-- ``:touchpoints`` sorted set of JSON touchpoints scored by time (capped; Parquet keeps all).
+- ``:touchpoints`` sorted set of JSON touchpoints scored by time (capped; Parquet keeps all);
+  its highest score is the person's ``last_seen``.
+
+A returning visitor costs one ZADD per batch: nothing in the hash changes.
 
 The worker batches reads (:func:`load_states`) and writes (:func:`write_delta`); a merge
 (:func:`merge_person`) is rare and runs on its own.
@@ -29,7 +32,7 @@ from dmp.identity import CONTACT_KINDS, Identifier
 from dmp.records import Category, Tier
 
 CONSENT_FIELDS = [f"c:{c.value}" for c in Category]
-_FIELDS = ["tier", "first_seen", "last_seen", "email", "contact", "n_tp", "merged_into", "cs"]
+_FIELDS = ["tier", "first_seen", "email", "contact", "merged_into", "cs"]
 
 
 def consent_summary(consents: dict[str, bool]) -> str:
@@ -62,7 +65,6 @@ class PersonState:
     email: str = ""
     contact: set[str] = field(default_factory=set)
     first_seen: int = 0
-    last_seen: int = 0
     n_tp: int = 0
     consents: dict[str, bool] = field(default_factory=dict)
     merged_into: str = ""
@@ -73,22 +75,19 @@ class PersonDelta:
     """Writes for one person collected over a batch, applied in one go."""
 
     first_seen: int = 0
-    last_seen: int = 0
     traits: dict[str, str] = field(default_factory=dict)  # name -> JSON value
     consents: dict[str, str] = field(default_factory=dict)  # c:<category> -> proof JSON
     touchpoints: dict[str, int] = field(default_factory=dict)  # JSON member -> ms
     identifiers: set[Identifier] = field(default_factory=set)
 
     def see(self, ms: int) -> None:
-        """Widen the seen interval to include ``ms``."""
+        """Note a touchpoint at ``ms`` (the earliest one may move first_seen back)."""
         self.first_seen = ms if not self.first_seen else min(self.first_seen, ms)
-        self.last_seen = max(self.last_seen, ms)
 
     def absorb(self, other: PersonDelta) -> None:
         """Take over another person's pending writes (it was merged into this one)."""
         if other.first_seen:
             self.see(other.first_seen)
-            self.see(other.last_seen)
         for name, value in other.traits.items():
             self.traits.setdefault(name, value)
         for name, value in other.consents.items():
@@ -102,13 +101,16 @@ def load_states(r: redis.Redis, pids: list[str]) -> dict[str, PersonState]:
     bulk = Bulk()
     for pid in pids:
         bulk.add("HMGET", keyspace.person(pid), *_FIELDS)
-    rows = bulk.execute(r)
-    return {pid: _state(pid, row) for pid, row in zip(pids, rows, strict=True)}
+        bulk.add("ZCARD", keyspace.person(pid, "touchpoints"))
+    replies = bulk.execute(r)
+    return {
+        pid: _state(pid, replies[2 * i], replies[2 * i + 1]) for i, pid in enumerate(pids)
+    }
 
 
-def _state(pid: str, raw: list[bytes | None]) -> PersonState:
+def _state(pid: str, raw: list[bytes | None], n_tp: int) -> PersonState:
     row = [v.decode() if v is not None else None for v in raw]
-    tier, first, last, email, contact, n_tp, merged_into, cs = row
+    tier, first, email, contact, merged_into, cs = row
     if tier is None and merged_into is None:
         return PersonState(pid)
     stored = Tier(tier) if tier and tier != "merged" else Tier.UNKNOWN
@@ -120,8 +122,7 @@ def _state(pid: str, raw: list[bytes | None]) -> PersonState:
         email=email or "",
         contact=set(filter(None, (contact or "").split(","))),
         first_seen=int(first or 0),
-        last_seen=int(last or 0),
-        n_tp=int(n_tp or 0),
+        n_tp=n_tp,
         consents=parse_consent_summary(cs),
         merged_into=merged_into or "",
     )
@@ -150,9 +151,8 @@ def write_delta(
     pid = state.person_id
     key = keyspace.person(pid)
     first = min(filter(None, (state.first_seen, delta.first_seen)), default=0)
-    last = max(state.last_seen, delta.last_seen)
     n_tp = state.n_tp + len(delta.touchpoints)
-    fields: list[str | int] = ["last_seen", last, "n_tp", min(n_tp, timeline_cap)]
+    fields: list[str | int] = []
     if first != state.first_seen or not state.exists:
         fields += ["first_seen", first]
     tier_changed = state.tier != state.stored_tier or not state.exists
@@ -167,7 +167,8 @@ def write_delta(
         for name, proof in delta.consents.items():
             fields += [name, proof]
         fields += ["cs", consent_summary(state.consents)]
-    bulk.add("HSET", key, *fields)
+    if fields:
+        bulk.add("HSET", key, *fields)
     if delta.identifiers:
         bulk.add("SADD", keyspace.person(pid, "identifiers"), *(i.text for i in delta.identifiers))
         for ident in delta.identifiers:
@@ -180,6 +181,9 @@ def write_delta(
         bulk.add("ZADD", timeline, *(x for m, t in delta.touchpoints.items() for x in (t, m)))
         if n_tp > timeline_cap:
             bulk.add("ZREMRANGEBYRANK", timeline, 0, -timeline_cap - 1)
+    # The state now says what Redis will hold (the worker keeps it cached).
+    state.exists, state.stored_tier = True, state.tier
+    state.first_seen, state.n_tp = first, min(n_tp, timeline_cap)
 
 
 def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str, str]]]) -> None:
@@ -278,7 +282,7 @@ def get_person(r: redis.Redis, pid: str, limit: int = 100) -> dict[str, Any] | N
         pipe.hgetall(keyspace.person(pid))
         pipe.smembers(keyspace.person(pid, "identifiers"))
         pipe.hgetall(keyspace.person(pid, "traits"))
-        pipe.zrevrange(keyspace.person(pid, "touchpoints"), 0, limit - 1)
+        pipe.zrevrange(keyspace.person(pid, "touchpoints"), 0, limit - 1, withscores=True)
         pipe.zcard(keyspace.person(pid, "touchpoints"))
         profile, idents, traits, touchpoints, total = pipe.execute()
     if not profile or "tier" not in profile:
@@ -293,7 +297,7 @@ def get_person(r: redis.Redis, pid: str, limit: int = 100) -> dict[str, Any] | N
             proof = json.loads(profile[name])
             consents[name[2:]] = {**proof, "at": _iso(proof["at"])}
     timeline = []
-    for member in touchpoints:
+    for member, _ in touchpoints:
         point = json.loads(member)
         point["timestamp"] = _iso(point.pop("t"))
         timeline.append(point)
@@ -304,7 +308,7 @@ def get_person(r: redis.Redis, pid: str, limit: int = 100) -> dict[str, Any] | N
         "traits": {k: json.loads(v) for k, v in sorted(traits.items())},
         "consents": consents,
         "first_seen": _iso(profile.get("first_seen")),
-        "last_seen": _iso(profile.get("last_seen")),
+        "last_seen": _iso(int(touchpoints[0][1])) if touchpoints else None,
         "touchpoints": timeline,
         "touchpoints_total": total,
     }

@@ -8,6 +8,7 @@ size: one dedup check, one identifier MGET, one state read and one write pipelin
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import redis
 
 from collectors.enrichment import parse_agent
 from dmp import identity, keyspace, metrics, stream
-from dmp.bulk import Bulk
+from dmp.bulk import Bulk, InFlight
 from dmp.config import Config
 from dmp.eventlog import EventBuffer, EventLog, event_digest, utc_day
 from dmp.identity import Identifier, IdKind
@@ -140,12 +141,18 @@ class _Batch:
 class Worker:
     """Moves hits from the ingest stream into profiles and the event log."""
 
+    CACHE_PERSONS = 500_000  # persons kept in the identity cache before it starts over
+
     def __init__(self, r: redis.Redis, config: Config) -> None:
         self.r = r
         self.config = config
         self.eventlog = EventLog(r, config.events_dir, config.dedup_days)
         self.buffer = EventBuffer()
         self.consumer = config.consumer
+        self._owners: dict[Identifier, str] = {}  # identity cache, see _lookup
+        self._states: dict[str, PersonState] = {}
+        self._epoch: str | None = None
+        self._inflight: InFlight | None = None
         self._own_cursor: str | None = "0"  # reading back our own pending entries first
         self._claimed = False  # other consumers' leftovers taken over since the lease began
 
@@ -170,6 +177,8 @@ class Worker:
         """Prepare the stream group, finish any flush a crash interrupted, re-read leftovers."""
         stream.ensure_group(self.r)
         self.buffer = EventBuffer()
+        self._settle()
+        self._owners, self._states, self._epoch = {}, {}, None
         self._own_cursor, self._claimed = "0", False
         finished, undone = self.eventlog.recover()
         if finished or undone:
@@ -184,6 +193,9 @@ class Worker:
     ) -> int:
         """Ingest until ``stop`` is set (or, with ``once``, until nothing is pending)."""
         stop = stop or threading.Event()
+        # The identity cache holds many long-lived objects that the default collector
+        # would scan again and again; hits are short-lived and cycle-free.
+        gc.set_threshold(50_000, 20, 100)
         done, started = 0, False
         while not stop.is_set():
             if not self.acquire_lease():
@@ -267,6 +279,7 @@ class Worker:
         """Write buffered events durably and ack their stream entries."""
         if not self.buffer.entries:
             return
+        self._settle()  # profiles first: an acked event's person is up to date
         buf, self.buffer = self.buffer, EventBuffer()
         files = self.eventlog.flush(buf)
         log.info(
@@ -329,10 +342,8 @@ class Worker:
             buf.aggregates[(key, f"topic:{topic}")] += 1
 
     def _resolve_and_apply(self, people: list[tuple[Hit, list[Identifier]]]) -> None:
-        idents = list(dict.fromkeys(i for _, ids in people for i in ids))
-        found = self.r.mget([keyspace.identifier(i.kind.value, i.value) for i in idents])
-        owners = {i: pid for i, pid in zip(idents, found, strict=True) if pid}
-        batch = _Batch(owners, load_states(self.r, sorted(set(owners.values()))))
+        owners, states = self._lookup(people)
+        batch = _Batch(owners, states)
         for hit, ids in people:
             if hit.type == "consent":
                 pid = owners.get(ids[0])
@@ -437,14 +448,10 @@ class Worker:
         delta = batch.deltas.setdefault(target, PersonDelta())
         if src.first_seen:
             delta.see(src.first_seen)
-            delta.see(src.last_seen)
         pending = batch.deltas.pop(other, None)
         if pending:
             delta.absorb(pending)
-        for ident, owner in batch.owners.items():
-            if owner == other:
-                batch.owners[ident] = target
-        src.merged_into = target
+        src.merged_into = target  # owners still naming it lead on through canonical()
         entry = {
             "from": other,
             "into": target,
@@ -460,14 +467,51 @@ class Worker:
             batch.merge_log.append(entry)  # nothing stored yet: only the log entry is left
         self.buffer.metrics[metrics.counter("dmp_merges_total")] += 1
 
+    def _lookup(
+        self, people: list[tuple[Hit, list[Identifier]]]
+    ) -> tuple[dict[Identifier, str], dict[str, PersonState]]:
+        """Return the cached owners and states, completed from Redis for this batch's hits.
+
+        The worker is the only writer of identities and profiles (it holds the lease), so
+        what it wrote stays true in its cache; anything else that changes them bumps
+        ``dmp:worker:epoch``, which empties the cache.
+        """
+        owners, states = self._owners, self._states
+        unknown = list({i for _, ids in people for i in ids if i not in owners})
+        keys = [keyspace.identifier(i.kind.value, i.value) for i in unknown]
+        epoch, *found = self.r.mget([keyspace.WORKER_EPOCH, *keys])
+        if epoch != self._epoch or len(states) > self.CACHE_PERSONS:
+            self._settle()
+            self._owners, self._states, self._epoch = {}, {}, epoch
+            return self._lookup(people)
+        owners.update((i, pid) for i, pid in zip(unknown, found, strict=True) if pid)
+        missing = {pid for pid in found if pid and pid not in states}
+        if missing:
+            states.update(load_states(self.r, sorted(missing)))
+        return owners, states
+
+    def _settle(self) -> None:
+        """Wait until the last batch's profile writes are applied."""
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            inflight.wait()
+
     def _write(self, batch: _Batch) -> None:
-        merge_persons(self.r, batch.merges)
+        self._settle()
+        if batch.merges:
+            merge_persons(self.r, batch.merges)
         cap = self.config.timeline_cap
         shared, bulk = BatchWrites(), Bulk()
         for pid, delta in batch.deltas.items():
             write_delta(bulk, shared, batch.states[pid], delta, cap)
         shared.queue(bulk)
-        bulk.execute(self.r)
+        # Redis applies these on its own core while the next batch is decoded; every read
+        # that could depend on them is served from the cache, and the flush settles them
+        # before it acks anything.
+        self._inflight = bulk.send(self.r)
+        if not (batch.merge_log or batch.conflicts or batch.withdrawals):
+            return
+        self._settle()
         with self.r.pipeline(transaction=False) as pipe:
             for entry in batch.merge_log:
                 pipe.xadd(keyspace.MERGES, entry, maxlen=1_000_000, approximate=True)
@@ -480,6 +524,8 @@ class Worker:
             pipe.execute()
         for hit, pid in batch.withdrawals:
             withdraw_cookie(self.r, pid, hit)
+            batch.owners.pop(Identifier(IdKind.UID, hit.uid), None)
+            batch.states.pop(pid, None)  # re-read on its next hit
 
 
 def withdraw_cookie(r: redis.Redis, pid: str, hit: Hit) -> None:
