@@ -103,9 +103,7 @@ def load_states(r: redis.Redis, pids: list[str]) -> dict[str, PersonState]:
         bulk.add("HMGET", keyspace.person(pid), *_FIELDS)
         bulk.add("ZCARD", keyspace.person(pid, "touchpoints"))
     replies = bulk.execute(r)
-    return {
-        pid: _state(pid, replies[2 * i], replies[2 * i + 1]) for i, pid in enumerate(pids)
-    }
+    return {pid: _state(pid, replies[2 * i], replies[2 * i + 1]) for i, pid in enumerate(pids)}
 
 
 def _state(pid: str, raw: list[bytes | None], n_tp: int) -> PersonState:

@@ -291,14 +291,13 @@ class Worker:
 
     # -- one batch ------------------------------------------------------------------
 
-    def handle(self, entries: list[tuple[str, bytes | str | None]]) -> None:
+    def handle(self, entries: list[tuple[str, bytes | None]]) -> None:
         """Dedup, resolve and apply one read batch of stream entries."""
         buf = self.buffer
         hits: list[tuple[str, Hit, str]] = []
-        for stream_id, data in entries:
-            try:
-                hit = Hit.from_json(data)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
+        decoded = Hit.many_from_json([data for _, data in entries])
+        for (stream_id, _), hit in zip(entries, decoded, strict=True):
+            if hit is None:
                 log.error("dropping unreadable stream entry %s", stream_id)
                 buf.metrics[metrics.counter("dmp_stream_unreadable_total")] += 1
                 buf.take(stream_id, None)
