@@ -147,9 +147,18 @@ def write_delta(
 ) -> None:
     """Queue one person's batched writes (and its share of ``shared``)."""
     pid = state.person_id
+    n_tp = state.n_tp + len(delta.touchpoints)
+    if (
+        state.exists
+        and state.tier is state.stored_tier
+        and not (delta.identifiers or delta.traits or delta.consents)
+        and state.first_seen <= delta.first_seen
+    ):  # a returning visitor: only the timeline grows
+        _queue_timeline(bulk, pid, delta, n_tp, timeline_cap)
+        state.n_tp = min(n_tp, timeline_cap)
+        return
     key = keyspace.person(pid)
     first = min(filter(None, (state.first_seen, delta.first_seen)), default=0)
-    n_tp = state.n_tp + len(delta.touchpoints)
     fields: list[str | int] = []
     if first != state.first_seen or not state.exists:
         fields += ["first_seen", first]
@@ -174,14 +183,18 @@ def write_delta(
     if delta.traits:
         pairs = (part for pair in delta.traits.items() for part in pair)
         bulk.add("HSET", keyspace.person(pid, "traits"), *pairs)
-    if delta.touchpoints:
-        timeline = keyspace.person(pid, "touchpoints")
-        bulk.add("ZADD", timeline, *(x for m, t in delta.touchpoints.items() for x in (t, m)))
-        if n_tp > timeline_cap:
-            bulk.add("ZREMRANGEBYRANK", timeline, 0, -timeline_cap - 1)
+    _queue_timeline(bulk, pid, delta, n_tp, timeline_cap)
     # The state now says what Redis will hold (the worker keeps it cached).
     state.exists, state.stored_tier = True, state.tier
     state.first_seen, state.n_tp = first, min(n_tp, timeline_cap)
+
+
+def _queue_timeline(bulk: Bulk, pid: str, delta: PersonDelta, n_tp: int, cap: int) -> None:
+    if delta.touchpoints:
+        timeline = keyspace.person(pid, "touchpoints")
+        bulk.add("ZADD", timeline, *(x for m, t in delta.touchpoints.items() for x in (t, m)))
+        if n_tp > cap:
+            bulk.add("ZREMRANGEBYRANK", timeline, 0, -cap - 1)
 
 
 def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str, str]]]) -> None:

@@ -403,10 +403,11 @@ class Worker:
         delta = batch.deltas.get(pid)
         if delta is None:
             delta = batch.deltas[pid] = PersonDelta()
-        for category, granted in hit.consent.items():
-            if state.consents.get(category) != granted:
-                state.consents[category] = granted
-                delta.consents[f"c:{category}"] = consent_proof(hit, granted)
+        if not hit.consent.items() <= state.consents.items():  # something changed
+            for category, granted in hit.consent.items():
+                if state.consents.get(category) != granted:
+                    state.consents[category] = granted
+                    delta.consents[f"c:{category}"] = consent_proof(hit, granted)
         delta.see(hit.timestamp)
         delta.touchpoints[touchpoint(hit)] = hit.timestamp
         if grew or state.tier is Tier.UNKNOWN:
