@@ -89,3 +89,18 @@ def drain(redis: redis_lib.Redis, config: Config):
         return Worker(redis, config).run(once=True)
 
     return run
+
+
+@pytest.fixture
+def live_url(app: Flask) -> Iterator[str]:
+    """Serve the app over a real socket on a free localhost port; return its base URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)
