@@ -8,9 +8,10 @@ import uuid
 
 import redis
 from flask import Blueprint, Response, request
+from werkzeug.datastructures import Headers
 
 from collectors import browser
-from dmp import metrics, stream
+from dmp import metrics
 from dmp.deps import current_deps
 from dmp.records import Hit, Source
 
@@ -27,12 +28,23 @@ _HEADERS = {
 }
 
 
+_HEADER_LIST = [("Content-Type", "image/gif"), *_HEADERS.items()]
+
+
 def _gif() -> Response:
-    return Response(GIF, mimetype="image/gif", headers=_HEADERS)
+    response = Response(GIF)
+    response.headers = Headers(_HEADER_LIST)  # one copy of a ready list: the cheapest way
+    return response
+
+
+_COUNTERS = {
+    outcome: {metrics.counter("dmp_hits_total", collector="pixel", outcome=outcome): 1}
+    for outcome in ("ok", "unknown_key", "bad_input")
+}
 
 
 def _hit_counter(outcome: str) -> dict[str, int]:
-    return {metrics.counter("dmp_hits_total", collector="pixel", outcome=outcome): 1}
+    return _COUNTERS[outcome]
 
 
 @bp.get("/p.gif")
@@ -46,7 +58,7 @@ def pixel() -> Response:
         args = request.args
         site = deps.sites.site_for_key(args.get("k", ""))
         if site is None:
-            stream.enqueue(deps.redis, [], _hit_counter("unknown_key"), atomic=False)
+            deps.appender.append([], _hit_counter("unknown_key"))
             return response
         event = browser.clean_event_name(args.get("e"))
         visitor = browser.read_visitor(request, args.get("consent", ""))
@@ -71,7 +83,7 @@ def pixel() -> Response:
         )
         withdrawal = browser.withdrawal_hit(visitor, site.site_id, Source.PIXEL, now)
         hits = [hit, withdrawal] if withdrawal else [hit]
-        stream.enqueue(deps.redis, hits, _hit_counter("ok"), atomic=False)
+        deps.appender.append(hits, _hit_counter("ok"))
         browser.finish_response(response, visitor, request, deps.config.cookie_domain)
     except browser.BadHit as exc:
         log.debug("pixel hit refused: %s", exc)
@@ -83,6 +95,6 @@ def pixel() -> Response:
 
 def _count_quietly(deps, outcome: str) -> None:
     try:
-        stream.enqueue(deps.redis, [], _hit_counter(outcome), atomic=False)
+        deps.appender.append([], _hit_counter(outcome))
     except redis.RedisError:
         log.exception("could not count a refused pixel hit")

@@ -15,6 +15,7 @@ from dmp.config import Config, load_config
 from dmp.deps import Deps
 from dmp.problems import from_http_exception, problem_response
 from dmp.sites import SiteCache
+from dmp.stream import Appender
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     # Bodies past the batch limit are refused before they are read (Segment: 500 KB).
     app.config["MAX_CONTENT_LENGTH"] = config.max_batch_bytes + 1024
     r = connect_config(config)
-    app.extensions["dmp"] = Deps(config, r, SiteCache(r, config.site_cache_seconds))
+    app.extensions["dmp"] = Deps(config, r, SiteCache(r, config.site_cache_seconds), Appender(r))
 
     from collectors import pixel, segmentspec, tag
     from dmp import api, ops

@@ -25,6 +25,11 @@ class Bulk:
     def __len__(self) -> int:
         return len(self._packed)
 
+    def packed(self) -> bytes:
+        """Return the queued commands as one RESP byte string (and forget them)."""
+        packed, self._packed = self._packed, []
+        return b"".join(packed)
+
     def add(self, *args: str | bytes | int | float) -> None:
         """Queue one command (name and arguments)."""
         self._packed.append(hiredis.pack_command(args))

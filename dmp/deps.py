@@ -9,6 +9,7 @@ from flask import current_app
 
 from dmp.config import Config
 from dmp.sites import SiteCache
+from dmp.stream import Appender
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,7 @@ class Deps:
     config: Config
     redis: redis.Redis
     sites: SiteCache
+    appender: Appender  # the pixel's fire-and-forget path onto the stream
 
 
 def current_deps() -> Deps:

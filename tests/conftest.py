@@ -43,11 +43,25 @@ def config(redis: redis_lib.Redis, redis_url: str, tmp_path: Path) -> Config:
     return load_config({"redis_url": redis_url, "data_dir": tmp_path / "data"}, env={})
 
 
+class _SyncedClient(FlaskClient):
+    """A test client that, like a browser's next look, sees the pixel's hits in Redis.
+
+    The pixel does not wait for Redis to answer (dmp.stream.Appender); tests that read
+    Redis right after a request wait for those answers here.
+    """
+
+    def open(self, *args, **kwargs):
+        response = super().open(*args, **kwargs)
+        self.application.extensions["dmp"].appender.sync()
+        return response
+
+
 @pytest.fixture
 def app(config: Config) -> Flask:
     """Return the dmp app on the test config."""
     flask_app = create_app(config)
     flask_app.testing = True
+    flask_app.test_client_class = _SyncedClient
     return flask_app
 
 
