@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, Response
 
-from collectors.pixel import _HEADERS, GIF
+from collectors.pixel import GIF, HEADERS
 
 app = Flask(__name__)
 
@@ -12,4 +12,4 @@ app = Flask(__name__)
 @app.get("/p.gif")
 def pixel() -> Response:
     """Answer the 1x1 GIF with the pixel's headers."""
-    return Response(GIF, mimetype="image/gif", headers=_HEADERS)
+    return Response(GIF, headers=HEADERS)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import Request, Response
 
@@ -44,28 +46,44 @@ class Visitor:
 
 
 def read_visitor(request: Request, granted: str) -> Visitor:
-    """Return the visitor of a browser request whose page granted the comma list ``granted``."""
-    consent = consent_rules.apply_browser_signals(
-        consent_rules.parse_granted(granted), request.headers
-    )
-    ua = request.headers.get("User-Agent", "")[:512]
-    existing = cookie.read_uid(request)
+    """Return the visitor of a Flask request whose page granted the comma list ``granted``."""
+    return visitor_of(request.environ, granted)
+
+
+def visitor_of(environ: Mapping[str, Any], granted: str) -> Visitor:
+    """Return the visitor of a WSGI request whose page granted the comma list ``granted``."""
+    signals = {
+        "Sec-GPC": environ.get("HTTP_SEC_GPC", ""),
+        "DNT": environ.get("HTTP_DNT", ""),
+    }
+    consent = consent_rules.apply_browser_signals(consent_rules.parse_granted(granted), signals)
+    ua = environ.get("HTTP_USER_AGENT", "")[:512]
+    existing = cookie.read_uid(environ.get("HTTP_COOKIE", ""))
     if consent["analytics"]:
         uid = existing or cookie.new_uid()
-        return Visitor(consent, uid, not existing, "", truncate_ip(request.remote_addr or ""), ua)
+        ip = truncate_ip(environ.get("REMOTE_ADDR") or "")
+        return Visitor(consent, uid, not existing, "", ip, ua)
     # No analytics consent: no identifier and no IP; the UA only lets the worker skip bots.
     return Visitor(consent, withdrawn_uid=existing, user_agent=ua)
+
+
+def cookie_header(visitor: Visitor, environ: Mapping[str, Any], cookie_domain: str) -> str:
+    """Return the Set-Cookie value that sets, renews or drops dmp_uid; '' if none is due."""
+    secure = environ.get("wsgi.url_scheme") == "https"
+    if visitor.uid:
+        return cookie.set_value(visitor.uid, secure=secure, domain=cookie_domain)
+    if visitor.withdrawn_uid:
+        return cookie.drop_value(secure=secure, domain=cookie_domain)
+    return ""
 
 
 def finish_response(
     response: Response, visitor: Visitor, request: Request, cookie_domain: str
 ) -> Response:
     """Set, renew or drop the dmp_uid cookie on ``response`` as the visitor's consent says."""
-    secure = request.is_secure
-    if visitor.uid:
-        cookie.set_uid(response, visitor.uid, secure=secure, domain=cookie_domain)
-    elif visitor.withdrawn_uid:
-        cookie.drop_uid(response, secure=secure, domain=cookie_domain)
+    value = cookie_header(visitor, request.environ, cookie_domain)
+    if value:
+        response.headers.add("Set-Cookie", value)
     return response
 
 

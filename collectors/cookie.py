@@ -7,20 +7,18 @@ import secrets
 import time
 from email.utils import formatdate
 
-from flask import Request, Response
-
 NAME = "dmp_uid"
 MAX_AGE = 60 * 60 * 24 * 395  # 13 months, the longest German regulators accept
 _IN_HEADER = re.compile(r"(?:^|[;,]\s*)dmp_uid=([A-Za-z0-9_-]{16,64})(?=\s*(?:[;,]|$))")
 
 
-def read_uid(request: Request) -> str:
-    """Return the request's dmp_uid cookie if it is well-formed, else ''.
+def read_uid(cookie_header: str) -> str:
+    """Return the dmp_uid value of a Cookie header if it is well-formed, else ''.
 
     Read straight from the header: parsing every cookie of the site's domain costs a
     pixel hit more than the rest of its request handling.
     """
-    found = _IN_HEADER.search(request.headers.get("Cookie", ""))
+    found = _IN_HEADER.search(cookie_header)
     return found.group(1) if found else ""
 
 
@@ -29,20 +27,27 @@ def new_uid() -> str:
     return secrets.token_urlsafe(16)
 
 
-def set_uid(response: Response, uid: str, *, secure: bool, domain: str = "") -> None:
-    """Set (or renew for another 13 months) the dmp_uid cookie on ``response``.
+def set_value(uid: str, *, secure: bool, domain: str = "") -> str:
+    """Return the Set-Cookie value that sets (or renews for 13 months) the dmp_uid cookie.
 
     Written by hand (the value is a checked token): werkzeug's general cookie writer costs
     a tenth of a pixel hit.
     """
-    attrs = f"; Domain={domain}" if domain else ""
-    if secure:
-        attrs += "; Secure"
-    response.headers.add(
-        "Set-Cookie",
-        f"{NAME}={uid}; Expires={_expires()}; Max-Age={MAX_AGE}; HttpOnly; Path=/; "
-        f"SameSite=Lax{attrs}",
+    return f"{NAME}={uid}; Expires={_expires()}; Max-Age={MAX_AGE}; {_attributes(secure, domain)}"
+
+
+def drop_value(*, secure: bool, domain: str = "") -> str:
+    """Return the Set-Cookie value that expires the dmp_uid cookie (consent was withdrawn)."""
+    return (
+        f"{NAME}=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; {_attributes(secure, domain)}"
     )
+
+
+def _attributes(secure: bool, domain: str) -> str:
+    attrs = "HttpOnly; Path=/; SameSite=Lax"
+    if domain:
+        attrs += f"; Domain={domain}"
+    return attrs + "; Secure" if secure else attrs
 
 
 def _expires() -> str:
@@ -53,10 +58,3 @@ def _expires() -> str:
 
 
 _EXPIRES: list[int | str] = [0, ""]  # (second, Expires date) of the last cookie set
-
-
-def drop_uid(response: Response, *, secure: bool, domain: str = "") -> None:
-    """Expire the dmp_uid cookie (consent was withdrawn)."""
-    response.delete_cookie(
-        NAME, path="/", domain=domain or None, secure=secure, httponly=True, samesite="Lax"
-    )

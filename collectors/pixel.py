@@ -1,73 +1,99 @@
-"""The tracking pixel: ``GET /p.gif`` always answers a 1x1 transparent GIF."""
+"""The tracking pixel: ``GET /p.gif`` always answers a 1x1 transparent GIF.
+
+The pixel is the hottest path dmp has, so it is served as plain WSGI in front of the Flask
+app (:class:`PixelApp`): one query parse, one cookie lookup, one write to Redis that does
+not wait for the answer (:class:`dmp.stream.Appender`), and a ready-made answer.
+"""
 
 from __future__ import annotations
 
 import base64
 import logging
 import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
 
 import redis
-from flask import Blueprint, Response, request
-from werkzeug.datastructures import Headers
 
 from collectors import browser
 from dmp import metrics
-from dmp.deps import current_deps
+from dmp.deps import Deps
 from dmp.records import Hit, Source
 
 log = logging.getLogger(__name__)
-bp = Blueprint("pixel", __name__)
 
+PATH = "/p.gif"
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
-_HEADERS = {
-    "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
-    "Pragma": "no-cache",
-    "Expires": "0",
-    "X-Content-Type-Options": "nosniff",
-    "Access-Control-Allow-Origin": "*",  # the GIF itself is no secret
-}
-
-
-_HEADER_LIST = [("Content-Type", "image/gif"), *_HEADERS.items()]
-
-
-def _gif() -> Response:
-    response = Response(GIF)
-    response.headers = Headers(_HEADER_LIST)  # one copy of a ready list: the cheapest way
-    return response
-
-
+HEADERS = [
+    ("Content-Type", "image/gif"),
+    ("Content-Length", str(len(GIF))),
+    ("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0"),
+    ("Pragma", "no-cache"),
+    ("Expires", "0"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Access-Control-Allow-Origin", "*"),  # the GIF itself is no secret
+]
 _COUNTERS = {
     outcome: {metrics.counter("dmp_hits_total", collector="pixel", outcome=outcome): 1}
     for outcome in ("ok", "unknown_key", "bad_input")
 }
+_PAGE = Source.PIXEL.value
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
-def _hit_counter(outcome: str) -> dict[str, int]:
-    return _COUNTERS[outcome]
+class PixelApp:
+    """WSGI middleware answering ``/p.gif`` itself and passing everything else on."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], deps: Deps) -> None:
+        self.app = app
+        self.deps = deps
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != PATH:
+            return self.app(environ, start_response)
+        method = environ.get("REQUEST_METHOD")
+        if method not in ("GET", "HEAD"):
+            return self.app(environ, start_response)  # Flask answers 405
+        headers = list(HEADERS)
+        set_cookie = record_hit(self.deps, environ)
+        if set_cookie:
+            headers.append(("Set-Cookie", set_cookie))
+        start_response("200 OK", headers)
+        return [GIF] if method == "GET" else []
 
 
-@bp.get("/p.gif")
-def pixel() -> Response:
-    """Record one pixel hit and answer the GIF, whatever the input."""
-    deps = current_deps()
-    response = _gif()
+def query_args(query: str) -> dict[str, str]:
+    """Return the first value of each query parameter (UTF-8, bad bytes replaced)."""
+    args: dict[str, str] = {}
+    for name, value in parse_qsl(query, errors="replace", max_num_fields=64):
+        args.setdefault(name, value)
+    return args
+
+
+def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
+    """Put one pixel hit on the stream; return the Set-Cookie value due ('' for none).
+
+    Never raises for bad input: problems are counted in ``dmp_hits_total`` instead.
+    """
     try:
-        if len(request.query_string) > deps.config.max_query_bytes:
+        query = environ.get("QUERY_STRING", "")
+        if len(query) > deps.config.max_query_bytes:
             raise browser.BadHit("query string too long")
-        args = request.args
+        args = query_args(query)
         site = deps.sites.site_for_key(args.get("k", ""))
         if site is None:
-            deps.appender.append([], _hit_counter("unknown_key"))
-            return response
+            deps.appender.append([], _COUNTERS["unknown_key"])
+            return ""
         event = browser.clean_event_name(args.get("e"))
-        visitor = browser.read_visitor(request, args.get("consent", ""))
+        visitor = browser.visitor_of(environ, args.get("consent", ""))
         now = browser.now_ms()
         event_id = args.get("id", "")
         hit = Hit(
             event_id=event_id if 8 <= len(event_id) <= 64 else uuid.uuid4().hex,
             site_id=site.site_id,
-            source=Source.PIXEL.value,
+            source=_PAGE,
             type="page" if event == "page" else "track",
             event=event,
             received_at=now,
@@ -82,19 +108,18 @@ def pixel() -> Response:
             user_agent=visitor.user_agent,
         )
         withdrawal = browser.withdrawal_hit(visitor, site.site_id, Source.PIXEL, now)
-        hits = [hit, withdrawal] if withdrawal else [hit]
-        deps.appender.append(hits, _hit_counter("ok"))
-        browser.finish_response(response, visitor, request, deps.config.cookie_domain)
+        deps.appender.append([hit, withdrawal] if withdrawal else [hit], _COUNTERS["ok"])
+        return browser.cookie_header(visitor, environ, deps.config.cookie_domain)
     except browser.BadHit as exc:
         log.debug("pixel hit refused: %s", exc)
         _count_quietly(deps, "bad_input")
     except redis.RedisError:
         log.exception("pixel hit lost: Redis unavailable")
-    return response
+    return ""
 
 
-def _count_quietly(deps, outcome: str) -> None:
+def _count_quietly(deps: Deps, outcome: str) -> None:
     try:
-        deps.appender.append([], _hit_counter(outcome))
+        deps.appender.append([], _COUNTERS[outcome])
     except redis.RedisError:
         log.exception("could not count a refused pixel hit")

@@ -34,13 +34,18 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     # Bodies past the batch limit are refused before they are read (Segment: 500 KB).
     app.config["MAX_CONTENT_LENGTH"] = config.max_batch_bytes + 1024
     r = connect_config(config)
-    app.extensions["dmp"] = Deps(config, r, SiteCache(r, config.site_cache_seconds), Appender(r))
+    deps = Deps(config, r, SiteCache(r, config.site_cache_seconds), Appender(r))
+    app.extensions["dmp"] = deps
 
     from collectors import pixel, segmentspec, tag
     from dmp import api, ops
 
-    for blueprint in (pixel.bp, tag.bp, segmentspec.bp, api.bp, ops.bp):
+    for blueprint in (tag.bp, segmentspec.bp, api.bp, ops.bp):
         app.register_blueprint(blueprint)
+    # The pixel answers in plain WSGI before Flask is involved (see collectors.pixel);
+    # the route below only makes Flask answer 405 for other methods on its path.
+    app.add_url_rule(pixel.PATH, "pixel", _pixel_behind_wsgi, methods=["GET"])
+    app.wsgi_app = pixel.PixelApp(app.wsgi_app, deps)  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, from_http_exception)
     app.register_error_handler(Exception, _unexpected)
     if config.proxy_hops:
@@ -48,6 +53,10 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
             app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops
         )
     return app
+
+
+def _pixel_behind_wsgi():
+    raise RuntimeError("the pixel is served by collectors.pixel.PixelApp")
 
 
 def _unexpected(exc: Exception):

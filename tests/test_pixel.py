@@ -180,3 +180,30 @@ def test_garbage_bytes_in_the_query_get_the_gif(client, redis, write_key):
     stored = _entries(redis)
     assert all(e.get("url", "") == "" for e in stored)  # javascript: urls are dropped
     assert client.get("/healthz").status_code == 200
+
+
+def test_head_answers_headers_and_other_methods_405(client, write_key):
+    """HEAD gets the GIF's headers without a body; POST is a 405 problem."""
+    head = client.head("/p.gif", query_string={"k": write_key})
+    assert head.status_code == 200 and head.mimetype == "image/gif" and head.data == b""
+    post = client.post("/p.gif")
+    assert post.status_code == 405 and post.mimetype == "application/problem+json"
+
+
+def test_forwarded_for_is_used_behind_a_trusted_proxy(config, redis, write_key):
+    """With DMP_PROXY_HOPS=1 the client address comes from X-Forwarded-For (then truncated)."""
+    from dmp.app import create_app
+
+    behind = create_app(
+        config.__class__(
+            **{name: getattr(config, name) for name in config.__slots__} | {"proxy_hops": 1}
+        )
+    )
+    client = behind.test_client()
+    client.get(
+        "/p.gif",
+        query_string={"k": write_key, "consent": "analytics"},
+        headers={"X-Forwarded-For": "198.51.100.23"},
+    )
+    behind.extensions["dmp"].appender.sync()
+    assert _entries(redis)[0]["ip"] == "198.51.100.0"
