@@ -153,6 +153,7 @@ class Worker:
         self._states: dict[str, PersonState] = {}
         self._epoch: str | None = None
         self._inflight: InFlight | None = None
+        self._prefetch: InFlight | None = None  # the next XREADGROUP, already asked for
         self._own_cursor: str | None = "0"  # reading back our own pending entries first
         self._claimed = False  # other consumers' leftovers taken over since the lease began
 
@@ -177,6 +178,7 @@ class Worker:
         """Prepare the stream group, finish any flush a crash interrupted, re-read leftovers."""
         stream.ensure_group(self.r)
         self.buffer = EventBuffer()
+        self._drop_prefetch()
         self._settle()
         self._owners, self._states, self._epoch = {}, {}, None
         self._own_cursor, self._claimed = "0", False
@@ -222,6 +224,7 @@ class Worker:
             if once and handled == 0 and not self.buffer.entries:
                 break
         if started:
+            self._drop_prefetch()
             self.flush()
             self.release_lease()
         return done
@@ -251,17 +254,41 @@ class Worker:
             self._claimed = nxt == "0-0"
             if claimed:
                 return [(sid, (f or {}).get(stream.FIELD)) for sid, f in claimed]
-        return self._xreadgroup(">", block_ms)
+        # New entries: the next read is asked for as soon as this one is in, so that
+        # Redis assembles it while this batch is handled.
+        inflight = self._prefetch or self._ask_new(block_ms)
+        self._prefetch = None
+        entries = self._parse_entries(inflight.wait()[0])
+        if entries:
+            self._prefetch = self._ask_new(block_ms)
+        return entries
+
+    def _ask_new(self, block_ms: int) -> InFlight:
+        bulk = Bulk()
+        bulk.add(*self._xreadgroup_args(">", block_ms))
+        return bulk.send(self.r)
+
+    def _drop_prefetch(self) -> None:
+        """Read and forget an asked-for batch; its entries stay pending for the next start."""
+        if self._prefetch is not None:
+            inflight, self._prefetch = self._prefetch, None
+            inflight.wait()
+
+    def _xreadgroup_args(self, start: str, block_ms: int) -> tuple[str | int, ...]:
+        block = ("BLOCK", block_ms) if block_ms else ()
+        return (
+            "XREADGROUP", "GROUP", keyspace.GROUP, self.consumer, "COUNT",
+            self.config.read_count, *block, "STREAMS", keyspace.STREAM, start,
+        )  # fmt: skip
 
     def _xreadgroup(self, start: str, block_ms: int) -> list[tuple[str, bytes | None]]:
         """Return (stream id, hit JSON) pairs; raw, since redis-py's parsing costs µs each."""
         bulk = Bulk()
-        block = ("BLOCK", block_ms) if block_ms else ()
-        bulk.add(
-            "XREADGROUP", "GROUP", keyspace.GROUP, self.consumer, "COUNT",
-            self.config.read_count, *block, "STREAMS", keyspace.STREAM, start,
-        )  # fmt: skip
-        (reply,) = bulk.execute(self.r)
+        bulk.add(*self._xreadgroup_args(start, block_ms))
+        return self._parse_entries(bulk.execute(self.r)[0])
+
+    @staticmethod
+    def _parse_entries(reply: Any) -> list[tuple[str, bytes | None]]:
         if not reply:
             return []
         field = stream.FIELD.encode()
