@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import redis
 
-from dmp import keyspace, metrics
+from dmp import keyspace
 from dmp.bulk import Bulk
 from dmp.records import EVENT_SCHEMA
 
@@ -156,23 +156,27 @@ class EventLog:
     def _commit(self, name: str, payload: dict[str, Any]) -> None:
         seen_key = self._seen_keys()[0]
         ids = payload["ids"]
-        with self.r.pipeline(transaction=True) as pipe:
-            if payload["digests"]:
-                pipe.sadd(seen_key, *payload["digests"])
-                pipe.expire(seen_key, (self.dedup_days + 2) * 86400)
-            for key, field, amount in payload["aggregates"]:
-                pipe.hincrby(key, field, amount)
-            for field, amount in payload["stats"].items():
-                pipe.hincrby(keyspace.STATS, field, amount)
-            for field, amount in payload["metrics"].items():
-                metrics.incr(pipe, field, amount)
-            for start in range(0, len(ids), 10_000):
-                chunk = ids[start : start + 10_000]
-                pipe.xack(keyspace.STREAM, keyspace.GROUP, *chunk)
-                pipe.xdel(keyspace.STREAM, *chunk)
-            pipe.delete(keyspace.eventlog_intent(name))
-            pipe.srem(keyspace.EVENTLOG_INTENTS, name)
-            pipe.execute()
+        bulk = Bulk()  # one MULTI: all of it happens, or none
+        bulk.add("MULTI")
+        if payload["digests"]:
+            bulk.add("SADD", seen_key, *payload["digests"])
+            bulk.add("EXPIRE", seen_key, (self.dedup_days + 2) * 86400)
+        for key, field, amount in payload["aggregates"]:
+            bulk.add("HINCRBY", key, field, amount)
+        for field, amount in payload["stats"].items():
+            bulk.add("HINCRBY", keyspace.STATS, field, amount)
+        for field, amount in payload["metrics"].items():
+            bulk.add("HINCRBY", keyspace.METRICS, field, amount)
+        for start in range(0, len(ids), 10_000):
+            chunk = ids[start : start + 10_000]
+            bulk.add("XACK", keyspace.STREAM, keyspace.GROUP, *chunk)
+            bulk.add("XDEL", keyspace.STREAM, *chunk)
+        bulk.add("DEL", keyspace.eventlog_intent(name))
+        bulk.add("SREM", keyspace.EVENTLOG_INTENTS, name)
+        bulk.add("EXEC")
+        failed = [r for r in bulk.execute(self.r)[-1] or [] if isinstance(r, Exception)]
+        if failed:
+            raise redis.ResponseError(f"event log commit {name} failed: {failed[0]}")
 
     def recover(self) -> tuple[int, int]:
         """Finish or undo flushes a crash interrupted; return (finished, undone)."""
