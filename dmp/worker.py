@@ -76,10 +76,12 @@ def touchpoint(hit: Hit) -> str:
         "site": hit.site_id,
         "channel": hit.channel,
     }
-    for name in ("url", "title", "topics"):
-        value = getattr(hit, name)
-        if value:
-            point[name] = value
+    if hit.url:
+        point["url"] = hit.url
+    if hit.title:
+        point["title"] = hit.title
+    if hit.topics:
+        point["topics"] = hit.topics
     return dump_json(point)
 
 
@@ -435,8 +437,10 @@ class Worker:
                 if state.consents.get(category) != granted:
                     state.consents[category] = granted
                     delta.consents[f"c:{category}"] = consent_proof(hit, granted)
-        delta.see(hit.timestamp)
-        delta.touchpoints[touchpoint(hit)] = hit.timestamp
+        ts = hit.timestamp
+        if not delta.first_seen or ts < delta.first_seen:
+            delta.first_seen = ts
+        delta.touchpoints[touchpoint(hit)] = ts
         if grew or state.tier is Tier.UNKNOWN:
             self._promote(state, delta, hit)
         self.buffer.events.append(event_row(hit, pid))
