@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-import zlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +18,7 @@ from flask import Blueprint, Request, Response, jsonify, request
 from collectors import browser
 from collectors.consent import map_segment_consent
 from collectors.enrichment import truncate_ip
+from collectors.payload import expect_object, invalid, read_body
 from dmp import metrics, stream
 from dmp.deps import current_deps
 from dmp.problems import Problem
@@ -28,43 +28,6 @@ bp = Blueprint("segmentspec", __name__, url_prefix="/v1")
 
 TYPES = ("identify", "track", "page", "screen", "group", "alias")
 MAX_ID = 256
-
-
-def _bad(detail: str, title: str = "Invalid payload") -> Problem:
-    return Problem(400, title, detail, slug="invalid-payload")
-
-
-def read_body(req: Request, limit: int) -> dict[str, Any]:
-    """Return the JSON object of the request body, gunzipped, at most ``limit`` bytes."""
-    if req.content_length is not None and req.content_length > limit:
-        raise Problem(
-            400, "Payload too large", f"the body may be at most {limit} bytes", "too-large"
-        )
-    raw = req.stream.read(limit + 1)
-    if len(raw) > limit:
-        raise Problem(
-            400, "Payload too large", f"the body may be at most {limit} bytes", "too-large"
-        )
-    if req.headers.get("Content-Encoding", "").lower() == "gzip":
-        try:
-            inflater = zlib.decompressobj(wbits=31)
-            raw = inflater.decompress(raw, limit + 1)
-        except zlib.error as exc:
-            raise _bad(f"the gzip body is corrupt: {exc}") from None
-        if len(raw) > limit or inflater.unconsumed_tail:
-            raise Problem(
-                400,
-                "Payload too large",
-                f"the unzipped body may be at most {limit} bytes",
-                "too-large",
-            )
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _bad(f"the body is not valid JSON: {exc}", "Malformed JSON") from None
-    if not isinstance(body, dict):
-        raise _bad("the body must be a JSON object")
-    return body
 
 
 def write_key_of(req: Request, body: dict[str, Any]) -> str:
@@ -84,11 +47,11 @@ def parse_time(value: Any, path: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > 64:
-        raise _bad(f"{path}: expected an ISO-8601 time string")
+        raise invalid(f"{path}: expected an ISO-8601 time string")
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise _bad(f"{path}: not an ISO-8601 time: {value!r}") from None
+        raise invalid(f"{path}: not an ISO-8601 time: {value!r}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * 1000)
@@ -111,19 +74,11 @@ def _id(value: Any, path: str) -> str:
     if value is None or value == "":
         return ""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise _bad(f"{path}: expected a string")
+        raise invalid(f"{path}: expected a string")
     text = str(value)
     if len(text) > MAX_ID:
-        raise _bad(f"{path}: at most {MAX_ID} characters")
+        raise invalid(f"{path}: at most {MAX_ID} characters")
     return text
-
-
-def _obj(value: Any, path: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _bad(f"{path}: expected an object")
-    return value
 
 
 def _external_ids(context: dict[str, Any], path: str) -> dict[str, str]:
@@ -131,11 +86,11 @@ def _external_ids(context: dict[str, Any], path: str) -> dict[str, str]:
     if raw is None:
         return {}
     if not isinstance(raw, list):
-        raise _bad(f"{path}.externalIds: expected a list")
+        raise invalid(f"{path}.externalIds: expected a list")
     out = {}
     for i, item in enumerate(raw[:20]):
         if not isinstance(item, dict):
-            raise _bad(f"{path}.externalIds[{i}]: expected an object")
+            raise invalid(f"{path}.externalIds[{i}]: expected an object")
         kind, value = (
             _id(item.get("type"), f"{path}.externalIds[{i}].type"),
             _id(item.get("id"), f"{path}.externalIds[{i}].id"),
@@ -156,29 +111,29 @@ def to_hit(
 ) -> Hit:
     """Return the Hit of one Segment message, or raise a 400 Problem naming the path."""
     if not isinstance(msg, dict):
-        raise _bad(f"{path}: expected an object")
+        raise invalid(f"{path}: expected an object")
     if len(json.dumps(msg, separators=(",", ":"))) > limit:
         raise Problem(
             400, "Payload too large", f"{path}: an event may be at most {limit} bytes", "too-large"
         )
     kind = kind or msg.get("type")
     if kind not in TYPES:
-        raise _bad(f"{path}.type: expected one of {', '.join(TYPES)}")
+        raise invalid(f"{path}.type: expected one of {', '.join(TYPES)}")
     user_id = _id(msg.get("userId"), f"{path}.userId")
     anonymous_id = _id(msg.get("anonymousId"), f"{path}.anonymousId")
     if not user_id and not anonymous_id:
-        raise _bad(f"{path}: userId or anonymousId is required")
-    context = _obj(msg.get("context"), f"{path}.context")
-    properties = _obj(msg.get("properties"), f"{path}.properties")
+        raise invalid(f"{path}: userId or anonymousId is required")
+    context = expect_object(msg.get("context"), f"{path}.context")
+    properties = expect_object(msg.get("properties"), f"{path}.properties")
     traits = {
-        **_obj(context.get("traits"), f"{path}.context.traits"),
-        **_obj(msg.get("traits"), f"{path}.traits"),
+        **expect_object(context.get("traits"), f"{path}.context.traits"),
+        **expect_object(msg.get("traits"), f"{path}.traits"),
     }
-    page = _obj(context.get("page"), f"{path}.context.page")
+    page = expect_object(context.get("page"), f"{path}.context.page")
     if kind == "track":
         event = msg.get("event")
         if not isinstance(event, str) or not event.strip() or len(event) > 200:
-            raise _bad(f"{path}.event: track needs an event name (1-200 characters)")
+            raise invalid(f"{path}.event: track needs an event name (1-200 characters)")
     else:
         event = kind  # a page's or screen's name travels as its title
     message_id = _id(msg.get("messageId"), f"{path}.messageId") or uuid.uuid4().hex
@@ -227,9 +182,9 @@ def _accept(kind: str | None) -> Response:
     if kind is None:
         batch = body.get("batch")
         if not isinstance(batch, list):
-            raise _bad("batch: expected a list of messages")
+            raise invalid("batch: expected a list of messages")
         sent_at = parse_time(body.get("sentAt"), "sentAt")
-        context = _obj(body.get("context"), "context")
+        context = expect_object(body.get("context"), "context")
         messages = [
             {**m, "context": {**context, **m.get("context", {})}}
             if context and isinstance(m, dict)

@@ -13,7 +13,6 @@ refused whole. The ``dmp_uid`` cookie follows the same consent rules as the pixe
 
 from __future__ import annotations
 
-import json
 import uuid
 from importlib import resources
 from typing import Any
@@ -22,6 +21,7 @@ import redis
 from flask import Blueprint, Response, request
 
 from collectors import browser
+from collectors.payload import expect_object, invalid, read_body
 from dmp import metrics, stream
 from dmp.deps import current_deps
 from dmp.problems import Problem
@@ -65,39 +65,12 @@ def preflight() -> Response:
     return response
 
 
-def _bad(detail: str) -> Problem:
-    return Problem(400, "Invalid beacon", detail, "invalid-payload")
-
-
-def _read_beacon() -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise Problem(400, "Payload too large", f"a beacon may be at most {MAX_BODY} bytes")
-    raw = request.stream.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise Problem(400, "Payload too large", f"a beacon may be at most {MAX_BODY} bytes")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise _bad("the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise _bad("the body must be a JSON object")
-    return body
-
-
 def _ms(value: Any, path: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise _bad(f"{path}: expected ms since the epoch")
+        raise invalid(f"{path}: expected ms since the epoch")
     return int(value)
-
-
-def _obj(value: Any, path: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _bad(f"{path}: expected an object")
-    return value
 
 
 def to_hit(
@@ -106,20 +79,20 @@ def to_hit(
     """Return the Hit of one beacon event, or raise a 400 Problem naming the event."""
     path = f"events[{i}]"
     if not isinstance(item, dict):
-        raise _bad(f"{path}: expected an object")
+        raise invalid(f"{path}: expected an object")
     kind = item.get("type", "page")
     if kind not in TYPES:
-        raise _bad(f"{path}.type: expected one of {', '.join(TYPES)}")
+        raise invalid(f"{path}.type: expected one of {', '.join(TYPES)}")
     try:
         event = browser.clean_event_name(item.get("event"), default=kind)
     except browser.BadHit as exc:
-        raise _bad(f"{path}.event: {exc}") from None
+        raise invalid(f"{path}.event: {exc}") from None
     client_ts = _ms(item.get("ts"), f"{path}.ts")
     timestamp = received - (sent - client_ts) if sent and client_ts else received
     event_id = item.get("id")
     if not isinstance(event_id, str) or not 8 <= len(event_id) <= 64:
         event_id = uuid.uuid4().hex
-    traits = _obj(item.get("traits"), f"{path}.traits")
+    traits = expect_object(item.get("traits"), f"{path}.traits")
     # Without analytics consent nothing may identify the visitor, an email least of all.
     return Hit(
         event_id=event_id,
@@ -135,7 +108,7 @@ def to_hit(
         referrer=browser.clean_url(item.get("ref")),
         title=browser.clean_text(item.get("title")),
         topics=browser.clean_topics(item.get("topics")),
-        properties=_obj(item.get("props"), f"{path}.props"),
+        properties=expect_object(item.get("props"), f"{path}.props"),
         traits=traits if visitor.identified else {},
         ip=visitor.ip,
         user_agent=visitor.user_agent,
@@ -147,7 +120,7 @@ def collect() -> Response:
     """Accept a tag beacon of up to 50 events, stored all together or not at all."""
     deps = current_deps()
     origin = request.headers.get("Origin", "")
-    body = _read_beacon()
+    body = read_body(request, MAX_BODY)
     key = body.get("k")
     site = deps.sites.site_for_key(key if isinstance(key, str) else "")
     if site is None:
@@ -156,10 +129,10 @@ def collect() -> Response:
         raise Problem(403, "Origin not allowed", f"{origin} is not a domain of this site")
     events = body.get("events")
     if not isinstance(events, list) or not 1 <= len(events) <= MAX_EVENTS:
-        raise _bad(f"events: expected a list of 1 to {MAX_EVENTS} events")
+        raise invalid(f"events: expected a list of 1 to {MAX_EVENTS} events")
     granted = body.get("consent", [])
     if not isinstance(granted, list) or not all(isinstance(c, str) for c in granted):
-        raise _bad("consent: expected a list of category names")
+        raise invalid("consent: expected a list of category names")
     visitor = browser.read_visitor(request, ",".join(granted))
     received = browser.now_ms()
     sent = _ms(body.get("sentAt"), "sentAt")

@@ -1,0 +1,53 @@
+"""JSON request bodies of the collectors' APIs: size limits, gzip, and typed fields."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+from flask import Request
+
+from dmp.problems import Problem
+
+
+def invalid(detail: str, title: str = "Invalid payload") -> Problem:
+    """Return the 400 problem for a body that is not what the API takes."""
+    return Problem(400, title, detail, slug="invalid-payload")
+
+
+def _too_large(what: str, limit: int) -> Problem:
+    return Problem(400, "Payload too large", f"{what} may be at most {limit} bytes", "too-large")
+
+
+def read_body(req: Request, limit: int) -> dict[str, Any]:
+    """Return the JSON object of the request body, gunzipped, at most ``limit`` bytes."""
+    if req.content_length is not None and req.content_length > limit:
+        raise _too_large("the body", limit)
+    raw = req.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise _too_large("the body", limit)
+    if req.headers.get("Content-Encoding", "").lower() == "gzip":
+        try:
+            inflater = zlib.decompressobj(wbits=31)
+            raw = inflater.decompress(raw, limit + 1)
+        except zlib.error as exc:
+            raise invalid(f"the gzip body is corrupt: {exc}") from None
+        if len(raw) > limit or inflater.unconsumed_tail:
+            raise _too_large("the unzipped body", limit)
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid(f"the body is not valid JSON: {exc}", "Malformed JSON") from None
+    if not isinstance(body, dict):
+        raise invalid("the body must be a JSON object")
+    return body
+
+
+def expect_object(value: Any, path: str) -> dict[str, Any]:
+    """Return ``value`` if it is a JSON object ({} when absent); else raise a 400 naming it."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid(f"{path}: expected an object")
+    return value
