@@ -127,12 +127,18 @@ def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
         worker.run_forever(r, obj.config, stop)
         return
     total = stream.pending_count(r)
-    with click.progressbar(length=total, label="ingesting", file=sys.stderr) as bar:
-        done = ingest.run(once=True, progress=bar.update)
+    if total:
+        with click.progressbar(length=total, label="ingesting", file=sys.stderr) as bar:
+            done = ingest.run(once=True, progress=bar.update)
+    else:
+        done = ingest.run(once=True)
     state = worker.status(r)
+    by = f"{done} entries by this worker; " if done else ""
     click.echo(
-        f"handled {done} entries; {state['events_stored']} events stored in total, "
-        f"{state['pending']} pending"
+        f"nothing pending ({by}{state['events_stored']} events stored in total, "
+        f"{state['events_aggregate']} counted in aggregate)"
+        if state["pending"] == 0
+        else f"{by}{state['pending']} entries still pending"
     )
 
 

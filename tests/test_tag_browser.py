@@ -47,8 +47,8 @@ PAGE = """<!doctype html>
 
 
 class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # keep test output clean
-        pass
+    def log_message(self, *args) -> None:
+        """Keep the test output clean: the page server logs nothing."""
 
 
 @pytest.fixture
