@@ -8,6 +8,7 @@ replies back in order. Replies are undecoded (bytes, ints, lists), as hiredis gi
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import hiredis
@@ -51,6 +52,7 @@ class Bulk:
         packed, self._packed = self._packed, []
         pool = r.connection_pool
         conn = pool.get_connection()
+        _widen_send_buffer(conn)
         try:
             if packed:
                 conn.send_packed_command([b"".join(packed)])
@@ -91,6 +93,20 @@ class InFlight:
         if first_error is not None:
             raise first_error
         return replies
+
+
+SEND_BUFFER = 4 * 1024 * 1024
+
+
+def _widen_send_buffer(conn: Any) -> None:
+    """Let the kernel take a whole batch at once, so sending never waits for Redis to read.
+
+    Linux caps the size at net.core.wmem_max; a batch beyond it still goes, just blocking.
+    """
+    sock = getattr(conn, "_sock", None)  # redis-py keeps the socket here while connected
+    if sock is not None and getattr(conn, "_dmp_wide", None) is not sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        conn._dmp_wide = sock
 
 
 def text(value: bytes | None) -> str | None:

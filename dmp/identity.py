@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from dmp.records import Hit
 
@@ -43,9 +43,8 @@ _EMAIL = re.compile(
 _PHONE_JUNK = re.compile(r"[\s().\-/]")
 
 
-@dataclass(frozen=True, slots=True)
-class Identifier:
-    """One identifier of a person."""
+class Identifier(NamedTuple):
+    """One identifier of a person (a NamedTuple: the worker hashes millions of them)."""
 
     kind: IdKind
     value: str
