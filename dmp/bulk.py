@@ -107,8 +107,3 @@ def _widen_send_buffer(conn: Any) -> None:
     if sock is not None and getattr(conn, "_dmp_wide", None) is not sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         conn._dmp_wide = sock
-
-
-def text(value: bytes | None) -> str | None:
-    """Return a bulk reply decoded as UTF-8 (None stays None)."""
-    return value.decode() if value is not None else None
