@@ -33,9 +33,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import redis
 
+from collectors.enrichment import parse_agent
 from dmp import keyspace
 from dmp.bulk import Bulk
-from dmp.records import EVENT_SCHEMA
+from dmp.records import EVENT_SCHEMA, Hit, dump_json
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,38 @@ def _write_files(tables: list[pa.Table], finals: list[Path]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def event_row(hit: Hit, person_id: str | None) -> tuple[Any, ...]:
+    """Return the event-log row of a stored hit, in EVENT_SCHEMA's column order."""
+    agent = parse_agent(hit.user_agent)
+    return (
+        hit.event_id,
+        hit.site_id,
+        person_id,
+        hit.source,
+        hit.type,
+        hit.event,
+        hit.channel,
+        hit.timestamp,
+        hit.received_at,
+        hit.uid or None,
+        hit.anonymous_id or None,
+        hit.user_id or None,
+        hit.url or None,
+        hit.referrer or None,
+        hit.title or None,
+        hit.topics,
+        dump_json(hit.properties) if hit.properties else None,
+        dump_json(hit.traits) if hit.traits else None,
+        [c for c, granted in sorted(hit.consent.items()) if granted],
+        hit.ip or None,
+        hit.user_agent or None,
+        agent.browser or None,
+        agent.os or None,
+        agent.device,
+        agent.is_bot,
+    )
 
 
 def scan_events(root: Path) -> pl.LazyFrame:

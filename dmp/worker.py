@@ -1,9 +1,9 @@
-"""The ingest worker: stream → dedup → identity → profile → Parquet event log.
+"""The ingest worker: the stream's side of stream → dedup → identity → profile → Parquet.
 
 One worker at a time holds the lease (``dmp:worker:lease``), so a person has one writer.
 It reads its own pending entries first (after a crash), then any a dead consumer left,
-then new ones. Each read batch costs a fixed handful of Redis round trips whatever its
-size: one dedup check, one identifier MGET, one state read and one write pipeline.
+then new ones, asking for the next batch while ``dmp.ingest`` handles this one, and acks
+entries only in the event log's flush.
 """
 
 from __future__ import annotations
@@ -12,149 +12,31 @@ import gc
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
-from collectors.enrichment import parse_agent
-from dmp import identity, keyspace, metrics, stream
+from dmp import keyspace, stream
 from dmp.bulk import Bulk, InFlight
 from dmp.config import Config
-from dmp.eventlog import EventBuffer, EventLog, event_digest, utc_day
-from dmp.identity import Identifier, IdKind
-from dmp.profiles import (
-    BatchWrites,
-    PersonDelta,
-    PersonState,
-    consent_summary,
-    load_states,
-    merge_persons,
-    tier_for,
-    write_delta,
-)
-from dmp.records import Hit, Source, Tier, dump_json
+from dmp.eventlog import EventLog
+from dmp.ingest import Ingest
+from dmp.records import Tier
 
 log = logging.getLogger(__name__)
 
 LEASE = "dmp:worker:lease"
 
 
-_API = Source.API.value
-
-
-def is_identified(hit: Hit) -> bool:
-    """Return whether a hit may be tied to a person (else it counts only in aggregate)."""
-    if hit.source == _API:
-        # Server-side events come from the site's own systems: stored unless the message
-        # says analytics consent was refused.
-        return hit.consent.get("analytics", True)
-    return bool(hit.uid)
-
-
-def consent_proof(hit: Hit, granted: bool) -> str:
-    """Return the proof kept for a consent change: its state, time, source, site and event."""
-    return dump_json(
-        {
-            "granted": granted,
-            "at": hit.timestamp,
-            "source": hit.source,
-            "site": hit.site_id,
-            "event_id": hit.event_id,
-        }
-    )
-
-
-def touchpoint(hit: Hit) -> str:
-    """Return the timeline member of a hit (deterministic, so replays add nothing)."""
-    point: dict[str, Any] = {
-        "id": hit.event_id,
-        "t": hit.timestamp,
-        "type": hit.type,
-        "event": hit.event,
-        "source": hit.source,
-        "site": hit.site_id,
-        "channel": hit.channel,
-    }
-    if hit.url:
-        point["url"] = hit.url
-    if hit.title:
-        point["title"] = hit.title
-    if hit.topics:
-        point["topics"] = hit.topics
-    return dump_json(point)
-
-
-def event_row(hit: Hit, person_id: str | None) -> tuple[Any, ...]:
-    """Return the event-log row of a stored hit, in EVENT_SCHEMA's column order."""
-    agent = parse_agent(hit.user_agent)
-    return (
-        hit.event_id,
-        hit.site_id,
-        person_id,
-        hit.source,
-        hit.type,
-        hit.event,
-        hit.channel,
-        hit.timestamp,
-        hit.received_at,
-        hit.uid or None,
-        hit.anonymous_id or None,
-        hit.user_id or None,
-        hit.url or None,
-        hit.referrer or None,
-        hit.title or None,
-        hit.topics,
-        dump_json(hit.properties) if hit.properties else None,
-        dump_json(hit.traits) if hit.traits else None,
-        [c for c, granted in sorted(hit.consent.items()) if granted],
-        hit.ip or None,
-        hit.user_agent or None,
-        agent.browser or None,
-        agent.os or None,
-        agent.device,
-        agent.is_bot,
-    )
-
-
-def _page_path(url: str) -> str:
-    return url.split("?", 1)[0].split("#", 1)[0][:512]
-
-
-@dataclass(slots=True)
-class _Batch:
-    """Person state and writes collected while one read batch is handled."""
-
-    owners: dict[Identifier, str]
-    states: dict[str, PersonState]
-    deltas: dict[str, PersonDelta] = field(default_factory=dict)
-    merges: list[tuple[PersonState, str, dict[str, str]]] = field(default_factory=list)
-    merge_log: list[dict[str, str]] = field(default_factory=list)
-    conflicts: list[dict[str, str]] = field(default_factory=list)
-    withdrawals: list[tuple[Hit, str]] = field(default_factory=list)
-
-    def canonical(self, pid: str) -> str:
-        """Return the person a (possibly just merged) id stands for now."""
-        while self.states.get(pid) is not None and self.states[pid].merged_into:
-            pid = self.states[pid].merged_into
-        return pid
-
-
 class Worker:
     """Moves hits from the ingest stream into profiles and the event log."""
-
-    CACHE_PERSONS = 500_000  # persons kept in the identity cache before it starts over
 
     def __init__(self, r: redis.Redis, config: Config) -> None:
         self.r = r
         self.config = config
         self.eventlog = EventLog(r, config.events_dir, config.dedup_days)
-        self.buffer = EventBuffer()
+        self.ingest = Ingest(r, config, self.eventlog)
         self.consumer = config.consumer
-        self._owners: dict[Identifier, str] = {}  # identity cache, see _lookup
-        self._states: dict[str, PersonState] = {}
-        self._epoch: str | None = None
-        self._inflight: InFlight | None = None
         self._prefetch: InFlight | None = None  # the next XREADGROUP, already asked for
         self._own_cursor: str | None = "0"  # reading back our own pending entries first
         self._claimed = False  # other consumers' leftovers taken over since the lease began
@@ -179,10 +61,8 @@ class Worker:
     def start(self) -> None:
         """Prepare the stream group, finish any flush a crash interrupted, re-read leftovers."""
         stream.ensure_group(self.r)
-        self.buffer = EventBuffer()
         self._drop_prefetch()
-        self._settle()
-        self._owners, self._states, self._epoch = {}, {}, None
+        self.ingest.reset()
         self._own_cursor, self._claimed = "0", False
         finished, undone = self.eventlog.recover()
         if finished or undone:
@@ -207,9 +87,11 @@ class Worker:
                     # We stalled past the lease and another worker took over: it re-reads
                     # our unacked entries, so ours are dropped, not flushed twice.
                     log.warning(
-                        "lost the worker lease; dropping %d buffered entries", self.buffer.entries
+                        "lost the worker lease; dropping %d buffered entries",
+                        self.ingest.buffer.entries,
                     )
-                    self.buffer, started = EventBuffer(), False
+                    self.ingest.reset()
+                    started = False
                 if once and stream.pending_count(self.r) == 0:
                     return done  # another worker holds the lease and has drained it all
                 stop.wait(0.2 if once else 1.0)
@@ -221,9 +103,9 @@ class Worker:
             done += handled
             if progress and handled:
                 progress(handled)
-            if self._due() or (handled == 0 and self.buffer.entries):
+            if self._due() or (handled == 0 and self.ingest.buffer.entries):
                 self.flush()
-            if once and handled == 0 and not self.buffer.entries:
+            if once and handled == 0 and not self.ingest.buffer.entries:
                 break
         if started:
             self._drop_prefetch()
@@ -232,14 +114,14 @@ class Worker:
         return done
 
     def _due(self) -> bool:
-        buf = self.buffer
+        buf = self.ingest.buffer
         return buf.rows >= self.config.flush_events or buf.age() >= self.config.flush_seconds
 
     def step(self, block_ms: int = 0) -> int:
         """Read and handle one batch; return how many stream entries it held."""
         entries = self._read(block_ms)
         if entries:
-            self.handle(entries)
+            self.ingest.handle(entries)
         return len(entries)
 
     def _read(self, block_ms: int) -> list[tuple[str, bytes | None]]:
@@ -306,10 +188,9 @@ class Worker:
 
     def flush(self) -> None:
         """Write buffered events durably and ack their stream entries."""
-        if not self.buffer.entries:
+        if not self.ingest.buffer.entries:
             return
-        self._settle()  # profiles first: an acked event's person is up to date
-        buf, self.buffer = self.buffer, EventBuffer()
+        buf = self.ingest.take_buffer()
         files = self.eventlog.flush(buf)
         log.info(
             "stored %d events in %d files, acked %d entries",
@@ -317,276 +198,6 @@ class Worker:
             len(files),
             buf.entries,
         )
-
-    # -- one batch ------------------------------------------------------------------
-
-    def handle(self, entries: list[tuple[str, bytes | None]]) -> None:
-        """Dedup, resolve and apply one read batch of stream entries."""
-        buf = self.buffer
-        hits: list[tuple[str, Hit, str]] = []
-        decoded = Hit.many_from_json([data for _, data in entries])
-        for (stream_id, _), hit in zip(entries, decoded, strict=True):
-            if hit is None:
-                log.error("dropping unreadable stream entry %s", stream_id)
-                buf.metrics[metrics.counter("dmp_stream_unreadable_total")] += 1
-                buf.take(stream_id, None)
-                continue
-            hits.append((stream_id, hit, event_digest(hit.site_id, hit.event_id)))
-        seen = self.eventlog.seen([d for _, _, d in hits])
-        people: list[tuple[Hit, list[Identifier]]] = []
-        for (stream_id, hit, digest), was_seen in zip(hits, seen, strict=True):
-            if was_seen or digest in buf.digests:
-                buf.metrics[metrics.counter("dmp_events_duplicate_total")] += 1
-                buf.take(stream_id, None)
-                continue
-            buf.take(stream_id, digest)
-            if hit.type == "consent":
-                people.append((hit, [Identifier(IdKind.UID, hit.uid)]))
-            elif not is_identified(hit):
-                self._aggregate(hit)
-            elif parse_agent(hit.user_agent).is_bot:
-                buf.metrics[metrics.counter("dmp_bots_total")] += 1
-                buf.events.append(event_row(hit, None))
-            else:
-                people.append((hit, identity.identifiers_of(hit)))
-        if people:
-            self._resolve_and_apply(people)
-
-    def _aggregate(self, hit: Hit) -> None:
-        buf = self.buffer
-        buf.stats["events_aggregate"] += 1
-        buf.metrics[metrics.counter("dmp_events_aggregate_total")] += 1
-        key = keyspace.aggregate(hit.site_id, utc_day(hit.timestamp).replace("-", ""))
-        agent = parse_agent(hit.user_agent)
-        if agent.is_bot:
-            buf.aggregates[(key, "bots")] += 1
-            return
-        buf.aggregates[(key, "hits")] += 1
-        buf.aggregates[(key, f"event:{hit.event}")] += 1
-        buf.aggregates[(key, f"device:{agent.device}")] += 1
-        if hit.url:
-            buf.aggregates[(key, f"url:{_page_path(hit.url)}")] += 1
-        for topic in hit.topics:
-            buf.aggregates[(key, f"topic:{topic}")] += 1
-
-    def _resolve_and_apply(self, people: list[tuple[Hit, list[Identifier]]]) -> None:
-        owners, states = self._lookup(people)
-        batch = _Batch(owners, states)
-        for hit, ids in people:
-            if hit.type == "consent":
-                pid = owners.get(ids[0])
-                if pid:
-                    batch.withdrawals.append((hit, batch.canonical(pid)))
-                continue
-            self._apply(batch, hit, ids)
-        self._write(batch)
-
-    def _apply(self, batch: _Batch, hit: Hit, ids: list[Identifier]) -> None:
-        """Resolve one hit and fold it into its person's state and delta."""
-        if len(ids) == 1 and not hit.traits and ids[0] in batch.owners:
-            # The common case, a known browser or user coming back: nothing to resolve.
-            pid = batch.canonical(batch.owners[ids[0]])
-            self._record(batch, hit, pid, grew=False)
-            return
-        owners = {i: batch.canonical(batch.owners[i]) for i in ids if i in batch.owners}
-        emails = {pid: batch.states[pid].email for pid in owners.values()}
-        res = identity.resolve(ids, owners, emails)
-        pid = res.person_id
-        if res.is_new:
-            batch.states[pid] = PersonState(pid)
-        state = batch.states[pid]
-        delta = batch.deltas.setdefault(pid, PersonDelta())
-        for other, link in res.merges:
-            self._merge(batch, other, pid, link, hit)
-        for conflict in res.conflicts:
-            batch.conflicts.append(
-                {
-                    "person_id": conflict.person_id,
-                    "other_id": conflict.other_id,
-                    "identifier": conflict.identifier.kind.value,
-                    "reason": conflict.reason,
-                    "event_id": hit.event_id,
-                    "site_id": hit.site_id,
-                    "at": str(hit.received_at),
-                }
-            )
-        for ident in res.claims:
-            delta.identifiers.add(ident)
-            batch.owners[ident] = pid
-            if ident.kind is IdKind.EMAIL:
-                state.email = ident.value
-            elif ident.kind is IdKind.PHONE:
-                state.contact.add("phone")
-            elif ident.kind is IdKind.CRM:
-                state.contact.add("crm")
-        if hit.traits:
-            if identity.has_address(hit.traits):
-                state.contact.add("address")
-            for name, value in hit.traits.items():
-                delta.traits[name[:128]] = dump_json(value)
-        self._record(batch, hit, pid, grew=True)
-
-    def _record(self, batch: _Batch, hit: Hit, pid: str, *, grew: bool) -> None:
-        """Add a resolved hit to its person: consent changes, timeline, tier, event row."""
-        state = batch.states[pid]
-        delta = batch.deltas.get(pid)
-        if delta is None:
-            delta = batch.deltas[pid] = PersonDelta()
-        if not hit.consent.items() <= state.consents.items():  # something changed
-            for category, granted in hit.consent.items():
-                if state.consents.get(category) != granted:
-                    state.consents[category] = granted
-                    delta.consents[f"c:{category}"] = consent_proof(hit, granted)
-        ts = hit.timestamp
-        if not delta.first_seen or ts < delta.first_seen:
-            delta.first_seen = ts
-        delta.touchpoints[touchpoint(hit)] = ts
-        if grew or state.tier is Tier.UNKNOWN:
-            self._promote(state, delta, hit)
-        self.buffer.events.append(event_row(hit, pid))
-
-    def _promote(self, state: PersonState, delta: PersonDelta, hit: Hit) -> None:
-        tier = tier_for(state.email, state.contact, True)
-        if tier.rank <= state.tier.rank:
-            return
-        point = {
-            "id": f"{hit.event_id}:tier:{tier.value}",
-            "t": hit.timestamp,
-            "type": "tier",
-            "event": "tier_promoted",
-            "source": hit.source,
-            "site": hit.site_id,
-            "channel": hit.channel,
-            "from": state.tier.value,
-            "to": tier.value,
-        }
-        delta.touchpoints[dump_json(point)] = hit.timestamp
-        state.tier = tier
-
-    def _merge(self, batch: _Batch, other: str, target: str, link: Identifier, hit: Hit) -> None:
-        """Fold person ``other`` into ``target`` locally and schedule the stored part."""
-        other = batch.canonical(other)
-        if other == target:
-            return
-        src, dst = batch.states[other], batch.states[target]
-        dst.email = dst.email or src.email
-        dst.contact |= src.contact
-        for category, granted in src.consents.items():
-            dst.consents.setdefault(category, granted)
-        if src.tier.rank > dst.tier.rank:
-            dst.tier = src.tier
-        dst.n_tp += src.n_tp
-        delta = batch.deltas.setdefault(target, PersonDelta())
-        if src.first_seen:
-            delta.see(src.first_seen)
-        pending = batch.deltas.pop(other, None)
-        if pending:
-            delta.absorb(pending)
-        src.merged_into = target  # owners still naming it lead on through canonical()
-        entry = {
-            "from": other,
-            "into": target,
-            "reason": f"{link.kind.value} links both persons",
-            "identifier": link.kind.value,
-            "event_id": hit.event_id,
-            "site_id": hit.site_id,
-            "at": str(hit.received_at),
-        }
-        if src.exists:
-            batch.merges.append((src, target, entry))
-        else:
-            batch.merge_log.append(entry)  # nothing stored yet: only the log entry is left
-        self.buffer.metrics[metrics.counter("dmp_merges_total")] += 1
-
-    def _lookup(
-        self, people: list[tuple[Hit, list[Identifier]]]
-    ) -> tuple[dict[Identifier, str], dict[str, PersonState]]:
-        """Return the cached owners and states, completed from Redis for this batch's hits.
-
-        The worker is the only writer of identities and profiles (it holds the lease), so
-        what it wrote stays true in its cache; anything else that changes them bumps
-        ``dmp:worker:epoch``, which empties the cache.
-        """
-        owners, states = self._owners, self._states
-        unknown = list({i for _, ids in people for i in ids if i not in owners})
-        keys = [keyspace.identifier(i.kind.value, i.value) for i in unknown]
-        epoch, *found = self.r.mget([keyspace.WORKER_EPOCH, *keys])
-        if epoch != self._epoch or len(states) > self.CACHE_PERSONS:
-            self._settle()
-            self._owners, self._states, self._epoch = {}, {}, epoch
-            return self._lookup(people)
-        owners.update((i, pid) for i, pid in zip(unknown, found, strict=True) if pid)
-        missing = {pid for pid in found if pid and pid not in states}
-        if missing:
-            states.update(load_states(self.r, sorted(missing)))
-        return owners, states
-
-    def _settle(self) -> None:
-        """Wait until the last batch's profile writes are applied."""
-        if self._inflight is not None:
-            inflight, self._inflight = self._inflight, None
-            inflight.wait()
-
-    def _write(self, batch: _Batch) -> None:
-        self._settle()
-        if batch.merges:
-            merge_persons(self.r, batch.merges)
-        cap = self.config.timeline_cap
-        shared, bulk = BatchWrites(), Bulk()
-        for pid, delta in batch.deltas.items():
-            write_delta(bulk, shared, batch.states[pid], delta, cap)
-        shared.queue(bulk)
-        # Redis applies these on its own core while the next batch is decoded; every read
-        # that could depend on them is served from the cache, and the flush settles them
-        # before it acks anything.
-        self._inflight = bulk.send(self.r)
-        if not (batch.merge_log or batch.conflicts or batch.withdrawals):
-            return
-        self._settle()
-        with self.r.pipeline(transaction=False) as pipe:
-            for entry in batch.merge_log:
-                pipe.xadd(keyspace.MERGES, entry, maxlen=1_000_000, approximate=True)
-            for conflict in batch.conflicts:
-                pipe.xadd(keyspace.CONFLICTS, conflict, maxlen=1_000_000, approximate=True)
-            if batch.conflicts:
-                metrics.incr(
-                    pipe, metrics.counter("dmp_identity_conflicts_total"), len(batch.conflicts)
-                )
-            pipe.execute()
-        for hit, pid in batch.withdrawals:
-            withdraw_cookie(self.r, pid, hit)
-            batch.owners.pop(Identifier(IdKind.UID, hit.uid), None)
-            batch.states.pop(pid, None)  # re-read on its next hit
-
-
-def withdraw_cookie(r: redis.Redis, pid: str, hit: Hit) -> None:
-    """Unlink a cookie whose browser withdrew analytics consent, and record the withdrawal."""
-    ident = Identifier(IdKind.UID, hit.uid)
-    states = load_states(r, [pid])
-    state = states[pid]
-    proofs = {
-        f"c:{category}": consent_proof(hit, granted)
-        for category, granted in hit.consent.items()
-        if state.consents.get(category) != granted
-    }
-    if proofs:
-        proofs["cs"] = consent_summary({**state.consents, **hit.consent})
-    with r.pipeline(transaction=True) as pipe:
-        pipe.delete(keyspace.identifier(ident.kind.value, ident.value))
-        pipe.srem(keyspace.person(pid, "identifiers"), ident.text)
-        pipe.scard(keyspace.person(pid, "identifiers"))
-        if proofs:
-            pipe.hset(keyspace.person(pid), mapping=proofs)
-        pipe.zadd(keyspace.person(pid, "touchpoints"), {touchpoint(hit): hit.timestamp})
-        remaining = pipe.execute()[2]
-    tier = tier_for(state.email, state.contact, remaining > 0)
-    if tier != state.stored_tier:
-        with r.pipeline(transaction=True) as pipe:
-            pipe.hset(keyspace.person(pid), "tier", tier.value)
-            pipe.hincrby(keyspace.STATS, f"persons:{state.stored_tier.value}", -1)
-            pipe.hincrby(keyspace.STATS, f"persons:{tier.value}", 1)
-            pipe.execute()
-    log.info("person %s withdrew analytics consent; cookie unlinked, tier %s", pid, tier.value)
 
 
 def status(r: redis.Redis) -> dict[str, Any]:
