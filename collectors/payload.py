@@ -36,12 +36,16 @@ def read_body(req: Request, limit: int) -> dict[str, Any]:
         if len(raw) > limit or inflater.unconsumed_tail:
             raise _too_large("the unzipped body", limit)
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise invalid(f"the body is not valid JSON: {exc}", "Malformed JSON") from None
     if not isinstance(body, dict):
         raise invalid("the body must be a JSON object")
     return body
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # json.loads would take NaN and Infinity
 
 
 def expect_object(value: Any, path: str) -> dict[str, Any]:

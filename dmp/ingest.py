@@ -135,7 +135,7 @@ class Ingest:
         hits: list[tuple[str, Hit, str]] = []
         decoded = Hit.many_from_json([data for _, data in entries])
         for (stream_id, _), hit in zip(entries, decoded, strict=True):
-            if hit is None:
+            if hit is None or not hit.storable():
                 log.error("dropping unreadable stream entry %s", stream_id)
                 buf.metrics[metrics.counter("dmp_stream_unreadable_total")] += 1
                 buf.take(stream_id, None)

@@ -94,6 +94,21 @@ class Hit(NamedTuple):
         """Return the hit encoded by :meth:`to_json`."""
         return cls(**json.loads(text))
 
+    def storable(self) -> bool:
+        """Return whether the event log can hold this hit (ids present, times in range).
+
+        Collectors validate hits; this guards the worker against a stream entry that
+        would fail every flush (one bad time would otherwise block all behind it).
+        """
+        return (
+            isinstance(self.event_id, str)
+            and isinstance(self.site_id, str)
+            and bool(self.event_id and self.site_id)
+            and all(
+                type(t) is int and 0 <= t < LATEST_MS for t in (self.timestamp, self.received_at)
+            )
+        )
+
     @classmethod
     def many_from_json(cls, texts: Sequence[bytes | None]) -> list[Hit | None]:
         """Return the hits of many encoded hits; None for each one that cannot be read.
@@ -116,6 +131,7 @@ class Hit(NamedTuple):
 
 
 _HIT_REQUIRED = frozenset(Hit._fields[:7])
+LATEST_MS = 4_102_444_800_000  # 2100-01-01: any later event time is a broken clock
 
 _TS = pa.timestamp("ms", tz="UTC")
 

@@ -344,3 +344,16 @@ def test_person_json_round_trips(redis, drain):
     drain()
     person = person_of(redis, IdKind.EMAIL, "d@acme.de")
     assert json.loads(json.dumps(person)) == person
+
+
+@pytest.mark.parametrize(
+    "bad", [{"timestamp": 10**19}, {"timestamp": -5}, {"received_at": 1.5}, {"event_id": ""}]
+)
+def test_an_unstorable_entry_cannot_block_the_stream(redis, config, drain, bad):
+    """A stream entry with an impossible time or no id is dropped, the rest stored."""
+    entry = {**json.loads(hit(uid="c0").to_json()), **bad}
+    redis.xadd(keyspace.STREAM, {stream.FIELD: json.dumps(entry)})
+    send(redis, hit(uid="c1"))
+    drain()
+    assert rows(config)["uid"].to_list() == ["c1"] and redis.xlen(keyspace.STREAM) == 0
+    assert redis.hget(keyspace.METRICS, "dmp_stream_unreadable_total") == "1"
