@@ -1,14 +1,25 @@
 """The JS tag: ``GET /dmp.js`` and its beacons to ``POST /collect``.
 
-A beacon body (JSON; sent as ``text/plain`` so that no CORS preflight is needed)::
+A beacon body (JSON of at most 64 KB; sent as ``text/plain`` so that no CORS preflight is
+needed)::
 
     {"k": "<write key>", "consent": ["analytics", "ads"], "sentAt": <ms>,
      "events": [{"id": "<client event id>", "type": "page|track|identify", "event": "...",
                  "ts": <ms>, "url": "...", "ref": "...", "title": "...", "topics": [...],
                  "props": {...}, "traits": {...}}]}
 
-CORS is granted only to the write key's site domains; a beacon from any other origin is
-refused whole. The ``dmp_uid`` cookie follows the same consent rules as the pixel's.
+Only ``k`` and ``events`` (1 to 50 objects) are required; every event field is optional
+(``type`` defaults to ``page``). Times are ms since the epoch; an event's time is corrected
+for the browser's clock skew (received − (sentAt − ts)) and kept within the last day.
+``url``, ``ref``, ``title`` and ``topics`` are cleaned like the pixel's (a non-http URL or a
+non-string is dropped); any other wrong type, an ``id`` outside 8 to 64 characters included,
+refuses the whole beacon with a 400 problem: nothing is stored.
+
+The consent list holds the categories the page granted when its events happened; the tag
+sends a ``track`` event named ``consent`` whenever it changes. Without ``analytics`` the
+events only count in aggregate and ``traits`` are dropped. CORS is granted only to the
+write key's site domains; a beacon from any other origin is refused whole. The ``dmp_uid``
+cookie follows the same consent rules as the pixel's.
 """
 
 from __future__ import annotations
@@ -31,6 +42,8 @@ bp = Blueprint("tag", __name__)
 
 MAX_BODY = 64 * 1024
 MAX_EVENTS = 50
+MAX_MS = 2**53  # JavaScript's largest exact integer: no real time is near it
+MAX_AGE_MS = 24 * 3600 * 1000  # the tag sends within seconds; older times are skew or lies
 TYPES = ("page", "track", "identify")
 _SCRIPT = resources.files("collectors").joinpath("static/dmp.js").read_bytes()
 
@@ -68,9 +81,17 @@ def preflight() -> Response:
 def _ms(value: Any, path: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    # The negated range test also refuses NaN, which Python's JSON parser lets through.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < MAX_MS:
         raise invalid(f"{path}: expected ms since the epoch")
     return int(value)
+
+
+def corrected_time(received: int, sent: int | None, client_ts: int | None) -> int:
+    """Return an event's time corrected for clock skew, within the day before ``received``."""
+    if not sent or not client_ts:
+        return received
+    return min(received, max(received - MAX_AGE_MS, received - (sent - client_ts)))
 
 
 def to_hit(
@@ -88,10 +109,11 @@ def to_hit(
     except browser.BadHit as exc:
         raise invalid(f"{path}.event: {exc}") from None
     client_ts = _ms(item.get("ts"), f"{path}.ts")
-    timestamp = received - (sent - client_ts) if sent and client_ts else received
     event_id = item.get("id")
-    if not isinstance(event_id, str) or not 8 <= len(event_id) <= 64:
+    if event_id is None:
         event_id = uuid.uuid4().hex
+    elif not isinstance(event_id, str) or not 8 <= len(event_id) <= 64:
+        raise invalid(f"{path}.id: expected a string of 8 to 64 characters")
     traits = expect_object(item.get("traits"), f"{path}.traits")
     # Without analytics consent nothing may identify the visitor, an email least of all.
     return Hit(
@@ -101,7 +123,7 @@ def to_hit(
         type=kind,
         event=event,
         received_at=received,
-        timestamp=timestamp,
+        timestamp=corrected_time(received, sent, client_ts),
         consent=visitor.consent,
         uid=visitor.uid,
         url=browser.clean_url(item.get("url")),

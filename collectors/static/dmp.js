@@ -1,17 +1,31 @@
 /* dmp tag: page views, consent, track, identify. No dependencies.
    <script async src="https://t.example.com/dmp.js" data-key="wk_..."></script>
-   Calls made before it loads queue up in window.dmp.q (see README). */
+   Calls made before it loads queue up in window.dmp.q as [name, args] (see README).
+   Each beacon carries the consent in force when its events happened; a consent change is
+   itself sent at once as a "consent" event, so a withdrawal drops the cookie right away. */
 (function (w, d) {
   "use strict";
+  if (w.dmp && w.dmp.granted) return; // loaded twice
   var me = d.currentScript || d.querySelector("script[data-key][src*='dmp.js']");
   if (!me) return;
   var key = me.getAttribute("data-key") || "";
-  var base = me.src.replace(/\/dmp\.js(\?.*)?$/, "");
+  var url = me.src.replace(/\/dmp\.js(\?.*)?$/, "") + "/collect";
   var STORE = "dmp_consent", CATS = ["analytics", "ads", "email"];
   var pending = [], timer = 0;
 
+  function only(list) {
+    var out = [];
+    for (var i = 0; list && i < list.length; i++) {
+      if (CATS.indexOf(list[i]) >= 0 && out.indexOf(list[i]) < 0) out.push(list[i]);
+    }
+    return out;
+  }
+
   function stored() {
-    try { return JSON.parse(w.localStorage.getItem(STORE) || "[]"); } catch (e) { return []; }
+    try {
+      var v = JSON.parse(w.localStorage.getItem(STORE) || "[]");
+      return Array.isArray(v) ? only(v) : [];
+    } catch (e) { return []; }
   }
   var granted = stored();
 
@@ -29,10 +43,11 @@
   }
 
   function send(beacon) {
+    w.clearTimeout(timer);
+    timer = 0;
+    if (!pending.length || !key) return;
     var body = JSON.stringify({ k: key, consent: granted, sentAt: Date.now(), events: pending });
     pending = [];
-    timer = 0;
-    var url = base + "/collect";
     if (beacon && w.navigator.sendBeacon &&
         w.navigator.sendBeacon(url, new Blob([body], { type: "text/plain" }))) return;
     if (w.fetch) {
@@ -44,6 +59,9 @@
   function push(ev) {
     ev.id = id();
     ev.ts = Date.now();
+    ev.url = w.location.href;
+    ev.title = d.title;
+    ev.topics = topics();
     pending.push(ev);
     if (pending.length >= 20) send(false);
     else if (!timer) timer = w.setTimeout(function () { send(false); }, 50);
@@ -51,26 +69,32 @@
 
   var api = {
     page: function (props) {
-      push({ type: "page", url: w.location.href, ref: d.referrer, title: d.title,
-             topics: topics(), props: props || {} });
+      push({ type: "page", ref: d.referrer, props: props || {} });
     },
     track: function (name, props) {
-      push({ type: "track", event: String(name), url: w.location.href, topics: topics(),
-             props: props || {} });
+      push({ type: "track", event: String(name), props: props || {} });
     },
     identify: function (email, traits) {
       var t = {};
-      for (var k in traits || {}) if (Object.prototype.hasOwnProperty.call(traits, k)) t[k] = traits[k];
-      if (email) t.email = String(email);
-      push({ type: "identify", event: "identify", url: w.location.href, traits: t });
+      // Without analytics consent nothing that identifies the visitor leaves the page.
+      if (granted.indexOf("analytics") >= 0) {
+        if (traits && typeof traits === "object") {
+          for (var k in traits) if (Object.prototype.hasOwnProperty.call(traits, k)) t[k] = traits[k];
+        }
+        if (email) t.email = String(email);
+      }
+      push({ type: "identify", event: "identify", traits: t });
     },
     consent: function (list) {
-      granted = (list || []).filter(function (c) { return CATS.indexOf(c) >= 0; });
-      try { w.localStorage.setItem(STORE, JSON.stringify(granted)); } catch (e) { /* private mode */ }
-      if (pending.length) send(false);
+      var next = only(list);
+      if (next.slice().sort().join() === granted.slice().sort().join()) return;
+      send(false); // what happened so far goes out under the consent it happened under
+      granted = next;
+      try { w.localStorage.setItem(STORE, JSON.stringify(granted)); } catch (e) { /* private */ }
+      push({ type: "track", event: "consent", props: { granted: granted.slice() } });
     },
     granted: function () { return granted.slice(); },
-    flush: function () { if (pending.length) send(false); }
+    flush: function () { send(false); }
   };
 
   var queued = (w.dmp && w.dmp.q) || [];
@@ -80,5 +104,7 @@
     if (api[call[0]]) api[call[0]].apply(api, call[1]);
   }
   if (me.getAttribute("data-auto") !== "off") api.page();
-  w.addEventListener("pagehide", function () { if (pending.length) send(true); });
+  function leave() { send(true); }
+  w.addEventListener("pagehide", leave);
+  d.addEventListener("visibilitychange", function () { if (d.visibilityState === "hidden") leave(); });
 })(window, document);
