@@ -17,7 +17,7 @@ from collectors.enrichment import truncate_ip
 from dmp.records import Hit, Source
 
 EVENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\- ]{0,63}$")
-TOPIC = re.compile(r"[^a-z0-9_\- ]+")
+TOPIC = re.compile(r"[^\w\- ]+")  # letters of any script: "künstliche intelligenz"
 MAX_URL = 2048
 MAX_TITLE = 512
 MAX_TOPICS = 20
@@ -115,7 +115,7 @@ def clean_event_name(name: str | None, default: str = "page") -> str:
 
 def clean_url(value: object) -> str:
     """Return an http(s) URL cut to 2 KB, or '' for anything else."""
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+    if not isinstance(value, str) or not value[:8].lower().startswith(("http://", "https://")):
         return ""
     return value[:MAX_URL]
 
@@ -135,7 +135,7 @@ def clean_topics(value: object) -> list[str]:
         return []
     topics = []
     for part in parts[: MAX_TOPICS * 2]:
-        topic = TOPIC.sub("", part.strip().lower())[:64].strip()
+        topic = " ".join(TOPIC.sub("", part.lower()).split())[:64].strip()
         if topic and topic not in topics:
             topics.append(topic)
     return topics[:MAX_TOPICS]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,9 +25,9 @@ SEGMENT_CATEGORY_MAP: dict[str, str] = {
     "c0004": "ads",  # OneTrust: targeting cookies
     "email": "email",
     "newsletter": "email",
-    "email_marketing": "email",
     "emailmarketing": "email",
 }
+_SEPARATORS = re.compile(r"[\s_\-]+")  # "Email Marketing", "email_marketing", "e-mail"
 
 
 def parse_granted(text: str) -> dict[str, bool]:
@@ -50,7 +51,7 @@ def map_segment_consent(context: Mapping[str, Any]) -> dict[str, bool]:
         return {}
     out: dict[str, bool] = {}
     for name, value in prefs.items():
-        category = SEGMENT_CATEGORY_MAP.get(str(name).strip().lower())
+        category = SEGMENT_CATEGORY_MAP.get(_SEPARATORS.sub("", str(name).lower()))
         if category is None or not isinstance(value, bool):
             continue
         # Several CMP categories can map onto one of ours: any refusal wins.

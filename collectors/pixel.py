@@ -36,9 +36,10 @@ HEADERS = [
 ]
 _COUNTERS = {
     outcome: {metrics.counter("dmp_hits_total", collector="pixel", outcome=outcome): 1}
-    for outcome in ("ok", "unknown_key", "bad_input")
+    for outcome in ("ok", "unknown_key", "bad_input", "error")
 }
 _PAGE = Source.PIXEL.value
+MAX_FIELDS = 64  # query parameters a pixel hit may carry
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
@@ -56,18 +57,31 @@ class PixelApp:
         method = environ.get("REQUEST_METHOD")
         if method not in ("GET", "HEAD"):
             return self.app(environ, start_response)  # Flask answers 405
+        if method == "HEAD":  # link checkers and monitors: no page view, no cookie
+            start_response("200 OK", list(HEADERS))
+            return []
         headers = list(HEADERS)
         set_cookie = record_hit(self.deps, environ)
         if set_cookie:
             headers.append(("Set-Cookie", set_cookie))
         start_response("200 OK", headers)
-        return [GIF] if method == "GET" else []
+        return [GIF]
 
 
 def query_args(query: str) -> dict[str, str]:
-    """Return the first value of each query parameter (UTF-8, bad bytes replaced)."""
+    """Return the first value of each query parameter (UTF-8, bad bytes replaced).
+
+    Raise BadHit for more than MAX_FIELDS parameters.
+    """
+    if not query.isascii():
+        # WSGI hands the raw query over as latin-1; a client may send UTF-8 unescaped.
+        query = query.encode("latin-1", "replace").decode("utf-8", "replace")
+    try:
+        pairs = parse_qsl(query, errors="replace", max_num_fields=MAX_FIELDS)
+    except ValueError:  # parse_qsl's answer to too many fields
+        raise browser.BadHit(f"more than {MAX_FIELDS} query parameters") from None
     args: dict[str, str] = {}
-    for name, value in parse_qsl(query, errors="replace", max_num_fields=64):
+    for name, value in pairs:
         args.setdefault(name, value)
     return args
 
@@ -115,6 +129,9 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
         _count_quietly(deps, "bad_input")
     except redis.RedisError:
         log.exception("pixel hit lost: Redis unavailable")
+    except Exception:  # the page always gets its GIF; the bug is logged and counted
+        log.exception("pixel hit lost: unexpected error")
+        _count_quietly(deps, "error")
     return ""
 
 

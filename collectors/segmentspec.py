@@ -20,7 +20,7 @@ from collectors.consent import map_segment_consent
 from collectors.enrichment import truncate_ip
 from collectors.payload import expect_object, invalid, read_body
 from dmp import metrics, stream
-from dmp.deps import current_deps
+from dmp.deps import Deps, current_deps
 from dmp.problems import Problem
 from dmp.records import Hit, Source
 
@@ -28,6 +28,7 @@ bp = Blueprint("segmentspec", __name__, url_prefix="/v1")
 
 TYPES = ("identify", "track", "page", "screen", "group", "alias")
 MAX_ID = 256
+MAX_TIME = 4_102_444_800_000  # 2100-01-01 in ms: later (or pre-1970) times are refused
 
 
 def write_key_of(req: Request, body: dict[str, Any]) -> str:
@@ -39,7 +40,8 @@ def write_key_of(req: Request, body: dict[str, Any]) -> str:
         except (ValueError, UnicodeDecodeError):
             return ""
     key = body.get("writeKey")
-    return key if isinstance(key, str) else ""
+    # Write keys are ASCII tokens; anything else (a lone surrogate, say) cannot be hashed.
+    return key if isinstance(key, str) and key.isascii() else ""
 
 
 def parse_time(value: Any, path: str) -> int | None:
@@ -50,24 +52,33 @@ def parse_time(value: Any, path: str) -> int | None:
         raise invalid(f"{path}: expected an ISO-8601 time string")
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        ms = int(parsed.timestamp() * 1000)
+    except (ValueError, OverflowError):
         raise invalid(f"{path}: not an ISO-8601 time: {value!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    if not 0 <= ms < MAX_TIME:
+        raise invalid(f"{path}: expected a time from 1970 to 2099: {value!r}")
+    return ms
 
 
 def corrected_time(msg: dict[str, Any], batch_sent_at: int | None, received: int, path: str) -> int:
-    """Return the event time corrected for clock skew (receivedAt − (sentAt − timestamp))."""
+    """Return the event time corrected for clock skew (receivedAt − (sentAt − timestamp)).
+
+    A correction landing outside 1970-2099 (clocks set to nonsense) gives receivedAt.
+    """
     client = parse_time(msg.get("originalTimestamp"), f"{path}.originalTimestamp")
     if client is None:
         client = parse_time(msg.get("timestamp"), f"{path}.timestamp")
-    sent = parse_time(msg.get("sentAt"), f"{path}.sentAt") or batch_sent_at
+    sent = parse_time(msg.get("sentAt"), f"{path}.sentAt")
+    if sent is None:
+        sent = batch_sent_at
     if client is None:
         return received
     if sent is None:
         return client
-    return received - (sent - client)
+    corrected = received - (sent - client)
+    return corrected if 0 <= corrected < MAX_TIME else received
 
 
 def _id(value: Any, path: str) -> str:
@@ -100,6 +111,17 @@ def _external_ids(context: dict[str, Any], path: str) -> dict[str, str]:
     return out
 
 
+def _size(msg: dict[str, Any], path: str) -> int:
+    """Return the UTF-8 size of a message; raise a 400 for what no JSON reader takes back."""
+    try:
+        text = json.dumps(msg, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return len(text.encode())
+    except UnicodeEncodeError:
+        raise invalid(f"{path}: a string holds an unpaired surrogate (not UTF-8)") from None
+    except ValueError:
+        raise invalid(f"{path}: NaN and Infinity are not JSON numbers") from None
+
+
 def to_hit(
     msg: Any,
     kind: str | None,
@@ -112,7 +134,7 @@ def to_hit(
     """Return the Hit of one Segment message, or raise a 400 Problem naming the path."""
     if not isinstance(msg, dict):
         raise invalid(f"{path}: expected an object")
-    if len(json.dumps(msg, separators=(",", ":"))) > limit:
+    if _size(msg, path) > limit:
         raise Problem(
             400, "Payload too large", f"{path}: an event may be at most {limit} bytes", "too-large"
         )
@@ -125,10 +147,13 @@ def to_hit(
         raise invalid(f"{path}: userId or anonymousId is required")
     context = expect_object(msg.get("context"), f"{path}.context")
     properties = expect_object(msg.get("properties"), f"{path}.properties")
-    traits = {
-        **expect_object(context.get("traits"), f"{path}.context.traits"),
-        **expect_object(msg.get("traits"), f"{path}.traits"),
-    }
+    traits = expect_object(msg.get("traits"), f"{path}.traits")
+    if kind == "group":
+        # A group call's traits describe the group (the company), not the person: an
+        # info@ address there must not become every member's email.
+        properties = {**properties, "group_traits": traits} if traits else properties
+        traits = {}
+    traits = {**expect_object(context.get("traits"), f"{path}.context.traits"), **traits}
     page = expect_object(context.get("page"), f"{path}.context.page")
     if kind == "track":
         event = msg.get("event")
@@ -167,6 +192,24 @@ def to_hit(
 
 def _accept(kind: str | None) -> Response:
     deps = current_deps()
+    try:
+        hits = _read_hits(deps, kind)
+    except Problem as exc:
+        if exc.code == 400:
+            _count(deps, "bad_input")
+        raise
+    counters = {metrics.counter("dmp_hits_total", collector="api", outcome="ok"): len(hits)}
+    try:
+        stream.enqueue(deps.redis, hits, counters, atomic=True)
+    except redis.RedisError:
+        raise Problem(
+            503, "Unavailable", "the ingest buffer is unavailable; retry later", "unavailable"
+        ) from None
+    return jsonify(success=True)
+
+
+def _read_hits(deps: Deps, kind: str | None) -> list[Hit]:
+    """Return the hits of the request's call (``kind``) or batch (None), or raise a Problem."""
     cfg = deps.config
     body = read_body(request, cfg.max_batch_bytes if kind is None else cfg.max_event_bytes)
     site = deps.sites.site_for_key(write_key_of(request, body))
@@ -179,35 +222,33 @@ def _accept(kind: str | None) -> Response:
             "unauthorized",
         )
     received = browser.now_ms()
-    if kind is None:
-        batch = body.get("batch")
-        if not isinstance(batch, list):
-            raise invalid("batch: expected a list of messages")
-        sent_at = parse_time(body.get("sentAt"), "sentAt")
-        context = expect_object(body.get("context"), "context")
-        messages = [
-            {**m, "context": {**context, **m.get("context", {})}}
-            if context and isinstance(m, dict)
-            else m
-            for m in batch
-        ]
-        hits = [
-            to_hit(m, None, site.site_id, received, sent_at, f"batch[{i}]", cfg.max_event_bytes)
-            for i, m in enumerate(messages)
-        ]
-    else:
-        hits = [to_hit(body, kind, site.site_id, received, None, kind, cfg.max_event_bytes)]
-    counters = {metrics.counter("dmp_hits_total", collector="api", outcome="ok"): len(hits)}
-    try:
-        stream.enqueue(deps.redis, hits, counters, atomic=True)
-    except redis.RedisError:
-        raise Problem(
-            503, "Unavailable", "the ingest buffer is unavailable; retry later", "unavailable"
-        ) from None
-    return jsonify(success=True)
+    if kind is not None:
+        return [to_hit(body, kind, site.site_id, received, None, kind, cfg.max_event_bytes)]
+    batch = body.get("batch")
+    if not isinstance(batch, list):
+        raise invalid("batch: expected a list of messages")
+    sent_at = parse_time(body.get("sentAt"), "sentAt")
+    messages = with_batch_context(batch, expect_object(body.get("context"), "context"))
+    return [
+        to_hit(m, None, site.site_id, received, sent_at, f"batch[{i}]", cfg.max_event_bytes)
+        for i, m in enumerate(messages)
+    ]
 
 
-def _count(deps, outcome: str) -> None:
+def with_batch_context(batch: list[Any], context: dict[str, Any]) -> list[Any]:
+    """Return the messages with the batch's context under each one's own (theirs win)."""
+    if not context:
+        return batch
+    out = []
+    for m in batch:
+        own = m.get("context") if isinstance(m, dict) else None
+        if isinstance(m, dict) and (own is None or isinstance(own, dict)):
+            m = {**m, "context": {**context, **(own or {})}}
+        out.append(m)  # anything else is refused by to_hit, naming its path
+    return out
+
+
+def _count(deps: Deps, outcome: str) -> None:
     try:
         stream.enqueue(
             deps.redis,

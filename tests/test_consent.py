@@ -1,11 +1,22 @@
-"""Consent rules and enrichment: the page's word, browser signals, Segment's convention, UA, IP."""
+"""Consent rules: the page's word, the browser's signals and Segment's convention."""
 
 from __future__ import annotations
 
 import pytest
 
-from collectors.consent import apply_browser_signals, map_segment_consent, parse_granted
-from collectors.enrichment import parse_agent, truncate_ip
+from collectors.consent import (
+    CATEGORIES,
+    apply_browser_signals,
+    map_segment_consent,
+    parse_granted,
+)
+
+ALL = {"analytics": True, "ads": True, "email": True}
+
+
+def test_categories_are_dmps_three():
+    """dmp acts on exactly analytics, ads and email."""
+    assert CATEGORIES == {"analytics", "ads", "email"}
 
 
 @pytest.mark.parametrize(
@@ -13,25 +24,49 @@ from collectors.enrichment import parse_agent, truncate_ip
     [
         ("", set()),
         ("analytics", {"analytics"}),
+        ("ads", {"ads"}),
         (" Analytics , ADS,email,bogus", {"analytics", "ads", "email"}),
+        ("analytics,analytics", {"analytics"}),
         (",,,", set()),
+        ("analytics;ads", set()),  # only commas separate
+        ("all", set()),  # no wildcard: every category is named
+        ("\ufffd,email", {"email"}),
+        ("analytics" * 1000, set()),
     ],
 )
 def test_parse_granted(text, granted):
-    """A comma list grants the named categories and refuses the others."""
+    """A comma list grants the named categories and refuses every other one."""
     consent = parse_granted(text)
-    assert set(consent) == {"analytics", "ads", "email"}
+    assert set(consent) == CATEGORIES
     assert {c for c, g in consent.items() if g} == granted
 
 
 @pytest.mark.parametrize(
     ("headers", "ads"),
-    [({}, True), ({"Sec-GPC": "1"}, False), ({"DNT": "1"}, False), ({"DNT": "0"}, True)],
+    [
+        ({}, True),
+        ({"Sec-GPC": "1"}, False),
+        ({"DNT": "1"}, False),
+        ({"Sec-GPC": " 1 "}, False),
+        ({"Sec-GPC": "1", "DNT": "0"}, False),
+        ({"DNT": "0"}, True),
+        ({"Sec-GPC": "0"}, True),
+        ({"Sec-GPC": "", "DNT": ""}, True),
+        ({"Sec-GPC": "true"}, True),  # the spec's only opt-out value is "1"
+    ],
 )
 def test_browser_signals_withhold_ads(headers, ads):
     """Sec-GPC: 1 and DNT: 1 withhold ads and nothing else."""
-    consent = apply_browser_signals(parse_granted("analytics,ads,email"), headers)
-    assert consent == {"analytics": True, "ads": ads, "email": True}
+    assert apply_browser_signals(dict(ALL), headers) == {**ALL, "ads": ads}
+
+
+def test_browser_signals_never_grant():
+    """Without a signal the page's refusals stand; the input mapping is not changed."""
+    refused = {"analytics": False, "ads": False, "email": False}
+    assert apply_browser_signals(refused, {}) == refused
+    page = dict(ALL)
+    apply_browser_signals(page, {"Sec-GPC": "1"})
+    assert page == ALL
 
 
 @pytest.mark.parametrize(
@@ -39,7 +74,16 @@ def test_browser_signals_withhold_ads(headers, ads):
     [
         ({}, {}),
         ({"consent": "yes"}, {}),
+        ({"consent": None}, {}),
+        ({"consent": {}}, {}),
+        ({"consent": {"categoryPreferences": None}}, {}),
+        ({"consent": {"categoryPreferences": ["Advertising"]}}, {}),
         ({"consent": {"categoryPreferences": {"Advertising": True}}}, {"ads": True}),
+        (
+            {"consent": {"categoryPreferences": {"Advertising": True, "Analytics": True}}},
+            {"ads": True, "analytics": True},
+        ),
+        ({"consent": {"categoryPreferences": {"Analytics": False}}}, {"analytics": False}),
         (
             {"consent": {"categoryPreferences": {"C0002": True, "C0004": False, "Other": True}}},
             {"analytics": True, "ads": False},
@@ -48,57 +92,20 @@ def test_browser_signals_withhold_ads(headers, ads):
             {"consent": {"categoryPreferences": {"Marketing": True, "Targeting": False}}},
             {"ads": False},  # any refusal among mapped categories wins
         ),
+        (
+            {"consent": {"categoryPreferences": {"Targeting": False, "Marketing": True}}},
+            {"ads": False},  # whatever the order
+        ),
+        (
+            {"consent": {"categoryPreferences": {"Email Marketing": True, "newsletter": True}}},
+            {"email": True},
+        ),
+        ({"consent": {"categoryPreferences": {"e-mail": True}}}, {"email": True}),
         ({"consent": {"categoryPreferences": {"Newsletter": "true"}}}, {}),  # not a boolean
+        ({"consent": {"categoryPreferences": {"Analytics": 1}}}, {}),
+        ({"consent": {"categoryPreferences": {"Functional": True, "Necessary": True}}}, {}),
     ],
 )
 def test_segment_category_preferences(context, expected):
     """Segment's categoryPreferences map onto dmp's categories; absent means nothing granted."""
     assert map_segment_consent(context) == expected
-
-
-@pytest.mark.parametrize(
-    ("addr", "truncated"),
-    [
-        ("192.168.10.77", "192.168.10.0"),
-        ("2a02:8070:1234:5678:9abc:def0:1111:2222", "2a02:8070:1234::"),
-        ("::ffff:10.1.2.3", "10.1.2.0"),
-        ("fe80::1%eth0", "fe80::"),
-        ("999.1.1.1", ""),
-        ("not an ip", ""),
-        ("", ""),
-    ],
-)
-def test_truncate_ip(addr, truncated):
-    """IPv4 loses its last octet, IPv6 its last 80 bits; garbage gives ''."""
-    assert truncate_ip(addr) == truncated
-
-
-@pytest.mark.parametrize(
-    ("ua", "device", "bot"),
-    [
-        (
-            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-            "Chrome/126.0.0.0 Safari/537.36",
-            "desktop",
-            False,
-        ),
-        (
-            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
-            "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
-            "mobile",
-            False,
-        ),
-        (
-            "Mozilla/5.0 (iPad; CPU OS 16_0 like Mac OS X) AppleWebKit/605.1.15 "
-            "(KHTML, like Gecko) Version/16.0 Mobile/15E148 Safari/604.1",
-            "tablet",
-            False,
-        ),
-        ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "bot", True),
-        ("", "other", False),
-    ],
-)
-def test_parse_agent(ua, device, bot):
-    """user-agents gives the device class and flags bots."""
-    agent = parse_agent(ua)
-    assert (agent.device, agent.is_bot) == (device, bot)
