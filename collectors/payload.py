@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from typing import Any
 
@@ -39,9 +40,31 @@ def read_body(req: Request, limit: int) -> dict[str, Any]:
         body = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise invalid(f"the body is not valid JSON: {exc}", "Malformed JSON") from None
+    except RecursionError:
+        raise invalid("the body's JSON is nested too deeply", "Malformed JSON") from None
     if not isinstance(body, dict):
         raise invalid("the body must be a JSON object")
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
+        # "\ud800" is valid JSON but no text: it could not be stored or written to Parquet.
+        raise invalid("the body holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
     return body
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 def _no_constant(name: str) -> Any:

@@ -76,7 +76,7 @@ def revoke_key(r: redis.Redis, prefix: str) -> int:
 
 def check_key(r: redis.Redis, key: str, scope: Scope) -> bool:
     """Return whether ``key`` is a stored key of ``scope``."""
-    if not key or len(key) > 200:
+    if not key or len(key) > 200 or not key.isascii():
         return False
     stored = r.hget(keyspace.api_key(hash_secret(key)), "scope")
     return stored is not None and hmac.compare_digest(stored, scope.value)

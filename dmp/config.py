@@ -28,7 +28,7 @@ class Config:
     # Collectors.
     cookie_domain: str = ""  # empty: host-only cookie on the collector's host
     proxy_hops: int = 0  # trusted reverse proxies in front of dmp (X-Forwarded-For)
-    max_query_bytes: int = 8192  # pixel query strings beyond this are refused
+    max_query_bytes: int = 8000  # pixel query strings beyond this are refused (gunicorn: 8190)
     max_event_bytes: int = 32 * 1024  # Segment spec: 32 KB per event or call
     max_batch_bytes: int = 500 * 1024  # Segment spec: 500 KB per batch
     site_cache_seconds: float = 30.0  # write keys and site domains cached per process

@@ -240,6 +240,8 @@ def event_row(hit: Hit, person_id: str | None) -> tuple[Any, ...]:
         hit.uid or None,
         hit.anonymous_id or None,
         hit.user_id or None,
+        hit.previous_id or None,
+        hit.group_id or None,
         hit.url or None,
         hit.referrer or None,
         hit.title or None,

@@ -149,6 +149,8 @@ EVENT_SCHEMA = pa.schema(
         pa.field("uid", pa.string()),
         pa.field("anonymous_id", pa.string()),
         pa.field("user_id", pa.string()),
+        pa.field("previous_id", pa.string()),  # alias calls
+        pa.field("group_id", pa.string()),  # group calls
         pa.field("url", pa.string()),
         pa.field("referrer", pa.string()),
         pa.field("title", pa.string()),

@@ -112,6 +112,9 @@ def serve(
         "graceful_timeout": 20,
         "on_starting": on_starting,
         "on_exit": on_exit,
+        # Gunicorn's own request-line limit (default 4094, at most 8190) must not turn a
+        # long pixel URL into its HTML 400: dmp answers it with the GIF up to max_query_bytes.
+        "limit_request_line": 8190,
         "control_socket_disable": True,  # gunicorn ≥ 25: no shared control socket in $HOME
     }
     from dmp.app import create_app

@@ -116,8 +116,8 @@ class SiteCache:
 
     def site_for_key(self, write_key: str) -> Site | None:
         """Return the site a write key belongs to, or None (misses are cached too)."""
-        if not write_key or len(write_key) > 100:
-            return None
+        if not write_key or len(write_key) > 100 or not write_key.isascii():
+            return None  # write keys are ASCII tokens; anything else is nobody's
         now = time.monotonic()
         hit = self._by_key.get(write_key)
         if hit is not None and hit[0] > now:

@@ -81,6 +81,8 @@ def test_a_person_climbs_tiers_through_a_served_dmp(served):
     gif = browser.get(f"{url}/p.gif", params=pixel)
     assert gif.headers["Content-Type"] == "image/gif" and "dmp_uid" in browser.cookies
     uid = browser.cookies["dmp_uid"]
+    long_url = {**pixel, "url": "https://acme.de/" + "x" * 6000}  # past gunicorn's default limit
+    assert browser.get(f"{url}/p.gif", params=long_url).headers["Content-Type"] == "image/gif"
     browser.get(f"{url}/p.gif", params={**pixel, "url": "https://acme.de/preise"})
     stranger = requests.get(f"{url}/p.gif", params={"k": key, "url": "https://acme.de/x"})
     assert "dmp_uid" not in stranger.cookies  # no consent, no cookie
@@ -113,8 +115,8 @@ def test_a_person_climbs_tiers_through_a_served_dmp(served):
     ).json()
     assert person["tier"] == "high" and person["identifiers"]["email"] == ["anna@acme.de"]
     log = pl.read_parquet(data_dir / "events" / "*" / "*.parquet")
-    assert log.height == status["events_stored"] == 5
-    assert log["event_id"].n_unique() == 5
+    assert log.height == status["events_stored"] == 6
+    assert log["event_id"].n_unique() == 6
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0

@@ -357,3 +357,18 @@ def test_an_unstorable_entry_cannot_block_the_stream(redis, config, drain, bad):
     drain()
     assert rows(config)["uid"].to_list() == ["c1"] and redis.xlen(keyspace.STREAM) == 0
     assert redis.hget(keyspace.METRICS, "dmp_stream_unreadable_total") == "1"
+
+
+def test_alias_and_group_ids_reach_the_log(redis, config, drain):
+    """An alias keeps its previousId and a group call its groupId in the event log."""
+    send(
+        redis,
+        hit(source="api", type="alias", event="alias", user_id="u-new", previous_id="u-old"),
+        hit(source="api", type="group", event="group", user_id="u-new", group_id="acme"),
+    )
+    drain()
+    log = rows(config).sort("type")
+    assert log.select("type", "previous_id", "group_id").rows() == [
+        ("alias", "u-old", None),
+        ("group", None, "acme"),
+    ]
