@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -50,7 +51,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--wsgi", action="store_true", help="plain WSGI instead of Flask")
-    parser.add_argument("--data-dir", type=Path, help="for the idle embedded Redis")
+    parser.add_argument(
+        "--data-dir", type=Path, default=os.environ.get("DMP_DATA_DIR") or None,
+        help="for the idle embedded Redis (default: $DMP_DATA_DIR, else a temporary dir)",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 

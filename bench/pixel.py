@@ -105,7 +105,7 @@ def wait_up(target: Target, path: str) -> None:
         try:
             with socket.create_connection(("127.0.0.1", target.port), timeout=1) as conn:
                 conn.sendall(f"GET {path} HTTP/1.0\r\nHost: bench.test\r\n\r\n".encode())
-                if conn.recv(64).startswith(b"HTTP/1.1 200"):
+                if re.match(rb"HTTP/1\.[01] 200 ", conn.recv(64)):
                     return
         except OSError:
             pass
@@ -145,13 +145,15 @@ def wrk(url: str, args: argparse.Namespace, seconds: float) -> dict:
     """Run wrk once; return requests/s, p50/p99 ms, requests answered and errors."""
     out = subprocess.run(
         [
-            "wrk", f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{seconds}s",
+            "wrk", f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{seconds:g}s",
             "--timeout", "5s", "--latency", "-H", f"Cookie: dmp_uid={UID}", url,
         ],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     errors = 0
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
     if socket_errors:
         errors += sum(int(n) for n in socket_errors.groups())
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -242,6 +244,14 @@ def table(targets: list[Target]) -> str:
     return "\n".join(lines)
 
 
+def commit() -> str:
+    """Return the checked-out commit, marked when the work tree differs from it."""
+    run = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+    )
+    return run.stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2, help="gunicorn web processes")
@@ -319,6 +329,7 @@ def main() -> None:
             stop(t)
         for t in targets:
             stop_redis(t)
+        shutil.rmtree(tmp, ignore_errors=True)
 
     print()
     print(
@@ -340,7 +351,7 @@ def main() -> None:
 
     bare = targets[0]
     summary = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit(),
         "workers": args.workers, "threads": args.threads, "connections": args.connections,
         "wrk_threads": args.wrk_threads, "seconds": args.seconds, "rounds": args.rounds,
         "targets": {
@@ -368,7 +379,6 @@ def main() -> None:
         out.mkdir(exist_ok=True)
         with open(out / "pixel.jsonl", "a") as fh:
             fh.write(json.dumps(summary) + "\n")
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
