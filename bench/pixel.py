@@ -225,9 +225,10 @@ def table(targets: list[Target]) -> str:
     bare = next(t for t in targets if t.name == "bare")
     b_rps = median([r["rps"] for r in bare.runs])
     b_p99 = median([r["p99_ms"] for r in bare.runs])
+    width = max(len(" / ".join(f"{r['rps']:.0f}" for r in t.runs)) for t in targets) + 3
     lines = [
         f"{'target':<12}{'req/s':>10}{'× bare':>8}{'p50 ms':>9}{'p99 ms':>9}{'× bare':>8}"
-        f"   {'rounds req/s':<28}verdict",
+        f"   {'rounds req/s':<{width}}verdict",
     ]
     for t in targets:
         rps, p99 = median([r["rps"] for r in t.runs]), median([r["p99_ms"] for r in t.runs])
@@ -239,7 +240,7 @@ def table(targets: list[Target]) -> str:
         rounds = " / ".join(f"{r['rps']:.0f}" for r in t.runs)
         lines.append(
             f"{t.name:<12}{rps:>10,.0f}{rps / b_rps:>8.2f}{p50:>9.2f}{p99:>9.2f}"
-            f"{p99 / b_p99:>8.2f}   {rounds:<28}{verdict}"
+            f"{p99 / b_p99:>8.2f}   {rounds:<{width}}{verdict}"
         )
     return "\n".join(lines)
 
