@@ -2,7 +2,7 @@
 
     python bench/pixel.py [--workers 2] [--threads 4] [--connections 32] [--wrk-threads 2]
                           [--seconds 10] [--rounds 3] [--warmup 2]
-                          [--ingest off|on|both] [--floor]
+                          [--ingest off|on|both] [--worker-nice N] [--floor] [--no-save]
 
 Targets, each a server of its own, started once and hit in turn by wrk on loopback:
 
@@ -13,7 +13,8 @@ Targets, each a server of its own, started once and hit in turn by wrk on loopba
   ingest worker does not take CPU from the web processes; hits pile up in the stream;
 - ``dmp+ingest`` (``--ingest on|both``): ``dmp serve`` with its ingest worker draining the
   stream while wrk runs. After each of its rounds the benchmark waits until the worker has
-  stored the backlog, so that it does not eat into the next target's round;
+  stored the backlog, so that it does not eat into the next target's round
+  (``--worker-nice N`` renices that worker from outside, an experiment);
 - ``wsgi`` (``--floor``): the GIF as a plain WSGI callable under the same gunicorn, the
   server's own ceiling, for context.
 
@@ -112,6 +113,17 @@ def wait_up(target: Target, path: str) -> None:
         time.sleep(0.2)
     log = (target.data_dir / "server.log").read_text()[-3000:]
     raise SystemExit(f"{target.name} did not come up on port {target.port}:\n{log}")
+
+
+def renice_worker(target: Target, niceness: int) -> int:
+    """Lower the priority of dmp's ingest worker (a child of the serve process); return its pid."""
+    children = Path(f"/proc/{target.proc.pid}/task/{target.proc.pid}/children")
+    for pid in map(int, children.read_text().split()):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"worker" in cmdline:
+            os.setpriority(os.PRIO_PROCESS, pid, niceness)
+            return pid
+    raise SystemExit(f"{target.name}: no ingest worker process found to renice")
 
 
 def stop(target: Target) -> None:
@@ -266,6 +278,10 @@ def main() -> None:
         "--ingest", choices=("off", "on", "both"), default="off",
         help="dmp without its ingest worker (off), with it (on), or both side by side",
     )  # fmt: skip
+    parser.add_argument(
+        "--worker-nice", type=int, default=0, metavar="N",
+        help="run dmp's ingest worker at niceness N (an experiment; dmp does not do it itself)",
+    )  # fmt: skip
     parser.add_argument("--floor", action="store_true", help="add a plain WSGI GIF target")
     parser.add_argument("--no-save", action="store_true", help="do not append to bench/results")
     args = parser.parse_args()
@@ -304,6 +320,8 @@ def main() -> None:
         for t in targets:
             path = PATH.format(key=keys.get(t.name, key))
             wait_up(t, path)
+            if t.ingest and args.worker_nice:
+                renice_worker(t, args.worker_nice)
             warm = wrk(t.url + path, args, args.warmup)
             t.requests += warm["requests"] + 1  # and wait_up's request
             if t.ingest:
@@ -336,7 +354,8 @@ def main() -> None:
     print(
         f"gunicorn gthread, {args.workers} processes × {args.threads} threads; wrk "
         f"-t{args.wrk_threads} -c{args.connections} -d{args.seconds:g}s; "
-        f"medians of {args.rounds} rounds"
+        + (f"ingest worker at nice {args.worker_nice}; " if args.worker_nice else "")
+        + f"medians of {args.rounds} rounds"
     )
     print(table(targets))
     for name, c in checks.items():
@@ -355,6 +374,7 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit(),
         "workers": args.workers, "threads": args.threads, "connections": args.connections,
         "wrk_threads": args.wrk_threads, "seconds": args.seconds, "rounds": args.rounds,
+        "worker_nice": args.worker_nice,
         "targets": {
             t.name: {
                 "rps": round(median([r["rps"] for r in t.runs])),
