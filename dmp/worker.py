@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,7 @@ class Worker:
         self.eventlog = EventLog(r, config.events_dir, config.dedup_days)
         self.ingest = Ingest(r, config, self.eventlog)
         self.consumer = config.consumer
+        self._renewed = float("-inf")  # monotonic time the lease was last taken or renewed
         self._prefetch: InFlight | None = None  # the next XREADGROUP, already asked for
         self._own_cursor: str | None = "0"  # reading back our own pending entries first
         self._claimed = False  # other consumers' leftovers taken over since the lease began
@@ -44,17 +46,24 @@ class Worker:
     # -- the loop -------------------------------------------------------------------
 
     def acquire_lease(self) -> bool:
-        """Take or renew the lease; return whether this worker may write."""
+        """Take or renew the lease; return whether this worker may write.
+
+        Held and renewed within the last third of its time: no round trip (the worker
+        loop asks before every batch).
+        """
+        now = time.monotonic()
+        if now - self._renewed < self.config.lease_seconds / 3:
+            return True
         ttl = int(self.config.lease_seconds * 1000)
-        if self.r.set(LEASE, self.consumer, nx=True, px=ttl):
-            return True
-        if self.r.get(LEASE) == self.consumer:
-            self.r.pexpire(LEASE, ttl)
-            return True
-        return False
+        held = bool(self.r.set(LEASE, self.consumer, nx=True, px=ttl))
+        if not held and self.r.get(LEASE) == self.consumer:
+            held = bool(self.r.pexpire(LEASE, ttl))
+        self._renewed = now if held else float("-inf")
+        return held
 
     def release_lease(self) -> None:
         """Give the lease up (only if this worker holds it)."""
+        self._renewed = float("-inf")
         if self.r.get(LEASE) == self.consumer:
             self.r.delete(LEASE)
 
