@@ -14,9 +14,9 @@ and the persons per tier what the mix implies (each browser ``low``; ``medium`` 
 identified with an email, ``high`` with a phone too; each server-side user id ``low``).
 
 Printed beside the rate: the floor any worker design pays (only reading and decoding the
-same entries: XREADGROUP + JSON), events per worker CPU-second, and how the worker's wall
-time splits into on CPU, runnable but queued behind other processes (the noise of a
-shared machine) and blocked (waiting for Redis's replies or fsync).
+same entries: XREADGROUP + JSON), events per worker CPU-second (all its threads), and how
+the worker's wall time splits into on CPU, runnable but queued behind other processes (the
+noise of a shared machine) and blocked (waiting for Redis's replies or fsync).
 
 ``--profile`` runs the worker under cProfile instead (the rate it prints is then the
 profiled, slower one), prints the top 15 functions by cumulative and by own time, and
@@ -175,16 +175,17 @@ def pin_redis(server: redisserver.EmbeddedServer, cores: list[int]) -> str:
 
 
 def sched_seconds() -> tuple[float, float]:
-    """Return this thread's (CPU seconds, seconds runnable but waiting for a CPU).
+    """Return (the process's CPU seconds, seconds this thread was runnable but waiting).
 
-    The second is what other processes on a shared core cost the worker; the rest of the
-    wall time not spent on CPU is time blocked, mostly waiting for Redis's replies.
+    CPU counts every thread, the worker's flush thread included (it shares the pinned
+    core). The second is what other processes on a shared core cost the worker loop;
+    the rest of the wall time is time blocked, waiting for Redis's replies or fsync.
     """
     try:
-        on_cpu, queued, _ = Path("/proc/thread-self/schedstat").read_text().split()
+        _, queued, _ = Path("/proc/thread-self/schedstat").read_text().split()
     except (OSError, ValueError):
-        return time.thread_time(), float("nan")
-    return int(on_cpu) / 1e9, int(queued) / 1e9
+        return time.process_time(), float("nan")
+    return time.process_time(), int(queued) / 1e9
 
 
 def cpu_seconds(server: redisserver.EmbeddedServer) -> float:

@@ -109,10 +109,20 @@ class EventLog:
         if not digests:
             return []
         bulk = Bulk()
-        for key in self._seen_keys():
+        self.ask_seen(bulk, digests)
+        return self.seen_in(bulk.execute(self.r))
+
+    def ask_seen(self, bulk: Bulk, digests: list[str]) -> int:
+        """Queue the dedup check of ``digests``; return how many replies it will take."""
+        keys = self._seen_keys() if digests else []
+        for key in keys:
             bulk.add("SMISMEMBER", key, *digests)
-        answers = bulk.execute(self.r)
-        return [any(flags) for flags in zip(*answers, strict=True)]
+        return len(keys)
+
+    @staticmethod
+    def seen_in(answers: list[list[int]]) -> list[bool]:
+        """Return the per-digest verdicts of the replies :meth:`ask_seen` asked for."""
+        return [any(flags) for flags in zip(*answers, strict=True)] if answers else []
 
     def flush(self, buf: EventBuffer) -> list[Path]:
         """Write the buffer's events durably, then commit its acks and counters."""

@@ -8,7 +8,10 @@ it has not cached, and one write batch that Redis applies while the next batch i
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +63,35 @@ def consent_proof(hit: Hit, granted: bool) -> str:
 
 
 def touchpoint(hit: Hit) -> str:
-    """Return the timeline member of a hit (deterministic, so replays add nothing)."""
+    """Return the timeline member of a hit (deterministic, so replays add nothing).
+
+    The member is the compact JSON of :func:`_touchpoint_fields`. It is spelled out here
+    by hand, byte for byte what ``dump_json`` gives (a test holds them together), because
+    the worker makes one per event and the generic encoder costs three times as much.
+    """
+    s = _json_str
+    try:
+        if type(hit.timestamp) is not int:
+            raise TypeError("timestamp")
+        parts = [
+            '{"id":', s(hit.event_id), ',"t":', str(hit.timestamp),
+            ',"type":', s(hit.type), ',"event":', s(hit.event), ',"source":', s(hit.source),
+            ',"site":', s(hit.site_id), ',"channel":', s(hit.channel),
+        ]  # fmt: skip
+        if hit.url:
+            parts += (',"url":', s(hit.url))
+        if hit.title:
+            parts += (',"title":', s(hit.title))
+        if hit.topics:
+            parts += (',"topics":[', ",".join(map(s, hit.topics)), "]")
+    except TypeError:  # a field of an unexpected type: let the encoder say it as it can
+        return dump_json(_touchpoint_fields(hit))
+    parts.append("}")
+    return "".join(parts)
+
+
+def _touchpoint_fields(hit: Hit) -> dict[str, Any]:
+    """Return what a hit's timeline member holds."""
     point: dict[str, Any] = {
         "id": hit.event_id,
         "t": hit.timestamp,
@@ -76,7 +107,10 @@ def touchpoint(hit: Hit) -> str:
         point["title"] = hit.title
     if hit.topics:
         point["topics"] = hit.topics
-    return dump_json(point)
+    return point
+
+
+_json_str = json.encoder.encode_basestring  # the C string encoder dump_json uses
 
 
 def _page_path(url: str) -> str:
@@ -112,10 +146,12 @@ class Ingest:
         self.config = config
         self.eventlog = eventlog
         self.buffer = EventBuffer()
-        self._owners: dict[Identifier, str] = {}  # identity cache, see _lookup
+        self.flushing: AbstractSet[str] = frozenset()  # digests of a flush not committed yet
+        self._owners: dict[Identifier, str] = {}  # identity cache, see _learn
         self._states: dict[str, PersonState] = {}
-        self._epoch: str | None = None
-        self._inflight: InFlight | None = None
+        self._epoch: bytes | None = None
+        self._pending: Bulk | None = None  # the last batch's profile writes, not sent yet
+        self._inflight: InFlight | None = None  # profile writes sent, replies not read yet
 
     def reset(self) -> None:
         """Forget buffered events and cached identities (on (re)taking the lease)."""
@@ -129,10 +165,18 @@ class Ingest:
         buf, self.buffer = self.buffer, EventBuffer()
         return buf
 
-    def handle(self, entries: list[tuple[str, bytes | None]]) -> None:
-        """Dedup, resolve and apply one read batch of stream entries."""
+    def handle(
+        self, entries: list[tuple[str, bytes | None]], asked: Callable[[], None] | None = None
+    ) -> None:
+        """Dedup, resolve and apply one read batch of stream entries.
+
+        One round trip asks Redis everything the batch needs (dedup verdicts, the epoch,
+        the owners of identifiers not cached). ``asked`` is called as soon as that
+        question is sent (the worker asks for its next batch there); the last batch's
+        profile writes are sent after both, so Redis answers before it applies them.
+        """
         buf = self.buffer
-        hits: list[tuple[str, Hit, str]] = []
+        hits: list[tuple[str, Hit, str, list[Identifier] | None]] = []
         decoded = Hit.many_from_json([data for _, data in entries])
         for (stream_id, _), hit in zip(entries, decoded, strict=True):
             if hit is None or not hit.storable():
@@ -140,26 +184,72 @@ class Ingest:
                 buf.metrics[metrics.counter("dmp_stream_unreadable_total")] += 1
                 buf.take(stream_id, None)
                 continue
-            hits.append((stream_id, hit, event_digest(hit.site_id, hit.event_id)))
-        seen = self.eventlog.seen([d for _, _, d in hits])
+            digest = event_digest(hit.site_id, hit.event_id)
+            if hit.type == "consent":
+                ids: list[Identifier] | None = [Identifier(IdKind.UID, hit.uid)]
+            elif not is_identified(hit) or parse_agent(hit.user_agent).is_bot:
+                ids = None
+            else:
+                ids = identity.identifiers_of(hit)
+            hits.append((stream_id, hit, digest, ids))
+        owners = self._owners
+        unknown = list({i for *_, ids in hits if ids for i in ids if i not in owners})
+        bulk = Bulk()
+        n_seen = self.eventlog.ask_seen(bulk, [h[2] for h in hits])
+        bulk.add("MGET", keyspace.WORKER_EPOCH, *self._identifier_keys(unknown))
+        question = bulk.send(self.r)
+        if asked is not None:
+            asked()
+        self._send_writes()
+        answers = question.wait()
+        seen = self.eventlog.seen_in(answers[:n_seen]) if n_seen else [False] * len(hits)
+        epoch, *found = answers[n_seen]
+        if epoch != self._epoch or len(self._states) > self.CACHE_PERSONS:
+            self.settle()
+            self._owners, self._states, self._epoch = {}, {}, epoch
+            unknown = list({i for *_, ids in hits if ids for i in ids})
+            found = []
+            if unknown:
+                again = Bulk()
+                again.add("MGET", *self._identifier_keys(unknown))
+                found = again.execute(self.r)[0]
+        self._learn(unknown, found)
         people: list[tuple[Hit, list[Identifier]]] = []
-        for (stream_id, hit, digest), was_seen in zip(hits, seen, strict=True):
-            if was_seen or digest in buf.digests:
+        flushing = self.flushing
+        for (stream_id, hit, digest, ids), was_seen in zip(hits, seen, strict=True):
+            if was_seen or digest in buf.digests or digest in flushing:
                 buf.metrics[metrics.counter("dmp_events_duplicate_total")] += 1
                 buf.take(stream_id, None)
                 continue
             buf.take(stream_id, digest)
-            if hit.type == "consent":
-                people.append((hit, [Identifier(IdKind.UID, hit.uid)]))
+            if ids is not None:
+                people.append((hit, ids))
             elif not is_identified(hit):
                 self._aggregate(hit)
-            elif parse_agent(hit.user_agent).is_bot:
+            else:
                 buf.metrics[metrics.counter("dmp_bots_total")] += 1
                 buf.events.append(event_row(hit, None))
-            else:
-                people.append((hit, identity.identifiers_of(hit)))
         if people:
             self._resolve_and_apply(people)
+
+    @staticmethod
+    def _identifier_keys(idents: list[Identifier]) -> list[str]:
+        return [keyspace.identifier(i.kind.value, i.value) for i in idents]
+
+    def _learn(self, idents: list[Identifier], found: list[bytes | None]) -> None:
+        """Cache the owners Redis named for ``idents``, and load their persons' states.
+
+        The worker is the only writer of identities and profiles (it holds the lease), so
+        what it wrote stays true in its cache; anything else that changes them bumps
+        ``dmp:worker:epoch``, which empties the cache.
+        """
+        owners, states = self._owners, self._states
+        pids = [f.decode() if f else None for f in found]
+        owners.update((i, pid) for i, pid in zip(idents, pids, strict=True) if pid)
+        missing = {pid for pid in pids if pid and pid not in states}
+        if missing:
+            self.settle()
+            states.update(load_states(self.r, sorted(missing)))
 
     def _aggregate(self, hit: Hit) -> None:
         buf = self.buffer
@@ -179,7 +269,7 @@ class Ingest:
             buf.aggregates[(key, f"topic:{topic}")] += 1
 
     def _resolve_and_apply(self, people: list[tuple[Hit, list[Identifier]]]) -> None:
-        owners, states = self._lookup(people)
+        owners, states = self._owners, self._states
         batch = Batch(owners, states)
         for hit, ids in people:
             if hit.type == "consent":
@@ -307,48 +397,36 @@ class Ingest:
             batch.merge_log.append(entry)  # nothing stored yet: only the log entry is left
         self.buffer.metrics[metrics.counter("dmp_merges_total")] += 1
 
-    def _lookup(
-        self, people: list[tuple[Hit, list[Identifier]]]
-    ) -> tuple[dict[Identifier, str], dict[str, PersonState]]:
-        """Return the cached owners and states, completed from Redis for this batch's hits.
-
-        The worker is the only writer of identities and profiles (it holds the lease), so
-        what it wrote stays true in its cache; anything else that changes them bumps
-        ``dmp:worker:epoch``, which empties the cache.
-        """
-        owners, states = self._owners, self._states
-        unknown = list({i for _, ids in people for i in ids if i not in owners})
-        keys = [keyspace.identifier(i.kind.value, i.value) for i in unknown]
-        epoch, *found = self.r.mget([keyspace.WORKER_EPOCH, *keys])
-        if epoch != self._epoch or len(states) > self.CACHE_PERSONS:
-            self.settle()
-            self._owners, self._states, self._epoch = {}, {}, epoch
-            return self._lookup(people)
-        owners.update((i, pid) for i, pid in zip(unknown, found, strict=True) if pid)
-        missing = {pid for pid in found if pid and pid not in states}
-        if missing:
-            states.update(load_states(self.r, sorted(missing)))
-        return owners, states
-
     def settle(self) -> None:
-        """Wait until the last batch's profile writes are applied."""
+        """Send the last batch's profile writes if they wait, and wait until applied."""
+        self._send_writes()
         if self._inflight is not None:
             inflight, self._inflight = self._inflight, None
             inflight.wait()
 
+    def _send_writes(self) -> None:
+        """Send the pending profile writes, after the earlier ones are applied (in order)."""
+        if self._pending is None:
+            return
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            inflight.wait()
+        bulk, self._pending = self._pending, None
+        self._inflight = bulk.send(self.r)
+
     def _write(self, batch: Batch) -> None:
-        self.settle()
         if batch.merges:
+            self.settle()
             merge_persons(self.r, batch.merges)
         cap = self.config.timeline_cap
         shared, bulk = BatchWrites(), Bulk()
         for pid, delta in batch.deltas.items():
             write_delta(bulk, shared, batch.states[pid], delta, cap)
         shared.queue(bulk)
-        # Redis applies these on its own core while the next batch is decoded; every read
-        # that could depend on them is served from the cache, and the flush settles them
-        # before it acks anything.
-        self._inflight = bulk.send(self.r)
+        # Sent with the next batch's question (see handle), so that Redis applies them
+        # while that batch is worked on; every read that could depend on them is served
+        # from the cache, and the flush settles them before it acks anything.
+        self._pending = bulk
         if not (batch.merge_log or batch.conflicts or batch.withdrawals):
             return
         self.settle()

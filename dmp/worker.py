@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import redis
@@ -20,7 +21,7 @@ import redis
 from dmp import keyspace, stream
 from dmp.bulk import Bulk, InFlight
 from dmp.config import Config
-from dmp.eventlog import EventLog
+from dmp.eventlog import EventBuffer, EventLog
 from dmp.ingest import Ingest
 from dmp.records import Tier
 
@@ -42,6 +43,8 @@ class Worker:
         self._prefetch: InFlight | None = None  # the next XREADGROUP, already asked for
         self._own_cursor: str | None = "0"  # reading back our own pending entries first
         self._claimed = False  # other consumers' leftovers taken over since the lease began
+        self._flusher: ThreadPoolExecutor | None = None
+        self._flushing: Future[None] | None = None  # the flush running on the flusher
 
     # -- the loop -------------------------------------------------------------------
 
@@ -90,37 +93,51 @@ class Worker:
         # would scan again and again; hits are short-lived and cycle-free.
         gc.set_threshold(50_000, 20, 100)
         done, started = 0, False
-        while not stop.is_set():
-            if not self.acquire_lease():
-                if started:
-                    # We stalled past the lease and another worker took over: it re-reads
-                    # our unacked entries, so ours are dropped, not flushed twice.
-                    log.warning(
-                        "lost the worker lease; dropping %d buffered entries",
-                        self.ingest.buffer.entries,
-                    )
-                    self.ingest.reset()
-                    started = False
-                if once and stream.pending_count(self.r) == 0:
-                    return done  # another worker holds the lease and has drained it all
-                stop.wait(0.2 if once else 1.0)
-                continue
-            if not started:
-                self.start()
-                started = True
-            handled = self.step(block_ms=0 if once else 200)
-            done += handled
-            if progress and handled:
-                progress(handled)
-            if self._due() or (handled == 0 and self.ingest.buffer.entries):
+        try:
+            while not stop.is_set():
+                if not self.acquire_lease():
+                    if started:
+                        # We stalled past the lease and another worker took over: it re-reads
+                        # our unacked entries, so ours are dropped, not flushed twice.
+                        log.warning(
+                            "lost the worker lease; dropping %d buffered entries",
+                            self.ingest.buffer.entries,
+                        )
+                        self._finish_flush()
+                        self.ingest.reset()
+                        started = False
+                    if once and stream.pending_count(self.r) == 0:
+                        return done  # another worker holds the lease and has drained it all
+                    stop.wait(0.2 if once else 1.0)
+                    continue
+                if not started:
+                    self.start()
+                    started = True
+                handled = self.step(block_ms=0 if once else 200)
+                done += handled
+                if progress and handled:
+                    progress(handled)
+                if self._due() or (handled == 0 and self.ingest.buffer.entries):
+                    self.flush(wait=False)
+                if once and handled == 0 and not self.ingest.buffer.entries:
+                    break
+            if started:
+                self._drop_prefetch()
                 self.flush()
-            if once and handled == 0 and not self.ingest.buffer.entries:
-                break
-        if started:
-            self._drop_prefetch()
-            self.flush()
-            self.release_lease()
-        return done
+                self.release_lease()
+            return done
+        except BaseException:
+            # A flush still running must end before anyone (a restart of this worker
+            # included) recovers interrupted flushes, or recovery would undo it.
+            try:
+                self._finish_flush()
+            except Exception:
+                log.exception("the last flush failed too")
+            raise
+        finally:
+            if self._flusher is not None:
+                self._flusher.shutdown()
+                self._flusher = None
 
     def _due(self) -> bool:
         buf = self.ingest.buffer
@@ -128,38 +145,40 @@ class Worker:
 
     def step(self, block_ms: int = 0) -> int:
         """Read and handle one batch; return how many stream entries it held."""
-        entries = self._read(block_ms)
+        entries, new = self._read(block_ms)
         if entries:
-            self.ingest.handle(entries)
+            # New entries: the next batch is asked for as soon as this one's question to
+            # Redis is out, so that Redis assembles it while this batch is handled.
+            ask_next = (lambda: self._ask_new(block_ms)) if new else None
+            self.ingest.handle(entries, ask_next)
         return len(entries)
 
-    def _read(self, block_ms: int) -> list[tuple[str, bytes | None]]:
+    def _read(self, block_ms: int) -> tuple[list[tuple[str, bytes | None]], bool]:
+        """Return the next batch, and whether it holds new entries (not re-read ones)."""
         count = self.config.read_count
         group, me = keyspace.GROUP, self.consumer
         if self._own_cursor is not None:
             entries = self._xreadgroup(self._own_cursor, 0)
             self._own_cursor = entries[-1][0] if entries else None
             if entries:
-                return entries
+                return entries, False
         while not self._claimed:
             # Holding the lease means every other consumer is gone: take its leftovers.
             nxt, claimed, *_ = self.r.xautoclaim(keyspace.STREAM, group, me, 0, "0-0", count=count)
             self._claimed = nxt == "0-0"
             if claimed:
-                return [(sid, (f or {}).get(stream.FIELD)) for sid, f in claimed]
-        # New entries: the next read is asked for as soon as this one is in, so that
-        # Redis assembles it while this batch is handled.
-        inflight = self._prefetch or self._ask_new(block_ms)
-        self._prefetch = None
-        entries = self._parse_entries(inflight.wait()[0])
-        if entries:
-            self._prefetch = self._ask_new(block_ms)
-        return entries
+                return [(sid, (f or {}).get(stream.FIELD)) for sid, f in claimed], False
+        inflight, self._prefetch = self._prefetch, None
+        if inflight is None:
+            bulk = Bulk()
+            bulk.add(*self._xreadgroup_args(">", block_ms))
+            inflight = bulk.send(self.r)
+        return self._parse_entries(inflight.wait()[0]), True
 
-    def _ask_new(self, block_ms: int) -> InFlight:
+    def _ask_new(self, block_ms: int) -> None:
         bulk = Bulk()
         bulk.add(*self._xreadgroup_args(">", block_ms))
-        return bulk.send(self.r)
+        self._prefetch = bulk.send(self.r)
 
     def _drop_prefetch(self) -> None:
         """Read and forget an asked-for batch; its entries stay pending for the next start."""
@@ -195,17 +214,41 @@ class Worker:
             out.append((sid.decode(), data))
         return out
 
-    def flush(self) -> None:
-        """Write buffered events durably and ack their stream entries."""
-        if not self.ingest.buffer.entries:
-            return
-        buf = self.ingest.take_buffer()
+    def flush(self, *, wait: bool = True) -> None:
+        """Write buffered events durably and ack their stream entries.
+
+        Without ``wait`` the files are written and committed on the flush thread while
+        the loop goes on (one flush at a time; the next one, or the end of the run,
+        waits for it and raises what it raised). Until it is committed its digests
+        count as seen, so a replay arriving meanwhile is still a duplicate.
+        """
+        self._finish_flush()
+        if self.ingest.buffer.entries:
+            buf = self.ingest.take_buffer()
+            self.ingest.flushing = buf.digests
+            if self._flusher is None:
+                self._flusher = ThreadPoolExecutor(1, thread_name_prefix="dmp-flush")
+            self._flushing = self._flusher.submit(self._store, buf)
+        if wait:
+            self._finish_flush()
+
+    def _finish_flush(self) -> None:
+        job, self._flushing = self._flushing, None
+        if job is not None:
+            try:
+                job.result()
+            finally:
+                self.ingest.flushing = frozenset()
+
+    def _store(self, buf: EventBuffer) -> None:
+        started = time.perf_counter()
         files = self.eventlog.flush(buf)
         log.info(
-            "stored %d events in %d files, acked %d entries",
+            "stored %d events in %d files, acked %d entries (%.0f ms)",
             buf.rows,
             len(files),
             buf.entries,
+            (time.perf_counter() - started) * 1000,
         )
 
 

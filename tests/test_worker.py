@@ -372,3 +372,27 @@ def test_alias_and_group_ids_reach_the_log(redis, config, drain):
         ("alias", "u-old", None),
         ("group", None, "acme"),
     ]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"url": "", "title": "", "topics": ()},
+        {"title": 'Preise & "Pakete" — Übersicht\n\t\\', "topics": ["ki", "datenschutz", "ü"]},
+        {"url": "https://acme.de/ü?q=\u2028\x00", "channel": "server", "source": "api"},
+        {"event": "Demo Requested", "type": "track", "title": "\ud7ff\ue000 emoji 🎉"},
+        {"channel": None},  # wrong-typed fields fall back to the encoder
+        {"topics": ["crm", 7]},
+        {"timestamp": True},
+        {"timestamp": 1.5},
+    ],
+)
+def test_touchpoint_member_is_exactly_the_encoders_json(fields) -> None:
+    """Timeline members are set members: a replay must produce the very same bytes."""
+    from dmp.ingest import _touchpoint_fields, touchpoint
+    from dmp.records import dump_json
+
+    h = hit(**fields)
+    assert touchpoint(h) == dump_json(_touchpoint_fields(h))
+    assert json.loads(touchpoint(h))["id"] == h.event_id
