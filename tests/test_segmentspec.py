@@ -14,10 +14,11 @@ import requests
 from segment.analytics import Client
 from segment.analytics.request import APIError
 
-from dmp import keyspace
+from dmp import keyspace, stream
 from dmp.eventlog import scan_events
 from dmp.identity import Identifier, IdKind
 from dmp.profiles import find_person, get_person
+from dmp.records import Hit
 from dmp.worker import status
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
@@ -161,7 +162,7 @@ def test_single_calls_with_basic_auth(client, redis, config, write_key, drain, k
     """Each /v1/<call> with the write key as Basic-auth user is accepted and stored."""
     resp = _post(client, write_key, f"/v1/{kind}", {**body, "messageId": f"m-{kind}"})
     assert resp.status_code == 200 and resp.get_json() == {"success": True}
-    (entry,) = (json.loads(f["h"]) for _, f in redis.xrange(keyspace.STREAM))
+    (entry,) = (Hit.from_json(f[stream.FIELD])._asdict() for _, f in redis.xrange(keyspace.STREAM))
     assert entry["type"] == kind and entry["source"] == "api" and entry["site_id"] == "acme-gmbh"
     drain()
     (row,) = _rows(config)

@@ -346,13 +346,15 @@ def test_person_json_round_trips(redis, drain):
     assert json.loads(json.dumps(person)) == person
 
 
+@pytest.mark.parametrize("form", ["array", "object"])
 @pytest.mark.parametrize(
     "bad", [{"timestamp": 10**19}, {"timestamp": -5}, {"received_at": 1.5}, {"event_id": ""}]
 )
-def test_an_unstorable_entry_cannot_block_the_stream(redis, config, drain, bad):
+def test_an_unstorable_entry_cannot_block_the_stream(redis, config, drain, bad, form):
     """A stream entry with an impossible time or no id is dropped, the rest stored."""
-    entry = {**json.loads(hit(uid="c0").to_json()), **bad}
-    redis.xadd(keyspace.STREAM, {stream.FIELD: json.dumps(entry)})
+    broken = hit(uid="c0")._replace(**bad)
+    entry = broken.to_json() if form == "array" else json.dumps(broken._asdict(), default=dict)
+    redis.xadd(keyspace.STREAM, {stream.FIELD: entry})
     send(redis, hit(uid="c1"))
     drain()
     assert rows(config)["uid"].to_list() == ["c1"] and redis.xlen(keyspace.STREAM) == 0
@@ -396,3 +398,34 @@ def test_touchpoint_member_is_exactly_the_encoders_json(fields) -> None:
     h = hit(**fields)
     assert touchpoint(h) == dump_json(_touchpoint_fields(h))
     assert json.loads(touchpoint(h))["id"] == h.event_id
+
+
+def test_stream_entries_are_positional_and_the_object_form_still_reads(redis, config, drain):
+    """A hit travels as a JSON array (empty fields at the end left out); entries written
+    as objects before that, and hits round-trip either way."""
+    full = hit(uid="c0", url="https://acme.de/a", topics=["crm"], ip="10.0.0.0")
+    text = full._replace(user_agent="").to_json()
+    assert json.loads(text)[-1] == "10.0.0.0"  # the empty user_agent after it left out
+    assert Hit.from_json(text) == full._replace(user_agent="")
+    text = full.to_json()
+    assert Hit.from_json(text) == full
+    bare = Hit("e1", "s1", "api", "track", "x", 1, 2)
+    assert json.loads(bare.to_json())[:7] == list(bare[:7])
+    assert Hit.from_json(bare.to_json()) == bare
+    old = hit(uid="c1")
+    redis.xadd(keyspace.STREAM, {stream.FIELD: json.dumps(old._asdict(), default=dict)})
+    send(redis, full)
+    drain()
+    assert sorted(rows(config)["uid"].to_list()) == ["c0", "c1"]
+
+
+@pytest.mark.parametrize(
+    "entry", ['"abc"', "[1, 2]", "[" + '"x",' * 30 + "1]", "[]", "null", "{}", '{"uid": "c9"}']
+)
+def test_a_malformed_entry_is_counted_and_skipped(redis, config, drain, entry):
+    """Wrong shapes (too short, too long, not a hit) never become a hit, nor block others."""
+    redis.xadd(keyspace.STREAM, {stream.FIELD: entry})
+    send(redis, hit(uid="c1"))
+    drain()
+    assert rows(config)["uid"].to_list() == ["c1"] and redis.xlen(keyspace.STREAM) == 0
+    assert redis.hget(keyspace.METRICS, "dmp_stream_unreadable_total") == "1"
