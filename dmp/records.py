@@ -32,6 +32,26 @@ class Tier(str, Enum):
 _TIER_ORDER = [Tier.UNKNOWN, Tier.LOW, Tier.MEDIUM, Tier.HIGH]
 
 
+class Stage(str, Enum):
+    """A lifecycle stage: lead -> mql -> sal -> sql -> won | lost; a stale MQL is recycled."""
+
+    LEAD = "lead"
+    MQL = "mql"  # marketing qualified: the scoring model's rule
+    SAL = "sal"  # sales accepted: set by sales (CRM or API), as are the rest
+    SQL = "sql"
+    WON = "won"
+    LOST = "lost"
+    RECYCLED = "recycled"  # an MQL gone cold: back to nurturing
+
+    @property
+    def set_by_sales(self) -> bool:
+        """Return whether sales sets this stage (the model sets mql and recycled)."""
+        return self in (Stage.SAL, Stage.SQL, Stage.WON, Stage.LOST)
+
+
+FUNNEL = (Stage.LEAD, Stage.MQL, Stage.SAL, Stage.SQL, Stage.WON)  # the path, in order
+
+
 class Category(str, Enum):
     """A consent category dmp acts on."""
 

@@ -1,0 +1,92 @@
+"""Rules (:mod:`segments.rules`) compiled to polars expressions.
+
+The frames they run on follow one convention, which ``dmp/`` keeps when it reads data:
+
+- a touchpoint frame has the Utf8 columns ``event, type, source, channel, site_id, url,
+  title``, ``topics`` (List[Utf8]) and ``properties`` (a JSON object as Utf8, or null);
+- a person frame has ``traits``, a JSON object as Utf8 (each trait's value as sent).
+
+A condition on something missing is false (``ne`` and ``not_in`` included); only
+``exists: false`` holds for it.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from segments.rules import LIST_OPS, NUMERIC_OPS, Attr, Condition, Op, When
+
+COLUMN = {
+    Attr.EVENT: "event",
+    Attr.TYPE: "type",
+    Attr.SOURCE: "source",
+    Attr.CHANNEL: "channel",
+    Attr.SITE: "site_id",
+    Attr.URL: "url",
+    Attr.TITLE: "title",
+}
+
+
+def compile_when(when: When) -> pl.Expr:
+    """Return a Boolean expression (never null) that holds where all conditions hold."""
+    expr = pl.lit(True)
+    for condition in when.conditions:
+        expr = expr & compile_condition(condition)
+    return expr
+
+
+def compile_condition(c: Condition) -> pl.Expr:
+    """Return a Boolean expression (never null) for one condition."""
+    if c.attr is Attr.TOPIC:
+        return _on_topics(c).fill_null(False)
+    if c.attr is Attr.TRAIT:
+        value = pl.col("traits").str.json_path_match(f"$['{c.name}']")
+    elif c.attr is Attr.PROPERTY:
+        value = pl.col("properties").str.json_path_match(f"$['{c.name}']")
+    else:
+        value = pl.col(COLUMN[c.attr])
+    return _compare(value, c.op, c.value).fill_null(c.op is Op.EXISTS and not c.value)
+
+
+def _compare(value: pl.Expr, op: Op, target: object) -> pl.Expr:
+    if op is Op.EXISTS:
+        present = value.is_not_null() & (value != "")
+        return present if target else ~present
+    if op in NUMERIC_OPS or (op in (Op.EQ, Op.NE) and _is_number(target)):
+        number = value.cast(pl.Float64, strict=False)
+        return {
+            Op.GT: number > target,
+            Op.GTE: number >= target,
+            Op.LT: number < target,
+            Op.LTE: number <= target,
+            Op.EQ: number == target,
+            Op.NE: number != target,
+        }[op]
+    if op in LIST_OPS:
+        assert isinstance(target, list)
+        if all(map(_is_number, target)):
+            found = value.cast(pl.Float64, strict=False).is_in([float(t) for t in target])
+        else:
+            found = value.is_in([str(t) for t in target])
+        return found if op is Op.IN else ~found
+    if op is Op.CONTAINS:
+        return value.str.contains(str(target), literal=True)
+    if op is Op.MATCHES:
+        return value.str.contains(str(target))
+    return value == str(target) if op is Op.EQ else value != str(target)
+
+
+def _on_topics(c: Condition) -> pl.Expr:
+    """A topic condition holds when any of the touchpoint's topics meets it (ne: none)."""
+    topics = pl.col("topics")
+    if c.op is Op.EXISTS:
+        has = topics.list.len() > 0
+        return has if c.value else ~has
+    negate = c.op in (Op.NE, Op.NOT_IN)
+    op = {Op.NE: Op.EQ, Op.NOT_IN: Op.IN}.get(c.op, c.op)
+    hit = topics.list.eval(_compare(pl.element(), op, c.value)).list.any()
+    return ~hit if negate else hit
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,206 @@
+"""The rule vocabulary as a typed AST, parsed from YAML/JSON mappings with path-named errors.
+
+The scoring model's ``when`` and (later) the segment language share it. Two scopes:
+
+- a **person condition** tests a trait: ``{trait: job_title, matches: "(?i)cmo"}`` or, in
+  the segment language's form, ``{trait: {name: employees, gte: 50}}``;
+- a **touchpoint filter** tests one touchpoint: ``{event: page, url_contains: /pricing}``,
+  ``{event: [open, click], channel: email}``, ``{topic: crm}``,
+  ``{property: format, eq: pdf}``. All its keys must hold.
+
+Operators: eq, ne, gt, gte, lt, lte, in, not_in, contains, matches, exists.
+Nothing here touches data; :mod:`segments.compiler` turns the AST into polars expressions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import polars as pl
+
+
+class RuleError(ValueError):
+    """A rule that cannot be used; the message names where (``activity.rules[2].when``)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = path, problem
+
+
+class Op(str, Enum):
+    """How a value is compared."""
+
+    EQ = "eq"
+    NE = "ne"
+    GT = "gt"
+    GTE = "gte"
+    LT = "lt"
+    LTE = "lte"
+    IN = "in"
+    NOT_IN = "not_in"
+    CONTAINS = "contains"
+    MATCHES = "matches"
+    EXISTS = "exists"
+
+
+NUMERIC_OPS = frozenset({Op.GT, Op.GTE, Op.LT, Op.LTE})
+LIST_OPS = frozenset({Op.IN, Op.NOT_IN})
+
+
+class Attr(str, Enum):
+    """What a condition reads: a touchpoint's column, or a named trait or property."""
+
+    EVENT = "event"
+    TYPE = "type"
+    SOURCE = "source"
+    CHANNEL = "channel"
+    SITE = "site"
+    URL = "url"
+    TITLE = "title"
+    TOPIC = "topic"  # a touchpoint's topics hold the value
+    PROPERTY = "property"  # an event property, by name
+    TRAIT = "trait"  # a person's trait, by name
+
+
+TOUCHPOINT_ATTRS = frozenset(Attr) - {Attr.TRAIT}
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One attribute compared with one operator (``name`` only for traits and properties)."""
+
+    attr: Attr
+    op: Op
+    value: Any
+    name: str = ""
+
+    def describe(self) -> str:
+        """Return the condition as a marketer reads it: ``job_title matches (?i)cmo``."""
+        subject = self.name if self.attr in (Attr.TRAIT, Attr.PROPERTY) else self.attr.value
+        if self.op is Op.EXISTS:
+            return f"{subject} {'exists' if self.value else 'missing'}"
+        shown = ",".join(map(str, self.value)) if isinstance(self.value, list) else self.value
+        return f"{subject} {self.op.value} {shown}"
+
+
+@dataclass(frozen=True, slots=True)
+class When:
+    """Conditions that must all hold (an empty one always holds)."""
+
+    conditions: tuple[Condition, ...]
+
+    def describe(self) -> str:
+        """Return the conditions joined by ``and``."""
+        return " and ".join(c.describe() for c in self.conditions) or "always"
+
+    @property
+    def on_person(self) -> bool:
+        """Return whether this speaks of the person (traits) rather than a touchpoint."""
+        return any(c.attr is Attr.TRAIT for c in self.conditions)
+
+
+# Keys of a touchpoint filter that are shorthand for one condition on one column.
+_SHORTHAND: dict[str, tuple[Attr, Op]] = {
+    "event": (Attr.EVENT, Op.EQ),
+    "type": (Attr.TYPE, Op.EQ),
+    "source": (Attr.SOURCE, Op.EQ),
+    "channel": (Attr.CHANNEL, Op.EQ),
+    "site": (Attr.SITE, Op.EQ),
+    "url": (Attr.URL, Op.EQ),
+    "url_contains": (Attr.URL, Op.CONTAINS),
+    "url_matches": (Attr.URL, Op.MATCHES),
+    "title_contains": (Attr.TITLE, Op.CONTAINS),
+    "topic": (Attr.TOPIC, Op.EQ),
+}
+_NAMED = {"trait": Attr.TRAIT, "property": Attr.PROPERTY}
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+
+
+def parse_when(data: Any, path: str, *, scope: str) -> When:
+    """Return the ``When`` of a mapping; ``scope`` is ``person`` or ``touchpoint``."""
+    if not isinstance(data, Mapping) or not data:
+        raise RuleError(path, "expected a mapping of conditions, e.g. {event: page}")
+    ops = {k: v for k, v in data.items() if k in Op._value2member_map_}
+    named = [k for k in data if k in _NAMED]
+    unknown = [k for k in data if k not in ops and k not in _NAMED and k not in _SHORTHAND]
+    if unknown:
+        known = ", ".join(sorted([*_SHORTHAND, *_NAMED]))
+        raise RuleError(f"{path}.{unknown[0]}", f"unknown key (known: {known} and operators)")
+    if len(named) > 1:
+        raise RuleError(path, "one of trait or property per condition set")
+    if ops and not named:
+        raise RuleError(f"{path}.{next(iter(ops))}", "an operator needs a trait or property")
+    conditions: list[Condition] = []
+    for key, value in data.items():
+        if key in _SHORTHAND:
+            attr, op = _SHORTHAND[key]
+            if isinstance(value, list) and op is Op.EQ:
+                op = Op.IN
+            conditions.append(_condition(attr, op, value, "", f"{path}.{key}"))
+        elif key in _NAMED:
+            conditions += _named(_NAMED[key], value, ops, f"{path}.{key}")
+    when = When(tuple(conditions))
+    if scope == "person" and any(c.attr is not Attr.TRAIT for c in conditions):
+        raise RuleError(path, "a fit rule speaks of the person: use trait conditions")
+    if scope == "touchpoint" and when.on_person:
+        raise RuleError(path, "an activity rule speaks of a touchpoint: no trait conditions")
+    return when
+
+
+def _named(attr: Attr, value: Any, siblings: dict[str, Any], path: str) -> list[Condition]:
+    """Conditions on a named trait or property, in either form the vocabulary allows."""
+    if isinstance(value, Mapping):  # {trait: {name: country, in: [DE, AT]}}
+        if siblings:
+            raise RuleError(path, "give the operators inside the mapping or beside it, not both")
+        rest = {k: v for k, v in value.items() if k != "name"}
+        bad = [k for k in rest if k not in Op._value2member_map_]
+        if bad:
+            raise RuleError(f"{path}.{bad[0]}", "unknown operator")
+        name, ops = value.get("name"), rest
+    else:  # {trait: job_title, matches: "…"}
+        name, ops = value, siblings
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise RuleError(path, "expected a name of letters, digits, _ . or -")
+    if not ops:
+        return [Condition(attr, Op.EXISTS, True, name)]
+    return [_condition(attr, Op(op), v, name, f"{path}.{op}") for op, v in ops.items()]
+
+
+def _condition(attr: Attr, op: Op, value: Any, name: str, path: str) -> Condition:
+    """Return a condition after checking that its value suits its operator."""
+    if op in NUMERIC_OPS:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RuleError(path, "expected a number")
+    elif op in LIST_OPS:
+        if not isinstance(value, list) or not value or not all(map(_scalar, value)):
+            raise RuleError(path, "expected a non-empty list of strings or numbers")
+    elif op is Op.EXISTS:
+        if not isinstance(value, bool):
+            raise RuleError(path, "expected true or false")
+    elif op is Op.MATCHES:
+        if not isinstance(value, str):
+            raise RuleError(path, "expected a regular expression")
+        check_pattern(value, path)
+    elif op is Op.CONTAINS:
+        if not isinstance(value, str) or not value:
+            raise RuleError(path, "expected a non-empty string")
+    elif not _scalar(value):
+        raise RuleError(path, "expected a string or a number")
+    return Condition(attr, op, value, name)
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def check_pattern(pattern: str, path: str) -> None:
+    """Raise unless polars (Rust regex syntax, not Python's) accepts ``pattern``."""
+    try:
+        pl.select(pl.lit("").str.contains(pattern))
+    except pl.exceptions.PolarsError as exc:
+        said = " ".join(str(exc).split())[:160] or "invalid"
+        raise RuleError(path, f"not a regular expression polars can use ({said})") from None

@@ -1,0 +1,216 @@
+"""The touchpoint matrix from frames: scores, stages, channels, interests, next content."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from segments.content import parse_catalog
+from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA, build_matrix
+from segments.rules import RuleError
+from segments.scoring import DAY_MS, parse_model
+from segments.stages import STAGE_HISTORY_SCHEMA
+
+NOW = 1_763_900_000_000
+MODEL = parse_model(
+    """
+fit:
+  - {name: marketer, when: {trait: job_title, matches: "(?i)marketing"}, points: 40}
+activity:
+  half_life_days: 30
+  rules:
+    - {name: download, when: {event: whitepaper_download}, points: 30}
+    - {name: page view, when: {event: page}, points: 1}
+stages:
+  mql: {score_gte: 60, tier_gte: medium}
+  recycle_after_days: 90
+"""
+)
+CATALOG = parse_catalog(
+    """
+- {id: crm-guide, title: CRM guide, url: "https://acme.de/crm-guide", topics: [crm],
+   stage: [lead, mql]}
+- {id: crm-pricing, title: Pricing, url: "https://acme.de/pricing/", topics: [crm], stage: mql}
+- {id: intro, title: What Acme does, url: "https://acme.de/intro", stage: lead}
+"""
+)
+
+
+def person(pid: str, tier: str = "medium", *, email: str | None = "x@acme.de", contact=(),
+           consents=("analytics",), first_days: float = 100, **traits) -> dict:  # fmt: skip
+    return {
+        "person_id": pid,
+        "tier": tier,
+        "email": email,
+        "contact": list(contact),
+        "consents": list(consents),
+        "traits": json.dumps(traits),
+        "first_seen": NOW - round(first_days * DAY_MS),
+    }
+
+
+def touch(pid: str, days_ago: float, event: str = "page", url: str | None = None,
+          topics=(), channel: str = "web") -> dict:  # fmt: skip
+    return {
+        "person_id": pid,
+        "timestamp": NOW - round(days_ago * DAY_MS),
+        "event": event,
+        "type": "page" if event == "page" else "track",
+        "source": "pixel",
+        "channel": channel,
+        "site_id": "acme",
+        "url": url,
+        "title": None,
+        "topics": list(topics),
+        "properties": None,
+    }
+
+
+def build(persons, touches, history=(), as_of=NOW) -> tuple[dict, pl.DataFrame]:
+    matrix, changes = build_matrix(
+        pl.LazyFrame(persons, schema=PERSON_SCHEMA),
+        pl.LazyFrame(touches, schema=TOUCHPOINT_SCHEMA),
+        pl.LazyFrame(list(history), schema=STAGE_HISTORY_SCHEMA),
+        MODEL,
+        CATALOG,
+        as_of,
+    )
+    rows = {r["person_id"]: r for r in matrix.collect().iter_rows(named=True)}
+    return rows, changes.collect()
+
+
+def test_score_is_fit_plus_decayed_activity_and_explained():
+    """score = fit + activity, and the breakdown names each rule's points, biggest first."""
+    rows, _ = build(
+        [person("a", job_title="Head of Marketing")],
+        [touch("a", 30, "whitepaper_download"), touch("a", 0), touch("a", 0)],
+    )
+    a = rows["a"]
+    assert (a["fit_score"], a["activity_score"], a["score"]) == (40.0, 17.0, 57.0)
+    assert a["score_breakdown"] == [
+        {"rule": "marketer", "points": 40.0},
+        {"rule": "download", "points": 15.0},
+        {"rule": "page view", "points": 2.0},
+    ]
+    assert a["job_title"] == "Head of Marketing"
+
+
+def test_counts_windows_channels_and_recency():
+    """Counts per window and channel, first and last touch, the last channel."""
+    rows, _ = build(
+        [person("a", first_days=400)],
+        [
+            touch("a", 1),
+            touch("a", 10, channel="email", event="click"),
+            touch("a", 60),
+            touch("a", 200),
+            touch("a", -2),  # after the as-of time: not counted
+        ],
+    )
+    a = rows["a"]
+    counts = [a[f"touchpoints_{n}"] for n in ("total", "7d", "30d", "90d")]
+    assert counts == [4, 1, 2, 3]
+    assert a["touchpoints_by_channel"] == [
+        {"channel": "email", "count": 1},
+        {"channel": "web", "count": 3},
+    ]
+    assert a["first_seen"] == NOW - 400 * DAY_MS and a["last_seen"] == NOW - DAY_MS
+    assert a["days_since_last_touch"] == 1.0 and a["last_channel"] == "web"
+
+
+def test_interests_are_decayed_shares_with_a_top_interest():
+    """Topic weights decay like activity and add up to one."""
+    rows, _ = build(
+        [person("a")],
+        [touch("a", 0, topics=["crm"]), touch("a", 30, topics=["crm", "ads"])],
+    )
+    total = 1 + 0.5 + 0.5
+    assert rows["a"]["interests"] == [
+        {"topic": "crm", "weight": round(1.5 / total, 4)},
+        {"topic": "ads", "weight": round(0.5 / total, 4)},
+    ]
+    assert rows["a"]["top_interest"] == "crm"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"consents": ("analytics", "ads", "email")}, ["retargeting", "email"]),
+        ({"consents": ("analytics", "email"), "email": None}, []),
+        ({"consents": ("email",), "email_status": "bounced"}, []),
+        ({"contact": ("phone", "address", "crm")}, ["phone", "postal"]),
+    ],
+)
+def test_channels_need_consent_and_a_way_to_reach(kwargs, expected):
+    """Retargeting needs ads consent; email an address, email consent and no bounce."""
+    rows, _ = build([person("a", **kwargs)], [])
+    assert rows["a"]["channels"] == expected
+
+
+def test_model_makes_mqls_and_records_when():
+    """A qualifying score and tier make an MQL (recorded at the as-of time); low tier waits."""
+    hot = [touch(p, 0, "whitepaper_download") for p in ("a", "b")]
+    persons = [person("a", job_title="marketing"), person("b", "low", job_title="marketing")]
+    rows, changes = build(persons, hot)
+    assert rows["a"]["stage"] == "mql" and rows["a"]["stage_since"] == NOW
+    assert rows["b"]["stage"] == "lead" and rows["b"]["stage_since"] == persons[1]["first_seen"]
+    assert changes.rows() == [("a", "mql", NOW, "model")]
+    # The next build reads that record back: no new change, the same since.
+    rows, changes = build(persons, hot, changes.rows(named=True), as_of=NOW + DAY_MS)
+    assert rows["a"]["stage_since"] == NOW and changes.is_empty()
+
+
+def test_cold_mqls_are_recycled_and_sales_stages_stand():
+    """An MQL below the threshold with no touch for 90 days is recycled; sal is kept."""
+    history = [
+        {"person_id": "a", "stage": "mql", "at": NOW - 200 * DAY_MS, "source": "model"},
+        {"person_id": "b", "stage": "mql", "at": NOW - 200 * DAY_MS, "source": "model"},
+        {"person_id": "c", "stage": "sal", "at": NOW - 100 * DAY_MS, "source": "crm"},
+        {"person_id": "d", "stage": "mql", "at": NOW - 200 * DAY_MS, "source": "model"},
+    ]
+    rows, changes = build(
+        [person(p, first_days=300) for p in "abcd"],
+        [touch("a", 91), touch("b", 89), touch("c", 95)],
+        history,
+    )
+    stages = {p: rows[p]["stage"] for p in "abcd"}
+    assert stages == {"a": "recycled", "b": "mql", "c": "sal", "d": "recycled"}
+    assert sorted(changes["person_id"]) == ["a", "d"]
+    assert rows["c"]["stage_since"] == NOW - 100 * DAY_MS
+
+
+def test_next_content_fits_stage_and_interest_and_is_unseen():
+    """The first catalog item for the stage and top interest not yet seen; else general."""
+    rows, _ = build(
+        [person("a", job_title="marketing"), person("b"), person("c")],
+        [
+            touch("a", 0, "whitepaper_download", topics=["crm"]),
+            touch("a", 1, url="https://ACME.de/crm-guide/?utm=x", topics=["crm"]),
+            touch("b", 1, topics=["seo"]),
+        ],
+    )
+    assert rows["a"]["stage"] == "mql" and rows["a"]["next_content"] == "crm-pricing"
+    assert rows["b"]["next_content"] == "intro"  # no crm interest: general content
+    assert rows["c"]["next_content_url"] == "https://acme.de/intro"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- {id: a, title: A, url: ftp://x}", "content[0].url: expected an http(s) URL"),
+        ("- {id: a, title: A, url: 'https://x', stage: hot}", "content[0].stage: unknown stage"),
+        ("- {id: 'a b', title: A, url: 'https://x'}", "content[0].id: expected an id"),
+        (
+            "- {id: a, title: A, url: 'https://x'}\n- {id: a, title: B, url: 'https://y'}",
+            "content[1].id: 'a' appears twice",
+        ),  # fmt: skip
+        ("{}", "catalog: expected a list"),
+    ],
+)
+def test_bad_catalogs_name_the_path(text, message):
+    """A catalog item that cannot be used is refused with where and why."""
+    with pytest.raises(RuleError) as caught:
+        parse_catalog(text)
+    assert str(caught.value).startswith(message)
