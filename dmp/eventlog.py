@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import secrets
 import time
 from collections import Counter
@@ -30,12 +29,12 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import redis
 
 from collectors.enrichment import parse_agent
 from dmp import keyspace
 from dmp.bulk import Bulk
+from dmp.parquetfiles import tmp_name, write_parquet_files
 from dmp.records import EVENT_SCHEMA, Hit, dump_json
 
 log = logging.getLogger(__name__)
@@ -142,7 +141,7 @@ class EventLog:
         if finals:
             self.r.set(keyspace.eventlog_intent(name), json.dumps(payload))
             self.r.sadd(keyspace.EVENTLOG_INTENTS, name)
-            _write_files(list(tables.values()), finals)
+            write_parquet_files(list(tables.values()), finals)
         self._commit(name, payload)
         return finals
 
@@ -203,35 +202,12 @@ class EventLog:
                 continue
             for path in files:
                 path.unlink(missing_ok=True)
-                _tmp_name(path).unlink(missing_ok=True)
+                tmp_name(path).unlink(missing_ok=True)
             self.r.delete(keyspace.eventlog_intent(name))
             self.r.srem(keyspace.EVENTLOG_INTENTS, name)
             undone += 1
             log.warning("event log: undid interrupted flush %s; its events will be re-read", name)
         return finished, undone
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
-
-
-def _write_files(tables: list[pa.Table], finals: list[Path]) -> None:
-    """Write each table to a temp file, fsync all, then rename them into place."""
-    for table, final in zip(tables, finals, strict=True):
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _tmp_name(final)
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-    for final in finals:
-        os.replace(_tmp_name(final), final)
-    for directory in {f.parent for f in finals}:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def event_row(hit: Hit, person_id: str | None) -> tuple[Any, ...]:

@@ -61,3 +61,6 @@ def eventlog_intent(name: str) -> str:
 
 
 EVENTLOG_INTENTS = "dmp:eventlog:intents"  # set of intent names not yet committed
+
+SCORING_MODEL = "dmp:config:scoring"  # the scoring model's YAML (unset: the default one)
+CONTENT_CATALOG = "dmp:config:catalog"  # the content catalog's YAML (unset: none)

@@ -7,6 +7,7 @@ Keys (all under the person's hash tag, see ``dmp.keyspace.person``):
   one ``c:<category>`` field per consent category holding its proof as JSON, and ``cs``,
   the current consent states in short (``analytics=1,ads=0``) for the worker to read;
 - ``:identifiers`` set of ``kind:value``; ``:traits`` hash of JSON values;
+- ``:stages`` list of recorded lifecycle stages (see ``dmp.lifecycle``);
 - ``:touchpoints`` sorted set of JSON touchpoints scored by time (capped; Parquet keeps all);
   its highest score is the person's ``last_seen``.
 
@@ -213,13 +214,15 @@ def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str,
             pipe.smembers(keyspace.person(pid, "identifiers"))
             pipe.hgetall(keyspace.person(pid, "traits"))
             pipe.hmget(keyspace.person(pid), CONSENT_FIELDS)
+            pipe.lrange(keyspace.person(pid, "stages"), 0, -1)
         found = pipe.execute()
-    ids = {pid: set(found[3 * i]) for i, pid in enumerate(people)}
-    traits = {pid: found[3 * i + 1] for i, pid in enumerate(people)}
+    ids = {pid: set(found[4 * i]) for i, pid in enumerate(people)}
+    traits = {pid: found[4 * i + 1] for i, pid in enumerate(people)}
     consents = {
-        pid: {n: p for n, p in zip(CONSENT_FIELDS, found[3 * i + 2], strict=True) if p}
+        pid: {n: p for n, p in zip(CONSENT_FIELDS, found[4 * i + 2], strict=True) if p}
         for i, pid in enumerate(people)
     }
+    stages = {pid: found[4 * i + 3] for i, pid in enumerate(people)}
     changed: set[str] = set()
     with r.pipeline(transaction=True) as pipe:
         for source, target, entry in merges:
@@ -244,7 +247,10 @@ def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str,
                 [keyspace.person(target, "touchpoints"), keyspace.person(src, "touchpoints")],
                 aggregate="MAX",
             )
-            facets = ("", "identifiers", "traits", "touchpoints")
+            if stages[src]:  # the records keep their times; the latest one counts
+                pipe.rpush(keyspace.person(target, "stages"), *stages[src])
+                stages[target] = [*stages[target], *stages[src]]
+            facets = ("", "identifiers", "traits", "touchpoints", "stages")
             pipe.delete(*(keyspace.person(src, f) for f in facets))
             pipe.hset(keyspace.person(src), mapping={"merged_into": target, "tier": "merged"})
             pipe.hincrby(keyspace.STATS, f"persons:{source.stored_tier.value}", -1)

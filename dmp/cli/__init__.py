@@ -1,0 +1,91 @@
+"""The ``dmp`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import redis
+
+from dmp.config import Config, load_config
+
+
+class Context:
+    """What every command shares: the config and, on first use, one Redis client."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._redis: redis.Redis | None = None
+
+    @property
+    def redis(self) -> redis.Redis:
+        """Return the Redis client (connecting, or starting the embedded server, once)."""
+        if self._redis is None:
+            from dmp.app import connect_config
+
+            client = connect_config(self.config)
+            try:
+                client.ping()
+            except redis.RedisError as exc:
+                raise click.ClickException(f"cannot reach Redis: {exc}") from None
+            self._redis = client
+        return self._redis
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def _fail(message: str) -> None:
+    """Stop with exit code 2 and one line on stderr (bad input)."""
+    raise click.UsageError(message)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="DMP_DATA_DIR",
+    default="dmp-data",
+    show_default=True,
+    help="Where the event log and the embedded Redis server live.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path, verbose: bool) -> None:
+    """dmp: an audience data platform for B2B lead nurturing."""
+    chatty = ctx.invoked_subcommand in ("serve", "worker")  # long-running: say what happens
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO if chatty else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        ctx.obj = Context(load_config({"data_dir": data_dir}))
+    except ValueError as exc:
+        _fail(f"bad setting: {exc}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; bad input exits 2 with one line on stderr."""
+    try:
+        cli.main(args=argv, prog_name="dmp", standalone_mode=False)
+    except click.UsageError as exc:
+        click.echo(f"dmp: error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"dmp: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("dmp: aborted", err=True)
+        sys.exit(1)
+
+
+from dmp.cli import collect, matrix  # noqa: E402,F401  (their commands join the group)

@@ -1,0 +1,214 @@
+"""Matrix commands: the scoring model, the content catalog, matrix build, export and show."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import polars as pl
+
+from dmp import keyspace, matrixstore
+from dmp.cli import Context, _fail, _print_json, cli, pass_ctx
+from segments.content import parse_catalog
+from segments.rules import RuleError
+from segments.scoring import default_model_text, parse_model
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read {path}: {exc}")
+        raise AssertionError from exc  # unreachable: _fail raises
+
+
+@cli.group("scoring")
+def scoring_group() -> None:
+    """The lead-scoring model (fit and decaying activity rules, MQL and recycling)."""
+
+
+@scoring_group.command("apply")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@pass_ctx
+def scoring_apply(obj: Context, file: Path) -> None:
+    """Check a scoring model (YAML) and make it the one builds use."""
+    text = _read_text(file)
+    try:
+        model = parse_model(text, str(file))
+    except RuleError as exc:
+        _fail(f"{file}: {exc}")
+    obj.redis.set(keyspace.SCORING_MODEL, text)
+    click.echo(
+        f"applied {file}: {len(model.fit)} fit rules, {len(model.activity)} activity rules, "
+        f"half-life {model.half_life_days:g} days; the next `dmp matrix build` uses it"
+    )
+
+
+@scoring_group.command("show")
+@pass_ctx
+def scoring_show(obj: Context) -> None:
+    """Print the model in use (the default one until one is applied)."""
+    click.echo(obj.redis.get(keyspace.SCORING_MODEL) or default_model_text(), nl=False)
+
+
+@cli.group("content")
+def content_group() -> None:
+    """The content catalog that next-content picks come from."""
+
+
+@content_group.command("apply")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@pass_ctx
+def content_apply(obj: Context, file: Path) -> None:
+    """Check a content catalog (YAML list of id, title, url, topics, stage) and use it."""
+    text = _read_text(file)
+    try:
+        items = parse_catalog(text, str(file))
+    except RuleError as exc:
+        _fail(f"{file}: {exc}")
+    obj.redis.set(keyspace.CONTENT_CATALOG, text)
+    click.echo(f"applied {file}: {len(items)} content items")
+
+
+@cli.group("matrix")
+def matrix_group() -> None:
+    """The touchpoint matrix: one row per person."""
+
+
+def _as_of(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"--as-of: {value!r} is not an ISO time such as 2026-11-01T12:00:00Z")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+@matrix_group.command("build")
+@click.option("--as-of", "as_of", help="Score and count as of this ISO time (default: now).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was built as JSON.")
+@pass_ctx
+def matrix_build(obj: Context, as_of: str | None, as_json: bool) -> None:
+    """Build the matrix from Redis and the event log into a new Parquet snapshot."""
+    when = _as_of(as_of)
+    r = obj.redis
+    try:
+        matrixstore.scoring_model(r), matrixstore.content_catalog(r)
+    except RuleError as exc:
+        _fail(f"stored model or catalog: {exc}")
+    keys = max(1, r.dbsize())  # an upper bound of the persons to read
+    with click.progressbar(length=keys, label="reading persons", file=sys.stderr) as bar:
+        result = matrixstore.build(r, obj.config, when, progress=bar.update)
+    summary = {
+        "snapshot": str(result.path),
+        "as_of": datetime.fromtimestamp(result.as_of_ms / 1000, UTC).isoformat(),
+        "persons": result.persons,
+        "touchpoints": result.touchpoints,
+        "stage_changes": result.stage_changes,
+        "seconds": round(result.seconds, 2),
+    }
+    if as_json:
+        _print_json(summary)
+        return
+    click.echo(
+        f"{result.persons:,} persons from {result.touchpoints:,} touchpoints as of "
+        f"{summary['as_of']}, {result.stage_changes} stage changes, "
+        f"{result.seconds:.1f} s -> {result.path}"
+    )
+
+
+def _snapshot(obj: Context) -> Path:
+    path = matrixstore.latest_snapshot(obj.config)
+    if path is None:
+        _fail("no matrix yet: run `dmp matrix build` first")
+    assert path is not None
+    return path
+
+
+@matrix_group.command("export")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@pass_ctx
+def matrix_export(obj: Context, output: Path) -> None:
+    """Copy the latest snapshot out: .parquet as is, .csv with lists as JSON."""
+    source = _snapshot(obj)
+    suffix = output.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        _fail(f"{output}: give a .parquet or .csv file name")
+    if suffix == ".parquet":
+        shutil.copyfile(source, output)
+    else:
+        frame = pl.read_parquet(source)
+        nested = [n for n, t in frame.schema.items() if isinstance(t, pl.List | pl.Struct)]
+        frame.with_columns(
+            pl.col(n).map_elements(_json_cell, return_dtype=pl.Utf8) for n in nested
+        ).write_csv(output)
+    click.echo(f"exported {source.name} to {output}")
+
+
+def _json_cell(value: object) -> str:
+    return json.dumps(value.to_list() if isinstance(value, pl.Series) else value)
+
+
+@matrix_group.command("show")
+@click.argument("person_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@pass_ctx
+def matrix_show(obj: Context, person_id: str, as_json: bool, limit: int) -> None:
+    """Show one person's matrix row, why they have their score, and their timeline."""
+    from dmp.profiles import follow
+
+    path = _snapshot(obj)
+    pid = follow(obj.redis, person_id)
+    rows = pl.scan_parquet(path).filter(pl.col("person_id") == pid).collect()
+    if rows.is_empty():
+        _fail(f"no person {person_id} in {path.name}")
+    row = rows.row(0, named=True)
+    timeline = (
+        matrixstore.read_touchpoints(obj.config.events_dir, matrixstore.merge_map(obj.redis))
+        .filter(pl.col("person_id") == pid)
+        .sort("timestamp", descending=True)
+        .head(limit)
+        .collect()
+    )  # fmt: skip
+    if as_json:
+        _print_json({"row": row, "timeline": timeline.to_dicts()})
+        return
+    _print_row(row, timeline)
+
+
+def _print_row(row: dict, timeline: pl.DataFrame) -> None:
+    def when(ms: int | None) -> str:
+        if ms is None:
+            return "-"
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+    click.echo(f"person {row['person_id']}  tier {row['tier']}  stage {row['stage']} "
+               f"since {when(row['stage_since'])}")  # fmt: skip
+    click.echo(
+        f"score {row['score']:g} = fit {row['fit_score']:g} + activity {row['activity_score']:g}"
+    )
+    for part in row["score_breakdown"]:
+        click.echo(f"  {part['points']:>8.2f}  {part['rule']}")
+    click.echo(f"channels   {', '.join(row['channels']) or '-'}")
+    interests = ", ".join(f"{i['topic']} {i['weight']:.0%}" for i in row["interests"] or [])
+    click.echo(f"interests  {interests or '-'}")
+    click.echo(
+        f"touchpoints {row['touchpoints_total']} (7d {row['touchpoints_7d']}, "
+        f"30d {row['touchpoints_30d']}, 90d {row['touchpoints_90d']}); "
+        f"last {when(row['last_seen'])} via {row['last_channel'] or '-'}"
+    )
+    url = f" <{row['next_content_url']}>" if row["next_content_url"] else ""
+    click.echo(f"next       {row['next_content_title'] or '-'}{url}")
+    for point in timeline.iter_rows(named=True):
+        what = point["url"] or ",".join(point["topics"] or []) or ""
+        click.echo(
+            f"  {when(point['timestamp'])}  {point['channel']:<7} {point['event']:<22} {what}"
+        )

@@ -1,0 +1,56 @@
+"""Recorded lifecycle stages in Redis: what sales set, and the model's moves.
+
+Each person's records are a list ``dmp:person:{pid}:stages`` of JSON
+``{"stage", "at" (ms), "source", "by"}``, oldest first. The matrix reads them all as
+``segments.stages.STAGE_HISTORY_SCHEMA`` and takes the latest by its as-of time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from dmp import keyspace
+from dmp.records import Stage
+
+
+def stage_record(stage: Stage, at_ms: int, source: str, by: str = "") -> str:
+    """Return the stored form of one stage record."""
+    return json.dumps({"stage": stage.value, "at": at_ms, "source": source, "by": by})
+
+
+def record_stage(
+    r: redis.Redis, pid: str, stage: Stage, *, source: str, by: str = "", at_ms: int = 0
+) -> dict[str, Any]:
+    """Record that ``pid`` entered ``stage`` (now, unless ``at_ms``); return the record."""
+    at = at_ms or int(time.time() * 1000)
+    r.rpush(keyspace.person(pid, "stages"), stage_record(stage, at, source, by))
+    return {"stage": stage.value, "at": at, "source": source, "by": by}
+
+
+def record_stages(r: redis.Redis, records: Iterable[tuple[str, str, int, str]]) -> int:
+    """Record many ``(person_id, stage, at_ms, source)`` at once; return how many."""
+    n = 0
+    with r.pipeline(transaction=False) as pipe:
+        for pid, stage, at, source in records:
+            pipe.rpush(keyspace.person(pid, "stages"), stage_record(Stage(stage), at, source))
+            n += 1
+        pipe.execute()
+    return n
+
+
+def parse_records(raw: Iterable[str | bytes]) -> list[dict[str, Any]]:
+    """Return the records of a stages list, skipping any that cannot be read."""
+    out = []
+    for item in raw:
+        try:
+            rec = json.loads(item)
+            if rec.get("stage") in Stage._value2member_map_ and isinstance(rec.get("at"), int):
+                out.append(rec)
+        except (ValueError, AttributeError):
+            continue
+    return out

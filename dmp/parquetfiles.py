@@ -1,0 +1,41 @@
+"""Parquet files written so that no reader ever sees half of one.
+
+Each file is written under a temporary name, fsynced, renamed into place, and its folder
+fsynced: after a crash a file is either whole or absent (a ``.<name>.tmp`` may be left).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def tmp_name(path: Path) -> Path:
+    """Return the temporary name a file is written under before it is renamed."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def write_parquet_files(tables: list[pa.Table], finals: list[Path]) -> None:
+    """Write each table to a temp file, fsync all, then rename them into place."""
+    for table, final in zip(tables, finals, strict=True):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp_name(final), "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+    for final in finals:
+        os.replace(tmp_name(final), final)
+    for directory in {f.parent for f in finals}:
+        sync_dir(directory)
+
+
+def sync_dir(directory: Path) -> None:
+    """Make a folder's renames durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
