@@ -1,4 +1,4 @@
-"""The admin API under ``/api/v1/``: person lookups, with ``Authorization: Bearer <key>``."""
+"""The admin API under ``/api/v1/``: persons and stages (``Authorization: Bearer <key>``)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import re
 
 from flask import Blueprint, Response, jsonify, request
 
-from dmp import profiles
+from dmp import keyspace, lifecycle, matrixstore, profiles
 from dmp.apikeys import Scope, check_key
 from dmp.deps import current_deps
 from dmp.identity import Identifier, IdKind, normalise_email
 from dmp.problems import Problem
+from dmp.records import Stage
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -34,10 +35,39 @@ def _limit() -> int:
 
 
 def _person_response(pid: str | None, what: str) -> Response:
-    person = profiles.get_person(current_deps().redis, pid, _limit()) if pid else None
+    r = current_deps().redis
+    person = profiles.get_person(r, pid, _limit()) if pid else None
     if person is None:
         raise Problem(404, "Person not found", f"no person with {what}", "not-found")
+    person["stages"] = lifecycle.parse_records(
+        r.lrange(keyspace.person(person["person_id"], "stages"), 0, -1)
+    )
+    person["matrix"] = matrixstore.snapshot_row(current_deps().config, person["person_id"])
     return jsonify(person)
+
+
+@bp.post("/persons/<pid>/stage")
+def set_stage(pid: str) -> tuple[Response, int]:
+    """Record a stage sales set: ``{"stage": "sal", "by": "who"}`` (201 with the record)."""
+    if not _PID.match(pid):
+        raise Problem(400, "Invalid parameter", "a person id is 16 lowercase hex digits")
+    if (request.content_length or 0) > 4096:
+        raise Problem(413, "Payload too large", "a stage change is a small JSON object")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise Problem(400, "Invalid body", 'send a JSON object such as {"stage": "sal"}')
+    stage, by = body.get("stage"), body.get("by", "")
+    if not isinstance(stage, str) or stage not in Stage._value2member_map_:
+        known = ", ".join(s.value for s in Stage)
+        raise Problem(400, "Invalid stage", f"stage must be one of {known}")
+    if not isinstance(by, str) or len(by) > 200:
+        raise Problem(400, "Invalid body", "by must be a string of at most 200 characters")
+    r = current_deps().redis
+    live = profiles.follow(r, pid)
+    if not r.hexists(keyspace.person(live), "tier"):
+        raise Problem(404, "Person not found", f"no person with id {pid}", "not-found")
+    record = lifecycle.record_stage(r, live, Stage(stage), source="api", by=by)
+    return jsonify({"person_id": live, **record}), 201
 
 
 @bp.get("/persons/<pid>")

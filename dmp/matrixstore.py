@@ -186,6 +186,15 @@ def latest_snapshot(config: Config) -> Path | None:
     return path if path.exists() else None
 
 
+def snapshot_row(config: Config, pid: str) -> dict | None:
+    """Return one person's row of the latest snapshot (None before a build has them)."""
+    path = latest_snapshot(config)
+    if path is None:
+        return None
+    rows = pl.scan_parquet(path).filter(pl.col("person_id") == pid).collect()
+    return rows.row(0, named=True) if rows.height else None
+
+
 def build(
     r: redis.Redis,
     config: Config,

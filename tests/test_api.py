@@ -139,3 +139,50 @@ def test_healthz_and_metrics(client, redis, anna):
     assert "# TYPE dmp_stream_pending gauge" in text
     assert 'dmp_persons{tier="medium"} 1' in text
     assert "dmp_events_stored 3" in text
+
+
+def test_sales_sets_a_stage_and_the_person_shows_it(client, admin_key, anna, redis):
+    """POST …/stage records a stage (201); the person's view lists it with its time."""
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    resp = client.post(
+        f"/api/v1/persons/{anna}/stage", json={"stage": "sal", "by": "jana@acme.de"}, headers=auth
+    )
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    record = resp.get_json()
+    assert record["person_id"] == anna and record["stage"] == "sal" and record["source"] == "api"
+    person = client.get(f"/api/v1/persons/{anna}", headers=auth).get_json()
+    assert [(s["stage"], s["by"]) for s in person["stages"]] == [("sal", "jana@acme.de")]
+    assert person["matrix"] is None  # no build yet
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        ({"stage": "hot"}, 400, "stage must be one of"),
+        ({}, 400, "stage must be one of"),
+        ({"stage": ["sal"]}, 400, "stage must be one of"),
+        ({"stage": "sal", "by": 5}, 400, "by must be a string"),
+        ([1, 2], 400, "send a JSON object"),
+        ("not json", 400, "send a JSON object"),
+        ({"stage": "sal", "pad": "x" * 5000}, 413, "small JSON object"),
+    ],
+)
+def test_bad_stage_changes_are_problems(client, admin_key, anna, redis, body, status, detail):
+    """Wrong stage changes get a problem+json 4xx and record nothing."""
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    url = f"/api/v1/persons/{anna}/stage"
+    if isinstance(body, str):
+        resp = client.post(url, data=body, headers={**auth, "Content-Type": "application/json"})
+    else:
+        resp = client.post(url, json=body, headers=auth)
+    assert resp.status_code == status and resp.mimetype == "application/problem+json"
+    assert detail in resp.get_json()["detail"]
+    assert redis.llen(f"dmp:person:{{{anna}}}:stages") == 0
+
+
+def test_stage_of_unknown_person_is_404_and_needs_a_key(client, admin_key):
+    """An unknown person is 404; no key is 401."""
+    url = "/api/v1/persons/0123456789abcdef/stage"
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    assert client.post(url, json={"stage": "sal"}, headers=auth).status_code == 404
+    assert client.post(url, json={"stage": "sal"}).status_code == 401

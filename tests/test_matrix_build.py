@@ -142,3 +142,14 @@ def test_a_bad_model_is_refused_with_its_path(redis, config, tmp_path, capsys):
     err = capsys.readouterr().err
     assert ended.value.code == 2 and "activity.rules[0].when.evnt: unknown key" in err
     assert redis.get("dmp:config:scoring") is None
+
+
+def test_admin_api_shows_the_matrix_row(anna, runner, client, admin_key):
+    """After a build the person's API view carries their matrix row and score breakdown."""
+    assert runner.invoke(cli, ["matrix", "build", "--as-of", AS_OF]).exit_code == 0
+    body = client.get(
+        f"/api/v1/persons/{anna}", headers={"Authorization": f"Bearer {admin_key}"}
+    ).get_json()
+    assert body["matrix"]["stage"] == "mql" and body["matrix"]["score"] > 60
+    assert body["matrix"]["score_breakdown"][0]["rule"] == "download"
+    assert [s["stage"] for s in body["stages"]] == ["mql"]

@@ -16,8 +16,8 @@ from segments.scoring import (
     fit_points,
     parse_model,
 )
+from tests.test_matrix import NOW, touch
 
-NOW = 1_763_900_000_000  # 2025-11-23 12:13:20 UTC
 MODEL = parse_model(
     """
 fit:
@@ -41,22 +41,6 @@ stages:
   recycle_after_days: 90
 """
 )
-
-
-def touch(pid: str, days_ago: float, event: str = "page", url: str | None = None) -> dict:
-    return {
-        "person_id": pid,
-        "timestamp": NOW - round(days_ago * DAY_MS),
-        "event": event,
-        "type": "page" if event == "page" else "track",
-        "source": "pixel",
-        "channel": "web",
-        "site_id": "acme",
-        "url": url,
-        "title": None,
-        "topics": [],
-        "properties": None,
-    }
 
 
 def activity(*rows: dict) -> pl.DataFrame:

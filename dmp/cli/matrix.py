@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import click
 import polars as pl
@@ -16,6 +18,8 @@ from dmp.cli import Context, _fail, _print_json, cli, pass_ctx
 from segments.content import parse_catalog
 from segments.rules import RuleError
 from segments.scoring import default_model_text, parse_model
+
+T = TypeVar("T")
 
 
 def _read_text(path: Path) -> str:
@@ -31,17 +35,24 @@ def scoring_group() -> None:
     """The lead-scoring model (fit and decaying activity rules, MQL and recycling)."""
 
 
+def _apply_yaml(obj: Context, file: Path, key: str, parse: Callable[[str, str], T]) -> T:
+    """Check a YAML file with ``parse`` and store its text under ``key``; exit 2 if bad."""
+    text = _read_text(file)
+    try:
+        parsed = parse(text, str(file))
+    except RuleError as exc:
+        _fail(f"{file}: {exc}")
+        raise AssertionError from exc  # unreachable: _fail raises
+    obj.redis.set(key, text)
+    return parsed
+
+
 @scoring_group.command("apply")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @pass_ctx
 def scoring_apply(obj: Context, file: Path) -> None:
     """Check a scoring model (YAML) and make it the one builds use."""
-    text = _read_text(file)
-    try:
-        model = parse_model(text, str(file))
-    except RuleError as exc:
-        _fail(f"{file}: {exc}")
-    obj.redis.set(keyspace.SCORING_MODEL, text)
+    model = _apply_yaml(obj, file, keyspace.SCORING_MODEL, parse_model)
     click.echo(
         f"applied {file}: {len(model.fit)} fit rules, {len(model.activity)} activity rules, "
         f"half-life {model.half_life_days:g} days; the next `dmp matrix build` uses it"
@@ -65,12 +76,7 @@ def content_group() -> None:
 @pass_ctx
 def content_apply(obj: Context, file: Path) -> None:
     """Check a content catalog (YAML list of id, title, url, topics, stage) and use it."""
-    text = _read_text(file)
-    try:
-        items = parse_catalog(text, str(file))
-    except RuleError as exc:
-        _fail(f"{file}: {exc}")
-    obj.redis.set(keyspace.CONTENT_CATALOG, text)
+    items = _apply_yaml(obj, file, keyspace.CONTENT_CATALOG, parse_catalog)
     click.echo(f"applied {file}: {len(items)} content items")
 
 
