@@ -37,14 +37,14 @@ from dmp.records import Hit, Source, Tier, dump_json
 
 log = logging.getLogger(__name__)
 
-_API = Source.API.value
+_SERVER_SIDE = frozenset(s.value for s in Source if s.server_side)
 
 
 def is_identified(hit: Hit) -> bool:
     """Return whether a hit may be tied to a person (else it counts only in aggregate)."""
-    if hit.source == _API:
-        # Server-side events come from the site's own systems: stored unless the message
-        # says analytics consent was refused.
+    if hit.source in _SERVER_SIDE:
+        # Server-side events (the Segment API, CRM and newsletter imports) come from the
+        # company's own systems: stored unless the message says analytics was refused.
         return hit.consent.get("analytics", True)
     return bool(hit.uid)
 

@@ -64,3 +64,8 @@ EVENTLOG_INTENTS = "dmp:eventlog:intents"  # set of intent names not yet committ
 
 SCORING_MODEL = "dmp:config:scoring"  # the scoring model's YAML (unset: the default one)
 CONTENT_CATALOG = "dmp:config:catalog"  # the content catalog's YAML (unset: none)
+
+
+def imported_rows(source: str) -> str:
+    """Return the set of row digests a file source (crm, newsletter) has imported."""
+    return f"dmp:import:{source}:rows"

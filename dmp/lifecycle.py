@@ -15,6 +15,8 @@ from typing import Any
 import redis
 
 from dmp import keyspace
+from dmp.identity import Identifier
+from dmp.profiles import find_person
 from dmp.records import Stage
 
 
@@ -54,3 +56,24 @@ def parse_records(raw: Iterable[str | bytes]) -> list[dict[str, Any]]:
         except (ValueError, AttributeError):
             continue
     return out
+
+
+def record_imported_stages(
+    r: redis.Redis, items: Iterable[tuple[Identifier, Stage, int]], source: str
+) -> int:
+    """Record stages a source (the CRM) set for the persons its identifiers find.
+
+    A stage equal to the person's latest record is not recorded again. Returns how
+    many were recorded; identifiers that find nobody (not ingested yet) are skipped.
+    """
+    n = 0
+    for ident, stage, at in items:
+        pid = find_person(r, ident)
+        if pid is None:
+            continue
+        last = parse_records(r.lrange(keyspace.person(pid, "stages"), -1, -1))
+        if last and last[0]["stage"] == stage.value:
+            continue
+        record_stage(r, pid, stage, source=source, at_ms=at)
+        n += 1
+    return n

@@ -66,6 +66,13 @@ class Source(str, Enum):
     PIXEL = "pixel"
     TAG = "tag"
     API = "api"
+    CRM = "crm"  # `dmp import crm`
+    NEWSLETTER = "newsletter"  # `dmp import newsletter` and the newsletter webhook
+
+    @property
+    def server_side(self) -> bool:
+        """Return whether hits come from the company's systems rather than a browser."""
+        return self in (Source.API, Source.CRM, Source.NEWSLETTER)
 
 
 _NO_MAP: Mapping[str, Any] = MappingProxyType({})

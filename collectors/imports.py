@@ -1,0 +1,220 @@
+"""File imports (CRM, newsletter): read a table, map its columns, turn rows into hits.
+
+An import goes through the ingest stream like every hit, so identity resolution, tiers
+and the event log treat it as any touchpoint. Each good row becomes one hit whose event
+id is a digest of the row's mapped values; a Redis set per source remembers the digests
+imported, so importing the same file twice adds nothing twice. Bad rows are reported
+with their row number and reason; the good rows are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import redis
+
+from dmp import keyspace, stream
+from dmp.bulk import Bulk
+from dmp.records import Hit
+
+CHUNK = 1000  # rows enqueued per MULTI
+
+
+class ImportFileError(ValueError):
+    """A file that cannot be imported at all (unreadable, or a required column missing)."""
+
+
+class RowError(ValueError):
+    """A row that cannot be imported; the message says which field and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    """A row left out of an import, numbered as a spreadsheet shows it (header is row 1)."""
+
+    row: int
+    reason: str
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """What an import did."""
+
+    rows: int = 0
+    new: int = 0
+    already: int = 0  # rows imported before (same values): nothing added
+    bad: list[BadRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Fields:
+    """The fields a source knows, with the column names that mean them by default."""
+
+    aliases: Mapping[str, tuple[str, ...]]  # field -> header spellings (normalised)
+    required: tuple[str, ...] = ()
+
+
+def header_key(name: str) -> str:
+    """Return a column header normalised for matching: lower case, runs of non-alnum as _."""
+    return re.sub(r"[^0-9a-zäöüß]+", "_", name.strip().lower()).strip("_")
+
+
+def read_table(path: Path) -> pl.DataFrame:
+    """Return a CSV (comma or semicolon) or Parquet file as a frame of strings."""
+    try:
+        if path.suffix.lower() == ".parquet":
+            frame = pl.read_parquet(path)
+            return frame.select(pl.all().cast(pl.Utf8))
+        with open(path, encoding="utf-8-sig") as fh:
+            header = fh.readline()
+        separator = ";" if header.count(";") > header.count(",") else ","
+        return pl.read_csv(
+            path,
+            separator=separator,
+            infer_schema=False,
+            encoding="utf8",
+        )
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImportFileError(f"cannot read {path}: {exc}") from None
+    except pl.exceptions.PolarsError as exc:
+        said = " ".join(str(exc).split())[:200]
+        raise ImportFileError(f"{path} is not a CSV or Parquet table ({said})") from None
+
+
+def map_columns(
+    frame: pl.DataFrame, fields: Fields, mapping: Mapping[str, str] | None = None
+) -> pl.DataFrame:
+    """Return the frame with only the known fields, renamed; explicit ``mapping`` wins.
+
+    ``mapping`` is field -> column as the file spells it. Columns found by name need no
+    mapping (``E-Mail`` and ``email_address`` both mean ``email``).
+    """
+    mapping = dict(mapping or {})
+    unknown = sorted(set(mapping) - set(fields.aliases))
+    if unknown:
+        raise ImportFileError(
+            f"unknown field {unknown[0]!r} in the mapping (known: {', '.join(fields.aliases)})"
+        )
+    by_key = {header_key(c): c for c in frame.columns}
+    chosen: dict[str, str] = {}
+    for name, aliases in fields.aliases.items():
+        if name in mapping:
+            if mapping[name] not in frame.columns:
+                raise ImportFileError(
+                    f"the mapping names column {mapping[name]!r}, not in the file"
+                )
+            chosen[name] = mapping[name]
+            continue
+        for alias in (name, *aliases):
+            if alias in by_key:
+                chosen[name] = by_key[alias]
+                break
+    missing = [f for f in fields.required if f not in chosen]
+    if missing:
+        raise ImportFileError(
+            f"no column for {missing[0]!r} (columns: {', '.join(frame.columns)}); "
+            f"name one with --map {missing[0]}=COLUMN"
+        )
+    if not chosen:
+        raise ImportFileError(f"no known column in the file (columns: {', '.join(frame.columns)})")
+    return frame.select(pl.col(column).alias(name) for name, column in chosen.items())
+
+
+def parse_mapping(pairs: Iterable[str]) -> dict[str, str]:
+    """Return ``field=column`` pairs (from ``--map``) as a dict."""
+    out = {}
+    for pair in pairs:
+        name, sep, column = pair.partition("=")
+        if not sep or not name.strip() or not column:
+            raise ImportFileError(f"--map {pair!r}: expected FIELD=COLUMN")
+        out[name.strip()] = column
+    return out
+
+
+def row_digest(source: str, row: Mapping[str, Any]) -> str:
+    """Return the digest that names a row's hit: the same values give the same digest."""
+    values = {k: v for k, v in sorted(row.items()) if v not in (None, "")}
+    text = json.dumps([source, values], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def parse_time(value: str | None, now_ms: int) -> int:
+    """Return ms since the epoch of an ISO time or epoch seconds/ms (``now_ms`` if empty)."""
+    if value is None or not value.strip():
+        return now_ms
+    text = value.strip()
+    if re.fullmatch(r"\d{9,13}(\.\d+)?", text):
+        number = float(text)
+        return int(number if number > 1e11 else number * 1000)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T", 1))
+    except ValueError:
+        raise RowError(f"time: {value!r} is not an ISO time or epoch seconds") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    ms = int(moment.timestamp() * 1000)
+    if not 0 < ms < 4_102_444_800_000:
+        raise RowError(f"time: {value!r} is out of range")
+    return ms
+
+
+def to_hits(
+    source: str,
+    frame: pl.DataFrame,
+    make_hit: Callable[[dict[str, Any], str], Hit],
+    report: ImportReport,
+) -> list[tuple[str, Hit]]:
+    """Return ``(digest, hit)`` of every good row; bad rows go to ``report.bad``."""
+    out = []
+    for i, row in enumerate(frame.iter_rows(named=True)):
+        report.rows += 1
+        clean = {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items()}
+        digest = row_digest(source, clean)
+        try:
+            out.append((digest, make_hit(clean, digest)))
+        except RowError as exc:
+            report.bad.append(BadRow(i + 2, str(exc)))
+    return out
+
+
+def enqueue_new(
+    r: redis.Redis,
+    source: str,
+    hits: list[tuple[str, Hit]],
+    report: ImportReport,
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[str, Hit]]:
+    """Put the hits not imported before on the stream; return those that were new.
+
+    Each chunk's hits and their digests land in one MULTI: a crash leaves a chunk
+    either wholly imported (and remembered) or not at all.
+    """
+    seen_key = keyspace.imported_rows(source)
+    fresh: list[tuple[str, Hit]] = []
+    for start in range(0, len(hits), CHUNK):
+        chunk = hits[start : start + CHUNK]
+        unique = list(dict(chunk).items())  # a row repeated within the file counts once
+        known = r.smismember(seen_key, [d for d, _ in unique])
+        new = [(d, h) for (d, h), was in zip(unique, known, strict=True) if not was]
+        report.already += len(chunk) - len(new)
+        if new:
+            bulk = Bulk()
+            bulk.add("MULTI")
+            for _, hit in new:
+                bulk.add("XADD", keyspace.STREAM, "*", stream.FIELD, hit.to_json())
+            bulk.add("SADD", seen_key, *(d for d, _ in new))
+            bulk.add("EXEC")
+            bulk.execute(r)
+            fresh += new
+        report.new += len(new)
+        if progress is not None:
+            progress(len(chunk))
+    return fresh

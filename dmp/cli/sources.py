@@ -1,0 +1,142 @@
+"""Import commands: CRM records and newsletter events from CSV or Parquet files."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from collectors import crm, newsletter
+from collectors.imports import (
+    Fields,
+    ImportFileError,
+    ImportReport,
+    enqueue_new,
+    map_columns,
+    parse_mapping,
+    read_table,
+    to_hits,
+)
+from dmp import lifecycle, stream, worker
+from dmp.cli import Context, _fail, _print_json, cli, pass_ctx
+from dmp.records import Hit, Source, Stage
+
+SHOWN_BAD_ROWS = 20
+
+
+@cli.group("import")
+def import_group() -> None:
+    """Bring in data from other systems (CSV with , or ; separators, or Parquet)."""
+
+
+_FILE = click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+_MAP = click.option(
+    "--map",
+    "pairs",
+    multiple=True,
+    metavar="FIELD=COLUMN",
+    help="Which column holds a field, where its name does not say so (repeatable).",
+)
+_NO_WAIT = click.option(
+    "--no-wait", is_flag=True, help="Only queue the rows; the running worker ingests them."
+)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+
+
+@import_group.command("crm")
+@_FILE
+@_MAP
+@_NO_WAIT
+@_JSON
+@pass_ctx
+def import_crm(
+    obj: Context, file: Path, pairs: tuple[str, ...], no_wait: bool, as_json: bool
+) -> None:
+    """Import CRM records: email, phone, crm_id, company, job_title, employees, industry,
+    country, street, postal_code, city, stage, deal_value, updated_at."""
+    report, fresh = _import(obj, file, pairs, Source.CRM, crm.FIELDS, crm.crm_hit, no_wait)
+    stages = [
+        (crm.person_identifier(hit), Stage(hit.traits["stage"]), hit.timestamp)
+        for _, hit in fresh
+        if "stage" in hit.traits
+    ]
+    recorded = 0
+    if stages and not no_wait:
+        recorded = lifecycle.record_imported_stages(obj.redis, stages, Source.CRM.value)
+    _report(file, report, as_json, {"stages_recorded": recorded}, no_wait)
+
+
+@import_group.command("newsletter")
+@_FILE
+@_MAP
+@_NO_WAIT
+@_JSON
+@pass_ctx
+def import_newsletter(
+    obj: Context, file: Path, pairs: tuple[str, ...], no_wait: bool, as_json: bool
+) -> None:
+    """Import newsletter events: email, event (sent, open, click, unsubscribe, bounce),
+    time, campaign, topic, url."""
+    fields, make = newsletter.FIELDS, newsletter.newsletter_hit
+    report, _ = _import(obj, file, pairs, Source.NEWSLETTER, fields, make, no_wait)
+    _report(file, report, as_json, {}, no_wait)
+
+
+def _import(
+    obj: Context,
+    file: Path,
+    pairs: tuple[str, ...],
+    source: Source,
+    fields: Fields,
+    make_hit: Callable[[dict[str, Any], str], Hit],
+    no_wait: bool,
+) -> tuple[ImportReport, list[tuple[str, Hit]]]:
+    try:
+        frame = map_columns(read_table(file), fields, parse_mapping(pairs))
+    except ImportFileError as exc:
+        _fail(str(exc))
+        raise AssertionError from exc  # unreachable: _fail raises
+    report = ImportReport()
+    hits = to_hits(source.value, frame, make_hit, report)
+    if report.rows and not hits:
+        _fail(f"{file}: none of its {report.rows} rows can be imported ({report.bad[0].row}: "
+              f"{report.bad[0].reason})")  # fmt: skip
+    r = obj.redis
+    stream.ensure_group(r)
+    with click.progressbar(length=len(hits), label="queueing rows", file=sys.stderr) as bar:
+        fresh = enqueue_new(r, source.value, hits, report, bar.update)
+    if fresh and not no_wait:
+        with click.progressbar(
+            length=stream.pending_count(r), label="ingesting", file=sys.stderr
+        ) as bar:
+            worker.Worker(r, obj.config).run(once=True, progress=bar.update)
+    return report, fresh
+
+
+def _report(file: Path, report: ImportReport, as_json: bool, extra: dict, no_wait: bool) -> None:
+    if as_json:
+        _print_json(
+            {
+                "file": str(file),
+                "rows": report.rows,
+                "imported": report.new,
+                "already_imported": report.already,
+                "bad": [{"row": b.row, "reason": b.reason} for b in report.bad],
+                "ingested": not no_wait,
+                **extra,
+            }
+        )
+        return
+    for bad in report.bad[:SHOWN_BAD_ROWS]:
+        click.echo(f"{file}: row {bad.row}: {bad.reason}", err=True)
+    if len(report.bad) > SHOWN_BAD_ROWS:
+        click.echo(f"{file}: … and {len(report.bad) - SHOWN_BAD_ROWS} more bad rows", err=True)
+    state = "queued for the worker" if no_wait else "ingested"
+    stages = f", {extra['stages_recorded']} stages recorded" if extra.get("stages_recorded") else ""
+    click.echo(
+        f"{report.rows:,} rows: {report.new:,} {state}, {report.already:,} already imported, "
+        f"{len(report.bad):,} bad{stages}"
+    )
