@@ -12,9 +12,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from collectors.imports import Fields, RowError, parse_time
+from flask import Blueprint, Response, jsonify, request
+
+from collectors.imports import Fields, ImportReport, RowError, enqueue_new, parse_time, row_digest
+from collectors.payload import invalid, read_body
+from dmp.apikeys import Scope, check_key
+from dmp.deps import current_deps
 from dmp.identity import normalise_email
+from dmp.problems import Problem
 from dmp.records import Hit, Source
+
+bp = Blueprint("newsletter", __name__)
+MAX_EVENTS = 1000  # per webhook call
 
 SITE = "import:newsletter"
 EVENTS = ("sent", "open", "click", "unsubscribe", "bounce")
@@ -85,3 +94,52 @@ def newsletter_hit(row: dict[str, Any], digest: str, now_ms: int | None = None) 
         properties=properties,
         traits=traits,
     )
+
+
+@bp.post("/hooks/newsletter")
+def webhook() -> tuple[Response, int]:
+    """Take newsletter events: ``{"events": [{email, event, time, …}]}`` or one event.
+
+    The key (scope ``import`` or ``admin``) comes as ``Authorization: Bearer`` or, for
+    tools that cannot set headers, as ``?key=``. All events are checked first: one bad
+    event refuses the call (400, naming each) and nothing is stored. Answers 202 with
+    how many were accepted and how many had been received before.
+    """
+    deps = current_deps()
+    header = request.headers.get("Authorization", "")
+    key = header[7:].strip() if header[:7].lower() == "bearer " else request.args.get("key", "")
+    if not any(check_key(deps.redis, key, scope) for scope in (Scope.IMPORT, Scope.ADMIN)):
+        raise Problem(401, "Unauthorized", "send an import key as Bearer token or ?key=")
+    body = read_body(request, deps.config.max_batch_bytes)
+    events = body.get("events", [body]) if "events" in body else [body]
+    if not isinstance(events, list) or not events:
+        raise invalid("events: expected a non-empty list of event objects")
+    if len(events) > MAX_EVENTS:
+        raise invalid(f"events: at most {MAX_EVENTS} per call")
+    hits, errors = [], []
+    for i, event in enumerate(events):
+        if not isinstance(event, dict):
+            errors.append({"index": i, "reason": "expected an object"})
+            continue
+        row = {name: _text(event.get(name)) for name in FIELDS.aliases}
+        digest = row_digest(Source.NEWSLETTER.value, row)
+        try:
+            hits.append((digest, newsletter_hit(row, digest)))
+        except RowError as exc:
+            errors.append({"index": i, "reason": str(exc)})
+    if errors:
+        detail = f"{len(errors)} of {len(events)} events are invalid; none was stored"
+        extra = {"errors": errors[:100]}
+        raise Problem(400, "Invalid events", detail, "invalid-payload", extra)
+    report = ImportReport(rows=len(hits))
+    enqueue_new(deps.redis, Source.NEWSLETTER.value, hits, report)
+    return jsonify({"accepted": report.new, "duplicates": report.already}), 202
+
+
+def _text(value: Any) -> str | None:
+    """Return a webhook value as the text a file cell would hold."""
+    if value is None or isinstance(value, str):
+        return value.strip() if isinstance(value, str) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid("event fields must be strings or numbers")
+    return str(value)

@@ -18,6 +18,7 @@ class Scope(str, Enum):
     """What a key may do."""
 
     ADMIN = "admin"
+    IMPORT = "import"  # webhooks of other systems (the newsletter tool) may send data
 
 
 @dataclass(frozen=True, slots=True)

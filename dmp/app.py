@@ -37,10 +37,10 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     deps = Deps(config, r, SiteCache(r, config.site_cache_seconds), Appender(r))
     app.extensions["dmp"] = deps
 
-    from collectors import pixel, segmentspec, tag
+    from collectors import newsletter, pixel, segmentspec, tag
     from dmp import api, ops
 
-    for blueprint in (tag.bp, segmentspec.bp, api.bp, ops.bp):
+    for blueprint in (tag.bp, segmentspec.bp, newsletter.bp, api.bp, ops.bp):
         app.register_blueprint(blueprint)
     # The pixel answers in plain WSGI before Flask is involved (see collectors.pixel);
     # the route below only makes Flask answer 405 for other methods on its path.

@@ -11,21 +11,27 @@ TYPE_BASE = "https://dmp.dev/problems/"
 class Problem(HTTPException):
     """An error answered as ``application/problem+json``."""
 
-    def __init__(self, status: int, title: str, detail: str = "", slug: str = "") -> None:
+    def __init__(
+        self, status: int, title: str, detail: str = "", slug: str = "", extra: dict | None = None
+    ) -> None:
         super().__init__(description=detail)
         self.code = status
         self.title = title
         self.detail = detail
         self.slug = slug or title.lower().replace(" ", "-")
+        self.extra = extra or {}  # extension members, e.g. the invalid items of a batch
 
     def get_response(self, environ=None, scope=None) -> Response:  # noqa: ARG002
         """Return the problem as an application/problem+json response."""
-        return problem_response(self.code, self.title, self.detail, self.slug)
+        return problem_response(self.code, self.title, self.detail, self.slug, self.extra)
 
 
-def problem_response(status: int, title: str, detail: str = "", slug: str = "") -> Response:
-    """Return a problem+json response."""
+def problem_response(
+    status: int, title: str, detail: str = "", slug: str = "", extra: dict | None = None
+) -> Response:
+    """Return a problem+json response (``extra`` adds extension members)."""
     body = {
+        **(extra or {}),
         "type": TYPE_BASE + (slug or title.lower().replace(" ", "-")),
         "title": title,
         "status": status,

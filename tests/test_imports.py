@@ -150,3 +150,77 @@ def test_bad_files_exit_2_with_one_line(redis, config, tmp_path, capsys, content
     err = capsys.readouterr().err.strip()
     assert ended.value.code == 2 and message in err and len(err.splitlines()) == 1
     assert redis.xlen("dmp:stream:ingest") == 0
+
+
+@pytest.fixture
+def import_key(redis) -> str:
+    from dmp.apikeys import Scope, create_key
+
+    return create_key(redis, Scope.IMPORT, "newsletter tool")
+
+
+EVENTS = [
+    {"email": "Anna@Acme.de", "event": "open", "time": "2026-09-10T09:00:00Z", "campaign": "Sept"},
+    {"email": "anna@acme.de", "event": "click", "time": 1757494860, "url": "https://acme.de/x"},
+]
+
+
+def test_webhook_takes_events_once(client, redis, drain, import_key):
+    """Events posted to the webhook are ingested like imported ones; a resend is a duplicate."""
+    auth = {"Authorization": f"Bearer {import_key}"}
+    resp = client.post("/hooks/newsletter", json={"events": EVENTS}, headers=auth)
+    assert resp.status_code == 202 and resp.get_json() == {"accepted": 2, "duplicates": 0}
+    again = client.post(f"/hooks/newsletter?key={import_key}", json=EVENTS[0])
+    assert again.status_code == 202 and again.get_json() == {"accepted": 0, "duplicates": 1}
+    drain()
+    events = {t["event"] for t in person(redis, "anna@acme.de")["touchpoints"]}
+    assert {"open", "click"} <= events
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        ({"events": [EVENTS[0], {"email": "x", "event": "open", "time": "1"}]}, 400, "1 of 2"),
+        ({"events": [{"email": "a@b.de", "event": "spam", "time": "1757494860"}]}, 400, "1 of 1"),
+        ({"events": []}, 400, "non-empty list"),
+        ({"events": "open"}, 400, "non-empty list"),
+        ({"events": [1]}, 400, "1 of 1"),
+        ({"email": ["a@b.de"], "event": "open", "time": "1"}, 400, "strings or numbers"),
+        ({"events": [EVENTS[0]] * 1001}, 400, "at most 1000"),
+        ("{not json", 400, "not valid JSON"),
+        ("x" * 600_000, 400, "may be at most"),
+    ],
+)
+def test_webhook_refuses_bad_calls_whole(client, redis, import_key, body, status, detail):
+    """A call with any bad event stores nothing and says which events and why."""
+    auth = {"Authorization": f"Bearer {import_key}"}
+    if isinstance(body, str):
+        kwargs = {"data": body, "content_type": "application/json"}
+    else:
+        kwargs = {"json": body}
+    resp = client.post("/hooks/newsletter", headers=auth, **kwargs)
+    assert resp.status_code == status and resp.mimetype == "application/problem+json"
+    assert detail in resp.get_json().get("detail", "")
+    assert redis.xlen("dmp:stream:ingest") == 0
+
+
+def test_webhook_needs_an_import_key(client, admin_key):
+    """No key or a wrong one is 401; an admin key works too."""
+    assert client.post("/hooks/newsletter", json=EVENTS[0]).status_code == 401
+    bad = client.post("/hooks/newsletter?key=dmp_im_nope", json=EVENTS[0])
+    assert bad.status_code == 401 and bad.mimetype == "application/problem+json"
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    assert client.post("/hooks/newsletter", json=EVENTS[0], headers=auth).status_code == 202
+
+
+def test_webhook_problem_lists_the_bad_events(client, import_key):
+    """The 400 names each bad event by its index and reason."""
+    bad = {"email": "nobody", "event": "open", "time": "1757494860"}
+    resp = client.post(
+        "/hooks/newsletter",
+        json={"events": [EVENTS[0], bad]},
+        headers={"Authorization": f"Bearer {import_key}"},
+    )
+    assert resp.get_json()["errors"] == [
+        {"index": 1, "reason": "email: 'nobody' is not an email address"}
+    ]
