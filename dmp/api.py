@@ -95,3 +95,12 @@ def find() -> Response:
             raise Problem(400, "Invalid parameter", "uid= must be a dmp_uid cookie value")
         ident = Identifier(IdKind.UID, uid)
     return _person_response(profiles.find_person(r, ident), f"{ident.kind.value} {ident.value}")
+
+
+@bp.get("/funnel")
+def funnel() -> Response:
+    """Return the latest build's funnel: stages, conversion, days in stage, tiers."""
+    data = matrixstore.latest_funnel(current_deps().config)
+    if data is None:
+        raise Problem(404, "No matrix yet", "run `dmp matrix build` first", "not-found")
+    return jsonify(data)

@@ -25,6 +25,7 @@ from dmp.eventlog import scan_events
 from dmp.parquetfiles import sync_dir, tmp_name, write_parquet_files
 from dmp.profiles import parse_consent_summary
 from segments.content import ContentItem, parse_catalog
+from segments.funnel import build_funnel
 from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA, build_matrix
 from segments.scoring import ScoringModel, default_model_text, parse_model
 from segments.stages import STAGE_HISTORY_SCHEMA
@@ -212,7 +213,9 @@ def build(
     )
     rows, new_stages = pl.collect_all([matrix, changes])
     n_touch = touchpoints.select(pl.len()).collect().item()
-    path = _write_snapshot(config, rows, as_of)
+    history = pl.concat([people.history, new_stages])
+    funnel = build_funnel(rows, history, as_of)
+    path = _write_snapshot(config, rows, as_of, funnel)
     # Recorded only once the snapshot is durable: a crash before this leaves the next
     # build to see the same moves again, never a record without its snapshot.
     n_changes = lifecycle.record_stages(r, new_stages.iter_rows())
@@ -224,19 +227,37 @@ def build(
     return BuildResult(path, as_of, rows.height, n_touch, n_changes, seconds)
 
 
-def _write_snapshot(config: Config, rows: pl.DataFrame, as_of_ms: int) -> Path:
+def _write_snapshot(config: Config, rows: pl.DataFrame, as_of_ms: int, funnel: dict) -> Path:
+    """Write the snapshot and its funnel, then point LATEST at them (each step atomic)."""
     folder = matrix_dir(config)
     stamp = datetime.fromtimestamp(as_of_ms / 1000, UTC).strftime("%Y%m%dT%H%M%S%f")[:-3]
     path = folder / f"matrix-{stamp}Z-{time.time_ns() % 10**9:09d}.parquet"
     write_parquet_files([rows.to_arrow()], [path])
-    pointer = folder / "LATEST"
-    with open(tmp_name(pointer), "w") as fh:
-        fh.write(path.name + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp_name(pointer), pointer)
+    _write_text(funnel_path(path), json.dumps(funnel, indent=1))
+    _write_text(folder / "LATEST", path.name + "\n")
     sync_dir(folder)
     return path
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(tmp_name(path), "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp_name(path), path)
+
+
+def funnel_path(snapshot: Path) -> Path:
+    """Return where the funnel of a snapshot is kept."""
+    return snapshot.with_suffix(".funnel.json")
+
+
+def latest_funnel(config: Config) -> dict | None:
+    """Return the funnel of the latest build, or None before the first build."""
+    path = latest_snapshot(config)
+    if path is None or not funnel_path(path).exists():
+        return None
+    return json.loads(funnel_path(path).read_text(encoding="utf-8"))
 
 
 def _iso(ms: int) -> str:

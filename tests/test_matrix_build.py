@@ -153,3 +153,15 @@ def test_admin_api_shows_the_matrix_row(anna, runner, client, admin_key):
     assert body["matrix"]["stage"] == "mql" and body["matrix"]["score"] > 60
     assert body["matrix"]["score_breakdown"][0]["rule"] == "download"
     assert [s["stage"] for s in body["stages"]] == ["mql"]
+
+
+def test_funnel_cli_and_api_match_the_build(anna, runner, client, admin_key):
+    """`dmp funnel --json` and GET /api/v1/funnel show the latest build's funnel."""
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    assert client.get("/api/v1/funnel", headers=auth).status_code == 404
+    assert runner.invoke(cli, ["matrix", "build", "--as-of", AS_OF]).exit_code == 0
+    data = json.loads(runner.invoke(cli, ["funnel", "--json"]).output)
+    assert data == client.get("/api/v1/funnel", headers=auth).get_json()
+    assert data["persons"] == 2 and sum(s["persons"] for s in data["stages"]) == 2
+    text = runner.invoke(cli, ["funnel"]).output
+    assert "involvement pyramid" in text and "lead → mql" in text

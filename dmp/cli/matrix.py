@@ -218,3 +218,38 @@ def _print_row(row: dict, timeline: pl.DataFrame) -> None:
         click.echo(
             f"  {when(point['timestamp'])}  {point['channel']:<7} {point['event']:<22} {what}"
         )
+
+
+@cli.command("funnel")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def funnel(obj: Context, as_json: bool) -> None:
+    """Show persons per stage and tier, conversion and days in stage (latest build)."""
+    data = matrixstore.latest_funnel(obj.config)
+    if data is None:
+        _fail("no matrix yet: run `dmp matrix build` first")
+    assert data is not None
+    if as_json:
+        _print_json(data)
+        return
+    total = max(1, data["persons"])
+    as_of = datetime.fromtimestamp(data["as_of"] / 1000, UTC).isoformat(timespec="minutes")
+    click.echo(f"{data['persons']:,} persons as of {as_of}\n")
+    click.echo(f"{'stage':<10}{'persons':>10}  {'median days':>11}")
+    for row in data["stages"]:
+        days = "-" if row["median_days"] is None else f"{row['median_days']:g}"
+        click.echo(
+            f"{row['stage']:<10}{row['persons']:>10,}  {days:>11}  {_bar(row['persons'], total)}"
+        )
+    click.echo("\nconversion")
+    for step in data["conversion"]:
+        rate = "-" if step["rate"] is None else f"{step['rate']:.1%}"
+        click.echo(f"  {step['from']:>4} → {step['to']:<4} {rate:>7}  "
+                   f"({step['reached_to']:,} of {step['reached_from']:,})")  # fmt: skip
+    click.echo("\ninvolvement pyramid")
+    for row in data["tiers"]:
+        click.echo(f"{row['tier']:<10}{row['persons']:>10,}  {_bar(row['persons'], total)}")
+
+
+def _bar(count: int, total: int, width: int = 40) -> str:
+    return "█" * round(width * count / total) if count else ""
