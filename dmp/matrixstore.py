@@ -211,7 +211,7 @@ def build(
     matrix, changes = build_matrix(
         people.persons.lazy(), touchpoints, people.history.lazy(), model, catalog, as_of
     )
-    rows, new_stages = pl.collect_all([matrix, changes])
+    rows, new_stages = pl.collect_all([matrix, changes], engine="streaming")
     n_touch = touchpoints.select(pl.len()).collect().item()
     history = pl.concat([people.history, new_stages])
     funnel = build_funnel(rows, history, as_of)
