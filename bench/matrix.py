@@ -261,12 +261,21 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child == "generate":
+        generate(args.data, args.persons, args.touchpoints, args.seed)
+        return
     if args.child:
         run_duckdb(args.data) if args.child == "duckdb" else run_polars(args.data, args.child)
         return
     folder = ROOT / "bench" / "data" / f"matrix-{args.persons}-{args.touchpoints}-{args.seed}"
     if not (folder / "persons.parquet").exists():
-        generate(folder, args.persons, args.touchpoints, args.seed)
+        # In its own process: a child's peak RSS counts its parent's at the fork.
+        subprocess.run(
+            [sys.executable, __file__, "--child", "generate", "--data", str(folder),
+             "--persons", str(args.persons), "--touchpoints", str(args.touchpoints),
+             "--seed", str(args.seed)],
+            check=True,
+        )  # fmt: skip
     engines = args.engines.split(",")
     results: dict[str, list[dict]] = {e: [] for e in engines}
     for run in range(args.runs):

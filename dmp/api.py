@@ -12,6 +12,7 @@ from dmp.deps import current_deps
 from dmp.identity import Identifier, IdKind, normalise_email
 from dmp.problems import Problem
 from dmp.records import Stage
+from segments.matrix import by_weight
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -42,7 +43,10 @@ def _person_response(pid: str | None, what: str) -> Response:
     person["stages"] = lifecycle.parse_records(
         r.lrange(keyspace.person(person["person_id"], "stages"), 0, -1)
     )
-    person["matrix"] = matrixstore.snapshot_row(current_deps().config, person["person_id"])
+    row = matrixstore.snapshot_row(current_deps().config, person["person_id"])
+    if row is not None:
+        row["score_breakdown"] = by_weight(row["score_breakdown"])
+    person["matrix"] = row
     return jsonify(person)
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import polars as pl
 
+from segments.compiler import compile_when
 from segments.content import ContentItem, next_content, page_key
-from segments.scoring import DAY_MS, ScoringModel, activity_points, fit_points
+from segments.scoring import DAY_MS, ScoringModel
 from segments.stages import apply_stage_rules, current_stages, stage_changes
 
 PERSON_SCHEMA = {
@@ -58,24 +59,23 @@ def build_matrix(
     as_of_ms: int,
 ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """Return the matrix rows (by person_id) and the model's new stage transitions."""
-    past = touchpoints.filter(pl.col("timestamp") <= as_of_ms)
+    decay = 0.5 ** ((as_of_ms - pl.col("timestamp")) / (DAY_MS * model.half_life_days))
+    past = touchpoints.filter(pl.col("timestamp") <= as_of_ms).with_columns(decay=decay)
     rows = (
-        persons.join(_scores(persons, past, model, as_of_ms), on="person_id", how="left")
-        .join(_touch_counts(past, as_of_ms), on="person_id", how="left")
+        _fit(persons, model)
+        .join(_per_person(past, model, as_of_ms), on="person_id", how="left")
+        .join(_capped_rules(past, model), on="person_id", how="left")
         .join(_channel_counts(past), on="person_id", how="left")
-        .join(_interests(past, model, as_of_ms), on="person_id", how="left")
+        .join(_interests(past), on="person_id", how="left")
         .join(current_stages(history, as_of_ms), on="person_id", how="left")
         .with_columns(
-            pl.col("fit_score", "activity_score", "score").fill_null(0.0),
-            pl.col("score_breakdown").fill_null(pl.lit([], dtype=pl.List(POINT))),
             pl.col(*(f"touchpoints_{n}d" for n in WINDOWS), "touchpoints_total").fill_null(0),
             first_seen=pl.min_horizontal("first_seen", "first_touch"),
         )
+        .with_columns(_score_columns(model))
     )
     rows = apply_stage_rules(rows, model.stages, as_of_ms)
-    seen = past.filter(pl.col("url").is_not_null()).select(
-        "person_id", page=page_key(pl.col("url"))
-    )
+    seen = _seen_pages(past, catalog)
     content = next_content(rows.select("person_id", "stage", "top_interest"), seen, catalog)
     matrix = rows.join(content, on="person_id", how="left").select(
         "person_id",
@@ -106,38 +106,85 @@ def build_matrix(
     return matrix.sort("person_id"), stage_changes(rows)
 
 
-def _scores(
-    persons: pl.LazyFrame, past: pl.LazyFrame, model: ScoringModel, as_of_ms: int
-) -> pl.LazyFrame:
-    """Return ``person_id, fit_score, activity_score, score, score_breakdown``."""
-    fit = fit_points(persons, model).with_columns(kind=pl.lit("fit"))
-    activity = activity_points(past, model, as_of_ms).with_columns(kind=pl.lit("activity"))
-    points = pl.concat([fit, activity])
+def _fit(persons: pl.LazyFrame, model: ScoringModel) -> pl.LazyFrame:
+    """Add ``fit_<i>``: each fit rule's points, null where the person does not meet it."""
+    return persons.with_columns(
+        pl.when(compile_when(rule.when)).then(pl.lit(rule.points)).alias(f"fit_{i}")
+        for i, rule in enumerate(model.fit)
+    )
+
+
+def _per_person(past: pl.LazyFrame, model: ScoringModel, as_of_ms: int) -> pl.LazyFrame:
+    """One pass over the touchpoints: counts, recency and every uncapped activity rule.
+
+    Rule ``i`` gives ``act_<i>``, its decayed points, null where no touchpoint met it.
+    """
+    ts = pl.col("timestamp")
+    rules = [
+        pl.when(compile_when(r.when)).then(r.points * pl.col("decay")).alias(f"act_{i}")
+        for i, r in enumerate(model.activity)
+        if r.max_per_day is None
+    ]
+    names = [f"act_{i}" for i, r in enumerate(model.activity) if r.max_per_day is None]
     return (
-        points.sort("person_id", pl.col("points").abs(), "rule", descending=[False, True, False])
+        past.with_columns(rules)
         .group_by("person_id")
         .agg(
-            fit_score=pl.col("points").filter(pl.col("kind") == "fit").sum(),
-            activity_score=pl.col("points").filter(pl.col("kind") == "activity").sum(),
-            score_breakdown=pl.struct("rule", points=pl.col("points").round(2)),
-        )
-        .with_columns(
-            pl.col("fit_score").round(2),
-            pl.col("activity_score").round(2),
-            score=(pl.col("fit_score") + pl.col("activity_score")).round(2),
+            touchpoints_total=pl.len(),
+            **{f"touchpoints_{n}d": (ts > as_of_ms - n * DAY_MS).sum() for n in WINDOWS},
+            first_touch=ts.min(),
+            last_seen=ts.max(),
+            last_channel=pl.col("channel").get(ts.arg_max()),
+            **{name: _sum_or_null(pl.col(name)) for name in names},
         )
     )
 
 
-def _touch_counts(past: pl.LazyFrame, as_of_ms: int) -> pl.LazyFrame:
-    ts = pl.col("timestamp")
-    return past.group_by("person_id").agg(
-        touchpoints_total=pl.len(),
-        **{f"touchpoints_{n}d": (ts > as_of_ms - n * DAY_MS).sum() for n in WINDOWS},
-        first_touch=ts.min(),
-        last_seen=ts.max(),
-        last_channel=pl.col("channel").sort_by(ts, "channel").last(),
+def _capped_rules(past: pl.LazyFrame, model: ScoringModel) -> pl.LazyFrame:
+    """``act_<i>`` of the rules with ``max_per_day``: only each day's first matches count."""
+    out = pl.LazyFrame(schema={"person_id": pl.Utf8})
+    for i, rule in enumerate(model.activity):
+        if rule.max_per_day is None:
+            continue
+        first = (
+            past.filter(compile_when(rule.when))
+            .group_by("person_id", day=pl.col("timestamp") // DAY_MS)
+            .agg(pl.col("decay").bottom_k_by("timestamp", k=rule.max_per_day).sum())
+            .group_by("person_id")
+            .agg((rule.points * pl.col("decay").sum()).alias(f"act_{i}"))
+        )
+        out = out.join(first, on="person_id", how="full", coalesce=True)
+    return out
+
+
+def _sum_or_null(values: pl.Expr) -> pl.Expr:
+    """Sum of the non-null values, null when there are none (the rule never applied)."""
+    return pl.when(values.count() > 0).then(values.sum())
+
+
+def _score_columns(model: ScoringModel) -> list[pl.Expr]:
+    """fit_score, activity_score, score and score_breakdown from the rule columns."""
+    fit = [(rule.name, f"fit_{i}") for i, rule in enumerate(model.fit)]
+    act = [(rule.name, f"act_{i}") for i, rule in enumerate(model.activity)]
+    fit_score = pl.sum_horizontal(pl.lit(0.0), *(pl.col(c) for _, c in fit)).round(2)
+    act_score = pl.sum_horizontal(pl.lit(0.0), *(pl.col(c) for _, c in act)).round(2)
+    parts = [
+        pl.when(pl.col(c).is_not_null()).then(
+            pl.struct(rule=pl.lit(name), points=pl.col(c).round(2))
+        )
+        for name, c in fit + act
+    ]
+    # In the model's order (fit rules, then activity rules): sorting every row's list by
+    # points costs more than the rest of the scoring; readers sort when they show it.
+    breakdown = (
+        pl.concat_list(parts).list.drop_nulls() if parts else pl.lit([], dtype=pl.List(POINT))
     )
+    return [
+        fit_score.alias("fit_score"),
+        act_score.alias("activity_score"),
+        (fit_score + act_score).round(2).alias("score"),
+        breakdown.alias("score_breakdown"),
+    ]
 
 
 def _channel_counts(past: pl.LazyFrame) -> pl.LazyFrame:
@@ -150,21 +197,40 @@ def _channel_counts(past: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _interests(past: pl.LazyFrame, model: ScoringModel, as_of_ms: int) -> pl.LazyFrame:
+def _interests(past: pl.LazyFrame) -> pl.LazyFrame:
     """Topic weights decayed like activity, as shares of the person's whole topic weight."""
-    decay = 0.5 ** ((as_of_ms - pl.col("timestamp")) / (DAY_MS * model.half_life_days))
     weights = (
         past.filter(pl.col("topics").list.len() > 0)
-        .select("person_id", "topics", weight=decay)
+        .select("person_id", "topics", weight="decay")
         .explode("topics")
         .group_by("person_id", topic="topics")
         .agg(pl.col("weight").sum())
         .with_columns(weight=(pl.col("weight") / pl.col("weight").sum().over("person_id")).round(4))
-        .sort("person_id", "weight", "topic", descending=[False, True, False])
     )
+    order = {"descending": [True, False]}
     return weights.group_by("person_id").agg(
-        interests=pl.struct("topic", "weight"), top_interest=pl.col("topic").first()
+        interests=pl.struct("topic", "weight").sort_by("weight", "topic", **order),
+        top_interest=pl.col("topic").sort_by("weight", "topic", **order).first(),
     )
+
+
+def _seen_pages(past: pl.LazyFrame, catalog: tuple[ContentItem, ...]) -> pl.LazyFrame:
+    """Return ``person_id, page`` of touchpoints at a catalog item's page.
+
+    A page key is a lower-cased part of its URL, so only URLs holding one of the
+    catalog's keys need the (costly) normalisation.
+    """
+    pages = sorted({_page(item.url) for item in catalog})
+    if not pages:
+        return pl.LazyFrame(schema={"person_id": pl.Utf8, "page": pl.Utf8})
+    url = pl.col("url")
+    return past.filter(url.str.to_lowercase().str.contains_any(pages)).select(
+        "person_id", page=page_key(url)
+    )
+
+
+def _page(url: str) -> str:
+    return pl.select(page_key(pl.lit(url))).item()
 
 
 def _channels() -> pl.Expr:
@@ -188,3 +254,8 @@ def _channels() -> pl.Expr:
 
 def _trait(name: str) -> pl.Expr:
     return pl.col("traits").str.json_path_match(f"$['{name}']").alias(name)
+
+
+def by_weight(breakdown: list[dict]) -> list[dict]:
+    """Return a score breakdown biggest points first (stored in the model's rule order)."""
+    return sorted(breakdown, key=lambda part: (-abs(part["points"]), part["rule"]))

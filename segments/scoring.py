@@ -13,11 +13,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import polars as pl
 import yaml
 
 from dmp.records import Tier
-from segments.compiler import compile_when
 from segments.rules import RuleError, When, parse_when
 
 DAY_MS = 86_400_000
@@ -141,44 +139,3 @@ def _number(value: Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise RuleError(path, "expected a number")
     return float(value)
-
-
-# -- scoring frames ---------------------------------------------------------------------
-
-
-def fit_points(persons: pl.LazyFrame, model: ScoringModel) -> pl.LazyFrame:
-    """Return ``person_id, rule, points`` for each fit rule each person meets."""
-    parts = [
-        persons.filter(compile_when(rule.when)).select(
-            "person_id", rule=pl.lit(rule.name), points=pl.lit(rule.points)
-        )
-        for rule in model.fit
-    ]
-    return pl.concat(parts) if parts else _empty_points()
-
-
-def activity_points(touchpoints: pl.LazyFrame, model: ScoringModel, as_of_ms: int) -> pl.LazyFrame:
-    """Return ``person_id, rule, points`` (decayed to ``as_of_ms``) per rule and person.
-
-    Touchpoints after the as-of time do not count. With ``max_per_day`` only the day's
-    first matching touchpoints (UTC days) count.
-    """
-    past = touchpoints.filter(pl.col("timestamp") <= as_of_ms)
-    decay = 0.5 ** ((as_of_ms - pl.col("timestamp")) / (DAY_MS * model.half_life_days))
-    parts = []
-    for rule in model.activity:
-        hits = past.filter(compile_when(rule.when)).select("person_id", "timestamp")
-        if rule.max_per_day is not None:
-            day = pl.col("timestamp") // DAY_MS
-            rank = pl.col("timestamp").rank("ordinal").over("person_id", day)
-            hits = hits.filter(rank <= rule.max_per_day)
-        parts.append(
-            hits.group_by("person_id").agg(
-                rule=pl.lit(rule.name), points=(rule.points * decay).sum()
-            )
-        )
-    return pl.concat(parts) if parts else _empty_points()
-
-
-def _empty_points() -> pl.LazyFrame:
-    return pl.LazyFrame(schema={"person_id": pl.Utf8, "rule": pl.Utf8, "points": pl.Float64})

@@ -100,12 +100,12 @@ def matrix_sql(
     day, half = DAY_MS, DAY_MS * model.half_life_days
     decay = f"pow(0.5, ({as_of_ms} - ts) / {half!r})"
     fit = [
-        f"SELECT person_id, 'fit' AS kind, {quote(r.name)} AS rule, {r.points!r} AS points "
-        f"FROM persons WHERE {when_sql(r.when)}"
-        for r in model.fit
+        f"SELECT person_id, 'fit' AS kind, {quote(r.name)} AS rule, {r.points!r} AS points, "
+        f"{i} AS ord FROM persons WHERE {when_sql(r.when)}"
+        for i, r in enumerate(model.fit)
     ]
     activity = []
-    for r in model.activity:
+    for i, r in enumerate(model.activity, start=len(model.fit)):
         rows = f"SELECT person_id, ts FROM tp WHERE {when_sql(r.when)}"
         if r.max_per_day is not None:
             rows = (
@@ -115,10 +115,11 @@ def matrix_sql(
             )
         activity.append(
             f"SELECT person_id, 'activity' AS kind, {quote(r.name)} AS rule, "
-            f"sum({r.points!r} * {decay}) AS points FROM ({rows}) GROUP BY person_id"
+            f"sum({r.points!r} * {decay}) AS points, {i} AS ord FROM ({rows}) GROUP BY person_id"
         )
     points = " UNION ALL ".join(fit + activity) or (
-        "SELECT NULL::VARCHAR AS person_id, '' AS kind, '' AS rule, 0.0 AS points WHERE FALSE"
+        "SELECT NULL::VARCHAR AS person_id, '' AS kind, '' AS rule, 0.0 AS points, 0 AS ord "
+        "WHERE FALSE"
     )
     windows = ", ".join(
         f"count(*) FILTER (WHERE ts > {as_of_ms - n * day}) AS touchpoints_{n}d" for n in WINDOWS
@@ -157,14 +158,13 @@ scores AS (
   SELECT person_id,
          round(coalesce(sum(points) FILTER (WHERE kind = 'fit'), 0), 2) AS fit_score,
          round(coalesce(sum(points) FILTER (WHERE kind = 'activity'), 0), 2) AS activity_score,
-         list({{'rule': rule, 'points': round(points, 2)}} ORDER BY abs(points) DESC, rule)
-           AS score_breakdown
+         list({{'rule': rule, 'points': round(points, 2)}} ORDER BY ord) AS score_breakdown
   FROM points GROUP BY person_id
 ),
 counts AS (
   SELECT person_id, count(*) AS touchpoints_total, {windows},
          min(ts) AS first_touch, max(ts) AS last_seen,
-         last(channel ORDER BY ts, channel) AS last_channel
+         arg_max(channel, ts) AS last_channel
   FROM tp GROUP BY person_id
 ),
 by_channel AS (

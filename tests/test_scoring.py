@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from polars.testing import assert_frame_equal
 
 from dmp.records import Tier
-from segments.matrix import TOUCHPOINT_SCHEMA
+from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA, build_matrix
 from segments.rules import RuleError
-from segments.scoring import (
-    DAY_MS,
-    activity_points,
-    default_model_text,
-    fit_points,
-    parse_model,
-)
-from tests.test_matrix import NOW, touch
+from segments.scoring import DAY_MS, default_model_text, parse_model
+from segments.stages import STAGE_HISTORY_SCHEMA
+from tests.test_matrix import NOW, person, touch
 
 MODEL = parse_model(
     """
@@ -43,9 +37,21 @@ stages:
 )
 
 
-def activity(*rows: dict) -> pl.DataFrame:
-    frame = pl.LazyFrame(list(rows), schema=TOUCHPOINT_SCHEMA)
-    return activity_points(frame, MODEL, NOW).collect().sort("person_id", "rule")
+def scored(*rows: dict, persons: list[dict] | None = None) -> dict[str, dict[str, float]]:
+    """Return person -> rule -> points (unrounded) as a matrix build scores them."""
+    people = persons or [person(p) for p in sorted({r["person_id"] for r in rows})]
+    matrix, _ = build_matrix(
+        pl.LazyFrame(people, schema=PERSON_SCHEMA),
+        pl.LazyFrame(list(rows), schema=TOUCHPOINT_SCHEMA),
+        pl.LazyFrame(schema=STAGE_HISTORY_SCHEMA),
+        MODEL,
+        (),
+        NOW,
+    )
+    return {
+        r["person_id"]: {p["rule"]: p["points"] for p in r["score_breakdown"]}
+        for r in matrix.collect().iter_rows(named=True)
+    }
 
 
 def test_the_issue_example_parses_with_names_and_stage_rules():
@@ -62,50 +68,45 @@ def test_the_issue_example_parses_with_names_and_stage_rules():
 
 def test_points_halve_every_half_life_in_fractional_days():
     """activity = Σ points × 0.5 ** (age_days / half_life_days), as of the build time."""
-    got = activity(
+    got = scored(
         touch("a", 0, "whitepaper_download"),
         touch("a", 30, "whitepaper_download"),
         touch("a", 45.5, "whitepaper_download"),
         touch("b", 60, "unsubscribe"),
         touch("c", -1, "whitepaper_download"),  # after the as-of time: does not count
     )
-    expected = pl.DataFrame(
-        {
-            "person_id": ["a", "b"],
-            "rule": ["event eq whitepaper_download", "unsubscribed"],
-            "points": [20 + 10 + 20 * 0.5 ** (45.5 / 30), -30 * 0.25],
-        }
-    )
-    assert_frame_equal(got, expected, check_exact=False, rel_tol=1e-12)
+    assert got == {
+        "a": {"event eq whitepaper_download": round(20 + 10 + 20 * 0.5 ** (45.5 / 30), 2)},
+        "b": {"unsubscribed": -7.5},
+        "c": {},
+    }
 
 
 def test_max_per_day_counts_the_days_first_matches_only():
     """Three pricing views on one UTC day count once (the first); another day counts again."""
     today = NOW - NOW % DAY_MS  # 00:00 UTC of the as-of day
-    rows = [
-        touch("a", (NOW - today - h * 3_600_000) / DAY_MS, url="https://x/pricing")
-        for h in (1, 2, 3)
-    ]
+    views = [(NOW - today - h * 3_600_000) / DAY_MS for h in (1, 2, 3)]
+    rows = [touch("a", d, url="https://x/pricing") for d in views]
     rows.append(touch("a", 1 + (NOW - today) / DAY_MS, url="https://x/pricing"))
-    got = activity(*rows)
     first = 10 * 0.5 ** (((NOW - today - 3_600_000) / DAY_MS) / 30)
     yesterday = 10 * 0.5 ** ((1 + (NOW - today) / DAY_MS) / 30)
-    assert got["points"].to_list() == pytest.approx([first + yesterday], rel=1e-12)
+    rule = "event eq page and url contains /pricing"
+    assert scored(*rows)["a"] == {rule: round(first + yesterday, 2)}
 
 
 def test_fit_points_once_per_rule():
     """Each fit rule a person meets adds its points once."""
-    persons = pl.LazyFrame(
-        {
-            "person_id": ["a", "b", "c"],
-            "traits": ['{"job_title": "CMO", "employees": 500}', '{"employees": 10}', None],
-        }
-    )
-    got = fit_points(persons, MODEL).collect().sort("person_id", "rule")
-    assert got.rows() == [
-        ("a", "employees gte 50", 10.0),
-        ("a", "job_title matches (?i)marketing|cmo", 15.0),
+    people = [
+        person("a", job_title="CMO", employees=500),
+        person("b", employees=10),
+        person("c"),
     ]
+    got = scored(persons=people)
+    assert got == {
+        "a": {"job_title matches (?i)marketing|cmo": 15.0, "employees gte 50": 10.0},
+        "b": {},
+        "c": {},
+    }
 
 
 def test_the_default_model_is_valid_and_documented():

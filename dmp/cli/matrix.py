@@ -16,6 +16,7 @@ import polars as pl
 from dmp import keyspace, matrixstore
 from dmp.cli import Context, _fail, _print_json, cli, pass_ctx
 from segments.content import parse_catalog
+from segments.matrix import by_weight
 from segments.rules import RuleError
 from segments.scoring import default_model_text, parse_model
 
@@ -201,7 +202,7 @@ def _print_row(row: dict, timeline: pl.DataFrame) -> None:
     click.echo(
         f"score {row['score']:g} = fit {row['fit_score']:g} + activity {row['activity_score']:g}"
     )
-    for part in row["score_breakdown"]:
+    for part in by_weight(row["score_breakdown"]):
         click.echo(f"  {part['points']:>8.2f}  {part['rule']}")
     click.echo(f"channels   {', '.join(row['channels']) or '-'}")
     interests = ", ".join(f"{i['topic']} {i['weight']:.0%}" for i in row["interests"] or [])
