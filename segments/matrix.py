@@ -60,7 +60,7 @@ def build_matrix(
 ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """Return the matrix rows (by person_id) and the model's new stage transitions."""
     decay = 0.5 ** ((as_of_ms - pl.col("timestamp")) / (DAY_MS * model.half_life_days))
-    past = touchpoints.filter(pl.col("timestamp") <= as_of_ms).with_columns(decay=decay)
+    past = touchpoints.filter(pl.col("timestamp") <= as_of_ms).with_columns(decay=decay).cache()
     rows = (
         _fit(persons, model)
         .join(_per_person(past, model, as_of_ms), on="person_id", how="left")
@@ -72,9 +72,9 @@ def build_matrix(
             pl.col(*(f"touchpoints_{n}d" for n in WINDOWS), "touchpoints_total").fill_null(0),
             first_seen=pl.min_horizontal("first_seen", "first_touch"),
         )
-        .with_columns(_score_columns(model))
+        .cache()  # read twice below: computed once
     )
-    rows = apply_stage_rules(rows, model.stages, as_of_ms)
+    rows = apply_stage_rules(_add_scores(rows, model), model.stages, as_of_ms).cache()
     seen = _seen_pages(past, catalog)
     content = next_content(rows.select("person_id", "stage", "top_interest"), seen, catalog)
     matrix = rows.join(content, on="person_id", how="left").select(
@@ -141,19 +141,28 @@ def _per_person(past: pl.LazyFrame, model: ScoringModel, as_of_ms: int) -> pl.La
 
 
 def _capped_rules(past: pl.LazyFrame, model: ScoringModel) -> pl.LazyFrame:
-    """``act_<i>`` of the rules with ``max_per_day``: only each day's first matches count."""
+    """``act_<i>`` of the rules with ``max_per_day``: only each day's first matches count.
+
+    Decay grows with time, so a day's first ``k`` matches are its ``k`` smallest decays.
+    Most person-days hold no more than ``k`` matches and count whole; only the others
+    are looked at touchpoint by touchpoint.
+    """
     out = pl.LazyFrame(schema={"person_id": pl.Utf8})
     for i, rule in enumerate(model.activity):
         if rule.max_per_day is None:
             continue
-        first = (
-            past.filter(compile_when(rule.when))
-            .group_by("person_id", day=pl.col("timestamp") // DAY_MS)
-            .agg(pl.col("decay").bottom_k_by("timestamp", k=rule.max_per_day).sum())
-            .group_by("person_id")
-            .agg((rule.points * pl.col("decay").sum()).alias(f"act_{i}"))
+        cap, keys = rule.max_per_day, ["person_id", "day"]
+        matches = past.filter(compile_when(rule.when)).select(
+            "person_id", "decay", day=pl.col("timestamp") // DAY_MS
         )
-        out = out.join(first, on="person_id", how="full", coalesce=True)
+        days = matches.group_by(keys).agg(n=pl.len(), decay=pl.col("decay").sum())
+        busy = matches.join(days.filter(pl.col("n") > cap), on=keys, how="semi")
+        firsts = busy.group_by(keys).agg(pl.col("decay").bottom_k(cap).sum())
+        both = pl.concat([days.filter(pl.col("n") <= cap).select(keys + ["decay"]), firsts])
+        points = both.group_by("person_id").agg(
+            (rule.points * pl.col("decay").sum()).alias(f"act_{i}")
+        )
+        out = out.join(points, on="person_id", how="full", coalesce=True)
     return out
 
 
@@ -162,29 +171,41 @@ def _sum_or_null(values: pl.Expr) -> pl.Expr:
     return pl.when(values.count() > 0).then(values.sum())
 
 
-def _score_columns(model: ScoringModel) -> list[pl.Expr]:
-    """fit_score, activity_score, score and score_breakdown from the rule columns."""
-    fit = [(rule.name, f"fit_{i}") for i, rule in enumerate(model.fit)]
-    act = [(rule.name, f"act_{i}") for i, rule in enumerate(model.activity)]
-    fit_score = pl.sum_horizontal(pl.lit(0.0), *(pl.col(c) for _, c in fit)).round(2)
-    act_score = pl.sum_horizontal(pl.lit(0.0), *(pl.col(c) for _, c in act)).round(2)
-    parts = [
-        pl.when(pl.col(c).is_not_null()).then(
-            pl.struct(rule=pl.lit(name), points=pl.col(c).round(2))
-        )
-        for name, c in fit + act
-    ]
-    # In the model's order (fit rules, then activity rules): sorting every row's list by
-    # points costs more than the rest of the scoring; readers sort when they show it.
-    breakdown = (
-        pl.concat_list(parts).list.drop_nulls() if parts else pl.lit([], dtype=pl.List(POINT))
+def _add_scores(rows: pl.LazyFrame, model: ScoringModel) -> pl.LazyFrame:
+    """Add fit_score, activity_score, score and score_breakdown from the rule columns.
+
+    The breakdown keeps the model's rule order (fit rules, then activity rules); readers
+    sort it for display (:func:`by_weight`).
+    """
+    columns = [f"fit_{i}" for i in range(len(model.fit))]
+    columns += [f"act_{i}" for i in range(len(model.activity))]
+    names = [r.name for r in model.fit] + [r.name for r in model.activity]
+    fit = pl.sum_horizontal(pl.lit(0.0), *columns[: len(model.fit)]).round(2)
+    act = pl.sum_horizontal(pl.lit(0.0), *columns[len(model.fit) :]).round(2)
+    scored = rows.with_columns(fit_score=fit, activity_score=act).with_columns(
+        score=(pl.col("fit_score") + pl.col("activity_score")).round(2)
     )
-    return [
-        fit_score.alias("fit_score"),
-        act_score.alias("activity_score"),
-        (fit_score + act_score).round(2).alias("score"),
-        breakdown.alias("score_breakdown"),
-    ]
+    if not columns:
+        return scored.with_columns(score_breakdown=pl.lit([], dtype=pl.List(POINT)))
+    breakdown = (
+        rows.select("person_id", *columns)
+        .unpivot(index="person_id", variable_name="column", value_name="points")
+        .drop_nulls("points")
+        .with_columns(order=pl.col("column").replace_strict(columns, range(len(columns))))
+        .sort("person_id", "order")
+        .group_by("person_id", maintain_order=True)
+        .agg(
+            score_breakdown=pl.struct(
+                rule=pl.col("column").replace_strict(columns, names),
+                points=pl.col("points").round(2),
+            )
+        )
+    )
+    return (
+        scored.join(breakdown, on="person_id", how="left")
+        .with_columns(pl.col("score_breakdown").fill_null(pl.lit([], dtype=pl.List(POINT))))
+        .drop(columns)
+    )
 
 
 def _channel_counts(past: pl.LazyFrame) -> pl.LazyFrame:
