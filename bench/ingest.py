@@ -34,7 +34,6 @@ import pstats
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +46,8 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from runlog import append, commit  # noqa: E402  (bench/ is the script's folder)
 
 from dmp import keyspace, redisserver, stream  # noqa: E402
 from dmp.config import load_config  # noqa: E402
@@ -293,14 +294,6 @@ def report_profile(profiler: cProfile.Profile, events: int) -> str:
     return str(path)
 
 
-def commit() -> str:
-    """Return the checked-out commit, marked when the work tree differs from it."""
-    run = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
-    )
-    return run.stdout.strip()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -399,10 +392,7 @@ def main() -> None:
         "results": [{k: v for k, v in r.items() if k != "checks"} for r in results],
     }  # fmt: skip
     if not args.no_save:
-        out = Path(__file__).resolve().parent / "results"
-        out.mkdir(exist_ok=True)
-        with open(out / "ingest.jsonl", "a") as fh:
-            fh.write(json.dumps(summary) + "\n")
+        append("ingest", summary)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ import polars as pl
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from runlog import append, commit  # noqa: E402  (bench/ is the script's folder)
+
 from dmp.records import EVENT_SCHEMA  # noqa: E402
 from dmp.synth import TOPICS, catalog_yaml  # noqa: E402
 from segments.content import parse_catalog  # noqa: E402
@@ -308,16 +310,14 @@ def main() -> None:
         print(json.dumps(sums, indent=1))
     record = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit(),
         "host": platform.node(),
         "persons": args.persons,
         "touchpoints": args.touchpoints,
         "same": same,
         "results": results,
     }
-    results_dir = ROOT / "bench" / "results"
-    results_dir.mkdir(exist_ok=True)
-    with open(results_dir / "matrix.jsonl", "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    append("matrix", record)
 
 
 if __name__ == "__main__":

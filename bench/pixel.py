@@ -29,7 +29,6 @@ its stream (or, with the worker on, an event stored in Parquet).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -47,6 +46,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from runlog import append, commit  # noqa: E402  (bench/ is the script's folder)
 
 from dmp import keyspace, redisserver  # noqa: E402
 
@@ -257,14 +258,6 @@ def table(targets: list[Target]) -> str:
     return "\n".join(lines)
 
 
-def commit() -> str:
-    """Return the checked-out commit, marked when the work tree differs from it."""
-    run = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
-    )
-    return run.stdout.strip()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2, help="gunicorn web processes")
@@ -396,10 +389,7 @@ def main() -> None:
         },
     }  # fmt: skip
     if not args.no_save:
-        out = ROOT / "bench" / "results"
-        out.mkdir(exist_ok=True)
-        with open(out / "pixel.jsonl", "a") as fh:
-            fh.write(json.dumps(summary) + "\n")
+        append("pixel", summary)
 
 
 if __name__ == "__main__":
