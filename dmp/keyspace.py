@@ -69,3 +69,6 @@ CONTENT_CATALOG = "dmp:config:catalog"  # the content catalog's YAML (unset: non
 def imported_rows(source: str) -> str:
     """Return the set of row digests a file source (crm, newsletter) has imported."""
     return f"dmp:import:{source}:rows"
+
+
+MATRIX_TOUCHED = "dmp:matrix:touched"  # set of person ids changed outside the event log

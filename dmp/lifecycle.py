@@ -30,7 +30,10 @@ def record_stage(
 ) -> dict[str, Any]:
     """Record that ``pid`` entered ``stage`` (now, unless ``at_ms``); return the record."""
     at = at_ms or int(time.time() * 1000)
-    r.rpush(keyspace.person(pid, "stages"), stage_record(stage, at, source, by))
+    with r.pipeline(transaction=True) as pipe:
+        pipe.rpush(keyspace.person(pid, "stages"), stage_record(stage, at, source, by))
+        pipe.sadd(keyspace.MATRIX_TOUCHED, pid)  # the next incremental build refolds them
+        pipe.execute()
     return {"stage": stage.value, "at": at, "source": source, "by": by}
 
 

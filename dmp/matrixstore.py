@@ -7,6 +7,7 @@ then records the model's new stage transitions in Redis.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -26,9 +27,10 @@ from dmp.parquetfiles import sync_dir, tmp_name, write_parquet_files
 from dmp.profiles import parse_consent_summary
 from segments.content import ContentItem, parse_catalog
 from segments.funnel import build_funnel
-from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA, build_matrix
+from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA, finish_matrix
+from segments.personstate import person_state
 from segments.scoring import ScoringModel, default_model_text, parse_model
-from segments.stages import STAGE_HISTORY_SCHEMA
+from segments.stages import STAGE_HISTORY_SCHEMA, current_stages
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +70,13 @@ def content_catalog(r: redis.Redis) -> tuple[ContentItem, ...]:
     return parse_catalog(text) if text else ()
 
 
-def read_people(r: redis.Redis, progress: Callable[[int], None] | None = None) -> People:
-    """Return every person's profile, traits and stage records, and the merge map."""
-    pids = _person_ids(r)
+def read_people(
+    r: redis.Redis,
+    progress: Callable[[int], None] | None = None,
+    pids: list[str] | None = None,
+) -> People:
+    """Return every person's (or ``pids``') profile, traits, stage records and merges."""
+    pids = _person_ids(r) if pids is None else pids
     rows: list[dict] = []
     history: list[dict] = []
     pointers: dict[str, str] = {}
@@ -201,42 +207,167 @@ def build(
     config: Config,
     as_of_ms: int | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
+    incremental: bool = False,
 ) -> BuildResult:
-    """Build the whole matrix as of a time (now by default) and write a snapshot."""
+    """Build the matrix as of a time (now by default) and write a snapshot.
+
+    ``incremental`` refolds only the persons touched since the last build (new event
+    files, events after its as-of time, stage changes, merges) and finishes everyone's
+    row from the kept state: the rows a full build would give. It falls back to a full
+    build when there is no earlier build, the model or catalog changed, or the as-of
+    time goes back.
+    """
     started = time.perf_counter()
     as_of = as_of_ms if as_of_ms is not None else int(time.time() * 1000)
-    model, catalog = scoring_model(r), content_catalog(r)
-    people = read_people(r, progress)
-    touchpoints = read_touchpoints(config.events_dir, people.merged)
-    matrix, changes = build_matrix(
-        people.persons.lazy(), touchpoints, people.history.lazy(), model, catalog, as_of
+    model_text = r.get(keyspace.SCORING_MODEL) or default_model_text()
+    catalog_text = r.get(keyspace.CONTENT_CATALOG) or ""
+    model, catalog = parse_model(model_text), parse_catalog(catalog_text) if catalog_text else ()
+    files = _event_files(config.events_dir)
+    marks = sorted(r.smembers(keyspace.MATRIX_TOUCHED))
+    last_merge = _last_merge_id(r)
+    fingerprint = {"model": _digest(model_text), "catalog": _digest(catalog_text)}
+    previous = _previous_build(config, fingerprint, as_of) if incremental else None
+    if previous is None:
+        people = read_people(r, progress)
+        # Tombstones miss persons merged within the batch that made them (never stored;
+        # their events keep the short-lived id): the merge log has those too.
+        merged = _resolve({**people.merged, **merge_map(r)})
+        touchpoints = read_touchpoints(config.events_dir, merged)
+        state = person_state(people.persons.lazy(), touchpoints, model, catalog, as_of)
+        history = people.history.lazy()
+        touched = None
+    else:
+        manifest, folder = previous
+        merged = merge_map(r)
+        touched, removed = _touched(r, config, manifest, files, merged, marks)
+        people = read_people(r, progress, sorted(touched))
+        touchpoints = read_touchpoints(config.events_dir, merged).filter(
+            pl.col("person_id").is_in(sorted(touched))
+        )
+        fresh = person_state(people.persons.lazy(), touchpoints, model, catalog, as_of)
+        gone = sorted(touched | removed)
+        kept = pl.scan_parquet(folder / manifest["state"]).filter(~pl.col("person_id").is_in(gone))
+        state = pl.concat([kept, fresh.select(kept.collect_schema().names())])
+        old = pl.scan_parquet(folder / manifest["history"])
+        history = pl.concat([old.filter(~pl.col("person_id").is_in(gone)), people.history.lazy()])
+    state = state.cache()
+    matrix, changes = finish_matrix(state, current_stages(history, as_of), model, catalog, as_of)
+    rows, new_stages, states, past = pl.collect_all(
+        [matrix, changes, state, history], engine="streaming"
     )
-    rows, new_stages = pl.collect_all([matrix, changes], engine="streaming")
-    n_touch = touchpoints.select(pl.len()).collect().item()
-    history = pl.concat([people.history, new_stages])
-    funnel = build_funnel(rows, history, as_of)
-    path = _write_snapshot(config, rows, as_of, funnel)
+    n_touch = int(rows["touchpoints_total"].sum())
+    history_now = pl.concat([past, new_stages])
+    funnel = build_funnel(rows, history_now, as_of)
+    manifest = {
+        "as_of": as_of,
+        "files": files,
+        "last_merge": last_merge,
+        **fingerprint,
+        "incremental": touched is not None,
+        "refolded": rows.height if touched is None else len(touched),
+    }
+    path = _write_snapshot(config, rows, as_of, funnel, states, history_now, manifest)
     # Recorded only once the snapshot is durable: a crash before this leaves the next
     # build to see the same moves again, never a record without its snapshot.
     n_changes = lifecycle.record_stages(r, new_stages.iter_rows())
+    if marks:
+        r.srem(keyspace.MATRIX_TOUCHED, *marks)
     seconds = time.perf_counter() - started
     log.info(
-        "matrix: %d persons, %d touchpoints, %d stage changes as of %s in %.1f s -> %s",
-        rows.height, n_touch, n_changes, _iso(as_of), seconds, path.name,
+        "matrix: %d persons (%s), %d touchpoints, %d stage changes as of %s in %.1f s -> %s",
+        rows.height, "full" if touched is None else f"{len(touched)} refolded", n_touch,
+        n_changes, _iso(as_of), seconds, path.name,
     )  # fmt: skip
     return BuildResult(path, as_of, rows.height, n_touch, n_changes, seconds)
 
 
-def _write_snapshot(config: Config, rows: pl.DataFrame, as_of_ms: int, funnel: dict) -> Path:
-    """Write the snapshot and its funnel, then point LATEST at them (each step atomic)."""
+def _event_files(events_dir: Path) -> list[str]:
+    """Return the event log's files, relative to it, sorted."""
+    return sorted(str(p.relative_to(events_dir)) for p in events_dir.glob("dt=*/part-*.parquet"))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _last_merge_id(r: redis.Redis) -> str:
+    last = r.xrevrange(keyspace.MERGES, count=1)
+    return last[0][0] if last else "0-0"
+
+
+def _previous_build(config: Config, fingerprint: dict, as_of: int) -> tuple[dict, Path] | None:
+    """Return the last build's manifest and folder if an incremental build can use it."""
+    snapshot = latest_snapshot(config)
+    if snapshot is None or not manifest_path(snapshot).exists():
+        log.info("matrix: no earlier build to go on from: a full build")
+        return None
+    manifest = json.loads(manifest_path(snapshot).read_text(encoding="utf-8"))
+    if any(manifest.get(k) != v for k, v in fingerprint.items()):
+        log.info("matrix: the scoring model or the catalog changed: a full build")
+        return None
+    if as_of < manifest["as_of"]:
+        log.info("matrix: the as-of time is before the last build's: a full build")
+        return None
+    return manifest, snapshot.parent
+
+
+def _touched(
+    r: redis.Redis,
+    config: Config,
+    manifest: dict,
+    files: list[str],
+    merged: dict[str, str],
+    marks: list[str],
+) -> tuple[set[str], set[str]]:
+    """Return (persons to refold, persons merged away) since the manifest's build."""
+    events = config.events_dir
+    new = [events / f for f in files if f not in set(manifest["files"])]
+    frames = [
+        scan_events(events)
+        .filter(pl.col("timestamp").dt.epoch("ms") > manifest["as_of"])
+        .select("person_id")
+    ]
+    if new:
+        frames.append(pl.scan_parquet(new).select("person_id"))
+    found = pl.concat(frames).drop_nulls().unique().collect()["person_id"].to_list()
+    removed, targets = set(), set()
+    for _, entry in r.xrange(keyspace.MERGES, min="(" + manifest["last_merge"]):
+        removed.add(entry.get("from", ""))
+        targets.add(entry.get("into", ""))
+    touched = {merged.get(p, p) for p in (*found, *marks, *targets) if p}
+    return touched - removed, removed - touched
+
+
+def _write_snapshot(
+    config: Config,
+    rows: pl.DataFrame,
+    as_of_ms: int,
+    funnel: dict,
+    state: pl.DataFrame,
+    history: pl.DataFrame,
+    manifest: dict,
+) -> Path:
+    """Write the snapshot with its state, history, funnel and manifest, then point LATEST
+    at it. Every file is whole or absent; LATEST moves last."""
     folder = matrix_dir(config)
     stamp = datetime.fromtimestamp(as_of_ms / 1000, UTC).strftime("%Y%m%dT%H%M%S%f")[:-3]
     path = folder / f"matrix-{stamp}Z-{time.time_ns() % 10**9:09d}.parquet"
-    write_parquet_files([rows.to_arrow()], [path])
+    sidecars = [path.with_suffix(".state.parquet"), path.with_suffix(".history.parquet")]
+    tables = [rows.to_arrow(), state.to_arrow(), history.to_arrow()]
+    write_parquet_files(tables, [path, *sidecars])
+    manifest = {**manifest, "snapshot": path.name, "state": sidecars[0].name}
+    manifest["history"] = sidecars[1].name
     _write_text(funnel_path(path), json.dumps(funnel, indent=1))
+    _write_text(manifest_path(path), json.dumps(manifest))
     _write_text(folder / "LATEST", path.name + "\n")
     sync_dir(folder)
     return path
+
+
+def manifest_path(snapshot: Path) -> Path:
+    """Return where a snapshot's manifest (inputs, for incremental builds) is kept."""
+    return snapshot.with_suffix(".manifest.json")
 
 
 def _write_text(path: Path, text: str) -> None:

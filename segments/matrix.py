@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from segments.compiler import compile_when
-from segments.content import ContentItem, next_content, page_key
+from segments.content import ContentItem, next_content
+from segments.personstate import ANCHOR_MS, WINDOW_DAYS, person_state
 from segments.scoring import DAY_MS, ScoringModel
 from segments.stages import apply_stage_rules, current_stages, stage_changes
 
@@ -43,7 +43,7 @@ TOUCHPOINT_SCHEMA = {
     "topics": pl.List(pl.Utf8),
     "properties": pl.Utf8,
 }
-WINDOWS = (7, 30, 90)  # days of the touchpoints_<n>d counts
+WINDOWS = WINDOW_DAYS  # days of the touchpoints_<n>d counts
 PROFILE_TRAITS = ("company", "job_title", "employees", "industry", "country")
 POINT = pl.Struct({"rule": pl.Utf8, "points": pl.Float64})
 INTEREST = pl.Struct({"topic": pl.Utf8, "weight": pl.Float64})
@@ -59,23 +59,38 @@ def build_matrix(
     as_of_ms: int,
 ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """Return the matrix rows (by person_id) and the model's new stage transitions."""
-    decay = 0.5 ** ((as_of_ms - pl.col("timestamp")) / (DAY_MS * model.half_life_days))
-    past = touchpoints.filter(pl.col("timestamp") <= as_of_ms).with_columns(decay=decay).cache()
+    state = person_state(persons, touchpoints, model, catalog, as_of_ms).cache()
+    return finish_matrix(state, current_stages(history, as_of_ms), model, catalog, as_of_ms)
+
+
+def finish_matrix(
+    state: pl.LazyFrame,
+    recorded: pl.LazyFrame,
+    model: ScoringModel,
+    catalog: tuple[ContentItem, ...],
+    as_of_ms: int,
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Return the rows and new stage transitions of person states at ``as_of_ms``.
+
+    ``recorded`` is ``segments.stages.current_stages`` of the stage history.
+    """
+    ages = (as_of_ms - ANCHOR_MS) / (DAY_MS * model.half_life_days)
+    activity = [
+        (rule.points * pl.lit(2.0).pow(pl.col(f"lse_{i}") - ages)).alias(f"act_{i}")
+        for i, rule in enumerate(model.activity)
+    ]
+    windows = [
+        pl.col("recent").list.eval(pl.element() > as_of_ms - n * DAY_MS).list.sum()
+        .fill_null(0).cast(pl.UInt32).alias(f"touchpoints_{n}d")
+        for n in WINDOWS
+    ]  # fmt: skip
     rows = (
-        _fit(persons, model)
-        .join(_per_person(past, model, as_of_ms), on="person_id", how="left")
-        .join(_capped_rules(past, model), on="person_id", how="left")
-        .join(_channel_counts(past), on="person_id", how="left")
-        .join(_interests(past), on="person_id", how="left")
-        .join(current_stages(history, as_of_ms), on="person_id", how="left")
-        .with_columns(
-            pl.col(*(f"touchpoints_{n}d" for n in WINDOWS), "touchpoints_total").fill_null(0),
-            first_seen=pl.min_horizontal("first_seen", "first_touch"),
-        )
+        state.with_columns(*activity, *windows)
+        .join(recorded, on="person_id", how="left")
         .cache()  # read twice below: computed once
     )
     rows = apply_stage_rules(_add_scores(rows, model), model.stages, as_of_ms).cache()
-    seen = _seen_pages(past, catalog)
+    seen = rows.select("person_id", page="seen_pages").explode("page").drop_nulls("page")
     content = next_content(rows.select("person_id", "stage", "top_interest"), seen, catalog)
     matrix = rows.join(content, on="person_id", how="left").select(
         "person_id",
@@ -92,7 +107,7 @@ def build_matrix(
         "traits",
         "interests",
         "top_interest",
-        "touchpoints_total",
+        pl.col("touchpoints_total").cast(pl.UInt32),
         *(f"touchpoints_{n}d" for n in WINDOWS),
         "touchpoints_by_channel",
         "first_seen",
@@ -104,71 +119,6 @@ def build_matrix(
         next_content_url="next_content_url",
     )
     return matrix.sort("person_id"), stage_changes(rows)
-
-
-def _fit(persons: pl.LazyFrame, model: ScoringModel) -> pl.LazyFrame:
-    """Add ``fit_<i>``: each fit rule's points, null where the person does not meet it."""
-    return persons.with_columns(
-        pl.when(compile_when(rule.when)).then(pl.lit(rule.points)).alias(f"fit_{i}")
-        for i, rule in enumerate(model.fit)
-    )
-
-
-def _per_person(past: pl.LazyFrame, model: ScoringModel, as_of_ms: int) -> pl.LazyFrame:
-    """One pass over the touchpoints: counts, recency and every uncapped activity rule.
-
-    Rule ``i`` gives ``act_<i>``, its decayed points, null where no touchpoint met it.
-    """
-    ts = pl.col("timestamp")
-    rules = [
-        pl.when(compile_when(r.when)).then(r.points * pl.col("decay")).alias(f"act_{i}")
-        for i, r in enumerate(model.activity)
-        if r.max_per_day is None
-    ]
-    names = [f"act_{i}" for i, r in enumerate(model.activity) if r.max_per_day is None]
-    return (
-        past.with_columns(rules)
-        .group_by("person_id")
-        .agg(
-            touchpoints_total=pl.len(),
-            **{f"touchpoints_{n}d": (ts > as_of_ms - n * DAY_MS).sum() for n in WINDOWS},
-            first_touch=ts.min(),
-            last_seen=ts.max(),
-            last_channel=pl.col("channel").get(ts.arg_max()),
-            **{name: _sum_or_null(pl.col(name)) for name in names},
-        )
-    )
-
-
-def _capped_rules(past: pl.LazyFrame, model: ScoringModel) -> pl.LazyFrame:
-    """``act_<i>`` of the rules with ``max_per_day``: only each day's first matches count.
-
-    Decay grows with time, so a day's first ``k`` matches are its ``k`` smallest decays.
-    Most person-days hold no more than ``k`` matches and count whole; only the others
-    are looked at touchpoint by touchpoint.
-    """
-    out = pl.LazyFrame(schema={"person_id": pl.Utf8})
-    for i, rule in enumerate(model.activity):
-        if rule.max_per_day is None:
-            continue
-        cap, keys = rule.max_per_day, ["person_id", "day"]
-        matches = past.filter(compile_when(rule.when)).select(
-            "person_id", "decay", day=pl.col("timestamp") // DAY_MS
-        )
-        days = matches.group_by(keys).agg(n=pl.len(), decay=pl.col("decay").sum())
-        busy = matches.join(days.filter(pl.col("n") > cap), on=keys, how="semi")
-        firsts = busy.group_by(keys).agg(pl.col("decay").bottom_k(cap).sum())
-        both = pl.concat([days.filter(pl.col("n") <= cap).select(keys + ["decay"]), firsts])
-        points = both.group_by("person_id").agg(
-            (rule.points * pl.col("decay").sum()).alias(f"act_{i}")
-        )
-        out = out.join(points, on="person_id", how="full", coalesce=True)
-    return out
-
-
-def _sum_or_null(values: pl.Expr) -> pl.Expr:
-    """Sum of the non-null values, null when there are none (the rule never applied)."""
-    return pl.when(values.count() > 0).then(values.sum())
 
 
 def _add_scores(rows: pl.LazyFrame, model: ScoringModel) -> pl.LazyFrame:
@@ -206,52 +156,6 @@ def _add_scores(rows: pl.LazyFrame, model: ScoringModel) -> pl.LazyFrame:
         .with_columns(pl.col("score_breakdown").fill_null(pl.lit([], dtype=pl.List(POINT))))
         .drop(columns)
     )
-
-
-def _channel_counts(past: pl.LazyFrame) -> pl.LazyFrame:
-    return (
-        past.group_by("person_id", "channel")
-        .agg(count=pl.len())
-        .sort("person_id", "channel")
-        .group_by("person_id")
-        .agg(touchpoints_by_channel=pl.struct("channel", "count"))
-    )
-
-
-def _interests(past: pl.LazyFrame) -> pl.LazyFrame:
-    """Topic weights decayed like activity, as shares of the person's whole topic weight."""
-    weights = (
-        past.filter(pl.col("topics").list.len() > 0)
-        .select("person_id", "topics", weight="decay")
-        .explode("topics")
-        .group_by("person_id", topic="topics")
-        .agg(pl.col("weight").sum())
-        .with_columns(weight=(pl.col("weight") / pl.col("weight").sum().over("person_id")).round(4))
-    )
-    order = {"descending": [True, False]}
-    return weights.group_by("person_id").agg(
-        interests=pl.struct("topic", "weight").sort_by("weight", "topic", **order),
-        top_interest=pl.col("topic").sort_by("weight", "topic", **order).first(),
-    )
-
-
-def _seen_pages(past: pl.LazyFrame, catalog: tuple[ContentItem, ...]) -> pl.LazyFrame:
-    """Return ``person_id, page`` of touchpoints at a catalog item's page.
-
-    A page key is a lower-cased part of its URL, so only URLs holding one of the
-    catalog's keys need the (costly) normalisation.
-    """
-    pages = sorted({_page(item.url) for item in catalog})
-    if not pages:
-        return pl.LazyFrame(schema={"person_id": pl.Utf8, "page": pl.Utf8})
-    url = pl.col("url")
-    return past.filter(url.str.to_lowercase().str.contains_any(pages)).select(
-        "person_id", page=page_key(url)
-    )
-
-
-def _page(url: str) -> str:
-    return pl.select(page_key(pl.lit(url))).item()
 
 
 def _channels() -> pl.Expr:

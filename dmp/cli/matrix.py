@@ -100,9 +100,14 @@ def _as_of(value: str | None) -> int | None:
 
 @matrix_group.command("build")
 @click.option("--as-of", "as_of", help="Score and count as of this ISO time (default: now).")
+@click.option(
+    "--incremental",
+    is_flag=True,
+    help="Refold only persons touched since the last build (same rows as a full build).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was built as JSON.")
 @pass_ctx
-def matrix_build(obj: Context, as_of: str | None, as_json: bool) -> None:
+def matrix_build(obj: Context, as_of: str | None, incremental: bool, as_json: bool) -> None:
     """Build the matrix from Redis and the event log into a new Parquet snapshot."""
     when = _as_of(as_of)
     r = obj.redis
@@ -112,7 +117,9 @@ def matrix_build(obj: Context, as_of: str | None, as_json: bool) -> None:
         _fail(f"stored model or catalog: {exc}")
     keys = max(1, r.dbsize())  # an upper bound of the persons to read
     with click.progressbar(length=keys, label="reading persons", file=sys.stderr) as bar:
-        result = matrixstore.build(r, obj.config, when, progress=bar.update)
+        result = matrixstore.build(
+            r, obj.config, when, progress=bar.update, incremental=incremental
+        )
     summary = {
         "snapshot": str(result.path),
         "as_of": datetime.fromtimestamp(result.as_of_ms / 1000, UTC).isoformat(),

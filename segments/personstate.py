@@ -1,0 +1,156 @@
+"""Each person's as-of-independent state: what the matrix needs from their touchpoints.
+
+A build first folds every person's profile and touchpoints (those up to ``upto_ms``)
+into one row of state, then finishes the matrix from the state at its as-of time
+(:mod:`segments.matrix`). Nothing in the state depends on the as-of time, so an
+incremental build can keep the state of everyone untouched since the last build, refold
+only the touched persons, and finish all rows exactly as a full build would.
+
+Decaying sums are kept as base-2 log-sum-exps of ``(t - ANCHOR_MS)`` in half-lives:
+``Σ points × 0.5 ** ((as_of - t) / half_life) = points × 2 ** (lse - (as_of - ANCHOR_MS) /
+half_life)``, which neither overflows nor depends on the as-of time.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from segments.compiler import compile_when
+from segments.content import ContentItem, page_key
+from segments.scoring import DAY_MS, ScoringModel
+
+ANCHOR_MS = 1_577_836_800_000  # 2020-01-01T00:00Z, where decay exponents are counted from
+WINDOW_DAYS = (7, 30, 90)  # the touchpoints_<n>d counts; ``recent`` keeps the longest
+
+
+def person_state(
+    persons: pl.LazyFrame,
+    touchpoints: pl.LazyFrame,
+    model: ScoringModel,
+    catalog: tuple[ContentItem, ...],
+    upto_ms: int,
+) -> pl.LazyFrame:
+    """Return one state row per person of ``persons`` from their touchpoints to ``upto_ms``."""
+    half_lives = (pl.col("timestamp") - ANCHOR_MS) / (DAY_MS * model.half_life_days)
+    past = touchpoints.filter(pl.col("timestamp") <= upto_ms).with_columns(x=half_lives).cache()
+    return (
+        persons.with_columns(
+            pl.when(compile_when(rule.when)).then(pl.lit(rule.points)).alias(f"fit_{i}")
+            for i, rule in enumerate(model.fit)
+        )
+        .join(_per_person(past, model, upto_ms), on="person_id", how="left")
+        .join(_capped_rules(past, model), on="person_id", how="left")
+        .join(_channel_counts(past), on="person_id", how="left")
+        .join(_interests(past), on="person_id", how="left")
+        .join(_seen_pages(past, catalog), on="person_id", how="left")
+        .with_columns(
+            pl.col("touchpoints_total").fill_null(0),
+            first_seen=pl.min_horizontal("first_seen", "first_touch"),
+        )
+        .drop("first_touch")
+    )
+
+
+def log_sum_exp2(x: pl.Expr) -> pl.Expr:
+    """Return log2(Σ 2**x) of the non-null values, computed stably (null if none)."""
+    top = x.max()
+    return top + (pl.lit(2.0).pow(x - top)).sum().log(2)
+
+
+def _per_person(past: pl.LazyFrame, model: ScoringModel, upto_ms: int) -> pl.LazyFrame:
+    """One pass: counts, recency, recent times and every uncapped activity rule's lse."""
+    ts = pl.col("timestamp")
+    uncapped = [i for i, r in enumerate(model.activity) if r.max_per_day is None]
+    rules = [
+        pl.when(compile_when(model.activity[i].when)).then(pl.col("x")).alias(f"lse_{i}")
+        for i in uncapped
+    ]
+    oldest = upto_ms - max(WINDOW_DAYS) * DAY_MS
+    return (
+        past.with_columns(rules)
+        .group_by("person_id")
+        .agg(
+            touchpoints_total=pl.len(),
+            first_touch=ts.min(),
+            last_seen=ts.max(),
+            last_channel=pl.col("channel").get(ts.arg_max()),
+            recent=ts.filter(ts > oldest).sort(),
+            **{f"lse_{i}": log_sum_exp2(pl.col(f"lse_{i}")) for i in uncapped},
+        )
+    )
+
+
+def _capped_rules(past: pl.LazyFrame, model: ScoringModel) -> pl.LazyFrame:
+    """``lse_<i>`` of the rules with ``max_per_day``: only each day's first matches count.
+
+    Most person-days hold no more than the cap and count whole; only the others are
+    looked at touchpoint by touchpoint (their earliest, i.e. smallest, exponents).
+    """
+    out = pl.LazyFrame(schema={"person_id": pl.Utf8})
+    for i, rule in enumerate(model.activity):
+        if rule.max_per_day is None:
+            continue
+        cap, keys = rule.max_per_day, ["person_id", "day"]
+        matches = past.filter(compile_when(rule.when)).select(
+            "person_id", "x", day=pl.col("timestamp") // DAY_MS
+        )
+        days = matches.group_by(keys).agg(n=pl.len(), lse=log_sum_exp2(pl.col("x")))
+        busy = (
+            matches.join(days.filter(pl.col("n") > cap), on=keys, how="semi")
+            .group_by(keys)
+            .agg(pl.col("x").bottom_k(cap))
+            .explode("x")
+            .group_by(keys)
+            .agg(lse=log_sum_exp2(pl.col("x")))
+        )
+        both = pl.concat([days.filter(pl.col("n") <= cap).select(*keys, "lse"), busy])
+        folded = both.group_by("person_id").agg(log_sum_exp2(pl.col("lse")).alias(f"lse_{i}"))
+        out = out.join(folded, on="person_id", how="full", coalesce=True)
+    return out
+
+
+def _channel_counts(past: pl.LazyFrame) -> pl.LazyFrame:
+    return (
+        past.group_by("person_id", "channel")
+        .agg(count=pl.len())
+        .sort("person_id", "channel")
+        .group_by("person_id")
+        .agg(touchpoints_by_channel=pl.struct("channel", "count"))
+    )
+
+
+def _interests(past: pl.LazyFrame) -> pl.LazyFrame:
+    """Topic weights decayed like activity, as shares (which no as-of time changes)."""
+    weights = (
+        past.filter(pl.col("topics").list.len() > 0)
+        .select("person_id", "topics", "x")
+        .explode("topics")
+        .group_by("person_id", topic="topics")
+        .agg(lse=log_sum_exp2(pl.col("x")))
+        .with_columns(weight=pl.lit(2.0).pow(pl.col("lse") - pl.col("lse").max().over("person_id")))
+        .with_columns(weight=(pl.col("weight") / pl.col("weight").sum().over("person_id")).round(4))
+    )
+    order = {"descending": [True, False]}
+    return weights.group_by("person_id").agg(
+        interests=pl.struct("topic", "weight").sort_by("weight", "topic", **order),
+        top_interest=pl.col("topic").sort_by("weight", "topic", **order).first(),
+    )
+
+
+def _seen_pages(past: pl.LazyFrame, catalog: tuple[ContentItem, ...]) -> pl.LazyFrame:
+    """Return ``person_id, seen_pages``: the catalog pages each person has been on.
+
+    A page key is a lower-cased part of its URL, so only URLs holding one of the
+    catalog's keys need the (costly) normalisation.
+    """
+    pages = sorted({pl.select(page_key(pl.lit(item.url))).item() for item in catalog})
+    if not pages:
+        return pl.LazyFrame(schema={"person_id": pl.Utf8, "seen_pages": pl.List(pl.Utf8)})
+    url = pl.col("url")
+    return (
+        past.filter(url.str.to_lowercase().str.contains_any(pages))
+        .select("person_id", page=page_key(url))
+        .filter(pl.col("page").is_in(pages))
+        .group_by("person_id")
+        .agg(seen_pages=pl.col("page").unique().sort())
+    )
