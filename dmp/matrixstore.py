@@ -28,7 +28,7 @@ from dmp.profiles import parse_consent_summary
 from segments.content import ContentItem, parse_catalog
 from segments.funnel import build_funnel
 from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA, finish_matrix
-from segments.personstate import person_state
+from segments.personstate import decay_scale, person_state
 from segments.scoring import ScoringModel, default_model_text, parse_model
 from segments.stages import STAGE_HISTORY_SCHEMA, current_stages
 
@@ -226,7 +226,8 @@ def build(
     files = _event_files(config.events_dir)
     marks = sorted(r.smembers(keyspace.MATRIX_TOUCHED))
     last_merge = _last_merge_id(r)
-    fingerprint = {"model": _digest(model_text), "catalog": _digest(catalog_text)}
+    scale = decay_scale(model, as_of)
+    fingerprint = {"model": _digest(model_text), "catalog": _digest(catalog_text), "scale": scale}
     previous = _previous_build(config, fingerprint, as_of) if incremental else None
     if previous is None:
         people = read_people(r, progress)
@@ -234,7 +235,7 @@ def build(
         # their events keep the short-lived id): the merge log has those too.
         merged = _resolve({**people.merged, **merge_map(r)})
         touchpoints = read_touchpoints(config.events_dir, merged)
-        state = person_state(people.persons.lazy(), touchpoints, model, catalog, as_of)
+        state = person_state(people.persons.lazy(), touchpoints, model, catalog, as_of, scale)
         history = people.history.lazy()
         touched = None
     else:
@@ -245,7 +246,7 @@ def build(
         touchpoints = read_touchpoints(config.events_dir, merged).filter(
             pl.col("person_id").is_in(sorted(touched))
         )
-        fresh = person_state(people.persons.lazy(), touchpoints, model, catalog, as_of)
+        fresh = person_state(people.persons.lazy(), touchpoints, model, catalog, as_of, scale)
         gone = sorted(touched | removed)
         kept = pl.scan_parquet(folder / manifest["state"]).filter(~pl.col("person_id").is_in(gone))
         state = pl.concat([kept, fresh.select(kept.collect_schema().names())])
@@ -304,7 +305,7 @@ def _previous_build(config: Config, fingerprint: dict, as_of: int) -> tuple[dict
         return None
     manifest = json.loads(manifest_path(snapshot).read_text(encoding="utf-8"))
     if any(manifest.get(k) != v for k, v in fingerprint.items()):
-        log.info("matrix: the scoring model or the catalog changed: a full build")
+        log.info("matrix: the scoring model, the catalog or the decay scale changed: a full build")
         return None
     if as_of < manifest["as_of"]:
         log.info("matrix: the as-of time is before the last build's: a full build")

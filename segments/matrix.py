@@ -17,7 +17,7 @@ from __future__ import annotations
 import polars as pl
 
 from segments.content import ContentItem, next_content
-from segments.personstate import ANCHOR_MS, WINDOW_DAYS, person_state
+from segments.personstate import ANCHOR_MS, WINDOW_DAYS, decay_scale, person_state
 from segments.scoring import DAY_MS, ScoringModel
 from segments.stages import apply_stage_rules, current_stages, stage_changes
 
@@ -59,7 +59,8 @@ def build_matrix(
     as_of_ms: int,
 ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """Return the matrix rows (by person_id) and the model's new stage transitions."""
-    state = person_state(persons, touchpoints, model, catalog, as_of_ms).cache()
+    scale = decay_scale(model, as_of_ms)
+    state = person_state(persons, touchpoints, model, catalog, as_of_ms, scale).cache()
     return finish_matrix(state, current_stages(history, as_of_ms), model, catalog, as_of_ms)
 
 
@@ -76,7 +77,7 @@ def finish_matrix(
     """
     ages = (as_of_ms - ANCHOR_MS) / (DAY_MS * model.half_life_days)
     activity = [
-        (rule.points * pl.lit(2.0).pow(pl.col(f"lse_{i}") - ages)).alias(f"act_{i}")
+        (rule.points * pl.col(f"w_{i}") * pl.lit(2.0).pow(pl.col("scale") - ages)).alias(f"act_{i}")
         for i, rule in enumerate(model.activity)
     ]
     windows = [

@@ -6,12 +6,17 @@ into one row of state, then finishes the matrix from the state at its as-of time
 incremental build can keep the state of everyone untouched since the last build, refold
 only the touched persons, and finish all rows exactly as a full build would.
 
-Decaying sums are kept as base-2 log-sum-exps of ``(t - ANCHOR_MS)`` in half-lives:
-``Σ points × 0.5 ** ((as_of - t) / half_life) = points × 2 ** (lse - (as_of - ANCHOR_MS) /
-half_life)``, which neither overflows nor depends on the as-of time.
+Decaying sums are kept as weights ``w = Σ 2 ** (x - scale)``, ``x`` a touchpoint's time
+in half-lives since ``ANCHOR_MS`` and ``scale`` (see :func:`decay_scale`) a whole multiple
+of 256 half-lives at or after the newest time: then ``Σ points × 0.5 ** ((as_of - t) /
+half_life) = points × w × 2 ** (scale - (as_of - ANCHOR_MS) / half_life)``, no weight
+overflows, and the weights do not depend on the as-of time (only on ``scale``, which
+changes once every 256 half-lives; an incremental build then folds everyone anew).
 """
 
 from __future__ import annotations
+
+import math
 
 import polars as pl
 
@@ -23,16 +28,24 @@ ANCHOR_MS = 1_577_836_800_000  # 2020-01-01T00:00Z, where decay exponents are co
 WINDOW_DAYS = (7, 30, 90)  # the touchpoints_<n>d counts; ``recent`` keeps the longest
 
 
+def decay_scale(model: ScoringModel, upto_ms: int) -> float:
+    """Return the scale of the weights for touchpoints up to ``upto_ms`` (see above)."""
+    half_lives = (upto_ms - ANCHOR_MS) / (DAY_MS * model.half_life_days)
+    return 256.0 * math.ceil(half_lives / 256)
+
+
 def person_state(
     persons: pl.LazyFrame,
     touchpoints: pl.LazyFrame,
     model: ScoringModel,
     catalog: tuple[ContentItem, ...],
     upto_ms: int,
+    scale: float,
 ) -> pl.LazyFrame:
     """Return one state row per person of ``persons`` from their touchpoints to ``upto_ms``."""
     half_lives = (pl.col("timestamp") - ANCHOR_MS) / (DAY_MS * model.half_life_days)
-    past = touchpoints.filter(pl.col("timestamp") <= upto_ms).with_columns(x=half_lives).cache()
+    weight = pl.lit(2.0).pow(half_lives - scale)
+    past = touchpoints.filter(pl.col("timestamp") <= upto_ms).with_columns(w=weight).cache()
     return (
         persons.with_columns(
             pl.when(compile_when(rule.when)).then(pl.lit(rule.points)).alias(f"fit_{i}")
@@ -46,23 +59,23 @@ def person_state(
         .with_columns(
             pl.col("touchpoints_total").fill_null(0),
             first_seen=pl.min_horizontal("first_seen", "first_touch"),
+            scale=pl.lit(scale),
         )
         .drop("first_touch")
     )
 
 
-def log_sum_exp2(x: pl.Expr) -> pl.Expr:
-    """Return log2(Σ 2**x) of the non-null values, computed stably (null if none)."""
-    top = x.max()
-    return top + (pl.lit(2.0).pow(x - top)).sum().log(2)
+def sum_or_null(values: pl.Expr) -> pl.Expr:
+    """Return the sum of the non-null values, null when there are none (a rule never met)."""
+    return pl.when(values.count() > 0).then(values.sum())
 
 
 def _per_person(past: pl.LazyFrame, model: ScoringModel, upto_ms: int) -> pl.LazyFrame:
-    """One pass: counts, recency, recent times and every uncapped activity rule's lse."""
+    """One pass: counts, recency, recent times and every uncapped activity rule's weight."""
     ts = pl.col("timestamp")
     uncapped = [i for i, r in enumerate(model.activity) if r.max_per_day is None]
     rules = [
-        pl.when(compile_when(model.activity[i].when)).then(pl.col("x")).alias(f"lse_{i}")
+        pl.when(compile_when(model.activity[i].when)).then(pl.col("w")).alias(f"w_{i}")
         for i in uncapped
     ]
     oldest = upto_ms - max(WINDOW_DAYS) * DAY_MS
@@ -75,16 +88,16 @@ def _per_person(past: pl.LazyFrame, model: ScoringModel, upto_ms: int) -> pl.Laz
             last_seen=ts.max(),
             last_channel=pl.col("channel").get(ts.arg_max()),
             recent=ts.filter(ts > oldest).sort(),
-            **{f"lse_{i}": log_sum_exp2(pl.col(f"lse_{i}")) for i in uncapped},
+            **{f"w_{i}": sum_or_null(pl.col(f"w_{i}")) for i in uncapped},
         )
     )
 
 
 def _capped_rules(past: pl.LazyFrame, model: ScoringModel) -> pl.LazyFrame:
-    """``lse_<i>`` of the rules with ``max_per_day``: only each day's first matches count.
+    """``w_<i>`` of the rules with ``max_per_day``: only each day's first matches count.
 
-    Most person-days hold no more than the cap and count whole; only the others are
-    looked at touchpoint by touchpoint (their earliest, i.e. smallest, exponents).
+    A day's first matches are its smallest weights. Most person-days hold no more than
+    the cap and count whole; only the others are looked at touchpoint by touchpoint.
     """
     out = pl.LazyFrame(schema={"person_id": pl.Utf8})
     for i, rule in enumerate(model.activity):
@@ -92,19 +105,16 @@ def _capped_rules(past: pl.LazyFrame, model: ScoringModel) -> pl.LazyFrame:
             continue
         cap, keys = rule.max_per_day, ["person_id", "day"]
         matches = past.filter(compile_when(rule.when)).select(
-            "person_id", "x", day=pl.col("timestamp") // DAY_MS
+            "person_id", "w", day=pl.col("timestamp") // DAY_MS
         )
-        days = matches.group_by(keys).agg(n=pl.len(), lse=log_sum_exp2(pl.col("x")))
+        days = matches.group_by(keys).agg(n=pl.len(), w=pl.col("w").sum())
         busy = (
             matches.join(days.filter(pl.col("n") > cap), on=keys, how="semi")
             .group_by(keys)
-            .agg(pl.col("x").bottom_k(cap))
-            .explode("x")
-            .group_by(keys)
-            .agg(lse=log_sum_exp2(pl.col("x")))
+            .agg(pl.col("w").bottom_k(cap).sum())
         )
-        both = pl.concat([days.filter(pl.col("n") <= cap).select(*keys, "lse"), busy])
-        folded = both.group_by("person_id").agg(log_sum_exp2(pl.col("lse")).alias(f"lse_{i}"))
+        both = pl.concat([days.filter(pl.col("n") <= cap).select(*keys, "w"), busy])
+        folded = both.group_by("person_id").agg(pl.col("w").sum().alias(f"w_{i}"))
         out = out.join(folded, on="person_id", how="full", coalesce=True)
     return out
 
@@ -123,11 +133,10 @@ def _interests(past: pl.LazyFrame) -> pl.LazyFrame:
     """Topic weights decayed like activity, as shares (which no as-of time changes)."""
     weights = (
         past.filter(pl.col("topics").list.len() > 0)
-        .select("person_id", "topics", "x")
+        .select("person_id", "topics", "w")
         .explode("topics")
         .group_by("person_id", topic="topics")
-        .agg(lse=log_sum_exp2(pl.col("x")))
-        .with_columns(weight=pl.lit(2.0).pow(pl.col("lse") - pl.col("lse").max().over("person_id")))
+        .agg(weight=pl.col("w").sum())
         .with_columns(weight=(pl.col("weight") / pl.col("weight").sum().over("person_id")).round(4))
     )
     order = {"descending": [True, False]}

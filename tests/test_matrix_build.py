@@ -81,6 +81,7 @@ def test_sales_stage_stands_and_show_explains(anna, runner, redis):
     shown = runner.invoke(cli, ["matrix", "show", anna])
     assert shown.exit_code == 0, shown.output
     assert "stage sal" in shown.output and "marketer" in shown.output
+    assert "sal 2026-09-20 14:13 by api (test)" in shown.output
     assert "whitepaper_download" in shown.output and "https://acme.de/pricing" in shown.output
     data = json.loads(runner.invoke(cli, ["matrix", "show", anna, "--json"]).output)
     assert data["row"]["stage"] == "sal" and len(data["timeline"]) == 4

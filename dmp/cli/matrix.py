@@ -13,7 +13,7 @@ from typing import TypeVar
 import click
 import polars as pl
 
-from dmp import keyspace, matrixstore
+from dmp import keyspace, lifecycle, matrixstore
 from dmp.cli import Context, _fail, _print_json, cli, pass_ctx
 from segments.content import parse_catalog
 from segments.matrix import by_weight
@@ -192,17 +192,21 @@ def matrix_show(obj: Context, person_id: str, as_json: bool, limit: int) -> None
         .head(limit)
         .collect()
     )  # fmt: skip
+    stages = lifecycle.parse_records(obj.redis.lrange(keyspace.person(pid, "stages"), 0, -1))
     if as_json:
-        _print_json({"row": row, "timeline": timeline.to_dicts()})
+        _print_json({"row": row, "stages": stages, "timeline": timeline.to_dicts()})
         return
-    _print_row(row, timeline)
+    _print_row(row, stages, timeline)
 
 
-def _print_row(row: dict, timeline: pl.DataFrame) -> None:
-    def when(ms: int | None) -> str:
-        if ms is None:
-            return "-"
-        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _print_row(row: dict, stages: list[dict], timeline: pl.DataFrame) -> None:
+    when = _when
 
     click.echo(f"person {row['person_id']}  tier {row['tier']}  stage {row['stage']} "
                f"since {when(row['stage_since'])}")  # fmt: skip
@@ -221,6 +225,11 @@ def _print_row(row: dict, timeline: pl.DataFrame) -> None:
     )
     url = f" <{row['next_content_url']}>" if row["next_content_url"] else ""
     click.echo(f"next       {row['next_content_title'] or '-'}{url}")
+    moves = [
+        f"{s['stage']} {when(s['at'])} by {s['source']}" + (f" ({s['by']})" if s.get("by") else "")
+        for s in stages
+    ]
+    click.echo(f"stages     {' → '.join(moves) if moves else 'lead (nothing recorded)'}")
     for point in timeline.iter_rows(named=True):
         what = point["url"] or ",".join(point["topics"] or []) or ""
         click.echo(
