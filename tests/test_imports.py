@@ -224,3 +224,29 @@ def test_webhook_problem_lists_the_bad_events(client, import_key):
     assert resp.get_json()["errors"] == [
         {"index": 1, "reason": "email: 'nobody' is not an email address"}
     ]
+
+
+def test_a_mapping_file_names_columns_and_map_wins(runner, redis, tmp_path):
+    """--mapping FILE (YAML) names columns; a --map pair overrides one of its entries."""
+    path = tmp_path / "odd.csv"
+    path.write_text("Kontakt,Aktion,Wann,Wann2\nzoe@zeta.de,click,2026-09-10T08:00:00Z,x\n")
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text("email: Kontakt\nevent: Aktion\ntime: Wann2\n")
+    args = ["import", "newsletter", str(path), "--mapping", str(mapping), "--map", "time=Wann"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "click" in {t["event"] for t in person(redis, "zoe@zeta.de")["touchpoints"]}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"), [("- a\n- b\n", "expected FIELD: COLUMN"), ("a: [", "cannot read it")]
+)
+def test_a_bad_mapping_file_exits_2(redis, config, tmp_path, capsys, content, message):
+    """A mapping file that is not FIELD: COLUMN pairs is refused in one line."""
+    (tmp_path / "in.csv").write_text("email,event,time\n")
+    (tmp_path / "m.yaml").write_text(content)
+    with pytest.raises(SystemExit) as ended:
+        main(["--data-dir", str(config.data_dir), "import", "newsletter", str(tmp_path / "in.csv"),
+              "--mapping", str(tmp_path / "m.yaml")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert ended.value.code == 2 and message in err and len(err.splitlines()) == 1

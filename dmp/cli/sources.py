@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 
 from collectors import crm, newsletter
 from collectors.imports import (
@@ -40,6 +41,12 @@ _MAP = click.option(
     metavar="FIELD=COLUMN",
     help="Which column holds a field, where its name does not say so (repeatable).",
 )
+_MAPPING = click.option(
+    "--mapping",
+    "mapping_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A YAML or JSON file of FIELD: COLUMN pairs (--map entries win over it).",
+)
 _NO_WAIT = click.option(
     "--no-wait", is_flag=True, help="Only queue the rows; the running worker ingests them."
 )
@@ -49,15 +56,22 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print the report a
 @import_group.command("crm")
 @_FILE
 @_MAP
+@_MAPPING
 @_NO_WAIT
 @_JSON
 @pass_ctx
 def import_crm(
-    obj: Context, file: Path, pairs: tuple[str, ...], no_wait: bool, as_json: bool
+    obj: Context,
+    file: Path,
+    pairs: tuple[str, ...],
+    mapping_file: Path | None,
+    no_wait: bool,
+    as_json: bool,
 ) -> None:
     """Import CRM records: email, phone, crm_id, company, job_title, employees, industry,
     country, street, postal_code, city, stage, deal_value, updated_at."""
-    report, fresh = _import(obj, file, pairs, Source.CRM, crm.FIELDS, crm.crm_hit, no_wait)
+    mapping = _mapping(mapping_file, pairs)
+    report, fresh = _import(obj, file, mapping, Source.CRM, crm.FIELDS, crm.crm_hit, no_wait)
     stages = [
         (crm.person_identifier(hit), Stage(hit.traits["stage"]), hit.timestamp)
         for _, hit in fresh
@@ -72,30 +86,57 @@ def import_crm(
 @import_group.command("newsletter")
 @_FILE
 @_MAP
+@_MAPPING
 @_NO_WAIT
 @_JSON
 @pass_ctx
 def import_newsletter(
-    obj: Context, file: Path, pairs: tuple[str, ...], no_wait: bool, as_json: bool
+    obj: Context,
+    file: Path,
+    pairs: tuple[str, ...],
+    mapping_file: Path | None,
+    no_wait: bool,
+    as_json: bool,
 ) -> None:
     """Import newsletter events: email, event (sent, open, click, unsubscribe, bounce),
     time, campaign, topic, url."""
     fields, make = newsletter.FIELDS, newsletter.newsletter_hit
-    report, _ = _import(obj, file, pairs, Source.NEWSLETTER, fields, make, no_wait)
+    mapping = _mapping(mapping_file, pairs)
+    report, _ = _import(obj, file, mapping, Source.NEWSLETTER, fields, make, no_wait)
     _report(file, report, as_json, {}, no_wait)
+
+
+def _mapping(mapping_file: Path | None, pairs: tuple[str, ...]) -> dict[str, str]:
+    """Return the column mapping of a mapping file and --map pairs (which win)."""
+    mapping: dict[str, str] = {}
+    if mapping_file is not None:
+        try:
+            data = yaml.safe_load(mapping_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            _fail(f"--mapping {mapping_file}: cannot read it ({' '.join(str(exc).split())[:120]})")
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+        ):
+            _fail(f"--mapping {mapping_file}: expected FIELD: COLUMN pairs")
+        mapping.update(data)
+    try:
+        mapping.update(parse_mapping(pairs))
+    except ImportFileError as exc:
+        _fail(str(exc))
+    return mapping
 
 
 def _import(
     obj: Context,
     file: Path,
-    pairs: tuple[str, ...],
+    mapping: dict[str, str],
     source: Source,
     fields: Fields,
     make_hit: Callable[[dict[str, Any], str], Hit],
     no_wait: bool,
 ) -> tuple[ImportReport, list[tuple[str, Hit]]]:
     try:
-        frame = map_columns(read_table(file), fields, parse_mapping(pairs))
+        frame = map_columns(read_table(file), fields, mapping)
     except ImportFileError as exc:
         _fail(str(exc))
         raise AssertionError from exc  # unreachable: _fail raises

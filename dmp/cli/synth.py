@@ -54,7 +54,9 @@ def synth_cmd(ctx: click.Context, persons: int, days: int, seed: int, as_json: b
     newsletter_file = _write_csv(folder / f"newsletter-{seed}.csv", data.newsletter_rows)
     for command, path in ((import_crm, crm_file), (import_newsletter, newsletter_file)):
         if path is not None:
-            ctx.invoke(command, file=path, pairs=(), no_wait=False, as_json=False)
+            ctx.invoke(
+                command, file=path, pairs=(), mapping_file=None, no_wait=False, as_json=False
+            )
     summary = {
         "persons": persons,
         "days": days,
