@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +41,9 @@ class Worker:
         self.eventlog = EventLog(r, config.events_dir, config.dedup_days)
         self.ingest = Ingest(r, config, self.eventlog)
         self.consumer = config.consumer
+        # The lease names this worker instance, not the host: two workers on one host
+        # (`dmp serve`'s and a `dmp worker --once`) share the consumer name.
+        self.lease_token = f"{self.consumer}/{os.getpid()}/{secrets.token_hex(6)}"
         self._renewed = float("-inf")  # monotonic time the lease was last taken or renewed
         self._prefetch: InFlight | None = None  # the next XREADGROUP, already asked for
         self._own_cursor: str | None = "0"  # reading back our own pending entries first
@@ -58,8 +63,8 @@ class Worker:
         if now - self._renewed < self.config.lease_seconds / 3:
             return True
         ttl = int(self.config.lease_seconds * 1000)
-        held = bool(self.r.set(LEASE, self.consumer, nx=True, px=ttl))
-        if not held and self.r.get(LEASE) == self.consumer:
+        held = bool(self.r.set(LEASE, self.lease_token, nx=True, px=ttl))
+        if not held and self.r.get(LEASE) == self.lease_token:
             held = bool(self.r.pexpire(LEASE, ttl))
         self._renewed = now if held else float("-inf")
         return held
@@ -67,7 +72,7 @@ class Worker:
     def release_lease(self) -> None:
         """Give the lease up (only if this worker holds it)."""
         self._renewed = float("-inf")
-        if self.r.get(LEASE) == self.consumer:
+        if self.r.get(LEASE) == self.lease_token:
             self.r.delete(LEASE)
 
     def start(self) -> None:

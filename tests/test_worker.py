@@ -281,6 +281,16 @@ def test_once_returns_when_another_worker_holds_the_lease_and_nothing_waits(redi
     assert Worker(redis, config).run(once=True) == 0
 
 
+def test_two_workers_on_one_host_never_hold_the_lease_together(redis, config):
+    """The lease names the worker instance: a second worker with the same consumer name
+    (dmp serve's beside `dmp worker --once`) waits instead of writing too."""
+    first, second = Worker(redis, config), Worker(redis, config)
+    assert first.consumer == second.consumer
+    assert first.acquire_lease() and not second.acquire_lease()
+    first.release_lease()
+    assert second.acquire_lease() and not first.acquire_lease()
+
+
 def test_timeline_is_capped_but_the_log_keeps_everything(redis, config, drain):
     """Redis keeps the newest touchpoints up to the cap; Parquet keeps every event."""
     capped = config.__class__(**{**_fields(config), "timeline_cap": 5})
