@@ -88,6 +88,10 @@ class EventBuffer:
             self.digests.add(digest)
 
 
+class LeaseLost(RuntimeError):
+    """The worker's lease passed to another worker: its flush was abandoned, not stored."""
+
+
 class EventLog:
     """The Parquet event log under ``root`` and its exactly-once bookkeeping in Redis."""
 
@@ -95,6 +99,7 @@ class EventLog:
         self.r = r
         self.root = root
         self.dedup_days = dedup_days
+        self.fence: tuple[str, str] | None = None  # (lease key, token) commits must hold
 
     def _seen_keys(self) -> list[str]:
         today = datetime.now(UTC).date()
@@ -138,11 +143,19 @@ class EventLog:
             "stats": {**buf.stats, "events_stored": buf.rows},
             "metrics": dict(buf.metrics),
         }
-        if finals:
-            self.r.set(keyspace.eventlog_intent(name), json.dumps(payload))
-            self.r.sadd(keyspace.EVENTLOG_INTENTS, name)
-            write_parquet_files(list(tables.values()), finals)
-        self._commit(name, payload)
+        try:
+            if finals:
+                self.r.set(keyspace.eventlog_intent(name), json.dumps(payload))
+                self.r.sadd(keyspace.EVENTLOG_INTENTS, name)
+                write_parquet_files(list(tables.values()), finals)
+            self._commit(name, payload)
+        except (LeaseLost, FileNotFoundError) as exc:
+            # Files vanishing mid-write: a new lease holder's recovery undid this flush.
+            if isinstance(exc, FileNotFoundError) and self._holds_lease():
+                raise
+            # What was written goes; the entries stay unacked for the holder to re-read.
+            self._abandon(name, finals)
+            raise LeaseLost(f"event log flush {name} abandoned: the lease is gone") from None
         return finals
 
     def _tables_by_day(self, buf: EventBuffer) -> dict[str, pa.Table]:
@@ -164,29 +177,72 @@ class EventLog:
         }
 
     def _commit(self, name: str, payload: dict[str, Any]) -> None:
+        """Record a flush's digests, counters and acks in one MULTI: all of it or none.
+
+        With a ``fence`` (the worker's lease key and token) the MULTI runs only while the
+        lease is still this worker's (WATCH): a worker that stalled past its lease cannot
+        ack what its successor has re-read. Its own renewals touch the key; then it checks
+        again.
+        """
+        if self.fence is None:
+            bulk = Bulk()
+            bulk.add("MULTI")
+            self._queue_commit(bulk.add, name, payload)
+            bulk.add("EXEC")
+            failed = [r for r in bulk.execute(self.r)[-1] or [] if isinstance(r, Exception)]
+            if failed:
+                raise redis.ResponseError(f"event log commit {name} failed: {failed[0]}")
+            return
+        key, token = self.fence
+        for _ in range(20):
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(key)
+                    held = pipe.get(key)
+                    if (held.decode() if isinstance(held, bytes) else held) != token:
+                        raise LeaseLost(f"event log commit {name}: the lease is not ours")
+                    pipe.multi()
+                    self._queue_commit(pipe.execute_command, name, payload)
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
+        raise LeaseLost(f"event log commit {name}: the lease kept changing")
+
+    def _queue_commit(self, add: Any, name: str, payload: dict[str, Any]) -> None:
         seen_key = self._seen_keys()[0]
         ids = payload["ids"]
-        bulk = Bulk()  # one MULTI: all of it happens, or none
-        bulk.add("MULTI")
         if payload["digests"]:
-            bulk.add("SADD", seen_key, *payload["digests"])
-            bulk.add("EXPIRE", seen_key, (self.dedup_days + 2) * 86400)
+            add("SADD", seen_key, *payload["digests"])
+            add("EXPIRE", seen_key, (self.dedup_days + 2) * 86400)
         for key, field, amount in payload["aggregates"]:
-            bulk.add("HINCRBY", key, field, amount)
+            add("HINCRBY", key, field, amount)
         for field, amount in payload["stats"].items():
-            bulk.add("HINCRBY", keyspace.STATS, field, amount)
+            add("HINCRBY", keyspace.STATS, field, amount)
         for field, amount in payload["metrics"].items():
-            bulk.add("HINCRBY", keyspace.METRICS, field, amount)
+            add("HINCRBY", keyspace.METRICS, field, amount)
         for start in range(0, len(ids), 10_000):
             chunk = ids[start : start + 10_000]
-            bulk.add("XACK", keyspace.STREAM, keyspace.GROUP, *chunk)
-            bulk.add("XDEL", keyspace.STREAM, *chunk)
-        bulk.add("DEL", keyspace.eventlog_intent(name))
-        bulk.add("SREM", keyspace.EVENTLOG_INTENTS, name)
-        bulk.add("EXEC")
-        failed = [r for r in bulk.execute(self.r)[-1] or [] if isinstance(r, Exception)]
-        if failed:
-            raise redis.ResponseError(f"event log commit {name} failed: {failed[0]}")
+            add("XACK", keyspace.STREAM, keyspace.GROUP, *chunk)
+            add("XDEL", keyspace.STREAM, *chunk)
+        add("DEL", keyspace.eventlog_intent(name))
+        add("SREM", keyspace.EVENTLOG_INTENTS, name)
+
+    def _holds_lease(self) -> bool:
+        if self.fence is None:
+            return True
+        held = self.r.get(self.fence[0])
+        return (held.decode() if isinstance(held, bytes) else held) == self.fence[1]
+
+    def _abandon(self, name: str, finals: list[Path]) -> None:
+        """Remove a flush that may not be committed, unless a recovery finished it."""
+        if self.r.get(keyspace.eventlog_outcome(name)) in (b"finished", "finished"):
+            return  # the lease's new holder committed these very files
+        for path in finals:
+            path.unlink(missing_ok=True)
+            tmp_name(path).unlink(missing_ok=True)
+        self.r.delete(keyspace.eventlog_intent(name))
+        self.r.srem(keyspace.EVENTLOG_INTENTS, name)
 
     def recover(self) -> tuple[int, int]:
         """Finish or undo flushes a crash interrupted; return (finished, undone)."""
@@ -197,6 +253,7 @@ class EventLog:
             files = [Path(p) for p in payload["files"]] if payload else []
             if payload and all(p.exists() for p in files):
                 self._commit(name, payload)
+                self.r.set(keyspace.eventlog_outcome(name), "finished", ex=86400)
                 finished += 1
                 log.warning("event log: finished interrupted flush %s (%d files)", name, len(files))
                 continue
@@ -205,6 +262,7 @@ class EventLog:
                 tmp_name(path).unlink(missing_ok=True)
             self.r.delete(keyspace.eventlog_intent(name))
             self.r.srem(keyspace.EVENTLOG_INTENTS, name)
+            self.r.set(keyspace.eventlog_outcome(name), "undone", ex=86400)
             undone += 1
             log.warning("event log: undid interrupted flush %s; its events will be re-read", name)
         return finished, undone

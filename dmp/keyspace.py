@@ -72,3 +72,8 @@ def imported_rows(source: str) -> str:
 
 
 MATRIX_TOUCHED = "dmp:matrix:touched"  # set of person ids changed outside the event log
+
+
+def eventlog_outcome(name: str) -> str:
+    """Return the key saying how recovery ended an interrupted flush (finished/undone)."""
+    return f"dmp:eventlog:outcome:{name}"

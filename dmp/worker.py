@@ -23,7 +23,7 @@ import redis
 from dmp import keyspace, stream
 from dmp.bulk import Bulk, InFlight
 from dmp.config import Config
-from dmp.eventlog import EventBuffer, EventLog
+from dmp.eventlog import EventBuffer, EventLog, LeaseLost
 from dmp.ingest import Ingest
 from dmp.records import Tier
 
@@ -44,12 +44,14 @@ class Worker:
         # The lease names this worker instance, not the host: two workers on one host
         # (`dmp serve`'s and a `dmp worker --once`) share the consumer name.
         self.lease_token = f"{self.consumer}/{os.getpid()}/{secrets.token_hex(6)}"
+        self.eventlog.fence = (LEASE, self.lease_token)
         self._renewed = float("-inf")  # monotonic time the lease was last taken or renewed
         self._prefetch: InFlight | None = None  # the next XREADGROUP, already asked for
         self._own_cursor: str | None = "0"  # reading back our own pending entries first
         self._claimed = False  # other consumers' leftovers taken over since the lease began
         self._flusher: ThreadPoolExecutor | None = None
         self._flushing: Future[None] | None = None  # the flush running on the flusher
+        self._lost = False  # a flush was abandoned: start over before going on
 
     # -- the loop -------------------------------------------------------------------
 
@@ -100,6 +102,9 @@ class Worker:
         done, started = 0, False
         try:
             while not stop.is_set():
+                if self._lost:
+                    self._lost, started = False, False
+                    self.ingest.reset()
                 if not self.acquire_lease():
                     if started:
                         # We stalled past the lease and another worker took over: it re-reads
@@ -242,6 +247,12 @@ class Worker:
         if job is not None:
             try:
                 job.result()
+            except LeaseLost as exc:
+                # Its entries stay unacked: the loop starts over from the stream (re-reading
+                # its own pending entries should it hold the lease again).
+                log.warning("%s", exc)
+                self._renewed = float("-inf")
+                self._lost = True
             finally:
                 self.ingest.flushing = frozenset()
 

@@ -439,3 +439,46 @@ def test_a_malformed_entry_is_counted_and_skipped(redis, config, drain, entry):
     drain()
     assert rows(config)["uid"].to_list() == ["c1"] and redis.xlen(keyspace.STREAM) == 0
     assert redis.hget(keyspace.METRICS, "dmp_stream_unreadable_total") == "1"
+
+
+def test_a_worker_that_lost_its_lease_stores_nothing_and_the_next_stores_once(redis, config, drain):
+    """The commit is fenced by the lease: a stalled worker whose lease passed on abandons its
+    flush (files removed, entries unacked), and the new holder stores each event once."""
+    send(redis, hit(uid="c1"), hit(uid="c2"), hit(uid="c3"))
+    stalled = Worker(redis, config)
+    assert stalled.acquire_lease()
+    stalled.start()
+    assert stalled.step() == 3
+    redis.set(LEASE, "another-worker", px=60_000)  # it stalled past the lease; someone took over
+    stalled.flush()
+    assert stalled._lost and not list(config.events_dir.glob("dt=*/*.parquet"))
+    assert redis.xpending(keyspace.STREAM, keyspace.GROUP)["pending"] == 3
+    assert not redis.smembers(keyspace.EVENTLOG_INTENTS)
+    redis.delete(LEASE)
+    drain()
+    assert sorted(rows(config)["uid"].to_list()) == ["c1", "c2", "c3"]
+
+
+def test_an_abandoned_flush_keeps_only_files_a_recovery_committed(redis, config):
+    """A flush abandoned after losing the lease removes its files, unless the new holder's
+    recovery already finished (committed) that very flush."""
+    from dmp.eventlog import EventLog
+
+    log_ = EventLog(redis, config.events_dir, config.dedup_days)
+    for name, outcome, kept in (
+        ("f1", "finished", True),
+        ("f2", "undone", False),
+        ("f3", None, False),
+    ):
+        path = config.events_dir / "dt=2026-09-21" / f"part-{name}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"PAR1")
+        redis.set(keyspace.eventlog_intent(name), "{}")
+        redis.sadd(keyspace.EVENTLOG_INTENTS, name)
+        if outcome:
+            redis.set(keyspace.eventlog_outcome(name), outcome)
+        log_._abandon(name, [path])
+        assert path.exists() is kept
+        if not kept:
+            assert not redis.sismember(keyspace.EVENTLOG_INTENTS, name)
+            assert not redis.exists(keyspace.eventlog_intent(name))
