@@ -45,10 +45,11 @@ def compile_condition(c: Condition) -> pl.Expr:
         value = pl.col("properties").str.json_path_match(f"$['{c.name}']")
     else:
         value = pl.col(COLUMN[c.attr])
-    return _compare(value, c.op, c.value).fill_null(c.op is Op.EXISTS and not c.value)
+    return compare(value, c.op, c.value).fill_null(c.op is Op.EXISTS and not c.value)
 
 
-def _compare(value: pl.Expr, op: Op, target: object) -> pl.Expr:
+def compare(value: pl.Expr, op: Op, target: object) -> pl.Expr:
+    """Return ``value op target`` as a Boolean expression (null where value is missing)."""
     if op is Op.EXISTS:
         present = value.is_not_null() & (value != "")
         return present if target else ~present
@@ -84,7 +85,7 @@ def _on_topics(c: Condition) -> pl.Expr:
         return has if c.value else ~has
     negate = c.op in (Op.NE, Op.NOT_IN)
     op = {Op.NE: Op.EQ, Op.NOT_IN: Op.IN}.get(c.op, c.op)
-    hit = topics.list.eval(_compare(pl.element(), op, c.value)).list.any()
+    hit = topics.list.eval(compare(pl.element(), op, c.value)).list.any()
     return ~hit if negate else hit
 
 

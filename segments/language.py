@@ -1,0 +1,203 @@
+"""The segment language: a ``where`` tree over the touchpoint matrix, as a typed AST.
+
+    where:
+      all:
+        - tier: {gte: medium}                 # tiers and stages compare by their order
+        - score: {gte: 50}
+        - stage: {in: [mql, sal]}
+        - interest: {topic: marketing-automation, gte: 0.2}
+        - channel: email
+        - did: {event: whitepaper_download, within_days: 30, count_gte: 1}
+        - not: {did: {event: page, url_contains: /careers}}
+        - any:
+            - trait: {name: country, in: [DE, AT, CH]}
+            - trait: {name: employees, gte: 200}
+
+``all`` / ``any`` / ``not`` nest without limit. A ``did`` node counts the person's
+touchpoints that meet a touchpoint filter (:func:`segments.rules.parse_when`'s
+vocabulary) within a window. Errors name the path: ``where.all[3].interest.gte:
+expected a number``. :mod:`segments.evaluator` compiles the tree to polars.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dmp.records import Stage, Tier
+from segments.rules import NUMERIC_OPS, Condition, Op, RuleError, When, parse_when
+
+# Matrix columns a condition may compare, and the kind of value each holds.
+NUMBER_FIELDS = (
+    "score", "fit_score", "activity_score", "touchpoints_total", "touchpoints_7d",
+    "touchpoints_30d", "touchpoints_90d", "days_since_last_touch",
+)  # fmt: skip
+TEXT_FIELDS = ("email", "company", "job_title", "industry", "country", "top_interest",
+               "last_channel", "next_content")  # fmt: skip
+ORDERED = {"tier": [t.value for t in Tier], "stage": [s.value for s in Stage]}
+CHANNELS = ("retargeting", "email", "phone", "postal")
+COUNT_OPS = {"count_gte": Op.GTE, "count_gt": Op.GT, "count_lte": Op.LTE, "count_lt": Op.LT,
+             "count_eq": Op.EQ}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class All:
+    """Every part holds."""
+
+    parts: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    """At least one part holds."""
+
+    parts: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    """The part does not hold."""
+
+    part: Node
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """A matrix column compared with a value (tier and stage by their order)."""
+
+    field: str
+    op: Op
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Interest:
+    """The person's interest weight in a topic (0 when none) compared with a number."""
+
+    topic: str
+    op: Op
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reachable:
+    """The person can be reached on a channel (with consent)."""
+
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class TraitTest:
+    """A trait condition (the vocabulary of :mod:`segments.rules`)."""
+
+    condition: Condition
+
+
+@dataclass(frozen=True, slots=True)
+class Did:
+    """How many touchpoints meet ``filter`` within ``within_days`` (all time if None)."""
+
+    filter: When
+    within_days: float | None
+    op: Op
+    count: int
+
+
+Node = All | AnyOf | Not | Compare | Interest | Reachable | TraitTest | Did
+
+
+def parse_where(data: Any, path: str = "where") -> Node:
+    """Return the AST of a ``where`` tree (RuleError names the path and the problem)."""
+    if not isinstance(data, Mapping) or len(data) != 1:
+        raise RuleError(path, "expected one condition, e.g. {score: {gte: 50}} or {all: [...]}")
+    (key, value), at = next(iter(data.items())), f"{path}.{next(iter(data))}"
+    if key in ("all", "any"):
+        if not isinstance(value, list) or not value:
+            raise RuleError(at, "expected a non-empty list of conditions")
+        parts = tuple(parse_where(part, f"{at}[{i}]") for i, part in enumerate(value))
+        return All(parts) if key == "all" else AnyOf(parts)
+    if key == "not":
+        return Not(parse_where(value, at))
+    if key in ORDERED or key in NUMBER_FIELDS or key in TEXT_FIELDS:
+        return _compare(key, value, at)
+    if key == "interest":
+        return _interest(value, at)
+    if key == "channel":
+        if value not in CHANNELS:
+            raise RuleError(at, f"expected one of {', '.join(CHANNELS)}")
+        return Reachable(value)
+    if key == "trait":
+        (condition,) = parse_when({"trait": value}, path, scope="person").conditions
+        return TraitTest(condition)
+    if key == "did":
+        return _did(value, at)
+    known = ["all", "any", "not", "interest", "channel", "trait", "did", *ORDERED,
+             *NUMBER_FIELDS, *TEXT_FIELDS]  # fmt: skip
+    raise RuleError(at, f"unknown condition (known: {', '.join(known)})")
+
+
+def _compare(field: str, value: Any, at: str) -> Compare:
+    if not isinstance(value, Mapping):
+        value = {"eq": value}
+    if len(value) != 1:
+        raise RuleError(at, "expected one operator, e.g. {gte: 50}")
+    op_name, target = next(iter(value.items()))
+    where = f"{at}.{op_name}"
+    if op_name not in Op._value2member_map_:
+        raise RuleError(where, "unknown operator")
+    op = Op(op_name)
+    if field in ORDERED:
+        order = ORDERED[field]
+        values = target if isinstance(target, list) else [target]
+        if (
+            op in (Op.CONTAINS, Op.MATCHES, Op.EXISTS)
+            or not values
+            or any(v not in order for v in values)
+        ):
+            raise RuleError(where, f"expected {'a list of ' if op.value.endswith('in') else ''}"
+                            f"{field}s out of {', '.join(order)}")  # fmt: skip
+        return Compare(field, op, target)
+    if field in NUMBER_FIELDS and op in (*NUMERIC_OPS, Op.EQ, Op.NE):
+        if isinstance(target, bool) or not isinstance(target, int | float):
+            raise RuleError(where, "expected a number")
+        return Compare(field, op, target)
+    # Text fields take the trait vocabulary's operators and checks.
+    (condition,) = parse_when(
+        {"trait": {"name": "x", op_name: target}}, at, scope="person"
+    ).conditions
+    return Compare(field, op, condition.value)
+
+
+def _interest(value: Any, at: str) -> Interest:
+    if not isinstance(value, Mapping) or not isinstance(value.get("topic"), str):
+        raise RuleError(at, "expected {topic: NAME, gte: 0.2} (a share from 0 to 1)")
+    ops = {k: v for k, v in value.items() if k != "topic"}
+    if len(ops) != 1 or next(iter(ops)) not in {o.value for o in NUMERIC_OPS}:
+        raise RuleError(at, "expected one of gt, gte, lt, lte beside the topic")
+    op_name, target = next(iter(ops.items()))
+    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 <= target <= 1:
+        raise RuleError(f"{at}.{op_name}", "expected a number from 0 to 1")
+    return Interest(value["topic"], Op(op_name), float(target))
+
+
+def _did(value: Any, at: str) -> Did:
+    if not isinstance(value, Mapping):
+        raise RuleError(at, "expected a touchpoint filter, e.g. {event: page, within_days: 30}")
+    rest = dict(value)
+    within = rest.pop("within_days", None)
+    if within is not None and (
+        isinstance(within, bool) or not isinstance(within, int | float) or within <= 0
+    ):
+        raise RuleError(f"{at}.within_days", "expected a positive number of days")
+    counts = {k: rest.pop(k) for k in list(rest) if k in COUNT_OPS}
+    if len(counts) > 1:
+        raise RuleError(at, "one count_… condition at most")
+    op, count = Op.GTE, 1
+    if counts:
+        name, count = next(iter(counts.items()))
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise RuleError(f"{at}.{name}", "expected a whole number")
+        op = COUNT_OPS[name]
+    when = parse_when(rest, at, scope="touchpoint") if rest else When(())
+    return Did(when, float(within) if within is not None else None, op, count)
