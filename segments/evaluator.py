@@ -39,22 +39,55 @@ def dids_of(node: Node) -> list[Did]:
 
 
 def did_counts(touchpoints: pl.LazyFrame, dids: list[Did], as_of_ms: int) -> pl.LazyFrame:
-    """Return ``person_id, did_<i>…``: each ``did``'s matching touchpoints per person."""
-    if not dids:
-        return pl.LazyFrame(schema={"person_id": pl.Utf8})
-    ts = pl.col("timestamp")
-    flags = []
+    """Return ``person_id, did_<i>…``: each ``did``'s matching touchpoints per person.
+
+    Plain ``did`` counts come from one aggregation; each sequence (``then``) is matched
+    step by step with an as-of join (every step's touchpoint against the latest one of
+    the step before it).
+    """
+    past = touchpoints.filter(pl.col("timestamp") <= as_of_ms)
+    plain = [(i, d) for i, d in enumerate(dids) if d.then is None]
+    out = past.select("person_id").unique()
+    if plain:
+        ts = pl.col("timestamp")
+        flags = []
+        for i, did in plain:
+            test = compile_when(did.filter)
+            if did.within_days is not None:
+                test = test & (ts > as_of_ms - did.within_days * DAY_MS)
+            flags.append(test.cast(pl.UInt32).alias(f"did_{i}"))
+        counts = (
+            past.select("person_id", *flags)
+            .group_by("person_id")
+            .agg(pl.col(f"did_{i}").sum() for i, _ in plain)
+        )
+        out = out.join(counts, on="person_id", how="left")
     for i, did in enumerate(dids):
-        test = compile_when(did.filter)
-        if did.within_days is not None:
-            test = test & (ts > as_of_ms - did.within_days * DAY_MS)
-        flags.append(test.cast(pl.UInt32).alias(f"did_{i}"))
-    return (
-        touchpoints.filter(ts <= as_of_ms)
-        .select("person_id", *flags)
-        .group_by("person_id")
-        .agg(pl.col(f"did_{i}").sum() for i in range(len(dids)))
-    )
+        if did.then is not None:
+            out = out.join(_sequence(past, did, as_of_ms, f"did_{i}"), on="person_id", how="left")
+    return out
+
+
+def _sequence(past: pl.LazyFrame, did: Did, as_of_ms: int, name: str) -> pl.LazyFrame:
+    """Count the last steps of ``did``'s sequence per person."""
+    steps = past.filter(compile_when(did.filter)).select("person_id", "timestamp")
+    step = did.then
+    while step is not None:
+        nxt = past.filter(compile_when(step.filter)).select("person_id", "timestamp")
+        before = steps.select("person_id", prev=pl.col("timestamp")).sort("prev")
+        joined = nxt.sort("timestamp").join_asof(
+            before, left_on="timestamp", right_on="prev", by="person_id",
+            strategy="backward", allow_exact_matches=False,
+            check_sortedness=False,  # both sides sorted by time: so is every person's part
+        )  # fmt: skip
+        ok = pl.col("prev").is_not_null()
+        if step.within_days is not None:
+            ok = ok & (pl.col("timestamp") - pl.col("prev") <= step.within_days * DAY_MS)
+        steps = joined.filter(ok).select("person_id", "timestamp")
+        step = step.then
+    if did.within_days is not None:
+        steps = steps.filter(pl.col("timestamp") > as_of_ms - did.within_days * DAY_MS)
+    return steps.group_by("person_id").agg(pl.len().cast(pl.UInt32).alias(name))
 
 
 def compile_node(node: Node, dids: Mapping[str, str]) -> pl.Expr:

@@ -95,13 +95,28 @@ class TraitTest:
 
 
 @dataclass(frozen=True, slots=True)
+class Then:
+    """A later step: a touchpoint meeting ``filter`` at most ``within_days`` after the step
+    before it (any time after, if None)."""
+
+    filter: When
+    within_days: float | None
+    then: Then | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Did:
-    """How many touchpoints meet ``filter`` within ``within_days`` (all time if None)."""
+    """How many touchpoints meet ``filter`` within ``within_days`` (all time if None).
+
+    With ``then``, the count is of sequences' last steps: touchpoints meeting the last
+    filter, each following a touchpoint of the step before within that step's days.
+    """
 
     filter: When
     within_days: float | None
     op: Op
     count: int
+    then: Then | None = None
 
 
 Node = All | AnyOf | Not | Compare | Interest | Reachable | TraitTest | Did
@@ -185,11 +200,8 @@ def _did(value: Any, at: str) -> Did:
     if not isinstance(value, Mapping):
         raise RuleError(at, "expected a touchpoint filter, e.g. {event: page, within_days: 30}")
     rest = dict(value)
-    within = rest.pop("within_days", None)
-    if within is not None and (
-        isinstance(within, bool) or not isinstance(within, int | float) or within <= 0
-    ):
-        raise RuleError(f"{at}.within_days", "expected a positive number of days")
+    within = _days(rest.pop("within_days", None), f"{at}.within_days")
+    then = _then(rest.pop("then"), f"{at}.then") if "then" in rest else None
     counts = {k: rest.pop(k) for k in list(rest) if k in COUNT_OPS}
     if len(counts) > 1:
         raise RuleError(at, "one count_… condition at most")
@@ -200,4 +212,22 @@ def _did(value: Any, at: str) -> Did:
             raise RuleError(f"{at}.{name}", "expected a whole number")
         op = COUNT_OPS[name]
     when = parse_when(rest, at, scope="touchpoint") if rest else When(())
-    return Did(when, float(within) if within is not None else None, op, count)
+    return Did(when, within, op, count, then)
+
+
+def _then(value: Any, at: str) -> Then:
+    if not isinstance(value, Mapping):
+        raise RuleError(at, "expected the next step, e.g. {event: demo_request, within_days: 14}")
+    rest = dict(value)
+    within = _days(rest.pop("within_days", None), f"{at}.within_days")
+    then = _then(rest.pop("then"), f"{at}.then") if "then" in rest else None
+    when = parse_when(rest, at, scope="touchpoint") if rest else When(())
+    return Then(when, within, then)
+
+
+def _days(value: Any, at: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise RuleError(at, "expected a positive number of days")
+    return float(value)

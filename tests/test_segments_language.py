@@ -158,3 +158,42 @@ def test_all_segments_in_one_pass_share_did_counts():
         NOW,
     ).collect()
     assert got.sort("person_id").rows() == [("a", True, False), ("b", False, False)]
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        # webinar, then a demo request within 14 days
+        ({"did": {"event": "webinar_signup", "then": {"event": "demo_request", "within_days": 14}}},
+         ["quick"]),
+        # ... with no limit on the gap
+        ({"did": {"event": "webinar_signup", "then": {"event": "demo_request"}}},
+         ["quick", "slow"]),
+        # three steps: page, then webinar, then demo within 14 days of the webinar
+        ({"did": {"event": "page", "then": {"event": "webinar_signup",
+                  "then": {"event": "demo_request", "within_days": 14}}}}, ["quick"]),
+        # only sequences ending in the last 5 days
+        ({"did": {"event": "webinar_signup", "within_days": 5,
+                  "then": {"event": "demo_request"}}}, ["quick"]),
+    ],
+)  # fmt: skip
+def test_then_sequences(where, expected):
+    """A then B within N days: B must follow an A, within the gap."""
+    people = [person(p) for p in ("quick", "slow", "wrong-order", "none")]
+    touches = [
+        touch("quick", 12, "page"),
+        touch("quick", 10, "webinar_signup"),
+        touch("quick", 2, "demo_request"),
+        touch("slow", 60, "webinar_signup"),
+        touch("slow", 20, "demo_request"),
+        touch("wrong-order", 10, "demo_request"),
+        touch("wrong-order", 5, "webinar_signup"),
+    ]
+    assert members(people, touches, where) == expected
+
+
+def test_a_bad_then_names_its_path():
+    """Errors inside a sequence name the step."""
+    with pytest.raises(RuleError) as caught:
+        parse_where({"did": {"event": "a", "then": {"event": "b", "within_days": 0}}})
+    assert str(caught.value).startswith("where.did.then.within_days: expected a positive")
