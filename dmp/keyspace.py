@@ -77,3 +77,11 @@ MATRIX_TOUCHED = "dmp:matrix:touched"  # set of person ids changed outside the e
 def eventlog_outcome(name: str) -> str:
     """Return the key saying how recovery ended an interrupted flush (finished/undone)."""
     return f"dmp:eventlog:outcome:{name}"
+
+
+SEGMENTS = "dmp:segments"  # set of segment ids
+
+
+def segment(sid: str, facet: str = "") -> str:
+    """Return a segment's hash, or one of its facets (versions)."""
+    return f"dmp:segment:{sid}:{facet}" if facet else f"dmp:segment:{sid}"

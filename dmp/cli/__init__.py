@@ -88,4 +88,4 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-from dmp.cli import collect, matrix, sources, synth  # noqa: E402,F401  (their commands join the group)
+from dmp.cli import collect, matrix, segmentscli, sources, synth  # noqa: E402,F401  (their commands join the group)

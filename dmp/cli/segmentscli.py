@@ -1,0 +1,85 @@
+"""Segment commands: apply definitions (versioned), list them, show one's versions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from dmp import segmentstore
+from dmp.cli import Context, _fail, _print_json, cli, pass_ctx
+from segments.definition import SegmentDefinition, load_definitions
+from segments.rules import RuleError
+
+
+@cli.group("segments")
+def segments_group() -> None:
+    """Audiences defined over the touchpoint matrix."""
+
+
+@segments_group.command("apply")
+@click.argument("path", type=click.Path(exists=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print what was stored as JSON.")
+@pass_ctx
+def segments_apply(obj: Context, path: Path, as_json: bool) -> None:
+    """Check segment definitions (a YAML/JSON file, or every one in a folder) and store
+    them; a changed definition becomes a new version. Nothing is stored if any is bad."""
+    files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json")) if (
+        path.is_dir()
+    ) else [path]  # fmt: skip
+    if not files:
+        _fail(f"{path}: no .yaml, .yml or .json files in it")
+    found: list[SegmentDefinition] = []
+    for file in files:
+        try:
+            found += load_definitions(file.read_text(encoding="utf-8"), str(file))
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"cannot read {file}: {exc}")
+        except RuleError as exc:
+            _fail(str(exc))
+    ids = [d.id for d in found]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        _fail(f"{path}: segment {twice[0]!r} is defined in more than one file")
+    stored = segmentstore.apply_definitions(obj.redis, found)
+    if as_json:
+        _print_json([{"id": i, "version": v, "changed": c} for i, v, c in stored])
+        return
+    for sid, version, changed in stored:
+        click.echo(f"{sid:<32} v{version}  {'stored' if changed else 'unchanged'}")
+
+
+@segments_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def segments_list(obj: Context, as_json: bool) -> None:
+    """List the segments with their current version."""
+    stored = segmentstore.list_segments(obj.redis)
+    if as_json:
+        _print_json([
+            {"id": s.definition.id, "name": s.definition.name, "version": s.version,
+             "updated": s.updated, "definition": s.definition.source}
+            for s in stored
+        ])  # fmt: skip
+        return
+    for s in stored:
+        when = datetime.fromtimestamp(s.updated / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+        click.echo(f"{s.definition.id:<32} v{s.version:<4} {when}  {s.definition.name}")
+
+
+@segments_group.command("versions")
+@click.argument("segment_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def segments_versions(obj: Context, segment_id: str, as_json: bool) -> None:
+    """Show every version of a segment's definition."""
+    found = segmentstore.versions(obj.redis, segment_id)
+    if not found:
+        _fail(f"no segment {segment_id}")
+    if as_json:
+        _print_json(found)
+        return
+    for v in found:
+        when = datetime.fromtimestamp(v["at"] / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+        click.echo(f"v{v['version']:<4} {when}  {v['definition']['name']}")

@@ -1,0 +1,71 @@
+"""Segment definitions in Redis, versioned: every change is a new version, none is lost.
+
+Keys: ``dmp:segments`` (set of ids), ``dmp:segment:<id>`` (hash: name, version, updated,
+definition as canonical JSON) and ``dmp:segment:<id>:versions`` (list of JSON
+``{version, at, definition}``, oldest first).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from dmp import keyspace
+from segments.definition import SegmentDefinition, parse_definition
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSegment:
+    """A segment as stored: its current definition and version."""
+
+    definition: SegmentDefinition
+    version: int
+    updated: int  # ms
+
+
+def apply_definitions(
+    r: redis.Redis, found: list[SegmentDefinition]
+) -> list[tuple[str, int, bool]]:
+    """Store each definition; return ``(id, version, changed)``. Unchanged ones keep theirs."""
+    out = []
+    now = int(time.time() * 1000)
+    for definition in found:
+        key = keyspace.segment(definition.id)
+        current = r.hmget(key, "definition", "version")
+        text = definition.canonical()
+        if current[0] == text:
+            out.append((definition.id, int(current[1]), False))
+            continue
+        version = int(current[1] or 0) + 1
+        entry = json.dumps({"version": version, "at": now, "definition": definition.source})
+        with r.pipeline(transaction=True) as pipe:
+            pipe.sadd(keyspace.SEGMENTS, definition.id)
+            pipe.hset(key, mapping={"definition": text, "version": version, "updated": now,
+                                    "name": definition.name})  # fmt: skip
+            pipe.rpush(keyspace.segment(definition.id, "versions"), entry)
+            pipe.execute()
+        out.append((definition.id, version, True))
+    return out
+
+
+def list_segments(r: redis.Redis) -> list[StoredSegment]:
+    """Return every stored segment, by id."""
+    ids = sorted(r.smembers(keyspace.SEGMENTS))
+    with r.pipeline(transaction=False) as pipe:
+        for sid in ids:
+            pipe.hmget(keyspace.segment(sid), "definition", "version", "updated")
+        rows = pipe.execute()
+    return [
+        StoredSegment(parse_definition(json.loads(text)), int(version), int(updated))
+        for text, version, updated in rows
+        if text
+    ]
+
+
+def versions(r: redis.Redis, sid: str) -> list[dict[str, Any]]:
+    """Return every version of a segment, oldest first (empty for an unknown id)."""
+    return [json.loads(v) for v in r.lrange(keyspace.segment(sid, "versions"), 0, -1)]

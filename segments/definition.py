@@ -1,0 +1,81 @@
+"""Segment definitions: an id, a name and a ``where`` tree, read from YAML or JSON.
+
+    id: hot-ma-leads
+    name: Hot leads interested in marketing automation
+    description: optional, for people
+    where: {all: [...]}                  # see segments.language
+
+A file holds one definition, a list of them, or several YAML documents.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from segments.language import Node, parse_where
+from segments.rules import RuleError
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9\-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentDefinition:
+    """A parsed, valid segment definition (``source`` is what was written, as data)."""
+
+    id: str
+    name: str
+    description: str
+    where: Node
+    source: dict[str, Any]
+
+    def canonical(self) -> str:
+        """Return the definition as canonical JSON: equal definitions, equal text."""
+        return json.dumps(self.source, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def parse_definition(data: Any, path: str = "segment") -> SegmentDefinition:
+    """Return the definition a mapping describes (RuleError names the path)."""
+    if not isinstance(data, dict):
+        raise RuleError(path, "expected a mapping with id, name and where")
+    unknown = set(data) - {"id", "name", "description", "where"}
+    if unknown:
+        raise RuleError(
+            f"{path}.{sorted(unknown)[0]}", "unknown key (id, name, description, where)"
+        )
+    ident, name = data.get("id"), data.get("name", data.get("id"))
+    if not isinstance(ident, str) or not _ID.match(ident):
+        raise RuleError(f"{path}.id", "expected lowercase letters, digits and -, up to 64")
+    if not isinstance(name, str) or not name.strip():
+        raise RuleError(f"{path}.name", "expected a name")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise RuleError(f"{path}.description", "expected text")
+    if "where" not in data:
+        raise RuleError(path, "a segment needs where")
+    where = parse_where(data["where"], "where")
+    source = {"id": ident, "name": name.strip(), "description": description, "where": data["where"]}
+    return SegmentDefinition(ident, name.strip(), description, where, source)
+
+
+def load_definitions(text: str, source: str = "file") -> list[SegmentDefinition]:
+    """Return every definition in a YAML/JSON text (ids must not repeat)."""
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise RuleError(source, f"not valid YAML{at}") from None
+    items = [i for d in documents for i in (d if isinstance(d, list) else [d])]
+    if not items:
+        raise RuleError(source, "no segment definition in it")
+    found = [parse_definition(item, f"{source}[{n}]") for n, item in enumerate(items)]
+    ids = [d.id for d in found]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise RuleError(source, f"segment {twice[0]!r} is defined twice")
+    return found
