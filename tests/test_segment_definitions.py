@@ -83,3 +83,37 @@ def test_bad_definitions_store_nothing(redis, config, tmp_path, capsys, files, m
     err = capsys.readouterr().err.strip()
     assert ended.value.code == 2 and message in err and len(err.splitlines()) == 1
     assert segmentstore.list_segments(redis) == []
+
+
+def test_plan_shows_who_a_change_adds_and_removes(runner, redis, config, tmp_path):
+    """`segments plan` evaluates the new and the stored version on the latest matrix."""
+    assert (
+        runner.invoke(cli, ["synth", "--persons", "150", "--days", "40", "--seed", "5"]).exit_code
+        == 0
+    )
+    assert runner.invoke(cli, ["matrix", "build"]).exit_code == 0
+    path = tmp_path / "seg.yaml"
+    path.write_text("id: active\nwhere: {touchpoints_30d: {gte: 10}}\n")
+    first = json.loads(runner.invoke(cli, ["segments", "plan", str(path), "--json"]).output)
+    (seg,) = first["segments"]
+    assert seg["version_now"] is None and seg["members_now"] == 0
+    assert seg["added"] == seg["members_after"] > 0 and seg["removed"] == 0
+    assert runner.invoke(cli, ["segments", "apply", str(path)]).exit_code == 0
+    path.write_text("id: active\nwhere: {touchpoints_30d: {gte: 20}}\n")
+    second = json.loads(runner.invoke(cli, ["segments", "plan", str(path), "--json"]).output)
+    (seg,) = second["segments"]
+    assert seg["version_now"] == 1 and seg["changed"] and seg["added"] == 0
+    assert seg["members_now"] - seg["removed"] == seg["members_after"]
+    assert len(seg["sample_removed"]) == min(5, seg["removed"])
+    assert segmentstore.versions(redis, "active")[-1]["version"] == 1  # plan stores nothing
+    text = runner.invoke(cli, ["segments", "plan", str(path)]).output
+    assert "active (v1):" in text
+
+
+def test_plan_without_a_matrix_exits_2(redis, config, tmp_path, capsys):
+    """Planning needs a matrix build: one clear line, exit 2."""
+    path = tmp_path / "seg.yaml"
+    path.write_text(HOT)
+    with pytest.raises(SystemExit) as ended:
+        main(["--data-dir", str(config.data_dir), "segments", "plan", str(path)])
+    assert ended.value.code == 2 and "run `dmp matrix build` first" in capsys.readouterr().err

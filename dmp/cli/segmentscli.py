@@ -25,29 +25,42 @@ def segments_group() -> None:
 def segments_apply(obj: Context, path: Path, as_json: bool) -> None:
     """Check segment definitions (a YAML/JSON file, or every one in a folder) and store
     them; a changed definition becomes a new version. Nothing is stored if any is bad."""
-    files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json")) if (
-        path.is_dir()
-    ) else [path]  # fmt: skip
-    if not files:
-        _fail(f"{path}: no .yaml, .yml or .json files in it")
-    found: list[SegmentDefinition] = []
-    for file in files:
-        try:
-            found += load_definitions(file.read_text(encoding="utf-8"), str(file))
-        except (OSError, UnicodeDecodeError) as exc:
-            _fail(f"cannot read {file}: {exc}")
-        except RuleError as exc:
-            _fail(str(exc))
-    ids = [d.id for d in found]
-    twice = sorted({i for i in ids if ids.count(i) > 1})
-    if twice:
-        _fail(f"{path}: segment {twice[0]!r} is defined in more than one file")
+    found = _read_definitions(path)
     stored = segmentstore.apply_definitions(obj.redis, found)
     if as_json:
         _print_json([{"id": i, "version": v, "changed": c} for i, v, c in stored])
         return
     for sid, version, changed in stored:
         click.echo(f"{sid:<32} v{version}  {'stored' if changed else 'unchanged'}")
+
+
+@segments_group.command("plan")
+@click.argument("path", type=click.Path(exists=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def segments_plan(obj: Context, path: Path, as_json: bool) -> None:
+    """Show who applying the definitions would add and remove (on the latest matrix)."""
+    from dmp.segmentplan import plan
+
+    found = _read_definitions(path)
+    try:
+        result = plan(obj.redis, obj.config, found)
+    except LookupError as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(result)
+        return
+    for seg in result["segments"]:
+        now = "new" if seg["version_now"] is None else f"v{seg['version_now']}"
+        click.echo(
+            f"{seg['id']} ({now}{'' if seg['changed'] else ', unchanged'}): "
+            f"{seg['members_now']:,} → {seg['members_after']:,} members, "
+            f"+{seg['added']:,} −{seg['removed']:,}"
+        )
+        for sign, key in (("+", "sample_added"), ("−", "sample_removed")):
+            for p in seg[key]:
+                click.echo(f"  {sign} {p['person_id']}  {p['email'] or '-':<36} "
+                           f"score {p['score']:g}  {p['stage']}")  # fmt: skip
 
 
 @segments_group.command("list")
@@ -83,3 +96,25 @@ def segments_versions(obj: Context, segment_id: str, as_json: bool) -> None:
     for v in found:
         when = datetime.fromtimestamp(v["at"] / 1000, UTC).strftime("%Y-%m-%d %H:%M")
         click.echo(f"v{v['version']:<4} {when}  {v['definition']['name']}")
+
+
+def _read_definitions(path: Path) -> list[SegmentDefinition]:
+    """Return the definitions of a file or of every .yaml/.yml/.json file in a folder."""
+    files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json")) if (
+        path.is_dir()
+    ) else [path]  # fmt: skip
+    if not files:
+        _fail(f"{path}: no .yaml, .yml or .json files in it")
+    found: list[SegmentDefinition] = []
+    for file in files:
+        try:
+            found += load_definitions(file.read_text(encoding="utf-8"), str(file))
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"cannot read {file}: {exc}")
+        except RuleError as exc:
+            _fail(str(exc))
+    ids = [d.id for d in found]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        _fail(f"{path}: segment {twice[0]!r} is defined in more than one file")
+    return found
