@@ -26,7 +26,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmp.records import Stage, Tier
-from segments.rules import NUMERIC_OPS, Condition, Op, RuleError, When, parse_when
+from segments.rules import (
+    LIST_OPS,
+    NUMERIC_OPS,
+    Attr,
+    Condition,
+    Op,
+    RuleError,
+    When,
+    make_condition,
+    parse_when,
+)
 
 # Matrix columns a condition may compare, and the kind of value each holds.
 NUMBER_FIELDS = (
@@ -164,24 +174,23 @@ def _compare(field: str, value: Any, at: str) -> Compare:
     op = Op(op_name)
     if field in ORDERED:
         order = ORDERED[field]
-        values = target if isinstance(target, list) else [target]
+        listed = op in LIST_OPS
+        values = target if listed and isinstance(target, list) else [target]
         if (
             op in (Op.CONTAINS, Op.MATCHES, Op.EXISTS)
+            or listed != isinstance(target, list)
             or not values
             or any(v not in order for v in values)
         ):
-            raise RuleError(where, f"expected {'a list of ' if op.value.endswith('in') else ''}"
-                            f"{field}s out of {', '.join(order)}")  # fmt: skip
+            wanted = f"a list of {field}s" if listed else f"{field}s"
+            raise RuleError(where, f"expected {wanted} out of {', '.join(order)}")
         return Compare(field, op, target)
     if field in NUMBER_FIELDS and op in (*NUMERIC_OPS, Op.EQ, Op.NE):
         if isinstance(target, bool) or not isinstance(target, int | float):
             raise RuleError(where, "expected a number")
         return Compare(field, op, target)
-    # Text fields take the trait vocabulary's operators and checks.
-    (condition,) = parse_when(
-        {"trait": {"name": "x", op_name: target}}, at, scope="person"
-    ).conditions
-    return Compare(field, op, condition.value)
+    # Other fields take the trait vocabulary's operators and checks.
+    return Compare(field, op, make_condition(Attr.TRAIT, op, target, field, where).value)
 
 
 def _interest(value: Any, at: str) -> Interest:

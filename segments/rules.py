@@ -140,7 +140,7 @@ def parse_when(data: Any, path: str, *, scope: str) -> When:
             attr, op = _SHORTHAND[key]
             if isinstance(value, list) and op is Op.EQ:
                 op = Op.IN
-            conditions.append(_condition(attr, op, value, "", f"{path}.{key}"))
+            conditions.append(make_condition(attr, op, value, "", f"{path}.{key}"))
         elif key in _NAMED:
             conditions += _named(_NAMED[key], value, ops, f"{path}.{key}")
     when = When(tuple(conditions))
@@ -167,11 +167,12 @@ def _named(attr: Attr, value: Any, siblings: dict[str, Any], path: str) -> list[
         raise RuleError(path, "expected a name of letters, digits, _ . or -")
     if not ops:
         return [Condition(attr, Op.EXISTS, True, name)]
-    return [_condition(attr, Op(op), v, name, f"{path}.{op}") for op, v in ops.items()]
+    return [make_condition(attr, Op(op), v, name, f"{path}.{op}") for op, v in ops.items()]
 
 
-def _condition(attr: Attr, op: Op, value: Any, name: str, path: str) -> Condition:
-    """Return a condition after checking that its value suits its operator."""
+def make_condition(attr: Attr, op: Op, value: Any, name: str, path: str) -> Condition:
+    """Return a condition after checking that its value suits its operator (else a
+    RuleError at ``path``)."""
     if op in NUMERIC_OPS:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise RuleError(path, "expected a number")

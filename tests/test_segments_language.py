@@ -136,6 +136,9 @@ def test_conditions(where, expected):
         ({"did": {"evnt": "page"}}, "where.did.evnt: unknown key"),
         ({"not": {"scroe": {"gt": 1}}}, "where.not.scroe: unknown condition"),
         ({"score": {"gte": 1}, "tier": "low"}, "where: expected one condition"),
+        ({"stage": {"in": "mql"}}, "where.stage.in: expected a list of stages"),
+        ({"tier": {"gte": ["low"]}}, "where.tier.gte: expected tiers out of"),
+        ({"country": {"matches": "("}}, "where.country.matches: not a regular expression"),
     ],
 )
 def test_bad_definitions_name_the_path_and_the_problem(where, message):
