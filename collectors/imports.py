@@ -22,7 +22,6 @@ import polars as pl
 import redis
 
 from dmp import keyspace, stream
-from dmp.bulk import Bulk
 from dmp.records import Hit
 
 CHUNK = 1000  # rows enqueued per MULTI
@@ -206,13 +205,8 @@ def enqueue_new(
         new = [(d, h) for (d, h), was in zip(unique, known, strict=True) if not was]
         report.already += len(chunk) - len(new)
         if new:
-            bulk = Bulk()
-            bulk.add("MULTI")
-            for _, hit in new:
-                bulk.add("XADD", keyspace.STREAM, "*", stream.FIELD, hit.to_json())
-            bulk.add("SADD", seen_key, *(d for d, _ in new))
-            bulk.add("EXEC")
-            bulk.execute(r)
+            remember = ("SADD", seen_key, *(d for d, _ in new))
+            stream.enqueue(r, (h for _, h in new), {}, atomic=True, also=[remember])
             fresh += new
         report.new += len(new)
         if progress is not None:

@@ -16,7 +16,7 @@ import redis
 
 from dmp import keyspace
 from dmp.identity import Identifier
-from dmp.profiles import find_person
+from dmp.profiles import follow
 from dmp.records import Stage
 
 
@@ -37,12 +37,20 @@ def record_stage(
     return {"stage": stage.value, "at": at, "source": source, "by": by}
 
 
-def record_stages(r: redis.Redis, records: Iterable[tuple[str, str, int, str]]) -> int:
-    """Record many ``(person_id, stage, at_ms, source)`` at once; return how many."""
+def record_stages(
+    r: redis.Redis, records: Iterable[tuple[str, str, int, str]], *, touched: bool = False
+) -> int:
+    """Record many ``(person_id, stage, at_ms, source)`` at once; return how many.
+
+    With ``touched`` the persons are marked for the next incremental build (stages set
+    outside it); the build's own records need no mark.
+    """
     n = 0
     with r.pipeline(transaction=False) as pipe:
         for pid, stage, at, source in records:
             pipe.rpush(keyspace.person(pid, "stages"), stage_record(Stage(stage), at, source))
+            if touched:
+                pipe.sadd(keyspace.MATRIX_TOUCHED, pid)
             n += 1
         pipe.execute()
     return n
@@ -68,15 +76,34 @@ def record_imported_stages(
 
     A stage equal to the person's latest record is not recorded again. Returns how
     many were recorded; identifiers that find nobody (not ingested yet) are skipped.
+    A few round trips for the whole import, not a few per row.
     """
-    n = 0
-    for ident, stage, at in items:
-        pid = find_person(r, ident)
-        if pid is None:
+    items = list(items)
+    owners = (
+        r.mget([keyspace.identifier(i.kind.value, i.value) for i, _, _ in items]) if items else []
+    )
+    found = sorted({pid for pid in owners if pid})
+    with r.pipeline(transaction=False) as pipe:
+        for pid in found:
+            pipe.hget(keyspace.person(pid), "merged_into")
+        merged = pipe.execute()
+    live = {pid: follow(r, pid) if into else pid for pid, into in zip(found, merged, strict=True)}
+    people = sorted(set(live.values()))
+    with r.pipeline(transaction=False) as pipe:
+        for pid in people:
+            pipe.lrange(keyspace.person(pid, "stages"), -1, -1)
+        tails = pipe.execute()
+    last = {
+        pid: recs[0]["stage"]
+        for pid, t in zip(people, tails, strict=True)
+        if (recs := parse_records(t))
+    }
+    records = []
+    for (_, stage, at), owner in zip(items, owners, strict=True):
+        if not owner:
             continue
-        last = parse_records(r.lrange(keyspace.person(pid, "stages"), -1, -1))
-        if last and last[0]["stage"] == stage.value:
-            continue
-        record_stage(r, pid, stage, source=source, at_ms=at)
-        n += 1
-    return n
+        pid = live[owner]
+        if last.get(pid) != stage.value:
+            last[pid] = stage.value
+            records.append((pid, stage.value, at, source))
+    return record_stages(r, records, touched=True)

@@ -59,14 +59,21 @@ class BuildResult:
     seconds: float
 
 
+def model_texts(r: redis.Redis) -> tuple[str, str]:
+    """Return the applied scoring model's YAML (the default one until one is applied) and
+    the content catalog's (empty until one is applied)."""
+    model, catalog = r.mget(keyspace.SCORING_MODEL, keyspace.CONTENT_CATALOG)
+    return model or default_model_text(), catalog or ""
+
+
 def scoring_model(r: redis.Redis) -> ScoringModel:
-    """Return the applied scoring model (the default one until one is applied)."""
-    return parse_model(r.get(keyspace.SCORING_MODEL) or default_model_text())
+    """Return the applied scoring model."""
+    return parse_model(model_texts(r)[0])
 
 
 def content_catalog(r: redis.Redis) -> tuple[ContentItem, ...]:
-    """Return the applied content catalog (empty until one is applied)."""
-    text = r.get(keyspace.CONTENT_CATALOG)
+    """Return the applied content catalog."""
+    text = model_texts(r)[1]
     return parse_catalog(text) if text else ()
 
 
@@ -220,8 +227,7 @@ def build(
     """
     started = time.perf_counter()
     as_of = as_of_ms if as_of_ms is not None else int(time.time() * 1000)
-    model_text = r.get(keyspace.SCORING_MODEL) or default_model_text()
-    catalog_text = r.get(keyspace.CONTENT_CATALOG) or ""
+    model_text, catalog_text = model_texts(r)
     model, catalog = parse_model(model_text), parse_catalog(catalog_text) if catalog_text else ()
     files = _event_files(config.events_dir)
     marks = sorted(r.smembers(keyspace.MATRIX_TOUCHED))

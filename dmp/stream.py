@@ -20,10 +20,18 @@ log = logging.getLogger(__name__)
 FIELD = "h"  # each stream entry carries one field: the hit as JSON
 
 
-def enqueue(r: redis.Redis, hits: Iterable[Hit], counters: dict[str, int], *, atomic: bool) -> None:
+def enqueue(
+    r: redis.Redis,
+    hits: Iterable[Hit],
+    counters: dict[str, int],
+    *,
+    atomic: bool,
+    also: Iterable[tuple[Any, ...]] = (),
+) -> None:
     """Append hits to the stream and bump counters in one round trip.
 
-    With ``atomic`` the hits land all together or not at all (a Segment batch).
+    With ``atomic`` the hits land all together or not at all (a Segment batch), and
+    with them the commands in ``also`` (an import remembers the rows it queued).
     """
     # Raw RESP in one write: redis-py's pipeline costs more CPU than the rest of a pixel hit.
     bulk = Bulk()
@@ -33,6 +41,8 @@ def enqueue(r: redis.Redis, hits: Iterable[Hit], counters: dict[str, int], *, at
         bulk.add("XADD", keyspace.STREAM, "*", FIELD, hit.to_json())
     for field, amount in counters.items():
         bulk.add("HINCRBY", keyspace.METRICS, field, amount)
+    for command in also:
+        bulk.add(*command)
     if atomic:
         bulk.add("EXEC")
     bulk.execute(r)

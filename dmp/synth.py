@@ -17,6 +17,7 @@ import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from dmp.records import Hit
@@ -254,8 +255,6 @@ def _newsletters(
 
 
 def _iso(ms: int) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
 

@@ -102,9 +102,8 @@ class Worker:
         done, started = 0, False
         try:
             while not stop.is_set():
-                if self._lost:
+                if self._lost:  # start() below resets and re-reads our own pending entries
                     self._lost, started = False, False
-                    self.ingest.reset()
                 if not self.acquire_lease():
                     if started:
                         # We stalled past the lease and another worker took over: it re-reads

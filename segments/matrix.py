@@ -17,7 +17,7 @@ from __future__ import annotations
 import polars as pl
 
 from segments.content import ContentItem, next_content
-from segments.personstate import ANCHOR_MS, WINDOW_DAYS, decay_scale, person_state
+from segments.personstate import ANCHOR_MS, WINDOWS, decay_scale, person_state
 from segments.scoring import DAY_MS, ScoringModel
 from segments.stages import apply_stage_rules, current_stages, stage_changes
 
@@ -43,11 +43,8 @@ TOUCHPOINT_SCHEMA = {
     "topics": pl.List(pl.Utf8),
     "properties": pl.Utf8,
 }
-WINDOWS = WINDOW_DAYS  # days of the touchpoints_<n>d counts
 PROFILE_TRAITS = ("company", "job_title", "employees", "industry", "country")
 POINT = pl.Struct({"rule": pl.Utf8, "points": pl.Float64})
-INTEREST = pl.Struct({"topic": pl.Utf8, "weight": pl.Float64})
-CHANNEL_COUNT = pl.Struct({"channel": pl.Utf8, "count": pl.UInt32})
 
 
 def build_matrix(

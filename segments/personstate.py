@@ -25,7 +25,7 @@ from segments.content import ContentItem, page_key
 from segments.scoring import DAY_MS, ScoringModel
 
 ANCHOR_MS = 1_577_836_800_000  # 2020-01-01T00:00Z, where decay exponents are counted from
-WINDOW_DAYS = (7, 30, 90)  # the touchpoints_<n>d counts; ``recent`` keeps the longest
+WINDOWS = (7, 30, 90)  # the touchpoints_<n>d counts; ``recent`` keeps the longest
 
 
 def decay_scale(model: ScoringModel, upto_ms: int) -> float:
@@ -78,7 +78,7 @@ def _per_person(past: pl.LazyFrame, model: ScoringModel, upto_ms: int) -> pl.Laz
         pl.when(compile_when(model.activity[i].when)).then(pl.col("w")).alias(f"w_{i}")
         for i in uncapped
     ]
-    oldest = upto_ms - max(WINDOW_DAYS) * DAY_MS
+    oldest = upto_ms - max(WINDOWS) * DAY_MS
     return (
         past.with_columns(rules)
         .group_by("person_id")

@@ -250,3 +250,25 @@ def test_a_bad_mapping_file_exits_2(redis, config, tmp_path, capsys, content, me
               "--mapping", str(tmp_path / "m.yaml")])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert ended.value.code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_a_stage_already_recorded_is_not_recorded_again(runner, redis, tmp_path):
+    """A changed CRM row with the same stage adds a touchpoint but no stage record."""
+    first = tmp_path / "a.csv"
+    first.write_text("email,crm_id,company,stage\nanna@acme.de,C-1,Acme,sql\nbob@b.de,C-2,B,lead\n")
+    assert runner.invoke(cli, ["import", "crm", str(first)]).exit_code == 0
+    second = tmp_path / "b.csv"
+    second.write_text(
+        "email,crm_id,company,stage\nanna@acme.de,C-1,Acme AG,sql\nbob@b.de,C-2,B,won\n"
+    )
+    report = runner.invoke(cli, ["import", "crm", str(second), "--json"]).output
+    assert json.loads(report[report.index("{") :])["stages_recorded"] == 1
+    anna = person(redis, "anna@acme.de")["person_id"]
+    assert [
+        json.loads(s)["stage"] for s in redis.lrange(f"dmp:person:{{{anna}}}:stages", 0, -1)
+    ] == ["sql"]
+    bob = person(redis, "bob@b.de")["person_id"]
+    assert [
+        json.loads(s)["stage"] for s in redis.lrange(f"dmp:person:{{{bob}}}:stages", 0, -1)
+    ] == ["lead", "won"]
+    assert {anna, bob} <= redis.smembers("dmp:matrix:touched")

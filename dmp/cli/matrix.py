@@ -111,15 +111,14 @@ def matrix_build(obj: Context, as_of: str | None, incremental: bool, as_json: bo
     """Build the matrix from Redis and the event log into a new Parquet snapshot."""
     when = _as_of(as_of)
     r = obj.redis
+    keys = max(1, r.dbsize())  # an upper bound of the persons to read
     try:
-        matrixstore.scoring_model(r), matrixstore.content_catalog(r)
+        with click.progressbar(length=keys, label="reading persons", file=sys.stderr) as bar:
+            result = matrixstore.build(
+                r, obj.config, when, progress=bar.update, incremental=incremental
+            )
     except RuleError as exc:
         _fail(f"stored model or catalog: {exc}")
-    keys = max(1, r.dbsize())  # an upper bound of the persons to read
-    with click.progressbar(length=keys, label="reading persons", file=sys.stderr) as bar:
-        result = matrixstore.build(
-            r, obj.config, when, progress=bar.update, incremental=incremental
-        )
     summary = {
         "snapshot": str(result.path),
         "as_of": datetime.fromtimestamp(result.as_of_ms / 1000, UTC).isoformat(),
