@@ -302,9 +302,12 @@ def event_row(hit: Hit, person_id: str | None) -> tuple[Any, ...]:
     )
 
 
-def scan_events(root: Path) -> pl.LazyFrame:
-    """Return the whole event log as a lazy frame (with the ``dt`` partition column)."""
-    files = sorted(root.glob("dt=*/part-*.parquet"))
-    if not files:
+def scan_events(root: Path, files: list[str] | None = None) -> pl.LazyFrame:
+    """Return the whole event log (or its ``files``, relative to ``root``) as a lazy frame
+    (with the ``dt`` partition column)."""
+    found = sorted(root.glob("dt=*/part-*.parquet")) if files is None else files
+    if not found:
         return pl.LazyFrame(schema=pl.from_arrow(EVENT_SCHEMA.empty_table()).schema)
+    if files is not None:
+        return pl.scan_parquet([root / f for f in files], hive_partitioning=True)
     return pl.scan_parquet(root / "dt=*" / "part-*.parquet", hive_partitioning=True)

@@ -83,5 +83,11 @@ SEGMENTS = "dmp:segments"  # set of segment ids
 
 
 def segment(sid: str, facet: str = "") -> str:
-    """Return a segment's hash, or one of its facets (versions)."""
+    """Return a segment's hash, or one of its facets (versions, members: a set of
+    person ids kept by segment runs)."""
     return f"dmp:segment:{sid}:{facet}" if facet else f"dmp:segment:{sid}"
+
+
+SEGMENT_RUNS = "dmp:segments:runs"  # list of run records (JSON), newest first, capped
+SEGMENTS_APPLIED = "dmp:segments:applied"  # the run whose membership the Redis sets hold
+SEGMENTS_LOCK = "dmp:segments:lock"  # one segment run at a time (token, expires)

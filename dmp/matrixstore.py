@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import redis
 from dmp import keyspace, lifecycle
 from dmp.config import Config
 from dmp.eventlog import scan_events
-from dmp.parquetfiles import sync_dir, tmp_name, write_parquet_files
+from dmp.parquetfiles import sync_dir, write_parquet_files, write_text
 from dmp.profiles import parse_consent_summary
 from segments.content import ContentItem, parse_catalog
 from segments.funnel import build_funnel
@@ -151,12 +150,12 @@ def _resolve(pointers: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def merge_map(r: redis.Redis) -> dict[str, str]:
-    """Return merged person id -> live person id, from the merge log."""
+def merge_map(r: redis.Redis, until: str = "+") -> dict[str, str]:
+    """Return merged person id -> live person id, from the merge log (up to ``until``)."""
     pointers: dict[str, str] = {}
     start = "-"
     while True:
-        entries = r.xrange(keyspace.MERGES, min=start, count=10_000)
+        entries = r.xrange(keyspace.MERGES, min=start, max=until, count=10_000)
         for _, entry in entries:
             if entry.get("from") and entry.get("into"):
                 pointers[entry["from"]] = entry["into"]
@@ -165,9 +164,12 @@ def merge_map(r: redis.Redis) -> dict[str, str]:
         start = "(" + entries[-1][0]
 
 
-def read_touchpoints(events_dir: Path, merged: dict[str, str]) -> pl.LazyFrame:
-    """Return the event log's identified events as touchpoints of the persons they are now."""
-    events = scan_events(events_dir).filter(pl.col("person_id").is_not_null())
+def read_touchpoints(
+    events_dir: Path, merged: dict[str, str], files: list[str] | None = None
+) -> pl.LazyFrame:
+    """Return the event log's (or its ``files'``) identified events as touchpoints of the
+    persons they are now."""
+    events = scan_events(events_dir, files).filter(pl.col("person_id").is_not_null())
     frame = events.select(
         "person_id",
         pl.col("timestamp").dt.epoch("ms").alias("timestamp"),
@@ -247,7 +249,7 @@ def build(
     else:
         manifest, folder = previous
         merged = merge_map(r)
-        touched, removed = _touched(r, config, manifest, files, merged, marks)
+        touched, removed = touched_since(r, config, manifest, files, merged, marks)
         people = read_people(r, progress, sorted(touched))
         touchpoints = read_touchpoints(config.events_dir, merged).filter(
             pl.col("person_id").is_in(sorted(touched))
@@ -319,15 +321,18 @@ def _previous_build(config: Config, fingerprint: dict, as_of: int) -> tuple[dict
     return manifest, snapshot.parent
 
 
-def _touched(
+def touched_since(
     r: redis.Redis,
     config: Config,
     manifest: dict,
     files: list[str],
     merged: dict[str, str],
-    marks: list[str],
+    marks: list[str] = (),  # type: ignore[assignment]
+    until: str = "+",
 ) -> tuple[set[str], set[str]]:
-    """Return (persons to refold, persons merged away) since the manifest's build."""
+    """Return (persons to refold, persons merged away) between the build ``manifest``
+    describes (its ``files``, ``as_of`` and ``last_merge``) and now (``files``, merges
+    up to ``until``)."""
     events = config.events_dir
     new = [events / f for f in files if f not in set(manifest["files"])]
     frames = [
@@ -339,7 +344,7 @@ def _touched(
         frames.append(pl.scan_parquet(new).select("person_id"))
     found = pl.concat(frames).drop_nulls().unique().collect()["person_id"].to_list()
     removed, targets = set(), set()
-    for _, entry in r.xrange(keyspace.MERGES, min="(" + manifest["last_merge"]):
+    for _, entry in r.xrange(keyspace.MERGES, min="(" + manifest["last_merge"], max=until):
         removed.add(entry.get("from", ""))
         targets.add(entry.get("into", ""))
     touched = {merged.get(p, p) for p in (*found, *marks, *targets) if p}
@@ -365,9 +370,9 @@ def _write_snapshot(
     write_parquet_files(tables, [path, *sidecars])
     manifest = {**manifest, "snapshot": path.name, "state": sidecars[0].name}
     manifest["history"] = sidecars[1].name
-    _write_text(funnel_path(path), json.dumps(funnel, indent=1))
-    _write_text(manifest_path(path), json.dumps(manifest))
-    _write_text(folder / "LATEST", path.name + "\n")
+    write_text(funnel_path(path), json.dumps(funnel, indent=1))
+    write_text(manifest_path(path), json.dumps(manifest))
+    write_text(folder / "LATEST", path.name + "\n")
     sync_dir(folder)
     return path
 
@@ -375,14 +380,6 @@ def _write_snapshot(
 def manifest_path(snapshot: Path) -> Path:
     """Return where a snapshot's manifest (inputs, for incremental builds) is kept."""
     return snapshot.with_suffix(".manifest.json")
-
-
-def _write_text(path: Path, text: str) -> None:
-    with open(tmp_name(path), "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp_name(path), path)
 
 
 def funnel_path(snapshot: Path) -> Path:

@@ -39,3 +39,12 @@ def sync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a small text file whole or not at all (temp name, fsync, rename)."""
+    with open(tmp_name(path), "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp_name(path), path)

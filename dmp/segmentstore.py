@@ -46,6 +46,7 @@ def apply_definitions(
             pipe.sadd(keyspace.SEGMENTS, definition.id)
             pipe.hset(key, mapping={"definition": text, "version": version, "updated": now,
                                     "name": definition.name})  # fmt: skip
+            pipe.hdel(key, "deleted")
             pipe.rpush(keyspace.segment(definition.id, "versions"), entry)
             pipe.execute()
         out.append((definition.id, version, True))
@@ -69,3 +70,36 @@ def list_segments(r: redis.Redis) -> list[StoredSegment]:
 def versions(r: redis.Redis, sid: str) -> list[dict[str, Any]]:
     """Return every version of a segment, oldest first (empty for an unknown id)."""
     return [json.loads(v) for v in r.lrange(keyspace.segment(sid, "versions"), 0, -1)]
+
+
+def delete_segment(r: redis.Redis, sid: str) -> int | None:
+    """Delete a segment (its versions stay, ending in a deletion); return the deletion's
+    version, or None if there is no such segment. The next run empties its membership."""
+    key = keyspace.segment(sid)
+    with r.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(key)
+            version = pipe.hget(key, "version")
+            if not pipe.hget(key, "definition") or version is None:
+                return None
+            now, deleted = int(time.time() * 1000), int(version) + 1
+            pipe.multi()
+            pipe.srem(keyspace.SEGMENTS, sid)
+            pipe.hdel(key, "definition", "name")
+            pipe.hset(key, mapping={"version": deleted, "updated": now, "deleted": now})
+            pipe.rpush(
+                keyspace.segment(sid, "versions"),
+                json.dumps({"version": deleted, "at": now, "deleted": True}),
+            )
+            pipe.execute()
+        except redis.WatchError:
+            return delete_segment(r, sid)
+    return deleted
+
+
+def get_segment(r: redis.Redis, sid: str) -> StoredSegment | None:
+    """Return one stored segment, or None."""
+    text, version, updated = r.hmget(keyspace.segment(sid), "definition", "version", "updated")
+    if not text:
+        return None
+    return StoredSegment(parse_definition(json.loads(text)), int(version), int(updated))

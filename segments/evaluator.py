@@ -2,11 +2,15 @@
 
 :func:`evaluate` takes the matrix rows, the touchpoints (for ``did`` counts) and every
 segment's tree, and returns one Boolean column per segment. All ``did`` counts of all
-segments come from a single aggregation over the touchpoints.
+segments come from a single aggregation over the touchpoints (:func:`did_counts`), in
+columns named after the ``did`` itself (:func:`did_key`): a run can keep them and
+recount only the persons whose touchpoints changed or whose counts expire
+(``next_change``), then finish every segment with :func:`membership`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 
 import polars as pl
@@ -38,38 +42,69 @@ def dids_of(node: Node) -> list[Did]:
     return [node] if isinstance(node, Did) else []
 
 
-def did_counts(touchpoints: pl.LazyFrame, dids: list[Did], as_of_ms: int) -> pl.LazyFrame:
-    """Return ``person_id, did_<i>…``: each ``did``'s matching touchpoints per person.
+def did_key(did: Did) -> str:
+    """Return the column name of a ``did``'s counts: the same ``did`` anywhere, the same
+    name (in every segment, in every run)."""
+    return "did_" + hashlib.sha256(repr(did).encode()).hexdigest()[:16]
+
+
+def all_dids(segments: Mapping[str, Node]) -> list[Did]:
+    """Return the ``did`` nodes of every segment, each once."""
+    found = [d for tree in segments.values() for d in dids_of(tree)]
+    return list({did_key(d): d for d in found}.values())
+
+
+NEXT_CHANGE = "next_change"  # ms: when a person's windowed counts next change by time alone
+
+
+def did_counts(
+    touchpoints: pl.LazyFrame, dids: list[Did], as_of_ms: int, *, expiry: bool = False
+) -> pl.LazyFrame:
+    """Return ``person_id`` and one count column per ``did`` (:func:`did_key`).
 
     Plain ``did`` counts come from one aggregation; each sequence (``then``) is matched
     step by step with an as-of join (every step's touchpoint against the latest one of
-    the step before it).
+    the step before it). With ``expiry``, ``next_change`` says when the first counted
+    touchpoint leaves its window (null: never): until then, without new touchpoints,
+    every count stays as it is.
     """
     past = touchpoints.filter(pl.col("timestamp") <= as_of_ms)
-    plain = [(i, d) for i, d in enumerate(dids) if d.then is None]
+    plain = [d for d in dids if d.then is None]
     out = past.select("person_id").unique()
+    ts = pl.col("timestamp")
+    ends = []
     if plain:
-        ts = pl.col("timestamp")
-        flags = []
-        for i, did in plain:
-            test = compile_when(did.filter)
+        flags, aggs = [], []
+        for did in plain:
+            test, name = compile_when(did.filter), did_key(did)
             if did.within_days is not None:
                 test = test & (ts > as_of_ms - did.within_days * DAY_MS)
-            flags.append(test.cast(pl.UInt32).alias(f"did_{i}"))
-        counts = (
-            past.select("person_id", *flags)
-            .group_by("person_id")
-            .agg(pl.col(f"did_{i}").sum() for i, _ in plain)
-        )
+            flags.append(test.cast(pl.UInt32).alias(name))
+            aggs.append(pl.col(name).sum())
+            if expiry and did.within_days is not None:
+                window = int(did.within_days * DAY_MS)
+                flags.append(pl.when(test).then(ts + window).alias(f"{name}_end"))
+                aggs.append(pl.col(f"{name}_end").min())
+                ends.append(f"{name}_end")
+        counts = past.select("person_id", *flags).group_by("person_id").agg(aggs)
         out = out.join(counts, on="person_id", how="left")
-    for i, did in enumerate(dids):
+    for did in dids:
         if did.then is not None:
-            out = out.join(_sequence(past, did, as_of_ms, f"did_{i}"), on="person_id", how="left")
+            name = did_key(did)
+            out = out.join(_sequence(past, did, as_of_ms, name), on="person_id", how="left")
+            if expiry and did.within_days is not None:
+                ends.append(f"{name}_end")
+    if expiry:
+        first = pl.min_horizontal(*ends) if ends else pl.lit(None, pl.Int64)
+        out = out.with_columns(first.cast(pl.Int64).alias(NEXT_CHANGE)).drop(ends)
+    else:
+        out = out.drop([c for c in out.collect_schema().names() if c.endswith("_end")])
     return out
 
 
 def _sequence(past: pl.LazyFrame, did: Did, as_of_ms: int, name: str) -> pl.LazyFrame:
-    """Count the last steps of ``did``'s sequence per person."""
+    """Count the last steps of ``did``'s sequence per person (and when the first of them
+    leaves the window, as ``<name>_end``)."""
     steps = past.filter(compile_when(did.filter)).select("person_id", "timestamp")
     step = did.then
     while step is not None:
@@ -85,20 +120,22 @@ def _sequence(past: pl.LazyFrame, did: Did, as_of_ms: int, name: str) -> pl.Lazy
             ok = ok & (pl.col("timestamp") - pl.col("prev") <= step.within_days * DAY_MS)
         steps = joined.filter(ok).select("person_id", "timestamp")
         step = step.then
+    ends = []
     if did.within_days is not None:
-        steps = steps.filter(pl.col("timestamp") > as_of_ms - did.within_days * DAY_MS)
-    return steps.group_by("person_id").agg(pl.len().cast(pl.UInt32).alias(name))
+        window = int(did.within_days * DAY_MS)
+        steps = steps.filter(pl.col("timestamp") > as_of_ms - window)
+        ends.append((pl.col("timestamp").min() + window).alias(f"{name}_end"))
+    return steps.group_by("person_id").agg(pl.len().cast(pl.UInt32).alias(name), *ends)
 
 
-def compile_node(node: Node, dids: Mapping[str, str]) -> pl.Expr:
-    """Return a Boolean expression (never null) over the matrix (and ``did`` columns,
-    named in ``dids`` by the ``repr`` of their node)."""
+def compile_node(node: Node) -> pl.Expr:
+    """Return a Boolean expression (never null) over the matrix and the ``did`` columns."""
     if isinstance(node, All):
-        return pl.all_horizontal(compile_node(p, dids) for p in node.parts)
+        return pl.all_horizontal(compile_node(p) for p in node.parts)
     if isinstance(node, AnyOf):
-        return pl.any_horizontal(compile_node(p, dids) for p in node.parts)
+        return pl.any_horizontal(compile_node(p) for p in node.parts)
     if isinstance(node, Not):
-        return ~compile_node(node.part, dids)
+        return ~compile_node(node.part)
     if isinstance(node, Compare):
         return _compare_field(node).fill_null(False)
     if isinstance(node, Interest):
@@ -114,7 +151,7 @@ def compile_node(node: Node, dids: Mapping[str, str]) -> pl.Expr:
         return pl.col("channels").list.contains(node.channel).fill_null(False)
     if isinstance(node, TraitTest):
         return compile_condition(node.condition)
-    count = pl.col(dids[repr(node)]).fill_null(0)
+    count = pl.col(did_key(node)).fill_null(0)
     return compare(count, node.op, node.count).fill_null(False)
 
 
@@ -130,6 +167,17 @@ def _compare_field(node: Compare) -> pl.Expr:
     return compare(rank, node.op, order.index(node.value))
 
 
+def membership(
+    matrix: pl.LazyFrame, counts: pl.LazyFrame, segments: Mapping[str, Node]
+) -> pl.LazyFrame:
+    """Return ``person_id`` and one Boolean column per segment id, from the matrix rows
+    and the ``did`` counts (:func:`did_counts`; persons without a row there counted 0)."""
+    rows = matrix.join(counts, on="person_id", how="left") if all_dids(segments) else matrix
+    return rows.select(
+        "person_id", *(compile_node(tree).alias(sid) for sid, tree in segments.items())
+    )
+
+
 def evaluate(
     matrix: pl.LazyFrame,
     touchpoints: pl.LazyFrame,
@@ -137,10 +185,5 @@ def evaluate(
     as_of_ms: int,
 ) -> pl.LazyFrame:
     """Return ``person_id`` and one Boolean column per segment id: who is in it."""
-    found = [d for tree in segments.values() for d in dids_of(tree)]
-    dids = list({repr(d): d for d in found}.values())
-    names = {repr(did): f"did_{i}" for i, did in enumerate(dids)}
-    rows = matrix.join(did_counts(touchpoints, dids, as_of_ms), on="person_id", how="left")
-    return rows.select(
-        "person_id", *(compile_node(tree, names).alias(sid) for sid, tree in segments.items())
-    )
+    counts = did_counts(touchpoints, all_dids(segments), as_of_ms)
+    return membership(matrix, counts, segments)

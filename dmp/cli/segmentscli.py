@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -95,7 +96,77 @@ def segments_versions(obj: Context, segment_id: str, as_json: bool) -> None:
         return
     for v in found:
         when = datetime.fromtimestamp(v["at"] / 1000, UTC).strftime("%Y-%m-%d %H:%M")
-        click.echo(f"v{v['version']:<4} {when}  {v['definition']['name']}")
+        what = "(deleted)" if v.get("deleted") else v["definition"].get("name", "")
+        click.echo(f"v{v['version']:<4} {when}  {what}")
+
+
+@segments_group.command("delete")
+@click.argument("segment_id")
+@pass_ctx
+def segments_delete(obj: Context, segment_id: str) -> None:
+    """Delete a segment: the next run empties it (everyone leaves); its versions stay."""
+    version = segmentstore.delete_segment(obj.redis, segment_id)
+    if version is None:
+        _fail(f"no segment {segment_id!r}")
+    click.echo(f"{segment_id} deleted (v{version}); the next run empties it")
+
+
+@segments_group.command("run")
+@click.option("--full", is_flag=True, help="Rebuild the matrix and recount every person.")
+@click.option("--no-build", is_flag=True, help="Evaluate the latest matrix as it is.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
+@pass_ctx
+def segments_run(obj: Context, full: bool, no_build: bool, as_json: bool) -> None:
+    """Build the matrix (incrementally), evaluate every segment in one pass, write the
+    membership snapshot and the changes, and move the lookup sets."""
+    from dataclasses import asdict
+
+    from dmp import segmentrun
+
+    try:
+        if no_build or as_json:
+            result = segmentrun.run(obj.redis, obj.config, full=full, build_matrix=not no_build,
+                                    wait_seconds=60)  # fmt: skip
+        else:
+            with click.progressbar(length=_person_count(obj), label="reading persons",
+                                   file=sys.stderr) as bar:  # fmt: skip
+                result = segmentrun.run(obj.redis, obj.config, full=full, wait_seconds=60,
+                                        progress=bar.update)  # fmt: skip
+    except (LookupError, segmentrun.RunBusy) as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(asdict(result))
+        return
+    how = f"{result.recounted:,} persons recounted" if result.incremental else "all counted"
+    click.echo(f"run {result.run_id} over {result.matrix} ({how}, {result.seconds:.2f} s)")
+    for sid, size in sorted(result.members.items()):
+        click.echo(f"  {sid:<32} v{result.versions[sid]:<4} {size:>10,} members")
+    click.echo(f"{result.entered:,} entered, {result.left:,} left")
+
+
+def _person_count(obj: Context) -> int:
+    return sum(1 for _ in obj.redis.scan_iter(match="dmp:person:{*}", count=1000, _type="HASH"))
+
+
+@segments_group.command("members")
+@click.argument("segment_id")
+@click.option("--limit", type=click.IntRange(1), default=None, help="At most this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def segments_members(obj: Context, segment_id: str, limit: int | None, as_json: bool) -> None:
+    """List a segment's members as of the last run, highest score first."""
+    from dmp import segmentrun
+
+    found = segmentrun.member_rows(obj.config, segment_id, limit)
+    if found is None:
+        _fail(f"no segment {segment_id!r} in the last run (apply it, then `dmp segments run`)")
+    if as_json:
+        _print_json(found.to_dicts())
+        return
+    for m in found.iter_rows(named=True):
+        stage = m["stage"] or "-"
+        click.echo(f"{m['person_id']}  {m['email'] or '-':<36} {m['tier']:<7} {stage:<9}"
+                   f" score {m['score']:g}")  # fmt: skip
 
 
 def _read_definitions(path: Path) -> list[SegmentDefinition]:

@@ -1,0 +1,391 @@
+"""Segment runs: every stored segment evaluated over the latest matrix, membership kept.
+
+A run builds the matrix (incrementally unless told otherwise), evaluates all segments
+in one pass (:mod:`segments.evaluator`) and keeps what it found under
+``<data dir>/segments/``:
+
+- ``members-<stamp>.parquet``: ``segment_id, person_id``, every membership;
+- ``counts-<stamp>.parquet``: each person's ``did`` counts and ``next_change`` (when a
+  count next changes by time alone), which the next run keeps for everyone whose
+  touchpoints did not change and whose counts have not expired;
+- ``changes/dt=<day>/changes-<stamp>.parquet``: who entered and left which segment, at
+  which as-of time, in which run and segment version (what exporters push);
+- ``run-<stamp>.json``: the run's manifest (the matrix it read, the versions it used,
+  counts); ``LATEST`` names the newest.
+
+Then Redis: ``dmp:segment:<id>:members`` and ``dmp:person:{pid}:segments`` sets for
+lookups, moved by the changes, and a run record in ``dmp:segments:runs``. Files first,
+Redis after: should Redis miss a run's changes (a crash between the two), the next run
+sees ``dmp:segments:applied`` behind and rewrites the sets from its own snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import redis
+
+from dmp import keyspace, matrixstore, segmentstore
+from dmp.config import Config
+from dmp.parquetfiles import sync_dir, write_parquet_files, write_text
+from segments.evaluator import NEXT_CHANGE, all_dids, did_counts, did_key, membership
+
+log = logging.getLogger(__name__)
+
+MEMBER_SCHEMA = {"segment_id": pl.Utf8, "person_id": pl.Utf8}
+CHANGE_SCHEMA = {
+    "segment_id": pl.Utf8,
+    "person_id": pl.Utf8,
+    "change": pl.Utf8,  # entered | left
+    "at": pl.Int64,  # ms: the as-of time of the run that saw it
+    "run_id": pl.Utf8,
+    "version": pl.Int64,  # the segment's version in that run (the last one, for a deleted one)
+}
+KEEP_RUNS = 3  # runs whose member and count files are kept (changes are kept for good)
+RUN_RECORDS = 1000  # run records kept in Redis
+CHUNK = 10_000  # Redis commands per pipeline
+LOCK_SECONDS = 600
+
+
+class RunBusy(RuntimeError):
+    """Another segment run holds the lock."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a run did."""
+
+    run_id: str
+    as_of: int
+    matrix: str  # the snapshot evaluated
+    incremental: bool  # did counts kept from the run before for all but ``recounted``
+    recounted: int  # persons whose did counts were counted afresh
+    versions: dict[str, int]
+    members: dict[str, int]
+    entered: int
+    left: int
+    seconds: float
+
+
+def segments_dir(config: Config) -> Path:
+    """Return the folder holding membership snapshots and changes."""
+    return config.data_dir / "segments"
+
+
+def latest_run(config: Config) -> dict[str, Any] | None:
+    """Return the newest run's manifest, or None before the first run."""
+    pointer = segments_dir(config) / "LATEST"
+    if not pointer.exists():
+        return None
+    path = segments_dir(config) / pointer.read_text().strip()
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def latest_members(config: Config) -> pl.LazyFrame:
+    """Return the newest run's memberships (``segment_id, person_id``; empty before one)."""
+    found = latest_run(config)
+    if found is None:
+        return pl.LazyFrame(schema=MEMBER_SCHEMA)
+    return pl.scan_parquet(segments_dir(config) / found["members_file"])
+
+
+@contextmanager
+def run_lock(r: redis.Redis, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Hold the segment-run lock (RunBusy if another run keeps it past ``wait_seconds``)."""
+    token, deadline = secrets.token_hex(8), time.monotonic() + wait_seconds
+    while not r.set(keyspace.SEGMENTS_LOCK, token, nx=True, ex=LOCK_SECONDS):
+        if time.monotonic() >= deadline:
+            raise RunBusy("another segment run is in progress")
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        _release(r, token)
+
+
+def _release(r: redis.Redis, token: str) -> None:
+    with r.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(keyspace.SEGMENTS_LOCK)
+            if pipe.get(keyspace.SEGMENTS_LOCK) == token:
+                pipe.multi()
+                pipe.delete(keyspace.SEGMENTS_LOCK)
+                pipe.execute()
+        except redis.WatchError:
+            pass  # expired and taken by another run: theirs now
+
+
+def run(
+    r: redis.Redis,
+    config: Config,
+    *,
+    full: bool = False,
+    build_matrix: bool = True,
+    wait_seconds: float = 0.0,
+    progress: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Build the matrix (unless ``build_matrix`` is False), evaluate every stored segment
+    and keep the membership. ``full`` rebuilds the matrix and recounts every person."""
+    with run_lock(r, wait_seconds):
+        if build_matrix:
+            matrixstore.build(r, config, progress=progress, incremental=not full)
+        return _run(r, config, full)
+
+
+def _run(r: redis.Redis, config: Config, full: bool) -> RunResult:
+    started = time.perf_counter()
+    snapshot = matrixstore.latest_snapshot(config)
+    if snapshot is None:
+        raise LookupError("no matrix yet: run `dmp matrix build` first")
+    matrix = json.loads(matrixstore.manifest_path(snapshot).read_text(encoding="utf-8"))
+    as_of = matrix["as_of"]
+    stored = {s.definition.id: s for s in segmentstore.list_segments(r)}
+    trees = {sid: s.definition.where for sid, s in stored.items()}
+    versions = {sid: s.version for sid, s in stored.items()}
+    last = latest_run(config)
+    counts, recounted = _counts(r, config, matrix, trees, None if full else last)
+    flags = membership(pl.scan_parquet(snapshot), counts.lazy(), trees).collect()
+    members = _members(flags, list(trees))
+    before = latest_members(config).collect()
+    last_versions = {**(last or {}).get("versions", {}), **versions}
+    run_id = _run_id(as_of)
+    changes = _changes(before, members, as_of, run_id, last_versions)
+    sizes = {sid: 0 for sid in trees} | dict(members.group_by("segment_id").len().iter_rows())
+    entered = int((changes["change"] == "entered").sum())
+    manifest = {
+        "run_id": run_id,
+        "as_of": as_of,
+        "at": int(time.time() * 1000),
+        "matrix": {k: matrix[k] for k in ("snapshot", "as_of", "files", "last_merge")},
+        "versions": versions,
+        "dids": sorted(counts.columns[1:-1]),
+        "incremental": recounted is not None,
+        "recounted": counts.height if recounted is None else recounted,
+        "members": sizes,
+        "entered": entered,
+        "left": changes.height - entered,
+    }
+    _write_run(config, manifest, members, counts, changes)
+    _apply(r, manifest, members, changes, last)
+    result = RunResult(
+        run_id, as_of, snapshot.name, recounted is not None, manifest["recounted"],
+        versions, sizes, entered, changes.height - entered, time.perf_counter() - started,
+    )  # fmt: skip
+    r.lpush(keyspace.SEGMENT_RUNS, json.dumps({**asdict(result), "seconds": result.seconds}))
+    r.ltrim(keyspace.SEGMENT_RUNS, 0, RUN_RECORDS - 1)
+    log.info(
+        "segments: %d segments over %s, %d entered, %d left, %s in %.2f s",
+        len(trees), snapshot.name, result.entered, result.left,
+        f"{result.recounted} persons recounted" if result.incremental else "all counted",
+        result.seconds,
+    )  # fmt: skip
+    return result
+
+
+def _counts(
+    r: redis.Redis,
+    config: Config,
+    matrix: dict[str, Any],
+    trees: dict,
+    previous: dict[str, Any] | None,
+) -> tuple[pl.DataFrame, int | None]:
+    """Return every person's did counts (and how many were recounted; None: all were)."""
+    dids = all_dids(trees)
+    keys = [did_key(d) for d in dids]
+    schema = {"person_id": pl.Utf8, **dict.fromkeys(keys, pl.UInt32), NEXT_CHANGE: pl.Int64}
+    if not dids:
+        return pl.DataFrame(schema=schema), None
+    merged = matrixstore.merge_map(r, until=matrix["last_merge"])
+    touchpoints = matrixstore.read_touchpoints(config.events_dir, merged, matrix["files"])
+    as_of = matrix["as_of"]
+    if previous is None or not _can_keep(previous, matrix, keys):
+        counts = did_counts(touchpoints, dids, as_of, expiry=True).collect(engine="streaming")
+        return counts.select(list(schema)).cast(schema), None  # type: ignore[arg-type]
+    touched, removed = matrixstore.touched_since(
+        r, config, previous["matrix"], matrix["files"], merged, until=matrix["last_merge"]
+    )
+    kept = pl.read_parquet(segments_dir(config) / previous["counts_file"]).select(list(schema))
+    due = kept.filter(pl.col(NEXT_CHANGE) <= as_of)["person_id"].to_list()
+    recount = sorted(touched.union(due))
+    fresh = did_counts(
+        touchpoints.filter(pl.col("person_id").is_in(recount)), dids, as_of, expiry=True
+    ).collect(engine="streaming")
+    gone = sorted(removed.union(recount))
+    counts = pl.concat(
+        [kept.filter(~pl.col("person_id").is_in(gone)), fresh.select(list(schema)).cast(schema)]  # type: ignore[arg-type]
+    )
+    return counts.sort("person_id"), len(recount)
+
+
+def _can_keep(previous: dict[str, Any], matrix: dict[str, Any], keys: list[str]) -> bool:
+    """Return whether the previous run's counts can be kept for unchanged persons."""
+    if not set(keys) <= set(previous.get("dids", [])):
+        log.info("segments: a did condition is new: every person counted")
+        return False
+    if matrix["as_of"] < previous["as_of"]:
+        log.info("segments: the matrix is older than the last run's: every person counted")
+        return False
+    if not set(previous["matrix"]["files"]) <= set(matrix["files"]):
+        log.info("segments: event files were rewritten since the last run: every person counted")
+        return False
+    return True
+
+
+def _members(flags: pl.DataFrame, ids: list[str]) -> pl.DataFrame:
+    """Return ``segment_id, person_id`` for every membership, sorted."""
+    parts = [
+        flags.filter(pl.col(sid)).select(pl.lit(sid).alias("segment_id"), "person_id")
+        for sid in ids
+    ]
+    if not parts:
+        return pl.DataFrame(schema=MEMBER_SCHEMA)
+    return pl.concat(parts).sort("segment_id", "person_id")
+
+
+def _changes(
+    before: pl.DataFrame,
+    after: pl.DataFrame,
+    as_of: int,
+    run_id: str,
+    versions: dict[str, int],
+) -> pl.DataFrame:
+    """Return who entered and who left each segment between two membership tables."""
+    on = ["segment_id", "person_id"]
+    entered = after.join(before, on=on, how="anti").with_columns(change=pl.lit("entered"))
+    left = before.join(after, on=on, how="anti").with_columns(change=pl.lit("left"))
+    out = pl.concat([entered, left]).with_columns(
+        at=pl.lit(as_of, pl.Int64),
+        run_id=pl.lit(run_id),
+        version=pl.col("segment_id").replace_strict(versions, default=None, return_dtype=pl.Int64),
+    )
+    return out.select(list(CHANGE_SCHEMA)).sort("segment_id", "change", "person_id")
+
+
+def _run_id(as_of: int) -> str:
+    stamp = datetime.fromtimestamp(as_of / 1000, UTC).strftime("%Y%m%dT%H%M%S%f")[:-3]
+    return f"{stamp}Z-{time.time_ns() % 10**9:09d}"
+
+
+def _write_run(
+    config: Config,
+    manifest: dict[str, Any],
+    members: pl.DataFrame,
+    counts: pl.DataFrame,
+    changes: pl.DataFrame,
+) -> None:
+    """Write the run's files, then its manifest, then move LATEST (each whole or absent)."""
+    folder, run_id = segments_dir(config), manifest["run_id"]
+    day = datetime.fromtimestamp(manifest["as_of"] / 1000, UTC).strftime("%Y-%m-%d")
+    manifest["members_file"] = f"members-{run_id}.parquet"
+    manifest["counts_file"] = f"counts-{run_id}.parquet"
+    tables, paths = (
+        [members.to_arrow(), counts.to_arrow()],
+        [
+            folder / manifest["members_file"],
+            folder / manifest["counts_file"],
+        ],
+    )
+    if changes.height:
+        manifest["changes_file"] = f"changes/dt={day}/changes-{run_id}.parquet"
+        tables.append(changes.to_arrow())
+        paths.append(folder / manifest["changes_file"])
+    write_parquet_files(tables, paths)
+    write_text(folder / f"run-{run_id}.json", json.dumps(manifest))
+    write_text(folder / "LATEST", f"run-{run_id}.json\n")
+    sync_dir(folder)
+    _prune(folder)
+
+
+def _prune(folder: Path) -> None:
+    """Remove the member and count files of all but the newest KEEP_RUNS runs."""
+    runs = sorted(folder.glob("run-*.json"))
+    for old in runs[:-KEEP_RUNS]:
+        run_id = old.stem[len("run-") :]
+        for name in (f"members-{run_id}.parquet", f"counts-{run_id}.parquet", old.name):
+            (folder / name).unlink(missing_ok=True)
+
+
+def _apply(
+    r: redis.Redis,
+    manifest: dict[str, Any],
+    members: pl.DataFrame,
+    changes: pl.DataFrame,
+    previous: dict[str, Any] | None,
+) -> None:
+    """Move the Redis sets by the changes, or rewrite them if they are not at ``previous``."""
+    applied = r.get(keyspace.SEGMENTS_APPLIED)
+    if previous is None or applied != previous["run_id"]:
+        log.info("segments: the lookup sets are rewritten from this run's snapshot")
+        _rewrite(r, members)
+    else:
+        rows = changes.select("segment_id", "person_id", "change").iter_rows()
+        _send(r, (_moves(sid, pid, change == "entered") for sid, pid, change in rows))
+    with r.pipeline(transaction=True) as pipe:
+        for sid, size in manifest["members"].items():
+            pipe.hset(
+                keyspace.segment(sid), mapping={"members": size, "last_run": manifest["run_id"]}
+            )
+        pipe.set(keyspace.SEGMENTS_APPLIED, manifest["run_id"])
+        pipe.execute()
+
+
+def _moves(sid: str, pid: str, entered: bool) -> list[tuple[str, str, str]]:
+    verb = "SADD" if entered else "SREM"
+    return [
+        (verb, keyspace.segment(sid, "members"), pid),
+        (verb, keyspace.person(pid, "segments"), sid),
+    ]
+
+
+def _send(r: redis.Redis, commands: Iterator[list[tuple[str, str, str]]]) -> None:
+    pipe, n = r.pipeline(transaction=False), 0
+    for group in commands:
+        for cmd in group:
+            pipe.execute_command(*cmd)
+            n += 1
+        if n >= CHUNK:
+            pipe.execute()
+            pipe, n = r.pipeline(transaction=False), 0
+    if n:
+        pipe.execute()
+
+
+def _rewrite(r: redis.Redis, members: pl.DataFrame) -> None:
+    """Replace every lookup set by the memberships given."""
+    stale = [
+        *r.scan_iter(match="dmp:segment:*:members", count=1000),
+        *r.scan_iter(match="dmp:person:{*}:segments", count=1000),
+    ]
+    for start in range(0, len(stale), CHUNK):
+        r.delete(*stale[start : start + CHUNK])
+    rows = members.iter_rows()
+    _send(r, (_moves(sid, pid, True) for sid, pid in rows))
+
+
+def run_records(r: redis.Redis, limit: int = 20) -> list[dict[str, Any]]:
+    """Return the newest run records, newest first."""
+    return [json.loads(x) for x in r.lrange(keyspace.SEGMENT_RUNS, 0, limit - 1)]
+
+
+def member_rows(config: Config, sid: str, limit: int | None = None) -> pl.DataFrame | None:
+    """Return a segment's members in the last run with their matrix row's main fields,
+    highest score first (None if the last run has no such segment)."""
+    found = latest_run(config)
+    if found is None or sid not in found["members"]:
+        return None
+    ids = latest_members(config).filter(pl.col("segment_id") == sid).select("person_id")
+    snapshot = segments_dir(config).parent / "matrix" / found["matrix"]["snapshot"]
+    shown = ["person_id", "email", "tier", "stage", "score", "top_interest", "channels"]
+    rows = ids.join(pl.scan_parquet(snapshot).select(shown), on="person_id", how="left")
+    rows = rows.sort("score", "person_id", descending=[True, False], nulls_last=True)
+    return (rows.head(limit) if limit else rows).collect()

@@ -1,0 +1,215 @@
+"""Segment runs: membership snapshots, changes, lookup sets; incremental == full."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from dmp import keyspace, lifecycle, matrixstore, segmentrun, segmentstore
+from dmp.cli import cli, main
+from dmp.records import Stage
+from segments.definition import load_definitions
+from segments.scoring import DAY_MS
+from tests.test_worker import hit, identify, send
+
+SEGMENTS = """
+id: active-week
+name: Active this week
+where: {did: {event: page, within_days: 7, count_gte: 2}}
+---
+id: engaged
+name: Engaged known people
+where:
+  all:
+    - tier: {gte: medium}
+    - score: {gte: 10}
+    - not: {did: {event: page, url_contains: /careers}}
+---
+id: pricing-then-demo
+name: Pricing, then a demo within two days
+where:
+  did:
+    event: page
+    url_contains: /pricing
+    within_days: 30
+    then: {event: demo_request, within_days: 2}
+---
+id: sales-ready
+where: {stage: {gte: sal}}
+"""
+
+
+def _apply(redis, text: str = SEGMENTS) -> None:
+    segmentstore.apply_definitions(redis, load_definitions(text, "test.yaml"))
+
+
+def _members(config) -> pl.DataFrame:
+    return segmentrun.latest_members(config).collect().sort("segment_id", "person_id")
+
+
+def _redis_members(redis) -> pl.DataFrame:
+    rows = [
+        (key.split(":")[2], pid)
+        for key in redis.scan_iter(match="dmp:segment:*:members")
+        for pid in redis.smembers(key)
+    ]
+    return pl.DataFrame(rows, schema=segmentrun.MEMBER_SCHEMA, orient="row").sort(
+        "segment_id", "person_id"
+    )
+
+
+def _person_sets(redis) -> pl.DataFrame:
+    rows = [
+        (sid, key.split("{")[1].split("}")[0])
+        for key in redis.scan_iter(match="dmp:person:{*}:segments")
+        for sid in redis.smembers(key)
+    ]
+    return pl.DataFrame(rows, schema=segmentrun.MEMBER_SCHEMA, orient="row").sort(
+        "segment_id", "person_id"
+    )
+
+
+@pytest.fixture
+def synth(runner, redis):
+    result = runner.invoke(cli, ["synth", "--persons", "150", "--days", "40", "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    return int(time.time() * 1000) + 60_000  # synth data ends now
+
+
+def test_incremental_run_equals_full_run(synth, redis, drain, config):
+    """New events, a merge, a sales stage and eleven days passing: the incremental run
+    recounts only some persons and finds exactly the members and changes a full run does."""
+    _apply(redis)
+    start = synth
+    matrixstore.build(redis, config, start)
+    first = segmentrun.run(redis, config, build_matrix=False)
+    assert first.members["engaged"] > 0 and first.members["active-week"] > 0
+    assert first.entered == sum(first.members.values()) and first.left == 0
+    snapshot = pl.read_parquet(matrixstore.latest_snapshot(config))
+    known = snapshot.filter(pl.col("email").is_not_null())["person_id"].to_list()
+    email = snapshot.filter(pl.col("person_id") == known[0])["email"].item()
+    ready_before = _members(config).filter(pl.col("segment_id") == "sales-ready")["person_id"]
+    promoted = next(p for p in known[1:] if p not in ready_before)
+    later = start + 11 * DAY_MS
+    send(
+        redis,
+        hit(uid="c-new", timestamp=later - DAY_MS, url="https://acme.de/pricing"),
+        hit(uid="c-new", timestamp=later - DAY_MS + 5, type="track", event="demo_request"),
+        hit(uid="c-new", timestamp=later - DAY_MS + 9, url="https://acme.de/a"),
+        identify(email, uid="c-new"),
+    )
+    drain()
+    lifecycle.record_stage(redis, promoted, Stage.SAL, source="api", at_ms=later - DAY_MS)
+    matrixstore.build(redis, config, later, incremental=True)
+    folder, backup = segmentrun.segments_dir(config), config.data_dir / "segments-before"
+    shutil.copytree(folder, backup)
+    sets = {k: redis.smembers(k) for k in redis.scan_iter(match="dmp:*:*segment*")}
+    applied = redis.get(keyspace.SEGMENTS_APPLIED)
+
+    inc = segmentrun.run(redis, config, build_matrix=False)
+    assert inc.incremental and 0 < inc.recounted < snapshot.height
+    inc_run = segmentrun.latest_run(config)
+    inc_members, inc_counts = _members(config), _read(config, inc_run["counts_file"])
+    inc_changes = _read(config, inc_run["changes_file"]).drop("run_id")
+    assert_frame_equal(_redis_members(redis), inc_members)
+    assert_frame_equal(_person_sets(redis), inc_members)
+
+    # The full run from the same starting point (files and Redis sets as they were).
+    shutil.rmtree(folder)
+    shutil.copytree(backup, folder)
+    for key in redis.scan_iter(match="dmp:*:*segment*"):
+        redis.delete(key)
+    for key, members in sets.items():
+        redis.sadd(key, *members)
+    redis.set(keyspace.SEGMENTS_APPLIED, applied)
+    full = segmentrun.run(redis, config, full=True, build_matrix=False)
+    assert not full.incremental
+    full_run = segmentrun.latest_run(config)
+    assert_frame_equal(inc_members, _members(config))
+    assert_frame_equal(inc_counts, _read(config, full_run["counts_file"]))
+    assert_frame_equal(inc_changes, _read(config, full_run["changes_file"]).drop("run_id"))
+    assert (inc.entered, inc.left, inc.members) == (full.entered, full.left, full.members)
+    # Time alone moved people: the week-long window emptied out, the stage came in.
+    left = inc_changes.filter(pl.col("change") == "left")
+    assert "active-week" in left["segment_id"].to_list()
+    assert promoted in inc_members.filter(pl.col("segment_id") == "sales-ready")["person_id"]
+    assert known[0] in inc_members.filter(pl.col("segment_id") == "pricing-then-demo")["person_id"]
+
+
+def _read(config, name: str) -> pl.DataFrame:
+    frame = pl.read_parquet(segmentrun.segments_dir(config) / name)
+    return frame.sort(frame.columns[:3] if "change" in frame.columns else "person_id")
+
+
+def test_changes_record_time_version_and_deletions(synth, redis, config):
+    """Changes carry the as-of time, run and version; a deleted segment's members all leave
+    and its lookup sets empty; a changed definition runs with its new version."""
+    _apply(redis)
+    first = segmentrun.run(redis, config)
+    assert first.versions == dict.fromkeys(first.versions, 1)
+    changes = _read(config, segmentrun.latest_run(config)["changes_file"])
+    assert set(changes["change"]) == {"entered"}
+    assert set(changes["at"]) == {first.as_of} and set(changes["run_id"]) == {first.run_id}
+    engaged = first.members["engaged"]
+    assert redis.scard(keyspace.segment("engaged", "members")) == engaged
+    assert segmentstore.delete_segment(redis, "engaged") == 2
+    _apply(redis, SEGMENTS.replace("count_gte: 2", "count_gte: 1").split("---")[0])
+    second = segmentrun.run(redis, config)
+    assert "engaged" not in second.members and second.versions["active-week"] == 2
+    changes = _read(config, segmentrun.latest_run(config)["changes_file"])
+    gone = changes.filter(pl.col("segment_id") == "engaged")
+    assert gone.height == engaged and set(gone["change"]) == {"left"}
+    assert set(gone["version"]) == {1}
+    assert redis.scard(keyspace.segment("engaged", "members")) == 0
+    assert not any("engaged" in redis.smembers(k) for k in redis.scan_iter("dmp:person:*:seg*"))
+    assert [r["run_id"] for r in segmentrun.run_records(redis)] == [second.run_id, first.run_id]
+
+
+def test_lookup_sets_are_rewritten_when_redis_missed_a_run(synth, redis, config):
+    """Redis sets that are not at the last run (lost, or a crash between files and Redis)
+    are rewritten from the snapshot; stale members disappear."""
+    _apply(redis)
+    segmentrun.run(redis, config)
+    redis.sadd(keyspace.segment("engaged", "members"), "ffffffffffffffff")
+    redis.srem(keyspace.segment("engaged", "members"), _members(config)["person_id"][0])
+    redis.set(keyspace.SEGMENTS_APPLIED, "some-other-run")
+    segmentrun.run(redis, config)
+    assert_frame_equal(_redis_members(redis), _members(config))
+    assert_frame_equal(_person_sets(redis), _members(config))
+
+
+def test_one_run_at_a_time(synth, redis, config):
+    """A run waits for the lock another holds, and says so when it cannot get it."""
+    _apply(redis)
+    with segmentrun.run_lock(redis), pytest.raises(segmentrun.RunBusy):
+        segmentrun.run(redis, config, wait_seconds=0.3)
+    assert segmentrun.run(redis, config).members
+
+
+def test_cli_run_and_members(synth, redis, runner, config, tmp_path):
+    """`dmp segments run` and `members ID --json`; unknown ids exit 2 with one line."""
+    path = tmp_path / "s.yaml"
+    path.write_text(SEGMENTS)
+    assert runner.invoke(cli, ["segments", "apply", str(path)]).exit_code == 0
+    result = runner.invoke(cli, ["segments", "run", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["members"]["engaged"] > 0
+    listed = runner.invoke(cli, ["segments", "members", "engaged", "--json"])
+    members = json.loads(listed.output)
+    assert len(members) == record["members"]["engaged"]
+    assert {"person_id", "email", "tier", "stage", "score"} <= set(members[0])
+    text = runner.invoke(cli, ["segments", "run"]).output
+    assert "engaged" in text and "entered" in text
+
+
+def test_cli_members_of_unknown_segment(redis, config, capsys):
+    with pytest.raises(SystemExit) as ended:
+        main(["--data-dir", str(config.data_dir), "segments", "members", "nope"])
+    err = capsys.readouterr().err.strip()
+    assert ended.value.code == 2 and len(err.splitlines()) == 1 and "no segment 'nope'" in err
