@@ -231,7 +231,7 @@ def build(
     as_of = as_of_ms if as_of_ms is not None else int(time.time() * 1000)
     model_text, catalog_text = model_texts(r)
     model, catalog = parse_model(model_text), parse_catalog(catalog_text) if catalog_text else ()
-    files = _event_files(config.events_dir)
+    files = event_files(config.events_dir)
     marks = sorted(r.smembers(keyspace.MATRIX_TOUCHED))
     last_merge = _last_merge_id(r)
     scale = decay_scale(model, as_of)
@@ -291,7 +291,7 @@ def build(
     return BuildResult(path, as_of, rows.height, n_touch, n_changes, seconds)
 
 
-def _event_files(events_dir: Path) -> list[str]:
+def event_files(events_dir: Path) -> list[str]:
     """Return the event log's files, relative to it, sorted."""
     return sorted(str(p.relative_to(events_dir)) for p in events_dir.glob("dt=*/part-*.parquet"))
 

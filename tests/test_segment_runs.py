@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+import threading
 import time
 
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from dmp import keyspace, lifecycle, matrixstore, segmentrun, segmentstore
+from dmp import keyspace, lifecycle, matrixstore, segmentrun, segmentschedule, segmentstore
 from dmp.cli import cli, main
 from dmp.records import Stage
 from segments.definition import load_definitions
@@ -213,3 +215,36 @@ def test_cli_members_of_unknown_segment(redis, config, capsys):
         main(["--data-dir", str(config.data_dir), "segments", "members", "nope"])
     err = capsys.readouterr().err.strip()
     assert ended.value.code == 2 and len(err.splitlines()) == 1 and "no segment 'nope'" in err
+
+
+def test_the_schedule_runs_when_new_events_arrive(synth, redis, drain, config):
+    """With the schedule on, a qualifying visit reaches the lookup sets without a manual
+    run; nothing new, no run (until segments_every)."""
+    _apply(redis, "id: pricing\nwhere: {did: {event: page, url_contains: /pricing-x}}\n")
+    fast = dataclasses.replace(config, segments_latency=0.05, segments_every=3600)
+    stop = threading.Event()
+    thread = segmentschedule.start_schedule(redis, fast, stop)
+    try:
+        first = _wait(lambda: segmentrun.latest_run(config))
+        assert first["members"] == {"pricing": 0}
+        time.sleep(0.3)
+        assert segmentrun.latest_run(config)["run_id"] == first["run_id"]  # nothing new
+        send(redis, hit(uid="c-fresh", url="https://acme.de/pricing-x"))
+        drain()
+        members = keyspace.segment("pricing", "members")
+        pid = _wait(lambda: next(iter(redis.smembers(members)), None))
+        assert redis.smembers(keyspace.person(pid, "segments")) == {"pricing"}
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
+def _wait(probe, seconds: float = 30.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError("timed out")

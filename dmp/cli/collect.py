@@ -12,6 +12,7 @@ import click
 
 from dmp import apikeys, sites, stream, worker
 from dmp.cli import Context, _fail, _print_json, cli, pass_ctx
+from dmp.segmentschedule import start_schedule
 
 
 @cli.command()
@@ -51,7 +52,8 @@ def _watch_parent(parent: int, stop: threading.Event) -> None:
 @click.option("--parent", type=int, hidden=True, help="Exit when this process ends (dmp serve).")
 @pass_ctx
 def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
-    """Run the ingest worker: stream to identity, profiles and the Parquet event log."""
+    """Run the ingest worker (stream to identity, profiles and the Parquet event log) and
+    the segment schedule (DMP_SEGMENTS_EVERY, DMP_SEGMENTS_LATENCY)."""
     r = obj.redis
     stream.ensure_group(r)
     ingest = worker.Worker(r, obj.config)
@@ -61,7 +63,9 @@ def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
             signal.signal(sig, lambda *_: stop.set())
         if parent:
             threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()
+        schedule = start_schedule(r, obj.config, stop)
         worker.run_forever(r, obj.config, stop)
+        schedule.join(timeout=60)  # a run under way finishes its files and sets
         return
     total = stream.pending_count(r)
     if total:
