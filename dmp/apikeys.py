@@ -1,4 +1,8 @@
-"""API keys (admin now, partner later): issued once, stored only as a SHA-256 digest."""
+"""API keys: issued once, stored only as a SHA-256 digest.
+
+An admin key runs the admin API; an import key lets other systems' webhooks send data; a
+partner key (an ad tool) pulls only the audiences shared with it.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ class Scope(str, Enum):
 
     ADMIN = "admin"
     IMPORT = "import"  # webhooks of other systems (the newsletter tool) may send data
+    PARTNER = "partner"  # an ad tool: lookups and members of the audiences shared with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +34,7 @@ class ApiKey:
     scope: Scope
     name: str
     created: str
+    audiences: tuple[str, ...] = ()  # partner keys: the segment ids shared
 
 
 def hash_secret(secret: str) -> str:
@@ -39,16 +45,21 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_key(r: redis.Redis, scope: Scope, name: str = "") -> str:
+def create_key(
+    r: redis.Redis, scope: Scope, name: str = "", audiences: tuple[str, ...] = ()
+) -> str:
     """Create a key of ``scope``, store its digest and return the key (shown only once)."""
+    if (scope is Scope.PARTNER) != bool(audiences):
+        raise ValueError("a partner key needs audiences, and only a partner key has them")
     key = f"dmp_{scope.value[:2]}_{secrets.token_urlsafe(24)}"
     digest = hash_secret(key)
     created = datetime.now(UTC).isoformat(timespec="seconds")
     with r.pipeline() as pipe:
         pipe.hset(
             keyspace.api_key(digest),
-            mapping={"scope": scope.value, "name": name, "created": created},
-        )
+            mapping={"scope": scope.value, "name": name, "created": created,
+                     "audiences": ",".join(audiences)},
+        )  # fmt: skip
         pipe.sadd(keyspace.ADMIN_KEYS, digest)
         pipe.execute()
     return key
@@ -60,9 +71,7 @@ def list_keys(r: redis.Redis) -> list[ApiKey]:
     for digest in r.smembers(keyspace.ADMIN_KEYS):
         meta = r.hgetall(keyspace.api_key(digest))
         if meta:
-            out.append(
-                ApiKey(digest, Scope(meta["scope"]), meta.get("name", ""), meta.get("created", ""))
-            )
+            out.append(_record(digest, meta))
     return sorted(out, key=lambda k: (k.created, k.key_hash))
 
 
@@ -81,3 +90,19 @@ def check_key(r: redis.Redis, key: str, scope: Scope) -> bool:
         return False
     stored = r.hget(keyspace.api_key(hash_secret(key)), "scope")
     return stored is not None and hmac.compare_digest(stored, scope.value)
+
+
+def _record(digest: str, meta: dict[str, str]) -> ApiKey:
+    audiences = tuple(a for a in meta.get("audiences", "").split(",") if a)
+    return ApiKey(digest, Scope(meta["scope"]), meta.get("name", ""), meta.get("created", ""),
+                  audiences)  # fmt: skip
+
+
+def partner_audiences(r: redis.Redis, key: str) -> tuple[str, ...] | None:
+    """Return the audiences shared with a partner key, or None if it is not one."""
+    if not key or len(key) > 200 or not key.isascii():
+        return None
+    scope, audiences = r.hmget(keyspace.api_key(hash_secret(key)), "scope", "audiences")
+    if scope != Scope.PARTNER.value:
+        return None
+    return tuple(a for a in (audiences or "").split(",") if a)

@@ -38,9 +38,9 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.extensions["dmp"] = deps
 
     from collectors import newsletter, pixel, segmentspec, tag
-    from dmp import api, ops
+    from dmp import api, ops, pullapi
 
-    for blueprint in (tag.bp, segmentspec.bp, newsletter.bp, api.bp, ops.bp):
+    for blueprint in (tag.bp, segmentspec.bp, newsletter.bp, api.bp, pullapi.bp, ops.bp):
         app.register_blueprint(blueprint)
     # The pixel answers in plain WSGI before Flask is involved (see collectors.pixel);
     # the route below only makes Flask answer 405 for other methods on its path.

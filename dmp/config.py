@@ -37,6 +37,8 @@ class Config:
     max_event_bytes: int = 32 * 1024  # Segment spec: 32 KB per event or call
     max_batch_bytes: int = 500 * 1024  # Segment spec: 500 KB per batch
     site_cache_seconds: float = 30.0  # write keys and site domains cached per process
+    # Pull API: the data provider's name in OpenRTB user.data (empty: the request's host).
+    provider_domain: str = ""
 
     @property
     def events_dir(self) -> Path:

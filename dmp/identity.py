@@ -7,6 +7,7 @@ the I/O (one MGET for a whole batch) and ``dmp.profiles`` applies the outcome.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import threading
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, NamedTuple
 
+from dmp import keyspace
 from dmp.records import Hit
 
 
@@ -60,6 +62,23 @@ class Identifier(NamedTuple):
         """Return the identifier written by :attr:`text`."""
         kind, _, value = text.partition(":")
         return cls(IdKind(kind), value)
+
+
+EMAIL_SHA256 = "email_sha256"  # not an identifier kind: a lookup key to the email's owner
+
+
+def email_sha256(email: str) -> str:
+    """Return the hex SHA-256 of a normalised email (how ad tools and platforms hash it)."""
+    return hashlib.sha256(email.encode()).hexdigest()
+
+
+def id_keys(ident: Identifier) -> list[str]:
+    """Return the keys that lead from an identifier to its person: its own and, for an
+    email, its SHA-256 (ad tools look people up by hashed email)."""
+    own = keyspace.identifier(ident.kind.value, ident.value)
+    if ident.kind is IdKind.EMAIL:
+        return [own, keyspace.identifier(EMAIL_SHA256, email_sha256(ident.value))]
+    return [own]
 
 
 def normalise_email(value: Any) -> str:

@@ -22,7 +22,7 @@ from dmp import identity, keyspace, metrics
 from dmp.bulk import Bulk, InFlight
 from dmp.config import Config
 from dmp.eventlog import EventBuffer, EventLog, event_digest, event_row, utc_day
-from dmp.identity import Identifier, IdKind
+from dmp.identity import Identifier, IdKind, id_keys
 from dmp.profiles import (
     BatchWrites,
     PersonDelta,
@@ -462,7 +462,7 @@ def withdraw_cookie(r: redis.Redis, pid: str, hit: Hit) -> None:
     if proofs:
         proofs["cs"] = consent_summary({**state.consents, **hit.consent})
     with r.pipeline(transaction=True) as pipe:
-        pipe.delete(keyspace.identifier(ident.kind.value, ident.value))
+        pipe.delete(*id_keys(ident))
         pipe.srem(keyspace.person(pid, "identifiers"), ident.text)
         pipe.scard(keyspace.person(pid, "identifiers"))
         if proofs:

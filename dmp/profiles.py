@@ -29,7 +29,7 @@ import redis
 
 from dmp import keyspace
 from dmp.bulk import Bulk
-from dmp.identity import CONTACT_KINDS, Identifier
+from dmp.identity import CONTACT_KINDS, Identifier, id_keys
 from dmp.records import Category, Tier
 
 CONSENT_FIELDS = [f"c:{c.value}" for c in Category]
@@ -180,7 +180,8 @@ def write_delta(
     if delta.identifiers:
         bulk.add("SADD", keyspace.person(pid, "identifiers"), *(i.text for i in delta.identifiers))
         for ident in delta.identifiers:
-            shared.identifiers[keyspace.identifier(ident.kind.value, ident.value)] = pid
+            for key in id_keys(ident):
+                shared.identifiers[key] = pid
     if delta.traits:
         pairs = (part for pair in delta.traits.items() for part in pair)
         bulk.add("HSET", keyspace.person(pid, "traits"), *pairs)
@@ -229,7 +230,8 @@ def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str,
             src = source.person_id
             moved = ids[src] - ids[target]
             if moved:
-                pipe.mset({_identifier_key(text): target for text in moved})
+                keys = (k for text in moved for k in id_keys(Identifier.from_text(text)))
+                pipe.mset(dict.fromkeys(keys, target))
                 pipe.sadd(keyspace.person(target, "identifiers"), *moved)
                 ids[target] |= moved
             for name, value in traits[src].items():
@@ -259,11 +261,6 @@ def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str,
             states = {n[2:]: bool(json.loads(p)["granted"]) for n, p in consents[target].items()}
             pipe.hset(keyspace.person(target), "cs", consent_summary(states))
         pipe.execute()
-
-
-def _identifier_key(text: str) -> str:
-    ident = Identifier.from_text(text)
-    return keyspace.identifier(ident.kind.value, ident.value)
 
 
 def _at(proof: str) -> int:

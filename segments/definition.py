@@ -21,6 +21,7 @@ from segments.language import Node, parse_where
 from segments.rules import RuleError
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9\-]{0,63}$")
+_IAB = re.compile(r"^[0-9]{1,6}$")  # the Audience Taxonomy's unique ids are numbers
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,7 @@ class SegmentDefinition:
     description: str
     where: Node
     source: dict[str, Any]
+    iab: tuple[str, ...] = ()  # IAB Audience Taxonomy 1.1 ids (OpenRTB segtax 4)
 
     def canonical(self) -> str:
         """Return the definition as canonical JSON: equal definitions, equal text."""
@@ -42,10 +44,10 @@ def parse_definition(data: Any, path: str = "segment") -> SegmentDefinition:
     """Return the definition a mapping describes (RuleError names the path)."""
     if not isinstance(data, dict):
         raise RuleError(path, "expected a mapping with id, name and where")
-    unknown = set(data) - {"id", "name", "description", "where"}
+    unknown = set(data) - {"id", "name", "description", "iab", "where"}
     if unknown:
         raise RuleError(
-            f"{path}.{sorted(unknown)[0]}", "unknown key (id, name, description, where)"
+            f"{path}.{sorted(unknown)[0]}", "unknown key (id, name, description, iab, where)"
         )
     ident, name = data.get("id"), data.get("name", data.get("id"))
     if not isinstance(ident, str) or not _ID.match(ident):
@@ -57,9 +59,16 @@ def parse_definition(data: Any, path: str = "segment") -> SegmentDefinition:
         raise RuleError(f"{path}.description", "expected text")
     if "where" not in data:
         raise RuleError(path, "a segment needs where")
+    iab = data.get("iab", [])
+    iab = [iab] if isinstance(iab, str | int) and not isinstance(iab, bool) else iab
+    if not isinstance(iab, list) or not all(_IAB.match(str(i)) for i in iab):
+        raise RuleError(f"{path}.iab", 'expected IAB Audience Taxonomy ids such as ["271"]')
+    iab = list(dict.fromkeys(str(i) for i in iab))
     where = parse_where(data["where"], "where")
     source = {"id": ident, "name": name.strip(), "description": description, "where": data["where"]}
-    return SegmentDefinition(ident, name.strip(), description, where, source)
+    if iab:
+        source["iab"] = iab
+    return SegmentDefinition(ident, name.strip(), description, where, source, tuple(iab))
 
 
 def load_definitions(text: str, source: str = "file") -> list[SegmentDefinition]:

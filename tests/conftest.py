@@ -122,3 +122,10 @@ def live_url(app: Flask) -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(5)
+
+
+@pytest.fixture
+def main_argv(config: Config, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Return the leading arguments for ``dmp.cli.main`` on the test's Redis and data dir."""
+    monkeypatch.setenv("DMP_REDIS_URL", config.redis_url)
+    return ["--data-dir", str(config.data_dir)]

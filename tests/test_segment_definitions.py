@@ -73,13 +73,13 @@ WHERE = "where: {score: {gte: 1}}"
         ),
     ],
 )
-def test_bad_definitions_store_nothing(redis, config, tmp_path, capsys, files, message):
+def test_bad_definitions_store_nothing(redis, main_argv, tmp_path, capsys, files, message):
     """One bad definition refuses the whole apply: exit 2, one line naming file and path."""
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     (tmp_path / "good.yaml").write_text(HOT)
     with pytest.raises(SystemExit) as ended:
-        main(["--data-dir", str(config.data_dir), "segments", "apply", str(tmp_path)])
+        main([*main_argv, "segments", "apply", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert ended.value.code == 2 and message in err and len(err.splitlines()) == 1
     assert segmentstore.list_segments(redis) == []
@@ -110,10 +110,10 @@ def test_plan_shows_who_a_change_adds_and_removes(runner, redis, config, tmp_pat
     assert "active (v1):" in text
 
 
-def test_plan_without_a_matrix_exits_2(redis, config, tmp_path, capsys):
+def test_plan_without_a_matrix_exits_2(redis, main_argv, tmp_path, capsys):
     """Planning needs a matrix build: one clear line, exit 2."""
     path = tmp_path / "seg.yaml"
     path.write_text(HOT)
     with pytest.raises(SystemExit) as ended:
-        main(["--data-dir", str(config.data_dir), "segments", "plan", str(path)])
+        main([*main_argv, "segments", "plan", str(path)])
     assert ended.value.code == 2 and "run `dmp matrix build` first" in capsys.readouterr().err

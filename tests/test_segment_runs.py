@@ -210,9 +210,9 @@ def test_cli_run_and_members(synth, redis, runner, config, tmp_path):
     assert "engaged" in text and "entered" in text
 
 
-def test_cli_members_of_unknown_segment(redis, config, capsys):
+def test_cli_members_of_unknown_segment(redis, main_argv, capsys):
     with pytest.raises(SystemExit) as ended:
-        main(["--data-dir", str(config.data_dir), "segments", "members", "nope"])
+        main([*main_argv, "segments", "members", "nope"])
     err = capsys.readouterr().err.strip()
     assert ended.value.code == 2 and len(err.splitlines()) == 1 and "no segment 'nope'" in err
 

@@ -10,7 +10,7 @@ import threading
 
 import click
 
-from dmp import apikeys, sites, stream, worker
+from dmp import apikeys, segmentstore, sites, stream, worker
 from dmp.cli import Context, _fail, _print_json, cli, pass_ctx
 from dmp.segmentschedule import start_schedule
 
@@ -163,10 +163,24 @@ def keys_group() -> None:
 @keys_group.command("create")
 @click.option("--scope", type=click.Choice([s.value for s in apikeys.Scope]), required=True)
 @click.option("--name", default="", help="A note on whom the key is for.")
+@click.option(
+    "--audiences", default="", help="Partner keys: the segment ids shared, comma-separated."
+)
 @pass_ctx
-def keys_create(obj: Context, scope: str, name: str) -> None:
-    """Create an API key; it is printed on the last line (shown only once)."""
-    key = apikeys.create_key(obj.redis, apikeys.Scope(scope), name)
+def keys_create(obj: Context, scope: str, name: str, audiences: str) -> None:
+    """Create an API key; it is printed on the last line (shown only once).
+
+    A partner key (an ad tool) sees only the audiences given:
+    ``dmp keys create --scope partner --audiences hot-leads,dach --name "DSP X"``.
+    """
+    shared = tuple(dict.fromkeys(a.strip() for a in audiences.split(",") if a.strip()))
+    if (scope == apikeys.Scope.PARTNER.value) != bool(shared):
+        _fail("--audiences is needed for a partner key and only for one")
+    known = {s.definition.id for s in segmentstore.list_segments(obj.redis)}
+    unknown = [a for a in shared if a not in known]
+    if unknown:
+        _fail(f"no segment {unknown[0]!r} (apply it first: dmp segments apply FILE)")
+    key = apikeys.create_key(obj.redis, apikeys.Scope(scope), name, shared)
     click.echo(f"{scope} key created; store it now, dmp keeps only its hash:")
     click.echo(key)
 
@@ -185,13 +199,15 @@ def keys_list(obj: Context, as_json: bool) -> None:
                     "scope": k.scope.value,
                     "name": k.name,
                     "created": k.created,
+                    "audiences": list(k.audiences),
                 }
                 for k in found
             ]
         )
         return
     for k in found:
-        click.echo(f"{k.key_hash[:12]}  {k.scope.value:<8} {k.created}  {k.name}")
+        shared = f"  [{', '.join(k.audiences)}]" if k.audiences else ""
+        click.echo(f"{k.key_hash[:12]}  {k.scope.value:<8} {k.created}  {k.name}{shared}")
 
 
 @keys_group.command("revoke")

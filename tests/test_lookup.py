@@ -1,0 +1,162 @@
+"""Partner keys and the per-visitor lookup for ad tools (OpenRTB user.data)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from dmp import apikeys, segmentrun, segmentstore
+from dmp.cli import cli, main
+from segments.definition import load_definitions
+from tests.test_worker import hit, identify, send
+
+SEGMENTS = """
+id: pricing
+name: Looked at pricing
+iab: ["271", "270"]
+where: {did: {event: page, url_contains: /pricing}}
+---
+id: product
+name: Product readers
+where: {did: {event: page, url_contains: /produkte}}
+---
+id: secret
+name: Not shared
+where: {did: {event: page}}
+"""
+
+
+@pytest.fixture
+def people(redis, drain, config):
+    """c-ads: consented to ads, on /pricing and /produkte, identified; c-noads: no ads."""
+    segmentstore.apply_definitions(redis, load_definitions(SEGMENTS, "t.yaml"))
+    send(
+        redis,
+        hit(uid="c-ads", url="https://acme.de/pricing"),
+        hit(uid="c-ads", url="https://acme.de/produkte"),
+        identify("Jana.Roth@acme.de", uid="c-ads"),
+        hit(
+            uid="c-noads", url="https://acme.de/pricing", consent={"analytics": True, "ads": False}
+        ),  # fmt: skip
+    )
+    drain()
+    segmentrun.run(redis, config)
+
+
+@pytest.fixture
+def partner(redis, people) -> str:
+    return apikeys.create_key(redis, apikeys.Scope.PARTNER, "DSP", ("pricing", "product"))
+
+
+def _lookup(client, key: str, **params):
+    return client.get(
+        "/api/v1/lookup", query_string=params, headers={"Authorization": f"Bearer {key}"}
+    )
+
+
+def test_lookup_answers_openrtb_user_data(client, partner):
+    """The shared segments a visitor is in, with IAB ids under segtax 4 where mapped."""
+    got = _lookup(client, partner, uid="c-ads")
+    assert got.status_code == 200 and got.mimetype == "application/json"
+    assert got.headers["Cache-Control"] == "no-store"
+    assert got.get_json() == {
+        "data": [
+            {
+                "name": "localhost",
+                "segment": [
+                    {"id": "pricing", "name": "Looked at pricing"},
+                    {"id": "product", "name": "Product readers"},
+                ],
+            },
+            {"name": "localhost", "segment": [{"id": "270"}, {"id": "271"}], "ext": {"segtax": 4}},
+        ]
+    }
+
+
+def test_lookup_by_hashed_email(client, partner):
+    """The SHA-256 of the normalised email finds the same person (upper-case hex too)."""
+    digest = hashlib.sha256(b"jana.roth@acme.de").hexdigest()
+    by_uid = _lookup(client, partner, uid="c-ads").get_json()
+    assert _lookup(client, partner, email_sha256=digest).get_json() == by_uid
+    assert _lookup(client, partner, email_sha256=digest.upper()).get_json() == by_uid
+
+
+def test_no_ads_consent_unknown_and_unshared_answer_nothing(client, redis, partner, drain):
+    """Without the ads consent, unknown, or only in unshared segments: the same empty answer."""
+    empty = {"data": []}
+    assert _lookup(client, partner, uid="c-noads").get_json() == empty
+    assert _lookup(client, partner, uid="nobody").get_json() == empty
+    assert _lookup(client, partner, email_sha256="0" * 64).get_json() == empty
+    only_secret = apikeys.create_key(redis, apikeys.Scope.PARTNER, "other", ("secret",))
+    assert _lookup(client, only_secret, uid="c-noads").get_json() == empty
+    assert _lookup(client, only_secret, uid="c-ads").get_json()["data"][0]["segment"] == [
+        {"id": "secret", "name": "Not shared"}
+    ]
+    # Withdrawing the ads consent ends the answers at once, before any run.
+    send(redis, hit(uid="c-ads", consent={"analytics": True, "ads": False}))
+    drain()
+    assert _lookup(client, partner, uid="c-ads").get_json() == empty
+
+
+@pytest.mark.parametrize(
+    ("params", "detail"),
+    [
+        ({}, "exactly one of"),
+        ({"uid": "a", "email_sha256": "0" * 64}, "exactly one of"),
+        ({"uid": ""}, "dmp_uid cookie"),
+        ({"uid": "x" * 65}, "dmp_uid cookie"),
+        ({"uid": "<script>"}, "dmp_uid cookie"),
+        ({"email_sha256": "jana@acme.de"}, "64 hex digits"),
+        ({"email_sha256": "g" * 64}, "64 hex digits"),
+    ],
+)
+def test_bad_lookups_are_problems(client, partner, params, detail):
+    got = _lookup(client, partner, **params)
+    assert got.status_code == 400 and got.mimetype == "application/problem+json"
+    assert detail in got.get_json()["detail"]
+
+
+def test_only_partner_keys_may_look_up(client, redis, people, admin_key):
+    """Admin keys, import keys, revoked and made-up keys get 401 problem+json."""
+    for key in (admin_key, apikeys.create_key(redis, apikeys.Scope.IMPORT), "dmp_pa_nope", ""):
+        got = _lookup(client, key, uid="c-ads")
+        assert got.status_code == 401 and got.mimetype == "application/problem+json"
+    partner = apikeys.create_key(redis, apikeys.Scope.PARTNER, "x", ("pricing",))
+    assert _lookup(client, partner, uid="c-ads").status_code == 200
+    apikeys.revoke_key(redis, apikeys.hash_secret(partner)[:12])
+    assert _lookup(client, partner, uid="c-ads").status_code == 401
+
+
+def test_partner_admin_api_is_closed(client, partner):
+    """A partner key is not an admin key."""
+    got = client.get("/api/v1/funnel", headers={"Authorization": f"Bearer {partner}"})
+    assert got.status_code == 401
+
+
+def test_cli_creates_partner_keys(runner, redis, people):
+    result = runner.invoke(
+        cli, ["keys", "create", "--scope", "partner", "--audiences", "pricing,product"]
+    )
+    assert result.exit_code == 0, result.output
+    key = result.output.strip().splitlines()[-1]
+    assert apikeys.partner_audiences(redis, key) == ("pricing", "product")
+    listed = json.loads(runner.invoke(cli, ["keys", "list", "--json"]).output)
+    assert listed[0]["audiences"] == ["pricing", "product"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scope", "partner"], "--audiences is needed for a partner key"),
+        (["--scope", "admin", "--audiences", "pricing"], "--audiences is needed"),
+        (["--scope", "partner", "--audiences", "pricing,nope"], "no segment 'nope'"),
+    ],
+)
+def test_cli_refuses_bad_partner_keys(redis, main_argv, people, capsys, args, message):
+    with pytest.raises(SystemExit) as ended:
+        main([*main_argv, "keys", "create", *args])
+    err = capsys.readouterr().err.strip()
+    assert ended.value.code == 2 and len(err.splitlines()) == 1 and message in err
+    assert not [k for k in apikeys.list_keys(redis) if k.scope is apikeys.Scope.PARTNER]
