@@ -240,3 +240,17 @@ def _days(value: Any, at: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise RuleError(at, "expected a positive number of days")
     return float(value)
+
+
+def conditions(node: Node, source: Any, path: str = "where") -> list[tuple[str, Any, Node]]:
+    """Return the tree's conditions (every node but ``all``/``any``) with their path and
+    what was written for them: ``[("where.all[1]", {"score": {"gte": 50}}, node), …]``.
+    A ``not`` is one condition (its part is what it denies)."""
+    if isinstance(node, All | AnyOf):
+        key = "all" if isinstance(node, All) else "any"
+        return [
+            c
+            for i, (part, written) in enumerate(zip(node.parts, source[key], strict=True))
+            for c in conditions(part, written, f"{path}.{key}[{i}]")
+        ]
+    return [(path, source, node)]

@@ -248,3 +248,53 @@ def _wait(probe, seconds: float = 30.0):
             return found
         time.sleep(0.05)
     raise AssertionError("timed out")
+
+
+def test_preview_sizes_breaks_down_and_explains(synth, redis, runner, config, tmp_path):
+    """A preview of a file or a stored id: size, tier/stage/channel counts that add up,
+    and sample members with the conditions they met; nothing is stored."""
+    matrixstore.build(redis, config)
+    path = tmp_path / "s.yaml"
+    path.write_text(SEGMENTS.split("---")[1])
+    result = runner.invoke(cli, ["segments", "preview", str(path), "--json", "--sample", "3"])
+    assert result.exit_code == 0, result.output
+    (res,) = json.loads(result.output)
+    assert segmentstore.list_segments(redis) == []
+    assert 0 < res["members"] < res["persons"]
+    assert sum(res["by_tier"].values()) == res["members"]
+    assert sum(res["by_stage"].values()) <= res["members"]
+    assert set(res["by_tier"]) <= {"medium", "high"}  # tier gte medium
+    paths = [c["path"] for c in res["conditions"]]
+    assert paths == ["where.all[0]", "where.all[1]", "where.all[2]"]
+    assert all(c["members_meeting"] == res["members"] for c in res["conditions"])
+    assert len(res["sample"]) == 3 and res["sample"][0]["score"] >= res["sample"][-1]["score"]
+    assert [m["path"] for m in res["sample"][0]["met"]] == paths
+    assert res["conditions"][1]["condition"] == {"score": {"gte": 10}}
+    # The same definition stored previews the same; the text form shows bars.
+    _apply(redis)
+    stored = json.loads(runner.invoke(cli, ["segments", "preview", "engaged", "--json"]).output)
+    assert stored["members"] == res["members"]
+    text = runner.invoke(cli, ["segments", "preview", "engaged"]).output
+    assert "by tier:" in text and "█" in text and "met: .all[0]" in text
+
+
+def test_overlap_counts_pairs(synth, redis, runner, config):
+    """The overlap of each pair is the size of the intersection of their memberships."""
+    _apply(redis)
+    segmentrun.run(redis, config)
+    res = json.loads(runner.invoke(cli, ["segments", "overlap", "--json"]).output)
+    members = _members(config)
+    sets = {s: set(members.filter(pl.col("segment_id") == s)["person_id"]) for s in res["segments"]}
+    for i, a in enumerate(res["segments"]):
+        assert res["members"][i] == len(sets[a])
+        for j, b in enumerate(res["segments"]):
+            assert res["overlap"][i][j] == len(sets[a] & sets[b])
+    assert "100%" in runner.invoke(cli, ["segments", "overlap"]).output
+
+
+def test_preview_and_overlap_need_data(redis, main_argv, capsys):
+    for args in (["preview", "engaged"], ["overlap"]):
+        with pytest.raises(SystemExit) as ended:
+            main([*main_argv, "segments", *args])
+        err = capsys.readouterr().err.strip()
+        assert ended.value.code == 2 and len(err.splitlines()) == 1

@@ -44,6 +44,11 @@ def _fail(message: str) -> None:
     raise click.UsageError(message)
 
 
+def bar(count: int, total: int, width: int = 40) -> str:
+    """Return a text bar of ``count`` out of ``total`` (charts in the terminal)."""
+    return "█" * round(width * count / total) if count and total else ""
+
+
 def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 

@@ -14,7 +14,7 @@ import click
 import polars as pl
 
 from dmp import keyspace, lifecycle, matrixstore
-from dmp.cli import Context, _fail, _print_json, cli, pass_ctx
+from dmp.cli import Context, _fail, _print_json, bar, cli, pass_ctx
 from segments.content import parse_catalog
 from segments.matrix import by_weight
 from segments.rules import RuleError
@@ -255,7 +255,7 @@ def funnel(obj: Context, as_json: bool) -> None:
     for row in data["stages"]:
         days = "-" if row["median_days"] is None else f"{row['median_days']:g}"
         click.echo(
-            f"{row['stage']:<10}{row['persons']:>10,}  {days:>11}  {_bar(row['persons'], total)}"
+            f"{row['stage']:<10}{row['persons']:>10,}  {days:>11}  {bar(row['persons'], total)}"
         )
     click.echo("\nconversion")
     for step in data["conversion"]:
@@ -264,8 +264,4 @@ def funnel(obj: Context, as_json: bool) -> None:
                    f"({step['reached_to']:,} of {step['reached_from']:,})")  # fmt: skip
     click.echo("\ninvolvement pyramid")
     for row in data["tiers"]:
-        click.echo(f"{row['tier']:<10}{row['persons']:>10,}  {_bar(row['persons'], total)}")
-
-
-def _bar(count: int, total: int, width: int = 40) -> str:
-    return "█" * round(width * count / total) if count else ""
+        click.echo(f"{row['tier']:<10}{row['persons']:>10,}  {bar(row['persons'], total)}")

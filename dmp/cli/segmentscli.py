@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from dmp import segmentstore
-from dmp.cli import Context, _fail, _print_json, cli, pass_ctx
+from dmp.cli import Context, _fail, _print_json, bar, cli, pass_ctx
 from segments.definition import SegmentDefinition, load_definitions
 from segments.rules import RuleError
 
@@ -189,3 +189,86 @@ def _read_definitions(path: Path) -> list[SegmentDefinition]:
     if twice:
         _fail(f"{path}: segment {twice[0]!r} is defined in more than one file")
     return found
+
+
+@segments_group.command("preview")
+@click.argument("target")
+@click.option("--sample", type=click.IntRange(0, 1000), default=10, show_default=True,
+              help="Members to show, highest score first.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def segments_preview(obj: Context, target: str, sample: int, as_json: bool) -> None:
+    """Preview a segment (a stored ID, or a FILE not yet applied) on the latest matrix:
+    size, breakdown by tier, stage and channel, and members with the conditions met."""
+    from dmp.segmentpreview import preview
+
+    path = Path(target)
+    if path.exists():
+        found = _read_definitions(path)
+    else:
+        stored = segmentstore.get_segment(obj.redis, target)
+        if stored is None:
+            _fail(f"no segment {target!r} and no file {target}")
+        found = [stored.definition]
+    try:
+        results = [preview(obj.redis, obj.config, d, sample) for d in found]
+    except LookupError as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(results if path.exists() else results[0])
+        return
+    for res in results:
+        _print_preview(res)
+
+
+def _print_preview(res: dict) -> None:
+    click.echo(f"{res['id']} — {res['name']}: {res['members']:,} of {res['persons']:,} persons "
+               f"({res['share']:.1%}) as of {_iso(res['as_of'])}")  # fmt: skip
+    for title, key in (("tier", "by_tier"), ("stage", "by_stage"), ("channel", "by_channel")):
+        click.echo(f"  by {title}:")
+        for name, n in res[key].items():
+            click.echo(f"    {name:<12} {bar(n, res['members'], 30):<30} {n:>9,}")
+    click.echo("  conditions (members meeting each):")
+    for c in res["conditions"]:
+        click.echo(f"    {c['path']:<24} {_compact(c['condition']):<48} {c['members_meeting']:>9,}")
+    if res["sample"]:
+        click.echo("  sample:")
+    for m in res["sample"]:
+        met = ", ".join(c["path"].removeprefix("where") or "where" for c in m["met"])
+        click.echo(f"    {m['person_id']}  {m['email'] or '-':<32} score {m['score']:<6g} "
+                   f"{m['tier']:<7} {m['stage'] or '-':<9} met: {met}")  # fmt: skip
+
+
+def _compact(written: object) -> str:
+    import json
+
+    text = json.dumps(written, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= 48 else text[:47] + "…"
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+@segments_group.command("overlap")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def segments_overlap(obj: Context, as_json: bool) -> None:
+    """Show how the last run's segments overlap: of each row's members, the share also in
+    each column's segment."""
+    from dmp.segmentpreview import overlap
+
+    try:
+        res = overlap(obj.config)
+    except LookupError as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(res)
+        return
+    ids, width = res["segments"], max([8, *(len(s) for s in res["segments"])])
+    click.echo(" " * (width + 11) + " ".join(f"{i + 1:>6}" for i in range(len(ids))))
+    for i, sid in enumerate(ids):
+        n = res["members"][i]
+        row = res["overlap"][i]
+        shares = (f"{row[j] / n:>6.0%}" if n else f"{'-':>6}" for j in range(len(ids)))
+        click.echo(f"{i + 1:>2} {sid:<{width}} {n:>7,} " + " ".join(shares))
