@@ -108,3 +108,6 @@ def funnel() -> Response:
     if data is None:
         raise Problem(404, "No matrix yet", "run `dmp matrix build` first", "not-found")
     return jsonify(data)
+
+
+from dmp import segmentsapi  # noqa: E402,F401  (its routes join bp)

@@ -21,6 +21,7 @@ from segments.language import Node, parse_where
 from segments.rules import RuleError
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9\-]{0,63}$")
+RESERVED_IDS = frozenset({"overlap", "runs", "plan", "preview"})  # /api/v1/segments/<these>
 _IAB = re.compile(r"^[0-9]{1,6}$")  # the Audience Taxonomy's unique ids are numbers
 
 
@@ -52,6 +53,8 @@ def parse_definition(data: Any, path: str = "segment") -> SegmentDefinition:
     ident, name = data.get("id"), data.get("name", data.get("id"))
     if not isinstance(ident, str) or not _ID.match(ident):
         raise RuleError(f"{path}.id", "expected lowercase letters, digits and -, up to 64")
+    if ident in RESERVED_IDS:
+        raise RuleError(f"{path}.id", f"{ident!r} is reserved (an API path)")
     if not isinstance(name, str) or not name.strip():
         raise RuleError(f"{path}.name", "expected a name")
     description = data.get("description", "")

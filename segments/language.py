@@ -47,6 +47,7 @@ TEXT_FIELDS = ("email", "company", "job_title", "industry", "country", "top_inte
                "last_channel", "next_content")  # fmt: skip
 ORDERED = {"tier": [t.value for t in Tier], "stage": [s.value for s in Stage]}
 CHANNELS = ("retargeting", "email", "phone", "postal")
+MAX_DEPTH = 64  # all/any/not levels: deeper trees are refused, not recursed into
 COUNT_OPS = {"count_gte": Op.GTE, "count_gt": Op.GT, "count_lte": Op.LTE, "count_lt": Op.LT,
              "count_eq": Op.EQ}  # fmt: skip
 
@@ -134,6 +135,8 @@ Node = All | AnyOf | Not | Compare | Interest | Reachable | TraitTest | Did
 
 def parse_where(data: Any, path: str = "where") -> Node:
     """Return the AST of a ``where`` tree (RuleError names the path and the problem)."""
+    if path.count(".") > MAX_DEPTH:
+        raise RuleError(path[:80] + "…", f"conditions nest more than {MAX_DEPTH} levels deep")
     if not isinstance(data, Mapping) or len(data) != 1:
         raise RuleError(path, "expected one condition, e.g. {score: {gte: 50}} or {all: [...]}")
     (key, value), at = next(iter(data.items())), f"{path}.{next(iter(data))}"

@@ -1,0 +1,198 @@
+"""The admin API's segments: ``/api/v1/segments`` CRUD, versions, plan, preview, members,
+overlap and runs (admin key, problem+json errors, as the rest of ``dmp.api``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from flask import Response, jsonify, request
+
+from dmp import keyspace, segmentrun, segmentstore
+from dmp.api import bp
+from dmp.deps import current_deps
+from dmp.problems import Problem
+from dmp.segmentplan import plan
+from dmp.segmentpreview import overlap, preview
+from segments.definition import SegmentDefinition, parse_definition
+from segments.rules import RuleError
+
+MAX_BODY = 64 * 1024  # a definition is a few hundred bytes; a long list of them fits
+
+
+def _body() -> Any:
+    if (request.content_length or 0) > MAX_BODY:
+        raise Problem(413, "Payload too large", f"a segment definition is at most {MAX_BODY} bytes")
+    if not request.is_json:
+        raise Problem(415, "Unsupported media type", "send the definition as application/json")
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        data = None
+    if data is None:
+        raise Problem(400, "Invalid body", "the body is not valid JSON")
+    return data
+
+
+def _definition(data: Any, path: str = "segment") -> SegmentDefinition:
+    try:
+        return parse_definition(data, path)
+    except RuleError as exc:
+        raise Problem(422, "Invalid segment", str(exc), "invalid-segment") from None
+
+
+def _stored(sid: str) -> segmentstore.StoredSegment:
+    found = segmentstore.get_segment(current_deps().redis, sid)
+    if found is None:
+        raise Problem(404, "Segment not found", f"no segment {sid!r}", "not-found")
+    return found
+
+
+def _view(s: segmentstore.StoredSegment) -> dict[str, Any]:
+    d = s.definition
+    members, last_run = current_deps().redis.hmget(keyspace.segment(d.id), "members", "last_run")
+    return {
+        "id": d.id, "name": d.name, "description": d.description, "iab": list(d.iab),
+        "version": s.version, "updated": s.updated, "definition": d.source,
+        "members": int(members) if members is not None else None, "last_run": last_run,
+    }  # fmt: skip
+
+
+def _matrix_needed(exc: LookupError) -> Problem:
+    return Problem(409, "Not ready", str(exc), "not-ready")
+
+
+@bp.get("/segments")
+def segments_list() -> Response:
+    """Return every segment with its version and last run's size."""
+    return jsonify([_view(s) for s in segmentstore.list_segments(current_deps().redis)])
+
+
+@bp.post("/segments")
+def segments_create() -> tuple[Response, int]:
+    """Create a segment (409 if the id exists: change it with PUT)."""
+    definition = _definition(_body())
+    r = current_deps().redis
+    if segmentstore.get_segment(r, definition.id) is not None:
+        raise Problem(409, "Segment exists", f"{definition.id!r} exists: PUT it to change it")
+    segmentstore.apply_definitions(r, [definition])
+    return jsonify(_view(_stored(definition.id))), 201
+
+
+@bp.get("/segments/<sid>")
+def segments_get(sid: str) -> Response:
+    """Return one segment."""
+    return jsonify(_view(_stored(sid)))
+
+
+@bp.put("/segments/<sid>")
+def segments_put(sid: str) -> tuple[Response, int]:
+    """Create or change a segment; a change is a new version (200), a new one 201."""
+    data = _body()
+    if isinstance(data, dict):
+        if data.setdefault("id", sid) != sid:
+            raise Problem(422, "Invalid segment", "segment.id: differs from the id in the URL")
+    definition = _definition(data)
+    ((_, _, changed),) = segmentstore.apply_definitions(current_deps().redis, [definition])
+    view = _view(_stored(sid)) | {"changed": changed}
+    return jsonify(view), 201 if view["version"] == 1 and changed else 200
+
+
+@bp.delete("/segments/<sid>")
+def segments_delete(sid: str) -> Response:
+    """Delete a segment: the next run empties it; its versions stay."""
+    version = segmentstore.delete_segment(current_deps().redis, sid)
+    if version is None:
+        raise Problem(404, "Segment not found", f"no segment {sid!r}", "not-found")
+    return jsonify({"id": sid, "version": version, "deleted": True})
+
+
+@bp.get("/segments/<sid>/versions")
+def segments_versions(sid: str) -> Response:
+    """Return every version of a segment, oldest first."""
+    found = segmentstore.versions(current_deps().redis, sid)
+    if not found:
+        raise Problem(404, "Segment not found", f"no segment {sid!r}", "not-found")
+    return jsonify(found)
+
+
+def _sample() -> int:
+    raw = request.args.get("sample", "10")
+    if not raw.isdigit() or int(raw) > 1000:
+        raise Problem(400, "Invalid parameter", "sample must be a whole number from 0 to 1000")
+    return int(raw)
+
+
+def _preview(definition: SegmentDefinition) -> Response:
+    deps = current_deps()
+    try:
+        return jsonify(preview(deps.redis, deps.config, definition, _sample()))
+    except LookupError as exc:
+        raise _matrix_needed(exc) from None
+
+
+@bp.get("/segments/<sid>/preview")
+def segments_preview(sid: str) -> Response:
+    """Preview a stored segment on the latest matrix."""
+    return _preview(_stored(sid).definition)
+
+
+@bp.post("/segments/preview")
+def segments_preview_new() -> Response:
+    """Preview a definition that is not stored."""
+    return _preview(_definition(_body()))
+
+
+@bp.post("/segments/plan")
+def segments_plan() -> Response:
+    """What storing the definitions (one, or a list) would add and remove."""
+    data = _body()
+    items = data if isinstance(data, list) else [data]
+    found = [_definition(d, f"segment[{i}]") for i, d in enumerate(items)]
+    deps = current_deps()
+    try:
+        return jsonify(plan(deps.redis, deps.config, found))
+    except LookupError as exc:
+        raise _matrix_needed(exc) from None
+
+
+@bp.get("/segments/<sid>/members")
+def segments_members(sid: str) -> Response:
+    """Return a page of a segment's members in the last run, highest score first."""
+    limit, offset = request.args.get("limit", "100"), request.args.get("offset", "0")
+    if not (limit.isdigit() and 1 <= int(limit) <= 10_000 and offset.isdigit()):
+        raise Problem(400, "Invalid parameter", "limit is 1 to 10000, offset a whole number")
+    rows = segmentrun.member_rows(current_deps().config, sid, int(limit) + int(offset))
+    if rows is None:
+        raise Problem(404, "Segment not found", f"no segment {sid!r} in the last run", "not-found")
+    run = segmentrun.latest_run(current_deps().config) or {}
+    page = rows.slice(int(offset), int(limit)).to_dicts()
+    total = run["members"][sid]
+    return jsonify({"id": sid, "run_id": run.get("run_id"), "as_of": run.get("as_of"),
+                    "total": total, "offset": int(offset), "members": page})  # fmt: skip
+
+
+@bp.get("/segments/overlap")
+def segments_overlap() -> Response:
+    """Return the pairwise overlap of the last run's segments."""
+    try:
+        return jsonify(overlap(current_deps().config))
+    except LookupError as exc:
+        raise _matrix_needed(exc) from None
+
+
+@bp.get("/segments/runs")
+def segments_runs() -> Response:
+    """Return the newest run records."""
+    return jsonify(segmentrun.run_records(current_deps().redis, 50))
+
+
+@bp.post("/segments/runs")
+def segments_run_now() -> tuple[Response, int]:
+    """Run every segment now (incrementally) and return the run record."""
+    deps = current_deps()
+    try:
+        result = segmentrun.run(deps.redis, deps.config, wait_seconds=30)
+    except segmentrun.RunBusy as exc:
+        raise Problem(409, "Run in progress", str(exc), "busy") from None
+    return jsonify(asdict(result)), 201
