@@ -260,3 +260,46 @@ def _iso(ms: int) -> str:
 
 def _ascii(text: str) -> str:
     return text.lower().translate(str.maketrans({"ü": "ue", "ö": "oe", "ä": "ae", "ß": "ss"}))
+
+
+_SHAPE_NAMES = (
+    "Score and tier", "Interest, reachable by email", "Whitepaper, not pricing",
+    "Stage or score", "DACH software or fit", "Pricing, then a demo", "Recently active",
+    "Newsletter openers", "Top interest and activity", "Clickers or webinar, open deals",
+)  # fmt: skip
+
+
+def example_segments(n: int, topics: tuple[str, ...] = TOPICS) -> list[dict]:
+    """Return ``n`` segment definitions of mixed shapes (as written in YAML) for synth and
+    benchmark data: comparisons, interests, channels, traits, ``did`` counts with and
+    without windows, sequences and nesting, their thresholds varied by number."""
+    shapes = [
+        lambda i, t: {"all": [{"score": {"gte": 5 + i}}, {"tier": {"gte": "medium"}}]},
+        lambda i, t: {"all": [{"interest": {"topic": t, "gte": 0.1 + i % 5 / 10}},
+                              {"channel": "email"}]},
+        lambda i, t: {"all": [
+            {"did": {"event": "whitepaper_download", "within_days": 10 + i, "count_gte": 1}},
+            {"not": {"did": {"event": "page", "url_contains": "/pricing"}}}]},
+        lambda i, t: {"any": [{"stage": {"in": ["mql", "sal"]}}, {"score": {"gte": 40 + i}}]},
+        lambda i, t: {"all": [{"trait": {"name": "country", "in": ["DE", "AT", "CH"]}},
+                              {"any": [{"trait": {"name": "industry", "eq": "Software"}},
+                                       {"fit_score": {"gte": i % 20}}]}]},
+        lambda i, t: {"did": {"event": "page", "url_contains": "/pricing", "within_days": 30,
+                              "then": {"event": "demo_request", "within_days": 3 + i % 10}}},
+        lambda i, t: {"all": [{"touchpoints_30d": {"gte": 1 + i % 10}},
+                              {"days_since_last_touch": {"lt": 3 + i % 20}}]},
+        lambda i, t: {"all": [{"did": {"event": "open", "within_days": 20 + i, "count_gte": 2}},
+                              {"not": {"did": {"event": "unsubscribe"}}}]},
+        lambda i, t: {"all": [{"top_interest": {"eq": t}}, {"activity_score": {"gte": i % 15}}]},
+        lambda i, t: {"all": [{"any": [{"did": {"event": "click", "within_days": 60}},
+                                       {"did": {"event": "webinar_signup", "topic": t}}]},
+                              {"not": {"stage": {"in": ["won", "lost"]}}}]},
+    ]  # fmt: skip
+    return [
+        {
+            "id": f"mix-{i:02d}",
+            "name": f"{_SHAPE_NAMES[i % len(shapes)]} {i}",
+            "where": shapes[i % len(shapes)](i, topics[i % len(topics)]),
+        }
+        for i in range(n)
+    ]

@@ -8,9 +8,24 @@ The matrix benchmark's DuckDB baseline is built from it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from dmp.records import Stage, Tier
 from segments.compiler import COLUMN
 from segments.content import ContentItem
+from segments.evaluator import all_dids, did_key
+from segments.language import (
+    ORDERED,
+    All,
+    AnyOf,
+    Compare,
+    Did,
+    Interest,
+    Node,
+    Not,
+    Reachable,
+    TraitTest,
+)
 from segments.matrix import PROFILE_TRAITS, WINDOWS
 from segments.rules import LIST_OPS, NUMERIC_OPS, Attr, Condition, Op, When
 from segments.scoring import DAY_MS, ScoringModel
@@ -277,3 +292,97 @@ SELECT r.person_id, tier, stage, stage_since, fit_score, activity_score, score, 
 FROM final r LEFT JOIN picked USING (person_id)
 ORDER BY r.person_id
 """
+
+
+def segments_sql(
+    segments: Mapping[str, Node], as_of_ms: int, *, matrix: str, touchpoints: str
+) -> str:
+    """Return one DuckDB query giving :func:`segments.evaluator.evaluate`'s table:
+    ``person_id`` and one Boolean column per segment.
+
+    ``matrix`` is a table expression with the matrix's rows, ``touchpoints`` one with
+    :data:`segments.matrix.TOUCHPOINT_SCHEMA` (ms timestamps, merges applied).
+    """
+    dids = all_dids(segments)
+    ctes = [f"tp AS (SELECT * FROM {touchpoints} WHERE timestamp <= {as_of_ms})"]
+    joins = []
+    plain = [d for d in dids if d.then is None]
+    if plain:
+        sums = ", ".join(
+            f"sum(CASE WHEN {_did_test(d, as_of_ms)} THEN 1 ELSE 0 END) AS {did_key(d)}"
+            for d in plain
+        )
+        ctes.append(f"counts AS (SELECT person_id, {sums} FROM tp GROUP BY person_id)")
+        joins.append("LEFT JOIN counts USING (person_id)")
+    for d in (d for d in dids if d.then is not None):
+        name = did_key(d)
+        ctes.append(f"{name}_0 AS (SELECT person_id, timestamp FROM tp WHERE {when_sql(d.filter)})")
+        step, n = d.then, 0
+        while step is not None:
+            ok = f"n.timestamp - p.prev <= {int(step.within_days * DAY_MS)}" if (
+                step.within_days is not None
+            ) else "TRUE"  # fmt: skip
+            ctes.append(
+                f"{name}_{n + 1} AS (SELECT n.person_id, n.timestamp FROM "
+                f"(SELECT person_id, timestamp FROM tp WHERE {when_sql(step.filter)}) n "
+                f"ASOF JOIN (SELECT person_id, timestamp AS prev FROM {name}_{n}) p "
+                f"ON n.person_id = p.person_id AND n.timestamp > p.prev WHERE {ok})"
+            )
+            step, n = step.then, n + 1
+        window = (
+            f"timestamp > {as_of_ms - int(d.within_days * DAY_MS)}"
+            if d.within_days is not None
+            else "TRUE"
+        )
+        ctes.append(
+            f"{name} AS (SELECT person_id, count(*) AS {name} FROM {name}_{n} "
+            f"WHERE {window} GROUP BY person_id)"
+        )
+        joins.append(f"LEFT JOIN {name} USING (person_id)")
+    flags = ", ".join(f"{node_sql(tree)} AS {_ident(sid)}" for sid, tree in segments.items())
+    return f"WITH {', '.join(ctes)} SELECT person_id, {flags} FROM {matrix} AS m {' '.join(joins)}"
+
+
+def _did_test(d: Did, as_of_ms: int) -> str:
+    test = when_sql(d.filter)
+    if d.within_days is not None:
+        test += f" AND timestamp > {as_of_ms - int(d.within_days * DAY_MS)}"
+    return test
+
+
+def node_sql(node: Node) -> str:
+    """Return a segment tree as a SQL Boolean expression (never NULL) over the matrix
+    row and its ``did`` count columns."""
+    if isinstance(node, All | AnyOf):
+        glue = " AND " if isinstance(node, All) else " OR "
+        return "(" + glue.join(node_sql(p) for p in node.parts) + ")"
+    if isinstance(node, Not):
+        return f"(NOT {node_sql(node.part)})"
+    if isinstance(node, Compare):
+        if node.field in ORDERED:
+            order = ORDERED[node.field]
+            rank = "CASE " + " ".join(
+                f"WHEN {node.field} = {quote(v)} THEN {i}" for i, v in enumerate(order)
+            ) + " END"  # fmt: skip
+            if node.op in LIST_OPS:
+                ranks = [float(order.index(v)) for v in node.value]
+                return f"COALESCE({_compare(rank, node.op, ranks)}, FALSE)"
+            return f"COALESCE({_compare(rank, node.op, order.index(node.value))}, FALSE)"
+        default = "TRUE" if node.op is Op.EXISTS and not node.value else "FALSE"
+        return f"COALESCE({_compare(node.field, node.op, node.value)}, {default})"
+    if isinstance(node, Interest):
+        weight = (
+            f"COALESCE(list_filter(interests, lambda i: i.topic = {quote(node.topic)})[1].weight"
+            ", 0.0)"
+        )
+        return f"COALESCE({_compare(weight, node.op, node.value)}, FALSE)"
+    if isinstance(node, Reachable):
+        return f"COALESCE(list_contains(channels, {quote(node.channel)}), FALSE)"
+    if isinstance(node, TraitTest):
+        return condition_sql(node.condition)
+    count = f"COALESCE({did_key(node)}, 0)"
+    return f"COALESCE({_compare(count, node.op, node.count)}, FALSE)"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
