@@ -60,7 +60,8 @@ NEXT_CHANGE = "next_change"  # ms: when a person's windowed counts next change b
 def did_counts(
     touchpoints: pl.LazyFrame, dids: list[Did], as_of_ms: int, *, expiry: bool = False
 ) -> pl.LazyFrame:
-    """Return ``person_id`` and one count column per ``did`` (:func:`did_key`).
+    """Return ``person_id`` and one count column per ``did`` (:func:`did_key`) for every
+    person with a touchpoint some ``did`` counts (the others count 0 everywhere).
 
     Plain ``did`` counts come from one aggregation; each sequence (``then``) is matched
     step by step with an as-of join (every step's touchpoint against the latest one of
@@ -70,30 +71,37 @@ def did_counts(
     """
     past = touchpoints.filter(pl.col("timestamp") <= as_of_ms)
     plain = [d for d in dids if d.then is None]
-    out = past.select("person_id").unique()
     ts = pl.col("timestamp")
-    ends = []
+    parts, ends = [], []
     if plain:
         flags, aggs = [], []
         for did in plain:
             test, name = compile_when(did.filter), did_key(did)
             if did.within_days is not None:
                 test = test & (ts > as_of_ms - did.within_days * DAY_MS)
-            flags.append(test.cast(pl.UInt32).alias(name))
-            aggs.append(pl.col(name).sum())
+            flags.append(test.alias(name))
+            aggs.append(pl.col(name).sum().cast(pl.UInt32))
             if expiry and did.within_days is not None:
                 window = int(did.within_days * DAY_MS)
-                flags.append(pl.when(test).then(ts + window).alias(f"{name}_end"))
-                aggs.append(pl.col(f"{name}_end").min())
+                aggs.append(
+                    (pl.col("timestamp").filter(pl.col(name)).min() + window).alias(f"{name}_end")
+                )
                 ends.append(f"{name}_end")
-        counts = past.select("person_id", *flags).group_by("person_id").agg(aggs)
-        out = out.join(counts, on="person_id", how="left")
+        names = [did_key(d) for d in plain]
+        # Only touchpoints some did counts are grouped: persons without any count 0.
+        matching = past.select("person_id", "timestamp", *flags).filter(pl.any_horizontal(names))
+        parts.append(matching.group_by("person_id").agg(aggs))
     for did in dids:
         if did.then is not None:
             name = did_key(did)
-            out = out.join(_sequence(past, did, as_of_ms, name), on="person_id", how="left")
+            parts.append(_sequence(past, did, as_of_ms, name))
             if expiry and did.within_days is not None:
                 ends.append(f"{name}_end")
+    if not parts:
+        return past.select("person_id").unique()
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.join(part, on="person_id", how="full", coalesce=True)
     if expiry:
         first = pl.min_horizontal(*ends) if ends else pl.lit(None, pl.Int64)
         out = out.with_columns(first.cast(pl.Int64).alias(NEXT_CHANGE)).drop(ends)
