@@ -96,13 +96,3 @@ def _record(digest: str, meta: dict[str, str]) -> ApiKey:
     audiences = tuple(a for a in meta.get("audiences", "").split(",") if a)
     return ApiKey(digest, Scope(meta["scope"]), meta.get("name", ""), meta.get("created", ""),
                   audiences)  # fmt: skip
-
-
-def partner_audiences(r: redis.Redis, key: str) -> tuple[str, ...] | None:
-    """Return the audiences shared with a partner key, or None if it is not one."""
-    if not key or len(key) > 200 or not key.isascii():
-        return None
-    scope, audiences = r.hmget(keyspace.api_key(hash_secret(key)), "scope", "audiences")
-    if scope != Scope.PARTNER.value:
-        return None
-    return tuple(a for a in (audiences or "").split(",") if a)

@@ -46,6 +46,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     # the route below only makes Flask answer 405 for other methods on its path.
     app.add_url_rule(pixel.PATH, "pixel", _pixel_behind_wsgi, methods=["GET"])
     app.wsgi_app = pixel.PixelApp(app.wsgi_app, deps)  # type: ignore[method-assign]
+    app.wsgi_app = pullapi.LookupApp(app.wsgi_app, deps)  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, from_http_exception)
     app.register_error_handler(Exception, _unexpected)
     if config.proxy_hops:

@@ -9,22 +9,32 @@ without the ``ads`` consent, gets the same empty answer: a partner learns nothin
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from flask import Blueprint, Response, current_app, json, request
+import redis
+from flask import Blueprint, Response, current_app, request
 
+from collectors.browser import BadHit
+from collectors.pixel import query_args
 from dmp import keyspace
-from dmp.apikeys import partner_audiences
-from dmp.deps import current_deps
+from dmp.apikeys import Scope, hash_secret
+from dmp.deps import Deps, current_deps
 from dmp.identity import EMAIL_SHA256, IdKind
 from dmp.problems import Problem
 from dmp.profiles import parse_consent_summary
 from dmp.segmentstore import list_segments
 
 bp = Blueprint("pull", __name__, url_prefix="/api/v1")
+log = logging.getLogger(__name__)
 
+PATH = "/api/v1/lookup"
+HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
 SEGTAX_IAB_AUDIENCE_1_1 = 4
 CATALOGUE_SECONDS = 5.0  # segment names and IAB mappings cached per process this long
 _UID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
@@ -51,21 +61,16 @@ class _Catalogue:
         return self._entries
 
 
-def _catalogue() -> _Catalogue:
-    return current_app.extensions.setdefault("dmp.catalogue", _Catalogue())
+def _bearer(header: str) -> str:
+    return header[7:].strip() if header[:7].lower() == "bearer " else ""
 
 
-def _audiences() -> tuple[str, ...]:
-    header = request.headers.get("Authorization", "")
-    key = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    found = partner_audiences(current_deps().redis, key)
-    if found is None:
-        raise Problem(401, "Unauthorized", "send a partner key as 'Authorization: Bearer <key>'")
-    return found
+def _unauthorized() -> Problem:
+    return Problem(401, "Unauthorized", "send a partner key as 'Authorization: Bearer <key>'")
 
 
-def _identifier_key() -> str:
-    uid, hashed = request.args.get("uid"), request.args.get("email_sha256")
+def _identifier_key(args: dict[str, str]) -> str:
+    uid, hashed = args.get("uid"), args.get("email_sha256")
     if (uid is None) == (hashed is None):
         raise Problem(400, "Invalid parameter", "give exactly one of uid= or email_sha256=")
     if uid is not None:
@@ -77,10 +82,8 @@ def _identifier_key() -> str:
     return keyspace.identifier(EMAIL_SHA256, hashed.lower())
 
 
-def person_segments(r, id_key: str) -> set[str]:
-    """Return the segments of the person an identifier key leads to (none without the
-    ``ads`` consent or without a person)."""
-    pid = r.get(id_key)
+def person_segments(r, pid: str) -> set[str]:
+    """Return the segments of a person (none without the ``ads`` consent or the person)."""
     for _ in range(32):  # merged persons lead on to the one they were merged into
         if not pid:
             return set()
@@ -94,22 +97,71 @@ def person_segments(r, id_key: str) -> set[str]:
     return set()
 
 
-@bp.get("/lookup")
-def lookup() -> Response:
-    """Answer the shared segments a visitor is in, as OpenRTB ``user.data``."""
-    audiences = _audiences()
-    id_key = _identifier_key()
-    r = current_deps().redis
-    found = sorted(person_segments(r, id_key).intersection(audiences))
-    provider = current_deps().config.provider_domain or request.host.rsplit(":", 1)[0]
-    data = []
+def lookup_body(
+    deps: Deps, catalogue: _Catalogue, authorization: str, query: str, host: str
+) -> bytes:
+    """Return the lookup's JSON answer (Problem for a bad key or bad parameters)."""
+    key = _bearer(authorization)
+    if not key or len(key) > 200 or not key.isascii():
+        raise _unauthorized()
+    try:
+        id_key = _identifier_key(query_args(query))
+    except BadHit as exc:
+        raise Problem(400, "Invalid parameter", str(exc)) from None
+    r = deps.redis
+    # Two round trips: the key's scope and audiences with the person id, then the person.
+    with r.pipeline(transaction=False) as pipe:
+        pipe.hmget(keyspace.api_key(hash_secret(key)), "scope", "audiences")
+        pipe.get(id_key)
+        (scope, shared), pid = pipe.execute()
+    if scope != Scope.PARTNER.value:
+        raise _unauthorized()
+    found = sorted(person_segments(r, pid or "").intersection((shared or "").split(",")))
+    provider = deps.config.provider_domain or host.rsplit(":", 1)[0]
+    data: list[dict] = []
     if found:
-        names = _catalogue().get(r)
+        names = catalogue.get(r)
         own = [{"id": sid, "name": names[sid][0]} if sid in names else {"id": sid} for sid in found]
         data.append({"name": provider, "segment": own})
         iab = sorted({i for sid in found for i in names.get(sid, ("", ()))[1]}, key=int)
         if iab:
             data.append({"name": provider, "segment": [{"id": i} for i in iab],
                          "ext": {"segtax": SEGTAX_IAB_AUDIENCE_1_1}})  # fmt: skip
-    body = json.dumps({"data": data}, separators=(",", ":"))
-    return Response(body, mimetype="application/json", headers={"Cache-Control": "no-store"})
+    return json.dumps({"data": data}, separators=(",", ":")).encode()
+
+
+class LookupApp:
+    """WSGI middleware answering ``GET /api/v1/lookup`` itself (an ad tool asks it on
+    every bid: no Flask request, routing or response objects), the rest passed on."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], deps: Deps) -> None:
+        self.app, self.deps, self.catalogue = app, deps, _Catalogue()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "GET":
+            return self.app(environ, start_response)  # Flask answers 405 for other methods
+        try:
+            body = lookup_body(
+                self.deps, self.catalogue, environ.get("HTTP_AUTHORIZATION", ""),
+                environ.get("QUERY_STRING", ""), environ.get("HTTP_HOST", ""),
+            )  # fmt: skip
+        except Problem as exc:
+            return exc.get_response()(environ, start_response)
+        except redis.RedisError:
+            log.exception("lookup: Redis unavailable")
+            problem = Problem(503, "Unavailable", "the lookup store is unavailable; retry")
+            return problem.get_response()(environ, start_response)
+        start_response("200 OK", [*HEADERS, ("Content-Length", str(len(body)))])
+        return [body]
+
+
+@bp.get("/lookup")
+def lookup() -> Response:
+    """Only reached without :class:`LookupApp` in front: the same answer through Flask."""
+    deps = current_deps()
+    catalogue = current_app.extensions.setdefault("dmp.catalogue", _Catalogue())
+    body = lookup_body(
+        deps, catalogue, request.headers.get("Authorization", ""),
+        request.query_string.decode("latin-1"), request.host,
+    )  # fmt: skip
+    return Response(body, headers=HEADERS)

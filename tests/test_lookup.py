@@ -105,7 +105,7 @@ def test_no_ads_consent_unknown_and_unshared_answer_nothing(client, redis, partn
     [
         ({}, "exactly one of"),
         ({"uid": "a", "email_sha256": "0" * 64}, "exactly one of"),
-        ({"uid": ""}, "dmp_uid cookie"),
+        ({"uid": ""}, "exactly one of"),  # a blank parameter is no parameter
         ({"uid": "x" * 65}, "dmp_uid cookie"),
         ({"uid": "<script>"}, "dmp_uid cookie"),
         ({"email_sha256": "jana@acme.de"}, "64 hex digits"),
@@ -141,7 +141,9 @@ def test_cli_creates_partner_keys(runner, redis, people):
     )
     assert result.exit_code == 0, result.output
     key = result.output.strip().splitlines()[-1]
-    assert apikeys.partner_audiences(redis, key) == ("pricing", "product")
+    (stored,) = apikeys.list_keys(redis)
+    assert stored.key_hash == apikeys.hash_secret(key)
+    assert stored.audiences == ("pricing", "product")
     listed = json.loads(runner.invoke(cli, ["keys", "list", "--json"]).output)
     assert listed[0]["audiences"] == ["pricing", "product"]
 
@@ -160,3 +162,24 @@ def test_cli_refuses_bad_partner_keys(redis, main_argv, people, capsys, args, me
     err = capsys.readouterr().err.strip()
     assert ended.value.code == 2 and len(err.splitlines()) == 1 and message in err
     assert not [k for k in apikeys.list_keys(redis) if k.scope is apikeys.Scope.PARTNER]
+
+
+def test_lookup_other_methods_and_too_many_parameters(client, partner):
+    """POST is 405 problem+json; a query of hundreds of parameters is a 400."""
+    got = client.post("/api/v1/lookup?uid=c-ads", headers={"Authorization": f"Bearer {partner}"})
+    assert got.status_code == 405 and got.mimetype == "application/problem+json"
+    many = "&".join(f"x{i}=1" for i in range(200)) + "&uid=c-ads"
+    got = client.get(f"/api/v1/lookup?{many}", headers={"Authorization": f"Bearer {partner}"})
+    assert got.status_code == 400 and "query parameters" in got.get_json()["detail"]
+
+
+def test_lookup_through_flask_gives_the_same_answer(app, partner):
+    """Without the WSGI fast path in front, the Flask route answers the same."""
+    inner = app.wsgi_app.app  # LookupApp -> the pixel and Flask behind it
+    fast = app.test_client().get("/api/v1/lookup?uid=c-ads",
+                                 headers={"Authorization": f"Bearer {partner}"})  # fmt: skip
+    app.wsgi_app = inner
+    slow = app.test_client().get("/api/v1/lookup?uid=c-ads",
+                                 headers={"Authorization": f"Bearer {partner}"})  # fmt: skip
+    assert slow.status_code == fast.status_code == 200
+    assert slow.get_json() == fast.get_json() and slow.get_json()["data"]

@@ -1,0 +1,167 @@
+"""Freshness: how soon a qualifying visit shows in the lookup, under a steady event load.
+
+    python bench/freshness.py [--persons 2000] [--rate 1000] [--probes 40] [--segments 20]
+
+``dmp serve`` (two web processes and its ingest worker, whose segment schedule runs with
+the default settings) on a fresh data dir, filled first by ``dmp synth`` and given
+``--segments`` mixed segments (:func:`dmp.synth.example_segments`) plus ``fresh``:
+``did: {event: page, url_contains: /qualify}``, shared with a partner key.
+
+While a load thread sends ``--rate`` consented events/s through the Segment batch API
+(batches of 50, paced), a probe thread makes a new visitor every second or so: one pixel
+hit on ``/qualify`` with a new ``dmp_uid`` cookie and the ads consent, then a lookup with
+the partner key every 50 ms until the answer names ``fresh``. Freshness is the time from
+the pixel's answer to the first lookup that names it. Target: ≤ 5 s (p50 and p95 shown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pixel import Target, start, stop, stop_redis, wait_up  # noqa: E402
+from runlog import append, commit  # noqa: E402
+
+from dmp.synth import example_segments  # noqa: E402
+
+FRESH = {"id": "fresh", "name": "Qualified just now",
+         "where": {"did": {"event": "page", "url_contains": "/qualify"}}}  # fmt: skip
+CONSENT = {"consent": {"categoryPreferences": {"analytics": True, "advertising": True}}}
+
+
+def dmp(data_dir: Path, *args: str, stdin: str | None = None) -> str:
+    """Run a dmp command on the data dir; return its output."""
+    run = subprocess.run(
+        [sys.executable, "-m", "dmp", "--data-dir", str(data_dir), *args],
+        input=stdin, capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    if run.returncode:
+        raise SystemExit(f"dmp {' '.join(args)} failed: {run.stderr}")
+    return run.stdout
+
+
+def prepare(data_dir: Path, args: argparse.Namespace) -> tuple[str, str]:
+    """Fill the data dir; return (write key, partner key)."""
+    dmp(data_dir, "synth", "--persons", str(args.persons), "--days", "30")
+    segments = [*example_segments(args.segments), FRESH]
+    (data_dir / "segments.json").write_text(json.dumps(segments))
+    dmp(data_dir, "segments", "apply", str(data_dir / "segments.json"))
+    dmp(data_dir, "segments", "run")
+    write_key = dmp(data_dir, "sites", "add", "bench", "--domain", "bench.test").split()[-1]
+    partner = dmp(data_dir, "keys", "create", "--scope", "partner", "--audiences", "fresh")
+    return write_key, partner.split()[-1]
+
+
+class Load(threading.Thread):
+    """Send ``rate`` events/s through POST /v1/batch until stopped."""
+
+    def __init__(self, port: int, write_key: str, rate: int, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.port, self.rate, self.stop = port, rate, stop
+        auth = "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
+        self.headers = {"Authorization": auth, "Content-Type": "application/json"}
+        self.sent = self.failed = 0
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        batch, started = 50, time.monotonic()
+        while not self.stop.is_set():
+            events = [{
+                "type": "page", "anonymousId": f"load-{(self.sent + i) % 5000}",
+                "name": "page", "properties": {"url": f"https://bench.test/blog/{i % 30}"},
+                "context": CONSENT, "messageId": uuid.uuid4().hex,
+            } for i in range(batch)]  # fmt: skip
+            try:
+                conn.request("POST", "/v1/batch", json.dumps({"batch": events}), self.headers)
+                response = conn.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            self.sent += batch if ok else 0
+            self.failed += 0 if ok else batch
+            ahead = self.sent / self.rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+
+
+def probe(port: int, write_key: str, partner: str, n: int) -> float:
+    """One qualifying visit; return seconds until the lookup names ``fresh``."""
+    uid = f"probe{n:04d}{uuid.uuid4().hex[:13]}"
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    path = (f"/p.gif?k={write_key}&url=https%3A%2F%2Fbench.test%2Fqualify"
+            "&consent=analytics,ads")  # fmt: skip
+    conn.request("GET", path, headers={"Cookie": f"dmp_uid={uid}", "Host": "bench.test"})
+    conn.getresponse().read()
+    hit = time.monotonic()
+    while time.monotonic() - hit < 60:
+        conn.request("GET", f"/api/v1/lookup?uid={uid}",
+                     headers={"Authorization": f"Bearer {partner}"})  # fmt: skip
+        answer = json.loads(conn.getresponse().read())
+        if any(s["id"] == "fresh" for d in answer["data"] for s in d["segment"]):
+            return time.monotonic() - hit
+        time.sleep(0.05)
+    return float("inf")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--persons", type=int, default=2000)
+    parser.add_argument("--segments", type=int, default=20)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--probes", type=int, default=40)
+    parser.add_argument("--warmup", type=float, default=10.0)
+    args = parser.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="dmp-fresh-"))
+    write_key, partner = prepare(data_dir, args)
+    target = Target("dmp", [sys.executable, "-m", "dmp", "serve", "--workers", "2"], data_dir)
+    start(target, {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    stopping = threading.Event()
+    try:
+        wait_up(target, "/healthz")
+        load = Load(target.port, write_key, args.rate, stopping)
+        load.start()
+        time.sleep(args.warmup)
+        sent0, t0 = load.sent, time.monotonic()
+        seconds = []
+        for n in range(args.probes):
+            seconds.append(probe(target.port, write_key, partner, n))
+            print(f"probe {n + 1:>3}: {seconds[-1]:.2f} s", flush=True)
+            time.sleep(0.5)
+        rate = (load.sent - sent0) / (time.monotonic() - t0)
+    finally:
+        stopping.set()
+        stop(target)
+        stop_redis(target)
+    seconds.sort()
+    p50 = statistics.median(seconds)
+    p95 = seconds[min(len(seconds) - 1, round(0.95 * len(seconds)) - 1)]
+    print(f"\n{args.probes} probes at {rate:,.0f} events/s ({load.failed} failed), "
+          f"{args.persons:,} synth persons, {args.segments + 1} segments: "
+          f"freshness p50 {p50:.2f} s, p95 {p95:.2f} s, max {seconds[-1]:.2f} s "
+          f"(target ≤ 5 s)")  # fmt: skip
+    append("freshness", {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit(),
+        "host": platform.node(), "persons": args.persons, "segments": args.segments + 1,
+        "rate": rate, "failed": load.failed, "seconds": seconds, "p50": p50, "p95": p95,
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
