@@ -27,7 +27,6 @@ from dmp.apikeys import Scope, hash_secret
 from dmp.deps import Deps, current_deps
 from dmp.identity import EMAIL_SHA256, IdKind
 from dmp.problems import Problem
-from dmp.profiles import parse_consent_summary
 from dmp.segmentstore import list_segments
 
 bp = Blueprint("pull", __name__, url_prefix="/api/v1")
@@ -82,19 +81,51 @@ def _identifier_key(args: dict[str, str]) -> str:
     return keyspace.identifier(EMAIL_SHA256, hashed.lower())
 
 
-def person_segments(r, pid: str) -> set[str]:
-    """Return the segments of a person (none without the ``ads`` consent or the person)."""
-    for _ in range(32):  # merged persons lead on to the one they were merged into
-        if not pid:
-            return set()
-        with r.pipeline(transaction=False) as pipe:
-            pipe.hmget(keyspace.person(pid), "merged_into", "cs")
-            pipe.smembers(keyspace.person(pid, "segments"))
-            (merged_into, cs), segments = pipe.execute()
-        if not merged_into:
-            return segments if parse_consent_summary(cs).get("ads") else set()
-        pid = merged_into
-    return set()
+# One round trip for a lookup: the key's scope and audiences, the identifier's person (merges
+# followed), the ads consent and the shared segments the person is in. It reads person keys
+# it derives itself, which a single Redis allows (Redis Cluster would need two round trips).
+_LOOKUP = """
+if redis.call('HGET', KEYS[1], 'scope') ~= ARGV[4] then return {0} end
+local shared = {}
+for a in string.gmatch(redis.call('HGET', KEYS[1], 'audiences') or '', '[^,]+') do
+  shared[a] = true
+end
+local pid = redis.call('GET', KEYS[2])
+for _ = 1, 32 do
+  if not pid then return {1} end
+  local base = ARGV[1] .. pid .. ARGV[2]
+  local found = redis.call('HMGET', base, 'merged_into', 'cs')
+  if not found[1] then
+    if not string.find(',' .. (found[2] or '') .. ',', ',ads=1,', 1, true) then return {1} end
+    local out = {1}
+    for _, sid in ipairs(redis.call('SMEMBERS', base .. ARGV[3])) do
+      if shared[sid] then out[#out + 1] = sid end
+    end
+    return out
+  end
+  pid = found[1]
+end
+return {1}
+"""
+_PERSON = keyspace.person("\0").split("\0")  # the person hash's name around the id
+_SEGMENTS = keyspace.person("\0", "segments").split("\0")[1][len(_PERSON[1]) :]
+
+
+def shared_segments(r: redis.Redis, key: str, id_key: str) -> list[str] | None:
+    """Return the segments shared with a partner key that the person an identifier key
+    leads to is in (none without the ``ads`` consent), or None if the key is no partner's."""
+    global _script
+    if _script is None:
+        _script = r.register_script(_LOOKUP)  # EVALSHA, loaded again should Redis forget it
+    found = _script(
+        keys=[keyspace.api_key(hash_secret(key)), id_key],
+        args=[*_PERSON, _SEGMENTS, Scope.PARTNER.value],
+        client=r,
+    )
+    return None if found[0] == 0 else sorted(found[1:])
+
+
+_script: Any = None
 
 
 def lookup_body(
@@ -109,14 +140,9 @@ def lookup_body(
     except BadHit as exc:
         raise Problem(400, "Invalid parameter", str(exc)) from None
     r = deps.redis
-    # Two round trips: the key's scope and audiences with the person id, then the person.
-    with r.pipeline(transaction=False) as pipe:
-        pipe.hmget(keyspace.api_key(hash_secret(key)), "scope", "audiences")
-        pipe.get(id_key)
-        (scope, shared), pid = pipe.execute()
-    if scope != Scope.PARTNER.value:
+    found = shared_segments(r, key, id_key)
+    if found is None:
         raise _unauthorized()
-    found = sorted(person_segments(r, pid or "").intersection((shared or "").split(",")))
     provider = deps.config.provider_domain or host.rsplit(":", 1)[0]
     data: list[dict] = []
     if found:

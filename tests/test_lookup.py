@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from dmp import apikeys, segmentrun, segmentstore
+from dmp import apikeys, keyspace, profiles, segmentrun, segmentstore
 from dmp.cli import cli, main
+from dmp.identity import Identifier, IdKind
 from segments.definition import load_definitions
 from tests.test_worker import hit, identify, send
 
@@ -183,3 +184,18 @@ def test_lookup_through_flask_gives_the_same_answer(app, partner):
                                  headers={"Authorization": f"Bearer {partner}"})  # fmt: skip
     assert slow.status_code == fast.status_code == 200
     assert slow.get_json() == fast.get_json() and slow.get_json()["data"]
+
+
+def test_lookup_follows_merges(client, redis, drain, config, partner):
+    """A cookie whose person was merged into another answers for the surviving person."""
+    send(redis, hit(uid="c-other", url="https://acme.de/blog"))
+    drain()
+    before = profiles.find_person(redis, Identifier(IdKind.UID, "c-other"))
+    send(redis, identify("jana.roth@acme.de", uid="c-other"))
+    drain()
+    stored = redis.hget(keyspace.person(before), "merged_into")
+    assert stored, "the second cookie's person was merged"
+    assert (
+        _lookup(client, partner, uid="c-other").get_json()
+        == _lookup(client, partner, uid="c-ads").get_json()
+    )
