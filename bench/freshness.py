@@ -8,9 +8,10 @@ the default settings) on a fresh data dir, filled first by ``dmp synth`` and giv
 ``did: {event: page, url_contains: /qualify}``, shared with a partner key.
 
 While a load thread sends ``--rate`` consented events/s through the Segment batch API
-(batches of 50, paced), a probe thread makes a new visitor every second or so: one pixel
-hit on ``/qualify`` with a new ``dmp_uid`` cookie and the ads consent, then a lookup with
-the partner key every 50 ms until the answer names ``fresh``. Freshness is the time from
+(batches of 50, paced), a probe makes a new visitor every few seconds (at random, not in
+step with the worker's flushes): one pixel hit on ``/qualify`` with a new ``dmp_uid``
+cookie and the ads consent, then a lookup with the partner key every 50 ms until the
+answer names ``fresh``. Freshness is the time from
 the pixel's answer to the first lookup that names it. Target: ≤ 5 s (p50 and p95 shown).
 """
 
@@ -21,6 +22,7 @@ import base64
 import http.client
 import json
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -143,7 +145,7 @@ def main() -> None:
         for n in range(args.probes):
             seconds.append(probe(target.port, write_key, partner, n))
             print(f"probe {n + 1:>3}: {seconds[-1]:.2f} s", flush=True)
-            time.sleep(0.5)
+            time.sleep(random.uniform(0.2, 3.0))  # not in step with the worker's flushes
         rate = (load.sent - sent0) / (time.monotonic() - t0)
     finally:
         stopping.set()
