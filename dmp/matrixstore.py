@@ -374,7 +374,20 @@ def _write_snapshot(
     write_text(manifest_path(path), json.dumps(manifest))
     write_text(folder / "LATEST", path.name + "\n")
     sync_dir(folder)
+    _prune(folder)
     return path
+
+
+KEEP_SNAPSHOTS = 5  # the worker's schedule builds often: older snapshots are removed
+
+
+def _prune(folder: Path) -> None:
+    """Remove every file of all but the KEEP_SNAPSHOTS last written snapshots (a build
+    as of an earlier time is newer than its name says)."""
+    snapshots = sorted(folder.glob("matrix-*Z-*[0-9].parquet"), key=lambda p: p.stat().st_mtime)
+    for old in snapshots[:-KEEP_SNAPSHOTS]:
+        for part in folder.glob(old.stem + ".*"):
+            part.unlink(missing_ok=True)
 
 
 def manifest_path(snapshot: Path) -> Path:

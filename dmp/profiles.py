@@ -8,6 +8,7 @@ Keys (all under the person's hash tag, see ``dmp.keyspace.person``):
   the current consent states in short (``analytics=1,ads=0``) for the worker to read;
 - ``:identifiers`` set of ``kind:value``; ``:traits`` hash of JSON values;
 - ``:stages`` list of recorded lifecycle stages (see ``dmp.lifecycle``);
+- ``:segments`` set of the segment ids the person is in (kept by ``dmp.segmentrun``);
 - ``:touchpoints`` sorted set of JSON touchpoints scored by time (capped; Parquet keeps all);
   its highest score is the person's ``last_seen``.
 

@@ -307,8 +307,8 @@ def _write_run(
 
 
 def _prune(folder: Path) -> None:
-    """Remove the member and count files of all but the newest KEEP_RUNS runs."""
-    runs = sorted(folder.glob("run-*.json"))
+    """Remove the member and count files of all but the KEEP_RUNS last written runs."""
+    runs = sorted(folder.glob("run-*.json"), key=lambda p: p.stat().st_mtime)
     for old in runs[:-KEEP_RUNS]:
         run_id = old.stem[len("run-") :]
         for name in (f"members-{run_id}.parquet", f"counts-{run_id}.parquet", old.name):
@@ -384,7 +384,9 @@ def member_rows(config: Config, sid: str, limit: int | None = None) -> pl.DataFr
     if found is None or sid not in found["members"]:
         return None
     ids = latest_members(config).filter(pl.col("segment_id") == sid).select("person_id")
-    snapshot = segments_dir(config).parent / "matrix" / found["matrix"]["snapshot"]
+    snapshot = matrixstore.matrix_dir(config) / found["matrix"]["snapshot"]
+    if not snapshot.exists():  # removed by later builds: the newest rows will do
+        snapshot = matrixstore.latest_snapshot(config) or snapshot
     shown = ["person_id", "email", "tier", "stage", "score", "top_interest", "channels"]
     rows = ids.join(pl.scan_parquet(snapshot).select(shown), on="person_id", how="left")
     rows = rows.sort("score", "person_id", descending=[True, False], nulls_last=True)

@@ -166,3 +166,18 @@ def test_funnel_cli_and_api_match_the_build(anna, runner, client, admin_key):
     assert data["persons"] == 2 and sum(s["persons"] for s in data["stages"]) == 2
     text = runner.invoke(cli, ["funnel"]).output
     assert "involvement pyramid" in text and "lead → mql" in text
+
+
+def test_only_the_newest_snapshots_are_kept(runner, redis, config):
+    """Frequent builds (the worker's schedule) keep the newest five snapshots, whole."""
+    assert runner.invoke(cli, ["synth", "--persons", "30", "--days", "5"]).exit_code == 0
+    built = [matrixstore.build(redis, config, incremental=True).path for _ in range(6)]
+    built.append(matrixstore.build(redis, config, 1_700_000_000_000).path)  # as of 2023
+    folder = matrixstore.matrix_dir(config)
+    kept = sorted(folder.glob("matrix-*Z-*[0-9].parquet"))
+    assert kept == sorted(built[-5:]) and matrixstore.latest_snapshot(config) == built[-1]
+    for path in built[:2]:
+        assert not list(folder.glob(path.stem + ".*"))
+    for path in built[-5:]:
+        assert matrixstore.manifest_path(path).exists()
+        assert path.with_suffix(".state.parquet").exists()
