@@ -31,7 +31,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runlog import append, commit  # noqa: E402  (bench/ is the script's folder)
+from runlog import append, commit, measure_child  # noqa: E402  (bench/ is the script's folder)
 
 from dmp.records import EVENT_SCHEMA  # noqa: E402
 from dmp.synth import TOPICS, catalog_yaml  # noqa: E402
@@ -226,16 +226,9 @@ def run_duckdb(folder: Path) -> None:
 def child(engine: str, folder: Path) -> dict:
     """Run one engine in a fresh process; return its time and peak RSS."""
     args = [sys.executable, __file__, "--child", engine, "--data", str(folder)]
-    started = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    out = proc.stdout.read() if proc.stdout else ""
-    if status != 0:
-        raise SystemExit(f"{engine} failed ({status}): {out}")
-    report = json.loads(out.strip().splitlines()[-1])
-    return {"engine": engine, "build_s": report["seconds"], "process_s": wall,
-            "peak_rss_mb": usage.ru_maxrss / 1024, "out": report["out"]}  # fmt: skip
+    report = measure_child(args, engine)
+    return {"engine": engine, "build_s": report["seconds"], "process_s": report["process_s"],
+            "peak_rss_mb": report["peak_rss_mb"], "out": report["out"]}  # fmt: skip
 
 
 def summary(path: str) -> dict:

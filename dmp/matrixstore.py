@@ -202,6 +202,20 @@ def latest_snapshot(config: Config) -> Path | None:
     return path if path.exists() else None
 
 
+def latest_build(config: Config) -> tuple[Path, dict]:
+    """Return the newest snapshot and its manifest (LookupError before the first build)."""
+    snapshot = latest_snapshot(config)
+    if snapshot is None:
+        raise LookupError("no matrix yet: run `dmp matrix build` first")
+    return snapshot, json.loads(manifest_path(snapshot).read_text(encoding="utf-8"))
+
+
+def build_touchpoints(r: redis.Redis, config: Config, manifest: dict) -> pl.LazyFrame:
+    """Return the touchpoints a build read: its event files, merges up to its last one."""
+    merged = merge_map(r, until=manifest["last_merge"])
+    return read_touchpoints(config.events_dir, merged, manifest["files"])
+
+
 def snapshot_row(config: Config, pid: str) -> dict | None:
     """Return one person's row of the latest snapshot (None before a build has them)."""
     path = latest_snapshot(config)

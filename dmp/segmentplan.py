@@ -6,7 +6,6 @@ matrix snapshot (at its as-of time): who would enter, who would leave, with samp
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import polars as pl
@@ -22,10 +21,7 @@ SAMPLE = 5
 
 def plan(r: redis.Redis, config: Config, found: list[SegmentDefinition]) -> dict[str, Any]:
     """Return, per definition, the members now and after, and samples of who changes."""
-    snapshot = matrixstore.latest_snapshot(config)
-    if snapshot is None:
-        raise LookupError("no matrix yet: run `dmp matrix build` first")
-    manifest = json.loads(matrixstore.manifest_path(snapshot).read_text(encoding="utf-8"))
+    snapshot, manifest = matrixstore.latest_build(config)
     as_of = manifest["as_of"]
     current = {s.definition.id: s for s in segmentstore.list_segments(r)}
     trees = {}
@@ -34,7 +30,7 @@ def plan(r: redis.Redis, config: Config, found: list[SegmentDefinition]) -> dict
         if d.id in current:
             trees[f"old:{d.id}"] = current[d.id].definition.where
     matrix = pl.scan_parquet(snapshot)
-    touchpoints = matrixstore.read_touchpoints(config.events_dir, matrixstore.merge_map(r))
+    touchpoints = matrixstore.build_touchpoints(r, config, manifest)
     flags = evaluate(matrix, touchpoints, trees, as_of)
     shown = matrix.select("person_id", "email", "score", "stage")
     members = flags.join(shown, on="person_id", how="left").collect(engine="streaming")

@@ -8,7 +8,6 @@ for every pair of segments of the last run, the persons in both.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import polars as pl
@@ -27,17 +26,13 @@ def preview(
     r: redis.Redis, config: Config, definition: SegmentDefinition, sample: int = SAMPLE
 ) -> dict[str, Any]:
     """Return the size, breakdowns and a sample (with conditions met) of a definition."""
-    snapshot = matrixstore.latest_snapshot(config)
-    if snapshot is None:
-        raise LookupError("no matrix yet: run `dmp matrix build` first")
-    manifest = json.loads(matrixstore.manifest_path(snapshot).read_text(encoding="utf-8"))
+    snapshot, manifest = matrixstore.latest_build(config)
     as_of = manifest["as_of"]
     found = conditions(definition.where, definition.source["where"])
     tree = {"_in": definition.where}
     matrix = pl.scan_parquet(snapshot)
     if all_dids(tree):
-        merged = matrixstore.merge_map(r, until=manifest["last_merge"])
-        touchpoints = matrixstore.read_touchpoints(config.events_dir, merged, manifest["files"])
+        touchpoints = matrixstore.build_touchpoints(r, config, manifest)
         counts = did_counts(touchpoints, all_dids(tree), as_of)
         matrix = matrix.join(counts, on="person_id", how="left")
     shown = ["person_id", "email", "tier", "stage", "score", "channels", "top_interest"]

@@ -144,10 +144,7 @@ def run(
 
 def _run(r: redis.Redis, config: Config, full: bool) -> RunResult:
     started = time.perf_counter()
-    snapshot = matrixstore.latest_snapshot(config)
-    if snapshot is None:
-        raise LookupError("no matrix yet: run `dmp matrix build` first")
-    matrix = json.loads(matrixstore.manifest_path(snapshot).read_text(encoding="utf-8"))
+    snapshot, matrix = matrixstore.latest_build(config)
     as_of = matrix["as_of"]
     stored = {s.definition.id: s for s in segmentstore.list_segments(r)}
     trees = {sid: s.definition.where for sid, s in stored.items()}
@@ -205,14 +202,18 @@ def _counts(
     schema = {"person_id": pl.Utf8, **dict.fromkeys(keys, pl.UInt32), NEXT_CHANGE: pl.Int64}
     if not dids:
         return pl.DataFrame(schema=schema), None
-    merged = matrixstore.merge_map(r, until=matrix["last_merge"])
-    touchpoints = matrixstore.read_touchpoints(config.events_dir, merged, matrix["files"])
+    touchpoints = matrixstore.build_touchpoints(r, config, matrix)
     as_of = matrix["as_of"]
     if previous is None or not _can_keep(previous, matrix, keys):
         counts = did_counts(touchpoints, dids, as_of, expiry=True).collect(engine="streaming")
         return counts.select(list(schema)).cast(schema), None  # type: ignore[arg-type]
     touched, removed = matrixstore.touched_since(
-        r, config, previous["matrix"], matrix["files"], merged, until=matrix["last_merge"]
+        r,
+        config,
+        previous["matrix"],
+        matrix["files"],
+        matrixstore.merge_map(r, until=matrix["last_merge"]),
+        until=matrix["last_merge"],
     )
     kept = pl.read_parquet(segments_dir(config) / previous["counts_file"]).select(list(schema))
     due = kept.filter(pl.col(NEXT_CHANGE) <= as_of)["person_id"].to_list()
