@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,7 +55,7 @@ CHANGE_SCHEMA = {
 KEEP_RUNS = 3  # runs whose member and count files are kept (changes are kept for good)
 RUN_RECORDS = 1000  # run records kept in Redis
 CHUNK = 10_000  # Redis commands per pipeline
-LOCK_SECONDS = 600
+LOCK_SECONDS = 30  # renewed every 10 s while the holder lives
 
 
 class RunBusy(RuntimeError):
@@ -99,30 +100,55 @@ def latest_members(config: Config) -> pl.LazyFrame:
     return pl.scan_parquet(segments_dir(config) / found["members_file"])
 
 
+class RunLock:
+    """The one-run-at-a-time lock: a token under ``dmp:segments:lock`` that expires
+    LOCK_SECONDS after its holder stops renewing it (a heartbeat thread renews it)."""
+
+    def __init__(self, r: redis.Redis) -> None:
+        self.r, self.token = r, secrets.token_hex(8)
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._renew, name="dmp-run-lock", daemon=True)
+
+    def held(self) -> bool:
+        """Return whether this holder still has the lock."""
+        return self.r.get(keyspace.SEGMENTS_LOCK) == self.token
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LOCK_SECONDS / 3):
+            try:
+                self.r.eval(_RENEW, 1, keyspace.SEGMENTS_LOCK, self.token, int(LOCK_SECONDS * 1000))
+            except redis.RedisError:
+                log.warning("segments: could not renew the run lock", exc_info=True)
+
+    def release(self) -> None:
+        self._stop.set()
+        self.r.eval(_RELEASE, 1, keyspace.SEGMENTS_LOCK, self.token)
+
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 @contextmanager
-def run_lock(r: redis.Redis, wait_seconds: float = 0.0) -> Iterator[None]:
-    """Hold the segment-run lock (RunBusy if another run keeps it past ``wait_seconds``)."""
-    token, deadline = secrets.token_hex(8), time.monotonic() + wait_seconds
-    while not r.set(keyspace.SEGMENTS_LOCK, token, nx=True, ex=LOCK_SECONDS):
+def run_lock(r: redis.Redis, wait_seconds: float = 0.0) -> Iterator[RunLock]:
+    """Hold the lock that matrix builds and segment runs share (RunBusy if another holds
+    it past ``wait_seconds``); a holder that dies loses it within LOCK_SECONDS."""
+    lock, deadline = RunLock(r), time.monotonic() + wait_seconds
+    while not r.set(keyspace.SEGMENTS_LOCK, lock.token, nx=True, px=int(LOCK_SECONDS * 1000)):
         if time.monotonic() >= deadline:
-            raise RunBusy("another segment run is in progress")
+            raise RunBusy("another matrix build or segment run is in progress")
         time.sleep(0.2)
+    lock._beat.start()
     try:
-        yield
+        yield lock
     finally:
-        _release(r, token)
-
-
-def _release(r: redis.Redis, token: str) -> None:
-    with r.pipeline(transaction=True) as pipe:
-        try:
-            pipe.watch(keyspace.SEGMENTS_LOCK)
-            if pipe.get(keyspace.SEGMENTS_LOCK) == token:
-                pipe.multi()
-                pipe.delete(keyspace.SEGMENTS_LOCK)
-                pipe.execute()
-        except redis.WatchError:
-            pass  # expired and taken by another run: theirs now
+        lock.release()
 
 
 def run(
@@ -136,13 +162,13 @@ def run(
 ) -> RunResult:
     """Build the matrix (unless ``build_matrix`` is False), evaluate every stored segment
     and keep the membership. ``full`` rebuilds the matrix and recounts every person."""
-    with run_lock(r, wait_seconds):
+    with run_lock(r, wait_seconds) as lock:
         if build_matrix:
             matrixstore.build(r, config, progress=progress, incremental=not full)
-        return _run(r, config, full)
+        return _run(r, config, full, lock)
 
 
-def _run(r: redis.Redis, config: Config, full: bool) -> RunResult:
+def _run(r: redis.Redis, config: Config, full: bool, lock: RunLock) -> RunResult:
     started = time.perf_counter()
     snapshot, matrix = matrixstore.latest_build(config)
     as_of = matrix["as_of"]
@@ -172,6 +198,8 @@ def _run(r: redis.Redis, config: Config, full: bool) -> RunResult:
         "entered": entered,
         "left": changes.height - entered,
     }
+    if not lock.held():  # stalled past the lock's expiry: another run may be writing
+        raise RunBusy("the run lock was lost (this run stalled); nothing written")
     _write_run(config, manifest, members, counts, changes)
     _apply(r, manifest, members, changes, last)
     result = RunResult(

@@ -298,3 +298,27 @@ def test_preview_and_overlap_need_data(redis, main_argv, capsys):
             main([*main_argv, "segments", *args])
         err = capsys.readouterr().err.strip()
         assert ended.value.code == 2 and len(err.splitlines()) == 1
+
+
+def test_the_run_lock_is_renewed_and_a_dead_holders_expires(synth, redis, config, monkeypatch):
+    """A living holder keeps the lock past its expiry; a dead one's lapses and the next
+    run gets it; a run that lost its lock writes nothing."""
+    monkeypatch.setattr(segmentrun, "LOCK_SECONDS", 0.6)
+    with segmentrun.run_lock(redis) as lock:
+        time.sleep(1.5)
+        assert lock.held()
+    assert redis.get(keyspace.SEGMENTS_LOCK) is None
+    redis.set(keyspace.SEGMENTS_LOCK, "a-dead-worker", px=500)
+    _apply(redis)
+    assert segmentrun.run(redis, config, wait_seconds=5).members
+    before = segmentrun.latest_run(config)["run_id"]
+
+    def lose_it(*args, **kwargs):
+        redis.set(keyspace.SEGMENTS_LOCK, "someone-else")
+        return original(*args, **kwargs)
+
+    original = segmentrun.membership
+    monkeypatch.setattr(segmentrun, "membership", lose_it)
+    with pytest.raises(segmentrun.RunBusy, match="lock was lost"):
+        segmentrun.run(redis, config)
+    assert segmentrun.latest_run(config)["run_id"] == before

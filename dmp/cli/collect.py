@@ -65,7 +65,7 @@ def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
             threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()
         schedule = start_schedule(r, obj.config, stop)
         worker.run_forever(r, obj.config, stop)
-        schedule.join(timeout=60)  # a run under way finishes its files and sets
+        schedule.join(timeout=20)  # a run under way finishes (dmp serve waits 30 s)
         return
     total = stream.pending_count(r)
     if total:

@@ -15,6 +15,7 @@ import polars as pl
 
 from dmp import keyspace, lifecycle, matrixstore
 from dmp.cli import Context, _fail, _print_json, bar, cli, pass_ctx
+from dmp.segmentrun import RunBusy, run_lock
 from segments.content import parse_catalog
 from segments.matrix import by_weight
 from segments.rules import RuleError
@@ -113,12 +114,18 @@ def matrix_build(obj: Context, as_of: str | None, incremental: bool, as_json: bo
     r = obj.redis
     keys = max(1, r.dbsize())  # an upper bound of the persons to read
     try:
-        with click.progressbar(length=keys, label="reading persons", file=sys.stderr) as bar:
+        # The worker's segment schedule builds too: one build at a time.
+        with (
+            run_lock(r, wait_seconds=120),
+            click.progressbar(length=keys, label="reading persons", file=sys.stderr) as bar,
+        ):
             result = matrixstore.build(
                 r, obj.config, when, progress=bar.update, incremental=incremental
             )
     except RuleError as exc:
         _fail(f"stored model or catalog: {exc}")
+    except RunBusy as exc:
+        raise click.ClickException(str(exc)) from None
     summary = {
         "snapshot": str(result.path),
         "as_of": datetime.fromtimestamp(result.as_of_ms / 1000, UTC).isoformat(),

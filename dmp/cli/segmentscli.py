@@ -132,8 +132,10 @@ def segments_run(obj: Context, full: bool, no_build: bool, as_json: bool) -> Non
                                    file=sys.stderr) as bar:  # fmt: skip
                 result = segmentrun.run(obj.redis, obj.config, full=full, wait_seconds=60,
                                         progress=bar.update)  # fmt: skip
-    except (LookupError, segmentrun.RunBusy) as exc:
+    except LookupError as exc:
         _fail(str(exc))
+    except segmentrun.RunBusy as exc:
+        raise click.ClickException(str(exc)) from None
     if as_json:
         _print_json(asdict(result))
         return
