@@ -21,6 +21,7 @@ sees ``dmp:segments:applied`` behind and rewrites the sets from its own snapshot
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import secrets
@@ -390,15 +391,43 @@ def _send(r: redis.Redis, commands: Iterator[list[tuple[str, str, str]]]) -> Non
 
 
 def _rewrite(r: redis.Redis, members: pl.DataFrame) -> None:
-    """Replace every lookup set by the memberships given."""
+    """Replace every lookup set by the memberships given, never leaving one empty on the
+    way: each segment's set is filled under a new name and renamed over the old one, each
+    person's set is replaced in one transaction, then sets of no one's are removed."""
+    keep_segments, keep_persons = set(), set()
+    for (sid,), part in members.partition_by("segment_id", as_dict=True).items():
+        key = keyspace.segment(sid, "members")
+        fresh = keyspace.segment(sid, "members-rewrite")
+        ids = part["person_id"].to_list()
+        r.delete(fresh)
+        for start in range(0, len(ids), CHUNK):
+            r.sadd(fresh, *ids[start : start + CHUNK])
+        r.rename(fresh, key)
+        keep_segments.add(key)
+    by_person = members.group_by("person_id").agg(pl.col("segment_id").sort())
+    rows = by_person.iter_rows()
+    while chunk := list(itertools.islice(rows, CHUNK // 4)):
+        with r.pipeline(transaction=True) as pipe:
+            for pid, sids in chunk:
+                key = keyspace.person(pid, "segments")
+                pipe.delete(key)
+                pipe.sadd(key, *sids)
+                keep_persons.add(key)
+            pipe.execute()
     stale = [
-        *r.scan_iter(match="dmp:segment:*:members", count=1000),
-        *r.scan_iter(match="dmp:person:{*}:segments", count=1000),
+        *(
+            k
+            for k in r.scan_iter(match="dmp:segment:*:members", count=1000)
+            if k not in keep_segments
+        ),
+        *(
+            k
+            for k in r.scan_iter(match="dmp:person:{*}:segments", count=1000)
+            if k not in keep_persons
+        ),
     ]
     for start in range(0, len(stale), CHUNK):
         r.delete(*stale[start : start + CHUNK])
-    rows = members.iter_rows()
-    _send(r, (_moves(sid, pid, True) for sid, pid in rows))
 
 
 def run_records(r: redis.Redis, limit: int = 20) -> list[dict[str, Any]]:

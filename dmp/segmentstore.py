@@ -8,6 +8,7 @@ definition as canonical JSON) and ``dmp:segment:<id>:versions`` (list of JSON
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,9 @@ import redis
 
 from dmp import keyspace
 from segments.definition import SegmentDefinition, parse_definition
+from segments.rules import RuleError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +64,25 @@ def list_segments(r: redis.Redis) -> list[StoredSegment]:
         for sid in ids:
             pipe.hmget(keyspace.segment(sid), "definition", "version", "updated")
         rows = pipe.execute()
-    return [
-        StoredSegment(parse_definition(json.loads(text)), int(version), int(updated))
-        for text, version, updated in rows
-        if text
-    ]
+    out = []
+    for sid, (text, version, updated) in zip(ids, rows, strict=True):
+        found = _stored(sid, text, version, updated)
+        if found is not None:
+            out.append(found)
+    return out
+
+
+def _stored(sid: str, text: str | None, version: str, updated: str) -> StoredSegment | None:
+    """Return a stored definition, or None (logged) if it no longer passes the checks:
+    one bad entry must not stop runs, lookups and lists of all the others."""
+    if not text:
+        return None
+    try:
+        definition = parse_definition(json.loads(text), f"stored segment {sid}", new=False)
+    except (RuleError, ValueError, RecursionError) as exc:
+        log.error("segment %s is stored but no longer valid (%s): skipped; PUT it again", sid, exc)
+        return None
+    return StoredSegment(definition, int(version), int(updated))
 
 
 def versions(r: redis.Redis, sid: str) -> list[dict[str, Any]]:
@@ -100,6 +118,4 @@ def delete_segment(r: redis.Redis, sid: str) -> int | None:
 def get_segment(r: redis.Redis, sid: str) -> StoredSegment | None:
     """Return one stored segment, or None."""
     text, version, updated = r.hmget(keyspace.segment(sid), "definition", "version", "updated")
-    if not text:
-        return None
-    return StoredSegment(parse_definition(json.loads(text)), int(version), int(updated))
+    return _stored(sid, text, version, updated)

@@ -41,8 +41,9 @@ class SegmentDefinition:
         return json.dumps(self.source, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def parse_definition(data: Any, path: str = "segment") -> SegmentDefinition:
-    """Return the definition a mapping describes (RuleError names the path)."""
+def parse_definition(data: Any, path: str = "segment", *, new: bool = True) -> SegmentDefinition:
+    """Return the definition a mapping describes (RuleError names the path). ``new``
+    applies the checks for what is about to be stored (ids reserved since)."""
     if not isinstance(data, dict):
         raise RuleError(path, "expected a mapping with id, name and where")
     unknown = set(data) - {"id", "name", "description", "iab", "where"}
@@ -53,7 +54,7 @@ def parse_definition(data: Any, path: str = "segment") -> SegmentDefinition:
     ident, name = data.get("id"), data.get("name", data.get("id"))
     if not isinstance(ident, str) or not _ID.match(ident):
         raise RuleError(f"{path}.id", "expected lowercase letters, digits and -, up to 64")
-    if ident in RESERVED_IDS:
+    if new and ident in RESERVED_IDS:
         raise RuleError(f"{path}.id", f"{ident!r} is reserved (an API path)")
     if not isinstance(name, str) or not name.strip():
         raise RuleError(f"{path}.name", "expected a name")

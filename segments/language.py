@@ -48,6 +48,7 @@ TEXT_FIELDS = ("email", "company", "job_title", "industry", "country", "top_inte
 ORDERED = {"tier": [t.value for t in Tier], "stage": [s.value for s in Stage]}
 CHANNELS = ("retargeting", "email", "phone", "postal")
 MAX_DEPTH = 64  # all/any/not levels: deeper trees are refused, not recursed into
+MAX_STEPS = 16  # then steps of one did sequence
 COUNT_OPS = {"count_gte": Op.GTE, "count_gt": Op.GT, "count_lte": Op.LTE, "count_lt": Op.LT,
              "count_eq": Op.EQ}  # fmt: skip
 
@@ -228,6 +229,8 @@ def _did(value: Any, at: str) -> Did:
 
 
 def _then(value: Any, at: str) -> Then:
+    if at.count(".then") > MAX_STEPS:
+        raise RuleError(at[:80] + "…", f"a sequence has at most {MAX_STEPS} steps after the first")
     if not isinstance(value, Mapping):
         raise RuleError(at, "expected the next step, e.g. {event: demo_request, within_days: 14}")
     rest = dict(value)

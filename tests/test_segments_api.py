@@ -133,3 +133,37 @@ def test_plan_preview_run_members_overlap(api, runner):
     both = api("GET", "/segments/overlap").get_json()
     assert both["segments"] == ["hot", "known"]
     assert both["overlap"][0][1] == added  # every hot lead is at least medium
+
+
+def test_long_sequences_are_refused(api):
+    """A did … then chain beyond 16 steps is a 422 naming the limit, not a run breaker."""
+    step: dict = {"event": "page"}
+    for _ in range(40):
+        step = {"event": "page", "then": step}
+    got = api("POST", "/segments", {"id": "x", "where": {"did": step}})
+    assert got.status_code == 422 and "at most 16 steps" in got.get_json()["detail"]
+    ok: dict = {"event": "page"}
+    for _ in range(16):
+        ok = {"event": "page", "then": ok}
+    assert api("POST", "/segments", {"id": "x", "where": {"did": ok}}).status_code == 201
+
+
+def test_a_stored_definition_that_no_longer_passes_is_skipped(api, redis):
+    """An entry stored before a check existed (here: an id reserved since) is left out and
+    logged; listing, reading and running the others go on."""
+    import json as _json
+
+    from dmp import keyspace
+
+    api("POST", "/segments", HOT)
+    bad = {"id": "preview", "name": "old", "description": "", "where": {"score": {"gte": 1}}}
+    redis.sadd(keyspace.SEGMENTS, "preview")
+    redis.hset(keyspace.segment("preview"), mapping={
+        "definition": _json.dumps(bad), "version": 1, "updated": 1})  # fmt: skip
+    redis.sadd(keyspace.SEGMENTS, "broken")
+    redis.hset(keyspace.segment("broken"), mapping={
+        "definition": "{not json", "version": 1, "updated": 1})  # fmt: skip
+    listed = api("GET", "/segments")
+    assert listed.status_code == 200
+    assert [s["id"] for s in listed.get_json()] == ["hot", "preview"]  # an old id still reads
+    assert api("GET", "/segments/broken").status_code == 404
