@@ -92,7 +92,7 @@ def members(path: str) -> dict[str, int]:
     """Return each segment's member count and a digest of who the members are."""
     frame = pl.read_parquet(path).sort("person_id")
     return {c: int(frame[c].sum()) for c in frame.columns[1:]} | {
-        "who": int(frame.select(pl.exclude("person_id")).hash_rows().sum())
+        "who": int(frame.hash_rows().sum())  # person ids with their flags
     }
 
 

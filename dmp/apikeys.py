@@ -23,7 +23,7 @@ class Scope(str, Enum):
 
     ADMIN = "admin"
     IMPORT = "import"  # webhooks of other systems (the newsletter tool) may send data
-    PARTNER = "partner"  # an ad tool: lookups and members of the audiences shared with it
+    PARTNER = "partner"  # an ad tool: lookups of the audiences shared with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,3 +96,16 @@ def _record(digest: str, meta: dict[str, str]) -> ApiKey:
     audiences = tuple(a for a in meta.get("audiences", "").split(",") if a)
     return ApiKey(digest, Scope(meta["scope"]), meta.get("name", ""), meta.get("created", ""),
                   audiences)  # fmt: skip
+
+
+def unshare(r: redis.Redis, sid: str) -> int:
+    """Take a segment out of every partner key's audiences (it was deleted: an id made
+    again later must not be shared unasked); return how many keys had it."""
+    changed = 0
+    for digest in r.smembers(keyspace.ADMIN_KEYS):
+        key = keyspace.api_key(digest)
+        audiences = (r.hget(key, "audiences") or "").split(",")
+        if sid in audiences:
+            r.hset(key, "audiences", ",".join(a for a in audiences if a != sid))
+            changed += 1
+    return changed

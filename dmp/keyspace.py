@@ -91,3 +91,4 @@ def segment(sid: str, facet: str = "") -> str:
 SEGMENT_RUNS = "dmp:segments:runs"  # list of run records (JSON), newest first, capped
 SEGMENTS_APPLIED = "dmp:segments:applied"  # the run whose membership the Redis sets hold
 SEGMENTS_LOCK = "dmp:segments:lock"  # one segment run at a time (token, expires)
+MIGRATIONS = "dmp:migrations"  # set of one-off data migrations done

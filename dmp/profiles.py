@@ -21,6 +21,7 @@ The worker batches reads (:func:`load_states`) and writes (:func:`write_delta`);
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,10 +31,11 @@ import redis
 
 from dmp import keyspace
 from dmp.bulk import Bulk
-from dmp.identity import CONTACT_KINDS, Identifier, id_keys
+from dmp.identity import CONTACT_KINDS, Identifier, IdKind, id_keys
 from dmp.records import Category, Tier
 
 CONSENT_FIELDS = [f"c:{c.value}" for c in Category]
+log = logging.getLogger(__name__)
 _FIELDS = ["tier", "first_seen", "email", "contact", "merged_into", "cs"]
 
 
@@ -327,3 +329,31 @@ def get_person(r: redis.Redis, pid: str, limit: int = 100) -> dict[str, Any] | N
         "touchpoints": timeline,
         "touchpoints_total": total,
     }
+
+
+def backfill_email_hashes(r: redis.Redis) -> int:
+    """Key every stored email by its SHA-256 too (emails stored before lookups by hashed
+    email existed); once per Redis. Return how many keys were written."""
+    if r.sismember(keyspace.MIGRATIONS, "email_sha256"):
+        return 0
+    written, prefix = 0, keyspace.identifier(IdKind.EMAIL.value, "")
+    batch: list[str] = []
+    for key in [*r.scan_iter(match=prefix + "*", count=1000), None]:
+        if key is not None:
+            batch.append(key)
+        if batch and (key is None or len(batch) >= 1000):
+            pids = r.mget(batch)
+            pairs = {
+                id_keys(Identifier(IdKind.EMAIL, k[len(prefix) :]))[1]: pid
+                for k, pid in zip(batch, pids, strict=True)
+                if pid
+            }
+            with r.pipeline(transaction=False) as pipe:
+                for hashed, pid in pairs.items():
+                    pipe.set(hashed, pid, nx=True)  # the worker's own writes are newer
+                written += sum(1 for done in pipe.execute() if done)
+            batch = []
+    r.sadd(keyspace.MIGRATIONS, "email_sha256")
+    if written:
+        log.info("keyed %d stored emails by their SHA-256 as well", written)
+    return written

@@ -35,27 +35,24 @@ log = logging.getLogger(__name__)
 PATH = "/api/v1/lookup"
 HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
 SEGTAX_IAB_AUDIENCE_1_1 = 4
-CATALOGUE_SECONDS = 5.0  # segment names and IAB mappings cached per process this long
+CATALOGUE_SECONDS = 5.0  # segments' IAB mappings cached per process this long
 _UID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 class _Catalogue:
-    """Segment id -> (name, IAB ids), read from Redis at most every few seconds."""
+    """Segment id -> its IAB Audience Taxonomy ids, read from Redis every few seconds."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._expires = 0.0
-        self._entries: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._entries: dict[str, tuple[str, ...]] = {}
 
-    def get(self, r) -> dict[str, tuple[str, tuple[str, ...]]]:
+    def get(self, r) -> dict[str, tuple[str, ...]]:
         if time.monotonic() >= self._expires:
             with self._lock:
                 if time.monotonic() >= self._expires:
-                    self._entries = {
-                        s.definition.id: (s.definition.name, s.definition.iab)
-                        for s in list_segments(r)
-                    }
+                    self._entries = {s.definition.id: s.definition.iab for s in list_segments(r)}
                     self._expires = time.monotonic() + CATALOGUE_SECONDS
         return self._entries
 
@@ -146,10 +143,10 @@ def lookup_body(
     provider = deps.config.provider_domain or host.rsplit(":", 1)[0]
     data: list[dict] = []
     if found:
-        names = catalogue.get(r)
-        own = [{"id": sid, "name": names[sid][0]} if sid in names else {"id": sid} for sid in found]
-        data.append({"name": provider, "segment": own})
-        iab = sorted({i for sid in found for i in names.get(sid, ("", ()))[1]}, key=int)
+        # Ids only: segment names are the marketers' words, not the partner's business.
+        data.append({"name": provider, "segment": [{"id": sid} for sid in found]})
+        mapped = catalogue.get(r)
+        iab = sorted({i for sid in found for i in mapped.get(sid, ())}, key=int)
         if iab:
             data.append({"name": provider, "segment": [{"id": i} for i in iab],
                          "ext": {"segtax": SEGTAX_IAB_AUDIENCE_1_1}})  # fmt: skip
@@ -176,6 +173,10 @@ class LookupApp:
         except redis.RedisError:
             log.exception("lookup: Redis unavailable")
             problem = Problem(503, "Unavailable", "the lookup store is unavailable; retry")
+            return problem.get_response()(environ, start_response)
+        except Exception:  # Flask's handlers are behind us: answer as they would
+            log.exception("lookup failed")
+            problem = Problem(500, "Internal error", "the lookup failed; it is logged")
             return problem.get_response()(environ, start_response)
         start_response("200 OK", [*HEADERS, ("Content-Length", str(len(body)))])
         return [body]

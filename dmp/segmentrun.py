@@ -435,13 +435,16 @@ def run_records(r: redis.Redis, limit: int = 20) -> list[dict[str, Any]]:
     return [json.loads(x) for x in r.lrange(keyspace.SEGMENT_RUNS, 0, limit - 1)]
 
 
-def member_rows(config: Config, sid: str, limit: int | None = None) -> pl.DataFrame | None:
-    """Return a segment's members in the last run with their matrix row's main fields,
-    highest score first (None if the last run has no such segment)."""
-    found = latest_run(config)
+def member_rows(
+    config: Config, sid: str, limit: int | None = None, run: dict[str, Any] | None = None
+) -> pl.DataFrame | None:
+    """Return a segment's members in a run (the last one by default) with their matrix
+    row's main fields, highest score first (None if the run has no such segment)."""
+    found = latest_run(config) if run is None else run
     if found is None or sid not in found["members"]:
         return None
-    ids = latest_members(config).filter(pl.col("segment_id") == sid).select("person_id")
+    members = pl.scan_parquet(segments_dir(config) / found["members_file"])
+    ids = members.filter(pl.col("segment_id") == sid).select("person_id")
     snapshot = matrixstore.matrix_dir(config) / found["matrix"]["snapshot"]
     if not snapshot.exists():  # removed by later builds: the newest rows will do
         snapshot = matrixstore.latest_snapshot(config) or snapshot

@@ -3,6 +3,7 @@ overlap and runs (admin key, problem+json errors, as the rest of ``dmp.api``).""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Any
 
@@ -17,6 +18,7 @@ from dmp.segmentpreview import overlap, preview
 from segments.definition import SegmentDefinition, parse_definition
 from segments.rules import RuleError
 
+_DIGITS = re.compile(r"[0-9]{1,9}")  # str.isdigit takes '²' too
 MAX_BODY = 64 * 1024  # a definition is a few hundred bytes; a long list of them fits
 
 
@@ -116,11 +118,18 @@ def segments_versions(sid: str) -> Response:
     return jsonify(found)
 
 
-def _sample() -> int:
-    raw = request.args.get("sample", "10")
-    if not raw.isdigit() or int(raw) > 1000:
-        raise Problem(400, "Invalid parameter", "sample must be a whole number from 0 to 1000")
+def _whole(name: str, default: int, low: int, high: int) -> int:
+    """Return a whole-number query parameter within [low, high] (400 otherwise)."""
+    raw = request.args.get(name, str(default))
+    if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
+        raise Problem(
+            400, "Invalid parameter", f"{name} must be a whole number from {low} to {high}"
+        )
     return int(raw)
+
+
+def _sample() -> int:
+    return _whole("sample", 10, 0, 1000)
 
 
 def _preview(definition: SegmentDefinition) -> Response:
@@ -159,17 +168,15 @@ def segments_plan() -> Response:
 @bp.get("/segments/<sid>/members")
 def segments_members(sid: str) -> Response:
     """Return a page of a segment's members in the last run, highest score first."""
-    limit, offset = request.args.get("limit", "100"), request.args.get("offset", "0")
-    if not (limit.isdigit() and 1 <= int(limit) <= 10_000 and offset.isdigit()):
-        raise Problem(400, "Invalid parameter", "limit is 1 to 10000, offset a whole number")
-    rows = segmentrun.member_rows(current_deps().config, sid, int(limit) + int(offset))
+    limit, offset = _whole("limit", 100, 1, 10_000), _whole("offset", 0, 0, 100_000_000)
+    config = current_deps().config
+    run = segmentrun.latest_run(config)
+    rows = None if run is None else segmentrun.member_rows(config, sid, limit + offset, run)
     if rows is None:
         raise Problem(404, "Segment not found", f"no segment {sid!r} in the last run", "not-found")
-    run = segmentrun.latest_run(current_deps().config) or {}
-    page = rows.slice(int(offset), int(limit)).to_dicts()
-    total = run["members"][sid]
-    return jsonify({"id": sid, "run_id": run.get("run_id"), "as_of": run.get("as_of"),
-                    "total": total, "offset": int(offset), "members": page})  # fmt: skip
+    page = rows.slice(offset, limit).to_dicts()
+    return jsonify({"id": sid, "run_id": run["run_id"], "as_of": run["as_of"],
+                    "total": run["members"][sid], "offset": offset, "members": page})  # fmt: skip
 
 
 @bp.get("/segments/overlap")

@@ -39,8 +39,8 @@ def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
     """Run segments on the schedule until ``stop`` is set (off if ``segments_every`` ≤ 0)."""
     if config.segments_every <= 0:
         return
-    last_run = 0.0
-    while not stop.wait(config.segments_latency):
+    last_run, pause = 0.0, max(0.05, config.segments_latency)
+    while not stop.wait(pause):
         try:
             due = time.monotonic() - last_run >= config.segments_every
             if not due and not new_data(r, config):
@@ -55,7 +55,7 @@ def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
         except Exception:  # a bad run must not stop the schedule (or the ingest beside it)
             log.exception("segment run failed; the schedule goes on")
             last_run = time.monotonic()
-            stop.wait(config.segments_latency * 10)
+            stop.wait(pause * 10)
 
 
 def start_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> threading.Thread:

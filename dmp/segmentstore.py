@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from dmp import keyspace
+from dmp import apikeys, keyspace
 from segments.definition import SegmentDefinition, parse_definition
 from segments.rules import RuleError
 
@@ -91,8 +91,9 @@ def versions(r: redis.Redis, sid: str) -> list[dict[str, Any]]:
 
 
 def delete_segment(r: redis.Redis, sid: str) -> int | None:
-    """Delete a segment (its versions stay, ending in a deletion); return the deletion's
-    version, or None if there is no such segment. The next run empties its membership."""
+    """Delete a segment (its versions stay, ending in a deletion; partner keys no longer
+    share it); return the deletion's version, or None if there is no such segment. The
+    next run empties its membership."""
     key = keyspace.segment(sid)
     with r.pipeline(transaction=True) as pipe:
         try:
@@ -112,6 +113,7 @@ def delete_segment(r: redis.Redis, sid: str) -> int | None:
             pipe.execute()
         except redis.WatchError:
             return delete_segment(r, sid)
+    apikeys.unshare(r, sid)
     return deleted
 
 

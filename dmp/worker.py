@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from dmp import keyspace, stream
+from dmp import keyspace, profiles, stream
 from dmp.bulk import Bulk, InFlight
 from dmp.config import Config
 from dmp.eventlog import EventBuffer, EventLog, LeaseLost
@@ -86,6 +86,7 @@ class Worker:
         finished, undone = self.eventlog.recover()
         if finished or undone:
             log.info("recovered %d interrupted flushes, undid %d", finished, undone)
+        profiles.backfill_email_hashes(self.r)
 
     def run(
         self,

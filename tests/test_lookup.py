@@ -66,10 +66,7 @@ def test_lookup_answers_openrtb_user_data(client, partner):
         "data": [
             {
                 "name": "localhost",
-                "segment": [
-                    {"id": "pricing", "name": "Looked at pricing"},
-                    {"id": "product", "name": "Product readers"},
-                ],
+                "segment": [{"id": "pricing"}, {"id": "product"}],
             },
             {"name": "localhost", "segment": [{"id": "270"}, {"id": "271"}], "ext": {"segtax": 4}},
         ]
@@ -84,7 +81,7 @@ def test_lookup_by_hashed_email(client, partner):
     assert _lookup(client, partner, email_sha256=digest.upper()).get_json() == by_uid
 
 
-def test_no_ads_consent_unknown_and_unshared_answer_nothing(client, redis, partner, drain):
+def test_no_ads_consent_unknown_and_unshared_answer_nothing(client, redis, partner, drain, config):
     """Without the ads consent, unknown, or only in unshared segments: the same empty answer."""
     empty = {"data": []}
     assert _lookup(client, partner, uid="c-noads").get_json() == empty
@@ -93,8 +90,16 @@ def test_no_ads_consent_unknown_and_unshared_answer_nothing(client, redis, partn
     only_secret = apikeys.create_key(redis, apikeys.Scope.PARTNER, "other", ("secret",))
     assert _lookup(client, only_secret, uid="c-noads").get_json() == empty
     assert _lookup(client, only_secret, uid="c-ads").get_json()["data"][0]["segment"] == [
-        {"id": "secret", "name": "Not shared"}
+        {"id": "secret"}
     ]
+    # A consented person only in segments not shared with the key: nothing either.
+    send(redis, hit(uid="c-blog", url="https://acme.de/blog"))
+    drain()
+    segmentrun.run(redis, config)
+    assert _lookup(client, only_secret, uid="c-blog").get_json()["data"][0]["segment"] == [
+        {"id": "secret"}
+    ]
+    assert _lookup(client, partner, uid="c-blog").get_json() == empty
     # Withdrawing the ads consent ends the answers at once, before any run.
     send(redis, hit(uid="c-ads", consent={"analytics": True, "ads": False}))
     drain()
@@ -199,3 +204,26 @@ def test_lookup_follows_merges(client, redis, drain, config, partner):
         _lookup(client, partner, uid="c-other").get_json()
         == _lookup(client, partner, uid="c-ads").get_json()
     )
+
+
+def test_emails_stored_before_hash_keys_are_backfilled(client, redis, partner):
+    """An email stored without its SHA-256 key (before the key existed) gets it when a
+    worker starts, once."""
+    digest = hashlib.sha256(b"jana.roth@acme.de").hexdigest()
+    hashed_key = keyspace.identifier("email_sha256", digest)
+    redis.delete(hashed_key)
+    redis.srem(keyspace.MIGRATIONS, "email_sha256")
+    assert _lookup(client, partner, email_sha256=digest).get_json() == {"data": []}
+    assert profiles.backfill_email_hashes(redis) == 1
+    assert profiles.backfill_email_hashes(redis) == 0  # done once
+    assert _lookup(client, partner, email_sha256=digest).get_json()["data"]
+
+
+def test_a_deleted_segment_is_no_longer_shared(client, redis, partner):
+    """Deleting a segment takes it out of partner keys: made again, it is not shared."""
+    segmentstore.delete_segment(redis, "pricing")
+    (stored,) = [k for k in apikeys.list_keys(redis) if k.scope is apikeys.Scope.PARTNER]
+    assert stored.audiences == ("product",)
+    segmentstore.apply_definitions(redis, load_definitions(SEGMENTS, "t.yaml")[:1])
+    answer = _lookup(client, partner, uid="c-ads").get_json()
+    assert answer["data"][0]["segment"] == [{"id": "product"}] and len(answer["data"]) == 1

@@ -167,3 +167,15 @@ def test_a_stored_definition_that_no_longer_passes_is_skipped(api, redis):
     assert listed.status_code == 200
     assert [s["id"] for s in listed.get_json()] == ["hot", "preview"]  # an old id still reads
     assert api("GET", "/segments/broken").status_code == 404
+
+
+@pytest.mark.parametrize("query", ["sample=²", "sample=-1", "sample=1001", "sample=" + "9" * 30])
+def test_bad_numbers_are_problems(api, query):
+    got = api("POST", f"/segments/preview?{query}", HOT)
+    assert got.status_code == 400 and got.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize("query", ["limit=²", "offset=²", "offset=99999999999999999999", "limit=0"])
+def test_bad_member_pages_are_problems(api, query):
+    got = api("GET", f"/segments/hot/members?{query}")
+    assert got.status_code == 400 and got.mimetype == "application/problem+json"

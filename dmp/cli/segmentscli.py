@@ -166,9 +166,9 @@ def segments_members(obj: Context, segment_id: str, limit: int | None, as_json: 
         _print_json(found.to_dicts())
         return
     for m in found.iter_rows(named=True):
-        stage = m["stage"] or "-"
-        click.echo(f"{m['person_id']}  {m['email'] or '-':<36} {m['tier']:<7} {stage:<9}"
-                   f" score {m['score']:g}")  # fmt: skip
+        score = "-" if m["score"] is None else f"{m['score']:g}"
+        click.echo(f"{m['person_id']}  {m['email'] or '-':<36} {m['tier'] or '-':<7} "
+                   f"{m['stage'] or '-':<9} score {score}")  # fmt: skip
 
 
 def _read_definitions(path: Path) -> list[SegmentDefinition]:
