@@ -58,8 +58,9 @@ def dmp(data_dir: Path, *args: str, stdin: str | None = None) -> str:
 
 
 def prepare(data_dir: Path, args: argparse.Namespace) -> tuple[str, str]:
-    """Fill the data dir; return (write key, partner key)."""
-    dmp(data_dir, "synth", "--persons", str(args.persons), "--days", "30")
+    """Fill the data dir (unless it has data); return (write key, partner key)."""
+    if not (data_dir / "events").exists():
+        dmp(data_dir, "synth", "--persons", str(args.persons), "--days", "30")
     segments = [*example_segments(args.segments), FRESH]
     (data_dir / "segments.json").write_text(json.dumps(segments))
     dmp(data_dir, "segments", "apply", str(data_dir / "segments.json"))
@@ -129,8 +130,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--probes", type=int, default=40)
     parser.add_argument("--warmup", type=float, default=10.0)
+    parser.add_argument("--data-dir", type=Path, help="a data dir filled before (kept)")
     args = parser.parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="dmp-fresh-"))
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="dmp-fresh-"))
     write_key, partner = prepare(data_dir, args)
     target = Target("dmp", [sys.executable, "-m", "dmp", "serve", "--workers", "2"], data_dir)
     start(target, {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})

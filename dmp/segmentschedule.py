@@ -1,10 +1,11 @@
-"""The worker's segment schedule: a run as soon as new data is there, and every minute.
+"""The worker's segment schedule: a run every minute, the live lane in between.
 
-New data is a new event-log file, a person changed outside the log (imports, stage
-records) or a merge since the last run's matrix; it is looked for every
-``segments_latency`` seconds, so a qualifying visit reaches the lookup sets within a
-flush, a look and a run. Without new data a run still happens every ``segments_every``
-seconds: windows close and scores decay as time passes.
+Every ``segments_every`` seconds a run (:mod:`dmp.segmentrun`: incremental matrix build,
+every segment for everyone, snapshot, changes, lookup sets): windows close and scores
+decay as time passes. In between, every ``segments_latency`` seconds, new event-log files
+and persons changed outside the log (imports, stage records) go through the live lane
+(:mod:`dmp.segmentlive`): only their persons are evaluated and their lookup sets moved,
+so a qualifying visit reaches the lookup within a flush, a look and a live tick.
 """
 
 from __future__ import annotations
@@ -17,22 +18,9 @@ import redis
 
 from dmp import keyspace, matrixstore, segmentrun
 from dmp.config import Config
+from dmp.segmentlive import live_tick
 
 log = logging.getLogger(__name__)
-
-
-def new_data(r: redis.Redis, config: Config) -> bool:
-    """Return whether anything a run reads changed since the last run's matrix."""
-    last = segmentrun.latest_run(config)
-    if last is None:
-        return True
-    seen = last["matrix"]
-    if r.scard(keyspace.MATRIX_TOUCHED):
-        return True
-    newest = r.xrevrange(keyspace.MERGES, count=1)
-    if newest and newest[0][0] != seen["last_merge"]:
-        return True
-    return set(matrixstore.event_files(config.events_dir)) != set(seen["files"])
 
 
 def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
@@ -40,15 +28,24 @@ def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
     if config.segments_every <= 0:
         return
     last_run, pause = 0.0, max(0.05, config.segments_latency)
+    seen: set[str] | None = None  # event files whose persons the live lane has evaluated
     while not stop.wait(pause):
         try:
-            due = time.monotonic() - last_run >= config.segments_every
-            if not due and not new_data(r, config):
+            if time.monotonic() - last_run >= config.segments_every:
+                files = set(matrixstore.event_files(config.events_dir))
+                segmentrun.run(r, config)
+                last_run, seen = time.monotonic(), files
                 continue
-            segmentrun.run(r, config)
-            last_run = time.monotonic()
+            if seen is None:  # a run this process did not make: go on from it
+                last = segmentrun.latest_run(config)
+                seen = set(last["matrix"]["files"]) if last else set()
+            files = set(matrixstore.event_files(config.events_dir))
+            if files - seen or r.scard(keyspace.MATRIX_TOUCHED):
+                with segmentrun.run_lock(r):
+                    live_tick(r, config, sorted(files - seen))
+                seen |= files
         except segmentrun.RunBusy:
-            continue  # someone runs `dmp segments run`: theirs will do
+            continue  # someone runs `dmp segments run` or builds the matrix: theirs will do
         except redis.ConnectionError:
             log.exception("Redis unavailable; segment runs retry in 2 s")
             stop.wait(2.0)

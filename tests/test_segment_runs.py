@@ -12,7 +12,15 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from dmp import keyspace, lifecycle, matrixstore, segmentrun, segmentschedule, segmentstore
+from dmp import (
+    keyspace,
+    lifecycle,
+    matrixstore,
+    segmentlive,
+    segmentrun,
+    segmentschedule,
+    segmentstore,
+)
 from dmp.cli import cli, main
 from dmp.records import Stage
 from segments.definition import load_definitions
@@ -322,3 +330,40 @@ def test_the_run_lock_is_renewed_and_a_dead_holders_expires(synth, redis, config
     with pytest.raises(segmentrun.RunBusy, match="lock was lost"):
         segmentrun.run(redis, config)
     assert segmentrun.latest_run(config)["run_id"] == before
+
+
+def test_the_live_lane_finds_what_a_run_finds(synth, redis, drain, config):
+    """Between runs, the persons of new event files (and those marked touched) get the
+    lookup sets a run at the same time gives them; nothing else moves."""
+    _apply(redis)
+    start = synth
+    matrixstore.build(redis, config, start)
+    segmentrun.run(redis, config, build_matrix=False)
+    before_files = set(matrixstore.event_files(config.events_dir))
+    sets_before = _person_sets(redis)
+    snapshot = pl.read_parquet(matrixstore.latest_snapshot(config))
+    known = snapshot.filter(pl.col("email").is_not_null())["person_id"].to_list()
+    email = snapshot.filter(pl.col("person_id") == known[0])["email"].item()
+    later = start + 3 * DAY_MS
+    send(
+        redis,
+        hit(uid="c-live", timestamp=later - 60_000, url="https://acme.de/pricing"),
+        hit(uid="c-live", timestamp=later - 50_000, type="track", event="demo_request"),
+        hit(uid="c-live", timestamp=later - 40_000, url="https://acme.de/b"),
+        identify(email, uid="c-live"),
+    )
+    drain()
+    lifecycle.record_stage(redis, known[3], Stage.SAL, source="api", at_ms=later - 1000)
+    new = sorted(set(matrixstore.event_files(config.events_dir)) - before_files)
+    live = segmentlive.live_tick(redis, config, new, later)
+    assert {known[0], known[3]} <= set(live.person_ids) and live.moved > 0
+    touched = pl.col("person_id").is_in(list(live.person_ids))
+    after_live = _person_sets(redis)
+    # Nobody else moved.
+    assert_frame_equal(after_live.filter(~touched), sets_before.filter(~touched))
+    # A run at the same time gives the touched persons the same sets.
+    matrixstore.build(redis, config, later, incremental=True)
+    segmentrun.run(redis, config, build_matrix=False)
+    assert_frame_equal(after_live.filter(touched), _members(config).filter(touched))
+    assert known[0] in after_live.filter(pl.col("segment_id") == "pricing-then-demo")["person_id"]
+    assert known[3] in after_live.filter(pl.col("segment_id") == "sales-ready")["person_id"]

@@ -1,8 +1,8 @@
 """Segment evaluation: 50 segments of mixed shapes, polars (dmp's evaluator) against the
 same segments as one DuckDB query.
 
-    python bench/segments.py                          # 1M persons, 20M touchpoints, 3 runs
-    python bench/segments.py --persons 50000 --touchpoints 1000000 --runs 1   # quick check
+    python bench/evaluation.py                          # 1M persons, 20M touchpoints, 3 runs
+    python bench/evaluation.py --persons 50000 --touchpoints 1000000 --runs 1   # quick check
 
 Input: the matrix benchmark's data (``bench/data/matrix-…``: a 90-day event log in dmp's
 layout) and the 1M-person matrix dmp built from it (``out-streaming.parquet``); both are
@@ -11,7 +11,7 @@ made by ``bench/matrix.py`` first if missing. The segments are
 and all-time ``did`` counts, sequences, nesting). Each engine runs in its own process, in
 turn: it evaluates every segment over every person (one Boolean column per segment) and
 writes the table as Parquet; wall time and peak RSS are recorded and the two tables are
-checked to be equal. Results go to ``bench/results/segments.jsonl``.
+checked to be equal. Results go to ``bench/results/evaluation.jsonl``.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def main() -> None:
         t = statistics.median(r["eval_s"] for r in results[engine])
         m = statistics.median(r["peak_rss_mb"] for r in results[engine])
         print(f"{engine:<8} {t:9.1f} {t / t0:9.2f} {m:9,.0f} {m / m0:9.2f}")
-    append("segments", {
+    append("evaluation", {
         "at": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit(),
         "host": platform.node(), "persons": args.persons, "touchpoints": args.touchpoints,
         "segments": args.segments, "same": same, "sizes": found["polars"], "results": results,
