@@ -33,12 +33,17 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import polars as pl
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pixel import Target, start, stop, stop_redis, wait_up  # noqa: E402
 from runlog import append, commit  # noqa: E402
 
+from dmp.config import load_config  # noqa: E402
+from dmp.matrixstore import latest_snapshot  # noqa: E402
+from dmp.segmentrun import latest_run  # noqa: E402
 from dmp.synth import example_segments  # noqa: E402
 
 FRESH = {"id": "fresh", "name": "Qualified just now",
@@ -65,7 +70,8 @@ def prepare(data_dir: Path, args: argparse.Namespace) -> tuple[str, str]:
     (data_dir / "segments.json").write_text(json.dumps(segments))
     dmp(data_dir, "segments", "apply", str(data_dir / "segments.json"))
     dmp(data_dir, "segments", "run")
-    write_key = dmp(data_dir, "sites", "add", "bench", "--domain", "bench.test").split()[-1]
+    site = f"bench-{uuid.uuid4().hex[:8]}"  # a data dir may be reused
+    write_key = dmp(data_dir, "sites", "add", site, "--domain", "bench.test").split()[-1]
     partner = dmp(data_dir, "keys", "create", "--scope", "partner", "--audiences", "fresh")
     return write_key, partner.split()[-1]
 
@@ -149,6 +155,9 @@ def main() -> None:
             print(f"probe {n + 1:>3}: {seconds[-1]:.2f} s", flush=True)
             time.sleep(random.uniform(0.2, 3.0))  # not in step with the worker's flushes
         rate = (load.sent - sent0) / (time.monotonic() - t0)
+        config = load_config({"data_dir": data_dir})
+        persons = pl.scan_parquet(latest_snapshot(config)).select(pl.len()).collect().item()
+        segments = len((latest_run(config) or {}).get("members", {}))
     finally:
         stopping.set()
         stop(target)
@@ -157,12 +166,12 @@ def main() -> None:
     p50 = statistics.median(seconds)
     p95 = seconds[min(len(seconds) - 1, round(0.95 * len(seconds)) - 1)]
     print(f"\n{args.probes} probes at {rate:,.0f} events/s ({load.failed} failed), "
-          f"{args.persons:,} synth persons, {args.segments + 1} segments: "
+          f"{persons:,} persons in the last run, {segments} segments: "
           f"freshness p50 {p50:.2f} s, p95 {p95:.2f} s, max {seconds[-1]:.2f} s "
           f"(target ≤ 5 s)")  # fmt: skip
     append("freshness", {
         "at": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit(),
-        "host": platform.node(), "persons": args.persons, "segments": args.segments + 1,
+        "host": platform.node(), "persons": persons, "segments": segments,
         "rate": rate, "failed": load.failed, "seconds": seconds, "p50": p50, "p95": p95,
     })  # fmt: skip
 
