@@ -24,6 +24,7 @@ import redis
 from dmp import keyspace, matrixstore, segmentstore
 from dmp.config import Config
 from dmp.eventlog import scan_events
+from dmp.segmentrun import move_sets
 from segments.content import parse_catalog
 from segments.evaluator import all_dids, did_counts, membership
 from segments.matrix import finish_matrix
@@ -87,26 +88,11 @@ def live_tick(
 
 
 def _move(r: redis.Redis, flags: pl.DataFrame, ids: list[str]) -> int:
-    """Make each person's lookup sets say what ``flags`` says; return the moves made."""
+    """Make each person's lookup sets say what ``flags`` says; return the moves made. The
+    persons are noted for the next run, which sets them to what it finds."""
     rows = flags.select("person_id", pl.concat_list(
         pl.when(pl.col(sid)).then(pl.lit(sid)) for sid in ids
     ).list.drop_nulls().alias("in")).rows()  # fmt: skip
-    with r.pipeline(transaction=False) as pipe:
-        for pid, _ in rows:
-            pipe.smembers(keyspace.person(pid, "segments"))
-        current = pipe.execute()
-    moved = 0
-    known = set(ids)
-    with r.pipeline(transaction=False) as pipe:
-        for (pid, now), was in zip(rows, current, strict=True):
-            now = set(now)
-            for sid in now - was:
-                pipe.sadd(keyspace.person(pid, "segments"), sid)
-                pipe.sadd(keyspace.segment(sid, "members"), pid)
-                moved += 1
-            for sid in (was & known) - now:
-                pipe.srem(keyspace.person(pid, "segments"), sid)
-                pipe.srem(keyspace.segment(sid, "members"), pid)
-                moved += 1
-        pipe.execute()
-    return moved
+    if rows:
+        r.sadd(keyspace.SEGMENTS_LIVE, *(pid for pid, _ in rows))
+    return move_sets(r, {pid: set(now) for pid, now in rows}, set(ids))

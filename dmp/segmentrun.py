@@ -360,6 +360,7 @@ def _apply(
     else:
         rows = changes.select("segment_id", "person_id", "change").iter_rows()
         _send(r, (_moves(sid, pid, change == "entered") for sid, pid, change in rows))
+    _settle_live(r, members, set(manifest["members"]))
     with r.pipeline(transaction=True) as pipe:
         for sid, size in manifest["members"].items():
             pipe.hset(
@@ -367,6 +368,44 @@ def _apply(
             )
         pipe.set(keyspace.SEGMENTS_APPLIED, manifest["run_id"])
         pipe.execute()
+
+
+def move_sets(r: redis.Redis, desired: dict[str, set[str]], known: set[str]) -> int:
+    """Make each person's lookup sets (among the ``known`` segments) the ``desired`` ones,
+    both directions; return the memberships added or removed."""
+    pids = list(desired)
+    with r.pipeline(transaction=False) as pipe:
+        for pid in pids:
+            pipe.smembers(keyspace.person(pid, "segments"))
+        current = pipe.execute()
+    moved = 0
+    with r.pipeline(transaction=False) as pipe:
+        for pid, was in zip(pids, current, strict=True):
+            now = desired[pid]
+            for sid in now - was:
+                pipe.sadd(keyspace.person(pid, "segments"), sid)
+                pipe.sadd(keyspace.segment(sid, "members"), pid)
+                moved += 1
+            for sid in (was & known) - now:
+                pipe.srem(keyspace.person(pid, "segments"), sid)
+                pipe.srem(keyspace.segment(sid, "members"), pid)
+                moved += 1
+        pipe.execute()
+    return moved
+
+
+def _settle_live(r: redis.Redis, members: pl.DataFrame, known: set[str]) -> None:
+    """Set the persons the live lane moved since the last run to what this run found (a
+    run is the word on everyone; a window may have closed between a tick and the run)."""
+    live = list(r.smembers(keyspace.SEGMENTS_LIVE))
+    if not live:
+        return
+    found = members.filter(pl.col("person_id").is_in(live))
+    desired: dict[str, set[str]] = {pid: set() for pid in live}
+    for sid, pid in found.iter_rows():
+        desired[pid].add(sid)
+    move_sets(r, desired, known)
+    r.srem(keyspace.SEGMENTS_LIVE, *live)
 
 
 def _moves(sid: str, pid: str, entered: bool) -> list[tuple[str, str, str]]:

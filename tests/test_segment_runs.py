@@ -367,3 +367,19 @@ def test_the_live_lane_finds_what_a_run_finds(synth, redis, drain, config):
     assert_frame_equal(after_live.filter(touched), _members(config).filter(touched))
     assert known[0] in after_live.filter(pl.col("segment_id") == "pricing-then-demo")["person_id"]
     assert known[3] in after_live.filter(pl.col("segment_id") == "sales-ready")["person_id"]
+
+
+def test_a_run_settles_what_the_live_lane_moved(synth, redis, config):
+    """A person the live lane moved since the last run is set to what the run finds, even
+    when the run sees no change for them (a window closed between tick and run)."""
+    _apply(redis)
+    segmentrun.run(redis, config)
+    members = _members(config)
+    pid = members.filter(pl.col("segment_id") == "engaged")["person_id"][0]
+    # As a live tick would have left it: out of engaged, into sales-ready, noted.
+    segmentrun.move_sets(redis, {pid: {"sales-ready"}}, {"engaged", "sales-ready"})
+    redis.sadd(keyspace.SEGMENTS_LIVE, pid)
+    segmentrun.run(redis, config)
+    assert_frame_equal(_person_sets(redis), _members(config))
+    assert_frame_equal(_redis_members(redis), _members(config))
+    assert not redis.exists(keyspace.SEGMENTS_LIVE)
