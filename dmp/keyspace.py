@@ -92,4 +92,5 @@ SEGMENT_RUNS = "dmp:segments:runs"  # list of run records (JSON), newest first, 
 SEGMENTS_APPLIED = "dmp:segments:applied"  # the run whose membership the Redis sets hold
 SEGMENTS_LOCK = "dmp:segments:lock"  # one segment run at a time (token, expires)
 MIGRATIONS = "dmp:migrations"  # set of one-off data migrations done
-SEGMENTS_LIVE = "dmp:segments:live"  # persons the live lane moved since the last run
+SEGMENTS_LIVE = "dmp:segments:live"  # zset: persons the live lane moved, by its as-of time
+SEGMENTS_DELETED = "dmp:segments:deleted"  # segment ids deleted whose sets a run empties

@@ -165,11 +165,16 @@ def merge_map(r: redis.Redis, until: str = "+") -> dict[str, str]:
 
 
 def read_touchpoints(
-    events_dir: Path, merged: dict[str, str], files: list[str] | None = None
+    events_dir: Path,
+    merged: dict[str, str],
+    files: list[str] | None = None,
+    persons: list[str] | None = None,
 ) -> pl.LazyFrame:
     """Return the event log's (or its ``files'``) identified events as touchpoints of the
-    persons they are now."""
-    events = scan_events(events_dir, files).filter(pl.col("person_id").is_not_null())
+    persons they are now (only those stored under ``persons``' ids, if given)."""
+    events = scan_events(events_dir, files).filter(
+        pl.col("person_id").is_not_null() if persons is None else pl.col("person_id").is_in(persons)
+    )
     frame = events.select(
         "person_id",
         pl.col("timestamp").dt.epoch("ms").alias("timestamp"),

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import polars as pl
 import redis
 
-from dmp import keyspace, matrixstore, segmentstore
+from dmp import matrixstore, segmentstore
 from dmp.config import Config
 from dmp.eventlog import scan_events
 from dmp.segmentrun import move_sets
@@ -45,29 +45,38 @@ class LiveResult:
 
 
 def live_tick(
-    r: redis.Redis, config: Config, new_files: list[str], as_of_ms: int | None = None
+    r: redis.Redis,
+    config: Config,
+    new_files: list[str],
+    marks: set[str] = frozenset(),  # type: ignore[assignment]
+    as_of_ms: int | None = None,
 ) -> LiveResult:
     """Evaluate every segment for the persons in ``new_files`` (event-log files, relative
-    to it) and those marked touched, and move their lookup sets to match."""
+    to it) and the ``marks`` (persons changed outside the log), and move their lookup
+    sets to match. Persons merged away lose theirs (lookups follow the merge)."""
     started = time.perf_counter()
     as_of = as_of_ms if as_of_ms is not None else int(time.time() * 1000)
     stored = segmentstore.list_segments(r)
-    marks = r.smembers(keyspace.MATRIX_TOUCHED)  # kept: the next build consumes them
     if not stored or not (new_files or marks):
         return LiveResult((), 0, time.perf_counter() - started)
-    merged = matrixstore.merge_map(r)
     found = set(marks)
     if new_files:
         fresh = scan_events(config.events_dir, new_files).select("person_id").drop_nulls()
         found |= set(fresh.unique().collect()["person_id"].to_list())
+    asked = matrixstore.read_people(r, pids=sorted(found))
+    merged = {**matrixstore.merge_map(r), **asked.merged}  # the log and the tombstones
     pids = sorted({merged.get(p, p) for p in found})
     people = matrixstore.read_people(r, pids=pids)
     pids = people.persons["person_id"].to_list()  # live persons with a profile
     model_text, catalog_text = matrixstore.model_texts(r)
     model, catalog = parse_model(model_text), parse_catalog(catalog_text) if catalog_text else ()
+    # Only their rows: the ids they had before merges too, filtered in the scan itself.
+    wanted = set(pids)
+    theirs = {old: new for old, new in merged.items() if new in wanted}
     touchpoints = (
-        matrixstore.read_touchpoints(config.events_dir, merged)
-        .filter(pl.col("person_id").is_in(pids))
+        matrixstore.read_touchpoints(
+            config.events_dir, theirs, persons=sorted(wanted | set(theirs))
+        )
         .collect()
         .lazy()
     )
@@ -80,19 +89,13 @@ def live_tick(
     trees = {s.definition.id: s.definition.where for s in stored}
     counts = did_counts(touchpoints, all_dids(trees), as_of)
     flags = membership(rows, counts, trees).collect()
-    moved = _move(r, flags, list(trees))
+    desired = dict(flags.select("person_id", pl.concat_list(
+        pl.when(pl.col(sid)).then(pl.lit(sid)) for sid in trees
+    ).list.drop_nulls().alias("in")).rows())  # fmt: skip
+    desired = {pid: set(now) for pid, now in desired.items()}
+    desired |= {pid: set() for pid in found if pid in merged}  # merged away: in nothing
+    moved = move_sets(r, desired, set(trees), noted_at=as_of)
     result = LiveResult(tuple(pids), moved, time.perf_counter() - started)
     log.info("segments live: %d persons, %d memberships moved in %.2f s",
              len(pids), result.moved, result.seconds)  # fmt: skip
     return result
-
-
-def _move(r: redis.Redis, flags: pl.DataFrame, ids: list[str]) -> int:
-    """Make each person's lookup sets say what ``flags`` says; return the moves made. The
-    persons are noted for the next run, which sets them to what it finds."""
-    rows = flags.select("person_id", pl.concat_list(
-        pl.when(pl.col(sid)).then(pl.lit(sid)) for sid in ids
-    ).list.drop_nulls().alias("in")).rows()  # fmt: skip
-    if rows:
-        r.sadd(keyspace.SEGMENTS_LIVE, *(pid for pid, _ in rows))
-    return move_sets(r, {pid: set(now) for pid, now in rows}, set(ids))

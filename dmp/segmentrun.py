@@ -360,7 +360,8 @@ def _apply(
     else:
         rows = changes.select("segment_id", "person_id", "change").iter_rows()
         _send(r, (_moves(sid, pid, change == "entered") for sid, pid, change in rows))
-    _settle_live(r, members, set(manifest["members"]))
+    _settle_live(r, members, set(manifest["members"]), manifest["as_of"])
+    _drop_deleted(r, set(manifest["members"]))
     with r.pipeline(transaction=True) as pipe:
         for sid, size in manifest["members"].items():
             pipe.hset(
@@ -370,34 +371,41 @@ def _apply(
         pipe.execute()
 
 
-def move_sets(r: redis.Redis, desired: dict[str, set[str]], known: set[str]) -> int:
+def move_sets(
+    r: redis.Redis, desired: dict[str, set[str]], known: set[str], noted_at: int | None = None
+) -> int:
     """Make each person's lookup sets (among the ``known`` segments) the ``desired`` ones,
-    both directions; return the memberships added or removed."""
-    pids = list(desired)
-    with r.pipeline(transaction=False) as pipe:
-        for pid in pids:
-            pipe.smembers(keyspace.person(pid, "segments"))
-        current = pipe.execute()
-    moved = 0
-    with r.pipeline(transaction=False) as pipe:
-        for pid, was in zip(pids, current, strict=True):
-            now = desired[pid]
-            for sid in now - was:
-                pipe.sadd(keyspace.person(pid, "segments"), sid)
-                pipe.sadd(keyspace.segment(sid, "members"), pid)
-                moved += 1
-            for sid in (was & known) - now:
-                pipe.srem(keyspace.person(pid, "segments"), sid)
-                pipe.srem(keyspace.segment(sid, "members"), pid)
-                moved += 1
-        pipe.execute()
+    both directions; return the memberships added or removed. ``noted_at`` (the live
+    lane's as-of time) notes the persons moved for the next run to settle."""
+    moved, pids = 0, list(desired)
+    for start in range(0, len(pids), CHUNK // 4):
+        chunk = pids[start : start + CHUNK // 4]
+        with r.pipeline(transaction=False) as pipe:
+            for pid in chunk:
+                pipe.smembers(keyspace.person(pid, "segments"))
+            current = pipe.execute()
+        with r.pipeline(transaction=False) as pipe:
+            for pid, was in zip(chunk, current, strict=True):
+                now, before = desired[pid], moved
+                for sid in now - was:
+                    pipe.sadd(keyspace.person(pid, "segments"), sid)
+                    pipe.sadd(keyspace.segment(sid, "members"), pid)
+                    moved += 1
+                for sid in (was & known) - now:
+                    pipe.srem(keyspace.person(pid, "segments"), sid)
+                    pipe.srem(keyspace.segment(sid, "members"), pid)
+                    moved += 1
+                if noted_at is not None and moved > before:
+                    pipe.zadd(keyspace.SEGMENTS_LIVE, {pid: noted_at})
+            pipe.execute()
     return moved
 
 
-def _settle_live(r: redis.Redis, members: pl.DataFrame, known: set[str]) -> None:
-    """Set the persons the live lane moved since the last run to what this run found (a
-    run is the word on everyone; a window may have closed between a tick and the run)."""
-    live = list(r.smembers(keyspace.SEGMENTS_LIVE))
+def _settle_live(r: redis.Redis, members: pl.DataFrame, known: set[str], as_of: int) -> None:
+    """Set the persons the live lane moved up to this run's as-of time to what the run
+    found (a run is the word on everyone: a window may have closed between a tick and the
+    run). Moves made after it (a run on an older matrix) stay for a later run."""
+    live = list(r.zrangebyscore(keyspace.SEGMENTS_LIVE, "-inf", as_of))
     if not live:
         return
     found = members.filter(pl.col("person_id").is_in(live))
@@ -405,7 +413,25 @@ def _settle_live(r: redis.Redis, members: pl.DataFrame, known: set[str]) -> None
     for sid, pid in found.iter_rows():
         desired[pid].add(sid)
     move_sets(r, desired, known)
-    r.srem(keyspace.SEGMENTS_LIVE, *live)
+    r.zrem(keyspace.SEGMENTS_LIVE, *live)
+
+
+def _drop_deleted(r: redis.Redis, known: set[str]) -> None:
+    """Empty the lookup sets of deleted segments (the live lane may have added members
+    that no run ever recorded)."""
+    for sid in r.smembers(keyspace.SEGMENTS_DELETED):
+        if sid in known:  # made again since: its sets are this run's
+            r.srem(keyspace.SEGMENTS_DELETED, sid)
+            continue
+        key = keyspace.segment(sid, "members")
+        pids = list(r.smembers(key))
+        for start in range(0, len(pids), CHUNK):
+            with r.pipeline(transaction=False) as pipe:
+                for pid in pids[start : start + CHUNK]:
+                    pipe.srem(keyspace.person(pid, "segments"), sid)
+                pipe.execute()
+        r.delete(key)
+        r.srem(keyspace.SEGMENTS_DELETED, sid)
 
 
 def _moves(sid: str, pid: str, entered: bool) -> list[tuple[str, str, str]]:

@@ -29,29 +29,43 @@ def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
         return
     last_run, pause = 0.0, max(0.05, config.segments_latency)
     seen: set[str] | None = None  # event files whose persons the live lane has evaluated
+    handled: set[str] = set()  # marks the live lane evaluated (a run consumes them)
     while not stop.wait(pause):
-        try:
-            if time.monotonic() - last_run >= config.segments_every:
+        if time.monotonic() - last_run >= config.segments_every:
+            try:
                 files = set(matrixstore.event_files(config.events_dir))
                 segmentrun.run(r, config)
-                last_run, seen = time.monotonic(), files
+                seen, handled = files, set()
+            except segmentrun.RunBusy:
+                continue  # someone runs `dmp segments run` or builds the matrix
+            except redis.ConnectionError:
+                log.exception("Redis unavailable; segment runs retry in 2 s")
+                stop.wait(2.0)
                 continue
+            except Exception:  # a bad run must not stop the schedule (or the ingest beside it)
+                log.exception("segment run failed; the next in %g s", config.segments_every)
+            last_run = time.monotonic()
+            continue
+        try:
             if seen is None:  # a run this process did not make: go on from it
                 last = segmentrun.latest_run(config)
-                seen = set(last["matrix"]["files"]) if last else set()
+                if last is None:
+                    continue  # no run yet: the live lane starts from one
+                seen = set(last["matrix"]["files"])
             files = set(matrixstore.event_files(config.events_dir))
-            if files - seen or r.scard(keyspace.MATRIX_TOUCHED):
+            marks = r.smembers(keyspace.MATRIX_TOUCHED) - handled
+            if files - seen or marks:
                 with segmentrun.run_lock(r):
-                    live_tick(r, config, sorted(files - seen))
+                    live_tick(r, config, sorted(files - seen), marks)
                 seen |= files
+                handled |= marks
         except segmentrun.RunBusy:
-            continue  # someone runs `dmp segments run` or builds the matrix: theirs will do
+            continue
         except redis.ConnectionError:
-            log.exception("Redis unavailable; segment runs retry in 2 s")
+            log.exception("Redis unavailable; the live lane retries in 2 s")
             stop.wait(2.0)
-        except Exception:  # a bad run must not stop the schedule (or the ingest beside it)
-            log.exception("segment run failed; the schedule goes on")
-            last_run = time.monotonic()
+        except Exception:  # the live lane failing must not stop runs
+            log.exception("live segment tick failed; retried")
             stop.wait(pause * 10)
 
 

@@ -104,6 +104,7 @@ def delete_segment(r: redis.Redis, sid: str) -> int | None:
             now, deleted = int(time.time() * 1000), int(version) + 1
             pipe.multi()
             pipe.srem(keyspace.SEGMENTS, sid)
+            pipe.sadd(keyspace.SEGMENTS_DELETED, sid)
             pipe.hdel(key, "definition", "name")
             pipe.hset(key, mapping={"version": deleted, "updated": now, "deleted": now})
             pipe.rpush(

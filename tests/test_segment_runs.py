@@ -235,17 +235,33 @@ def test_the_schedule_runs_when_new_events_arrive(synth, redis, drain, config):
     try:
         first = _wait(lambda: segmentrun.latest_run(config))
         assert first["members"] == {"pricing": 0}
-        time.sleep(0.3)
-        assert segmentrun.latest_run(config)["run_id"] == first["run_id"]  # nothing new
         send(redis, hit(uid="c-fresh", url="https://acme.de/pricing-x"))
         drain()
         members = keyspace.segment("pricing", "members")
         pid = _wait(lambda: next(iter(redis.smembers(members)), None))
         assert redis.smembers(keyspace.person(pid, "segments")) == {"pricing"}
+        # That was the live lane: no run since the first (the next is an hour away).
+        assert segmentrun.latest_run(config)["run_id"] == first["run_id"]
+        assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) is not None
     finally:
         stop.set()
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_the_schedule_runs_every_segments_every_seconds(synth, redis, config):
+    """Without new data, runs still come (time moves); a failing live lane does not stop them."""
+    _apply(redis)
+    quick = dataclasses.replace(config, segments_latency=0.05, segments_every=0.5)
+    stop = threading.Event()
+    thread = segmentschedule.start_schedule(redis, quick, stop)
+    try:
+        first = _wait(lambda: segmentrun.latest_run(config))["run_id"]
+        redis.sadd(keyspace.MATRIX_TOUCHED, "not-a-person")  # a mark the lane cannot read
+        _wait(lambda: segmentrun.latest_run(config)["run_id"] != first)
+    finally:
+        stop.set()
+        thread.join(30)
 
 
 def _wait(probe, seconds: float = 30.0):
@@ -355,7 +371,8 @@ def test_the_live_lane_finds_what_a_run_finds(synth, redis, drain, config):
     drain()
     lifecycle.record_stage(redis, known[3], Stage.SAL, source="api", at_ms=later - 1000)
     new = sorted(set(matrixstore.event_files(config.events_dir)) - before_files)
-    live = segmentlive.live_tick(redis, config, new, later)
+    marks = redis.smembers(keyspace.MATRIX_TOUCHED)
+    live = segmentlive.live_tick(redis, config, new, marks, later)
     assert {known[0], known[3]} <= set(live.person_ids) and live.moved > 0
     touched = pl.col("person_id").is_in(list(live.person_ids))
     after_live = _person_sets(redis)
@@ -367,6 +384,36 @@ def test_the_live_lane_finds_what_a_run_finds(synth, redis, drain, config):
     assert_frame_equal(after_live.filter(touched), _members(config).filter(touched))
     assert known[0] in after_live.filter(pl.col("segment_id") == "pricing-then-demo")["person_id"]
     assert known[3] in after_live.filter(pl.col("segment_id") == "sales-ready")["person_id"]
+    # After the run, every lookup set is the run's snapshot, the merged-away cookie person
+    # included (it is in nothing), and the live notes are settled.
+    assert_frame_equal(_person_sets(redis), _members(config))
+    assert_frame_equal(_redis_members(redis), _members(config))
+    assert not redis.zcard(keyspace.SEGMENTS_LIVE)
+
+
+def test_live_members_of_a_deleted_segment_are_removed_by_the_next_run(synth, redis, drain, config):
+    """The live lane adds someone to a segment no run has recorded yet; the segment is
+    deleted: the next run leaves no set of it behind."""
+    _apply(redis)
+    segmentrun.run(redis, config)
+    _apply(redis, "id: probe\nwhere: {did: {event: page, url_contains: /probe-page}}\n")
+    before = set(matrixstore.event_files(config.events_dir))
+    send(
+        redis,
+        hit(
+            uid="c-probe",
+            url="https://acme.de/probe-page",
+            timestamp=int(time.time() * 1000) - 5000,
+        ),
+    )
+    drain()
+    new = sorted(set(matrixstore.event_files(config.events_dir)) - before)
+    segmentlive.live_tick(redis, config, new)
+    assert redis.scard(keyspace.segment("probe", "members")) == 1
+    segmentstore.delete_segment(redis, "probe")
+    segmentrun.run(redis, config)
+    assert not redis.exists(keyspace.segment("probe", "members"))
+    assert_frame_equal(_person_sets(redis), _members(config))
 
 
 def test_a_run_settles_what_the_live_lane_moved(synth, redis, config):
@@ -377,9 +424,14 @@ def test_a_run_settles_what_the_live_lane_moved(synth, redis, config):
     members = _members(config)
     pid = members.filter(pl.col("segment_id") == "engaged")["person_id"][0]
     # As a live tick would have left it: out of engaged, into sales-ready, noted.
-    segmentrun.move_sets(redis, {pid: {"sales-ready"}}, {"engaged", "sales-ready"})
-    redis.sadd(keyspace.SEGMENTS_LIVE, pid)
+    at = segmentrun.latest_run(config)["as_of"]
+    segmentrun.move_sets(redis, {pid: {"sales-ready"}}, {"engaged", "sales-ready"}, noted_at=at)
+    assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) == at
     segmentrun.run(redis, config)
     assert_frame_equal(_person_sets(redis), _members(config))
     assert_frame_equal(_redis_members(redis), _members(config))
     assert not redis.exists(keyspace.SEGMENTS_LIVE)
+    # A move noted after a run's as-of time (a run on an older matrix) waits for a later run.
+    segmentrun.move_sets(redis, {pid: set()}, {"engaged"}, noted_at=at + 10**12)
+    segmentrun.run(redis, config, build_matrix=False)
+    assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) == at + 10**12
