@@ -94,3 +94,4 @@ SEGMENTS_LOCK = "dmp:segments:lock"  # one segment run at a time (token, expires
 MIGRATIONS = "dmp:migrations"  # set of one-off data migrations done
 SEGMENTS_LIVE = "dmp:segments:live"  # zset: persons the live lane moved, by its as-of time
 SEGMENTS_DELETED = "dmp:segments:deleted"  # segment ids deleted whose sets a run empties
+SEGMENTS_RUN_REQUESTED = "dmp:segments:requested"  # a run asked for through the API (ms)

@@ -4,7 +4,7 @@ overlap and runs (admin key, problem+json errors, as the rest of ``dmp.api``).""
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
+import time
 from typing import Any
 
 from flask import Response, jsonify, request
@@ -196,10 +196,8 @@ def segments_runs() -> Response:
 
 @bp.post("/segments/runs")
 def segments_run_now() -> tuple[Response, int]:
-    """Run every segment now (incrementally) and return the run record."""
-    deps = current_deps()
-    try:
-        result = segmentrun.run(deps.redis, deps.config, wait_seconds=30)
-    except segmentrun.RunBusy as exc:
-        raise Problem(409, "Run in progress", str(exc), "busy") from None
-    return jsonify(asdict(result)), 201
+    """Ask the worker for a run now (202; a run at scale outlasts a request: poll
+    ``GET /api/v1/segments/runs`` for its record)."""
+    at = int(time.time() * 1000)
+    current_deps().redis.set(keyspace.SEGMENTS_RUN_REQUESTED, at)
+    return jsonify({"requested": at, "runs": "/api/v1/segments/runs"}), 202

@@ -1,11 +1,12 @@
 """The worker's segment schedule: a run every minute, the live lane in between.
 
-Every ``segments_every`` seconds a run (:mod:`dmp.segmentrun`: incremental matrix build,
-every segment for everyone, snapshot, changes, lookup sets): windows close and scores
-decay as time passes. In between, every ``segments_latency`` seconds, new event-log files
-and persons changed outside the log (imports, stage records) go through the live lane
-(:mod:`dmp.segmentlive`): only their persons are evaluated and their lookup sets moved,
-so a qualifying visit reaches the lookup within a flush, a look and a live tick.
+Every ``segments_every`` seconds, and when the API asks for one, a run
+(:mod:`dmp.segmentrun`: incremental matrix build, every segment for everyone, snapshot,
+changes, lookup sets): windows close and scores decay as time passes. In between, every
+``segments_latency`` seconds, new event-log files and persons changed outside the log
+(imports, stage records) go through the live lane (:mod:`dmp.segmentlive`): only their
+persons are evaluated and their lookup sets moved, so a qualifying visit reaches the
+lookup within a flush, a look and a live tick.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
     seen: set[str] | None = None  # event files whose persons the live lane has evaluated
     handled: set[str] = set()  # marks the live lane evaluated (a run consumes them)
     while not stop.wait(pause):
-        if time.monotonic() - last_run >= config.segments_every:
+        try:
+            asked = r.getdel(keyspace.SEGMENTS_RUN_REQUESTED)  # POST /api/v1/segments/runs
+        except redis.ConnectionError:
+            asked = None
+        if asked or time.monotonic() - last_run >= config.segments_every:
             try:
                 files = set(matrixstore.event_files(config.events_dir))
                 segmentrun.run(r, config)

@@ -264,6 +264,22 @@ def test_the_schedule_runs_every_segments_every_seconds(synth, redis, config):
         thread.join(30)
 
 
+def test_the_schedule_runs_when_the_api_asks(synth, redis, config):
+    """POST /api/v1/segments/runs asks; the schedule runs at once, not in an hour."""
+    _apply(redis)
+    slow = dataclasses.replace(config, segments_latency=0.05, segments_every=3600)
+    stop = threading.Event()
+    thread = segmentschedule.start_schedule(redis, slow, stop)
+    try:
+        first = _wait(lambda: segmentrun.latest_run(config))["run_id"]
+        redis.set(keyspace.SEGMENTS_RUN_REQUESTED, 1)
+        _wait(lambda: segmentrun.latest_run(config)["run_id"] != first)
+        assert not redis.exists(keyspace.SEGMENTS_RUN_REQUESTED)
+    finally:
+        stop.set()
+        thread.join(30)
+
+
 def _wait(probe, seconds: float = 30.0):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
