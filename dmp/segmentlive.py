@@ -34,6 +34,10 @@ from segments.stages import current_stages
 
 log = logging.getLogger(__name__)
 
+# Touchpoints stamped up to this far after a tick (clients' clocks run ahead) count once
+# their time has come: their persons are looked at again by the following ticks.
+AHEAD_MS = 5 * 60_000
+
 
 @dataclass(frozen=True, slots=True)
 class LiveResult:
@@ -42,6 +46,7 @@ class LiveResult:
     person_ids: tuple[str, ...]  # evaluated
     moved: int  # lookup-set memberships added or removed
     seconds: float
+    ahead: tuple[str, ...] = ()  # with touchpoints stamped just after the tick: look again
 
 
 def live_tick(
@@ -95,7 +100,9 @@ def live_tick(
     desired = {pid: set(now) for pid, now in desired.items()}
     desired |= {pid: set() for pid in found if pid in merged}  # merged away: in nothing
     moved = move_sets(r, desired, set(trees), noted_at=as_of)
-    result = LiveResult(tuple(pids), moved, time.perf_counter() - started)
+    soon = touchpoints.filter(pl.col("timestamp").is_between(as_of + 1, as_of + AHEAD_MS))
+    ahead = tuple(sorted(soon.select("person_id").unique().collect()["person_id"].to_list()))
+    result = LiveResult(tuple(pids), moved, time.perf_counter() - started, ahead)
     log.info("segments live: %d persons, %d memberships moved in %.2f s",
              len(pids), result.moved, result.seconds)  # fmt: skip
     return result

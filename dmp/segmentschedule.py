@@ -31,6 +31,7 @@ def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
     last_run, pause = 0.0, max(0.05, config.segments_latency)
     seen: set[str] | None = None  # event files whose persons the live lane has evaluated
     handled: set[str] = set()  # marks the live lane evaluated (a run consumes them)
+    ahead: set[str] = set()  # persons with touchpoints stamped after the last tick
     while not stop.wait(pause):
         try:
             asked = r.getdel(keyspace.SEGMENTS_RUN_REQUESTED)  # POST /api/v1/segments/runs
@@ -59,11 +60,12 @@ def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
                 seen = set(last["matrix"]["files"])
             files = set(matrixstore.event_files(config.events_dir))
             marks = r.smembers(keyspace.MATRIX_TOUCHED) - handled
-            if files - seen or marks:
+            if files - seen or marks or ahead:
                 with segmentrun.run_lock(r):
-                    live_tick(r, config, sorted(files - seen), marks)
+                    done = live_tick(r, config, sorted(files - seen), marks | ahead)
                 seen |= files
                 handled |= marks
+                ahead = set(done.ahead)
         except segmentrun.RunBusy:
             continue
         except redis.ConnectionError:

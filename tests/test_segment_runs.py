@@ -451,3 +451,20 @@ def test_a_run_settles_what_the_live_lane_moved(synth, redis, config):
     segmentrun.move_sets(redis, {pid: set()}, {"engaged"}, noted_at=at + 10**12)
     segmentrun.run(redis, config, build_matrix=False)
     assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) == at + 10**12
+
+
+def test_touchpoints_stamped_ahead_count_when_their_time_comes(synth, redis, drain, config):
+    """A qualifying touchpoint stamped 2 s after the tick (a client's clock ahead) is
+    named for another look, and the next tick after its time finds the person in."""
+    _apply(redis, "id: pricing\nwhere: {did: {event: page, url_contains: /pricing-x}}\n")
+    segmentrun.run(redis, config)
+    before = set(matrixstore.event_files(config.events_dir))
+    now = int(time.time() * 1000)
+    send(redis, hit(uid="c-ahead", url="https://acme.de/pricing-x", timestamp=now + 2000))
+    drain()
+    new = sorted(set(matrixstore.event_files(config.events_dir)) - before)
+    first = segmentlive.live_tick(redis, config, new, as_of_ms=now)
+    assert first.moved == 0 and len(first.ahead) == 1
+    again = segmentlive.live_tick(redis, config, [], set(first.ahead), as_of_ms=now + 3000)
+    assert again.moved == 1 and not again.ahead
+    assert redis.smembers(keyspace.segment("pricing", "members")) == set(first.ahead)
