@@ -468,3 +468,15 @@ def test_touchpoints_stamped_ahead_count_when_their_time_comes(synth, redis, dra
     again = segmentlive.live_tick(redis, config, [], set(first.ahead), as_of_ms=now + 3000)
     assert again.moved == 1 and not again.ahead
     assert redis.smembers(keyspace.segment("pricing", "members")) == set(first.ahead)
+
+
+def test_cli_lists_runs(synth, redis, runner, config):
+    _apply(redis)
+    assert "no segment run yet" in runner.invoke(cli, ["segments", "runs"]).output
+    first = segmentrun.run(redis, config)
+    second = segmentrun.run(redis, config)
+    listed = json.loads(runner.invoke(cli, ["segments", "runs", "--json"]).output)
+    assert [r["run_id"] for r in listed] == [second.run_id, first.run_id]
+    assert listed[1]["entered"] == first.entered and not listed[1]["incremental"]
+    text = runner.invoke(cli, ["segments", "runs", "--limit", "1"]).output
+    assert len(text.strip().splitlines()) == 1 and "recounted" in text

@@ -274,3 +274,25 @@ def segments_overlap(obj: Context, as_json: bool) -> None:
         row = res["overlap"][i]
         shares = (f"{row[j] / n:>6.0%}" if n else f"{'-':>6}" for j in range(len(ids)))
         click.echo(f"{i + 1:>2} {sid:<{width}} {n:>7,} " + " ".join(shares))
+
+
+@segments_group.command("runs")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def segments_runs(obj: Context, limit: int, as_json: bool) -> None:
+    """List the newest segment runs: when, how (full or incremental), what moved."""
+    from dmp import segmentrun
+
+    found = segmentrun.run_records(obj.redis, limit)
+    if as_json:
+        _print_json(found)
+        return
+    if not found:
+        click.echo("no segment run yet (dmp segments run, or a running worker, makes one)")
+    for run in found:
+        how = f"{run['recounted']:,} recounted" if run["incremental"] else "full"
+        total = sum(run["members"].values())
+        click.echo(f"{_iso(run['as_of'])}  {len(run['members']):>3} segments  "
+                   f"{total:>10,} memberships  +{run['entered']:,} −{run['left']:,}  "
+                   f"{how}, {run['seconds']:.2f} s")  # fmt: skip
