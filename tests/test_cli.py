@@ -64,6 +64,7 @@ def test_status_json_and_worker_once(runner, redis):
         "events_aggregate": 0,
         "persons": {"low": 0, "medium": 0, "high": 0},
         "pending": 1,
+        "segments": {"defined": 0, "last_run": None, "live_moves_since": 0},
     }
     result = runner.invoke(cli, ["worker", "--once"])
     assert result.exit_code == 0, result.output

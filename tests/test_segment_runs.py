@@ -480,3 +480,12 @@ def test_cli_lists_runs(synth, redis, runner, config):
     assert listed[1]["entered"] == first.entered and not listed[1]["incremental"]
     text = runner.invoke(cli, ["segments", "runs", "--limit", "1"]).output
     assert len(text.strip().splitlines()) == 1 and "recounted" in text
+
+
+def test_status_shows_the_segments(synth, redis, runner, config):
+    _apply(redis)
+    run = segmentrun.run(redis, config)
+    state = json.loads(runner.invoke(cli, ["status", "--json"]).output)["segments"]
+    assert state["defined"] == 4 and state["last_run"]["run_id"] == run.run_id
+    assert state["last_run"]["memberships"] == sum(run.members.values())
+    assert "last run" in runner.invoke(cli, ["status"]).output

@@ -7,10 +7,11 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import click
 
-from dmp import apikeys, segmentstore, sites, stream, worker
+from dmp import apikeys, keyspace, segmentstore, sites, stream, worker
 from dmp.cli import Context, _fail, _print_json, cli, pass_ctx
 from dmp.segmentschedule import start_schedule
 
@@ -87,8 +88,21 @@ def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 def status(obj: Context, as_json: bool) -> None:
-    """Show stored and aggregate event counts, persons by tier and pending hits."""
+    """Show stored and aggregate event counts, persons by tier, pending hits and the
+    segments (how many, the last run and how long ago)."""
+    from dmp import segmentrun
+
     state = worker.status(obj.redis)
+    last = (segmentrun.run_records(obj.redis, 1) or [None])[0]
+    state["segments"] = {
+        "defined": obj.redis.scard(keyspace.SEGMENTS),
+        "last_run": None if last is None else {
+            "run_id": last["run_id"], "as_of": last["as_of"],
+            "memberships": sum(last["members"].values()),
+            "incremental": last["incremental"],
+        },
+        "live_moves_since": obj.redis.zcard(keyspace.SEGMENTS_LIVE),
+    }  # fmt: skip
     if as_json:
         _print_json(state)
         return
@@ -97,6 +111,13 @@ def status(obj: Context, as_json: bool) -> None:
     for tier, count in state["persons"].items():
         click.echo(f"persons {tier:<9} {count:>12,}")
     click.echo(f"pending           {state['pending']:>12,}")
+    seg = state["segments"]
+    click.echo(f"segments          {seg['defined']:>12,}")
+    if seg["last_run"]:
+        run = seg["last_run"]
+        ago = max(0, time.time() - run["as_of"] / 1000)
+        click.echo(f"last run          {run['memberships']:>12,} memberships, {ago:,.0f} s ago"
+                   f" ({seg['live_moves_since']:,} live moves since)")  # fmt: skip
 
 
 @cli.group("sites")
