@@ -95,3 +95,4 @@ MIGRATIONS = "dmp:migrations"  # set of one-off data migrations done
 SEGMENTS_LIVE = "dmp:segments:live"  # zset: persons the live lane moved, by its as-of time
 SEGMENTS_DELETED = "dmp:segments:deleted"  # segment ids deleted whose sets a run empties
 SEGMENTS_RUN_REQUESTED = "dmp:segments:requested"  # a run asked for through the API (ms)
+SEGMENTS_SETS_LOCK = "dmp:segments:setslock"  # one mover of the lookup sets at a time

@@ -102,28 +102,28 @@ def latest_members(config: Config) -> pl.LazyFrame:
 
 
 class RunLock:
-    """The one-run-at-a-time lock: a token under ``dmp:segments:lock`` that expires
+    """A lock held by one process at a time: a token under ``key`` that expires
     LOCK_SECONDS after its holder stops renewing it (a heartbeat thread renews it)."""
 
-    def __init__(self, r: redis.Redis) -> None:
-        self.r, self.token = r, secrets.token_hex(8)
+    def __init__(self, r: redis.Redis, key: str = keyspace.SEGMENTS_LOCK) -> None:
+        self.r, self.token, self.key = r, secrets.token_hex(8), key
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._renew, name="dmp-run-lock", daemon=True)
 
     def held(self) -> bool:
         """Return whether this holder still has the lock."""
-        return self.r.get(keyspace.SEGMENTS_LOCK) == self.token
+        return self.r.get(self.key) == self.token
 
     def _renew(self) -> None:
         while not self._stop.wait(LOCK_SECONDS / 3):
             try:
-                self.r.eval(_RENEW, 1, keyspace.SEGMENTS_LOCK, self.token, int(LOCK_SECONDS * 1000))
+                self.r.eval(_RENEW, 1, self.key, self.token, int(LOCK_SECONDS * 1000))
             except redis.RedisError:
                 log.warning("segments: could not renew the run lock", exc_info=True)
 
     def release(self) -> None:
         self._stop.set()
-        self.r.eval(_RELEASE, 1, keyspace.SEGMENTS_LOCK, self.token)
+        self.r.eval(_RELEASE, 1, self.key, self.token)
 
 
 _RENEW = """
@@ -137,13 +137,16 @@ return 0
 
 
 @contextmanager
-def run_lock(r: redis.Redis, wait_seconds: float = 0.0) -> Iterator[RunLock]:
-    """Hold the lock that matrix builds and segment runs share (RunBusy if another holds
-    it past ``wait_seconds``); a holder that dies loses it within LOCK_SECONDS."""
-    lock, deadline = RunLock(r), time.monotonic() + wait_seconds
-    while not r.set(keyspace.SEGMENTS_LOCK, lock.token, nx=True, px=int(LOCK_SECONDS * 1000)):
+def run_lock(
+    r: redis.Redis, wait_seconds: float = 0.0, key: str = keyspace.SEGMENTS_LOCK
+) -> Iterator[RunLock]:
+    """Hold the lock that matrix builds and segment runs share (or, with ``key``
+    SEGMENTS_SETS_LOCK, the one for moving lookup sets); RunBusy if another holds it past
+    ``wait_seconds``. A holder that dies loses it within LOCK_SECONDS."""
+    lock, deadline = RunLock(r, key), time.monotonic() + wait_seconds
+    while not r.set(key, lock.token, nx=True, px=int(LOCK_SECONDS * 1000)):
         if time.monotonic() >= deadline:
-            raise RunBusy("another matrix build or segment run is in progress")
+            raise RunBusy("another matrix build, segment run or live tick is in progress")
         time.sleep(0.2)
     lock._beat.start()
     try:
@@ -352,16 +355,21 @@ def _apply(
     changes: pl.DataFrame,
     previous: dict[str, Any] | None,
 ) -> None:
-    """Move the Redis sets by the changes, or rewrite them if they are not at ``previous``."""
-    applied = r.get(keyspace.SEGMENTS_APPLIED)
-    if previous is None or applied != previous["run_id"]:
-        log.info("segments: the lookup sets are rewritten from this run's snapshot")
-        _rewrite(r, members)
-    else:
-        rows = changes.select("segment_id", "person_id", "change").iter_rows()
-        _send(r, (_moves(sid, pid, change == "entered") for sid, pid, change in rows))
-    _settle_live(r, members, set(manifest["members"]), manifest["as_of"])
-    _drop_deleted(r, set(manifest["members"]))
+    """Move the Redis sets by the changes, or rewrite them if they are not at ``previous``.
+    The live lane moves sets while a run computes: persons it moved after this run's
+    as-of time keep what it gave them (newer than what the run saw)."""
+    with run_lock(r, 60, keyspace.SEGMENTS_SETS_LOCK):
+        newer = set(r.zrangebyscore(keyspace.SEGMENTS_LIVE, f"({manifest['as_of']}", "+inf"))
+        applied = r.get(keyspace.SEGMENTS_APPLIED)
+        if previous is None or applied != previous["run_id"]:
+            log.info("segments: the lookup sets are rewritten from this run's snapshot")
+            _rewrite(r, members)
+        else:
+            rows = changes.select("segment_id", "person_id", "change").iter_rows()
+            _send(r, (_moves(sid, pid, change == "entered") for sid, pid, change in rows
+                      if pid not in newer))  # fmt: skip
+        _settle_live(r, members, set(manifest["members"]), manifest["as_of"])
+        _drop_deleted(r, set(manifest["members"]))
     with r.pipeline(transaction=True) as pipe:
         for sid, size in manifest["members"].items():
             pipe.hset(

@@ -1,12 +1,13 @@
-"""The worker's segment schedule: a run every minute, the live lane in between.
+"""The worker's segment schedule: a run every minute, the live lane beside it.
 
 Every ``segments_every`` seconds, and when the API asks for one, a run
 (:mod:`dmp.segmentrun`: incremental matrix build, every segment for everyone, snapshot,
-changes, lookup sets): windows close and scores decay as time passes. In between, every
-``segments_latency`` seconds, new event-log files and persons changed outside the log
-(imports, stage records) go through the live lane (:mod:`dmp.segmentlive`): only their
-persons are evaluated and their lookup sets moved, so a qualifying visit reaches the
-lookup within a flush, a look and a live tick.
+changes, lookup sets): windows close and scores decay as time passes. On a thread of
+its own, every ``segments_latency`` seconds, new event-log files and persons changed
+outside the log (imports, stage records) go through the live lane
+(:mod:`dmp.segmentlive`): only their persons are evaluated and their lookup sets moved,
+so a qualifying visit reaches the lookup within a flush, a look and a live tick, also
+while a run is under way.
 """
 
 from __future__ import annotations
@@ -25,43 +26,47 @@ log = logging.getLogger(__name__)
 
 
 def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
-    """Run segments on the schedule until ``stop`` is set (off if ``segments_every`` ≤ 0)."""
-    if config.segments_every <= 0:
-        return
+    """Run segments for everyone on the schedule until ``stop`` is set."""
     last_run, pause = 0.0, max(0.05, config.segments_latency)
-    seen: set[str] | None = None  # event files whose persons the live lane has evaluated
-    handled: set[str] = set()  # marks the live lane evaluated (a run consumes them)
-    ahead: set[str] = set()  # persons with touchpoints stamped after the last tick
     while not stop.wait(pause):
         try:
             asked = r.getdel(keyspace.SEGMENTS_RUN_REQUESTED)  # POST /api/v1/segments/runs
         except redis.ConnectionError:
             asked = None
-        if asked or time.monotonic() - last_run >= config.segments_every:
-            try:
-                files = set(matrixstore.event_files(config.events_dir))
-                segmentrun.run(r, config)
-                seen, handled = files, set()
-            except segmentrun.RunBusy:
-                continue  # someone runs `dmp segments run` or builds the matrix
-            except redis.ConnectionError:
-                log.exception("Redis unavailable; segment runs retry in 2 s")
-                stop.wait(2.0)
-                continue
-            except Exception:  # a bad run must not stop the schedule (or the ingest beside it)
-                log.exception("segment run failed; the next in %g s", config.segments_every)
-            last_run = time.monotonic()
+        if not asked and time.monotonic() - last_run < config.segments_every:
             continue
         try:
-            if seen is None:  # a run this process did not make: go on from it
+            segmentrun.run(r, config)
+        except segmentrun.RunBusy:
+            continue  # someone runs `dmp segments run` or builds the matrix
+        except redis.ConnectionError:
+            log.exception("Redis unavailable; segment runs retry in 2 s")
+            stop.wait(2.0)
+            continue
+        except Exception:  # a bad run must not stop the schedule (or the ingest beside it)
+            log.exception("segment run failed; the next in %g s", config.segments_every)
+        last_run = time.monotonic()
+
+
+def run_live_lane(r: redis.Redis, config: Config, stop: threading.Event) -> None:
+    """Tick the live lane until ``stop`` is set, beside the runs (not waiting for them)."""
+    pause = max(0.05, config.segments_latency)
+    seen: set[str] | None = None  # event files whose persons the live lane has evaluated
+    handled: set[str] = set()  # marks evaluated (until a run's build consumes them)
+    ahead: set[str] = set()  # persons with touchpoints stamped after the last tick
+    while not stop.wait(pause):
+        try:
+            if seen is None:  # go on from the last run's files
                 last = segmentrun.latest_run(config)
                 if last is None:
                     continue  # no run yet: the live lane starts from one
                 seen = set(last["matrix"]["files"])
             files = set(matrixstore.event_files(config.events_dir))
-            marks = r.smembers(keyspace.MATRIX_TOUCHED) - handled
+            current = r.smembers(keyspace.MATRIX_TOUCHED)
+            handled &= current
+            marks = current - handled
             if files - seen or marks or ahead:
-                with segmentrun.run_lock(r):
+                with segmentrun.run_lock(r, 30, keyspace.SEGMENTS_SETS_LOCK):
                     done = live_tick(r, config, sorted(files - seen), marks | ahead)
                 seen |= files
                 handled |= marks
@@ -76,10 +81,33 @@ def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
             stop.wait(pause * 10)
 
 
-def start_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> threading.Thread:
-    """Start the schedule on its own thread."""
-    thread = threading.Thread(
-        target=run_schedule, args=(r, config, stop), name="dmp-segments", daemon=True
-    )
-    thread.start()
-    return thread
+class Schedule:
+    """The schedule's two threads: runs for everyone, and the live lane beside them."""
+
+    def __init__(self, threads: list[threading.Thread]) -> None:
+        self.threads = threads
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self.threads:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(left)
+
+    def is_alive(self) -> bool:
+        return any(t.is_alive() for t in self.threads)
+
+
+def start_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> Schedule:
+    """Start the runs and the live lane on threads of their own (none if
+    ``segments_every`` ≤ 0)."""
+    if config.segments_every <= 0:
+        return Schedule([])
+    threads = [
+        threading.Thread(target=run_schedule, args=(r, config, stop), name="dmp-segments",
+                         daemon=True),
+        threading.Thread(target=run_live_lane, args=(r, config, stop), name="dmp-segments-live",
+                         daemon=True),
+    ]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    return Schedule(threads)

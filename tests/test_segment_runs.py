@@ -238,7 +238,8 @@ def test_the_schedule_runs_when_new_events_arrive(synth, redis, drain, config):
         send(redis, hit(uid="c-fresh", url="https://acme.de/pricing-x"))
         drain()
         members = keyspace.segment("pricing", "members")
-        pid = _wait(lambda: next(iter(redis.smembers(members)), None))
+        with segmentrun.run_lock(redis):  # a long run under way does not hold the lane up
+            pid = _wait(lambda: next(iter(redis.smembers(members)), None))
         assert redis.smembers(keyspace.person(pid, "segments")) == {"pricing"}
         # That was the live lane: no run since the first (the next is an hour away).
         assert segmentrun.latest_run(config)["run_id"] == first["run_id"]
@@ -489,3 +490,25 @@ def test_status_shows_the_segments(synth, redis, runner, config):
     assert state["defined"] == 4 and state["last_run"]["run_id"] == run.run_id
     assert state["last_run"]["memberships"] == sum(run.members.values())
     assert "last run" in runner.invoke(cli, ["status"]).output
+
+
+def test_a_run_keeps_live_moves_newer_than_what_it_saw(synth, redis, config):
+    """A person the live lane moved after a run's as-of time keeps that move when the run
+    applies its (older) changes; the note waits for a later run."""
+    _apply(redis)
+    first = segmentrun.run(redis, config)
+    last = segmentrun.latest_run(config)
+    pid = _members(config).filter(pl.col("segment_id") == "engaged")["person_id"][0]
+    later = first.as_of + 10_000
+    segmentrun.move_sets(redis, {pid: {"engaged"}}, {"engaged"}, noted_at=later)
+    redis.zadd(keyspace.SEGMENTS_LIVE, {pid: later})  # noted even though nothing moved
+    left = pl.DataFrame(
+        [("engaged", pid, "left", first.as_of + 1, "r2", 1)],
+        schema=segmentrun.CHANGE_SCHEMA, orient="row",
+    )  # fmt: skip
+    members = _members(config).filter(~((pl.col("person_id") == pid)
+                                        & (pl.col("segment_id") == "engaged")))  # fmt: skip
+    manifest = {**last, "as_of": first.as_of + 1, "run_id": "r2"}
+    segmentrun._apply(redis, manifest, members, left, last)
+    assert "engaged" in redis.smembers(keyspace.person(pid, "segments"))
+    assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) == later
