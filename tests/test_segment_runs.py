@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -229,10 +230,7 @@ def test_the_schedule_runs_when_new_events_arrive(synth, redis, drain, config):
     """With the schedule on, a qualifying visit reaches the lookup sets without a manual
     run; nothing new, no run (until segments_every)."""
     _apply(redis, "id: pricing\nwhere: {did: {event: page, url_contains: /pricing-x}}\n")
-    fast = dataclasses.replace(config, segments_latency=0.05, segments_every=3600)
-    stop = threading.Event()
-    thread = segmentschedule.start_schedule(redis, fast, stop)
-    try:
+    with _schedule(redis, config, every=3600):
         first = _wait(lambda: segmentrun.latest_run(config))
         assert first["members"] == {"pricing": 0}
         send(redis, hit(uid="c-fresh", url="https://acme.de/pricing-x"))
@@ -244,41 +242,39 @@ def test_the_schedule_runs_when_new_events_arrive(synth, redis, drain, config):
         # That was the live lane: no run since the first (the next is an hour away).
         assert segmentrun.latest_run(config)["run_id"] == first["run_id"]
         assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) is not None
-    finally:
-        stop.set()
-        thread.join(30)
-    assert not thread.is_alive()
 
 
 def test_the_schedule_runs_every_segments_every_seconds(synth, redis, config):
     """Without new data, runs still come (time moves); a failing live lane does not stop them."""
     _apply(redis)
-    quick = dataclasses.replace(config, segments_latency=0.05, segments_every=0.5)
-    stop = threading.Event()
-    thread = segmentschedule.start_schedule(redis, quick, stop)
-    try:
+    with _schedule(redis, config, every=0.5):
         first = _wait(lambda: segmentrun.latest_run(config))["run_id"]
         redis.sadd(keyspace.MATRIX_TOUCHED, "not-a-person")  # a mark the lane cannot read
         _wait(lambda: segmentrun.latest_run(config)["run_id"] != first)
-    finally:
-        stop.set()
-        thread.join(30)
 
 
 def test_the_schedule_runs_when_the_api_asks(synth, redis, config):
     """POST /api/v1/segments/runs asks; the schedule runs at once, not in an hour."""
     _apply(redis)
-    slow = dataclasses.replace(config, segments_latency=0.05, segments_every=3600)
-    stop = threading.Event()
-    thread = segmentschedule.start_schedule(redis, slow, stop)
-    try:
+    with _schedule(redis, config, every=3600):
         first = _wait(lambda: segmentrun.latest_run(config))["run_id"]
         redis.set(keyspace.SEGMENTS_RUN_REQUESTED, 1)
         _wait(lambda: segmentrun.latest_run(config)["run_id"] != first)
         assert not redis.exists(keyspace.SEGMENTS_RUN_REQUESTED)
+
+
+@contextlib.contextmanager
+def _schedule(redis, config, every: float):
+    """Run the worker's schedule (both threads) for the test's duration; stop it after."""
+    quick = dataclasses.replace(config, segments_latency=0.05, segments_every=every)
+    stop = threading.Event()
+    schedule = segmentschedule.start_schedule(redis, quick, stop)
+    try:
+        yield schedule
     finally:
         stop.set()
-        thread.join(30)
+        schedule.join(30)
+    assert not schedule.is_alive()
 
 
 def _wait(probe, seconds: float = 30.0):
