@@ -363,7 +363,7 @@ def _apply(
         applied = r.get(keyspace.SEGMENTS_APPLIED)
         if previous is None or applied != previous["run_id"]:
             log.info("segments: the lookup sets are rewritten from this run's snapshot")
-            _rewrite(r, members)
+            _rewrite(r, _with_current(r, members, newer))
         else:
             rows = changes.select("segment_id", "person_id", "change").iter_rows()
             _send(r, (_moves(sid, pid, change == "entered") for sid, pid, change in rows
@@ -461,6 +461,20 @@ def _send(r: redis.Redis, commands: Iterator[list[tuple[str, str, str]]]) -> Non
             pipe, n = r.pipeline(transaction=False), 0
     if n:
         pipe.execute()
+
+
+def _with_current(r: redis.Redis, members: pl.DataFrame, pids: set[str]) -> pl.DataFrame:
+    """Return ``members`` with ``pids``' memberships as their lookup sets hold them now."""
+    if not pids:
+        return members
+    ordered = sorted(pids)
+    with r.pipeline(transaction=False) as pipe:
+        for pid in ordered:
+            pipe.smembers(keyspace.person(pid, "segments"))
+        current = pipe.execute()
+    rows = [(sid, pid) for pid, sids in zip(ordered, current, strict=True) for sid in sids]
+    theirs = pl.DataFrame(rows, schema=MEMBER_SCHEMA, orient="row")
+    return pl.concat([members.filter(~pl.col("person_id").is_in(ordered)), theirs])
 
 
 def _rewrite(r: redis.Redis, members: pl.DataFrame) -> None:

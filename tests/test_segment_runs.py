@@ -508,3 +508,20 @@ def test_a_run_keeps_live_moves_newer_than_what_it_saw(synth, redis, config):
     segmentrun._apply(redis, manifest, members, left, last)
     assert "engaged" in redis.smembers(keyspace.person(pid, "segments"))
     assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) == later
+
+
+def test_a_rewrite_keeps_live_moves_newer_than_the_run(synth, redis, config):
+    """When the lookup sets are rewritten from a run's snapshot, a person the live lane
+    moved after the run's as-of time keeps the lane's sets."""
+    _apply(redis)
+    first = segmentrun.run(redis, config)
+    pid = _members(config).filter(pl.col("segment_id") == "engaged")["person_id"][0]
+    segmentrun.move_sets(redis, {pid: {"sales-ready"}}, {"engaged", "sales-ready"},
+                         noted_at=first.as_of + 10**12)  # fmt: skip
+    redis.set(keyspace.SEGMENTS_APPLIED, "lost-track")  # the next run rewrites
+    segmentrun.run(redis, config, build_matrix=False)
+    assert redis.smembers(keyspace.person(pid, "segments")) == {"sales-ready"}
+    assert pid in redis.smembers(keyspace.segment("sales-ready", "members"))
+    assert pid not in redis.smembers(keyspace.segment("engaged", "members"))
+    others = pl.col("person_id") != pid
+    assert_frame_equal(_person_sets(redis).filter(others), _members(config).filter(others))
