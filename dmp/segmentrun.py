@@ -358,7 +358,9 @@ def _apply(
     """Move the Redis sets by the changes, or rewrite them if they are not at ``previous``.
     The live lane moves sets while a run computes: persons it moved after this run's
     as-of time keep what it gave them (newer than what the run saw)."""
-    with run_lock(r, 60, keyspace.SEGMENTS_SETS_LOCK):
+    # The files are written: wait for a tick to finish rather than give up (a run that
+    # gives up here leaves the sets behind; the next run would rewrite them).
+    with run_lock(r, 300, keyspace.SEGMENTS_SETS_LOCK):
         newer = set(r.zrangebyscore(keyspace.SEGMENTS_LIVE, f"({manifest['as_of']}", "+inf"))
         applied = r.get(keyspace.SEGMENTS_APPLIED)
         if previous is None or applied != previous["run_id"]:
@@ -384,7 +386,8 @@ def move_sets(
 ) -> int:
     """Make each person's lookup sets (among the ``known`` segments) the ``desired`` ones,
     both directions; return the memberships added or removed. ``noted_at`` (the live
-    lane's as-of time) notes the persons moved for the next run to settle."""
+    lane's as-of time) notes every person given, moved or not, for runs: a run that saw
+    older data leaves them be, the next one settles them (a note only ever moves on)."""
     moved, pids = 0, list(desired)
     for start in range(0, len(pids), CHUNK // 4):
         chunk = pids[start : start + CHUNK // 4]
@@ -392,9 +395,9 @@ def move_sets(
             for pid in chunk:
                 pipe.smembers(keyspace.person(pid, "segments"))
             current = pipe.execute()
-        with r.pipeline(transaction=False) as pipe:
+        with r.pipeline(transaction=True) as pipe:  # each chunk's moves whole or not at all
             for pid, was in zip(chunk, current, strict=True):
-                now, before = desired[pid], moved
+                now = desired[pid]
                 for sid in now - was:
                     pipe.sadd(keyspace.person(pid, "segments"), sid)
                     pipe.sadd(keyspace.segment(sid, "members"), pid)
@@ -403,8 +406,8 @@ def move_sets(
                     pipe.srem(keyspace.person(pid, "segments"), sid)
                     pipe.srem(keyspace.segment(sid, "members"), pid)
                     moved += 1
-                if noted_at is not None and moved > before:
-                    pipe.zadd(keyspace.SEGMENTS_LIVE, {pid: noted_at})
+            if noted_at is not None:
+                pipe.zadd(keyspace.SEGMENTS_LIVE, dict.fromkeys(chunk, noted_at), gt=True)
             pipe.execute()
     return moved
 

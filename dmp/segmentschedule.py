@@ -38,6 +38,8 @@ def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
         try:
             segmentrun.run(r, config)
         except segmentrun.RunBusy:
+            if asked:  # keep the API's request for when the lock is free
+                r.set(keyspace.SEGMENTS_RUN_REQUESTED, asked)
             continue  # someone runs `dmp segments run` or builds the matrix
         except redis.ConnectionError:
             log.exception("Redis unavailable; segment runs retry in 2 s")
@@ -66,7 +68,7 @@ def run_live_lane(r: redis.Redis, config: Config, stop: threading.Event) -> None
             handled &= current
             marks = current - handled
             if files - seen or marks or ahead:
-                with segmentrun.run_lock(r, 30, keyspace.SEGMENTS_SETS_LOCK):
+                with segmentrun.run_lock(r, 5, keyspace.SEGMENTS_SETS_LOCK):
                     done = live_tick(r, config, sorted(files - seen), marks | ahead)
                 seen |= files
                 handled |= marks

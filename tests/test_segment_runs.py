@@ -496,8 +496,11 @@ def test_a_run_keeps_live_moves_newer_than_what_it_saw(synth, redis, config):
     last = segmentrun.latest_run(config)
     pid = _members(config).filter(pl.col("segment_id") == "engaged")["person_id"][0]
     later = first.as_of + 10_000
-    segmentrun.move_sets(redis, {pid: {"engaged"}}, {"engaged"}, noted_at=later)
-    redis.zadd(keyspace.SEGMENTS_LIVE, {pid: later})  # noted even though nothing moved
+    # A tick found them in (nothing to move) after the run's as-of: noted all the same.
+    assert segmentrun.move_sets(redis, {pid: {"engaged"}}, {"engaged"}, noted_at=later) == 0
+    assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) == later
+    segmentrun.move_sets(redis, {pid: {"engaged"}}, {"engaged"}, noted_at=later - 5)
+    assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) == later  # a note only moves on
     left = pl.DataFrame(
         [("engaged", pid, "left", first.as_of + 1, "r2", 1)],
         schema=segmentrun.CHANGE_SCHEMA, orient="row",
