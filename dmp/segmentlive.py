@@ -69,9 +69,14 @@ def live_tick(
         fresh = scan_events(config.events_dir, new_files).select("person_id").drop_nulls()
         found |= set(fresh.unique().collect()["person_id"].to_list())
     asked = matrixstore.read_people(r, pids=sorted(found))
-    merged = {**matrixstore.merge_map(r), **asked.merged}  # the log and the tombstones
-    pids = sorted({merged.get(p, p) for p in found})
-    people = matrixstore.read_people(r, pids=pids)
+    merged = {**asked.merged, **matrixstore.merge_map(r)}  # tombstones; the log resolves chains
+    people = asked  # read_people leaves merged-away persons out already
+    targets = sorted({merged[p] for p in found if p in merged} - found)
+    if targets:  # the persons they were merged into: read those too
+        more = matrixstore.read_people(r, pids=targets)
+        people = matrixstore.People(
+            pl.concat([asked.persons, more.persons]), pl.concat([asked.history, more.history]), {}
+        )
     pids = people.persons["person_id"].to_list()  # live persons with a profile
     model_text, catalog_text = matrixstore.model_texts(r)
     model, catalog = parse_model(model_text), parse_catalog(catalog_text) if catalog_text else ()

@@ -234,18 +234,15 @@ def _counts(
     schema = {"person_id": pl.Utf8, **dict.fromkeys(keys, pl.UInt32), NEXT_CHANGE: pl.Int64}
     if not dids:
         return pl.DataFrame(schema=schema), None
-    touchpoints = matrixstore.build_touchpoints(r, config, matrix)
+    until = matrix["last_merge"]
+    merged = matrixstore.merge_map(r, until=until)  # read once: counts and touched persons
+    touchpoints = matrixstore.read_touchpoints(config.events_dir, merged, matrix["files"])
     as_of = matrix["as_of"]
     if previous is None or not _can_keep(previous, matrix, keys):
         counts = did_counts(touchpoints, dids, as_of, expiry=True).collect(engine="streaming")
         return counts.select(list(schema)).cast(schema), None  # type: ignore[arg-type]
     touched, removed = matrixstore.touched_since(
-        r,
-        config,
-        previous["matrix"],
-        matrix["files"],
-        matrixstore.merge_map(r, until=matrix["last_merge"]),
-        until=matrix["last_merge"],
+        r, config, previous["matrix"], matrix["files"], merged, until=until
     )
     kept = pl.read_parquet(segments_dir(config) / previous["counts_file"]).select(list(schema))
     due = kept.filter(pl.col(NEXT_CHANGE) <= as_of)["person_id"].to_list()

@@ -94,7 +94,7 @@ def did_counts(
     for did in dids:
         if did.then is not None:
             name = did_key(did)
-            parts.append(_sequence(past, did, as_of_ms, name))
+            parts.append(_sequence(past, did, as_of_ms, name, expiry=expiry))
             if expiry and did.within_days is not None:
                 ends.append(f"{name}_end")
     if not parts:
@@ -105,14 +105,14 @@ def did_counts(
     if expiry:
         first = pl.min_horizontal(*ends) if ends else pl.lit(None, pl.Int64)
         out = out.with_columns(first.cast(pl.Int64).alias(NEXT_CHANGE)).drop(ends)
-    else:
-        out = out.drop([c for c in out.collect_schema().names() if c.endswith("_end")])
     return out
 
 
-def _sequence(past: pl.LazyFrame, did: Did, as_of_ms: int, name: str) -> pl.LazyFrame:
-    """Count the last steps of ``did``'s sequence per person (and when the first of them
-    leaves the window, as ``<name>_end``)."""
+def _sequence(
+    past: pl.LazyFrame, did: Did, as_of_ms: int, name: str, *, expiry: bool = False
+) -> pl.LazyFrame:
+    """Count the last steps of ``did``'s sequence per person (with ``expiry``, also when
+    the first of them leaves the window, as ``<name>_end``)."""
     steps = past.filter(compile_when(did.filter)).select("person_id", "timestamp")
     step = did.then
     while step is not None:
@@ -132,7 +132,8 @@ def _sequence(past: pl.LazyFrame, did: Did, as_of_ms: int, name: str) -> pl.Lazy
     if did.within_days is not None:
         window = int(did.within_days * DAY_MS)
         steps = steps.filter(pl.col("timestamp") > as_of_ms - window)
-        ends.append((pl.col("timestamp").min() + window).alias(f"{name}_end"))
+        if expiry:
+            ends.append((pl.col("timestamp").min() + window).alias(f"{name}_end"))
     return steps.group_by("person_id").agg(pl.len().cast(pl.UInt32).alias(name), *ends)
 
 

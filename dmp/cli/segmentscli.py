@@ -128,7 +128,8 @@ def segments_run(obj: Context, full: bool, no_build: bool, as_json: bool) -> Non
             result = segmentrun.run(obj.redis, obj.config, full=full, build_matrix=not no_build,
                                     wait_seconds=60)  # fmt: skip
         else:
-            with click.progressbar(length=_person_count(obj), label="reading persons",
+            keys = max(1, obj.redis.dbsize())  # an upper bound of the persons, as matrix build
+            with click.progressbar(length=keys, label="reading persons",
                                    file=sys.stderr) as bar:  # fmt: skip
                 result = segmentrun.run(obj.redis, obj.config, full=full, wait_seconds=60,
                                         progress=bar.update)  # fmt: skip
@@ -144,10 +145,6 @@ def segments_run(obj: Context, full: bool, no_build: bool, as_json: bool) -> Non
     for sid, size in sorted(result.members.items()):
         click.echo(f"  {sid:<32} v{result.versions[sid]:<4} {size:>10,} members")
     click.echo(f"{result.entered:,} entered, {result.left:,} left")
-
-
-def _person_count(obj: Context) -> int:
-    return sum(1 for _ in obj.redis.scan_iter(match="dmp:person:{*}", count=1000, _type="HASH"))
 
 
 @segments_group.command("members")
