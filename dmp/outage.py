@@ -50,7 +50,7 @@ class Outage:
                 return False
             self._since = time.time()
             self._failures = 1
-        self._log.warning("%s unavailable: %s", self._what, _reason(exc))
+        self._log.warning("%s is unavailable: %s", self._what, _reason(exc))
         return True
 
     def up(self) -> bool:
@@ -65,7 +65,7 @@ class Outage:
             self._since = None
             self._failures = 0
         self._log.info(
-            "%s available again after %.1f s (%d failures)", self._what, lasted, failures
+            "%s is available again after %.1f s (%d failures)", self._what, lasted, failures
         )
         return True
 

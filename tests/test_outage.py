@@ -24,7 +24,7 @@ def test_an_outage_logs_one_warning_and_one_info_line(caplog: pytest.LogCaptureF
         assert outage.up() is False
     lines = [(r.levelno, r.getMessage()) for r in caplog.records]
     assert len(lines) == 2
-    assert lines[0] == (logging.WARNING, "Redis unavailable: ConnectionError: refused")
+    assert lines[0] == (logging.WARNING, "Redis is unavailable: ConnectionError: refused")
     assert lines[1][0] == logging.INFO and "101 failures" in lines[1][1]
     assert not outage.is_down
 
