@@ -1,9 +1,10 @@
 """The ingest worker: the stream's side of stream → dedup → identity → profile → Parquet.
 
 One worker at a time holds the lease (``dmp:worker:lease``), so a person has one writer.
-It reads its own pending entries first (after a crash), then any a dead consumer left,
-then new ones, asking for the next batch while ``dmp.ingest`` handles this one, and acks
-entries only in the event log's flush.
+On start it takes over the entries other consumers left pending (a dead worker's), then
+reads every pending entry of its own once, in id order, then new ones, asking for the
+next batch while ``dmp.ingest`` handles this one, and acks entries only in the event
+log's flush.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ class Worker:
         self._renewed = float("-inf")  # monotonic time the lease was last taken or renewed
         self._prefetch: InFlight | None = None  # the next XREADGROUP, already asked for
         self._own_cursor: str | None = "0"  # reading back our own pending entries first
-        self._claimed = False  # other consumers' leftovers taken over since the lease began
         self._flusher: ThreadPoolExecutor | None = None
         self._flushing: Future[None] | None = None  # the flush running on the flusher
         self._lost = False  # a flush was abandoned: start over before going on
@@ -82,7 +82,8 @@ class Worker:
         stream.ensure_group(self.r)
         self._drop_prefetch()
         self.ingest.reset()
-        self._own_cursor, self._claimed = "0", False
+        self._claim_leftovers()
+        self._own_cursor = "0"
         finished, undone = self.eventlog.recover()
         if finished or undone:
             log.info("recovered %d interrupted flushes, undid %d", finished, undone)
@@ -165,25 +166,35 @@ class Worker:
 
     def _read(self, block_ms: int) -> tuple[list[tuple[str, bytes | None]], bool]:
         """Return the next batch, and whether it holds new entries (not re-read ones)."""
-        count = self.config.read_count
-        group, me = keyspace.GROUP, self.consumer
         if self._own_cursor is not None:
             entries = self._xreadgroup(self._own_cursor, 0)
             self._own_cursor = entries[-1][0] if entries else None
             if entries:
                 return entries, False
-        while not self._claimed:
-            # Holding the lease means every other consumer is gone: take its leftovers.
-            nxt, claimed, *_ = self.r.xautoclaim(keyspace.STREAM, group, me, 0, "0-0", count=count)
-            self._claimed = nxt == "0-0"
-            if claimed:
-                return [(sid, (f or {}).get(stream.FIELD)) for sid, f in claimed], False
         inflight, self._prefetch = self._prefetch, None
         if inflight is None:
             bulk = Bulk()
             bulk.add(*self._xreadgroup_args(">", block_ms))
             inflight = bulk.send(self.r)
         return self._parse_entries(inflight.wait()[0]), True
+
+    def _claim_leftovers(self) -> None:
+        """Make every entry other consumers left pending ours, to be read by our own cursor.
+
+        Holding the lease means every other consumer is gone. XCLAIM JUSTID (not XAUTOCLAIM,
+        which also takes our own entries, read again by our cursor, and in Redis 6.2 answers
+        an entry deleted while pending without its id, so it could never be acked) moves
+        each one id by id; our cursor then reads them all once, deleted ones included.
+        """
+        count = self.config.read_count
+        for consumer in self.r.xinfo_consumers(keyspace.STREAM, keyspace.GROUP):
+            if consumer["name"] == self.consumer or not consumer["pending"]:
+                continue
+            while found := self.r.xpending_range(
+                keyspace.STREAM, keyspace.GROUP, "-", "+", count, consumer["name"]
+            ):
+                ids = [p["message_id"] for p in found]
+                self.r.xclaim(keyspace.STREAM, keyspace.GROUP, self.consumer, 0, ids, justid=True)
 
     def _ask_new(self, block_ms: int) -> None:
         bulk = Bulk()

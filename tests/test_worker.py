@@ -482,3 +482,33 @@ def test_an_abandoned_flush_keeps_only_files_a_recovery_committed(redis, config)
         if not kept:
             assert not redis.sismember(keyspace.EVENTLOG_INTENTS, name)
             assert not redis.exists(keyspace.eventlog_intent(name))
+
+
+def test_a_restarted_worker_reads_each_of_its_pending_entries_once(redis, config):
+    """A worker killed with a batch read but not flushed leaves its entries pending; the next
+    worker under the same consumer name stores each event once and counts no duplicate."""
+    send(redis, *(hit(uid=f"c{i}") for i in range(5)))
+    killed = Worker(redis, config)
+    assert killed.acquire_lease()
+    killed.start()
+    assert killed.step() == 5  # read and buffered, never flushed: then kill -9
+    redis.delete(LEASE)  # the dead worker's lease would expire on its own
+    restarted = Worker(redis, config)
+    assert restarted.consumer == killed.consumer
+    assert restarted.run(once=True) == 5
+    assert sorted(rows(config)["uid"].to_list()) == [f"c{i}" for i in range(5)]
+    assert redis.hget(keyspace.METRICS, "dmp_events_duplicate_total") is None
+    assert status(redis)["pending"] == 0 and status(redis)["events_stored"] == 5
+
+
+def test_entries_deleted_while_a_dead_consumer_held_them_are_acked(redis, config, drain):
+    """Redis 6.2's XAUTOCLAIM answers a deleted pending entry without its id; the worker
+    still takes it over and acks it, so nothing stays pending for good."""
+    stream.ensure_group(redis)
+    send(redis, hit(uid="c1"), hit(uid="c2"), hit(uid="c3"))
+    (_, entries), *_ = redis.xreadgroup(keyspace.GROUP, "dead-worker", {keyspace.STREAM: ">"}, 10)
+    redis.xdel(keyspace.STREAM, entries[1][0])
+    drain()
+    assert sorted(rows(config)["uid"].to_list()) == ["c1", "c3"]
+    assert redis.xpending(keyspace.STREAM, keyspace.GROUP)["pending"] == 0
+    assert redis.hget(keyspace.METRICS, "dmp_events_duplicate_total") is None
