@@ -26,14 +26,18 @@ log = logging.getLogger(__name__)
 
 
 def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
-    """Run segments for everyone on the schedule until ``stop`` is set."""
-    last_run, pause = 0.0, max(0.05, config.segments_latency)
+    """Run segments for everyone at once, then on the schedule until ``stop`` is set."""
+    # None until the first run: the monotonic clock counts from boot, so a start value
+    # of 0 would hold the first run back on a machine up for less than segments_every.
+    last_run: float | None = None
+    pause = max(0.05, config.segments_latency)
     while not stop.wait(pause):
         try:
             asked = r.getdel(keyspace.SEGMENTS_RUN_REQUESTED)  # POST /api/v1/segments/runs
         except redis.ConnectionError:
             asked = None
-        if not asked and time.monotonic() - last_run < config.segments_every:
+        due = last_run is None or time.monotonic() - last_run >= config.segments_every
+        if not asked and not due:
             continue
         try:
             segmentrun.run(r, config)
