@@ -17,6 +17,11 @@
 touchpoints that meet a touchpoint filter (:func:`segments.rules.parse_when`'s
 vocabulary) within a window. Errors name the path: ``where.all[3].interest.gte:
 expected a number``. :mod:`segments.evaluator` compiles the tree to polars.
+
+Numbers are finite and never true/false: windows (``within_days``, a ``then``'s too)
+more than 0 and at most 3650 days; ``count_…`` whole, 0 to 1,000,000; interest shares 0
+to 1; every other threshold from -1e15 to 1e15 (``segments.rules.MAX_NUMBER``). Number
+columns take eq, ne, gt, gte, lt, lte, in and not_in only.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from segments.rules import (
     Op,
     RuleError,
     When,
+    check_number,
+    in_range,
     make_condition,
     parse_when,
 )
@@ -49,6 +56,9 @@ ORDERED = {"tier": [t.value for t in Tier], "stage": [s.value for s in Stage]}
 CHANNELS = ("retargeting", "email", "phone", "postal")
 MAX_DEPTH = 64  # all/any/not levels: deeper trees are refused, not recursed into
 MAX_STEPS = 16  # then steps of one did sequence
+MAX_DAYS = 3650  # a did or then window: ten years at most (more than any event log holds)
+MAX_COUNT = 1_000_000  # a did count compared with: touchpoints of one person
+NUMBER_OPS = (*NUMERIC_OPS, Op.EQ, Op.NE, *LIST_OPS)  # what a number column compares with
 COUNT_OPS = {"count_gte": Op.GTE, "count_gt": Op.GT, "count_lte": Op.LTE, "count_lt": Op.LT,
              "count_eq": Op.EQ}  # fmt: skip
 
@@ -189,9 +199,17 @@ def _compare(field: str, value: Any, at: str) -> Compare:
             wanted = f"a list of {field}s" if listed else f"{field}s"
             raise RuleError(where, f"expected {wanted} out of {', '.join(order)}")
         return Compare(field, op, target)
-    if field in NUMBER_FIELDS and op in (*NUMERIC_OPS, Op.EQ, Op.NE):
-        if isinstance(target, bool) or not isinstance(target, int | float):
-            raise RuleError(where, "expected a number")
+    if field in NUMBER_FIELDS:
+        if op not in NUMBER_OPS:  # text operators fail on a number column when run
+            names = ", ".join(o.value for o in Op if o in NUMBER_OPS)
+            raise RuleError(where, f"expected one of {names} ({field} is a number)")
+        if op in LIST_OPS:
+            if not isinstance(target, list) or not target:
+                raise RuleError(where, "expected a non-empty list of numbers")
+            for i, item in enumerate(target):
+                check_number(item, f"{where}[{i}]")
+        else:
+            check_number(target, where)
         return Compare(field, op, target)
     # Other fields take the trait vocabulary's operators and checks.
     return Compare(field, op, make_condition(Attr.TRAIT, op, target, field, where).value)
@@ -204,7 +222,7 @@ def _interest(value: Any, at: str) -> Interest:
     if len(ops) != 1 or next(iter(ops)) not in {o.value for o in NUMERIC_OPS}:
         raise RuleError(at, "expected one of gt, gte, lt, lte beside the topic")
     op_name, target = next(iter(ops.items()))
-    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 <= target <= 1:
+    if not in_range(target, 0, 1):
         raise RuleError(f"{at}.{op_name}", "expected a number from 0 to 1")
     return Interest(value["topic"], Op(op_name), float(target))
 
@@ -221,8 +239,8 @@ def _did(value: Any, at: str) -> Did:
     op, count = Op.GTE, 1
     if counts:
         name, count = next(iter(counts.items()))
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise RuleError(f"{at}.{name}", "expected a whole number")
+        if not isinstance(count, int) or not in_range(count, 0, MAX_COUNT):
+            raise RuleError(f"{at}.{name}", f"expected a whole number from 0 to {MAX_COUNT}")
         op = COUNT_OPS[name]
     when = parse_when(rest, at, scope="touchpoint") if rest else When(())
     return Did(when, within, op, count, then)
@@ -243,8 +261,8 @@ def _then(value: Any, at: str) -> Then:
 def _days(value: Any, at: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise RuleError(at, "expected a positive number of days")
+    if not in_range(value, 0, MAX_DAYS) or value == 0:
+        raise RuleError(at, f"expected a positive number of days, at most {MAX_DAYS}")
     return float(value)
 
 

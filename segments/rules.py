@@ -14,6 +14,7 @@ Nothing here touches data; :mod:`segments.compiler` turns the AST into polars ex
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ class Op(str, Enum):
 
 NUMERIC_OPS = frozenset({Op.GT, Op.GTE, Op.LT, Op.LTE})
 LIST_OPS = frozenset({Op.IN, Op.NOT_IN})
+# Numbers a rule compares with: beyond any score, count or trait value (revenue in cents
+# included) and still exact as a float; a bigger one (or inf, nan) breaks evaluation.
+MAX_NUMBER = 10**15
 
 
 class Attr(str, Enum):
@@ -174,11 +178,12 @@ def make_condition(attr: Attr, op: Op, value: Any, name: str, path: str) -> Cond
     """Return a condition after checking that its value suits its operator (else a
     RuleError at ``path``)."""
     if op in NUMERIC_OPS:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise RuleError(path, "expected a number")
+        check_number(value, path)
     elif op in LIST_OPS:
         if not isinstance(value, list) or not value or not all(map(_scalar, value)):
-            raise RuleError(path, "expected a non-empty list of strings or numbers")
+            raise RuleError(
+                path, "expected a non-empty list of strings or numbers (from -1e15 to 1e15)"
+            )
     elif op is Op.EXISTS:
         if not isinstance(value, bool):
             raise RuleError(path, "expected true or false")
@@ -190,12 +195,31 @@ def make_condition(attr: Attr, op: Op, value: Any, name: str, path: str) -> Cond
         if not isinstance(value, str) or not value:
             raise RuleError(path, "expected a non-empty string")
     elif not _scalar(value):
-        raise RuleError(path, "expected a string or a number")
+        raise RuleError(path, "expected a string or a number (from -1e15 to 1e15)")
     return Condition(attr, op, value, name)
 
 
 def _scalar(value: Any) -> bool:
-    return isinstance(value, str | int | float) and not isinstance(value, bool)
+    return isinstance(value, str) or in_range(value, -MAX_NUMBER, MAX_NUMBER)
+
+
+def in_range(value: Any, low: float, high: float) -> bool:
+    """Return whether ``value`` is a finite number (never true/false) from low to high."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return low <= value <= high  # exact for ints of any size
+
+
+def check_number(value: Any, path: str) -> int | float:
+    """Return ``value`` if it is a number a rule can compare with (finite, within
+    ±MAX_NUMBER, not true/false), else raise a RuleError at ``path``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RuleError(path, "expected a number")
+    if not in_range(value, -MAX_NUMBER, MAX_NUMBER):
+        raise RuleError(path, "expected a number from -1e15 to 1e15")
+    return value
 
 
 def check_pattern(pattern: str, path: str) -> None:

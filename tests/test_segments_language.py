@@ -200,3 +200,62 @@ def test_a_bad_then_names_its_path():
     with pytest.raises(RuleError) as caught:
         parse_where({"did": {"event": "a", "then": {"event": "b", "within_days": 0}}})
     assert str(caught.value).startswith("where.did.then.within_days: expected a positive")
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ({"did": {"event": "page", "within_days": 1e400}}, "where.did.within_days: expected a"),
+        ({"did": {"event": "page", "within_days": float("nan")}}, "where.did.within_days:"),
+        ({"did": {"event": "page", "within_days": 3651}}, "where.did.within_days: expected a"),
+        ({"did": {"event": "page", "within_days": 10**400}}, "where.did.within_days:"),
+        ({"did": {"event": "page", "within_days": True}}, "where.did.within_days:"),
+        (
+            {"did": {"event": "a", "then": {"event": "b", "within_days": float("inf")}}},
+            "where.did.then.within_days: expected a",
+        ),
+        ({"did": {"event": "page", "count_gte": 10**30}}, "where.did.count_gte: expected a whole"),
+        ({"did": {"event": "page", "count_lt": 2.5}}, "where.did.count_lt: expected a whole"),
+        ({"did": {"event": "page", "count_eq": False}}, "where.did.count_eq: expected a whole"),
+        ({"all": [{"tier": "low"}, {"score": {"gte": 1e400}}]}, "where.all[1].score.gte:"),
+        ({"score": {"lt": float("-inf")}}, "where.score.lt: expected a"),
+        ({"score": {"eq": float("nan")}}, "where.score.eq: expected a"),
+        ({"score": {"gte": 10**400}}, "where.score.gte: expected a"),
+        ({"score": {"gte": True}}, "where.score.gte: expected a number"),
+        ({"touchpoints_30d": {"in": [1, 10**400]}}, "where.touchpoints_30d.in[1]: expected a"),
+        ({"score": {"in": ["hot"]}}, "where.score.in[0]: expected a number"),
+        ({"score": {"contains": "1"}}, "where.score.contains: expected one of"),
+        ({"score": {"exists": True}}, "where.score.exists: expected one of"),
+        ({"days_since_last_touch": {"matches": "^1"}}, "where.days_since_last_touch.matches:"),
+        ({"interest": {"topic": "x", "gte": float("nan")}}, "where.interest.gte: expected a"),
+        ({"interest": {"topic": "x", "gte": True}}, "where.interest.gte: expected a"),
+        ({"trait": {"name": "employees", "gte": 1e400}}, "where.trait.gte: expected a"),
+        ({"trait": {"name": "employees", "eq": 1e16}}, "where.trait.eq: expected"),
+        ({"trait": {"name": "employees", "in": [1, float("inf")]}}, "where.trait.in: expected"),
+        ({"country": {"ne": float("nan")}}, "where.country.ne: expected"),
+        ({"did": {"property": "size", "gt": 1e400}}, "where.did.property.gt: expected a"),
+    ],
+)
+def test_numbers_out_of_range_are_refused(where, message):
+    """Every number a definition holds is finite, within its documented range and of its
+    kind (whole where counted, never true/false): else a RuleError naming the path, not a
+    run that fails later (1e400 days made every run raise OverflowError)."""
+    with pytest.raises(RuleError) as caught:
+        parse_where(where)
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"did": {"event": "page", "within_days": 3650, "count_gte": 1_000_000}},
+        {"did": {"event": "page", "within_days": 0.5, "count_eq": 0}},
+        {"score": {"gte": -1e15}},
+        {"trait": {"name": "revenue", "gte": 10**15}},
+        {"touchpoints_30d": {"in": [1, 2]}},
+        {"interest": {"topic": "x", "gte": 1}},
+    ],
+)
+def test_numbers_at_their_bounds_are_taken(where):
+    """The bounds themselves are valid, and the tree evaluates."""
+    members([person("a")], [touch("a", 1)], where)
