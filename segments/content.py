@@ -14,10 +14,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import polars as pl
-import yaml
 
 from dmp.records import Stage
 from segments.rules import RuleError
+from segments.yamltext import load_yaml
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
@@ -35,10 +35,7 @@ class ContentItem:
 
 def parse_catalog(text: str, source: str = "catalog") -> tuple[ContentItem, ...]:
     """Return the items of a catalog's YAML text (RuleError names the bad path)."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise RuleError(source, "not valid YAML") from None
+    data = load_yaml(text, source)
     if isinstance(data, dict) and "content" in data:
         data = data["content"]
     if not isinstance(data, list):

@@ -15,10 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from segments.language import Node, parse_where
 from segments.rules import RuleError
+from segments.yamltext import load_yaml_documents
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9\-]{0,63}$")
 RESERVED_IDS = frozenset({"overlap", "runs", "plan", "preview"})  # /api/v1/segments/<these>
@@ -77,12 +76,7 @@ def parse_definition(data: Any, path: str = "segment", *, new: bool = True) -> S
 
 def load_definitions(text: str, source: str = "file") -> list[SegmentDefinition]:
     """Return every definition in a YAML/JSON text (ids must not repeat)."""
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise RuleError(source, f"not valid YAML{at}") from None
+    documents = [d for d in load_yaml_documents(text, source) if d is not None]
     items = [i for d in documents for i in (d if isinstance(d, list) else [d])]
     if not items:
         raise RuleError(source, "no segment definition in it")

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import yaml
-
 from dmp.records import Tier
 from segments.rules import RuleError, When, parse_when
+from segments.yamltext import load_yaml
 
 DAY_MS = 86_400_000
 DEFAULT_MODEL = "default_scoring.yaml"
@@ -70,13 +69,7 @@ def load_model(data: Any) -> ScoringModel:
 
 def parse_model(text: str, source: str = "model") -> ScoringModel:
     """Return the model in a YAML (or JSON) text."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise RuleError(source, f"not valid YAML{at}") from None
-    return load_model(data)
+    return load_model(load_yaml(text, source))
 
 
 def default_model_text() -> str:

@@ -43,7 +43,7 @@ def _apply_yaml(obj: Context, file: Path, key: str, parse: Callable[[str, str], 
     try:
         parsed = parse(text, str(file))
     except RuleError as exc:
-        _fail(f"{file}: {exc}")
+        _fail(str(exc) if exc.path == str(file) else f"{file}: {exc}")
         raise AssertionError from exc  # unreachable: _fail raises
     obj.redis.set(key, text)
     return parsed

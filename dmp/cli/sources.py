@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from collectors import crm, newsletter
 from collectors.imports import (
@@ -24,6 +23,8 @@ from collectors.imports import (
 from dmp import lifecycle, stream, worker
 from dmp.cli import Context, _fail, _print_json, cli, pass_ctx
 from dmp.records import Hit, Source, Stage
+from segments.rules import RuleError
+from segments.yamltext import load_yaml
 
 SHOWN_BAD_ROWS = 20
 
@@ -111,9 +112,11 @@ def _mapping(mapping_file: Path | None, pairs: tuple[str, ...]) -> dict[str, str
     mapping: dict[str, str] = {}
     if mapping_file is not None:
         try:
-            data = yaml.safe_load(mapping_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            data = load_yaml(mapping_file.read_text(encoding="utf-8"), str(mapping_file))
+        except (OSError, UnicodeDecodeError) as exc:
             _fail(f"--mapping {mapping_file}: cannot read it ({' '.join(str(exc).split())[:120]})")
+        except RuleError as exc:
+            _fail(f"--mapping {mapping_file}: cannot read it ({exc.problem})")
         if not isinstance(data, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in data.items()
         ):
