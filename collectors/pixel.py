@@ -17,11 +17,15 @@ from urllib.parse import parse_qsl
 import redis
 
 from collectors import browser
-from dmp import metrics
+from dmp import metrics, spool
+from dmp.apikeys import hash_secret
 from dmp.deps import Deps
+from dmp.outage import Outage
 from dmp.records import Hit, Source
+from dmp.sites import valid_write_key
 
 log = logging.getLogger(__name__)
+_OUTAGE = Outage(log, "Redis (pixel, no spool: hits lost)")
 
 PATH = "/p.gif"
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -96,9 +100,9 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
         if len(query) > deps.config.max_query_bytes:
             raise browser.BadHit("query string too long")
         args = query_args(query)
-        site = deps.sites.site_for_key(args.get("k", ""))
-        if site is None:
-            deps.appender.append([], _COUNTERS["unknown_key"])
+        site_id = _site_id(deps, args.get("k", ""))
+        if not site_id:
+            deps.appender.count(_COUNTERS["unknown_key"])
             return ""
         event = browser.clean_event_name(args.get("e"))
         visitor = browser.visitor_of(environ, args.get("consent", ""))
@@ -106,7 +110,7 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
         event_id = args.get("id", "")
         hit = Hit(
             event_id=event_id if 8 <= len(event_id) <= 64 else uuid.uuid4().hex,
-            site_id=site.site_id,
+            site_id=site_id,
             source=_PAGE,
             type="page" if event == "page" else "track",
             event=event,
@@ -121,22 +125,31 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
             ip=visitor.ip,
             user_agent=visitor.user_agent,
         )
-        withdrawal = browser.withdrawal_hit(visitor, site.site_id, Source.PIXEL, now)
+        withdrawal = browser.withdrawal_hit(visitor, site_id, Source.PIXEL, now)
         deps.appender.append([hit, withdrawal] if withdrawal else [hit], _COUNTERS["ok"])
+        _OUTAGE.up()
         return browser.cookie_header(visitor, environ, deps.config.cookie_domain)
     except browser.BadHit as exc:
         log.debug("pixel hit refused: %s", exc)
-        _count_quietly(deps, "bad_input")
-    except redis.RedisError:
-        log.exception("pixel hit lost: Redis unavailable")
+        deps.appender.count(_COUNTERS["bad_input"])
+    except redis.RedisError as exc:  # only without a spool (it takes hits Redis does not)
+        _OUTAGE.down(exc)
     except Exception:  # the page always gets its GIF; the bug is logged and counted
         log.exception("pixel hit lost: unexpected error")
-        _count_quietly(deps, "error")
+        deps.appender.count(_COUNTERS["error"])
     return ""
 
 
-def _count_quietly(deps: Deps, outcome: str) -> None:
+def _site_id(deps: Deps, write_key: str) -> str:
+    """Return the site id of a write key ('' for none).
+
+    While Redis is away and the key is not in this process's cache, the hit is spooled
+    with the key's hash in place of the site id; the replay resolves it (or drops it).
+    """
     try:
-        deps.appender.append([], _COUNTERS[outcome])
+        site = deps.sites.site_for_key(write_key)
     except redis.RedisError:
-        log.exception("could not count a refused pixel hit")
+        if deps.appender.spool is None or not valid_write_key(write_key):
+            raise
+        return spool.UNRESOLVED + hash_secret(write_key)
+    return site.site_id if site else ""

@@ -21,7 +21,7 @@ from collectors.enrichment import truncate_ip
 from collectors.payload import expect_object, invalid, read_body
 from dmp import metrics, stream
 from dmp.deps import Deps, current_deps
-from dmp.problems import Problem
+from dmp.problems import Problem, unavailable
 from dmp.records import Hit, Source
 
 bp = Blueprint("segmentspec", __name__, url_prefix="/v1")
@@ -202,9 +202,8 @@ def _accept(kind: str | None) -> Response:
     try:
         stream.enqueue(deps.redis, hits, counters, atomic=True)
     except redis.RedisError:
-        raise Problem(
-            503, "Unavailable", "the ingest buffer is unavailable; retry later", "unavailable"
-        ) from None
+        # Server-side clients retry (Segment's libraries on 5xx): nothing is spooled here.
+        raise unavailable() from None
     return jsonify(success=True)
 
 
@@ -212,7 +211,10 @@ def _read_hits(deps: Deps, kind: str | None) -> list[Hit]:
     """Return the hits of the request's call (``kind``) or batch (None), or raise a Problem."""
     cfg = deps.config
     body = read_body(request, cfg.max_batch_bytes if kind is None else cfg.max_event_bytes)
-    site = deps.sites.site_for_key(write_key_of(request, body))
+    try:
+        site = deps.sites.site_for_key(write_key_of(request, body))
+    except redis.RedisError:
+        raise unavailable() from None
     if site is None:
         _count(deps, "unknown_key")
         raise Problem(
@@ -249,15 +251,7 @@ def with_batch_context(batch: list[Any], context: dict[str, Any]) -> list[Any]:
 
 
 def _count(deps: Deps, outcome: str) -> None:
-    try:
-        stream.enqueue(
-            deps.redis,
-            [],
-            {metrics.counter("dmp_hits_total", collector="api", outcome=outcome): 1},
-            atomic=False,
-        )
-    except redis.RedisError:
-        pass
+    deps.appender.count({metrics.counter("dmp_hits_total", collector="api", outcome=outcome): 1})
 
 
 @bp.post("/batch")

@@ -33,9 +33,9 @@ from flask import Blueprint, Response, request
 
 from collectors import browser
 from collectors.payload import expect_object, invalid, read_body
-from dmp import metrics, stream
+from dmp import metrics
 from dmp.deps import current_deps
-from dmp.problems import Problem
+from dmp.problems import Problem, unavailable
 from dmp.records import Hit, Source
 
 bp = Blueprint("tag", __name__)
@@ -144,7 +144,10 @@ def collect() -> Response:
     origin = request.headers.get("Origin", "")
     body = read_body(request, MAX_BODY)
     key = body.get("k")
-    site = deps.sites.site_for_key(key if isinstance(key, str) else "")
+    try:
+        site = deps.sites.site_for_key(key if isinstance(key, str) else "")
+    except redis.RedisError:  # Redis away and the key not cached: the origin is unknown
+        raise unavailable() from None
     if site is None:
         raise Problem(401, "Unknown write key", "the beacon's k is no site's write key")
     if origin and not site.allows_origin(origin):
@@ -163,10 +166,8 @@ def collect() -> Response:
     if withdrawal:
         hits.append(withdrawal)
     counter = metrics.counter("dmp_hits_total", collector="tag", outcome="ok")
-    try:
-        stream.enqueue(deps.redis, hits, {counter: len(events)}, atomic=True)
-    except redis.RedisError:
-        raise Problem(503, "Unavailable", "the ingest buffer is unavailable; retry later") from None
+    if not deps.appender.append_atomic(hits, {counter: len(events)}):
+        raise unavailable()
     response = Response(status=204)
     browser.finish_response(response, visitor, request, deps.config.cookie_domain)
     return _cors(response, origin) if origin else response

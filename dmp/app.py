@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import redis
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -13,11 +14,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from dmp import redisserver
 from dmp.config import Config, load_config
 from dmp.deps import Deps
-from dmp.problems import from_http_exception, problem_response
+from dmp.outage import Outage
+from dmp.problems import from_http_exception, problem_response, unavailable
 from dmp.sites import SiteCache
+from dmp.spool import Spool, spool_dir
 from dmp.stream import Appender
 
 log = logging.getLogger(__name__)
+_REDIS_OUTAGE = Outage(log, "Redis (web requests answer 503)")
 
 
 def connect_config(config: Config):
@@ -34,7 +38,9 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     # Bodies past the batch limit are refused before they are read (Segment: 500 KB).
     app.config["MAX_CONTENT_LENGTH"] = config.max_batch_bytes + 1024
     r = connect_config(config)
-    deps = Deps(config, r, SiteCache(r, config.site_cache_seconds), Appender(r))
+    spooler = Spool(spool_dir(config.data_dir), r, config.spool_max_bytes)
+    spooler.adopt_orphans()  # a collector process that died left hits behind
+    deps = Deps(config, r, SiteCache(r, config.site_cache_seconds), Appender(r, spooler))
     app.extensions["dmp"] = deps
 
     from collectors import newsletter, pixel, segmentspec, tag
@@ -48,6 +54,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.wsgi_app = pixel.PixelApp(app.wsgi_app, deps)  # type: ignore[method-assign]
     app.wsgi_app = pullapi.LookupApp(app.wsgi_app, deps)  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, from_http_exception)
+    app.register_error_handler(redis.RedisError, _redis_away)
     app.register_error_handler(Exception, _unexpected)
     if config.proxy_hops:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
@@ -58,6 +65,11 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
 
 def _pixel_behind_wsgi():
     raise RuntimeError("the pixel is served by collectors.pixel.PixelApp")
+
+
+def _redis_away(exc: redis.RedisError):
+    _REDIS_OUTAGE.down(exc)
+    return unavailable().get_response()
 
 
 def _unexpected(exc: Exception):

@@ -37,6 +37,9 @@ class Config:
     max_event_bytes: int = 32 * 1024  # Segment spec: 32 KB per event or call
     max_batch_bytes: int = 500 * 1024  # Segment spec: 500 KB per batch
     site_cache_seconds: float = 30.0  # write keys and site domains cached per process
+    # Hits Redis cannot take wait in a spool file per collector process (DMP_DATA_DIR/spool)
+    # of at most this many bytes (about 400 bytes a hit); beyond it they are lost, counted.
+    spool_max_bytes: int = 256 * 1024 * 1024
     # Pull API: the data provider's name in OpenRTB user.data (empty: the request's host).
     provider_domain: str = ""
 

@@ -12,9 +12,16 @@ class Problem(HTTPException):
     """An error answered as ``application/problem+json``."""
 
     def __init__(
-        self, status: int, title: str, detail: str = "", slug: str = "", extra: dict | None = None
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        slug: str = "",
+        extra: dict | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(description=detail)
+        self.headers = headers or {}
         self.code = status
         self.title = title
         self.detail = detail
@@ -23,7 +30,23 @@ class Problem(HTTPException):
 
     def get_response(self, environ=None, scope=None) -> Response:  # noqa: ARG002
         """Return the problem as an application/problem+json response."""
-        return problem_response(self.code, self.title, self.detail, self.slug, self.extra)
+        response = problem_response(self.code, self.title, self.detail, self.slug, self.extra)
+        response.headers.update(self.headers)
+        return response
+
+
+RETRY_AFTER_SECONDS = 5  # what a 503 tells clients to wait: Redis restarts within that
+
+
+def unavailable() -> Problem:
+    """Return the 503 problem for a request that needs Redis while it is away."""
+    return Problem(
+        503,
+        "Unavailable",
+        "the data store is unavailable; retry later",
+        "unavailable",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def problem_response(

@@ -106,7 +106,11 @@ def remove_site(r: redis.Redis, site_id: str) -> None:
 
 
 class SiteCache:
-    """Per-process cache of write key -> site, so a hit costs no Redis round trip for it."""
+    """Per-process cache of write key -> site, so a hit costs no Redis round trip for it.
+
+    While Redis is away, entries past their time are served as they were (a site's key
+    rarely changes; a lost hit is worse); a key never seen raises the Redis error.
+    """
 
     def __init__(self, r: redis.Redis, ttl: float) -> None:
         self._r = r
@@ -116,14 +120,19 @@ class SiteCache:
 
     def site_for_key(self, write_key: str) -> Site | None:
         """Return the site a write key belongs to, or None (misses are cached too)."""
-        if not write_key or len(write_key) > 100 or not write_key.isascii():
+        if not valid_write_key(write_key):
             return None  # write keys are ASCII tokens; anything else is nobody's
         now = time.monotonic()
         hit = self._by_key.get(write_key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        site_id = self._r.get(keyspace.write_key(hash_secret(write_key)))
-        site = get_site(self._r, site_id) if site_id else None
+        try:
+            site_id = self._r.get(keyspace.write_key(hash_secret(write_key)))
+            site = get_site(self._r, site_id) if site_id else None
+        except redis.RedisError:
+            if hit is None:
+                raise
+            return hit[1]  # stale, until Redis answers again
         if len(self._by_key) > 10000:  # a flood of made-up keys must not grow memory
             self._by_key.clear()
         self._by_key[write_key] = (now + self._ttl, site)
@@ -133,5 +142,14 @@ class SiteCache:
         """Return whether some site lists the Origin's domain (for CORS preflights)."""
         now = time.monotonic()
         if self._all[0] <= now:
-            self._all = (now + self._ttl, list_sites(self._r))
+            try:
+                self._all = (now + self._ttl, list_sites(self._r))
+            except redis.RedisError:
+                if not self._all[1]:
+                    raise
         return any(s.allows_origin(origin) for s in self._all[1])
+
+
+def valid_write_key(write_key: str) -> bool:
+    """Return whether a string can be a write key at all (an ASCII token of ≤ 100 chars)."""
+    return bool(write_key) and len(write_key) <= 100 and write_key.isascii()

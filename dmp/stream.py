@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from dmp import keyspace
 from dmp.bulk import Bulk
 from dmp.records import Hit
+
+if TYPE_CHECKING:
+    from dmp.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -66,82 +71,201 @@ class Appender:
     """Appends hits without waiting for Redis's answer: the pixel's path.
 
     A synchronous round trip to Redis costs a pixel hit about as much as all the rest of
-    its work. Once ``sendall`` returns, the hit sits in the kernel's socket buffer towards
-    Redis and reaches it even if this process dies; that is as durable as an answered
-    XADD under Redis's own ``appendfsync everysec``. Each thread keeps its own connection.
-    Answers are read back in bunches, once they are there, so errors are still seen
-    (logged and counted as lost), and a stalled Redis slows the sender down instead of
-    growing a backlog without bound. Metric counters are summed here and sent once a
-    second (a killed process loses at most that second of counts, never a hit).
+    its work. Each thread keeps a connection of its own (made outside the pool, so a
+    failed one never holds a pool slot) and sends a hit's XADD without reading the
+    answer; answers are read back in bunches, once they are there, and a stalled Redis
+    slows the sender down instead of growing a backlog without bound. Until its answer is
+    read a hit is kept: if the connection fails or Redis refuses the write, the hit goes
+    to the process's :class:`~dmp.spool.Spool` instead (it is replayed with its event id,
+    so one that did reach Redis is dropped by the worker's dedup), and so does every hit
+    that arrives while the spool holds anything. Metric counters are summed here and sent
+    by the spool's helper thread about once a second.
     """
 
     READ_EVERY = 64  # unread answers that make the sender look for them
     MAX_UNREAD = 10_000  # unread answers that make the sender wait for them
     COUNT_SECONDS = 1.0
+    STALE_SECONDS = 0.5  # answers left unread this long are read by the helper thread
 
-    def __init__(self, r: redis.Redis) -> None:
-        self._pool = r.connection_pool
+    def __init__(self, r: redis.Redis, spool: Spool | None = None) -> None:
+        self._r = r
+        pool = r.connection_pool
+        self._connect = lambda: pool.connection_class(**pool.connection_kwargs)
         self._local = threading.local()
-        self.lost = 0  # hits Redis refused (read back from its answers)
+        self._channels: list[_Channel] = []  # every thread's, for the helper thread
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._helper: threading.Thread | None = None
+        self._pid = os.getpid()
+        self.spool = spool
+        self.lost = 0  # hits neither Redis nor the spool took
 
-    def _state(self) -> dict[str, Any]:
-        state = self._local.__dict__
-        if not state:
-            state.update(conn=None, unread=0, counts=Counter(), next_count=0.0)
-        return state
+    def _channel(self) -> _Channel:
+        channel = getattr(self._local, "channel", None)
+        if channel is None:
+            channel = self._local.channel = _Channel(self._connect())
+            with self._lock:
+                self._channels.append(channel)
+        return channel
 
     def append(self, hits: list[Hit], counters: dict[str, int]) -> None:
-        """Send the hits' XADDs (and due counter sums); raise redis.RedisError if Redis is gone."""
-        state = self._state()
-        state["counts"].update(counters)
-        bulk = Bulk()
-        for hit in hits:
-            bulk.add("XADD", keyspace.STREAM, "*", FIELD, hit.to_json())
-        now = time.monotonic()
-        if now >= state["next_count"]:
-            state["next_count"] = now + self.COUNT_SECONDS
-            self._add_counts(bulk, state)
-        self._send(bulk, state)
+        """Send the hits' XADDs (or spool them); count ``counters`` (sent within a second).
+
+        Raises redis.RedisError only without a spool, when Redis is gone.
+        """
+        self.count(counters)
+        if not hits:
+            return
+        lines = [hit.to_json() for hit in hits]
+        channel = self._channel()
+        with channel.lock:
+            if self.spool is not None and self.spool.active:
+                self._to_spool(lines)
+                return
+            bulk = Bulk()
+            for line in lines:
+                bulk.add("XADD", keyspace.STREAM, "*", FIELD, line)
+            try:
+                channel.conn.send_packed_command([bulk.packed()], check_health=False)
+                channel.unread.extend(lines)
+                channel.sent = time.monotonic()
+                if len(channel.unread) >= self.READ_EVERY:
+                    self._read_answers(channel, wait=len(channel.unread) > self.MAX_UNREAD)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                self._fail(channel, exc, lines)
+
+    def append_atomic(self, hits: list[Hit], counters: dict[str, int]) -> bool:
+        """Put hits on the stream all together, waiting for Redis, or spool them all.
+
+        Return False if neither Redis nor the spool (full, or none) took them. While the
+        spool holds hits, these go there too, in order, without trying Redis.
+        """
+        if self.spool is None or not self.spool.active:
+            try:
+                enqueue(self._r, hits, counters, atomic=True)
+                return True
+            except redis.RedisError:
+                if self.spool is None:
+                    return False
+        self.count(counters)
+        if self.spool.append([hit.to_json() for hit in hits]):
+            return True
+        self.lost += len(hits)
+        return False
+
+    def count(self, counters: dict[str, int]) -> None:
+        """Add to metric counters; they reach Redis within about a second."""
+        if counters:
+            with self._lock:
+                self._counts.update(counters)
+            self._start_helper()
 
     def sync(self) -> None:
-        """Send the counter sums and wait until Redis answered all this thread sent."""
-        state = self._state()
-        bulk = Bulk()
-        self._add_counts(bulk, state)
-        self._send(bulk, state)
-        while state["unread"]:
-            self._read_one(state)
+        """Send the counter sums and wait until Redis answered all this process sent."""
+        for channel in list(self._channels):
+            with channel.lock:
+                try:
+                    while channel.unread:
+                        self._read_answers(channel, wait=True)
+                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                    self._fail(channel, exc, [])
+        self._send_counts()
 
-    @staticmethod
-    def _add_counts(bulk: Bulk, state: dict[str, Any]) -> None:
-        for field, amount in state["counts"].items():
-            bulk.add("HINCRBY", keyspace.METRICS, field, amount)
-        state["counts"].clear()
+    def _read_answers(self, channel: _Channel, *, wait: bool) -> None:
+        """Read the answers that are there (with ``wait``, all of them); the caller holds
+        the channel's lock. A refused hit goes to the spool."""
+        conn = channel.conn
+        while channel.unread and (wait or conn.can_read(timeout=0)):
+            try:
+                conn.read_response(disable_decoding=True)
+            except redis.ResponseError as exc:  # OOM, MISCONF (disk), READONLY replica …
+                line = channel.unread.popleft()
+                if self.spool is None:
+                    self.lost += 1
+                    log.error("Redis refused a pixel hit: %s", exc)
+                else:
+                    self._to_spool([line])
+                continue
+            channel.unread.popleft()
 
-    def _send(self, bulk: Bulk, state: dict[str, Any]) -> None:
-        count = len(bulk)
-        if not count:
+    def _fail(self, channel: _Channel, exc: BaseException, lines: list[str]) -> None:
+        """Spool what the failed connection held unanswered, and ``lines``."""
+        channel.conn.disconnect()  # the next send connects again
+        held = [*channel.unread, *lines]
+        channel.unread.clear()
+        if self.spool is None:
+            self.lost += len(held)
+            raise exc
+        self._to_spool(held)
+
+    def _to_spool(self, lines: list[str]) -> None:
+        assert self.spool is not None
+        if lines and not self.spool.append(lines):
+            self.lost += len(lines)
+
+    # -- the helper thread: counters, and answers a quiet thread left unread ------------
+
+    def _start_helper(self) -> None:
+        if self._helper is not None and self._pid == os.getpid():
             return
-        if state["conn"] is None:
-            state["conn"], state["unread"] = self._pool.make_connection(), 0
-        conn = state["conn"]
+        with self._lock:
+            if self._helper is None or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._helper = threading.Thread(target=self._help, name="dmp-appender", daemon=True)
+                self._helper.start()
+                atexit.register(self._send_counts_at_exit)
+
+    def _help(self) -> None:
+        while True:
+            time.sleep(self.COUNT_SECONDS)
+            now = time.monotonic()
+            for channel in list(self._channels):
+                if channel.unread and now - channel.sent > self.STALE_SECONDS:
+                    if channel.lock.acquire(blocking=False):
+                        try:
+                            self._read_answers(channel, wait=True)
+                        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                            try:
+                                self._fail(channel, exc, [])
+                            except redis.RedisError:
+                                pass  # no spool: counted in self.lost
+                        finally:
+                            channel.lock.release()
+            try:
+                self._send_counts()
+            except redis.RedisError:
+                pass  # kept for the next second
+
+    def _send_counts_at_exit(self) -> None:
         try:
-            conn.send_packed_command([bulk.packed()], check_health=False)
-            state["unread"] += count
-            if state["unread"] >= self.READ_EVERY:
-                while state["unread"] and (
-                    state["unread"] > self.MAX_UNREAD or conn.can_read(timeout=0)
-                ):
-                    self._read_one(state)
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            conn.disconnect()
-            state["conn"] = None  # the next hit reconnects
+            self._send_counts()
+        except redis.RedisError:
+            log.warning("metric counts of this process lost at exit: Redis unavailable")
+
+    def _send_counts(self) -> None:
+        """Send the summed counters (kept for later if Redis is away)."""
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+        if not counts:
+            return
+        try:
+            with self._r.pipeline(transaction=False) as pipe:
+                for field, amount in counts.items():
+                    pipe.hincrby(keyspace.METRICS, field, amount)
+                pipe.execute()
+        except redis.RedisError:
+            with self._lock:
+                self._counts.update(counts)
             raise
 
-    def _read_one(self, state: dict[str, Any]) -> None:
-        try:
-            state["conn"].read_response(disable_decoding=True)
-        except redis.ResponseError as exc:
-            self.lost += 1
-            log.error("Redis refused a pixel hit: %s", exc)
-        state["unread"] -= 1
+
+class _Channel:
+    """One thread's connection and the hits it sent whose answers are not read yet."""
+
+    __slots__ = ("conn", "lock", "unread", "sent")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+        self.unread: deque[str] = deque()
+        self.sent = 0.0  # monotonic time of the last send

@@ -55,6 +55,7 @@ class _SyncedClient(FlaskClient):
     """
 
     def open(self, *args, **kwargs):
+        self.application.extensions["dmp"].appender.sync()  # what a live server took, too
         response = super().open(*args, **kwargs)
         self.application.extensions["dmp"].appender.sync()
         return response
