@@ -100,6 +100,7 @@ class EventLog:
         self.root = root
         self.dedup_days = dedup_days
         self.fence: tuple[str, str] | None = None  # (lease key, token) commits must hold
+        self._leftovers: list[tuple[str, list[Path]]] = []  # failed attempts not yet removed
 
     def _seen_keys(self) -> list[str]:
         today = datetime.now(UTC).date()
@@ -143,20 +144,39 @@ class EventLog:
             "stats": {**buf.stats, "events_stored": buf.rows},
             "metrics": dict(buf.metrics),
         }
+        self._discard_leftovers()
         try:
             if finals:
                 self.r.set(keyspace.eventlog_intent(name), json.dumps(payload))
                 self.r.sadd(keyspace.EVENTLOG_INTENTS, name)
-                write_parquet_files(list(tables.values()), finals)
+                self._write(name, list(tables.values()), finals)
             self._commit(name, payload)
-        except (LeaseLost, FileNotFoundError) as exc:
-            # Files vanishing mid-write: a new lease holder's recovery undid this flush.
-            if isinstance(exc, FileNotFoundError) and self._holds_lease():
-                raise
+        except LeaseLost:
             # What was written goes; the entries stay unacked for the holder to re-read.
             self._abandon(name, finals)
             raise LeaseLost(f"event log flush {name} abandoned: the lease is gone") from None
         return finals
+
+    def _write(self, name: str, tables: list[pa.Table], finals: list[Path]) -> None:
+        """Write a flush's files; if the folder fails (read-only, full), take the attempt
+        back (files and intent) so that the same buffer can be flushed again, and raise."""
+        try:
+            write_parquet_files(tables, finals)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and not self._holds_lease():
+                # Files vanishing mid-write: a new lease holder's recovery undid this flush.
+                raise LeaseLost(f"event log flush {name}: the lease is not ours") from exc
+            self._leftovers.append((name, finals))
+            self._discard_leftovers()
+            raise
+
+    def _discard_leftovers(self) -> None:
+        """Remove failed flush attempts (files, then intent): none may be recovered later
+        beside the retry that stores the same events. Raises OSError while one cannot be."""
+        while self._leftovers:
+            name, finals = self._leftovers[0]
+            self._discard(name, finals)
+            self._leftovers.pop(0)
 
     def _tables_by_day(self, buf: EventBuffer) -> dict[str, pa.Table]:
         if not buf.rows:
@@ -238,6 +258,10 @@ class EventLog:
         """Remove a flush that may not be committed, unless a recovery finished it."""
         if self.r.get(keyspace.eventlog_outcome(name)) in (b"finished", "finished"):
             return  # the lease's new holder committed these very files
+        self._discard(name, finals)
+
+    def _discard(self, name: str, finals: list[Path]) -> None:
+        """Remove an uncommitted flush's files, then its intent (kept if a file stays)."""
         for path in finals:
             path.unlink(missing_ok=True)
             tmp_name(path).unlink(missing_ok=True)

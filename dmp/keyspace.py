@@ -96,3 +96,4 @@ SEGMENTS_LIVE = "dmp:segments:live"  # zset: persons the live lane moved, by its
 SEGMENTS_DELETED = "dmp:segments:deleted"  # segment ids deleted whose sets a run empties
 SEGMENTS_RUN_REQUESTED = "dmp:segments:requested"  # a run asked for through the API (ms)
 SEGMENTS_SETS_LOCK = "dmp:segments:setslock"  # one mover of the lookup sets at a time
+EVENTLOG_FLUSH = "dmp:eventlog:flush"  # hash: a failing flush (error, since, failures), expiring

@@ -17,6 +17,7 @@ HELP = {
     "dmp_merges_total": "Identity merges.",
     "dmp_identity_conflicts_total": "Identity conflicts recorded instead of merging.",
     "dmp_eventlog_files_total": "Parquet files written to the event log.",
+    "dmp_eventlog_flush_failures_total": "Event-log flush attempts that failed (retried).",
 }
 
 

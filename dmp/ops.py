@@ -7,17 +7,24 @@ from flask import Blueprint, Response, jsonify
 
 from dmp import metrics, worker
 from dmp.deps import current_deps
+from dmp.flushstate import read_flush_state
 
 bp = Blueprint("ops", __name__)
 
 
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
-    """Answer 200 when Redis answers, else 503 (the collectors cannot buffer hits)."""
+    """Answer 200 when Redis answers, else 503 (the collectors cannot buffer hits).
+
+    A failing event-log flush is 200 with status "degraded": the collectors still take
+    hits (a balancer keeps sending them), but the event log is not being written.
+    """
     try:
-        current_deps().redis.ping()
+        flush = read_flush_state(current_deps().redis)
     except redis.RedisError as exc:
         return jsonify(status="unavailable", redis=str(exc)), 503
+    if flush is not None:
+        return jsonify(status="degraded", ingest=flush), 200
     return jsonify(status="ok"), 200
 
 
@@ -29,6 +36,7 @@ def prometheus() -> Response:
     gauges: dict[str, float] = {
         "dmp_stream_pending": state["pending"],
         "dmp_events_stored": state["events_stored"],
+        "dmp_eventlog_flush_failing": int(read_flush_state(r) is not None),
     }
     for tier, count in state["persons"].items():
         gauges[metrics.counter("dmp_persons", tier=tier)] = count

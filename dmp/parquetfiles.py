@@ -48,3 +48,21 @@ def write_text(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp_name(path), path)
+
+
+def accepts_writes(directory: Path, size: int = 1 << 16) -> bool:
+    """Return whether ``directory`` takes a small file now (a cheap check before a retry)."""
+    probe = directory / f".probe-{os.getpid()}.tmp"
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(b"\0" * size)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return True
+    except OSError:
+        return False
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass

@@ -16,7 +16,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import redis
@@ -25,7 +25,9 @@ from dmp import keyspace, profiles, stream
 from dmp.bulk import Bulk, InFlight
 from dmp.config import Config
 from dmp.eventlog import EventBuffer, EventLog, LeaseLost
+from dmp.flushstate import FlushState
 from dmp.ingest import Ingest
+from dmp.outage import Outage
 from dmp.records import Tier
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,12 @@ class Worker:
         self._own_cursor: str | None = "0"  # reading back our own pending entries first
         self._flusher: ThreadPoolExecutor | None = None
         self._flushing: Future[None] | None = None  # the flush running on the flusher
+        self._stop = threading.Event()  # the running loop's stop (set by its caller)
         self._lost = False  # a flush was abandoned: start over before going on
+        self.flush_state = FlushState(r, log)  # failing flushes: logged once, shown in /healthz
+        self.redis_outage = Outage(log, "Redis")
+        self._retry_flushes = False  # a failed flush is retried (not in ``once`` runs)
+        self._halt = threading.Event()  # stops a flush's retries: stopping, or the lease gone
 
     # -- the loop -------------------------------------------------------------------
 
@@ -98,6 +105,8 @@ class Worker:
     ) -> int:
         """Ingest until ``stop`` is set (or, with ``once``, until nothing is pending)."""
         stop = stop or threading.Event()
+        self._halt.clear()
+        self._retry_flushes, self._stop = not once, stop
         # The identity cache holds many long-lived objects that the default collector
         # would scan again and again; hits are short-lived and cycle-free.
         gc.set_threshold(50_000, 20, 100)
@@ -121,6 +130,7 @@ class Worker:
                         return done  # another worker holds the lease and has drained it all
                     stop.wait(0.2 if once else 1.0)
                     continue
+                self.redis_outage.up()  # Redis answered: an outage, if any, is over
                 if not started:
                     self.start()
                     started = True
@@ -134,16 +144,26 @@ class Worker:
                     break
             if started:
                 self._drop_prefetch()
-                self.flush()
+                try:
+                    self.flush()
+                except OSError as exc:
+                    if once:
+                        raise
+                    log.warning("stopping with entries not stored (%s); they stay pending", exc)
                 self.release_lease()
             return done
         except BaseException:
             # A flush still running must end before anyone (a restart of this worker
             # included) recovers interrupted flushes, or recovery would undo it.
+            self._halt.set()
             try:
                 self._finish_flush()
-            except Exception:
-                log.exception("the last flush failed too")
+            except Exception as exc:
+                log.warning("the last flush failed too: %s", exc)
+            try:
+                self.release_lease()  # a restarted worker need not wait for it to expire
+            except redis.RedisError:
+                pass
             raise
         finally:
             if self._flusher is not None:
@@ -254,22 +274,45 @@ class Worker:
             self._finish_flush()
 
     def _finish_flush(self) -> None:
-        job, self._flushing = self._flushing, None
-        if job is not None:
-            try:
-                job.result()
-            except LeaseLost as exc:
-                # Its entries stay unacked: the loop starts over from the stream (re-reading
-                # its own pending entries should it hold the lease again).
-                log.warning("%s", exc)
-                self._renewed = float("-inf")
-                self._lost = True
-            finally:
-                self.ingest.flushing = frozenset()
+        job = self._flushing
+        if job is None:
+            return
+        lease_gone = False
+        while not job.done():
+            # A flush retrying a failing folder can take long: keep the lease meanwhile.
+            if not wait([job], timeout=1.0).done and not self._renew_lease():
+                lease_gone = True
+                self._halt.set()
+        self._flushing = None
+        try:
+            job.result()
+        except (LeaseLost, OSError) as exc:
+            if not (isinstance(exc, LeaseLost) or lease_gone):
+                raise
+            # Its entries stay unacked: the loop starts over from the stream (re-reading
+            # its own pending entries should it hold the lease again).
+            log.warning("%s", exc)
+            self._renewed = float("-inf")
+            self._lost = True
+            self._halt.clear()
+        finally:
+            self.ingest.flushing = frozenset()
+
+    def _renew_lease(self) -> bool:
+        """Renew the lease while a flush runs; return False only if another worker has it."""
+        try:
+            return self.acquire_lease()
+        except redis.RedisError:
+            return True  # cannot tell: the flush's fenced commit decides
+
+    def _flush_halted(self) -> bool:
+        return not self._retry_flushes or self._halt.is_set() or self._stop.is_set()
 
     def _store(self, buf: EventBuffer) -> None:
         started = time.perf_counter()
-        files = self.eventlog.flush(buf)
+        files = self.flush_state.retry(
+            lambda: self.eventlog.flush(buf), self.eventlog.root, self._flush_halted
+        )
         log.info(
             "stored %d events in %d files, acked %d entries (%.0f ms)",
             buf.rows,
@@ -296,8 +339,8 @@ def run_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             worker.run(stop=stop)
-        except redis.ConnectionError:
-            log.exception("Redis unavailable; the worker retries in 2 s")
-            stop.wait(2.0)
+        except redis.ConnectionError as exc:
+            worker.redis_outage.down(exc)  # one line per outage, not one per retry
+            stop.wait(0.5)
         else:
             return

@@ -1,0 +1,138 @@
+"""Fault: the events folder goes read-only or fills up under the ingest worker.
+
+The worker runs as ``dmp serve`` runs it (``run_forever`` on a thread) against the real
+embedded Redis; the folder is a small tmpfs (as root), else a read-only directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from dmp import keyspace, stream
+from dmp.eventlog import scan_events
+from dmp.worker import run_forever, status
+from tests.test_worker import hit
+
+EVENTS = 10_000
+
+
+def _mount(*args: str) -> bool:
+    done = subprocess.run(["mount", *args], capture_output=True, text=True)
+    return done.returncode == 0
+
+
+class Fault:
+    """Makes a folder unwritable (``begin``) and writable again (``end``)."""
+
+    def __init__(self, begin: Callable[[], None], end: Callable[[], None], reason: str):
+        self.begin, self.end, self.reason = begin, end, reason
+
+
+@pytest.fixture
+def events_dir(config) -> Iterator[Path]:
+    """Return the test's events folder: a 2 MB tmpfs as root (unmounted after), else a dir."""
+    path = config.events_dir
+    path.mkdir(parents=True)
+    mounted = os.geteuid() == 0 and _mount("-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path))
+    yield path
+    if mounted:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _read_only(path: Path) -> Fault:
+    if os.geteuid() != 0:  # chmod does not stop root
+        return Fault(lambda: path.chmod(0o555), lambda: path.chmod(0o755), "Permission denied")
+    if not os.path.ismount(path):
+        pytest.skip("cannot mount a tmpfs here")
+    return Fault(
+        lambda: _mount("-o", "remount,ro", str(path)) or pytest.fail("remount ro failed"),
+        lambda: _mount("-o", "remount,rw", str(path)) or pytest.fail("remount rw failed"),
+        "Read-only file system",
+    )
+
+
+def _full(path: Path) -> Fault:
+    if not os.path.ismount(path):
+        pytest.skip("a full disk needs a small tmpfs (run as root)")
+    filler = path / "filler"
+
+    def fill() -> None:
+        with open(filler, "wb") as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+            except OSError:
+                pass
+
+    return Fault(fill, lambda: filler.unlink(), "No space left on device")
+
+
+def _wait(check: Callable[[], object], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {seconds} s for {what}")
+        time.sleep(0.05)
+
+
+def _metric(client, name: str) -> float:
+    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    return 0.0
+
+
+@pytest.mark.parametrize("make_fault", [_read_only, _full], ids=["read-only", "full"])
+def test_ingest_resumes_by_itself_once_the_events_folder_is_writable(
+    redis, config, client, events_dir, make_fault, caplog
+):
+    """10,000 events while the events folder refuses writes: the failure is logged at once
+    (one line for the whole streak), /healthz says degraded and /metrics shows it, nothing
+    is acked; once the folder takes writes again, every event is stored exactly once
+    without a restart, one line says so, and /healthz is ok again."""
+    fault = make_fault(events_dir)
+    cfg = replace(config, flush_seconds=0.2, segments_every=0)
+    stream.enqueue(redis, [hit(uid=f"c{i % 200}") for i in range(EVENTS)], {}, atomic=True)
+    fault.begin()
+    stop = threading.Event()
+    worker = threading.Thread(target=run_forever, args=(redis, cfg, stop), daemon=True)
+    caplog.set_level(logging.INFO, logger="dmp")
+    worker.start()
+    try:
+        _wait(lambda: redis.exists(keyspace.EVENTLOG_FLUSH), 10, "the flush failure state")
+        health = client.get("/healthz")
+        assert health.status_code == 200
+        body = health.get_json()
+        assert body["status"] == "degraded" and fault.reason in body["ingest"]["flush_error"]
+        assert body["ingest"]["since"] <= time.time()
+        assert _metric(client, "dmp_eventlog_flush_failing") == 1
+        time.sleep(2.0)  # retries go on (0.5 s, 1 s, ...) without a line each
+        assert _metric(client, "dmp_eventlog_flush_failures_total") >= 3
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and fault.reason in warnings[0].getMessage()
+        assert status(redis)["pending"] == EVENTS and status(redis)["events_stored"] == 0
+        assert not [p for p in events_dir.rglob("*") if p.name != "filler" and p.is_file()]
+        fault.end()
+        _wait(lambda: status(redis)["pending"] == 0, 15, "ingest to resume")
+    finally:
+        stop.set()
+        worker.join(30)
+    log = scan_events(events_dir).collect()
+    assert log.height == EVENTS and log["event_id"].n_unique() == EVENTS
+    assert status(redis)["events_stored"] == EVENTS
+    assert redis.hget(keyspace.METRICS, "dmp_events_duplicate_total") is None
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert _metric(client, "dmp_eventlog_flush_failing") == 0
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING or "again" in r.message]
+    assert len(lines) == 2 and "available again" in lines[1].getMessage()
+    assert not list(events_dir.rglob(".*.tmp"))
