@@ -38,6 +38,13 @@ class _Gunicorn(BaseApplication):
     def load(self):
         return self._factory()
 
+    @staticmethod
+    def edge_options(threads: int) -> dict[str, Any]:
+        """Return dmp.webserver's settings: worker and logger classes, parser, limits."""
+        from dmp import webserver  # imported when serving, as the app is
+
+        return webserver.gunicorn_options(threads)
+
 
 class IngestProcess:
     """The ``dmp worker`` child process, restarted if it dies."""
@@ -105,7 +112,6 @@ def serve(
     options = {
         "bind": f"{host}:{port}",
         "workers": workers,
-        "worker_class": "gthread" if threads > 1 else "sync",
         "threads": threads,
         "accesslog": None,
         "errorlog": "-",
@@ -114,10 +120,10 @@ def serve(
         "graceful_timeout": 20,
         "on_starting": on_starting,
         "on_exit": on_exit,
-        # Gunicorn's own request-line limit (default 4094, at most 8190) must not turn a
-        # long pixel URL into its HTML 400: dmp answers it with the GIF up to max_query_bytes.
-        "limit_request_line": 8190,
         "control_socket_disable": True,  # gunicorn ≥ 25: no shared control socket in $HOME
+        # What gunicorn refuses gets the pixel's GIF or problem+json, and no log line
+        # carries a key or a full IP (dmp.webserver).
+        **_Gunicorn.edge_options(threads),
     }
     from dmp.app import create_app
 
