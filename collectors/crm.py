@@ -8,10 +8,11 @@ person's stage once the rows are ingested (see :func:`stage_updates`).
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
-from collectors.imports import Fields, RowError, parse_time
+from collectors.imports import Fields, RowError, excerpt, parse_time
 from dmp.identity import Identifier, IdKind, normalise_email, normalise_phone
 from dmp.records import Hit, Source, Stage
 
@@ -36,6 +37,7 @@ FIELDS = Fields(
         "updated_at": ("updated", "modified", "last_modified", "time"),
     }
 )
+_DIGITS = re.compile(r"[0-9]{1,9}")  # str.isdigit takes '²' and '١٢' too; int() fails on '²'
 _TRAITS = ("first_name", "last_name", "company", "job_title", "industry", "country")
 
 
@@ -46,11 +48,12 @@ def crm_hit(row: dict[str, Any], digest: str, now_ms: int | None = None) -> Hit:
     if row.get("email"):
         email = normalise_email(row["email"])
         if not email:
-            raise RowError(f"email: {row['email']!r} is not an email address")
+            raise RowError(f"email: {excerpt(row['email'])} is not an email address")
         traits["email"] = email
     if row.get("phone"):
-        if not normalise_phone(row["phone"]):
-            raise RowError(f"phone: {row['phone']!r} is not a phone number")
+        phone = normalise_phone(row["phone"])
+        if not phone or not phone.isascii():  # normalise_phone takes '³' as a digit
+            raise RowError(f"phone: {excerpt(row['phone'])} is not a phone number")
         traits["phone"] = row["phone"]
     if row.get("crm_id"):
         if len(row["crm_id"]) > 128:
@@ -70,7 +73,7 @@ def crm_hit(row: dict[str, Any], digest: str, now_ms: int | None = None) -> Hit:
         traits["address"] = address
     if row.get("stage"):
         traits["stage"] = parse_stage(row["stage"]).value
-    ts = parse_time(row.get("updated_at"), now)
+    ts = parse_time(row.get("updated_at"), now, "updated_at")
     return Hit(
         event_id=f"crm-{digest}",
         site_id=SITE,
@@ -105,7 +108,7 @@ def parse_stage(value: str) -> Stage:
     if text in spelled:
         return spelled[text]
     known = ", ".join(s.value for s in Stage)
-    raise RowError(f"stage: {value!r} is not a stage ({known})")
+    raise RowError(f"stage: {excerpt(value)} is not a stage ({known})")
 
 
 def person_identifier(hit: Hit) -> Identifier:
@@ -119,8 +122,8 @@ def person_identifier(hit: Hit) -> Identifier:
 
 def _whole(value: str, name: str) -> int:
     text = value.replace(".", "").replace(" ", "").replace("\u202f", "")
-    if not text.isdigit() or len(text) > 9:
-        raise RowError(f"{name}: {value!r} is not a whole number")
+    if not _DIGITS.fullmatch(text):
+        raise RowError(f"{name}: {excerpt(value)} is not a whole number")
     return int(text)
 
 
@@ -137,7 +140,7 @@ def _amount(value: str) -> float:
     try:
         amount = float(text)
     except ValueError:
-        raise RowError(f"deal_value: {value!r} is not an amount") from None
+        raise RowError(f"deal_value: {excerpt(value)} is not an amount") from None
     if not -1e12 < amount < 1e12:
-        raise RowError(f"deal_value: {value!r} is out of range")
+        raise RowError(f"deal_value: {excerpt(value)} is out of range")
     return amount

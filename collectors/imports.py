@@ -14,13 +14,13 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import redis
 
+from collectors.eventtime import EventTimeError, parse_event_time
 from dmp import keyspace, stream
 from dmp.records import Hit
 
@@ -81,9 +81,16 @@ def read_table(path: Path) -> pl.DataFrame:
             infer_schema=False,
             encoding="utf8",
         )
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ImportFileError(f"cannot read {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start]
+        raise ImportFileError(
+            f"cannot read {path}: not UTF-8 text (byte 0x{byte:02x} at {exc.start}); save as UTF-8"
+        ) from None
     except pl.exceptions.PolarsError as exc:
+        if "utf-8" in str(exc).lower():
+            raise ImportFileError(f"cannot read {path}: not UTF-8 text; save as UTF-8") from None
         said = " ".join(str(exc).split())[:200]
         raise ImportFileError(f"{path} is not a CSV or Parquet table ({said})") from None
 
@@ -99,8 +106,9 @@ def map_columns(
     mapping = dict(mapping or {})
     unknown = sorted(set(mapping) - set(fields.aliases))
     if unknown:
+        known = ", ".join(fields.aliases)
         raise ImportFileError(
-            f"unknown field {unknown[0]!r} in the mapping (known: {', '.join(fields.aliases)})"
+            f"unknown field {excerpt(unknown[0])} in the mapping (known: {known})"
         )
     by_key = {header_key(c): c for c in frame.columns}
     chosen: dict[str, str] = {}
@@ -108,7 +116,7 @@ def map_columns(
         if name in mapping:
             if mapping[name] not in frame.columns:
                 raise ImportFileError(
-                    f"the mapping names column {mapping[name]!r}, not in the file"
+                    f"the mapping names column {excerpt(mapping[name])}, not in the file"
                 )
             chosen[name] = mapping[name]
             continue
@@ -119,11 +127,11 @@ def map_columns(
     missing = [f for f in fields.required if f not in chosen]
     if missing:
         raise ImportFileError(
-            f"no column for {missing[0]!r} (columns: {', '.join(frame.columns)}); "
+            f"no column for {missing[0]!r} (columns: {_listed(frame.columns)}); "
             f"name one with --map {missing[0]}=COLUMN"
         )
     if not chosen:
-        raise ImportFileError(f"no known column in the file (columns: {', '.join(frame.columns)})")
+        raise ImportFileError(f"no known column in the file (columns: {_listed(frame.columns)})")
     return frame.select(pl.col(column).alias(name) for name, column in chosen.items())
 
 
@@ -133,7 +141,7 @@ def parse_mapping(pairs: Iterable[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, column = pair.partition("=")
         if not sep or not name.strip() or not column:
-            raise ImportFileError(f"--map {pair!r}: expected FIELD=COLUMN")
+            raise ImportFileError(f"--map {excerpt(pair)}: expected FIELD=COLUMN")
         out[name.strip()] = column
     return out
 
@@ -145,24 +153,27 @@ def row_digest(source: str, row: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def parse_time(value: str | None, now_ms: int) -> int:
+def parse_time(value: str | None, now_ms: int, name: str = "time") -> int:
     """Return ms since the epoch of an ISO time or epoch seconds/ms (``now_ms`` if empty)."""
     if value is None or not value.strip():
         return now_ms
-    text = value.strip()
-    if re.fullmatch(r"\d{9,13}(\.\d+)?", text):
-        number = float(text)
-        return int(number if number > 1e11 else number * 1000)
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T", 1))
-    except ValueError:
-        raise RowError(f"time: {value!r} is not an ISO time or epoch seconds") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    ms = int(moment.timestamp() * 1000)
-    if not 0 < ms < 4_102_444_800_000:
-        raise RowError(f"time: {value!r} is out of range")
-    return ms
+        return parse_event_time(value)
+    except EventTimeError as exc:
+        raise RowError(f"{name}: {excerpt(value)} {exc}") from None
+
+
+def excerpt(value: object, limit: int = 40) -> str:
+    """Return ``repr(value)`` of a cell, cut to its first ``limit`` characters (then …)."""
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit]) + "…"
+    return repr(value)
+
+
+def _listed(columns: list[str]) -> str:
+    """Return a file's column names for a message: as they read, or an excerpt if odd."""
+    text = ", ".join(columns)
+    return text if len(text) <= 120 and text.isprintable() else excerpt(text, 120)
 
 
 def to_hits(
@@ -178,10 +189,17 @@ def to_hits(
         clean = {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items()}
         digest = row_digest(source, clean)
         try:
-            out.append((digest, make_hit(clean, digest)))
+            out.append((digest, storable(make_hit(clean, digest))))
         except RowError as exc:
             report.bad.append(BadRow(i + 2, str(exc)))
     return out
+
+
+def storable(hit: Hit) -> Hit:
+    """Return the hit if the worker can store it; else RowError (a collector's defect)."""
+    if not hit.storable():
+        raise RowError("the event log cannot hold this row (ids or times out of range)")
+    return hit
 
 
 def enqueue_new(

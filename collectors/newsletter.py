@@ -14,7 +14,16 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from collectors.imports import Fields, ImportReport, RowError, enqueue_new, parse_time, row_digest
+from collectors.imports import (
+    Fields,
+    ImportReport,
+    RowError,
+    enqueue_new,
+    excerpt,
+    parse_time,
+    row_digest,
+    storable,
+)
 from collectors.payload import invalid, read_body
 from dmp.apikeys import Scope, check_key
 from dmp.deps import current_deps
@@ -56,13 +65,13 @@ def newsletter_hit(row: dict[str, Any], digest: str, now_ms: int | None = None) 
     raw_email, raw_event = row.get("email"), row.get("event")
     email = normalise_email(raw_email)
     if not email:
-        raise RowError(f"email: {raw_email!r} is not an email address")
+        raise RowError(f"email: {excerpt(raw_email)} is not an email address")
     if not isinstance(raw_event, str) or not raw_event.strip():
         raise RowError(f"event: missing (one of {', '.join(EVENTS)})")
     event = raw_event.strip().lower().replace(" ", "_").replace("-", "_")
     event = _SPELLED.get(event, event)
     if event not in EVENTS:
-        raise RowError(f"event: {raw_event!r} is not one of {', '.join(EVENTS)}")
+        raise RowError(f"event: {excerpt(raw_event)} is not one of {', '.join(EVENTS)}")
     if not row.get("time"):
         raise RowError("time: missing")
     ts = parse_time(row["time"], now)
@@ -76,7 +85,7 @@ def newsletter_hit(row: dict[str, Any], digest: str, now_ms: int | None = None) 
         consent["email"] = True
     url = row.get("url") or ""
     if url and not url.startswith(("http://", "https://")):
-        raise RowError(f"url: {url[:80]!r} is not an http(s) URL")
+        raise RowError(f"url: {excerpt(url)} is not an http(s) URL")
     properties = {"campaign": row["campaign"][:200]} if row.get("campaign") else {}
     topics = [t.strip()[:64] for t in (row.get("topic") or "").split(",") if t.strip()]
     return Hit(
@@ -124,7 +133,7 @@ def webhook() -> tuple[Response, int]:
         row = {name: _text(event.get(name)) for name in FIELDS.aliases}
         digest = row_digest(Source.NEWSLETTER.value, row)
         try:
-            hits.append((digest, newsletter_hit(row, digest)))
+            hits.append((digest, storable(newsletter_hit(row, digest))))
         except RowError as exc:
             errors.append({"index": i, "reason": str(exc)})
     if errors:
