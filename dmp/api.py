@@ -10,6 +10,7 @@ from dmp import keyspace, lifecycle, matrixstore, profiles
 from dmp.apikeys import Scope, check_key
 from dmp.deps import current_deps
 from dmp.identity import Identifier, IdKind, normalise_email
+from dmp.params import json_body, whole_number
 from dmp.problems import Problem
 from dmp.records import Stage
 from segments.matrix import by_weight
@@ -28,16 +29,10 @@ def require_admin_key() -> None:
         raise Problem(401, "Unauthorized", "send an admin key as 'Authorization: Bearer <key>'")
 
 
-def _limit() -> int:
-    raw = request.args.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise Problem(400, "Invalid parameter", "limit must be a whole number from 1 to 1000")
-    return int(raw)
-
-
 def _person_response(pid: str | None, what: str) -> Response:
+    limit = whole_number("limit", 100, 1, 1000)  # a bad limit is a 400 even for nobody
     r = current_deps().redis
-    person = profiles.get_person(r, pid, _limit()) if pid else None
+    person = profiles.get_person(r, pid, limit) if pid else None
     if person is None:
         raise Problem(404, "Person not found", f"no person with {what}", "not-found")
     person["stages"] = lifecycle.parse_records(
@@ -57,7 +52,7 @@ def set_stage(pid: str) -> tuple[Response, int]:
         raise Problem(400, "Invalid parameter", "a person id is 16 lowercase hex digits")
     if (request.content_length or 0) > 4096:
         raise Problem(413, "Payload too large", "a stage change is a small JSON object")
-    body = request.get_json(silent=True)
+    body = json_body()
     if not isinstance(body, dict):
         raise Problem(400, "Invalid body", 'send a JSON object such as {"stage": "sal"}')
     stage, by = body.get("stage"), body.get("by", "")
