@@ -15,6 +15,7 @@ import polars as pl
 
 from dmp import keyspace, lifecycle, matrixstore
 from dmp.cli import Context, _fail, _print_json, bar, cli, pass_ctx
+from dmp.csvfile import write_csv
 from dmp.segmentrun import RunBusy, run_lock
 from segments.content import parse_catalog
 from segments.matrix import by_weight
@@ -166,9 +167,12 @@ def matrix_export(obj: Context, output: Path) -> None:
     else:
         frame = pl.read_parquet(source)
         nested = [n for n, t in frame.schema.items() if isinstance(t, pl.List | pl.Struct)]
-        frame.with_columns(
-            pl.col(n).map_elements(_json_cell, return_dtype=pl.Utf8) for n in nested
-        ).write_csv(output)
+        write_csv(
+            frame.with_columns(
+                pl.col(n).map_elements(_json_cell, return_dtype=pl.Utf8) for n in nested
+            ),
+            output,
+        )
     click.echo(f"exported {source.name} to {output}")
 
 
