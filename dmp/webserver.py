@@ -26,7 +26,6 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis
 from gunicorn import glogging
 from gunicorn.http.errors import (
     ConfigurationProblem,
@@ -133,7 +132,7 @@ class _HeadRecorder:
 
 def _path_of(head: bytes) -> str:
     """Return the path of the request line that ``head`` starts with ('' if none)."""
-    method, _, rest = head.lstrip(b"\r\n").split(b"\r\n", 1)[0].partition(b" ")
+    _, _, rest = head.lstrip(b"\r\n").split(b"\r\n", 1)[0].partition(b" ")
     return _target_path(rest.split(b" ", 1)[0])
 
 
@@ -197,13 +196,9 @@ class _EdgeWorker:
             self.log.debug("Failed to send the answer to a refused request.")
 
     def _count_pixel(self, outcome: str) -> None:
-        deps = getattr(self.wsgi, "extensions", {}).get("dmp")
-        if deps is None:
-            return
-        try:
-            deps.appender.append([], pixel._COUNTERS[outcome])
-        except redis.RedisError:
-            pass  # an outage is logged by the hits that meet it, not by each refusal
+        deps = getattr(self.wsgi, "extensions", {}).get("dmp")  # the Flask app's (dmp.app)
+        if deps is not None:
+            deps.appender.count(pixel._COUNTERS[outcome])  # the pixel's own counters
 
 
 def _http_answer(status: int, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
