@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from dmp import keyspace
 from dmp.bulk import Bulk
@@ -85,12 +87,17 @@ class Appender:
     READ_EVERY = 64  # unread answers that make the sender look for them
     MAX_UNREAD = 10_000  # unread answers that make the sender wait for them
     COUNT_SECONDS = 1.0
-    STALE_SECONDS = 0.5  # answers left unread this long are read by the helper thread
+    STALE_SECONDS = 0.5  # answers left unread this long are read by the helper thread ...
+    TIMEOUT_SECONDS = 5.0  # ... and Redis not answering for this long counts as gone
 
     def __init__(self, r: redis.Redis, spool: Spool | None = None) -> None:
         self._r = r
         pool = r.connection_pool
-        self._connect = lambda: pool.connection_class(**pool.connection_kwargs)
+        # Our own connections: no retries (a failure spools at once) and a timeout (a
+        # hung Redis must not hang the pixel: its hits are spooled instead).
+        kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+        kwargs["socket_timeout"] = kwargs["socket_connect_timeout"] = self.TIMEOUT_SECONDS
+        self._connect = lambda: pool.connection_class(**kwargs)
         self._local = threading.local()
         self._channels: list[_Channel] = []  # every thread's, for the helper thread
         self._lock = threading.Lock()
@@ -223,18 +230,25 @@ class Appender:
                 if channel.unread and now - channel.sent > self.STALE_SECONDS:
                     if channel.lock.acquire(blocking=False):
                         try:
-                            self._read_answers(channel, wait=True)
-                        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                            try:
-                                self._fail(channel, exc, [])
-                            except redis.RedisError:
-                                pass  # no spool: counted in self.lost
+                            self._read_quiet(channel, now)
                         finally:
                             channel.lock.release()
             try:
                 self._send_counts()
             except redis.RedisError:
                 pass  # kept for the next second
+
+    def _read_quiet(self, channel: _Channel, now: float) -> None:
+        """Read the answers a quiet thread left; spool its hits if Redis stopped answering."""
+        try:
+            self._read_answers(channel, wait=False)
+            if channel.unread and now - channel.sent > self.TIMEOUT_SECONDS:
+                raise redis.TimeoutError(f"no answer in {self.TIMEOUT_SECONDS:g} s")
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            try:
+                self._fail(channel, exc, [])
+            except redis.RedisError:
+                pass  # no spool: counted in self.lost
 
     def _send_counts_at_exit(self) -> None:
         try:

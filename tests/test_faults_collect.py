@@ -295,3 +295,30 @@ def test_spooled_lines_hold_the_hits_as_the_stream_does(tmp_path, redis, config)
     entries = redis.xrange(keyspace.STREAM)
     got = [Hit.from_json(fields["h"]) for _, fields in entries]
     assert got == hits
+
+
+def test_a_hung_redis_neither_hangs_the_pixel_nor_loses_its_hits(server, own):
+    """SIGSTOP'd Redis: GIFs keep coming, unanswered hits are spooled, each stored once."""
+    key = _add_site(server.url)
+    client, deps = _client(own)
+    ids = [f"hung-{i:04d}" for i in range(120)]
+    for event_id in ids[:20]:
+        _pixel(client, key, event_id)
+    deps.appender.sync()
+    pid = int((server.info.directory / "redis.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for event_id in ids[20:100]:
+            _pixel(client, key, event_id)
+        deadline = time.monotonic() + 30
+        while not deps.appender.spool.active:  # Redis silent for TIMEOUT_SECONDS: spooled
+            assert time.monotonic() < deadline, "unanswered hits were not spooled"
+            time.sleep(0.1)
+        for event_id in ids[100:]:
+            _pixel(client, key, event_id)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    _wait_replayed(deps)
+    deps.appender.sync()
+    stored = _stored_ids(own)
+    assert sorted(stored) == ids  # those Redis took and the spool replayed: deduped
