@@ -214,11 +214,15 @@ class ThreadWorker(_EdgeWorker, gthread.ThreadWorker):
     """Gunicorn's threaded worker at dmp's edge."""
 
 
-_KEY_PREFIXES = "|".join(["wk", *(f"dmp_{scope.value[:2]}" for scope in Scope)])  # as issued
+# Key prefixes as sites.add_site (write keys) and apikeys.create_key issue them.
+_KEY_PREFIXES = "|".join(["wk", *(f"dmp_{scope.value[:2]}" for scope in Scope)])
 _SECRETS = (
     # Authorization values first: a Basic one is base64, no prefix shows it is a key.
     (
-        re.compile(r"(?i)(authorization\W{1,4}(?:(?:basic|bearer|token)\s+)?)[^\s'\",;\\]+"),
+        re.compile(
+            r"(?i)(authorization(?:['\"]?\s*[:=,]\s*['\"]?|\s+(?=(?:basic|bearer|token)\s))"
+            r"(?:(?:basic|bearer|token)\s+)?)[^\s'\",;\\]+"
+        ),
         r"\1[redacted]",
     ),
     (re.compile(rf"\b({_KEY_PREFIXES})_[A-Za-z0-9_-]+"), r"\1_[redacted]"),
