@@ -223,6 +223,22 @@ def test_a_50_mb_header_gives_a_short_error(redis, main_argv, tmp_path, capsys):
     assert "no column for 'email'" in _one_line(capsys, ended)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["keys", "revoke", "a" * 5000],
+        ["sites", "add", "Acme", "--domain", "x" * 5000],
+        ["sites", "remove", "nope\x1b[2J" + "y" * 5000],
+    ],
+    ids=["key-id", "domain", "site-id"],
+)
+def test_errors_quoting_long_arguments_stay_one_short_line(redis, main_argv, capsys, args):
+    """An error about a 5,000-character argument is one line under 300 characters."""
+    with pytest.raises(SystemExit) as ended:
+        main([*main_argv, *args])
+    assert "\x1b" not in _one_line(capsys, ended)
+
+
 def test_a_huge_bad_cell_is_quoted_short(runner, redis, tmp_path):
     """A bad row's reason quotes at most an excerpt of a 1 MB cell."""
     path = tmp_path / "in.csv"

@@ -37,11 +37,19 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+MAX_ERROR = 280  # characters of an error line after "dmp: error: "
 
 
 def _fail(message: str) -> None:
     """Stop with exit code 2 and one line on stderr (bad input)."""
     raise click.UsageError(message)
+
+
+def error_line(message: str, limit: int = MAX_ERROR) -> str:
+    """Return an error message as one short printable line (input it quotes is cut)."""
+    words = " ".join(message[: limit * 2].split())  # newlines and tabs become spaces
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in words)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def bar(count: int, total: int, width: int = 40) -> str:
@@ -83,10 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="dmp", standalone_mode=False)
     except click.UsageError as exc:
-        click.echo(f"dmp: error: {exc.format_message()}", err=True)
+        click.echo(f"dmp: error: {error_line(exc.format_message())}", err=True)
         sys.exit(2)
     except click.ClickException as exc:
-        click.echo(f"dmp: error: {exc.format_message()}", err=True)
+        click.echo(f"dmp: error: {error_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("dmp: aborted", err=True)
