@@ -239,6 +239,16 @@ def test_errors_quoting_long_arguments_stay_one_short_line(redis, main_argv, cap
     assert "\x1b" not in _one_line(capsys, ended)
 
 
+@pytest.mark.parametrize(
+    "as_of", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+14:00", "1969-12-31", "x" * 5000]
+)
+def test_matrix_build_refuses_an_as_of_outside_1970_to_2099(redis, main_argv, capsys, as_of):
+    """--as-of in the year 0 or 10000 (a ValueError traceback before) is one line, exit 2."""
+    with pytest.raises(SystemExit) as ended:
+        main([*main_argv, "matrix", "build", "--as-of", as_of])
+    assert "--as-of" in _one_line(capsys, ended)
+
+
 def test_a_huge_bad_cell_is_quoted_short(runner, redis, tmp_path):
     """A bad row's reason quotes at most an excerpt of a 1 MB cell."""
     path = tmp_path / "in.csv"

@@ -13,6 +13,7 @@ from typing import TypeVar
 import click
 import polars as pl
 
+from collectors.eventtime import EventTimeError, parse_event_time
 from dmp import keyspace, lifecycle, matrixstore
 from dmp.cli import Context, _fail, _print_json, bar, cli, pass_ctx
 from dmp.csvfile import write_csv
@@ -92,12 +93,10 @@ def _as_of(value: str | None) -> int | None:
     if value is None:
         return None
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        _fail(f"--as-of: {value!r} is not an ISO time such as 2026-11-01T12:00:00Z")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+        return parse_event_time(value)
+    except EventTimeError as exc:
+        _fail(f"--as-of: {value!r} {exc} (such as 2026-11-01T12:00:00Z, from 1970 to 2099)")
+        raise AssertionError from exc  # unreachable: _fail raises
 
 
 @matrix_group.command("build")
