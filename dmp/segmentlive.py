@@ -10,13 +10,17 @@ counts and every segment, and moves their lookup sets. Nothing is written to Par
 and no change is recorded: the next run finds the same memberships (it evaluates the
 same rules on the same data), records who entered and left, and catches what only time
 changes (windows closing, scores decaying) for everyone.
+
+A segment that cannot be evaluated (stored before a check that now refuses it, or
+raising when run) is left out: its lookup sets stay as they are, the others move. Runs
+record and log it; a tick only returns it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 import redis
@@ -24,10 +28,11 @@ import redis
 from dmp import matrixstore, segmentstore
 from dmp.config import Config
 from dmp.eventlog import scan_events
-from dmp.segmentrun import move_sets
+from dmp.segmentrun import NOT_A_SEGMENTS_FAULT, move_sets
 from segments.content import parse_catalog
-from segments.evaluator import all_dids, did_counts, membership
-from segments.matrix import finish_matrix
+from segments.evaluator import all_dids, check_segment, did_counts, evaluate_apart, membership
+from segments.language import Node
+from segments.matrix import TOUCHPOINT_SCHEMA, finish_matrix
 from segments.personstate import decay_scale, person_state
 from segments.scoring import parse_model
 from segments.stages import current_stages
@@ -47,6 +52,7 @@ class LiveResult:
     moved: int  # lookup-set memberships added or removed
     seconds: float
     ahead: tuple[str, ...] = ()  # with touchpoints stamped just after the tick: look again
+    failed: dict[str, str] = field(default_factory=dict)  # segment id: error (sets left be)
 
 
 def live_tick(
@@ -61,7 +67,7 @@ def live_tick(
     sets to match. Persons merged away lose theirs (lookups follow the merge)."""
     started = time.perf_counter()
     as_of = as_of_ms if as_of_ms is not None else int(time.time() * 1000)
-    stored = segmentstore.list_segments(r)
+    stored, _invalid = segmentstore.load_segments(r)  # the invalid ones: left be (runs say)
     if not stored or not (new_files or marks):
         return LiveResult((), 0, time.perf_counter() - started)
     found = set(marks)
@@ -97,17 +103,29 @@ def live_tick(
         state, current_stages(people.history.lazy(), as_of), model, catalog, as_of
     )
     trees = {s.definition.id: s.definition.where for s in stored}
-    counts = did_counts(touchpoints, all_dids(trees), as_of)
-    flags = membership(rows, counts, trees).collect()
+
+    def attempt(some: dict[str, Node]) -> pl.DataFrame:
+        return membership(rows, did_counts(touchpoints, all_dids(some), as_of), some).collect()
+
+    schema = rows.collect_schema()
+    flags, failed = evaluate_apart(
+        trees,
+        attempt,  # type: ignore[arg-type]
+        lambda tree, run: check_segment(tree, schema, TOUCHPOINT_SCHEMA, as_of, run=run),
+        NOT_A_SEGMENTS_FAULT,
+    )
+    ran = [sid for sid in trees if sid not in failed]
     desired = dict(flags.select("person_id", pl.concat_list(
-        pl.when(pl.col(sid)).then(pl.lit(sid)) for sid in trees
+        [pl.when(pl.col(sid)).then(pl.lit(sid)) for sid in ran] or [pl.lit(None, pl.Utf8)]
     ).list.drop_nulls().alias("in")).rows())  # fmt: skip
     desired = {pid: set(now) for pid, now in desired.items()}
     desired |= {pid: set() for pid in found if pid in merged}  # merged away: in nothing
-    moved = move_sets(r, desired, set(trees), noted_at=as_of)
+    moved = move_sets(r, desired, set(ran), noted_at=as_of)
     soon = touchpoints.filter(pl.col("timestamp").is_between(as_of + 1, as_of + AHEAD_MS))
     ahead = tuple(sorted(soon.select("person_id").unique().collect()["person_id"].to_list()))
-    result = LiveResult(tuple(pids), moved, time.perf_counter() - started, ahead)
+    result = LiveResult(tuple(pids), moved, time.perf_counter() - started, ahead, failed)
+    for sid, error in sorted(failed.items()):  # runs log it once per run; here: debug
+        log.debug("segments live: segment %s failed, its sets left be: %s", sid, error)
     log.info("segments live: %d persons, %d memberships moved in %.2f s",
              len(pids), result.moved, result.seconds)  # fmt: skip
     return result

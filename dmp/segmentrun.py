@@ -17,6 +17,11 @@ Then Redis: ``dmp:segment:<id>:members`` and ``dmp:person:{pid}:segments`` sets 
 lookups, moved by the changes, and a run record in ``dmp:segments:runs``. Files first,
 Redis after: should Redis miss a run's changes (a crash between the two), the next run
 sees ``dmp:segments:applied`` behind and rewrites the sets from its own snapshot.
+
+A segment that cannot be evaluated (stored before a check that now refuses it, or
+raising when run) fails alone: the run records it under ``failed`` with its error, logs
+one line, and keeps its members of the last run (snapshot and lookup sets); the others
+run and are written.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +45,17 @@ import redis
 from dmp import keyspace, matrixstore, segmentstore
 from dmp.config import Config
 from dmp.parquetfiles import sync_dir, write_parquet_files, write_text
-from segments.evaluator import NEXT_CHANGE, all_dids, did_counts, did_key, membership
+from segments.evaluator import (
+    NEXT_CHANGE,
+    all_dids,
+    check_segment,
+    did_counts,
+    did_key,
+    evaluate_apart,
+    membership,
+)
+from segments.language import Node
+from segments.matrix import TOUCHPOINT_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +92,11 @@ class RunResult:
     entered: int
     left: int
     seconds: float
+    failed: dict[str, str] = field(default_factory=dict)  # segment id: error (members kept)
+
+
+# Errors of storage or the network, not of a segment: a run that meets one fails whole.
+NOT_A_SEGMENTS_FAULT = (redis.RedisError, OSError)
 
 
 def segments_dir(config: Config) -> Path:
@@ -176,18 +196,33 @@ def _run(r: redis.Redis, config: Config, full: bool, lock: RunLock) -> RunResult
     started = time.perf_counter()
     snapshot, matrix = matrixstore.latest_build(config)
     as_of = matrix["as_of"]
-    stored = {s.definition.id: s for s in segmentstore.list_segments(r)}
-    trees = {sid: s.definition.where for sid, s in stored.items()}
-    versions = {sid: s.version for sid, s in stored.items()}
+    found, invalid = segmentstore.load_segments(r)
+    trees = {s.definition.id: s.definition.where for s in found}
+    versions = {s.definition.id: s.version for s in found} | {s.id: s.version for s in invalid}
     last = latest_run(config)
-    counts, recounted = _counts(r, config, matrix, trees, None if full else last)
-    flags = membership(pl.scan_parquet(snapshot), counts.lazy(), trees).collect()
-    members = _members(flags, list(trees))
+    rows = pl.scan_parquet(snapshot)
+
+    def attempt(some: dict[str, Node]) -> tuple[pl.DataFrame, int | None, pl.DataFrame]:
+        counts, recounted = _counts(r, config, matrix, some, None if full else last)
+        return counts, recounted, membership(rows, counts.lazy(), some).collect()
+
+    schema = rows.collect_schema()
+    (counts, recounted, flags), failed = evaluate_apart(
+        trees,
+        attempt,  # type: ignore[arg-type]
+        lambda tree, run: check_segment(tree, schema, TOUCHPOINT_SCHEMA, as_of, run=run),
+        NOT_A_SEGMENTS_FAULT,
+    )
+    failed |= {s.id: s.error for s in invalid}
     before = latest_members(config).collect()
+    members = _members(flags, [sid for sid in trees if sid not in failed])
+    if failed:  # their members of the last run stay: no change, sets as they are
+        kept = before.filter(pl.col("segment_id").is_in(sorted(failed)))
+        members = pl.concat([members, kept]).sort("segment_id", "person_id")
     last_versions = {**(last or {}).get("versions", {}), **versions}
     run_id = _run_id(as_of)
     changes = _changes(before, members, as_of, run_id, last_versions)
-    sizes = {sid: 0 for sid in trees} | dict(members.group_by("segment_id").len().iter_rows())
+    sizes = {sid: 0 for sid in versions} | dict(members.group_by("segment_id").len().iter_rows())
     entered = int((changes["change"] == "entered").sum())
     manifest = {
         "run_id": run_id,
@@ -201,6 +236,7 @@ def _run(r: redis.Redis, config: Config, full: bool, lock: RunLock) -> RunResult
         "members": sizes,
         "entered": entered,
         "left": changes.height - entered,
+        "failed": failed,
     }
     if not lock.held():  # stalled past the lock's expiry: another run may be writing
         raise RunBusy("the run lock was lost (this run stalled); nothing written")
@@ -209,14 +245,18 @@ def _run(r: redis.Redis, config: Config, full: bool, lock: RunLock) -> RunResult
     result = RunResult(
         run_id, as_of, snapshot.name, recounted is not None, manifest["recounted"],
         versions, sizes, entered, changes.height - entered, time.perf_counter() - started,
+        failed,
     )  # fmt: skip
     r.lpush(keyspace.SEGMENT_RUNS, json.dumps({**asdict(result), "seconds": result.seconds}))
     r.ltrim(keyspace.SEGMENT_RUNS, 0, RUN_RECORDS - 1)
+    for sid, error in sorted(failed.items()):
+        log.error("segments: segment %s failed in run %s (its members of the last run stay): %s",
+                  sid, run_id, error)  # fmt: skip
     log.info(
-        "segments: %d segments over %s, %d entered, %d left, %s in %.2f s",
-        len(trees), snapshot.name, result.entered, result.left,
+        "segments: %d segments over %s, %d entered, %d left, %s in %.2f s%s",
+        len(sizes), snapshot.name, result.entered, result.left,
         f"{result.recounted} persons recounted" if result.incremental else "all counted",
-        result.seconds,
+        result.seconds, f", {len(failed)} failed" if failed else "",
     )  # fmt: skip
     return result
 
@@ -371,6 +411,8 @@ def _apply(
         _drop_deleted(r, set(manifest["members"]))
     with r.pipeline(transaction=True) as pipe:
         for sid, size in manifest["members"].items():
+            if sid in manifest["failed"]:  # not run: its last run stays its last run
+                continue
             pipe.hset(
                 keyspace.segment(sid), mapping={"members": size, "last_run": manifest["run_id"]}
             )
@@ -518,8 +560,8 @@ def _rewrite(r: redis.Redis, members: pl.DataFrame) -> None:
 
 
 def run_records(r: redis.Redis, limit: int = 20) -> list[dict[str, Any]]:
-    """Return the newest run records, newest first."""
-    return [json.loads(x) for x in r.lrange(keyspace.SEGMENT_RUNS, 0, limit - 1)]
+    """Return the newest run records, newest first (``failed``: segment id to error)."""
+    return [{"failed": {}, **json.loads(x)} for x in r.lrange(keyspace.SEGMENT_RUNS, 0, limit - 1)]
 
 
 def member_rows(

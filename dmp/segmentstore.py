@@ -57,32 +57,62 @@ def apply_definitions(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class InvalidSegment:
+    """A segment stored but no longer passing the checks (stored before one existed)."""
+
+    id: str
+    version: int
+    error: str
+
+
 def list_segments(r: redis.Redis) -> list[StoredSegment]:
-    """Return every stored segment, by id."""
+    """Return every stored segment, by id (those no longer valid logged and left out)."""
+    found, invalid = load_segments(r)
+    for bad in invalid:
+        log.error("segment %s is stored but no longer valid (%s): skipped; PUT it again",
+                  bad.id, bad.error)  # fmt: skip
+    return found
+
+
+def load_segments(r: redis.Redis) -> tuple[list[StoredSegment], list[InvalidSegment]]:
+    """Return every stored segment that passes today's checks and every one that does
+    not (with why), by id: one bad entry must not stop runs, lookups and lists of all
+    the others, and a run keeps the members it had."""
     ids = sorted(r.smembers(keyspace.SEGMENTS))
     with r.pipeline(transaction=False) as pipe:
         for sid in ids:
             pipe.hmget(keyspace.segment(sid), "definition", "version", "updated")
         rows = pipe.execute()
-    out = []
+    found, invalid = [], []
     for sid, (text, version, updated) in zip(ids, rows, strict=True):
-        found = _stored(sid, text, version, updated)
-        if found is not None:
-            out.append(found)
-    return out
+        parsed = _parse(sid, text, version, updated)
+        if isinstance(parsed, StoredSegment):
+            found.append(parsed)
+        elif parsed is not None:
+            invalid.append(InvalidSegment(sid, int(version or 0), parsed))
+    return found, invalid
 
 
-def _stored(sid: str, text: str | None, version: str, updated: str) -> StoredSegment | None:
-    """Return a stored definition, or None (logged) if it no longer passes the checks:
-    one bad entry must not stop runs, lookups and lists of all the others."""
+def _parse(sid: str, text: str | None, version: str, updated: str) -> StoredSegment | str | None:
+    """Return a stored definition, why it no longer passes the checks, or None (none)."""
     if not text:
         return None
     try:
         definition = parse_definition(json.loads(text), f"stored segment {sid}", new=False)
     except (RuleError, ValueError, RecursionError) as exc:
-        log.error("segment %s is stored but no longer valid (%s): skipped; PUT it again", sid, exc)
-        return None
+        return str(exc) if isinstance(exc, RuleError) else f"not readable: {exc}"[:300]
     return StoredSegment(definition, int(version), int(updated))
+
+
+def _stored(sid: str, text: str | None, version: str, updated: str) -> StoredSegment | None:
+    """Return a stored definition, or None (logged if it no longer passes the checks)."""
+    parsed = _parse(sid, text, version, updated)
+    if isinstance(parsed, str):
+        log.error("segment %s is stored but no longer valid (%s): skipped; PUT it again",
+                  sid, parsed)  # fmt: skip
+        return None
+    return parsed
 
 
 def versions(r: redis.Redis, sid: str) -> list[dict[str, Any]]:

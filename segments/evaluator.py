@@ -6,12 +6,17 @@ segments come from a single aggregation over the touchpoints (:func:`did_counts`
 columns named after the ``did`` itself (:func:`did_key`): a run can keep them and
 recount only the persons whose touchpoints changed or whose counts expire
 (``next_change``), then finish every segment with :func:`membership`.
+
+One segment that cannot be evaluated must not stop the others: :func:`evaluate_apart`
+leaves out each that fails alone (on frames without rows: :func:`check_segment`), runs
+the rest in one pass, and only if that pass raises tries them one by one.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import polars as pl
 
@@ -28,7 +33,7 @@ from segments.language import (
     Reachable,
     TraitTest,
 )
-from segments.rules import LIST_OPS, Op
+from segments.rules import LIST_OPS, Op, RuleError
 from segments.scoring import DAY_MS
 
 
@@ -196,3 +201,87 @@ def evaluate(
     """Return ``person_id`` and one Boolean column per segment id: who is in it."""
     counts = did_counts(touchpoints, all_dids(segments), as_of_ms)
     return membership(matrix, counts, segments)
+
+
+T = TypeVar("T")
+MAX_ERROR = 300  # characters of a failure's message kept in a run record
+
+
+def check_segment(
+    tree: Node,
+    matrix_schema: Mapping[str, pl.DataType],
+    touchpoint_schema: Mapping[str, pl.DataType],
+    as_of_ms: int,
+    *,
+    run: bool = True,
+) -> None:
+    """Raise what compiling ``tree`` raises (a number no expression holds) and, with
+    ``run``, what evaluating it raises on frames of these schemas without rows (an
+    expression that does not suit its columns' types)."""
+    touchpoints = pl.LazyFrame(schema=dict(touchpoint_schema))
+    counts = did_counts(touchpoints, dids_of(tree), as_of_ms, expiry=True)
+    flags = membership(pl.LazyFrame(schema=dict(matrix_schema)), counts, {"segment": tree})
+    if run:
+        flags.collect()
+
+
+def evaluate_apart(
+    segments: Mapping[str, Node],
+    attempt: Callable[[Mapping[str, Node]], T],
+    check: Callable[[Node, bool], None],
+    fatal: tuple[type[BaseException], ...] = (),
+) -> tuple[T, dict[str, str]]:
+    """Return ``attempt`` of every segment that does not fail, and the error of each that
+    does (by id). Each segment is compiled apart (``check(tree, False)``: cheap), the
+    others go through ``attempt`` in one pass; only if that raises, each is checked on
+    frames without rows (``check(tree, True)``) and, if the rest still raises, attempted
+    alone to find the culprits. ``fatal`` errors are never a segment's fault (storage,
+    the network): raised as they come, as is the first error when no segment fails alone."""
+    failed: dict[str, str] = {}
+    _sift(segments, lambda sid, tree: check(tree, False), failed, fatal)
+    rest = {sid: tree for sid, tree in segments.items() if sid not in failed}
+    try:
+        return attempt(rest), failed
+    except fatal:
+        raise
+    except Exception as exc:
+        together = exc
+    for find in (lambda sid, tree: check(tree, True), lambda sid, tree: attempt({sid: tree})):
+        if _sift(rest, find, failed, fatal):
+            rest = {sid: tree for sid, tree in rest.items() if sid not in failed}
+            try:
+                return attempt(rest), failed
+            except fatal:
+                raise
+            except Exception as exc:
+                together = exc
+    raise together  # no segment fails alone (or the rest still fails): not one's fault
+
+
+def _sift(
+    segments: Mapping[str, Node],
+    test: Callable[[str, Node], object],
+    failed: dict[str, str],
+    fatal: tuple[type[BaseException], ...],
+) -> bool:
+    """Add the segments ``test`` raises for to ``failed``; return whether any did."""
+    found = False
+    for sid, tree in segments.items():
+        if sid in failed:
+            continue
+        try:
+            test(sid, tree)
+        except fatal:
+            raise
+        except Exception as exc:  # whatever it is, it is this segment's
+            failed[sid], found = describe_failure(exc), True
+    return found
+
+
+def describe_failure(exc: BaseException) -> str:
+    """Return an error as one short line: ``InvalidOperationError: expected String…``
+    (a RuleError as its path and problem)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else "(no message)"
+    text = text if isinstance(exc, RuleError) else f"{type(exc).__name__}: {text}"
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"

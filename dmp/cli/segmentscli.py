@@ -143,8 +143,16 @@ def segments_run(obj: Context, full: bool, no_build: bool, as_json: bool) -> Non
     how = f"{result.recounted:,} persons recounted" if result.incremental else "all counted"
     click.echo(f"run {result.run_id} over {result.matrix} ({how}, {result.seconds:.2f} s)")
     for sid, size in sorted(result.members.items()):
-        click.echo(f"  {sid:<32} v{result.versions[sid]:<4} {size:>10,} members")
+        failed = "  FAILED (members of the last run kept)" if sid in result.failed else ""
+        click.echo(f"  {sid:<32} v{result.versions[sid]:<4} {size:>10,} members{failed}")
     click.echo(f"{result.entered:,} entered, {result.left:,} left")
+    _print_failed(result.failed)
+
+
+def _print_failed(failed: dict[str, str]) -> None:
+    """Print each failed segment of a run and its error, one line each."""
+    for sid, error in sorted(failed.items()):
+        click.echo(f"  failed {sid}: {error}")
 
 
 @segments_group.command("members")
@@ -278,7 +286,8 @@ def segments_overlap(obj: Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 def segments_runs(obj: Context, limit: int, as_json: bool) -> None:
-    """List the newest segment runs: when, how (full or incremental), what moved."""
+    """List the newest segment runs: when, how (full or incremental), what moved, and
+    the segments that failed in them (with their errors)."""
     from dmp import segmentrun
 
     found = segmentrun.run_records(obj.redis, limit)
@@ -290,6 +299,9 @@ def segments_runs(obj: Context, limit: int, as_json: bool) -> None:
     for run in found:
         how = f"{run['recounted']:,} recounted" if run["incremental"] else "full"
         total = sum(run["members"].values())
+        failed = run.get("failed", {})  # records before failures were recorded: none
         click.echo(f"{_iso(run['as_of'])}  {len(run['members']):>3} segments  "
                    f"{total:>10,} memberships  +{run['entered']:,} −{run['left']:,}  "
-                   f"{how}, {run['seconds']:.2f} s")  # fmt: skip
+                   f"{how}, {run['seconds']:.2f} s"
+                   + (f", {len(failed)} failed" if failed else ""))  # fmt: skip
+        _print_failed(failed)
