@@ -59,8 +59,9 @@ def set_stage(pid: str) -> tuple[Response, int]:
     if not isinstance(stage, str) or stage not in Stage._value2member_map_:
         known = ", ".join(s.value for s in Stage)
         raise Problem(400, "Invalid stage", f"stage must be one of {known}")
-    if not isinstance(by, str) or len(by) > 200:
-        raise Problem(400, "Invalid body", "by must be a string of at most 200 characters")
+    if not isinstance(by, str) or len(by) > 200 or not by.isprintable():  # no "\ud800", NUL
+        detail = "by must be a string of at most 200 printable characters"
+        raise Problem(400, "Invalid body", detail)
     r = current_deps().redis
     live = profiles.follow(r, pid)
     if not r.hexists(keyspace.person(live), "tier"):

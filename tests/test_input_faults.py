@@ -291,6 +291,18 @@ def test_deep_json_to_stage_is_a_400(client, admin_key, body):
     assert resp.status_code == 400 and resp.mimetype == "application/problem+json"
 
 
+@pytest.mark.parametrize("by", ["\\ud800", "a\\u0000b", "a\\nb"])
+def test_a_stage_change_by_unprintable_text_is_a_400(client, admin_key, by):
+    """``by`` holding a lone surrogate, a NUL or a newline is refused as a 400."""
+    resp = client.post(
+        f"/api/v1/persons/{PID}/stage",
+        data=f'{{"stage": "sal", "by": "{by}"}}',
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {admin_key}"},
+    )
+    assert resp.status_code == 400 and "by must be" in resp.get_json()["detail"]
+
+
 @pytest.mark.parametrize("depth", [900, 5000])
 def test_deep_json_with_a_surrogate_to_the_webhook_is_a_400(client, redis, import_key, depth):
     """A deep array ending in a lone surrogate is refused as a 400, not a RecursionError."""
