@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -104,13 +105,13 @@ def live_tick(
     )
     trees = {s.definition.id: s.definition.where for s in stored}
 
-    def attempt(some: dict[str, Node]) -> pl.DataFrame:
+    def attempt(some: Mapping[str, Node]) -> pl.DataFrame:
         return membership(rows, did_counts(touchpoints, all_dids(some), as_of), some).collect()
 
     schema = rows.collect_schema()
     flags, failed = evaluate_apart(
         trees,
-        attempt,  # type: ignore[arg-type]
+        attempt,
         lambda tree, run: check_segment(tree, schema, TOUCHPOINT_SCHEMA, as_of, run=run),
         NOT_A_SEGMENTS_FAULT,
     )

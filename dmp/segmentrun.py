@@ -32,7 +32,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -200,18 +200,8 @@ def _run(r: redis.Redis, config: Config, full: bool, lock: RunLock) -> RunResult
     trees = {s.definition.id: s.definition.where for s in found}
     versions = {s.definition.id: s.version for s in found} | {s.id: s.version for s in invalid}
     last = latest_run(config)
-    rows = pl.scan_parquet(snapshot)
-
-    def attempt(some: dict[str, Node]) -> tuple[pl.DataFrame, int | None, pl.DataFrame]:
-        counts, recounted = _counts(r, config, matrix, some, None if full else last)
-        return counts, recounted, membership(rows, counts.lazy(), some).collect()
-
-    schema = rows.collect_schema()
-    (counts, recounted, flags), failed = evaluate_apart(
-        trees,
-        attempt,  # type: ignore[arg-type]
-        lambda tree, run: check_segment(tree, schema, TOUCHPOINT_SCHEMA, as_of, run=run),
-        NOT_A_SEGMENTS_FAULT,
+    (counts, recounted, flags), failed = _evaluate(
+        r, config, snapshot, matrix, trees, None if full else last
     )
     failed |= {s.id: s.error for s in invalid}
     before = latest_members(config).collect()
@@ -261,11 +251,36 @@ def _run(r: redis.Redis, config: Config, full: bool, lock: RunLock) -> RunResult
     return result
 
 
+def _evaluate(
+    r: redis.Redis,
+    config: Config,
+    snapshot: Path,
+    matrix: dict[str, Any],
+    trees: dict[str, Node],
+    previous: dict[str, Any] | None,
+) -> tuple[tuple[pl.DataFrame, int | None, pl.DataFrame], dict[str, str]]:
+    """Return the did counts (and how many were recounted), every segment's Boolean
+    column over the matrix rows, and the error of each segment that failed (left out)."""
+    rows = pl.scan_parquet(snapshot)
+    schema = rows.collect_schema()
+
+    def attempt(some: Mapping[str, Node]) -> tuple[pl.DataFrame, int | None, pl.DataFrame]:
+        counts, recounted = _counts(r, config, matrix, some, previous)
+        return counts, recounted, membership(rows, counts.lazy(), some).collect()
+
+    return evaluate_apart(
+        trees,
+        attempt,
+        lambda tree, run: check_segment(tree, schema, TOUCHPOINT_SCHEMA, matrix["as_of"], run=run),
+        NOT_A_SEGMENTS_FAULT,
+    )
+
+
 def _counts(
     r: redis.Redis,
     config: Config,
     matrix: dict[str, Any],
-    trees: dict,
+    trees: Mapping[str, Node],
     previous: dict[str, Any] | None,
 ) -> tuple[pl.DataFrame, int | None]:
     """Return every person's did counts (and how many were recounted; None: all were)."""
