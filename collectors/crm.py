@@ -68,7 +68,7 @@ def crm_hit(row: dict[str, Any], digest: str, now_ms: int | None = None) -> Hit:
         traits["employees"] = _whole(row["employees"], "employees")
     if row.get("deal_value"):
         traits["deal_value"] = _amount(row["deal_value"])
-    address = {k: row[k] for k in ("street", "postal_code", "city") if row.get(k)}
+    address = {k: row[k][:500] for k in ("street", "postal_code", "city") if row.get(k)}
     if address:
         traits["address"] = address
     if row.get("stage"):

@@ -112,6 +112,20 @@ def test_crm_employees_must_be_ascii_digits(runner, redis, tmp_path, employees):
     ]
 
 
+def test_crm_texts_are_cut_to_500_characters(runner, redis, tmp_path):
+    """A 10,000-character company or street is kept as its first 500 characters."""
+    from dmp.identity import Identifier, IdKind
+    from dmp.profiles import find_person, get_person
+
+    path = tmp_path / "crm.csv"
+    path.write_text(f"email,company,street\nanna@acme.de,{'c' * 10_000},{'s' * 10_000}\n")
+    assert runner.invoke(cli, ["import", "crm", str(path)]).exit_code == 0
+    traits = get_person(redis, find_person(redis, Identifier(IdKind.EMAIL, "anna@acme.de")))[
+        "traits"
+    ]
+    assert traits["company"] == "c" * 500 and traits["address"]["street"] == "s" * 500
+
+
 # --- CLI: one short line for bad YAML --------------------------------------------------
 
 YAML_COMMANDS = [
