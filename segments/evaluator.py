@@ -236,7 +236,8 @@ def evaluate_apart(
     others go through ``attempt`` in one pass; only if that raises, each is checked on
     frames without rows (``check(tree, True)``) and, if the rest still raises, attempted
     alone to find the culprits. ``fatal`` errors are never a segment's fault (storage,
-    the network): raised as they come, as is the first error when no segment fails alone."""
+    the network): raised as they come, as is the pass's error when no segment fails
+    alone, or when every one of several does (a fault of the data or the code)."""
     failed: dict[str, str] = {}
     _sift(segments, lambda sid, tree: check(tree, False), failed, fatal)
     rest = {sid: tree for sid, tree in segments.items() if sid not in failed}
@@ -248,6 +249,8 @@ def evaluate_apart(
         together = exc
     for find in (lambda sid, tree: check(tree, True), lambda sid, tree: attempt({sid: tree})):
         if _sift(rest, find, failed, fatal):
+            if len(rest) > 1 and set(rest) <= set(failed):
+                raise together
             rest = {sid: tree for sid, tree in rest.items() if sid not in failed}
             try:
                 return attempt(rest), failed

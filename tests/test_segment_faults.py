@@ -300,8 +300,9 @@ def test_one_pass_leaves_out_a_segment_that_cannot_compile():
 
 
 def test_a_fault_that_is_no_segments_is_raised():
-    """A pass that fails whatever the segments (here every pass) raises its error, and a
-    fatal error (storage, network) is raised at once: no segment is blamed for them."""
+    """A pass that fails whatever the segments (here every pass, each segment alone too)
+    raises its error, and a fatal error (storage, network) is raised at once: no segment
+    is blamed for them."""
     trees = {"ok": parse_where({"score": {"gte": 50}}), "low": parse_where({"score": {"lt": 9}})}
 
     def broken(some):
@@ -309,6 +310,13 @@ def test_a_fault_that_is_no_segments_is_raised():
 
     with pytest.raises(ValueError, match="damaged"):
         _evaluate_apart(trees, broken)
+
+    def only_together(some):
+        if len(some) > 1:
+            raise ValueError("too many at once")
+
+    with pytest.raises(ValueError, match="too many"):
+        _evaluate_apart(trees, only_together)
 
     def gone(some):
         raise ConnectionError("Redis went away")
