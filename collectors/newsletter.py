@@ -137,7 +137,10 @@ def webhook() -> tuple[Response, int]:
         except RowError as exc:
             errors.append({"index": i, "reason": str(exc)})
     if errors:
-        detail = f"{len(errors)} of {len(events)} events are invalid; none was stored"
+        first = f"events[{errors[0]['index']}]"
+        reason = errors[0]["reason"]
+        first += f".{reason}" if reason.split(":", 1)[0] in FIELDS.aliases else f": {reason}"
+        detail = f"{len(errors)} of {len(events)} events are invalid ({first}); none was stored"
         extra = {"errors": errors[:100]}
         raise Problem(400, "Invalid events", detail, "invalid-payload", extra)
     report = ImportReport(rows=len(hits))

@@ -66,6 +66,7 @@ def test_webhook_refuses_times_the_event_log_cannot_hold(client, redis, import_k
     assert resp.status_code == 400 and resp.mimetype == "application/problem+json"
     [error] = resp.get_json()["errors"]
     assert error["index"] == 0 and error["reason"].startswith("time: ")
+    assert f"(events[0].{error['reason']})" in resp.get_json()["detail"]
     assert redis.xlen("dmp:stream:ingest") == 0
 
 
