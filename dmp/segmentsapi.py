@@ -190,7 +190,8 @@ def segments_overlap() -> Response:
 
 @bp.get("/segments/runs")
 def segments_runs() -> Response:
-    """Return the newest run records."""
+    """Return the newest run records (``failed``: each segment that failed in a run and
+    its error; such a segment keeps its members of the run before)."""
     return jsonify(segmentrun.run_records(current_deps().redis, 50))
 
 
