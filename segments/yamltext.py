@@ -6,6 +6,10 @@ files people write. PyYAML's own safe loader still recurses once per nesting lev
 "billion laughs" file takes minutes and gigabytes) and hands a 5,000-digit number to
 ``int()``, which refuses it. This loader refuses all three up front, with one short
 message as a :class:`RuleError` naming the text's source.
+
+The loader overrides PyYAML 6 internals (``compose_node``, ``fetch_flow_collection_start``,
+``construct_yaml_int``); ``test_the_yaml_loader_hooks_pyyaml_6_still_has`` fails when a
+PyYAML release moves them.
 """
 
 from __future__ import annotations

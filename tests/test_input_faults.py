@@ -177,6 +177,16 @@ def test_empty_or_non_utf8_yaml_exits_2(redis, main_argv, tmp_path, capsys, comm
     _one_line(capsys, ended)
 
 
+def test_the_yaml_loader_hooks_pyyaml_6_still_has():
+    """segments.yamltext overrides PyYAML 6 internals: a PyYAML that moved them fails here."""
+    import yaml
+
+    assert yaml.__version__.split(".")[0] == "6", "segments/yamltext.py was tested on PyYAML 6"
+    for hook in ("compose_node", "fetch_flow_collection_start", "construct_yaml_int"):
+        assert callable(getattr(yaml.SafeLoader, hook, None)), f"PyYAML has no {hook} now"
+    assert "flow_level" in vars(yaml.SafeLoader(""))
+
+
 def test_alias_bomb_is_refused_at_once(config, redis, tmp_path):
     """A 449-byte billion-laughs YAML ends `segments plan` with one line, not a hang."""
     path = tmp_path / "bomb.yaml"
