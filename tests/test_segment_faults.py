@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from dmp import keyspace, matrixstore, segmentlive, segmentrun, segmentschedule, segmentstore
-from dmp.cli import cli
+from dmp.cli import cli, main
 from segments import evaluator
 from segments.definition import load_definitions
 from segments.language import Compare, Did, parse_where
@@ -110,8 +110,6 @@ YAML_OUT_OF_RANGE = [
 @pytest.mark.parametrize(("where", "path"), YAML_OUT_OF_RANGE)
 def test_the_cli_refuses_numbers_out_of_range(redis, main_argv, capsys, tmp_path, where, path):
     """`dmp segments apply` exits 2 with one line naming the path; nothing is stored."""
-    from dmp.cli import main
-
     file = tmp_path / "p.yaml"
     file.write_text(f"id: p\nwhere: {where}\n")
     with pytest.raises(SystemExit) as ended:
