@@ -61,7 +61,8 @@ def locate_server(data_dir: Path) -> EmbeddedServer:
     return EmbeddedServer(directory, sock)
 
 
-def _ping(server: EmbeddedServer) -> bool:
+def answers(server: EmbeddedServer) -> bool:
+    """Return whether the server answers PING on its socket now (asked once, 2 s at most)."""
     if not server.socket.exists():
         return False
     try:
@@ -120,7 +121,7 @@ def _start(server: EmbeddedServer) -> None:
         cwd=server.directory,
     )
     deadline = time.monotonic() + 30
-    while not _ping(server):
+    while not answers(server):
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"embedded Redis did not start; see {server.directory / 'redis.log'}"
@@ -134,7 +135,7 @@ def _ensure_running(server: EmbeddedServer) -> bool:
     server.directory.mkdir(parents=True, exist_ok=True)
     with open(server.directory / "start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two processes starting at once start one server
-        if _ping(server) or _server_process_alive(server):
+        if answers(server) or _server_process_alive(server):
             return False  # running, or alive but busy (loading its AOF): never a second one
         _start(server)
         return True
@@ -170,7 +171,7 @@ def stop_if_last(server: EmbeddedServer, pid: int | None = None) -> bool:
         return False  # a forked child inherited the hook; the parent decides
     for client in list(_CLIENTS):  # our own connections do not keep the server alive
         client.connection_pool.disconnect()
-    if not _ping(server):
+    if not answers(server):
         return False
     with open(server.directory / "serve.lock", "a") as owner:
         try:  # held while we decide, so that a serve starting now waits and then restarts it

@@ -23,6 +23,7 @@ import redis as redis_lib
 import requests
 
 from dmp import redisserver
+from tests.test_faults_flush import _mount
 from tests.test_serve import _children, _dmp, _env, _free_port
 
 
@@ -196,3 +197,89 @@ def _cmdline(pid: int) -> bytes:
 
 def _is_worker(cmdline: bytes) -> bool:
     return b"\x00worker\x00" in cmdline and b"dmp.waiter" not in cmdline
+
+
+def _attach_in_a_child(data_dir: Path) -> None:
+    """Run a short process that attaches to the embedded server and exits, as the CLI does."""
+    code = "import sys; from pathlib import Path; from dmp import redisserver; "
+    code += "redisserver.attach_embedded(Path(sys.argv[1]))"
+    subprocess.run([sys.executable, "-c", code, str(data_dir)], check=True, timeout=30)
+
+
+def test_a_command_never_stops_a_server_it_did_not_start(tmp_path: Path):
+    """A short command attaching to a running server leaves it running at exit, even when
+    it was its only client; one that started the server stops it if it is the last."""
+    server = redisserver.locate_server(tmp_path)
+    try:
+        redisserver.attach_embedded(tmp_path, stop_at_exit=False)
+        _attach_in_a_child(tmp_path)
+        assert redisserver.answers(server)
+    finally:
+        redisserver.stop_if_last(server)
+    assert not redisserver.answers(server)
+    _attach_in_a_child(tmp_path)  # it starts the server, so it stops it
+    assert not redisserver.answers(server)
+
+
+def test_no_process_stops_a_server_that_a_serve_owns(tmp_path: Path):
+    """While another process holds serve.lock (a `dmp serve`, even one killed later: the
+    kernel drops the flock with it), stop_if_last leaves the server running."""
+    server = redisserver.attach_embedded(tmp_path, stop_at_exit=False)
+    code = "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+    code += "print('held', flush=True); time.sleep(60)"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", code, str(server.directory / "serve.lock")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout.readline().strip() == "held"
+        assert redisserver.stop_if_last(server) is False and redisserver.answers(server)
+    finally:
+        owner.kill()
+        owner.wait()
+    assert redisserver.stop_if_last(server) is True and not redisserver.answers(server)
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [(0, "exited with status 0"), (1, "exited with status 1"), (-9, "killed by SIGKILL"),
+     (-15, "killed by SIGTERM"), (None, "ended without a report (its waiter died)")],
+)  # fmt: skip
+def test_an_exit_is_described_truly(code: int | None, said: str):
+    """How a child ended is said as it happened: its status, or the signal that killed it."""
+    from dmp.waiter import describe_exit
+
+    assert describe_exit(code) == said
+
+
+def test_a_served_dmp_shows_a_read_only_events_folder_and_resumes_by_itself(served: Served):
+    """Under a real `dmp serve` (worker and web in different processes): hits taken while
+    the events folder is read-only make /healthz answer 200 "degraded" and /metrics show
+    the failure, the worker neither crashes nor logs per retry, and once the folder is
+    writable the 50 hits are stored once and /healthz is ok."""
+    events = served.data_dir / "events"
+    events.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or not _mount("-t", "tmpfs", "-o", "size=2m", "tmpfs", str(events)):
+        pytest.skip("needs root to mount a tmpfs")
+    try:
+        assert _mount("-o", "remount,ro", str(events))
+        key = _dmp(served.data_dir, "sites", "add", "Acme", "--domain", "acme.de").split()[-1]
+        _send_pixels(served, key, 0, 50)
+
+        def health() -> dict:
+            return requests.get(f"{served.url}/healthz", timeout=2).json()
+
+        _wait(lambda: health()["status"] == "degraded", 10, "/healthz to say degraded")
+        assert "Read-only file system" in health()["ingest"]["flush_error"]
+        metrics = requests.get(f"{served.url}/metrics", timeout=2).text
+        assert "dmp_eventlog_flush_failing 1" in metrics.splitlines()
+        assert _mount("-o", "remount,rw", str(events))
+        _wait(lambda: _stored(served) == 50, 10, "the 50 hits to be stored")
+        assert health() == {"status": "ok"}
+    finally:
+        subprocess.run(["umount", "-l", str(events)], check=False)
+    assert len(served.logged("the event log folder is unavailable")) == 1
+    assert len(served.logged("the event log folder is available again")) == 1
+    assert not served.logged("ingest worker exited") and not served.logged("killed by")
+    assert not served.logged("Traceback"), "".join(served.lines)
