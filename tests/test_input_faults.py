@@ -11,10 +11,14 @@ import sys
 
 import polars as pl
 import pytest
+import yaml
 
+from dmp.apikeys import Scope, create_key
 from dmp.cli import cli, main
 from dmp.csvfile import write_csv
 from dmp.eventlog import scan_events
+from dmp.identity import Identifier, IdKind
+from dmp.profiles import find_person, get_person
 from tests.test_worker import identify, send
 
 ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
@@ -25,8 +29,6 @@ SMALL_ALIAS = "a: &a [x, x]\nb: [*a, *a]\n"
 
 @pytest.fixture
 def import_key(redis) -> str:
-    from dmp.apikeys import Scope, create_key
-
     return create_key(redis, Scope.IMPORT, "newsletter tool")
 
 
@@ -115,9 +117,6 @@ def test_crm_employees_must_be_ascii_digits(runner, redis, tmp_path, employees):
 
 def test_crm_texts_are_cut_to_500_characters(runner, redis, tmp_path):
     """A 10,000-character company or street is kept as its first 500 characters."""
-    from dmp.identity import Identifier, IdKind
-    from dmp.profiles import find_person, get_person
-
     path = tmp_path / "crm.csv"
     path.write_text(f"email,company,street\nanna@acme.de,{'c' * 10_000},{'s' * 10_000}\n")
     assert runner.invoke(cli, ["import", "crm", str(path)]).exit_code == 0
@@ -179,8 +178,6 @@ def test_empty_or_non_utf8_yaml_exits_2(redis, main_argv, tmp_path, capsys, comm
 
 def test_the_yaml_loader_hooks_pyyaml_6_still_has():
     """segments.yamltext overrides PyYAML 6 internals: a PyYAML that moved them fails here."""
-    import yaml
-
     assert yaml.__version__.split(".")[0] == "6", "segments/yamltext.py was tested on PyYAML 6"
     for hook in ("compose_node", "fetch_flow_collection_start", "construct_yaml_int"):
         assert callable(getattr(yaml.SafeLoader, hook, None)), f"PyYAML has no {hook} now"
