@@ -342,5 +342,8 @@ def run_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:
         except redis.ConnectionError as exc:
             worker.redis_outage.down(exc)  # one line per outage, not one per retry
             stop.wait(0.5)
+        except OSError as exc:  # the events folder refused a recovery: as a failing flush
+            worker.flush_state.failed(exc)
+            stop.wait(1.0)
         else:
             return

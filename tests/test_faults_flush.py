@@ -6,6 +6,7 @@ embedded Redis; the folder is a small tmpfs (as root), else a read-only director
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 
 from dmp import keyspace, stream
 from dmp.eventlog import scan_events
-from dmp.worker import run_forever, status
+from dmp.worker import LEASE, run_forever, status
 from tests.test_worker import hit
 
 EVENTS = 10_000
@@ -136,3 +137,83 @@ def test_ingest_resumes_by_itself_once_the_events_folder_is_writable(
     lines = [r for r in caplog.records if r.levelno >= logging.WARNING or "again" in r.message]
     assert len(lines) == 2 and "available again" in lines[1].getMessage()
     assert not list(events_dir.rglob(".*.tmp"))
+
+
+def test_a_worker_stopped_while_the_folder_fails_leaves_every_event_pending(
+    redis, config, drain, events_dir
+):
+    """SIGTERM (its stop event) during a failing flush stops the worker within a second or
+    two, with nothing acked, no file or intent left and the lease given up; the next worker
+    stores every event once when the folder is writable again."""
+    fault = _read_only(events_dir)
+    cfg = replace(config, flush_seconds=0.2, segments_every=0)
+    stream.enqueue(redis, [hit(uid=f"c{i % 50}") for i in range(1000)], {}, atomic=True)
+    fault.begin()
+    stop = threading.Event()
+    worker = threading.Thread(target=run_forever, args=(redis, cfg, stop), daemon=True)
+    worker.start()
+    try:
+        _wait(lambda: redis.exists(keyspace.EVENTLOG_FLUSH), 10, "the flush failure state")
+        time.sleep(1.0)
+        stopped = time.monotonic()
+        stop.set()
+        worker.join(10)
+        assert not worker.is_alive() and time.monotonic() - stopped < 3
+    finally:
+        stop.set()
+        fault.end()
+    assert status(redis)["pending"] == 1000 and status(redis)["events_stored"] == 0
+    assert redis.get(LEASE) is None and not redis.smembers(keyspace.EVENTLOG_INTENTS)
+    assert drain() == 1000
+    log = scan_events(events_dir).collect()
+    assert log.height == 1000 and log["event_id"].n_unique() == 1000
+    assert not redis.exists(keyspace.EVENTLOG_FLUSH)  # cleared by the flush that worked
+
+
+def test_a_recovery_the_folder_refuses_is_retried_not_fatal(redis, config, events_dir, caplog):
+    """A worker starting while the folder is read-only, with an interrupted flush to undo
+    (one of its two files in place), logs it once and retries; once the folder is writable
+    the flush is undone and its events stored once."""
+    fault = _read_only(events_dir)
+    stream.enqueue(redis, [hit(uid=f"c{i}") for i in range(20)], {}, atomic=True)
+    stream.ensure_group(redis)
+    ids = [
+        sid
+        for sid, _ in redis.xreadgroup(keyspace.GROUP, config.consumer, {keyspace.STREAM: ">"})[0][
+            1
+        ]
+    ]
+    kept = events_dir / "dt=2026-09-21" / "part-x.parquet"
+    kept.parent.mkdir()
+    kept.write_bytes(b"PAR1")
+    files = [str(kept), str(events_dir / "dt=2026-09-22" / "part-x.parquet")]
+    redis.set(keyspace.eventlog_intent("x"), json.dumps({"files": files, "ids": ids}))
+    redis.sadd(keyspace.EVENTLOG_INTENTS, "x")
+    fault.begin()
+    stop = threading.Event()
+    cfg = replace(config, flush_seconds=0.2, segments_every=0)
+    worker = threading.Thread(target=run_forever, args=(redis, cfg, stop), daemon=True)
+    caplog.set_level(logging.INFO, logger="dmp")
+    worker.start()
+    try:
+        _wait(lambda: redis.exists(keyspace.EVENTLOG_FLUSH), 10, "the failure state")
+        time.sleep(1.5)
+        assert worker.is_alive()
+        fault.end()
+        _wait(lambda: status(redis)["pending"] == 0, 10, "ingest to resume")
+    finally:
+        stop.set()
+        worker.join(10)
+    assert not kept.exists()
+    log = scan_events(events_dir).collect()
+    assert log.height == 20 and log["event_id"].n_unique() == 20
+    assert (
+        len(
+            [
+                r
+                for r in caplog.records
+                if r.levelno >= logging.WARNING and "unavailable" in r.message
+            ]
+        )
+        == 1
+    )
