@@ -38,7 +38,7 @@ HEADERS = [
     ("X-Content-Type-Options", "nosniff"),
     ("Access-Control-Allow-Origin", "*"),  # the GIF itself is no secret
 ]
-_COUNTERS = {
+COUNTERS = {
     outcome: {metrics.counter("dmp_hits_total", collector="pixel", outcome=outcome): 1}
     for outcome in ("ok", "unknown_key", "bad_input", "error")
 }
@@ -102,7 +102,7 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
         args = query_args(query)
         site_id = _site_id(deps, args.get("k", ""))
         if not site_id:
-            deps.appender.count(_COUNTERS["unknown_key"])
+            deps.appender.count(COUNTERS["unknown_key"])
             return ""
         event = browser.clean_event_name(args.get("e"))
         visitor = browser.visitor_of(environ, args.get("consent", ""))
@@ -126,17 +126,17 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
             user_agent=visitor.user_agent,
         )
         withdrawal = browser.withdrawal_hit(visitor, site_id, Source.PIXEL, now)
-        deps.appender.append([hit, withdrawal] if withdrawal else [hit], _COUNTERS["ok"])
+        deps.appender.append([hit, withdrawal] if withdrawal else [hit], COUNTERS["ok"])
         _OUTAGE.up()
         return browser.cookie_header(visitor, environ, deps.config.cookie_domain)
     except browser.BadHit as exc:
         log.debug("pixel hit refused: %s", exc)
-        deps.appender.count(_COUNTERS["bad_input"])
+        deps.appender.count(COUNTERS["bad_input"])
     except redis.RedisError as exc:  # only without a spool (it takes hits Redis does not)
         _OUTAGE.down(exc)
     except Exception:  # the page always gets its GIF; the bug is logged and counted
         log.exception("pixel hit lost: unexpected error")
-        deps.appender.count(_COUNTERS["error"])
+        deps.appender.count(COUNTERS["error"])
     return ""
 
 

@@ -18,6 +18,7 @@ from flask import Blueprint, Request, Response, jsonify, request
 from collectors import browser
 from collectors.consent import map_segment_consent
 from collectors.enrichment import truncate_ip
+from collectors.eventtime import in_range
 from collectors.payload import expect_object, invalid, read_body
 from dmp import metrics, stream
 from dmp.deps import Deps, current_deps
@@ -28,7 +29,6 @@ bp = Blueprint("segmentspec", __name__, url_prefix="/v1")
 
 TYPES = ("identify", "track", "page", "screen", "group", "alias")
 MAX_ID = 256
-MAX_TIME = 4_102_444_800_000  # 2100-01-01 in ms: later (or pre-1970) times are refused
 
 
 def write_key_of(req: Request, body: dict[str, Any]) -> str:
@@ -57,7 +57,7 @@ def parse_time(value: Any, path: str) -> int | None:
         ms = int(parsed.timestamp() * 1000)
     except (ValueError, OverflowError):
         raise invalid(f"{path}: not an ISO-8601 time: {value!r}") from None
-    if not 0 <= ms < MAX_TIME:
+    if not in_range(ms):
         raise invalid(f"{path}: expected a time from 1970 to 2099: {value!r}")
     return ms
 
@@ -78,7 +78,7 @@ def corrected_time(msg: dict[str, Any], batch_sent_at: int | None, received: int
     if sent is None:
         return client
     corrected = received - (sent - client)
-    return corrected if 0 <= corrected < MAX_TIME else received
+    return corrected if in_range(corrected) else received
 
 
 def _id(value: Any, path: str) -> str:

@@ -45,13 +45,18 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def key_prefix(scope: Scope) -> str:
+    """Return what every API key of ``scope`` starts with (dmp_ad_, dmp_im_, dmp_pa_)."""
+    return f"dmp_{scope.value[:2]}_"
+
+
 def create_key(
     r: redis.Redis, scope: Scope, name: str = "", audiences: tuple[str, ...] = ()
 ) -> str:
     """Create a key of ``scope``, store its digest and return the key (shown only once)."""
     if (scope is Scope.PARTNER) != bool(audiences):
         raise ValueError("a partner key needs audiences, and only a partner key has them")
-    key = f"dmp_{scope.value[:2]}_{secrets.token_urlsafe(24)}"
+    key = f"{key_prefix(scope)}{secrets.token_urlsafe(24)}"
     digest = hash_secret(key)
     created = datetime.now(UTC).isoformat(timespec="seconds")
     with r.pipeline() as pipe:

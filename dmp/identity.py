@@ -104,9 +104,12 @@ def normalise_phone(value: Any, country_code: str = "49") -> str:
         digits = country_code + digits[1:]
     else:
         return ""  # no country: ambiguous, so not an identifier
-    if not digits.isdigit() or not 8 <= len(digits) <= 15 or digits[0] == "0":
+    if not _PHONE_DIGITS.fullmatch(digits) or digits[0] == "0":
         return ""
     return "+" + digits
+
+
+_PHONE_DIGITS = re.compile(r"[0-9]{8,15}")  # ASCII only: str.isdigit takes '³' and '١' too
 
 
 def has_address(traits: Mapping[str, Any]) -> bool:

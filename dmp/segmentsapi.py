@@ -3,7 +3,6 @@ overlap and runs (admin key, problem+json errors, as the rest of ``dmp.api``).""
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -12,13 +11,13 @@ from flask import Response, jsonify, request
 from dmp import keyspace, segmentrun, segmentstore
 from dmp.api import bp
 from dmp.deps import current_deps
+from dmp.params import json_body, whole_number
 from dmp.problems import Problem
 from dmp.segmentplan import plan
 from dmp.segmentpreview import overlap, preview
 from segments.definition import SegmentDefinition, parse_definition
 from segments.rules import RuleError
 
-_DIGITS = re.compile(r"[0-9]{1,9}")  # str.isdigit takes '²' too
 MAX_BODY = 64 * 1024  # a definition is a few hundred bytes; a long list of them fits
 
 
@@ -27,10 +26,7 @@ def _body() -> Any:
         raise Problem(413, "Payload too large", f"a segment definition is at most {MAX_BODY} bytes")
     if not request.is_json:
         raise Problem(415, "Unsupported media type", "send the definition as application/json")
-    try:
-        data = request.get_json(silent=True)
-    except RecursionError:
-        data = None
+    data = json_body()
     if data is None:
         raise Problem(400, "Invalid body", "the body is not valid JSON")
     return data
@@ -118,18 +114,8 @@ def segments_versions(sid: str) -> Response:
     return jsonify(found)
 
 
-def _whole(name: str, default: int, low: int, high: int) -> int:
-    """Return a whole-number query parameter within [low, high] (400 otherwise)."""
-    raw = request.args.get(name, str(default))
-    if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
-        raise Problem(
-            400, "Invalid parameter", f"{name} must be a whole number from {low} to {high}"
-        )
-    return int(raw)
-
-
 def _sample() -> int:
-    return _whole("sample", 10, 0, 1000)
+    return whole_number("sample", 10, 0, 1000)
 
 
 def _preview(definition: SegmentDefinition) -> Response:
@@ -168,7 +154,7 @@ def segments_plan() -> Response:
 @bp.get("/segments/<sid>/members")
 def segments_members(sid: str) -> Response:
     """Return a page of a segment's members in the last run, highest score first."""
-    limit, offset = _whole("limit", 100, 1, 10_000), _whole("offset", 0, 0, 100_000_000)
+    limit, offset = whole_number("limit", 100, 1, 10_000), whole_number("offset", 0, 0, 100_000_000)
     config = current_deps().config
     run = segmentrun.latest_run(config)
     rows = None if run is None else segmentrun.member_rows(config, sid, limit + offset, run)

@@ -19,6 +19,9 @@ _DOMAIN = re.compile(
 )
 
 
+WRITE_KEY_PREFIX = "wk_"  # what every write key starts with (and log redaction looks for)
+
+
 @dataclass(frozen=True, slots=True)
 class Site:
     """A website that sends hits to dmp."""
@@ -63,7 +66,7 @@ def add_site(r: redis.Redis, name: str, domains: list[str]) -> tuple[Site, str]:
         raise SiteError("a site needs at least one --domain")
     clean = tuple(dict.fromkeys(normalise_domain(d) for d in domains))
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    write_key = f"wk_{secrets.token_urlsafe(24)}"
+    write_key = f"{WRITE_KEY_PREFIX}{secrets.token_urlsafe(24)}"
     if not r.hsetnx(keyspace.site(site_id), "name", name):
         raise SiteError(f"a site {site_id!r} exists already")
     with r.pipeline() as pipe:

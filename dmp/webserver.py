@@ -44,8 +44,9 @@ from gunicorn.workers import gthread, sync
 
 from collectors import pixel
 from collectors.enrichment import truncate_ip
-from dmp.apikeys import Scope
+from dmp.apikeys import Scope, key_prefix
 from dmp.problems import problem_response
+from dmp.sites import WRITE_KEY_PREFIX
 
 TESTED_GUNICORN = ((27, 0), (28, 0))  # [from, to) of gunicorn.version_info; see pyproject.toml
 
@@ -198,7 +199,7 @@ class _EdgeWorker:
     def _count_pixel(self, outcome: str) -> None:
         deps = getattr(self.wsgi, "extensions", {}).get("dmp")  # the Flask app's (dmp.app)
         if deps is not None:
-            deps.appender.count(pixel._COUNTERS[outcome])  # the pixel's own counters
+            deps.appender.count(pixel.COUNTERS[outcome])  # the pixel's own counters
 
 
 def _http_answer(status: int, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
@@ -215,7 +216,9 @@ class ThreadWorker(_EdgeWorker, gthread.ThreadWorker):
 
 
 # Key prefixes as sites.add_site (write keys) and apikeys.create_key issue them.
-_KEY_PREFIXES = "|".join(["wk", *(f"dmp_{scope.value[:2]}" for scope in Scope)])
+_KEY_PREFIXES = "|".join(
+    p.rstrip("_") for p in (WRITE_KEY_PREFIX, *(key_prefix(scope) for scope in Scope))
+)
 _SECRETS = (
     # Authorization values first: a Basic one is base64, no prefix shows it is a key.
     (

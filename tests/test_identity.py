@@ -69,6 +69,8 @@ def test_normalise_email(raw, expected):
         ("call me", ""),
         (True, ""),
         (None, ""),
+        ("+49³³³³³³³³", ""),  # str.isdigit takes superscripts and other scripts' digits
+        ("+49 ١٧١ ١٢٣٤٥٦٧", ""),
     ],
 )
 def test_normalise_phone(raw, expected):
