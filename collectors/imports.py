@@ -66,12 +66,26 @@ def header_key(name: str) -> str:
     return re.sub(r"[^0-9a-zäöüß]+", "_", name.strip().lower()).strip("_")
 
 
+def _as_text(column: pl.Series) -> pl.Series:
+    """Return a Parquet column as text; floats that are all whole numbers without '.0'.
+
+    Tools that write a number column with gaps as floats (pandas) make 300 into 300.0,
+    which the German-style number reading would take for 3.000 → 3000.
+    """
+    if column.dtype.is_float():
+        present = column.drop_nulls()
+        if present.is_finite().all() and (present == present.round(0)).all():
+            if present.abs().max() is None or present.abs().max() < 2**53:
+                column = column.cast(pl.Int64)
+    return column.cast(pl.Utf8)
+
+
 def read_table(path: Path) -> pl.DataFrame:
     """Return a CSV (comma or semicolon) or Parquet file as a frame of strings."""
     try:
         if path.suffix.lower() == ".parquet":
             frame = pl.read_parquet(path)
-            return frame.select(pl.all().cast(pl.Utf8))
+            return frame.select(_as_text(frame[name]) for name in frame.columns)
         with open(path, encoding="utf-8-sig") as fh:
             header = fh.readline()
         separator = ";" if header.count(";") > header.count(",") else ","

@@ -125,6 +125,20 @@ def test_parquet_files_import_too(runner, redis, tmp_path):
     assert pia["identifiers"]["crm"] == ["42"] and pia["traits"]["employees"] == 300
 
 
+def test_parquet_whole_floats_read_as_whole_numbers(runner, redis, tmp_path):
+    """A float column of whole numbers (pandas' habit with gaps) reads 300.0 as 300, not 3000."""
+    path = tmp_path / "crm.parquet"
+    frame = {
+        "email": ["pia@pi.de", "ole@pi.de"],
+        "crm_id": [42.0, 43.0],
+        "employees": [300.0, None],
+    }
+    pl.DataFrame(frame).write_parquet(path)
+    assert runner.invoke(cli, ["import", "crm", str(path)]).exit_code == 0
+    pia = person(redis, "pia@pi.de")
+    assert pia["identifiers"]["crm"] == ["42"] and pia["traits"]["employees"] == 300
+
+
 @pytest.mark.parametrize(
     ("content", "args", "message"),
     [
