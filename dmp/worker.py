@@ -294,9 +294,10 @@ class Worker:
             log.warning("%s", exc)
             self._renewed = float("-inf")
             self._lost = True
-            self._halt.clear()
         finally:
             self.ingest.flushing = frozenset()
+            if lease_gone:
+                self._halt.clear()  # set above only to end this flush's retries
 
     def _renew_lease(self) -> bool:
         """Renew the lease while a flush runs; return False only if another worker has it."""

@@ -217,3 +217,36 @@ def test_a_recovery_the_folder_refuses_is_retried_not_fatal(redis, config, event
         )
         == 1
     )
+
+
+def test_a_worker_whose_lease_passes_on_during_a_failing_flush_stores_nothing_twice(
+    redis, config, events_dir, caplog
+):
+    """While the folder fails, another worker takes the lease: the retrying flush is given
+    up (nothing acked, no file left), and when the lease and folder come back every event
+    is stored once by the same, still running, worker."""
+    fault = _read_only(events_dir)
+    cfg = replace(config, flush_seconds=0.2, segments_every=0, lease_seconds=1.5)
+    stream.enqueue(redis, [hit(uid=f"c{i % 50}") for i in range(500)], {}, atomic=True)
+    fault.begin()
+    stop = threading.Event()
+    worker = threading.Thread(target=run_forever, args=(redis, cfg, stop), daemon=True)
+    worker.start()
+    try:
+        _wait(lambda: redis.exists(keyspace.EVENTLOG_FLUSH), 10, "the flush failure state")
+        caplog.set_level(logging.INFO, logger="dmp")
+        redis.set(LEASE, "another-worker", px=60_000)
+        _wait(lambda: "lost the worker lease" in caplog.text, 5, "the lease loss noticed")
+        time.sleep(1.0)  # the other worker's time: nothing of ours is stored meanwhile
+        assert status(redis)["pending"] == 500 and worker.is_alive()
+        fault.end()
+        time.sleep(1.0)
+        assert status(redis)["events_stored"] == 0  # not while the other holds the lease
+        redis.delete(LEASE)
+        _wait(lambda: status(redis)["pending"] == 0, 10, "ingest to resume")
+    finally:
+        stop.set()
+        worker.join(10)
+    log = scan_events(events_dir).collect()
+    assert log.height == 500 and log["event_id"].n_unique() == 500
+    assert redis.hget(keyspace.METRICS, "dmp_events_duplicate_total") is None
