@@ -210,21 +210,25 @@ class Supervisor:
         self._client = _direct_client(server, timeout=5)
 
     def start(self) -> None:
-        """Take ownership (waiting up to 10 s for a CLI command deciding to stop the server),
-        start the server if it is not running, and watch it from a thread."""
+        """Take ownership, start the server if it is not running, and watch it from a
+        thread. If another serve owns it, only attach: that serve watches and stops it."""
         self.server.directory.mkdir(parents=True, exist_ok=True)
         self._owner = open(self.server.directory / "serve.lock", "a")  # noqa: SIM115
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 2  # a CLI command holds it while it decides to stop
         while True:
             try:
                 fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"another dmp serve owns {self.server.socket}") from None
+                    log.warning("another dmp serve owns %s; attaching only", self.server.socket)
+                    self._owner.close()
+                    self._owner = None
+                    break
                 time.sleep(0.05)
         _ensure_running(self.server)
-        self._thread.start()
+        if self._owner is not None:
+            self._thread.start()
 
     def _watch(self) -> None:
         while not self._stop.wait(self.every):
@@ -247,9 +251,12 @@ class Supervisor:
         if self._thread.is_alive():
             self._thread.join(5)
         self._client.close()
-        if self._owner is not None:
-            self._owner.close()  # releases the flock
-            self._owner = None
+        if self._owner is None:
+            return  # not ours to stop
+        # LOCK_UN, not only close: forked web processes share this open file.
+        fcntl.flock(self._owner, fcntl.LOCK_UN)
+        self._owner.close()
+        self._owner = None
         stop_if_last(self.server)
 
 

@@ -283,3 +283,38 @@ def test_a_served_dmp_shows_a_read_only_events_folder_and_resumes_by_itself(serv
     assert len(served.logged("the event log folder is available again")) == 1
     assert not served.logged("ingest worker exited") and not served.logged("killed by")
     assert not served.logged("Traceback"), "".join(served.lines)
+
+
+def test_the_supervisor_restarts_a_killed_server_and_a_second_one_only_attaches(
+    tmp_path: Path,
+):
+    """A Supervisor restarts its server within a second of a kill -9, with the data of its
+    AOF; a second serve's Supervisor on the same data dir attaches without watching, and
+    stopping it leaves the server to the owner, whose stop ends it."""
+    owner = redisserver.Supervisor(redisserver.locate_server(tmp_path))
+    owner.start()
+    client = redisserver.connect(owner.server.url)
+    second = redisserver.Supervisor(redisserver.locate_server(tmp_path))
+    try:
+        client.set("kept", "yes")
+        time.sleep(1.2)  # appendfsync everysec
+        pid_file = owner.server.directory / "redis.pid"
+        first = int(pid_file.read_text())
+        os.kill(first, signal.SIGKILL)
+        _wait(
+            lambda: (
+                pid_file.exists()
+                and int(pid_file.read_text() or 0) != first
+                and redisserver.answers(owner.server)
+            ),
+            3,
+            "the server restarted",
+        )
+        assert client.get("kept") == "yes"
+        second.start()
+        second.stop()
+        assert redisserver.answers(owner.server)
+    finally:
+        client.close()
+        owner.stop()
+    assert not redisserver.answers(owner.server)
