@@ -34,7 +34,7 @@ import redis
 from collectors.enrichment import parse_agent
 from dmp import keyspace
 from dmp.bulk import Bulk
-from dmp.parquetfiles import tmp_name, write_parquet_files
+from dmp.parquetfiles import remove_written, write_parquet_files
 from dmp.records import EVENT_SCHEMA, Hit, dump_json
 
 log = logging.getLogger(__name__)
@@ -263,8 +263,7 @@ class EventLog:
     def _discard(self, name: str, finals: list[Path]) -> None:
         """Remove an uncommitted flush's files, then its intent (kept if a file stays)."""
         for path in finals:
-            path.unlink(missing_ok=True)
-            tmp_name(path).unlink(missing_ok=True)
+            remove_written(path)
         self.r.delete(keyspace.eventlog_intent(name))
         self.r.srem(keyspace.EVENTLOG_INTENTS, name)
 
@@ -282,8 +281,7 @@ class EventLog:
                 log.warning("event log: finished interrupted flush %s (%d files)", name, len(files))
                 continue
             for path in files:
-                path.unlink(missing_ok=True)
-                tmp_name(path).unlink(missing_ok=True)
+                remove_written(path)
             self.r.delete(keyspace.eventlog_intent(name))
             self.r.srem(keyspace.EVENTLOG_INTENTS, name)
             self.r.set(keyspace.eventlog_outcome(name), "undone", ex=86400)

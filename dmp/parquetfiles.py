@@ -32,6 +32,15 @@ def write_parquet_files(tables: list[pa.Table], finals: list[Path]) -> None:
         sync_dir(directory)
 
 
+def remove_written(final: Path) -> None:
+    """Remove a file written by :func:`write_parquet_files` and its temp file, if there."""
+    for path in (final, tmp_name(final)):
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # never written (a file where its folder should be holds nothing of it)
+
+
 def sync_dir(directory: Path) -> None:
     """Make a folder's renames durable."""
     fd = os.open(directory, os.O_RDONLY)
