@@ -130,11 +130,16 @@ def _start(server: EmbeddedServer) -> None:
     log.info("started embedded Redis at %s", server.socket)
 
 
+_STARTING = threading.Lock()  # POSIX locks do not exclude threads of one process
+
+
 def _ensure_running(server: EmbeddedServer) -> bool:
     """Start the server unless it answers or its process lives; return whether we started it."""
     server.directory.mkdir(parents=True, exist_ok=True)
-    with open(server.directory / "start.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes starting at once start one server
+    # Two processes starting at once start one server. A POSIX lock (lockf), not flock: a
+    # web process gunicorn forks while serve's supervisor holds it must not inherit it.
+    with _STARTING, open(server.directory / "start.lock", "w") as lock:
+        fcntl.lockf(lock, fcntl.LOCK_EX)
         if answers(server) or _server_process_alive(server):
             return False  # running, or alive but busy (loading its AOF): never a second one
         _start(server)
