@@ -1,10 +1,10 @@
 """The ingest worker: the stream's side of stream → dedup → identity → profile → Parquet.
 
 One worker at a time holds the lease (``dmp:worker:lease``), so a person has one writer.
-On start it takes over the entries other consumers left pending (a dead worker's), then
-reads every pending entry of its own once, in id order, then new ones, asking for the
+It reads each pending entry once, then new ones (``dmp.streamreader``), asking for the
 next batch while ``dmp.ingest`` handles this one, and acks entries only in the event
-log's flush.
+log's flush, which runs on a thread of its own and is retried while the events folder
+fails (``dmp.flushstate``).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from typing import Any
 import redis
 
 from dmp import keyspace, profiles, stream
-from dmp.bulk import Bulk, InFlight
 from dmp.config import Config
 from dmp.eventlog import EventBuffer, EventLog, LeaseLost
 from dmp.flushstate import FlushState
 from dmp.ingest import Ingest
 from dmp.outage import Outage
 from dmp.records import Tier
+from dmp.streamreader import StreamReader
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,7 @@ class Worker:
         self.lease_token = f"{self.consumer}/{os.getpid()}/{secrets.token_hex(6)}"
         self.eventlog.fence = (LEASE, self.lease_token)
         self._renewed = float("-inf")  # monotonic time the lease was last taken or renewed
-        self._prefetch: InFlight | None = None  # the next XREADGROUP, already asked for
-        self._own_cursor: str | None = "0"  # reading back our own pending entries first
+        self.reader = StreamReader(r, self.consumer, config.read_count)
         self._flusher: ThreadPoolExecutor | None = None
         self._flushing: Future[None] | None = None  # the flush running on the flusher
         self._stop = threading.Event()  # the running loop's stop (set by its caller)
@@ -87,10 +86,8 @@ class Worker:
     def start(self) -> None:
         """Prepare the stream group, finish any flush a crash interrupted, re-read leftovers."""
         stream.ensure_group(self.r)
-        self._drop_prefetch()
         self.ingest.reset()
-        self._claim_leftovers()
-        self._own_cursor = "0"
+        self.reader.restart()
         finished, undone = self.eventlog.recover()
         if finished or undone:
             log.info("recovered %d interrupted flushes, undid %d", finished, undone)
@@ -143,7 +140,7 @@ class Worker:
                 if once and handled == 0 and not self.ingest.buffer.entries:
                     break
             if started:
-                self._drop_prefetch()
+                self.reader.drop_prefetch()
                 try:
                     self.flush()
                 except OSError as exc:
@@ -176,84 +173,13 @@ class Worker:
 
     def step(self, block_ms: int = 0) -> int:
         """Read and handle one batch; return how many stream entries it held."""
-        entries, new = self._read(block_ms)
+        entries, new = self.reader.read(block_ms)
         if entries:
             # New entries: the next batch is asked for as soon as this one's question to
             # Redis is out, so that Redis assembles it while this batch is handled.
-            ask_next = (lambda: self._ask_new(block_ms)) if new else None
+            ask_next = (lambda: self.reader.ask_new(block_ms)) if new else None
             self.ingest.handle(entries, ask_next)
         return len(entries)
-
-    def _read(self, block_ms: int) -> tuple[list[tuple[str, bytes | None]], bool]:
-        """Return the next batch, and whether it holds new entries (not re-read ones)."""
-        if self._own_cursor is not None:
-            entries = self._xreadgroup(self._own_cursor, 0)
-            self._own_cursor = entries[-1][0] if entries else None
-            if entries:
-                return entries, False
-        inflight, self._prefetch = self._prefetch, None
-        if inflight is None:
-            bulk = Bulk()
-            bulk.add(*self._xreadgroup_args(">", block_ms))
-            inflight = bulk.send(self.r)
-        return self._parse_entries(inflight.wait()[0]), True
-
-    def _claim_leftovers(self) -> None:
-        """Make every entry other consumers left pending ours, to be read by our own cursor.
-
-        Holding the lease means every other consumer is gone. XCLAIM JUSTID (not XAUTOCLAIM,
-        which also takes our own entries, read again by our cursor, and in Redis 6.2 answers
-        an entry deleted while pending without its id, so it could never be acked) moves
-        each one id by id; our cursor then reads them all once, deleted ones included.
-        """
-        count = self.config.read_count
-        for consumer in self.r.xinfo_consumers(keyspace.STREAM, keyspace.GROUP):
-            if consumer["name"] == self.consumer or not consumer["pending"]:
-                continue
-            while found := self.r.xpending_range(
-                keyspace.STREAM, keyspace.GROUP, "-", "+", count, consumer["name"]
-            ):
-                ids = [p["message_id"] for p in found]
-                self.r.xclaim(keyspace.STREAM, keyspace.GROUP, self.consumer, 0, ids, justid=True)
-
-    def _ask_new(self, block_ms: int) -> None:
-        bulk = Bulk()
-        bulk.add(*self._xreadgroup_args(">", block_ms))
-        self._prefetch = bulk.send(self.r)
-
-    def _drop_prefetch(self) -> None:
-        """Read and forget an asked-for batch; its entries stay pending for the next start."""
-        if self._prefetch is not None:
-            inflight, self._prefetch = self._prefetch, None
-            inflight.wait()
-
-    def _xreadgroup_args(self, start: str, block_ms: int) -> tuple[str | int, ...]:
-        block = ("BLOCK", block_ms) if block_ms else ()
-        return (
-            "XREADGROUP", "GROUP", keyspace.GROUP, self.consumer, "COUNT",
-            self.config.read_count, *block, "STREAMS", keyspace.STREAM, start,
-        )  # fmt: skip
-
-    def _xreadgroup(self, start: str, block_ms: int) -> list[tuple[str, bytes | None]]:
-        """Return (stream id, hit JSON) pairs; raw, since redis-py's parsing costs µs each."""
-        bulk = Bulk()
-        bulk.add(*self._xreadgroup_args(start, block_ms))
-        return self._parse_entries(bulk.execute(self.r)[0])
-
-    @staticmethod
-    def _parse_entries(reply: Any) -> list[tuple[str, bytes | None]]:
-        if not reply:
-            return []
-        field = stream.FIELD.encode()
-        out = []
-        # RESP3 answers a map {stream: entries}, RESP2 a list [[stream, entries]].
-        found = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
-        for sid, fields in found:
-            data = None  # an entry deleted while pending comes back without fields
-            if fields:
-                data = dict(zip(fields[::2], fields[1::2], strict=True)).get(field)
-            out.append((sid.decode(), data))
-        return out
 
     def flush(self, *, wait: bool = True) -> None:
         """Write buffered events durably and ack their stream entries.
