@@ -55,7 +55,7 @@ class IngestProcess:
     child, so the worker's own exit status would be lost; the waiter reports it.
     """
 
-    RESTART_FIRST, RESTART_MAX = 1.0, 30.0  # a worker dying right away is restarted slower
+    RESTART_FIRST, RESTART_MAX = 0.5, 30.0  # seconds; doubled while it keeps dying young
 
     def __init__(self, env: dict[str, str]) -> None:
         self._env = env
@@ -84,7 +84,7 @@ class IngestProcess:
         log.info("ingest worker started (waiter pid %d)", self._proc.pid)
 
     def _watch(self) -> None:
-        delay = self.RESTART_FIRST
+        pause = self.RESTART_FIRST
         while self._proc is not None:
             started = time.monotonic()
             report = parse_report(self._proc.stdout.readline())  # blocks until it ends
@@ -92,9 +92,9 @@ class IngestProcess:
             if self._stop.is_set():
                 return
             lived = time.monotonic() - started
-            delay = self.RESTART_FIRST if lived > 60 else min(delay * 2, self.RESTART_MAX)
-            log.error("ingest worker %s; restarting in %g s", describe_exit(report), delay / 2)
-            if self._stop.wait(delay / 2):
+            pause = self.RESTART_FIRST if lived > 60 else min(pause * 2, self.RESTART_MAX)
+            log.error("ingest worker %s; restarting in %g s", describe_exit(report), pause)
+            if self._stop.wait(pause):
                 return
             self._spawn()
 
