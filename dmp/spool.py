@@ -85,7 +85,8 @@ class Spool:
         self._size = 0  # bytes in our file, replayed ones included
         self._unsynced = 0
         self._active = False  # hits go to the file (not to Redis) until it is replayed
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the replay thread, while it runs
+        self._thread_pid = 0  # the process that started it (a fork has no threads)
         self._dropped = 0  # hits refused because the file was full (not yet counted in Redis)
         self._full_logged = False
         self._next_try = 0.0  # monotonic time of the next look for Redis
@@ -154,11 +155,10 @@ class Spool:
     # -- the replay thread ------------------------------------------------------------
 
     def _start_thread(self) -> None:
-        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
-            return
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return
+            if self._thread is not None and self._thread_pid == os.getpid():
+                return  # running, and it looks at the spool once more before it ends
+            self._thread_pid = os.getpid()
             self._thread = threading.Thread(target=self._run, name="dmp-spool", daemon=True)
             self._thread.start()
 
@@ -177,8 +177,10 @@ class Spool:
                 self.outage.down(e)
                 continue
             self.outage.up()
-            if not self._active and not any(self._orphans()):
-                return  # nothing left: the next spooled hit starts a new thread
+            with self._lock:  # decided under the lock that appends take: no hit is left
+                if not self._active and not any(self._orphans()):
+                    self._thread = None  # the next spooled hit starts a new thread
+                    return
 
     def replay(self) -> int:
         """Hand every spooled line to the stream (ours, then orphans'); return how many.
