@@ -13,8 +13,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+import redis
 from gunicorn.app.base import BaseApplication
 
 from dmp import redisserver
@@ -57,8 +59,9 @@ class IngestProcess:
 
     RESTART_FIRST, RESTART_MAX = 0.5, 30.0  # seconds; doubled while it keeps dying young
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], on_death: Callable[[int], None]) -> None:
         self._env = env
+        self._on_death = on_death  # called with a dead worker's pid before its restart
         self._proc: subprocess.Popen | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="ingest-watch", daemon=True)
@@ -93,7 +96,10 @@ class IngestProcess:
                 return
             lived = time.monotonic() - started
             pause = self.RESTART_FIRST if lived > 60 else min(pause * 2, self.RESTART_MAX)
-            log.error("ingest worker %s; restarting in %g s", describe_exit(report), pause)
+            said = describe_exit(report[1] if report else None)
+            log.error("ingest worker %s; restarting in %g s", said, pause)
+            if report:
+                self._on_death(report[0])
             if self._stop.wait(pause):
                 return
             self._spawn()
@@ -108,6 +114,20 @@ class IngestProcess:
             self._thread.join(timeout=30)
             if self._thread.is_alive():
                 self._proc.kill()
+
+
+def _free_lease_of(url: str, consumer: str, pid: int) -> None:
+    """Free the lease a dead ingest worker held, so that the next one need not wait it out."""
+    from dmp.worker import release_dead_lease
+
+    client = redisserver.connect(url)
+    try:
+        if release_dead_lease(client, consumer, pid):
+            log.info("freed the lease of the dead ingest worker (pid %d)", pid)
+    except redis.RedisError as exc:
+        log.warning("could not free the dead ingest worker's lease: %s", exc)
+    finally:
+        client.close()
 
 
 def serve(
@@ -125,7 +145,8 @@ def serve(
         env["DMP_REDIS_URL"] = url
     os.environ["DMP_REDIS_URL"] = url
     env["DMP_DATA_DIR"] = str(config.data_dir)
-    worker = IngestProcess(env) if ingest else None
+    free_lease = lambda pid: _free_lease_of(url, config.consumer, pid)  # noqa: E731
+    worker = IngestProcess(env, free_lease) if ingest else None
 
     def on_starting(_arbiter) -> None:
         if worker:

@@ -4,7 +4,8 @@
 (``waitpid(-1)``): the ingest worker's exit status was lost, and Python's ``Popen`` then
 reads it as 0. So serve starts ``python -m dmp.waiter COMMAND...``: the waiter runs the
 command as its own child, forwards SIGTERM and SIGINT to it, ends it if serve goes away,
-and writes its return code (negative: the signal that killed it) as one line on stdout.
+and writes its pid and return code (negative: the signal that killed it) as one line on
+stdout.
 ``{waiter}`` in the command is replaced by the waiter's pid (the command's parent).
 """
 
@@ -29,10 +30,11 @@ def describe_exit(returncode: int | None) -> str:
     return f"exited with status {returncode}"
 
 
-def parse_report(line: str) -> int | None:
-    """Return the return code a waiter reported on a line of its stdout (None if none)."""
+def parse_report(line: str) -> tuple[int, int] | None:
+    """Return the (pid, return code) a waiter reported on a line of its stdout, or None."""
     try:
-        return int(line.strip())
+        pid, code = line.split()
+        return int(pid), int(code)
     except ValueError:
         return None
 
@@ -55,7 +57,7 @@ def main(argv: list[str]) -> int:
                 child.terminate()
                 ending = True
     try:
-        print(child.returncode, flush=True)
+        print(child.pid, child.returncode, flush=True)
     except BrokenPipeError:
         pass  # no one listens any more
     return 0

@@ -46,7 +46,7 @@ class Worker:
         self.consumer = config.consumer
         # The lease names this worker instance, not the host: two workers on one host
         # (`dmp serve`'s and a `dmp worker --once`) share the consumer name.
-        self.lease_token = f"{self.consumer}/{os.getpid()}/{secrets.token_hex(6)}"
+        self.lease_token = f"{lease_prefix(self.consumer, os.getpid())}{secrets.token_hex(6)}"
         self.eventlog.fence = (LEASE, self.lease_token)
         self._renewed = float("-inf")  # monotonic time the lease was last taken or renewed
         self.reader = StreamReader(r, self.consumer, config.read_count)
@@ -258,6 +258,26 @@ def status(r: redis.Redis) -> dict[str, Any]:
         "persons": {t.value: int(stats.get(f"persons:{t.value}", 0)) for t in Tier if t.rank > 0},
         "pending": stream.pending_count(r),
     }
+
+
+def lease_prefix(consumer: str, pid: int) -> str:
+    """Return how the lease tokens of worker process ``pid`` (of ``consumer``) begin."""
+    return f"{consumer}/{pid}/"
+
+
+# Delete the lease only if the given process holds it, in one step.
+_RELEASE_IF_HELD_BY = """
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, 1, #ARGV[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def release_dead_lease(r: redis.Redis, consumer: str, pid: int) -> bool:
+    """Free the lease if worker process ``pid``, known to be dead, held it (a kill -9 leaves
+    it for ``lease_seconds``); return whether it did. No flush of a dead process is in
+    flight: its last commit, a MULTI, is in Redis whole or not at all."""
+    return bool(r.eval(_RELEASE_IF_HELD_BY, 1, LEASE, lease_prefix(consumer, pid)))
 
 
 def run_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:

@@ -23,6 +23,7 @@ import redis as redis_lib
 import requests
 
 from dmp import redisserver
+from dmp.waiter import describe_exit, parse_report
 from tests.test_faults_flush import _mount
 from tests.test_serve import _children, _dmp, _env, _free_port
 
@@ -172,10 +173,14 @@ def test_a_killed_ingest_worker_is_logged_as_killed_and_restarted(served: Served
     _wait(lambda: len(workers()) == 1, 5, "one ingest worker")
     first = workers()[0]
     os.kill(first, signal.SIGKILL)
+    killed = time.monotonic()
     _wait(lambda: served.logged("ingest worker killed by SIGKILL"), 10, "the worker's death logged")
     _wait(lambda: workers() and workers()[0] != first, 10, "a new ingest worker")
     _send_pixels(served, key, 0, 10)
-    _wait(lambda: _stored(served) == 10, 20, "hits stored by the new worker")
+    # Within the dead worker's lease time (15 s): serve frees its lease for the next one.
+    _wait(lambda: _stored(served) == 10, 10, "hits stored by the new worker")
+    assert time.monotonic() - killed < 10
+    assert served.logged(f"freed the lease of the dead ingest worker (pid {first})")
     assert not served.logged("exited with 0")
 
 
@@ -248,9 +253,20 @@ def test_no_process_stops_a_server_that_a_serve_owns(tmp_path: Path):
 )  # fmt: skip
 def test_an_exit_is_described_truly(code: int | None, said: str):
     """How a child ended is said as it happened: its status, or the signal that killed it."""
-    from dmp.waiter import describe_exit
-
     assert describe_exit(code) == said
+
+
+def test_a_waiter_reports_its_commands_pid_and_true_exit_status():
+    """The waiter runs a command that dies of SIGKILL and reports its pid and -9, while
+    itself exiting 0 (its own status may be reaped by gunicorn and lost)."""
+    cmd = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+    done = subprocess.run(
+        [sys.executable, "-m", "dmp.waiter", *cmd], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0
+    pid, code = parse_report(done.stdout)
+    assert code == -9 and pid > 0 and describe_exit(code) == "killed by SIGKILL"
+    assert parse_report("") is None
 
 
 def test_a_served_dmp_shows_a_read_only_events_folder_and_resumes_by_itself(served: Served):

@@ -512,3 +512,16 @@ def test_entries_deleted_while_a_dead_consumer_held_them_are_acked(redis, config
     assert sorted(rows(config)["uid"].to_list()) == ["c1", "c3"]
     assert redis.xpending(keyspace.STREAM, keyspace.GROUP)["pending"] == 0
     assert redis.hget(keyspace.METRICS, "dmp_events_duplicate_total") is None
+
+
+def test_serve_frees_the_lease_of_a_worker_process_it_saw_die(redis, config):
+    """release_dead_lease frees the lease only if the dead process (by pid) held it."""
+    from dmp.worker import release_dead_lease
+
+    holder = Worker(redis, config)
+    assert holder.acquire_lease()
+    assert release_dead_lease(redis, config.consumer, os.getpid() + 1) is False
+    assert release_dead_lease(redis, "other-host-worker", os.getpid()) is False
+    assert redis.get(LEASE) == holder.lease_token
+    assert release_dead_lease(redis, config.consumer, os.getpid()) is True
+    assert redis.get(LEASE) is None
