@@ -8,8 +8,9 @@ import subprocess
 import sys
 
 import pytest
+import redis as redis_lib
 
-from dmp import sites, stream
+from dmp import sites, spool, stream
 from dmp.apikeys import Scope, check_key
 from dmp.cli import cli
 from dmp.records import Hit
@@ -64,6 +65,7 @@ def test_status_json_and_worker_once(runner, redis):
         "events_aggregate": 0,
         "persons": {"low": 0, "medium": 0, "high": 0},
         "pending": 1,
+        "spooled_bytes": 0,
         "segments": {"defined": 0, "last_run": None, "live_moves_since": 0},
     }
     result = runner.invoke(cli, ["worker", "--once"])
@@ -71,6 +73,16 @@ def test_status_json_and_worker_once(runner, redis):
     after = json.loads(runner.invoke(cli, ["status", "--json"]).output)
     assert after["events_stored"] == 1 and after["persons"]["low"] == 1 and after["pending"] == 0
     assert "events stored" in runner.invoke(cli, ["status"]).output
+
+
+def test_status_shows_hits_spooled_while_redis_was_away(runner, config):
+    """Hits a collector spooled (Redis away) show in `status` until they are replayed."""
+    unreachable = redis_lib.Redis.from_url("redis://127.0.0.1:1/0")
+    box = spool.Spool(spool.spool_dir(config.data_dir), unreachable, 10**6)
+    assert box.append(['["spooled-1","acme-gmbh","pixel","page","page",1,1]'])
+    state = json.loads(runner.invoke(cli, ["status", "--json"]).output)
+    assert state["spooled_bytes"] > 0
+    assert "spooled bytes" in runner.invoke(cli, ["status"]).output
 
 
 def _dmp(config, *args: str) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ import time
 
 import click
 
-from dmp import apikeys, keyspace, segmentstore, sites, stream, worker
+from dmp import apikeys, keyspace, segmentstore, sites, spool, stream, worker
 from dmp.cli import Context, _fail, _print_json, cli, pass_ctx
 from dmp.segmentschedule import start_schedule
 
@@ -88,11 +88,12 @@ def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 def status(obj: Context, as_json: bool) -> None:
-    """Show stored and aggregate event counts, persons by tier, pending hits and the
-    segments (how many, the last run and how long ago)."""
+    """Show stored and aggregate event counts, persons by tier, pending hits (and any
+    spooled while Redis was away) and the segments (how many, the last run, how long ago)."""
     from dmp import segmentrun
 
     state = worker.status(obj.redis)
+    state["spooled_bytes"] = spool.spooled_bytes(obj.config.data_dir)
     last = (segmentrun.run_records(obj.redis, 1) or [None])[0]
     state["segments"] = {
         "defined": obj.redis.scard(keyspace.SEGMENTS),
@@ -111,6 +112,8 @@ def status(obj: Context, as_json: bool) -> None:
     for tier, count in state["persons"].items():
         click.echo(f"persons {tier:<9} {count:>12,}")
     click.echo(f"pending           {state['pending']:>12,}")
+    if state["spooled_bytes"]:  # hits waiting for Redis in collector processes' spools
+        click.echo(f"spooled bytes     {state['spooled_bytes']:>12,}")
     seg = state["segments"]
     click.echo(f"segments          {seg['defined']:>12,}")
     if seg["last_run"]:
