@@ -254,3 +254,53 @@ def test_a_worker_whose_lease_passes_on_during_a_failing_flush_stores_nothing_tw
     log = scan_events(events_dir).collect()
     assert log.height == 500 and log["event_id"].n_unique() == 500
     assert redis.hget(keyspace.METRICS, "dmp_events_duplicate_total") is None
+
+
+def test_a_flush_is_retried_as_soon_as_the_folder_takes_writes_again(redis, tmp_path):
+    """After backing off to seconds between attempts, the retry comes within about half a
+    second of the folder taking writes again (a probe file), not at the end of the pause."""
+    from dmp.flushstate import FlushState
+
+    folder, attempts = tmp_path / "events", []
+
+    def attempt() -> str:
+        attempts.append(time.monotonic())
+        if not folder.exists():
+            raise OSError(28, "No space left on device")
+        return "stored"
+
+    fixed_at: list[float] = []
+
+    def fix() -> None:
+        time.sleep(3.7)  # attempts at 0, 0.5, 1.5, 3.5 s; the next would be at 7.5 s
+        folder.mkdir()
+        fixed_at.append(time.monotonic())
+
+    fixer = threading.Thread(target=fix)
+    fixer.start()
+    state = FlushState(redis, logging.getLogger("test.flush"))
+    assert state.retry(attempt, folder, lambda: False) == "stored"
+    fixer.join()
+    assert len(attempts) == 5 and attempts[-1] - fixed_at[0] < 0.8
+    assert not redis.exists(keyspace.EVENTLOG_FLUSH)
+    assert redis.hget(keyspace.METRICS, "dmp_eventlog_flush_failures_total") == "4"
+
+
+def test_a_folder_that_takes_a_probe_but_not_the_flush_gets_plain_backoff(redis, tmp_path):
+    """A nearly full disk takes the small probe file but not the flush: after one early
+    retry the attempts back off (not one every half second), and a halt raises the error."""
+    from dmp.flushstate import FlushState
+
+    attempts: list[float] = []
+
+    def attempt() -> None:
+        attempts.append(time.monotonic())
+        raise OSError(28, "No space left on device")
+
+    started = time.monotonic()
+    state = FlushState(redis, logging.getLogger("test.flush"))
+    with pytest.raises(OSError, match="No space"):
+        state.retry(attempt, tmp_path, lambda: time.monotonic() - started > 4.0)
+    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    assert len(attempts) <= 4 and gaps[-1] >= 1.0, gaps
+    assert redis.hget(keyspace.EVENTLOG_FLUSH, "failures") == str(len(attempts))
