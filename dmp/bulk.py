@@ -57,9 +57,11 @@ class Bulk:
         try:
             if packed:
                 conn.send_packed_command([b"".join(packed)])
-        except BaseException:
+        except BaseException as exc:
             conn.disconnect()
             pool.release(conn)
+            if isinstance(exc, OSError):
+                raise redis.ConnectionError(f"Redis connection failed: {exc}") from exc
             raise
         return InFlight(pool, conn, len(packed))
 
@@ -79,8 +81,10 @@ class InFlight:
             return []
         try:
             replies = _read_replies(conn, self._count)
-        except BaseException:
+        except BaseException as exc:
             conn.disconnect()  # replies may be left unread: never reuse this connection
+            if isinstance(exc, OSError):  # a raw socket error: a Redis error like redis-py's
+                raise redis.ConnectionError(f"Redis connection lost: {exc}") from exc
             raise
         finally:
             self._pool.release(conn)
