@@ -26,11 +26,13 @@ from dmp import keyspace
 from dmp.apikeys import Scope, hash_secret
 from dmp.deps import Deps, current_deps
 from dmp.identity import EMAIL_SHA256, IdKind
-from dmp.problems import Problem
+from dmp.outage import Outage
+from dmp.problems import Problem, unavailable
 from dmp.segmentstore import list_segments
 
 bp = Blueprint("pull", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)
+_OUTAGE = Outage(log, "Redis (lookups answer 503)")
 
 PATH = "/api/v1/lookup"
 HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
@@ -170,14 +172,14 @@ class LookupApp:
             )  # fmt: skip
         except Problem as exc:
             return exc.get_response()(environ, start_response)
-        except redis.RedisError:
-            log.exception("lookup: Redis unavailable")
-            problem = Problem(503, "Unavailable", "the lookup store is unavailable; retry")
-            return problem.get_response()(environ, start_response)
+        except redis.RedisError as exc:
+            _OUTAGE.down(exc)  # one line per outage, not a traceback per lookup
+            return unavailable().get_response()(environ, start_response)
         except Exception:  # Flask's handlers are behind us: answer as they would
             log.exception("lookup failed")
             problem = Problem(500, "Internal error", "the lookup failed; it is logged")
             return problem.get_response()(environ, start_response)
+        _OUTAGE.up()
         start_response("200 OK", [*HEADERS, ("Content-Length", str(len(body)))])
         return [body]
 

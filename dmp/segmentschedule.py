@@ -20,6 +20,7 @@ import redis
 
 from dmp import keyspace, matrixstore, segmentrun
 from dmp.config import Config
+from dmp.outage import Outage
 from dmp.segmentlive import live_tick
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
     # of 0 would hold the first run back on a machine up for less than segments_every.
     last_run: float | None = None
     pause = max(0.05, config.segments_latency)
+    outage = Outage(log, "Redis (segment runs)")
     while not stop.wait(pause):
         try:
             asked = r.getdel(keyspace.SEGMENTS_RUN_REQUESTED)  # POST /api/v1/segments/runs
@@ -41,12 +43,13 @@ def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
             continue
         try:
             segmentrun.run(r, config)
+            outage.up()
         except segmentrun.RunBusy:
             if asked:  # keep the API's request for when the lock is free
                 r.set(keyspace.SEGMENTS_RUN_REQUESTED, asked)
             continue  # someone runs `dmp segments run` or builds the matrix
-        except redis.ConnectionError:
-            log.exception("Redis unavailable; segment runs retry in 2 s")
+        except redis.ConnectionError as exc:
+            outage.down(exc)  # one line per outage, not a traceback every 2 s
             stop.wait(2.0)
             continue
         except Exception:  # a bad run must not stop the schedule (or the ingest beside it)
@@ -60,6 +63,7 @@ def run_live_lane(r: redis.Redis, config: Config, stop: threading.Event) -> None
     seen: set[str] | None = None  # event files whose persons the live lane has evaluated
     handled: set[str] = set()  # marks evaluated (until a run's build consumes them)
     ahead: set[str] = set()  # persons with touchpoints stamped after the last tick
+    outage, failing = Outage(log, "Redis (live lane)"), Outage(log, "the live lane")
     while not stop.wait(pause):
         try:
             if seen is None:  # go on from the last run's files
@@ -77,13 +81,16 @@ def run_live_lane(r: redis.Redis, config: Config, stop: threading.Event) -> None
                 seen |= files
                 handled |= marks
                 ahead = set(done.ahead)
+            outage.up()
+            failing.up()
         except segmentrun.RunBusy:
             continue
-        except redis.ConnectionError:
-            log.exception("Redis unavailable; the live lane retries in 2 s")
+        except redis.ConnectionError as exc:
+            outage.down(exc)
             stop.wait(2.0)
-        except Exception:  # the live lane failing must not stop runs
-            log.exception("live segment tick failed; retried")
+        except Exception as exc:  # the live lane failing must not stop runs
+            if failing.down(exc):  # the first failure of a streak with its traceback
+                log.exception("live segment tick failed; retried every %g s", pause * 10)
             stop.wait(pause * 10)
 
 

@@ -525,3 +525,42 @@ def test_serve_frees_the_lease_of_a_worker_process_it_saw_die(redis, config):
     assert redis.get(LEASE) == holder.lease_token
     assert release_dead_lease(redis, config.consumer, os.getpid()) is True
     assert redis.get(LEASE) is None
+
+
+def test_a_long_running_worker_rides_out_a_redis_away_at_its_start(tmp_path):
+    """`dmp worker` started while Redis is down waits for it (one log line) and then
+    ingests, instead of exiting (dmp serve restarted it in a loop)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from dmp import redisserver
+    from tests.test_faults_collect import Server
+
+    server = Server(tmp_path / "own")
+    server.kill()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMP_")}
+    env |= {"DMP_REDIS_URL": server.url, "DMP_DATA_DIR": str(tmp_path / "data")}
+    env |= {"DMP_FLUSH_SECONDS": "0.2", "DMP_SEGMENTS_EVERY": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dmp", "worker"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(2.0)
+        assert proc.poll() is None, proc.stderr.read()
+        server.start()
+        r = redisserver.connect(server.url)
+        hit = Hit("late-start-1", "s1", "pixel", "page", "page", 1, 1_790_000_000_000,
+                  {"analytics": True}, "c1")  # fmt: skip
+        stream.enqueue(r, [hit], {}, atomic=False)
+        deadline = time.monotonic() + 20
+        while status(r)["events_stored"] < 1:
+            assert time.monotonic() < deadline and proc.poll() is None, "not ingested"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        server.stop()
+    assert proc.returncode == 0, err
+    assert err.count("Redis is unavailable") == 1 and "Traceback" not in err, err

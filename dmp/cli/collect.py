@@ -55,11 +55,13 @@ def _watch_parent(parent: int, stop: threading.Event) -> None:
 def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
     """Run the ingest worker (stream to identity, profiles and the Parquet event log) and
     the segment schedule (DMP_SEGMENTS_EVERY, DMP_SEGMENTS_LATENCY)."""
-    r = obj.redis
-    stream.ensure_group(r)
-    ingest = worker.Worker(r, obj.config)
     stop = threading.Event()
     if not once:
+        # Long-running (as `dmp serve` runs it): a Redis away at start is ridden out like
+        # one that goes away later (one log line), not an exit and a restart loop.
+        from dmp.app import connect_config
+
+        r = connect_config(obj.config)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         if parent:
@@ -68,6 +70,9 @@ def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
         worker.run_forever(r, obj.config, stop)
         schedule.join(timeout=20)  # a run under way finishes (dmp serve waits 30 s)
         return
+    r = obj.redis
+    stream.ensure_group(r)
+    ingest = worker.Worker(r, obj.config)
     total = stream.pending_count(r)
     if total:
         with click.progressbar(length=total, label="ingesting", file=sys.stderr) as bar:
