@@ -18,6 +18,8 @@ HELP = {
     "dmp_identity_conflicts_total": "Identity conflicts recorded instead of merging.",
     "dmp_eventlog_files_total": "Parquet files written to the event log.",
     "dmp_eventlog_flush_failures_total": "Event-log flush attempts that failed (retried).",
+    "dmp_spool_replayed_total": "Hits replayed from collector spools once Redis was back.",
+    "dmp_spool_dropped_total": "Hits lost because a collector's spool was full.",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 from flask import Blueprint, Response, jsonify
 
-from dmp import metrics, worker
+from dmp import metrics, spool, worker
 from dmp.deps import current_deps
 from dmp.flushstate import read_flush_state
 
@@ -31,9 +31,12 @@ def healthz() -> tuple[Response, int]:
 @bp.get("/metrics")
 def prometheus() -> Response:
     """Return counters and ingest gauges in the Prometheus text format."""
-    r = current_deps().redis
+    deps = current_deps()
+    r = deps.redis
     state = worker.status(r)
     gauges: dict[str, float] = {
+        # Hits collector processes spooled while Redis was away, not replayed yet.
+        "dmp_spool_bytes": spool.spooled_bytes(deps.config.data_dir),
         "dmp_stream_pending": state["pending"],
         "dmp_events_stored": state["events_stored"],
         "dmp_eventlog_flush_failing": int(read_flush_state(r) is not None),

@@ -127,6 +127,7 @@ def test_pixel_hits_after_an_outage_are_stored_and_none_during_it_lost(server, o
     for event_id in during:
         _pixel(client, key, event_id)
     assert deps.appender.spool.active
+    assert spool.spooled_bytes(own.data_dir) > 0
     server.start()
     after = [f"after--{i:04d}" for i in range(100)]
     for event_id in after:
@@ -269,6 +270,10 @@ def test_a_full_spool_loses_hits_counted_and_logged_once(server, own, caplog):
     dropped = int(r.hget(keyspace.METRICS, "dmp_spool_dropped_total") or 0)
     assert 0 < dropped < 40 and len(stored) == 41 - dropped
     assert len(set(stored)) == len(stored)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert f"dmp_spool_dropped_total {dropped}" in text and "dmp_spool_bytes 0" in text
+    replayed = int(text.split("dmp_spool_replayed_total ")[1].split()[0])
+    assert replayed >= 40 - dropped  # and the warm-up hit too if its answer was unread
 
 
 def test_pixel_counters_reach_redis_without_further_traffic(redis, config, write_key):
