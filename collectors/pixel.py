@@ -2,7 +2,7 @@
 
 The pixel is the hottest path dmp has, so it is served as plain WSGI in front of the Flask
 app (:class:`PixelApp`): one query parse, one cookie lookup, one write to Redis that does
-not wait for the answer (:class:`dmp.stream.Appender`), and a ready-made answer.
+not wait for the answer (:class:`dmp.appender.Appender`), and a ready-made answer.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from urllib.parse import parse_qsl
 import redis
 
 from collectors import browser
-from dmp import metrics, spool
+from dmp import metrics, replay
 from dmp.apikeys import hash_secret
 from dmp.deps import Deps
 from dmp.outage import Outage
 from dmp.records import Hit, Source
-from dmp.sites import valid_write_key
+from dmp.sites import WRITE_KEY_PREFIX, valid_write_key
 
 log = logging.getLogger(__name__)
 _OUTAGE = Outage(log, "Redis (pixel, no spool: hits lost)")
@@ -39,7 +39,7 @@ HEADERS = [
     ("Access-Control-Allow-Origin", "*"),  # the GIF itself is no secret
 ]
 COUNTERS = {
-    outcome: {metrics.counter("dmp_hits_total", collector="pixel", outcome=outcome): 1}
+    outcome: {metrics.hits_counter("pixel", outcome): 1}
     for outcome in ("ok", "unknown_key", "bad_input", "error")
 }
 _PAGE = Source.PIXEL.value
@@ -101,6 +101,7 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
             raise browser.BadHit("query string too long")
         args = query_args(query)
         site_id = _site_id(deps, args.get("k", ""))
+        unresolved = site_id.startswith(replay.UNRESOLVED)
         if not site_id:
             deps.appender.count(COUNTERS["unknown_key"])
             return ""
@@ -126,7 +127,9 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
             user_agent=visitor.user_agent,
         )
         withdrawal = browser.withdrawal_hit(visitor, site_id, Source.PIXEL, now)
-        deps.appender.append([hit, withdrawal] if withdrawal else [hit], COUNTERS["ok"])
+        hits = [hit, withdrawal] if withdrawal else [hit]
+        # A hit whose site is a key's hash waits in the spool until the replay knows it.
+        deps.appender.append(hits, COUNTERS["ok"], spool=unresolved)
         _OUTAGE.up()
         return browser.cookie_header(visitor, environ, deps.config.cookie_domain)
     except browser.BadHit as exc:
@@ -151,5 +154,7 @@ def _site_id(deps: Deps, write_key: str) -> str:
     except redis.RedisError:
         if deps.appender.spool is None or not valid_write_key(write_key):
             raise
-        return spool.UNRESOLVED + hash_secret(write_key)
+        if not write_key.startswith(WRITE_KEY_PREFIX):
+            return ""  # no site's key: junk must not fill the spool during an outage
+        return replay.UNRESOLVED + hash_secret(write_key)
     return site.site_id if site else ""

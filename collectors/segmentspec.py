@@ -198,7 +198,7 @@ def _accept(kind: str | None) -> Response:
         if exc.code == 400:
             _count(deps, "bad_input")
         raise
-    counters = {metrics.counter("dmp_hits_total", collector="api", outcome="ok"): len(hits)}
+    counters = {metrics.hits_counter("api", "ok"): len(hits)}
     try:
         stream.enqueue(deps.redis, hits, counters, atomic=True)
     except redis.RedisError:
@@ -251,7 +251,7 @@ def with_batch_context(batch: list[Any], context: dict[str, Any]) -> list[Any]:
 
 
 def _count(deps: Deps, outcome: str) -> None:
-    deps.appender.count({metrics.counter("dmp_hits_total", collector="api", outcome=outcome): 1})
+    deps.appender.count({metrics.hits_counter("api", outcome): 1})
 
 
 @bp.post("/batch")

@@ -165,7 +165,7 @@ def collect() -> Response:
     withdrawal = browser.withdrawal_hit(visitor, site.site_id, Source.TAG, received)
     if withdrawal:
         hits.append(withdrawal)
-    counter = metrics.counter("dmp_hits_total", collector="tag", outcome="ok")
+    counter = metrics.hits_counter("tag", "ok")
     if not deps.appender.append_atomic(hits, {counter: len(events)}):
         raise unavailable()
     response = Response(status=204)

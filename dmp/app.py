@@ -12,16 +12,14 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from dmp import redisserver
+from dmp.appender import Appender
 from dmp.config import Config, load_config
-from dmp.deps import Deps
-from dmp.outage import Outage
+from dmp.deps import Deps, current_deps
 from dmp.problems import from_http_exception, problem_response, unavailable
 from dmp.sites import SiteCache
 from dmp.spool import Spool, spool_dir
-from dmp.stream import Appender
 
 log = logging.getLogger(__name__)
-_REDIS_OUTAGE = Outage(log, "Redis (web requests answer 503)")
 
 
 def connect_config(config: Config):
@@ -68,7 +66,7 @@ def _pixel_behind_wsgi():
 
 
 def _redis_away(exc: redis.RedisError):
-    _REDIS_OUTAGE.down(exc)
+    current_deps().appender.note_outage(exc)  # logged once; its end is looked for
     return unavailable().get_response()
 
 

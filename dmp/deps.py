@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import redis
 from flask import current_app
 
+from dmp.appender import Appender
 from dmp.config import Config
 from dmp.sites import SiteCache
-from dmp.stream import Appender
 
 
 @dataclass(frozen=True, slots=True)

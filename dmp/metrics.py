@@ -31,6 +31,11 @@ def counter(name: str, **labels: str) -> str:
     return f"{name}{{{inner}}}"
 
 
+def hits_counter(collector: str, outcome: str) -> str:
+    """Return the field of ``dmp_hits_total`` for one collector and outcome."""
+    return counter("dmp_hits_total", collector=collector, outcome=outcome)
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 

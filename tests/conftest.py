@@ -50,7 +50,7 @@ def config(redis: redis_lib.Redis, redis_url: str, tmp_path: Path) -> Config:
 class _SyncedClient(FlaskClient):
     """A test client that, like a browser's next look, sees the pixel's hits in Redis.
 
-    The pixel does not wait for Redis to answer (dmp.stream.Appender); tests that read
+    The pixel does not wait for Redis to answer (dmp.appender.Appender); tests that read
     Redis right after a request wait for those answers here.
     """
 
@@ -62,12 +62,13 @@ class _SyncedClient(FlaskClient):
 
 
 @pytest.fixture
-def app(config: Config) -> Flask:
-    """Return the dmp app on the test config."""
+def app(config: Config) -> Iterator[Flask]:
+    """Return the dmp app on the test config (its appender's threads stopped after)."""
     flask_app = create_app(config)
     flask_app.testing = True
     flask_app.test_client_class = _SyncedClient
-    return flask_app
+    yield flask_app
+    flask_app.extensions["dmp"].appender.close()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ it can ``kill -9`` it and start it again on the same AOF without touching the se
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -84,9 +85,21 @@ def own(server: Server, tmp_path: Path) -> Config:
     return load_config({"redis_url": server.url, "data_dir": tmp_path / "data"}, env={})
 
 
+@pytest.fixture(autouse=True)
+def _close_apps() -> Iterator[None]:
+    """Stop the threads of the apps a test made (their spools' files stay)."""
+    yield
+    while _APPS:
+        _APPS.pop().extensions["dmp"].appender.close()
+
+
+_APPS: list = []
+
+
 def _client(config: Config) -> tuple[FlaskClient, object]:
     app = create_app(config)
     app.testing = True
+    _APPS.append(app)
     return FlaskClient(app), app.extensions["dmp"]
 
 
@@ -294,8 +307,8 @@ def test_spooled_lines_hold_the_hits_as_the_stream_does(tmp_path, redis, config)
     unreachable = redis_lib.Redis.from_url("redis://127.0.0.1:1/0")
     box = spool.Spool(tmp_path / "spool", unreachable, 10**8)
     assert box.append([h.to_json() for h in hits])
+    box.close()  # its process ends: the file waits for an adopter
     replayer = spool.Spool(tmp_path / "spool", redis, 10**8)
-    box._fd and os.close(box._fd)  # the owner ends: its lock is free
     assert replayer.replay() == 2500
     entries = redis.xrange(keyspace.STREAM)
     got = [Hit.from_json(fields["h"]) for _, fields in entries]
@@ -327,3 +340,131 @@ def test_a_hung_redis_neither_hangs_the_pixel_nor_loses_its_hits(server, own):
     deps.appender.sync()
     stored = _stored_ids(own)
     assert sorted(stored) == ids  # those Redis took and the spool replayed: deduped
+
+
+def test_a_hit_whose_key_could_not_be_checked_waits_in_the_spool(redis, config, monkeypatch):
+    """A site lookup that fails while Redis takes writes (a timeout): the hit is spooled and
+    resolved on replay, never stored under its key's hash; a junk key is not spooled."""
+    key = sites.add_site(redis, "Acme GmbH", ["acme.de"])[1]
+    client, deps = _client(config)
+
+    def timeout(_key: str):
+        raise redis_lib.TimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(deps.sites, "site_for_key", timeout)
+    _pixel(client, key, "uncheckable-0001")
+    _pixel(client, "junk-key-without-prefix", "uncheckable-0002")
+    _wait_replayed(deps)
+    deps.appender.sync()
+    assert _stored_ids(config) == ["uncheckable-0001"]
+    rows = scan_events(config.events_dir).select("event_id", "site_id").collect()
+    assert rows.rows() == [("uncheckable-0001", "acme-gmbh")]
+
+
+def test_garbled_spool_lines_are_dropped_and_the_rest_replayed(redis, config):
+    """A spool file with half a line and garbage (a crash, a failing disk): the good hits
+    are replayed, the bad lines counted as dropped, and replays go on."""
+    folder = spool.spool_dir(config.data_dir)
+    folder.mkdir(parents=True)
+    now = int(time.time() * 1000)
+    good = [Hit(f"good-{i}", "s1", "pixel", "page", "page", now, now).to_json() for i in range(3)]
+    lines = [good[0], '["bad","?abc"', "not json at all", good[1], '{"x": 1}', good[2]]
+    (folder / "4242-dead.spool").write_text("\n".join(lines) + "\n" + good[0][:10])
+    box = spool.Spool(folder, redis, 10**6)
+    box.adopt_orphans()
+    deadline = time.monotonic() + 20
+    while list(folder.glob("*.spool")):
+        assert time.monotonic() < deadline, "the orphan was not replayed"
+        time.sleep(0.05)
+    ids = [Hit.from_json(f["h"]).event_id for _, f in redis.xrange(keyspace.STREAM)]
+    assert ids == ["good-0", "good-1", "good-2"]
+    assert redis.hget(keyspace.METRICS, "dmp_spool_dropped_total") == "4"
+    assert box.append([good[0]]) and box.active  # the replay thread still works
+    deadline = time.monotonic() + 20
+    while box.active:
+        assert time.monotonic() < deadline, "the replay thread died"
+        time.sleep(0.05)
+    box.close()
+
+
+def test_a_spool_folder_that_refuses_writes_loses_hits_counted_not_a_traceback(server, own, caplog):
+    """Redis away and the spool folder unusable: GIFs still, one log line, hits counted as
+    dropped once Redis is back, no traceback per hit."""
+    key = _add_site(server.url)
+    client, deps = _client(own)
+    _pixel(client, key, "before-000001")
+    deps.appender.sync()
+    own.data_dir.mkdir(parents=True, exist_ok=True)
+    spool.spool_dir(own.data_dir).write_text("a file where the spool folder goes")
+    server.kill()
+    for i in range(20):
+        _pixel(client, key, f"lost-{i:06d}")
+    assert sum("spool folder" in r.message for r in caplog.records) == 1
+    assert not any(r.exc_info for r in caplog.records if r.levelname == "ERROR")
+    spool.spool_dir(own.data_dir).unlink()
+    server.start()
+    _pixel(client, key, "after-000001")
+    _wait_replayed(deps)
+    deps.appender.sync()
+    r = redisserver.connect(own.redis_url)
+    deadline = time.monotonic() + 20
+    while int(r.hget(keyspace.METRICS, "dmp_spool_dropped_total") or 0) < 20:
+        assert time.monotonic() < deadline, "the lost hits were not counted"
+        time.sleep(0.1)
+    assert "after-000001" in _stored_ids(own)
+
+
+def test_hits_unanswered_when_a_collector_exits_are_spooled_not_lost(server, own):
+    """A collector process that exits while Redis holds its hits unread (hung, then killed)
+    spools them at exit; the next process replays them."""
+    key = _add_site(server.url)
+    pid = int((server.info.directory / "redis.pid").read_text())
+    script = (
+        "import sys, json\n"
+        "from flask.testing import FlaskClient\n"
+        "from dmp.app import create_app\n"
+        "from dmp.config import load_config\n"
+        f"app = create_app(load_config({{'redis_url': {own.redis_url!r}, "
+        f"'data_dir': {str(own.data_dir)!r}}}, env={{}}))\n"
+        "client = FlaskClient(app)\n"
+        f"for i in range(30):\n"
+        f"    client.get('/p.gif', query_string={{'k': {key!r}, 'id': f'exit-{{i:04d}}', "
+        "'consent': 'analytics'})\n"
+        "print('sent', flush=True)\n"
+        "sys.stdin.readline()\n"  # wait until Redis is gone, then exit at once
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "sent"
+    os.kill(pid, signal.SIGSTOP)  # Redis reads nothing more ...
+    server.kill()  # ... and dies with what it had not read
+    os.kill(pid, signal.SIGCONT)
+    proc.stdin.write("go\n")
+    proc.stdin.close()
+    assert proc.wait(30) == 0
+    server.start()
+    _, deps = _client(own)
+    _wait_replayed(deps)
+    assert sorted(_stored_ids(own)) == [f"exit-{i:04d}" for i in range(30)]
+
+
+def test_every_outage_the_web_processes_see_is_logged_once_with_its_end(server, own, caplog):
+    """Two Redis outages in a row: two warnings and two 'available again' lines, not one
+    warning for good (nor a line per request)."""
+    caplog.set_level(logging.INFO)
+    client, deps = _client(own)
+    path, headers = "/api/v1/persons/0123456789abcdef", {"Authorization": "Bearer nobody"}
+    assert client.get(path, headers=headers).status_code == 401
+    for _ in range(2):
+        server.kill()
+        for _ in range(5):
+            assert client.get(path, headers=headers).status_code == 503
+        server.start()
+        deadline = time.monotonic() + 20
+        while deps.appender.outage.is_down:
+            assert time.monotonic() < deadline, "the end of the outage was not noticed"
+            time.sleep(0.1)
+    messages = [r.message for r in caplog.records if "web requests" in r.message]
+    assert sum("unavailable" in m for m in messages) == 2
+    assert sum("available again" in m for m in messages) == 2

@@ -1,0 +1,293 @@
+"""The collectors' way onto the stream: hits sent without waiting, kept until answered.
+
+A synchronous round trip to Redis costs a pixel hit about as much as all the rest of its
+work. Each thread keeps a connection of its own (made outside the pool, so a failed one
+never holds a pool slot) and sends a hit's XADD without reading the answer; answers are
+read back in bunches, once they are there, and a stalled Redis slows the sender down
+instead of growing a backlog without bound. Until its answer is read a hit is kept: if
+the connection fails, Redis refuses the write or stays silent, the hit goes to the
+process's :class:`~dmp.spool.Spool` instead (replayed with its event id, so one that did
+reach Redis is dropped by the worker's dedup), and so does every hit that arrives while
+the spool holds anything. Metric counters are summed here and sent by a helper thread
+about once a second; the same thread reads answers a quiet thread left unread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import weakref
+from collections import Counter, deque
+from time import monotonic as _now
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from dmp import keyspace
+from dmp.bulk import Bulk
+from dmp.outage import Outage
+from dmp.records import Hit
+from dmp.spool import Spool
+from dmp.stream import enqueue, xadd_args
+
+log = logging.getLogger(__name__)
+
+_LOST_TO_REDIS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+class Appender:
+    """Puts the collectors' hits on the stream (or in the spool); see the module's text."""
+
+    READ_EVERY = 64  # unread answers that make the sender look for them
+    MAX_UNREAD = 10_000  # unread answers that make the sender wait for them
+    COUNT_SECONDS = 1.0
+    STALE_SECONDS = 0.5  # answers left unread this long are read by the helper thread ...
+    TIMEOUT_SECONDS = 5.0  # ... and Redis not answering for this long counts as gone
+
+    def __init__(self, r: redis.Redis, spool: Spool | None = None) -> None:
+        self._r = r
+        pool = r.connection_pool
+        # Our own connections: no retries (a failure spools at once) and a timeout (a
+        # hung Redis must not hang the pixel: its hits are spooled instead).
+        kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+        kwargs["socket_timeout"] = kwargs["socket_connect_timeout"] = self.TIMEOUT_SECONDS
+        self._connect = lambda: pool.connection_class(**kwargs)
+        self.spool = spool
+        self.outage = Outage(log, "Redis (web requests answer 503)")
+        self.lost = 0  # hits neither Redis nor the spool took
+        self._reset()
+        _LIVE.add(self)
+
+    def _reset(self) -> None:
+        """Start afresh: in a new object, and in a forked child (the parent's threads and
+        connections are not ours)."""
+        self._local = threading.local()
+        self._channels: list[_Channel] = []  # every thread's, for the helper thread
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._helper: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _channel(self) -> _Channel:
+        channel = getattr(self._local, "channel", None)
+        if channel is None:
+            channel = self._local.channel = _Channel(self._connect())
+            with self._lock:
+                self._channels.append(channel)
+        return channel
+
+    def append(self, hits: list[Hit], counters: dict[str, int], *, spool: bool = False) -> None:
+        """Send the hits' XADDs (or, with ``spool`` or while the spool holds hits, spool
+        them); count ``counters`` (sent within a second).
+
+        Raises redis.RedisError only without a spool, when Redis is gone.
+        """
+        self.count(counters)
+        if not hits:
+            return
+        lines = [hit.to_json() for hit in hits]
+        channel = self._channel()
+        with channel.lock:
+            if self.spool is not None and (spool or self.spool.active):
+                self._to_spool(lines)
+                return
+            bulk = Bulk()
+            for line in lines:
+                bulk.add(*xadd_args(line))
+            try:
+                channel.conn.send_packed_command([bulk.packed()], check_health=False)
+                channel.unread.extend(lines)
+                channel.sent = _now()
+                if len(channel.unread) >= self.READ_EVERY:
+                    self._read_answers(channel, wait=len(channel.unread) > self.MAX_UNREAD)
+            except _LOST_TO_REDIS as exc:
+                self._fail(channel, exc, lines)
+
+    def append_atomic(self, hits: list[Hit], counters: dict[str, int]) -> bool:
+        """Put hits on the stream all together, waiting for Redis, or spool them all.
+
+        Return False if neither Redis nor the spool (full, or none) took them. While the
+        spool holds hits, these go there too, in order, without trying Redis.
+        """
+        if self.spool is None or not self.spool.active:
+            try:
+                enqueue(self._r, hits, counters, atomic=True)
+                return True
+            except redis.RedisError:
+                if self.spool is None:
+                    return False
+        self.count(counters)
+        if self.spool.append([hit.to_json() for hit in hits]):
+            return True
+        self.lost += len(hits)
+        return False
+
+    def count(self, counters: dict[str, int]) -> None:
+        """Add to metric counters; they reach Redis within about a second."""
+        if counters:
+            with self._lock:
+                self._counts.update(counters)
+            self._start_helper()
+
+    def note_outage(self, exc: BaseException) -> None:
+        """Log that a request found Redis away (once per outage; its end is logged too)."""
+        self.outage.down(exc)
+        self._start_helper()  # it looks for Redis every second until it is back
+
+    def sync(self) -> None:
+        """Send the counter sums and wait until Redis answered all this process sent
+        (or spool what it did not answer)."""
+        for channel in list(self._channels):
+            with channel.lock:
+                try:
+                    while channel.unread:
+                        self._read_answers(channel, wait=True)
+                except _LOST_TO_REDIS as exc:
+                    self._fail(channel, exc, [])
+        self._send_counts()
+
+    def close(self) -> None:
+        """Stop the helper thread, send what is due, and close the spool."""
+        self._stop.set()
+        try:
+            self.sync()
+        except redis.RedisError:
+            pass  # the counts are lost; the hits are spooled
+        if self.spool is not None:
+            self.spool.close()
+        _LIVE.discard(self)
+
+    def _read_answers(self, channel: _Channel, *, wait: bool) -> None:
+        """Read the answers that are there (with ``wait``, all of them); the caller holds
+        the channel's lock. A refused hit goes to the spool."""
+        conn = channel.conn
+        while channel.unread and (wait or conn.can_read(timeout=0)):
+            try:
+                conn.read_response(disable_decoding=True)
+            except redis.ResponseError as exc:  # OOM, MISCONF (disk), READONLY replica …
+                line = channel.unread.popleft()
+                if self.spool is None:
+                    self.lost += 1
+                    log.error("Redis refused a pixel hit: %s", exc)
+                else:
+                    self._to_spool([line])
+                continue
+            channel.unread.popleft()
+
+    def _fail(self, channel: _Channel, exc: BaseException, lines: list[str]) -> None:
+        """Spool what the failed connection held unanswered, and ``lines``."""
+        channel.conn.disconnect()  # the next send connects again
+        held = [*channel.unread, *lines]
+        channel.unread.clear()
+        if self.spool is None:
+            self.lost += len(held)
+            raise exc
+        self._to_spool(held)
+
+    def _to_spool(self, lines: list[str]) -> None:
+        assert self.spool is not None
+        if lines and not self.spool.append(lines):
+            self.lost += len(lines)
+
+    # -- the helper thread: counters, answers a quiet thread left, the end of an outage --
+
+    def _start_helper(self) -> None:
+        if self._helper is not None:
+            return
+        with self._lock:
+            if self._helper is None and not self._stop.is_set():
+                self._helper = threading.Thread(
+                    target=self._help, name="dmp-appender", daemon=True
+                )
+                self._helper.start()
+
+    def _help(self) -> None:
+        failing = Outage(log, "the appender's helper thread")
+        while not self._stop.wait(self.COUNT_SECONDS):
+            try:
+                self._read_quiet_channels()
+                if self.outage.is_down:
+                    self._r.ping()
+                    self.outage.up()
+                self._send_counts()
+                failing.up()
+            except redis.RedisError:
+                pass  # counts kept for the next second; the outage is logged once
+            except Exception as exc:  # a bug must not end counting and reading answers
+                if failing.down(exc):
+                    log.exception("appender helper failed; it goes on")
+
+    def _read_quiet_channels(self) -> None:
+        now = _now()
+        for channel in list(self._channels):
+            if channel.unread and now - channel.sent > self.STALE_SECONDS:
+                if channel.lock.acquire(blocking=False):
+                    try:
+                        self._read_quiet(channel, now)
+                    finally:
+                        channel.lock.release()
+
+    def _read_quiet(self, channel: _Channel, now: float) -> None:
+        """Read the answers a quiet thread left; spool its hits if Redis stopped answering."""
+        try:
+            self._read_answers(channel, wait=False)
+            if channel.unread and now - channel.sent > self.TIMEOUT_SECONDS:
+                raise redis.TimeoutError(f"no answer in {self.TIMEOUT_SECONDS:g} s")
+        except _LOST_TO_REDIS as exc:
+            try:
+                self._fail(channel, exc, [])
+            except redis.RedisError:
+                pass  # no spool: counted in self.lost
+
+    def _send_counts(self) -> None:
+        """Send the summed counters (kept for later if Redis is away)."""
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+        if not counts:
+            return
+        try:
+            with self._r.pipeline(transaction=False) as pipe:
+                for field, amount in counts.items():
+                    pipe.hincrby(keyspace.METRICS, field, amount)
+                pipe.execute()
+        except redis.RedisError:
+            with self._lock:
+                self._counts.update(counts)
+            raise
+
+
+class _Channel:
+    """One thread's connection and the hits it sent whose answers are not read yet."""
+
+    __slots__ = ("conn", "lock", "unread", "sent")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+        self.unread: deque[str] = deque()
+        self.sent = 0.0  # monotonic time of the last send
+
+
+_LIVE: weakref.WeakSet[Appender] = weakref.WeakSet()
+
+
+def _at_exit() -> None:
+    """Hand what this process sent but Redis did not answer to the spool; send counts."""
+    for appender in list(_LIVE):
+        try:
+            appender.close()
+        except Exception:  # noqa: BLE001 - one appender failing must not keep the others
+            log.warning("an appender could not finish at exit", exc_info=True)
+
+
+def _after_fork_in_child() -> None:
+    for appender in list(_LIVE):
+        appender._reset()
+
+
+atexit.register(_at_exit)
+os.register_at_fork(after_in_child=_after_fork_in_child)
