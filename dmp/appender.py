@@ -200,9 +200,7 @@ class Appender:
             return
         with self._lock:
             if self._helper is None and not self._stop.is_set():
-                self._helper = threading.Thread(
-                    target=self._help, name="dmp-appender", daemon=True
-                )
+                self._helper = threading.Thread(target=self._help, name="dmp-appender", daemon=True)
                 self._helper.start()
 
     def _help(self) -> None:
