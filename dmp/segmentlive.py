@@ -106,6 +106,7 @@ def live_tick(
     trees = {s.definition.id: s.definition.where for s in stored}
 
     def attempt(some: Mapping[str, Node]) -> pl.DataFrame:
+        """Return the membership of the touched persons in ``some`` segments."""
         return membership(rows, did_counts(touchpoints, all_dids(some), as_of), some).collect()
 
     schema = rows.collect_schema()

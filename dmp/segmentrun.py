@@ -142,6 +142,7 @@ class RunLock:
                 log.warning("segments: could not renew the run lock", exc_info=True)
 
     def release(self) -> None:
+        """Stop renewing the lock and give it up (only if this holder still has it)."""
         self._stop.set()
         self.r.eval(_RELEASE, 1, self.key, self.token)
 
@@ -265,6 +266,7 @@ def _evaluate(
     schema = rows.collect_schema()
 
     def attempt(some: Mapping[str, Node]) -> tuple[pl.DataFrame, int | None, pl.DataFrame]:
+        """Return the did counts, how many persons were recounted, and the membership."""
         counts, recounted = _counts(r, config, matrix, some, previous)
         return counts, recounted, membership(rows, counts.lazy(), some).collect()
 

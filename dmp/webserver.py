@@ -119,12 +119,14 @@ class _HeadRecorder:
         self.head = b""
 
     def read(self, *args: Any, **kwargs: Any) -> bytes:
+        """Return what gunicorn's reader gives, keeping the request's first bytes."""
         data = self._unreader.read(*args, **kwargs)
         if len(self.head) < _HEAD_BYTES:
             self.head += data[: _HEAD_BYTES - len(self.head)]
         return data
 
     def unread(self, data: bytes) -> None:
+        """Give bytes back to gunicorn's reader."""
         self._unreader.unread(data)
 
     def __getattr__(self, name: str) -> Any:
@@ -170,6 +172,7 @@ class _EdgeWorker:
     wsgi: Any
 
     def init_process(self) -> None:
+        """Install dmp's request class in this worker process, then start serving."""
         # Gunicorn has no setting for its request class; this process serves dmp alone.
         RequestParser.mesg_class = EdgeRequest
         super().init_process()  # type: ignore[misc]
