@@ -98,6 +98,10 @@ def _server_config(server: EmbeddedServer) -> str:
             f"logfile {server.directory / 'redis.log'}",
             f"pidfile {server.directory / 'redis.pid'}",
             "maxclients 4000",
+            # A big set a segment run deletes or renames over is freed on a thread of Redis's
+            # own: no command keeps clients waiting past their socket timeout.
+            "lazyfree-lazy-user-del yes",
+            "lazyfree-lazy-server-del yes",
             "",
         ]
     )
@@ -209,6 +213,7 @@ class Supervisor:
         self.server = server
         self.every = every
         self._owner: Any = None  # the open serve.lock, flocked for as long as we serve
+        self._owned = False  # whether we hold the flock (else another serve or a CLI does)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="redis-watch", daemon=True)
         self._outage = Outage(log, "embedded Redis")
@@ -216,27 +221,46 @@ class Supervisor:
 
     def start(self) -> None:
         """Take ownership, start the server if it is not running, and watch it from a
-        thread. If another serve owns it, only attach: that serve watches and stops it."""
+        thread. If another serve owns it, attach: the thread takes ownership over (and
+        watches) once that one ends."""
         self.server.directory.mkdir(parents=True, exist_ok=True)
         self._owner = open(self.server.directory / "serve.lock", "a")  # noqa: SIM115
         deadline = time.monotonic() + 2  # a CLI command holds it while it decides to stop
-        while True:
+        while not self._take_ownership():
+            if time.monotonic() > deadline:
+                log.warning(
+                    "another process owns %s; supervising it once that one lets go",
+                    self.server.socket,
+                )
+                break
+            time.sleep(0.05)
+        _ensure_running(self.server)
+        self._thread.start()
+
+    @property
+    def owns(self) -> bool:
+        """Return whether this serve owns (supervises) the server now."""
+        return self._owned
+
+    def _take_ownership(self) -> bool:
+        """Take the flock on serve.lock unless it is ours already; return whether we own it."""
+        if not self._owned:
             try:
                 fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except BlockingIOError:
-                if time.monotonic() > deadline:
-                    log.warning("another dmp serve owns %s; attaching only", self.server.socket)
-                    self._owner.close()
-                    self._owner = None
-                    break
-                time.sleep(0.05)
-        _ensure_running(self.server)
-        if self._owner is not None:
-            self._thread.start()
+                return False
+            self._owned = True
+        return True
 
     def _watch(self) -> None:
+        waited = False  # for another owner to let go (a serve that ended, a CLI's stop)
         while not self._stop.wait(self.every):
+            if not self._take_ownership():
+                waited = True
+                continue
+            if waited:
+                waited = False
+                log.info("took over supervising embedded Redis at %s", self.server.socket)
             try:
                 self._client.ping()
                 self._outage.up()
@@ -257,19 +281,41 @@ class Supervisor:
             self._thread.join(5)
         self._client.close()
         if self._owner is None:
-            return  # not ours to stop
-        # LOCK_UN, not only close: forked web processes share this open file.
-        fcntl.flock(self._owner, fcntl.LOCK_UN)
+            return  # never started
+        owned, self._owned = self._owned, False
+        if owned:  # LOCK_UN, not only close: forked web processes share this open file.
+            fcntl.flock(self._owner, fcntl.LOCK_UN)
         self._owner.close()
         self._owner = None
-        stop_if_last(self.server)
+        if owned:  # else not ours to stop
+            stop_if_last(self.server)
 
 
 _CLIENTS: weakref.WeakSet[redis.Redis] = weakref.WeakSet()
 
 
-def connect(url: str) -> redis.Redis:
-    """Return a client for ``url`` that decodes replies to str."""
-    client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+# Seconds a client waits for Redis to answer (or to accept a connection) before it raises
+# redis.TimeoutError: a hung Redis is an outage, not a hang. Explicit, not redis-py's
+# default. No dmp command keeps Redis busy that long: the worker's reads block 200 ms at
+# most, pipelines stream their replies, and the embedded server frees big keys that a run
+# deletes or renames over in the background (lazyfree).
+SOCKET_TIMEOUT = 5.0
+
+# dmp.bulk reads redis-py's private internals (redis._parsers, a connection's _sock and
+# _parser) as they are in these versions: [from, to) of redis.__version__, pinned in
+# pyproject.toml; tests/test_redis_client.py says so when a redis-py changes them.
+TESTED_REDIS_PY = ((8, 0), (9, 0))
+
+
+def connect(url: str, *, timeout: float = SOCKET_TIMEOUT) -> redis.Redis:
+    """Return a client for ``url`` that decodes replies to str and raises
+    redis.TimeoutError once Redis has not answered for ``timeout`` seconds."""
+    client = redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_timeout=timeout,
+        socket_connect_timeout=min(timeout, SOCKET_TIMEOUT),
+    )
     _CLIENTS.add(client)
     return client

@@ -137,29 +137,59 @@ def test_serve_restarts_its_killed_redis_and_ingest_resumes(served: Served):
     _wait(lambda: _stored(served) == 60, 15, "the next 30 hits to be stored")
     log = pl.read_parquet(served.data_dir / "events" / "*" / "*.parquet")
     assert log.height == 60 and log["url"].n_unique() == 60
-    time.sleep(1.0)  # the worker's and the supervisor's lines are out
+    # The supervisor's and the worker's lines come out in their own time (a loaded machine).
+    _wait(lambda: served.logged("embedded Redis is available again"), 15, "the outage's end")
+    _wait(
+        lambda: (
+            len(served.logged("dmp.worker: Redis is available again"))
+            == len(served.logged("dmp.worker: Redis is unavailable"))
+        ),
+        15,
+        "the worker's outage to end",
+    )
     assert len(served.logged("embedded Redis is unavailable")) == 1
     assert len(served.logged("restarted embedded Redis")) == 1
     assert len(served.logged("dmp.worker: Redis is unavailable")) <= 1
-    assert len(served.logged("dmp.worker: Redis is available again")) == len(
-        served.logged("dmp.worker: Redis is unavailable")
-    )
     assert not served.logged("ingest worker exited"), "".join(served.lines)
     assert len(served.logged("Traceback")) == 0, "".join(served.lines)
 
 
 def test_a_cli_command_beside_serve_never_stops_its_redis(served: Served):
-    """`dmp status` run beside serve — also right after its Redis was killed, so that the
-    command may be the one to start it — leaves the server running when it exits."""
-    assert json.loads(_dmp(served.data_dir, "status", "--json"))["pending"] == 0
+    """`dmp status` run beside serve leaves serve's Redis as it was (the same process, no
+    restart by the supervisor); run right after that Redis was killed, so that the command
+    may be the one to start it, it does not stop it on exit either."""
     pid = served.redis_pid()
     assert _alive(pid) and _healthy(served.url)
+    done = _status(served)
+    assert "started embedded Redis" not in done.stderr, done.stderr  # it attached
+    assert "stopped embedded Redis" not in done.stderr, done.stderr
+    time.sleep(1.5)  # three of the supervisor's looks: it would restart a stopped server
+    assert served.redis_pid() == pid and _alive(pid)
+    assert not served.logged("restarted embedded Redis"), "".join(served.lines)
     os.kill(pid, signal.SIGKILL)
     _wait(lambda: not _alive(pid), 5, "redis-server to die")
-    assert json.loads(_dmp(served.data_dir, "status", "--json"))["pending"] == 0
-    time.sleep(1.5)  # three of the supervisor's looks
-    assert _alive(served.redis_pid()) and served.redis().ping()
-    assert _healthy(served.url)
+    done = _status(served)
+    assert "stopped embedded Redis" not in done.stderr, done.stderr
+    _wait(lambda: _alive(served.redis_pid()) and _healthy(served.url), 10, "Redis back")
+    after = served.redis_pid()
+    time.sleep(1.5)
+    assert served.redis_pid() == after and served.redis().ping()
+    assert len(served.logged("restarted embedded Redis")) <= 1  # by serve, or by status
+
+
+def _status(run: Served) -> subprocess.CompletedProcess:
+    """Run `dmp -v status --json` beside serve (-v: it says whether it started or stopped
+    the embedded Redis); check that it found nothing pending."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dmp", "-v", "status", "--json"],
+        env=_env(run.data_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["pending"] == 0
+    return done
 
 
 def test_a_killed_ingest_worker_is_logged_as_killed_and_restarted(served: Served):
@@ -299,6 +329,47 @@ def test_a_served_dmp_shows_a_read_only_events_folder_and_resumes_by_itself(serv
     assert len(served.logged("the event log folder is available again")) == 1
     assert not served.logged("ingest worker exited") and not served.logged("killed by")
     assert not served.logged("Traceback"), "".join(served.lines)
+
+
+def test_a_supervisor_that_found_serve_lock_held_takes_over_once_it_is_let_go(tmp_path: Path):
+    """serve.lock held by another process as serve starts (a CLI command mid-shutdown, or
+    a serve that dies later): the Supervisor attaches, takes the lock once the holder lets
+    go, and from then on restarts its server after a kill -9."""
+    server = redisserver.locate_server(tmp_path)
+    server.directory.mkdir(parents=True)
+    code = "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+    code += "print('held', flush=True); sys.stdin.read()"  # until its stdin is closed
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(server.directory / "serve.lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    supervisor = redisserver.Supervisor(server)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        supervisor.start()
+        assert not supervisor.owns and redisserver.answers(server)
+        holder.stdin.close()
+        holder.wait(10)
+        pid_file = server.directory / "redis.pid"
+        first = int(pid_file.read_text())
+        os.kill(first, signal.SIGKILL)
+        _wait(
+            lambda: (
+                pid_file.exists()
+                and int(pid_file.read_text() or 0) != first
+                and redisserver.answers(server)
+            ),
+            15,
+            "the supervisor to restart the server",
+        )
+        assert supervisor.owns
+    finally:
+        holder.kill()
+        holder.wait()
+        supervisor.stop()
+    assert not redisserver.answers(server)
 
 
 def test_the_supervisor_restarts_a_killed_server_and_a_second_one_only_attaches(
