@@ -97,3 +97,4 @@ SEGMENTS_DELETED = "dmp:segments:deleted"  # segment ids deleted whose sets a ru
 SEGMENTS_RUN_REQUESTED = "dmp:segments:requested"  # a run asked for through the API (ms)
 SEGMENTS_SETS_LOCK = "dmp:segments:setslock"  # one mover of the lookup sets at a time
 EVENTLOG_FLUSH = "dmp:eventlog:flush"  # hash: a failing flush (error, since, failures), expiring
+WORKER_LEASE = "dmp:worker:lease"  # the ingest worker holding it (token, expires) may write

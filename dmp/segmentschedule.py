@@ -25,6 +25,10 @@ from dmp.segmentlive import live_tick
 
 log = logging.getLogger(__name__)
 
+# Redis gone or hung past the socket timeout: an outage (one line), not a failing run. Any
+# other Redis error (a read-only replica, MISCONF) is a failing run: logged, retried.
+_AWAY = (redis.ConnectionError, redis.TimeoutError)
+
 
 def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
     """Run segments for everyone at once, then on the schedule until ``stop`` is set."""
@@ -36,8 +40,10 @@ def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
     while not stop.wait(pause):
         try:
             asked = r.getdel(keyspace.SEGMENTS_RUN_REQUESTED)  # POST /api/v1/segments/runs
-        except redis.ConnectionError:
-            asked = None
+        except redis.RedisError as exc:  # away, hung past the socket timeout, or refusing
+            outage.down(exc)
+            stop.wait(2.0)
+            continue
         due = last_run is None or time.monotonic() - last_run >= config.segments_every
         if not asked and not due:
             continue
@@ -46,9 +52,9 @@ def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
             outage.up()
         except segmentrun.RunBusy:
             if asked:  # keep the API's request for when the lock is free
-                r.set(keyspace.SEGMENTS_RUN_REQUESTED, asked)
+                _ask_again(r, asked, outage)
             continue  # someone runs `dmp segments run` or builds the matrix
-        except redis.ConnectionError as exc:
+        except _AWAY as exc:
             outage.down(exc)  # one line per outage, not a traceback every 2 s
             stop.wait(2.0)
             continue
@@ -85,13 +91,21 @@ def run_live_lane(r: redis.Redis, config: Config, stop: threading.Event) -> None
             failing.up()
         except segmentrun.RunBusy:
             continue
-        except redis.ConnectionError as exc:
+        except _AWAY as exc:
             outage.down(exc)
             stop.wait(2.0)
         except Exception as exc:  # the live lane failing must not stop runs
             if failing.down(exc):  # the first failure of a streak with its traceback
                 log.exception("live segment tick failed; retried every %g s", pause * 10)
             stop.wait(pause * 10)
+
+
+def _ask_again(r: redis.Redis, asked: str, outage: Outage) -> None:
+    """Put the API's request for a run back (it is retried once Redis answers)."""
+    try:
+        r.set(keyspace.SEGMENTS_RUN_REQUESTED, asked)
+    except redis.RedisError as exc:
+        outage.down(exc)  # the request is lost with Redis: the schedule's next run covers it
 
 
 class Schedule:

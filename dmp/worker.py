@@ -1,6 +1,6 @@
 """The ingest worker: the stream's side of stream → dedup → identity → profile → Parquet.
 
-One worker at a time holds the lease (``dmp:worker:lease``), so a person has one writer.
+One worker at a time holds the lease (``keyspace.WORKER_LEASE``), so a person has one writer.
 It reads each pending entry once, then new ones (``dmp.streamreader``), asking for the
 next batch while ``dmp.ingest`` handles this one, and acks entries only in the event
 log's flush, which runs on a thread of its own and is retried while the events folder
@@ -32,8 +32,6 @@ from dmp.streamreader import StreamReader
 
 log = logging.getLogger(__name__)
 
-LEASE = "dmp:worker:lease"
-
 
 class Worker:
     """Moves hits from the ingest stream into profiles and the event log."""
@@ -47,7 +45,7 @@ class Worker:
         # The lease names this worker instance, not the host: two workers on one host
         # (`dmp serve`'s and a `dmp worker --once`) share the consumer name.
         self.lease_token = f"{lease_prefix(self.consumer, os.getpid())}{secrets.token_hex(6)}"
-        self.eventlog.fence = (LEASE, self.lease_token)
+        self.eventlog.fence = (keyspace.WORKER_LEASE, self.lease_token)
         self._renewed = float("-inf")  # monotonic time the lease was last taken or renewed
         self.reader = StreamReader(r, self.consumer, config.read_count)
         self._flusher: ThreadPoolExecutor | None = None
@@ -71,17 +69,17 @@ class Worker:
         if now - self._renewed < self.config.lease_seconds / 3:
             return True
         ttl = int(self.config.lease_seconds * 1000)
-        held = bool(self.r.set(LEASE, self.lease_token, nx=True, px=ttl))
-        if not held and self.r.get(LEASE) == self.lease_token:
-            held = bool(self.r.pexpire(LEASE, ttl))
+        held = bool(self.r.set(keyspace.WORKER_LEASE, self.lease_token, nx=True, px=ttl))
+        if not held and self.r.get(keyspace.WORKER_LEASE) == self.lease_token:
+            held = bool(self.r.pexpire(keyspace.WORKER_LEASE, ttl))
         self._renewed = now if held else float("-inf")
         return held
 
     def release_lease(self) -> None:
         """Give the lease up (only if this worker holds it)."""
         self._renewed = float("-inf")
-        if self.r.get(LEASE) == self.lease_token:
-            self.r.delete(LEASE)
+        if self.r.get(keyspace.WORKER_LEASE) == self.lease_token:
+            self.r.delete(keyspace.WORKER_LEASE)
 
     def start(self) -> None:
         """Prepare the stream group, finish any flush a crash interrupted, re-read leftovers."""
@@ -277,7 +275,7 @@ def release_dead_lease(r: redis.Redis, consumer: str, pid: int) -> bool:
     """Free the lease if worker process ``pid``, known to be dead, held it (a kill -9 leaves
     it for ``lease_seconds``); return whether it did. No flush of a dead process is in
     flight: its last commit, a MULTI, is in Redis whole or not at all."""
-    return bool(r.eval(_RELEASE_IF_HELD_BY, 1, LEASE, lease_prefix(consumer, pid)))
+    return bool(r.eval(_RELEASE_IF_HELD_BY, 1, keyspace.WORKER_LEASE, lease_prefix(consumer, pid)))
 
 
 def run_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:
@@ -286,7 +284,7 @@ def run_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             worker.run(stop=stop)
-        except redis.ConnectionError as exc:
+        except redis.RedisError as exc:  # away, hung past the socket timeout, MISCONF, READONLY
             worker.redis_outage.down(exc)  # one line per outage, not one per retry
             stop.wait(0.5)
         except OSError as exc:  # the events folder refused a recovery: as a failing flush

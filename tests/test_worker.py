@@ -13,7 +13,7 @@ from dmp import keyspace, profiles, stream
 from dmp.eventlog import EventLog, scan_events
 from dmp.identity import Identifier, IdKind
 from dmp.records import Hit
-from dmp.worker import LEASE, Worker, status
+from dmp.worker import Worker, status
 
 NOW = 1_790_000_000_000  # 2026-09-21, a fixed event time
 
@@ -230,7 +230,7 @@ def test_crash_after_files_before_commit_is_finished_on_restart(redis, config, m
         crashing.run(once=True)
     monkeypatch.undo()
     assert redis.scard(keyspace.EVENTLOG_INTENTS) == 1
-    redis.delete(LEASE)  # the crashed worker's lease would expire on its own
+    redis.delete(keyspace.WORKER_LEASE)  # the crashed worker's lease would expire on its own
     Worker(redis, config).run(once=True)
     assert rows(config).height == 5
     assert status(redis)["events_stored"] == 5 and status(redis)["pending"] == 0
@@ -248,7 +248,7 @@ def test_crash_before_rename_rereads_the_events(redis, config, monkeypatch):
     with pytest.raises(OSError):
         Worker(redis, config).run(once=True)
     monkeypatch.undo()
-    redis.delete(LEASE)
+    redis.delete(keyspace.WORKER_LEASE)
     Worker(redis, config).run(once=True)
     assert sorted(rows(config)["uid"].to_list()) == ["c0", "c1", "c2"]
     assert status(redis)["persons"]["low"] == 3
@@ -277,7 +277,7 @@ def test_worker_takes_over_entries_a_dead_consumer_left(redis, config, drain):
 
 def test_once_returns_when_another_worker_holds_the_lease_and_nothing_waits(redis, config):
     """`worker --once` beside a running worker waits for the stream to drain, not for the lease."""
-    redis.set(LEASE, "someone-else", px=60_000)
+    redis.set(keyspace.WORKER_LEASE, "someone-else", px=60_000)
     assert Worker(redis, config).run(once=True) == 0
 
 
@@ -449,12 +449,13 @@ def test_a_worker_that_lost_its_lease_stores_nothing_and_the_next_stores_once(re
     assert stalled.acquire_lease()
     stalled.start()
     assert stalled.step() == 3
-    redis.set(LEASE, "another-worker", px=60_000)  # it stalled past the lease; someone took over
+    # It stalled past the lease; someone took over.
+    redis.set(keyspace.WORKER_LEASE, "another-worker", px=60_000)
     stalled.flush()
     assert stalled._lost and not list(config.events_dir.glob("dt=*/*.parquet"))
     assert redis.xpending(keyspace.STREAM, keyspace.GROUP)["pending"] == 3
     assert not redis.smembers(keyspace.EVENTLOG_INTENTS)
-    redis.delete(LEASE)
+    redis.delete(keyspace.WORKER_LEASE)
     drain()
     assert sorted(rows(config)["uid"].to_list()) == ["c1", "c2", "c3"]
 
@@ -492,7 +493,7 @@ def test_a_restarted_worker_reads_each_of_its_pending_entries_once(redis, config
     assert killed.acquire_lease()
     killed.start()
     assert killed.step() == 5  # read and buffered, never flushed: then kill -9
-    redis.delete(LEASE)  # the dead worker's lease would expire on its own
+    redis.delete(keyspace.WORKER_LEASE)  # the dead worker's lease would expire on its own
     restarted = Worker(redis, config)
     assert restarted.consumer == killed.consumer
     assert restarted.run(once=True) == 5
@@ -522,9 +523,9 @@ def test_serve_frees_the_lease_of_a_worker_process_it_saw_die(redis, config):
     assert holder.acquire_lease()
     assert release_dead_lease(redis, config.consumer, os.getpid() + 1) is False
     assert release_dead_lease(redis, "other-host-worker", os.getpid()) is False
-    assert redis.get(LEASE) == holder.lease_token
+    assert redis.get(keyspace.WORKER_LEASE) == holder.lease_token
     assert release_dead_lease(redis, config.consumer, os.getpid()) is True
-    assert redis.get(LEASE) is None
+    assert redis.get(keyspace.WORKER_LEASE) is None
 
 
 def test_a_long_running_worker_rides_out_a_redis_away_at_its_start(tmp_path):
