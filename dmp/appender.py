@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import socket
 import threading
 import weakref
 from collections import Counter, deque
@@ -51,10 +52,13 @@ class Appender:
     def __init__(self, r: redis.Redis, spool: Spool | None = None) -> None:
         self._r = r
         pool = r.connection_pool
-        # Our own connections: no retries (a failure spools at once) and a timeout (a
-        # hung Redis must not hang the pixel: its hits are spooled instead).
+        # Our own connections: no retries (a failure spools at once), and blocking sockets:
+        # a socket timeout makes every send poll first (+20 µs a hit). A hung Redis is
+        # noticed by the helper thread instead, which shuts the socket of a thread stuck
+        # on it down, so that its hits are spooled.
         kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
-        kwargs["socket_timeout"] = kwargs["socket_connect_timeout"] = self.TIMEOUT_SECONDS
+        kwargs["socket_timeout"] = None
+        kwargs["socket_connect_timeout"] = self.TIMEOUT_SECONDS
         self._connect = lambda: pool.connection_class(**kwargs)
         self.spool = spool
         self.outage = Outage(log, "Redis (web requests answer 503)")
@@ -98,13 +102,18 @@ class Appender:
             bulk = Bulk()
             for line in lines:
                 bulk.add(*xadd_args(line))
+            if not channel.unread:
+                channel.waiting = _now()  # the helper frees a send stuck from here on
             try:
+                channel.sending = True
                 channel.conn.send_packed_command([bulk.packed()], check_health=False)
+                channel.sending = False
                 channel.unread.extend(lines)
                 channel.sent = _now()
                 if len(channel.unread) >= self.READ_EVERY:
                     self._read_answers(channel, wait=len(channel.unread) > self.MAX_UNREAD)
             except _LOST_TO_REDIS as exc:
+                channel.sending = False
                 self._fail(channel, exc, lines)
 
     def append_atomic(self, hits: list[Hit], counters: dict[str, int]) -> bool:
@@ -151,12 +160,13 @@ class Appender:
         self._send_counts()
 
     def close(self) -> None:
-        """Stop the helper thread, send what is due, and close the spool."""
-        self._stop.set()
+        """Send what is due (spooling what Redis does not answer), stop the helper thread
+        (it unblocks a sync stuck on a hung Redis until then), and close the spool."""
         try:
             self.sync()
         except redis.RedisError:
             pass  # the counts are lost; the hits are spooled
+        self._stop.set()
         if self.spool is not None:
             self.spool.close()
         _LIVE.discard(self)
@@ -168,6 +178,7 @@ class Appender:
         while channel.unread and (wait or conn.can_read(timeout=0)):
             try:
                 conn.read_response(disable_decoding=True)
+                channel.waiting = _now()
             except redis.ResponseError as exc:  # OOM, MISCONF (disk), READONLY replica …
                 line = channel.unread.popleft()
                 if self.spool is None:
@@ -222,18 +233,29 @@ class Appender:
     def _read_quiet_channels(self) -> None:
         now = _now()
         for channel in list(self._channels):
-            if channel.unread and now - channel.sent > self.STALE_SECONDS:
-                if channel.lock.acquire(blocking=False):
-                    try:
+            if not channel.unread and not channel.sending:
+                continue
+            if channel.lock.acquire(blocking=False):
+                try:
+                    if now - channel.sent > self.STALE_SECONDS:
                         self._read_quiet(channel, now)
-                    finally:
-                        channel.lock.release()
+                finally:
+                    channel.lock.release()
+            elif now - channel.waiting > self.TIMEOUT_SECONDS:
+                # Its thread is stuck sending to or reading from a Redis that answers
+                # nothing: shut the socket down under it, and it spools its hits.
+                sock = getattr(channel.conn, "_sock", None)  # redis-py's (tested: 8.x)
+                if sock is not None:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass  # closed meanwhile
 
     def _read_quiet(self, channel: _Channel, now: float) -> None:
         """Read the answers a quiet thread left; spool its hits if Redis stopped answering."""
         try:
             self._read_answers(channel, wait=False)
-            if channel.unread and now - channel.sent > self.TIMEOUT_SECONDS:
+            if channel.unread and now - channel.waiting > self.TIMEOUT_SECONDS:
                 raise redis.TimeoutError(f"no answer in {self.TIMEOUT_SECONDS:g} s")
         except _LOST_TO_REDIS as exc:
             try:
@@ -261,13 +283,15 @@ class Appender:
 class _Channel:
     """One thread's connection and the hits it sent whose answers are not read yet."""
 
-    __slots__ = ("conn", "lock", "unread", "sent")
+    __slots__ = ("conn", "lock", "unread", "sent", "waiting", "sending")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.lock = threading.Lock()
         self.unread: deque[str] = deque()
         self.sent = 0.0  # monotonic time of the last send
+        self.waiting = 0.0  # ... and since when an answer is awaited (the last one read)
+        self.sending = False  # a send is under way (it blocks while Redis reads nothing)
 
 
 _LIVE: weakref.WeakSet[Appender] = weakref.WeakSet()

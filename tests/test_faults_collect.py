@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -468,3 +469,36 @@ def test_every_outage_the_web_processes_see_is_logged_once_with_its_end(server, 
     messages = [r.message for r in caplog.records if "web requests" in r.message]
     assert sum("unavailable" in m for m in messages) == 2
     assert sum("available again" in m for m in messages) == 2
+
+
+def test_a_thread_stuck_sending_to_a_hung_redis_is_freed_and_spools(server, own):
+    """SIGSTOP'd Redis and enough hits to fill the socket towards it: the thread stuck
+    sending is freed within seconds (its socket shut down under it), the rest spooled,
+    and every hit stored once after SIGCONT."""
+    key = _add_site(server.url)
+    client, deps = _client(own)
+    _pixel(client, key, "stuck-warm-0")
+    deps.appender.sync()
+    pid = int((server.info.directory / "redis.pid").read_text())
+    long_url = "https://acme.de/" + "a" * 3000
+    ids = [f"stuck-{i:05d}" for i in range(1500)]  # 1,500 × 3 KB: more than any buffer
+    answered: list[str] = []
+
+    def send() -> None:
+        for event_id in ids:
+            query = {"k": key, "id": event_id, "consent": "analytics", "url": long_url}
+            if client.get("/p.gif", query_string=query).mimetype == "image/gif":
+                answered.append(event_id)
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        sender.join(120)  # a thread stuck for good would hang here: fail instead
+        assert not sender.is_alive(), "the pixel hangs on a hung Redis"
+        assert answered == ids and deps.appender.spool.active
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    _wait_replayed(deps)
+    deps.appender.sync()
+    assert sorted(_stored_ids(own)) == sorted(["stuck-warm-0", *ids])
