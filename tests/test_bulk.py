@@ -61,7 +61,7 @@ def test_an_empty_bulk_sends_nothing(redis: redis_lib.Redis) -> None:
 def test_a_connection_lost_mid_bulk_is_a_redis_connection_error(tmp_path) -> None:
     """A Redis killed with replies outstanding raises redis.ConnectionError, not a raw
     socket error (the worker told a dead Redis from a failing events folder by this)."""
-    from tests.test_faults_collect import Server
+    from tests.served import OwnRedis as Server
 
     server = Server(tmp_path / "own")
     try:

@@ -28,60 +28,19 @@ from dmp.config import Config, load_config
 from dmp.eventlog import scan_events
 from dmp.records import Hit
 from dmp.worker import Worker, status
-
-
-class Server:
-    """A private embedded Redis that a test may kill and start again."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.info = redisserver.attach_embedded(data_dir, stop_at_exit=False)
-
-    @property
-    def url(self) -> str:
-        return self.info.url
-
-    def kill(self) -> None:
-        """kill -9 the server and wait until it is gone."""
-        pid = int((self.info.directory / "redis.pid").read_text())
-        os.kill(pid, signal.SIGKILL)
-        for _ in range(200):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.02)  # a zombie until its parent reaps it: gone enough once unresponsive
-            if not _answers(self.url):
-                return
-
-    def start(self) -> None:
-        """Start it again on the same files (its AOF)."""
-        self.info = redisserver.attach_embedded(self.data_dir, stop_at_exit=False)
-
-    def stop(self) -> None:
-        try:
-            redis_lib.Redis(unix_socket_path=str(self.info.socket)).shutdown(nosave=True)
-        except redis_lib.RedisError:
-            pass
-
-
-def _answers(url: str) -> bool:
-    try:
-        return bool(redis_lib.Redis.from_url(url, socket_timeout=1).ping())
-    except redis_lib.RedisError:
-        return False
+from tests.served import OwnRedis
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def server(tmp_path: Path) -> Iterator[OwnRedis]:
     """Return a private embedded Redis server, stopped after the test."""
-    srv = Server(tmp_path / "redis-own")
+    srv = OwnRedis(tmp_path / "redis-own")
     yield srv
     srv.stop()
 
 
 @pytest.fixture
-def own(server: Server, tmp_path: Path) -> Config:
+def own(server: OwnRedis, tmp_path: Path) -> Config:
     """Return a config on the private server with a fresh data dir."""
     return load_config({"redis_url": server.url, "data_dir": tmp_path / "data"}, env={})
 

@@ -21,6 +21,7 @@ import pytest
 from dmp import keyspace, stream
 from dmp.eventlog import scan_events
 from dmp.worker import run_forever, status
+from tests.served import wait_for
 from tests.test_worker import hit
 
 EVENTS = 10_000
@@ -79,14 +80,6 @@ def _full(path: Path) -> Fault:
     return Fault(fill, lambda: filler.unlink(), "No space left on device")
 
 
-def _wait(check: Callable[[], object], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"waited {seconds} s for {what}")
-        time.sleep(0.05)
-
-
 def _metric(client, name: str) -> float:
     for line in client.get("/metrics").get_data(as_text=True).splitlines():
         if line.startswith(f"{name} "):
@@ -111,7 +104,7 @@ def test_ingest_resumes_by_itself_once_the_events_folder_is_writable(
     caplog.set_level(logging.INFO, logger="dmp")
     worker.start()
     try:
-        _wait(lambda: redis.exists(keyspace.EVENTLOG_FLUSH), 20, "the flush failure state")
+        wait_for(lambda: redis.exists(keyspace.EVENTLOG_FLUSH), 20, "the flush failure state")
         health = client.get("/healthz")
         assert health.status_code == 200
         body = health.get_json()
@@ -119,7 +112,7 @@ def test_ingest_resumes_by_itself_once_the_events_folder_is_writable(
         assert body["ingest"]["since"] <= time.time()
         assert _metric(client, "dmp_eventlog_flush_failing") == 1
         # Retries go on (0.5 s, 1 s, ...) without a line each.
-        _wait(
+        wait_for(
             lambda: _metric(client, "dmp_eventlog_flush_failures_total") >= 3,
             20,
             "three failed attempts",
@@ -130,7 +123,7 @@ def test_ingest_resumes_by_itself_once_the_events_folder_is_writable(
         written = [p for p in events_dir.rglob("*.parquet*") if p.is_file()]
         assert not written, written
         fault.end()
-        _wait(lambda: status(redis)["pending"] == 0, 30, "ingest to resume")
+        wait_for(lambda: status(redis)["pending"] == 0, 30, "ingest to resume")
     finally:
         stop.set()
         worker.join(30)
@@ -159,7 +152,7 @@ def test_a_worker_stopped_while_the_folder_fails_leaves_every_event_pending(
     worker = threading.Thread(target=run_forever, args=(redis, cfg, stop), daemon=True)
     worker.start()
     try:
-        _wait(lambda: redis.exists(keyspace.EVENTLOG_FLUSH), 20, "the flush failure state")
+        wait_for(lambda: redis.exists(keyspace.EVENTLOG_FLUSH), 20, "the flush failure state")
         time.sleep(1.0)
         stopped = time.monotonic()
         stop.set()
@@ -206,11 +199,11 @@ def test_a_recovery_the_folder_refuses_is_retried_not_fatal(redis, config, event
     caplog.set_level(logging.INFO, logger="dmp")
     worker.start()
     try:
-        _wait(lambda: redis.exists(keyspace.EVENTLOG_FLUSH), 10, "the failure state")
+        wait_for(lambda: redis.exists(keyspace.EVENTLOG_FLUSH), 10, "the failure state")
         time.sleep(1.5)
         assert worker.is_alive()
         fault.end()
-        _wait(lambda: status(redis)["pending"] == 0, 10, "ingest to resume")
+        wait_for(lambda: status(redis)["pending"] == 0, 10, "ingest to resume")
     finally:
         stop.set()
         worker.join(10)
@@ -243,10 +236,10 @@ def test_a_worker_whose_lease_passes_on_during_a_failing_flush_stores_nothing_tw
     worker = threading.Thread(target=run_forever, args=(redis, cfg, stop), daemon=True)
     worker.start()
     try:
-        _wait(lambda: redis.exists(keyspace.EVENTLOG_FLUSH), 20, "the flush failure state")
+        wait_for(lambda: redis.exists(keyspace.EVENTLOG_FLUSH), 20, "the flush failure state")
         caplog.set_level(logging.INFO, logger="dmp")
         redis.set(keyspace.WORKER_LEASE, "another-worker", px=60_000)
-        _wait(lambda: "lost the worker lease" in caplog.text, 20, "the lease loss noticed")
+        wait_for(lambda: "lost the worker lease" in caplog.text, 20, "the lease loss noticed")
         # The other worker's time (its lease lasts 60 s, far past these pauses): nothing of
         # ours is stored meanwhile, the folder failing or not. A slow machine only makes
         # these checks weaker, never wrong.
@@ -257,7 +250,7 @@ def test_a_worker_whose_lease_passes_on_during_a_failing_flush_stores_nothing_tw
         assert status(redis)["events_stored"] == 0  # not while the other holds the lease
         assert status(redis)["pending"] == 500 and worker.is_alive()
         redis.delete(keyspace.WORKER_LEASE)
-        _wait(lambda: status(redis)["pending"] == 0, 30, "ingest to resume")
+        wait_for(lambda: status(redis)["pending"] == 0, 30, "ingest to resume")
     finally:
         stop.set()
         worker.join(10)

@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,8 @@ from dmp.config import Config, load_config
 from dmp.eventlog import scan_events
 from dmp.worker import run_forever, status
 from segments.definition import load_definitions
-from tests.test_faults_collect import Server
+from tests.served import OwnRedis as Server
+from tests.served import wait_for
 from tests.test_worker import hit
 
 TIMEOUT = 0.5  # the test clients' socket timeout (dmp's is redisserver.SOCKET_TIMEOUT)
@@ -64,14 +65,6 @@ def _hung(server: Server) -> Iterator[None]:
         os.kill(pid, signal.SIGCONT)
 
 
-def _wait(check: Callable[[], object], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"waited {seconds} s for {what}")
-        time.sleep(0.05)
-
-
 def test_a_client_of_a_hung_redis_raises_a_timeout_within_its_socket_timeout(server: Server):
     """connect() passes its timeout on: a command to a hung Redis raises
     redis.TimeoutError after the client's retries of 0.5 s each, not a minute later; and
@@ -105,9 +98,9 @@ def test_a_worker_rides_out_a_redis_hung_past_its_socket_timeout(
     worker = threading.Thread(target=run_forever, args=(r, cfg, stop), daemon=True)
     worker.start()
     try:
-        _wait(lambda: status(r)["events_stored"] == 10, 20, "the first 10 events stored")
+        wait_for(lambda: status(r)["events_stored"] == 10, 20, "the first 10 events stored")
         with _hung(server):
-            _wait(
+            wait_for(
                 lambda: "Redis is unavailable" in caplog.text or not worker.is_alive(),
                 60,
                 "the worker to meet the hung Redis",
@@ -115,7 +108,7 @@ def test_a_worker_rides_out_a_redis_hung_past_its_socket_timeout(
         assert worker.is_alive(), "the worker's thread ended on a Redis error"
         assert "Redis is unavailable: TimeoutError" in caplog.text
         stream.enqueue(r, [hit(uid=f"a{i}") for i in range(10)], {}, atomic=True)
-        _wait(lambda: status(r)["events_stored"] == 20, 30, "the events sent after the hang")
+        wait_for(lambda: status(r)["events_stored"] == 20, 30, "the events sent after the hang")
         assert status(r)["pending"] == 0
     finally:
         stop.set()
@@ -152,13 +145,13 @@ def test_the_schedule_rides_out_a_redis_hung_past_its_socket_timeout(
         return (runs and lane) or not all(t.is_alive() for t in schedule.threads)
 
     try:
-        _wait(lambda: segmentrun.latest_run(quick), 60, "the first run")
+        wait_for(lambda: segmentrun.latest_run(quick), 60, "the first run")
         first = segmentrun.latest_run(quick)["run_id"]
         with _hung(server):
-            _wait(met, 60, "both threads to meet the hung Redis")
+            wait_for(met, 60, "both threads to meet the hung Redis")
         assert all(t.is_alive() for t in schedule.threads), "a schedule thread ended"
         r.set(keyspace.SEGMENTS_RUN_REQUESTED, 1)
-        _wait(lambda: segmentrun.latest_run(quick)["run_id"] != first, 60, "a run after")
+        wait_for(lambda: segmentrun.latest_run(quick)["run_id"] != first, 60, "a run after")
     finally:
         stop.set()
         schedule.join(30)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +24,9 @@ import requests
 
 from dmp import redisserver
 from dmp.waiter import describe_exit, parse_report
+from tests.served import free_port, healthy, run_dmp, serve_env, wait_for
 from tests.test_faults_flush import _mount
-from tests.test_serve import _children, _dmp, _env, _free_port
+from tests.test_serve import _children
 
 
 @dataclass
@@ -50,21 +51,6 @@ class Served:
         return [line for line in list(self.lines) if text in line]
 
 
-def _wait(check: Callable[[], object], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"waited {seconds} s for {what}")
-        time.sleep(0.05)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/healthz", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -76,8 +62,8 @@ def _alive(pid: int) -> bool:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     """Run `dmp serve` (one web process) on a fresh data dir; stop it and its Redis after."""
-    data_dir, port = tmp_path / "data", _free_port()
-    env = {**_env(data_dir), "DMP_SEGMENTS_EVERY": "0"}
+    data_dir, port = tmp_path / "data", free_port()
+    env = {**serve_env(data_dir), "DMP_SEGMENTS_EVERY": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "dmp", "serve", "--port", str(port), "--workers", "1"],
         env=env,
@@ -90,7 +76,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     reader.start()
     run = Served(f"http://127.0.0.1:{port}", data_dir, proc, lines)
     try:
-        _wait(lambda: _healthy(run.url) or proc.poll() is not None, 30, "dmp serve to start")
+        wait_for(lambda: healthy(run.url) or proc.poll() is not None, 30, "dmp serve to start")
         assert proc.poll() is None, "".join(lines)
         yield run
     finally:
@@ -126,20 +112,20 @@ def test_serve_restarts_its_killed_redis_and_ingest_resumes(served: Served):
     seconds (no one restarts anything), /healthz answers 200 again, the ingest worker
     resumes, each of the 60 hits (30 before, 30 after) is stored once, and the outage is
     logged in a few lines, not a traceback per retry."""
-    key = _dmp(served.data_dir, "sites", "add", "Acme", "--domain", "acme.de").split()[-1]
+    key = run_dmp(served.data_dir, "sites", "add", "Acme", "--domain", "acme.de").split()[-1]
     _send_pixels(served, key, 0, 30)
-    _wait(lambda: _stored(served) == 30, 15, "the first 30 hits to be stored")
+    wait_for(lambda: _stored(served) == 30, 15, "the first 30 hits to be stored")
     before = served.redis_pid()
     os.kill(before, signal.SIGKILL)
-    _wait(lambda: served.redis_pid() != before and _healthy(served.url), 10, "Redis back")
+    wait_for(lambda: served.redis_pid() != before and healthy(served.url), 10, "Redis back")
     assert _alive(served.redis_pid())
     _send_pixels(served, key, 30, 30)
-    _wait(lambda: _stored(served) == 60, 15, "the next 30 hits to be stored")
+    wait_for(lambda: _stored(served) == 60, 15, "the next 30 hits to be stored")
     log = pl.read_parquet(served.data_dir / "events" / "*" / "*.parquet")
     assert log.height == 60 and log["url"].n_unique() == 60
     # The supervisor's and the worker's lines come out in their own time (a loaded machine).
-    _wait(lambda: served.logged("embedded Redis is available again"), 15, "the outage's end")
-    _wait(
+    wait_for(lambda: served.logged("embedded Redis is available again"), 15, "the outage's end")
+    wait_for(
         lambda: (
             len(served.logged("dmp.worker: Redis is available again"))
             == len(served.logged("dmp.worker: Redis is unavailable"))
@@ -159,7 +145,7 @@ def test_a_cli_command_beside_serve_never_stops_its_redis(served: Served):
     restart by the supervisor); run right after that Redis was killed, so that the command
     may be the one to start it, it does not stop it on exit either."""
     pid = served.redis_pid()
-    assert _alive(pid) and _healthy(served.url)
+    assert _alive(pid) and healthy(served.url)
     done = _status(served)
     assert "started embedded Redis" not in done.stderr, done.stderr  # it attached
     assert "stopped embedded Redis" not in done.stderr, done.stderr
@@ -167,10 +153,10 @@ def test_a_cli_command_beside_serve_never_stops_its_redis(served: Served):
     assert served.redis_pid() == pid and _alive(pid)
     assert not served.logged("restarted embedded Redis"), "".join(served.lines)
     os.kill(pid, signal.SIGKILL)
-    _wait(lambda: not _alive(pid), 5, "redis-server to die")
+    wait_for(lambda: not _alive(pid), 5, "redis-server to die")
     done = _status(served)
     assert "stopped embedded Redis" not in done.stderr, done.stderr
-    _wait(lambda: _alive(served.redis_pid()) and _healthy(served.url), 10, "Redis back")
+    wait_for(lambda: _alive(served.redis_pid()) and healthy(served.url), 10, "Redis back")
     after = served.redis_pid()
     time.sleep(1.5)
     assert served.redis_pid() == after and served.redis().ping()
@@ -182,7 +168,7 @@ def _status(run: Served) -> subprocess.CompletedProcess:
     the embedded Redis); check that it found nothing pending."""
     done = subprocess.run(
         [sys.executable, "-m", "dmp", "-v", "status", "--json"],
-        env=_env(run.data_dir),
+        env=serve_env(run.data_dir),
         capture_output=True,
         text=True,
         timeout=120,
@@ -195,20 +181,22 @@ def _status(run: Served) -> subprocess.CompletedProcess:
 def test_a_killed_ingest_worker_is_logged_as_killed_and_restarted(served: Served):
     """kill -9 of the ingest worker is logged as "killed by SIGKILL" (not "exited with 0",
     which gunicorn's reaping of every child made it), and a new worker ingests."""
-    key = _dmp(served.data_dir, "sites", "add", "Acme", "--domain", "acme.de").split()[-1]
+    key = run_dmp(served.data_dir, "sites", "add", "Acme", "--domain", "acme.de").split()[-1]
 
     def workers() -> list[int]:
         return [p for p in _descendants(served.proc.pid) if _is_worker(_cmdline(p))]
 
-    _wait(lambda: len(workers()) == 1, 5, "one ingest worker")
+    wait_for(lambda: len(workers()) == 1, 5, "one ingest worker")
     first = workers()[0]
     os.kill(first, signal.SIGKILL)
     killed = time.monotonic()
-    _wait(lambda: served.logged("ingest worker killed by SIGKILL"), 10, "the worker's death logged")
-    _wait(lambda: workers() and workers()[0] != first, 10, "a new ingest worker")
+    wait_for(
+        lambda: served.logged("ingest worker killed by SIGKILL"), 10, "the worker's death logged"
+    )
+    wait_for(lambda: workers() and workers()[0] != first, 10, "a new ingest worker")
     _send_pixels(served, key, 0, 10)
     # Within the dead worker's lease time (15 s): serve frees its lease for the next one.
-    _wait(lambda: _stored(served) == 10, 10, "hits stored by the new worker")
+    wait_for(lambda: _stored(served) == 10, 10, "hits stored by the new worker")
     assert time.monotonic() - killed < 10
     assert served.logged(f"freed the lease of the dead ingest worker (pid {first})")
     assert not served.logged("exited with 0")
@@ -310,18 +298,18 @@ def test_a_served_dmp_shows_a_read_only_events_folder_and_resumes_by_itself(serv
         pytest.skip("needs root to mount a tmpfs")
     try:
         assert _mount("-o", "remount,ro", str(events))
-        key = _dmp(served.data_dir, "sites", "add", "Acme", "--domain", "acme.de").split()[-1]
+        key = run_dmp(served.data_dir, "sites", "add", "Acme", "--domain", "acme.de").split()[-1]
         _send_pixels(served, key, 0, 50)
 
         def health() -> dict:
             return requests.get(f"{served.url}/healthz", timeout=2).json()
 
-        _wait(lambda: health()["status"] == "degraded", 10, "/healthz to say degraded")
+        wait_for(lambda: health()["status"] == "degraded", 10, "/healthz to say degraded")
         assert "Read-only file system" in health()["ingest"]["flush_error"]
         metrics = requests.get(f"{served.url}/metrics", timeout=2).text
         assert "dmp_eventlog_flush_failing 1" in metrics.splitlines()
         assert _mount("-o", "remount,rw", str(events))
-        _wait(lambda: _stored(served) == 50, 10, "the 50 hits to be stored")
+        wait_for(lambda: _stored(served) == 50, 10, "the 50 hits to be stored")
         assert health() == {"status": "ok"}
     finally:
         subprocess.run(["umount", "-l", str(events)], check=False)
@@ -355,7 +343,7 @@ def test_a_supervisor_that_found_serve_lock_held_takes_over_once_it_is_let_go(tm
         pid_file = server.directory / "redis.pid"
         first = int(pid_file.read_text())
         os.kill(first, signal.SIGKILL)
-        _wait(
+        wait_for(
             lambda: (
                 pid_file.exists()
                 and int(pid_file.read_text() or 0) != first
@@ -388,7 +376,7 @@ def test_the_supervisor_restarts_a_killed_server_and_a_second_one_only_attaches(
         pid_file = owner.server.directory / "redis.pid"
         first = int(pid_file.read_text())
         os.kill(first, signal.SIGKILL)
-        _wait(
+        wait_for(
             lambda: (
                 pid_file.exists()
                 and int(pid_file.read_text() or 0) != first

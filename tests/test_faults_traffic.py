@@ -21,7 +21,7 @@ import polars as pl
 import pytest
 import requests
 
-from tests.test_serve import _dmp, _env, _free_port
+from tests.served import free_port, healthy, run_dmp, serve_env, wait_for
 
 GIF_TYPE = "image/gif"
 
@@ -29,8 +29,8 @@ GIF_TYPE = "image/gif"
 @pytest.fixture
 def serving(tmp_path: Path):
     """Run `dmp serve` (2 web processes, ingest worker, no segment schedule); yield url, dir."""
-    data_dir, port = tmp_path / "data", _free_port()
-    env = {**_env(data_dir), "DMP_SEGMENTS_EVERY": "0"}
+    data_dir, port = tmp_path / "data", free_port()
+    env = {**serve_env(data_dir), "DMP_SEGMENTS_EVERY": "0"}
     log_path = tmp_path / "serve.log"
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(
@@ -40,7 +40,7 @@ def serving(tmp_path: Path):
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
-    _wait_healthy(url, 30)
+    wait_for(lambda: healthy(url), 30, "dmp serve to be healthy")
     yield url, data_dir, log_path, proc.pid
     proc.send_signal(signal.SIGTERM)
     try:
@@ -48,18 +48,6 @@ def serving(tmp_path: Path):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def _wait_healthy(url: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    pytest.fail("dmp serve is not healthy")
 
 
 class Traffic:
@@ -183,7 +171,7 @@ def test_every_answered_hit_is_stored_once_across_a_kill(serving, victim):
     """kill -9 redis-server or the ingest worker mid-traffic: serve restarts it by itself;
     every hit answered with the GIF or 200 is stored exactly once."""
     url, data_dir, log_path, serve_pid = serving
-    added = _dmp(data_dir, "sites", "add", "Acme GmbH", "--domain", "acme.de")
+    added = run_dmp(data_dir, "sites", "add", "Acme GmbH", "--domain", "acme.de")
     key = added.strip().splitlines()[-1]
     with Traffic(url, key) as traffic:
         time.sleep(1.5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,40 +15,16 @@ import pytest
 import requests
 
 from dmp.redisserver import locate_server
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMP_")}
-    env["DMP_DATA_DIR"] = str(data_dir)
-    env["DMP_FLUSH_SECONDS"] = "0.5"
-    return env
-
-
-def _dmp(data_dir: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "dmp", *args],
-        env=_env(data_dir),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+from tests.served import free_port, run_dmp, serve_env
 
 
 @pytest.fixture
 def served(tmp_path: Path):
     """Run `dmp serve` on a fresh data dir with its own embedded Redis; yield (url, dir)."""
-    data_dir, port = tmp_path / "data", _free_port()
+    data_dir, port = tmp_path / "data", free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dmp", "serve", "--port", str(port), "--workers", "2"],
-        env=_env(data_dir),
+        env=serve_env(data_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -74,8 +49,8 @@ def served(tmp_path: Path):
 def test_a_person_climbs_tiers_through_a_served_dmp(served):
     """Pixel, cookie and identify through gunicorn reach a high person, each event once."""
     url, data_dir, proc = served
-    key = _dmp(data_dir, "sites", "add", "Acme", "--domain", "acme.de").strip().splitlines()[-1]
-    admin = _dmp(data_dir, "keys", "create", "--scope", "admin").strip().splitlines()[-1]
+    key = run_dmp(data_dir, "sites", "add", "Acme", "--domain", "acme.de").strip().splitlines()[-1]
+    admin = run_dmp(data_dir, "keys", "create", "--scope", "admin").strip().splitlines()[-1]
     browser = requests.Session()
     pixel = {"k": key, "url": "https://acme.de/crm", "topics": "crm", "consent": "analytics,ads"}
     gif = browser.get(f"{url}/p.gif", params=pixel)
@@ -106,8 +81,8 @@ def test_a_person_climbs_tiers_through_a_served_dmp(served):
         ],
     }
     assert browser.post(f"{url}/collect", data=json.dumps(beacon)).status_code == 204
-    _dmp(data_dir, "worker", "--once")  # waits for serve's own worker to drain the stream
-    status = json.loads(_dmp(data_dir, "status", "--json"))
+    run_dmp(data_dir, "worker", "--once")  # waits for serve's own worker to drain the stream
+    status = json.loads(run_dmp(data_dir, "status", "--json"))
     assert status["pending"] == 0 and status["events_aggregate"] == 1
     assert status["persons"] == {"low": 0, "medium": 0, "high": 1}
     person = requests.get(
@@ -121,7 +96,7 @@ def test_a_person_climbs_tiers_through_a_served_dmp(served):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     assert not locate_server(data_dir).socket.exists()  # the embedded Redis stopped with it
-    again = json.loads(_dmp(data_dir, "status", "--json"))  # restarts Redis from its AOF
+    again = json.loads(run_dmp(data_dir, "status", "--json"))  # restarts Redis from its AOF
     assert again == status
     assert not locate_server(data_dir).socket.exists()  # a lone CLI command stops it again
 

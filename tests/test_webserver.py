@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import re
 import signal
 import socket
@@ -27,21 +26,9 @@ from gunicorn.workers.base import Worker
 
 from collectors.pixel import GIF
 from dmp import webserver
+from tests.served import free_port, serve_env
 
 ADMIN_KEY = "dmp_ad_" + "Q" * 32  # shaped like an admin key: it must not reach the log
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMP_")}
-    env["DMP_DATA_DIR"] = str(data_dir)
-    env["DMP_FLUSH_SECONDS"] = "0.5"
-    return env
 
 
 class Served:
@@ -96,11 +83,11 @@ def _request(target: bytes, *headers: bytes) -> bytes:
 
 
 def _start(data_dir: Path, log: Path, threads: int) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "dmp", "serve", "--port", str(port), "--workers", "1"]
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [*cmd, "--threads", str(threads)], env=_env(data_dir), stdout=err, stderr=err
+            [*cmd, "--threads", str(threads)], env=serve_env(data_dir), stdout=err, stderr=err
         )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -133,7 +120,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     proc, port = _start(data_dir, log, threads=2)
     added = subprocess.run(
         [sys.executable, "-m", "dmp", "sites", "add", "Acme", "--domain", "acme.de"],
-        env=_env(data_dir),
+        env=serve_env(data_dir),
         capture_output=True,
         text=True,
         timeout=120,

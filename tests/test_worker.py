@@ -537,7 +537,7 @@ def test_a_long_running_worker_rides_out_a_redis_away_at_its_start(tmp_path):
     import time
 
     from dmp import redisserver
-    from tests.test_faults_collect import Server
+    from tests.served import OwnRedis as Server
 
     server = Server(tmp_path / "own")
     server.kill()

@@ -1,0 +1,113 @@
+"""Real processes for the tests that need them: `dmp` commands, a `dmp serve`'s settings,
+and a private embedded Redis a test may kill, hang and start again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+import requests
+
+from dmp import redisserver
+
+
+def free_port() -> int:
+    """Return a localhost port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_env(data_dir: Path) -> dict[str, str]:
+    """Return this environment without DMP_* settings, on ``data_dir``, flushing often."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMP_")}
+    env["DMP_DATA_DIR"] = str(data_dir)
+    env["DMP_FLUSH_SECONDS"] = "0.5"
+    return env
+
+
+def run_dmp(data_dir: Path, *args: str) -> str:
+    """Run a `dmp` command on ``data_dir``; return its output (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dmp", *args],
+        env=serve_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def wait_for(check: Callable[[], object], seconds: float, what: str) -> None:
+    """Poll ``check`` until it is true; fail the test after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {seconds} s for {what}")
+        time.sleep(0.05)
+
+
+def healthy(url: str) -> bool:
+    """Return whether a served dmp answers /healthz with 200."""
+    try:
+        return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+class OwnRedis:
+    """A private embedded Redis that a test may kill and start again (on its AOF)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.info = redisserver.attach_embedded(data_dir, stop_at_exit=False)
+
+    @property
+    def url(self) -> str:
+        """Return the server's URL."""
+        return self.info.url
+
+    @property
+    def pid(self) -> int:
+        """Return the running server's pid."""
+        return int((self.info.directory / "redis.pid").read_text())
+
+    def kill(self) -> None:
+        """kill -9 the server and wait until it no longer answers."""
+        pid = self.pid
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(200):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.02)  # a zombie until its parent reaps it: gone once it is silent
+            if not _answers(self.url):
+                return
+
+    def start(self) -> None:
+        """Start it again on the same files (its AOF)."""
+        self.info = redisserver.attach_embedded(self.data_dir, stop_at_exit=False)
+
+    def stop(self) -> None:
+        """Shut it down (if it runs)."""
+        try:
+            redis_lib.Redis(unix_socket_path=str(self.info.socket)).shutdown(nosave=True)
+        except redis_lib.RedisError:
+            pass
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis_lib.Redis.from_url(url, socket_timeout=1).ping())
+    except redis_lib.RedisError:
+        return False
