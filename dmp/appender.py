@@ -14,12 +14,9 @@ about once a second; the same thread reads answers a quiet thread left unread.
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import socket
 import threading
-import weakref
 from collections import Counter, deque
 from time import monotonic as _now
 from typing import Any
@@ -28,7 +25,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from dmp import keyspace
+from dmp import keyspace, lifetime
 from dmp.bulk import Bulk
 from dmp.outage import Outage
 from dmp.records import Hit
@@ -64,11 +61,14 @@ class Appender:
         self.outage = Outage(log, "Redis (web requests answer 503)")
         self.lost = 0  # hits neither Redis nor the spool took
         self._reset()
-        _LIVE.add(self)
+        lifetime.register(self)
+
+    def after_fork(self) -> None:
+        """Start afresh in a forked child: the parent's threads and connections are not ours."""
+        self._reset()
 
     def _reset(self) -> None:
-        """Start afresh: in a new object, and in a forked child (the parent's threads and
-        connections are not ours)."""
+        """Set the state a new object starts with."""
         self._local = threading.local()
         self._channels: list[_Channel] = []  # every thread's, for the helper thread
         self._lock = threading.Lock()
@@ -169,7 +169,7 @@ class Appender:
         self._stop.set()
         if self.spool is not None:
             self.spool.close()
-        _LIVE.discard(self)
+        lifetime.unregister(self)
 
     def _read_answers(self, channel: _Channel, *, wait: bool) -> None:
         """Read the answers that are there (with ``wait``, all of them); the caller holds
@@ -292,24 +292,3 @@ class _Channel:
         self.sent = 0.0  # monotonic time of the last send
         self.waiting = 0.0  # ... and since when an answer is awaited (the last one read)
         self.sending = False  # a send is under way (it blocks while Redis reads nothing)
-
-
-_LIVE: weakref.WeakSet[Appender] = weakref.WeakSet()
-
-
-def _at_exit() -> None:
-    """Hand what this process sent but Redis did not answer to the spool; send counts."""
-    for appender in list(_LIVE):
-        try:
-            appender.close()
-        except Exception:  # noqa: BLE001 - one appender failing must not keep the others
-            log.warning("an appender could not finish at exit", exc_info=True)
-
-
-def _after_fork_in_child() -> None:
-    for appender in list(_LIVE):
-        appender._reset()
-
-
-atexit.register(_at_exit)
-os.register_at_fork(after_in_child=_after_fork_in_child)

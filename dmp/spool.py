@@ -15,19 +15,17 @@ deletes it).
 
 from __future__ import annotations
 
-import atexit
 import fcntl
 import logging
 import os
 import secrets
 import threading
 import time
-import weakref
 from pathlib import Path
 
 import redis
 
-from dmp import metrics, replay
+from dmp import lifetime, metrics, replay
 from dmp.outage import Outage
 
 log = logging.getLogger(__name__)
@@ -63,11 +61,16 @@ class Spool:
         self.outage = Outage(log, "Redis (collector spool)")
         self._disk = Outage(log, "the spool folder (hits are lost)")
         self._reset()
-        _LIVE.add(self)
+        lifetime.register(self)
+
+    def after_fork(self) -> None:
+        """Start afresh in a forked child: the parent's file, its lock and thread stay his."""
+        if self._fd is not None:
+            os.close(self._fd)
+        self._reset()
 
     def _reset(self) -> None:
-        """Start afresh: in a new object, and in a forked child (the parent's file and
-        thread are not ours)."""
+        """Set the state a new object starts with."""
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._path: Path | None = None
@@ -138,7 +141,7 @@ class Spool:
             elif self._fd is not None:  # unlocked: another process adopts what waits
                 os.close(self._fd)
                 self._fd, self._path, self._size, self._active = None, None, 0, False
-        _LIVE.discard(self)
+        lifetime.unregister(self)
 
     # -- the file ---------------------------------------------------------------------
 
@@ -268,26 +271,3 @@ class Spool:
                     self._forget_own()
                     return count
             count += replay.replay_range(self._r, path, offset, end)
-
-
-_LIVE: weakref.WeakSet[Spool] = weakref.WeakSet()
-
-
-def _at_exit() -> None:
-    """fsync what waits in this process's spools (their files stay for an adopter)."""
-    for spool in list(_LIVE):
-        try:
-            spool.close()
-        except Exception:  # noqa: BLE001 - one spool failing must not keep the others
-            log.warning("a spool could not finish at exit", exc_info=True)
-
-
-def _after_fork_in_child() -> None:
-    for spool in list(_LIVE):
-        if spool._fd is not None:
-            os.close(spool._fd)  # the parent's file, and its lock, stay the parent's
-        spool._reset()
-
-
-atexit.register(_at_exit)
-os.register_at_fork(after_in_child=_after_fork_in_child)

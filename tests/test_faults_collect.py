@@ -461,3 +461,29 @@ def test_a_thread_stuck_sending_to_a_hung_redis_is_freed_and_spools(server, own)
     _wait_replayed(deps)
     deps.appender.sync()
     assert sorted(_stored_ids(own)) == sorted(["stuck-warm-0", *ids])
+
+
+def test_a_forked_child_sends_on_its_own_connection_and_spools_to_its_own_file(
+    redis, config, write_key
+):
+    """After fork (gunicorn --preload) the child neither shares the parent's Redis
+    connection nor writes or replays the parent's spool file."""
+    client, deps = _client(config)
+    _pixel(client, write_key, "fork-parent-01")
+    deps.appender.sync()
+    assert deps.appender.spool.append(['["fork-spooled-1","acme-gmbh","pixel","page","page",1,1]'])
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        code = 3
+        try:
+            fresh = deps.appender.spool._fd is None and not deps.appender._channels
+            _pixel(client, write_key, "fork-child-001")
+            deps.appender.sync()
+            code = 0 if fresh else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    _wait_replayed(deps)  # the parent replays its own spool, once
+    ids = [Hit.from_json(f["h"]).event_id for _, f in redis.xrange(keyspace.STREAM)]
+    assert sorted(ids) == ["fork-child-001", "fork-parent-01", "fork-spooled-1"]
