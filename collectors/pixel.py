@@ -129,7 +129,8 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
         withdrawal = browser.withdrawal_hit(visitor, site_id, Source.PIXEL, now)
         hits = [hit, withdrawal] if withdrawal else [hit]
         # A hit whose site is a key's hash waits in the spool until the replay knows it.
-        deps.appender.append(hits, COUNTERS["ok"], spool=unresolved)
+        # It counts as ok once the replay knew its site (or as unknown_key).
+        deps.appender.append(hits, {} if unresolved else COUNTERS["ok"], spool=unresolved)
         _OUTAGE.up()
         return browser.cookie_header(visitor, environ, deps.config.cookie_domain)
     except browser.BadHit as exc:

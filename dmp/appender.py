@@ -18,6 +18,8 @@ import logging
 import socket
 import threading
 from collections import Counter, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from time import monotonic as _now
 from typing import Any
 
@@ -34,8 +36,6 @@ from dmp.stream import enqueue, xadd_args
 
 log = logging.getLogger(__name__)
 
-_LOST_TO_REDIS = (redis.ConnectionError, redis.TimeoutError, OSError)
-
 
 class Appender:
     """Puts the collectors' hits on the stream (or in the spool); see the module's text."""
@@ -43,8 +43,10 @@ class Appender:
     READ_EVERY = 64  # unread answers that make the sender look for them
     MAX_UNREAD = 10_000  # unread answers that make the sender wait for them
     COUNT_SECONDS = 1.0
+    WATCH_SECONDS = 0.25  # how often the helper thread looks at every thread's channel
     STALE_SECONDS = 0.5  # answers left unread this long are read by the helper thread ...
     TIMEOUT_SECONDS = 5.0  # ... and Redis not answering for this long counts as gone
+    UNCHECKED_SHARE = 0.25  # of the spool that hits with an unchecked write key may fill
 
     def __init__(self, r: redis.Redis, spool: Spool | None = None) -> None:
         self._r = r
@@ -57,6 +59,11 @@ class Appender:
         kwargs["socket_timeout"] = None
         kwargs["socket_connect_timeout"] = self.TIMEOUT_SECONDS
         self._connect = lambda: pool.connection_class(**kwargs)
+        # The helper's counters and pings: a hung Redis must not hold it from its watch.
+        quick = {**kwargs, "socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+        self._quick = redis.Redis(
+            connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **quick)
+        )
         self.spool = spool
         self.outage = Outage(log, "Redis (web requests answer 503)")
         self.lost = 0  # hits neither Redis nor the spool took
@@ -75,6 +82,7 @@ class Appender:
         self._counts: Counter[str] = Counter()
         self._helper: threading.Thread | None = None
         self._stop = threading.Event()
+        self._closing_since: float | None = None
 
     def _channel(self) -> _Channel:
         channel = getattr(self._local, "channel", None)
@@ -86,7 +94,8 @@ class Appender:
 
     def append(self, hits: list[Hit], counters: dict[str, int], *, spool: bool = False) -> None:
         """Send the hits' XADDs (or, with ``spool`` or while the spool holds hits, spool
-        them); count ``counters`` (sent within a second).
+        them); count ``counters`` (sent within a second). ``spool`` is for hits whose write
+        key could not be checked: they may fill only UNCHECKED_SHARE of the spool.
 
         Raises redis.RedisError only without a spool, when Redis is gone.
         """
@@ -97,24 +106,25 @@ class Appender:
         channel = self._channel()
         with channel.lock:
             if self.spool is not None and (spool or self.spool.active):
-                self._to_spool(lines)
+                self._to_spool(lines, share=self.UNCHECKED_SHARE if spool else 1.0)
                 return
             bulk = Bulk()
             for line in lines:
                 bulk.add(*xadd_args(line))
-            if not channel.unread:
-                channel.waiting = _now()  # the helper frees a send stuck from here on
+            sent = False
             try:
-                channel.sending = True
-                channel.conn.send_packed_command([bulk.packed()], check_health=False)
-                channel.sending = False
+                with channel.blocking():
+                    channel.conn.send_packed_command([bulk.packed()], check_health=False)
+                sent = True
                 channel.unread.extend(lines)
                 channel.sent = _now()
                 if len(channel.unread) >= self.READ_EVERY:
-                    self._read_answers(channel, wait=len(channel.unread) > self.MAX_UNREAD)
-            except _LOST_TO_REDIS as exc:
-                channel.sending = False
-                self._fail(channel, exc, lines)
+                    wait = len(channel.unread) > self.MAX_UNREAD
+                    self._read_answers(channel, wait=wait)
+            except redis.RedisError as exc:  # lost, refused handshake, … : the spool takes it
+                self._fail(channel, exc, [] if sent else lines)
+            except OSError as exc:
+                self._fail(channel, exc, [] if sent else lines)
 
     def append_atomic(self, hits: list[Hit], counters: dict[str, int]) -> bool:
         """Put hits on the stream all together, waiting for Redis, or spool them all.
@@ -155,13 +165,14 @@ class Appender:
                 try:
                     while channel.unread:
                         self._read_answers(channel, wait=True)
-                except _LOST_TO_REDIS as exc:
+                except (redis.RedisError, OSError) as exc:
                     self._fail(channel, exc, [])
         self._send_counts()
 
     def close(self) -> None:
         """Send what is due (spooling what Redis does not answer), stop the helper thread
         (it unblocks a sync stuck on a hung Redis until then), and close the spool."""
+        self._closing_since = _now()  # past TIMEOUT_SECONDS every blocked wait is cut
         try:
             self.sync()
         except redis.RedisError:
@@ -177,7 +188,11 @@ class Appender:
         conn = channel.conn
         while channel.unread and (wait or conn.can_read(timeout=0)):
             try:
-                conn.read_response(disable_decoding=True)
+                if wait:
+                    with channel.blocking():
+                        conn.read_response(disable_decoding=True)
+                else:
+                    conn.read_response(disable_decoding=True)
                 channel.waiting = _now()
             except redis.ResponseError as exc:  # OOM, MISCONF (disk), READONLY replica …
                 line = channel.unread.popleft()
@@ -199,9 +214,9 @@ class Appender:
             raise exc
         self._to_spool(held)
 
-    def _to_spool(self, lines: list[str]) -> None:
+    def _to_spool(self, lines: list[str], share: float = 1.0) -> None:
         assert self.spool is not None
-        if lines and not self.spool.append(lines):
+        if lines and not self.spool.append(lines, share=share):
             self.lost += len(lines)
 
     # -- the helper thread: counters, answers a quiet thread left, the end of an outage --
@@ -216,11 +231,15 @@ class Appender:
 
     def _help(self) -> None:
         failing = Outage(log, "the appender's helper thread")
-        while not self._stop.wait(self.COUNT_SECONDS):
+        next_count = 0.0
+        while not self._stop.wait(self.WATCH_SECONDS):
             try:
-                self._read_quiet_channels()
+                self._watch_channels()
+                if _now() < next_count:
+                    continue
+                next_count = _now() + self.COUNT_SECONDS
                 if self.outage.is_down:
-                    self._r.ping()
+                    self._quick.ping()
                     self.outage.up()
                 self._send_counts()
                 failing.up()
@@ -230,22 +249,31 @@ class Appender:
                 if failing.down(exc):
                     log.exception("appender helper failed; it goes on")
 
-    def _read_quiet_channels(self) -> None:
+    def _watch_channels(self) -> None:
+        """Read what quiet threads left unread, free threads stuck on a Redis that answers
+        nothing, and let go of the channels of threads that ended."""
         now = _now()
+        closing = (
+            self._closing_since is not None and now - self._closing_since > self.TIMEOUT_SECONDS
+        )
         for channel in list(self._channels):
-            if not channel.unread and not channel.sending:
-                continue
             if channel.lock.acquire(blocking=False):
                 try:
-                    if now - channel.sent > self.STALE_SECONDS:
+                    if channel.unread and now - channel.sent > self.STALE_SECONDS:
                         self._read_quiet(channel, now)
+                    if not channel.thread.is_alive() and not channel.unread:
+                        channel.conn.disconnect()
+                        with self._lock:
+                            self._channels.remove(channel)
                 finally:
                     channel.lock.release()
-            elif now - channel.waiting > self.TIMEOUT_SECONDS:
-                # Its thread is stuck sending to or reading from a Redis that answers
-                # nothing: shut the socket down under it, and it spools its hits.
+                continue
+            since = channel.blocked_since
+            if since and (now - since > self.TIMEOUT_SECONDS or closing):
+                # Its thread waits on a Redis that neither reads nor answers: shut the
+                # socket down under it, and the thread spools its hits.
                 sock = getattr(channel.conn, "_sock", None)  # redis-py's (tested: 8.x)
-                if sock is not None:
+                if sock is not None and channel.blocked_since == since:
                     try:
                         sock.shutdown(socket.SHUT_RDWR)
                     except OSError:
@@ -257,7 +285,7 @@ class Appender:
             self._read_answers(channel, wait=False)
             if channel.unread and now - channel.waiting > self.TIMEOUT_SECONDS:
                 raise redis.TimeoutError(f"no answer in {self.TIMEOUT_SECONDS:g} s")
-        except _LOST_TO_REDIS as exc:
+        except (redis.RedisError, OSError) as exc:
             try:
                 self._fail(channel, exc, [])
             except redis.RedisError:
@@ -270,7 +298,7 @@ class Appender:
         if not counts:
             return
         try:
-            with self._r.pipeline(transaction=False) as pipe:
+            with self._quick.pipeline(transaction=False) as pipe:
                 for field, amount in counts.items():
                     pipe.hincrby(keyspace.METRICS, field, amount)
                 pipe.execute()
@@ -283,12 +311,24 @@ class Appender:
 class _Channel:
     """One thread's connection and the hits it sent whose answers are not read yet."""
 
-    __slots__ = ("conn", "lock", "unread", "sent", "waiting", "sending")
+    __slots__ = ("conn", "lock", "unread", "sent", "waiting", "blocked_since", "thread")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.lock = threading.Lock()
         self.unread: deque[str] = deque()
         self.sent = 0.0  # monotonic time of the last send
-        self.waiting = 0.0  # ... and since when an answer is awaited (the last one read)
-        self.sending = False  # a send is under way (it blocks while Redis reads nothing)
+        self.waiting = 0.0  # ... and of the last answer read (or first send after none)
+        self.blocked_since = 0.0  # a send or a waiting read under way since (0: none)
+        self.thread = threading.current_thread()
+
+    @contextmanager
+    def blocking(self) -> Iterator[None]:
+        """Mark a send or read that blocks while Redis neither reads nor answers."""
+        if not self.unread:
+            self.waiting = _now()
+        self.blocked_since = _now()
+        try:
+            yield
+        finally:
+            self.blocked_since = 0.0

@@ -32,6 +32,7 @@ CHUNK = 1000  # lines per round trip
 REPLAYED = metrics.counter("dmp_spool_replayed_total")
 DROPPED = metrics.counter("dmp_spool_dropped_total")
 UNKNOWN_KEY = metrics.hits_counter("pixel", "unknown_key")
+PIXEL_OK = metrics.hits_counter("pixel", "ok")
 
 
 def done_offset(path: Path) -> int:
@@ -55,9 +56,11 @@ def forget(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def replay_range(r: redis.Redis, path: Path, offset: int, end: int) -> int:
+def replay_range(r: redis.Redis, path: Path, offset: int, end: int, done: dict[Path, int]) -> int:
     """XADD the lines of ``path`` between two byte offsets, in order; return how many.
 
+    How far it got goes into ``done`` (the caller's memory) and beside the file (for an
+    adopter); a folder that refuses the latter does not make it send anything twice.
     Lines that are no hit (cut off by a process's death, garbled by a failing disk) are
     dropped and counted in ``dmp_spool_dropped_total``. Raises redis errors: what was
     replayed before stays done.
@@ -65,25 +68,31 @@ def replay_range(r: redis.Redis, path: Path, offset: int, end: int) -> int:
     count = 0
     for chunk, upto in _chunks(path, offset, end):
         lines, unreadable = _readable(chunk)
-        lines, unknown = _resolve_sites(r, lines)
+        lines, unknown, resolved = _resolve_sites(r, lines)
         bulk = Bulk()
         for line in lines:
             bulk.add(*xadd_args(line))
         bulk.add("HINCRBY", keyspace.METRICS, REPLAYED, len(lines))
         if unknown:
             bulk.add("HINCRBY", keyspace.METRICS, UNKNOWN_KEY, unknown)
+        if resolved:  # the pixel counts a hit with an unchecked key only once it is known
+            bulk.add("HINCRBY", keyspace.METRICS, PIXEL_OK, resolved)
         if unreadable:
             bulk.add("HINCRBY", keyspace.METRICS, DROPPED, unreadable)
             log.warning("dropped %d unreadable lines of spool %s", unreadable, path.name)
         bulk.execute(r)
         count += len(lines)
-        mark_done(path, upto)
+        done[path] = upto
+        try:
+            mark_done(path, upto)
+        except OSError as exc:
+            log.warning("cannot record how far spool %s is replayed: %s", path.name, exc)
     if count:
         log.info("replayed %d spooled hits into the stream", count)
     return count
 
 
-def replay_orphan(r: redis.Redis, path: Path) -> int:
+def replay_orphan(r: redis.Redis, path: Path, done: dict[Path, int]) -> int:
     """Replay and delete the spool file of a process that died; return how many hits.
 
     Nothing happens while the file's process lives (it holds an flock on it) or while
@@ -101,9 +110,10 @@ def replay_orphan(r: redis.Redis, path: Path) -> int:
         if not path.exists():
             return 0  # replayed and deleted between our open and our lock
         end = os.fstat(fd).st_size
-        offset = done_offset(path)
-        count = replay_range(r, path, offset, end) if offset < end else 0
+        offset = max(done.get(path, 0), done_offset(path))
+        count = replay_range(r, path, offset, end, done) if offset < end else 0
         forget(path)
+        done.pop(path, None)
         if count:
             log.info("replayed %d hits a process that ended had spooled (%s)", count, path.name)
         return count
@@ -145,8 +155,9 @@ def _readable(lines: list[bytes]) -> tuple[list[bytes], int]:
     return out, bad
 
 
-def _resolve_sites(r: redis.Redis, lines: list[bytes]) -> tuple[list[bytes], int]:
-    """Return the lines with write-key hashes turned into site ids, and how many had none.
+def _resolve_sites(r: redis.Redis, lines: list[bytes]) -> tuple[list[bytes], int, int]:
+    """Return the lines with write-key hashes turned into site ids, how many had no site
+    and how many got one.
 
     The pixel spools hits whose write key it could not check (Redis was away and the key
     not in its cache) with the key's hash where the site id goes.
@@ -155,7 +166,7 @@ def _resolve_sites(r: redis.Redis, lines: list[bytes]) -> tuple[list[bytes], int
     pending = [(i, Hit.from_json(line)) for i, line in enumerate(lines) if marker in line]
     pending = [(i, hit) for i, hit in pending if hit.site_id.startswith(UNRESOLVED)]
     if not pending:
-        return lines, 0
+        return lines, 0, 0
     keys = [keyspace.write_key(hit.site_id[len(UNRESOLVED) :]) for _, hit in pending]
     out: list[bytes | None] = list(lines)
     unknown = 0
@@ -165,4 +176,4 @@ def _resolve_sites(r: redis.Redis, lines: list[bytes]) -> tuple[list[bytes], int
             continue
         site = site_id.decode() if isinstance(site_id, bytes) else site_id
         out[i] = hit._replace(site_id=site).to_json().encode()
-    return [line for line in out if line is not None], unknown
+    return [line for line in out if line is not None], unknown, len(pending) - unknown

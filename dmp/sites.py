@@ -112,14 +112,21 @@ class SiteCache:
     """Per-process cache of write key -> site, so a hit costs no Redis round trip for it.
 
     While Redis is away, entries past their time are served as they were (a site's key
-    rarely changes; a lost hit is worse); a key never seen raises the Redis error.
+    rarely changes; a lost hit is worse); a key never seen raises the Redis error. After a
+    failed lookup Redis is not asked again for QUIET_SECONDS (a hung Redis would hold every
+    request for the client's timeout). Known keys are never evicted by a flood of made-up
+    ones.
     """
+
+    QUIET_SECONDS = 2.0  # after a failed lookup, Redis is not asked again for this long
 
     def __init__(self, r: redis.Redis, ttl: float) -> None:
         self._r = r
         self._ttl = ttl
-        self._by_key: dict[str, tuple[float, Site | None]] = {}
+        self._by_key: dict[str, tuple[float, Site]] = {}  # known keys: never evicted
+        self._misses: dict[str, float] = {}  # unknown keys, bounded
         self._all: tuple[float, list[Site]] = (0.0, [])
+        self._quiet_until = 0.0
 
     def site_for_key(self, write_key: str) -> Site | None:
         """Return the site a write key belongs to, or None (misses are cached too)."""
@@ -129,16 +136,27 @@ class SiteCache:
         hit = self._by_key.get(write_key)
         if hit is not None and hit[0] > now:
             return hit[1]
+        if hit is None and self._misses.get(write_key, 0.0) > now:
+            return None
+        if now < self._quiet_until:  # Redis failed a moment ago: no request waits again
+            if hit is not None:
+                return hit[1]
+            raise redis.ConnectionError("Redis failed a moment ago; not asked again yet")
         try:
             site_id = self._r.get(keyspace.write_key(hash_secret(write_key)))
             site = get_site(self._r, site_id) if site_id else None
         except redis.RedisError:
+            self._quiet_until = time.monotonic() + self.QUIET_SECONDS
             if hit is None:
                 raise
             return hit[1]  # stale, until Redis answers again
-        if len(self._by_key) > 10000:  # a flood of made-up keys must not grow memory
-            self._by_key.clear()
-        self._by_key[write_key] = (now + self._ttl, site)
+        if site is None:
+            if len(self._misses) > 10000:  # a flood of made-up keys must not grow memory
+                self._misses.clear()
+            self._misses[write_key] = now + self._ttl
+            self._by_key.pop(write_key, None)
+        else:
+            self._by_key[write_key] = (now + self._ttl, site)
         return site
 
     def any_allows_origin(self, origin: str) -> bool:

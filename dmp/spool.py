@@ -30,8 +30,7 @@ from dmp.outage import Outage
 
 log = logging.getLogger(__name__)
 
-FSYNC_EVERY = 64  # appended lines that make the appender fsync at once
-FSYNC_SECONDS = 0.1  # ... else the replay thread fsyncs what waits this often
+FSYNC_SECONDS = 0.1  # the replay thread fsyncs what was appended this often
 PAUSE = 0.5  # seconds between looks for Redis (and for other processes' orphans)
 
 
@@ -81,6 +80,7 @@ class Spool:
         self._thread: threading.Thread | None = None  # the replay thread, while it runs
         self._stop = threading.Event()
         self._dropped = 0  # hits lost (spool full or failing) not yet counted in Redis
+        self._done: dict[Path, int] = {}  # how far each file is replayed (also on disk)
         self._full_logged = False
 
     @property
@@ -88,20 +88,26 @@ class Spool:
         """Return whether hits must go to the spool (it holds lines not yet replayed)."""
         return self._active
 
-    def append(self, lines: list[str]) -> bool:
+    def append(self, lines: list[str], *, share: float = 1.0) -> bool:
         """Append hits' stream JSON lines (all or none); return False if they are lost
-        (the spool is full, or its folder refuses them: logged and counted)."""
+        (the spool is full, or its folder refuses them: logged and counted).
+
+        With ``share`` < 1 the lines are taken only while the file is below that share of
+        its size (hits whose write key is unchecked: junk keys must not crowd real hits
+        out during an outage).
+        """
         if not lines:
             return True
         data = "".join(line + "\n" for line in lines).encode()
         with self._lock:
-            taken = self._take(data, len(lines))
+            taken = self._take(data, len(lines), int(self.max_bytes * share))
         self._start_thread()  # it replays, or reports what was lost once Redis is back
         return taken
 
-    def _take(self, data: bytes, count: int) -> bool:
-        """Write ``count`` lines to our file; the caller holds the lock."""
-        if self._size + len(data) > self.max_bytes:
+    def _take(self, data: bytes, count: int, limit: int) -> bool:
+        """Write ``count`` lines to our file (fsynced by the replay thread); the caller
+        holds the lock."""
+        if self._size + len(data) > limit:
             self._lose(count)
             return False
         try:
@@ -113,11 +119,6 @@ class Spool:
         self._disk.up()
         self._unsynced += count
         self._active = True
-        if self._unsynced >= FSYNC_EVERY:
-            try:
-                self._sync()
-            except OSError as exc:  # written all the same: a process's death keeps it
-                self._disk.down(exc)
         return True
 
     def adopt_orphans(self) -> None:
@@ -131,6 +132,9 @@ class Spool:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
+            if thread.is_alive():  # still replaying: keep the file locked until exit
+                lifetime.unregister(self)
+                return
         with self._lock:
             try:
                 self._sync()
@@ -170,15 +174,38 @@ class Spool:
             return self._fd
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{os.getpid()}-{secrets.token_hex(4)}{replay.SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new name: nobody else holds it
+        # Made under a name adopters do not look at, locked, then named: an adopter never
+        # sees it unlocked (it would take it for an orphan and delete it under us).
+        new = path.with_suffix(".new")
+        fd = os.open(new, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(new, path)
+        except OSError:
+            os.close(fd)
+            new.unlink(missing_ok=True)
+            raise
         self._fd, self._path, self._size, self._unsynced = fd, path, 0, 0
         return fd
 
     def _sync(self) -> None:
+        """fsync our file (the caller holds the lock)."""
         if self._fd is not None and self._unsynced:
             os.fsync(self._fd)
             self._unsynced = 0
+
+    def _sync_unlocked(self) -> None:
+        """fsync our file without holding the lock meanwhile: appends go on."""
+        with self._lock:
+            if self._fd is None or not self._unsynced:
+                return
+            fd, count = os.dup(self._fd), self._unsynced
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with self._lock:
+            self._unsynced = max(0, self._unsynced - count)
 
     def _forget_own(self) -> None:
         """Delete our replayed file (before unlocking it: no one adopts it meanwhile)."""
@@ -215,8 +242,7 @@ class Spool:
         next_try = 0.0
         while not self._stop.wait(FSYNC_SECONDS):
             try:
-                with self._lock:
-                    self._sync()
+                self._sync_unlocked()
                 if time.monotonic() < next_try:
                     continue
                 next_try = time.monotonic() + PAUSE
@@ -244,7 +270,7 @@ class Spool:
 
         Raises redis errors (the caller tries again later); what was replayed stays done.
         """
-        count = sum(replay.replay_orphan(self._r, path) for path in self._others())
+        count = sum(replay.replay_orphan(self._r, path, self._done) for path in self._others())
         if self._active:
             count += self._replay_own()
         with self._lock:
@@ -262,12 +288,13 @@ class Spool:
     def _replay_own(self) -> int:
         count = 0
         while True:
+            self._sync_unlocked()
             with self._lock:
-                self._sync()
                 path, end = self._path, self._size
                 assert path is not None
-                offset = replay.done_offset(path)
+                offset = max(self._done.get(path, 0), replay.done_offset(path))
                 if offset >= end:  # all replayed: delete the file, go direct again
                     self._forget_own()
+                    self._done.pop(path, None)
                     return count
-            count += replay.replay_range(self._r, path, offset, end)
+            count += replay.replay_range(self._r, path, offset, end, self._done)

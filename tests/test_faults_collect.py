@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +29,7 @@ from dmp.config import Config, load_config
 from dmp.eventlog import scan_events
 from dmp.records import Hit
 from dmp.worker import Worker, status
-from tests.served import OwnRedis
+from tests.served import OwnRedis, wait_for
 
 
 @pytest.fixture
@@ -487,3 +488,79 @@ def test_a_forked_child_sends_on_its_own_connection_and_spools_to_its_own_file(
     _wait_replayed(deps)  # the parent replays its own spool, once
     ids = [Hit.from_json(f["h"]).event_id for _, f in redis.xrange(keyspace.STREAM)]
     assert sorted(ids) == ["fork-child-001", "fork-parent-01", "fork-spooled-1"]
+
+
+def test_a_spool_folder_that_refuses_progress_notes_sends_nothing_twice(redis, config):
+    """Replay cannot write how far it got (a directory where its note goes): it goes on
+    from what it remembers, and every hit reaches the stream once."""
+    folder = spool.spool_dir(config.data_dir)
+    folder.mkdir(parents=True)
+    now = int(time.time() * 1000)
+    hits = [Hit(f"note-{i:04d}", "s1", "pixel", "page", "page", now, now) for i in range(50)]
+    orphan = folder / "4343-dead.spool"
+    orphan.write_text("".join(h.to_json() + "\n" for h in hits))
+    orphan.with_suffix(".done.tmp").mkdir()  # the note cannot be written
+    box = spool.Spool(folder, redis, 10**6)
+    box.adopt_orphans()
+    wait_for(lambda: not orphan.exists(), 20, "the orphan to be replayed")
+    time.sleep(1.5)  # replay looks again every 0.5 s: it must not send the file again
+    box.close()
+    ids = [Hit.from_json(f["h"]).event_id for _, f in redis.xrange(keyspace.STREAM)]
+    assert ids == [h.event_id for h in hits]
+
+
+def test_a_batch_sent_whose_answer_cannot_be_read_is_spooled_once(redis, config, write_key):
+    """The send went out but reading its answer failed: the hits go to the spool once
+    (they were spooled twice)."""
+    client, deps = _client(config)
+    for i in range(63):  # one short of READ_EVERY: answers left unread
+        _pixel(client, write_key, f"once-{i:04d}")
+    channel = deps.appender._channels[0]
+    channel.conn._sock.shutdown(socket.SHUT_RD)  # the next read finds the connection gone
+    _pixel(client, write_key, "once-0063")  # sends, then reads: fails
+    _wait_replayed(deps)
+    deps.appender.sync()
+    ids = [Hit.from_json(f["h"]).event_id for _, f in redis.xrange(keyspace.STREAM)]
+    # Redis took the send, and the spool replays it once more (the worker drops that
+    # copy by its event id); spooled twice it was three.
+    assert ids.count("once-0063") == 2
+
+
+def test_a_busy_thread_on_a_healthy_redis_is_never_cut_off(redis, config, write_key):
+    """A thread sending every 0.2 s (its answers read only every 64 hits) whose lock the
+    helper finds taken: Redis answers, so nothing is spooled or sent twice."""
+    client, deps = _client(config)
+    ids = [f"busy-{i:04d}" for i in range(30)]
+    for event_id in ids[:25]:
+        _pixel(client, write_key, event_id)
+        time.sleep(0.2)
+    channel = deps.appender._channels[0]
+    with channel.lock:  # as an append under way would hold it, past TIMEOUT_SECONDS of age
+        time.sleep(1.5)
+    for event_id in ids[25:]:
+        _pixel(client, write_key, event_id)
+    deps.appender.sync()
+    assert not deps.appender.spool.active
+    stream_ids = [Hit.from_json(f["h"]).event_id for _, f in redis.xrange(keyspace.STREAM)]
+    assert stream_ids == ids
+
+
+def test_after_a_failed_site_lookup_redis_is_not_asked_again_at_once(server, own):
+    """A hung Redis: one lookup waits for the client's timeout, the next ones for a
+    moment answer from the cache (or refuse) without asking Redis."""
+    key = _add_site(server.url)
+    r = redisserver.connect(server.url, timeout=0.5)
+    cache = sites.SiteCache(r, ttl=0.0)  # every entry stale at once
+    assert cache.site_for_key(key) is not None
+    asked = []
+    real_get = r.get
+    r.get = lambda name: asked.append(name) or real_get(name)  # counts the lookups
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        assert cache.site_for_key(key).site_id == "acme-gmbh"  # timed out, served stale
+        assert cache.site_for_key(key).site_id == "acme-gmbh"
+        with pytest.raises(redis_lib.ConnectionError):
+            cache.site_for_key("wk_never-seen")
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    assert len(asked) == 1
