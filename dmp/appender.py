@@ -113,11 +113,19 @@ class Appender:
                 bulk.add(*xadd_args(line))
             sent = False
             try:
-                with channel.blocking():
+                # Inline, not channel.blocking(): a context manager costs a hit ~1 µs.
+                if not channel.unread:
+                    channel.waiting = now = _now()
+                else:
+                    now = _now()
+                channel.blocked_since = now
+                try:
                     channel.conn.send_packed_command([bulk.packed()], check_health=False)
+                finally:
+                    channel.blocked_since = 0.0
                 sent = True
                 channel.unread.extend(lines)
-                channel.sent = _now()
+                channel.sent = now
                 if len(channel.unread) >= self.READ_EVERY:
                     wait = len(channel.unread) > self.MAX_UNREAD
                     self._read_answers(channel, wait=wait)

@@ -252,7 +252,7 @@ def test_a_full_spool_loses_hits_counted_and_logged_once(server, own, caplog):
 
 def test_pixel_counters_reach_redis_without_further_traffic(redis, config, write_key):
     """Ten hits are counted as ten within seconds, not when the next hit comes along."""
-    client = FlaskClient(create_app(config))  # no sync after requests, as in production
+    client, _ = _client(config)  # no sync after requests, as in production
     for i in range(10):
         client.get("/p.gif", query_string={"k": write_key, "id": f"count-{i:04d}"})
     field = metrics.counter("dmp_hits_total", collector="pixel", outcome="ok")
