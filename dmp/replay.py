@@ -67,8 +67,8 @@ def replay_range(r: redis.Redis, path: Path, offset: int, end: int, done: dict[P
     """
     count = 0
     for chunk, upto in _chunks(path, offset, end):
-        lines, unreadable = _readable(chunk)
-        lines, unknown, resolved = _resolve_sites(r, lines)
+        readable, unreadable = _readable(chunk)
+        lines, unknown, resolved = _resolve_sites(r, readable)
         bulk = Bulk()
         for line in lines:
             bulk.add(*xadd_args(line))
@@ -139,32 +139,36 @@ def _chunks(path: Path, offset: int, end: int) -> Iterator[tuple[list[bytes], in
                 return
 
 
-def _readable(lines: list[bytes]) -> tuple[list[bytes], int]:
-    """Return the lines that are whole hits (without their newline), and how many are not."""
+def _readable(lines: list[bytes]) -> tuple[list[tuple[bytes, Hit]], int]:
+    """Return the lines that are whole, storable hits (without their newline) with their
+    hits, and how many are not."""
     out, bad = [], 0
     for line in lines:
         text = line.rstrip(b"\n")
         if not text:
             continue  # an empty line (spools write one after a failed write): nothing
         try:
-            Hit.from_json(text)
+            hit = Hit.from_json(text)
         except (TypeError, ValueError):
+            hit = None
+        if hit is not None and hit.storable():  # else the worker would drop it as well
+            out.append((text, hit))
+        else:
             bad += 1
-            continue
-        out.append(text)
     return out, bad
 
 
-def _resolve_sites(r: redis.Redis, lines: list[bytes]) -> tuple[list[bytes], int, int]:
+def _resolve_sites(
+    r: redis.Redis, readable: list[tuple[bytes, Hit]]
+) -> tuple[list[bytes], int, int]:
     """Return the lines with write-key hashes turned into site ids, how many had no site
     and how many got one.
 
     The pixel spools hits whose write key it could not check (Redis was away and the key
     not in its cache) with the key's hash where the site id goes.
     """
-    marker = b'"' + UNRESOLVED.encode()
-    pending = [(i, Hit.from_json(line)) for i, line in enumerate(lines) if marker in line]
-    pending = [(i, hit) for i, hit in pending if hit.site_id.startswith(UNRESOLVED)]
+    lines = [text for text, _ in readable]
+    pending = [(i, hit) for i, (_, hit) in enumerate(readable) if hit.site_id[:1] == UNRESOLVED]
     if not pending:
         return lines, 0, 0
     keys = [keyspace.write_key(hit.site_id[len(UNRESOLVED) :]) for _, hit in pending]

@@ -241,24 +241,22 @@ def evaluate_apart(
     failed: dict[str, str] = {}
     _sift(segments, lambda sid, tree: check(tree, False), failed, fatal)
     rest = {sid: tree for sid, tree in segments.items() if sid not in failed}
-    try:
-        return attempt(rest), failed
-    except fatal:
-        raise
-    except Exception as exc:
-        together = exc
-    for find in (lambda sid, tree: check(tree, True), lambda sid, tree: attempt({sid: tree})):
-        if _sift(rest, find, failed, fatal):
+    together: Exception | None = None  # the error of the last pass over the rest
+    finds = (None, lambda sid, tree: check(tree, True), lambda sid, tree: attempt({sid: tree}))
+    for find in finds:
+        if find is not None:  # after a failed pass: look for culprits, the next way
+            if not _sift(rest, find, failed, fatal):
+                continue
             if len(rest) > 1 and set(rest) <= set(failed):
-                raise together
+                raise together  # type: ignore[misc]
             rest = {sid: tree for sid, tree in rest.items() if sid not in failed}
-            try:
-                return attempt(rest), failed
-            except fatal:
-                raise
-            except Exception as exc:
-                together = exc
-    raise together  # no segment fails alone (or the rest still fails): not one's fault
+        try:
+            return attempt(rest), failed
+        except fatal:
+            raise
+        except Exception as exc:
+            together = exc
+    raise together  # type: ignore[misc]  # no segment fails alone: not one's fault
 
 
 def _sift(

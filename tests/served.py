@@ -3,6 +3,7 @@ and a private embedded Redis a test may kill, hang and start again."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -11,12 +12,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis as redis_lib
 import requests
 
 from dmp import redisserver
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -47,13 +51,27 @@ def run_dmp(data_dir: Path, *args: str) -> str:
     return done.stdout
 
 
-def wait_for(check: Callable[[], object], seconds: float, what: str) -> None:
-    """Poll ``check`` until it is true; fail the test after ``seconds``."""
+def wait_for(check: Callable[[], T], seconds: float, what: str) -> T:
+    """Poll ``check`` until it returns something true and return that; fail the test after
+    ``seconds``."""
     deadline = time.monotonic() + seconds
-    while not check():
+    while not (found := check()):
         if time.monotonic() > deadline:
             pytest.fail(f"waited {seconds} s for {what}")
         time.sleep(0.05)
+    return found
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM a process (a `dmp serve`) and wait for it; kill it if it takes over 30 s."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def healthy(url: str) -> bool:
@@ -100,10 +118,8 @@ class OwnRedis:
 
     def stop(self) -> None:
         """Shut it down (if it runs)."""
-        try:
+        with contextlib.suppress(redis_lib.RedisError):  # not running: nothing to stop
             redis_lib.Redis(unix_socket_path=str(self.info.socket)).shutdown(nosave=True)
-        except redis_lib.RedisError:
-            pass
 
 
 def _answers(url: str) -> bool:

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -513,17 +512,23 @@ def test_a_batch_sent_whose_answer_cannot_be_read_is_spooled_once(redis, config,
     """The send went out but reading its answer failed: the hits go to the spool once
     (they were spooled twice)."""
     client, deps = _client(config)
-    for i in range(63):  # one short of READ_EVERY: answers left unread
-        _pixel(client, write_key, f"once-{i:04d}")
+    _pixel(client, write_key, "once-warm")
+    deps.appender.sync()  # answered: the channel's next read is the one that fails
     channel = deps.appender._channels[0]
-    channel.conn._sock.shutdown(socket.SHUT_RD)  # the next read finds the connection gone
+
+    def connection_lost(*_args, **_kwargs):  # the connection breaks after the send
+        raise redis_lib.ConnectionError("Connection closed by server.")
+
+    channel.conn.read_response = connection_lost
+    for i in range(63):  # one short of READ_EVERY: sent, answers left unread
+        _pixel(client, write_key, f"more-{i:04d}")
     _pixel(client, write_key, "once-0063")  # sends, then reads: fails
+    del channel.conn.read_response
     _wait_replayed(deps)
-    deps.appender.sync()
     ids = [Hit.from_json(f["h"]).event_id for _, f in redis.xrange(keyspace.STREAM)]
     # Redis took the send, and the spool replays it once more (the worker drops that
     # copy by its event id); spooled twice it was three.
-    assert ids.count("once-0063") == 2
+    assert ids.count("once-0063") == 2 and ids.count("more-0000") == 2
 
 
 def test_a_busy_thread_on_a_healthy_redis_is_never_cut_off(redis, config, write_key):

@@ -6,6 +6,7 @@ embedded Redis; the folder is a small tmpfs (as root), else a read-only director
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -70,12 +71,10 @@ def _full(path: Path) -> Fault:
 
     def fill() -> None:
         with open(filler, "wb") as fh:
-            try:
+            with contextlib.suppress(OSError):  # until the disk is full: that is the fault
                 while True:
                     fh.write(b"\0" * 65536)
                     fh.flush()
-            except OSError:
-                pass
 
     return Fault(fill, lambda: filler.unlink(), "No space left on device")
 

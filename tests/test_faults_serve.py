@@ -24,7 +24,7 @@ import requests
 
 from dmp import redisserver
 from dmp.waiter import describe_exit, parse_report
-from tests.served import free_port, healthy, run_dmp, serve_env, wait_for
+from tests.served import free_port, healthy, run_dmp, serve_env, stop_process, wait_for
 from tests.test_faults_flush import _mount
 from tests.test_serve import _children
 
@@ -80,13 +80,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
         assert proc.poll() is None, "".join(lines)
         yield run
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         pid_file = data_dir / "redis" / "redis.pid"
         if pid_file.exists() and _alive(pid := int(pid_file.read_text())):
             os.kill(pid, signal.SIGKILL)  # a server left behind by a failed test

@@ -21,7 +21,7 @@ import polars as pl
 import pytest
 import requests
 
-from tests.served import free_port, healthy, run_dmp, serve_env, wait_for
+from tests.served import free_port, healthy, run_dmp, serve_env, stop_process, wait_for
 
 GIF_TYPE = "image/gif"
 
@@ -42,12 +42,7 @@ def serving(tmp_path: Path):
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: healthy(url), 30, "dmp serve to be healthy")
     yield url, data_dir, log_path, proc.pid
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc)
 
 
 class Traffic:

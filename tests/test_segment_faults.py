@@ -19,6 +19,7 @@ from segments.definition import load_definitions
 from segments.language import Compare, Did, parse_where
 from segments.matrix import TOUCHPOINT_SCHEMA
 from segments.rules import Op, When
+from tests.served import wait_for
 from tests.test_matrix import NOW, touch
 from tests.test_segments_language import SCHEMA, person
 from tests.test_worker import hit, identify, send
@@ -29,16 +30,6 @@ def synth(runner):
     result = runner.invoke(cli, ["synth", "--persons", "60", "--days", "20", "--seed", "7"])
     assert result.exit_code == 0, result.output
     return int(time.time() * 1000) + 60_000  # synth data ends now
-
-
-def _wait(probe, seconds: float):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.05)
-    return None
 
 
 def test_the_first_run_comes_at_start_on_a_machine_booted_seconds_ago(
@@ -54,11 +45,10 @@ def test_the_first_run_comes_at_start_on_a_machine_booted_seconds_ago(
     thread = threading.Thread(target=segmentschedule.run_schedule, args=(redis, hourly, stop))
     thread.start()
     try:
-        ran = _wait(lambda: segmentrun.latest_run(config), 20)
+        ran = wait_for(lambda: segmentrun.latest_run(config), 20, "a run at the schedule's start")
     finally:
         stop.set()
         thread.join(30)
-    assert ran is not None, "no run within 20 s of the schedule's start"
     assert ran["members"]["all"] > 0
 
 

@@ -26,6 +26,7 @@ from dmp.cli import cli, main
 from dmp.records import Stage
 from segments.definition import load_definitions
 from segments.scoring import DAY_MS
+from tests.served import wait_for
 from tests.test_worker import hit, identify, send
 
 SEGMENTS = """
@@ -231,13 +232,13 @@ def test_the_schedule_runs_when_new_events_arrive(synth, redis, drain, config):
     run; nothing new, no run (until segments_every)."""
     _apply(redis, "id: pricing\nwhere: {did: {event: page, url_contains: /pricing-x}}\n")
     with _schedule(redis, config, every=3600):
-        first = _wait(lambda: segmentrun.latest_run(config))
+        first = wait_for(lambda: segmentrun.latest_run(config), 30, "the schedule")
         assert first["members"] == {"pricing": 0}
         send(redis, hit(uid="c-fresh", url="https://acme.de/pricing-x"))
         drain()
         members = keyspace.segment("pricing", "members")
         with segmentrun.run_lock(redis):  # a long run under way does not hold the lane up
-            pid = _wait(lambda: next(iter(redis.smembers(members)), None))
+            pid = wait_for(lambda: next(iter(redis.smembers(members)), None), 30, "the schedule")
         assert redis.smembers(keyspace.person(pid, "segments")) == {"pricing"}
         # That was the live lane: no run since the first (the next is an hour away).
         assert segmentrun.latest_run(config)["run_id"] == first["run_id"]
@@ -248,18 +249,18 @@ def test_the_schedule_runs_every_segments_every_seconds(synth, redis, config):
     """Without new data, runs still come (time moves); a failing live lane does not stop them."""
     _apply(redis)
     with _schedule(redis, config, every=0.5):
-        first = _wait(lambda: segmentrun.latest_run(config))["run_id"]
+        first = wait_for(lambda: segmentrun.latest_run(config), 30, "the schedule")["run_id"]
         redis.sadd(keyspace.MATRIX_TOUCHED, "not-a-person")  # a mark the lane cannot read
-        _wait(lambda: segmentrun.latest_run(config)["run_id"] != first)
+        wait_for(lambda: segmentrun.latest_run(config)["run_id"] != first, 30, "the schedule")
 
 
 def test_the_schedule_runs_when_the_api_asks(synth, redis, config):
     """POST /api/v1/segments/runs asks; the schedule runs at once, not in an hour."""
     _apply(redis)
     with _schedule(redis, config, every=3600):
-        first = _wait(lambda: segmentrun.latest_run(config))["run_id"]
+        first = wait_for(lambda: segmentrun.latest_run(config), 30, "the schedule")["run_id"]
         redis.set(keyspace.SEGMENTS_RUN_REQUESTED, 1)
-        _wait(lambda: segmentrun.latest_run(config)["run_id"] != first)
+        wait_for(lambda: segmentrun.latest_run(config)["run_id"] != first, 30, "the schedule")
         assert not redis.exists(keyspace.SEGMENTS_RUN_REQUESTED)
 
 
@@ -275,16 +276,6 @@ def _schedule(redis, config, every: float):
         stop.set()
         schedule.join(30)
     assert not schedule.is_alive()
-
-
-def _wait(probe, seconds: float = 30.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def test_preview_sizes_breaks_down_and_explains(synth, redis, runner, config, tmp_path):

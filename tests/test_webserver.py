@@ -3,6 +3,7 @@ no log line carries a key or a full client IP."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import re
@@ -91,13 +92,11 @@ def _start(data_dir: Path, log: Path, threads: int) -> tuple[subprocess.Popen, i
         )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(OSError):  # not listening yet
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
                 sock.sendall(_request(b"/healthz"))
                 if sock.recv(64).startswith(b"HTTP/1.1 200"):
                     return proc, port
-        except OSError:
-            pass
         time.sleep(0.2)
     proc.kill()
     pytest.fail(f"dmp serve did not start:\n{log.read_text()}")
