@@ -2,7 +2,7 @@
 
     python bench/bare_app.py --port P [--workers 2] [--threads 4] [--wsgi]
 
-It is served by dmp's own gunicorn set-up: ``dmp.server.serve`` with the ingest worker off
+It is served by dmp's own gunicorn set-up: ``dmp.serve.server.serve`` with the ingest worker off
 and only the WSGI app swapped for this one. Worker class, processes, threads, timeouts and
 logging are therefore exactly those of ``dmp serve`` and follow it should they change.
 (``serve`` also attaches an embedded Redis under a throw-away data dir; it sits idle.)
@@ -58,8 +58,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    from dmp import server
     from dmp.config import load_config
+    from dmp.serve import server
 
     served = wsgi_app if args.wsgi else app
 

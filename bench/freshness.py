@@ -42,8 +42,8 @@ from pixel import Target, start, stop, stop_redis, wait_up  # noqa: E402
 from runlog import append, commit  # noqa: E402
 
 from dmp.config import load_config  # noqa: E402
-from dmp.matrixstore import latest_snapshot  # noqa: E402
-from dmp.segmentrun import latest_run  # noqa: E402
+from dmp.matrix.snapshots import latest_snapshot  # noqa: E402
+from dmp.membership.runs import latest_run  # noqa: E402
 from dmp.synth import example_segments  # noqa: E402
 
 FRESH = {"id": "fresh", "name": "Qualified just now",

@@ -49,11 +49,12 @@ if str(ROOT) not in sys.path:
 
 from runlog import append, commit  # noqa: E402  (bench/ is the script's folder)
 
-from dmp import keyspace, redisserver, stream  # noqa: E402
 from dmp.config import load_config  # noqa: E402
-from dmp.eventlog import scan_events  # noqa: E402
+from dmp.ingest import stream  # noqa: E402
+from dmp.ingest.eventlog import scan_events  # noqa: E402
+from dmp.ingest.worker import Worker, status  # noqa: E402
 from dmp.records import Hit  # noqa: E402
-from dmp.worker import Worker, status  # noqa: E402
+from dmp.storage import keyspace, redisserver
 
 AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

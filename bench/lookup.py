@@ -31,7 +31,7 @@ from freshness import dmp  # noqa: E402  (bench/ is the script's folder)
 from pixel import Target, _ms, start, stop, stop_redis, wait_up  # noqa: E402
 from runlog import append, commit  # noqa: E402
 
-from dmp import redisserver  # noqa: E402
+from dmp.storage import redisserver  # noqa: E402
 from dmp.synth import example_segments  # noqa: E402
 
 CONNECTIONS = 32

@@ -49,7 +49,7 @@ if str(ROOT) not in sys.path:
 
 from runlog import append, commit  # noqa: E402  (bench/ is the script's folder)
 
-from dmp import keyspace, redisserver  # noqa: E402
+from dmp.storage import keyspace, redisserver  # noqa: E402
 
 UID = "bench0123456789abcdefg"  # a well-formed dmp_uid of 22 characters
 PATH = "/p.gif?k={key}&url=https%3A%2F%2Fbench.test%2Fpage&topics=crm,erp&consent=analytics,ads"
@@ -198,7 +198,7 @@ def wait_drained(target: Target, since: float) -> None:
 
 def check_hits(target: Target) -> dict:
     """Return what reached dmp's stream (or event log) against the requests it answered."""
-    from dmp.worker import status
+    from dmp.ingest.worker import status
 
     r = redisserver.connect(target.redis_url())
     try:
@@ -219,7 +219,7 @@ def check_hits(target: Target) -> dict:
     if target.ingest:
         import polars as pl
 
-        from dmp.eventlog import scan_events
+        from dmp.ingest.eventlog import scan_events
 
         events = target.data_dir / "events"
         hits["parquet_rows"] = scan_events(events).select(pl.len()).collect().item()

@@ -6,7 +6,7 @@
 On a data dir filled by ``dmp synth`` (kept under ``bench/data/synth-<persons>``), with the
 50 mixed segments applied, each round times:
 
-- **full**: ``matrixstore.build`` from scratch, then ``segmentrun.run(full=True)``;
+- **full**: ``snapshots.build`` from scratch, then ``runs.run(full=True)``;
 - **incremental, no new data**: what the schedule does every minute when nothing came in
   (time moves: windows close, scores decay);
 - **incremental, after a batch**: ``--touch`` visitors (half of them known persons) send a
@@ -36,11 +36,14 @@ sys.path.insert(0, str(ROOT))
 
 from runlog import append, commit  # noqa: E402  (bench/ is the script's folder)
 
-from dmp import matrixstore, redisserver, segmentrun, segmentstore, stream  # noqa: E402
 from dmp.config import load_config  # noqa: E402
+from dmp.ingest import stream  # noqa: E402
+from dmp.ingest.worker import Worker  # noqa: E402
+from dmp.matrix import snapshots
+from dmp.membership import definitions, runs
 from dmp.records import Hit  # noqa: E402
+from dmp.storage import redisserver
 from dmp.synth import example_segments  # noqa: E402
-from dmp.worker import Worker  # noqa: E402
 from segments.definition import parse_definition  # noqa: E402
 
 
@@ -61,8 +64,8 @@ def touch(r, config, n: int, known: list[str]) -> None:
 
 def timed(r, config, *, full: bool) -> dict:
     started = time.perf_counter()
-    built = matrixstore.build(r, config, incremental=not full)
-    ran = segmentrun.run(r, config, full=full, build_matrix=False)
+    built = snapshots.build(r, config, incremental=not full)
+    ran = runs.run(r, config, full=full, build_matrix=False)
     return {"build_s": built.seconds, "run_s": ran.seconds, "recounted": ran.recounted,
             "total_s": time.perf_counter() - started, "persons": built.persons}  # fmt: skip
 
@@ -81,7 +84,7 @@ def main() -> None:
     config = load_config({"data_dir": data_dir})
     server = redisserver.attach_embedded(data_dir)
     r = redisserver.connect(server.url)
-    segmentstore.apply_definitions(r, [parse_definition(d) for d in example_segments(50)])
+    definitions.apply_definitions(r, [parse_definition(d) for d in example_segments(50)])
     known = [k.split(":", 3)[3] for k in r.scan_iter(match="dmp:id:uid:*", count=1000)]
     rounds = []
     for n in range(args.rounds):

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from collectors.imports import Fields, RowError, excerpt, parse_time
-from dmp.identity import Identifier, IdKind, normalise_email, normalise_phone
+from dmp.people.identity import Identifier, IdKind, normalise_email, normalise_phone
 from dmp.records import Hit, Source, Stage
 
 SITE = "import:crm"  # the site id of imported rows (no site slug has a colon)

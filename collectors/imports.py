@@ -21,8 +21,9 @@ import polars as pl
 import redis
 
 from collectors.eventtime import EventTimeError, parse_event_time
-from dmp import keyspace, stream
+from dmp.ingest import stream
 from dmp.records import Hit
+from dmp.storage import keyspace
 
 CHUNK = 1000  # rows enqueued per MULTI
 

@@ -25,11 +25,11 @@ from collectors.imports import (
     storable,
 )
 from collectors.payload import invalid, read_body
-from dmp.apikeys import Scope, check_key
-from dmp.deps import current_deps
-from dmp.identity import normalise_email
-from dmp.problems import Problem
+from dmp.access.apikeys import Scope, check_key
+from dmp.people.identity import normalise_email
 from dmp.records import Hit, Source
+from dmp.web.deps import current_deps
+from dmp.web.problems import Problem
 
 bp = Blueprint("newsletter", __name__)
 MAX_EVENTS = 1000  # per webhook call

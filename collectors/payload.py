@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Request
 
-from dmp.problems import Problem
+from dmp.web.problems import Problem
 
 
 def invalid(detail: str, title: str = "Invalid payload") -> Problem:

@@ -2,7 +2,7 @@
 
 The pixel is the hottest path dmp has, so it is served as plain WSGI in front of the Flask
 app (:class:`PixelApp`): one query parse, one cookie lookup, one write to Redis that does
-not wait for the answer (:class:`dmp.appender.Appender`), and a ready-made answer.
+not wait for the answer (:class:`dmp.ingest.appender.Appender`), and a ready-made answer.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from urllib.parse import parse_qsl
 import redis
 
 from collectors import browser
-from dmp import metrics, replay
-from dmp.apikeys import hash_secret
-from dmp.deps import Deps
-from dmp.outage import Outage
+from dmp.access.apikeys import hash_secret
+from dmp.access.sites import WRITE_KEY_PREFIX, valid_write_key
+from dmp.ingest import replay
 from dmp.records import Hit, Source
-from dmp.sites import WRITE_KEY_PREFIX, valid_write_key
+from dmp.storage import metrics
+from dmp.storage.outage import Outage
+from dmp.web.deps import Deps
 
 log = logging.getLogger(__name__)
 _OUTAGE = Outage(log, "Redis (pixel, no spool: hits lost)")

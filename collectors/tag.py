@@ -33,10 +33,10 @@ from flask import Blueprint, Response, request
 
 from collectors import browser
 from collectors.payload import expect_object, invalid, read_body
-from dmp import metrics
-from dmp.deps import current_deps
-from dmp.problems import Problem, unavailable
 from dmp.records import Hit, Source
+from dmp.storage import metrics
+from dmp.web.deps import current_deps
+from dmp.web.problems import Problem, unavailable
 
 bp = Blueprint("tag", __name__)
 

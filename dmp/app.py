@@ -11,13 +11,13 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from dmp import redisserver
-from dmp.appender import Appender
+from dmp.access.sites import SiteCache
 from dmp.config import Config, load_config
-from dmp.deps import Deps, current_deps
-from dmp.problems import from_http_exception, problem_response, unavailable
-from dmp.sites import SiteCache
-from dmp.spool import Spool, spool_dir
+from dmp.ingest.appender import Appender
+from dmp.ingest.spool import Spool, spool_dir
+from dmp.storage import redisserver
+from dmp.web.deps import Deps, current_deps
+from dmp.web.problems import from_http_exception, problem_response, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +41,16 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     deps = Deps(config, r, SiteCache(r, config.site_cache_seconds), Appender(r, spooler))
     app.extensions["dmp"] = deps
 
-    from collectors import newsletter, pixel, segmentspec, tag
-    from dmp import api, ops, pullapi
+    from collectors import newsletter, pixel, tag, trackingapi
+    from dmp.web import lookup, ops, persons
 
-    for blueprint in (tag.bp, segmentspec.bp, newsletter.bp, api.bp, pullapi.bp, ops.bp):
+    for blueprint in (tag.bp, trackingapi.bp, newsletter.bp, persons.bp, lookup.bp, ops.bp):
         app.register_blueprint(blueprint)
     # The pixel answers in plain WSGI before Flask is involved (see collectors.pixel);
     # the route below only makes Flask answer 405 for other methods on its path.
     app.add_url_rule(pixel.PATH, "pixel", _pixel_behind_wsgi, methods=["GET"])
     app.wsgi_app = pixel.PixelApp(app.wsgi_app, deps)  # type: ignore[method-assign]
-    app.wsgi_app = pullapi.LookupApp(app.wsgi_app, deps)  # type: ignore[method-assign]
+    app.wsgi_app = lookup.LookupApp(app.wsgi_app, deps)  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, from_http_exception)
     app.register_error_handler(redis.RedisError, _redis_away)
     app.register_error_handler(Exception, _unexpected)

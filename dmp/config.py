@@ -25,7 +25,7 @@ class Config:
     lease_seconds: float = 15.0  # one ingest worker at a time holds the lease; a dead one loses it
     dedup_days: int = 7  # an event id seen within this many days is a replay
     timeline_cap: int = 500  # touchpoints kept per person in Redis (Parquet keeps all)
-    # The worker's segment schedule (dmp.segmentschedule): a run for everyone every
+    # The worker's segment schedule (dmp.membership.schedule): a run for everyone every
     # segments_every seconds (windows and decay move people as time passes; 0 turns the
     # schedule off), the live lane for new data looked for every segments_latency seconds.
     segments_every: float = 60.0

@@ -11,10 +11,11 @@ from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 
-from dmp import apikeys, redisserver, sites
+from dmp.access import apikeys, sites
 from dmp.app import create_app
 from dmp.config import Config, load_config
-from dmp.worker import Worker
+from dmp.ingest.worker import Worker
+from dmp.storage import redisserver
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +51,7 @@ def config(redis: redis_lib.Redis, redis_url: str, tmp_path: Path) -> Config:
 class _SyncedClient(FlaskClient):
     """A test client that, like a browser's next look, sees the pixel's hits in Redis.
 
-    The pixel does not wait for Redis to answer (dmp.appender.Appender); tests that read
+    The pixel does not wait for Redis to answer (dmp.ingest.appender.Appender); tests that read
     Redis right after a request wait for those answers here.
     """
 

@@ -18,7 +18,7 @@ import pytest
 import redis as redis_lib
 import requests
 
-from dmp import redisserver
+from dmp.storage import redisserver
 
 T = TypeVar("T")
 

@@ -6,10 +6,11 @@ import json
 
 import polars as pl
 
-from dmp import matrixstore, synth
+from dmp import synth
 from dmp.cli import cli
-from dmp.eventlog import scan_events
-from dmp.worker import status
+from dmp.ingest.eventlog import scan_events
+from dmp.ingest.worker import status
+from dmp.matrix import snapshots
 
 UNTIL = 1_790_000_000_000
 
@@ -39,8 +40,8 @@ def test_synth_makes_a_dataset_a_marketer_can_read(runner, redis, config):
     bots = log.filter(pl.col("is_bot"))
     assert bots.height > 0 and bots["person_id"].null_count() == bots.height
     assert {"pixel", "tag", "crm", "newsletter"} <= set(log["source"])
-    built = matrixstore.build(redis, config)
-    funnel = matrixstore.latest_funnel(config)
+    built = snapshots.build(redis, config)
+    funnel = snapshots.latest_funnel(config)
     assert funnel is not None and funnel["persons"] == built.persons
     assert sum(s["persons"] for s in funnel["stages"]) == built.persons
     assert (

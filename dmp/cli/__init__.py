@@ -101,4 +101,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-from dmp.cli import collect, matrix, segmentscli, sources, synth  # noqa: E402,F401  (their commands join the group)
+from dmp.cli import (
+    collect,
+    matrix,
+    segments,  # noqa: E402,F401  (their commands join the group)
+    sources,
+    synth,
+)

@@ -11,9 +11,12 @@ import time
 
 import click
 
-from dmp import apikeys, keyspace, segmentstore, sites, spool, stream, worker
+from dmp.access import apikeys, sites
 from dmp.cli import Context, _fail, _print_json, cli, pass_ctx
-from dmp.segmentschedule import start_schedule
+from dmp.ingest import spool, stream, worker
+from dmp.membership import definitions
+from dmp.membership.schedule import start_schedule
+from dmp.storage import keyspace
 
 
 @cli.command()
@@ -35,7 +38,7 @@ from dmp.segmentschedule import start_schedule
 @pass_ctx
 def serve(obj: Context, host: str, port: int, workers: int, threads: int, no_ingest: bool) -> None:
     """Serve the pixel, tag, Segment API and admin API, and run the ingest worker."""
-    from dmp.server import serve as run
+    from dmp.serve.server import serve as run
 
     run(obj.config, host, port, workers, threads, ingest=not no_ingest)
 
@@ -95,11 +98,11 @@ def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
 def status(obj: Context, as_json: bool) -> None:
     """Show stored and aggregate event counts, persons by tier, pending hits (and any
     spooled while Redis was away) and the segments (how many, the last run, how long ago)."""
-    from dmp import segmentrun
+    from dmp.membership import runs
 
     state = worker.status(obj.redis)
     state["spooled_bytes"] = spool.spooled_bytes(obj.config.data_dir)
-    last = (segmentrun.run_records(obj.redis, 1) or [None])[0]
+    last = (runs.run_records(obj.redis, 1) or [None])[0]
     state["segments"] = {
         "defined": obj.redis.scard(keyspace.SEGMENTS),
         "last_run": None if last is None else {
@@ -205,7 +208,7 @@ def keys_create(obj: Context, scope: str, name: str, audiences: str) -> None:
     shared = tuple(dict.fromkeys(a.strip() for a in audiences.split(",") if a.strip()))
     if (scope == apikeys.Scope.PARTNER.value) != bool(shared):
         _fail("--audiences is needed for a partner key and only for one")
-    known = {s.definition.id for s in segmentstore.list_segments(obj.redis)}
+    known = {s.definition.id for s in definitions.list_segments(obj.redis)}
     unknown = [a for a in shared if a not in known]
     if unknown:
         _fail(f"no segment {unknown[0]!r} (apply it first: dmp segments apply FILE)")

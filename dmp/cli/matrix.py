@@ -14,10 +14,12 @@ import click
 import polars as pl
 
 from collectors.eventtime import EventTimeError, parse_event_time
-from dmp import keyspace, lifecycle, matrixstore
 from dmp.cli import Context, _fail, _print_json, bar, cli, pass_ctx
-from dmp.csvfile import write_csv
-from dmp.segmentrun import RunBusy, run_lock
+from dmp.matrix import snapshots
+from dmp.membership.runs import RunBusy, run_lock
+from dmp.people import lifecycle
+from dmp.storage import keyspace
+from dmp.storage.csvfile import write_csv
 from segments.content import parse_catalog
 from segments.matrix import by_weight
 from segments.rules import RuleError
@@ -119,7 +121,7 @@ def matrix_build(obj: Context, as_of: str | None, incremental: bool, as_json: bo
             run_lock(r, wait_seconds=120),
             click.progressbar(length=keys, label="reading persons", file=sys.stderr) as bar,
         ):
-            result = matrixstore.build(
+            result = snapshots.build(
                 r, obj.config, when, progress=bar.update, incremental=incremental
             )
     except RuleError as exc:
@@ -145,7 +147,7 @@ def matrix_build(obj: Context, as_of: str | None, incremental: bool, as_json: bo
 
 
 def _snapshot(obj: Context) -> Path:
-    path = matrixstore.latest_snapshot(obj.config)
+    path = snapshots.latest_snapshot(obj.config)
     if path is None:
         _fail("no matrix yet: run `dmp matrix build` first")
     assert path is not None
@@ -186,7 +188,7 @@ def _json_cell(value: object) -> str:
 @pass_ctx
 def matrix_show(obj: Context, person_id: str, as_json: bool, limit: int) -> None:
     """Show one person's matrix row, why they have their score, and their timeline."""
-    from dmp.profiles import follow
+    from dmp.people.profiles import follow
 
     path = _snapshot(obj)
     pid = follow(obj.redis, person_id)
@@ -195,7 +197,7 @@ def matrix_show(obj: Context, person_id: str, as_json: bool, limit: int) -> None
         _fail(f"no person {person_id} in {path.name}")
     row = rows.row(0, named=True)
     timeline = (
-        matrixstore.read_touchpoints(obj.config.events_dir, matrixstore.merge_map(obj.redis))
+        snapshots.read_touchpoints(obj.config.events_dir, snapshots.merge_map(obj.redis))
         .filter(pl.col("person_id") == pid)
         .sort("timestamp", descending=True)
         .head(limit)
@@ -251,7 +253,7 @@ def _print_row(row: dict, stages: list[dict], timeline: pl.DataFrame) -> None:
 @pass_ctx
 def funnel(obj: Context, as_json: bool) -> None:
     """Show persons per stage and tier, conversion and days in stage (latest build)."""
-    data = matrixstore.latest_funnel(obj.config)
+    data = snapshots.latest_funnel(obj.config)
     if data is None:
         _fail("no matrix yet: run `dmp matrix build` first")
     assert data is not None

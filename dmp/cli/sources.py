@@ -20,8 +20,9 @@ from collectors.imports import (
     read_table,
     to_hits,
 )
-from dmp import lifecycle, stream, worker
 from dmp.cli import Context, _fail, _print_json, cli, pass_ctx
+from dmp.ingest import stream, worker
+from dmp.people import lifecycle
 from dmp.records import Hit, Source, Stage
 from segments.rules import RuleError
 from segments.yamltext import load_yaml

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import click
 
-from dmp import keyspace, sites, stream, synth, worker
+from dmp import synth
+from dmp.access import sites
 from dmp.cli import Context, _print_json, cli
 from dmp.cli.sources import import_crm, import_newsletter
+from dmp.ingest import stream, worker
+from dmp.storage import keyspace
 
 CHUNK = 2000
 

@@ -1,0 +1,270 @@
+"""The Segment-spec HTTP tracking API: ``POST /v1/{identify,track,page,screen,group,alias,batch}``.
+
+Spoken by Segment's and RudderStack's server SDKs. Auth is the write key as Basic-auth
+user (or ``writeKey`` in the body). A batch is stored whole or not at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from flask import Blueprint, Request, Response, jsonify, request
+
+from collectors import browser
+from collectors.consent import map_segment_consent
+from collectors.enrichment import truncate_ip
+from collectors.eventtime import in_range
+from collectors.payload import expect_object, invalid, read_body
+from dmp.ingest import stream
+from dmp.records import Hit, Source
+from dmp.storage import metrics
+from dmp.web.deps import Deps, current_deps
+from dmp.web.problems import Problem, unavailable
+
+bp = Blueprint("segmentspec", __name__, url_prefix="/v1")
+
+TYPES = ("identify", "track", "page", "screen", "group", "alias")
+MAX_ID = 256
+
+
+def write_key_of(req: Request, body: dict[str, Any]) -> str:
+    """Return the write key from Basic auth (user part) or the body's ``writeKey``."""
+    header = req.headers.get("Authorization", "")
+    if header[:6].lower() == "basic ":
+        try:
+            return base64.b64decode(header[6:].strip(), validate=True).decode().split(":", 1)[0]
+        except (ValueError, UnicodeDecodeError):
+            return ""
+    key = body.get("writeKey")
+    # Write keys are ASCII tokens; anything else (a lone surrogate, say) cannot be hashed.
+    return key if isinstance(key, str) and key.isascii() else ""
+
+
+def parse_time(value: Any, path: str) -> int | None:
+    """Return ms since the epoch of an ISO-8601 string (naive means UTC); None when absent."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise invalid(f"{path}: expected an ISO-8601 time string")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        ms = int(parsed.timestamp() * 1000)
+    except (ValueError, OverflowError):
+        raise invalid(f"{path}: not an ISO-8601 time: {value!r}") from None
+    if not in_range(ms):
+        raise invalid(f"{path}: expected a time from 1970 to 2099: {value!r}")
+    return ms
+
+
+def corrected_time(msg: dict[str, Any], batch_sent_at: int | None, received: int, path: str) -> int:
+    """Return the event time corrected for clock skew (receivedAt − (sentAt − timestamp)).
+
+    A correction landing outside 1970-2099 (clocks set to nonsense) gives receivedAt.
+    """
+    client = parse_time(msg.get("originalTimestamp"), f"{path}.originalTimestamp")
+    if client is None:
+        client = parse_time(msg.get("timestamp"), f"{path}.timestamp")
+    sent = parse_time(msg.get("sentAt"), f"{path}.sentAt")
+    if sent is None:
+        sent = batch_sent_at
+    if client is None:
+        return received
+    if sent is None:
+        return client
+    corrected = received - (sent - client)
+    return corrected if in_range(corrected) else received
+
+
+def _id(value: Any, path: str) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise invalid(f"{path}: expected a string")
+    text = str(value)
+    if len(text) > MAX_ID:
+        raise invalid(f"{path}: at most {MAX_ID} characters")
+    return text
+
+
+def _external_ids(context: dict[str, Any], path: str) -> dict[str, str]:
+    raw = context.get("externalIds")
+    if raw is None:
+        return {}
+    if not isinstance(raw, list):
+        raise invalid(f"{path}.externalIds: expected a list")
+    out = {}
+    for i, item in enumerate(raw[:20]):
+        if not isinstance(item, dict):
+            raise invalid(f"{path}.externalIds[{i}]: expected an object")
+        kind, value = (
+            _id(item.get("type"), f"{path}.externalIds[{i}].type"),
+            _id(item.get("id"), f"{path}.externalIds[{i}].id"),
+        )
+        if kind and value:
+            out[kind] = value
+    return out
+
+
+def _size(msg: dict[str, Any], path: str) -> int:
+    """Return the UTF-8 size of a message; raise a 400 for what no JSON reader takes back."""
+    try:
+        text = json.dumps(msg, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return len(text.encode())
+    except UnicodeEncodeError:
+        raise invalid(f"{path}: a string holds an unpaired surrogate (not UTF-8)") from None
+    except ValueError:
+        raise invalid(f"{path}: NaN and Infinity are not JSON numbers") from None
+
+
+def to_hit(
+    msg: Any,
+    kind: str | None,
+    site_id: str,
+    received: int,
+    sent_at: int | None,
+    path: str,
+    limit: int,
+) -> Hit:
+    """Return the Hit of one Segment message, or raise a 400 Problem naming the path."""
+    if not isinstance(msg, dict):
+        raise invalid(f"{path}: expected an object")
+    if _size(msg, path) > limit:
+        raise Problem(
+            400, "Payload too large", f"{path}: an event may be at most {limit} bytes", "too-large"
+        )
+    kind = kind or msg.get("type")
+    if kind not in TYPES:
+        raise invalid(f"{path}.type: expected one of {', '.join(TYPES)}")
+    user_id = _id(msg.get("userId"), f"{path}.userId")
+    anonymous_id = _id(msg.get("anonymousId"), f"{path}.anonymousId")
+    if not user_id and not anonymous_id:
+        raise invalid(f"{path}: userId or anonymousId is required")
+    context = expect_object(msg.get("context"), f"{path}.context")
+    properties = expect_object(msg.get("properties"), f"{path}.properties")
+    traits = expect_object(msg.get("traits"), f"{path}.traits")
+    if kind == "group":
+        # A group call's traits describe the group (the company), not the person: an
+        # info@ address there must not become every member's email.
+        properties = {**properties, "group_traits": traits} if traits else properties
+        traits = {}
+    traits = {**expect_object(context.get("traits"), f"{path}.context.traits"), **traits}
+    page = expect_object(context.get("page"), f"{path}.context.page")
+    if kind == "track":
+        event = msg.get("event")
+        if not isinstance(event, str) or not event.strip() or len(event) > 200:
+            raise invalid(f"{path}.event: track needs an event name (1-200 characters)")
+    else:
+        event = kind  # a page's or screen's name travels as its title
+    message_id = _id(msg.get("messageId"), f"{path}.messageId") or uuid.uuid4().hex
+    ip = context.get("ip")
+    ua = context.get("userAgent")
+    return Hit(
+        event_id=message_id,
+        site_id=site_id,
+        source=Source.API.value,
+        type=kind,
+        event=event,
+        received_at=received,
+        timestamp=corrected_time(msg, sent_at, received, path),
+        consent=map_segment_consent(context),
+        anonymous_id=anonymous_id,
+        user_id=user_id,
+        previous_id=_id(msg.get("previousId"), f"{path}.previousId") if kind == "alias" else "",
+        group_id=_id(msg.get("groupId"), f"{path}.groupId") if kind == "group" else "",
+        channel=msg["channel"][:32] if isinstance(msg.get("channel"), str) else "server",
+        url=browser.clean_url(properties.get("url") or page.get("url")),
+        referrer=browser.clean_url(properties.get("referrer") or page.get("referrer")),
+        title=browser.clean_text(properties.get("title") or page.get("title") or msg.get("name")),
+        topics=browser.clean_topics(properties.get("topics")),
+        properties=properties,
+        traits=traits,
+        external_ids=_external_ids(context, f"{path}.context"),
+        ip=truncate_ip(ip) if isinstance(ip, str) else "",
+        user_agent=ua[:512] if isinstance(ua, str) else "",
+    )
+
+
+def _accept(kind: str | None) -> Response:
+    deps = current_deps()
+    try:
+        hits = _read_hits(deps, kind)
+    except Problem as exc:
+        if exc.code == 400:
+            _count(deps, "bad_input")
+        raise
+    counters = {metrics.hits_counter("api", "ok"): len(hits)}
+    try:
+        stream.enqueue(deps.redis, hits, counters, atomic=True)
+    except redis.RedisError:
+        # Server-side clients retry (Segment's libraries on 5xx): nothing is spooled here.
+        raise unavailable() from None
+    return jsonify(success=True)
+
+
+def _read_hits(deps: Deps, kind: str | None) -> list[Hit]:
+    """Return the hits of the request's call (``kind``) or batch (None), or raise a Problem."""
+    cfg = deps.config
+    body = read_body(request, cfg.max_batch_bytes if kind is None else cfg.max_event_bytes)
+    try:
+        site = deps.sites.site_for_key(write_key_of(request, body))
+    except redis.RedisError:
+        raise unavailable() from None
+    if site is None:
+        _count(deps, "unknown_key")
+        raise Problem(
+            401,
+            "Unknown write key",
+            "send the site's write key as the Basic-auth user",
+            "unauthorized",
+        )
+    received = browser.now_ms()
+    if kind is not None:
+        return [to_hit(body, kind, site.site_id, received, None, kind, cfg.max_event_bytes)]
+    batch = body.get("batch")
+    if not isinstance(batch, list):
+        raise invalid("batch: expected a list of messages")
+    sent_at = parse_time(body.get("sentAt"), "sentAt")
+    messages = with_batch_context(batch, expect_object(body.get("context"), "context"))
+    return [
+        to_hit(m, None, site.site_id, received, sent_at, f"batch[{i}]", cfg.max_event_bytes)
+        for i, m in enumerate(messages)
+    ]
+
+
+def with_batch_context(batch: list[Any], context: dict[str, Any]) -> list[Any]:
+    """Return the messages with the batch's context under each one's own (theirs win)."""
+    if not context:
+        return batch
+    out = []
+    for m in batch:
+        own = m.get("context") if isinstance(m, dict) else None
+        if isinstance(m, dict) and (own is None or isinstance(own, dict)):
+            m = {**m, "context": {**context, **(own or {})}}
+        out.append(m)  # anything else is refused by to_hit, naming its path
+    return out
+
+
+def _count(deps: Deps, outcome: str) -> None:
+    deps.appender.count({metrics.hits_counter("api", outcome): 1})
+
+
+@bp.post("/batch")
+@bp.post("/import")
+def batch() -> Response:
+    """Accept a batch of messages (what segment-analytics-python sends)."""
+    return _accept(None)
+
+
+@bp.post("/<kind>")
+def single(kind: str) -> Response:
+    """Accept one identify, track, page, screen, group or alias call."""
+    if kind not in TYPES:
+        raise Problem(404, "Not found", f"no endpoint /v1/{kind}", "not-found")
+    return _accept(kind)

@@ -1,0 +1,1 @@
+"""Access: sites with their write keys, API keys and their scopes."""

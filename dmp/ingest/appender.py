@@ -1,0 +1,342 @@
+"""The collectors' way onto the stream: hits sent without waiting, kept until answered.
+
+A synchronous round trip to Redis costs a pixel hit about as much as all the rest of its
+work. Each thread keeps a connection of its own (made outside the pool, so a failed one
+never holds a pool slot) and sends a hit's XADD without reading the answer; answers are
+read back in bunches, once they are there, and a stalled Redis slows the sender down
+instead of growing a backlog without bound. Until its answer is read a hit is kept: if
+the connection fails, Redis refuses the write or stays silent, the hit goes to the
+process's :class:`~dmp.ingest.spool.Spool` instead (replayed with its event id, so one that did
+reach Redis is dropped by the worker's dedup), and so does every hit that arrives while
+the spool holds anything. Metric counters are summed here and sent by a helper thread
+about once a second; the same thread reads answers a quiet thread left unread.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections import Counter, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from time import monotonic as _now
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from dmp.ingest.spool import Spool
+from dmp.ingest.stream import enqueue, xadd_args
+from dmp.records import Hit
+from dmp.storage import keyspace, lifetime
+from dmp.storage.bulk import Bulk
+from dmp.storage.outage import Outage
+
+log = logging.getLogger(__name__)
+
+
+class Appender:
+    """Puts the collectors' hits on the stream (or in the spool); see the module's text."""
+
+    READ_EVERY = 64  # unread answers that make the sender look for them
+    MAX_UNREAD = 10_000  # unread answers that make the sender wait for them
+    COUNT_SECONDS = 1.0
+    WATCH_SECONDS = 0.25  # how often the helper thread looks at every thread's channel
+    STALE_SECONDS = 0.5  # answers left unread this long are read by the helper thread ...
+    TIMEOUT_SECONDS = 5.0  # ... and Redis not answering for this long counts as gone
+    UNCHECKED_SHARE = 0.25  # of the spool that hits with an unchecked write key may fill
+
+    def __init__(self, r: redis.Redis, spool: Spool | None = None) -> None:
+        self._r = r
+        pool = r.connection_pool
+        # Our own connections: no retries (a failure spools at once), and blocking sockets:
+        # a socket timeout makes every send poll first (+20 µs a hit). A hung Redis is
+        # noticed by the helper thread instead, which shuts the socket of a thread stuck
+        # on it down, so that its hits are spooled.
+        kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+        kwargs["socket_timeout"] = None
+        kwargs["socket_connect_timeout"] = self.TIMEOUT_SECONDS
+        self._connect = lambda: pool.connection_class(**kwargs)
+        # The helper's counters and pings: a hung Redis must not hold it from its watch.
+        quick = {**kwargs, "socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+        self._quick = redis.Redis(
+            connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **quick)
+        )
+        self.spool = spool
+        self.outage = Outage(log, "Redis (web requests answer 503)")
+        self.lost = 0  # hits neither Redis nor the spool took
+        self._reset()
+        lifetime.register(self)
+
+    def after_fork(self) -> None:
+        """Start afresh in a forked child: the parent's threads and connections are not ours."""
+        self._reset()
+
+    def _reset(self) -> None:
+        """Set the state a new object starts with."""
+        self._local = threading.local()
+        self._channels: list[_Channel] = []  # every thread's, for the helper thread
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._helper: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._closing_since: float | None = None
+
+    def _channel(self) -> _Channel:
+        channel = getattr(self._local, "channel", None)
+        if channel is None:
+            channel = self._local.channel = _Channel(self._connect())
+            with self._lock:
+                self._channels.append(channel)
+        return channel
+
+    def append(self, hits: list[Hit], counters: dict[str, int], *, spool: bool = False) -> None:
+        """Send the hits' XADDs (or, with ``spool`` or while the spool holds hits, spool
+        them); count ``counters`` (sent within a second). ``spool`` is for hits whose write
+        key could not be checked: they may fill only UNCHECKED_SHARE of the spool.
+
+        Raises redis.RedisError only without a spool, when Redis is gone.
+        """
+        self.count(counters)
+        if not hits:
+            return
+        lines = [hit.to_json() for hit in hits]
+        channel = self._channel()
+        with channel.lock:
+            if self.spool is not None and (spool or self.spool.active):
+                self._to_spool(lines, share=self.UNCHECKED_SHARE if spool else 1.0)
+                return
+            bulk = Bulk()
+            for line in lines:
+                bulk.add(*xadd_args(line))
+            sent = False
+            try:
+                # Inline, not channel.blocking(): a context manager costs a hit ~1 µs.
+                if not channel.unread:
+                    channel.waiting = now = _now()
+                else:
+                    now = _now()
+                channel.blocked_since = now
+                try:
+                    channel.conn.send_packed_command([bulk.packed()], check_health=False)
+                finally:
+                    channel.blocked_since = 0.0
+                sent = True
+                channel.unread.extend(lines)
+                channel.sent = now
+                if len(channel.unread) >= self.READ_EVERY:
+                    wait = len(channel.unread) > self.MAX_UNREAD
+                    self._read_answers(channel, wait=wait)
+            except redis.RedisError as exc:  # lost, refused handshake, … : the spool takes it
+                self._fail(channel, exc, [] if sent else lines)
+            except OSError as exc:
+                self._fail(channel, exc, [] if sent else lines)
+
+    def append_atomic(self, hits: list[Hit], counters: dict[str, int]) -> bool:
+        """Put hits on the stream all together, waiting for Redis, or spool them all.
+
+        Return False if neither Redis nor the spool (full, or none) took them. While the
+        spool holds hits, these go there too, in order, without trying Redis.
+        """
+        if self.spool is None or not self.spool.active:
+            try:
+                enqueue(self._r, hits, counters, atomic=True)
+                return True
+            except redis.RedisError:
+                if self.spool is None:
+                    return False
+        self.count(counters)
+        if self.spool.append([hit.to_json() for hit in hits]):
+            return True
+        self.lost += len(hits)
+        return False
+
+    def count(self, counters: dict[str, int]) -> None:
+        """Add to metric counters; they reach Redis within about a second."""
+        if counters:
+            with self._lock:
+                self._counts.update(counters)
+            self._start_helper()
+
+    def note_outage(self, exc: BaseException) -> None:
+        """Log that a request found Redis away (once per outage; its end is logged too)."""
+        self.outage.down(exc)
+        self._start_helper()  # it looks for Redis every second until it is back
+
+    def sync(self) -> None:
+        """Send the counter sums and wait until Redis answered all this process sent
+        (or spool what it did not answer)."""
+        for channel in list(self._channels):
+            with channel.lock:
+                try:
+                    while channel.unread:
+                        self._read_answers(channel, wait=True)
+                except (redis.RedisError, OSError) as exc:
+                    self._fail(channel, exc, [])
+        self._send_counts()
+
+    def close(self) -> None:
+        """Send what is due (spooling what Redis does not answer), stop the helper thread
+        (it unblocks a sync stuck on a hung Redis until then), and close the spool."""
+        self._closing_since = _now()  # past TIMEOUT_SECONDS every blocked wait is cut
+        try:
+            self.sync()
+        except redis.RedisError:
+            pass  # the counts are lost; the hits are spooled
+        self._stop.set()
+        if self.spool is not None:
+            self.spool.close()
+        lifetime.unregister(self)
+
+    def _read_answers(self, channel: _Channel, *, wait: bool) -> None:
+        """Read the answers that are there (with ``wait``, all of them); the caller holds
+        the channel's lock. A refused hit goes to the spool."""
+        conn = channel.conn
+        while channel.unread and (wait or conn.can_read(timeout=0)):
+            try:
+                if wait:
+                    with channel.blocking():
+                        conn.read_response(disable_decoding=True)
+                else:
+                    conn.read_response(disable_decoding=True)
+                channel.waiting = _now()
+            except redis.ResponseError as exc:  # OOM, MISCONF (disk), READONLY replica …
+                line = channel.unread.popleft()
+                if self.spool is None:
+                    self.lost += 1
+                    log.error("Redis refused a pixel hit: %s", exc)
+                else:
+                    self._to_spool([line])
+                continue
+            channel.unread.popleft()
+
+    def _fail(self, channel: _Channel, exc: BaseException, lines: list[str]) -> None:
+        """Spool what the failed connection held unanswered, and ``lines``."""
+        channel.conn.disconnect()  # the next send connects again
+        held = [*channel.unread, *lines]
+        channel.unread.clear()
+        if self.spool is None:
+            self.lost += len(held)
+            raise exc
+        self._to_spool(held)
+
+    def _to_spool(self, lines: list[str], share: float = 1.0) -> None:
+        assert self.spool is not None
+        if lines and not self.spool.append(lines, share=share):
+            self.lost += len(lines)
+
+    # -- the helper thread: counters, answers a quiet thread left, the end of an outage --
+
+    def _start_helper(self) -> None:
+        if self._helper is not None:
+            return
+        with self._lock:
+            if self._helper is None and not self._stop.is_set():
+                self._helper = threading.Thread(target=self._help, name="dmp-appender", daemon=True)
+                self._helper.start()
+
+    def _help(self) -> None:
+        failing = Outage(log, "the appender's helper thread")
+        next_count = 0.0
+        while not self._stop.wait(self.WATCH_SECONDS):
+            try:
+                self._watch_channels()
+                if _now() < next_count:
+                    continue
+                next_count = _now() + self.COUNT_SECONDS
+                if self.outage.is_down:
+                    self._quick.ping()
+                    self.outage.up()
+                self._send_counts()
+                failing.up()
+            except redis.RedisError:
+                pass  # counts kept for the next second; the outage is logged once
+            except Exception as exc:  # a bug must not end counting and reading answers
+                if failing.down(exc):
+                    log.exception("appender helper failed; it goes on")
+
+    def _watch_channels(self) -> None:
+        """Read what quiet threads left unread, free threads stuck on a Redis that answers
+        nothing, and let go of the channels of threads that ended."""
+        now = _now()
+        closing = (
+            self._closing_since is not None and now - self._closing_since > self.TIMEOUT_SECONDS
+        )
+        for channel in list(self._channels):
+            if channel.lock.acquire(blocking=False):
+                try:
+                    if channel.unread and now - channel.sent > self.STALE_SECONDS:
+                        self._read_quiet(channel, now)
+                    if not channel.thread.is_alive() and not channel.unread:
+                        channel.conn.disconnect()
+                        with self._lock:
+                            self._channels.remove(channel)
+                finally:
+                    channel.lock.release()
+                continue
+            since = channel.blocked_since
+            if since and (now - since > self.TIMEOUT_SECONDS or closing):
+                # Its thread waits on a Redis that neither reads nor answers: shut the
+                # socket down under it, and the thread spools its hits.
+                sock = getattr(channel.conn, "_sock", None)  # redis-py's (tested: 8.x)
+                if sock is not None and channel.blocked_since == since:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass  # closed meanwhile
+
+    def _read_quiet(self, channel: _Channel, now: float) -> None:
+        """Read the answers a quiet thread left; spool its hits if Redis stopped answering."""
+        try:
+            self._read_answers(channel, wait=False)
+            if channel.unread and now - channel.waiting > self.TIMEOUT_SECONDS:
+                raise redis.TimeoutError(f"no answer in {self.TIMEOUT_SECONDS:g} s")
+        except (redis.RedisError, OSError) as exc:
+            try:
+                self._fail(channel, exc, [])
+            except redis.RedisError:
+                pass  # no spool: counted in self.lost
+
+    def _send_counts(self) -> None:
+        """Send the summed counters (kept for later if Redis is away)."""
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+        if not counts:
+            return
+        try:
+            with self._quick.pipeline(transaction=False) as pipe:
+                for field, amount in counts.items():
+                    pipe.hincrby(keyspace.METRICS, field, amount)
+                pipe.execute()
+        except redis.RedisError:
+            with self._lock:
+                self._counts.update(counts)
+            raise
+
+
+class _Channel:
+    """One thread's connection and the hits it sent whose answers are not read yet."""
+
+    __slots__ = ("conn", "lock", "unread", "sent", "waiting", "blocked_since", "thread")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+        self.unread: deque[str] = deque()
+        self.sent = 0.0  # monotonic time of the last send
+        self.waiting = 0.0  # ... and of the last answer read (or first send after none)
+        self.blocked_since = 0.0  # a send or a waiting read under way since (0: none)
+        self.thread = threading.current_thread()
+
+    @contextmanager
+    def blocking(self) -> Iterator[None]:
+        """Mark a send or read that blocks while Redis neither reads nor answers."""
+        if not self.unread:
+            self.waiting = _now()
+        self.blocked_since = _now()
+        try:
+            yield
+        finally:
+            self.blocked_since = 0.0

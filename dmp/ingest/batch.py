@@ -1,0 +1,480 @@
+"""What happens to one read batch of hits: dedup, identity, profiles, event rows.
+
+The worker (``dmp.ingest.worker``) owns the stream mechanics; an :class:`Ingest` owns the rest.
+Each batch costs a fixed handful of Redis round trips whatever its size: one dedup check,
+one identifier MGET (only for identifiers it has not cached), one state read for persons
+it has not cached, and one write batch that Redis applies while the next batch is decoded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from collectors.enrichment import parse_agent
+from dmp.config import Config
+from dmp.ingest.eventlog import EventBuffer, EventLog, event_digest, event_row, utc_day
+from dmp.people import identity
+from dmp.people.identity import Identifier, IdKind, id_keys
+from dmp.people.profiles import (
+    BatchWrites,
+    PersonDelta,
+    PersonState,
+    consent_summary,
+    load_states,
+    merge_persons,
+    tier_for,
+    write_delta,
+)
+from dmp.records import Hit, Source, Tier, dump_json
+from dmp.storage import keyspace, metrics
+from dmp.storage.bulk import Bulk, InFlight
+
+log = logging.getLogger(__name__)
+
+_SERVER_SIDE = frozenset(s.value for s in Source if s.server_side)
+
+
+def is_identified(hit: Hit) -> bool:
+    """Return whether a hit may be tied to a person (else it counts only in aggregate)."""
+    if hit.source in _SERVER_SIDE:
+        # Server-side events (the Segment API, CRM and newsletter imports) come from the
+        # company's own systems: stored unless the message says analytics was refused.
+        return hit.consent.get("analytics", True)
+    return bool(hit.uid)
+
+
+def consent_proof(hit: Hit, granted: bool) -> str:
+    """Return the proof kept for a consent change: its state, time, source, site and event."""
+    return dump_json(
+        {
+            "granted": granted,
+            "at": hit.timestamp,
+            "source": hit.source,
+            "site": hit.site_id,
+            "event_id": hit.event_id,
+        }
+    )
+
+
+def touchpoint(hit: Hit) -> str:
+    """Return the timeline member of a hit (deterministic, so replays add nothing).
+
+    The member is the compact JSON of :func:`_touchpoint_fields`. It is spelled out here
+    by hand, byte for byte what ``dump_json`` gives (a test holds them together), because
+    the worker makes one per event and the generic encoder costs three times as much.
+    """
+    s = _json_str
+    try:
+        if type(hit.timestamp) is not int:
+            raise TypeError("timestamp")
+        parts = [
+            '{"id":', s(hit.event_id), ',"t":', str(hit.timestamp),
+            ',"type":', s(hit.type), ',"event":', s(hit.event), ',"source":', s(hit.source),
+            ',"site":', s(hit.site_id), ',"channel":', s(hit.channel),
+        ]  # fmt: skip
+        if hit.url:
+            parts += (',"url":', s(hit.url))
+        if hit.title:
+            parts += (',"title":', s(hit.title))
+        if hit.topics:
+            parts += (',"topics":[', ",".join(map(s, hit.topics)), "]")
+    except TypeError:  # a field of an unexpected type: let the encoder say it as it can
+        return dump_json(_touchpoint_fields(hit))
+    parts.append("}")
+    return "".join(parts)
+
+
+def _touchpoint_fields(hit: Hit) -> dict[str, Any]:
+    """Return what a hit's timeline member holds."""
+    point: dict[str, Any] = {
+        "id": hit.event_id,
+        "t": hit.timestamp,
+        "type": hit.type,
+        "event": hit.event,
+        "source": hit.source,
+        "site": hit.site_id,
+        "channel": hit.channel,
+    }
+    if hit.url:
+        point["url"] = hit.url
+    if hit.title:
+        point["title"] = hit.title
+    if hit.topics:
+        point["topics"] = hit.topics
+    return point
+
+
+_json_str = json.encoder.encode_basestring  # the C string encoder dump_json uses
+
+
+def _page_path(url: str) -> str:
+    return url.split("?", 1)[0].split("#", 1)[0][:512]
+
+
+@dataclass(slots=True)
+class Batch:
+    """Person state and writes collected while one read batch is handled."""
+
+    owners: dict[Identifier, str]
+    states: dict[str, PersonState]
+    deltas: dict[str, PersonDelta] = field(default_factory=dict)
+    merges: list[tuple[PersonState, str, dict[str, str]]] = field(default_factory=list)
+    merge_log: list[dict[str, str]] = field(default_factory=list)
+    conflicts: list[dict[str, str]] = field(default_factory=list)
+    withdrawals: list[tuple[Hit, str]] = field(default_factory=list)
+
+    def canonical(self, pid: str) -> str:
+        """Return the person a (possibly just merged) id stands for now."""
+        while self.states.get(pid) is not None and self.states[pid].merged_into:
+            pid = self.states[pid].merged_into
+        return pid
+
+
+class Ingest:
+    """Turns read batches of stream entries into profile writes and buffered event rows."""
+
+    CACHE_PERSONS = 500_000  # persons kept in the identity cache before it starts over
+
+    def __init__(self, r: redis.Redis, config: Config, eventlog: EventLog) -> None:
+        self.r = r
+        self.config = config
+        self.eventlog = eventlog
+        self.buffer = EventBuffer()
+        self.flushing: AbstractSet[str] = frozenset()  # digests of a flush not committed yet
+        self._owners: dict[Identifier, str] = {}  # identity cache, see _learn
+        self._states: dict[str, PersonState] = {}
+        self._epoch: bytes | None = None
+        self._pending: Bulk | None = None  # the last batch's profile writes, not sent yet
+        self._inflight: InFlight | None = None  # profile writes sent, replies not read yet
+
+    def reset(self) -> None:
+        """Forget buffered events and cached identities (on (re)taking the lease)."""
+        self.settle()
+        self.buffer = EventBuffer()
+        self._owners, self._states, self._epoch = {}, {}, None
+
+    def take_buffer(self) -> EventBuffer:
+        """Return the buffered events for a flush, once their profile writes are applied."""
+        self.settle()  # profiles first: an acked event's person is up to date
+        buf, self.buffer = self.buffer, EventBuffer()
+        return buf
+
+    def handle(
+        self, entries: list[tuple[str, bytes | None]], asked: Callable[[], None] | None = None
+    ) -> None:
+        """Dedup, resolve and apply one read batch of stream entries.
+
+        One round trip asks Redis everything the batch needs (dedup verdicts, the epoch,
+        the owners of identifiers not cached). ``asked`` is called as soon as that
+        question is answered (the worker asks for its next batch there), and the last
+        batch's profile writes are sent after it: Redis works on both while this batch
+        is resolved and applied.
+        """
+        buf = self.buffer
+        hits: list[tuple[str, Hit, str, list[Identifier] | None]] = []
+        decoded = Hit.many_from_json([data for _, data in entries])
+        for (stream_id, _), hit in zip(entries, decoded, strict=True):
+            if hit is None or not hit.storable():
+                log.error("dropping unreadable stream entry %s", stream_id)
+                buf.metrics[metrics.counter("dmp_stream_unreadable_total")] += 1
+                buf.take(stream_id, None)
+                continue
+            digest = event_digest(hit.site_id, hit.event_id)
+            if hit.type == "consent":
+                ids: list[Identifier] | None = [Identifier(IdKind.UID, hit.uid)]
+            elif not is_identified(hit) or parse_agent(hit.user_agent).is_bot:
+                ids = None
+            else:
+                ids = identity.identifiers_of(hit)
+            hits.append((stream_id, hit, digest, ids))
+        owners = self._owners
+        unknown = list({i for *_, ids in hits if ids for i in ids if i not in owners})
+        bulk = Bulk()
+        n_seen = self.eventlog.ask_seen(bulk, [h[2] for h in hits])
+        bulk.add("MGET", keyspace.WORKER_EPOCH, *self._identifier_keys(unknown))
+        answers = bulk.execute(self.r)
+        # Only now the next read and the last batch's writes: sent together with the
+        # question, Redis could serve them first (it takes ready connections in no set
+        # order), and the question's answer, which this batch waits for, would wait on them.
+        if asked is not None:
+            asked()
+        self._send_writes()
+        seen = self.eventlog.seen_in(answers[:n_seen]) if n_seen else [False] * len(hits)
+        epoch, *found = answers[n_seen]
+        if epoch != self._epoch or len(self._states) > self.CACHE_PERSONS:
+            self.settle()
+            self._owners, self._states, self._epoch = {}, {}, epoch
+            unknown = list({i for *_, ids in hits if ids for i in ids})
+            found = []
+            if unknown:
+                again = Bulk()
+                again.add("MGET", *self._identifier_keys(unknown))
+                found = again.execute(self.r)[0]
+        self._learn(unknown, found)
+        people: list[tuple[Hit, list[Identifier]]] = []
+        flushing = self.flushing
+        for (stream_id, hit, digest, ids), was_seen in zip(hits, seen, strict=True):
+            if was_seen or digest in buf.digests or digest in flushing:
+                buf.metrics[metrics.counter("dmp_events_duplicate_total")] += 1
+                buf.take(stream_id, None)
+                continue
+            buf.take(stream_id, digest)
+            if ids is not None:
+                people.append((hit, ids))
+            elif not is_identified(hit):
+                self._aggregate(hit)
+            else:
+                buf.metrics[metrics.counter("dmp_bots_total")] += 1
+                buf.events.append(event_row(hit, None))
+        if people:
+            self._resolve_and_apply(people)
+
+    @staticmethod
+    def _identifier_keys(idents: list[Identifier]) -> list[str]:
+        return [keyspace.identifier(i.kind.value, i.value) for i in idents]
+
+    def _learn(self, idents: list[Identifier], found: list[bytes | None]) -> None:
+        """Cache the owners Redis named for ``idents``, and load their persons' states.
+
+        The worker is the only writer of identities and profiles (it holds the lease), so
+        what it wrote stays true in its cache; anything else that changes them bumps
+        ``dmp:worker:epoch``, which empties the cache.
+        """
+        owners, states = self._owners, self._states
+        pids = [f.decode() if f else None for f in found]
+        owners.update((i, pid) for i, pid in zip(idents, pids, strict=True) if pid)
+        missing = {pid for pid in pids if pid and pid not in states}
+        if missing:
+            self.settle()
+            states.update(load_states(self.r, sorted(missing)))
+
+    def _aggregate(self, hit: Hit) -> None:
+        buf = self.buffer
+        buf.stats["events_aggregate"] += 1
+        buf.metrics[metrics.counter("dmp_events_aggregate_total")] += 1
+        key = keyspace.aggregate(hit.site_id, utc_day(hit.timestamp).replace("-", ""))
+        agent = parse_agent(hit.user_agent)
+        if agent.is_bot:
+            buf.aggregates[(key, "bots")] += 1
+            return
+        buf.aggregates[(key, "hits")] += 1
+        buf.aggregates[(key, f"event:{hit.event}")] += 1
+        buf.aggregates[(key, f"device:{agent.device}")] += 1
+        if hit.url:
+            buf.aggregates[(key, f"url:{_page_path(hit.url)}")] += 1
+        for topic in hit.topics:
+            buf.aggregates[(key, f"topic:{topic}")] += 1
+
+    def _resolve_and_apply(self, people: list[tuple[Hit, list[Identifier]]]) -> None:
+        owners, states = self._owners, self._states
+        batch = Batch(owners, states)
+        for hit, ids in people:
+            if hit.type == "consent":
+                pid = owners.get(ids[0])
+                if pid:
+                    batch.withdrawals.append((hit, batch.canonical(pid)))
+                continue
+            self._apply(batch, hit, ids)
+        self._write(batch)
+
+    def _apply(self, batch: Batch, hit: Hit, ids: list[Identifier]) -> None:
+        """Resolve one hit and fold it into its person's state and delta."""
+        if len(ids) == 1 and not hit.traits and ids[0] in batch.owners:
+            # The common case, a known browser or user coming back: nothing to resolve.
+            pid = batch.canonical(batch.owners[ids[0]])
+            self._record(batch, hit, pid, grew=False)
+            return
+        owners = {i: batch.canonical(batch.owners[i]) for i in ids if i in batch.owners}
+        emails = {pid: batch.states[pid].email for pid in owners.values()}
+        res = identity.resolve(ids, owners, emails)
+        pid = res.person_id
+        if res.is_new:
+            batch.states[pid] = PersonState(pid)
+        state = batch.states[pid]
+        delta = batch.deltas.setdefault(pid, PersonDelta())
+        for other, link in res.merges:
+            self._merge(batch, other, pid, link, hit)
+        for conflict in res.conflicts:
+            batch.conflicts.append(
+                {
+                    "person_id": conflict.person_id,
+                    "other_id": conflict.other_id,
+                    "identifier": conflict.identifier.kind.value,
+                    "reason": conflict.reason,
+                    "event_id": hit.event_id,
+                    "site_id": hit.site_id,
+                    "at": str(hit.received_at),
+                }
+            )
+        for ident in res.claims:
+            delta.identifiers.add(ident)
+            batch.owners[ident] = pid
+            if ident.kind is IdKind.EMAIL:
+                state.email = ident.value
+            elif ident.kind is IdKind.PHONE:
+                state.contact.add("phone")
+            elif ident.kind is IdKind.CRM:
+                state.contact.add("crm")
+        if hit.traits:
+            if identity.has_address(hit.traits):
+                state.contact.add("address")
+            for name, value in hit.traits.items():
+                delta.traits[name[:128]] = dump_json(value)
+        self._record(batch, hit, pid, grew=True)
+
+    def _record(self, batch: Batch, hit: Hit, pid: str, *, grew: bool) -> None:
+        """Add a resolved hit to its person: consent changes, timeline, tier, event row."""
+        state = batch.states[pid]
+        delta = batch.deltas.get(pid)
+        if delta is None:
+            delta = batch.deltas[pid] = PersonDelta()
+        if not hit.consent.items() <= state.consents.items():  # something changed
+            for category, granted in hit.consent.items():
+                if state.consents.get(category) != granted:
+                    state.consents[category] = granted
+                    delta.consents[f"c:{category}"] = consent_proof(hit, granted)
+        ts = hit.timestamp
+        if not delta.first_seen or ts < delta.first_seen:
+            delta.first_seen = ts
+        delta.touchpoints[touchpoint(hit)] = ts
+        if grew or state.tier is Tier.UNKNOWN:
+            self._promote(state, delta, hit)
+        self.buffer.events.append(event_row(hit, pid))
+
+    def _promote(self, state: PersonState, delta: PersonDelta, hit: Hit) -> None:
+        tier = tier_for(state.email, state.contact, True)
+        if tier.rank <= state.tier.rank:
+            return
+        point = {
+            "id": f"{hit.event_id}:tier:{tier.value}",
+            "t": hit.timestamp,
+            "type": "tier",
+            "event": "tier_promoted",
+            "source": hit.source,
+            "site": hit.site_id,
+            "channel": hit.channel,
+            "from": state.tier.value,
+            "to": tier.value,
+        }
+        delta.touchpoints[dump_json(point)] = hit.timestamp
+        state.tier = tier
+
+    def _merge(self, batch: Batch, other: str, target: str, link: Identifier, hit: Hit) -> None:
+        """Fold person ``other`` into ``target`` locally and schedule the stored part."""
+        other = batch.canonical(other)
+        if other == target:
+            return
+        src, dst = batch.states[other], batch.states[target]
+        dst.email = dst.email or src.email
+        dst.contact |= src.contact
+        for category, granted in src.consents.items():
+            dst.consents.setdefault(category, granted)
+        if src.tier.rank > dst.tier.rank:
+            dst.tier = src.tier
+        dst.n_tp += src.n_tp
+        delta = batch.deltas.setdefault(target, PersonDelta())
+        if src.first_seen:
+            delta.see(src.first_seen)
+        pending = batch.deltas.pop(other, None)
+        if pending:
+            delta.absorb(pending)
+        src.merged_into = target  # owners still naming it lead on through canonical()
+        entry = {
+            "from": other,
+            "into": target,
+            "reason": f"{link.kind.value} links both persons",
+            "identifier": link.kind.value,
+            "event_id": hit.event_id,
+            "site_id": hit.site_id,
+            "at": str(hit.received_at),
+        }
+        if src.exists:
+            batch.merges.append((src, target, entry))
+        else:
+            batch.merge_log.append(entry)  # nothing stored yet: only the log entry is left
+        self.buffer.metrics[metrics.counter("dmp_merges_total")] += 1
+
+    def settle(self) -> None:
+        """Send the last batch's profile writes if they wait, and wait until applied."""
+        self._send_writes()
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            inflight.wait()
+
+    def _send_writes(self) -> None:
+        """Send the pending profile writes, after the earlier ones are applied (in order)."""
+        if self._pending is None:
+            return
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            inflight.wait()
+        bulk, self._pending = self._pending, None
+        self._inflight = bulk.send(self.r)
+
+    def _write(self, batch: Batch) -> None:
+        if batch.merges:
+            self.settle()
+            merge_persons(self.r, batch.merges)
+        cap = self.config.timeline_cap
+        shared, bulk = BatchWrites(), Bulk()
+        for pid, delta in batch.deltas.items():
+            write_delta(bulk, shared, batch.states[pid], delta, cap)
+        shared.queue(bulk)
+        # Sent with the next batch's question (see handle), so that Redis applies them
+        # while that batch is worked on; every read that could depend on them is served
+        # from the cache, and the flush settles them before it acks anything.
+        self._pending = bulk
+        if not (batch.merge_log or batch.conflicts or batch.withdrawals):
+            return
+        self.settle()
+        with self.r.pipeline(transaction=False) as pipe:
+            for entry in batch.merge_log:
+                pipe.xadd(keyspace.MERGES, entry, maxlen=1_000_000, approximate=True)
+            for conflict in batch.conflicts:
+                pipe.xadd(keyspace.CONFLICTS, conflict, maxlen=1_000_000, approximate=True)
+            if batch.conflicts:
+                metrics.incr(
+                    pipe, metrics.counter("dmp_identity_conflicts_total"), len(batch.conflicts)
+                )
+            pipe.execute()
+        for hit, pid in batch.withdrawals:
+            withdraw_cookie(self.r, pid, hit)
+            batch.owners.pop(Identifier(IdKind.UID, hit.uid), None)
+            batch.states.pop(pid, None)  # re-read on its next hit
+
+
+def withdraw_cookie(r: redis.Redis, pid: str, hit: Hit) -> None:
+    """Unlink a cookie whose browser withdrew analytics consent, and record the withdrawal."""
+    ident = Identifier(IdKind.UID, hit.uid)
+    states = load_states(r, [pid])
+    state = states[pid]
+    proofs = {
+        f"c:{category}": consent_proof(hit, granted)
+        for category, granted in hit.consent.items()
+        if state.consents.get(category) != granted
+    }
+    if proofs:
+        proofs["cs"] = consent_summary({**state.consents, **hit.consent})
+    with r.pipeline(transaction=True) as pipe:
+        pipe.delete(*id_keys(ident))
+        pipe.srem(keyspace.person(pid, "identifiers"), ident.text)
+        pipe.scard(keyspace.person(pid, "identifiers"))
+        if proofs:
+            pipe.hset(keyspace.person(pid), mapping=proofs)
+        pipe.zadd(keyspace.person(pid, "touchpoints"), {touchpoint(hit): hit.timestamp})
+        remaining = pipe.execute()[2]
+    tier = tier_for(state.email, state.contact, remaining > 0)
+    if tier != state.stored_tier:
+        with r.pipeline(transaction=True) as pipe:
+            pipe.hset(keyspace.person(pid), "tier", tier.value)
+            pipe.hincrby(keyspace.STATS, f"persons:{state.stored_tier.value}", -1)
+            pipe.hincrby(keyspace.STATS, f"persons:{tier.value}", 1)
+            pipe.execute()
+    log.info("person %s withdrew analytics consent; cookie unlinked, tier %s", pid, tier.value)

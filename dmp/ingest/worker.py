@@ -1,0 +1,296 @@
+"""The ingest worker: the stream's side of stream → dedup → identity → profile → Parquet.
+
+One worker at a time holds the lease (``keyspace.WORKER_LEASE``), so a person has one writer.
+It reads each pending entry once, then new ones (``dmp.ingest.streamreader``), asking for the
+next batch while ``dmp.ingest.batch`` handles this one, and acks entries only in the event
+log's flush, which runs on a thread of its own and is retried while the events folder
+fails (``dmp.ingest.flushstate``).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import redis
+
+from dmp.config import Config
+from dmp.ingest import stream
+from dmp.ingest.batch import Ingest
+from dmp.ingest.eventlog import EventBuffer, EventLog, LeaseLost
+from dmp.ingest.flushstate import FlushState
+from dmp.ingest.streamreader import StreamReader
+from dmp.people import profiles
+from dmp.records import Tier
+from dmp.storage import keyspace
+from dmp.storage.outage import Outage
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """Moves hits from the ingest stream into profiles and the event log."""
+
+    def __init__(self, r: redis.Redis, config: Config) -> None:
+        self.r = r
+        self.config = config
+        self.eventlog = EventLog(r, config.events_dir, config.dedup_days)
+        self.ingest = Ingest(r, config, self.eventlog)
+        self.consumer = config.consumer
+        # The lease names this worker instance, not the host: two workers on one host
+        # (`dmp serve`'s and a `dmp worker --once`) share the consumer name.
+        self.lease_token = f"{lease_prefix(self.consumer, os.getpid())}{secrets.token_hex(6)}"
+        self.eventlog.fence = (keyspace.WORKER_LEASE, self.lease_token)
+        self._renewed = float("-inf")  # monotonic time the lease was last taken or renewed
+        self.reader = StreamReader(r, self.consumer, config.read_count)
+        self._flusher: ThreadPoolExecutor | None = None
+        self._flushing: Future[None] | None = None  # the flush running on the flusher
+        self._stop = threading.Event()  # the running loop's stop (set by its caller)
+        self._lost = False  # a flush was abandoned: start over before going on
+        self.flush_state = FlushState(r, log)  # failing flushes: logged once, shown in /healthz
+        self.redis_outage = Outage(log, "Redis")
+        self._retry_flushes = False  # a failed flush is retried (not in ``once`` runs)
+        self._halt = threading.Event()  # stops a flush's retries: stopping, or the lease gone
+
+    # -- the loop -------------------------------------------------------------------
+
+    def acquire_lease(self) -> bool:
+        """Take or renew the lease; return whether this worker may write.
+
+        Held and renewed within the last third of its time: no round trip (the worker
+        loop asks before every batch).
+        """
+        now = time.monotonic()
+        if now - self._renewed < self.config.lease_seconds / 3:
+            return True
+        ttl = int(self.config.lease_seconds * 1000)
+        held = bool(self.r.set(keyspace.WORKER_LEASE, self.lease_token, nx=True, px=ttl))
+        if not held and self.r.get(keyspace.WORKER_LEASE) == self.lease_token:
+            held = bool(self.r.pexpire(keyspace.WORKER_LEASE, ttl))
+        self._renewed = now if held else float("-inf")
+        return held
+
+    def release_lease(self) -> None:
+        """Give the lease up (only if this worker holds it)."""
+        self._renewed = float("-inf")
+        if self.r.get(keyspace.WORKER_LEASE) == self.lease_token:
+            self.r.delete(keyspace.WORKER_LEASE)
+
+    def start(self) -> None:
+        """Prepare the stream group, finish any flush a crash interrupted, re-read leftovers."""
+        stream.ensure_group(self.r)
+        self.ingest.reset()
+        self.reader.restart()
+        finished, undone = self.eventlog.recover()
+        if finished or undone:
+            log.info("recovered %d interrupted flushes, undid %d", finished, undone)
+        profiles.backfill_email_hashes(self.r)
+
+    def run(
+        self,
+        *,
+        once: bool = False,
+        stop: threading.Event | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Ingest until ``stop`` is set (or, with ``once``, until nothing is pending)."""
+        stop = stop or threading.Event()
+        self._halt.clear()
+        self._retry_flushes, self._stop = not once, stop
+        # The identity cache holds many long-lived objects that the default collector
+        # would scan again and again; hits are short-lived and cycle-free.
+        gc.set_threshold(50_000, 20, 100)
+        done, started = 0, False
+        try:
+            while not stop.is_set():
+                if self._lost:  # start() below resets and re-reads our own pending entries
+                    self._lost, started = False, False
+                if not self.acquire_lease():
+                    if started:
+                        # We stalled past the lease and another worker took over: it re-reads
+                        # our unacked entries, so ours are dropped, not flushed twice.
+                        log.warning(
+                            "lost the worker lease; dropping %d buffered entries",
+                            self.ingest.buffer.entries,
+                        )
+                        self._finish_flush()
+                        self.ingest.reset()
+                        started = False
+                    if once and stream.pending_count(self.r) == 0:
+                        return done  # another worker holds the lease and has drained it all
+                    stop.wait(0.2 if once else 1.0)
+                    continue
+                self.redis_outage.up()  # Redis answered: an outage, if any, is over
+                if not started:
+                    self.start()
+                    started = True
+                handled = self.step(block_ms=0 if once else 200)
+                done += handled
+                if progress and handled:
+                    progress(handled)
+                if self._due() or (handled == 0 and self.ingest.buffer.entries):
+                    self.flush(wait=False)
+                if once and handled == 0 and not self.ingest.buffer.entries:
+                    break
+            if started:
+                self.reader.drop_prefetch()
+                try:
+                    self.flush()
+                except OSError as exc:
+                    if once:
+                        raise
+                    log.warning("stopping with entries not stored (%s); they stay pending", exc)
+                self.release_lease()
+            return done
+        except BaseException:
+            # A flush still running must end before anyone (a restart of this worker
+            # included) recovers interrupted flushes, or recovery would undo it.
+            self._halt.set()
+            try:
+                self._finish_flush()
+            except Exception as exc:
+                log.warning("the last flush failed too: %s", exc)
+            try:
+                self.release_lease()  # a restarted worker need not wait for it to expire
+            except redis.RedisError:
+                pass
+            raise
+        finally:
+            if self._flusher is not None:
+                self._flusher.shutdown()
+                self._flusher = None
+
+    def _due(self) -> bool:
+        buf = self.ingest.buffer
+        return buf.rows >= self.config.flush_events or buf.age() >= self.config.flush_seconds
+
+    def step(self, block_ms: int = 0) -> int:
+        """Read and handle one batch; return how many stream entries it held."""
+        entries, new = self.reader.read(block_ms)
+        if entries:
+            # New entries: the next batch is asked for as soon as this one's question to
+            # Redis is out, so that Redis assembles it while this batch is handled.
+            ask_next = (lambda: self.reader.ask_new(block_ms)) if new else None
+            self.ingest.handle(entries, ask_next)
+        return len(entries)
+
+    def flush(self, *, wait: bool = True) -> None:
+        """Write buffered events durably and ack their stream entries.
+
+        Without ``wait`` the files are written and committed on the flush thread while
+        the loop goes on (one flush at a time; the next one, or the end of the run,
+        waits for it and raises what it raised). Until it is committed its digests
+        count as seen, so a replay arriving meanwhile is still a duplicate.
+        """
+        self._finish_flush()
+        if self.ingest.buffer.entries:
+            buf = self.ingest.take_buffer()
+            self.ingest.flushing = buf.digests
+            if self._flusher is None:
+                self._flusher = ThreadPoolExecutor(1, thread_name_prefix="dmp-flush")
+            self._flushing = self._flusher.submit(self._store, buf)
+        if wait:
+            self._finish_flush()
+
+    def _finish_flush(self) -> None:
+        job = self._flushing
+        if job is None:
+            return
+        lease_gone = False
+        while not job.done():
+            # A flush retrying a failing folder can take long: keep the lease meanwhile.
+            if not wait([job], timeout=1.0).done and not self._renew_lease():
+                lease_gone = True
+                self._halt.set()
+        self._flushing = None
+        try:
+            job.result()
+        except (LeaseLost, OSError) as exc:
+            if not (isinstance(exc, LeaseLost) or lease_gone):
+                raise
+            # Its entries stay unacked: the loop starts over from the stream (re-reading
+            # its own pending entries should it hold the lease again).
+            log.warning("%s", exc)
+            self._renewed = float("-inf")
+            self._lost = True
+        finally:
+            self.ingest.flushing = frozenset()
+            if lease_gone:
+                self._halt.clear()  # set above only to end this flush's retries
+
+    def _renew_lease(self) -> bool:
+        """Renew the lease while a flush runs; return False only if another worker has it."""
+        try:
+            return self.acquire_lease()
+        except redis.RedisError:
+            return True  # cannot tell: the flush's fenced commit decides
+
+    def _flush_halted(self) -> bool:
+        return not self._retry_flushes or self._halt.is_set() or self._stop.is_set()
+
+    def _store(self, buf: EventBuffer) -> None:
+        started = time.perf_counter()
+        files = self.flush_state.retry(
+            lambda: self.eventlog.flush(buf), self.eventlog.root, self._flush_halted
+        )
+        log.info(
+            "stored %d events in %d files, acked %d entries (%.0f ms)",
+            buf.rows,
+            len(files),
+            buf.entries,
+            (time.perf_counter() - started) * 1000,
+        )
+
+
+def status(r: redis.Redis) -> dict[str, Any]:
+    """Return the ingest counters ``dmp status`` prints."""
+    stats = r.hgetall(keyspace.STATS)
+    return {
+        "events_stored": int(stats.get("events_stored", 0)),
+        "events_aggregate": int(stats.get("events_aggregate", 0)),
+        "persons": {t.value: int(stats.get(f"persons:{t.value}", 0)) for t in Tier if t.rank > 0},
+        "pending": stream.pending_count(r),
+    }
+
+
+def lease_prefix(consumer: str, pid: int) -> str:
+    """Return how the lease tokens of worker process ``pid`` (of ``consumer``) begin."""
+    return f"{consumer}/{pid}/"
+
+
+# Delete the lease only if the given process holds it, in one step.
+_RELEASE_IF_HELD_BY = """
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, 1, #ARGV[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def release_dead_lease(r: redis.Redis, consumer: str, pid: int) -> bool:
+    """Free the lease if worker process ``pid``, known to be dead, held it (a kill -9 leaves
+    it for ``lease_seconds``); return whether it did. No flush of a dead process is in
+    flight: its last commit, a MULTI, is in Redis whole or not at all."""
+    return bool(r.eval(_RELEASE_IF_HELD_BY, 1, keyspace.WORKER_LEASE, lease_prefix(consumer, pid)))
+
+
+def run_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:
+    """Run a worker until ``stop`` is set, riding out Redis outages."""
+    worker = Worker(r, config)
+    while not stop.is_set():
+        try:
+            worker.run(stop=stop)
+        except redis.RedisError as exc:  # away, hung past the socket timeout, MISCONF, READONLY
+            worker.redis_outage.down(exc)  # one line per outage, not one per retry
+            stop.wait(0.5)
+        except OSError as exc:  # the events folder refused a recovery: as a failing flush
+            worker.flush_state.failed(exc)
+            stop.wait(1.0)
+        else:
+            return

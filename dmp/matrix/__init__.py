@@ -1,0 +1,1 @@
+"""The touchpoint matrix: read its sources, build it, keep its snapshots."""

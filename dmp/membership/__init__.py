@@ -1,0 +1,1 @@
+"""Segment membership: stored definitions, plans, previews, runs, lookup sets, live lane."""

@@ -1,0 +1,602 @@
+"""Segment runs: every stored segment evaluated over the latest matrix, membership kept.
+
+A run builds the matrix (incrementally unless told otherwise), evaluates all segments
+in one pass (:mod:`segments.evaluator`) and keeps what it found under
+``<data dir>/segments/``:
+
+- ``members-<stamp>.parquet``: ``segment_id, person_id``, every membership;
+- ``counts-<stamp>.parquet``: each person's ``did`` counts and ``next_change`` (when a
+  count next changes by time alone), which the next run keeps for everyone whose
+  touchpoints did not change and whose counts have not expired;
+- ``changes/dt=<day>/changes-<stamp>.parquet``: who entered and left which segment, at
+  which as-of time, in which run and segment version (what exporters push);
+- ``run-<stamp>.json``: the run's manifest (the matrix it read, the versions it used,
+  counts); ``LATEST`` names the newest.
+
+Then Redis: ``dmp:segment:<id>:members`` and ``dmp:person:{pid}:segments`` sets for
+lookups, moved by the changes, and a run record in ``dmp:segments:runs``. Files first,
+Redis after: should Redis miss a run's changes (a crash between the two), the next run
+sees ``dmp:segments:applied`` behind and rewrites the sets from its own snapshot.
+
+A segment that cannot be evaluated (stored before a check that now refuses it, or
+raising when run) fails alone: the run records it under ``failed`` with its error, logs
+one line, and keeps its members of the last run (snapshot and lookup sets); the others
+run and are written.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import redis
+
+from dmp.config import Config
+from dmp.matrix import snapshots
+from dmp.membership import definitions
+from dmp.storage import keyspace
+from dmp.storage.parquetfiles import sync_dir, write_parquet_files, write_text
+from segments.evaluator import (
+    NEXT_CHANGE,
+    all_dids,
+    check_segment,
+    did_counts,
+    did_key,
+    evaluate_apart,
+    membership,
+)
+from segments.language import Node
+from segments.matrix import TOUCHPOINT_SCHEMA
+
+log = logging.getLogger(__name__)
+
+MEMBER_SCHEMA = {"segment_id": pl.Utf8, "person_id": pl.Utf8}
+CHANGE_SCHEMA = {
+    "segment_id": pl.Utf8,
+    "person_id": pl.Utf8,
+    "change": pl.Utf8,  # entered | left
+    "at": pl.Int64,  # ms: the as-of time of the run that saw it
+    "run_id": pl.Utf8,
+    "version": pl.Int64,  # the segment's version in that run (the last one, for a deleted one)
+}
+KEEP_RUNS = 3  # runs whose member and count files are kept (changes are kept for good)
+RUN_RECORDS = 1000  # run records kept in Redis
+CHUNK = 10_000  # Redis commands per pipeline
+LOCK_SECONDS = 30  # renewed every 10 s while the holder lives
+
+
+class RunBusy(RuntimeError):
+    """Another segment run holds the lock."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a run did."""
+
+    run_id: str
+    as_of: int
+    matrix: str  # the snapshot evaluated
+    incremental: bool  # did counts kept from the run before for all but ``recounted``
+    recounted: int  # persons whose did counts were counted afresh
+    versions: dict[str, int]
+    members: dict[str, int]
+    entered: int
+    left: int
+    seconds: float
+    failed: dict[str, str] = field(default_factory=dict)  # segment id: error (members kept)
+
+
+# Errors of storage or the network, not of a segment: a run that meets one fails whole.
+NOT_A_SEGMENTS_FAULT = (redis.RedisError, OSError)
+
+
+def segments_dir(config: Config) -> Path:
+    """Return the folder holding membership snapshots and changes."""
+    return config.data_dir / "segments"
+
+
+def latest_run(config: Config) -> dict[str, Any] | None:
+    """Return the newest run's manifest, or None before the first run."""
+    pointer = segments_dir(config) / "LATEST"
+    if not pointer.exists():
+        return None
+    path = segments_dir(config) / pointer.read_text().strip()
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def latest_members(config: Config) -> pl.LazyFrame:
+    """Return the newest run's memberships (``segment_id, person_id``; empty before one)."""
+    found = latest_run(config)
+    if found is None:
+        return pl.LazyFrame(schema=MEMBER_SCHEMA)
+    return pl.scan_parquet(segments_dir(config) / found["members_file"])
+
+
+class RunLock:
+    """A lock held by one process at a time: a token under ``key`` that expires
+    LOCK_SECONDS after its holder stops renewing it (a heartbeat thread renews it)."""
+
+    def __init__(self, r: redis.Redis, key: str = keyspace.SEGMENTS_LOCK) -> None:
+        self.r, self.token, self.key = r, secrets.token_hex(8), key
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._renew, name="dmp-run-lock", daemon=True)
+
+    def held(self) -> bool:
+        """Return whether this holder still has the lock."""
+        return self.r.get(self.key) == self.token
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LOCK_SECONDS / 3):
+            try:
+                self.r.eval(_RENEW, 1, self.key, self.token, int(LOCK_SECONDS * 1000))
+            except redis.RedisError:
+                log.warning("segments: could not renew the run lock", exc_info=True)
+
+    def release(self) -> None:
+        """Stop renewing the lock and give it up (only if this holder still has it)."""
+        self._stop.set()
+        self.r.eval(_RELEASE, 1, self.key, self.token)
+
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@contextmanager
+def run_lock(
+    r: redis.Redis, wait_seconds: float = 0.0, key: str = keyspace.SEGMENTS_LOCK
+) -> Iterator[RunLock]:
+    """Hold the lock that matrix builds and segment runs share (or, with ``key``
+    SEGMENTS_SETS_LOCK, the one for moving lookup sets); RunBusy if another holds it past
+    ``wait_seconds``. A holder that dies loses it within LOCK_SECONDS."""
+    lock, deadline = RunLock(r, key), time.monotonic() + wait_seconds
+    while not r.set(key, lock.token, nx=True, px=int(LOCK_SECONDS * 1000)):
+        if time.monotonic() >= deadline:
+            raise RunBusy("another matrix build, segment run or live tick is in progress")
+        time.sleep(0.2)
+    lock._beat.start()
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+def run(
+    r: redis.Redis,
+    config: Config,
+    *,
+    full: bool = False,
+    build_matrix: bool = True,
+    wait_seconds: float = 0.0,
+    progress: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Build the matrix (unless ``build_matrix`` is False), evaluate every stored segment
+    and keep the membership. ``full`` rebuilds the matrix and recounts every person."""
+    with run_lock(r, wait_seconds) as lock:
+        if build_matrix:
+            snapshots.build(r, config, progress=progress, incremental=not full)
+        return _run(r, config, full, lock)
+
+
+def _run(r: redis.Redis, config: Config, full: bool, lock: RunLock) -> RunResult:
+    started = time.perf_counter()
+    snapshot, matrix = snapshots.latest_build(config)
+    as_of = matrix["as_of"]
+    found, invalid = definitions.load_segments(r)
+    trees = {s.definition.id: s.definition.where for s in found}
+    versions = {s.definition.id: s.version for s in found} | {s.id: s.version for s in invalid}
+    last = latest_run(config)
+    (counts, recounted, flags), failed = _evaluate(
+        r, config, snapshot, matrix, trees, None if full else last
+    )
+    failed |= {s.id: s.error for s in invalid}
+    before = latest_members(config).collect()
+    members = _members(flags, [sid for sid in trees if sid not in failed])
+    if failed:  # their members of the last run stay: no change, sets as they are
+        kept = before.filter(pl.col("segment_id").is_in(sorted(failed)))
+        members = pl.concat([members, kept]).sort("segment_id", "person_id")
+    last_versions = {**(last or {}).get("versions", {}), **versions}
+    run_id = _run_id(as_of)
+    changes = _changes(before, members, as_of, run_id, last_versions)
+    sizes = {sid: 0 for sid in versions} | dict(members.group_by("segment_id").len().iter_rows())
+    entered = int((changes["change"] == "entered").sum())
+    manifest = {
+        "run_id": run_id,
+        "as_of": as_of,
+        "at": int(time.time() * 1000),
+        "matrix": {k: matrix[k] for k in ("snapshot", "as_of", "files", "last_merge")},
+        "versions": versions,
+        "dids": sorted(counts.columns[1:-1]),
+        "incremental": recounted is not None,
+        "recounted": counts.height if recounted is None else recounted,
+        "members": sizes,
+        "entered": entered,
+        "left": changes.height - entered,
+        "failed": failed,
+    }
+    if not lock.held():  # stalled past the lock's expiry: another run may be writing
+        raise RunBusy("the run lock was lost (this run stalled); nothing written")
+    _write_run(config, manifest, members, counts, changes)
+    _apply(r, manifest, members, changes, last)
+    result = RunResult(
+        run_id, as_of, snapshot.name, recounted is not None, manifest["recounted"],
+        versions, sizes, entered, changes.height - entered, time.perf_counter() - started,
+        failed,
+    )  # fmt: skip
+    r.lpush(keyspace.SEGMENT_RUNS, json.dumps({**asdict(result), "seconds": result.seconds}))
+    r.ltrim(keyspace.SEGMENT_RUNS, 0, RUN_RECORDS - 1)
+    for sid, error in sorted(failed.items()):
+        log.error("segments: segment %s failed in run %s (its members of the last run stay): %s",
+                  sid, run_id, error)  # fmt: skip
+    log.info(
+        "segments: %d segments over %s, %d entered, %d left, %s in %.2f s%s",
+        len(sizes), snapshot.name, result.entered, result.left,
+        f"{result.recounted} persons recounted" if result.incremental else "all counted",
+        result.seconds, f", {len(failed)} failed" if failed else "",
+    )  # fmt: skip
+    return result
+
+
+def _evaluate(
+    r: redis.Redis,
+    config: Config,
+    snapshot: Path,
+    matrix: dict[str, Any],
+    trees: dict[str, Node],
+    previous: dict[str, Any] | None,
+) -> tuple[tuple[pl.DataFrame, int | None, pl.DataFrame], dict[str, str]]:
+    """Return the did counts (and how many were recounted), every segment's Boolean
+    column over the matrix rows, and the error of each segment that failed (left out)."""
+    rows = pl.scan_parquet(snapshot)
+    schema = rows.collect_schema()
+
+    def attempt(some: Mapping[str, Node]) -> tuple[pl.DataFrame, int | None, pl.DataFrame]:
+        """Return the did counts, how many persons were recounted, and the membership."""
+        counts, recounted = _counts(r, config, matrix, some, previous)
+        return counts, recounted, membership(rows, counts.lazy(), some).collect()
+
+    return evaluate_apart(
+        trees,
+        attempt,
+        lambda tree, run: check_segment(tree, schema, TOUCHPOINT_SCHEMA, matrix["as_of"], run=run),
+        NOT_A_SEGMENTS_FAULT,
+    )
+
+
+def _counts(
+    r: redis.Redis,
+    config: Config,
+    matrix: dict[str, Any],
+    trees: Mapping[str, Node],
+    previous: dict[str, Any] | None,
+) -> tuple[pl.DataFrame, int | None]:
+    """Return every person's did counts (and how many were recounted; None: all were)."""
+    dids = all_dids(trees)
+    keys = [did_key(d) for d in dids]
+    schema = {"person_id": pl.Utf8, **dict.fromkeys(keys, pl.UInt32), NEXT_CHANGE: pl.Int64}
+    if not dids:
+        return pl.DataFrame(schema=schema), None
+    until = matrix["last_merge"]
+    merged = snapshots.merge_map(r, until=until)  # read once: counts and touched persons
+    touchpoints = snapshots.read_touchpoints(config.events_dir, merged, matrix["files"])
+    as_of = matrix["as_of"]
+    if previous is None or not _can_keep(previous, matrix, keys):
+        counts = did_counts(touchpoints, dids, as_of, expiry=True).collect(engine="streaming")
+        return counts.select(list(schema)).cast(schema), None  # type: ignore[arg-type]
+    touched, removed = snapshots.touched_since(
+        r, config, previous["matrix"], matrix["files"], merged, until=until
+    )
+    kept = pl.read_parquet(segments_dir(config) / previous["counts_file"]).select(list(schema))
+    due = kept.filter(pl.col(NEXT_CHANGE) <= as_of)["person_id"].to_list()
+    recount = sorted(touched.union(due))
+    fresh = did_counts(
+        touchpoints.filter(pl.col("person_id").is_in(recount)), dids, as_of, expiry=True
+    ).collect(engine="streaming")
+    gone = sorted(removed.union(recount))
+    counts = pl.concat(
+        [kept.filter(~pl.col("person_id").is_in(gone)), fresh.select(list(schema)).cast(schema)]  # type: ignore[arg-type]
+    )
+    return counts.sort("person_id"), len(recount)
+
+
+def _can_keep(previous: dict[str, Any], matrix: dict[str, Any], keys: list[str]) -> bool:
+    """Return whether the previous run's counts can be kept for unchanged persons."""
+    if not set(keys) <= set(previous.get("dids", [])):
+        log.info("segments: a did condition is new: every person counted")
+        return False
+    if matrix["as_of"] < previous["as_of"]:
+        log.info("segments: the matrix is older than the last run's: every person counted")
+        return False
+    if not set(previous["matrix"]["files"]) <= set(matrix["files"]):
+        log.info("segments: event files were rewritten since the last run: every person counted")
+        return False
+    return True
+
+
+def _members(flags: pl.DataFrame, ids: list[str]) -> pl.DataFrame:
+    """Return ``segment_id, person_id`` for every membership, sorted."""
+    parts = [
+        flags.filter(pl.col(sid)).select(pl.lit(sid).alias("segment_id"), "person_id")
+        for sid in ids
+    ]
+    if not parts:
+        return pl.DataFrame(schema=MEMBER_SCHEMA)
+    return pl.concat(parts).sort("segment_id", "person_id")
+
+
+def _changes(
+    before: pl.DataFrame,
+    after: pl.DataFrame,
+    as_of: int,
+    run_id: str,
+    versions: dict[str, int],
+) -> pl.DataFrame:
+    """Return who entered and who left each segment between two membership tables."""
+    on = ["segment_id", "person_id"]
+    entered = after.join(before, on=on, how="anti").with_columns(change=pl.lit("entered"))
+    left = before.join(after, on=on, how="anti").with_columns(change=pl.lit("left"))
+    out = pl.concat([entered, left]).with_columns(
+        at=pl.lit(as_of, pl.Int64),
+        run_id=pl.lit(run_id),
+        version=pl.col("segment_id").replace_strict(versions, default=None, return_dtype=pl.Int64),
+    )
+    return out.select(list(CHANGE_SCHEMA)).sort("segment_id", "change", "person_id")
+
+
+def _run_id(as_of: int) -> str:
+    stamp = datetime.fromtimestamp(as_of / 1000, UTC).strftime("%Y%m%dT%H%M%S%f")[:-3]
+    return f"{stamp}Z-{time.time_ns() % 10**9:09d}"
+
+
+def _write_run(
+    config: Config,
+    manifest: dict[str, Any],
+    members: pl.DataFrame,
+    counts: pl.DataFrame,
+    changes: pl.DataFrame,
+) -> None:
+    """Write the run's files, then its manifest, then move LATEST (each whole or absent)."""
+    folder, run_id = segments_dir(config), manifest["run_id"]
+    day = datetime.fromtimestamp(manifest["as_of"] / 1000, UTC).strftime("%Y-%m-%d")
+    manifest["members_file"] = f"members-{run_id}.parquet"
+    manifest["counts_file"] = f"counts-{run_id}.parquet"
+    tables, paths = (
+        [members.to_arrow(), counts.to_arrow()],
+        [
+            folder / manifest["members_file"],
+            folder / manifest["counts_file"],
+        ],
+    )
+    if changes.height:
+        manifest["changes_file"] = f"changes/dt={day}/changes-{run_id}.parquet"
+        tables.append(changes.to_arrow())
+        paths.append(folder / manifest["changes_file"])
+    write_parquet_files(tables, paths)
+    write_text(folder / f"run-{run_id}.json", json.dumps(manifest))
+    write_text(folder / "LATEST", f"run-{run_id}.json\n")
+    sync_dir(folder)
+    _prune(folder)
+
+
+def _prune(folder: Path) -> None:
+    """Remove the member and count files of all but the KEEP_RUNS last written runs."""
+    runs = sorted(folder.glob("run-*.json"), key=lambda p: p.stat().st_mtime)
+    for old in runs[:-KEEP_RUNS]:
+        run_id = old.stem[len("run-") :]
+        for name in (f"members-{run_id}.parquet", f"counts-{run_id}.parquet", old.name):
+            (folder / name).unlink(missing_ok=True)
+
+
+def _apply(
+    r: redis.Redis,
+    manifest: dict[str, Any],
+    members: pl.DataFrame,
+    changes: pl.DataFrame,
+    previous: dict[str, Any] | None,
+) -> None:
+    """Move the Redis sets by the changes, or rewrite them if they are not at ``previous``.
+    The live lane moves sets while a run computes: persons it moved after this run's
+    as-of time keep what it gave them (newer than what the run saw)."""
+    # The files are written: wait for a tick to finish rather than give up (a run that
+    # gives up here leaves the sets behind; the next run would rewrite them).
+    with run_lock(r, 300, keyspace.SEGMENTS_SETS_LOCK):
+        newer = set(r.zrangebyscore(keyspace.SEGMENTS_LIVE, f"({manifest['as_of']}", "+inf"))
+        applied = r.get(keyspace.SEGMENTS_APPLIED)
+        if previous is None or applied != previous["run_id"]:
+            log.info("segments: the lookup sets are rewritten from this run's snapshot")
+            _rewrite(r, _with_current(r, members, newer))
+        else:
+            rows = changes.select("segment_id", "person_id", "change").iter_rows()
+            _send(r, (_moves(sid, pid, change == "entered") for sid, pid, change in rows
+                      if pid not in newer))  # fmt: skip
+        _settle_live(r, members, set(manifest["members"]), manifest["as_of"])
+        _drop_deleted(r, set(manifest["members"]))
+    with r.pipeline(transaction=True) as pipe:
+        for sid, size in manifest["members"].items():
+            if sid in manifest["failed"]:  # not run: its last run stays its last run
+                continue
+            pipe.hset(
+                keyspace.segment(sid), mapping={"members": size, "last_run": manifest["run_id"]}
+            )
+        pipe.set(keyspace.SEGMENTS_APPLIED, manifest["run_id"])
+        pipe.execute()
+
+
+def move_sets(
+    r: redis.Redis, desired: dict[str, set[str]], known: set[str], noted_at: int | None = None
+) -> int:
+    """Make each person's lookup sets (among the ``known`` segments) the ``desired`` ones,
+    both directions; return the memberships added or removed. ``noted_at`` (the live
+    lane's as-of time) notes every person given, moved or not, for runs: a run that saw
+    older data leaves them be, the next one settles them (a note only ever moves on)."""
+    moved, pids = 0, list(desired)
+    for start in range(0, len(pids), CHUNK // 4):
+        chunk = pids[start : start + CHUNK // 4]
+        with r.pipeline(transaction=False) as pipe:
+            for pid in chunk:
+                pipe.smembers(keyspace.person(pid, "segments"))
+            current = pipe.execute()
+        with r.pipeline(transaction=True) as pipe:  # each chunk's moves whole or not at all
+            for pid, was in zip(chunk, current, strict=True):
+                now = desired[pid]
+                for sid in now - was:
+                    pipe.sadd(keyspace.person(pid, "segments"), sid)
+                    pipe.sadd(keyspace.segment(sid, "members"), pid)
+                    moved += 1
+                for sid in (was & known) - now:
+                    pipe.srem(keyspace.person(pid, "segments"), sid)
+                    pipe.srem(keyspace.segment(sid, "members"), pid)
+                    moved += 1
+            if noted_at is not None:
+                pipe.zadd(keyspace.SEGMENTS_LIVE, dict.fromkeys(chunk, noted_at), gt=True)
+            pipe.execute()
+    return moved
+
+
+def _settle_live(r: redis.Redis, members: pl.DataFrame, known: set[str], as_of: int) -> None:
+    """Set the persons the live lane moved up to this run's as-of time to what the run
+    found (a run is the word on everyone: a window may have closed between a tick and the
+    run). Moves made after it (a run on an older matrix) stay for a later run."""
+    live = list(r.zrangebyscore(keyspace.SEGMENTS_LIVE, "-inf", as_of))
+    if not live:
+        return
+    found = members.filter(pl.col("person_id").is_in(live))
+    desired: dict[str, set[str]] = {pid: set() for pid in live}
+    for sid, pid in found.iter_rows():
+        desired[pid].add(sid)
+    move_sets(r, desired, known)
+    r.zrem(keyspace.SEGMENTS_LIVE, *live)
+
+
+def _drop_deleted(r: redis.Redis, known: set[str]) -> None:
+    """Empty the lookup sets of deleted segments (the live lane may have added members
+    that no run ever recorded)."""
+    for sid in r.smembers(keyspace.SEGMENTS_DELETED):
+        if sid in known:  # made again since: its sets are this run's
+            r.srem(keyspace.SEGMENTS_DELETED, sid)
+            continue
+        key = keyspace.segment(sid, "members")
+        pids = list(r.smembers(key))
+        for start in range(0, len(pids), CHUNK):
+            with r.pipeline(transaction=False) as pipe:
+                for pid in pids[start : start + CHUNK]:
+                    pipe.srem(keyspace.person(pid, "segments"), sid)
+                pipe.execute()
+        r.delete(key)
+        r.srem(keyspace.SEGMENTS_DELETED, sid)
+
+
+def _moves(sid: str, pid: str, entered: bool) -> list[tuple[str, str, str]]:
+    verb = "SADD" if entered else "SREM"
+    return [
+        (verb, keyspace.segment(sid, "members"), pid),
+        (verb, keyspace.person(pid, "segments"), sid),
+    ]
+
+
+def _send(r: redis.Redis, commands: Iterator[list[tuple[str, str, str]]]) -> None:
+    pipe, n = r.pipeline(transaction=False), 0
+    for group in commands:
+        for cmd in group:
+            pipe.execute_command(*cmd)
+            n += 1
+        if n >= CHUNK:
+            pipe.execute()
+            pipe, n = r.pipeline(transaction=False), 0
+    if n:
+        pipe.execute()
+
+
+def _with_current(r: redis.Redis, members: pl.DataFrame, pids: set[str]) -> pl.DataFrame:
+    """Return ``members`` with ``pids``' memberships as their lookup sets hold them now."""
+    if not pids:
+        return members
+    ordered = sorted(pids)
+    with r.pipeline(transaction=False) as pipe:
+        for pid in ordered:
+            pipe.smembers(keyspace.person(pid, "segments"))
+        current = pipe.execute()
+    rows = [(sid, pid) for pid, sids in zip(ordered, current, strict=True) for sid in sids]
+    theirs = pl.DataFrame(rows, schema=MEMBER_SCHEMA, orient="row")
+    return pl.concat([members.filter(~pl.col("person_id").is_in(ordered)), theirs])
+
+
+def _rewrite(r: redis.Redis, members: pl.DataFrame) -> None:
+    """Replace every lookup set by the memberships given, never leaving one empty on the
+    way: each segment's set is filled under a new name and renamed over the old one, each
+    person's set is replaced in one transaction, then sets of no one's are removed."""
+    keep_segments, keep_persons = set(), set()
+    for (sid,), part in members.partition_by("segment_id", as_dict=True).items():
+        key = keyspace.segment(sid, "members")
+        fresh = keyspace.segment(sid, "members-rewrite")
+        ids = part["person_id"].to_list()
+        r.delete(fresh)
+        for start in range(0, len(ids), CHUNK):
+            r.sadd(fresh, *ids[start : start + CHUNK])
+        r.rename(fresh, key)
+        keep_segments.add(key)
+    by_person = members.group_by("person_id").agg(pl.col("segment_id").sort())
+    rows = by_person.iter_rows()
+    while chunk := list(itertools.islice(rows, CHUNK // 4)):
+        with r.pipeline(transaction=True) as pipe:
+            for pid, sids in chunk:
+                key = keyspace.person(pid, "segments")
+                pipe.delete(key)
+                pipe.sadd(key, *sids)
+                keep_persons.add(key)
+            pipe.execute()
+    stale = [
+        *(
+            k
+            for k in r.scan_iter(match="dmp:segment:*:members", count=1000)
+            if k not in keep_segments
+        ),
+        *(
+            k
+            for k in r.scan_iter(match="dmp:person:{*}:segments", count=1000)
+            if k not in keep_persons
+        ),
+    ]
+    for start in range(0, len(stale), CHUNK):
+        r.delete(*stale[start : start + CHUNK])
+
+
+def run_records(r: redis.Redis, limit: int = 20) -> list[dict[str, Any]]:
+    """Return the newest run records, newest first (``failed``: segment id to error)."""
+    return [{"failed": {}, **json.loads(x)} for x in r.lrange(keyspace.SEGMENT_RUNS, 0, limit - 1)]
+
+
+def member_rows(
+    config: Config, sid: str, limit: int | None = None, run: dict[str, Any] | None = None
+) -> pl.DataFrame | None:
+    """Return a segment's members in a run (the last one by default) with their matrix
+    row's main fields, highest score first (None if the run has no such segment)."""
+    found = latest_run(config) if run is None else run
+    if found is None or sid not in found["members"]:
+        return None
+    members = pl.scan_parquet(segments_dir(config) / found["members_file"])
+    ids = members.filter(pl.col("segment_id") == sid).select("person_id")
+    snapshot = snapshots.matrix_dir(config) / found["matrix"]["snapshot"]
+    if not snapshot.exists():  # removed by later builds: the newest rows will do
+        snapshot = snapshots.latest_snapshot(config) or snapshot
+    shown = ["person_id", "email", "tier", "stage", "score", "top_interest", "channels"]
+    rows = ids.join(pl.scan_parquet(snapshot).select(shown), on="person_id", how="left")
+    rows = rows.sort("score", "person_id", descending=[True, False], nulls_last=True)
+    return (rows.head(limit) if limit else rows).collect()

@@ -1,0 +1,142 @@
+"""The worker's segment schedule: a run every minute, the live lane beside it.
+
+Every ``segments_every`` seconds, and when the API asks for one, a run
+(:mod:`dmp.membership.runs`: incremental matrix build, every segment for everyone, snapshot,
+changes, lookup sets): windows close and scores decay as time passes. On a thread of
+its own, every ``segments_latency`` seconds, new event-log files and persons changed
+outside the log (imports, stage records) go through the live lane
+(:mod:`dmp.membership.live`): only their persons are evaluated and their lookup sets moved,
+so a qualifying visit reaches the lookup within a flush, a look and a live tick, also
+while a run is under way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+from dmp.config import Config
+from dmp.matrix import snapshots
+from dmp.membership import runs
+from dmp.membership.live import live_tick
+from dmp.storage import keyspace
+from dmp.storage.outage import Outage
+
+log = logging.getLogger(__name__)
+
+# Redis gone or hung past the socket timeout: an outage (one line), not a failing run. Any
+# other Redis error (a read-only replica, MISCONF) is a failing run: logged, retried.
+_AWAY = (redis.ConnectionError, redis.TimeoutError)
+
+
+def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
+    """Run segments for everyone at once, then on the schedule until ``stop`` is set."""
+    # None until the first run: the monotonic clock counts from boot, so a start value
+    # of 0 would hold the first run back on a machine up for less than segments_every.
+    last_run: float | None = None
+    pause = max(0.05, config.segments_latency)
+    outage = Outage(log, "Redis (segment runs)")
+    while not stop.wait(pause):
+        try:
+            asked = r.getdel(keyspace.SEGMENTS_RUN_REQUESTED)  # POST /api/v1/segments/runs
+        except redis.RedisError as exc:  # away, hung past the socket timeout, or refusing
+            outage.down(exc)
+            stop.wait(2.0)
+            continue
+        due = last_run is None or time.monotonic() - last_run >= config.segments_every
+        if not asked and not due:
+            continue
+        try:
+            runs.run(r, config)
+            outage.up()
+        except runs.RunBusy:
+            if asked:  # keep the API's request for when the lock is free
+                _ask_again(r, asked, outage)
+            continue  # someone runs `dmp segments run` or builds the matrix
+        except _AWAY as exc:
+            outage.down(exc)  # one line per outage, not a traceback every 2 s
+            stop.wait(2.0)
+            continue
+        except Exception:  # a bad run must not stop the schedule (or the ingest beside it)
+            log.exception("segment run failed; the next in %g s", config.segments_every)
+        last_run = time.monotonic()
+
+
+def run_live_lane(r: redis.Redis, config: Config, stop: threading.Event) -> None:
+    """Tick the live lane until ``stop`` is set, beside the runs (not waiting for them)."""
+    pause = max(0.05, config.segments_latency)
+    seen: set[str] | None = None  # event files whose persons the live lane has evaluated
+    handled: set[str] = set()  # marks evaluated (until a run's build consumes them)
+    ahead: set[str] = set()  # persons with touchpoints stamped after the last tick
+    outage, failing = Outage(log, "Redis (live lane)"), Outage(log, "the live lane")
+    while not stop.wait(pause):
+        try:
+            if seen is None:  # go on from the last run's files
+                last = runs.latest_run(config)
+                if last is None:
+                    continue  # no run yet: the live lane starts from one
+                seen = set(last["matrix"]["files"])
+            files = set(snapshots.event_files(config.events_dir))
+            current = r.smembers(keyspace.MATRIX_TOUCHED)
+            handled &= current
+            marks = current - handled
+            if files - seen or marks or ahead:
+                with runs.run_lock(r, 5, keyspace.SEGMENTS_SETS_LOCK):
+                    done = live_tick(r, config, sorted(files - seen), marks | ahead)
+                seen |= files
+                handled |= marks
+                ahead = set(done.ahead)
+            outage.up()
+            failing.up()
+        except runs.RunBusy:
+            continue
+        except _AWAY as exc:
+            outage.down(exc)
+            stop.wait(2.0)
+        except Exception as exc:  # the live lane failing must not stop runs
+            if failing.down(exc):  # the first failure of a streak with its traceback
+                log.exception("live segment tick failed; retried every %g s", pause * 10)
+            stop.wait(pause * 10)
+
+
+def _ask_again(r: redis.Redis, asked: str, outage: Outage) -> None:
+    """Put the API's request for a run back (it is retried once Redis answers)."""
+    try:
+        r.set(keyspace.SEGMENTS_RUN_REQUESTED, asked)
+    except redis.RedisError as exc:
+        outage.down(exc)  # the request is lost with Redis: the schedule's next run covers it
+
+
+class Schedule:
+    """The schedule's two threads: runs for everyone, and the live lane beside them."""
+
+    def __init__(self, threads: list[threading.Thread]) -> None:
+        self.threads = threads
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self.threads:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(left)
+
+    def is_alive(self) -> bool:
+        return any(t.is_alive() for t in self.threads)
+
+
+def start_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> Schedule:
+    """Start the runs and the live lane on threads of their own (none if
+    ``segments_every`` ≤ 0)."""
+    if config.segments_every <= 0:
+        return Schedule([])
+    threads = [
+        threading.Thread(target=run_schedule, args=(r, config, stop), name="dmp-segments",
+                         daemon=True),
+        threading.Thread(target=run_live_lane, args=(r, config, stop), name="dmp-segments-live",
+                         daemon=True),
+    ]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    return Schedule(threads)

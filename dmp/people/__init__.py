@@ -1,0 +1,1 @@
+"""People: the identity graph, profiles and tiers, lifecycle stages."""

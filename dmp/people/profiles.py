@@ -1,0 +1,359 @@
+"""Person profiles in Redis: state, tier, consents, traits, identifiers and timeline.
+
+Keys (all under the person's hash tag, see ``dmp.storage.keyspace.person``):
+
+- the profile hash: ``tier``, ``first_seen`` (ms), ``email``, ``contact`` (comma set of
+  phone/address/crm), ``merged_into``,
+  one ``c:<category>`` field per consent category holding its proof as JSON, and ``cs``,
+  the current consent states in short (``analytics=1,ads=0``) for the worker to read;
+- ``:identifiers`` set of ``kind:value``; ``:traits`` hash of JSON values;
+- ``:stages`` list of recorded lifecycle stages (see ``dmp.people.lifecycle``);
+- ``:segments`` set of the segment ids the person is in (kept by ``dmp.membership.runs``);
+- ``:touchpoints`` sorted set of JSON touchpoints scored by time (capped; Parquet keeps all);
+  its highest score is the person's ``last_seen``.
+
+A returning visitor costs one ZADD per batch: nothing in the hash changes.
+
+The worker batches reads (:func:`load_states`) and writes (:func:`write_delta`); a merge
+(:func:`merge_person`) is rare and runs on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from dmp.people.identity import CONTACT_KINDS, Identifier, IdKind, id_keys
+from dmp.records import Category, Tier
+from dmp.storage import keyspace
+from dmp.storage.bulk import Bulk
+
+CONSENT_FIELDS = [f"c:{c.value}" for c in Category]
+log = logging.getLogger(__name__)
+_FIELDS = ["tier", "first_seen", "email", "contact", "merged_into", "cs"]
+
+
+def consent_summary(consents: dict[str, bool]) -> str:
+    """Return consent states in the short form of the ``cs`` field."""
+    return ",".join(f"{c}={int(g)}" for c, g in sorted(consents.items()))
+
+
+def parse_consent_summary(text: str | None) -> dict[str, bool]:
+    """Return the consent states of a ``cs`` field."""
+    if not text:
+        return {}
+    return {c: g == "1" for c, _, g in (part.partition("=") for part in text.split(","))}
+
+
+def tier_for(email: str, contact: set[str] | frozenset[str], identified: bool) -> Tier:
+    """Return the tier a person's known facts give: email plus contact is high, and so on."""
+    if email:
+        return Tier.HIGH if contact & CONTACT_KINDS else Tier.MEDIUM
+    return Tier.LOW if identified else Tier.UNKNOWN
+
+
+@dataclass(slots=True)
+class PersonState:
+    """What the worker knows of a person while it handles a batch."""
+
+    person_id: str
+    exists: bool = False  # stored in Redis before this batch
+    stored_tier: Tier = Tier.UNKNOWN  # the tier Redis holds (counted in the stats)
+    tier: Tier = Tier.UNKNOWN
+    email: str = ""
+    contact: set[str] = field(default_factory=set)
+    first_seen: int = 0
+    n_tp: int = 0
+    consents: dict[str, bool] = field(default_factory=dict)
+    merged_into: str = ""
+
+
+@dataclass(slots=True)
+class PersonDelta:
+    """Writes for one person collected over a batch, applied in one go."""
+
+    first_seen: int = 0
+    traits: dict[str, str] = field(default_factory=dict)  # name -> JSON value
+    consents: dict[str, str] = field(default_factory=dict)  # c:<category> -> proof JSON
+    touchpoints: dict[str, int] = field(default_factory=dict)  # JSON member -> ms
+    identifiers: set[Identifier] = field(default_factory=set)
+
+    def see(self, ms: int) -> None:
+        """Note a touchpoint at ``ms`` (the earliest one may move first_seen back)."""
+        self.first_seen = ms if not self.first_seen else min(self.first_seen, ms)
+
+    def absorb(self, other: PersonDelta) -> None:
+        """Take over another person's pending writes (it was merged into this one)."""
+        if other.first_seen:
+            self.see(other.first_seen)
+        for name, value in other.traits.items():
+            self.traits.setdefault(name, value)
+        for name, value in other.consents.items():
+            self.consents.setdefault(name, value)
+        self.touchpoints.update(other.touchpoints)
+        self.identifiers |= other.identifiers
+
+
+def load_states(r: redis.Redis, pids: list[str]) -> dict[str, PersonState]:
+    """Return the stored state of each person id (``exists`` False for unknown ids)."""
+    bulk = Bulk()
+    for pid in pids:
+        bulk.add("HMGET", keyspace.person(pid), *_FIELDS)
+        bulk.add("ZCARD", keyspace.person(pid, "touchpoints"))
+    replies = bulk.execute(r)
+    return {pid: _state(pid, replies[2 * i], replies[2 * i + 1]) for i, pid in enumerate(pids)}
+
+
+def _state(pid: str, raw: list[bytes | None], n_tp: int) -> PersonState:
+    row = [v.decode() if v is not None else None for v in raw]
+    tier, first, email, contact, merged_into, cs = row
+    if tier is None and merged_into is None:
+        return PersonState(pid)
+    stored = Tier(tier) if tier and tier != "merged" else Tier.UNKNOWN
+    return PersonState(
+        pid,
+        exists=True,
+        stored_tier=stored,
+        tier=stored,
+        email=email or "",
+        contact=set(filter(None, (contact or "").split(","))),
+        first_seen=int(first or 0),
+        n_tp=n_tp,
+        consents=parse_consent_summary(cs),
+        merged_into=merged_into or "",
+    )
+
+
+@dataclass(slots=True)
+class BatchWrites:
+    """Writes shared by all persons of a batch, sent as few commands as possible."""
+
+    identifiers: dict[str, str] = field(default_factory=dict)  # identifier key -> pid (MSET)
+    stats: Counter[str] = field(default_factory=Counter)  # STATS field -> increment
+
+    def queue(self, bulk: Bulk) -> None:
+        """Queue the shared writes."""
+        if self.identifiers:
+            bulk.add("MSET", *(part for pair in self.identifiers.items() for part in pair))
+        for name, amount in self.stats.items():
+            if amount:
+                bulk.add("HINCRBY", keyspace.STATS, name, amount)
+
+
+def write_delta(
+    bulk: Bulk, shared: BatchWrites, state: PersonState, delta: PersonDelta, timeline_cap: int
+) -> None:
+    """Queue one person's batched writes (and its share of ``shared``)."""
+    pid = state.person_id
+    n_tp = state.n_tp + len(delta.touchpoints)
+    if (
+        state.exists
+        and state.tier is state.stored_tier
+        and not (delta.identifiers or delta.traits or delta.consents)
+        and state.first_seen <= delta.first_seen
+    ):  # a returning visitor: only the timeline grows
+        _queue_timeline(bulk, pid, delta, n_tp, timeline_cap)
+        state.n_tp = min(n_tp, timeline_cap)
+        return
+    key = keyspace.person(pid)
+    first = min(filter(None, (state.first_seen, delta.first_seen)), default=0)
+    fields: list[str | int] = []
+    if first != state.first_seen or not state.exists:
+        fields += ["first_seen", first]
+    tier_changed = state.tier != state.stored_tier or not state.exists
+    if tier_changed:
+        fields += ["tier", state.tier.value]
+        if state.exists:
+            shared.stats[f"persons:{state.stored_tier.value}"] -= 1
+        shared.stats[f"persons:{state.tier.value}"] += 1
+    if tier_changed or delta.identifiers or delta.traits:
+        fields += ["email", state.email, "contact", ",".join(sorted(state.contact))]
+    if delta.consents:
+        for name, proof in delta.consents.items():
+            fields += [name, proof]
+        fields += ["cs", consent_summary(state.consents)]
+    if fields:
+        bulk.add("HSET", key, *fields)
+    if delta.identifiers:
+        bulk.add("SADD", keyspace.person(pid, "identifiers"), *(i.text for i in delta.identifiers))
+        for ident in delta.identifiers:
+            for key in id_keys(ident):
+                shared.identifiers[key] = pid
+    if delta.traits:
+        pairs = (part for pair in delta.traits.items() for part in pair)
+        bulk.add("HSET", keyspace.person(pid, "traits"), *pairs)
+    _queue_timeline(bulk, pid, delta, n_tp, timeline_cap)
+    # The state now says what Redis will hold (the worker keeps it cached).
+    state.exists, state.stored_tier = True, state.tier
+    state.first_seen, state.n_tp = first, min(n_tp, timeline_cap)
+
+
+def _queue_timeline(bulk: Bulk, pid: str, delta: PersonDelta, n_tp: int, cap: int) -> None:
+    if delta.touchpoints:
+        timeline = keyspace.person(pid, "touchpoints")
+        bulk.add("ZADD", timeline, *(x for m, t in delta.touchpoints.items() for x in (t, m)))
+        if n_tp > cap:
+            bulk.add("ZREMRANGEBYRANK", timeline, 0, -cap - 1)
+
+
+def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str, str]]]) -> None:
+    """Move stored persons' identifiers, traits, consents and timelines into their targets.
+
+    Each merge is ``(source state, target pid, merge-log entry)``, applied in order: a
+    target may itself be merged later in the list, and takes what it received along. A
+    source keeps only a tombstone (``merged_into``) so that old ids still lead somewhere.
+    Two round trips for all merges of a batch.
+    """
+    if not merges:
+        return
+    people = list(dict.fromkeys(p for src, target, _ in merges for p in (src.person_id, target)))
+    with r.pipeline(transaction=False) as pipe:
+        for pid in people:
+            pipe.smembers(keyspace.person(pid, "identifiers"))
+            pipe.hgetall(keyspace.person(pid, "traits"))
+            pipe.hmget(keyspace.person(pid), CONSENT_FIELDS)
+            pipe.lrange(keyspace.person(pid, "stages"), 0, -1)
+        found = pipe.execute()
+    ids = {pid: set(found[4 * i]) for i, pid in enumerate(people)}
+    traits = {pid: found[4 * i + 1] for i, pid in enumerate(people)}
+    consents = {
+        pid: {n: p for n, p in zip(CONSENT_FIELDS, found[4 * i + 2], strict=True) if p}
+        for i, pid in enumerate(people)
+    }
+    stages = {pid: found[4 * i + 3] for i, pid in enumerate(people)}
+    changed: set[str] = set()
+    with r.pipeline(transaction=True) as pipe:
+        for source, target, entry in merges:
+            src = source.person_id
+            moved = ids[src] - ids[target]
+            if moved:
+                keys = (k for text in moved for k in id_keys(Identifier.from_text(text)))
+                pipe.mset(dict.fromkeys(keys, target))
+                pipe.sadd(keyspace.person(target, "identifiers"), *moved)
+                ids[target] |= moved
+            for name, value in traits[src].items():
+                if name not in traits[target]:
+                    traits[target][name] = value
+                    pipe.hset(keyspace.person(target, "traits"), name, value)
+            for name, theirs in consents[src].items():  # the newest proof wins
+                mine = consents[target].get(name)
+                if mine is None or _at(theirs) > _at(mine):
+                    consents[target][name] = theirs
+                    pipe.hset(keyspace.person(target), name, theirs)
+                    changed.add(target)
+            pipe.zunionstore(
+                keyspace.person(target, "touchpoints"),
+                [keyspace.person(target, "touchpoints"), keyspace.person(src, "touchpoints")],
+                aggregate="MAX",
+            )
+            if stages[src]:  # the records keep their times; the latest one counts
+                pipe.rpush(keyspace.person(target, "stages"), *stages[src])
+                stages[target] = [*stages[target], *stages[src]]
+            facets = ("", "identifiers", "traits", "touchpoints", "stages")
+            pipe.delete(*(keyspace.person(src, f) for f in facets))
+            pipe.hset(keyspace.person(src), mapping={"merged_into": target, "tier": "merged"})
+            pipe.hincrby(keyspace.STATS, f"persons:{source.stored_tier.value}", -1)
+            pipe.xadd(keyspace.MERGES, entry, maxlen=1_000_000, approximate=True)
+        for target in changed:
+            states = {n[2:]: bool(json.loads(p)["granted"]) for n, p in consents[target].items()}
+            pipe.hset(keyspace.person(target), "cs", consent_summary(states))
+        pipe.execute()
+
+
+def _at(proof: str) -> int:
+    return int(json.loads(proof)["at"])
+
+
+def follow(r: redis.Redis, pid: str) -> str:
+    """Return the surviving person id a (possibly merged) person id leads to."""
+    for _ in range(32):
+        nxt = r.hget(keyspace.person(pid), "merged_into")
+        if not nxt:
+            return pid
+        pid = nxt
+    return pid
+
+
+def find_person(r: redis.Redis, ident: Identifier) -> str | None:
+    """Return the person id an identifier belongs to, or None."""
+    pid = r.get(keyspace.identifier(ident.kind.value, ident.value))
+    return follow(r, pid) if pid else None
+
+
+def _iso(ms: str | int | None) -> str | None:
+    if not ms:
+        return None
+    return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def get_person(r: redis.Redis, pid: str, limit: int = 100) -> dict[str, Any] | None:
+    """Return a person as the admin API shows it (touchpoints newest first), or None."""
+    pid = follow(r, pid)
+    with r.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keyspace.person(pid))
+        pipe.smembers(keyspace.person(pid, "identifiers"))
+        pipe.hgetall(keyspace.person(pid, "traits"))
+        pipe.zrevrange(keyspace.person(pid, "touchpoints"), 0, limit - 1, withscores=True)
+        pipe.zcard(keyspace.person(pid, "touchpoints"))
+        profile, idents, traits, touchpoints, total = pipe.execute()
+    if not profile or "tier" not in profile:
+        return None
+    identifiers: dict[str, list[str]] = {}
+    for text in sorted(idents):
+        ident = Identifier.from_text(text)
+        identifiers.setdefault(ident.kind.value, []).append(ident.value)
+    consents = {}
+    for name in CONSENT_FIELDS:
+        if profile.get(name):
+            proof = json.loads(profile[name])
+            consents[name[2:]] = {**proof, "at": _iso(proof["at"])}
+    timeline = []
+    for member, _ in touchpoints:
+        point = json.loads(member)
+        point["timestamp"] = _iso(point.pop("t"))
+        timeline.append(point)
+    return {
+        "person_id": pid,
+        "tier": profile["tier"],
+        "identifiers": identifiers,
+        "traits": {k: json.loads(v) for k, v in sorted(traits.items())},
+        "consents": consents,
+        "first_seen": _iso(profile.get("first_seen")),
+        "last_seen": _iso(int(touchpoints[0][1])) if touchpoints else None,
+        "touchpoints": timeline,
+        "touchpoints_total": total,
+    }
+
+
+def backfill_email_hashes(r: redis.Redis) -> int:
+    """Key every stored email by its SHA-256 too (emails stored before lookups by hashed
+    email existed); once per Redis. Return how many keys were written."""
+    if r.sismember(keyspace.MIGRATIONS, "email_sha256"):
+        return 0
+    written, prefix = 0, keyspace.identifier(IdKind.EMAIL.value, "")
+    batch: list[str] = []
+    for key in [*r.scan_iter(match=prefix + "*", count=1000), None]:
+        if key is not None:
+            batch.append(key)
+        if batch and (key is None or len(batch) >= 1000):
+            pids = r.mget(batch)
+            pairs = {
+                id_keys(Identifier(IdKind.EMAIL, k[len(prefix) :]))[1]: pid
+                for k, pid in zip(batch, pids, strict=True)
+                if pid
+            }
+            with r.pipeline(transaction=False) as pipe:
+                for hashed, pid in pairs.items():
+                    pipe.set(hashed, pid, nx=True)  # the worker's own writes are newer
+                written += sum(1 for done in pipe.execute() if done)
+            batch = []
+    r.sadd(keyspace.MIGRATIONS, "email_sha256")
+    if written:
+        log.info("keyed %d stored emails by their SHA-256 as well", written)
+    return written

@@ -1,0 +1,1 @@
+"""``dmp serve``: the gunicorn edge, the Redis supervisor wiring, the worker process."""

@@ -1,0 +1,1 @@
+"""Storage: Redis key names, the embedded Redis server, locks, bulk replies, Parquet files."""

@@ -1,0 +1,1 @@
+"""The web layer: request dependencies, problem+json, parameters, admin, pull and ops routes."""

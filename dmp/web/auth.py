@@ -1,0 +1,67 @@
+"""Who may call a route: API keys from the ``Authorization`` header, checked per scope.
+
+Every blueprint states its scope where it is made (:func:`scoped_blueprint`), so a route
+moved to another module takes that module's stated scope, never another's by accident;
+routes open to the world are listed in :data:`PUBLIC` and a test walks the URL map to
+hold every other route to a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Blueprint, request
+from werkzeug.datastructures import Authorization
+
+from dmp.access.apikeys import Scope, check_key
+from dmp.web.deps import current_deps
+from dmp.web.problems import Problem
+
+# Routes anyone may call: browsers and SDKs (their write key is a public claim, checked by
+# the collector itself), load balancers and Prometheus.
+PUBLIC = frozenset({
+    "/p.gif", "/dmp.js", "/collect", "/v1/<kind>", "/v1/batch", "/v1/import",
+    "/healthz", "/metrics",
+})  # fmt: skip
+_HINT = {
+    Scope.ADMIN: "send an admin key as 'Authorization: Bearer <key>'",
+    Scope.PARTNER: "send a partner key as 'Authorization: Bearer <key>'",
+    Scope.IMPORT: "send an import key as 'Authorization: Bearer <key>'",
+}
+
+
+def bearer_token(authorization: Authorization | None) -> str:
+    """Return the token of a parsed ``Authorization: Bearer`` header ('' for any other)."""
+    if authorization is None or authorization.type != "bearer":
+        return ""
+    return authorization.token or ""
+
+
+def environ_token(environ: Mapping[str, Any]) -> str:
+    """Return the bearer token of a raw WSGI request (the fast paths before Flask)."""
+    return bearer_token(Authorization.from_header(environ.get("HTTP_AUTHORIZATION")))
+
+
+def request_key(query_fallback: bool = False) -> str:
+    """Return the key of the current request: its bearer token, else (for tools that cannot
+    set headers, if allowed) its ``?key=`` parameter."""
+    token = bearer_token(request.authorization)
+    if token or not query_fallback:
+        return token
+    return request.args.get("key", "")
+
+
+def require_key(*scopes: Scope, query_fallback: bool = False) -> None:
+    """Raise 401 (problem+json) unless the request carries a key of one of ``scopes``."""
+    key = request_key(query_fallback)
+    r = current_deps().redis
+    if not any(check_key(r, key, scope) for scope in scopes):
+        raise Problem(401, "Unauthorized", _HINT[scopes[0]])
+
+
+def scoped_blueprint(name: str, import_name: str, scope: Scope, **options: Any) -> Blueprint:
+    """Return a blueprint whose every route refuses requests without a key of ``scope``."""
+    bp = Blueprint(name, import_name, **options)
+    bp.before_request(lambda: require_key(scope))
+    return bp

@@ -1,0 +1,196 @@
+"""The pull API for ad tools (partner keys): per-visitor lookups in OpenRTB form.
+
+``GET /api/v1/lookup?uid=<dmp_uid cookie>`` or ``?email_sha256=<hex>`` answers the
+segments shared with the partner that the person is in, as an OpenRTB 2.x ``user.data``
+list: one object with dmp's own segment ids and, for segments mapped to the IAB Audience
+Taxonomy 1.1, one with those ids and ``ext.segtax`` 4. A person who is unknown, or
+without the ``ads`` consent, gets the same empty answer: a partner learns nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, current_app, request
+
+from collectors.browser import BadHit
+from collectors.pixel import query_args
+from dmp.access.apikeys import Scope, hash_secret
+from dmp.membership.definitions import list_segments
+from dmp.people.identity import EMAIL_SHA256, IdKind
+from dmp.storage import keyspace
+from dmp.storage.outage import Outage
+from dmp.web.deps import Deps, current_deps
+from dmp.web.problems import Problem, unavailable
+
+bp = Blueprint("pull", __name__, url_prefix="/api/v1")
+log = logging.getLogger(__name__)
+_OUTAGE = Outage(log, "Redis (lookups answer 503)")
+
+PATH = "/api/v1/lookup"
+HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+SEGTAX_IAB_AUDIENCE_1_1 = 4
+CATALOGUE_SECONDS = 5.0  # segments' IAB mappings cached per process this long
+_UID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class _Catalogue:
+    """Segment id -> its IAB Audience Taxonomy ids, read from Redis every few seconds."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._expires = 0.0
+        self._entries: dict[str, tuple[str, ...]] = {}
+
+    def get(self, r) -> dict[str, tuple[str, ...]]:
+        if time.monotonic() >= self._expires:
+            with self._lock:
+                if time.monotonic() >= self._expires:
+                    self._entries = {s.definition.id: s.definition.iab for s in list_segments(r)}
+                    self._expires = time.monotonic() + CATALOGUE_SECONDS
+        return self._entries
+
+
+def _bearer(header: str) -> str:
+    return header[7:].strip() if header[:7].lower() == "bearer " else ""
+
+
+def _unauthorized() -> Problem:
+    return Problem(401, "Unauthorized", "send a partner key as 'Authorization: Bearer <key>'")
+
+
+def _identifier_key(args: dict[str, str]) -> str:
+    uid, hashed = args.get("uid"), args.get("email_sha256")
+    if (uid is None) == (hashed is None):
+        raise Problem(400, "Invalid parameter", "give exactly one of uid= or email_sha256=")
+    if uid is not None:
+        if not _UID.match(uid):
+            raise Problem(400, "Invalid parameter", "uid= must be a dmp_uid cookie value")
+        return keyspace.identifier(IdKind.UID.value, uid)
+    if not _SHA256.match(hashed or ""):
+        raise Problem(400, "Invalid parameter", "email_sha256= must be 64 hex digits")
+    return keyspace.identifier(EMAIL_SHA256, hashed.lower())
+
+
+# One round trip for a lookup: the key's scope and audiences, the identifier's person (merges
+# followed), the ads consent and the shared segments the person is in. It reads person keys
+# it derives itself, which a single Redis allows (Redis Cluster would need two round trips).
+_LOOKUP = """
+if redis.call('HGET', KEYS[1], 'scope') ~= ARGV[4] then return {0} end
+local shared = {}
+for a in string.gmatch(redis.call('HGET', KEYS[1], 'audiences') or '', '[^,]+') do
+  shared[a] = true
+end
+local pid = redis.call('GET', KEYS[2])
+for _ = 1, 32 do
+  if not pid then return {1} end
+  local base = ARGV[1] .. pid .. ARGV[2]
+  local found = redis.call('HMGET', base, 'merged_into', 'cs')
+  if not found[1] then
+    if not string.find(',' .. (found[2] or '') .. ',', ',ads=1,', 1, true) then return {1} end
+    local out = {1}
+    for _, sid in ipairs(redis.call('SMEMBERS', base .. ARGV[3])) do
+      if shared[sid] then out[#out + 1] = sid end
+    end
+    return out
+  end
+  pid = found[1]
+end
+return {1}
+"""
+_PERSON = keyspace.person("\0").split("\0")  # the person hash's name around the id
+_SEGMENTS = keyspace.person("\0", "segments").split("\0")[1][len(_PERSON[1]) :]
+
+
+def shared_segments(r: redis.Redis, key: str, id_key: str) -> list[str] | None:
+    """Return the segments shared with a partner key that the person an identifier key
+    leads to is in (none without the ``ads`` consent), or None if the key is no partner's."""
+    global _script
+    if _script is None:
+        _script = r.register_script(_LOOKUP)  # EVALSHA, loaded again should Redis forget it
+    found = _script(
+        keys=[keyspace.api_key(hash_secret(key)), id_key],
+        args=[*_PERSON, _SEGMENTS, Scope.PARTNER.value],
+        client=r,
+    )
+    return None if found[0] == 0 else sorted(found[1:])
+
+
+_script: Any = None
+
+
+def lookup_body(
+    deps: Deps, catalogue: _Catalogue, authorization: str, query: str, host: str
+) -> bytes:
+    """Return the lookup's JSON answer (Problem for a bad key or bad parameters)."""
+    key = _bearer(authorization)
+    if not key or len(key) > 200 or not key.isascii():
+        raise _unauthorized()
+    try:
+        id_key = _identifier_key(query_args(query))
+    except BadHit as exc:
+        raise Problem(400, "Invalid parameter", str(exc)) from None
+    r = deps.redis
+    found = shared_segments(r, key, id_key)
+    if found is None:
+        raise _unauthorized()
+    provider = deps.config.provider_domain or host.rsplit(":", 1)[0]
+    data: list[dict] = []
+    if found:
+        # Ids only: segment names are the marketers' words, not the partner's business.
+        data.append({"name": provider, "segment": [{"id": sid} for sid in found]})
+        mapped = catalogue.get(r)
+        iab = sorted({i for sid in found for i in mapped.get(sid, ())}, key=int)
+        if iab:
+            data.append({"name": provider, "segment": [{"id": i} for i in iab],
+                         "ext": {"segtax": SEGTAX_IAB_AUDIENCE_1_1}})  # fmt: skip
+    return json.dumps({"data": data}, separators=(",", ":")).encode()
+
+
+class LookupApp:
+    """WSGI middleware answering ``GET /api/v1/lookup`` itself (an ad tool asks it on
+    every bid: no Flask request, routing or response objects), the rest passed on."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], deps: Deps) -> None:
+        self.app, self.deps, self.catalogue = app, deps, _Catalogue()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "GET":
+            return self.app(environ, start_response)  # Flask answers 405 for other methods
+        try:
+            body = lookup_body(
+                self.deps, self.catalogue, environ.get("HTTP_AUTHORIZATION", ""),
+                environ.get("QUERY_STRING", ""), environ.get("HTTP_HOST", ""),
+            )  # fmt: skip
+        except Problem as exc:
+            return exc.get_response()(environ, start_response)
+        except redis.RedisError as exc:
+            _OUTAGE.down(exc)  # one line per outage, not a traceback per lookup
+            return unavailable().get_response()(environ, start_response)
+        except Exception:  # Flask's handlers are behind us: answer as they would
+            log.exception("lookup failed")
+            problem = Problem(500, "Internal error", "the lookup failed; it is logged")
+            return problem.get_response()(environ, start_response)
+        _OUTAGE.up()
+        start_response("200 OK", [*HEADERS, ("Content-Length", str(len(body)))])
+        return [body]
+
+
+@bp.get("/lookup")
+def lookup() -> Response:
+    """Only reached without :class:`LookupApp` in front: the same answer through Flask."""
+    deps = current_deps()
+    catalogue = current_app.extensions.setdefault("dmp.catalogue", _Catalogue())
+    body = lookup_body(
+        deps, catalogue, request.headers.get("Authorization", ""),
+        request.query_string.decode("latin-1"), request.host,
+    )  # fmt: skip
+    return Response(body, headers=HEADERS)

@@ -1,0 +1,140 @@
+"""The dmp command line: sites, keys, status and worker; bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import redis as redis_lib
+
+from dmp.access import sites
+from dmp.access.apikeys import Scope, check_key
+from dmp.cli import cli
+from dmp.ingest import spool, stream
+from dmp.records import Hit
+
+
+def test_sites_add_prints_the_write_key_last(runner, redis):
+    """`sites add` stores the site and prints its write key on the last line."""
+    result = runner.invoke(cli, ["sites", "add", "Acme GmbH", "--domain", "https://www.Acme.de/"])
+    assert result.exit_code == 0, result.output
+    key = result.output.strip().splitlines()[-1]
+    site = sites.SiteCache(redis, 0).site_for_key(key)
+    assert site is not None and site.domains == ("www.acme.de",)
+    assert key not in str(redis.hgetall("dmp:site:acme-gmbh"))  # stored hashed only
+
+
+def test_sites_list_json_and_remove(runner, redis, site):
+    """`sites list --json` lists sites; `sites remove` deletes one and its key."""
+    listed = json.loads(runner.invoke(cli, ["sites", "list", "--json"]).output)
+    assert [s["site_id"] for s in listed] == ["acme-gmbh"]
+    assert runner.invoke(cli, ["sites", "remove", "acme-gmbh"]).exit_code == 0
+    assert sites.SiteCache(redis, 0).site_for_key(site[1]) is None
+
+
+def test_keys_create_list_revoke(runner, redis):
+    """`keys create` prints a working admin key last; list shows its id; revoke ends it."""
+    result = runner.invoke(cli, ["keys", "create", "--scope", "admin", "--name", "ops"])
+    key = result.output.strip().splitlines()[-1]
+    assert check_key(redis, key, Scope.ADMIN)
+    listed = json.loads(runner.invoke(cli, ["keys", "list", "--json"]).output)
+    assert listed[0]["name"] == "ops" and key not in json.dumps(listed)
+    assert runner.invoke(cli, ["keys", "revoke", listed[0]["id"]]).exit_code == 0
+    assert not check_key(redis, key, Scope.ADMIN)
+
+
+def test_status_json_and_worker_once(runner, redis):
+    """`worker --once` drains the stream; `status --json` prints the contract's fields."""
+    hit = Hit(
+        event_id="e-000001",
+        site_id="acme-gmbh",
+        source="pixel",
+        type="page",
+        event="page",
+        received_at=1,
+        timestamp=1_790_000_000_000,
+        consent={"analytics": True},
+        uid="c1",
+    )
+    stream.enqueue(redis, [hit], {}, atomic=False)
+    before = json.loads(runner.invoke(cli, ["status", "--json"]).output)
+    assert before == {
+        "events_stored": 0,
+        "events_aggregate": 0,
+        "persons": {"low": 0, "medium": 0, "high": 0},
+        "pending": 1,
+        "spooled_bytes": 0,
+        "segments": {"defined": 0, "last_run": None, "live_moves_since": 0},
+    }
+    result = runner.invoke(cli, ["worker", "--once"])
+    assert result.exit_code == 0, result.output
+    after = json.loads(runner.invoke(cli, ["status", "--json"]).output)
+    assert after["events_stored"] == 1 and after["persons"]["low"] == 1 and after["pending"] == 0
+    assert "events stored" in runner.invoke(cli, ["status"]).output
+
+
+def test_status_shows_hits_spooled_while_redis_was_away(runner, config):
+    """Hits a collector spooled (Redis away) show in `status` until they are replayed."""
+    unreachable = redis_lib.Redis.from_url("redis://127.0.0.1:1/0")
+    box = spool.Spool(spool.spool_dir(config.data_dir), unreachable, 10**6)
+    assert box.append(['["spooled-1","acme-gmbh","pixel","page","page",1,1]'])
+    state = json.loads(runner.invoke(cli, ["status", "--json"]).output)
+    assert state["spooled_bytes"] > 0
+    assert "spooled bytes" in runner.invoke(cli, ["status"]).output
+
+
+def _dmp(config, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DMP_REDIS_URL": config.redis_url, "DMP_DATA_DIR": str(config.data_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "dmp", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sites", "add", "Acme", "--domain", "not a domain"],
+        ["sites", "add", "Acme"],
+        ["sites", "add", "!!!", "--domain", "acme.de"],
+        ["sites", "remove", "nope"],
+        ["keys", "create", "--scope", "root"],
+        ["keys", "revoke", "xyz"],
+        ["serve", "--port", "99999"],
+        ["no-such-command"],
+    ],
+)
+def test_bad_input_exits_2_with_one_line(config, redis, args):
+    """Bad arguments exit with code 2 and a single clear line on stderr."""
+    done = _dmp(config, *args)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dmp: error: "), done.stderr
+
+
+def test_duplicate_site_exits_2(config, redis, site):
+    """Adding a site that exists already is refused."""
+    done = _dmp(config, "sites", "add", "Acme GmbH", "--domain", "acme.de")
+    assert done.returncode == 2 and "exists already" in done.stderr
+
+
+def test_unreachable_redis_is_one_line(config):
+    """A Redis URL nobody answers gives one line and a non-zero exit."""
+    env = {**os.environ, "DMP_REDIS_URL": "redis://127.0.0.1:1/0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "dmp", "status"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "cannot reach Redis" in done.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["serve"], ["worker"], ["sites", "add"], ["keys"]])
+def test_help_explains_each_command(args):
+    """--help works on every command and says what it does."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dmp", *args, "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "Usage: dmp" in done.stdout

@@ -1,0 +1,246 @@
+"""The JS tag's server side: /dmp.js, CORS and /collect beacons."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from collectors import tag
+from dmp.ingest import stream
+from dmp.ingest.worker import status
+from dmp.people.identity import Identifier, IdKind
+from dmp.people.profiles import find_person, get_person
+from dmp.records import Hit
+from dmp.storage import keyspace
+
+ORIGIN = "https://www.acme.de"
+PROBLEM = "application/problem+json"
+
+
+def _beacon(key: str, events: list, consent=("analytics",), **extra) -> str:
+    return json.dumps({"k": key, "consent": list(consent), "sentAt": 1, "events": events, **extra})
+
+
+def _post(client, body: str | bytes, origin: str | None = ORIGIN, **headers):
+    headers = {"Content-Type": "text/plain", **headers}
+    if origin:
+        headers["Origin"] = origin
+    return client.post("/collect", data=body, headers=headers)
+
+
+def _uid(resp) -> str:
+    cookie = next(v for v in resp.headers.getlist("Set-Cookie") if v.startswith("dmp_uid="))
+    return cookie.split(";")[0].split("=", 1)[1]
+
+
+def _stream_hits(redis) -> list[Hit]:
+    return [Hit.from_json(fields[stream.FIELD]) for _, fields in redis.xrange(keyspace.STREAM)]
+
+
+def _redis_text(redis) -> str:
+    """Return every key and value in Redis as one string, to search for what must not be."""
+    parts = []
+    for key in redis.scan_iter():
+        value = {
+            "string": lambda k: redis.get(k),
+            "hash": lambda k: redis.hgetall(k),
+            "set": lambda k: redis.smembers(k),
+            "zset": lambda k: redis.zrange(k, 0, -1),
+            "list": lambda k: redis.lrange(k, 0, -1),
+            "stream": lambda k: redis.xrange(k),
+        }[redis.type(key)](key)
+        parts.append(f"{key!r}={value!r}")
+    return "\n".join(parts)
+
+
+def test_script_is_small_javascript(client):
+    """/dmp.js is served as JavaScript, under 5 KB as served, cacheable, posting to /collect."""
+    resp = client.get("/dmp.js")
+    assert resp.status_code == 200
+    assert resp.mimetype in ("application/javascript", "text/javascript")
+    assert len(resp.get_data()) < 5120
+    assert int(resp.headers["Content-Length"]) == len(resp.get_data())
+    assert b"/collect" in resp.data and b"dmp:topics" in resp.data
+    assert "max-age" in resp.headers["Cache-Control"]
+
+
+def test_preflight_only_for_site_origins(client, site):
+    """A CORS preflight is granted to a site's (sub)domain and refused to any other."""
+    ok = client.options("/collect", headers={"Origin": ORIGIN})
+    assert ok.status_code == 204 and ok.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert ok.headers["Access-Control-Allow-Credentials"] == "true"
+    assert "POST" in ok.headers["Access-Control-Allow-Methods"]
+    for origin in ("https://evil.example", "https://acme.de.evil.example", "null"):
+        bad = client.options("/collect", headers={"Origin": origin})
+        assert bad.status_code == 403 and bad.mimetype == PROBLEM, origin
+        assert "Access-Control-Allow-Origin" not in bad.headers
+
+
+def test_foreign_origin_is_refused_whole(client, redis, write_key):
+    """A beacon from an origin outside the site's domains is refused 403 and nothing stored."""
+    resp = _post(client, _beacon(write_key, [{"type": "page"}]), origin="https://evil.example")
+    assert resp.status_code == 403 and resp.mimetype == PROBLEM
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    assert "Set-Cookie" not in resp.headers
+    assert redis.xlen(keyspace.STREAM) == 0
+
+
+def test_consented_beacon_sets_cookie_and_makes_low_person(client, redis, write_key, drain):
+    """A page view with analytics consent answers 204 with CORS and the dmp_uid cookie."""
+    event = {
+        "type": "page",
+        "id": "evt-00000001",
+        "url": "https://www.acme.de/crm",
+        "title": "CRM",
+        "topics": ["crm"],
+        "ts": 1,
+    }
+    resp = _post(client, _beacon(write_key, [event]))
+    assert resp.status_code == 204
+    assert resp.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert resp.headers["Access-Control-Allow-Credentials"] == "true"
+    cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    drain()
+    person = get_person(redis, find_person(redis, Identifier(IdKind.UID, _uid(resp))))
+    assert person["tier"] == "low"
+    page = next(t for t in person["touchpoints"] if t["event"] == "page")
+    assert (page["url"], page["title"], page["topics"], page["source"]) == (
+        "https://www.acme.de/crm",
+        "CRM",
+        ["crm"],
+        "tag",
+    )
+
+
+def test_beacon_without_consent_sets_no_cookie(client, redis, write_key, drain):
+    """A page view without analytics consent sets no cookie and counts only in aggregate."""
+    resp = _post(client, _beacon(write_key, [{"type": "page"}], consent=("ads",)))
+    assert resp.status_code == 204 and "Set-Cookie" not in resp.headers
+    assert _stream_hits(redis)[0].uid == "" and _stream_hits(redis)[0].ip == ""
+    drain()
+    assert status(redis)["events_aggregate"] == 1
+    assert status(redis)["persons"] == {"low": 0, "medium": 0, "high": 0}
+
+
+def test_identify_under_consent_makes_medium(client, redis, write_key, drain):
+    """identify with an email and analytics consent promotes the browser's person to medium."""
+    first = _post(client, _beacon(write_key, [{"type": "page"}]))
+    event = {"type": "identify", "traits": {"email": "A@Acme.de", "firstName": "Anna"}}
+    assert _post(client, _beacon(write_key, [event])).status_code == 204
+    drain()
+    by_email = find_person(redis, Identifier(IdKind.EMAIL, "a@acme.de"))
+    assert by_email is not None
+    assert find_person(redis, Identifier(IdKind.UID, _uid(first))) == by_email
+    person = get_person(redis, by_email)
+    assert person["tier"] == "medium" and person["traits"]["firstName"] == "Anna"
+
+
+def test_identify_without_consent_keeps_no_email(client, redis, config, write_key, drain):
+    """Without analytics consent an identify stores no email anywhere; it is counted only."""
+    event = {"type": "identify", "traits": {"email": "secret@acme.de", "phone": "+4930123456"}}
+    resp = _post(client, _beacon(write_key, [event], consent=()))
+    assert resp.status_code == 204 and "Set-Cookie" not in resp.headers
+    assert redis.xlen(keyspace.STREAM) == 1
+    assert b"secret@acme.de" not in json.dumps(redis.xrange(keyspace.STREAM), default=str).encode()
+    drain()
+    assert status(redis)["events_aggregate"] == 1 and status(redis)["events_stored"] == 0
+    assert find_person(redis, Identifier(IdKind.EMAIL, "secret@acme.de")) is None
+    assert not redis.keys("dmp:id:*") and not redis.keys("dmp:person:*")
+    stored = _redis_text(redis)
+    assert "aggregate" in stored and "secret" not in stored and "4930123456" not in stored
+    files = [p for p in Path(config.data_dir).rglob("*") if p.is_file()]
+    assert not any(b"secret@acme.de" in p.read_bytes() for p in files)
+
+
+def test_beacon_without_consent_drops_an_existing_cookie(client, redis, write_key, drain):
+    """A beacon that comes with the cookie but without analytics consent expires the cookie."""
+    first = _post(client, _beacon(write_key, [{"type": "page"}]))
+    uid = _uid(first)
+    drain()
+    assert find_person(redis, Identifier(IdKind.UID, uid)) is not None
+    withdrawn = {"type": "track", "event": "consent", "props": {"granted": []}}
+    resp = _post(client, _beacon(write_key, [withdrawn], consent=()))
+    assert resp.status_code == 204
+    assert "Max-Age=0" in resp.headers["Set-Cookie"] and _uid(resp) == ""
+    drain()
+    assert find_person(redis, Identifier(IdKind.UID, uid)) is None
+
+
+def test_event_time_is_skew_corrected_and_never_future(client, redis, write_key):
+    """ts is corrected by the browser's clock skew (sentAt − ts), capped at receipt time."""
+    events = [{"type": "page", "ts": 1_000_000}, {"type": "page", "ts": 1_009_000}]
+    assert _post(client, _beacon(write_key, events, sentAt=1_005_000)).status_code == 204
+    earlier, later = _stream_hits(redis)
+    assert earlier.received_at - earlier.timestamp == 5_000
+    assert later.timestamp == later.received_at
+    old = [{"type": "page", "ts": 1}]
+    assert _post(client, _beacon(write_key, old, sentAt=10**12)).status_code == 204
+    oldest = _stream_hits(redis)[2]
+    assert oldest.received_at - oldest.timestamp == tag.MAX_AGE_MS
+
+
+BAD_BEACONS = {
+    "malformed JSON": lambda k: '{"k": "' + k + '", "events": [',
+    "not an object": lambda k: json.dumps([{"k": k, "events": [{"type": "page"}]}]),
+    "not UTF-8": lambda k: b'{"k": "' + k.encode() + b'", "events": [{"title": "\xff"}]}',
+    "oversize": lambda k: _beacon(k, [{"type": "page", "title": "x" * 70_000}]),
+    "no events": lambda k: json.dumps({"k": k}),
+    "events not a list": lambda k: json.dumps({"k": k, "events": {"type": "page"}}),
+    "events empty": lambda k: json.dumps({"k": k, "events": []}),
+    "too many events": lambda k: _beacon(k, [{"type": "page"}] * 51),
+    "event not an object": lambda k: json.dumps({"k": k, "events": ["page"]}),
+    "ts a string": lambda k: _beacon(k, [{"type": "page", "ts": "now"}]),
+    "ts NaN": lambda k: _beacon(k, [{"type": "page", "ts": float("nan")}]),
+    "ts negative": lambda k: _beacon(k, [{"type": "page", "ts": -5}]),
+    "ts beyond any date": lambda k: _beacon(k, [{"type": "page", "ts": 1e300}]),
+    "sentAt beyond any date": lambda k: _beacon(k, [{"type": "page", "ts": 1}], sentAt=10**19),
+    "sentAt a bool": lambda k: _beacon(k, [{"type": "page"}], sentAt=True),
+    "consent not a list": lambda k: json.dumps({"k": k, "consent": "analytics", "events": [{}]}),
+    "consent of numbers": lambda k: _beacon(k, [{"type": "page"}], consent=[1]),
+    "unknown type": lambda k: _beacon(k, [{"type": "alias"}]),
+    "bad event name": lambda k: _beacon(k, [{"type": "track", "event": "<script>"}]),
+    "event name not a string": lambda k: _beacon(k, [{"type": "track", "event": 7}]),
+    "props not an object": lambda k: _beacon(k, [{"type": "track", "props": [1]}]),
+    "traits not an object": lambda k: _beacon(k, [{"type": "identify", "traits": "a@b.de"}]),
+    "id not a string": lambda k: _beacon(k, [{"type": "page", "id": 12345678}]),
+    "id too short": lambda k: _beacon(k, [{"type": "page", "id": "abc"}]),
+    "one bad event of two": lambda k: _beacon(k, [{"type": "page"}, {"type": "page", "ts": "x"}]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BEACONS))
+def test_bad_beacons_are_400_problems(client, redis, write_key, case):
+    """Malformed, wrong-typed or oversize beacons: 400 problem+json, nothing enqueued."""
+    resp = _post(client, BAD_BEACONS[case](write_key))
+    assert resp.status_code == 400 and resp.mimetype == PROBLEM
+    problem = resp.get_json()
+    assert problem["status"] == 400 and problem["title"] and problem["detail"]
+    assert "Set-Cookie" not in resp.headers
+    assert redis.xlen(keyspace.STREAM) == 0
+
+
+@pytest.mark.parametrize("key", ["wk_unknown", "", 42, None])
+def test_unknown_write_key_is_401_problem(client, redis, site, key):
+    """A beacon whose k is no site's write key is refused 401 and nothing enqueued."""
+    resp = _post(client, json.dumps({"k": key, "events": [{"type": "page"}]}))
+    assert resp.status_code == 401 and resp.mimetype == PROBLEM
+    assert redis.xlen(keyspace.STREAM) == 0
+
+
+def test_collect_allows_only_post_and_options(client, write_key):
+    """GET /collect is a 405 problem, not a crash or an HTML page."""
+    resp = client.get("/collect")
+    assert resp.status_code == 405 and resp.mimetype == PROBLEM
+
+
+def test_server_keeps_serving_after_bad_beacons(client, redis, write_key, drain):
+    """After every kind of bad beacon, a good one is still accepted and stored."""
+    for make in BAD_BEACONS.values():
+        assert _post(client, make(write_key)).status_code == 400
+    resp = _post(client, _beacon(write_key, [{"type": "page", "url": "https://acme.de/"}]))
+    assert resp.status_code == 204 and redis.xlen(keyspace.STREAM) == 1
+    assert drain() == 1
+    assert client.get("/healthz").status_code == 200

@@ -1,0 +1,261 @@
+"""The segment language: parsing with path-named errors, and evaluation over the matrix."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+import yaml
+
+from segments.evaluator import evaluate
+from segments.language import parse_where
+from segments.matrix import TOUCHPOINT_SCHEMA
+from segments.rules import RuleError
+from tests.segments.test_matrix import NOW, touch
+
+EXAMPLE = yaml.safe_load(
+    """
+where:
+  all:
+    - tier: {gte: medium}
+    - score: {gte: 50}
+    - stage: {in: [mql, sal]}
+    - interest: {topic: marketing-automation, gte: 0.2}
+    - channel: email
+    - did: {event: whitepaper_download, within_days: 30, count_gte: 1}
+    - not: {did: {event: page, url_contains: /careers}}
+    - any:
+        - trait: {name: country, in: [DE, AT, CH]}
+        - trait: {name: employees, gte: 200}
+"""
+)["where"]
+
+
+def person(pid: str, **over) -> dict:
+    row = {
+        "person_id": pid,
+        "tier": "high",
+        "score": 70.0,
+        "stage": "mql",
+        "interests": [{"topic": "marketing-automation", "weight": 0.6}],
+        "channels": ["retargeting", "email"],
+        "traits": '{"country": "DE", "employees": 40}',
+        "touchpoints_30d": 3,
+        "top_interest": "marketing-automation",
+    }
+    return {**row, **over}
+
+
+SCHEMA = {
+    "person_id": pl.Utf8,
+    "tier": pl.Utf8,
+    "score": pl.Float64,
+    "stage": pl.Utf8,
+    "interests": pl.List(pl.Struct({"topic": pl.Utf8, "weight": pl.Float64})),
+    "channels": pl.List(pl.Utf8),
+    "traits": pl.Utf8,
+    "touchpoints_30d": pl.UInt32,
+    "top_interest": pl.Utf8,
+}
+
+
+def members(people: list[dict], touches: list[dict], where: dict) -> list[str]:
+    matrix = pl.LazyFrame(people, schema=SCHEMA)
+    tps = pl.LazyFrame(touches, schema=TOUCHPOINT_SCHEMA)
+    got = evaluate(matrix, tps, {"seg": parse_where(where)}, NOW).collect()
+    return sorted(got.filter("seg")["person_id"].to_list())
+
+
+def test_the_issue_example_selects_exactly_the_qualifying_person():
+    """Each condition of the example excludes one person that fails only it."""
+    people = [
+        person("ok"),
+        person("low", tier="low"),
+        person("cold", score=20.0),
+        person("sql", stage="sql"),
+        person("other-topic", interests=[{"topic": "crm", "weight": 1.0}]),
+        person("no-email", channels=["retargeting"]),
+        person("no-download"),
+        person("careers"),
+        person("abroad", traits='{"country": "US", "employees": 40}'),
+        person("big-abroad", traits='{"country": "US", "employees": 500}'),
+    ]
+    touches = [
+        touch(p["person_id"], 3, "whitepaper_download")
+        for p in people
+        if p["person_id"] != "no-download"
+    ]
+    touches += [touch("no-download", 45, "whitepaper_download")]  # outside the window
+    touches += [touch("careers", 1, url="https://acme.de/careers/jobs")]
+    assert members(people, touches, EXAMPLE) == ["big-abroad", "ok"]
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ({"tier": "medium"}, ["m"]),
+        ({"tier": {"lt": "high"}}, ["l", "m"]),
+        ({"stage": {"not_in": ["lead"]}}, ["h", "m"]),
+        ({"not": {"channel": "email"}}, ["l"]),
+        ({"did": {"event": "page", "count_gte": 2}}, ["h"]),
+        ({"did": {"event": "page", "count_eq": 0}}, ["l", "m"]),
+        ({"did": {"within_days": 2}}, ["h", "m"]),
+        ({"top_interest": {"matches": "^mark"}}, ["h", "l", "m"]),
+        ({"touchpoints_30d": {"gt": 2}}, ["h", "l", "m"]),
+    ],
+)
+def test_conditions(where, expected):
+    """Tiers and stages compare by order; did counts touchpoints in a window."""
+    people = [
+        person("l", tier="low", stage="lead", channels=[]),
+        person("m", tier="medium", stage="mql"),
+        person("h", tier="high", stage="sal"),
+    ]
+    touches = [touch("h", 1), touch("h", 5), touch("m", 1, "click", channel="email")]
+    assert members(people, touches, where) == expected
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        (
+            {"all": [{"tier": "medium"}, {"score": {"gte": "fifty"}}]},
+            "where.all[1].score.gte: expected a number",
+        ),
+        (
+            {"all": [{"interest": {"topic": "x", "gte": 2}}]},
+            "where.all[0].interest.gte: expected a number",
+        ),
+        ({"tier": {"gte": "gold"}}, "where.tier.gte: expected tiers out of"),
+        ({"stage": {"in": ["mql", "hot"]}}, "where.stage.in: expected a list of stages"),
+        ({"channel": "fax"}, "where.channel: expected one of"),
+        ({"any": []}, "where.any: expected a non-empty list"),
+        (
+            {"did": {"event": "page", "within_days": -1}},
+            "where.did.within_days: expected a positive",
+        ),
+        ({"did": {"evnt": "page"}}, "where.did.evnt: unknown key"),
+        ({"not": {"scroe": {"gt": 1}}}, "where.not.scroe: unknown condition"),
+        ({"score": {"gte": 1}, "tier": "low"}, "where: expected one condition"),
+        ({"stage": {"in": "mql"}}, "where.stage.in: expected a list of stages"),
+        ({"tier": {"gte": ["low"]}}, "where.tier.gte: expected tiers out of"),
+        ({"country": {"matches": "("}}, "where.country.matches: not a regular expression"),
+    ],
+)
+def test_bad_definitions_name_the_path_and_the_problem(where, message):
+    """A definition that cannot work is refused with where and why."""
+    with pytest.raises(RuleError) as caught:
+        parse_where(where)
+    assert str(caught.value).startswith(message)
+
+
+def test_all_segments_in_one_pass_share_did_counts():
+    """Several segments evaluate together; equal did nodes are counted once."""
+    people = [person("a"), person("b", tier="low")]
+    touches = [touch("a", 1, "whitepaper_download")]
+    did = {"did": {"event": "whitepaper_download", "within_days": 30}}
+    segments = {"x": parse_where(did), "y": parse_where({"all": [did, {"tier": "low"}]})}
+    got = evaluate(
+        pl.LazyFrame(people, schema=SCHEMA),
+        pl.LazyFrame(touches, schema=TOUCHPOINT_SCHEMA),
+        segments,
+        NOW,
+    ).collect()
+    assert got.sort("person_id").rows() == [("a", True, False), ("b", False, False)]
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        # webinar, then a demo request within 14 days
+        ({"did": {"event": "webinar_signup", "then": {"event": "demo_request", "within_days": 14}}},
+         ["quick"]),
+        # ... with no limit on the gap
+        ({"did": {"event": "webinar_signup", "then": {"event": "demo_request"}}},
+         ["quick", "slow"]),
+        # three steps: page, then webinar, then demo within 14 days of the webinar
+        ({"did": {"event": "page", "then": {"event": "webinar_signup",
+                  "then": {"event": "demo_request", "within_days": 14}}}}, ["quick"]),
+        # only sequences ending in the last 5 days
+        ({"did": {"event": "webinar_signup", "within_days": 5,
+                  "then": {"event": "demo_request"}}}, ["quick"]),
+    ],
+)  # fmt: skip
+def test_then_sequences(where, expected):
+    """A then B within N days: B must follow an A, within the gap."""
+    people = [person(p) for p in ("quick", "slow", "wrong-order", "none")]
+    touches = [
+        touch("quick", 12, "page"),
+        touch("quick", 10, "webinar_signup"),
+        touch("quick", 2, "demo_request"),
+        touch("slow", 60, "webinar_signup"),
+        touch("slow", 20, "demo_request"),
+        touch("wrong-order", 10, "demo_request"),
+        touch("wrong-order", 5, "webinar_signup"),
+    ]
+    assert members(people, touches, where) == expected
+
+
+def test_a_bad_then_names_its_path():
+    """Errors inside a sequence name the step."""
+    with pytest.raises(RuleError) as caught:
+        parse_where({"did": {"event": "a", "then": {"event": "b", "within_days": 0}}})
+    assert str(caught.value).startswith("where.did.then.within_days: expected a positive")
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ({"did": {"event": "page", "within_days": 1e400}}, "where.did.within_days: expected a"),
+        ({"did": {"event": "page", "within_days": float("nan")}}, "where.did.within_days:"),
+        ({"did": {"event": "page", "within_days": 3651}}, "where.did.within_days: expected a"),
+        ({"did": {"event": "page", "within_days": 10**400}}, "where.did.within_days:"),
+        ({"did": {"event": "page", "within_days": True}}, "where.did.within_days:"),
+        (
+            {"did": {"event": "a", "then": {"event": "b", "within_days": float("inf")}}},
+            "where.did.then.within_days: expected a",
+        ),
+        ({"did": {"event": "page", "count_gte": 10**30}}, "where.did.count_gte: expected a whole"),
+        ({"did": {"event": "page", "count_lt": 2.5}}, "where.did.count_lt: expected a whole"),
+        ({"did": {"event": "page", "count_eq": False}}, "where.did.count_eq: expected a whole"),
+        ({"all": [{"tier": "low"}, {"score": {"gte": 1e400}}]}, "where.all[1].score.gte:"),
+        ({"score": {"lt": float("-inf")}}, "where.score.lt: expected a"),
+        ({"score": {"eq": float("nan")}}, "where.score.eq: expected a"),
+        ({"score": {"gte": 10**400}}, "where.score.gte: expected a"),
+        ({"score": {"gte": True}}, "where.score.gte: expected a number"),
+        ({"touchpoints_30d": {"in": [1, 10**400]}}, "where.touchpoints_30d.in[1]: expected a"),
+        ({"score": {"in": ["hot"]}}, "where.score.in[0]: expected a number"),
+        ({"score": {"contains": "1"}}, "where.score.contains: expected one of"),
+        ({"score": {"exists": True}}, "where.score.exists: expected one of"),
+        ({"days_since_last_touch": {"matches": "^1"}}, "where.days_since_last_touch.matches:"),
+        ({"interest": {"topic": "x", "gte": float("nan")}}, "where.interest.gte: expected a"),
+        ({"interest": {"topic": "x", "gte": True}}, "where.interest.gte: expected a"),
+        ({"trait": {"name": "employees", "gte": 1e400}}, "where.trait.gte: expected a"),
+        ({"trait": {"name": "employees", "eq": 1e16}}, "where.trait.eq: expected"),
+        ({"trait": {"name": "employees", "in": [1, float("inf")]}}, "where.trait.in: expected"),
+        ({"country": {"ne": float("nan")}}, "where.country.ne: expected"),
+        ({"did": {"property": "size", "gt": 1e400}}, "where.did.property.gt: expected a"),
+    ],
+)
+def test_numbers_out_of_range_are_refused(where, message):
+    """Every number a definition holds is finite, within its documented range and of its
+    kind (whole where counted, never true/false): else a RuleError naming the path, not a
+    run that fails later (1e400 days made every run raise OverflowError)."""
+    with pytest.raises(RuleError) as caught:
+        parse_where(where)
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"did": {"event": "page", "within_days": 3650, "count_gte": 1_000_000}},
+        {"did": {"event": "page", "within_days": 0.5, "count_eq": 0}},
+        {"score": {"gte": -1e15}},
+        {"trait": {"name": "revenue", "gte": 10**15}},
+        {"touchpoints_30d": {"in": [1, 2]}},
+        {"interest": {"topic": "x", "gte": 1}},
+    ],
+)
+def test_numbers_at_their_bounds_are_taken(where):
+    """The bounds themselves are valid, and the tree evaluates."""
+    members([person("a")], [touch("a", 1)], where)

@@ -1,0 +1,139 @@
+"""`dmp serve` end to end: gunicorn, embedded Redis shared with the CLI, ingest, restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+import requests
+
+from dmp.storage.redisserver import locate_server
+from tests.served import free_port, run_dmp, serve_env
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    """Run `dmp serve` on a fresh data dir with its own embedded Redis; yield (url, dir)."""
+    data_dir, port = tmp_path / "data", free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dmp", "serve", "--port", str(port), "--workers", "2"],
+        env=serve_env(data_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"dmp serve did not start:\n{proc.stdout.read()}")
+    yield url, data_dir, proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_person_climbs_tiers_through_a_served_dmp(served):
+    """Pixel, cookie and identify through gunicorn reach a high person, each event once."""
+    url, data_dir, proc = served
+    key = run_dmp(data_dir, "sites", "add", "Acme", "--domain", "acme.de").strip().splitlines()[-1]
+    admin = run_dmp(data_dir, "keys", "create", "--scope", "admin").strip().splitlines()[-1]
+    browser = requests.Session()
+    pixel = {"k": key, "url": "https://acme.de/crm", "topics": "crm", "consent": "analytics,ads"}
+    gif = browser.get(f"{url}/p.gif", params=pixel)
+    assert gif.headers["Content-Type"] == "image/gif" and "dmp_uid" in browser.cookies
+    uid = browser.cookies["dmp_uid"]
+    long_url = {**pixel, "url": "https://acme.de/" + "x" * 6000}  # past gunicorn's default limit
+    assert browser.get(f"{url}/p.gif", params=long_url).headers["Content-Type"] == "image/gif"
+    browser.get(f"{url}/p.gif", params={**pixel, "url": "https://acme.de/preise"})
+    stranger = requests.get(f"{url}/p.gif", params={"k": key, "url": "https://acme.de/x"})
+    assert "dmp_uid" not in stranger.cookies  # no consent, no cookie
+    for traits in ({"email": "anna@acme.de"}, {"email": "anna@acme.de", "phone": "+4930123456"}):
+        resp = requests.post(
+            f"{url}/v1/identify",
+            auth=(key, ""),
+            json={
+                "anonymousId": "a-1",
+                "traits": traits,
+                "context": {"consent": {"categoryPreferences": {"Analytics": True}}},
+            },
+        )
+        assert resp.status_code == 200
+    # Link the browser to the email with a tag beacon carrying its cookie.
+    beacon = {
+        "k": key,
+        "consent": ["analytics"],
+        "events": [
+            {"type": "identify", "id": "identify-0001", "traits": {"email": "Anna@acme.de"}}
+        ],
+    }
+    assert browser.post(f"{url}/collect", data=json.dumps(beacon)).status_code == 204
+    run_dmp(data_dir, "worker", "--once")  # waits for serve's own worker to drain the stream
+    status = json.loads(run_dmp(data_dir, "status", "--json"))
+    assert status["pending"] == 0 and status["events_aggregate"] == 1
+    assert status["persons"] == {"low": 0, "medium": 0, "high": 1}
+    person = requests.get(
+        f"{url}/api/v1/persons", params={"uid": uid}, headers={"Authorization": f"Bearer {admin}"}
+    ).json()
+    assert person["tier"] == "high" and person["identifiers"]["email"] == ["anna@acme.de"]
+    log = pl.read_parquet(data_dir / "events" / "*" / "*.parquet")
+    assert log.height == status["events_stored"] == 6
+    assert log["event_id"].n_unique() == 6
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert not locate_server(data_dir).socket.exists()  # the embedded Redis stopped with it
+    again = json.loads(run_dmp(data_dir, "status", "--json"))  # restarts Redis from its AOF
+    assert again == status
+    assert not locate_server(data_dir).socket.exists()  # a lone CLI command stops it again
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_ingest_worker_ends_with_a_killed_server(served):
+    """If `dmp serve` is killed outright, its ingest worker does not linger as an orphan."""
+    _, data_dir, proc = served
+    workers = [
+        p
+        for p in _children(proc.pid)
+        if b"\x00worker\x00" in Path(f"/proc/{p}/cmdline").read_bytes()
+    ]
+    assert len(workers) == 1
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while Path(f"/proc/{workers[0]}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stat = Path(f"/proc/{workers[0]}/stat")
+    assert not stat.exists() or stat.read_text().split()[2] == "Z"
+    redisserver_pid = [
+        p
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and str(data_dir).encode() in (p / "cmdline").read_bytes()
+    ]
+    for p in redisserver_pid:  # the embedded server outlives a SIGKILL; clean up after it
+        os.kill(int(p.name), signal.SIGTERM)
