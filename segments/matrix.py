@@ -1,6 +1,6 @@
 """The touchpoint matrix: one row per person, built from frames (no I/O here).
 
-Inputs, read by ``dmp.matrixstore``:
+Inputs, read by ``dmp.matrix.snapshots``:
 
 - ``persons`` (:data:`PERSON_SCHEMA`): every person with tier, identifiers' kinds,
   granted consents and traits (a JSON object);
