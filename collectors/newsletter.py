@@ -25,9 +25,10 @@ from collectors.imports import (
     storable,
 )
 from collectors.payload import invalid, read_body
-from dmp.access.apikeys import Scope, check_key
+from dmp.access.apikeys import Scope
 from dmp.people.identity import normalise_email
 from dmp.records import Hit, Source
+from dmp.web.auth import require_key
 from dmp.web.deps import current_deps
 from dmp.web.problems import Problem
 
@@ -114,11 +115,8 @@ def webhook() -> tuple[Response, int]:
     event refuses the call (400, naming each) and nothing is stored. Answers 202 with
     how many were accepted and how many had been received before.
     """
+    require_key(Scope.IMPORT, Scope.ADMIN, query_fallback=True)
     deps = current_deps()
-    header = request.headers.get("Authorization", "")
-    key = header[7:].strip() if header[:7].lower() == "bearer " else request.args.get("key", "")
-    if not any(check_key(deps.redis, key, scope) for scope in (Scope.IMPORT, Scope.ADMIN)):
-        raise Problem(401, "Unauthorized", "send an import key as Bearer token or ?key=")
     body = read_body(request, deps.config.max_batch_bytes)
     events = body.get("events", [body]) if "events" in body else [body]
     if not isinstance(events, list) or not events:

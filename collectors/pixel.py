@@ -12,7 +12,6 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl
 
 import redis
 
@@ -24,6 +23,7 @@ from dmp.records import Hit, Source
 from dmp.storage import metrics
 from dmp.storage.outage import Outage
 from dmp.web.deps import Deps
+from dmp.web.params import BadQuery, query_args
 
 log = logging.getLogger(__name__)
 _OUTAGE = Outage(log, "Redis (pixel, no spool: hits lost)")
@@ -44,7 +44,6 @@ COUNTERS = {
     for outcome in ("ok", "unknown_key", "bad_input", "error")
 }
 _PAGE = Source.PIXEL.value
-MAX_FIELDS = 64  # query parameters a pixel hit may carry
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
@@ -71,24 +70,6 @@ class PixelApp:
             headers.append(("Set-Cookie", set_cookie))
         start_response("200 OK", headers)
         return [GIF]
-
-
-def query_args(query: str) -> dict[str, str]:
-    """Return the first value of each query parameter (UTF-8, bad bytes replaced).
-
-    Raise BadHit for more than MAX_FIELDS parameters.
-    """
-    if not query.isascii():
-        # WSGI hands the raw query over as latin-1; a client may send UTF-8 unescaped.
-        query = query.encode("latin-1", "replace").decode("utf-8", "replace")
-    try:
-        pairs = parse_qsl(query, errors="replace", max_num_fields=MAX_FIELDS)
-    except ValueError:  # parse_qsl's answer to too many fields
-        raise browser.BadHit(f"more than {MAX_FIELDS} query parameters") from None
-    args: dict[str, str] = {}
-    for name, value in pairs:
-        args.setdefault(name, value)
-    return args
 
 
 def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
@@ -134,7 +115,7 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
         deps.appender.append(hits, {} if unresolved else COUNTERS["ok"], spool=unresolved)
         _OUTAGE.up()
         return browser.cookie_header(visitor, environ, deps.config.cookie_domain)
-    except browser.BadHit as exc:
+    except (browser.BadHit, BadQuery) as exc:
         log.debug("pixel hit refused: %s", exc)
         deps.appender.count(COUNTERS["bad_input"])
     except redis.RedisError as exc:  # only without a spool (it takes hits Redis does not)

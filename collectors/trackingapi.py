@@ -6,7 +6,6 @@ user (or ``writeKey`` in the body). A batch is stored whole or not at all.
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ from dmp.storage import metrics
 from dmp.web.deps import Deps, current_deps
 from dmp.web.problems import Problem, unavailable
 
-bp = Blueprint("segmentspec", __name__, url_prefix="/v1")
+bp = Blueprint("trackingapi", __name__, url_prefix="/v1")
 
 TYPES = ("identify", "track", "page", "screen", "group", "alias")
 MAX_ID = 256
@@ -34,12 +33,8 @@ MAX_ID = 256
 
 def write_key_of(req: Request, body: dict[str, Any]) -> str:
     """Return the write key from Basic auth (user part) or the body's ``writeKey``."""
-    header = req.headers.get("Authorization", "")
-    if header[:6].lower() == "basic ":
-        try:
-            return base64.b64decode(header[6:].strip(), validate=True).decode().split(":", 1)[0]
-        except (ValueError, UnicodeDecodeError):
-            return ""
+    if req.authorization is not None and req.authorization.type == "basic":
+        return req.authorization.username or ""
     key = body.get("writeKey")
     # Write keys are ASCII tokens; anything else (a lone surrogate, say) cannot be hashed.
     return key if isinstance(key, str) and key.isascii() else ""

@@ -1,4 +1,8 @@
-"""The Flask application factory: collectors, admin API and ops endpoints on one app."""
+"""The Flask application factory: every blueprint and fast path, registered here by name.
+
+Each blueprint states who may call it where it is made (:mod:`dmp.web.auth`); the pixel and
+the lookup answer as plain WSGI in front of Flask, for speed.
+"""
 
 from __future__ import annotations
 
@@ -11,44 +15,42 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from collectors import newsletter, pixel, tag, trackingapi
 from dmp.access.sites import SiteCache
 from dmp.config import Config, load_config
 from dmp.ingest.appender import Appender
 from dmp.ingest.spool import Spool, spool_dir
 from dmp.storage import redisserver
+from dmp.web import lookup, ops, persons, segments
 from dmp.web.deps import Deps, current_deps
 from dmp.web.problems import from_http_exception, problem_response, unavailable
 
 log = logging.getLogger(__name__)
 
-
-def connect_config(config: Config):
-    """Return a Redis client for the config: its URL, or the data dir's embedded server."""
-    url = config.redis_url or redisserver.attach_embedded(config.data_dir).url
-    return redisserver.connect(url)
+# Collectors (public: browsers and SDKs), the webhook (import keys), the admin API (admin
+# keys) and the ops endpoints (public), in the order their routes are matched.
+BLUEPRINTS = (tag.bp, trackingapi.bp, newsletter.bp, persons.bp, segments.bp, ops.bp)
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     """Return the dmp app: defaults, then ``DMP_*`` variables, then ``config`` overrides."""
     if not isinstance(config, Config):
         config = load_config(config)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # dmp.js is served by the tag collector
     # Bodies past the batch limit are refused before they are read (Segment: 500 KB).
     app.config["MAX_CONTENT_LENGTH"] = config.max_batch_bytes + 1024
-    r = connect_config(config)
+    r = redisserver.connect_config(config)
     spooler = Spool(spool_dir(config.data_dir), r, config.spool_max_bytes)
     spooler.adopt_orphans()  # a collector process that died left hits behind
     deps = Deps(config, r, SiteCache(r, config.site_cache_seconds), Appender(r, spooler))
     app.extensions["dmp"] = deps
 
-    from collectors import newsletter, pixel, tag, trackingapi
-    from dmp.web import lookup, ops, persons
-
-    for blueprint in (tag.bp, trackingapi.bp, newsletter.bp, persons.bp, lookup.bp, ops.bp):
+    for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
-    # The pixel answers in plain WSGI before Flask is involved (see collectors.pixel);
-    # the route below only makes Flask answer 405 for other methods on its path.
-    app.add_url_rule(pixel.PATH, "pixel", _pixel_behind_wsgi, methods=["GET"])
+    # The pixel and the lookup answer in plain WSGI before Flask is involved; these routes
+    # only make Flask answer 405 for other methods on their paths.
+    app.add_url_rule(pixel.PATH, "pixel", _behind_wsgi, methods=["GET"])
+    app.add_url_rule(lookup.PATH, "lookup", _behind_wsgi, methods=["GET"])
     app.wsgi_app = pixel.PixelApp(app.wsgi_app, deps)  # type: ignore[method-assign]
     app.wsgi_app = lookup.LookupApp(app.wsgi_app, deps)  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, from_http_exception)
@@ -61,8 +63,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _pixel_behind_wsgi():
-    raise RuntimeError("the pixel is served by collectors.pixel.PixelApp")
+def _behind_wsgi():
+    raise RuntimeError("served by collectors.pixel.PixelApp or dmp.web.lookup.LookupApp")
 
 
 def _redis_away(exc: redis.RedisError):

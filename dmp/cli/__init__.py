@@ -1,64 +1,16 @@
-"""The ``dmp`` command line."""
+"""The ``dmp`` command line: the group, and every command added to it in one place."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
-import redis
 
-from dmp.config import Config, load_config
-
-
-class Context:
-    """What every command shares: the config and, on first use, one Redis client."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self._redis: redis.Redis | None = None
-
-    @property
-    def redis(self) -> redis.Redis:
-        """Return the Redis client (connecting, or starting the embedded server, once)."""
-        if self._redis is None:
-            from dmp.app import connect_config
-
-            client = connect_config(self.config)
-            try:
-                client.ping()
-            except redis.RedisError as exc:
-                raise click.ClickException(f"cannot reach Redis: {exc}") from None
-            self._redis = client
-        return self._redis
-
-
-pass_ctx = click.make_pass_decorator(Context)
-MAX_ERROR = 280  # characters of an error line after "dmp: error: "
-
-
-def _fail(message: str) -> None:
-    """Stop with exit code 2 and one line on stderr (bad input)."""
-    raise click.UsageError(message)
-
-
-def error_line(message: str, limit: int = MAX_ERROR) -> str:
-    """Return an error message as one short printable line (input it quotes is cut)."""
-    words = " ".join(message[: limit * 2].split())  # newlines and tabs become spaces
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in words)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def bar(count: int, total: int, width: int = 40) -> str:
-    """Return a text bar of ``count`` out of ``total`` (charts in the terminal)."""
-    return "█" * round(width * count / total) if count and total else ""
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
+from dmp.cli import access, matrix, segments, serving, sources, synth
+from dmp.cli.context import Context, error_line, fail
+from dmp.config import load_config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,7 +35,7 @@ def cli(ctx: click.Context, data_dir: Path, verbose: bool) -> None:
     try:
         ctx.obj = Context(load_config({"data_dir": data_dir}))
     except ValueError as exc:
-        _fail(f"bad setting: {exc}")
+        fail(f"bad setting: {exc}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,10 +53,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-from dmp.cli import (
-    collect,
-    matrix,
-    segments,  # noqa: E402,F401  (their commands join the group)
-    sources,
-    synth,
-)
+COMMANDS: tuple[click.Command, ...] = (
+    serving.serve, serving.worker_cmd, serving.status,
+    access.sites_group, access.keys_group,
+    sources.import_group,
+    matrix.scoring_group, matrix.content_group, matrix.matrix_group, matrix.funnel,
+    segments.segments_group,
+    synth.synth_cmd,
+)  # fmt: skip
+for command in COMMANDS:
+    cli.add_command(command)

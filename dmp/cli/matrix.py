@@ -14,7 +14,7 @@ import click
 import polars as pl
 
 from collectors.eventtime import EventTimeError, parse_event_time
-from dmp.cli import Context, _fail, _print_json, bar, cli, pass_ctx
+from dmp.cli.context import Context, bar, fail, pass_ctx, print_json
 from dmp.matrix import snapshots
 from dmp.membership.runs import RunBusy, run_lock
 from dmp.people import lifecycle
@@ -32,11 +32,11 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"cannot read {path}: {exc}")
+        fail(f"cannot read {path}: {exc}")
         raise AssertionError from exc  # unreachable: _fail raises
 
 
-@cli.group("scoring")
+@click.group("scoring")
 def scoring_group() -> None:
     """The lead-scoring model (fit and decaying activity rules, MQL and recycling)."""
 
@@ -47,7 +47,7 @@ def _apply_yaml(obj: Context, file: Path, key: str, parse: Callable[[str, str], 
     try:
         parsed = parse(text, str(file))
     except RuleError as exc:
-        _fail(str(exc) if exc.path == str(file) else f"{file}: {exc}")
+        fail(str(exc) if exc.path == str(file) else f"{file}: {exc}")
         raise AssertionError from exc  # unreachable: _fail raises
     obj.redis.set(key, text)
     return parsed
@@ -72,7 +72,7 @@ def scoring_show(obj: Context) -> None:
     click.echo(obj.redis.get(keyspace.SCORING_MODEL) or default_model_text(), nl=False)
 
 
-@cli.group("content")
+@click.group("content")
 def content_group() -> None:
     """The content catalog that next-content picks come from."""
 
@@ -86,7 +86,7 @@ def content_apply(obj: Context, file: Path) -> None:
     click.echo(f"applied {file}: {len(items)} content items")
 
 
-@cli.group("matrix")
+@click.group("matrix")
 def matrix_group() -> None:
     """The touchpoint matrix: one row per person."""
 
@@ -97,7 +97,7 @@ def _as_of(value: str | None) -> int | None:
     try:
         return parse_event_time(value)
     except EventTimeError as exc:
-        _fail(f"--as-of: {value!r} {exc} (such as 2026-11-01T12:00:00Z, from 1970 to 2099)")
+        fail(f"--as-of: {value!r} {exc} (such as 2026-11-01T12:00:00Z, from 1970 to 2099)")
         raise AssertionError from exc  # unreachable: _fail raises
 
 
@@ -125,7 +125,7 @@ def matrix_build(obj: Context, as_of: str | None, incremental: bool, as_json: bo
                 r, obj.config, when, progress=bar.update, incremental=incremental
             )
     except RuleError as exc:
-        _fail(f"stored model or catalog: {exc}")
+        fail(f"stored model or catalog: {exc}")
     except RunBusy as exc:
         raise click.ClickException(str(exc)) from None
     summary = {
@@ -137,7 +137,7 @@ def matrix_build(obj: Context, as_of: str | None, incremental: bool, as_json: bo
         "seconds": round(result.seconds, 2),
     }
     if as_json:
-        _print_json(summary)
+        print_json(summary)
         return
     click.echo(
         f"{result.persons:,} persons from {result.touchpoints:,} touchpoints as of "
@@ -149,7 +149,7 @@ def matrix_build(obj: Context, as_of: str | None, incremental: bool, as_json: bo
 def _snapshot(obj: Context) -> Path:
     path = snapshots.latest_snapshot(obj.config)
     if path is None:
-        _fail("no matrix yet: run `dmp matrix build` first")
+        fail("no matrix yet: run `dmp matrix build` first")
     assert path is not None
     return path
 
@@ -162,7 +162,7 @@ def matrix_export(obj: Context, output: Path) -> None:
     source = _snapshot(obj)
     suffix = output.suffix.lower()
     if suffix not in (".parquet", ".csv"):
-        _fail(f"{output}: give a .parquet or .csv file name")
+        fail(f"{output}: give a .parquet or .csv file name")
     if suffix == ".parquet":
         shutil.copyfile(source, output)
     else:
@@ -194,7 +194,7 @@ def matrix_show(obj: Context, person_id: str, as_json: bool, limit: int) -> None
     pid = follow(obj.redis, person_id)
     rows = pl.scan_parquet(path).filter(pl.col("person_id") == pid).collect()
     if rows.is_empty():
-        _fail(f"no person {person_id} in {path.name}")
+        fail(f"no person {person_id} in {path.name}")
     row = rows.row(0, named=True)
     timeline = (
         snapshots.read_touchpoints(obj.config.events_dir, snapshots.merge_map(obj.redis))
@@ -205,7 +205,7 @@ def matrix_show(obj: Context, person_id: str, as_json: bool, limit: int) -> None
     )  # fmt: skip
     stages = lifecycle.parse_records(obj.redis.lrange(keyspace.person(pid, "stages"), 0, -1))
     if as_json:
-        _print_json({"row": row, "stages": stages, "timeline": timeline.to_dicts()})
+        print_json({"row": row, "stages": stages, "timeline": timeline.to_dicts()})
         return
     _print_row(row, stages, timeline)
 
@@ -248,17 +248,17 @@ def _print_row(row: dict, stages: list[dict], timeline: pl.DataFrame) -> None:
         )
 
 
-@cli.command("funnel")
+@click.command("funnel")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 def funnel(obj: Context, as_json: bool) -> None:
     """Show persons per stage and tier, conversion and days in stage (latest build)."""
     data = snapshots.latest_funnel(obj.config)
     if data is None:
-        _fail("no matrix yet: run `dmp matrix build` first")
+        fail("no matrix yet: run `dmp matrix build` first")
     assert data is not None
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     total = max(1, data["persons"])
     as_of = datetime.fromtimestamp(data["as_of"] / 1000, UTC).isoformat(timespec="minutes")

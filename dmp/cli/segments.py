@@ -8,13 +8,13 @@ from pathlib import Path
 
 import click
 
-from dmp.cli import Context, _fail, _print_json, bar, cli, pass_ctx
+from dmp.cli.context import Context, bar, fail, pass_ctx, print_json
 from dmp.membership import definitions
 from segments.definition import SegmentDefinition, load_definitions
 from segments.rules import RuleError
 
 
-@cli.group("segments")
+@click.group("segments")
 def segments_group() -> None:
     """Audiences defined over the touchpoint matrix."""
 
@@ -29,7 +29,7 @@ def segments_apply(obj: Context, path: Path, as_json: bool) -> None:
     found = _read_definitions(path)
     stored = definitions.apply_definitions(obj.redis, found)
     if as_json:
-        _print_json([{"id": i, "version": v, "changed": c} for i, v, c in stored])
+        print_json([{"id": i, "version": v, "changed": c} for i, v, c in stored])
         return
     for sid, version, changed in stored:
         click.echo(f"{sid:<32} v{version}  {'stored' if changed else 'unchanged'}")
@@ -47,9 +47,9 @@ def segments_plan(obj: Context, path: Path, as_json: bool) -> None:
     try:
         result = plan(obj.redis, obj.config, found)
     except LookupError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     for seg in result["segments"]:
         now = "new" if seg["version_now"] is None else f"v{seg['version_now']}"
@@ -71,7 +71,7 @@ def segments_list(obj: Context, as_json: bool) -> None:
     """List the segments with their current version."""
     stored = definitions.list_segments(obj.redis)
     if as_json:
-        _print_json([
+        print_json([
             {"id": s.definition.id, "name": s.definition.name, "version": s.version,
              "updated": s.updated, "definition": s.definition.source}
             for s in stored
@@ -90,9 +90,9 @@ def segments_versions(obj: Context, segment_id: str, as_json: bool) -> None:
     """Show every version of a segment's definition."""
     found = definitions.versions(obj.redis, segment_id)
     if not found:
-        _fail(f"no segment {segment_id}")
+        fail(f"no segment {segment_id}")
     if as_json:
-        _print_json(found)
+        print_json(found)
         return
     for v in found:
         when = datetime.fromtimestamp(v["at"] / 1000, UTC).strftime("%Y-%m-%d %H:%M")
@@ -107,7 +107,7 @@ def segments_delete(obj: Context, segment_id: str) -> None:
     """Delete a segment: the next run empties it (everyone leaves); its versions stay."""
     version = definitions.delete_segment(obj.redis, segment_id)
     if version is None:
-        _fail(f"no segment {segment_id!r}")
+        fail(f"no segment {segment_id!r}")
     click.echo(f"{segment_id} deleted (v{version}); the next run empties it")
 
 
@@ -134,11 +134,11 @@ def segments_run(obj: Context, full: bool, no_build: bool, as_json: bool) -> Non
                 result = runs.run(obj.redis, obj.config, full=full, wait_seconds=60,
                                         progress=bar.update)  # fmt: skip
     except LookupError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except runs.RunBusy as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
-        _print_json(asdict(result))
+        print_json(asdict(result))
         return
     how = f"{result.recounted:,} persons recounted" if result.incremental else "all counted"
     click.echo(f"run {result.run_id} over {result.matrix} ({how}, {result.seconds:.2f} s)")
@@ -166,9 +166,9 @@ def segments_members(obj: Context, segment_id: str, limit: int | None, as_json: 
 
     found = runs.member_rows(obj.config, segment_id, limit)
     if found is None:
-        _fail(f"no segment {segment_id!r} in the last run (apply it, then `dmp segments run`)")
+        fail(f"no segment {segment_id!r} in the last run (apply it, then `dmp segments run`)")
     if as_json:
-        _print_json(found.to_dicts())
+        print_json(found.to_dicts())
         return
     for m in found.iter_rows(named=True):
         score = "-" if m["score"] is None else f"{m['score']:g}"
@@ -182,19 +182,19 @@ def _read_definitions(path: Path) -> list[SegmentDefinition]:
         path.is_dir()
     ) else [path]  # fmt: skip
     if not files:
-        _fail(f"{path}: no .yaml, .yml or .json files in it")
+        fail(f"{path}: no .yaml, .yml or .json files in it")
     found: list[SegmentDefinition] = []
     for file in files:
         try:
             found += load_definitions(file.read_text(encoding="utf-8"), str(file))
         except (OSError, UnicodeDecodeError) as exc:
-            _fail(f"cannot read {file}: {exc}")
+            fail(f"cannot read {file}: {exc}")
         except RuleError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     ids = [d.id for d in found]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
-        _fail(f"{path}: segment {twice[0]!r} is defined in more than one file")
+        fail(f"{path}: segment {twice[0]!r} is defined in more than one file")
     return found
 
 
@@ -215,14 +215,14 @@ def segments_preview(obj: Context, target: str, sample: int, as_json: bool) -> N
     else:
         stored = definitions.get_segment(obj.redis, target)
         if stored is None:
-            _fail(f"no segment {target!r} and no file {target}")
+            fail(f"no segment {target!r} and no file {target}")
         found = [stored.definition]
     try:
         results = [preview(obj.redis, obj.config, d, sample) for d in found]
     except LookupError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
-        _print_json(results if path.exists() else results[0])
+        print_json(results if path.exists() else results[0])
         return
     for res in results:
         _print_preview(res)
@@ -268,9 +268,9 @@ def segments_overlap(obj: Context, as_json: bool) -> None:
     try:
         res = overlap(obj.config)
     except LookupError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
-        _print_json(res)
+        print_json(res)
         return
     ids, width = res["segments"], max([8, *(len(s) for s in res["segments"])])
     click.echo(" " * (width + 11) + " ".join(f"{i + 1:>6}" for i in range(len(ids))))
@@ -292,7 +292,7 @@ def segments_runs(obj: Context, limit: int, as_json: bool) -> None:
 
     found = runs.run_records(obj.redis, limit)
     if as_json:
-        _print_json(found)
+        print_json(found)
         return
     if not found:
         click.echo("no segment run yet (dmp segments run, or a running worker, makes one)")

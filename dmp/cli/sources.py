@@ -20,7 +20,7 @@ from collectors.imports import (
     read_table,
     to_hits,
 )
-from dmp.cli import Context, _fail, _print_json, cli, pass_ctx
+from dmp.cli.context import Context, fail, pass_ctx, print_json
 from dmp.ingest import stream, worker
 from dmp.people import lifecycle
 from dmp.records import Hit, Source, Stage
@@ -30,7 +30,7 @@ from segments.yamltext import load_yaml
 SHOWN_BAD_ROWS = 20
 
 
-@cli.group("import")
+@click.group("import")
 def import_group() -> None:
     """Bring in data from other systems (CSV with , or ; separators, or Parquet)."""
 
@@ -115,18 +115,18 @@ def _mapping(mapping_file: Path | None, pairs: tuple[str, ...]) -> dict[str, str
         try:
             data = load_yaml(mapping_file.read_text(encoding="utf-8"), str(mapping_file))
         except (OSError, UnicodeDecodeError) as exc:
-            _fail(f"--mapping {mapping_file}: cannot read it ({' '.join(str(exc).split())[:120]})")
+            fail(f"--mapping {mapping_file}: cannot read it ({' '.join(str(exc).split())[:120]})")
         except RuleError as exc:
-            _fail(f"--mapping {mapping_file}: cannot read it ({exc.problem})")
+            fail(f"--mapping {mapping_file}: cannot read it ({exc.problem})")
         if not isinstance(data, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in data.items()
         ):
-            _fail(f"--mapping {mapping_file}: expected FIELD: COLUMN pairs")
+            fail(f"--mapping {mapping_file}: expected FIELD: COLUMN pairs")
         mapping.update(data)
     try:
         mapping.update(parse_mapping(pairs))
     except ImportFileError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     return mapping
 
 
@@ -142,12 +142,12 @@ def _import(
     try:
         frame = map_columns(read_table(file), fields, mapping)
     except ImportFileError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         raise AssertionError from exc  # unreachable: _fail raises
     report = ImportReport()
     hits = to_hits(source.value, frame, make_hit, report)
     if report.rows and not hits:
-        _fail(f"{file}: none of its {report.rows} rows can be imported ({report.bad[0].row}: "
+        fail(f"{file}: none of its {report.rows} rows can be imported ({report.bad[0].row}: "
               f"{report.bad[0].reason})")  # fmt: skip
     r = obj.redis
     stream.ensure_group(r)
@@ -163,7 +163,7 @@ def _import(
 
 def _report(file: Path, report: ImportReport, as_json: bool, extra: dict, no_wait: bool) -> None:
     if as_json:
-        _print_json(
+        print_json(
             {
                 "file": str(file),
                 "rows": report.rows,

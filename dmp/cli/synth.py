@@ -11,7 +11,7 @@ import click
 
 from dmp import synth
 from dmp.access import sites
-from dmp.cli import Context, _print_json, cli
+from dmp.cli.context import Context, print_json
 from dmp.cli.sources import import_crm, import_newsletter
 from dmp.ingest import stream, worker
 from dmp.storage import keyspace
@@ -19,7 +19,7 @@ from dmp.storage import keyspace
 CHUNK = 2000
 
 
-@cli.command("synth")
+@click.command("synth")
 @click.option("--persons", default=1000, show_default=True, type=click.IntRange(1, 10_000_000))
 @click.option("--days", default=90, show_default=True, type=click.IntRange(1, 3650))
 @click.option("--seed", default=1, show_default=True, type=int)
@@ -70,7 +70,7 @@ def synth_cmd(ctx: click.Context, persons: int, days: int, seed: int, as_json: b
         "files": [str(p) for p in (crm_file, newsletter_file) if p is not None],
     }
     if as_json:
-        _print_json(summary)
+        print_json(summary)
         return
     click.echo(
         f"made {persons:,} people over {days} days (seed {seed}): {len(data.hits):,} site hits, "

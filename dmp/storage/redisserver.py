@@ -31,6 +31,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from dmp.config import Config
 from dmp.storage.outage import Outage
 
 log = logging.getLogger(__name__)
@@ -319,3 +320,8 @@ def connect(url: str, *, timeout: float = SOCKET_TIMEOUT) -> redis.Redis:
     )
     _CLIENTS.add(client)
     return client
+
+
+def connect_config(config: Config) -> redis.Redis:
+    """Return a Redis client for the config: its URL, or the data dir's embedded server."""
+    return connect(config.redis_url or attach_embedded(config.data_dir).url)

@@ -27,7 +27,7 @@ PUBLIC = frozenset({
 _HINT = {
     Scope.ADMIN: "send an admin key as 'Authorization: Bearer <key>'",
     Scope.PARTNER: "send a partner key as 'Authorization: Bearer <key>'",
-    Scope.IMPORT: "send an import key as 'Authorization: Bearer <key>'",
+    Scope.IMPORT: "send an import key as 'Authorization: Bearer <key>' or ?key=",
 }
 
 

@@ -18,19 +18,17 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, current_app, request
 
-from collectors.browser import BadHit
-from collectors.pixel import query_args
-from dmp.access.apikeys import Scope, hash_secret
+from dmp.access.apikeys import Scope, check_key, hash_secret
 from dmp.membership.definitions import list_segments
 from dmp.people.identity import EMAIL_SHA256, IdKind
 from dmp.storage import keyspace
 from dmp.storage.outage import Outage
-from dmp.web.deps import Deps, current_deps
+from dmp.web.auth import environ_token
+from dmp.web.deps import Deps
+from dmp.web.params import BadQuery, query_args
 from dmp.web.problems import Problem, unavailable
 
-bp = Blueprint("pull", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)
 _OUTAGE = Outage(log, "Redis (lookups answer 503)")
 
@@ -57,10 +55,6 @@ class _Catalogue:
                     self._entries = {s.definition.id: s.definition.iab for s in list_segments(r)}
                     self._expires = time.monotonic() + CATALOGUE_SECONDS
         return self._entries
-
-
-def _bearer(header: str) -> str:
-    return header[7:].strip() if header[:7].lower() == "bearer " else ""
 
 
 def _unauthorized() -> Problem:
@@ -127,18 +121,19 @@ def shared_segments(r: redis.Redis, key: str, id_key: str) -> list[str] | None:
 _script: Any = None
 
 
-def lookup_body(
-    deps: Deps, catalogue: _Catalogue, authorization: str, query: str, host: str
-) -> bytes:
+def lookup_body(deps: Deps, catalogue: _Catalogue, key: str, query: str, host: str) -> bytes:
     """Return the lookup's JSON answer (Problem for a bad key or bad parameters)."""
-    key = _bearer(authorization)
     if not key or len(key) > 200 or not key.isascii():
         raise _unauthorized()
+    r = deps.redis
     try:
         id_key = _identifier_key(query_args(query))
-    except BadHit as exc:
+    except (BadQuery, Problem) as exc:
+        if not check_key(r, key, Scope.PARTNER):  # a caller without a key learns nothing
+            raise _unauthorized() from None
+        if isinstance(exc, Problem):
+            raise
         raise Problem(400, "Invalid parameter", str(exc)) from None
-    r = deps.redis
     found = shared_segments(r, key, id_key)
     if found is None:
         raise _unauthorized()
@@ -167,7 +162,7 @@ class LookupApp:
             return self.app(environ, start_response)  # Flask answers 405 for other methods
         try:
             body = lookup_body(
-                self.deps, self.catalogue, environ.get("HTTP_AUTHORIZATION", ""),
+                self.deps, self.catalogue, environ_token(environ),
                 environ.get("QUERY_STRING", ""), environ.get("HTTP_HOST", ""),
             )  # fmt: skip
         except Problem as exc:
@@ -182,15 +177,3 @@ class LookupApp:
         _OUTAGE.up()
         start_response("200 OK", [*HEADERS, ("Content-Length", str(len(body)))])
         return [body]
-
-
-@bp.get("/lookup")
-def lookup() -> Response:
-    """Only reached without :class:`LookupApp` in front: the same answer through Flask."""
-    deps = current_deps()
-    catalogue = current_app.extensions.setdefault("dmp.catalogue", _Catalogue())
-    body = lookup_body(
-        deps, catalogue, request.headers.get("Authorization", ""),
-        request.query_string.decode("latin-1"), request.host,
-    )  # fmt: skip
-    return Response(body, headers=HEADERS)

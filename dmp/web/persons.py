@@ -4,31 +4,23 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Response, jsonify, request
 
-from dmp.access.apikeys import Scope, check_key
+from dmp.access.apikeys import Scope
 from dmp.matrix import snapshots
 from dmp.people import lifecycle, profiles
 from dmp.people.identity import Identifier, IdKind, normalise_email
 from dmp.records import Stage
 from dmp.storage import keyspace
+from dmp.web.auth import scoped_blueprint
 from dmp.web.deps import current_deps
 from dmp.web.params import json_body, whole_number
 from dmp.web.problems import Problem
 from segments.matrix import by_weight
 
-bp = Blueprint("api", __name__, url_prefix="/api/v1")
+bp = scoped_blueprint("persons", __name__, Scope.ADMIN, url_prefix="/api/v1")
 
 _PID = re.compile(r"^[0-9a-f]{16}$")
-
-
-@bp.before_request
-def require_admin_key() -> None:
-    """Refuse requests without a valid admin key (401, problem+json)."""
-    header = request.headers.get("Authorization", "")
-    key = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    if not check_key(current_deps().redis, key, Scope.ADMIN):
-        raise Problem(401, "Unauthorized", "send an admin key as 'Authorization: Bearer <key>'")
 
 
 def _person_response(pid: str | None, what: str) -> Response:
@@ -106,6 +98,3 @@ def funnel() -> Response:
     if data is None:
         raise Problem(404, "No matrix yet", "run `dmp matrix build` first", "not-found")
     return jsonify(data)
-
-
-from dmp.web import segments  # noqa: E402,F401  (its routes join bp)

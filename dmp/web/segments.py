@@ -8,17 +8,19 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
+from dmp.access.apikeys import Scope
 from dmp.membership import definitions, runs
 from dmp.membership.plan import plan
 from dmp.membership.preview import overlap, preview
 from dmp.storage import keyspace
+from dmp.web.auth import scoped_blueprint
 from dmp.web.deps import current_deps
 from dmp.web.params import json_body, whole_number
-from dmp.web.persons import bp
 from dmp.web.problems import Problem
 from segments.definition import SegmentDefinition, parse_definition
 from segments.rules import RuleError
 
+bp = scoped_blueprint("segments", __name__, Scope.ADMIN, url_prefix="/api/v1")
 MAX_BODY = 64 * 1024  # a definition is a few hundred bytes; a long list of them fits
 
 

@@ -182,18 +182,6 @@ def test_lookup_other_methods_and_too_many_parameters(client, partner):
     assert got.status_code == 400 and "query parameters" in got.get_json()["detail"]
 
 
-def test_lookup_through_flask_gives_the_same_answer(app, partner):
-    """Without the WSGI fast path in front, the Flask route answers the same."""
-    inner = app.wsgi_app.app  # LookupApp -> the pixel and Flask behind it
-    fast = app.test_client().get("/api/v1/lookup?uid=c-ads",
-                                 headers={"Authorization": f"Bearer {partner}"})  # fmt: skip
-    app.wsgi_app = inner
-    slow = app.test_client().get("/api/v1/lookup?uid=c-ads",
-                                 headers={"Authorization": f"Bearer {partner}"})  # fmt: skip
-    assert slow.status_code == fast.status_code == 200
-    assert slow.get_json() == fast.get_json() and slow.get_json()["data"]
-
-
 def test_lookup_follows_merges(client, redis, drain, config, partner):
     """A cookie whose person was merged into another answers for the surviving person."""
     send(redis, hit(uid="c-other", url="https://acme.de/blog"))

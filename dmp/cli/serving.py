@@ -1,4 +1,4 @@
-"""Collect commands: serve, worker, status, sites and keys."""
+"""`dmp serve`, `dmp worker` and `dmp status`: running dmp and seeing how it is."""
 
 from __future__ import annotations
 
@@ -11,15 +11,13 @@ import time
 
 import click
 
-from dmp.access import apikeys, sites
-from dmp.cli import Context, _fail, _print_json, cli, pass_ctx
+from dmp.cli.context import Context, pass_ctx, print_json
 from dmp.ingest import spool, stream, worker
-from dmp.membership import definitions
 from dmp.membership.schedule import start_schedule
 from dmp.storage import keyspace
 
 
-@cli.command()
+@click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option(
@@ -51,7 +49,7 @@ def _watch_parent(parent: int, stop: threading.Event) -> None:
             stop.set()
 
 
-@cli.command("worker")
+@click.command("worker")
 @click.option("--once", is_flag=True, help="Drain everything pending, then exit.")
 @click.option("--parent", type=int, hidden=True, help="Exit when this process ends (dmp serve).")
 @pass_ctx
@@ -62,7 +60,7 @@ def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
     if not once:
         # Long-running (as `dmp serve` runs it): a Redis away at start is ridden out like
         # one that goes away later (one log line), not an exit and a restart loop.
-        from dmp.app import connect_config
+        from dmp.storage.redisserver import connect_config
 
         r = connect_config(obj.config)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -92,7 +90,7 @@ def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
     )
 
 
-@cli.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 def status(obj: Context, as_json: bool) -> None:
@@ -113,7 +111,7 @@ def status(obj: Context, as_json: bool) -> None:
         "live_moves_since": obj.redis.zcard(keyspace.SEGMENTS_LIVE),
     }  # fmt: skip
     if as_json:
-        _print_json(state)
+        print_json(state)
         return
     click.echo(f"events stored     {state['events_stored']:>12,}")
     click.echo(f"events aggregate  {state['events_aggregate']:>12,}")
@@ -129,126 +127,3 @@ def status(obj: Context, as_json: bool) -> None:
         ago = max(0, time.time() - run["as_of"] / 1000)
         click.echo(f"last run          {run['memberships']:>12,} memberships, {ago:,.0f} s ago"
                    f" ({seg['live_moves_since']:,} live moves since)")  # fmt: skip
-
-
-@cli.group("sites")
-def sites_group() -> None:
-    """Manage the websites that send hits."""
-
-
-@sites_group.command("add")
-@click.argument("name")
-@click.option(
-    "--domain", "domains", multiple=True, required=True, help="A domain of the site (repeatable)."
-)
-@pass_ctx
-def sites_add(obj: Context, name: str, domains: tuple[str, ...]) -> None:
-    """Add a site; its write key is printed on the last line (shown only once)."""
-    try:
-        site, key = sites.add_site(obj.redis, name, list(domains))
-    except sites.SiteError as exc:
-        _fail(str(exc))
-    click.echo(f"site {site.site_id} for {', '.join(site.domains)}; write key:")
-    click.echo(key)
-
-
-@sites_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_ctx
-def sites_list(obj: Context, as_json: bool) -> None:
-    """List the sites."""
-    found = sites.list_sites(obj.redis)
-    if as_json:
-        _print_json(
-            [
-                {
-                    "site_id": s.site_id,
-                    "name": s.name,
-                    "domains": list(s.domains),
-                    "created": s.created,
-                }
-                for s in found
-            ]
-        )
-        return
-    for s in found:
-        click.echo(f"{s.site_id:<24} {','.join(s.domains):<40} {s.created}")
-
-
-@sites_group.command("remove")
-@click.argument("site_id")
-@pass_ctx
-def sites_remove(obj: Context, site_id: str) -> None:
-    """Remove a site and its write key (its stored events stay)."""
-    try:
-        sites.remove_site(obj.redis, site_id)
-    except sites.SiteError as exc:
-        _fail(str(exc))
-    click.echo(f"removed site {site_id}")
-
-
-@cli.group("keys")
-def keys_group() -> None:
-    """Manage API keys."""
-
-
-@keys_group.command("create")
-@click.option("--scope", type=click.Choice([s.value for s in apikeys.Scope]), required=True)
-@click.option("--name", default="", help="A note on whom the key is for.")
-@click.option(
-    "--audiences", default="", help="Partner keys: the segment ids shared, comma-separated."
-)
-@pass_ctx
-def keys_create(obj: Context, scope: str, name: str, audiences: str) -> None:
-    """Create an API key; it is printed on the last line (shown only once).
-
-    A partner key (an ad tool) sees only the audiences given:
-    ``dmp keys create --scope partner --audiences hot-leads,dach --name "DSP X"``.
-    """
-    shared = tuple(dict.fromkeys(a.strip() for a in audiences.split(",") if a.strip()))
-    if (scope == apikeys.Scope.PARTNER.value) != bool(shared):
-        _fail("--audiences is needed for a partner key and only for one")
-    known = {s.definition.id for s in definitions.list_segments(obj.redis)}
-    unknown = [a for a in shared if a not in known]
-    if unknown:
-        _fail(f"no segment {unknown[0]!r} (apply it first: dmp segments apply FILE)")
-    key = apikeys.create_key(obj.redis, apikeys.Scope(scope), name, shared)
-    click.echo(f"{scope} key created; store it now, dmp keeps only its hash:")
-    click.echo(key)
-
-
-@keys_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_ctx
-def keys_list(obj: Context, as_json: bool) -> None:
-    """List API keys by hash prefix (the keys themselves are not stored)."""
-    found = apikeys.list_keys(obj.redis)
-    if as_json:
-        _print_json(
-            [
-                {
-                    "id": k.key_hash[:12],
-                    "scope": k.scope.value,
-                    "name": k.name,
-                    "created": k.created,
-                    "audiences": list(k.audiences),
-                }
-                for k in found
-            ]
-        )
-        return
-    for k in found:
-        shared = f"  [{', '.join(k.audiences)}]" if k.audiences else ""
-        click.echo(f"{k.key_hash[:12]}  {k.scope.value:<8} {k.created}  {k.name}{shared}")
-
-
-@keys_group.command("revoke")
-@click.argument("key_id")
-@pass_ctx
-def keys_revoke(obj: Context, key_id: str) -> None:
-    """Revoke the key whose id (hash prefix, 8+ characters) is KEY_ID."""
-    if len(key_id) < 8 or any(c not in "0123456789abcdef" for c in key_id):
-        _fail("a key id is 8 or more hex digits, as `dmp keys list` shows")
-    if apikeys.revoke_key(obj.redis, key_id) == 0:
-        _fail(f"no key with id {key_id}")
-    click.echo(f"revoked key {key_id}")

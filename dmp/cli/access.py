@@ -1,0 +1,132 @@
+"""`dmp sites` and `dmp keys`: the websites that send hits and the API keys."""
+
+from __future__ import annotations
+
+import click
+
+from dmp.access import apikeys, sites
+from dmp.cli.context import Context, fail, pass_ctx, print_json
+from dmp.membership import definitions
+
+
+@click.group("sites")
+def sites_group() -> None:
+    """Manage the websites that send hits."""
+
+
+@sites_group.command("add")
+@click.argument("name")
+@click.option(
+    "--domain", "domains", multiple=True, required=True, help="A domain of the site (repeatable)."
+)
+@pass_ctx
+def sites_add(obj: Context, name: str, domains: tuple[str, ...]) -> None:
+    """Add a site; its write key is printed on the last line (shown only once)."""
+    try:
+        site, key = sites.add_site(obj.redis, name, list(domains))
+    except sites.SiteError as exc:
+        fail(str(exc))
+    click.echo(f"site {site.site_id} for {', '.join(site.domains)}; write key:")
+    click.echo(key)
+
+
+@sites_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def sites_list(obj: Context, as_json: bool) -> None:
+    """List the sites."""
+    found = sites.list_sites(obj.redis)
+    if as_json:
+        print_json(
+            [
+                {
+                    "site_id": s.site_id,
+                    "name": s.name,
+                    "domains": list(s.domains),
+                    "created": s.created,
+                }
+                for s in found
+            ]
+        )
+        return
+    for s in found:
+        click.echo(f"{s.site_id:<24} {','.join(s.domains):<40} {s.created}")
+
+
+@sites_group.command("remove")
+@click.argument("site_id")
+@pass_ctx
+def sites_remove(obj: Context, site_id: str) -> None:
+    """Remove a site and its write key (its stored events stay)."""
+    try:
+        sites.remove_site(obj.redis, site_id)
+    except sites.SiteError as exc:
+        fail(str(exc))
+    click.echo(f"removed site {site_id}")
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """Manage API keys."""
+
+
+@keys_group.command("create")
+@click.option("--scope", type=click.Choice([s.value for s in apikeys.Scope]), required=True)
+@click.option("--name", default="", help="A note on whom the key is for.")
+@click.option(
+    "--audiences", default="", help="Partner keys: the segment ids shared, comma-separated."
+)
+@pass_ctx
+def keys_create(obj: Context, scope: str, name: str, audiences: str) -> None:
+    """Create an API key; it is printed on the last line (shown only once).
+
+    A partner key (an ad tool) sees only the audiences given:
+    ``dmp keys create --scope partner --audiences hot-leads,dach --name "DSP X"``.
+    """
+    shared = tuple(dict.fromkeys(a.strip() for a in audiences.split(",") if a.strip()))
+    if (scope == apikeys.Scope.PARTNER.value) != bool(shared):
+        fail("--audiences is needed for a partner key and only for one")
+    known = {s.definition.id for s in definitions.list_segments(obj.redis)}
+    unknown = [a for a in shared if a not in known]
+    if unknown:
+        fail(f"no segment {unknown[0]!r} (apply it first: dmp segments apply FILE)")
+    key = apikeys.create_key(obj.redis, apikeys.Scope(scope), name, shared)
+    click.echo(f"{scope} key created; store it now, dmp keeps only its hash:")
+    click.echo(key)
+
+
+@keys_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def keys_list(obj: Context, as_json: bool) -> None:
+    """List API keys by hash prefix (the keys themselves are not stored)."""
+    found = apikeys.list_keys(obj.redis)
+    if as_json:
+        print_json(
+            [
+                {
+                    "id": k.key_hash[:12],
+                    "scope": k.scope.value,
+                    "name": k.name,
+                    "created": k.created,
+                    "audiences": list(k.audiences),
+                }
+                for k in found
+            ]
+        )
+        return
+    for k in found:
+        shared = f"  [{', '.join(k.audiences)}]" if k.audiences else ""
+        click.echo(f"{k.key_hash[:12]}  {k.scope.value:<8} {k.created}  {k.name}{shared}")
+
+
+@keys_group.command("revoke")
+@click.argument("key_id")
+@pass_ctx
+def keys_revoke(obj: Context, key_id: str) -> None:
+    """Revoke the key whose id (hash prefix, 8+ characters) is KEY_ID."""
+    if len(key_id) < 8 or any(c not in "0123456789abcdef" for c in key_id):
+        fail("a key id is 8 or more hex digits, as `dmp keys list` shows")
+    if apikeys.revoke_key(obj.redis, key_id) == 0:
+        fail(f"no key with id {key_id}")
+    click.echo(f"revoked key {key_id}")
