@@ -1,12 +1,9 @@
-"""Enrichment: IP truncation (on the hit path) and user-agent parsing (in the worker, cached)."""
+"""Enrichment on the hit path: IP truncation (user agents are parsed in the worker:
+:mod:`dmp.ingest.useragent`)."""
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from functools import lru_cache
-
-import user_agents
 
 
 def truncate_ip(addr: str) -> str:
@@ -36,35 +33,3 @@ def _is_octet(part: str) -> bool:
         and int(part) < 256
         and (part[0] != "0" or part == "0")
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Agent:
-    """What a User-Agent string tells about the browser."""
-
-    browser: str
-    os: str
-    device: str  # desktop | mobile | tablet | bot | other
-    is_bot: bool
-
-
-_EMPTY_AGENT = Agent("", "", "other", False)
-
-
-@lru_cache(maxsize=8192)
-def parse_agent(ua: str) -> Agent:
-    """Return the parsed User-Agent (cached: an uncached parse costs about 1.6 ms)."""
-    if not ua:
-        return _EMPTY_AGENT
-    parsed = user_agents.parse(ua)
-    if parsed.is_bot:
-        device = "bot"
-    elif parsed.is_tablet:
-        device = "tablet"
-    elif parsed.is_mobile:
-        device = "mobile"
-    elif parsed.is_pc:
-        device = "desktop"
-    else:
-        device = "other"
-    return Agent(parsed.browser.family, parsed.os.family, device, bool(parsed.is_bot))

@@ -17,9 +17,9 @@ from typing import Any
 
 import redis
 
-from collectors.enrichment import parse_agent
 from dmp.config import Config
 from dmp.ingest.eventlog import EventBuffer, EventLog, event_digest, event_row, utc_day
+from dmp.ingest.useragent import parse_agent
 from dmp.people import identity
 from dmp.people.identity import Identifier, IdKind, id_keys
 from dmp.people.profiles import (

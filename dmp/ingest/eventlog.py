@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
-from collectors.enrichment import parse_agent
+from dmp.ingest.useragent import parse_agent
 from dmp.records import EVENT_SCHEMA, Hit, dump_json
 from dmp.storage import keyspace
 from dmp.storage.bulk import Bulk
