@@ -45,7 +45,7 @@ def trees(n: int) -> dict:
 
 def run_polars(folder: Path, n: int) -> None:
     """Child: every segment with dmp's evaluator, written as Parquet."""
-    from dmp.matrix.snapshots import read_touchpoints
+    from dmp.matrix.sources import read_touchpoints
     from segments.evaluator import evaluate
 
     started = time.perf_counter()

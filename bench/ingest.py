@@ -54,7 +54,7 @@ from dmp.ingest import stream  # noqa: E402
 from dmp.ingest.eventlog import scan_events  # noqa: E402
 from dmp.ingest.worker import Worker, status  # noqa: E402
 from dmp.records import Hit  # noqa: E402
-from dmp.storage import keyspace, redisserver
+from dmp.storage import keyspace, redisserver  # noqa: E402
 
 AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

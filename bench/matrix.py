@@ -177,7 +177,7 @@ def generate(folder: Path, persons: int, touchpoints: int, seed: int) -> None:
 
 def run_polars(folder: Path, engine: str) -> None:
     """Child process: build the matrix with polars and write it."""
-    from dmp.matrix.snapshots import read_touchpoints
+    from dmp.matrix.sources import read_touchpoints
     from segments.matrix import build_matrix
 
     started = time.perf_counter()

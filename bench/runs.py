@@ -6,7 +6,7 @@
 On a data dir filled by ``dmp synth`` (kept under ``bench/data/synth-<persons>``), with the
 50 mixed segments applied, each round times:
 
-- **full**: ``snapshots.build`` from scratch, then ``runs.run(full=True)``;
+- **full**: ``builds.build`` from scratch, then ``runs.run(full=True)``;
 - **incremental, no new data**: what the schedule does every minute when nothing came in
   (time moves: windows close, scores decay);
 - **incremental, after a batch**: ``--touch`` visitors (half of them known persons) send a
@@ -39,10 +39,10 @@ from runlog import append, commit  # noqa: E402  (bench/ is the script's folder)
 from dmp.config import load_config  # noqa: E402
 from dmp.ingest import stream  # noqa: E402
 from dmp.ingest.worker import Worker  # noqa: E402
-from dmp.matrix import snapshots
-from dmp.membership import definitions, runs
+from dmp.matrix import builds  # noqa: E402
+from dmp.membership import definitions, runs  # noqa: E402
 from dmp.records import Hit  # noqa: E402
-from dmp.storage import redisserver
+from dmp.storage import redisserver  # noqa: E402
 from dmp.synth import example_segments  # noqa: E402
 from segments.definition import parse_definition  # noqa: E402
 
@@ -64,7 +64,7 @@ def touch(r, config, n: int, known: list[str]) -> None:
 
 def timed(r, config, *, full: bool) -> dict:
     started = time.perf_counter()
-    built = snapshots.build(r, config, incremental=not full)
+    built = builds.build(r, config, incremental=not full)
     ran = runs.run(r, config, full=full, build_matrix=False)
     return {"build_s": built.seconds, "run_s": ran.seconds, "recounted": ran.recounted,
             "total_s": time.perf_counter() - started, "persons": built.persons}  # fmt: skip

@@ -10,7 +10,7 @@ from dmp import synth
 from dmp.cli import cli
 from dmp.ingest.eventlog import scan_events
 from dmp.ingest.worker import status
-from dmp.matrix import snapshots
+from dmp.matrix import builds, snapshots
 
 UNTIL = 1_790_000_000_000
 
@@ -40,7 +40,7 @@ def test_synth_makes_a_dataset_a_marketer_can_read(runner, redis, config):
     bots = log.filter(pl.col("is_bot"))
     assert bots.height > 0 and bots["person_id"].null_count() == bots.height
     assert {"pixel", "tag", "crm", "newsletter"} <= set(log["source"])
-    built = snapshots.build(redis, config)
+    built = builds.build(redis, config)
     funnel = snapshots.latest_funnel(config)
     assert funnel is not None and funnel["persons"] == built.persons
     assert sum(s["persons"] for s in funnel["stages"]) == built.persons

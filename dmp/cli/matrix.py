@@ -15,7 +15,7 @@ import polars as pl
 
 from collectors.eventtime import EventTimeError, parse_event_time
 from dmp.cli.context import Context, bar, fail, pass_ctx, print_json
-from dmp.matrix import snapshots
+from dmp.matrix import builds, snapshots, sources
 from dmp.membership.runs import RunBusy, run_lock
 from dmp.people import lifecycle
 from dmp.storage import keyspace
@@ -121,9 +121,7 @@ def matrix_build(obj: Context, as_of: str | None, incremental: bool, as_json: bo
             run_lock(r, wait_seconds=120),
             click.progressbar(length=keys, label="reading persons", file=sys.stderr) as bar,
         ):
-            result = snapshots.build(
-                r, obj.config, when, progress=bar.update, incremental=incremental
-            )
+            result = builds.build(r, obj.config, when, progress=bar.update, incremental=incremental)
     except RuleError as exc:
         fail(f"stored model or catalog: {exc}")
     except RunBusy as exc:
@@ -197,7 +195,7 @@ def matrix_show(obj: Context, person_id: str, as_json: bool, limit: int) -> None
         fail(f"no person {person_id} in {path.name}")
     row = rows.row(0, named=True)
     timeline = (
-        snapshots.read_touchpoints(obj.config.events_dir, snapshots.merge_map(obj.redis))
+        sources.read_touchpoints(obj.config.events_dir, sources.merge_map(obj.redis))
         .filter(pl.col("person_id") == pid)
         .sort("timestamp", descending=True)
         .head(limit)

@@ -28,7 +28,7 @@ import redis
 
 from dmp.config import Config
 from dmp.ingest.eventlog import scan_events
-from dmp.matrix import snapshots
+from dmp.matrix import sources
 from dmp.membership import definitions
 from dmp.membership.runs import NOT_A_SEGMENTS_FAULT, move_sets
 from segments.content import parse_catalog
@@ -76,23 +76,23 @@ def live_tick(
     if new_files:
         fresh = scan_events(config.events_dir, new_files).select("person_id").drop_nulls()
         found |= set(fresh.unique().collect()["person_id"].to_list())
-    asked = snapshots.read_people(r, pids=sorted(found))
-    merged = {**asked.merged, **snapshots.merge_map(r)}  # tombstones; the log resolves chains
+    asked = sources.read_people(r, pids=sorted(found))
+    merged = {**asked.merged, **sources.merge_map(r)}  # tombstones; the log resolves chains
     people = asked  # read_people leaves merged-away persons out already
     targets = sorted({merged[p] for p in found if p in merged} - found)
     if targets:  # the persons they were merged into: read those too
-        more = snapshots.read_people(r, pids=targets)
-        people = snapshots.People(
+        more = sources.read_people(r, pids=targets)
+        people = sources.People(
             pl.concat([asked.persons, more.persons]), pl.concat([asked.history, more.history]), {}
         )
     pids = people.persons["person_id"].to_list()  # live persons with a profile
-    model_text, catalog_text = snapshots.model_texts(r)
+    model_text, catalog_text = sources.model_texts(r)
     model, catalog = parse_model(model_text), parse_catalog(catalog_text) if catalog_text else ()
     # Only their rows: the ids they had before merges too, filtered in the scan itself.
     wanted = set(pids)
     theirs = {old: new for old, new in merged.items() if new in wanted}
     touchpoints = (
-        snapshots.read_touchpoints(config.events_dir, theirs, persons=sorted(wanted | set(theirs)))
+        sources.read_touchpoints(config.events_dir, theirs, persons=sorted(wanted | set(theirs)))
         .collect()
         .lazy()
     )

@@ -12,7 +12,7 @@ import polars as pl
 import redis
 
 from dmp.config import Config
-from dmp.matrix import snapshots
+from dmp.matrix import builds, snapshots
 from dmp.membership import definitions
 from segments.definition import SegmentDefinition
 from segments.evaluator import evaluate
@@ -31,7 +31,7 @@ def plan(r: redis.Redis, config: Config, found: list[SegmentDefinition]) -> dict
         if d.id in current:
             trees[f"old:{d.id}"] = current[d.id].definition.where
     matrix = pl.scan_parquet(snapshot)
-    touchpoints = snapshots.build_touchpoints(r, config, manifest)
+    touchpoints = builds.build_touchpoints(r, config, manifest)
     flags = evaluate(matrix, touchpoints, trees, as_of)
     shown = matrix.select("person_id", "email", "score", "stage")
     members = flags.join(shown, on="person_id", how="left").collect(engine="streaming")

@@ -14,7 +14,7 @@ import polars as pl
 import redis
 
 from dmp.config import Config
-from dmp.matrix import snapshots
+from dmp.matrix import builds, snapshots
 from dmp.membership import runs
 from segments.definition import SegmentDefinition
 from segments.evaluator import all_dids, compile_node, did_counts
@@ -33,7 +33,7 @@ def preview(
     tree = {"_in": definition.where}
     matrix = pl.scan_parquet(snapshot)
     if all_dids(tree):
-        touchpoints = snapshots.build_touchpoints(r, config, manifest)
+        touchpoints = builds.build_touchpoints(r, config, manifest)
         counts = did_counts(touchpoints, all_dids(tree), as_of)
         matrix = matrix.join(counts, on="person_id", how="left")
     shown = ["person_id", "email", "tier", "stage", "score", "channels", "top_interest"]

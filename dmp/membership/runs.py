@@ -43,7 +43,7 @@ import polars as pl
 import redis
 
 from dmp.config import Config
-from dmp.matrix import snapshots
+from dmp.matrix import builds, snapshots, sources
 from dmp.membership import definitions
 from dmp.storage import keyspace
 from dmp.storage.parquetfiles import sync_dir, write_parquet_files, write_text
@@ -191,7 +191,7 @@ def run(
     and keep the membership. ``full`` rebuilds the matrix and recounts every person."""
     with run_lock(r, wait_seconds) as lock:
         if build_matrix:
-            snapshots.build(r, config, progress=progress, incremental=not full)
+            builds.build(r, config, progress=progress, incremental=not full)
         return _run(r, config, full, lock)
 
 
@@ -294,13 +294,13 @@ def _counts(
     if not dids:
         return pl.DataFrame(schema=schema), None
     until = matrix["last_merge"]
-    merged = snapshots.merge_map(r, until=until)  # read once: counts and touched persons
-    touchpoints = snapshots.read_touchpoints(config.events_dir, merged, matrix["files"])
+    merged = sources.merge_map(r, until=until)  # read once: counts and touched persons
+    touchpoints = sources.read_touchpoints(config.events_dir, merged, matrix["files"])
     as_of = matrix["as_of"]
     if previous is None or not _can_keep(previous, matrix, keys):
         counts = did_counts(touchpoints, dids, as_of, expiry=True).collect(engine="streaming")
         return counts.select(list(schema)).cast(schema), None  # type: ignore[arg-type]
-    touched, removed = snapshots.touched_since(
+    touched, removed = sources.touched_since(
         r, config, previous["matrix"], matrix["files"], merged, until=until
     )
     kept = pl.read_parquet(segments_dir(config) / previous["counts_file"]).select(list(schema))

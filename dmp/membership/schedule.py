@@ -19,7 +19,7 @@ import time
 import redis
 
 from dmp.config import Config
-from dmp.matrix import snapshots
+from dmp.matrix import sources
 from dmp.membership import runs
 from dmp.membership.live import live_tick
 from dmp.storage import keyspace
@@ -79,7 +79,7 @@ def run_live_lane(r: redis.Redis, config: Config, stop: threading.Event) -> None
                 if last is None:
                     continue  # no run yet: the live lane starts from one
                 seen = set(last["matrix"]["files"])
-            files = set(snapshots.event_files(config.events_dir))
+            files = set(sources.event_files(config.events_dir))
             current = r.smembers(keyspace.MATRIX_TOUCHED)
             handled &= current
             marks = current - handled

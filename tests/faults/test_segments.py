@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from dmp.cli import cli, main
-from dmp.matrix import snapshots
+from dmp.matrix import builds, sources
 from dmp.membership import definitions, live, runs, schedule
 from dmp.storage import keyspace
 from segments import evaluator
@@ -235,9 +235,9 @@ def test_the_live_lane_leaves_a_failing_segment_be(synth, redis, drain, config, 
     leaves the failing one's sets as they were."""
     text = HEALTHY.replace("{did: {event: page, within_days: 7}}", "{score: {gte: 13.25}}")
     definitions.apply_definitions(redis, load_definitions(text, "h.yaml"))
-    snapshots.build(redis, config, synth)
+    builds.build(redis, config, synth)
     runs.run(redis, config, build_matrix=False)
-    before_files = set(snapshots.event_files(config.events_dir))
+    before_files = set(sources.event_files(config.events_dir))
     before = _set(redis, "p")
     later = synth + 60_000
     send(
@@ -246,7 +246,7 @@ def test_the_live_lane_leaves_a_failing_segment_be(synth, redis, drain, config, 
         identify("live@example.org", uid="c-live"),
     )
     drain()
-    new = sorted(set(snapshots.event_files(config.events_dir)) - before_files)
+    new = sorted(set(sources.event_files(config.events_dir)) - before_files)
     _break_p(monkeypatch, how)
     tick = live.live_tick(redis, config, new, set(), later)
     assert set(tick.failed) == {"p"} and "Error" in tick.failed["p"]

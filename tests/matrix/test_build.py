@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from dmp.cli import cli
-from dmp.matrix import snapshots
+from dmp.matrix import builds, snapshots
 from dmp.people import lifecycle
 from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person
@@ -109,7 +109,7 @@ def test_merged_persons_touchpoints_follow_them(redis, drain, runner, config):
     drain()
     send(redis, identify("eva@acme.de", uid="c-2"))  # c-2's person merges into eva
     drain()
-    result = snapshots.build(redis, config, NOW + 1)
+    result = builds.build(redis, config, NOW + 1)
     frame = pl.read_parquet(result.path)
     assert frame.height == 1 and frame["touchpoints_total"].item() == 4
 
@@ -172,8 +172,8 @@ def test_funnel_cli_and_api_match_the_build(anna, runner, client, admin_key):
 def test_only_the_newest_snapshots_are_kept(runner, redis, config):
     """Frequent builds (the worker's schedule) keep the newest five snapshots, whole."""
     assert runner.invoke(cli, ["synth", "--persons", "30", "--days", "5"]).exit_code == 0
-    built = [snapshots.build(redis, config, incremental=True).path for _ in range(6)]
-    built.append(snapshots.build(redis, config, 1_700_000_000_000).path)  # as of 2023
+    built = [builds.build(redis, config, incremental=True).path for _ in range(6)]
+    built.append(builds.build(redis, config, 1_700_000_000_000).path)  # as of 2023
     folder = snapshots.matrix_dir(config)
     kept = sorted(folder.glob("matrix-*Z-*[0-9].parquet"))
     assert kept == sorted(built[-5:]) and snapshots.latest_snapshot(config) == built[-1]

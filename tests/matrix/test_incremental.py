@@ -11,7 +11,7 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from dmp.cli import cli
-from dmp.matrix import snapshots
+from dmp.matrix import builds, snapshots
 from dmp.people import lifecycle
 from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person
@@ -33,7 +33,7 @@ def test_incremental_equals_full_after_new_events_merges_and_stage_changes(
         == 0
     )
     start = int(time.time() * 1000) + 60_000  # synth data ends now
-    first = snapshots.build(redis, config, start)
+    first = builds.build(redis, config, start)
     some = pl.read_parquet(first.path).filter(pl.col("email").is_not_null())["person_id"]
     # Afterwards: a known person returns, a new cookie appears and identifies as an existing
     # person (a merge), sales moves someone on, and eleven days pass.
@@ -50,14 +50,14 @@ def test_incremental_equals_full_after_new_events_merges_and_stage_changes(
     folder = snapshots.matrix_dir(config)
     backup = config.data_dir / "matrix-before"
     shutil.copytree(folder, backup)
-    inc = snapshots.build(redis, config, later, incremental=True)
+    inc = builds.build(redis, config, later, incremental=True)
     manifest = json.loads(snapshots.manifest_path(inc.path).read_text())
     assert manifest["incremental"] and manifest["refolded"] < inc.persons
     incremental = rows(inc.path)
     # The full build at the same time, from the same starting point.
     shutil.rmtree(folder)
     shutil.copytree(backup, folder)
-    full = snapshots.build(redis, config, later)
+    full = builds.build(redis, config, later)
     assert_frame_equal(incremental, rows(full.path))
     merged = find_person(redis, Identifier(IdKind.UID, "c-new"))
     assert merged == some[0]
@@ -71,11 +71,11 @@ def test_falls_back_to_full_when_the_model_changes(runner, redis, config, tmp_pa
         runner.invoke(cli, ["synth", "--persons", "40", "--days", "20", "--seed", "3"]).exit_code
         == 0
     )
-    snapshots.build(redis, config, NOW)
+    builds.build(redis, config, NOW)
     model = tmp_path / "m.yaml"
     model.write_text("activity: {half_life_days: 7, rules: [{when: {event: page}, points: 2}]}")
     assert runner.invoke(cli, ["scoring", "apply", str(model)]).exit_code == 0
-    again = snapshots.build(redis, config, NOW + DAY_MS, incremental=True)
+    again = builds.build(redis, config, NOW + DAY_MS, incremental=True)
     assert not json.loads(snapshots.manifest_path(again.path).read_text())["incremental"]
 
 

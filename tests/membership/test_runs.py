@@ -14,7 +14,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from dmp.cli import cli, main
-from dmp.matrix import snapshots
+from dmp.matrix import builds, snapshots, sources
 from dmp.membership import definitions, live, runs, schedule
 from dmp.people import lifecycle
 from dmp.records import Stage
@@ -93,7 +93,7 @@ def test_incremental_run_equals_full_run(synth, redis, drain, config):
     recounts only some persons and finds exactly the members and changes a full run does."""
     _apply(redis)
     start = synth
-    snapshots.build(redis, config, start)
+    builds.build(redis, config, start)
     first = runs.run(redis, config, build_matrix=False)
     assert first.members["engaged"] > 0 and first.members["active-week"] > 0
     assert first.entered == sum(first.members.values()) and first.left == 0
@@ -112,7 +112,7 @@ def test_incremental_run_equals_full_run(synth, redis, drain, config):
     )
     drain()
     lifecycle.record_stage(redis, promoted, Stage.SAL, source="api", at_ms=later - DAY_MS)
-    snapshots.build(redis, config, later, incremental=True)
+    builds.build(redis, config, later, incremental=True)
     folder, backup = runs.segments_dir(config), config.data_dir / "segments-before"
     shutil.copytree(folder, backup)
     sets = {k: redis.smembers(k) for k in redis.scan_iter(match="dmp:*:*segment*")}
@@ -276,7 +276,7 @@ def _schedule(redis, config, every: float):
 def test_preview_sizes_breaks_down_and_explains(synth, redis, runner, config, tmp_path):
     """A preview of a file or a stored id: size, tier/stage/channel counts that add up,
     and sample members with the conditions they met; nothing is stored."""
-    snapshots.build(redis, config)
+    builds.build(redis, config)
     path = tmp_path / "s.yaml"
     path.write_text(SEGMENTS.split("---")[1])
     result = runner.invoke(cli, ["segments", "preview", str(path), "--json", "--sample", "3"])
@@ -352,9 +352,9 @@ def test_the_live_lane_finds_what_a_run_finds(synth, redis, drain, config):
     lookup sets a run at the same time gives them; nothing else moves."""
     _apply(redis)
     start = synth
-    snapshots.build(redis, config, start)
+    builds.build(redis, config, start)
     runs.run(redis, config, build_matrix=False)
-    before_files = set(snapshots.event_files(config.events_dir))
+    before_files = set(sources.event_files(config.events_dir))
     sets_before = _person_sets(redis)
     snapshot = pl.read_parquet(snapshots.latest_snapshot(config))
     known = snapshot.filter(pl.col("email").is_not_null())["person_id"].to_list()
@@ -369,7 +369,7 @@ def test_the_live_lane_finds_what_a_run_finds(synth, redis, drain, config):
     )
     drain()
     lifecycle.record_stage(redis, known[3], Stage.SAL, source="api", at_ms=later - 1000)
-    new = sorted(set(snapshots.event_files(config.events_dir)) - before_files)
+    new = sorted(set(sources.event_files(config.events_dir)) - before_files)
     marks = redis.smembers(keyspace.MATRIX_TOUCHED)
     tick = live.live_tick(redis, config, new, marks, later)
     assert {known[0], known[3]} <= set(tick.person_ids) and tick.moved > 0
@@ -378,7 +378,7 @@ def test_the_live_lane_finds_what_a_run_finds(synth, redis, drain, config):
     # Nobody else moved.
     assert_frame_equal(after_live.filter(~touched), sets_before.filter(~touched))
     # A run at the same time gives the touched persons the same sets.
-    snapshots.build(redis, config, later, incremental=True)
+    builds.build(redis, config, later, incremental=True)
     runs.run(redis, config, build_matrix=False)
     assert_frame_equal(after_live.filter(touched), _members(config).filter(touched))
     assert known[0] in after_live.filter(pl.col("segment_id") == "pricing-then-demo")["person_id"]
@@ -396,7 +396,7 @@ def test_live_members_of_a_deleted_segment_are_removed_by_the_next_run(synth, re
     _apply(redis)
     runs.run(redis, config)
     _apply(redis, "id: probe\nwhere: {did: {event: page, url_contains: /probe-page}}\n")
-    before = set(snapshots.event_files(config.events_dir))
+    before = set(sources.event_files(config.events_dir))
     send(
         redis,
         hit(
@@ -406,7 +406,7 @@ def test_live_members_of_a_deleted_segment_are_removed_by_the_next_run(synth, re
         ),
     )
     drain()
-    new = sorted(set(snapshots.event_files(config.events_dir)) - before)
+    new = sorted(set(sources.event_files(config.events_dir)) - before)
     live.live_tick(redis, config, new)
     assert redis.scard(keyspace.segment("probe", "members")) == 1
     definitions.delete_segment(redis, "probe")
@@ -441,11 +441,11 @@ def test_touchpoints_stamped_ahead_count_when_their_time_comes(synth, redis, dra
     named for another look, and the next tick after its time finds the person in."""
     _apply(redis, "id: pricing\nwhere: {did: {event: page, url_contains: /pricing-x}}\n")
     runs.run(redis, config)
-    before = set(snapshots.event_files(config.events_dir))
+    before = set(sources.event_files(config.events_dir))
     now = int(time.time() * 1000)
     send(redis, hit(uid="c-ahead", url="https://acme.de/pricing-x", timestamp=now + 2000))
     drain()
-    new = sorted(set(snapshots.event_files(config.events_dir)) - before)
+    new = sorted(set(sources.event_files(config.events_dir)) - before)
     first = live.live_tick(redis, config, new, as_of_ms=now)
     assert first.moved == 0 and len(first.ahead) == 1
     again = live.live_tick(redis, config, [], set(first.ahead), as_of_ms=now + 3000)

@@ -8,7 +8,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from dmp.cli import cli
-from dmp.matrix import snapshots
+from dmp.matrix import builds, sources
 from segments.matrix import build_matrix
 from segments.rules import parse_when
 from segments.sql import matrix_sql, when_sql
@@ -51,10 +51,10 @@ def test_the_matrix_in_sql_equals_the_polars_build(runner, redis, config):
         runner.invoke(cli, ["synth", "--persons", "250", "--days", "60", "--seed", "4"]).exit_code
         == 0
     )
-    people = snapshots.read_people(redis)
+    people = sources.read_people(redis)
     persons, history = people.persons, people.history
-    touchpoints = snapshots.read_touchpoints(config.events_dir, people.merged).collect()
-    model, catalog = snapshots.scoring_model(redis), snapshots.content_catalog(redis)
+    touchpoints = sources.read_touchpoints(config.events_dir, people.merged).collect()
+    model, catalog = sources.scoring_model(redis), sources.content_catalog(redis)
     as_of = int(touchpoints["timestamp"].max()) + 3_600_000
     expected, _ = build_matrix(
         persons.lazy(), touchpoints.lazy(), history.lazy(), model, catalog, as_of
@@ -79,10 +79,10 @@ def test_segments_in_sql_equal_the_polars_evaluation(runner, redis, config):
     from segments.sql import segments_sql
 
     assert runner.invoke(cli, ["synth", "--persons", "300", "--days", "60"]).exit_code == 0
-    built = snapshots.build(redis, config)
+    built = builds.build(redis, config)
     trees = {d["id"]: parse_definition(d).where for d in example_segments(50)}
     matrix = pl.read_parquet(built.path)
-    touchpoints = snapshots.read_touchpoints(config.events_dir, snapshots.merge_map(r=redis))
+    touchpoints = sources.read_touchpoints(config.events_dir, sources.merge_map(r=redis))
     touchpoints = touchpoints.collect()
     expected = evaluate(matrix.lazy(), touchpoints.lazy(), trees, built.as_of_ms).collect()
     sql = segments_sql(trees, built.as_of_ms, matrix="matrix", touchpoints="touchpoints")

@@ -1,0 +1,156 @@
+"""Matrix builds: full or incremental, from the sources to a snapshot, then the new stage
+transitions recorded in Redis (``segments.matrix`` computes; this module runs it)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import redis
+
+from dmp.config import Config
+from dmp.matrix.snapshots import iso_time, latest_snapshot, manifest_path, write_snapshot
+from dmp.matrix.sources import (
+    event_files,
+    last_merge_id,
+    merge_map,
+    model_texts,
+    read_people,
+    read_touchpoints,
+    resolve_merges,
+    touched_since,
+)
+from dmp.people import lifecycle
+from dmp.storage import keyspace
+from segments.content import parse_catalog
+from segments.funnel import build_funnel
+from segments.matrix import finish_matrix
+from segments.personstate import decay_scale, person_state
+from segments.scoring import parse_model
+from segments.stages import current_stages
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    """What a build wrote."""
+
+    path: Path
+    as_of_ms: int
+    persons: int
+    touchpoints: int
+    stage_changes: int
+    seconds: float
+
+
+def build(
+    r: redis.Redis,
+    config: Config,
+    as_of_ms: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    *,
+    incremental: bool = False,
+) -> BuildResult:
+    """Build the matrix as of a time (now by default) and write a snapshot.
+
+    ``incremental`` refolds only the persons touched since the last build (new event
+    files, events after its as-of time, stage changes, merges) and finishes everyone's
+    row from the kept state: the rows a full build would give. It falls back to a full
+    build when there is no earlier build, the model or catalog changed, or the as-of
+    time goes back.
+    """
+    started = time.perf_counter()
+    as_of = as_of_ms if as_of_ms is not None else int(time.time() * 1000)
+    model_text, catalog_text = model_texts(r)
+    model, catalog = parse_model(model_text), parse_catalog(catalog_text) if catalog_text else ()
+    files = event_files(config.events_dir)
+    marks = sorted(r.smembers(keyspace.MATRIX_TOUCHED))
+    last_merge = last_merge_id(r)
+    scale = decay_scale(model, as_of)
+    fingerprint = {"model": _digest(model_text), "catalog": _digest(catalog_text), "scale": scale}
+    previous = _previous_build(config, fingerprint, as_of) if incremental else None
+    if previous is None:
+        people = read_people(r, progress)
+        # Tombstones miss persons merged within the batch that made them (never stored;
+        # their events keep the short-lived id): the merge log has those too.
+        merged = resolve_merges({**people.merged, **merge_map(r)})
+        touchpoints = read_touchpoints(config.events_dir, merged)
+        state = person_state(people.persons.lazy(), touchpoints, model, catalog, as_of, scale)
+        history = people.history.lazy()
+        touched = None
+    else:
+        manifest, folder = previous
+        merged = merge_map(r)
+        touched, removed = touched_since(r, config, manifest, files, merged, marks)
+        people = read_people(r, progress, sorted(touched))
+        touchpoints = read_touchpoints(config.events_dir, merged).filter(
+            pl.col("person_id").is_in(sorted(touched))
+        )
+        fresh = person_state(people.persons.lazy(), touchpoints, model, catalog, as_of, scale)
+        gone = sorted(touched | removed)
+        kept = pl.scan_parquet(folder / manifest["state"]).filter(~pl.col("person_id").is_in(gone))
+        state = pl.concat([kept, fresh.select(kept.collect_schema().names())])
+        old = pl.scan_parquet(folder / manifest["history"])
+        history = pl.concat([old.filter(~pl.col("person_id").is_in(gone)), people.history.lazy()])
+    state = state.cache()
+    matrix, changes = finish_matrix(state, current_stages(history, as_of), model, catalog, as_of)
+    rows, new_stages, states, past = pl.collect_all(
+        [matrix, changes, state, history], engine="streaming"
+    )
+    n_touch = int(rows["touchpoints_total"].sum())
+    history_now = pl.concat([past, new_stages])
+    funnel = build_funnel(rows, history_now, as_of)
+    manifest = {
+        "as_of": as_of,
+        "files": files,
+        "last_merge": last_merge,
+        **fingerprint,
+        "incremental": touched is not None,
+        "refolded": rows.height if touched is None else len(touched),
+    }
+    path = write_snapshot(config, rows, as_of, funnel, states, history_now, manifest)
+    # Recorded only once the snapshot is durable: a crash before this leaves the next
+    # build to see the same moves again, never a record without its snapshot.
+    n_changes = lifecycle.record_stages(r, new_stages.iter_rows())
+    if marks:
+        r.srem(keyspace.MATRIX_TOUCHED, *marks)
+    seconds = time.perf_counter() - started
+    log.info(
+        "matrix: %d persons (%s), %d touchpoints, %d stage changes as of %s in %.1f s -> %s",
+        rows.height, "full" if touched is None else f"{len(touched)} refolded", n_touch,
+        n_changes, iso_time(as_of), seconds, path.name,
+    )  # fmt: skip
+    return BuildResult(path, as_of, rows.height, n_touch, n_changes, seconds)
+
+
+def build_touchpoints(r: redis.Redis, config: Config, manifest: dict) -> pl.LazyFrame:
+    """Return the touchpoints a build read: its event files, merges up to its last one."""
+    merged = merge_map(r, until=manifest["last_merge"])
+    return read_touchpoints(config.events_dir, merged, manifest["files"])
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _previous_build(config: Config, fingerprint: dict, as_of: int) -> tuple[dict, Path] | None:
+    """Return the last build's manifest and folder if an incremental build can use it."""
+    snapshot = latest_snapshot(config)
+    if snapshot is None or not manifest_path(snapshot).exists():
+        log.info("matrix: no earlier build to go on from: a full build")
+        return None
+    manifest = json.loads(manifest_path(snapshot).read_text(encoding="utf-8"))
+    if any(manifest.get(k) != v for k, v in fingerprint.items()):
+        log.info("matrix: the scoring model, the catalog or the decay scale changed: a full build")
+        return None
+    if as_of < manifest["as_of"]:
+        log.info("matrix: the as-of time is before the last build's: a full build")
+        return None
+    return manifest, snapshot.parent

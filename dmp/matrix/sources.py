@@ -1,0 +1,211 @@
+"""What the matrix is built from: profiles, traits and stages from Redis, merges, touchpoints
+from the event log, the applied scoring model and content catalog."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import redis
+
+from dmp.config import Config
+from dmp.ingest.eventlog import scan_events
+from dmp.people import lifecycle
+from dmp.people.profiles import parse_consent_summary
+from dmp.storage import keyspace
+from segments.content import ContentItem, parse_catalog
+from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA
+from segments.scoring import ScoringModel, default_model_text, parse_model
+from segments.stages import STAGE_HISTORY_SCHEMA
+
+SCAN_COUNT = 1000
+
+
+_PROFILE = ["tier", "email", "contact", "cs", "first_seen", "merged_into"]
+
+
+@dataclass(frozen=True, slots=True)
+class People:
+    """Everything Redis holds that the matrix needs."""
+
+    persons: pl.DataFrame  # PERSON_SCHEMA, live persons only
+    history: pl.DataFrame  # STAGE_HISTORY_SCHEMA
+    merged: dict[str, str]  # merged person id -> the live person it leads to
+
+
+def model_texts(r: redis.Redis) -> tuple[str, str]:
+    """Return the applied scoring model's YAML (the default one until one is applied) and
+    the content catalog's (empty until one is applied)."""
+    model, catalog = r.mget(keyspace.SCORING_MODEL, keyspace.CONTENT_CATALOG)
+    return model or default_model_text(), catalog or ""
+
+
+def scoring_model(r: redis.Redis) -> ScoringModel:
+    """Return the applied scoring model."""
+    return parse_model(model_texts(r)[0])
+
+
+def content_catalog(r: redis.Redis) -> tuple[ContentItem, ...]:
+    """Return the applied content catalog."""
+    text = model_texts(r)[1]
+    return parse_catalog(text) if text else ()
+
+
+def read_people(
+    r: redis.Redis,
+    progress: Callable[[int], None] | None = None,
+    pids: list[str] | None = None,
+) -> People:
+    """Return every person's (or ``pids``') profile, traits, stage records and merges."""
+    pids = _person_ids(r) if pids is None else pids
+    rows: list[dict] = []
+    history: list[dict] = []
+    pointers: dict[str, str] = {}
+    for start in range(0, len(pids), SCAN_COUNT):
+        chunk = pids[start : start + SCAN_COUNT]
+        with r.pipeline(transaction=False) as pipe:
+            for pid in chunk:
+                pipe.hmget(keyspace.person(pid), _PROFILE)
+                pipe.hgetall(keyspace.person(pid, "traits"))
+                pipe.lrange(keyspace.person(pid, "stages"), 0, -1)
+            found = pipe.execute()
+        for i, pid in enumerate(chunk):
+            (tier, email, contact, cs, first, merged_into), traits, stages = found[
+                3 * i : 3 * i + 3
+            ]
+            if merged_into:
+                pointers[pid] = merged_into
+                continue
+            if not tier:
+                continue
+            consents = parse_consent_summary(cs)
+            rows.append(
+                {
+                    "person_id": pid,
+                    "tier": tier,
+                    "email": email or None,
+                    "contact": [c for c in (contact or "").split(",") if c],
+                    "consents": sorted(c for c, granted in consents.items() if granted),
+                    "traits": _traits_json(traits),
+                    "first_seen": int(first) if first else None,
+                }
+            )
+            for rec in lifecycle.parse_records(stages):
+                history.append({"person_id": pid, **{k: rec[k] for k in ("stage", "at", "source")}})
+        if progress is not None:
+            progress(len(chunk))
+    return People(
+        pl.DataFrame(rows, schema=PERSON_SCHEMA),
+        pl.DataFrame(history, schema=STAGE_HISTORY_SCHEMA),
+        resolve_merges(pointers),
+    )
+
+
+def _person_ids(r: redis.Redis) -> list[str]:
+    """Return the id of every profile hash (live or merged), sorted."""
+    prefix, out = "dmp:person:{", set()
+    for key in r.scan_iter(match=f"{prefix}*}}", count=SCAN_COUNT, _type="HASH"):
+        out.add(key[len(prefix) : -1])
+    return sorted(out)
+
+
+def _traits_json(traits: dict[str, str]) -> str:
+    """Return a traits hash (JSON values) as one JSON object, names sorted."""
+    return "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in sorted(traits.items())) + "}"
+
+
+def resolve_merges(pointers: dict[str, str]) -> dict[str, str]:
+    """Follow merge chains to the live person (a cycle, which merges never make, stops)."""
+    out = {}
+    for pid in pointers:
+        target, hops = pointers[pid], 0
+        while target in pointers and hops < 64:
+            target, hops = pointers[target], hops + 1
+        out[pid] = target
+    return out
+
+
+def merge_map(r: redis.Redis, until: str = "+") -> dict[str, str]:
+    """Return merged person id -> live person id, from the merge log (up to ``until``)."""
+    pointers: dict[str, str] = {}
+    start = "-"
+    while True:
+        entries = r.xrange(keyspace.MERGES, min=start, max=until, count=10_000)
+        for _, entry in entries:
+            if entry.get("from") and entry.get("into"):
+                pointers[entry["from"]] = entry["into"]
+        if len(entries) < 10_000:
+            return resolve_merges(pointers)
+        start = "(" + entries[-1][0]
+
+
+def read_touchpoints(
+    events_dir: Path,
+    merged: dict[str, str],
+    files: list[str] | None = None,
+    persons: list[str] | None = None,
+) -> pl.LazyFrame:
+    """Return the event log's (or its ``files'``) identified events as touchpoints of the
+    persons they are now (only those stored under ``persons``' ids, if given)."""
+    events = scan_events(events_dir, files).filter(
+        pl.col("person_id").is_not_null() if persons is None else pl.col("person_id").is_in(persons)
+    )
+    frame = events.select(
+        "person_id",
+        pl.col("timestamp").dt.epoch("ms").alias("timestamp"),
+        *(c for c in TOUCHPOINT_SCHEMA if c not in ("person_id", "timestamp")),
+    ).cast(TOUCHPOINT_SCHEMA)  # type: ignore[arg-type]
+    if not merged:
+        return frame
+    moves = pl.LazyFrame(
+        {"person_id": list(merged), "now": list(merged.values())},
+        schema={"person_id": pl.Utf8, "now": pl.Utf8},
+    )
+    return (
+        frame.join(moves, on="person_id", how="left")
+        .with_columns(person_id=pl.coalesce("now", "person_id"))
+        .drop("now")
+    )
+
+
+def event_files(events_dir: Path) -> list[str]:
+    """Return the event log's files, relative to it, sorted."""
+    return sorted(str(p.relative_to(events_dir)) for p in events_dir.glob("dt=*/part-*.parquet"))
+
+
+def last_merge_id(r: redis.Redis) -> str:
+    last = r.xrevrange(keyspace.MERGES, count=1)
+    return last[0][0] if last else "0-0"
+
+
+def touched_since(
+    r: redis.Redis,
+    config: Config,
+    manifest: dict,
+    files: list[str],
+    merged: dict[str, str],
+    marks: list[str] = (),  # type: ignore[assignment]
+    until: str = "+",
+) -> tuple[set[str], set[str]]:
+    """Return (persons to refold, persons merged away) between the build ``manifest``
+    describes (its ``files``, ``as_of`` and ``last_merge``) and now (``files``, merges
+    up to ``until``)."""
+    events = config.events_dir
+    new = [events / f for f in files if f not in set(manifest["files"])]
+    frames = [
+        scan_events(events)
+        .filter(pl.col("timestamp").dt.epoch("ms") > manifest["as_of"])
+        .select("person_id")
+    ]
+    if new:
+        frames.append(pl.scan_parquet(new).select("person_id"))
+    found = pl.concat(frames).drop_nulls().unique().collect()["person_id"].to_list()
+    removed, targets = set(), set()
+    for _, entry in r.xrange(keyspace.MERGES, min="(" + manifest["last_merge"], max=until):
+        removed.add(entry.get("from", ""))
+        targets.add(entry.get("into", ""))
+    touched = {merged.get(p, p) for p in (*found, *marks, *targets) if p}
+    return touched - removed, removed - touched
