@@ -1,26 +1,41 @@
-"""Counters shared by every process (kept in one Redis hash) and their Prometheus text form."""
+"""Counters shared by every process (kept in one Redis hash) and their Prometheus collector."""
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import redis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric, UnknownMetricFamily
+from prometheus_client.registry import Collector
 
 from dmp.storage import keyspace
 
+log = logging.getLogger(__name__)
+
 HELP = {
     "dmp_hits_total": "Hits received by the collectors, by collector and outcome.",
-    "dmp_events_stored_total": "Events written to the Parquet event log.",
     "dmp_events_aggregate_total": "Unconsented hits counted only in aggregate.",
     "dmp_events_duplicate_total": "Replayed events dropped by event-id dedup.",
+    "dmp_stream_unreadable_total": "Stream entries the worker could not read (dropped).",
     "dmp_bots_total": "Hits from bots (stored flagged, never made persons).",
     "dmp_merges_total": "Identity merges.",
     "dmp_identity_conflicts_total": "Identity conflicts recorded instead of merging.",
-    "dmp_eventlog_files_total": "Parquet files written to the event log.",
     "dmp_eventlog_flush_failures_total": "Event-log flush attempts that failed (retried).",
     "dmp_spool_replayed_total": "Hits replayed from collector spools once Redis was back.",
     "dmp_spool_dropped_total": "Hits lost because a collector's spool was full.",
 }
+
+# The inverse of counter(): a metric name, then optionally {label="value",...} with the
+# value escaped as _escape writes it. Anything else in the hash is not a counter of ours.
+_FIELD = re.compile(r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?", re.DOTALL)
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(?:,|\Z)')
+_ESCAPED = re.compile(r"\\(.)")
+
+Labels = tuple[tuple[str, str], ...]
 
 
 def counter(name: str, **labels: str) -> str:
@@ -40,27 +55,84 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def parse_counter(field: str) -> tuple[str, dict[str, str]] | None:
+    """Return the name and labels of a hash field written by ``counter``, None if malformed."""
+    match = _FIELD.fullmatch(field)
+    if match is None:
+        return None
+    labels: dict[str, str] = {}
+    inner, pos = match["labels"] or "", 0
+    while pos < len(inner):
+        label = _LABEL.match(inner, pos)
+        if label is None or label[1] in labels:
+            return None
+        labels[label[1]] = _ESCAPED.sub(lambda m: "\n" if m[1] == "n" else m[1], label[2])
+        pos = label.end()
+    return match["name"], labels
+
+
 def incr(r: redis.Redis | Any, field: str, amount: int = 1) -> None:
     """Add ``amount`` to a counter (``r`` may be a pipeline)."""
     r.hincrby(keyspace.METRICS, field, amount)
 
 
-def render(r: redis.Redis, gauges: dict[str, float]) -> str:
-    """Return every counter and the given gauges in the Prometheus text exposition format."""
-    samples = r.hgetall(keyspace.METRICS)
-    by_name: dict[str, list[tuple[str, str]]] = {}
-    for field, value in samples.items():
-        by_name.setdefault(field.split("{", 1)[0], []).append((field, value))
-    lines: list[str] = []
-    for name in sorted(by_name):
-        lines.append(f"# HELP {name} {HELP.get(name, name)}")
-        lines.append(f"# TYPE {name} counter")
-        lines.extend(f"{field} {value}" for field, value in sorted(by_name[name]))
-    seen: set[str] = set()
-    for field, value in sorted(gauges.items()):
-        name = field.split("{", 1)[0]
-        if name not in seen:
-            seen.add(name)
-            lines.append(f"# TYPE {name} gauge")
-        lines.append(f"{field} {value:g}")
-    return "\n".join(lines) + "\n"
+class CounterCollector(Collector):
+    """The counters in the Redis hash, as Prometheus metric families (read at each collect)."""
+
+    def __init__(self, r: redis.Redis) -> None:
+        self.r = r
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield one family per counter name; names not ending in ``_total`` are untyped."""
+        by_name: dict[str, dict[Labels, float]] = {}
+        skipped: list[str] = []
+        for field, value in self.r.hgetall(keyspace.METRICS).items():
+            parsed = parse_counter(field)
+            try:
+                number = float(value)
+            except ValueError:
+                parsed = None
+            if parsed is None:
+                skipped.append(field)
+                continue
+            samples = by_name.setdefault(parsed[0], {})
+            key = tuple(sorted(parsed[1].items()))
+            samples[key] = samples.get(key, 0.0) + number
+        if skipped:
+            log.debug(
+                "/metrics skips %d malformed field(s) of %s: %r",
+                len(skipped),
+                keyspace.METRICS,
+                sorted(skipped),
+            )
+        for name in sorted(by_name):
+            yield _family(name, by_name[name])
+
+
+def _family(name: str, samples: dict[Labels, float]) -> Metric:
+    """Return the family of one counter name; a label a sample lacks is written empty."""
+    label_names = sorted({k for labels in samples for k, _ in labels})
+    kind = CounterMetricFamily if name.endswith("_total") else UnknownMetricFamily
+    # CounterMetricFamily drops the _total from its own name and writes it on each sample.
+    family = kind(name, HELP.get(name, name), labels=label_names)
+    for labels, value in sorted(samples.items()):
+        given = dict(labels)
+        family.add_metric([given.get(k, "") for k in label_names], value)
+    return family
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """Return the registry's metrics in the Prometheus text format, whole numbers as integers."""
+    text = generate_latest(registry).decode()
+    return "\n".join(_whole(line) for line in text.split("\n")).encode()
+
+
+def _whole(line: str) -> str:
+    # prometheus_client writes every value as a float ("3.0", "1.2345678e+07"); counters are
+    # whole numbers, and scripts read them as integers, as /metrics always wrote them. A
+    # sample line is "name{labels} value" (label values escape their newlines; no timestamps).
+    if not line or line.startswith("#"):
+        return line
+    sample, _, value = line.rpartition(" ")
+    number = float(value)
+    return f"{sample} {int(number)}" if number.is_integer() else line

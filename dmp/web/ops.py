@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import redis
 from flask import Blueprint, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from dmp.ingest import spool, worker
 from dmp.ingest.flushstate import read_flush_state
@@ -33,15 +39,38 @@ def healthz() -> tuple[Response, int]:
 def prometheus() -> Response:
     """Return counters and ingest gauges in the Prometheus text format."""
     deps = current_deps()
-    r = deps.redis
-    state = worker.status(r)
-    gauges: dict[str, float] = {
-        # Hits collector processes spooled while Redis was away, not replayed yet.
-        "dmp_spool_bytes": spool.spooled_bytes(deps.config.data_dir),
-        "dmp_stream_pending": state["pending"],
-        "dmp_events_stored": state["events_stored"],
-        "dmp_eventlog_flush_failing": int(read_flush_state(r) is not None),
-    }
-    for tier, count in state["persons"].items():
-        gauges[metrics.counter("dmp_persons", tier=tier)] = count
-    return Response(metrics.render(r, gauges), mimetype="text/plain; version=0.0.4")
+    registry = CollectorRegistry()
+    registry.register(metrics.CounterCollector(deps.redis))
+    registry.register(IngestGauges(deps.redis, deps.config.data_dir))
+    return Response(metrics.render(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+class IngestGauges(Collector):
+    """The ingest gauges /metrics shows beside the counters, read at each collect."""
+
+    def __init__(self, r: redis.Redis, data_dir: Path) -> None:
+        self.r = r
+        self.data_dir = data_dir
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the spool, stream, event-log and persons gauges."""
+        state = worker.status(self.r)
+        yield GaugeMetricFamily(
+            "dmp_spool_bytes",
+            "Bytes of hits collector processes spooled while Redis was away, not replayed yet.",
+            value=spool.spooled_bytes(self.data_dir),
+        )
+        yield GaugeMetricFamily(
+            "dmp_stream_pending", "Hits in the stream not ingested yet.", value=state["pending"]
+        )
+        yield GaugeMetricFamily(
+            "dmp_events_stored", "Events stored in the event log.", value=state["events_stored"]
+        )
+        failing = int(read_flush_state(self.r) is not None)
+        yield GaugeMetricFamily(
+            "dmp_eventlog_flush_failing", "1 while event-log flushes fail, else 0.", value=failing
+        )
+        persons = GaugeMetricFamily("dmp_persons", "Persons by tier.", labels=["tier"])
+        for tier, count in state["persons"].items():
+            persons.add_metric([tier], count)
+        yield persons
