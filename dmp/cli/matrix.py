@@ -16,10 +16,11 @@ import polars as pl
 from collectors.eventtime import EventTimeError, parse_event_time
 from dmp.cli.context import Context, bar, fail, pass_ctx, print_json
 from dmp.matrix import builds, snapshots, sources
-from dmp.membership.runs import RunBusy, run_lock
+from dmp.membership.runs import run_lock
 from dmp.people import lifecycle
 from dmp.storage import keyspace
 from dmp.storage.csvfile import write_csv
+from dmp.storage.locks import Busy
 from segments.content import parse_catalog
 from segments.matrix import by_weight
 from segments.rules import RuleError
@@ -124,7 +125,7 @@ def matrix_build(obj: Context, as_of: str | None, incremental: bool, as_json: bo
             result = builds.build(r, obj.config, when, progress=bar.update, incremental=incremental)
     except RuleError as exc:
         fail(f"stored model or catalog: {exc}")
-    except RunBusy as exc:
+    except Busy as exc:
         raise click.ClickException(str(exc)) from None
     summary = {
         "snapshot": str(result.path),

@@ -10,6 +10,7 @@ import click
 
 from dmp.cli.context import Context, bar, fail, pass_ctx, print_json
 from dmp.membership import definitions
+from dmp.storage import locks
 from segments.definition import SegmentDefinition, load_definitions
 from segments.rules import RuleError
 
@@ -135,7 +136,7 @@ def segments_run(obj: Context, full: bool, no_build: bool, as_json: bool) -> Non
                                         progress=bar.update)  # fmt: skip
     except LookupError as exc:
         fail(str(exc))
-    except runs.RunBusy as exc:
+    except locks.Busy as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         print_json(asdict(result))

@@ -30,6 +30,7 @@ from dmp.ingest.streamreader import StreamReader
 from dmp.people import profiles
 from dmp.records import Tier
 from dmp.storage import keyspace
+from dmp.storage.locks import Lease, release_prefixed
 from dmp.storage.outage import Outage
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,9 @@ class Worker:
         self.consumer = config.consumer
         # The lease names this worker instance, not the host: two workers on one host
         # (`dmp serve`'s and a `dmp worker --once`) share the consumer name.
-        self.lease_token = f"{lease_prefix(self.consumer, os.getpid())}{secrets.token_hex(6)}"
-        self.eventlog.fence = (keyspace.WORKER_LEASE, self.lease_token)
+        token = f"{lease_prefix(self.consumer, os.getpid())}{secrets.token_hex(6)}"
+        self.lease = Lease(r, keyspace.WORKER_LEASE, config.lease_seconds, token)
+        self.eventlog.fence = (keyspace.WORKER_LEASE, token)
         self._renewed = float("-inf")  # monotonic time the lease was last taken or renewed
         self.reader = StreamReader(r, self.consumer, config.read_count)
         self._flusher: ThreadPoolExecutor | None = None
@@ -70,18 +72,14 @@ class Worker:
         now = time.monotonic()
         if now - self._renewed < self.config.lease_seconds / 3:
             return True
-        ttl = int(self.config.lease_seconds * 1000)
-        held = bool(self.r.set(keyspace.WORKER_LEASE, self.lease_token, nx=True, px=ttl))
-        if not held and self.r.get(keyspace.WORKER_LEASE) == self.lease_token:
-            held = bool(self.r.pexpire(keyspace.WORKER_LEASE, ttl))
+        held = self.lease.take()
         self._renewed = now if held else float("-inf")
         return held
 
     def release_lease(self) -> None:
         """Give the lease up (only if this worker holds it)."""
         self._renewed = float("-inf")
-        if self.r.get(keyspace.WORKER_LEASE) == self.lease_token:
-            self.r.delete(keyspace.WORKER_LEASE)
+        self.lease.release()
 
     def start(self) -> None:
         """Prepare the stream group, finish any flush a crash interrupted, re-read leftovers."""
@@ -265,19 +263,11 @@ def lease_prefix(consumer: str, pid: int) -> str:
     return f"{consumer}/{pid}/"
 
 
-# Delete the lease only if the given process holds it, in one step.
-_RELEASE_IF_HELD_BY = """
-local held = redis.call('GET', KEYS[1])
-if held and string.sub(held, 1, #ARGV[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
 def release_dead_lease(r: redis.Redis, consumer: str, pid: int) -> bool:
     """Free the lease if worker process ``pid``, known to be dead, held it (a kill -9 leaves
     it for ``lease_seconds``); return whether it did. No flush of a dead process is in
     flight: its last commit, a MULTI, is in Redis whole or not at all."""
-    return bool(r.eval(_RELEASE_IF_HELD_BY, 1, keyspace.WORKER_LEASE, lease_prefix(consumer, pid)))
+    return release_prefixed(r, keyspace.WORKER_LEASE, lease_prefix(consumer, pid))
 
 
 def run_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:

@@ -29,11 +29,9 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +43,7 @@ import redis
 from dmp.config import Config
 from dmp.matrix import builds, snapshots, sources
 from dmp.membership import definitions
-from dmp.storage import keyspace
+from dmp.storage import keyspace, locks
 from dmp.storage.parquetfiles import sync_dir, write_parquet_files, write_text
 from segments.evaluator import (
     NEXT_CHANGE,
@@ -73,11 +71,6 @@ CHANGE_SCHEMA = {
 KEEP_RUNS = 3  # runs whose member and count files are kept (changes are kept for good)
 RUN_RECORDS = 1000  # run records kept in Redis
 CHUNK = 10_000  # Redis commands per pipeline
-LOCK_SECONDS = 30  # renewed every 10 s while the holder lives
-
-
-class RunBusy(RuntimeError):
-    """Another segment run holds the lock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,59 +116,16 @@ def latest_members(config: Config) -> pl.LazyFrame:
     return pl.scan_parquet(segments_dir(config) / found["members_file"])
 
 
-class RunLock:
-    """A lock held by one process at a time: a token under ``key`` that expires
-    LOCK_SECONDS after its holder stops renewing it (a heartbeat thread renews it)."""
-
-    def __init__(self, r: redis.Redis, key: str = keyspace.SEGMENTS_LOCK) -> None:
-        self.r, self.token, self.key = r, secrets.token_hex(8), key
-        self._stop = threading.Event()
-        self._beat = threading.Thread(target=self._renew, name="dmp-run-lock", daemon=True)
-
-    def held(self) -> bool:
-        """Return whether this holder still has the lock."""
-        return self.r.get(self.key) == self.token
-
-    def _renew(self) -> None:
-        while not self._stop.wait(LOCK_SECONDS / 3):
-            try:
-                self.r.eval(_RENEW, 1, self.key, self.token, int(LOCK_SECONDS * 1000))
-            except redis.RedisError:
-                log.warning("segments: could not renew the run lock", exc_info=True)
-
-    def release(self) -> None:
-        """Stop renewing the lock and give it up (only if this holder still has it)."""
-        self._stop.set()
-        self.r.eval(_RELEASE, 1, self.key, self.token)
+BUSY = "another matrix build, segment run or live tick is in progress"
 
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-@contextmanager
 def run_lock(
     r: redis.Redis, wait_seconds: float = 0.0, key: str = keyspace.SEGMENTS_LOCK
-) -> Iterator[RunLock]:
+) -> AbstractContextManager[locks.Lease]:
     """Hold the lock that matrix builds and segment runs share (or, with ``key``
-    SEGMENTS_SETS_LOCK, the one for moving lookup sets); RunBusy if another holds it past
-    ``wait_seconds``. A holder that dies loses it within LOCK_SECONDS."""
-    lock, deadline = RunLock(r, key), time.monotonic() + wait_seconds
-    while not r.set(key, lock.token, nx=True, px=int(LOCK_SECONDS * 1000)):
-        if time.monotonic() >= deadline:
-            raise RunBusy("another matrix build, segment run or live tick is in progress")
-        time.sleep(0.2)
-    lock._beat.start()
-    try:
-        yield lock
-    finally:
-        lock.release()
+    SEGMENTS_SETS_LOCK, the one for moving lookup sets); locks.Busy if another holds it
+    past ``wait_seconds``."""
+    return locks.hold(r, key, wait_seconds, BUSY)
 
 
 def run(
@@ -195,7 +145,7 @@ def run(
         return _run(r, config, full, lock)
 
 
-def _run(r: redis.Redis, config: Config, full: bool, lock: RunLock) -> RunResult:
+def _run(r: redis.Redis, config: Config, full: bool, lock: locks.Lease) -> RunResult:
     started = time.perf_counter()
     snapshot, matrix = snapshots.latest_build(config)
     as_of = matrix["as_of"]
@@ -232,7 +182,7 @@ def _run(r: redis.Redis, config: Config, full: bool, lock: RunLock) -> RunResult
         "failed": failed,
     }
     if not lock.held():  # stalled past the lock's expiry: another run may be writing
-        raise RunBusy("the run lock was lost (this run stalled); nothing written")
+        raise locks.Busy("the run lock was lost (this run stalled); nothing written")
     _write_run(config, manifest, members, counts, changes)
     _apply(r, manifest, members, changes, last)
     result = RunResult(

@@ -22,7 +22,7 @@ from dmp.config import Config
 from dmp.matrix import sources
 from dmp.membership import runs
 from dmp.membership.live import live_tick
-from dmp.storage import keyspace
+from dmp.storage import keyspace, locks
 from dmp.storage.outage import Outage
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
         try:
             runs.run(r, config)
             outage.up()
-        except runs.RunBusy:
+        except locks.Busy:
             if asked:  # keep the API's request for when the lock is free
                 _ask_again(r, asked, outage)
             continue  # someone runs `dmp segments run` or builds the matrix
@@ -91,7 +91,7 @@ def run_live_lane(r: redis.Redis, config: Config, stop: threading.Event) -> None
                 ahead = set(done.ahead)
             outage.up()
             failing.up()
-        except runs.RunBusy:
+        except locks.Busy:
             continue
         except _AWAY as exc:
             outage.down(exc)

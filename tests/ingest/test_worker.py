@@ -525,7 +525,7 @@ def test_serve_frees_the_lease_of_a_worker_process_it_saw_die(redis, config):
     assert holder.acquire_lease()
     assert release_dead_lease(redis, config.consumer, os.getpid() + 1) is False
     assert release_dead_lease(redis, "other-host-worker", os.getpid()) is False
-    assert redis.get(keyspace.WORKER_LEASE) == holder.lease_token
+    assert redis.get(keyspace.WORKER_LEASE) == holder.lease.token
     assert release_dead_lease(redis, config.consumer, os.getpid()) is True
     assert redis.get(keyspace.WORKER_LEASE) is None
 

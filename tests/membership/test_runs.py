@@ -18,7 +18,7 @@ from dmp.matrix import builds, snapshots, sources
 from dmp.membership import definitions, live, runs, schedule
 from dmp.people import lifecycle
 from dmp.records import Stage
-from dmp.storage import keyspace
+from dmp.storage import keyspace, locks
 from segments.definition import load_definitions
 from segments.scoring import DAY_MS
 from tests.ingest.test_worker import hit, identify, send
@@ -193,7 +193,7 @@ def test_lookup_sets_are_rewritten_when_redis_missed_a_run(synth, redis, config)
 def test_one_run_at_a_time(synth, redis, config):
     """A run waits for the lock another holds, and says so when it cannot get it."""
     _apply(redis)
-    with runs.run_lock(redis), pytest.raises(runs.RunBusy):
+    with runs.run_lock(redis), pytest.raises(locks.Busy):
         runs.run(redis, config, wait_seconds=0.3)
     assert runs.run(redis, config).members
 
@@ -326,7 +326,7 @@ def test_preview_and_overlap_need_data(redis, main_argv, capsys):
 def test_the_run_lock_is_renewed_and_a_dead_holders_expires(synth, redis, config, monkeypatch):
     """A living holder keeps the lock past its expiry; a dead one's lapses and the next
     run gets it; a run that lost its lock writes nothing."""
-    monkeypatch.setattr(runs, "LOCK_SECONDS", 0.6)
+    monkeypatch.setattr(locks, "HOLD_SECONDS", 0.6)
     with runs.run_lock(redis) as lock:
         time.sleep(1.5)
         assert lock.held()
@@ -342,7 +342,7 @@ def test_the_run_lock_is_renewed_and_a_dead_holders_expires(synth, redis, config
 
     original = runs.membership
     monkeypatch.setattr(runs, "membership", lose_it)
-    with pytest.raises(runs.RunBusy, match="lock was lost"):
+    with pytest.raises(locks.Busy, match="lock was lost"):
         runs.run(redis, config)
     assert runs.latest_run(config)["run_id"] == before
 
