@@ -14,7 +14,7 @@ import pytest
 from dmp.config import Config, load_config
 from segments.definition import load_definitions
 from segments.language import CHANNELS, COUNT_OPS, NUMBER_FIELDS, ORDERED, TEXT_FIELDS, parse_where
-from segments.rules import _SHORTHAND, Op, RuleError
+from segments.rules import _SHORTHAND, Op, RuleError  # _SHORTHAND: the filter's keys
 from segments.yamltext import load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,8 +66,7 @@ def anchors(path: Path) -> set[str]:
     return {slug(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.+?)\s*#*$", text, re.MULTILINE)}
 
 
-EXAMPLES = [block for path in (SEGMENTS_DOC, README, *DOCS) for block in fenced(path, "yaml")]
-EXAMPLES = list(dict(EXAMPLES).items())  # docs/segments.md is also one of DOCS
+EXAMPLES = [block for path in (README, *DOCS) for block in fenced(path, "yaml")]
 ERRORS = ERROR_ROW.findall(SEGMENTS_DOC.read_text(encoding="utf-8"))
 
 
@@ -149,8 +148,7 @@ def setting_rows(path: Path) -> dict[str, tuple[str, str]]:
 
 @pytest.mark.parametrize("field", dataclasses.fields(Config), ids=lambda f: f.name)
 def test_every_setting_is_documented(field):
-    """docs/configuration.md has a row for each Config field: the variable that sets it
-    (checked by setting it), its default as the code has it, and a meaning."""
+    """docs/configuration.md has a row whose variable sets the field, with its default."""
     rows = setting_rows(CONFIG_DOC)
     found = [v for v in rows if setting_of(v) == field.name]
     assert found, f"no row in docs/configuration.md sets {field.name}"
@@ -160,9 +158,8 @@ def test_every_setting_is_documented(field):
     assert len(meaning) > 20
 
 
-def test_every_documented_variable_is_a_setting_and_its_default_the_code_s():
-    """Each DMP_* name in the README and docs/ sets a Config field, and each default shown
-    beside one in a table is the code's."""
+def test_documented_variables_and_defaults_are_the_code_s():
+    """Each DMP_* name in the README and docs/ is a setting; each default in a table is right."""
     defaults = {f.name: f.default for f in dataclasses.fields(Config)}
     for path in (README, *DOCS):
         text = path.read_text(encoding="utf-8")
@@ -174,8 +171,7 @@ def test_every_documented_variable_is_a_setting_and_its_default_the_code_s():
 
 
 def test_the_readme_links_only_inside_the_repository():
-    """The README (also the PyPI page) has no link with a scheme, no URL outside code,
-    and the URLs in its code are examples: 127.0.0.1, localhost or example.com."""
+    """The README links nowhere outside; its URLs are examples in code (EXAMPLE_HOSTS)."""
     text, rendered = README.read_text(encoding="utf-8"), prose(README)
     targets = LINK.findall(rendered) + HTML_LINK.findall(rendered)
     assert [t for t in targets if SCHEME.match(t) or t.startswith("//")] == []
