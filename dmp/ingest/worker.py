@@ -27,7 +27,6 @@ from dmp.ingest.batch import Ingest
 from dmp.ingest.eventlog import EventBuffer, EventLog, LeaseLost
 from dmp.ingest.flushstate import FlushState
 from dmp.ingest.streamreader import StreamReader
-from dmp.people import profiles
 from dmp.records import Tier
 from dmp.storage import keyspace
 from dmp.storage.locks import Lease, release_prefixed
@@ -89,7 +88,6 @@ class Worker:
         finished, undone = self.eventlog.recover()
         if finished or undone:
             log.info("recovered %d interrupted flushes, undid %d", finished, undone)
-        profiles.backfill_email_hashes(self.r)
 
     def run(
         self,

@@ -14,7 +14,7 @@ import redis
 from dmp.config import Config
 from dmp.ingest.eventlog import scan_events
 from dmp.people import lifecycle
-from dmp.people.profiles import parse_consent_summary
+from dmp.people.profiles import PROFILE_FIELDS, parse_consent_summary
 from dmp.storage import keyspace
 from segments.content import ContentItem, parse_catalog
 from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA
@@ -22,9 +22,6 @@ from segments.scoring import ScoringModel, default_model_text, parse_model
 from segments.stages import STAGE_HISTORY_SCHEMA
 
 SCAN_COUNT = 1000
-
-
-_PROFILE = ["tier", "email", "contact", "cs", "first_seen", "merged_into"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +65,12 @@ def read_people(
         chunk = pids[start : start + SCAN_COUNT]
         with r.pipeline(transaction=False) as pipe:
             for pid in chunk:
-                pipe.hmget(keyspace.person(pid), _PROFILE)
+                pipe.hmget(keyspace.person(pid), PROFILE_FIELDS)
                 pipe.hgetall(keyspace.person(pid, "traits"))
                 pipe.lrange(keyspace.person(pid, "stages"), 0, -1)
             found = pipe.execute()
         for i, pid in enumerate(chunk):
-            (tier, email, contact, cs, first, merged_into), traits, stages = found[
+            (tier, first, email, contact, merged_into, cs), traits, stages = found[
                 3 * i : 3 * i + 3
             ]
             if merged_into:
@@ -106,10 +103,8 @@ def read_people(
 
 def _person_ids(r: redis.Redis) -> list[str]:
     """Return the id of every profile hash (live or merged), sorted."""
-    prefix, out = "dmp:person:{", set()
-    for key in r.scan_iter(match=f"{prefix}*}}", count=SCAN_COUNT, _type="HASH"):
-        out.add(key[len(prefix) : -1])
-    return sorted(out)
+    found = r.scan_iter(match=keyspace.person_pattern(), count=SCAN_COUNT, _type="HASH")
+    return sorted({keyspace.person_id_of(key) for key in found})
 
 
 def _traits_json(traits: dict[str, str]) -> str:

@@ -30,7 +30,8 @@ from dmp.config import Config
 from dmp.ingest.eventlog import scan_events
 from dmp.matrix import sources
 from dmp.membership import definitions
-from dmp.membership.runs import NOT_A_SEGMENTS_FAULT, move_sets
+from dmp.membership.lookupsets import move_sets
+from dmp.membership.runs import NOT_A_SEGMENTS_FAULT
 from segments.content import parse_catalog
 from segments.evaluator import all_dids, check_segment, did_counts, evaluate_apart, membership
 from segments.language import Node

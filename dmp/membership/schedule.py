@@ -20,7 +20,7 @@ import redis
 
 from dmp.config import Config
 from dmp.matrix import sources
-from dmp.membership import runs
+from dmp.membership import lookupsets, runs
 from dmp.membership.live import live_tick
 from dmp.storage import keyspace, locks
 from dmp.storage.outage import Outage
@@ -84,7 +84,7 @@ def run_live_lane(r: redis.Redis, config: Config, stop: threading.Event) -> None
             handled &= current
             marks = current - handled
             if files - seen or marks or ahead:
-                with runs.run_lock(r, 5, keyspace.SEGMENTS_SETS_LOCK):
+                with lookupsets.sets_lock(r, 5):
                     done = live_tick(r, config, sorted(files - seen), marks | ahead)
                 seen |= files
                 handled |= marks

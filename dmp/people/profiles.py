@@ -29,14 +29,15 @@ from typing import Any
 
 import redis
 
-from dmp.people.identity import CONTACT_KINDS, Identifier, IdKind, id_keys
+from dmp.people.identity import CONTACT_KINDS, Identifier, id_keys
 from dmp.records import Category, Tier
 from dmp.storage import keyspace
 from dmp.storage.bulk import Bulk
 
 CONSENT_FIELDS = [f"c:{c.value}" for c in Category]
 log = logging.getLogger(__name__)
-_FIELDS = ["tier", "first_seen", "email", "contact", "merged_into", "cs"]
+# The profile hash's fields besides consents, in the order every reader unpacks them.
+PROFILE_FIELDS = ("tier", "first_seen", "email", "contact", "merged_into", "cs")
 
 
 def consent_summary(consents: dict[str, bool]) -> str:
@@ -104,7 +105,7 @@ def load_states(r: redis.Redis, pids: list[str]) -> dict[str, PersonState]:
     """Return the stored state of each person id (``exists`` False for unknown ids)."""
     bulk = Bulk()
     for pid in pids:
-        bulk.add("HMGET", keyspace.person(pid), *_FIELDS)
+        bulk.add("HMGET", keyspace.person(pid), *PROFILE_FIELDS)
         bulk.add("ZCARD", keyspace.person(pid, "touchpoints"))
     replies = bulk.execute(r)
     return {pid: _state(pid, replies[2 * i], replies[2 * i + 1]) for i, pid in enumerate(pids)}
@@ -329,31 +330,3 @@ def get_person(r: redis.Redis, pid: str, limit: int = 100) -> dict[str, Any] | N
         "touchpoints": timeline,
         "touchpoints_total": total,
     }
-
-
-def backfill_email_hashes(r: redis.Redis) -> int:
-    """Key every stored email by its SHA-256 too (emails stored before lookups by hashed
-    email existed); once per Redis. Return how many keys were written."""
-    if r.sismember(keyspace.MIGRATIONS, "email_sha256"):
-        return 0
-    written, prefix = 0, keyspace.identifier(IdKind.EMAIL.value, "")
-    batch: list[str] = []
-    for key in [*r.scan_iter(match=prefix + "*", count=1000), None]:
-        if key is not None:
-            batch.append(key)
-        if batch and (key is None or len(batch) >= 1000):
-            pids = r.mget(batch)
-            pairs = {
-                id_keys(Identifier(IdKind.EMAIL, k[len(prefix) :]))[1]: pid
-                for k, pid in zip(batch, pids, strict=True)
-                if pid
-            }
-            with r.pipeline(transaction=False) as pipe:
-                for hashed, pid in pairs.items():
-                    pipe.set(hashed, pid, nx=True)  # the worker's own writes are newer
-                written += sum(1 for done in pipe.execute() if done)
-            batch = []
-    r.sadd(keyspace.MIGRATIONS, "email_sha256")
-    if written:
-        log.info("keyed %d stored emails by their SHA-256 as well", written)
-    return written

@@ -39,10 +39,28 @@ def identifier(kind: str, value: str) -> str:
     return f"dmp:id:{kind}:{value}"
 
 
+PERSON_PREFIX, PERSON_SUFFIX = "dmp:person:{", "}"  # around the id in every person key
+
+
 def person(pid: str, facet: str = "") -> str:
     """Return a person's key: the profile hash, or one of its facets."""
-    base = f"dmp:person:{{{pid}}}"
-    return f"{base}:{facet}" if facet else base
+    base = f"{PERSON_PREFIX}{pid}{PERSON_SUFFIX}"
+    return base + facet_suffix(facet) if facet else base
+
+
+def facet_suffix(facet: str) -> str:
+    """Return what a facet adds to its person's key (Lua scripts build keys from ids)."""
+    return f":{facet}"
+
+
+def person_pattern(facet: str = "") -> str:
+    """Return the SCAN pattern matching every person's profile hash (or one facet's keys)."""
+    return person("*", facet)
+
+
+def person_id_of(key: str) -> str:
+    """Return the person id in a profile hash's key (as person_pattern() found it)."""
+    return key[len(PERSON_PREFIX) : -len(PERSON_SUFFIX)]
 
 
 def seen_events(day: str) -> str:
@@ -88,10 +106,14 @@ def segment(sid: str, facet: str = "") -> str:
     return f"dmp:segment:{sid}:{facet}" if facet else f"dmp:segment:{sid}"
 
 
+def segment_pattern(facet: str) -> str:
+    """Return the SCAN pattern matching one facet's keys of every segment."""
+    return segment("*", facet)
+
+
 SEGMENT_RUNS = "dmp:segments:runs"  # list of run records (JSON), newest first, capped
 SEGMENTS_APPLIED = "dmp:segments:applied"  # the run whose membership the Redis sets hold
 SEGMENTS_LOCK = "dmp:segments:lock"  # one segment run at a time (token, expires)
-MIGRATIONS = "dmp:migrations"  # set of one-off data migrations done
 SEGMENTS_LIVE = "dmp:segments:live"  # zset: persons the live lane moved, by its as-of time
 SEGMENTS_DELETED = "dmp:segments:deleted"  # segment ids deleted whose sets a run empties
 SEGMENTS_RUN_REQUESTED = "dmp:segments:requested"  # a run asked for through the API (ms)

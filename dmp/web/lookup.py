@@ -100,8 +100,6 @@ for _ = 1, 32 do
 end
 return {1}
 """
-_PERSON = keyspace.person("\0").split("\0")  # the person hash's name around the id
-_SEGMENTS = keyspace.person("\0", "segments").split("\0")[1][len(_PERSON[1]) :]
 
 
 def shared_segments(r: redis.Redis, key: str, id_key: str) -> list[str] | None:
@@ -112,7 +110,12 @@ def shared_segments(r: redis.Redis, key: str, id_key: str) -> list[str] | None:
         _script = r.register_script(_LOOKUP)  # EVALSHA, loaded again should Redis forget it
     found = _script(
         keys=[keyspace.api_key(hash_secret(key)), id_key],
-        args=[*_PERSON, _SEGMENTS, Scope.PARTNER.value],
+        args=[
+            keyspace.PERSON_PREFIX,
+            keyspace.PERSON_SUFFIX,
+            keyspace.facet_suffix("segments"),
+            Scope.PARTNER.value,
+        ],  # fmt: skip
         client=r,
     )
     return None if found[0] == 0 else sorted(found[1:])

@@ -15,7 +15,7 @@ from polars.testing import assert_frame_equal
 
 from dmp.cli import cli, main
 from dmp.matrix import builds, snapshots, sources
-from dmp.membership import definitions, live, runs, schedule
+from dmp.membership import definitions, live, lookupsets, runs, schedule
 from dmp.people import lifecycle
 from dmp.records import Stage
 from dmp.storage import keyspace, locks
@@ -65,7 +65,7 @@ def _redis_members(redis) -> pl.DataFrame:
         for key in redis.scan_iter(match="dmp:segment:*:members")
         for pid in redis.smembers(key)
     ]
-    return pl.DataFrame(rows, schema=runs.MEMBER_SCHEMA, orient="row").sort(
+    return pl.DataFrame(rows, schema=lookupsets.MEMBER_SCHEMA, orient="row").sort(
         "segment_id", "person_id"
     )
 
@@ -76,7 +76,7 @@ def _person_sets(redis) -> pl.DataFrame:
         for key in redis.scan_iter(match="dmp:person:{*}:segments")
         for sid in redis.smembers(key)
     ]
-    return pl.DataFrame(rows, schema=runs.MEMBER_SCHEMA, orient="row").sort(
+    return pl.DataFrame(rows, schema=lookupsets.MEMBER_SCHEMA, orient="row").sort(
         "segment_id", "person_id"
     )
 
@@ -424,14 +424,14 @@ def test_a_run_settles_what_the_live_lane_moved(synth, redis, config):
     pid = members.filter(pl.col("segment_id") == "engaged")["person_id"][0]
     # As a live tick would have left it: out of engaged, into sales-ready, noted.
     at = runs.latest_run(config)["as_of"]
-    runs.move_sets(redis, {pid: {"sales-ready"}}, {"engaged", "sales-ready"}, noted_at=at)
+    lookupsets.move_sets(redis, {pid: {"sales-ready"}}, {"engaged", "sales-ready"}, noted_at=at)
     assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) == at
     runs.run(redis, config)
     assert_frame_equal(_person_sets(redis), _members(config))
     assert_frame_equal(_redis_members(redis), _members(config))
     assert not redis.exists(keyspace.SEGMENTS_LIVE)
     # A move noted after a run's as-of time (a run on an older matrix) waits for a later run.
-    runs.move_sets(redis, {pid: set()}, {"engaged"}, noted_at=at + 10**12)
+    lookupsets.move_sets(redis, {pid: set()}, {"engaged"}, noted_at=at + 10**12)
     runs.run(redis, config, build_matrix=False)
     assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) == at + 10**12
 
@@ -483,9 +483,9 @@ def test_a_run_keeps_live_moves_newer_than_what_it_saw(synth, redis, config):
     pid = _members(config).filter(pl.col("segment_id") == "engaged")["person_id"][0]
     later = first.as_of + 10_000
     # A tick found them in (nothing to move) after the run's as-of: noted all the same.
-    assert runs.move_sets(redis, {pid: {"engaged"}}, {"engaged"}, noted_at=later) == 0
+    assert lookupsets.move_sets(redis, {pid: {"engaged"}}, {"engaged"}, noted_at=later) == 0
     assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) == later
-    runs.move_sets(redis, {pid: {"engaged"}}, {"engaged"}, noted_at=later - 5)
+    lookupsets.move_sets(redis, {pid: {"engaged"}}, {"engaged"}, noted_at=later - 5)
     assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) == later  # a note only moves on
     left = pl.DataFrame(
         [("engaged", pid, "left", first.as_of + 1, "r2", 1)],
@@ -494,7 +494,7 @@ def test_a_run_keeps_live_moves_newer_than_what_it_saw(synth, redis, config):
     members = _members(config).filter(~((pl.col("person_id") == pid)
                                         & (pl.col("segment_id") == "engaged")))  # fmt: skip
     manifest = {**last, "as_of": first.as_of + 1, "run_id": "r2"}
-    runs._apply(redis, manifest, members, left, last)
+    lookupsets.apply_run(redis, manifest, members, left, last)
     assert "engaged" in redis.smembers(keyspace.person(pid, "segments"))
     assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) == later
 
@@ -505,7 +505,7 @@ def test_a_rewrite_keeps_live_moves_newer_than_the_run(synth, redis, config):
     _apply(redis)
     first = runs.run(redis, config)
     pid = _members(config).filter(pl.col("segment_id") == "engaged")["person_id"][0]
-    runs.move_sets(redis, {pid: {"sales-ready"}}, {"engaged", "sales-ready"},
+    lookupsets.move_sets(redis, {pid: {"sales-ready"}}, {"engaged", "sales-ready"},
                          noted_at=first.as_of + 10**12)  # fmt: skip
     lanes = redis.smembers(keyspace.person(pid, "segments"))
     assert "sales-ready" in lanes and "engaged" not in lanes

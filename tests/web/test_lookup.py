@@ -197,19 +197,6 @@ def test_lookup_follows_merges(client, redis, drain, config, partner):
     )
 
 
-def test_emails_stored_before_hash_keys_are_backfilled(client, redis, partner):
-    """An email stored without its SHA-256 key (before the key existed) gets it when a
-    worker starts, once."""
-    digest = hashlib.sha256(b"jana.roth@acme.de").hexdigest()
-    hashed_key = keyspace.identifier("email_sha256", digest)
-    redis.delete(hashed_key)
-    redis.srem(keyspace.MIGRATIONS, "email_sha256")
-    assert _lookup(client, partner, email_sha256=digest).get_json() == {"data": []}
-    assert profiles.backfill_email_hashes(redis) == 1
-    assert profiles.backfill_email_hashes(redis) == 0  # done once
-    assert _lookup(client, partner, email_sha256=digest).get_json()["data"]
-
-
 def test_a_deleted_segment_is_no_longer_shared(client, redis, partner):
     """Deleting a segment takes it out of partner keys: made again, it is not shared."""
     definitions.delete_segment(redis, "pricing")
