@@ -167,8 +167,10 @@ def parse_where(data: Any, path: str = "where") -> Node:
             raise RuleError(at, f"expected one of {', '.join(CHANNELS)}")
         return Reachable(value)
     if key == "trait":
-        (condition,) = parse_when({"trait": value}, path, scope="person").conditions
-        return TraitTest(condition)
+        conditions = parse_when({"trait": value}, path, scope="person").conditions
+        if len(conditions) != 1:  # {name: employees, gte: 50, lt: 500}
+            raise RuleError(at, "expected one operator per trait; for a range use all: [...]")
+        return TraitTest(conditions[0])
     if key == "did":
         return _did(value, at)
     known = ["all", "any", "not", "interest", "channel", "trait", "did", *ORDERED,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
+from redis.backoff import ExponentialBackoff
 
 from dmp.storage import keyspace, metrics
 from dmp.storage.outage import Outage
@@ -39,17 +40,16 @@ class FlushState:
         """Return ``attempt()``, retried after each OSError until it works or ``halted()``
         (then the error is raised): 0.5 s doubling up to 30 s, or as soon as ``folder``
         takes a probe file (until a retry so woken fails too: a nearly full disk)."""
-        delay, probe = RETRY_FIRST, True
+        backoff, failures, probe = ExponentialBackoff(RETRY_MAX, RETRY_FIRST), 0, True
         while True:
             try:
                 result = attempt()
             except OSError as exc:
                 self.failed(exc)
-                woke = self._pause(delay, folder if probe else None, halted)
+                woke = self._pause(backoff.compute(failures), folder if probe else None, halted)
                 if woke is None:
                     raise
-                probe = probe and not woke
-                delay = min(delay * 2, RETRY_MAX)
+                probe, failures = probe and not woke, failures + 1
                 continue
             self.succeeded()
             return result

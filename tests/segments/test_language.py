@@ -139,6 +139,10 @@ def test_conditions(where, expected):
         ({"stage": {"in": "mql"}}, "where.stage.in: expected a list of stages"),
         ({"tier": {"gte": ["low"]}}, "where.tier.gte: expected tiers out of"),
         ({"country": {"matches": "("}}, "where.country.matches: not a regular expression"),
+        (
+            {"trait": {"name": "employees", "gte": 50, "lt": 500}},
+            "where.trait: expected one operator",
+        ),
     ],
 )
 def test_bad_definitions_name_the_path_and_the_problem(where, message):
