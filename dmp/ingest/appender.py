@@ -66,7 +66,6 @@ class Appender:
         )
         self.spool = spool
         self.outage = Outage(log, "Redis (web requests answer 503)")
-        self.lost = 0  # hits neither Redis nor the spool took
         self._reset()
         lifetime.register(self)
 
@@ -148,10 +147,7 @@ class Appender:
                 if self.spool is None:
                     return False
         self.count(counters)
-        if self.spool.append([hit.to_json() for hit in hits]):
-            return True
-        self.lost += len(hits)
-        return False
+        return self.spool.append([hit.to_json() for hit in hits])
 
     def count(self, counters: dict[str, int]) -> None:
         """Add to metric counters; they reach Redis within about a second."""
@@ -205,7 +201,6 @@ class Appender:
             except redis.ResponseError as exc:  # OOM, MISCONF (disk), READONLY replica …
                 line = channel.unread.popleft()
                 if self.spool is None:
-                    self.lost += 1
                     log.error("Redis refused a pixel hit: %s", exc)
                 else:
                     self._to_spool([line])
@@ -218,14 +213,13 @@ class Appender:
         held = [*channel.unread, *lines]
         channel.unread.clear()
         if self.spool is None:
-            self.lost += len(held)
             raise exc
         self._to_spool(held)
 
     def _to_spool(self, lines: list[str], share: float = 1.0) -> None:
         assert self.spool is not None
-        if lines and not self.spool.append(lines, share=share):
-            self.lost += len(lines)
+        if lines:
+            self.spool.append(lines, share=share)  # a full spool counts what it drops
 
     # -- the helper thread: counters, answers a quiet thread left, the end of an outage --
 
@@ -297,7 +291,7 @@ class Appender:
             try:
                 self._fail(channel, exc, [])
             except redis.RedisError:
-                pass  # no spool: counted in self.lost
+                pass  # no spool: the hits are lost (logged when the outage began)
 
     def _send_counts(self) -> None:
         """Send the summed counters (kept for later if Redis is away)."""

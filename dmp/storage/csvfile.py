@@ -4,7 +4,8 @@ A text cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage ret
 read by Excel, LibreOffice and Google Sheets as a formula (``=HYPERLINK(…)`` can leak
 data or run commands), so it is written with a ``'`` in front, which spreadsheets show
 as text. Only text cells are touched: a negative number in a numeric column stays a
-number. Every CSV writer in dmp goes through :func:`write_csv` or :func:`safe_cell`.
+number. Every CSV export in dmp goes through :func:`write_csv` (the demo files `dmp synth`
+writes are input for `dmp import`, not exports, and are written as they are).
 """
 
 from __future__ import annotations
@@ -16,13 +17,6 @@ import polars as pl
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _FORMULA = "^[" + re.escape("".join(FORMULA_STARTS)) + "]"
-
-
-def safe_cell(value: object) -> object:
-    """Return a cell for a CSV writer: text that starts a formula gets a ``'`` in front."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
 
 
 def safe_frame(frame: pl.DataFrame) -> pl.DataFrame:
