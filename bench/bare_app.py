@@ -52,9 +52,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--wsgi", action="store_true", help="plain WSGI instead of Flask")
     parser.add_argument(
-        "--data-dir", type=Path, default=os.environ.get("DMP_DATA_DIR") or None,
+        "--data-dir",
+        type=Path,
+        default=os.environ.get("DMP_DATA_DIR") or None,
         help="for the idle embedded Redis (default: $DMP_DATA_DIR, else a temporary dir)",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 

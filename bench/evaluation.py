@@ -81,11 +81,24 @@ def run_duckdb(folder: Path, n: int) -> None:
 
 def child(engine: str, folder: Path, n: int) -> dict:
     """Run one engine in a fresh process; return its time and peak RSS."""
-    args = [sys.executable, __file__, "--child", engine, "--data", str(folder), "--segments",
-            str(n)]  # fmt: skip
+    args = [
+        sys.executable,
+        __file__,
+        "--child",
+        engine,
+        "--data",
+        str(folder),
+        "--segments",
+        str(n),
+    ]
     report = measure_child(args, engine)
-    return {"engine": engine, "eval_s": report["seconds"], "process_s": report["process_s"],
-            "peak_rss_mb": report["peak_rss_mb"], "out": report["out"]}  # fmt: skip
+    return {
+        "engine": engine,
+        "eval_s": report["seconds"],
+        "process_s": report["process_s"],
+        "peak_rss_mb": report["peak_rss_mb"],
+        "out": report["out"],
+    }
 
 
 def members(path: str) -> dict[str, int]:
@@ -113,25 +126,40 @@ def main() -> None:
     folder = ROOT / "bench" / "data" / f"matrix-{args.persons}-{args.touchpoints}-{args.seed}"
     if not (folder / "out-streaming.parquet").exists():
         subprocess.run(
-            [sys.executable, str(ROOT / "bench" / "matrix.py"), "--persons", str(args.persons),
-             "--touchpoints", str(args.touchpoints), "--seed", str(args.seed), "--runs", "1",
-             "--engines", "streaming"],
+            [
+                sys.executable,
+                str(ROOT / "bench" / "matrix.py"),
+                "--persons",
+                str(args.persons),
+                "--touchpoints",
+                str(args.touchpoints),
+                "--seed",
+                str(args.seed),
+                "--runs",
+                "1",
+                "--engines",
+                "streaming",
+            ],
             check=True,
-        )  # fmt: skip
+        )
     engines = ["polars", "duckdb"]
     results: dict[str, list[dict]] = {e: [] for e in engines}
     for run in range(args.runs):
         for engine in engines[run % 2 :] + engines[: run % 2]:
             result = child(engine, folder, args.segments)
             results[engine].append(result)
-            print(f"run {run + 1} {engine:<7} {result['eval_s']:6.1f} s  "
-                  f"peak RSS {result['peak_rss_mb']:7,.0f} MB")  # fmt: skip
+            print(
+                f"run {run + 1} {engine:<7} {result['eval_s']:6.1f} s  "
+                f"peak RSS {result['peak_rss_mb']:7,.0f} MB"
+            )
     found = {e: members(results[e][-1]["out"]) for e in engines}
     same = found["polars"] == found["duckdb"]
     sizes = sorted(v for k, v in found["polars"].items() if k != "who")
-    print(f"\n{args.segments} segments over {args.persons:,} persons and {args.touchpoints:,} "
-          f"touchpoints, {args.runs} runs, {os.cpu_count()} cores; the members agree: {same}; "
-          f"sizes from {sizes[0]:,} to {sizes[-1]:,}")  # fmt: skip
+    print(
+        f"\n{args.segments} segments over {args.persons:,} persons and {args.touchpoints:,} "
+        f"touchpoints, {args.runs} runs, {os.cpu_count()} cores; the members agree: {same}; "
+        f"sizes from {sizes[0]:,} to {sizes[-1]:,}"
+    )
     t0 = statistics.median(r["eval_s"] for r in results["duckdb"])
     m0 = statistics.median(r["peak_rss_mb"] for r in results["duckdb"])
     print(f"{'engine':<8} {'median s':>9} {'× duckdb':>9} {'peak MB':>9} {'× duckdb':>9}")
@@ -139,11 +167,20 @@ def main() -> None:
         t = statistics.median(r["eval_s"] for r in results[engine])
         m = statistics.median(r["peak_rss_mb"] for r in results[engine])
         print(f"{engine:<8} {t:9.1f} {t / t0:9.2f} {m:9,.0f} {m / m0:9.2f}")
-    append("evaluation", {
-        "at": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit(),
-        "host": platform.node(), "persons": args.persons, "touchpoints": args.touchpoints,
-        "segments": args.segments, "same": same, "sizes": found["polars"], "results": results,
-    })  # fmt: skip
+    append(
+        "evaluation",
+        {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "commit": commit(),
+            "host": platform.node(),
+            "persons": args.persons,
+            "touchpoints": args.touchpoints,
+            "segments": args.segments,
+            "same": same,
+            "sizes": found["polars"],
+            "results": results,
+        },
+    )
 
 
 if __name__ == "__main__":

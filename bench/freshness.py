@@ -46,8 +46,11 @@ from dmp.matrix.snapshots import latest_snapshot  # noqa: E402
 from dmp.membership.runs import latest_run  # noqa: E402
 from dmp.synth import example_segments  # noqa: E402
 
-FRESH = {"id": "fresh", "name": "Qualified just now",
-         "where": {"did": {"event": "page", "url_contains": "/qualify"}}}  # fmt: skip
+FRESH = {
+    "id": "fresh",
+    "name": "Qualified just now",
+    "where": {"did": {"event": "page", "url_contains": "/qualify"}},
+}
 CONSENT = {"consent": {"categoryPreferences": {"analytics": True, "advertising": True}}}
 
 
@@ -55,8 +58,11 @@ def dmp(data_dir: Path, *args: str, stdin: str | None = None) -> str:
     """Run a dmp command on the data dir; return its output."""
     run = subprocess.run(
         [sys.executable, "-m", "dmp", "--data-dir", str(data_dir), *args],
-        input=stdin, capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if run.returncode:
         raise SystemExit(f"dmp {' '.join(args)} failed: {run.stderr}")
     return run.stdout
@@ -90,11 +96,17 @@ class Load(threading.Thread):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         batch, started = 50, time.monotonic()
         while not self.stop.is_set():
-            events = [{
-                "type": "page", "anonymousId": f"load-{(self.sent + i) % 5000}",
-                "name": "page", "properties": {"url": f"https://bench.test/blog/{i % 30}"},
-                "context": CONSENT, "messageId": uuid.uuid4().hex,
-            } for i in range(batch)]  # fmt: skip
+            events = [
+                {
+                    "type": "page",
+                    "anonymousId": f"load-{(self.sent + i) % 5000}",
+                    "name": "page",
+                    "properties": {"url": f"https://bench.test/blog/{i % 30}"},
+                    "context": CONSENT,
+                    "messageId": uuid.uuid4().hex,
+                }
+                for i in range(batch)
+            ]
             try:
                 conn.request("POST", "/v1/batch", json.dumps({"batch": events}), self.headers)
                 response = conn.getresponse()
@@ -114,14 +126,14 @@ def probe(port: int, write_key: str, partner: str, n: int) -> float:
     """One qualifying visit; return seconds until the lookup names ``fresh``."""
     uid = f"probe{n:04d}{uuid.uuid4().hex[:13]}"
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    path = (f"/p.gif?k={write_key}&url=https%3A%2F%2Fbench.test%2Fqualify"
-            "&consent=analytics,ads")  # fmt: skip
+    path = f"/p.gif?k={write_key}&url=https%3A%2F%2Fbench.test%2Fqualify&consent=analytics,ads"
     conn.request("GET", path, headers={"Cookie": f"dmp_uid={uid}", "Host": "bench.test"})
     conn.getresponse().read()
     hit = time.monotonic()
     while time.monotonic() - hit < 60:
-        conn.request("GET", f"/api/v1/lookup?uid={uid}",
-                     headers={"Authorization": f"Bearer {partner}"})  # fmt: skip
+        conn.request(
+            "GET", f"/api/v1/lookup?uid={uid}", headers={"Authorization": f"Bearer {partner}"}
+        )
         answer = json.loads(conn.getresponse().read())
         if any(s["id"] == "fresh" for d in answer["data"] for s in d["segment"]):
             return time.monotonic() - hit
@@ -165,15 +177,27 @@ def main() -> None:
     seconds.sort()
     p50 = statistics.median(seconds)
     p95 = seconds[min(len(seconds) - 1, round(0.95 * len(seconds)) - 1)]
-    print(f"\n{args.probes} probes at {rate:,.0f} events/s ({load.failed} failed), "
-          f"{persons:,} persons in the last run, {segments} segments: "
-          f"freshness p50 {p50:.2f} s, p95 {p95:.2f} s, max {seconds[-1]:.2f} s "
-          f"(target ≤ 5 s)")  # fmt: skip
-    append("freshness", {
-        "at": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit(),
-        "host": platform.node(), "persons": persons, "segments": segments,
-        "rate": rate, "failed": load.failed, "seconds": seconds, "p50": p50, "p95": p95,
-    })  # fmt: skip
+    print(
+        f"\n{args.probes} probes at {rate:,.0f} events/s ({load.failed} failed), "
+        f"{persons:,} persons in the last run, {segments} segments: "
+        f"freshness p50 {p50:.2f} s, p95 {p95:.2f} s, max {seconds[-1]:.2f} s "
+        f"(target ≤ 5 s)"
+    )
+    append(
+        "freshness",
+        {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "commit": commit(),
+            "host": platform.node(),
+            "persons": persons,
+            "segments": segments,
+            "rate": rate,
+            "failed": load.failed,
+            "seconds": seconds,
+            "p50": p50,
+            "p95": p95,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -83,32 +83,63 @@ def make_hits(n: int, browsers: int, users: int, seed: int = 7) -> list[Hit]:
         base = dict(event_id=f"e{i:012d}", site_id="acme", received_at=ts, timestamp=ts)
         roll = rnd.random()
         if roll < 0.70:
-            hits.append(Hit(
-                **base, source="pixel", type="page", event="page", consent=CONSENTED, uid=uid,
-                url=f"https://acme.de/p/{page}", title=f"Seite {page}",
-                topics=[TOPICS[page % 8], TOPICS[(page // 8) % 8]], ip="203.0.113.0",
-                user_agent=AGENTS[page % 5],
-            ))  # fmt: skip
+            hits.append(
+                Hit(
+                    **base,
+                    source="pixel",
+                    type="page",
+                    event="page",
+                    consent=CONSENTED,
+                    uid=uid,
+                    url=f"https://acme.de/p/{page}",
+                    title=f"Seite {page}",
+                    topics=[TOPICS[page % 8], TOPICS[(page // 8) % 8]],
+                    ip="203.0.113.0",
+                    user_agent=AGENTS[page % 5],
+                )
+            )
         elif roll < 0.85:
-            hits.append(Hit(
-                **base, source="pixel", type="page", event="page", consent={"analytics": False},
-                url=f"https://acme.de/p/{page}", topics=[TOPICS[page % 8]],
-                user_agent=AGENTS[page % 5],
-            ))  # fmt: skip
+            hits.append(
+                Hit(
+                    **base,
+                    source="pixel",
+                    type="page",
+                    event="page",
+                    consent={"analytics": False},
+                    url=f"https://acme.de/p/{page}",
+                    topics=[TOPICS[page % 8]],
+                    user_agent=AGENTS[page % 5],
+                )
+            )
         elif roll < 0.95:
-            hits.append(Hit(
-                **base, source="api", type="track", event="Demo Requested", channel="server",
-                user_id=f"u{rnd.randrange(users):06d}", properties={"plan": "pro", "seats": 5},
-            ))  # fmt: skip
+            hits.append(
+                Hit(
+                    **base,
+                    source="api",
+                    type="track",
+                    event="Demo Requested",
+                    channel="server",
+                    user_id=f"u{rnd.randrange(users):06d}",
+                    properties={"plan": "pro", "seats": 5},
+                )
+            )
         else:
             who = rnd.randrange(browsers)
             traits = {"email": f"person{who}@firma{who % 997}.de", "firstName": "Kim"}
             if who % 3 == 0:
                 traits["phone"] = f"+49 30 {who:07d}"
-            hits.append(Hit(
-                **base, source="tag", type="identify", event="identify", consent=CONSENTED,
-                uid=f"b{who:07d}xxxxxxxxxxxx", traits=traits, user_agent=AGENTS[who % 5],
-            ))  # fmt: skip
+            hits.append(
+                Hit(
+                    **base,
+                    source="tag",
+                    type="identify",
+                    event="identify",
+                    consent=CONSENTED,
+                    uid=f"b{who:07d}xxxxxxxxxxxx",
+                    traits=traits,
+                    user_agent=AGENTS[who % 5],
+                )
+            )
     return hits
 
 
@@ -246,7 +277,8 @@ def run_once(args: argparse.Namespace, hits: list[Hit], want: dict) -> dict:
             "every entry handled": handled == len(hits),
         }
         result = {
-            "events": len(hits), "seconds": round(elapsed, 2),
+            "events": len(hits),
+            "seconds": round(elapsed, 2),
             "events_per_s": round(len(hits) / elapsed),
             "events_per_cpu_s": round(len(hits) / cpu),
             "decode_only_per_s": round(len(hits) / baseline),
@@ -255,12 +287,16 @@ def run_once(args: argparse.Namespace, hits: list[Hit], want: dict) -> dict:
             "redis_cpu_share": round(redis_cpu / elapsed, 2),
             "worker_runqueue_share": round(queued / elapsed, 2),
             "worker_blocked_share": round(max(0.0, elapsed - cpu - queued) / elapsed, 2),
-            "worker_core": cores[0], "redis_cores": redis_cores,
-            "stored": rows, "aggregate": state["events_aggregate"],
-            "persons": state["persons"], "pending": state["pending"],
+            "worker_core": cores[0],
+            "redis_cores": redis_cores,
+            "stored": rows,
+            "aggregate": state["events_aggregate"],
+            "persons": state["persons"],
+            "pending": state["pending"],
             "redis_used_mb": round(memory / 2**20),
-            "exactly_once": all(checks.values()), "checks": checks,
-        }  # fmt: skip
+            "exactly_once": all(checks.values()),
+            "checks": checks,
+        }
         if profiler:
             result["profile"] = report_profile(profiler, len(hits))
         return result
@@ -384,14 +420,20 @@ def main() -> None:
     verdict = "met" if rate >= 20_000 else "MISSED"
     print(f"{'target ≥ 20,000 events/s':<34}{verdict:>12}   ({rate / 20_000:.2f}× target)")
     summary = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit(),
         "events": args.events,
-        "browsers": args.browsers, "users": args.users, "runs": args.runs,
-        "profiled": args.profile, "settings": args.setting,
-        "median_events_per_s": rate, "decode_only_per_s": floor,
-        "share_of_decode_floor": round(rate / floor, 2), "exactly_once": ok,
+        "browsers": args.browsers,
+        "users": args.users,
+        "runs": args.runs,
+        "profiled": args.profile,
+        "settings": args.setting,
+        "median_events_per_s": rate,
+        "decode_only_per_s": floor,
+        "share_of_decode_floor": round(rate / floor, 2),
+        "exactly_once": ok,
         "results": [{k: v for k, v in r.items() if k != "checks"} for r in results],
-    }  # fmt: skip
+    }
     if not args.no_save:
         append("ingest", summary)
 

@@ -71,10 +71,22 @@ def cookies(data_dir: Path) -> list[str]:
 
 def wrk(url: str, script: Path, seconds: float) -> dict:
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--timeout", "5s", "--latency",
-         "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        [
+            "wrk",
+            "-t2",
+            f"-c{CONNECTIONS}",
+            f"-d{seconds:g}s",
+            "--timeout",
+            "5s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
@@ -102,8 +114,17 @@ def main() -> None:
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="dmp-lookup-"))
     key = prepare(data_dir, args.persons)
-    cmd = [sys.executable, "-m", "dmp", "serve", "--workers", str(args.workers),
-           "--threads", str(args.threads), "--no-ingest"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "dmp",
+        "serve",
+        "--workers",
+        str(args.workers),
+        "--threads",
+        str(args.threads),
+        "--no-ingest",
+    ]
     target = Target("dmp", cmd, data_dir)
     env = {k: v for k, v in os.environ.items() if k.startswith("DMP_") and k != "DMP_DATA_DIR"}
     start(target, {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env})
@@ -122,9 +143,12 @@ def main() -> None:
             for name in ("lookup", "healthz")[rnd % 2 :] + ("lookup", "healthz")[: rnd % 2]:
                 result = wrk(target.url, scripts[name], args.seconds)
                 runs[name].append(result)
-                print(f"round {rnd + 1} {name:<8} {result['rps']:7,.0f} req/s  "
-                      f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
-                      f"errors {result['errors']}", flush=True)  # fmt: skip
+                print(
+                    f"round {rnd + 1} {name:<8} {result['rps']:7,.0f} req/s  "
+                    f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
+                    f"errors {result['errors']}",
+                    flush=True,
+                )
     finally:
         stop(target)
         stop_redis(target)
@@ -134,10 +158,17 @@ def main() -> None:
         p50 = statistics.median(r["p50_ms"] for r in found)
         p99 = statistics.median(r["p99_ms"] for r in found)
         print(f"{name:<8} median {rps:7,.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms")
-    append("lookup", {
-        "at": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit(),
-        "host": platform.node(), "persons": args.persons, "rate": args.rate, "runs": runs,
-    })  # fmt: skip
+    append(
+        "lookup",
+        {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "commit": commit(),
+            "host": platform.node(),
+            "persons": args.persons,
+            "rate": args.rate,
+            "runs": runs,
+        },
+    )
 
 
 if __name__ == "__main__":

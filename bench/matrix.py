@@ -102,7 +102,7 @@ def generate(folder: Path, persons: int, touchpoints: int, seed: int) -> None:
             .otherwise(pl.lit("{}")),
             first_seen=pl.lit(AS_OF - DAYS * DAY_MS)
             + (rand(6, seed) % (DAYS * DAY_MS)).cast(pl.Int64),
-        )  # fmt: skip
+        )
         .select(list(PERSON_SCHEMA))
         .cast(PERSON_SCHEMA)  # type: ignore[arg-type]
     )
@@ -161,7 +161,7 @@ def generate(folder: Path, persons: int, touchpoints: int, seed: int) -> None:
             timestamp=pl.col("ms").cast(pl.Datetime("ms", "UTC")),
             received_at=pl.col("ms").cast(pl.Datetime("ms", "UTC")),
             dt=(pl.col("ms") // DAY_MS).cast(pl.Int32),
-        )  # fmt: skip
+        )
     )
     missing = [c for c in event_schema if c not in events.columns]
     events = events.with_columns(pl.lit(None).alias(c) for c in missing)
@@ -227,8 +227,13 @@ def child(engine: str, folder: Path) -> dict:
     """Run one engine in a fresh process; return its time and peak RSS."""
     args = [sys.executable, __file__, "--child", engine, "--data", str(folder)]
     report = measure_child(args, engine)
-    return {"engine": engine, "build_s": report["seconds"], "process_s": report["process_s"],
-            "peak_rss_mb": report["peak_rss_mb"], "out": report["out"]}  # fmt: skip
+    return {
+        "engine": engine,
+        "build_s": report["seconds"],
+        "process_s": report["process_s"],
+        "peak_rss_mb": report["peak_rss_mb"],
+        "out": report["out"],
+    }
 
 
 def summary(path: str) -> dict:
@@ -274,23 +279,38 @@ def main() -> None:
     if not (folder / "persons.parquet").exists():
         # In its own process: a child's peak RSS counts its parent's at the fork.
         subprocess.run(
-            [sys.executable, __file__, "--child", "generate", "--data", str(folder),
-             "--persons", str(args.persons), "--touchpoints", str(args.touchpoints),
-             "--seed", str(args.seed)],
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                "generate",
+                "--data",
+                str(folder),
+                "--persons",
+                str(args.persons),
+                "--touchpoints",
+                str(args.touchpoints),
+                "--seed",
+                str(args.seed),
+            ],
             check=True,
-        )  # fmt: skip
+        )
     engines = args.engines.split(",")
     results: dict[str, list[dict]] = {e: [] for e in engines}
     for run in range(args.runs):
         for engine in engines[run % len(engines) :] + engines[: run % len(engines)]:
             result = child(engine, folder)
             results[engine].append(result)
-            print(f"run {run + 1} {engine:<10} {result['build_s']:6.1f} s  "
-                  f"peak RSS {result['peak_rss_mb']:7,.0f} MB")  # fmt: skip
+            print(
+                f"run {run + 1} {engine:<10} {result['build_s']:6.1f} s  "
+                f"peak RSS {result['peak_rss_mb']:7,.0f} MB"
+            )
     sums = {e: summary(results[e][-1]["out"]) for e in engines}
     same = all(agree(s, sums[engines[0]]) for s in sums.values())
-    print(f"\n{args.persons:,} persons, {args.touchpoints:,} touchpoints, {args.runs} runs, "
-          f"{os.cpu_count()} cores; the outputs agree: {same}")  # fmt: skip
+    print(
+        f"\n{args.persons:,} persons, {args.touchpoints:,} touchpoints, {args.runs} runs, "
+        f"{os.cpu_count()} cores; the outputs agree: {same}"
+    )
     base = "duckdb" if "duckdb" in engines else engines[-1]
     t0 = statistics.median(r["build_s"] for r in results[base])
     m0 = statistics.median(r["peak_rss_mb"] for r in results[base])

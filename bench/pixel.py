@@ -158,11 +158,21 @@ def wrk(url: str, args: argparse.Namespace, seconds: float) -> dict:
     """Run wrk once; return requests/s, p50/p99 ms, requests answered and errors."""
     out = subprocess.run(
         [
-            "wrk", f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{seconds:g}s",
-            "--timeout", "5s", "--latency", "-H", f"Cookie: dmp_uid={UID}", url,
+            "wrk",
+            f"-t{args.wrk_threads}",
+            f"-c{args.connections}",
+            f"-d{seconds:g}s",
+            "--timeout",
+            "5s",
+            "--latency",
+            "-H",
+            f"Cookie: dmp_uid={UID}",
+            url,
         ],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     errors = 0
     socket_errors = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
@@ -268,13 +278,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=2, help="s of wrk per target first")
     parser.add_argument(
-        "--ingest", choices=("off", "on", "both"), default="off",
+        "--ingest",
+        choices=("off", "on", "both"),
+        default="off",
         help="dmp without its ingest worker (off), with it (on), or both side by side",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--worker-nice", type=int, default=0, metavar="N",
+        "--worker-nice",
+        type=int,
+        default=0,
+        metavar="N",
         help="run dmp's ingest worker at niceness N (an experiment; dmp does not do it itself)",
-    )  # fmt: skip
+    )
     parser.add_argument("--floor", action="store_true", help="add a plain WSGI GIF target")
     parser.add_argument("--no-save", action="store_true", help="do not append to bench/results")
     args = parser.parse_args()
@@ -302,8 +317,11 @@ def main() -> None:
             added = subprocess.run(
                 [py, "-m", "dmp", "sites", "add", "Bench", "--domain", "bench.test"],
                 env={**env, "DMP_DATA_DIR": str(t.data_dir)},
-                cwd=ROOT, capture_output=True, text=True, check=True,
-            )  # fmt: skip
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             keys[t.name] = added.stdout.strip().splitlines()[-1]
     key = next(iter(keys.values()), "bench")
     checks: dict[str, dict] = {}
@@ -364,9 +382,14 @@ def main() -> None:
 
     bare = targets[0]
     summary = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit(),
-        "workers": args.workers, "threads": args.threads, "connections": args.connections,
-        "wrk_threads": args.wrk_threads, "seconds": args.seconds, "rounds": args.rounds,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit(),
+        "workers": args.workers,
+        "threads": args.threads,
+        "connections": args.connections,
+        "wrk_threads": args.wrk_threads,
+        "seconds": args.seconds,
+        "rounds": args.rounds,
         "worker_nice": args.worker_nice,
         "targets": {
             t.name: {
@@ -387,7 +410,7 @@ def main() -> None:
             }
             for t in targets
         },
-    }  # fmt: skip
+    }
     if not args.no_save:
         append("pixel", summary)
 

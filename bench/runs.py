@@ -51,13 +51,21 @@ def touch(r, config, n: int, known: list[str]) -> None:
     """Send one page view for each of n visitors (half known cookies, half new) and ingest."""
     now = int(time.time() * 1000)
     hits = [
-        Hit(event_id=uuid.uuid4().hex, site_id="bench", source="pixel", type="page",
-            event="page", received_at=now, timestamp=now,
+        Hit(
+            event_id=uuid.uuid4().hex,
+            site_id="bench",
+            source="pixel",
+            type="page",
+            event="page",
+            received_at=now,
+            timestamp=now,
             uid=known[i % len(known)] if i % 2 == 0 else f"bench{uuid.uuid4().hex[:17]}",
-            consent={"analytics": True, "ads": True}, url="https://bench.test/pricing",
-            topics=["crm"])
+            consent={"analytics": True, "ads": True},
+            url="https://bench.test/pricing",
+            topics=["crm"],
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
     stream.enqueue(r, hits, {}, atomic=True)
     Worker(r, config).run(once=True)
 
@@ -66,8 +74,13 @@ def timed(r, config, *, full: bool) -> dict:
     started = time.perf_counter()
     built = builds.build(r, config, incremental=not full)
     ran = runs.run(r, config, full=full, build_matrix=False)
-    return {"build_s": built.seconds, "run_s": ran.seconds, "recounted": ran.recounted,
-            "total_s": time.perf_counter() - started, "persons": built.persons}  # fmt: skip
+    return {
+        "build_s": built.seconds,
+        "run_s": ran.seconds,
+        "recounted": ran.recounted,
+        "total_s": time.perf_counter() - started,
+        "persons": built.persons,
+    }
 
 
 def main() -> None:
@@ -79,8 +92,21 @@ def main() -> None:
     args = parser.parse_args()
     data_dir = args.data_dir or ROOT / "bench" / "data" / f"synth-{args.persons}"
     if not (data_dir / "events").exists():
-        subprocess.run([sys.executable, "-m", "dmp", "--data-dir", str(data_dir), "synth",
-                        "--persons", str(args.persons), "--days", "90"], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dmp",
+                "--data-dir",
+                str(data_dir),
+                "synth",
+                "--persons",
+                str(args.persons),
+                "--days",
+                "90",
+            ],
+            check=True,
+        )
     config = load_config({"data_dir": data_dir})
     server = redisserver.attach_embedded(data_dir)
     r = redisserver.connect(server.url)
@@ -93,25 +119,43 @@ def main() -> None:
         touch(r, config, args.touch, known)
         batch = timed(r, config, full=False)
         rounds.append({"full": full, "idle": idle, "batch": batch})
-        print(f"round {n + 1}: " + "  ".join(
-            f"{k} {v['build_s']:.2f}+{v['run_s']:.2f} s ({v['recounted']:,} recounted)"
-            for k, v in rounds[-1].items()), flush=True)  # fmt: skip
+        print(
+            f"round {n + 1}: "
+            + "  ".join(
+                f"{k} {v['build_s']:.2f}+{v['run_s']:.2f} s ({v['recounted']:,} recounted)"
+                for k, v in rounds[-1].items()
+            ),
+            flush=True,
+        )
     persons = rounds[-1]["full"]["persons"]
-    print(f"\n{persons:,} persons, 50 segments, {args.touch:,} visitors per batch, "
-          f"{len(rounds)} rounds (medians)")  # fmt: skip
+    print(
+        f"\n{persons:,} persons, 50 segments, {args.touch:,} visitors per batch, "
+        f"{len(rounds)} rounds (medians)"
+    )
     base = statistics.median(x["full"]["total_s"] for x in rounds)
     print(f"{'':<22} {'build s':>8} {'run s':>7} {'total s':>8} {'× full':>7}")
-    for kind, label in (("full", "full"), ("idle", "incremental, no data"),
-                        ("batch", "incremental, batch")):  # fmt: skip
+    for kind, label in (
+        ("full", "full"),
+        ("idle", "incremental, no data"),
+        ("batch", "incremental, batch"),
+    ):
         b = statistics.median(x[kind]["build_s"] for x in rounds)
         s = statistics.median(x[kind]["run_s"] for x in rounds)
         t = statistics.median(x[kind]["total_s"] for x in rounds)
         print(f"{label:<22} {b:8.2f} {s:7.2f} {t:8.2f} {t / base:7.2f}")
     r.close()
     redisserver.stop_if_last(server)
-    append("runs", {"at": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit(),
-                    "host": platform.node(), "persons": persons, "touch": args.touch,
-                    "rounds": rounds})  # fmt: skip
+    append(
+        "runs",
+        {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "commit": commit(),
+            "host": platform.node(),
+            "persons": persons,
+            "touch": args.touch,
+            "rounds": rounds,
+        },
+    )
     print(json.dumps({"persons": persons}))
 
 

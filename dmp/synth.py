@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from dmp.records import Hit
@@ -37,9 +38,17 @@ AGENTS = (
 )
 BOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 TITLES = (
-    "Marketing Manager", "Head of Marketing", "CMO", "Vertriebsleiter", "Geschäftsführer",
-    "IT-Leiter", "Werkstudent", "Office Manager", "Head of Sales", "Data Analyst",
-)  # fmt: skip
+    "Marketing Manager",
+    "Head of Marketing",
+    "CMO",
+    "Vertriebsleiter",
+    "Geschäftsführer",
+    "IT-Leiter",
+    "Werkstudent",
+    "Office Manager",
+    "Head of Sales",
+    "Data Analyst",
+)
 INDUSTRIES = ("Maschinenbau", "Software", "Handel", "Logistik", "Finanzen", "Gesundheit")
 COUNTRIES = ("DE", "DE", "DE", "DE", "AT", "CH", "NL")
 FIRST = ("Anna", "Ben", "Clara", "David", "Eva", "Felix", "Greta", "Jonas", "Lena", "Paul")
@@ -230,28 +239,32 @@ def _newsletters(
     for issue, sent in enumerate(range(start + week, until, week)):
         topic = TOPICS[issue % len(TOPICS)]
         campaign = f"Newsletter KW{issue + 1}: {topic}"
+
+        row = partial(_mail_event, campaign=campaign, topic=topic)
         for email, topics, since in subscribers:
             if since > sent or email in gone:
                 continue
-            yield {"email": email, "event": "sent", "time": _iso(sent), "campaign": campaign,
-                   "topic": topic, "url": ""}  # fmt: skip
+            yield row(email, "sent", sent)
             roll = rnd.random()
             if roll < 0.005:
                 gone.add(email)
-                yield {"email": email, "event": "bounce", "time": _iso(sent + 60_000),
-                       "campaign": campaign, "topic": topic, "url": ""}  # fmt: skip
+                yield row(email, "bounce", sent + 60_000)
             elif roll < (0.45 if topic in topics else 0.25):
                 opened = sent + rnd.randint(600_000, 2 * DAY_MS)
-                yield {"email": email, "event": "open", "time": _iso(opened),
-                       "campaign": campaign, "topic": topic, "url": ""}  # fmt: skip
+                yield row(email, "open", opened)
                 if rnd.random() < (0.35 if topic in topics else 0.1):
-                    yield {"email": email, "event": "click", "time": _iso(opened + 30_000),
-                           "campaign": campaign, "topic": topic,
-                           "url": f"{HOST}/blog/{topic}/guide"}  # fmt: skip
+                    yield row(email, "click", opened + 30_000, f"{HOST}/blog/{topic}/guide")
                 elif rnd.random() < 0.01:
                     gone.add(email)
-                    yield {"email": email, "event": "unsubscribe", "time": _iso(opened + 60_000),
-                           "campaign": campaign, "topic": topic, "url": ""}  # fmt: skip
+                    yield row(email, "unsubscribe", opened + 60_000)
+
+
+def _mail_event(
+    email: str, event: str, at: int, url: str = "", *, campaign: str, topic: str
+) -> dict[str, Any]:
+    """Return one newsletter export row (the columns `dmp import newsletter` reads)."""
+    keys = ("email", "event", "time", "campaign", "topic", "url")
+    return dict(zip(keys, (email, event, _iso(at), campaign, topic, url), strict=True))
 
 
 def _iso(ms: int) -> str:
@@ -263,10 +276,17 @@ def _ascii(text: str) -> str:
 
 
 _SHAPE_NAMES = (
-    "Score and tier", "Interest, reachable by email", "Whitepaper, not pricing",
-    "Stage or score", "DACH software or fit", "Pricing, then a demo", "Recently active",
-    "Newsletter openers", "Top interest and activity", "Clickers or webinar, open deals",
-)  # fmt: skip
+    "Score and tier",
+    "Interest, reachable by email",
+    "Whitepaper, not pricing",
+    "Stage or score",
+    "DACH software or fit",
+    "Pricing, then a demo",
+    "Recently active",
+    "Newsletter openers",
+    "Top interest and activity",
+    "Clickers or webinar, open deals",
+)
 
 
 def example_segments(n: int, topics: tuple[str, ...] = TOPICS) -> list[dict]:
@@ -275,26 +295,60 @@ def example_segments(n: int, topics: tuple[str, ...] = TOPICS) -> list[dict]:
     without windows, sequences and nesting, their thresholds varied by number."""
     shapes = [
         lambda i, t: {"all": [{"score": {"gte": 5 + i}}, {"tier": {"gte": "medium"}}]},
-        lambda i, t: {"all": [{"interest": {"topic": t, "gte": 0.1 + i % 5 / 10}},
-                              {"channel": "email"}]},
-        lambda i, t: {"all": [
-            {"did": {"event": "whitepaper_download", "within_days": 10 + i, "count_gte": 1}},
-            {"not": {"did": {"event": "page", "url_contains": "/pricing"}}}]},
+        lambda i, t: {
+            "all": [{"interest": {"topic": t, "gte": 0.1 + i % 5 / 10}}, {"channel": "email"}]
+        },
+        lambda i, t: {
+            "all": [
+                {"did": {"event": "whitepaper_download", "within_days": 10 + i, "count_gte": 1}},
+                {"not": {"did": {"event": "page", "url_contains": "/pricing"}}},
+            ]
+        },
         lambda i, t: {"any": [{"stage": {"in": ["mql", "sal"]}}, {"score": {"gte": 40 + i}}]},
-        lambda i, t: {"all": [{"trait": {"name": "country", "in": ["DE", "AT", "CH"]}},
-                              {"any": [{"trait": {"name": "industry", "eq": "Software"}},
-                                       {"fit_score": {"gte": i % 20}}]}]},
-        lambda i, t: {"did": {"event": "page", "url_contains": "/pricing", "within_days": 30,
-                              "then": {"event": "demo_request", "within_days": 3 + i % 10}}},
-        lambda i, t: {"all": [{"touchpoints_30d": {"gte": 1 + i % 10}},
-                              {"days_since_last_touch": {"lt": 3 + i % 20}}]},
-        lambda i, t: {"all": [{"did": {"event": "open", "within_days": 20 + i, "count_gte": 2}},
-                              {"not": {"did": {"event": "unsubscribe"}}}]},
+        lambda i, t: {
+            "all": [
+                {"trait": {"name": "country", "in": ["DE", "AT", "CH"]}},
+                {
+                    "any": [
+                        {"trait": {"name": "industry", "eq": "Software"}},
+                        {"fit_score": {"gte": i % 20}},
+                    ]
+                },
+            ]
+        },
+        lambda i, t: {
+            "did": {
+                "event": "page",
+                "url_contains": "/pricing",
+                "within_days": 30,
+                "then": {"event": "demo_request", "within_days": 3 + i % 10},
+            }
+        },
+        lambda i, t: {
+            "all": [
+                {"touchpoints_30d": {"gte": 1 + i % 10}},
+                {"days_since_last_touch": {"lt": 3 + i % 20}},
+            ]
+        },
+        lambda i, t: {
+            "all": [
+                {"did": {"event": "open", "within_days": 20 + i, "count_gte": 2}},
+                {"not": {"did": {"event": "unsubscribe"}}},
+            ]
+        },
         lambda i, t: {"all": [{"top_interest": {"eq": t}}, {"activity_score": {"gte": i % 15}}]},
-        lambda i, t: {"all": [{"any": [{"did": {"event": "click", "within_days": 60}},
-                                       {"did": {"event": "webinar_signup", "topic": t}}]},
-                              {"not": {"stage": {"in": ["won", "lost"]}}}]},
-    ]  # fmt: skip
+        lambda i, t: {
+            "all": [
+                {
+                    "any": [
+                        {"did": {"event": "click", "within_days": 60}},
+                        {"did": {"event": "webinar_signup", "topic": t}},
+                    ]
+                },
+                {"not": {"stage": {"in": ["won", "lost"]}}},
+            ]
+        },
+    ]
     return [
         {
             "id": f"mix-{i:02d}",

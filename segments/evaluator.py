@@ -124,10 +124,14 @@ def _sequence(
         nxt = past.filter(compile_when(step.filter)).select("person_id", "timestamp")
         before = steps.select("person_id", prev=pl.col("timestamp")).sort("prev")
         joined = nxt.sort("timestamp").join_asof(
-            before, left_on="timestamp", right_on="prev", by="person_id",
-            strategy="backward", allow_exact_matches=False,
+            before,
+            left_on="timestamp",
+            right_on="prev",
+            by="person_id",
+            strategy="backward",
+            allow_exact_matches=False,
             check_sortedness=False,  # both sides sorted by time: so is every person's part
-        )  # fmt: skip
+        )
         ok = pl.col("prev").is_not_null()
         if step.within_days is not None:
             ok = ok & (pl.col("timestamp") - pl.col("prev") <= step.within_days * DAY_MS)

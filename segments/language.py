@@ -47,11 +47,25 @@ from segments.rules import (
 
 # Matrix columns a condition may compare, and the kind of value each holds.
 NUMBER_FIELDS = (
-    "score", "fit_score", "activity_score", "touchpoints_total", "touchpoints_7d",
-    "touchpoints_30d", "touchpoints_90d", "days_since_last_touch",
-)  # fmt: skip
-TEXT_FIELDS = ("email", "company", "job_title", "industry", "country", "top_interest",
-               "last_channel", "next_content")  # fmt: skip
+    "score",
+    "fit_score",
+    "activity_score",
+    "touchpoints_total",
+    "touchpoints_7d",
+    "touchpoints_30d",
+    "touchpoints_90d",
+    "days_since_last_touch",
+)
+TEXT_FIELDS = (
+    "email",
+    "company",
+    "job_title",
+    "industry",
+    "country",
+    "top_interest",
+    "last_channel",
+    "next_content",
+)
 ORDERED = {"tier": [t.value for t in Tier], "stage": [s.value for s in Stage]}
 CHANNELS = ("retargeting", "email", "phone", "postal")
 MAX_DEPTH = 64  # all/any/not levels: deeper trees are refused, not recursed into
@@ -59,8 +73,13 @@ MAX_STEPS = 16  # then steps of one did sequence
 MAX_DAYS = 3650  # a did or then window: ten years at most (more than any event log holds)
 MAX_COUNT = 1_000_000  # a did count compared with: touchpoints of one person
 NUMBER_OPS = (*NUMERIC_OPS, Op.EQ, Op.NE, *LIST_OPS)  # what a number column compares with
-COUNT_OPS = {"count_gte": Op.GTE, "count_gt": Op.GT, "count_lte": Op.LTE, "count_lt": Op.LT,
-             "count_eq": Op.EQ}  # fmt: skip
+COUNT_OPS = {
+    "count_gte": Op.GTE,
+    "count_gt": Op.GT,
+    "count_lte": Op.LTE,
+    "count_lt": Op.LT,
+    "count_eq": Op.EQ,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +192,18 @@ def parse_where(data: Any, path: str = "where") -> Node:
         return TraitTest(conditions[0])
     if key == "did":
         return _did(value, at)
-    known = ["all", "any", "not", "interest", "channel", "trait", "did", *ORDERED,
-             *NUMBER_FIELDS, *TEXT_FIELDS]  # fmt: skip
+    known = [
+        "all",
+        "any",
+        "not",
+        "interest",
+        "channel",
+        "trait",
+        "did",
+        *ORDERED,
+        *NUMBER_FIELDS,
+        *TEXT_FIELDS,
+    ]
     raise RuleError(at, f"unknown condition (known: {', '.join(known)})")
 
 

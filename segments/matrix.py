@@ -78,10 +78,14 @@ def finish_matrix(
         for i, rule in enumerate(model.activity)
     ]
     windows = [
-        pl.col("recent").list.eval(pl.element() > as_of_ms - n * DAY_MS).list.sum()
-        .fill_null(0).cast(pl.UInt32).alias(f"touchpoints_{n}d")
+        pl.col("recent")
+        .list.eval(pl.element() > as_of_ms - n * DAY_MS)
+        .list.sum()
+        .fill_null(0)
+        .cast(pl.UInt32)
+        .alias(f"touchpoints_{n}d")
         for n in WINDOWS
-    ]  # fmt: skip
+    ]
     rows = (
         state.with_columns(*activity, *windows)
         .join(recorded, on="person_id", how="left")

@@ -319,9 +319,11 @@ def segments_sql(
         ctes.append(f"{name}_0 AS (SELECT person_id, timestamp FROM tp WHERE {when_sql(d.filter)})")
         step, n = d.then, 0
         while step is not None:
-            ok = f"n.timestamp - p.prev <= {int(step.within_days * DAY_MS)}" if (
-                step.within_days is not None
-            ) else "TRUE"  # fmt: skip
+            ok = (
+                f"n.timestamp - p.prev <= {int(step.within_days * DAY_MS)}"
+                if (step.within_days is not None)
+                else "TRUE"
+            )
             ctes.append(
                 f"{name}_{n + 1} AS (SELECT n.person_id, n.timestamp FROM "
                 f"(SELECT person_id, timestamp FROM tp WHERE {when_sql(step.filter)}) n "
@@ -361,9 +363,11 @@ def node_sql(node: Node) -> str:
     if isinstance(node, Compare):
         if node.field in ORDERED:
             order = ORDERED[node.field]
-            rank = "CASE " + " ".join(
-                f"WHEN {node.field} = {quote(v)} THEN {i}" for i, v in enumerate(order)
-            ) + " END"  # fmt: skip
+            rank = (
+                "CASE "
+                + " ".join(f"WHEN {node.field} = {quote(v)} THEN {i}" for i, v in enumerate(order))
+                + " END"
+            )
             if node.op in LIST_OPS:
                 ranks = [float(order.index(v)) for v in node.value]
                 return f"COALESCE({_compare(rank, node.op, ranks)}, FALSE)"

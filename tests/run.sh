@@ -21,4 +21,8 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
 fi
 python -m pip install -q --disable-pip-version-check -e '.[test]'
 
+# Lint and format first: a finding stops the run before the tests (minutes) start.
+ruff check --quiet .
+ruff format --check --quiet .
+
 DMP_REQUIRE_BROWSER=1 exec python -m pytest -q "$@"

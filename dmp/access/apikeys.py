@@ -62,9 +62,13 @@ def create_key(
     with r.pipeline() as pipe:
         pipe.hset(
             keyspace.api_key(digest),
-            mapping={"scope": scope.value, "name": name, "created": created,
-                     "audiences": ",".join(audiences)},
-        )  # fmt: skip
+            mapping={
+                "scope": scope.value,
+                "name": name,
+                "created": created,
+                "audiences": ",".join(audiences),
+            },
+        )
         pipe.sadd(keyspace.ADMIN_KEYS, digest)
         pipe.execute()
     return key
@@ -99,8 +103,9 @@ def check_key(r: redis.Redis, key: str, scope: Scope) -> bool:
 
 def _record(digest: str, meta: dict[str, str]) -> ApiKey:
     audiences = tuple(a for a in meta.get("audiences", "").split(",") if a)
-    return ApiKey(digest, Scope(meta["scope"]), meta.get("name", ""), meta.get("created", ""),
-                  audiences)  # fmt: skip
+    return ApiKey(
+        digest, Scope(meta["scope"]), meta.get("name", ""), meta.get("created", ""), audiences
+    )
 
 
 def unshare(r: redis.Redis, sid: str) -> int:

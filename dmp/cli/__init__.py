@@ -54,12 +54,18 @@ def main(argv: list[str] | None = None) -> None:
 
 
 COMMANDS: tuple[click.Command, ...] = (
-    serving.serve, serving.worker_cmd, serving.status,
-    access.sites_group, access.keys_group,
+    serving.serve,
+    serving.worker_cmd,
+    serving.status,
+    access.sites_group,
+    access.keys_group,
     sources.import_group,
-    matrix.scoring_group, matrix.content_group, matrix.matrix_group, matrix.funnel,
+    matrix.scoring_group,
+    matrix.content_group,
+    matrix.matrix_group,
+    matrix.funnel,
     segments.segments_group,
     synth.synth_cmd,
-)  # fmt: skip
+)
 for command in COMMANDS:
     cli.add_command(command)

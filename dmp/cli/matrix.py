@@ -201,7 +201,7 @@ def matrix_show(obj: Context, person_id: str, as_json: bool, limit: int) -> None
         .sort("timestamp", descending=True)
         .head(limit)
         .collect()
-    )  # fmt: skip
+    )
     stages = lifecycle.parse_records(obj.redis.lrange(keyspace.person(pid, "stages"), 0, -1))
     if as_json:
         print_json({"row": row, "stages": stages, "timeline": timeline.to_dicts()})
@@ -218,8 +218,10 @@ def _when(ms: int | None) -> str:
 def _print_row(row: dict, stages: list[dict], timeline: pl.DataFrame) -> None:
     when = _when
 
-    click.echo(f"person {row['person_id']}  tier {row['tier']}  stage {row['stage']} "
-               f"since {when(row['stage_since'])}")  # fmt: skip
+    click.echo(
+        f"person {row['person_id']}  tier {row['tier']}  stage {row['stage']} "
+        f"since {when(row['stage_since'])}"
+    )
     click.echo(
         f"score {row['score']:g} = fit {row['fit_score']:g} + activity {row['activity_score']:g}"
     )
@@ -271,8 +273,10 @@ def funnel(obj: Context, as_json: bool) -> None:
     click.echo("\nconversion")
     for step in data["conversion"]:
         rate = "-" if step["rate"] is None else f"{step['rate']:.1%}"
-        click.echo(f"  {step['from']:>4} → {step['to']:<4} {rate:>7}  "
-                   f"({step['reached_to']:,} of {step['reached_from']:,})")  # fmt: skip
+        click.echo(
+            f"  {step['from']:>4} → {step['to']:<4} {rate:>7}  "
+            f"({step['reached_to']:,} of {step['reached_from']:,})"
+        )
     click.echo("\ninvolvement pyramid")
     for row in data["tiers"]:
         click.echo(f"{row['tier']:<10}{row['persons']:>10,}  {bar(row['persons'], total)}")

@@ -61,8 +61,10 @@ def segments_plan(obj: Context, path: Path, as_json: bool) -> None:
         )
         for sign, key in (("+", "sample_added"), ("−", "sample_removed")):
             for p in seg[key]:
-                click.echo(f"  {sign} {p['person_id']}  {p['email'] or '-':<36} "
-                           f"score {p['score']:g}  {p['stage']}")  # fmt: skip
+                click.echo(
+                    f"  {sign} {p['person_id']}  {p['email'] or '-':<36} "
+                    f"score {p['score']:g}  {p['stage']}"
+                )
 
 
 @segments_group.command("list")
@@ -72,11 +74,18 @@ def segments_list(obj: Context, as_json: bool) -> None:
     """List the segments with their current version."""
     stored = definitions.list_segments(obj.redis)
     if as_json:
-        print_json([
-            {"id": s.definition.id, "name": s.definition.name, "version": s.version,
-             "updated": s.updated, "definition": s.definition.source}
-            for s in stored
-        ])  # fmt: skip
+        print_json(
+            [
+                {
+                    "id": s.definition.id,
+                    "name": s.definition.name,
+                    "version": s.version,
+                    "updated": s.updated,
+                    "definition": s.definition.source,
+                }
+                for s in stored
+            ]
+        )
         return
     for s in stored:
         when = datetime.fromtimestamp(s.updated / 1000, UTC).strftime("%Y-%m-%d %H:%M")
@@ -126,14 +135,15 @@ def segments_run(obj: Context, full: bool, no_build: bool, as_json: bool) -> Non
 
     try:
         if no_build or as_json:
-            result = runs.run(obj.redis, obj.config, full=full, build_matrix=not no_build,
-                                    wait_seconds=60)  # fmt: skip
+            result = runs.run(
+                obj.redis, obj.config, full=full, build_matrix=not no_build, wait_seconds=60
+            )
         else:
             keys = max(1, obj.redis.dbsize())  # an upper bound of the persons, as matrix build
-            with click.progressbar(length=keys, label="reading persons",
-                                   file=sys.stderr) as bar:  # fmt: skip
-                result = runs.run(obj.redis, obj.config, full=full, wait_seconds=60,
-                                        progress=bar.update)  # fmt: skip
+            with click.progressbar(length=keys, label="reading persons", file=sys.stderr) as bar:
+                result = runs.run(
+                    obj.redis, obj.config, full=full, wait_seconds=60, progress=bar.update
+                )
     except LookupError as exc:
         fail(str(exc))
     except locks.Busy as exc:
@@ -173,15 +183,19 @@ def segments_members(obj: Context, segment_id: str, limit: int | None, as_json: 
         return
     for m in found.iter_rows(named=True):
         score = "-" if m["score"] is None else f"{m['score']:g}"
-        click.echo(f"{m['person_id']}  {m['email'] or '-':<36} {m['tier'] or '-':<7} "
-                   f"{m['stage'] or '-':<9} score {score}")  # fmt: skip
+        click.echo(
+            f"{m['person_id']}  {m['email'] or '-':<36} {m['tier'] or '-':<7} "
+            f"{m['stage'] or '-':<9} score {score}"
+        )
 
 
 def _read_definitions(path: Path) -> list[SegmentDefinition]:
     """Return the definitions of a file or of every .yaml/.yml/.json file in a folder."""
-    files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json")) if (
-        path.is_dir()
-    ) else [path]  # fmt: skip
+    files = (
+        sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+        if (path.is_dir())
+        else [path]
+    )
     if not files:
         fail(f"{path}: no .yaml, .yml or .json files in it")
     found: list[SegmentDefinition] = []
@@ -201,8 +215,13 @@ def _read_definitions(path: Path) -> list[SegmentDefinition]:
 
 @segments_group.command("preview")
 @click.argument("target")
-@click.option("--sample", type=click.IntRange(0, 1000), default=10, show_default=True,
-              help="Members to show, highest score first.")  # fmt: skip
+@click.option(
+    "--sample",
+    type=click.IntRange(0, 1000),
+    default=10,
+    show_default=True,
+    help="Members to show, highest score first.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 def segments_preview(obj: Context, target: str, sample: int, as_json: bool) -> None:
@@ -230,8 +249,10 @@ def segments_preview(obj: Context, target: str, sample: int, as_json: bool) -> N
 
 
 def _print_preview(res: dict) -> None:
-    click.echo(f"{res['id']} — {res['name']}: {res['members']:,} of {res['persons']:,} persons "
-               f"({res['share']:.1%}) as of {_iso(res['as_of'])}")  # fmt: skip
+    click.echo(
+        f"{res['id']} — {res['name']}: {res['members']:,} of {res['persons']:,} persons "
+        f"({res['share']:.1%}) as of {_iso(res['as_of'])}"
+    )
     for title, key in (("tier", "by_tier"), ("stage", "by_stage"), ("channel", "by_channel")):
         click.echo(f"  by {title}:")
         for name, n in res[key].items():
@@ -243,8 +264,10 @@ def _print_preview(res: dict) -> None:
         click.echo("  sample:")
     for m in res["sample"]:
         met = ", ".join(c["path"].removeprefix("where") or "where" for c in m["met"])
-        click.echo(f"    {m['person_id']}  {m['email'] or '-':<32} score {m['score']:<6g} "
-                   f"{m['tier']:<7} {m['stage'] or '-':<9} met: {met}")  # fmt: skip
+        click.echo(
+            f"    {m['person_id']}  {m['email'] or '-':<32} score {m['score']:<6g} "
+            f"{m['tier']:<7} {m['stage'] or '-':<9} met: {met}"
+        )
 
 
 def _compact(written: object) -> str:
@@ -301,8 +324,9 @@ def segments_runs(obj: Context, limit: int, as_json: bool) -> None:
         how = f"{run['recounted']:,} recounted" if run["incremental"] else "full"
         total = sum(run["members"].values())
         failed = run.get("failed", {})  # records before failures were recorded: none
-        click.echo(f"{_iso(run['as_of'])}  {len(run['members']):>3} segments  "
-                   f"{total:>10,} memberships  +{run['entered']:,} −{run['left']:,}  "
-                   f"{how}, {run['seconds']:.2f} s"
-                   + (f", {len(failed)} failed" if failed else ""))  # fmt: skip
+        click.echo(
+            f"{_iso(run['as_of'])}  {len(run['members']):>3} segments  "
+            f"{total:>10,} memberships  +{run['entered']:,} −{run['left']:,}  "
+            f"{how}, {run['seconds']:.2f} s" + (f", {len(failed)} failed" if failed else "")
+        )
         _print_failed(failed)

@@ -103,13 +103,16 @@ def status(obj: Context, as_json: bool) -> None:
     last = (runs.run_records(obj.redis, 1) or [None])[0]
     state["segments"] = {
         "defined": obj.redis.scard(keyspace.SEGMENTS),
-        "last_run": None if last is None else {
-            "run_id": last["run_id"], "as_of": last["as_of"],
+        "last_run": None
+        if last is None
+        else {
+            "run_id": last["run_id"],
+            "as_of": last["as_of"],
             "memberships": sum(last["members"].values()),
             "incremental": last["incremental"],
         },
         "live_moves_since": obj.redis.zcard(keyspace.SEGMENTS_LIVE),
-    }  # fmt: skip
+    }
     if as_json:
         print_json(state)
         return
@@ -125,5 +128,7 @@ def status(obj: Context, as_json: bool) -> None:
     if seg["last_run"]:
         run = seg["last_run"]
         ago = max(0, time.time() - run["as_of"] / 1000)
-        click.echo(f"last run          {run['memberships']:>12,} memberships, {ago:,.0f} s ago"
-                   f" ({seg['live_moves_since']:,} live moves since)")  # fmt: skip
+        click.echo(
+            f"last run          {run['memberships']:>12,} memberships, {ago:,.0f} s ago"
+            f" ({seg['live_moves_since']:,} live moves since)"
+        )

@@ -147,8 +147,10 @@ def _import(
     report = ImportReport()
     hits = to_hits(source.value, frame, make_hit, report)
     if report.rows and not hits:
-        fail(f"{file}: none of its {report.rows} rows can be imported ({report.bad[0].row}: "
-              f"{report.bad[0].reason})")  # fmt: skip
+        fail(
+            f"{file}: none of its {report.rows} rows can be imported ({report.bad[0].row}: "
+            f"{report.bad[0].reason})"
+        )
     r = obj.redis
     stream.ensure_group(r)
     with click.progressbar(length=len(hits), label="queueing rows", file=sys.stderr) as bar:

@@ -75,10 +75,21 @@ def touchpoint(hit: Hit) -> str:
         if type(hit.timestamp) is not int:
             raise TypeError("timestamp")
         parts = [
-            '{"id":', s(hit.event_id), ',"t":', str(hit.timestamp),
-            ',"type":', s(hit.type), ',"event":', s(hit.event), ',"source":', s(hit.source),
-            ',"site":', s(hit.site_id), ',"channel":', s(hit.channel),
-        ]  # fmt: skip
+            '{"id":',
+            s(hit.event_id),
+            ',"t":',
+            str(hit.timestamp),
+            ',"type":',
+            s(hit.type),
+            ',"event":',
+            s(hit.event),
+            ',"source":',
+            s(hit.source),
+            ',"site":',
+            s(hit.site_id),
+            ',"channel":',
+            s(hit.channel),
+        ]
         if hit.url:
             parts += (',"url":', s(hit.url))
         if hit.title:

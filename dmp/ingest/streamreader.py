@@ -78,9 +78,17 @@ class StreamReader:
     def _xreadgroup_args(self, start: str, block_ms: int) -> tuple[str | int, ...]:
         block = ("BLOCK", block_ms) if block_ms else ()
         return (
-            "XREADGROUP", "GROUP", keyspace.GROUP, self.consumer, "COUNT",
-            self.count, *block, "STREAMS", keyspace.STREAM, start,
-        )  # fmt: skip
+            "XREADGROUP",
+            "GROUP",
+            keyspace.GROUP,
+            self.consumer,
+            "COUNT",
+            self.count,
+            *block,
+            "STREAMS",
+            keyspace.STREAM,
+            start,
+        )
 
     def _xreadgroup(self, start: str, block_ms: int) -> list[tuple[str, bytes | None]]:
         """Return (stream id, hit JSON) pairs; raw, since redis-py's parsing costs µs each."""

@@ -124,9 +124,14 @@ def build(
     seconds = time.perf_counter() - started
     log.info(
         "matrix: %d persons (%s), %d touchpoints, %d stage changes as of %s in %.1f s -> %s",
-        rows.height, "full" if touched is None else f"{len(touched)} refolded", n_touch,
-        n_changes, iso_time(as_of), seconds, path.name,
-    )  # fmt: skip
+        rows.height,
+        "full" if touched is None else f"{len(touched)} refolded",
+        n_touch,
+        n_changes,
+        iso_time(as_of),
+        seconds,
+        path.name,
+    )
     return BuildResult(path, as_of, rows.height, n_touch, n_changes, seconds)
 
 

@@ -49,8 +49,15 @@ def apply_definitions(
         entry = json.dumps({"version": version, "at": now, "definition": definition.source})
         with r.pipeline(transaction=True) as pipe:
             pipe.sadd(keyspace.SEGMENTS, definition.id)
-            pipe.hset(key, mapping={"definition": text, "version": version, "updated": now,
-                                    "name": definition.name})  # fmt: skip
+            pipe.hset(
+                key,
+                mapping={
+                    "definition": text,
+                    "version": version,
+                    "updated": now,
+                    "name": definition.name,
+                },
+            )
             pipe.hdel(key, "deleted")
             pipe.rpush(keyspace.segment(definition.id, "versions"), entry)
             pipe.execute()
@@ -71,8 +78,11 @@ def list_segments(r: redis.Redis) -> list[StoredSegment]:
     """Return every stored segment, by id (those no longer valid logged and left out)."""
     found, invalid = load_segments(r)
     for bad in invalid:
-        log.error("segment %s is stored but no longer valid (%s): skipped; PUT it again",
-                  bad.id, bad.error)  # fmt: skip
+        log.error(
+            "segment %s is stored but no longer valid (%s): skipped; PUT it again",
+            bad.id,
+            bad.error,
+        )
     return found
 
 
@@ -110,8 +120,9 @@ def _stored(sid: str, text: str | None, version: str, updated: str) -> StoredSeg
     """Return a stored definition, or None (logged if it no longer passes the checks)."""
     parsed = _parse(sid, text, version, updated)
     if isinstance(parsed, str):
-        log.error("segment %s is stored but no longer valid (%s): skipped; PUT it again",
-                  sid, parsed)  # fmt: skip
+        log.error(
+            "segment %s is stored but no longer valid (%s): skipped; PUT it again", sid, parsed
+        )
         return None
     return parsed
 

@@ -117,9 +117,16 @@ def live_tick(
         NOT_A_SEGMENTS_FAULT,
     )
     ran = [sid for sid in trees if sid not in failed]
-    desired = dict(flags.select("person_id", pl.concat_list(
-        [pl.when(pl.col(sid)).then(pl.lit(sid)) for sid in ran] or [pl.lit(None, pl.Utf8)]
-    ).list.drop_nulls().alias("in")).rows())  # fmt: skip
+    desired = dict(
+        flags.select(
+            "person_id",
+            pl.concat_list(
+                [pl.when(pl.col(sid)).then(pl.lit(sid)) for sid in ran] or [pl.lit(None, pl.Utf8)]
+            )
+            .list.drop_nulls()
+            .alias("in"),
+        ).rows()
+    )
     desired = {pid: set(now) for pid, now in desired.items()}
     desired |= {pid: set() for pid in found if pid in merged}  # merged away: in nothing
     moved = move_sets(r, desired, set(ran), noted_at=as_of)
@@ -128,6 +135,10 @@ def live_tick(
     result = LiveResult(tuple(pids), moved, time.perf_counter() - started, ahead, failed)
     for sid, error in sorted(failed.items()):  # runs log it once per run; here: debug
         log.debug("segments live: segment %s failed, its sets left be: %s", sid, error)
-    log.info("segments live: %d persons, %d memberships moved in %.2f s",
-             len(pids), result.moved, result.seconds)  # fmt: skip
+    log.info(
+        "segments live: %d persons, %d memberships moved in %.2f s",
+        len(pids),
+        result.moved,
+        result.seconds,
+    )
     return result

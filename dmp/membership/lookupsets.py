@@ -43,8 +43,14 @@ def apply_run(
             _rewrite(r, _with_current(r, members, newer))
         else:
             rows = changes.select("segment_id", "person_id", "change").iter_rows()
-            _send(r, (_moves(sid, pid, change == "entered") for sid, pid, change in rows
-                      if pid not in newer))  # fmt: skip
+            _send(
+                r,
+                (
+                    _moves(sid, pid, change == "entered")
+                    for sid, pid, change in rows
+                    if pid not in newer
+                ),
+            )
         _settle_live(r, members, set(manifest["members"]), manifest["as_of"])
         _drop_deleted(r, set(manifest["members"]))
     with r.pipeline(transaction=True) as pipe:

@@ -181,21 +181,37 @@ def _run(r: redis.Redis, config: Config, full: bool, lock: locks.Lease) -> RunRe
     _write_run(config, manifest, members, counts, changes)
     apply_run(r, manifest, members, changes, last)
     result = RunResult(
-        run_id, as_of, snapshot.name, recounted is not None, manifest["recounted"],
-        versions, sizes, entered, changes.height - entered, time.perf_counter() - started,
+        run_id,
+        as_of,
+        snapshot.name,
+        recounted is not None,
+        manifest["recounted"],
+        versions,
+        sizes,
+        entered,
+        changes.height - entered,
+        time.perf_counter() - started,
         failed,
-    )  # fmt: skip
+    )
     r.lpush(keyspace.SEGMENT_RUNS, json.dumps({**asdict(result), "seconds": result.seconds}))
     r.ltrim(keyspace.SEGMENT_RUNS, 0, RUN_RECORDS - 1)
     for sid, error in sorted(failed.items()):
-        log.error("segments: segment %s failed in run %s (its members of the last run stay): %s",
-                  sid, run_id, error)  # fmt: skip
+        log.error(
+            "segments: segment %s failed in run %s (its members of the last run stay): %s",
+            sid,
+            run_id,
+            error,
+        )
     log.info(
         "segments: %d segments over %s, %d entered, %d left, %s in %.2f s%s",
-        len(sizes), snapshot.name, result.entered, result.left,
+        len(sizes),
+        snapshot.name,
+        result.entered,
+        result.left,
         f"{result.recounted} persons recounted" if result.incremental else "all counted",
-        result.seconds, f", {len(failed)} failed" if failed else "",
-    )  # fmt: skip
+        result.seconds,
+        f", {len(failed)} failed" if failed else "",
+    )
     return result
 
 

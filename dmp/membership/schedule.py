@@ -132,11 +132,13 @@ def start_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> Sch
     if config.segments_every <= 0:
         return Schedule([])
     threads = [
-        threading.Thread(target=run_schedule, args=(r, config, stop), name="dmp-segments",
-                         daemon=True),
-        threading.Thread(target=run_live_lane, args=(r, config, stop), name="dmp-segments-live",
-                         daemon=True),
-    ]  # fmt: skip
+        threading.Thread(
+            target=run_schedule, args=(r, config, stop), name="dmp-segments", daemon=True
+        ),
+        threading.Thread(
+            target=run_live_lane, args=(r, config, stop), name="dmp-segments-live", daemon=True
+        ),
+    ]
     for thread in threads:
         thread.start()
     return Schedule(threads)

@@ -20,10 +20,18 @@ from dmp.web.problems import Problem
 
 # Routes anyone may call: browsers and SDKs (their write key is a public claim, checked by
 # the collector itself), load balancers and Prometheus.
-PUBLIC = frozenset({
-    "/p.gif", "/dmp.js", "/collect", "/v1/<kind>", "/v1/batch", "/v1/import",
-    "/healthz", "/metrics",
-})  # fmt: skip
+PUBLIC = frozenset(
+    {
+        "/p.gif",
+        "/dmp.js",
+        "/collect",
+        "/v1/<kind>",
+        "/v1/batch",
+        "/v1/import",
+        "/healthz",
+        "/metrics",
+    }
+)
 _HINT = {
     Scope.ADMIN: "send an admin key as 'Authorization: Bearer <key>'",
     Scope.PARTNER: "send a partner key as 'Authorization: Bearer <key>'",

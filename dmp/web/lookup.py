@@ -115,7 +115,7 @@ def shared_segments(r: redis.Redis, key: str, id_key: str) -> list[str] | None:
             keyspace.PERSON_SUFFIX,
             keyspace.facet_suffix("segments"),
             Scope.PARTNER.value,
-        ],  # fmt: skip
+        ],
         client=r,
     )
     return None if found[0] == 0 else sorted(found[1:])
@@ -148,8 +148,13 @@ def lookup_body(deps: Deps, catalogue: _Catalogue, key: str, query: str, host: s
         mapped = catalogue.get(r)
         iab = sorted({i for sid in found for i in mapped.get(sid, ())}, key=int)
         if iab:
-            data.append({"name": provider, "segment": [{"id": i} for i in iab],
-                         "ext": {"segtax": SEGTAX_IAB_AUDIENCE_1_1}})  # fmt: skip
+            data.append(
+                {
+                    "name": provider,
+                    "segment": [{"id": i} for i in iab],
+                    "ext": {"segtax": SEGTAX_IAB_AUDIENCE_1_1},
+                }
+            )
     return json.dumps({"data": data}, separators=(",", ":")).encode()
 
 
@@ -165,9 +170,12 @@ class LookupApp:
             return self.app(environ, start_response)  # Flask answers 405 for other methods
         try:
             body = lookup_body(
-                self.deps, self.catalogue, environ_token(environ),
-                environ.get("QUERY_STRING", ""), environ.get("HTTP_HOST", ""),
-            )  # fmt: skip
+                self.deps,
+                self.catalogue,
+                environ_token(environ),
+                environ.get("QUERY_STRING", ""),
+                environ.get("HTTP_HOST", ""),
+            )
         except Problem as exc:
             return exc.get_response()(environ, start_response)
         except redis.RedisError as exc:

@@ -53,10 +53,16 @@ def _view(s: definitions.StoredSegment) -> dict[str, Any]:
     d = s.definition
     members, last_run = current_deps().redis.hmget(keyspace.segment(d.id), "members", "last_run")
     return {
-        "id": d.id, "name": d.name, "description": d.description, "iab": list(d.iab),
-        "version": s.version, "updated": s.updated, "definition": d.source,
-        "members": int(members) if members is not None else None, "last_run": last_run,
-    }  # fmt: skip
+        "id": d.id,
+        "name": d.name,
+        "description": d.description,
+        "iab": list(d.iab),
+        "version": s.version,
+        "updated": s.updated,
+        "definition": d.source,
+        "members": int(members) if members is not None else None,
+        "last_run": last_run,
+    }
 
 
 def _matrix_needed(exc: LookupError) -> Problem:
@@ -164,8 +170,16 @@ def segments_members(sid: str) -> Response:
     if rows is None:
         raise Problem(404, "Segment not found", f"no segment {sid!r} in the last run", "not-found")
     page = rows.slice(offset, limit).to_dicts()
-    return jsonify({"id": sid, "run_id": run["run_id"], "as_of": run["as_of"],
-                    "total": run["members"][sid], "offset": offset, "members": page})  # fmt: skip
+    return jsonify(
+        {
+            "id": sid,
+            "run_id": run["run_id"],
+            "as_of": run["as_of"],
+            "total": run["members"][sid],
+            "offset": offset,
+            "members": page,
+        }
+    )
 
 
 @bp.get("/segments/overlap")
