@@ -16,6 +16,7 @@ from dmp.app import create_app
 from dmp.config import Config, load_config
 from dmp.ingest.worker import Worker
 from dmp.storage import redisserver
+from tests.served import OwnRedis
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +41,20 @@ def redis(redis_url: str) -> Iterator[redis_lib.Redis]:
     yield client
     client.flushall()
     client.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """Return a private embedded Redis server the test may kill or hang; stopped after."""
+    server = OwnRedis(tmp_path / "redis-own")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_config(own_redis: OwnRedis, tmp_path: Path) -> Config:
+    """Return a Config on the test's private Redis server and a fresh data dir."""
+    return load_config({"redis_url": own_redis.url, "data_dir": tmp_path / "data"}, env={})
 
 
 @pytest.fixture
@@ -100,6 +115,12 @@ def write_key(site: tuple[sites.Site, str]) -> str:
 def admin_key(redis: redis_lib.Redis) -> str:
     """Return a fresh admin API key."""
     return apikeys.create_key(redis, apikeys.Scope.ADMIN, "tests")
+
+
+@pytest.fixture
+def import_key(redis: redis_lib.Redis) -> str:
+    """Return a fresh import API key (for the newsletter webhook)."""
+    return apikeys.create_key(redis, apikeys.Scope.IMPORT, "newsletter tool")
 
 
 @pytest.fixture

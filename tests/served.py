@@ -1,5 +1,6 @@
 """Real processes for the tests that need them: `dmp` commands, a `dmp serve`'s settings,
-and a private embedded Redis a test may kill, hang and start again."""
+mounts, the children of a process, and a private embedded Redis a test may kill, hang and
+start again."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -74,6 +75,26 @@ def stop_process(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def mount(*args: str) -> bool:
+    """Run mount(8) with these arguments; return whether it worked (it needs root)."""
+    done = subprocess.run(["mount", *args], capture_output=True, text=True)
+    return done.returncode == 0
+
+
+def children(pid: int) -> list[int]:
+    """Return the pids of a process's children (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 def healthy(url: str) -> bool:
     """Return whether a served dmp answers /healthz with 200."""
     try:
@@ -116,8 +137,20 @@ class OwnRedis:
         """Start it again on the same files (its AOF)."""
         self.info = redisserver.attach_embedded(self.data_dir, stop_at_exit=False)
 
+    @contextlib.contextmanager
+    def hung(self) -> Iterator[None]:
+        """SIGSTOP the server (it keeps its socket but answers nothing) until the block ends."""
+        pid = self.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
     def stop(self) -> None:
-        """Shut it down (if it runs)."""
+        """Shut it down (if it runs), resuming it first if a test left it hung."""
+        with contextlib.suppress(OSError, ValueError):  # no pid file, or no such process
+            os.kill(self.pid, signal.SIGCONT)
         with contextlib.suppress(redis_lib.RedisError):  # not running: nothing to stop
             redis_lib.Redis(unix_socket_path=str(self.info.socket)).shutdown(nosave=True)
 

@@ -10,9 +10,8 @@ import pytest
 from dmp.cli import cli, main
 from dmp.ingest.eventlog import scan_events
 from dmp.ingest.worker import status
-from dmp.people.identity import Identifier, IdKind
-from dmp.people.profiles import find_person, get_person
-from tests.ingest.test_worker import identify, send
+from dmp.people.identity import IdKind
+from tests.factories import bearer, make_identify, person_of, send_hits
 
 CRM_CSV = """E-Mail;Telefon;Kundennummer;Firma;Position;Mitarbeiter;Land;Straße;PLZ;Ort;Lifecycle Stage;Deal;Updated
 anna@acme.de;030 1234567;C-1;Acme GmbH;Head of Marketing;1.200;DE;Hauptstr. 1;10115;Berlin;SQL;12.500,00;2026-09-01T10:00:00Z
@@ -40,15 +39,9 @@ def files(tmp_path):
     return tmp_path
 
 
-def person(redis, email: str) -> dict:
-    pid = find_person(redis, Identifier(IdKind.EMAIL, email))
-    assert pid is not None, email
-    return get_person(redis, pid)
-
-
 def test_crm_import_maps_columns_promotes_and_records_stages(runner, redis, files):
     """German headers map by name; a CRM record makes an emailed person high; stages land."""
-    send(redis, identify("anna@acme.de", uid="c-anna"))  # known from the website already
+    send_hits(redis, make_identify("anna@acme.de", uid="c-anna"))  # known from the website already
     result = runner.invoke(cli, ["import", "crm", str(files / "crm.csv"), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output[result.output.index("{") :])
@@ -60,7 +53,7 @@ def test_crm_import_maps_columns_promotes_and_records_stages(runner, redis, file
         (7, "stage: 'hot' is not a stage (lead, mql, sal, sql, won, lost, recycled)"),
     ]
     assert report["stages_recorded"] == 2
-    anna = person(redis, "anna@acme.de")
+    anna = person_of(redis, IdKind.EMAIL, "anna@acme.de")
     assert anna["tier"] == "high" and anna["identifiers"]["uid"] == ["c-anna"]
     assert anna["identifiers"]["crm"] == ["C-1"] and anna["identifiers"]["phone"] == [
         "+49301234567"
@@ -73,7 +66,7 @@ def test_crm_import_maps_columns_promotes_and_records_stages(runner, redis, file
     }
     stages = redis.lrange(f"dmp:person:{{{anna['person_id']}}}:stages", 0, -1)
     assert [json.loads(s)["stage"] for s in stages] == ["sql"]
-    assert person(redis, "bob@beta.de")["tier"] == "high"  # email + CRM record
+    assert person_of(redis, IdKind.EMAIL, "bob@beta.de")["tier"] == "high"  # email + CRM record
 
 
 def test_importing_the_same_file_twice_adds_nothing(runner, redis, files, config):
@@ -95,11 +88,11 @@ def test_newsletter_import_consents_bounces_and_unsubscribes(runner, redis, file
     assert "7 rows: 5 ingested, 0 already imported, 2 bad" in result.output
     assert "row 7: event: 'opened-ish' is not one of" in result.output
     assert "row 8: time: 'tomorrow' is not an ISO time" in result.output
-    anna = person(redis, "anna@acme.de")
+    anna = person_of(redis, IdKind.EMAIL, "anna@acme.de")
     assert anna["tier"] == "medium" and anna["consents"]["email"]["granted"] is True
     assert {t["event"] for t in anna["touchpoints"]} == {"sent", "open", "click", "tier_promoted"}
-    assert person(redis, "bob@beta.de")["consents"]["email"]["granted"] is False
-    assert person(redis, "eve@epsilon.de")["traits"]["email_status"] == "bounced"
+    assert person_of(redis, IdKind.EMAIL, "bob@beta.de")["consents"]["email"]["granted"] is False
+    assert person_of(redis, IdKind.EMAIL, "eve@epsilon.de")["traits"]["email_status"] == "bounced"
     log = scan_events(config.events_dir).collect()
     assert set(log["channel"]) == {"email"} and set(log["source"]) == {"newsletter"}
     click = log.filter(pl.col("event") == "click").row(0, named=True)
@@ -113,7 +106,8 @@ def test_a_mapping_names_columns_the_headers_do_not(runner, redis, tmp_path):
     args = ["import", "newsletter", str(path), "--map", "email=Kontakt", "--map", "event=Aktion"]
     result = runner.invoke(cli, [*args, "--map", "time=Wann"])
     assert result.exit_code == 0, result.output
-    assert "click" in {t["event"] for t in person(redis, "zoe@zeta.de")["touchpoints"]}
+    touchpoints = person_of(redis, IdKind.EMAIL, "zoe@zeta.de")["touchpoints"]
+    assert "click" in {t["event"] for t in touchpoints}
 
 
 def test_parquet_files_import_too(runner, redis, tmp_path):
@@ -121,7 +115,7 @@ def test_parquet_files_import_too(runner, redis, tmp_path):
     path = tmp_path / "crm.parquet"
     pl.DataFrame({"email": ["pia@pi.de"], "crm_id": [42], "employees": [300]}).write_parquet(path)
     assert runner.invoke(cli, ["import", "crm", str(path)]).exit_code == 0
-    pia = person(redis, "pia@pi.de")
+    pia = person_of(redis, IdKind.EMAIL, "pia@pi.de")
     assert pia["identifiers"]["crm"] == ["42"] and pia["traits"]["employees"] == 300
 
 
@@ -135,7 +129,7 @@ def test_parquet_whole_floats_read_as_whole_numbers(runner, redis, tmp_path):
     }
     pl.DataFrame(frame).write_parquet(path)
     assert runner.invoke(cli, ["import", "crm", str(path)]).exit_code == 0
-    pia = person(redis, "pia@pi.de")
+    pia = person_of(redis, IdKind.EMAIL, "pia@pi.de")
     assert pia["identifiers"]["crm"] == ["42"] and pia["traits"]["employees"] == 300
 
 
@@ -166,13 +160,6 @@ def test_bad_files_exit_2_with_one_line(redis, config, tmp_path, capsys, content
     assert redis.xlen("dmp:stream:ingest") == 0
 
 
-@pytest.fixture
-def import_key(redis) -> str:
-    from dmp.access.apikeys import Scope, create_key
-
-    return create_key(redis, Scope.IMPORT, "newsletter tool")
-
-
 EVENTS = [
     {"email": "Anna@Acme.de", "event": "open", "time": "2026-09-10T09:00:00Z", "campaign": "Sept"},
     {"email": "anna@acme.de", "event": "click", "time": 1757494860, "url": "https://acme.de/x"},
@@ -181,13 +168,13 @@ EVENTS = [
 
 def test_webhook_takes_events_once(client, redis, drain, import_key):
     """Events posted to the webhook are ingested like imported ones; a resend is a duplicate."""
-    auth = {"Authorization": f"Bearer {import_key}"}
+    auth = bearer(import_key)
     resp = client.post("/hooks/newsletter", json={"events": EVENTS}, headers=auth)
     assert resp.status_code == 202 and resp.get_json() == {"accepted": 2, "duplicates": 0}
     again = client.post(f"/hooks/newsletter?key={import_key}", json=EVENTS[0])
     assert again.status_code == 202 and again.get_json() == {"accepted": 0, "duplicates": 1}
     drain()
-    events = {t["event"] for t in person(redis, "anna@acme.de")["touchpoints"]}
+    events = {t["event"] for t in person_of(redis, IdKind.EMAIL, "anna@acme.de")["touchpoints"]}
     assert {"open", "click"} <= events
 
 
@@ -207,7 +194,7 @@ def test_webhook_takes_events_once(client, redis, drain, import_key):
 )
 def test_webhook_refuses_bad_calls_whole(client, redis, import_key, body, status, detail):
     """A call with any bad event stores nothing and says which events and why."""
-    auth = {"Authorization": f"Bearer {import_key}"}
+    auth = bearer(import_key)
     if isinstance(body, str):
         kwargs = {"data": body, "content_type": "application/json"}
     else:
@@ -223,7 +210,7 @@ def test_webhook_needs_an_import_key(client, admin_key):
     assert client.post("/hooks/newsletter", json=EVENTS[0]).status_code == 401
     bad = client.post("/hooks/newsletter?key=dmp_im_nope", json=EVENTS[0])
     assert bad.status_code == 401 and bad.mimetype == "application/problem+json"
-    auth = {"Authorization": f"Bearer {admin_key}"}
+    auth = bearer(admin_key)
     assert client.post("/hooks/newsletter", json=EVENTS[0], headers=auth).status_code == 202
 
 
@@ -233,7 +220,7 @@ def test_webhook_problem_lists_the_bad_events(client, import_key):
     resp = client.post(
         "/hooks/newsletter",
         json={"events": [EVENTS[0], bad]},
-        headers={"Authorization": f"Bearer {import_key}"},
+        headers=bearer(import_key),
     )
     assert resp.get_json()["errors"] == [
         {"index": 1, "reason": "email: 'nobody' is not an email address"}
@@ -249,7 +236,8 @@ def test_a_mapping_file_names_columns_and_map_wins(runner, redis, tmp_path):
     args = ["import", "newsletter", str(path), "--mapping", str(mapping), "--map", "time=Wann"]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert "click" in {t["event"] for t in person(redis, "zoe@zeta.de")["touchpoints"]}
+    touchpoints = person_of(redis, IdKind.EMAIL, "zoe@zeta.de")["touchpoints"]
+    assert "click" in {t["event"] for t in touchpoints}
 
 
 @pytest.mark.parametrize(
@@ -259,9 +247,9 @@ def test_a_bad_mapping_file_exits_2(redis, config, tmp_path, capsys, content, me
     """A mapping file that is not FIELD: COLUMN pairs is refused in one line."""
     (tmp_path / "in.csv").write_text("email,event,time\n")
     (tmp_path / "m.yaml").write_text(content)
+    args = ["import", "newsletter", str(tmp_path / "in.csv"), "--mapping", str(tmp_path / "m.yaml")]
     with pytest.raises(SystemExit) as ended:
-        main(["--data-dir", str(config.data_dir), "import", "newsletter", str(tmp_path / "in.csv"),
-              "--mapping", str(tmp_path / "m.yaml")])  # fmt: skip
+        main(["--data-dir", str(config.data_dir), *args])
     err = capsys.readouterr().err.strip()
     assert ended.value.code == 2 and message in err and len(err.splitlines()) == 1
 
@@ -277,11 +265,11 @@ def test_a_stage_already_recorded_is_not_recorded_again(runner, redis, tmp_path)
     )
     report = runner.invoke(cli, ["import", "crm", str(second), "--json"]).output
     assert json.loads(report[report.index("{") :])["stages_recorded"] == 1
-    anna = person(redis, "anna@acme.de")["person_id"]
+    anna = person_of(redis, IdKind.EMAIL, "anna@acme.de")["person_id"]
     assert [
         json.loads(s)["stage"] for s in redis.lrange(f"dmp:person:{{{anna}}}:stages", 0, -1)
     ] == ["sql"]
-    bob = person(redis, "bob@b.de")["person_id"]
+    bob = person_of(redis, IdKind.EMAIL, "bob@b.de")["person_id"]
     assert [
         json.loads(s)["stage"] for s in redis.lrange(f"dmp:person:{{{bob}}}:stages", 0, -1)
     ] == ["lead", "won"]

@@ -13,23 +13,16 @@ import polars as pl
 import pytest
 import yaml
 
-from dmp.access.apikeys import Scope, create_key
 from dmp.cli import cli, main
 from dmp.ingest.eventlog import scan_events
-from dmp.people.identity import Identifier, IdKind
-from dmp.people.profiles import find_person, get_person
+from dmp.people.identity import IdKind
 from dmp.storage.csvfile import write_csv
-from tests.ingest.test_worker import identify, send
+from tests.factories import bearer, make_identify, person_of, send_hits
 
 ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
     f"{n}: &{n} [{','.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
 )
 SMALL_ALIAS = "a: &a [x, x]\nb: [*a, *a]\n"
-
-
-@pytest.fixture
-def import_key(redis) -> str:
-    return create_key(redis, Scope.IMPORT, "newsletter tool")
 
 
 def _one_line(capsys: pytest.CaptureFixture[str], ended: pytest.ExceptionInfo) -> str:
@@ -63,7 +56,7 @@ def _one_line(capsys: pytest.CaptureFixture[str], ended: pytest.ExceptionInfo) -
 def test_webhook_refuses_times_the_event_log_cannot_hold(client, redis, import_key, when):
     """An event time outside 1970..2099 (or not ASCII digits) is a 400 naming it; none queued."""
     event = {"email": "anna@acme.de", "event": "open", "time": when}
-    auth = {"Authorization": f"Bearer {import_key}"}
+    auth = bearer(import_key)
     resp = client.post("/hooks/newsletter", json={"events": [event]}, headers=auth)
     assert resp.status_code == 400 and resp.mimetype == "application/problem+json"
     [error] = resp.get_json()["errors"]
@@ -120,9 +113,7 @@ def test_crm_texts_are_cut_to_500_characters(runner, redis, tmp_path):
     path = tmp_path / "crm.csv"
     path.write_text(f"email,company,street\nanna@acme.de,{'c' * 10_000},{'s' * 10_000}\n")
     assert runner.invoke(cli, ["import", "crm", str(path)]).exit_code == 0
-    traits = get_person(redis, find_person(redis, Identifier(IdKind.EMAIL, "anna@acme.de")))[
-        "traits"
-    ]
+    traits = person_of(redis, IdKind.EMAIL, "anna@acme.de")["traits"]
     assert traits["company"] == "c" * 500 and traits["address"]["street"] == "s" * 500
 
 
@@ -200,8 +191,9 @@ def test_alias_bomb_is_refused_at_once(config, redis, tmp_path):
     assert "alias" in done.stderr and len(done.stderr) < 300
 
 
-def test_a_definition_nested_as_deep_as_yaml_allows_is_a_rule_error(redis, main_argv, tmp_path,
-                                                                     capsys):  # fmt: skip
+def test_a_definition_nested_as_deep_as_yaml_allows_is_a_rule_error(
+    redis, main_argv, tmp_path, capsys
+):
     """A where tree just within the YAML depth cap still ends in the language's one line."""
     where = "{not: " * 90 + "{event: page}" + "}" * 90
     path = tmp_path / "deep.yaml"
@@ -226,8 +218,9 @@ def test_a_definition_nested_as_deep_as_yaml_allows_is_a_rule_error(redis, main_
     ],
     ids=["empty", "bom-garbage", "latin1-row", "latin1-far-row", "nul-cell", "nul-header"],
 )
-def test_broken_csv_files_exit_2_with_one_short_line(redis, main_argv, tmp_path, capsys, content,
-                                                     message):  # fmt: skip
+def test_broken_csv_files_exit_2_with_one_short_line(
+    redis, main_argv, tmp_path, capsys, content, message
+):
     """Empty, non-UTF-8 and NUL-holding files end with exit code 2 and one short line."""
     path = tmp_path / "in.csv"
     path.write_bytes(content)
@@ -290,7 +283,7 @@ PID = "0123456789abcdef"
 @pytest.mark.parametrize("limit", ["²", "5³", "١٢", "0", "-1", "1001", "9" * 50, "", " 5"])
 def test_limit_takes_only_ascii_whole_numbers(client, admin_key, limit):
     """limit=² or 5³ (which str.isdigit accepts) and out-of-range limits are 400s."""
-    auth = {"Authorization": f"Bearer {admin_key}"}
+    auth = bearer(admin_key)
     for path in (f"/api/v1/persons/{PID}", "/api/v1/persons"):
         query = {"limit": limit} if path.endswith(PID) else {"limit": limit, "uid": "c1"}
         resp = client.get(path, query_string=query, headers=auth)
@@ -308,7 +301,7 @@ def test_deep_json_to_stage_is_a_400(client, admin_key, body):
         f"/api/v1/persons/{PID}/stage",
         data=body,
         content_type="application/json",
-        headers={"Authorization": f"Bearer {admin_key}"},
+        headers=bearer(admin_key),
     )
     assert resp.status_code == 400 and resp.mimetype == "application/problem+json"
 
@@ -320,7 +313,7 @@ def test_a_stage_change_by_unprintable_text_is_a_400(client, admin_key, by):
         f"/api/v1/persons/{PID}/stage",
         data=f'{{"stage": "sal", "by": "{by}"}}',
         content_type="application/json",
-        headers={"Authorization": f"Bearer {admin_key}"},
+        headers=bearer(admin_key),
     )
     assert resp.status_code == 400 and "by must be" in resp.get_json()["detail"]
 
@@ -333,7 +326,7 @@ def test_deep_json_with_a_surrogate_to_the_webhook_is_a_400(client, redis, impor
         "/hooks/newsletter",
         data=body,
         content_type="application/json",
-        headers={"Authorization": f"Bearer {import_key}"},
+        headers=bearer(import_key),
     )
     assert resp.status_code == 400 and resp.mimetype == "application/problem+json"
     assert redis.xlen("dmp:stream:ingest") == 0
@@ -358,9 +351,9 @@ def test_csv_cells_that_start_a_formula_are_quoted(tmp_path):
 def test_matrix_export_neutralises_formulas(redis, drain, runner, tmp_path):
     """Traits that start like a formula come out of `matrix export -o x.csv` quoted."""
     traits = dict(zip(("company", "job_title", "industry"), FORMULAS[:3], strict=True))
-    send(redis, identify("anna@acme.de", **traits))
+    send_hits(redis, make_identify("anna@acme.de", **traits))
     traits = dict(zip(("company", "job_title", "industry"), FORMULAS[3:], strict=True))
-    send(redis, identify("bob@beta.de", **traits, country="=1+2"))
+    send_hits(redis, make_identify("bob@beta.de", **traits, country="=1+2"))
     drain()
     assert runner.invoke(cli, ["matrix", "build"]).exit_code == 0
     out = tmp_path / "m.csv"

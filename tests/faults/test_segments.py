@@ -6,7 +6,6 @@ import dataclasses
 import json
 import logging
 import threading
-import time
 import types
 
 import polars as pl
@@ -17,21 +16,28 @@ from dmp.matrix import builds, sources
 from dmp.membership import definitions, live, runs, schedule
 from dmp.storage import keyspace
 from segments import evaluator
-from segments.definition import load_definitions
 from segments.language import Compare, Did, parse_where
 from segments.matrix import TOUCHPOINT_SCHEMA
 from segments.rules import Op, When
-from tests.ingest.test_worker import hit, identify, send
-from tests.segments.test_language import SCHEMA, person
-from tests.segments.test_matrix import NOW, touch
+from tests.factories import (
+    MATRIX_NOW,
+    MATRIX_SCHEMA,
+    apply_segments,
+    bearer,
+    make_hit,
+    make_identify,
+    matrix_row,
+    run_synth,
+    send_hits,
+    touch_row,
+)
 from tests.served import wait_for
 
 
 @pytest.fixture
-def synth(runner):
-    result = runner.invoke(cli, ["synth", "--persons", "60", "--days", "20", "--seed", "7"])
-    assert result.exit_code == 0, result.output
-    return int(time.time() * 1000) + 60_000  # synth data ends now
+def synth(runner) -> int:
+    """Return a time just after 60 synth persons' 20 days of data."""
+    return run_synth(runner, 60, 20, 7)
 
 
 def test_the_first_run_comes_at_start_on_a_machine_booted_seconds_ago(
@@ -39,7 +45,7 @@ def test_the_first_run_comes_at_start_on_a_machine_booted_seconds_ago(
 ):
     """The monotonic clock counts from boot: five seconds after boot, with a run due
     every hour, the schedule still runs at once when it starts."""
-    definitions.apply_definitions(redis, load_definitions("id: all\nwhere: {score: {gte: 0}}"))
+    apply_segments(redis, "id: all\nwhere: {score: {gte: 0}}")
     booted = types.SimpleNamespace(monotonic=lambda: 5.0)  # this module's clock only
     monkeypatch.setattr(schedule, "time", booted)
     hourly = dataclasses.replace(config, segments_every=3600, segments_latency=0.05)
@@ -59,28 +65,33 @@ OUT_OF_RANGE = [
     ('{"did": {"event": "page", "within_days": -1e400}}', "where.did.within_days"),
     ('{"did": {"event": "page", "within_days": NaN}}', "where.did.within_days"),
     ('{"did": {"event": "page", "within_days": 36500}}', "where.did.within_days"),
-    ('{"did": {"event": "a", "then": {"event": "b", "within_days": Infinity}}}',
-     "where.did.then.within_days"),
-    ('{"did": {"event": "page", "count_gte": 100000000000000000000000000000}}',
-     "where.did.count_gte"),
+    (
+        '{"did": {"event": "a", "then": {"event": "b", "within_days": Infinity}}}',
+        "where.did.then.within_days",
+    ),
+    (
+        '{"did": {"event": "page", "count_gte": 100000000000000000000000000000}}',
+        "where.did.count_gte",
+    ),
     ('{"did": {"event": "page", "count_gte": true}}', "where.did.count_gte"),
     ('{"all": [{"tier": "low"}, {"score": {"gte": 1e400}}]}', "where.all[1].score.gte"),
     ('{"score": {"contains": "1"}}', "where.score.contains"),
     ('{"interest": {"topic": "crm", "gte": 1e400}}', "where.interest.gte"),
     ('{"trait": {"name": "employees", "in": [1, -1e400]}}', "where.trait.in"),
     ('{"did": {"property": "size", "lt": 1e300}}', "where.did.property.lt"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("where", "path"), OUT_OF_RANGE)
 def test_the_api_refuses_numbers_out_of_range(client, admin_key, where, path):
     """PUT and preview answer 422 naming the path (1e400 days was stored with 201, and
     every run after it failed); nothing is stored."""
-    auth = {"Authorization": f"Bearer {admin_key}"}
+    auth = bearer(admin_key)
     body = '{"id": "p", "name": "p", "where": ' + where + "}"  # as sent: JSON takes 1e400
     for method, url in (("PUT", "/api/v1/segments/p"), ("POST", "/api/v1/segments/preview")):
-        got = client.open(url, method=method, data=body, headers=auth,
-                          content_type="application/json")  # fmt: skip
+        got = client.open(
+            url, method=method, data=body, headers=auth, content_type="application/json"
+        )
         assert got.status_code == 422, got.get_data(as_text=True)
         assert got.mimetype == "application/problem+json"
         assert got.get_json()["detail"].startswith(path + ": expected")
@@ -133,10 +144,9 @@ def _poison(redis, sid: str, where: dict) -> None:
     text = json.dumps(source, sort_keys=True, separators=(",", ":"))  # inf: Infinity
     with redis.pipeline(transaction=True) as pipe:
         pipe.sadd(keyspace.SEGMENTS, sid)
-        pipe.hset(key, mapping={"definition": text, "version": version, "updated": 1,
-                                "name": sid})  # fmt: skip
-        pipe.rpush(keyspace.segment(sid, "versions"),
-                   json.dumps({"version": version, "at": 1, "definition": source}))  # fmt: skip
+        pipe.hset(key, mapping={"definition": text, "version": version, "updated": 1, "name": sid})
+        entry = {"version": version, "at": 1, "definition": source}
+        pipe.rpush(keyspace.segment(sid, "versions"), json.dumps(entry))
         pipe.execute()
 
 
@@ -156,12 +166,12 @@ def test_a_poisoned_stored_definition_fails_alone_and_keeps_its_members(
     every run goes on with the others (a new one gets members), records the poisoned one
     as failed with its error, logs one line for it, and leaves its members of the last
     run in the snapshot and in the lookup sets; the CLI and the API show the failure."""
-    definitions.apply_definitions(redis, load_definitions(HEALTHY, "h.yaml"))
+    apply_segments(redis, HEALTHY)
     first = runs.run(redis, config)
     before = _set(redis, "p")
     assert before and first.members["p"] == len(before)
     _poison(redis, "p", {"did": {"event": "page", "within_days": float("inf")}})
-    definitions.apply_definitions(redis, load_definitions("id: late\nwhere: {score: {gte: 0}}"))
+    apply_segments(redis, "id: late\nwhere: {score: {gte: 0}}")
     for _ in range(2):  # and again: the failure does not wear the members away
         with caplog.at_level(logging.ERROR, logger="dmp.membership.runs"):
             caplog.clear()
@@ -183,7 +193,7 @@ def test_a_poisoned_stored_definition_fails_alone_and_keeps_its_members(
     assert listed[0]["failed"] == ran.failed
     text = runner.invoke(cli, ["segments", "runs"]).output
     assert "1 failed" in text and "failed p: where.did.within_days" in text
-    auth = {"Authorization": f"Bearer {admin_key}"}
+    auth = bearer(admin_key)
     shown = client.get("/api/v1/segments/runs", headers=auth).get_json()
     assert shown[0]["failed"] == ran.failed and shown[-1]["failed"] == {}
 
@@ -213,7 +223,7 @@ def test_a_segment_that_fails_when_run_fails_alone(synth, redis, config, monkeyp
     """A stored definition that passes every check but raises when evaluated: the run
     records it as failed with the error, runs the others, keeps its members."""
     text = HEALTHY.replace("{did: {event: page, within_days: 7}}", "{score: {gte: 13.25}}")
-    definitions.apply_definitions(redis, load_definitions(text, "h.yaml"))
+    apply_segments(redis, text)
     first = runs.run(redis, config)
     before = _set(redis, "p")
     assert before and first.members["p"] == len(before)
@@ -234,16 +244,16 @@ def test_the_live_lane_leaves_a_failing_segment_be(synth, redis, drain, config, 
     """A tick with a failing segment moves the others' lookup sets for the new persons and
     leaves the failing one's sets as they were."""
     text = HEALTHY.replace("{did: {event: page, within_days: 7}}", "{score: {gte: 13.25}}")
-    definitions.apply_definitions(redis, load_definitions(text, "h.yaml"))
+    apply_segments(redis, text)
     builds.build(redis, config, synth)
     runs.run(redis, config, build_matrix=False)
     before_files = set(sources.event_files(config.events_dir))
     before = _set(redis, "p")
     later = synth + 60_000
-    send(
+    send_hits(
         redis,
-        hit(uid="c-live", timestamp=later - 30_000, url="https://acme.de/pricing"),
-        identify("live@example.org", uid="c-live"),
+        make_hit(uid="c-live", timestamp=later - 30_000, url="https://acme.de/pricing"),
+        make_identify("live@example.org", uid="c-live"),
     )
     drain()
     new = sorted(set(sources.event_files(config.events_dir)) - before_files)
@@ -256,20 +266,20 @@ def test_the_live_lane_leaves_a_failing_segment_be(synth, redis, drain, config, 
 
 
 def _evaluate_apart(trees: dict, attempt=None):
-    """Run evaluate_apart over two people as tests.segments.test_language evaluates them;
-    return its result and how many passes ``attempt`` made."""
-    matrix = pl.LazyFrame([person("a"), person("b", score=1.0)], schema=SCHEMA)
-    touches = pl.LazyFrame([touch("a", 1)], schema=TOUCHPOINT_SCHEMA)
+    """Run evaluate_apart over two matrix rows as tests/segments/test_language evaluates
+    them; return its result and how many passes ``attempt`` made."""
+    matrix = pl.LazyFrame([matrix_row("a"), matrix_row("b", score=1.0)], schema=MATRIX_SCHEMA)
+    touches = pl.LazyFrame([touch_row("a", 1)], schema=TOUCHPOINT_SCHEMA)
     passes = []
 
     def one_pass(some):
         passes.append(sorted(some))
         if attempt is not None:
             attempt(some)
-        return evaluator.evaluate(matrix, touches, some, NOW).collect()
+        return evaluator.evaluate(matrix, touches, some, MATRIX_NOW).collect()
 
     def check(tree, run):
-        evaluator.check_segment(tree, SCHEMA, TOUCHPOINT_SCHEMA, NOW, run=run)
+        evaluator.check_segment(tree, MATRIX_SCHEMA, TOUCHPOINT_SCHEMA, MATRIX_NOW, run=run)
 
     got = evaluator.evaluate_apart(trees, one_pass, check, (ConnectionError,))
     return got, passes

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 
 import polars as pl
 import pytest
@@ -16,52 +15,7 @@ from dmp.people import profiles
 from dmp.people.identity import Identifier, IdKind
 from dmp.records import Hit
 from dmp.storage import keyspace
-
-NOW = 1_790_000_000_000  # 2026-09-21, a fixed event time
-
-
-def hit(**fields) -> Hit:
-    """Return a consented pixel page view, overridden by ``fields``."""
-    base = dict(
-        event_id=uuid.uuid4().hex,
-        site_id="acme-gmbh",
-        source="pixel",
-        type="page",
-        event="page",
-        received_at=NOW,
-        timestamp=NOW,
-        consent={"analytics": True, "ads": True, "email": False},
-        url="https://acme.de/produkte?utm_source=x",
-        topics=["crm"],
-        user_agent="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-        "(KHTML, like Gecko) Chrome/126.0 Safari/537.36",
-    )
-    return Hit(**{**base, **fields})
-
-
-def identify(email: str, uid: str = "", **traits) -> Hit:
-    """Return a server-side identify with an email (and other traits)."""
-    return hit(
-        source="api",
-        type="identify",
-        event="identify",
-        uid=uid,
-        user_id=f"user-{email}",
-        consent={},
-        traits={"email": email, **traits},
-    )
-
-
-def send(redis, *hits: Hit) -> None:
-    """Put hits on the ingest stream as a collector does."""
-    stream.enqueue(redis, hits, {}, atomic=True)
-
-
-def person_of(redis, kind: IdKind, value: str) -> dict:
-    """Return the admin view of the person owning an identifier."""
-    pid = profiles.find_person(redis, Identifier(kind, value))
-    assert pid is not None, f"nobody owns {kind.value}:{value}"
-    return profiles.get_person(redis, pid)
+from tests.factories import NOW, make_hit, make_identify, person_of, send_hits
 
 
 def rows(config) -> pl.DataFrame:
@@ -71,7 +25,7 @@ def rows(config) -> pl.DataFrame:
 
 def test_consented_pixel_hit_makes_a_low_person(redis, config, drain):
     """A consented cookie hit creates a low person with the page in its timeline."""
-    send(redis, hit(uid="c1", title="Produkte"))
+    send_hits(redis, make_hit(uid="c1", title="Produkte"))
     drain()
     person = person_of(redis, IdKind.UID, "c1")
     assert person["tier"] == "low"
@@ -89,12 +43,12 @@ def test_consented_pixel_hit_makes_a_low_person(redis, config, drain):
 
 def test_tiers_climb_low_medium_high_with_promotion_touchpoints(redis, drain):
     """Cookie → email → phone climbs low, medium, high; each promotion is a touchpoint."""
-    send(redis, hit(uid="c1", timestamp=NOW))
+    send_hits(redis, make_hit(uid="c1", timestamp=NOW))
     drain()
-    send(redis, identify("anna@acme.de", uid="c1"))
+    send_hits(redis, make_identify("anna@acme.de", uid="c1"))
     drain()
     assert person_of(redis, IdKind.UID, "c1")["tier"] == "medium"
-    send(redis, identify("anna@acme.de", phone="+49 171 1234567"))
+    send_hits(redis, make_identify("anna@acme.de", phone="+49 171 1234567"))
     drain()
     person = person_of(redis, IdKind.EMAIL, "anna@acme.de")
     assert person["tier"] == "high"
@@ -112,22 +66,22 @@ def test_tiers_climb_low_medium_high_with_promotion_touchpoints(redis, drain):
 )
 def test_email_plus_address_or_crm_record_is_high(redis, drain, traits):
     """An email with a postal address or a CRM record id makes a person high."""
-    send(redis, identify("b@acme.de", **traits))
+    send_hits(redis, make_identify("b@acme.de", **traits))
     drain()
     assert person_of(redis, IdKind.EMAIL, "b@acme.de")["tier"] == "high"
 
 
 def test_cookie_person_merges_into_email_owner_keeping_history(redis, drain):
     """An anonymous cookie person identifying with a known email merges into its owner."""
-    send(redis, identify("anna@acme.de"))
+    send_hits(redis, make_identify("anna@acme.de"))
     drain()
     owner = person_of(redis, IdKind.EMAIL, "anna@acme.de")["person_id"]
-    send(redis, hit(uid="c9", url="https://acme.de/whitepaper", timestamp=NOW - 5000))
+    send_hits(redis, make_hit(uid="c9", url="https://acme.de/whitepaper", timestamp=NOW - 5000))
     drain()
     cookie_person = person_of(redis, IdKind.UID, "c9")["person_id"]
     assert cookie_person != owner
-    link = identify("ANNA@acme.de", uid="c9")
-    send(redis, link)
+    link = make_identify("ANNA@acme.de", uid="c9")
+    send_hits(redis, link)
     drain()
     merged = person_of(redis, IdKind.UID, "c9")
     assert merged["person_id"] == owner
@@ -143,8 +97,8 @@ def test_cookie_person_merges_into_email_owner_keeping_history(redis, drain):
 
 def test_merge_within_one_batch(redis, drain):
     """Persons created and linked inside one read batch end up as one person."""
-    send(redis, hit(uid="c1"), hit(uid="c2"), identify("x@acme.de", uid="c1"))
-    send(redis, identify("x@acme.de", uid="c2"))
+    send_hits(redis, make_hit(uid="c1"), make_hit(uid="c2"), make_identify("x@acme.de", uid="c1"))
+    send_hits(redis, make_identify("x@acme.de", uid="c2"))
     drain()
     a, b = person_of(redis, IdKind.UID, "c1"), person_of(redis, IdKind.UID, "c2")
     assert a["person_id"] == b["person_id"] and a["tier"] == "medium"
@@ -153,9 +107,9 @@ def test_merge_within_one_batch(redis, drain):
 
 def test_two_emails_on_one_cookie_are_not_merged(redis, drain):
     """A shared browser used by two known people records a conflict instead of merging."""
-    send(redis, identify("anna@acme.de", uid="shared"))
+    send_hits(redis, make_identify("anna@acme.de", uid="shared"))
     drain()
-    send(redis, identify("ben@acme.de", uid="shared"))
+    send_hits(redis, make_identify("ben@acme.de", uid="shared"))
     drain()
     anna = person_of(redis, IdKind.EMAIL, "anna@acme.de")
     ben = person_of(redis, IdKind.EMAIL, "ben@acme.de")
@@ -169,8 +123,8 @@ def test_two_emails_on_one_cookie_are_not_merged(redis, drain):
 
 def test_unconsented_hits_count_only_in_aggregate(redis, config, drain):
     """Hits without analytics consent make no person and no row; aggregates count them."""
-    send(redis, hit(consent={"analytics": False}, topics=["crm", "erp"]))
-    send(redis, hit(source="api", user_id="u1", consent={"analytics": False}))
+    send_hits(redis, make_hit(consent={"analytics": False}, topics=["crm", "erp"]))
+    send_hits(redis, make_hit(source="api", user_id="u1", consent={"analytics": False}))
     drain()
     day = keyspace.aggregate("acme-gmbh", "20260921")
     counts = redis.hgetall(day)
@@ -183,7 +137,9 @@ def test_unconsented_hits_count_only_in_aggregate(redis, config, drain):
 
 def test_bots_are_flagged_and_never_become_persons(redis, config, drain):
     """A consented bot hit is stored flagged is_bot, without a person."""
-    send(redis, hit(uid="b1", user_agent="Googlebot/2.1 (+http://www.google.com/bot.html)"))
+    send_hits(
+        redis, make_hit(uid="b1", user_agent="Googlebot/2.1 (+http://www.google.com/bot.html)")
+    )
     drain()
     log = rows(config)
     assert log["is_bot"].to_list() == [True] and log["person_id"].to_list() == [None]
@@ -192,10 +148,10 @@ def test_bots_are_flagged_and_never_become_persons(redis, config, drain):
 
 def test_replayed_event_ids_are_stored_once(redis, config, drain):
     """The same event id in one batch, in a later batch and after a flush is one row."""
-    first = hit(uid="c1", event_id="evt-0001")
-    send(redis, first, first)
+    first = make_hit(uid="c1", event_id="evt-0001")
+    send_hits(redis, first, first)
     drain()
-    send(redis, first)
+    send_hits(redis, first)
     drain()
     assert rows(config)["event_id"].to_list() == ["evt-0001"]
     assert status(redis)["events_stored"] == 1
@@ -205,14 +161,20 @@ def test_replayed_event_ids_are_stored_once(redis, config, drain):
 
 def test_same_event_id_on_two_sites_is_two_events(redis, config, drain):
     """Event ids are unique per site, so two sites may reuse one."""
-    send(redis, hit(uid="c1", event_id="evt-1"), hit(uid="c1", event_id="evt-1", site_id="other"))
+    send_hits(
+        redis,
+        make_hit(uid="c1", event_id="evt-1"),
+        make_hit(uid="c1", event_id="evt-1", site_id="other"),
+    )
     drain()
     assert rows(config).height == 2
 
 
 def test_events_partition_by_utc_day(redis, config, drain):
     """One flush spanning two days writes one file per day partition."""
-    send(redis, hit(uid="c1", timestamp=NOW), hit(uid="c1", timestamp=NOW + 86_400_000))
+    send_hits(
+        redis, make_hit(uid="c1", timestamp=NOW), make_hit(uid="c1", timestamp=NOW + 86_400_000)
+    )
     drain()
     parts = sorted(p.parent.name for p in config.events_dir.glob("dt=*/part-*.parquet"))
     assert parts == ["dt=2026-09-21", "dt=2026-09-22"]
@@ -221,7 +183,7 @@ def test_events_partition_by_utc_day(redis, config, drain):
 
 def test_crash_after_files_before_commit_is_finished_on_restart(redis, config, monkeypatch):
     """Files written but not committed: the restarted worker commits them, no duplicates."""
-    send(redis, *(hit(uid=f"c{i}") for i in range(5)))
+    send_hits(redis, *(make_hit(uid=f"c{i}") for i in range(5)))
     crashing = Worker(redis, config)
 
     def crash(self, name, payload):
@@ -241,7 +203,7 @@ def test_crash_after_files_before_commit_is_finished_on_restart(redis, config, m
 
 def test_crash_before_rename_rereads_the_events(redis, config, monkeypatch):
     """A flush that died before its files were in place is undone and its events re-read."""
-    send(redis, *(hit(uid=f"c{i}") for i in range(3)))
+    send_hits(redis, *(make_hit(uid=f"c{i}") for i in range(3)))
 
     def crash(src, dst):
         raise OSError("disk full")
@@ -261,7 +223,7 @@ def test_unreadable_stream_entries_are_acked_and_counted(redis, config, drain):
     """A corrupt stream entry is dropped (counted), and the rest of its batch is stored."""
     redis.xadd(keyspace.STREAM, {stream.FIELD: "{not json"})
     redis.xadd(keyspace.STREAM, {"other": "x"})
-    send(redis, hit(uid="c1"))
+    send_hits(redis, make_hit(uid="c1"))
     drain()
     assert rows(config).height == 1 and redis.xlen(keyspace.STREAM) == 0
     assert redis.hget(keyspace.METRICS, "dmp_stream_unreadable_total") == "2"
@@ -270,7 +232,7 @@ def test_unreadable_stream_entries_are_acked_and_counted(redis, config, drain):
 def test_worker_takes_over_entries_a_dead_consumer_left(redis, config, drain):
     """Entries read but never acked by a vanished consumer are ingested by the next worker."""
     stream.ensure_group(redis)
-    send(redis, hit(uid="c1"), hit(uid="c2"))
+    send_hits(redis, make_hit(uid="c1"), make_hit(uid="c2"))
     redis.xreadgroup(keyspace.GROUP, "dead-worker", {keyspace.STREAM: ">"}, 10)
     drain()
     assert rows(config).height == 2
@@ -296,7 +258,7 @@ def test_two_workers_on_one_host_never_hold_the_lease_together(redis, config):
 def test_timeline_is_capped_but_the_log_keeps_everything(redis, config, drain):
     """Redis keeps the newest touchpoints up to the cap; Parquet keeps every event."""
     capped = config.__class__(**{**_fields(config), "timeline_cap": 5})
-    send(redis, *(hit(uid="c1", timestamp=NOW + i) for i in range(12)))
+    send_hits(redis, *(make_hit(uid="c1", timestamp=NOW + i) for i in range(12)))
     Worker(redis, capped).run(once=True)
     person = person_of(redis, IdKind.UID, "c1")
     assert person["touchpoints_total"] == 5
@@ -305,17 +267,17 @@ def test_timeline_is_capped_but_the_log_keeps_everything(redis, config, drain):
 
 def test_withdrawn_consent_unlinks_the_cookie(redis, drain):
     """A consent withdrawal unlinks the cookie and drops a cookie-only person to unknown."""
-    send(redis, hit(uid="c1"))
+    send_hits(redis, make_hit(uid="c1"))
     drain()
     pid = person_of(redis, IdKind.UID, "c1")["person_id"]
-    withdrawal = hit(
+    withdrawal = make_hit(
         type="consent",
         event="consent_withdrawn",
         uid="c1",
         timestamp=NOW + 1000,
         consent={"analytics": False, "ads": False, "email": False},
     )
-    send(redis, withdrawal)
+    send_hits(redis, withdrawal)
     drain()
     assert profiles.find_person(redis, Identifier(IdKind.UID, "c1")) is None
     person = profiles.get_person(redis, pid)
@@ -326,20 +288,22 @@ def test_withdrawn_consent_unlinks_the_cookie(redis, drain):
 
 def test_traits_and_consent_proof_are_kept(redis, drain):
     """Traits are stored as given; each consent change keeps when, where and by which event."""
-    ident = identify("c@acme.de", firstName="Clara", company={"name": "Acme", "employees": 250})
-    send(redis, ident)
+    ident = make_identify(
+        "c@acme.de", firstName="Clara", company={"name": "Acme", "employees": 250}
+    )
+    send_hits(redis, ident)
     drain()
     person = person_of(redis, IdKind.EMAIL, "c@acme.de")
     assert person["traits"]["company"] == {"name": "Acme", "employees": 250}
     assert person["consents"] == {}  # a server-side event without consent grants nothing
-    granted = hit(
+    granted = make_hit(
         source="api",
         type="track",
         event="Newsletter Subscribed",
         user_id="user-c@acme.de",
         consent={"email": True},
     )
-    send(redis, granted)
+    send_hits(redis, granted)
     drain()
     proof = person_of(redis, IdKind.EMAIL, "c@acme.de")["consents"]["email"]
     assert proof["granted"] is True and proof["event_id"] == granted.event_id
@@ -352,7 +316,7 @@ def _fields(config) -> dict:
 
 def test_person_json_round_trips(redis, drain):
     """The admin view is plain JSON."""
-    send(redis, identify("d@acme.de", uid="c4"))
+    send_hits(redis, make_identify("d@acme.de", uid="c4"))
     drain()
     person = person_of(redis, IdKind.EMAIL, "d@acme.de")
     assert json.loads(json.dumps(person)) == person
@@ -364,10 +328,10 @@ def test_person_json_round_trips(redis, drain):
 )
 def test_an_unstorable_entry_cannot_block_the_stream(redis, config, drain, bad, form):
     """A stream entry with an impossible time or no id is dropped, the rest stored."""
-    broken = hit(uid="c0")._replace(**bad)
+    broken = make_hit(uid="c0")._replace(**bad)
     entry = broken.to_json() if form == "array" else json.dumps(broken._asdict(), default=dict)
     redis.xadd(keyspace.STREAM, {stream.FIELD: entry})
-    send(redis, hit(uid="c1"))
+    send_hits(redis, make_hit(uid="c1"))
     drain()
     assert rows(config)["uid"].to_list() == ["c1"] and redis.xlen(keyspace.STREAM) == 0
     assert redis.hget(keyspace.METRICS, "dmp_stream_unreadable_total") == "1"
@@ -375,10 +339,10 @@ def test_an_unstorable_entry_cannot_block_the_stream(redis, config, drain, bad, 
 
 def test_alias_and_group_ids_reach_the_log(redis, config, drain):
     """An alias keeps its previousId and a group call its groupId in the event log."""
-    send(
+    send_hits(
         redis,
-        hit(source="api", type="alias", event="alias", user_id="u-new", previous_id="u-old"),
-        hit(source="api", type="group", event="group", user_id="u-new", group_id="acme"),
+        make_hit(source="api", type="alias", event="alias", user_id="u-new", previous_id="u-old"),
+        make_hit(source="api", type="group", event="group", user_id="u-new", group_id="acme"),
     )
     drain()
     log = rows(config).sort("type")
@@ -407,7 +371,7 @@ def test_touchpoint_member_is_exactly_the_encoders_json(fields) -> None:
     from dmp.ingest.batch import _touchpoint_fields, touchpoint
     from dmp.records import dump_json
 
-    h = hit(**fields)
+    h = make_hit(**fields)
     assert touchpoint(h) == dump_json(_touchpoint_fields(h))
     assert json.loads(touchpoint(h))["id"] == h.event_id
 
@@ -415,7 +379,7 @@ def test_touchpoint_member_is_exactly_the_encoders_json(fields) -> None:
 def test_stream_entries_are_positional_and_the_object_form_still_reads(redis, config, drain):
     """A hit travels as a JSON array (empty fields at the end left out); entries written
     as objects before that, and hits round-trip either way."""
-    full = hit(uid="c0", url="https://acme.de/a", topics=["crm"], ip="10.0.0.0")
+    full = make_hit(uid="c0", url="https://acme.de/a", topics=["crm"], ip="10.0.0.0")
     text = full._replace(user_agent="").to_json()
     assert json.loads(text)[-1] == "10.0.0.0"  # the empty user_agent after it left out
     assert Hit.from_json(text) == full._replace(user_agent="")
@@ -424,9 +388,9 @@ def test_stream_entries_are_positional_and_the_object_form_still_reads(redis, co
     bare = Hit("e1", "s1", "api", "track", "x", 1, 2)
     assert json.loads(bare.to_json())[:7] == list(bare[:7])
     assert Hit.from_json(bare.to_json()) == bare
-    old = hit(uid="c1")
+    old = make_hit(uid="c1")
     redis.xadd(keyspace.STREAM, {stream.FIELD: json.dumps(old._asdict(), default=dict)})
-    send(redis, full)
+    send_hits(redis, full)
     drain()
     assert sorted(rows(config)["uid"].to_list()) == ["c0", "c1"]
 
@@ -437,7 +401,7 @@ def test_stream_entries_are_positional_and_the_object_form_still_reads(redis, co
 def test_a_malformed_entry_is_counted_and_skipped(redis, config, drain, entry):
     """Wrong shapes (too short, too long, not a hit) never become a hit, nor block others."""
     redis.xadd(keyspace.STREAM, {stream.FIELD: entry})
-    send(redis, hit(uid="c1"))
+    send_hits(redis, make_hit(uid="c1"))
     drain()
     assert rows(config)["uid"].to_list() == ["c1"] and redis.xlen(keyspace.STREAM) == 0
     assert redis.hget(keyspace.METRICS, "dmp_stream_unreadable_total") == "1"
@@ -446,7 +410,7 @@ def test_a_malformed_entry_is_counted_and_skipped(redis, config, drain, entry):
 def test_a_worker_that_lost_its_lease_stores_nothing_and_the_next_stores_once(redis, config, drain):
     """The commit is fenced by the lease: a stalled worker whose lease passed on abandons its
     flush (files removed, entries unacked), and the new holder stores each event once."""
-    send(redis, hit(uid="c1"), hit(uid="c2"), hit(uid="c3"))
+    send_hits(redis, make_hit(uid="c1"), make_hit(uid="c2"), make_hit(uid="c3"))
     stalled = Worker(redis, config)
     assert stalled.acquire_lease()
     stalled.start()
@@ -490,7 +454,7 @@ def test_an_abandoned_flush_keeps_only_files_a_recovery_committed(redis, config)
 def test_a_restarted_worker_reads_each_of_its_pending_entries_once(redis, config):
     """A worker killed with a batch read but not flushed leaves its entries pending; the next
     worker under the same consumer name stores each event once and counts no duplicate."""
-    send(redis, *(hit(uid=f"c{i}") for i in range(5)))
+    send_hits(redis, *(make_hit(uid=f"c{i}") for i in range(5)))
     killed = Worker(redis, config)
     assert killed.acquire_lease()
     killed.start()
@@ -508,7 +472,7 @@ def test_entries_deleted_while_a_dead_consumer_held_them_are_acked(redis, config
     """Redis 6.2's XAUTOCLAIM answers a deleted pending entry without its id; the worker
     still takes it over and acks it, so nothing stays pending for good."""
     stream.ensure_group(redis)
-    send(redis, hit(uid="c1"), hit(uid="c2"), hit(uid="c3"))
+    send_hits(redis, make_hit(uid="c1"), make_hit(uid="c2"), make_hit(uid="c3"))
     (_, entries), *_ = redis.xreadgroup(keyspace.GROUP, "dead-worker", {keyspace.STREAM: ">"}, 10)
     redis.xdel(keyspace.STREAM, entries[1][0])
     drain()
@@ -530,7 +494,7 @@ def test_serve_frees_the_lease_of_a_worker_process_it_saw_die(redis, config):
     assert redis.get(keyspace.WORKER_LEASE) is None
 
 
-def test_a_long_running_worker_rides_out_a_redis_away_at_its_start(tmp_path):
+def test_a_long_running_worker_rides_out_a_redis_away_at_its_start(tmp_path, own_redis):
     """`dmp worker` started while Redis is down waits for it (one log line) and then
     ingests, instead of exiting (dmp serve restarted it in a loop)."""
     import signal
@@ -539,12 +503,10 @@ def test_a_long_running_worker_rides_out_a_redis_away_at_its_start(tmp_path):
     import time
 
     from dmp.storage import redisserver
-    from tests.served import OwnRedis as Server
 
-    server = Server(tmp_path / "own")
-    server.kill()
+    own_redis.kill()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMP_")}
-    env |= {"DMP_REDIS_URL": server.url, "DMP_DATA_DIR": str(tmp_path / "data")}
+    env |= {"DMP_REDIS_URL": own_redis.url, "DMP_DATA_DIR": str(tmp_path / "data")}
     env |= {"DMP_FLUSH_SECONDS": "0.2", "DMP_SEGMENTS_EVERY": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "dmp", "worker"], env=env, stderr=subprocess.PIPE, text=True
@@ -552,11 +514,9 @@ def test_a_long_running_worker_rides_out_a_redis_away_at_its_start(tmp_path):
     try:
         time.sleep(2.0)
         assert proc.poll() is None, proc.stderr.read()
-        server.start()
-        r = redisserver.connect(server.url)
-        hit = Hit("late-start-1", "s1", "pixel", "page", "page", 1, 1_790_000_000_000,
-                  {"analytics": True}, "c1")  # fmt: skip
-        stream.enqueue(r, [hit], {}, atomic=False)
+        own_redis.start()
+        r = redisserver.connect(own_redis.url)
+        send_hits(r, make_hit(event_id="late-start-1", uid="c1"))
         deadline = time.monotonic() + 20
         while status(r)["events_stored"] < 1:
             assert time.monotonic() < deadline and proc.poll() is None, "not ingested"
@@ -564,6 +524,5 @@ def test_a_long_running_worker_rides_out_a_redis_away_at_its_start(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
-        server.stop()
     assert proc.returncode == 0, err
     assert err.count("Redis is unavailable") == 1 and "Traceback" not in err, err

@@ -14,7 +14,7 @@ from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person
 from dmp.records import Stage
 from segments.scoring import DAY_MS
-from tests.ingest.test_worker import NOW, hit, identify, send
+from tests.factories import NOW, bearer, make_hit, make_identify, run_synth, send_hits
 
 AS_OF = "2026-09-21T12:00:00Z"  # NOW is 2026-09-21T14:13:20Z: events after it do not count
 MODEL = """
@@ -38,13 +38,15 @@ CATALOG = """
 def anna(redis, drain, runner, tmp_path):
     """A marketer who browsed pricing and downloaded a whitepaper, with the model applied."""
     day = DAY_MS
-    send(
+    send_hits(
         redis,
-        hit(uid="c-anna", timestamp=NOW - 3 * day, url="https://acme.de/pricing", topics=["crm"]),
-        hit(uid="c-anna", timestamp=NOW - 3 * day + 60_000, url="https://acme.de/pricing"),
-        identify("anna@acme.de", uid="c-anna", job_title="Head of Marketing", company="Acme"),
-        hit(uid="c-anna", type="track", event="whitepaper_download", timestamp=NOW - 4 * day),
-        hit(uid="c-bob", timestamp=NOW - 2 * day, topics=["seo"]),
+        make_hit(
+            uid="c-anna", timestamp=NOW - 3 * day, url="https://acme.de/pricing", topics=["crm"]
+        ),
+        make_hit(uid="c-anna", timestamp=NOW - 3 * day + 60_000, url="https://acme.de/pricing"),
+        make_identify("anna@acme.de", uid="c-anna", job_title="Head of Marketing", company="Acme"),
+        make_hit(uid="c-anna", type="track", event="whitepaper_download", timestamp=NOW - 4 * day),
+        make_hit(uid="c-bob", timestamp=NOW - 2 * day, topics=["seo"]),
     )
     drain()
     (tmp_path / "model.yaml").write_text(MODEL)
@@ -103,11 +105,15 @@ def test_export_parquet_and_csv(anna, runner, tmp_path):
 
 def test_merged_persons_touchpoints_follow_them(redis, drain, runner, config):
     """Events stored under a person later merged count for the person they were merged into."""
-    send(redis, identify("eva@acme.de", uid="c-1"))
+    send_hits(redis, make_identify("eva@acme.de", uid="c-1"))
     drain()
-    send(redis, hit(uid="c-2", timestamp=NOW - DAY_MS), hit(uid="c-2", timestamp=NOW - DAY_MS + 1))
+    send_hits(
+        redis,
+        make_hit(uid="c-2", timestamp=NOW - DAY_MS),
+        make_hit(uid="c-2", timestamp=NOW - DAY_MS + 1),
+    )
     drain()
-    send(redis, identify("eva@acme.de", uid="c-2"))  # c-2's person merges into eva
+    send_hits(redis, make_identify("eva@acme.de", uid="c-2"))  # c-2's person merges into eva
     drain()
     result = builds.build(redis, config, NOW + 1)
     frame = pl.read_parquet(result.path)
@@ -149,9 +155,7 @@ def test_a_bad_model_is_refused_with_its_path(redis, config, tmp_path, capsys):
 def test_admin_api_shows_the_matrix_row(anna, runner, client, admin_key):
     """After a build the person's API view carries their matrix row and score breakdown."""
     assert runner.invoke(cli, ["matrix", "build", "--as-of", AS_OF]).exit_code == 0
-    body = client.get(
-        f"/api/v1/persons/{anna}", headers={"Authorization": f"Bearer {admin_key}"}
-    ).get_json()
+    body = client.get(f"/api/v1/persons/{anna}", headers=bearer(admin_key)).get_json()
     assert body["matrix"]["stage"] == "mql" and body["matrix"]["score"] > 60
     assert body["matrix"]["score_breakdown"][0]["rule"] == "download"
     assert [s["stage"] for s in body["stages"]] == ["mql"]
@@ -159,7 +163,7 @@ def test_admin_api_shows_the_matrix_row(anna, runner, client, admin_key):
 
 def test_funnel_cli_and_api_match_the_build(anna, runner, client, admin_key):
     """`dmp funnel --json` and GET /api/v1/funnel show the latest build's funnel."""
-    auth = {"Authorization": f"Bearer {admin_key}"}
+    auth = bearer(admin_key)
     assert client.get("/api/v1/funnel", headers=auth).status_code == 404
     assert runner.invoke(cli, ["matrix", "build", "--as-of", AS_OF]).exit_code == 0
     data = json.loads(runner.invoke(cli, ["funnel", "--json"]).output)
@@ -171,7 +175,7 @@ def test_funnel_cli_and_api_match_the_build(anna, runner, client, admin_key):
 
 def test_only_the_newest_snapshots_are_kept(runner, redis, config):
     """Frequent builds (the worker's schedule) keep the newest five snapshots, whole."""
-    assert runner.invoke(cli, ["synth", "--persons", "30", "--days", "5"]).exit_code == 0
+    run_synth(runner, 30, 5)
     built = [builds.build(redis, config, incremental=True).path for _ in range(6)]
     built.append(builds.build(redis, config, 1_700_000_000_000).path)  # as of 2023
     folder = snapshots.matrix_dir(config)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import polars as pl
@@ -17,7 +16,7 @@ from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person
 from dmp.records import Stage
 from segments.scoring import DAY_MS
-from tests.ingest.test_worker import NOW, hit, identify, send
+from tests.factories import NOW, make_hit, make_identify, run_synth, send_hits
 
 
 def rows(path) -> pl.DataFrame:
@@ -28,22 +27,20 @@ def test_incremental_equals_full_after_new_events_merges_and_stage_changes(
     runner, redis, drain, config
 ):
     """New events, a merge, a sales stage and the passing of time: incremental == full."""
-    assert (
-        runner.invoke(cli, ["synth", "--persons", "120", "--days", "40", "--seed", "9"]).exit_code
-        == 0
-    )
-    start = int(time.time() * 1000) + 60_000  # synth data ends now
+    start = run_synth(runner, 120, 40, 9)
     first = builds.build(redis, config, start)
     some = pl.read_parquet(first.path).filter(pl.col("email").is_not_null())["person_id"]
     # Afterwards: a known person returns, a new cookie appears and identifies as an existing
     # person (a merge), sales moves someone on, and eleven days pass.
     later = start + 11 * DAY_MS
     email = pl.read_parquet(first.path).filter(pl.col("person_id") == some[0])["email"].item()
-    send(
+    send_hits(
         redis,
-        hit(uid="c-new", timestamp=later - DAY_MS, url="https://acme.de/pricing", topics=["ki"]),
-        hit(uid="c-new", timestamp=later - DAY_MS + 5, type="track", event="demo_request"),
-        identify(email, uid="c-new"),
+        make_hit(
+            uid="c-new", timestamp=later - DAY_MS, url="https://acme.de/pricing", topics=["ki"]
+        ),
+        make_hit(uid="c-new", timestamp=later - DAY_MS + 5, type="track", event="demo_request"),
+        make_identify(email, uid="c-new"),
     )
     drain()
     lifecycle.record_stage(redis, some[1], Stage.SQL, source="api", at_ms=later - 3 * DAY_MS)
@@ -67,10 +64,7 @@ def test_incremental_equals_full_after_new_events_merges_and_stage_changes(
 
 def test_falls_back_to_full_when_the_model_changes(runner, redis, config, tmp_path):
     """A changed scoring model refolds everyone."""
-    assert (
-        runner.invoke(cli, ["synth", "--persons", "40", "--days", "20", "--seed", "3"]).exit_code
-        == 0
-    )
+    run_synth(runner, 40, 20, 3)
     builds.build(redis, config, NOW)
     model = tmp_path / "m.yaml"
     model.write_text("activity: {half_life_days: 7, rules: [{when: {event: page}, points: 2}]}")
@@ -81,10 +75,7 @@ def test_falls_back_to_full_when_the_model_changes(runner, redis, config, tmp_pa
 
 def test_cli_incremental_flag(runner, redis, config):
     """`dmp matrix build --incremental` goes on from the last build."""
-    assert (
-        runner.invoke(cli, ["synth", "--persons", "30", "--days", "10", "--seed", "2"]).exit_code
-        == 0
-    )
+    run_synth(runner, 30, 10, 2)
     assert runner.invoke(cli, ["matrix", "build"]).exit_code == 0
     result = runner.invoke(cli, ["matrix", "build", "--incremental", "--json"])
     assert result.exit_code == 0, result.output

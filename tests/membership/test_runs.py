@@ -19,9 +19,8 @@ from dmp.membership import definitions, live, lookupsets, runs, schedule
 from dmp.people import lifecycle
 from dmp.records import Stage
 from dmp.storage import keyspace, locks
-from segments.definition import load_definitions
 from segments.scoring import DAY_MS
-from tests.ingest.test_worker import hit, identify, send
+from tests.factories import apply_segments, make_hit, make_identify, run_synth, send_hits
 from tests.served import wait_for
 
 SEGMENTS = """
@@ -51,10 +50,6 @@ where: {stage: {gte: sal}}
 """
 
 
-def _apply(redis, text: str = SEGMENTS) -> None:
-    definitions.apply_definitions(redis, load_definitions(text, "test.yaml"))
-
-
 def _members(config) -> pl.DataFrame:
     return runs.latest_members(config).collect().sort("segment_id", "person_id")
 
@@ -82,16 +77,15 @@ def _person_sets(redis) -> pl.DataFrame:
 
 
 @pytest.fixture
-def synth(runner, redis):
-    result = runner.invoke(cli, ["synth", "--persons", "150", "--days", "40", "--seed", "4"])
-    assert result.exit_code == 0, result.output
-    return int(time.time() * 1000) + 60_000  # synth data ends now
+def synth(runner, redis) -> int:
+    """Return a time just after 150 synth persons' 40 days of data."""
+    return run_synth(runner, 150, 40, 4)
 
 
 def test_incremental_run_equals_full_run(synth, redis, drain, config):
     """New events, a merge, a sales stage and eleven days passing: the incremental run
     recounts only some persons and finds exactly the members and changes a full run does."""
-    _apply(redis)
+    apply_segments(redis, SEGMENTS)
     start = synth
     builds.build(redis, config, start)
     first = runs.run(redis, config, build_matrix=False)
@@ -103,12 +97,12 @@ def test_incremental_run_equals_full_run(synth, redis, drain, config):
     ready_before = _members(config).filter(pl.col("segment_id") == "sales-ready")["person_id"]
     promoted = next(p for p in known[1:] if p not in ready_before)
     later = start + 11 * DAY_MS
-    send(
+    send_hits(
         redis,
-        hit(uid="c-new", timestamp=later - DAY_MS, url="https://acme.de/pricing"),
-        hit(uid="c-new", timestamp=later - DAY_MS + 5, type="track", event="demo_request"),
-        hit(uid="c-new", timestamp=later - DAY_MS + 9, url="https://acme.de/a"),
-        identify(email, uid="c-new"),
+        make_hit(uid="c-new", timestamp=later - DAY_MS, url="https://acme.de/pricing"),
+        make_hit(uid="c-new", timestamp=later - DAY_MS + 5, type="track", event="demo_request"),
+        make_hit(uid="c-new", timestamp=later - DAY_MS + 9, url="https://acme.de/a"),
+        make_identify(email, uid="c-new"),
     )
     drain()
     lifecycle.record_stage(redis, promoted, Stage.SAL, source="api", at_ms=later - DAY_MS)
@@ -156,7 +150,7 @@ def _read(config, name: str) -> pl.DataFrame:
 def test_changes_record_time_version_and_deletions(synth, redis, config):
     """Changes carry the as-of time, run and version; a deleted segment's members all leave
     and its lookup sets empty; a changed definition runs with its new version."""
-    _apply(redis)
+    apply_segments(redis, SEGMENTS)
     first = runs.run(redis, config)
     assert first.versions == dict.fromkeys(first.versions, 1)
     changes = _read(config, runs.latest_run(config)["changes_file"])
@@ -165,7 +159,7 @@ def test_changes_record_time_version_and_deletions(synth, redis, config):
     engaged = first.members["engaged"]
     assert redis.scard(keyspace.segment("engaged", "members")) == engaged
     assert definitions.delete_segment(redis, "engaged") == 2
-    _apply(redis, SEGMENTS.replace("count_gte: 2", "count_gte: 1").split("---")[0])
+    apply_segments(redis, SEGMENTS.replace("count_gte: 2", "count_gte: 1").split("---")[0])
     second = runs.run(redis, config)
     assert "engaged" not in second.members and second.versions["active-week"] == 2
     changes = _read(config, runs.latest_run(config)["changes_file"])
@@ -180,7 +174,7 @@ def test_changes_record_time_version_and_deletions(synth, redis, config):
 def test_lookup_sets_are_rewritten_when_redis_missed_a_run(synth, redis, config):
     """Redis sets that are not at the last run (lost, or a crash between files and Redis)
     are rewritten from the snapshot; stale members disappear."""
-    _apply(redis)
+    apply_segments(redis, SEGMENTS)
     runs.run(redis, config)
     redis.sadd(keyspace.segment("engaged", "members"), "ffffffffffffffff")
     redis.srem(keyspace.segment("engaged", "members"), _members(config)["person_id"][0])
@@ -192,7 +186,7 @@ def test_lookup_sets_are_rewritten_when_redis_missed_a_run(synth, redis, config)
 
 def test_one_run_at_a_time(synth, redis, config):
     """A run waits for the lock another holds, and says so when it cannot get it."""
-    _apply(redis)
+    apply_segments(redis, SEGMENTS)
     with runs.run_lock(redis), pytest.raises(locks.Busy):
         runs.run(redis, config, wait_seconds=0.3)
     assert runs.run(redis, config).members
@@ -225,11 +219,11 @@ def test_cli_members_of_unknown_segment(redis, main_argv, capsys):
 def test_the_schedule_runs_when_new_events_arrive(synth, redis, drain, config):
     """With the schedule on, a qualifying visit reaches the lookup sets without a manual
     run; nothing new, no run (until segments_every)."""
-    _apply(redis, "id: pricing\nwhere: {did: {event: page, url_contains: /pricing-x}}\n")
+    apply_segments(redis, "id: pricing\nwhere: {did: {event: page, url_contains: /pricing-x}}\n")
     with _schedule(redis, config, every=3600):
         first = wait_for(lambda: runs.latest_run(config), 30, "the schedule")
         assert first["members"] == {"pricing": 0}
-        send(redis, hit(uid="c-fresh", url="https://acme.de/pricing-x"))
+        send_hits(redis, make_hit(uid="c-fresh", url="https://acme.de/pricing-x"))
         drain()
         members = keyspace.segment("pricing", "members")
         with runs.run_lock(redis):  # a long run under way does not hold the lane up
@@ -242,7 +236,7 @@ def test_the_schedule_runs_when_new_events_arrive(synth, redis, drain, config):
 
 def test_the_schedule_runs_every_segments_every_seconds(synth, redis, config):
     """Without new data, runs still come (time moves); a failing live lane does not stop them."""
-    _apply(redis)
+    apply_segments(redis, SEGMENTS)
     with _schedule(redis, config, every=0.5):
         first = wait_for(lambda: runs.latest_run(config), 30, "the schedule")["run_id"]
         redis.sadd(keyspace.MATRIX_TOUCHED, "not-a-person")  # a mark the lane cannot read
@@ -251,7 +245,7 @@ def test_the_schedule_runs_every_segments_every_seconds(synth, redis, config):
 
 def test_the_schedule_runs_when_the_api_asks(synth, redis, config):
     """POST /api/v1/segments/runs asks; the schedule runs at once, not in an hour."""
-    _apply(redis)
+    apply_segments(redis, SEGMENTS)
     with _schedule(redis, config, every=3600):
         first = wait_for(lambda: runs.latest_run(config), 30, "the schedule")["run_id"]
         redis.set(keyspace.SEGMENTS_RUN_REQUESTED, 1)
@@ -294,7 +288,7 @@ def test_preview_sizes_breaks_down_and_explains(synth, redis, runner, config, tm
     assert [m["path"] for m in res["sample"][0]["met"]] == paths
     assert res["conditions"][1]["condition"] == {"score": {"gte": 10}}
     # The same definition stored previews the same; the text form shows bars.
-    _apply(redis)
+    apply_segments(redis, SEGMENTS)
     stored = json.loads(runner.invoke(cli, ["segments", "preview", "engaged", "--json"]).output)
     assert stored["members"] == res["members"]
     text = runner.invoke(cli, ["segments", "preview", "engaged"]).output
@@ -303,7 +297,7 @@ def test_preview_sizes_breaks_down_and_explains(synth, redis, runner, config, tm
 
 def test_overlap_counts_pairs(synth, redis, runner, config):
     """The overlap of each pair is the size of the intersection of their memberships."""
-    _apply(redis)
+    apply_segments(redis, SEGMENTS)
     runs.run(redis, config)
     res = json.loads(runner.invoke(cli, ["segments", "overlap", "--json"]).output)
     members = _members(config)
@@ -332,7 +326,7 @@ def test_the_run_lock_is_renewed_and_a_dead_holders_expires(synth, redis, config
         assert lock.held()
     assert redis.get(keyspace.SEGMENTS_LOCK) is None
     redis.set(keyspace.SEGMENTS_LOCK, "a-dead-worker", px=500)
-    _apply(redis)
+    apply_segments(redis, SEGMENTS)
     assert runs.run(redis, config, wait_seconds=5).members
     before = runs.latest_run(config)["run_id"]
 
@@ -350,7 +344,7 @@ def test_the_run_lock_is_renewed_and_a_dead_holders_expires(synth, redis, config
 def test_the_live_lane_finds_what_a_run_finds(synth, redis, drain, config):
     """Between runs, the persons of new event files (and those marked touched) get the
     lookup sets a run at the same time gives them; nothing else moves."""
-    _apply(redis)
+    apply_segments(redis, SEGMENTS)
     start = synth
     builds.build(redis, config, start)
     runs.run(redis, config, build_matrix=False)
@@ -360,12 +354,12 @@ def test_the_live_lane_finds_what_a_run_finds(synth, redis, drain, config):
     known = snapshot.filter(pl.col("email").is_not_null())["person_id"].to_list()
     email = snapshot.filter(pl.col("person_id") == known[0])["email"].item()
     later = start + 3 * DAY_MS
-    send(
+    send_hits(
         redis,
-        hit(uid="c-live", timestamp=later - 60_000, url="https://acme.de/pricing"),
-        hit(uid="c-live", timestamp=later - 50_000, type="track", event="demo_request"),
-        hit(uid="c-live", timestamp=later - 40_000, url="https://acme.de/b"),
-        identify(email, uid="c-live"),
+        make_hit(uid="c-live", timestamp=later - 60_000, url="https://acme.de/pricing"),
+        make_hit(uid="c-live", timestamp=later - 50_000, type="track", event="demo_request"),
+        make_hit(uid="c-live", timestamp=later - 40_000, url="https://acme.de/b"),
+        make_identify(email, uid="c-live"),
     )
     drain()
     lifecycle.record_stage(redis, known[3], Stage.SAL, source="api", at_ms=later - 1000)
@@ -393,13 +387,13 @@ def test_the_live_lane_finds_what_a_run_finds(synth, redis, drain, config):
 def test_live_members_of_a_deleted_segment_are_removed_by_the_next_run(synth, redis, drain, config):
     """The live lane adds someone to a segment no run has recorded yet; the segment is
     deleted: the next run leaves no set of it behind."""
-    _apply(redis)
+    apply_segments(redis, SEGMENTS)
     runs.run(redis, config)
-    _apply(redis, "id: probe\nwhere: {did: {event: page, url_contains: /probe-page}}\n")
+    apply_segments(redis, "id: probe\nwhere: {did: {event: page, url_contains: /probe-page}}\n")
     before = set(sources.event_files(config.events_dir))
-    send(
+    send_hits(
         redis,
-        hit(
+        make_hit(
             uid="c-probe",
             url="https://acme.de/probe-page",
             timestamp=int(time.time() * 1000) - 5000,
@@ -418,7 +412,7 @@ def test_live_members_of_a_deleted_segment_are_removed_by_the_next_run(synth, re
 def test_a_run_settles_what_the_live_lane_moved(synth, redis, config):
     """A person the live lane moved since the last run is set to what the run finds, even
     when the run sees no change for them (a window closed between tick and run)."""
-    _apply(redis)
+    apply_segments(redis, SEGMENTS)
     runs.run(redis, config)
     members = _members(config)
     pid = members.filter(pl.col("segment_id") == "engaged")["person_id"][0]
@@ -439,11 +433,11 @@ def test_a_run_settles_what_the_live_lane_moved(synth, redis, config):
 def test_touchpoints_stamped_ahead_count_when_their_time_comes(synth, redis, drain, config):
     """A qualifying touchpoint stamped 2 s after the tick (a client's clock ahead) is
     named for another look, and the next tick after its time finds the person in."""
-    _apply(redis, "id: pricing\nwhere: {did: {event: page, url_contains: /pricing-x}}\n")
+    apply_segments(redis, "id: pricing\nwhere: {did: {event: page, url_contains: /pricing-x}}\n")
     runs.run(redis, config)
     before = set(sources.event_files(config.events_dir))
     now = int(time.time() * 1000)
-    send(redis, hit(uid="c-ahead", url="https://acme.de/pricing-x", timestamp=now + 2000))
+    send_hits(redis, make_hit(uid="c-ahead", url="https://acme.de/pricing-x", timestamp=now + 2000))
     drain()
     new = sorted(set(sources.event_files(config.events_dir)) - before)
     first = live.live_tick(redis, config, new, as_of_ms=now)
@@ -454,7 +448,7 @@ def test_touchpoints_stamped_ahead_count_when_their_time_comes(synth, redis, dra
 
 
 def test_cli_lists_runs(synth, redis, runner, config):
-    _apply(redis)
+    apply_segments(redis, SEGMENTS)
     assert "no segment run yet" in runner.invoke(cli, ["segments", "runs"]).output
     first = runs.run(redis, config)
     second = runs.run(redis, config)
@@ -466,7 +460,7 @@ def test_cli_lists_runs(synth, redis, runner, config):
 
 
 def test_status_shows_the_segments(synth, redis, runner, config):
-    _apply(redis)
+    apply_segments(redis, SEGMENTS)
     run = runs.run(redis, config)
     state = json.loads(runner.invoke(cli, ["status", "--json"]).output)["segments"]
     assert state["defined"] == 4 and state["last_run"]["run_id"] == run.run_id
@@ -477,7 +471,7 @@ def test_status_shows_the_segments(synth, redis, runner, config):
 def test_a_run_keeps_live_moves_newer_than_what_it_saw(synth, redis, config):
     """A person the live lane moved after a run's as-of time keeps that move when the run
     applies its (older) changes; the note waits for a later run."""
-    _apply(redis)
+    apply_segments(redis, SEGMENTS)
     first = runs.run(redis, config)
     last = runs.latest_run(config)
     pid = _members(config).filter(pl.col("segment_id") == "engaged")["person_id"][0]
@@ -487,12 +481,10 @@ def test_a_run_keeps_live_moves_newer_than_what_it_saw(synth, redis, config):
     assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) == later
     lookupsets.move_sets(redis, {pid: {"engaged"}}, {"engaged"}, noted_at=later - 5)
     assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) == later  # a note only moves on
-    left = pl.DataFrame(
-        [("engaged", pid, "left", first.as_of + 1, "r2", 1)],
-        schema=runs.CHANGE_SCHEMA, orient="row",
-    )  # fmt: skip
-    members = _members(config).filter(~((pl.col("person_id") == pid)
-                                        & (pl.col("segment_id") == "engaged")))  # fmt: skip
+    change = ("engaged", pid, "left", first.as_of + 1, "r2", 1)
+    left = pl.DataFrame([change], schema=runs.CHANGE_SCHEMA, orient="row")
+    theirs = (pl.col("person_id") == pid) & (pl.col("segment_id") == "engaged")
+    members = _members(config).filter(~theirs)
     manifest = {**last, "as_of": first.as_of + 1, "run_id": "r2"}
     lookupsets.apply_run(redis, manifest, members, left, last)
     assert "engaged" in redis.smembers(keyspace.person(pid, "segments"))
@@ -502,11 +494,11 @@ def test_a_run_keeps_live_moves_newer_than_what_it_saw(synth, redis, config):
 def test_a_rewrite_keeps_live_moves_newer_than_the_run(synth, redis, config):
     """When the lookup sets are rewritten from a run's snapshot, a person the live lane
     moved after the run's as-of time keeps the lane's sets."""
-    _apply(redis)
+    apply_segments(redis, SEGMENTS)
     first = runs.run(redis, config)
     pid = _members(config).filter(pl.col("segment_id") == "engaged")["person_id"][0]
-    lookupsets.move_sets(redis, {pid: {"sales-ready"}}, {"engaged", "sales-ready"},
-                         noted_at=first.as_of + 10**12)  # fmt: skip
+    moved = {pid: {"sales-ready"}}
+    lookupsets.move_sets(redis, moved, {"engaged", "sales-ready"}, noted_at=first.as_of + 10**12)
     lanes = redis.smembers(keyspace.person(pid, "segments"))
     assert "sales-ready" in lanes and "engaged" not in lanes
     redis.set(keyspace.SEGMENTS_APPLIED, "lost-track")  # the next run rewrites

@@ -8,39 +8,27 @@ import pytest
 from segments.funnel import build_funnel
 from segments.scoring import DAY_MS
 from segments.stages import STAGE_HISTORY_SCHEMA
+from tests.factories import MATRIX_NOW
 
-NOW = 1_763_900_000_000
 ROWS = pl.DataFrame(
     {
         "person_id": ["a", "b", "c", "d", "e"],
         "tier": ["high", "medium", "low", "low", "medium"],
         "stage": ["won", "mql", "lead", "lead", "sql"],
-        "stage_since": [
-            NOW - 5 * DAY_MS,
-            NOW - 10 * DAY_MS,
-            NOW - 30 * DAY_MS,
-            NOW - 2 * DAY_MS,
-            NOW - 4 * DAY_MS,
-        ],  # fmt: skip
-        "first_seen": [
-            NOW - 100 * DAY_MS,
-            NOW - 40 * DAY_MS,
-            NOW - 30 * DAY_MS,
-            NOW - 2 * DAY_MS,
-            NOW - 50 * DAY_MS,
-        ],  # fmt: skip
+        "stage_since": [MATRIX_NOW - days * DAY_MS for days in (5, 10, 30, 2, 4)],
+        "first_seen": [MATRIX_NOW - days * DAY_MS for days in (100, 40, 30, 2, 50)],
     }
 )
 HISTORY = (
     pl.DataFrame(
         [
-            ("a", "mql", NOW - 80 * DAY_MS),
-            ("a", "sal", NOW - 60 * DAY_MS),
-            ("a", "sql", NOW - 20 * DAY_MS),
-            ("a", "won", NOW - 5 * DAY_MS),
-            ("b", "mql", NOW - 10 * DAY_MS),
-            ("e", "sql", NOW - 4 * DAY_MS),  # sales moved e straight to sql
-            ("e", "sql", NOW - 3 * DAY_MS),  # a repeated record continues the stay
+            ("a", "mql", MATRIX_NOW - 80 * DAY_MS),
+            ("a", "sal", MATRIX_NOW - 60 * DAY_MS),
+            ("a", "sql", MATRIX_NOW - 20 * DAY_MS),
+            ("a", "won", MATRIX_NOW - 5 * DAY_MS),
+            ("b", "mql", MATRIX_NOW - 10 * DAY_MS),
+            ("e", "sql", MATRIX_NOW - 4 * DAY_MS),  # sales moved e straight to sql
+            ("e", "sql", MATRIX_NOW - 3 * DAY_MS),  # a repeated record continues the stay
         ],
         schema=["person_id", "stage", "at"],
         orient="row",
@@ -52,7 +40,7 @@ HISTORY = (
 
 @pytest.fixture
 def funnel() -> dict:
-    return build_funnel(ROWS, HISTORY, NOW)
+    return build_funnel(ROWS, HISTORY, MATRIX_NOW)
 
 
 def test_stages_and_tiers_add_up_to_the_persons(funnel):

@@ -10,7 +10,7 @@ from segments.evaluator import evaluate
 from segments.language import parse_where
 from segments.matrix import TOUCHPOINT_SCHEMA
 from segments.rules import RuleError
-from tests.segments.test_matrix import NOW, touch
+from tests.factories import MATRIX_NOW, MATRIX_SCHEMA, matrix_row, touch_row
 
 EXAMPLE = yaml.safe_load(
     """
@@ -30,62 +30,34 @@ where:
 )["where"]
 
 
-def person(pid: str, **over) -> dict:
-    row = {
-        "person_id": pid,
-        "tier": "high",
-        "score": 70.0,
-        "stage": "mql",
-        "interests": [{"topic": "marketing-automation", "weight": 0.6}],
-        "channels": ["retargeting", "email"],
-        "traits": '{"country": "DE", "employees": 40}',
-        "touchpoints_30d": 3,
-        "top_interest": "marketing-automation",
-    }
-    return {**row, **over}
-
-
-SCHEMA = {
-    "person_id": pl.Utf8,
-    "tier": pl.Utf8,
-    "score": pl.Float64,
-    "stage": pl.Utf8,
-    "interests": pl.List(pl.Struct({"topic": pl.Utf8, "weight": pl.Float64})),
-    "channels": pl.List(pl.Utf8),
-    "traits": pl.Utf8,
-    "touchpoints_30d": pl.UInt32,
-    "top_interest": pl.Utf8,
-}
-
-
 def members(people: list[dict], touches: list[dict], where: dict) -> list[str]:
-    matrix = pl.LazyFrame(people, schema=SCHEMA)
+    matrix = pl.LazyFrame(people, schema=MATRIX_SCHEMA)
     tps = pl.LazyFrame(touches, schema=TOUCHPOINT_SCHEMA)
-    got = evaluate(matrix, tps, {"seg": parse_where(where)}, NOW).collect()
+    got = evaluate(matrix, tps, {"seg": parse_where(where)}, MATRIX_NOW).collect()
     return sorted(got.filter("seg")["person_id"].to_list())
 
 
 def test_the_issue_example_selects_exactly_the_qualifying_person():
     """Each condition of the example excludes one person that fails only it."""
     people = [
-        person("ok"),
-        person("low", tier="low"),
-        person("cold", score=20.0),
-        person("sql", stage="sql"),
-        person("other-topic", interests=[{"topic": "crm", "weight": 1.0}]),
-        person("no-email", channels=["retargeting"]),
-        person("no-download"),
-        person("careers"),
-        person("abroad", traits='{"country": "US", "employees": 40}'),
-        person("big-abroad", traits='{"country": "US", "employees": 500}'),
+        matrix_row("ok"),
+        matrix_row("low", tier="low"),
+        matrix_row("cold", score=20.0),
+        matrix_row("sql", stage="sql"),
+        matrix_row("other-topic", interests=[{"topic": "crm", "weight": 1.0}]),
+        matrix_row("no-email", channels=["retargeting"]),
+        matrix_row("no-download"),
+        matrix_row("careers"),
+        matrix_row("abroad", traits='{"country": "US", "employees": 40}'),
+        matrix_row("big-abroad", traits='{"country": "US", "employees": 500}'),
     ]
     touches = [
-        touch(p["person_id"], 3, "whitepaper_download")
+        touch_row(p["person_id"], 3, "whitepaper_download")
         for p in people
         if p["person_id"] != "no-download"
     ]
-    touches += [touch("no-download", 45, "whitepaper_download")]  # outside the window
-    touches += [touch("careers", 1, url="https://acme.de/careers/jobs")]
+    touches += [touch_row("no-download", 45, "whitepaper_download")]  # outside the window
+    touches += [touch_row("careers", 1, url="https://acme.de/careers/jobs")]
     assert members(people, touches, EXAMPLE) == ["big-abroad", "ok"]
 
 
@@ -106,11 +78,11 @@ def test_the_issue_example_selects_exactly_the_qualifying_person():
 def test_conditions(where, expected):
     """Tiers and stages compare by order; did counts touchpoints in a window."""
     people = [
-        person("l", tier="low", stage="lead", channels=[]),
-        person("m", tier="medium", stage="mql"),
-        person("h", tier="high", stage="sal"),
+        matrix_row("l", tier="low", stage="lead", channels=[]),
+        matrix_row("m", tier="medium", stage="mql"),
+        matrix_row("h", tier="high", stage="sal"),
     ]
-    touches = [touch("h", 1), touch("h", 5), touch("m", 1, "click", channel="email")]
+    touches = [touch_row("h", 1), touch_row("h", 5), touch_row("m", 1, "click", channel="email")]
     assert members(people, touches, where) == expected
 
 
@@ -154,47 +126,50 @@ def test_bad_definitions_name_the_path_and_the_problem(where, message):
 
 def test_all_segments_in_one_pass_share_did_counts():
     """Several segments evaluate together; equal did nodes are counted once."""
-    people = [person("a"), person("b", tier="low")]
-    touches = [touch("a", 1, "whitepaper_download")]
+    people = [matrix_row("a"), matrix_row("b", tier="low")]
+    touches = [touch_row("a", 1, "whitepaper_download")]
     did = {"did": {"event": "whitepaper_download", "within_days": 30}}
     segments = {"x": parse_where(did), "y": parse_where({"all": [did, {"tier": "low"}]})}
     got = evaluate(
-        pl.LazyFrame(people, schema=SCHEMA),
+        pl.LazyFrame(people, schema=MATRIX_SCHEMA),
         pl.LazyFrame(touches, schema=TOUCHPOINT_SCHEMA),
         segments,
-        NOW,
+        MATRIX_NOW,
     ).collect()
     assert got.sort("person_id").rows() == [("a", True, False), ("b", False, False)]
+
+
+DEMO = {"event": "demo_request"}
+DEMO_WITHIN_14 = {**DEMO, "within_days": 14}
 
 
 @pytest.mark.parametrize(
     ("where", "expected"),
     [
         # webinar, then a demo request within 14 days
-        ({"did": {"event": "webinar_signup", "then": {"event": "demo_request", "within_days": 14}}},
-         ["quick"]),
+        ({"did": {"event": "webinar_signup", "then": DEMO_WITHIN_14}}, ["quick"]),
         # ... with no limit on the gap
-        ({"did": {"event": "webinar_signup", "then": {"event": "demo_request"}}},
-         ["quick", "slow"]),
+        ({"did": {"event": "webinar_signup", "then": DEMO}}, ["quick", "slow"]),
         # three steps: page, then webinar, then demo within 14 days of the webinar
-        ({"did": {"event": "page", "then": {"event": "webinar_signup",
-                  "then": {"event": "demo_request", "within_days": 14}}}}, ["quick"]),
+        (
+            {"did": {"event": "page", "then": {"event": "webinar_signup", "then": DEMO_WITHIN_14}}},
+            ["quick"],
+        ),
         # only sequences ending in the last 5 days
-        ({"did": {"event": "webinar_signup", "within_days": 5,
-                  "then": {"event": "demo_request"}}}, ["quick"]),
+        ({"did": {"event": "webinar_signup", "within_days": 5, "then": DEMO}}, ["quick"]),
     ],
-)  # fmt: skip
+)
 def test_then_sequences(where, expected):
     """A then B within N days: B must follow an A, within the gap."""
-    people = [person(p) for p in ("quick", "slow", "wrong-order", "none")]
+    people = [matrix_row(p) for p in ("quick", "slow", "wrong-order", "none")]
     touches = [
-        touch("quick", 12, "page"),
-        touch("quick", 10, "webinar_signup"),
-        touch("quick", 2, "demo_request"),
-        touch("slow", 60, "webinar_signup"),
-        touch("slow", 20, "demo_request"),
-        touch("wrong-order", 10, "demo_request"),
-        touch("wrong-order", 5, "webinar_signup"),
+        touch_row("quick", 12, "page"),
+        touch_row("quick", 10, "webinar_signup"),
+        touch_row("quick", 2, "demo_request"),
+        touch_row("slow", 60, "webinar_signup"),
+        touch_row("slow", 20, "demo_request"),
+        touch_row("wrong-order", 10, "demo_request"),
+        touch_row("wrong-order", 5, "webinar_signup"),
     ]
     assert members(people, touches, where) == expected
 
@@ -262,4 +237,4 @@ def test_numbers_out_of_range_are_refused(where, message):
 )
 def test_numbers_at_their_bounds_are_taken(where):
     """The bounds themselves are valid, and the tree evaluates."""
-    members([person("a")], [touch("a", 1)], where)
+    members([matrix_row("a")], [touch_row("a", 1)], where)

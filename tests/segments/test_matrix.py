@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import polars as pl
 import pytest
 
 from segments.content import parse_catalog
-from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA, build_matrix
 from segments.rules import RuleError
 from segments.scoring import DAY_MS, parse_model
-from segments.stages import STAGE_HISTORY_SCHEMA
+from tests.factories import MATRIX_NOW, build_rows, profile_row, touch_row
 
-NOW = 1_763_900_000_000
 MODEL = parse_model(
     """
 fit:
@@ -38,54 +34,16 @@ CATALOG = parse_catalog(
 )
 
 
-def person(pid: str, tier: str = "medium", *, email: str | None = "x@acme.de", contact=(),
-           consents=("analytics",), first_days: float = 100, **traits) -> dict:  # fmt: skip
-    return {
-        "person_id": pid,
-        "tier": tier,
-        "email": email,
-        "contact": list(contact),
-        "consents": list(consents),
-        "traits": json.dumps(traits),
-        "first_seen": NOW - round(first_days * DAY_MS),
-    }
-
-
-def touch(pid: str, days_ago: float, event: str = "page", url: str | None = None,
-          topics=(), channel: str = "web") -> dict:  # fmt: skip
-    return {
-        "person_id": pid,
-        "timestamp": NOW - round(days_ago * DAY_MS),
-        "event": event,
-        "type": "page" if event == "page" else "track",
-        "source": "pixel",
-        "channel": channel,
-        "site_id": "acme",
-        "url": url,
-        "title": None,
-        "topics": list(topics),
-        "properties": None,
-    }
-
-
-def build(persons, touches, history=(), as_of=NOW) -> tuple[dict, pl.DataFrame]:
-    matrix, changes = build_matrix(
-        pl.LazyFrame(persons, schema=PERSON_SCHEMA),
-        pl.LazyFrame(touches, schema=TOUCHPOINT_SCHEMA),
-        pl.LazyFrame(list(history), schema=STAGE_HISTORY_SCHEMA),
-        MODEL,
-        CATALOG,
-        as_of,
-    )
-    rows = {r["person_id"]: r for r in matrix.collect().iter_rows(named=True)}
-    return rows, changes.collect()
+def build(persons, touches, history=(), as_of=MATRIX_NOW) -> tuple[dict, pl.DataFrame]:
+    """Return the rows and stage changes of a build with this module's model and catalog."""
+    return build_rows(MODEL, persons, touches, history, CATALOG, as_of)
 
 
 def test_score_is_fit_plus_decayed_activity_and_explained():
     """score = fit + activity, and the breakdown names each rule's points, biggest first."""
     rows, _ = build(
-        [person("a", job_title="Head of Marketing")],
-        [touch("a", 30, "whitepaper_download"), touch("a", 0), touch("a", 0)],
+        [profile_row("a", job_title="Head of Marketing")],
+        [touch_row("a", 30, "whitepaper_download"), touch_row("a", 0), touch_row("a", 0)],
     )
     a = rows["a"]
     assert (a["fit_score"], a["activity_score"], a["score"]) == (40.0, 17.0, 57.0)
@@ -100,13 +58,13 @@ def test_score_is_fit_plus_decayed_activity_and_explained():
 def test_counts_windows_channels_and_recency():
     """Counts per window and channel, first and last touch, the last channel."""
     rows, _ = build(
-        [person("a", first_days=400)],
+        [profile_row("a", first_days=400)],
         [
-            touch("a", 1),
-            touch("a", 10, channel="email", event="click"),
-            touch("a", 60),
-            touch("a", 200),
-            touch("a", -2),  # after the as-of time: not counted
+            touch_row("a", 1),
+            touch_row("a", 10, channel="email", event="click"),
+            touch_row("a", 60),
+            touch_row("a", 200),
+            touch_row("a", -2),  # after the as-of time: not counted
         ],
     )
     a = rows["a"]
@@ -116,15 +74,15 @@ def test_counts_windows_channels_and_recency():
         {"channel": "email", "count": 1},
         {"channel": "web", "count": 3},
     ]
-    assert a["first_seen"] == NOW - 400 * DAY_MS and a["last_seen"] == NOW - DAY_MS
+    assert a["first_seen"] == MATRIX_NOW - 400 * DAY_MS and a["last_seen"] == MATRIX_NOW - DAY_MS
     assert a["days_since_last_touch"] == 1.0 and a["last_channel"] == "web"
 
 
 def test_interests_are_decayed_shares_with_a_top_interest():
     """Topic weights decay like activity and add up to one."""
     rows, _ = build(
-        [person("a")],
-        [touch("a", 0, topics=["crm"]), touch("a", 30, topics=["crm", "ads"])],
+        [profile_row("a")],
+        [touch_row("a", 0, topics=["crm"]), touch_row("a", 30, topics=["crm", "ads"])],
     )
     total = 1 + 0.5 + 0.5
     assert rows["a"]["interests"] == [
@@ -145,50 +103,53 @@ def test_interests_are_decayed_shares_with_a_top_interest():
 )
 def test_channels_need_consent_and_a_way_to_reach(kwargs, expected):
     """Retargeting needs ads consent; email an address, email consent and no bounce."""
-    rows, _ = build([person("a", **kwargs)], [])
+    rows, _ = build([profile_row("a", **kwargs)], [])
     assert rows["a"]["channels"] == expected
 
 
 def test_model_makes_mqls_and_records_when():
     """A qualifying score and tier make an MQL (recorded at the as-of time); low tier waits."""
-    hot = [touch(p, 0, "whitepaper_download") for p in ("a", "b")]
-    persons = [person("a", job_title="marketing"), person("b", "low", job_title="marketing")]
+    hot = [touch_row(p, 0, "whitepaper_download") for p in ("a", "b")]
+    persons = [
+        profile_row("a", job_title="marketing"),
+        profile_row("b", "low", job_title="marketing"),
+    ]
     rows, changes = build(persons, hot)
-    assert rows["a"]["stage"] == "mql" and rows["a"]["stage_since"] == NOW
+    assert rows["a"]["stage"] == "mql" and rows["a"]["stage_since"] == MATRIX_NOW
     assert rows["b"]["stage"] == "lead" and rows["b"]["stage_since"] == persons[1]["first_seen"]
-    assert changes.rows() == [("a", "mql", NOW, "model")]
+    assert changes.rows() == [("a", "mql", MATRIX_NOW, "model")]
     # The next build reads that record back: no new change, the same since.
-    rows, changes = build(persons, hot, changes.rows(named=True), as_of=NOW + DAY_MS)
-    assert rows["a"]["stage_since"] == NOW and changes.is_empty()
+    rows, changes = build(persons, hot, changes.rows(named=True), as_of=MATRIX_NOW + DAY_MS)
+    assert rows["a"]["stage_since"] == MATRIX_NOW and changes.is_empty()
 
 
 def test_cold_mqls_are_recycled_and_sales_stages_stand():
     """An MQL below the threshold with no touch for 90 days is recycled; sal is kept."""
     history = [
-        {"person_id": "a", "stage": "mql", "at": NOW - 200 * DAY_MS, "source": "model"},
-        {"person_id": "b", "stage": "mql", "at": NOW - 200 * DAY_MS, "source": "model"},
-        {"person_id": "c", "stage": "sal", "at": NOW - 100 * DAY_MS, "source": "crm"},
-        {"person_id": "d", "stage": "mql", "at": NOW - 200 * DAY_MS, "source": "model"},
+        {"person_id": "a", "stage": "mql", "at": MATRIX_NOW - 200 * DAY_MS, "source": "model"},
+        {"person_id": "b", "stage": "mql", "at": MATRIX_NOW - 200 * DAY_MS, "source": "model"},
+        {"person_id": "c", "stage": "sal", "at": MATRIX_NOW - 100 * DAY_MS, "source": "crm"},
+        {"person_id": "d", "stage": "mql", "at": MATRIX_NOW - 200 * DAY_MS, "source": "model"},
     ]
     rows, changes = build(
-        [person(p, first_days=300) for p in "abcd"],
-        [touch("a", 91), touch("b", 89), touch("c", 95)],
+        [profile_row(p, first_days=300) for p in "abcd"],
+        [touch_row("a", 91), touch_row("b", 89), touch_row("c", 95)],
         history,
     )
     stages = {p: rows[p]["stage"] for p in "abcd"}
     assert stages == {"a": "recycled", "b": "mql", "c": "sal", "d": "recycled"}
     assert sorted(changes["person_id"]) == ["a", "d"]
-    assert rows["c"]["stage_since"] == NOW - 100 * DAY_MS
+    assert rows["c"]["stage_since"] == MATRIX_NOW - 100 * DAY_MS
 
 
 def test_next_content_fits_stage_and_interest_and_is_unseen():
     """The first catalog item for the stage and top interest not yet seen; else general."""
     rows, _ = build(
-        [person("a", job_title="marketing"), person("b"), person("c")],
+        [profile_row("a", job_title="marketing"), profile_row("b"), profile_row("c")],
         [
-            touch("a", 0, "whitepaper_download", topics=["crm"]),
-            touch("a", 1, url="https://ACME.de/crm-guide/?utm=x", topics=["crm"]),
-            touch("b", 1, topics=["seo"]),
+            touch_row("a", 0, "whitepaper_download", topics=["crm"]),
+            touch_row("a", 1, url="https://ACME.de/crm-guide/?utm=x", topics=["crm"]),
+            touch_row("b", 1, topics=["seo"]),
         ],
     )
     assert rows["a"]["stage"] == "mql" and rows["a"]["next_content"] == "crm-pricing"
@@ -205,7 +166,7 @@ def test_next_content_fits_stage_and_interest_and_is_unseen():
         (
             "- {id: a, title: A, url: 'https://x'}\n- {id: a, title: B, url: 'https://y'}",
             "content[1].id: 'a' appears twice",
-        ),  # fmt: skip
+        ),
         ("{}", "catalog: expected a list"),
     ],
 )

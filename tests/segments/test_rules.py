@@ -7,75 +7,20 @@ import pytest
 
 from segments.compiler import compile_when
 from segments.rules import Attr, Condition, Op, RuleError, parse_when
-
-TOUCHPOINTS = pl.DataFrame(
-    {
-        "event": ["page", "page", "whitepaper_download", "open"],
-        "type": ["page", "page", "track", "track"],
-        "source": ["pixel", "tag", "api", "newsletter"],
-        "channel": ["web", "web", "web", "email"],
-        "site_id": ["acme", "acme", "acme", None],
-        "url": ["https://acme.de/pricing?x=1", "https://acme.de/blog", None, None],
-        "title": ["Preise", None, None, None],
-        "topics": [["crm"], [], ["crm", "ads"], None],
-        "properties": [None, None, '{"format": "pdf", "pages": 12}', "{}"],
-    },
-    schema_overrides={"topics": pl.List(pl.Utf8)},
-)
-PERSONS = pl.DataFrame(
-    {
-        "traits": [
-            '{"job_title": "Head of Marketing", "employees": 120, "country": "DE"}',
-            '{"job_title": "CTO", "employees": "20"}',
-            None,
-            "{}",
-        ]
-    }
-)
+from tests.segments.cases import PERSONS, TOUCHPOINT_FILTERS, TOUCHPOINTS, TRAIT_CONDITIONS
 
 
 def matches(frame: pl.DataFrame, data: dict, scope: str) -> list[bool]:
     return frame.select(compile_when(parse_when(data, "w", scope=scope))).to_series().to_list()
 
 
-@pytest.mark.parametrize(
-    ("when", "expected"),
-    [
-        ({"event": "page"}, [True, True, False, False]),
-        ({"event": ["open", "whitepaper_download"]}, [False, False, True, True]),
-        ({"event": "page", "url_contains": "/pricing"}, [True, False, False, False]),
-        ({"url_matches": "(?i)^https://ACME\\.de/b"}, [False, True, False, False]),
-        ({"title_contains": "Preis"}, [True, False, False, False]),
-        ({"topic": "crm"}, [True, False, True, False]),
-        ({"topic": ["ads", "seo"]}, [False, False, True, False]),
-        ({"channel": "email", "source": "newsletter"}, [False, False, False, True]),
-        ({"site": "acme", "type": "track"}, [False, False, True, False]),
-        ({"property": "format", "eq": "pdf"}, [False, False, True, False]),
-        ({"property": {"name": "pages", "gte": 10}}, [False, False, True, False]),
-        ({"property": "format"}, [False, False, True, False]),
-    ],
-)
+@pytest.mark.parametrize(("when", "expected"), TOUCHPOINT_FILTERS)
 def test_touchpoint_filters(when, expected):
     """Every key of a touchpoint filter must hold; lists mean any of."""
     assert matches(TOUCHPOINTS, when, "touchpoint") == expected
 
 
-@pytest.mark.parametrize(
-    ("when", "expected"),
-    [
-        ({"trait": "job_title", "matches": "(?i)marketing|cmo"}, [True, False, False, False]),
-        ({"trait": "employees", "gte": 50}, [True, False, False, False]),
-        ({"trait": "employees", "lt": 50}, [False, True, False, False]),
-        ({"trait": {"name": "employees", "in": [20, 120]}}, [True, True, False, False]),
-        ({"trait": "country", "in": ["DE", "AT"]}, [True, False, False, False]),
-        ({"trait": "country", "not_in": ["AT"]}, [True, False, False, False]),
-        ({"trait": "country", "ne": "AT"}, [True, False, False, False]),
-        ({"trait": "job_title", "eq": "CTO"}, [False, True, False, False]),
-        ({"trait": "job_title", "contains": "Market"}, [True, False, False, False]),
-        ({"trait": "country"}, [True, False, False, False]),
-        ({"trait": "country", "exists": False}, [False, True, True, True]),
-    ],
-)
+@pytest.mark.parametrize(("when", "expected"), TRAIT_CONDITIONS)
 def test_trait_conditions(when, expected):
     """Trait conditions read the traits JSON; numbers compare as numbers, missing is false."""
     assert matches(PERSONS, when, "person") == expected

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import polars as pl
 import pytest
 
 from dmp.records import Tier
-from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA, build_matrix
 from segments.rules import RuleError
 from segments.scoring import DAY_MS, default_model_text, parse_model
-from segments.stages import STAGE_HISTORY_SCHEMA
-from tests.segments.test_matrix import NOW, person, touch
+from tests.factories import MATRIX_NOW, build_rows, profile_row, touch_row
 
 MODEL = parse_model(
     """
@@ -39,19 +36,9 @@ stages:
 
 def scored(*rows: dict, persons: list[dict] | None = None) -> dict[str, dict[str, float]]:
     """Return person -> rule -> points (unrounded) as a matrix build scores them."""
-    people = persons or [person(p) for p in sorted({r["person_id"] for r in rows})]
-    matrix, _ = build_matrix(
-        pl.LazyFrame(people, schema=PERSON_SCHEMA),
-        pl.LazyFrame(list(rows), schema=TOUCHPOINT_SCHEMA),
-        pl.LazyFrame(schema=STAGE_HISTORY_SCHEMA),
-        MODEL,
-        (),
-        NOW,
-    )
-    return {
-        r["person_id"]: {p["rule"]: p["points"] for p in r["score_breakdown"]}
-        for r in matrix.collect().iter_rows(named=True)
-    }
+    people = persons or [profile_row(p) for p in sorted({r["person_id"] for r in rows})]
+    built, _ = build_rows(MODEL, people, list(rows))
+    return {pid: {p["rule"]: p["points"] for p in r["score_breakdown"]} for pid, r in built.items()}
 
 
 def test_the_issue_example_parses_with_names_and_stage_rules():
@@ -69,11 +56,11 @@ def test_the_issue_example_parses_with_names_and_stage_rules():
 def test_points_halve_every_half_life_in_fractional_days():
     """activity = Σ points × 0.5 ** (age_days / half_life_days), as of the build time."""
     got = scored(
-        touch("a", 0, "whitepaper_download"),
-        touch("a", 30, "whitepaper_download"),
-        touch("a", 45.5, "whitepaper_download"),
-        touch("b", 60, "unsubscribe"),
-        touch("c", -1, "whitepaper_download"),  # after the as-of time: does not count
+        touch_row("a", 0, "whitepaper_download"),
+        touch_row("a", 30, "whitepaper_download"),
+        touch_row("a", 45.5, "whitepaper_download"),
+        touch_row("b", 60, "unsubscribe"),
+        touch_row("c", -1, "whitepaper_download"),  # after the as-of time: does not count
     )
     assert got == {
         "a": {"event eq whitepaper_download": round(20 + 10 + 20 * 0.5 ** (45.5 / 30), 2)},
@@ -84,12 +71,12 @@ def test_points_halve_every_half_life_in_fractional_days():
 
 def test_max_per_day_counts_the_days_first_matches_only():
     """Three pricing views on one UTC day count once (the first); another day counts again."""
-    today = NOW - NOW % DAY_MS  # 00:00 UTC of the as-of day
-    views = [(NOW - today - h * 3_600_000) / DAY_MS for h in (1, 2, 3)]
-    rows = [touch("a", d, url="https://x/pricing") for d in views]
-    rows.append(touch("a", 1 + (NOW - today) / DAY_MS, url="https://x/pricing"))
-    first = 10 * 0.5 ** (((NOW - today - 3_600_000) / DAY_MS) / 30)
-    yesterday = 10 * 0.5 ** ((1 + (NOW - today) / DAY_MS) / 30)
+    today = MATRIX_NOW - MATRIX_NOW % DAY_MS  # 00:00 UTC of the as-of day
+    views = [(MATRIX_NOW - today - h * 3_600_000) / DAY_MS for h in (1, 2, 3)]
+    rows = [touch_row("a", d, url="https://x/pricing") for d in views]
+    rows.append(touch_row("a", 1 + (MATRIX_NOW - today) / DAY_MS, url="https://x/pricing"))
+    first = 10 * 0.5 ** (((MATRIX_NOW - today - 3_600_000) / DAY_MS) / 30)
+    yesterday = 10 * 0.5 ** ((1 + (MATRIX_NOW - today) / DAY_MS) / 30)
     rule = "event eq page and url contains /pricing"
     assert scored(*rows)["a"] == {rule: round(first + yesterday, 2)}
 
@@ -97,9 +84,9 @@ def test_max_per_day_counts_the_days_first_matches_only():
 def test_fit_points_once_per_rule():
     """Each fit rule a person meets adds its points once."""
     people = [
-        person("a", job_title="CMO", employees=500),
-        person("b", employees=10),
-        person("c"),
+        profile_row("a", job_title="CMO", employees=500),
+        profile_row("b", employees=10),
+        profile_row("c"),
     ]
     got = scored(persons=people)
     assert got == {

@@ -7,17 +7,12 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from dmp.cli import cli
 from dmp.matrix import builds, sources
 from segments.matrix import build_matrix
 from segments.rules import parse_when
 from segments.sql import matrix_sql, when_sql
-from tests.segments.test_rules import (
-    PERSONS,
-    TOUCHPOINTS,
-    test_touchpoint_filters,
-    test_trait_conditions,
-)
+from tests.factories import run_synth
+from tests.segments.cases import PERSONS, TOUCHPOINT_FILTERS, TOUCHPOINTS, TRAIT_CONDITIONS
 
 
 def _select(frame: pl.DataFrame, sql: str) -> list[bool]:
@@ -25,11 +20,7 @@ def _select(frame: pl.DataFrame, sql: str) -> list[bool]:
     return rel.query("frame", f"SELECT {sql} AS ok FROM frame ORDER BY i").pl()["ok"].to_list()
 
 
-def _cases(test) -> list:
-    return [m.args[1] for m in test.pytestmark if m.name == "parametrize"][0]
-
-
-@pytest.mark.parametrize(("when", "expected"), _cases(test_touchpoint_filters))
+@pytest.mark.parametrize(("when", "expected"), TOUCHPOINT_FILTERS)
 def test_touchpoint_filters_in_sql(when, expected):
     """Each touchpoint filter selects the same rows in DuckDB as in polars."""
     sql = when_sql(parse_when(when, "w", scope="touchpoint"))
@@ -37,7 +28,7 @@ def test_touchpoint_filters_in_sql(when, expected):
     assert got == expected
 
 
-@pytest.mark.parametrize(("when", "expected"), _cases(test_trait_conditions))
+@pytest.mark.parametrize(("when", "expected"), TRAIT_CONDITIONS)
 def test_trait_conditions_in_sql(when, expected):
     """Each trait condition selects the same persons in DuckDB as in polars."""
     sql = when_sql(parse_when(when, "w", scope="person"))
@@ -47,10 +38,7 @@ def test_trait_conditions_in_sql(when, expected):
 
 def test_the_matrix_in_sql_equals_the_polars_build(runner, redis, config):
     """On synth data, DuckDB's one query gives the polars build's rows, column by column."""
-    assert (
-        runner.invoke(cli, ["synth", "--persons", "250", "--days", "60", "--seed", "4"]).exit_code
-        == 0
-    )
+    run_synth(runner, 250, 60, 4)
     people = sources.read_people(redis)
     persons, history = people.persons, people.history
     touchpoints = sources.read_touchpoints(config.events_dir, people.merged).collect()
@@ -78,7 +66,7 @@ def test_segments_in_sql_equal_the_polars_evaluation(runner, redis, config):
     from segments.evaluator import evaluate
     from segments.sql import segments_sql
 
-    assert runner.invoke(cli, ["synth", "--persons", "300", "--days", "60"]).exit_code == 0
+    run_synth(runner, 300, 60)
     built = builds.build(redis, config)
     trees = {d["id"]: parse_definition(d).where for d in example_segments(50)}
     matrix = pl.read_parquet(built.path)

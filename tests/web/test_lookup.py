@@ -13,8 +13,7 @@ from dmp.membership import definitions, runs
 from dmp.people import profiles
 from dmp.people.identity import Identifier, IdKind
 from dmp.storage import keyspace
-from segments.definition import load_definitions
-from tests.ingest.test_worker import hit, identify, send
+from tests.factories import apply_segments, bearer, make_hit, make_identify, send_hits
 
 SEGMENTS = """
 id: pricing
@@ -30,20 +29,19 @@ id: secret
 name: Not shared
 where: {did: {event: page}}
 """
+ANALYTICS_ONLY = {"analytics": True, "ads": False}
 
 
 @pytest.fixture
 def people(redis, drain, config):
     """c-ads: consented to ads, on /pricing and /produkte, identified; c-noads: no ads."""
-    definitions.apply_definitions(redis, load_definitions(SEGMENTS, "t.yaml"))
-    send(
+    apply_segments(redis, SEGMENTS)
+    send_hits(
         redis,
-        hit(uid="c-ads", url="https://acme.de/pricing"),
-        hit(uid="c-ads", url="https://acme.de/produkte"),
-        identify("Jana.Roth@acme.de", uid="c-ads"),
-        hit(
-            uid="c-noads", url="https://acme.de/pricing", consent={"analytics": True, "ads": False}
-        ),  # fmt: skip
+        make_hit(uid="c-ads", url="https://acme.de/pricing"),
+        make_hit(uid="c-ads", url="https://acme.de/produkte"),
+        make_identify("Jana.Roth@acme.de", uid="c-ads"),
+        make_hit(uid="c-noads", url="https://acme.de/pricing", consent=ANALYTICS_ONLY),
     )
     drain()
     runs.run(redis, config)
@@ -55,9 +53,7 @@ def partner(redis, people) -> str:
 
 
 def _lookup(client, key: str, **params):
-    return client.get(
-        "/api/v1/lookup", query_string=params, headers={"Authorization": f"Bearer {key}"}
-    )
+    return client.get("/api/v1/lookup", query_string=params, headers=bearer(key))
 
 
 def test_lookup_answers_openrtb_user_data(client, partner):
@@ -96,7 +92,7 @@ def test_no_ads_consent_unknown_and_unshared_answer_nothing(client, redis, partn
         {"id": "secret"}
     ]
     # A consented person only in segments not shared with the key: nothing either.
-    send(redis, hit(uid="c-blog", url="https://acme.de/blog"))
+    send_hits(redis, make_hit(uid="c-blog", url="https://acme.de/blog"))
     drain()
     runs.run(redis, config)
     assert _lookup(client, only_secret, uid="c-blog").get_json()["data"][0]["segment"] == [
@@ -104,7 +100,7 @@ def test_no_ads_consent_unknown_and_unshared_answer_nothing(client, redis, partn
     ]
     assert _lookup(client, partner, uid="c-blog").get_json() == empty
     # Withdrawing the ads consent ends the answers at once, before any run.
-    send(redis, hit(uid="c-ads", consent={"analytics": True, "ads": False}))
+    send_hits(redis, make_hit(uid="c-ads", consent=ANALYTICS_ONLY))
     drain()
     assert _lookup(client, partner, uid="c-ads").get_json() == empty
 
@@ -140,7 +136,7 @@ def test_only_partner_keys_may_look_up(client, redis, people, admin_key):
 
 def test_partner_admin_api_is_closed(client, partner):
     """A partner key is not an admin key."""
-    got = client.get("/api/v1/funnel", headers={"Authorization": f"Bearer {partner}"})
+    got = client.get("/api/v1/funnel", headers=bearer(partner))
     assert got.status_code == 401
 
 
@@ -175,19 +171,19 @@ def test_cli_refuses_bad_partner_keys(redis, main_argv, people, capsys, args, me
 
 def test_lookup_other_methods_and_too_many_parameters(client, partner):
     """POST is 405 problem+json; a query of hundreds of parameters is a 400."""
-    got = client.post("/api/v1/lookup?uid=c-ads", headers={"Authorization": f"Bearer {partner}"})
+    got = client.post("/api/v1/lookup?uid=c-ads", headers=bearer(partner))
     assert got.status_code == 405 and got.mimetype == "application/problem+json"
     many = "&".join(f"x{i}=1" for i in range(200)) + "&uid=c-ads"
-    got = client.get(f"/api/v1/lookup?{many}", headers={"Authorization": f"Bearer {partner}"})
+    got = client.get(f"/api/v1/lookup?{many}", headers=bearer(partner))
     assert got.status_code == 400 and "query parameters" in got.get_json()["detail"]
 
 
 def test_lookup_follows_merges(client, redis, drain, config, partner):
     """A cookie whose person was merged into another answers for the surviving person."""
-    send(redis, hit(uid="c-other", url="https://acme.de/blog"))
+    send_hits(redis, make_hit(uid="c-other", url="https://acme.de/blog"))
     drain()
     before = profiles.find_person(redis, Identifier(IdKind.UID, "c-other"))
-    send(redis, identify("jana.roth@acme.de", uid="c-other"))
+    send_hits(redis, make_identify("jana.roth@acme.de", uid="c-other"))
     drain()
     stored = redis.hget(keyspace.person(before), "merged_into")
     assert stored, "the second cookie's person was merged"
@@ -202,6 +198,6 @@ def test_a_deleted_segment_is_no_longer_shared(client, redis, partner):
     definitions.delete_segment(redis, "pricing")
     (stored,) = [k for k in apikeys.list_keys(redis) if k.scope is apikeys.Scope.PARTNER]
     assert stored.audiences == ("product",)
-    definitions.apply_definitions(redis, load_definitions(SEGMENTS, "t.yaml")[:1])
+    apply_segments(redis, SEGMENTS.split("---")[0])
     answer = _lookup(client, partner, uid="c-ads").get_json()
     assert answer["data"][0]["segment"] == [{"id": "product"}] and len(answer["data"]) == 1

@@ -1,0 +1,240 @@
+"""What the tests build and read again and again: hits on the ingest stream, persons, API
+headers, segment definitions, synth data, rows for the segments package, /metrics samples."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable
+
+import polars as pl
+import redis as redis_lib
+from click.testing import CliRunner
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from dmp.cli import cli
+from dmp.ingest import stream
+from dmp.membership import definitions
+from dmp.people import profiles
+from dmp.people.identity import Identifier, IdKind
+from dmp.records import Hit
+from dmp.storage import keyspace
+from segments.content import ContentItem
+from segments.definition import load_definitions
+from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA, build_matrix
+from segments.scoring import DAY_MS, ScoringModel
+from segments.stages import STAGE_HISTORY_SCHEMA
+
+NOW = 1_790_000_000_000  # 2026-09-21T14:13:20Z: when the hits of make_hit happen
+MATRIX_NOW = 1_763_900_000_000  # the as-of time of the rows for the segments package
+
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Safari/537.36"
+)
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+
+# --- hits on the ingest stream ------------------------------------------------------------
+
+
+def make_hit(**fields) -> Hit:
+    """Return a consented pixel page view at NOW with a fresh event id, overridden by
+    ``fields``."""
+    base = dict(
+        event_id=uuid.uuid4().hex,
+        site_id="acme-gmbh",
+        source="pixel",
+        type="page",
+        event="page",
+        received_at=NOW,
+        timestamp=NOW,
+        consent={"analytics": True, "ads": True, "email": False},
+        url="https://acme.de/produkte?utm_source=x",
+        topics=["crm"],
+        user_agent=CHROME,
+    )
+    return Hit(**{**base, **fields})
+
+
+def make_identify(email: str, uid: str = "", **traits) -> Hit:
+    """Return a server-side identify with an email (and other traits), on cookie ``uid``."""
+    return make_hit(
+        source="api",
+        type="identify",
+        event="identify",
+        uid=uid,
+        user_id=f"user-{email}",
+        consent={},
+        traits={"email": email, **traits},
+    )
+
+
+def send_hits(r: redis_lib.Redis, *hits: Hit) -> None:
+    """Put hits on the ingest stream as a collector does (all together)."""
+    stream.enqueue(r, hits, {}, atomic=True)
+
+
+def stream_hits(r: redis_lib.Redis) -> list[Hit]:
+    """Return the hits on the ingest stream, oldest first."""
+    return [Hit.from_json(fields[stream.FIELD]) for _, fields in r.xrange(keyspace.STREAM)]
+
+
+# --- persons and the web API ---------------------------------------------------------------
+
+
+def person_of(r: redis_lib.Redis, kind: IdKind, value: str) -> dict:
+    """Return the admin view of the person owning an identifier (failing if nobody does)."""
+    pid = profiles.find_person(r, Identifier(kind, value))
+    assert pid is not None, f"nobody owns {kind.value}:{value}"
+    return profiles.get_person(r, pid)
+
+
+def bearer(key: str) -> dict[str, str]:
+    """Return the Authorization header that presents an API key."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+def cookie_uid(resp) -> str:
+    """Return the dmp_uid cookie a collector's answer sets ("" when it drops the cookie)."""
+    cookie = next(v for v in resp.headers.getlist("Set-Cookie") if v.startswith("dmp_uid="))
+    return cookie.split(";")[0].split("=", 1)[1]
+
+
+# --- segments and synth data -----------------------------------------------------------------
+
+
+def apply_segments(r: redis_lib.Redis, text: str) -> list[tuple[str, int, bool]]:
+    """Store the segment definitions of a YAML text as `dmp segments apply` does."""
+    return definitions.apply_definitions(r, load_definitions(text, "test.yaml"))
+
+
+def run_synth(runner: CliRunner, persons: int, days: int, seed: int | None = None) -> int:
+    """Run `dmp synth`; return a time (ms) just after the data it made, which ends now."""
+    args = ["synth", "--persons", str(persons), "--days", str(days)]
+    result = runner.invoke(cli, args if seed is None else [*args, "--seed", str(seed)])
+    assert result.exit_code == 0, result.output
+    return int(time.time() * 1000) + 60_000
+
+
+# --- rows for the segments package ---------------------------------------------------------
+
+# The columns of the matrix the segment language reads (a part of what build_matrix makes).
+MATRIX_SCHEMA = {
+    "person_id": pl.Utf8,
+    "tier": pl.Utf8,
+    "score": pl.Float64,
+    "stage": pl.Utf8,
+    "interests": pl.List(pl.Struct({"topic": pl.Utf8, "weight": pl.Float64})),
+    "channels": pl.List(pl.Utf8),
+    "traits": pl.Utf8,
+    "touchpoints_30d": pl.UInt32,
+    "top_interest": pl.Utf8,
+}
+
+
+def profile_row(
+    pid: str,
+    tier: str = "medium",
+    *,
+    email: str | None = "x@acme.de",
+    contact: Iterable[str] = (),
+    consents: Iterable[str] = ("analytics",),
+    first_days: float = 100,
+    **traits,
+) -> dict:
+    """Return a person as build_matrix reads them (PERSON_SCHEMA), first seen
+    ``first_days`` before MATRIX_NOW."""
+    return {
+        "person_id": pid,
+        "tier": tier,
+        "email": email,
+        "contact": list(contact),
+        "consents": list(consents),
+        "traits": json.dumps(traits),
+        "first_seen": MATRIX_NOW - round(first_days * DAY_MS),
+    }
+
+
+def touch_row(
+    pid: str,
+    days_ago: float,
+    event: str = "page",
+    url: str | None = None,
+    topics: Iterable[str] = (),
+    channel: str = "web",
+) -> dict:
+    """Return a touchpoint (TOUCHPOINT_SCHEMA) ``days_ago`` days before MATRIX_NOW."""
+    return {
+        "person_id": pid,
+        "timestamp": MATRIX_NOW - round(days_ago * DAY_MS),
+        "event": event,
+        "type": "page" if event == "page" else "track",
+        "source": "pixel",
+        "channel": channel,
+        "site_id": "acme",
+        "url": url,
+        "title": None,
+        "topics": list(topics),
+        "properties": None,
+    }
+
+
+def matrix_row(pid: str, **columns) -> dict:
+    """Return a matrix row (MATRIX_SCHEMA) of a high-tier MQL, overridden by ``columns``."""
+    row = {
+        "person_id": pid,
+        "tier": "high",
+        "score": 70.0,
+        "stage": "mql",
+        "interests": [{"topic": "marketing-automation", "weight": 0.6}],
+        "channels": ["retargeting", "email"],
+        "traits": '{"country": "DE", "employees": 40}',
+        "touchpoints_30d": 3,
+        "top_interest": "marketing-automation",
+    }
+    return {**row, **columns}
+
+
+def build_rows(
+    model: ScoringModel,
+    persons: list[dict],
+    touches: list[dict],
+    history: Iterable[dict] = (),
+    catalog: tuple[ContentItem, ...] = (),
+    as_of: int = MATRIX_NOW,
+) -> tuple[dict[str, dict], pl.DataFrame]:
+    """Return the matrix rows by person id and the stage changes build_matrix makes of
+    profile, touchpoint and stage history rows."""
+    matrix, changes = build_matrix(
+        pl.LazyFrame(persons, schema=PERSON_SCHEMA),
+        pl.LazyFrame(touches, schema=TOUCHPOINT_SCHEMA),
+        pl.LazyFrame(list(history), schema=STAGE_HISTORY_SCHEMA),
+        model,
+        catalog,
+        as_of,
+    )
+    rows = {r["person_id"]: r for r in matrix.collect().iter_rows(named=True)}
+    return rows, changes.collect()
+
+
+# --- /metrics ------------------------------------------------------------------------------
+
+
+def scrape(client: FlaskClient) -> str:
+    """Return the /metrics text of the app (it must answer 200)."""
+    resp = client.get("/metrics")
+    assert resp.status_code == 200
+    return resp.get_data(as_text=True)
+
+
+def read_metric(text: str, name: str, **labels: str) -> float | None:
+    """Return the value of the sample ``name`` with exactly these labels in a /metrics
+    text, as Prometheus parses it; None if there is no such sample."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
