@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import redis as redis_lib
@@ -24,27 +23,13 @@ from flask.testing import FlaskClient
 
 from dmp.access import sites
 from dmp.app import create_app
-from dmp.config import Config, load_config
+from dmp.config import Config
 from dmp.ingest import spool
 from dmp.ingest.eventlog import scan_events
 from dmp.ingest.worker import Worker, status
-from dmp.records import Hit
 from dmp.storage import keyspace, metrics, redisserver
-from tests.served import OwnRedis, wait_for
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[OwnRedis]:
-    """Return a private embedded Redis server, stopped after the test."""
-    srv = OwnRedis(tmp_path / "redis-own")
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def own(server: OwnRedis, tmp_path: Path) -> Config:
-    """Return a config on the private server with a fresh data dir."""
-    return load_config({"redis_url": server.url, "data_dir": tmp_path / "data"}, env={})
+from tests.factories import make_hit, read_metric, scrape, stream_hits
+from tests.served import wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -90,123 +75,123 @@ def _stored_ids(config: Config) -> list[str]:
     return scan_events(config.events_dir).select("event_id").collect()["event_id"].to_list()
 
 
-def test_pixel_hits_after_an_outage_are_stored_and_none_during_it_lost(server, own):
+def test_pixel_hits_after_an_outage_are_stored_and_none_during_it_lost(own_redis, own_config):
     """kill -9 of Redis: hits before, during (spooled) and after it are each stored once."""
-    key = _add_site(server.url)
-    client, deps = _client(own)
+    key = _add_site(own_redis.url)
+    client, deps = _client(own_config)
     sent = [f"before-{i:04d}" for i in range(20)]
     for event_id in sent:
         _pixel(client, key, event_id)
-    server.kill()
+    own_redis.kill()
     during = [f"during-{i:04d}" for i in range(150)]  # more than the 100-slot client pool
     for event_id in during:
         _pixel(client, key, event_id)
     assert deps.appender.spool.active
-    assert spool.spooled_bytes(own.data_dir) > 0
-    server.start()
+    assert spool.spooled_bytes(own_config.data_dir) > 0
+    own_redis.start()
     after = [f"after--{i:04d}" for i in range(100)]
     for event_id in after:
         _pixel(client, key, event_id)
     _wait_replayed(deps)
     deps.appender.sync()
-    stored = _stored_ids(own)
+    stored = _stored_ids(own_config)
     assert sorted(stored) == sorted(sent + during + after)
 
 
-def test_hits_a_killed_redis_had_not_answered_are_replayed_once(server, own):
+def test_hits_a_killed_redis_had_not_answered_are_replayed_once(own_redis, own_config):
     """Hits sent but unanswered when Redis dies are spooled; any that got in are deduped."""
-    key = _add_site(server.url)
-    client, deps = _client(own)
+    key = _add_site(own_redis.url)
+    client, deps = _client(own_config)
     first = [f"first-{i:04d}" for i in range(30)]  # under READ_EVERY: answers left unread
     for event_id in first:
         _pixel(client, key, event_id)
-    server.kill()
-    server.start()
+    own_redis.kill()
+    own_redis.start()
     later = [f"later-{i:04d}" for i in range(10)]
     for event_id in later:
         _pixel(client, key, event_id)
     _wait_replayed(deps)
     deps.appender.sync()
-    stored = _stored_ids(own)
+    stored = _stored_ids(own_config)
     assert sorted(stored) == sorted(first + later)
-    r = redisserver.connect(own.redis_url)
+    r = redisserver.connect(own_config.redis_url)
     assert status(r)["events_stored"] == len(first + later)
 
 
-def test_an_unknown_write_key_during_an_outage_is_resolved_on_replay(server, own):
+def test_an_unknown_write_key_during_an_outage_is_resolved_on_replay(own_redis, own_config):
     """A key no cache holds while Redis is away: the site is found on replay; a bad key dropped."""
-    key = _add_site(server.url)
-    server.kill()
-    client, deps = _client(own)  # a process started during the outage: nothing cached
+    key = _add_site(own_redis.url)
+    own_redis.kill()
+    client, deps = _client(own_config)  # a process started during the outage: nothing cached
     _pixel(client, key, "cold-cache-0001")
     _pixel(client, "wk_nobodys-key", "cold-cache-0002")
-    server.start()
+    own_redis.start()
     _wait_replayed(deps)
     deps.appender.sync()
-    assert _stored_ids(own) == ["cold-cache-0001"]
-    rows = scan_events(own.events_dir).select("site_id").collect()
+    assert _stored_ids(own_config) == ["cold-cache-0001"]
+    rows = scan_events(own_config.events_dir).select("site_id").collect()
     assert rows["site_id"].to_list() == ["acme-gmbh"]
     unknown = metrics.counter("dmp_hits_total", collector="pixel", outcome="unknown_key")
-    r = redisserver.connect(own.redis_url)
+    r = redisserver.connect(own_config.redis_url)
     assert r.hget(keyspace.METRICS, unknown) == "1"
 
 
-def test_tag_beacons_during_an_outage_get_204_and_are_stored(server, own):
+def test_tag_beacons_during_an_outage_get_204_and_are_stored(own_redis, own_config):
     """The tag's beacons are spooled whole while Redis is away, and stored after."""
-    key = _add_site(server.url)
-    client, deps = _client(own)
+    key = _add_site(own_redis.url)
+    client, deps = _client(own_config)
 
     def beacon(event_id: str) -> int:
         body = {"k": key, "consent": ["analytics"], "events": [{"id": event_id}]}
         return client.post("/collect", data=json.dumps(body), content_type="text/plain").status_code
 
     assert beacon("tag-before-1") == 204
-    server.kill()
+    own_redis.kill()
     assert [beacon(f"tag-during-{i}") for i in range(5)] == [204] * 5
-    server.start()
+    own_redis.start()
     _wait_replayed(deps)
-    assert sorted(_stored_ids(own)) == sorted(
+    assert sorted(_stored_ids(own_config)) == sorted(
         ["tag-before-1"] + [f"tag-during-{i}" for i in range(5)]
     )
 
 
-def test_segment_api_answers_503_with_retry_after_while_redis_is_away(server, own):
+def test_segment_api_answers_503_with_retry_after_while_redis_is_away(own_redis, own_config):
     """The Segment API never answers 500 in an outage, also once its site cache expired."""
-    key = _add_site(server.url)
-    client, _ = _client(replace(own, site_cache_seconds=0.0))
+    key = _add_site(own_redis.url)
+    client, _ = _client(replace(own_config, site_cache_seconds=0.0))
     auth = {"Authorization": "Basic " + __import__("base64").b64encode(f"{key}:".encode()).decode()}
     msg = {"userId": "u1", "event": "Signed Up", "messageId": "api-00000001"}
     assert client.post("/v1/track", json=msg, headers=auth).status_code == 200
-    server.kill()
+    own_redis.kill()
     for path, body in (("/v1/track", msg), ("/v1/batch", {"batch": [{**msg, "type": "track"}]})):
         resp = client.post(path, json=body, headers=auth)
         assert resp.status_code == 503, resp.data
         assert resp.mimetype == "application/problem+json"
         assert int(resp.headers["Retry-After"]) > 0
-    server.start()
+    own_redis.start()
     again = {**msg, "messageId": "api-00000002"}
     assert client.post("/v1/track", json=again, headers=auth).status_code == 200
-    assert sorted(_stored_ids(own)) == ["api-00000001", "api-00000002"]
+    assert sorted(_stored_ids(own_config)) == ["api-00000001", "api-00000002"]
 
 
-def test_a_spool_left_by_a_killed_process_is_replayed_by_another(server, own):
+def test_a_spool_left_by_a_killed_process_is_replayed_by_another(own_redis, own_config):
     """A collector process killed mid-outage: the next process adopts its file, hits once."""
-    key_site = _add_site(server.url)
+    key_site = _add_site(own_redis.url)
     site_id = "acme-gmbh"
     assert key_site
-    server.kill()
+    own_redis.kill()
     ids = [f"orphan-{i:04d}" for i in range(200)]
     now = int(time.time() * 1000)
     hits = [
-        Hit(i, site_id, "pixel", "page", "page", now, now, {"analytics": True}, "uid-1").to_json()
+        make_hit(event_id=i, site_id=site_id, received_at=now, timestamp=now, uid="uid-1").to_json()
         for i in ids
     ]
     script = (
         "import os, sys, json, redis\n"
         "from pathlib import Path\n"
         "from dmp.ingest.spool import Spool\n"
-        f"folder = Path({str(spool.spool_dir(own.data_dir))!r})\n"
-        f"s = Spool(folder, redis.Redis.from_url({own.redis_url!r}), 10**9)\n"
+        f"folder = Path({str(spool.spool_dir(own_config.data_dir))!r})\n"
+        f"s = Spool(folder, redis.Redis.from_url({own_config.redis_url!r}), 10**9)\n"
         "s.append(json.loads(sys.stdin.read()))\n"
         "print('spooled', flush=True)\n"
         "import time; time.sleep(60)\n"
@@ -217,38 +202,40 @@ def test_a_spool_left_by_a_killed_process_is_replayed_by_another(server, own):
     proc.stdin.write(json.dumps(hits))
     proc.stdin.close()
     assert proc.stdout.readline().strip() == "spooled"
-    _, deps = _client(own)  # the spool's owner lives: its file is not adopted
-    assert spool.spooled_bytes(own.data_dir) > 0
+    _, deps = _client(own_config)  # the spool's owner lives: its file is not adopted
+    assert spool.spooled_bytes(own_config.data_dir) > 0
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    server.start()
-    client, deps = _client(own)
+    own_redis.start()
+    client, deps = _client(own_config)
     _wait_replayed(deps)
-    assert sorted(_stored_ids(own)) == sorted(ids)
-    assert not list(spool.spool_dir(own.data_dir).glob("*.spool"))
+    assert sorted(_stored_ids(own_config)) == sorted(ids)
+    assert not list(spool.spool_dir(own_config.data_dir).glob("*.spool"))
 
 
-def test_a_full_spool_loses_hits_counted_and_logged_once(server, own, caplog):
+def test_a_full_spool_loses_hits_counted_and_logged_once(own_redis, own_config, caplog):
     """Past DMP_SPOOL_MAX_BYTES hits are lost: one log line, a counter once Redis is back."""
-    key = _add_site(server.url)
-    client, deps = _client(replace(own, spool_max_bytes=3000))
+    key = _add_site(own_redis.url)
+    client, deps = _client(replace(own_config, spool_max_bytes=3000))
     _pixel(client, key, "warm-cache-01")
-    server.kill()
+    own_redis.kill()
     for i in range(40):
         _pixel(client, key, f"full-{i:04d}")
     assert sum("is full" in r.message for r in caplog.records) == 1
-    server.start()
+    own_redis.start()
     _wait_replayed(deps)
     deps.appender.sync()
-    stored = _stored_ids(own)
-    r = redisserver.connect(own.redis_url)
+    stored = _stored_ids(own_config)
+    r = redisserver.connect(own_config.redis_url)
     dropped = int(r.hget(keyspace.METRICS, "dmp_spool_dropped_total") or 0)
     assert 0 < dropped < 40 and len(stored) == 41 - dropped
     assert len(set(stored)) == len(stored)
-    text = client.get("/metrics").get_data(as_text=True)
-    assert f"dmp_spool_dropped_total {dropped}" in text and "dmp_spool_bytes 0" in text
-    replayed = int(text.split("\ndmp_spool_replayed_total ")[1].split()[0])
-    assert replayed >= 40 - dropped  # and the warm-up hit too if its answer was unread
+    text = scrape(client)
+    assert read_metric(text, "dmp_spool_dropped_total") == dropped
+    assert read_metric(text, "dmp_spool_bytes") == 0
+    replayed = read_metric(text, "dmp_spool_replayed_total")
+    # The 40 but those dropped, and the warm-up hit too if its answer was unread.
+    assert replayed is not None and replayed >= 40 - dropped
 
 
 def test_pixel_counters_reach_redis_without_further_traffic(redis, config, write_key):
@@ -265,29 +252,25 @@ def test_pixel_counters_reach_redis_without_further_traffic(redis, config, write
 
 def test_spooled_lines_hold_the_hits_as_the_stream_does(tmp_path, redis, config):
     """Replay hands each spooled hit to the stream unchanged and in order."""
-    hits = [Hit(f"order-{i:04d}", "s1", "pixel", "page", "page", i, i) for i in range(2500)]
+    hits = [make_hit(event_id=f"order-{i:04d}", received_at=i, timestamp=i) for i in range(2500)]
     unreachable = redis_lib.Redis.from_url("redis://127.0.0.1:1/0")
     box = spool.Spool(tmp_path / "spool", unreachable, 10**8)
     assert box.append([h.to_json() for h in hits])
     box.close()  # its process ends: the file waits for an adopter
     replayer = spool.Spool(tmp_path / "spool", redis, 10**8)
     assert replayer.replay() == 2500
-    entries = redis.xrange(keyspace.STREAM)
-    got = [Hit.from_json(fields["h"]) for _, fields in entries]
-    assert got == hits
+    assert stream_hits(redis) == hits
 
 
-def test_a_hung_redis_neither_hangs_the_pixel_nor_loses_its_hits(server, own):
+def test_a_hung_redis_neither_hangs_the_pixel_nor_loses_its_hits(own_redis, own_config):
     """SIGSTOP'd Redis: GIFs keep coming, unanswered hits are spooled, each stored once."""
-    key = _add_site(server.url)
-    client, deps = _client(own)
+    key = _add_site(own_redis.url)
+    client, deps = _client(own_config)
     ids = [f"hung-{i:04d}" for i in range(120)]
     for event_id in ids[:20]:
         _pixel(client, key, event_id)
     deps.appender.sync()
-    pid = int((server.info.directory / "redis.pid").read_text())
-    os.kill(pid, signal.SIGSTOP)
-    try:
+    with own_redis.hung():
         for event_id in ids[20:100]:
             _pixel(client, key, event_id)
         deadline = time.monotonic() + 30
@@ -296,11 +279,9 @@ def test_a_hung_redis_neither_hangs_the_pixel_nor_loses_its_hits(server, own):
             time.sleep(0.1)
         for event_id in ids[100:]:
             _pixel(client, key, event_id)
-    finally:
-        os.kill(pid, signal.SIGCONT)
     _wait_replayed(deps)
     deps.appender.sync()
-    stored = _stored_ids(own)
+    stored = _stored_ids(own_config)
     assert sorted(stored) == ids  # those Redis took and the spool replayed: deduped
 
 
@@ -329,7 +310,7 @@ def test_garbled_spool_lines_are_dropped_and_the_rest_replayed(redis, config):
     folder = spool.spool_dir(config.data_dir)
     folder.mkdir(parents=True)
     now = int(time.time() * 1000)
-    good = [Hit(f"good-{i}", "s1", "pixel", "page", "page", now, now).to_json() for i in range(3)]
+    good = [make_hit(event_id=f"good-{i}", timestamp=now).to_json() for i in range(3)]
     lines = [good[0], '["bad","?abc"', "not json at all", good[1], '{"x": 1}', good[2]]
     (folder / "4242-dead.spool").write_text("\n".join(lines) + "\n" + good[0][:10])
     box = spool.Spool(folder, redis, 10**6)
@@ -338,7 +319,7 @@ def test_garbled_spool_lines_are_dropped_and_the_rest_replayed(redis, config):
     while list(folder.glob("*.spool")):
         assert time.monotonic() < deadline, "the orphan was not replayed"
         time.sleep(0.05)
-    ids = [Hit.from_json(f["h"]).event_id for _, f in redis.xrange(keyspace.STREAM)]
+    ids = [h.event_id for h in stream_hits(redis)]
     assert ids == ["good-0", "good-1", "good-2"]
     assert redis.hget(keyspace.METRICS, "dmp_spool_dropped_total") == "4"
     assert box.append([good[0]]) and box.active  # the replay thread still works
@@ -349,45 +330,47 @@ def test_garbled_spool_lines_are_dropped_and_the_rest_replayed(redis, config):
     box.close()
 
 
-def test_a_spool_folder_that_refuses_writes_loses_hits_counted_not_a_traceback(server, own, caplog):
+def test_a_spool_folder_that_refuses_writes_loses_hits_counted_not_a_traceback(
+    own_redis, own_config, caplog
+):
     """Redis away and the spool folder unusable: GIFs still, one log line, hits counted as
     dropped once Redis is back, no traceback per hit."""
-    key = _add_site(server.url)
-    client, deps = _client(own)
+    key = _add_site(own_redis.url)
+    client, deps = _client(own_config)
     _pixel(client, key, "before-000001")
     deps.appender.sync()
-    own.data_dir.mkdir(parents=True, exist_ok=True)
-    spool.spool_dir(own.data_dir).write_text("a file where the spool folder goes")
-    server.kill()
+    own_config.data_dir.mkdir(parents=True, exist_ok=True)
+    spool.spool_dir(own_config.data_dir).write_text("a file where the spool folder goes")
+    own_redis.kill()
     for i in range(20):
         _pixel(client, key, f"lost-{i:06d}")
     assert sum("spool folder" in r.message for r in caplog.records) == 1
     assert not any(r.exc_info for r in caplog.records if r.levelname == "ERROR")
-    spool.spool_dir(own.data_dir).unlink()
-    server.start()
+    spool.spool_dir(own_config.data_dir).unlink()
+    own_redis.start()
     _pixel(client, key, "after-000001")
     _wait_replayed(deps)
     deps.appender.sync()
-    r = redisserver.connect(own.redis_url)
+    r = redisserver.connect(own_config.redis_url)
     deadline = time.monotonic() + 20
     while int(r.hget(keyspace.METRICS, "dmp_spool_dropped_total") or 0) < 20:
         assert time.monotonic() < deadline, "the lost hits were not counted"
         time.sleep(0.1)
-    assert "after-000001" in _stored_ids(own)
+    assert "after-000001" in _stored_ids(own_config)
 
 
-def test_hits_unanswered_when_a_collector_exits_are_spooled_not_lost(server, own):
+def test_hits_unanswered_when_a_collector_exits_are_spooled_not_lost(own_redis, own_config):
     """A collector process that exits while Redis holds its hits unread (hung, then killed)
     spools them at exit; the next process replays them."""
-    key = _add_site(server.url)
-    pid = int((server.info.directory / "redis.pid").read_text())
+    key = _add_site(own_redis.url)
+    pid = own_redis.pid
     script = (
         "import sys, json\n"
         "from flask.testing import FlaskClient\n"
         "from dmp.app import create_app\n"
         "from dmp.config import load_config\n"
-        f"app = create_app(load_config({{'redis_url': {own.redis_url!r}, "
-        f"'data_dir': {str(own.data_dir)!r}}}, env={{}}))\n"
+        f"app = create_app(load_config({{'redis_url': {own_config.redis_url!r}, "
+        f"'data_dir': {str(own_config.data_dir)!r}}}, env={{}}))\n"
         "client = FlaskClient(app)\n"
         f"for i in range(30):\n"
         f"    client.get('/p.gif', query_string={{'k': {key!r}, 'id': f'exit-{{i:04d}}', "
@@ -400,29 +383,31 @@ def test_hits_unanswered_when_a_collector_exits_are_spooled_not_lost(server, own
     )
     assert proc.stdout.readline().strip() == "sent"
     os.kill(pid, signal.SIGSTOP)  # Redis reads nothing more ...
-    server.kill()  # ... and dies with what it had not read
+    own_redis.kill()  # ... and dies with what it had not read
     os.kill(pid, signal.SIGCONT)
     proc.stdin.write("go\n")
     proc.stdin.close()
     assert proc.wait(30) == 0
-    server.start()
-    _, deps = _client(own)
+    own_redis.start()
+    _, deps = _client(own_config)
     _wait_replayed(deps)
-    assert sorted(_stored_ids(own)) == [f"exit-{i:04d}" for i in range(30)]
+    assert sorted(_stored_ids(own_config)) == [f"exit-{i:04d}" for i in range(30)]
 
 
-def test_every_outage_the_web_processes_see_is_logged_once_with_its_end(server, own, caplog):
+def test_every_outage_the_web_processes_see_is_logged_once_with_its_end(
+    own_redis, own_config, caplog
+):
     """Two Redis outages in a row: two warnings and two 'available again' lines, not one
     warning for good (nor a line per request)."""
     caplog.set_level(logging.INFO)
-    client, deps = _client(own)
+    client, deps = _client(own_config)
     path, headers = "/api/v1/persons/0123456789abcdef", {"Authorization": "Bearer nobody"}
     assert client.get(path, headers=headers).status_code == 401
     for _ in range(2):
-        server.kill()
+        own_redis.kill()
         for _ in range(5):
             assert client.get(path, headers=headers).status_code == 503
-        server.start()
+        own_redis.start()
         deadline = time.monotonic() + 20
         while deps.appender.outage.is_down:
             assert time.monotonic() < deadline, "the end of the outage was not noticed"
@@ -432,15 +417,14 @@ def test_every_outage_the_web_processes_see_is_logged_once_with_its_end(server, 
     assert sum("available again" in m for m in messages) == 2
 
 
-def test_a_thread_stuck_sending_to_a_hung_redis_is_freed_and_spools(server, own):
+def test_a_thread_stuck_sending_to_a_hung_redis_is_freed_and_spools(own_redis, own_config):
     """SIGSTOP'd Redis and enough hits to fill the socket towards it: the thread stuck
     sending is freed within seconds (its socket shut down under it), the rest spooled,
     and every hit stored once after SIGCONT."""
-    key = _add_site(server.url)
-    client, deps = _client(own)
+    key = _add_site(own_redis.url)
+    client, deps = _client(own_config)
     _pixel(client, key, "stuck-warm-0")
     deps.appender.sync()
-    pid = int((server.info.directory / "redis.pid").read_text())
     long_url = "https://acme.de/" + "a" * 3000
     ids = [f"stuck-{i:05d}" for i in range(1500)]  # 1,500 × 3 KB: more than any buffer
     answered: list[str] = []
@@ -451,18 +435,15 @@ def test_a_thread_stuck_sending_to_a_hung_redis_is_freed_and_spools(server, own)
             if client.get("/p.gif", query_string=query).mimetype == "image/gif":
                 answered.append(event_id)
 
-    os.kill(pid, signal.SIGSTOP)
-    try:
+    with own_redis.hung():
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
         sender.join(120)  # a thread stuck for good would hang here: fail instead
         assert not sender.is_alive(), "the pixel hangs on a hung Redis"
         assert answered == ids and deps.appender.spool.active
-    finally:
-        os.kill(pid, signal.SIGCONT)
     _wait_replayed(deps)
     deps.appender.sync()
-    assert sorted(_stored_ids(own)) == sorted(["stuck-warm-0", *ids])
+    assert sorted(_stored_ids(own_config)) == sorted(["stuck-warm-0", *ids])
 
 
 def test_a_forked_child_sends_on_its_own_connection_and_spools_to_its_own_file(
@@ -487,7 +468,7 @@ def test_a_forked_child_sends_on_its_own_connection_and_spools_to_its_own_file(
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     _wait_replayed(deps)  # the parent replays its own spool, once
-    ids = [Hit.from_json(f["h"]).event_id for _, f in redis.xrange(keyspace.STREAM)]
+    ids = [h.event_id for h in stream_hits(redis)]
     assert sorted(ids) == ["fork-child-001", "fork-parent-01", "fork-spooled-1"]
 
 
@@ -497,7 +478,7 @@ def test_a_spool_folder_that_refuses_progress_notes_sends_nothing_twice(redis, c
     folder = spool.spool_dir(config.data_dir)
     folder.mkdir(parents=True)
     now = int(time.time() * 1000)
-    hits = [Hit(f"note-{i:04d}", "s1", "pixel", "page", "page", now, now) for i in range(50)]
+    hits = [make_hit(event_id=f"note-{i:04d}", timestamp=now) for i in range(50)]
     orphan = folder / "4343-dead.spool"
     orphan.write_text("".join(h.to_json() + "\n" for h in hits))
     orphan.with_suffix(".done.tmp").mkdir()  # the note cannot be written
@@ -506,7 +487,7 @@ def test_a_spool_folder_that_refuses_progress_notes_sends_nothing_twice(redis, c
     wait_for(lambda: not orphan.exists(), 20, "the orphan to be replayed")
     time.sleep(1.5)  # replay looks again every 0.5 s: it must not send the file again
     box.close()
-    ids = [Hit.from_json(f["h"]).event_id for _, f in redis.xrange(keyspace.STREAM)]
+    ids = [h.event_id for h in stream_hits(redis)]
     assert ids == [h.event_id for h in hits]
 
 
@@ -527,7 +508,7 @@ def test_a_batch_sent_whose_answer_cannot_be_read_is_spooled_once(redis, config,
     _pixel(client, write_key, "once-0063")  # sends, then reads: fails
     del channel.conn.read_response
     _wait_replayed(deps)
-    ids = [Hit.from_json(f["h"]).event_id for _, f in redis.xrange(keyspace.STREAM)]
+    ids = [h.event_id for h in stream_hits(redis)]
     # Redis took the send, and the spool replays it once more (the worker drops that
     # copy by its event id); spooled twice it was three.
     assert ids.count("once-0063") == 2 and ids.count("more-0000") == 2
@@ -548,26 +529,23 @@ def test_a_busy_thread_on_a_healthy_redis_is_never_cut_off(redis, config, write_
         _pixel(client, write_key, event_id)
     deps.appender.sync()
     assert not deps.appender.spool.active
-    stream_ids = [Hit.from_json(f["h"]).event_id for _, f in redis.xrange(keyspace.STREAM)]
+    stream_ids = [h.event_id for h in stream_hits(redis)]
     assert stream_ids == ids
 
 
-def test_after_a_failed_site_lookup_redis_is_not_asked_again_at_once(server, own):
+def test_after_a_failed_site_lookup_redis_is_not_asked_again_at_once(own_redis, own_config):
     """A hung Redis: one lookup waits for the client's timeout, the next ones for a
     moment answer from the cache (or refuse) without asking Redis."""
-    key = _add_site(server.url)
-    r = redisserver.connect(server.url, timeout=0.5)
+    key = _add_site(own_redis.url)
+    r = redisserver.connect(own_redis.url, timeout=0.5)
     cache = sites.SiteCache(r, ttl=0.0)  # every entry stale at once
     assert cache.site_for_key(key) is not None
     asked = []
     real_get = r.get
     r.get = lambda name: asked.append(name) or real_get(name)  # counts the lookups
-    os.kill(server.pid, signal.SIGSTOP)
-    try:
+    with own_redis.hung():
         assert cache.site_for_key(key).site_id == "acme-gmbh"  # timed out, served stale
         assert cache.site_for_key(key).site_id == "acme-gmbh"
         with pytest.raises(redis_lib.ConnectionError):
             cache.site_for_key("wk_never-seen")
-    finally:
-        os.kill(server.pid, signal.SIGCONT)
     assert len(asked) == 1

@@ -23,15 +23,10 @@ from dmp.ingest import stream
 from dmp.ingest.eventlog import scan_events
 from dmp.ingest.worker import run_forever, status
 from dmp.storage import keyspace
-from tests.ingest.test_worker import hit
-from tests.served import wait_for
+from tests.factories import make_hit, read_metric, scrape, send_hits
+from tests.served import mount, wait_for
 
 EVENTS = 10_000
-
-
-def _mount(*args: str) -> bool:
-    done = subprocess.run(["mount", *args], capture_output=True, text=True)
-    return done.returncode == 0
 
 
 class Fault:
@@ -46,7 +41,7 @@ def events_dir(config) -> Iterator[Path]:
     """Return the test's events folder: a 2 MB tmpfs as root (unmounted after), else a dir."""
     path = config.events_dir
     path.mkdir(parents=True)
-    mounted = os.geteuid() == 0 and _mount("-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path))
+    mounted = os.geteuid() == 0 and mount("-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path))
     yield path
     if mounted:
         subprocess.run(["umount", "-l", str(path)], check=False)
@@ -59,8 +54,8 @@ def _read_only(path: Path) -> Fault:
         day = path / "dt=2026-09-21"  # the day of every test hit
         return Fault(lambda: day.write_bytes(b""), lambda: day.unlink(), "File exists")
     return Fault(
-        lambda: _mount("-o", "remount,ro", str(path)) or pytest.fail("remount ro failed"),
-        lambda: _mount("-o", "remount,rw", str(path)) or pytest.fail("remount rw failed"),
+        lambda: mount("-o", "remount,ro", str(path)) or pytest.fail("remount ro failed"),
+        lambda: mount("-o", "remount,rw", str(path)) or pytest.fail("remount rw failed"),
         "Read-only file system",
     )
 
@@ -81,10 +76,8 @@ def _full(path: Path) -> Fault:
 
 
 def _metric(client, name: str) -> float:
-    for line in client.get("/metrics").get_data(as_text=True).splitlines():
-        if line.startswith(f"{name} "):
-            return float(line.split()[1])
-    return 0.0
+    """Return an unlabelled sample of /metrics (0 while a counter was never counted)."""
+    return read_metric(scrape(client), name) or 0.0
 
 
 @pytest.mark.parametrize("make_fault", [_read_only, _full], ids=["read-only", "full"])
@@ -97,7 +90,7 @@ def test_ingest_resumes_by_itself_once_the_events_folder_is_writable(
     without a restart, one line says so, and /healthz is ok again."""
     fault = make_fault(events_dir)
     cfg = replace(config, flush_seconds=0.2, segments_every=0)
-    stream.enqueue(redis, [hit(uid=f"c{i % 200}") for i in range(EVENTS)], {}, atomic=True)
+    send_hits(redis, *(make_hit(uid=f"c{i % 200}") for i in range(EVENTS)))
     fault.begin()
     stop = threading.Event()
     worker = threading.Thread(target=run_forever, args=(redis, cfg, stop), daemon=True)
@@ -146,7 +139,7 @@ def test_a_worker_stopped_while_the_folder_fails_leaves_every_event_pending(
     stores every event once when the folder is writable again."""
     fault = _read_only(events_dir)
     cfg = replace(config, flush_seconds=0.2, segments_every=0)
-    stream.enqueue(redis, [hit(uid=f"c{i % 50}") for i in range(1000)], {}, atomic=True)
+    send_hits(redis, *(make_hit(uid=f"c{i % 50}") for i in range(1000)))
     fault.begin()
     stop = threading.Event()
     worker = threading.Thread(target=run_forever, args=(redis, cfg, stop), daemon=True)
@@ -178,7 +171,7 @@ def test_a_recovery_the_folder_refuses_is_retried_not_fatal(redis, config, event
     if os.geteuid() == 0 and not os.path.ismount(events_dir):
         pytest.skip("root needs a read-only mount to refuse an unlink")
     fault = _read_only(events_dir)
-    stream.enqueue(redis, [hit(uid=f"c{i}") for i in range(20)], {}, atomic=True)
+    send_hits(redis, *(make_hit(uid=f"c{i}") for i in range(20)))
     stream.ensure_group(redis)
     ids = [
         sid
@@ -230,7 +223,7 @@ def test_a_worker_whose_lease_passes_on_during_a_failing_flush_stores_nothing_tw
     is stored once by the same, still running, worker."""
     fault = _read_only(events_dir)
     cfg = replace(config, flush_seconds=0.2, segments_every=0, lease_seconds=1.5)
-    stream.enqueue(redis, [hit(uid=f"c{i % 50}") for i in range(500)], {}, atomic=True)
+    send_hits(redis, *(make_hit(uid=f"c{i % 50}") for i in range(500)))
     fault.begin()
     stop = threading.Event()
     worker = threading.Thread(target=run_forever, args=(redis, cfg, stop), daemon=True)

@@ -24,9 +24,17 @@ import requests
 
 from dmp.serve.waiter import describe_exit, parse_report
 from dmp.storage import redisserver
-from tests.faults.test_flush import _mount
-from tests.serve.test_serve import _children
-from tests.served import free_port, healthy, run_dmp, serve_env, stop_process, wait_for
+from tests.factories import read_metric
+from tests.served import (
+    children,
+    free_port,
+    healthy,
+    mount,
+    run_dmp,
+    serve_env,
+    stop_process,
+    wait_for,
+)
 
 
 @dataclass
@@ -199,7 +207,7 @@ def test_a_killed_ingest_worker_is_logged_as_killed_and_restarted(served: Served
 def _descendants(pid: int) -> list[int]:
     found, todo = [], [pid]
     while todo:
-        kids = _children(todo.pop())
+        kids = children(todo.pop())
         found += kids
         todo += kids
     return found
@@ -260,9 +268,14 @@ def test_no_process_stops_a_server_that_a_serve_owns(tmp_path: Path):
 
 @pytest.mark.parametrize(
     ("code", "said"),
-    [(0, "exited with status 0"), (1, "exited with status 1"), (-9, "killed by SIGKILL"),
-     (-15, "killed by SIGTERM"), (None, "ended without a report (its waiter died)")],
-)  # fmt: skip
+    [
+        (0, "exited with status 0"),
+        (1, "exited with status 1"),
+        (-9, "killed by SIGKILL"),
+        (-15, "killed by SIGTERM"),
+        (None, "ended without a report (its waiter died)"),
+    ],
+)
 def test_an_exit_is_described_truly(code: int | None, said: str):
     """How a child ended is said as it happened: its status, or the signal that killed it."""
     assert describe_exit(code) == said
@@ -288,10 +301,10 @@ def test_a_served_dmp_shows_a_read_only_events_folder_and_resumes_by_itself(serv
     writable the 50 hits are stored once and /healthz is ok."""
     events = served.data_dir / "events"
     events.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0 or not _mount("-t", "tmpfs", "-o", "size=2m", "tmpfs", str(events)):
+    if os.geteuid() != 0 or not mount("-t", "tmpfs", "-o", "size=2m", "tmpfs", str(events)):
         pytest.skip("needs root to mount a tmpfs")
     try:
-        assert _mount("-o", "remount,ro", str(events))
+        assert mount("-o", "remount,ro", str(events))
         key = run_dmp(served.data_dir, "sites", "add", "Acme", "--domain", "acme.de").split()[-1]
         _send_pixels(served, key, 0, 50)
 
@@ -301,8 +314,8 @@ def test_a_served_dmp_shows_a_read_only_events_folder_and_resumes_by_itself(serv
         wait_for(lambda: health()["status"] == "degraded", 10, "/healthz to say degraded")
         assert "Read-only file system" in health()["ingest"]["flush_error"]
         metrics = requests.get(f"{served.url}/metrics", timeout=2).text
-        assert "dmp_eventlog_flush_failing 1" in metrics.splitlines()
-        assert _mount("-o", "remount,rw", str(events))
+        assert read_metric(metrics, "dmp_eventlog_flush_failing") == 1
+        assert mount("-o", "remount,rw", str(events))
         wait_for(lambda: _stored(served) == 50, 10, "the 50 hits to be stored")
         assert health() == {"status": "ok"}
     finally:

@@ -15,7 +15,8 @@ import pytest
 import requests
 
 from dmp.storage.redisserver import locate_server
-from tests.served import free_port, run_dmp, serve_env
+from tests.factories import bearer
+from tests.served import children, free_port, run_dmp, serve_env
 
 
 @pytest.fixture
@@ -86,7 +87,7 @@ def test_a_person_climbs_tiers_through_a_served_dmp(served):
     assert status["pending"] == 0 and status["events_aggregate"] == 1
     assert status["persons"] == {"low": 0, "medium": 0, "high": 1}
     person = requests.get(
-        f"{url}/api/v1/persons", params={"uid": uid}, headers={"Authorization": f"Bearer {admin}"}
+        f"{url}/api/v1/persons", params={"uid": uid}, headers=bearer(admin)
     ).json()
     assert person["tier"] == "high" and person["identifiers"]["email"] == ["anna@acme.de"]
     log = pl.read_parquet(data_dir / "events" / "*" / "*.parquet")
@@ -101,25 +102,12 @@ def test_a_person_climbs_tiers_through_a_served_dmp(served):
     assert not locate_server(data_dir).socket.exists()  # a lone CLI command stops it again
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def test_ingest_worker_ends_with_a_killed_server(served):
     """If `dmp serve` is killed outright, its ingest worker does not linger as an orphan."""
     _, data_dir, proc = served
     workers = [
         p
-        for p in _children(proc.pid)
+        for p in children(proc.pid)
         if b"\x00worker\x00" in Path(f"/proc/{p}/cmdline").read_bytes()
     ]
     assert len(workers) == 1

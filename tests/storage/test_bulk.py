@@ -58,21 +58,15 @@ def test_an_empty_bulk_sends_nothing(redis: redis_lib.Redis) -> None:
     assert Bulk().execute(redis) == []
 
 
-def test_a_connection_lost_mid_bulk_is_a_redis_connection_error(tmp_path) -> None:
+def test_a_connection_lost_mid_bulk_is_a_redis_connection_error(own_redis) -> None:
     """A Redis killed with replies outstanding raises redis.ConnectionError, not a raw
     socket error (the worker told a dead Redis from a failing events folder by this)."""
-    from tests.served import OwnRedis as Server
-
-    server = Server(tmp_path / "own")
-    try:
-        client = redis_lib.Redis.from_url(server.url)
-        bulk = Bulk()
-        bulk.add("DEBUG", "SLEEP", "0.5")
-        for i in range(2000):  # left unread in the server's socket: its close is a reset
-            bulk.add("SET", f"k{i}", "x" * 1000)
-        inflight = bulk.send(client)
-        server.kill()
-        with pytest.raises(redis_lib.ConnectionError):
-            inflight.wait()
-    finally:
-        server.stop()
+    client = redis_lib.Redis.from_url(own_redis.url)
+    bulk = Bulk()
+    bulk.add("DEBUG", "SLEEP", "0.5")
+    for i in range(2000):  # left unread in the server's socket: its close is a reset
+        bulk.add("SET", f"k{i}", "x" * 1000)
+    inflight = bulk.send(client)
+    own_redis.kill()
+    with pytest.raises(redis_lib.ConnectionError):
+        inflight.wait()
