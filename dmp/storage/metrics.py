@@ -122,17 +122,5 @@ def _family(name: str, samples: dict[Labels, float]) -> Metric:
 
 
 def render(registry: CollectorRegistry) -> bytes:
-    """Return the registry's metrics in the Prometheus text format, whole numbers as integers."""
-    text = generate_latest(registry).decode()
-    return "\n".join(_whole(line) for line in text.split("\n")).encode()
-
-
-def _whole(line: str) -> str:
-    # prometheus_client writes every value as a float ("3.0", "1.2345678e+07"); counters are
-    # whole numbers, and scripts read them as integers, as /metrics always wrote them. A
-    # sample line is "name{labels} value" (label values escape their newlines; no timestamps).
-    if not line or line.startswith("#"):
-        return line
-    sample, _, value = line.rpartition(" ")
-    number = float(value)
-    return f"{sample} {int(number)}" if number.is_integer() else line
+    """Return the registry's metrics in the Prometheus text format."""
+    return generate_latest(registry)

@@ -11,19 +11,23 @@ import pytest
 
 from collectors.pixel import GIF
 from dmp.app import create_app
-from dmp.ingest import spool, stream
+from dmp.ingest import spool
 from dmp.ingest.eventlog import scan_events
 from dmp.ingest.worker import status
 from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person, get_person
-from dmp.records import Hit
 from dmp.storage import keyspace
-
-CHROME = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/126.0.0.0 Safari/537.36"
+from tests.factories import (
+    CHROME,
+    GOOGLEBOT,
+    bearer,
+    cookie_uid,
+    person_of,
+    read_metric,
+    scrape,
+    stream_hits,
 )
-GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
 THIRTEEN_MONTHS = 395 * 86400
 
 
@@ -36,18 +40,12 @@ def _pixel(client, write_key, headers=None, **params):
 
 def _entries(redis) -> list[dict]:
     """The stream's hits as dicts of their non-empty fields (what the page left there)."""
-    hits = (Hit.from_json(f[stream.FIELD]) for _, f in redis.xrange(keyspace.STREAM))
-    return [{k: v for k, v in hit._asdict().items() if v} for hit in hits]
+    return [{k: v for k, v in hit._asdict().items() if v} for hit in stream_hits(redis)]
 
 
-def _metric(client, outcome: str) -> int:
-    text = client.get("/metrics").get_data(as_text=True)
-    sample = f'dmp_hits_total{{collector="pixel",outcome="{outcome}"}} '
-    return int(next((ln.split()[-1] for ln in text.splitlines() if ln.startswith(sample)), 0))
-
-
-def _uid(resp) -> str:
-    return resp.headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+def _metric(client, outcome: str) -> float:
+    """Return the pixel's dmp_hits_total for an outcome (0 while never counted)."""
+    return read_metric(scrape(client), "dmp_hits_total", collector="pixel", outcome=outcome) or 0
 
 
 def _cookie_attrs(resp) -> dict[str, str]:
@@ -59,12 +57,6 @@ def _assert_gif(resp) -> None:
     assert resp.status_code == 200 and resp.mimetype == "image/gif" and resp.data == GIF
     assert resp.headers["Content-Length"] == str(len(GIF))
     assert "no-store" in resp.headers["Cache-Control"]
-
-
-def _person_by_uid(redis, uid: str) -> dict:
-    pid = find_person(redis, Identifier(IdKind.UID, uid))
-    assert pid, f"nobody owns uid {uid}"
-    return get_person(redis, pid)
 
 
 def test_gif_is_a_1x1_transparent_gif():
@@ -83,14 +75,14 @@ def test_consented_hit_sets_cookie_and_makes_a_low_person(client, redis, config,
     assert int(attrs["max-age"]) == THIRTEEN_MONTHS
     expires = parsedate_to_datetime(attrs["expires"]).timestamp()
     assert abs(expires - (time.time() + THIRTEEN_MONTHS)) < 60
-    uid = _uid(resp)
+    uid = cookie_uid(resp)
     assert 16 <= len(uid) <= 64
     (entry,) = _entries(redis)
     assert entry["uid"] == uid and entry["topics"] == ["crm", "erp"] and entry["ip"] == "127.0.0.0"
     assert entry["consent"] == {"analytics": True, "ads": True, "email": False}
     assert entry["url"] == "https://acme.de/crm?utm_source=x#top"
     drain()
-    person = _person_by_uid(redis, uid)
+    person = person_of(redis, IdKind.UID, uid)
     assert person["tier"] == "low" and person["identifiers"] == {"uid": [uid]}
     assert person["consents"]["ads"]["granted"] is True
     assert person["consents"]["email"]["granted"] is False
@@ -105,11 +97,9 @@ def test_consented_hit_sets_cookie_and_makes_a_low_person(client, redis, config,
 
 def test_admin_api_finds_the_cookie_person(client, write_key, admin_key, drain):
     """The admin API looks a pixel visitor up by ?uid= and shows them low."""
-    uid = _uid(_pixel(client, write_key, consent="analytics"))
+    uid = cookie_uid(_pixel(client, write_key, consent="analytics"))
     drain()
-    resp = client.get(
-        f"/api/v1/persons?uid={uid}", headers={"Authorization": f"Bearer {admin_key}"}
-    )
+    resp = client.get(f"/api/v1/persons?uid={uid}", headers=bearer(admin_key))
     assert resp.status_code == 200
     assert resp.get_json()["tier"] == "low" and resp.get_json()["identifiers"]["uid"] == [uid]
 
@@ -130,11 +120,12 @@ def test_cookie_is_reused(client, redis, write_key, drain):
     """A returning browser keeps its id: the cookie is renewed, one person, two page views."""
     first = _pixel(client, write_key, consent="analytics")
     second = _pixel(client, write_key, consent="analytics", url="https://acme.de/preise")
-    assert _uid(first) == _uid(second)  # the client sent the cookie back; it was renewed
+    # The client sent the cookie back; it was renewed.
+    assert cookie_uid(first) == cookie_uid(second)
     uids = {e["uid"] for e in _entries(redis)}
-    assert uids == {_uid(first)}
+    assert uids == {cookie_uid(first)}
     drain()
-    person = _person_by_uid(redis, _uid(first))
+    person = person_of(redis, IdKind.UID, cookie_uid(first))
     pages = [t for t in person["touchpoints"] if t["type"] == "page"]
     assert sorted(t["url"] for t in pages) == [
         "https://acme.de/crm?utm_source=x#top",
@@ -147,8 +138,8 @@ def test_a_bad_cookie_value_is_replaced(client, redis, write_key):
     """A malformed dmp_uid cookie is not trusted: the browser gets a fresh id."""
     client.set_cookie("dmp_uid", "short")
     resp = _pixel(client, write_key, consent="analytics")
-    assert _uid(resp) != "short" and len(_uid(resp)) >= 16
-    assert _entries(redis)[0]["uid"] == _uid(resp)
+    assert cookie_uid(resp) != "short" and len(cookie_uid(resp)) >= 16
+    assert _entries(redis)[0]["uid"] == cookie_uid(resp)
 
 
 def test_without_analytics_consent_only_aggregates(client, redis, config, write_key, drain):
@@ -199,7 +190,7 @@ def test_browser_privacy_signals_withhold_ads(
     (entry,) = _entries(redis)
     assert entry["consent"] == {"email": False, **expected}
     drain()
-    person = _person_by_uid(redis, _uid(resp))
+    person = person_of(redis, IdKind.UID, cookie_uid(resp))
     assert person["consents"]["ads"]["granted"] is expected["ads"]
 
 
@@ -248,7 +239,7 @@ def test_forwarded_for_is_used_behind_a_trusted_proxy(config, redis, write_key):
 def test_withdrawn_consent_drops_the_cookie(client, redis, config, write_key, drain):
     """A known cookie arriving without analytics consent is expired and unlinked."""
     first = _pixel(client, write_key, consent="analytics")
-    uid = _uid(first)
+    uid = cookie_uid(first)
     drain()
     pid = find_person(redis, Identifier(IdKind.UID, uid))
     assert pid and status(redis)["persons"]["low"] == 1
@@ -271,12 +262,12 @@ def test_withdrawn_consent_drops_the_cookie(client, redis, config, write_key, dr
 
 def test_consent_given_again_makes_a_new_person(client, redis, write_key, drain):
     """After a withdrawal, new consent starts a new id: the old history is not re-linked."""
-    old = _uid(_pixel(client, write_key, consent="analytics"))
+    old = cookie_uid(_pixel(client, write_key, consent="analytics"))
     _pixel(client, write_key, consent="")
     drain()
-    new = _uid(_pixel(client, write_key, consent="analytics"))
+    new = cookie_uid(_pixel(client, write_key, consent="analytics"))
     drain()
-    assert new != old and _person_by_uid(redis, new)["tier"] == "low"
+    assert new != old and person_of(redis, IdKind.UID, new)["tier"] == "low"
     assert find_person(redis, Identifier(IdKind.UID, old)) is None
 
 
@@ -431,7 +422,7 @@ def test_cookie_domain_setting(config, redis, write_key):
     query = {"k": write_key, "consent": "analytics"}
     resp = client.get("/p.gif", query_string=query, base_url="https://t.acme.de")
     assert "Domain=acme.de" in resp.headers["Set-Cookie"]
-    uid = _uid(resp)
+    uid = cookie_uid(resp)
     dropped = client.get(
         "/p.gif",
         query_string={"k": write_key},

@@ -14,32 +14,20 @@ import requests
 from segment.analytics import Client
 from segment.analytics.request import APIError
 
-from dmp.ingest import stream
 from dmp.ingest.eventlog import scan_events
 from dmp.ingest.worker import status
 from dmp.people.identity import Identifier, IdKind
-from dmp.people.profiles import find_person, get_person
-from dmp.records import Hit
+from dmp.people.profiles import find_person
 from dmp.storage import keyspace
+from tests.factories import GOOGLEBOT, bearer, person_of, read_metric, scrape, stream_hits
 
-GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 ADS_AND_ANALYTICS = {"consent": {"categoryPreferences": {"Advertising": True, "Analytics": True}}}
 
 
-def _person(redis, kind: IdKind, value: str) -> dict:
-    pid = find_person(redis, Identifier(kind, value))
-    assert pid, f"nobody owns {kind.value}:{value}"
-    return get_person(redis, pid)
-
-
 def _admin_person(client, admin_key: str, email: str) -> dict:
-    resp = client.get("/api/v1/persons", query_string={"email": email}, headers=_bearer(admin_key))
+    resp = client.get("/api/v1/persons", query_string={"email": email}, headers=bearer(admin_key))
     assert resp.status_code == 200, resp.get_data(as_text=True)
     return resp.get_json()
-
-
-def _bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def _segment(live_url: str, write_key: str, **options) -> Client:
@@ -50,10 +38,9 @@ def _rows(config) -> list[dict]:
     return scan_events(config.events_dir).collect().sort("timestamp").to_dicts()
 
 
-def _metric(client, outcome: str) -> int:
-    text = client.get("/metrics").get_data(as_text=True)
-    sample = f'dmp_hits_total{{collector="api",outcome="{outcome}"}} '
-    return int(next((ln.split()[-1] for ln in text.splitlines() if ln.startswith(sample)), 0))
+def _metric(client, outcome: str) -> float:
+    """Return the API's dmp_hits_total for an outcome (0 while never counted)."""
+    return read_metric(scrape(client), "dmp_hits_total", collector="api", outcome=outcome) or 0
 
 
 def _post(client, write_key, path: str, body, **kwargs):
@@ -101,7 +88,7 @@ def test_real_client_calls_reach_the_log(
     assert anna["consents"]["ads"]["granted"] is True
     assert anna["consents"]["analytics"]["granted"] is True and "email" not in anna["consents"]
     assert "employees" not in anna["traits"]  # group traits describe the company
-    assert _person(redis, IdKind.USER, "u-1-new")["person_id"] == anna["person_id"]
+    assert person_of(redis, IdKind.USER, "u-1-new")["person_id"] == anna["person_id"]
     titles = {t.get("title") for t in anna["touchpoints"]}
     assert {"Preise", "Dashboard", "CRM-Leitfaden"} <= titles
     track = next(r for r in rows if r["type"] == "track")
@@ -133,9 +120,9 @@ def test_context_traits_count(live_url, redis, write_key, drain):
     segment.track("u-2", "Demo Requested", context={"traits": {"email": "ben@acme.de"}})
     segment.flush()
     drain()
-    ben = _person(redis, IdKind.EMAIL, "ben@acme.de")
+    ben = person_of(redis, IdKind.EMAIL, "ben@acme.de")
     assert ben["tier"] == "medium" and ben["traits"]["email"] == "ben@acme.de"
-    assert _person(redis, IdKind.USER, "u-2")["person_id"] == ben["person_id"]
+    assert person_of(redis, IdKind.USER, "u-2")["person_id"] == ben["person_id"]
 
 
 def test_email_and_phone_make_a_person_high(client, redis, write_key, drain):
@@ -143,7 +130,7 @@ def test_email_and_phone_make_a_person_high(client, redis, write_key, drain):
     body = {"userId": "u-h", "traits": {"email": "h@acme.de", "phone": "+49 30 1234567"}}
     assert _post(client, write_key, "/v1/identify", body).status_code == 200
     drain()
-    assert _person(redis, IdKind.EMAIL, "h@acme.de")["tier"] == "high"
+    assert person_of(redis, IdKind.EMAIL, "h@acme.de")["tier"] == "high"
 
 
 # -- raw calls -----------------------------------------------------------------------
@@ -163,7 +150,7 @@ def test_single_calls_with_basic_auth(client, redis, config, write_key, drain, k
     """Each /v1/<call> with the write key as Basic-auth user is accepted and stored."""
     resp = _post(client, write_key, f"/v1/{kind}", {**body, "messageId": f"m-{kind}"})
     assert resp.status_code == 200 and resp.get_json() == {"success": True}
-    (entry,) = (Hit.from_json(f[stream.FIELD])._asdict() for _, f in redis.xrange(keyspace.STREAM))
+    (entry,) = (hit._asdict() for hit in stream_hits(redis))
     assert entry["type"] == kind and entry["source"] == "api" and entry["site_id"] == "acme-gmbh"
     drain()
     (row,) = _rows(config)
@@ -198,7 +185,7 @@ def test_group_traits_are_not_the_persons(client, redis, config, write_key, drai
     assert _post(client, write_key, "/v1/group", body).status_code == 200
     drain()
     assert find_person(redis, Identifier(IdKind.EMAIL, "info@acme.de")) is None
-    person = _person(redis, IdKind.USER, "u-g")
+    person = person_of(redis, IdKind.USER, "u-g")
     assert person["tier"] != "medium" and "email" not in person["traits"]
     (row,) = _rows(config)
     assert json.loads(row["properties"])["group_traits"] == {"email": "info@acme.de", "size": 9}
@@ -216,7 +203,7 @@ def test_batch_context_applies_to_each_message(client, redis, config, write_key,
     assert _post(client, write_key, "/v1/batch", body).status_code == 200
     drain()
     assert sorted(r["ip"] for r in _rows(config)) == ["198.51.100.0", "203.0.113.0"]
-    assert _person(redis, IdKind.USER, "u-c")["traits"]["company"] == "Acme"
+    assert person_of(redis, IdKind.USER, "u-c")["traits"]["company"] == "Acme"
 
 
 def test_context_ip_and_agent_are_enriched(client, config, write_key, drain):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import re
 import signal
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from gunicorn.workers.base import Worker
 
 from collectors.pixel import GIF
 from dmp.serve import edge
+from tests.factories import read_metric
 from tests.served import free_port, serve_env
 
 ADMIN_KEY = "dmp_ad_" + "Q" * 32  # shaped like an admin key: it must not reach the log
@@ -70,12 +70,11 @@ class Served:
             time.sleep(0.3)
         return urls
 
-    def counter(self, outcome: str) -> int:
+    def counter(self, outcome: str) -> float:
         """Return dmp_hits_total for the pixel and this outcome, from /metrics."""
         _, _, body = self.send(_request(b"/metrics"))
-        pattern = rf'^dmp_hits_total{{collector="pixel",outcome="{outcome}"}} (\d+)$'
-        found = re.search(pattern, body.decode(), re.M)
-        return int(found.group(1)) if found else 0
+        found = read_metric(body.decode(), "dmp_hits_total", collector="pixel", outcome=outcome)
+        return found or 0
 
 
 def _request(target: bytes, *headers: bytes) -> bytes:

@@ -5,39 +5,17 @@ from __future__ import annotations
 import pytest
 
 from dmp.access.apikeys import revoke_key
-from dmp.ingest import stream
-from dmp.records import Hit
-
-NOW = 1_790_000_000_000
-
-
-def _send(redis, **fields) -> None:
-    base = dict(
-        event_id=fields.pop("event_id", "e" * 8),
-        site_id="acme-gmbh",
-        source="api",
-        type="identify",
-        event="identify",
-        received_at=NOW,
-        timestamp=NOW,
-    )
-    stream.enqueue(redis, [Hit(**{**base, **fields})], {}, atomic=True)
+from tests.factories import NOW, bearer, make_hit, make_identify, read_metric, scrape, send_hits
 
 
 @pytest.fixture
 def anna(redis, drain) -> str:
     """Return the person id of a medium person with two page views."""
-    _send(redis, user_id="u1", uid="c1", traits={"email": "anna@acme.de", "firstName": "Anna"})
-    for i in range(2):
-        _send(
-            redis,
-            event_id=f"page-{i:04}",
-            type="page",
-            event="page",
-            uid="c1",
-            url=f"https://acme.de/p{i}",
-            timestamp=NOW + 1000 * (i + 1),
-        )
+    pages = [
+        make_hit(uid="c1", url=f"https://acme.de/p{i}", timestamp=NOW + 1000 * (i + 1))
+        for i in range(2)
+    ]
+    send_hits(redis, make_identify("anna@acme.de", uid="c1", firstName="Anna"), *pages)
     drain()
     from dmp.people.identity import Identifier, IdKind
     from dmp.people.profiles import find_person
@@ -45,13 +23,9 @@ def anna(redis, drain) -> str:
     return find_person(redis, Identifier(IdKind.EMAIL, "anna@acme.de"))
 
 
-def _auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
 def test_person_by_id_has_the_contract_fields(client, admin_key, anna):
     """GET /api/v1/persons/<id> answers the documented fields, touchpoints newest first."""
-    resp = client.get(f"/api/v1/persons/{anna}", headers=_auth(admin_key))
+    resp = client.get(f"/api/v1/persons/{anna}", headers=bearer(admin_key))
     assert resp.status_code == 200 and resp.mimetype == "application/json"
     body = resp.get_json()
     for name in (
@@ -74,13 +48,13 @@ def test_person_by_id_has_the_contract_fields(client, admin_key, anna):
 @pytest.mark.parametrize("query", ["email=Anna@ACME.de", "email=%20anna@acme.de", "uid=c1"])
 def test_person_by_email_or_cookie(client, admin_key, anna, query):
     """?email= (normalised) and ?uid= find the same person."""
-    resp = client.get(f"/api/v1/persons?{query}", headers=_auth(admin_key))
+    resp = client.get(f"/api/v1/persons?{query}", headers=bearer(admin_key))
     assert resp.status_code == 200 and resp.get_json()["person_id"] == anna
 
 
 def test_limit_bounds_the_timeline(client, admin_key, anna):
     """?limit= returns only that many touchpoints."""
-    resp = client.get(f"/api/v1/persons/{anna}?limit=1", headers=_auth(admin_key))
+    resp = client.get(f"/api/v1/persons/{anna}?limit=1", headers=bearer(admin_key))
     assert len(resp.get_json()["touchpoints"]) == 1
     assert resp.get_json()["touchpoints_total"] >= 3
 
@@ -106,7 +80,7 @@ def test_revoked_key_is_401(client, redis, admin_key, anna):
     from dmp.access.apikeys import hash_secret
 
     assert revoke_key(redis, hash_secret(admin_key)[:12]) == 1
-    assert client.get(f"/api/v1/persons/{anna}", headers=_auth(admin_key)).status_code == 401
+    assert client.get(f"/api/v1/persons/{anna}", headers=bearer(admin_key)).status_code == 401
 
 
 @pytest.mark.parametrize(
@@ -126,7 +100,7 @@ def test_revoked_key_is_401(client, redis, admin_key, anna):
 )
 def test_bad_requests_get_problem_json(client, admin_key, anna, path, status):
     """Bad ids, bad parameters and unknown persons answer problem+json with a detail."""
-    resp = client.get(path, headers=_auth(admin_key))
+    resp = client.get(path, headers=bearer(admin_key))
     assert resp.status_code == status and resp.mimetype == "application/problem+json"
     body = resp.get_json()
     assert body["status"] == status and body["title"] and body["type"].startswith("https://")
@@ -135,15 +109,15 @@ def test_bad_requests_get_problem_json(client, admin_key, anna, path, status):
 def test_healthz_and_metrics(client, redis, anna):
     """/healthz answers ok; /metrics speaks Prometheus text with ingest gauges."""
     assert client.get("/healthz").get_json() == {"status": "ok"}
-    text = client.get("/metrics").get_data(as_text=True)
+    text = scrape(client)
     assert "# TYPE dmp_stream_pending gauge" in text
-    assert 'dmp_persons{tier="medium"} 1' in text
-    assert "dmp_events_stored 3" in text
+    assert read_metric(text, "dmp_persons", tier="medium") == 1
+    assert read_metric(text, "dmp_events_stored") == 3
 
 
 def test_sales_sets_a_stage_and_the_person_shows_it(client, admin_key, anna, redis):
     """POST …/stage records a stage (201); the person's view lists it with its time."""
-    auth = {"Authorization": f"Bearer {admin_key}"}
+    auth = bearer(admin_key)
     resp = client.post(
         f"/api/v1/persons/{anna}/stage", json={"stage": "sal", "by": "jana@acme.de"}, headers=auth
     )
@@ -169,7 +143,7 @@ def test_sales_sets_a_stage_and_the_person_shows_it(client, admin_key, anna, red
 )
 def test_bad_stage_changes_are_problems(client, admin_key, anna, redis, body, status, detail):
     """Wrong stage changes get a problem+json 4xx and record nothing."""
-    auth = {"Authorization": f"Bearer {admin_key}"}
+    auth = bearer(admin_key)
     url = f"/api/v1/persons/{anna}/stage"
     if isinstance(body, str):
         resp = client.post(url, data=body, headers={**auth, "Content-Type": "application/json"})
@@ -183,6 +157,6 @@ def test_bad_stage_changes_are_problems(client, admin_key, anna, redis, body, st
 def test_stage_of_unknown_person_is_404_and_needs_a_key(client, admin_key):
     """An unknown person is 404; no key is 401."""
     url = "/api/v1/persons/0123456789abcdef/stage"
-    auth = {"Authorization": f"Bearer {admin_key}"}
+    auth = bearer(admin_key)
     assert client.post(url, json={"stage": "sal"}, headers=auth).status_code == 404
     assert client.post(url, json={"stage": "sal"}).status_code == 401
