@@ -13,8 +13,8 @@ import redis as redis_lib
 from dmp.access import sites
 from dmp.access.apikeys import Scope, check_key
 from dmp.cli import cli
-from dmp.ingest import spool, stream
-from dmp.records import Hit
+from dmp.ingest import spool
+from tests.factories import make_hit, send_hits
 
 
 def test_sites_add_prints_the_write_key_last(runner, redis):
@@ -48,18 +48,7 @@ def test_keys_create_list_revoke(runner, redis):
 
 def test_status_json_and_worker_once(runner, redis):
     """`worker --once` drains the stream; `status --json` prints the contract's fields."""
-    hit = Hit(
-        event_id="e-000001",
-        site_id="acme-gmbh",
-        source="pixel",
-        type="page",
-        event="page",
-        received_at=1,
-        timestamp=1_790_000_000_000,
-        consent={"analytics": True},
-        uid="c1",
-    )
-    stream.enqueue(redis, [hit], {}, atomic=False)
+    send_hits(redis, make_hit(uid="c1"))
     before = json.loads(runner.invoke(cli, ["status", "--json"]).output)
     assert before == {
         "events_stored": 0,

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 
 from collectors import tag
-from dmp.ingest import stream
 from dmp.ingest.worker import status
 from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person, get_person
-from dmp.records import Hit
 from dmp.storage import keyspace
+from tests.factories import cookie_uid, person_of, stream_hits
 
 ORIGIN = "https://www.acme.de"
 PROBLEM = "application/problem+json"
@@ -28,15 +27,6 @@ def _post(client, body: str | bytes, origin: str | None = ORIGIN, **headers):
     if origin:
         headers["Origin"] = origin
     return client.post("/collect", data=body, headers=headers)
-
-
-def _uid(resp) -> str:
-    cookie = next(v for v in resp.headers.getlist("Set-Cookie") if v.startswith("dmp_uid="))
-    return cookie.split(";")[0].split("=", 1)[1]
-
-
-def _stream_hits(redis) -> list[Hit]:
-    return [Hit.from_json(fields[stream.FIELD]) for _, fields in redis.xrange(keyspace.STREAM)]
 
 
 def _redis_text(redis) -> str:
@@ -104,7 +94,7 @@ def test_consented_beacon_sets_cookie_and_makes_low_person(client, redis, write_
     cookie = resp.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
     drain()
-    person = get_person(redis, find_person(redis, Identifier(IdKind.UID, _uid(resp))))
+    person = person_of(redis, IdKind.UID, cookie_uid(resp))
     assert person["tier"] == "low"
     page = next(t for t in person["touchpoints"] if t["event"] == "page")
     assert (page["url"], page["title"], page["topics"], page["source"]) == (
@@ -119,7 +109,7 @@ def test_beacon_without_consent_sets_no_cookie(client, redis, write_key, drain):
     """A page view without analytics consent sets no cookie and counts only in aggregate."""
     resp = _post(client, _beacon(write_key, [{"type": "page"}], consent=("ads",)))
     assert resp.status_code == 204 and "Set-Cookie" not in resp.headers
-    assert _stream_hits(redis)[0].uid == "" and _stream_hits(redis)[0].ip == ""
+    assert stream_hits(redis)[0].uid == "" and stream_hits(redis)[0].ip == ""
     drain()
     assert status(redis)["events_aggregate"] == 1
     assert status(redis)["persons"] == {"low": 0, "medium": 0, "high": 0}
@@ -133,7 +123,7 @@ def test_identify_under_consent_makes_medium(client, redis, write_key, drain):
     drain()
     by_email = find_person(redis, Identifier(IdKind.EMAIL, "a@acme.de"))
     assert by_email is not None
-    assert find_person(redis, Identifier(IdKind.UID, _uid(first))) == by_email
+    assert find_person(redis, Identifier(IdKind.UID, cookie_uid(first))) == by_email
     person = get_person(redis, by_email)
     assert person["tier"] == "medium" and person["traits"]["firstName"] == "Anna"
 
@@ -158,13 +148,13 @@ def test_identify_without_consent_keeps_no_email(client, redis, config, write_ke
 def test_beacon_without_consent_drops_an_existing_cookie(client, redis, write_key, drain):
     """A beacon that comes with the cookie but without analytics consent expires the cookie."""
     first = _post(client, _beacon(write_key, [{"type": "page"}]))
-    uid = _uid(first)
+    uid = cookie_uid(first)
     drain()
     assert find_person(redis, Identifier(IdKind.UID, uid)) is not None
     withdrawn = {"type": "track", "event": "consent", "props": {"granted": []}}
     resp = _post(client, _beacon(write_key, [withdrawn], consent=()))
     assert resp.status_code == 204
-    assert "Max-Age=0" in resp.headers["Set-Cookie"] and _uid(resp) == ""
+    assert "Max-Age=0" in resp.headers["Set-Cookie"] and cookie_uid(resp) == ""
     drain()
     assert find_person(redis, Identifier(IdKind.UID, uid)) is None
 
@@ -173,12 +163,12 @@ def test_event_time_is_skew_corrected_and_never_future(client, redis, write_key)
     """ts is corrected by the browser's clock skew (sentAt − ts), capped at receipt time."""
     events = [{"type": "page", "ts": 1_000_000}, {"type": "page", "ts": 1_009_000}]
     assert _post(client, _beacon(write_key, events, sentAt=1_005_000)).status_code == 204
-    earlier, later = _stream_hits(redis)
+    earlier, later = stream_hits(redis)
     assert earlier.received_at - earlier.timestamp == 5_000
     assert later.timestamp == later.received_at
     old = [{"type": "page", "ts": 1}]
     assert _post(client, _beacon(write_key, old, sentAt=10**12)).status_code == 204
-    oldest = _stream_hits(redis)[2]
+    oldest = stream_hits(redis)[2]
     assert oldest.received_at - oldest.timestamp == tag.MAX_AGE_MS
 
 

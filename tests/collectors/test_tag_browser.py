@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from dmp.ingest import stream
 from dmp.ingest.worker import status
 from dmp.people.identity import Identifier, IdKind
-from dmp.people.profiles import find_person, get_person
-from dmp.records import Hit
+from dmp.people.profiles import find_person
 from dmp.storage import keyspace
+from tests.factories import bearer, person_of, stream_hits
 
 CHROMIUM = next(
     (p for p in ("/usr/bin/chromium", shutil.which("chromium")) if p and os.path.exists(p)), None
@@ -141,12 +140,6 @@ def _dmp_cookie(page) -> dict | None:
     return next((c for c in page.context.cookies() if c["name"] == "dmp_uid"), None)
 
 
-def _person(redis, uid: str) -> dict:
-    pid = find_person(redis, Identifier(IdKind.UID, uid))
-    assert pid is not None, "no person owns the browser's cookie"
-    return get_person(redis, pid)
-
-
 def _consented_visit(page, pages: int, redis, drain) -> str:
     """Open the page, grant analytics consent, track a download; return the cookie's uid."""
     assert _answered(page, lambda: page.goto(f"http://localhost:{pages}/index.html")) == 204
@@ -179,7 +172,7 @@ def test_consent_and_track_make_a_low_person(tab, pages, redis, drain):
     cookie = _dmp_cookie(tab)
     assert cookie["domain"] == "localhost" and cookie["httpOnly"] and cookie["sameSite"] == "Lax"
     assert tab.evaluate("JSON.parse(localStorage.getItem('dmp_consent'))") == ["analytics"]
-    person = _person(redis, uid)
+    person = person_of(redis, IdKind.UID, uid)
     assert person["tier"] == "low" and person["consents"]["analytics"]["granted"] is True
     download = next(t for t in person["touchpoints"] if t["event"] == "whitepaper_download")
     assert download["url"] == f"http://localhost:{pages}/index.html"
@@ -198,11 +191,12 @@ def test_identify_with_phone_makes_the_person_high(tab, pages, redis, drain, cli
     resp = client.get(
         "/api/v1/persons",
         query_string={"email": "anna@acme.de"},
-        headers={"Authorization": f"Bearer {admin_key}"},
+        headers=bearer(admin_key),
     )
     assert resp.status_code == 200
     body = resp.get_json()
-    assert body["tier"] == "high" and body["person_id"] == _person(redis, uid)["person_id"]
+    assert body["tier"] == "high"
+    assert body["person_id"] == person_of(redis, IdKind.UID, uid)["person_id"]
     assert body["identifiers"]["email"] == ["anna@acme.de"]
     assert body["identifiers"]["phone"] == ["+491711234567"]
     assert body["traits"]["firstName"] == "Anna"
@@ -228,7 +222,7 @@ def test_events_before_consent_keep_the_consent_they_happened_under(
     collector[0].wait_for(1)
     tab.evaluate("dmp.track('before'); dmp.consent(['analytics']); dmp.track('after')")
     assert collector[0].wait_for(3) == [204, 204, 204]
-    hits = [Hit.from_json(f[stream.FIELD]) for _, f in redis.xrange(keyspace.STREAM)]
+    hits = stream_hits(redis)
     assert [(h.event, bool(h.uid)) for h in hits] == [
         ("page", False),
         ("before", False),
@@ -236,7 +230,7 @@ def test_events_before_consent_keep_the_consent_they_happened_under(
         ("after", True),
     ]
     drain()
-    points = _person(redis, hits[-1].uid)["touchpoints"]
+    points = person_of(redis, IdKind.UID, hits[-1].uid)["touchpoints"]
     assert sorted(t["event"] for t in points if t["type"] != "tier") == ["after", "consent"]
     assert status(redis)["events_aggregate"] == 2
 
@@ -247,7 +241,7 @@ def test_calls_queued_before_load_are_sent(tab, pages, redis, drain):
     cookie = _dmp_cookie(tab)
     assert cookie is not None
     drain()
-    points = _person(redis, cookie["value"])["touchpoints"]
+    points = person_of(redis, IdKind.UID, cookie["value"])["touchpoints"]
     assert sorted(t["event"] for t in points if t["type"] != "tier") == [
         "consent",
         "early_bird",

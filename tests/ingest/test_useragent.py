@@ -5,11 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dmp.ingest.useragent import parse_agent
+from tests.factories import CHROME, GOOGLEBOT
 
-CHROME = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/126.0.0.0 Safari/537.36"
-)
 IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"
@@ -18,7 +15,6 @@ IPAD = (
     "Mozilla/5.0 (iPad; CPU OS 16_0 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/16.0 Mobile/15E148 Safari/604.1"
 )
-GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 BINGBOT = "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)"
 GOOGLEBOT_SMARTPHONE = (
     "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 "
@@ -35,13 +31,7 @@ GOOGLEBOT_SMARTPHONE = (
         (IPAD, "tablet", False, "Mobile Safari", "iOS"),
         (GOOGLEBOT, "bot", True, "Googlebot", "Other"),
         (GOOGLEBOT_SMARTPHONE, "bot", True, "Googlebot", "Android"),
-        (
-            "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
-            "bot",
-            True,
-            "bingbot",
-            "Other",
-        ),  # fmt: skip
+        (BINGBOT, "bot", True, "bingbot", "Other"),
         ("", "other", False, "", ""),
     ],
 )

@@ -8,6 +8,7 @@ import pytest
 
 from dmp.cli import cli, main
 from dmp.membership import definitions
+from tests.factories import run_synth
 
 HOT = """
 id: hot-leads
@@ -87,10 +88,7 @@ def test_bad_definitions_store_nothing(redis, main_argv, tmp_path, capsys, files
 
 def test_plan_shows_who_a_change_adds_and_removes(runner, redis, config, tmp_path):
     """`segments plan` evaluates the new and the stored version on the latest matrix."""
-    assert (
-        runner.invoke(cli, ["synth", "--persons", "150", "--days", "40", "--seed", "5"]).exit_code
-        == 0
-    )
+    run_synth(runner, 150, 40, 5)
     assert runner.invoke(cli, ["matrix", "build"]).exit_code == 0
     path = tmp_path / "seg.yaml"
     path.write_text("id: active\nwhere: {touchpoints_30d: {gte: 10}}\n")

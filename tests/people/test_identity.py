@@ -17,20 +17,7 @@ from dmp.people.identity import (
     normalise_phone,
     resolve,
 )
-from dmp.records import Hit
-
-
-def _hit(**fields) -> Hit:
-    base = dict(
-        event_id="e1",
-        site_id="s",
-        source="api",
-        type="identify",
-        event="identify",
-        received_at=0,
-        timestamp=0,
-    )
-    return Hit(**{**base, **fields})
+from tests.factories import make_hit
 
 
 def _ids():
@@ -96,7 +83,7 @@ def test_has_address(traits, expected):
 
 def test_identifiers_of_orders_strongest_first():
     """A hit's identifiers come strongest first and normalised."""
-    hit = _hit(
+    hit = make_hit(
         uid="c1",
         anonymous_id="a1",
         user_id="u1",

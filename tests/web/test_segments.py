@@ -7,7 +7,9 @@ import pytest
 from dmp.access import apikeys
 from dmp.membership import runs
 from dmp.storage import keyspace
+from tests.factories import bearer
 
+JSON_TYPE = "application/json"
 HOT = {
     "id": "hot",
     "name": "Hot leads",
@@ -18,9 +20,12 @@ HOT = {
 
 @pytest.fixture
 def api(client, admin_key):
+    """Return a function that calls /api/v1 with an admin key and a JSON body."""
+
     def call(method: str, path: str, body=None, **kwargs):
-        headers = {"Authorization": f"Bearer {admin_key}"}
-        return client.open(f"/api/v1{path}", method=method, json=body, headers=headers, **kwargs)
+        return client.open(
+            f"/api/v1{path}", method=method, json=body, headers=bearer(admin_key), **kwargs
+        )
 
     return call
 
@@ -30,9 +35,16 @@ def test_create_read_change_delete(api):
     made = api("POST", "/segments", HOT)
     assert made.status_code == 201
     assert made.get_json() | {"updated": 0} == {
-        "id": "hot", "name": "Hot leads", "description": "", "iab": ["271"], "version": 1,
-        "updated": 0, "definition": HOT | {"description": ""}, "members": None, "last_run": None,
-    }  # fmt: skip
+        "id": "hot",
+        "name": "Hot leads",
+        "description": "",
+        "iab": ["271"],
+        "version": 1,
+        "updated": 0,
+        "definition": HOT | {"description": ""},
+        "members": None,
+        "last_run": None,
+    }
     assert api("POST", "/segments", HOT).status_code == 409
     same = api("PUT", "/segments/hot", HOT)
     assert same.status_code == 200 and same.get_json()["version"] == 1
@@ -79,16 +91,15 @@ def test_bad_definitions_are_problems(api, body, status, detail):
 
 def test_hostile_bodies(api, client, admin_key):
     """Oversize, not JSON, deeply nested JSON and trees: clear 4xx, nothing stored."""
-    auth = {"Authorization": f"Bearer {admin_key}"}
+    auth = bearer(admin_key)
     big = {"id": "x", "name": "n" * 70_000, "where": {"score": {"gte": 1}}}
     assert api("POST", "/segments", big).status_code == 413
-    raw = client.post("/api/v1/segments", data="{not json", headers=auth,
-                      content_type="application/json")  # fmt: skip
+    raw = client.post("/api/v1/segments", data="{not json", headers=auth, content_type=JSON_TYPE)
     assert raw.status_code == 400 and raw.mimetype == "application/problem+json"
     form = client.post("/api/v1/segments", data="id=x", headers=auth)
     assert form.status_code == 415
-    deep_json = client.post("/api/v1/segments", data="[" * 20_000 + "]" * 20_000,
-                            headers=auth, content_type="application/json")  # fmt: skip
+    nested = "[" * 20_000 + "]" * 20_000
+    deep_json = client.post("/api/v1/segments", data=nested, headers=auth, content_type=JSON_TYPE)
     assert deep_json.status_code == 400
     tree: dict = {"score": {"gte": 1}}
     for _ in range(200):
@@ -102,7 +113,7 @@ def test_hostile_bodies(api, client, admin_key):
 def test_keys_other_than_admin_are_refused(client, redis):
     partner = apikeys.create_key(redis, apikeys.Scope.PARTNER, "p", ("hot",))
     for key in (partner, "nope"):
-        got = client.get("/api/v1/segments", headers={"Authorization": f"Bearer {key}"})
+        got = client.get("/api/v1/segments", headers=bearer(key))
         assert got.status_code == 401 and got.mimetype == "application/problem+json"
 
 
@@ -162,11 +173,10 @@ def test_a_stored_definition_that_no_longer_passes_is_skipped(api, redis):
     api("POST", "/segments", HOT)
     bad = {"id": "preview", "name": "old", "description": "", "where": {"score": {"gte": 1}}}
     redis.sadd(keyspace.SEGMENTS, "preview")
-    redis.hset(keyspace.segment("preview"), mapping={
-        "definition": _json.dumps(bad), "version": 1, "updated": 1})  # fmt: skip
+    stored = {"version": 1, "updated": 1}
+    redis.hset(keyspace.segment("preview"), mapping={"definition": _json.dumps(bad), **stored})
     redis.sadd(keyspace.SEGMENTS, "broken")
-    redis.hset(keyspace.segment("broken"), mapping={
-        "definition": "{not json", "version": 1, "updated": 1})  # fmt: skip
+    redis.hset(keyspace.segment("broken"), mapping={"definition": "{not json", **stored})
     listed = api("GET", "/segments")
     assert listed.status_code == 200
     assert [s["id"] for s in listed.get_json()] == ["hot", "preview"]  # an old id still reads
