@@ -47,9 +47,15 @@ def test_the_public_routes_are_the_documented_ones(app: Flask) -> None:
     """The public list is exactly the collect endpoints, the tag, /healthz and /metrics, and
     each of them exists (a stale entry would hide nothing, but says what is not true)."""
     assert auth.PUBLIC == {
-        "/p.gif", "/dmp.js", "/collect", "/v1/<kind>", "/v1/batch", "/v1/import",
-        "/healthz", "/metrics",
-    }  # fmt: skip
+        "/p.gif",
+        "/dmp.js",
+        "/collect",
+        "/v1/<kind>",
+        "/v1/batch",
+        "/v1/import",
+        "/healthz",
+        "/metrics",
+    }
     assert auth.PUBLIC <= {rule.rule for rule in app.url_map.iter_rules()}
 
 
