@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from dmp.cli.context import Context, bar, fail, pass_ctx, print_json
-from dmp.membership import definitions
+from dmp.membership import definitions, results
 from dmp.storage import locks
 from segments.definition import SegmentDefinition, load_definitions
 from segments.rules import RuleError
@@ -173,9 +173,8 @@ def _print_failed(failed: dict[str, str]) -> None:
 @pass_ctx
 def segments_members(obj: Context, segment_id: str, limit: int | None, as_json: bool) -> None:
     """List a segment's members as of the last run, highest score first."""
-    from dmp.membership import runs
 
-    found = runs.member_rows(obj.config, segment_id, limit)
+    found = results.member_rows(obj.config, segment_id, limit)
     if found is None:
         fail(f"no segment {segment_id!r} in the last run (apply it, then `dmp segments run`)")
     if as_json:
@@ -312,9 +311,8 @@ def segments_overlap(obj: Context, as_json: bool) -> None:
 def segments_runs(obj: Context, limit: int, as_json: bool) -> None:
     """List the newest segment runs: when, how (full or incremental), what moved, and
     the segments that failed in them (with their errors)."""
-    from dmp.membership import runs
 
-    found = runs.run_records(obj.redis, limit)
+    found = results.run_records(obj.redis, limit)
     if as_json:
         print_json(found)
         return

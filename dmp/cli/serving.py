@@ -96,11 +96,11 @@ def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
 def status(obj: Context, as_json: bool) -> None:
     """Show stored and aggregate event counts, persons by tier, pending hits (and any
     spooled while Redis was away) and the segments (how many, the last run, how long ago)."""
-    from dmp.membership import runs
+    from dmp.membership import results
 
     state = worker.status(obj.redis)
     state["spooled_bytes"] = spool.spooled_bytes(obj.config.data_dir)
-    last = (runs.run_records(obj.redis, 1) or [None])[0]
+    last = (results.run_records(obj.redis, 1) or [None])[0]
     state["segments"] = {
         "defined": obj.redis.scard(keyspace.SEGMENTS),
         "last_run": None

@@ -15,7 +15,7 @@ import redis
 
 from dmp.config import Config
 from dmp.matrix import builds, snapshots
-from dmp.membership import runs
+from dmp.membership import results
 from segments.definition import SegmentDefinition
 from segments.evaluator import all_dids, compile_node, did_counts
 from segments.language import conditions
@@ -78,11 +78,11 @@ def _breakdown(rows: pl.DataFrame, column: str) -> dict[str, int]:
 
 def overlap(config: Config) -> dict[str, Any]:
     """Return, for the last run's segments, the members of each and of each pair."""
-    last = runs.latest_run(config)
+    last = results.latest_run(config)
     if last is None:
         raise LookupError("no segment run yet: run `dmp segments run` first")
     ids = sorted(last["members"])
-    members = runs.latest_members(config).collect()
+    members = results.latest_members(config).collect()
     both = [[0] * len(ids) for _ in ids]
     if members.height:
         wide = (

@@ -20,7 +20,7 @@ import redis
 
 from dmp.config import Config
 from dmp.matrix import sources
-from dmp.membership import lookupsets, runs
+from dmp.membership import lookupsets, results, runs
 from dmp.membership.live import live_tick
 from dmp.storage import keyspace, locks
 from dmp.storage.outage import Outage
@@ -75,7 +75,7 @@ def run_live_lane(r: redis.Redis, config: Config, stop: threading.Event) -> None
     while not stop.wait(pause):
         try:
             if seen is None:  # go on from the last run's files
-                last = runs.latest_run(config)
+                last = results.latest_run(config)
                 if last is None:
                     continue  # no run yet: the live lane starts from one
                 seen = set(last["matrix"]["files"])

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Response, jsonify, request
 
 from dmp.access.apikeys import Scope
-from dmp.membership import definitions, runs
+from dmp.membership import definitions, results
 from dmp.membership.plan import plan
 from dmp.membership.preview import overlap, preview
 from dmp.storage import keyspace
@@ -165,8 +165,8 @@ def segments_members(sid: str) -> Response:
     """Return a page of a segment's members in the last run, highest score first."""
     limit, offset = whole_number("limit", 100, 1, 10_000), whole_number("offset", 0, 0, 100_000_000)
     config = current_deps().config
-    run = runs.latest_run(config)
-    rows = None if run is None else runs.member_rows(config, sid, limit + offset, run)
+    run = results.latest_run(config)
+    rows = None if run is None else results.member_rows(config, sid, limit + offset, run)
     if rows is None:
         raise Problem(404, "Segment not found", f"no segment {sid!r} in the last run", "not-found")
     page = rows.slice(offset, limit).to_dicts()
@@ -195,7 +195,7 @@ def segments_overlap() -> Response:
 def segments_runs() -> Response:
     """Return the newest run records (``failed``: each segment that failed in a run and
     its error; such a segment keeps its members of the run before)."""
-    return jsonify(runs.run_records(current_deps().redis, 50))
+    return jsonify(results.run_records(current_deps().redis, 50))
 
 
 @bp.post("/segments/runs")

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from dmp.config import Config
 from dmp.ingest.eventlog import scan_events
 from dmp.ingest.worker import run_forever, status
-from dmp.membership import runs, schedule
+from dmp.membership import results, schedule
 from dmp.storage import keyspace, redisserver
 from tests.factories import apply_segments, make_hit, run_synth, send_hits
 from tests.served import OwnRedis, wait_for
@@ -106,13 +106,13 @@ def test_the_schedule_rides_out_a_redis_hung_past_its_socket_timeout(
         return (runs and lane) or not all(t.is_alive() for t in runner.threads)
 
     try:
-        wait_for(lambda: runs.latest_run(quick), 60, "the first run")
-        first = runs.latest_run(quick)["run_id"]
+        wait_for(lambda: results.latest_run(quick), 60, "the first run")
+        first = results.latest_run(quick)["run_id"]
         with own_redis.hung():
             wait_for(met, 60, "both threads to meet the hung Redis")
         assert all(t.is_alive() for t in runner.threads), "a schedule thread ended"
         r.set(keyspace.SEGMENTS_RUN_REQUESTED, 1)
-        wait_for(lambda: runs.latest_run(quick)["run_id"] != first, 60, "a run after")
+        wait_for(lambda: results.latest_run(quick)["run_id"] != first, 60, "a run after")
     finally:
         stop.set()
         runner.join(30)

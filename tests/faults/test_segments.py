@@ -13,7 +13,7 @@ import pytest
 
 from dmp.cli import cli, main
 from dmp.matrix import builds, sources
-from dmp.membership import definitions, live, runs, schedule
+from dmp.membership import definitions, live, results, runs, schedule
 from dmp.storage import keyspace
 from segments import evaluator
 from segments.language import Compare, Did, parse_where
@@ -53,7 +53,7 @@ def test_the_first_run_comes_at_start_on_a_machine_booted_seconds_ago(
     thread = threading.Thread(target=schedule.run_schedule, args=(redis, hourly, stop))
     thread.start()
     try:
-        ran = wait_for(lambda: runs.latest_run(config), 20, "a run at the schedule's start")
+        ran = wait_for(lambda: results.latest_run(config), 20, "a run at the schedule's start")
     finally:
         stop.set()
         thread.join(30)
@@ -155,7 +155,7 @@ def _set(redis, sid: str) -> set[str]:
 
 
 def _run_members(config, sid: str) -> set[str]:
-    found = runs.latest_members(config).filter(pl.col("segment_id") == sid).collect()
+    found = results.latest_members(config).filter(pl.col("segment_id") == sid).collect()
     return set(found["person_id"])
 
 
@@ -187,7 +187,7 @@ def test_a_poisoned_stored_definition_fails_alone_and_keeps_its_members(
     printed = runner.invoke(cli, ["segments", "run", "--no-build"])
     assert printed.exit_code == 0, printed.output
     assert "FAILED" in printed.output and "failed p: where.did.within_days" in printed.output
-    record = runs.run_records(redis)[0]
+    record = results.run_records(redis)[0]
     assert record["run_id"] != ran.run_id and record["failed"] == ran.failed
     listed = json.loads(runner.invoke(cli, ["segments", "runs", "--json"]).output)
     assert listed[0]["failed"] == ran.failed
@@ -236,7 +236,7 @@ def test_a_segment_that_fails_when_run_fails_alone(synth, redis, config, monkeyp
     }
     assert ran.members["p"] == len(before) and ran.entered == ran.left == 0
     assert _run_members(config, "p") == before and _set(redis, "p") == before
-    assert runs.run_records(redis)[0]["failed"] == ran.failed
+    assert results.run_records(redis)[0]["failed"] == ran.failed
 
 
 @pytest.mark.parametrize("how", list(BREAKS))

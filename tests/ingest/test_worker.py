@@ -368,11 +368,11 @@ def test_alias_and_group_ids_reach_the_log(redis, config, drain):
 )
 def test_touchpoint_member_is_exactly_the_encoders_json(fields) -> None:
     """Timeline members are set members: a replay must produce the very same bytes."""
-    from dmp.ingest.batch import _touchpoint_fields, touchpoint
+    from dmp.people.timeline import touchpoint, touchpoint_fields
     from dmp.records import dump_json
 
     h = make_hit(**fields)
-    assert touchpoint(h) == dump_json(_touchpoint_fields(h))
+    assert touchpoint(h) == dump_json(touchpoint_fields(h))
     assert json.loads(touchpoint(h))["id"] == h.event_id
 
 

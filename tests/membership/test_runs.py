@@ -15,7 +15,7 @@ from polars.testing import assert_frame_equal
 
 from dmp.cli import cli, main
 from dmp.matrix import builds, snapshots, sources
-from dmp.membership import definitions, live, lookupsets, runs, schedule
+from dmp.membership import definitions, live, lookupsets, results, runs, schedule
 from dmp.people import lifecycle
 from dmp.records import Stage
 from dmp.storage import keyspace, locks
@@ -51,7 +51,7 @@ where: {stage: {gte: sal}}
 
 
 def _members(config) -> pl.DataFrame:
-    return runs.latest_members(config).collect().sort("segment_id", "person_id")
+    return results.latest_members(config).collect().sort("segment_id", "person_id")
 
 
 def _redis_members(redis) -> pl.DataFrame:
@@ -107,14 +107,14 @@ def test_incremental_run_equals_full_run(synth, redis, drain, config):
     drain()
     lifecycle.record_stage(redis, promoted, Stage.SAL, source="api", at_ms=later - DAY_MS)
     builds.build(redis, config, later, incremental=True)
-    folder, backup = runs.segments_dir(config), config.data_dir / "segments-before"
+    folder, backup = results.segments_dir(config), config.data_dir / "segments-before"
     shutil.copytree(folder, backup)
     sets = {k: redis.smembers(k) for k in redis.scan_iter(match="dmp:*:*segment*")}
     applied = redis.get(keyspace.SEGMENTS_APPLIED)
 
     inc = runs.run(redis, config, build_matrix=False)
     assert inc.incremental and 0 < inc.recounted < snapshot.height
-    inc_run = runs.latest_run(config)
+    inc_run = results.latest_run(config)
     inc_members, inc_counts = _members(config), _read(config, inc_run["counts_file"])
     inc_changes = _read(config, inc_run["changes_file"]).drop("run_id")
     assert_frame_equal(_redis_members(redis), inc_members)
@@ -130,7 +130,7 @@ def test_incremental_run_equals_full_run(synth, redis, drain, config):
     redis.set(keyspace.SEGMENTS_APPLIED, applied)
     full = runs.run(redis, config, full=True, build_matrix=False)
     assert not full.incremental
-    full_run = runs.latest_run(config)
+    full_run = results.latest_run(config)
     assert_frame_equal(inc_members, _members(config))
     assert_frame_equal(inc_counts, _read(config, full_run["counts_file"]))
     assert_frame_equal(inc_changes, _read(config, full_run["changes_file"]).drop("run_id"))
@@ -143,7 +143,7 @@ def test_incremental_run_equals_full_run(synth, redis, drain, config):
 
 
 def _read(config, name: str) -> pl.DataFrame:
-    frame = pl.read_parquet(runs.segments_dir(config) / name)
+    frame = pl.read_parquet(results.segments_dir(config) / name)
     return frame.sort(frame.columns[:3] if "change" in frame.columns else "person_id")
 
 
@@ -153,7 +153,7 @@ def test_changes_record_time_version_and_deletions(synth, redis, config):
     apply_segments(redis, SEGMENTS)
     first = runs.run(redis, config)
     assert first.versions == dict.fromkeys(first.versions, 1)
-    changes = _read(config, runs.latest_run(config)["changes_file"])
+    changes = _read(config, results.latest_run(config)["changes_file"])
     assert set(changes["change"]) == {"entered"}
     assert set(changes["at"]) == {first.as_of} and set(changes["run_id"]) == {first.run_id}
     engaged = first.members["engaged"]
@@ -162,13 +162,13 @@ def test_changes_record_time_version_and_deletions(synth, redis, config):
     apply_segments(redis, SEGMENTS.replace("count_gte: 2", "count_gte: 1").split("---")[0])
     second = runs.run(redis, config)
     assert "engaged" not in second.members and second.versions["active-week"] == 2
-    changes = _read(config, runs.latest_run(config)["changes_file"])
+    changes = _read(config, results.latest_run(config)["changes_file"])
     gone = changes.filter(pl.col("segment_id") == "engaged")
     assert gone.height == engaged and set(gone["change"]) == {"left"}
     assert set(gone["version"]) == {1}
     assert redis.scard(keyspace.segment("engaged", "members")) == 0
     assert not any("engaged" in redis.smembers(k) for k in redis.scan_iter("dmp:person:*:seg*"))
-    assert [r["run_id"] for r in runs.run_records(redis)] == [second.run_id, first.run_id]
+    assert [r["run_id"] for r in results.run_records(redis)] == [second.run_id, first.run_id]
 
 
 def test_lookup_sets_are_rewritten_when_redis_missed_a_run(synth, redis, config):
@@ -221,7 +221,7 @@ def test_the_schedule_runs_when_new_events_arrive(synth, redis, drain, config):
     run; nothing new, no run (until segments_every)."""
     apply_segments(redis, "id: pricing\nwhere: {did: {event: page, url_contains: /pricing-x}}\n")
     with _schedule(redis, config, every=3600):
-        first = wait_for(lambda: runs.latest_run(config), 30, "the schedule")
+        first = wait_for(lambda: results.latest_run(config), 30, "the schedule")
         assert first["members"] == {"pricing": 0}
         send_hits(redis, make_hit(uid="c-fresh", url="https://acme.de/pricing-x"))
         drain()
@@ -230,7 +230,7 @@ def test_the_schedule_runs_when_new_events_arrive(synth, redis, drain, config):
             pid = wait_for(lambda: next(iter(redis.smembers(members)), None), 30, "the schedule")
         assert redis.smembers(keyspace.person(pid, "segments")) == {"pricing"}
         # That was the live lane: no run since the first (the next is an hour away).
-        assert runs.latest_run(config)["run_id"] == first["run_id"]
+        assert results.latest_run(config)["run_id"] == first["run_id"]
         assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) is not None
 
 
@@ -238,18 +238,18 @@ def test_the_schedule_runs_every_segments_every_seconds(synth, redis, config):
     """Without new data, runs still come (time moves); a failing live lane does not stop them."""
     apply_segments(redis, SEGMENTS)
     with _schedule(redis, config, every=0.5):
-        first = wait_for(lambda: runs.latest_run(config), 30, "the schedule")["run_id"]
+        first = wait_for(lambda: results.latest_run(config), 30, "the schedule")["run_id"]
         redis.sadd(keyspace.MATRIX_TOUCHED, "not-a-person")  # a mark the lane cannot read
-        wait_for(lambda: runs.latest_run(config)["run_id"] != first, 30, "the schedule")
+        wait_for(lambda: results.latest_run(config)["run_id"] != first, 30, "the schedule")
 
 
 def test_the_schedule_runs_when_the_api_asks(synth, redis, config):
     """POST /api/v1/segments/runs asks; the schedule runs at once, not in an hour."""
     apply_segments(redis, SEGMENTS)
     with _schedule(redis, config, every=3600):
-        first = wait_for(lambda: runs.latest_run(config), 30, "the schedule")["run_id"]
+        first = wait_for(lambda: results.latest_run(config), 30, "the schedule")["run_id"]
         redis.set(keyspace.SEGMENTS_RUN_REQUESTED, 1)
-        wait_for(lambda: runs.latest_run(config)["run_id"] != first, 30, "the schedule")
+        wait_for(lambda: results.latest_run(config)["run_id"] != first, 30, "the schedule")
         assert not redis.exists(keyspace.SEGMENTS_RUN_REQUESTED)
 
 
@@ -328,7 +328,7 @@ def test_the_run_lock_is_renewed_and_a_dead_holders_expires(synth, redis, config
     redis.set(keyspace.SEGMENTS_LOCK, "a-dead-worker", px=500)
     apply_segments(redis, SEGMENTS)
     assert runs.run(redis, config, wait_seconds=5).members
-    before = runs.latest_run(config)["run_id"]
+    before = results.latest_run(config)["run_id"]
 
     def lose_it(*args, **kwargs):
         redis.set(keyspace.SEGMENTS_LOCK, "someone-else")
@@ -338,7 +338,7 @@ def test_the_run_lock_is_renewed_and_a_dead_holders_expires(synth, redis, config
     monkeypatch.setattr(runs, "membership", lose_it)
     with pytest.raises(locks.Busy, match="lock was lost"):
         runs.run(redis, config)
-    assert runs.latest_run(config)["run_id"] == before
+    assert results.latest_run(config)["run_id"] == before
 
 
 def test_the_live_lane_finds_what_a_run_finds(synth, redis, drain, config):
@@ -417,7 +417,7 @@ def test_a_run_settles_what_the_live_lane_moved(synth, redis, config):
     members = _members(config)
     pid = members.filter(pl.col("segment_id") == "engaged")["person_id"][0]
     # As a live tick would have left it: out of engaged, into sales-ready, noted.
-    at = runs.latest_run(config)["as_of"]
+    at = results.latest_run(config)["as_of"]
     lookupsets.move_sets(redis, {pid: {"sales-ready"}}, {"engaged", "sales-ready"}, noted_at=at)
     assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) == at
     runs.run(redis, config)
@@ -473,7 +473,7 @@ def test_a_run_keeps_live_moves_newer_than_what_it_saw(synth, redis, config):
     applies its (older) changes; the note waits for a later run."""
     apply_segments(redis, SEGMENTS)
     first = runs.run(redis, config)
-    last = runs.latest_run(config)
+    last = results.latest_run(config)
     pid = _members(config).filter(pl.col("segment_id") == "engaged")["person_id"][0]
     later = first.as_of + 10_000
     # A tick found them in (nothing to move) after the run's as-of: noted all the same.
