@@ -69,7 +69,7 @@ def create_key(
                 "audiences": ",".join(audiences),
             },
         )
-        pipe.sadd(keyspace.ADMIN_KEYS, digest)
+        pipe.sadd(keyspace.API_KEYS, digest)
         pipe.execute()
     return key
 
@@ -77,7 +77,7 @@ def create_key(
 def list_keys(r: redis.Redis) -> list[ApiKey]:
     """Return every stored key's metadata, oldest first."""
     out = []
-    for digest in r.smembers(keyspace.ADMIN_KEYS):
+    for digest in r.smembers(keyspace.API_KEYS):
         meta = r.hgetall(keyspace.api_key(digest))
         if meta:
             out.append(_record(digest, meta))
@@ -86,10 +86,10 @@ def list_keys(r: redis.Redis) -> list[ApiKey]:
 
 def revoke_key(r: redis.Redis, prefix: str) -> int:
     """Revoke the keys whose digest starts with ``prefix`` (8+ hex chars); return how many."""
-    gone = [d for d in r.smembers(keyspace.ADMIN_KEYS) if d.startswith(prefix)]
+    gone = [d for d in r.smembers(keyspace.API_KEYS) if d.startswith(prefix)]
     for digest in gone:
         r.delete(keyspace.api_key(digest))
-        r.srem(keyspace.ADMIN_KEYS, digest)
+        r.srem(keyspace.API_KEYS, digest)
     return len(gone)
 
 
@@ -112,7 +112,7 @@ def unshare(r: redis.Redis, sid: str) -> int:
     """Take a segment out of every partner key's audiences (it was deleted: an id made
     again later must not be shared unasked); return how many keys had it."""
     changed = 0
-    for digest in r.smembers(keyspace.ADMIN_KEYS):
+    for digest in r.smembers(keyspace.API_KEYS):
         key = keyspace.api_key(digest)
         audiences = (r.hget(key, "audiences") or "").split(",")
         if sid in audiences:

@@ -16,7 +16,7 @@ SITES = "dmp:sites"  # set of site ids
 # Bumped by anything but the ingest worker that changes identities or profiles (erasure,
 # imports): the worker then drops its identity cache.
 WORKER_EPOCH = "dmp:worker:epoch"
-ADMIN_KEYS = "dmp:apikeys"  # set of api key hashes
+API_KEYS = "dmp:apikeys"  # set of every API key's digest (admin, import, partner)
 
 
 def site(site_id: str) -> str:
