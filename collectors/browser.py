@@ -14,6 +14,7 @@ from flask import Request, Response
 from collectors import consent as consent_rules
 from collectors import cookie
 from collectors.enrichment import truncate_ip
+from collectors.redaction import redact_text, redact_url
 from dmp.records import Hit, Source
 
 EVENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\- ]{0,63}$")
@@ -113,11 +114,17 @@ def clean_event_name(name: str | None, default: str = "page") -> str:
     return name
 
 
-def clean_url(value: object) -> str:
-    """Return an http(s) URL cut to 2 KB, or '' for anything else."""
+def clean_url(value: object, keep: frozenset[str] = frozenset()) -> str:
+    """Return an http(s) URL cut to 2 KB and minimised (:func:`redact_url`: ``utm_*`` and
+    the ``keep`` parameters stay), or '' for anything else."""
     if not isinstance(value, str) or not value[:8].lower().startswith(("http://", "https://")):
         return ""
-    return value[:MAX_URL]
+    return redact_url(value[:MAX_URL], keep)
+
+
+def clean_title(value: object) -> str:
+    """Return a page title cut to its limit, emails and tokens in it redacted."""
+    return redact_text(clean_text(value))
 
 
 def clean_text(value: object, limit: int = MAX_TITLE) -> str:

@@ -25,6 +25,7 @@ from collectors.imports import (
     storable,
 )
 from collectors.payload import invalid, read_body
+from collectors.redaction import redact_url
 from dmp.access.apikeys import Scope
 from dmp.people.identity import normalise_email
 from dmp.records import Hit, Source
@@ -99,7 +100,7 @@ def newsletter_hit(row: dict[str, Any], digest: str, now_ms: int | None = None) 
         timestamp=ts,
         consent=consent,
         channel="email",
-        url=url[:2000],
+        url=redact_url(url[:2000]),  # tracking links carry subscriber ids
         topics=topics[:20],
         properties=properties,
         traits=traits,

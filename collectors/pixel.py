@@ -44,6 +44,7 @@ COUNTERS = {
     for outcome in ("ok", "unknown_key", "bad_input", "error")
 }
 _PAGE = Source.PIXEL.value
+_KEEP_NONE: frozenset[str] = frozenset()
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
@@ -82,7 +83,7 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
         if len(query) > deps.config.max_query_bytes:
             raise browser.BadHit("query string too long")
         args = query_args(query)
-        site_id = _site_id(deps, args.get("k", ""))
+        site_id, keep = _site_of(deps, args.get("k", ""))
         unresolved = site_id.startswith(replay.UNRESOLVED)
         if not site_id:
             deps.appender.count(COUNTERS["unknown_key"])
@@ -101,9 +102,9 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
             timestamp=now,
             consent=visitor.consent,
             uid=visitor.uid,
-            url=browser.clean_url(args.get("url")),
-            referrer=browser.clean_url(args.get("ref")),
-            title=browser.clean_text(args.get("title")),
+            url=browser.clean_url(args.get("url"), keep),
+            referrer=browser.clean_url(args.get("ref"), keep),
+            title=browser.clean_title(args.get("title")),
             topics=browser.clean_topics(args.get("topics", "")),
             ip=visitor.ip,
             user_agent=visitor.user_agent,
@@ -126,11 +127,13 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
     return ""
 
 
-def _site_id(deps: Deps, write_key: str) -> str:
-    """Return the site id of a write key ('' for none).
+def _site_of(deps: Deps, write_key: str) -> tuple[str, frozenset[str]]:
+    """Return the site id of a write key ('' for none) and the query parameters its URLs
+    keep.
 
     While Redis is away and the key is not in this process's cache, the hit is spooled
-    with the key's hash in place of the site id; the replay resolves it (or drops it).
+    with the key's hash in place of the site id (the replay resolves it, or drops it), and
+    its URLs keep only campaign tags.
     """
     try:
         site = deps.sites.site_for_key(write_key)
@@ -138,6 +141,6 @@ def _site_id(deps: Deps, write_key: str) -> str:
         if deps.appender.spool is None or not valid_write_key(write_key):
             raise
         if not write_key.startswith(WRITE_KEY_PREFIX):
-            return ""  # no site's key: junk must not fill the spool during an outage
-        return replay.UNRESOLVED + hash_secret(write_key)
-    return site.site_id if site else ""
+            return "", _KEEP_NONE  # no site's key: junk must not fill the spool in an outage
+        return replay.UNRESOLVED + hash_secret(write_key), _KEEP_NONE
+    return (site.site_id, site.keep_params) if site else ("", _KEEP_NONE)

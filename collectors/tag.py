@@ -33,6 +33,7 @@ from flask import Blueprint, Response, request
 
 from collectors import browser
 from collectors.payload import expect_object, invalid, read_body
+from dmp.access.sites import Site
 from dmp.records import Hit, Source
 from dmp.storage import metrics
 from dmp.web.deps import current_deps
@@ -95,7 +96,7 @@ def corrected_time(received: int, sent: int | None, client_ts: int | None) -> in
 
 
 def to_hit(
-    item: Any, site_id: str, visitor: browser.Visitor, received: int, sent: int | None, i: int
+    item: Any, site: Site, visitor: browser.Visitor, received: int, sent: int | None, i: int
 ) -> Hit:
     """Return the Hit of one beacon event, or raise a 400 Problem naming the event."""
     path = f"events[{i}]"
@@ -118,7 +119,7 @@ def to_hit(
     # Without analytics consent nothing may identify the visitor, an email least of all.
     return Hit(
         event_id=event_id,
-        site_id=site_id,
+        site_id=site.site_id,
         source=Source.TAG.value,
         type=kind,
         event=event,
@@ -126,9 +127,9 @@ def to_hit(
         timestamp=corrected_time(received, sent, client_ts),
         consent=visitor.consent,
         uid=visitor.uid,
-        url=browser.clean_url(item.get("url")),
-        referrer=browser.clean_url(item.get("ref")),
-        title=browser.clean_text(item.get("title")),
+        url=browser.clean_url(item.get("url"), site.keep_params),
+        referrer=browser.clean_url(item.get("ref"), site.keep_params),
+        title=browser.clean_title(item.get("title")),
         topics=browser.clean_topics(item.get("topics")),
         properties=expect_object(item.get("props"), f"{path}.props"),
         traits=traits if visitor.identified else {},
@@ -161,7 +162,7 @@ def collect() -> Response:
     visitor = browser.read_visitor(request, ",".join(granted))
     received = browser.now_ms()
     sent = _ms(body.get("sentAt"), "sentAt")
-    hits = [to_hit(item, site.site_id, visitor, received, sent, i) for i, item in enumerate(events)]
+    hits = [to_hit(item, site, visitor, received, sent, i) for i, item in enumerate(events)]
     withdrawal = browser.withdrawal_hit(visitor, site.site_id, Source.TAG, received)
     if withdrawal:
         hits.append(withdrawal)

@@ -19,6 +19,7 @@ from collectors.consent import map_segment_consent
 from collectors.enrichment import truncate_ip
 from collectors.eventtime import in_range
 from collectors.payload import expect_object, invalid, read_body
+from dmp.access.sites import Site
 from dmp.ingest import stream
 from dmp.records import Hit, Source
 from dmp.storage import metrics
@@ -121,7 +122,7 @@ def _size(msg: dict[str, Any], path: str) -> int:
 def to_hit(
     msg: Any,
     kind: str | None,
-    site_id: str,
+    site: Site,
     received: int,
     sent_at: int | None,
     path: str,
@@ -162,7 +163,7 @@ def to_hit(
     ua = context.get("userAgent")
     return Hit(
         event_id=message_id,
-        site_id=site_id,
+        site_id=site.site_id,
         source=Source.API.value,
         type=kind,
         event=event,
@@ -174,9 +175,11 @@ def to_hit(
         previous_id=_id(msg.get("previousId"), f"{path}.previousId") if kind == "alias" else "",
         group_id=_id(msg.get("groupId"), f"{path}.groupId") if kind == "group" else "",
         channel=msg["channel"][:32] if isinstance(msg.get("channel"), str) else "server",
-        url=browser.clean_url(properties.get("url") or page.get("url")),
-        referrer=browser.clean_url(properties.get("referrer") or page.get("referrer")),
-        title=browser.clean_text(properties.get("title") or page.get("title") or msg.get("name")),
+        url=browser.clean_url(properties.get("url") or page.get("url"), site.keep_params),
+        referrer=browser.clean_url(
+            properties.get("referrer") or page.get("referrer"), site.keep_params
+        ),
+        title=browser.clean_title(properties.get("title") or page.get("title") or msg.get("name")),
         topics=browser.clean_topics(properties.get("topics")),
         properties=properties,
         traits=traits,
@@ -221,14 +224,14 @@ def _read_hits(deps: Deps, kind: str | None) -> list[Hit]:
         )
     received = browser.now_ms()
     if kind is not None:
-        return [to_hit(body, kind, site.site_id, received, None, kind, cfg.max_event_bytes)]
+        return [to_hit(body, kind, site, received, None, kind, cfg.max_event_bytes)]
     batch = body.get("batch")
     if not isinstance(batch, list):
         raise invalid("batch: expected a list of messages")
     sent_at = parse_time(body.get("sentAt"), "sentAt")
     messages = with_batch_context(batch, expect_object(body.get("context"), "context"))
     return [
-        to_hit(m, None, site.site_id, received, sent_at, f"batch[{i}]", cfg.max_event_bytes)
+        to_hit(m, None, site, received, sent_at, f"batch[{i}]", cfg.max_event_bytes)
         for i, m in enumerate(messages)
     ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -14,6 +15,7 @@ import redis
 from dmp.access.apikeys import hash_secret
 from dmp.storage import keyspace
 
+_PARAM = re.compile(r"[a-z0-9_.\-\[\]]{1,64}")  # a query parameter's name, lowercase
 _DOMAIN = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 )
@@ -30,6 +32,7 @@ class Site:
     name: str
     domains: tuple[str, ...]
     created: str
+    keep_params: frozenset[str] = frozenset()  # query parameters its URLs keep, with utm_*
 
     def allows_origin(self, origin: str) -> bool:
         """Return whether a browser Origin belongs to one of the site's domains (or a subdomain)."""
@@ -59,12 +62,15 @@ def slugify(name: str) -> str:
     return slug
 
 
-def add_site(r: redis.Redis, name: str, domains: list[str]) -> tuple[Site, str]:
+def add_site(
+    r: redis.Redis, name: str, domains: list[str], keep_params: Iterable[str] = ()
+) -> tuple[Site, str]:
     """Create a site and return it with its write key (shown only once)."""
     site_id = slugify(name)
     if not domains:
         raise SiteError("a site needs at least one --domain")
     clean = tuple(dict.fromkeys(normalise_domain(d) for d in domains))
+    keep = normalise_params(keep_params)
     created = datetime.now(UTC).isoformat(timespec="seconds")
     write_key = f"{WRITE_KEY_PREFIX}{secrets.token_urlsafe(24)}"
     if not r.hsetnx(keyspace.site(site_id), "name", name):
@@ -76,12 +82,34 @@ def add_site(r: redis.Redis, name: str, domains: list[str]) -> tuple[Site, str]:
                 "domains": ",".join(clean),
                 "created": created,
                 "write_key": hash_secret(write_key),
+                "keep_params": ",".join(sorted(keep)),
             },
         )
         pipe.set(keyspace.write_key(hash_secret(write_key)), site_id)
         pipe.sadd(keyspace.SITES, site_id)
         pipe.execute()
-    return Site(site_id, name, clean, created), write_key
+    return Site(site_id, name, clean, created, keep), write_key
+
+
+def normalise_params(names: Iterable[str]) -> frozenset[str]:
+    """Return query parameter names as a site keeps them (lowercase); SiteError if one
+    cannot be a parameter name."""
+    keep = frozenset(n.strip().lower() for n in names)
+    for name in keep:
+        if not _PARAM.fullmatch(name):
+            raise SiteError(f"not a query parameter name: {name!r}")
+    return keep
+
+
+def set_keep_params(r: redis.Redis, site_id: str, names: Iterable[str]) -> Site:
+    """Replace the query parameters a site's URLs keep; return the site."""
+    keep = normalise_params(names)
+    if get_site(r, site_id) is None:
+        raise SiteError(f"no site {site_id!r}")
+    r.hset(keyspace.site(site_id), "keep_params", ",".join(sorted(keep)))
+    site = get_site(r, site_id)
+    assert site is not None
+    return site
 
 
 def get_site(r: redis.Redis, site_id: str) -> Site | None:
@@ -89,9 +117,9 @@ def get_site(r: redis.Redis, site_id: str) -> Site | None:
     data = r.hgetall(keyspace.site(site_id))
     if not data or "domains" not in data:
         return None
-    return Site(
-        site_id, data["name"], tuple(filter(None, data["domains"].split(","))), data["created"]
-    )
+    domains = tuple(filter(None, data["domains"].split(",")))
+    keep = frozenset(filter(None, data.get("keep_params", "").split(",")))
+    return Site(site_id, data["name"], domains, data["created"], keep)
 
 
 def list_sites(r: redis.Redis) -> list[Site]:

@@ -19,11 +19,17 @@ def sites_group() -> None:
 @click.option(
     "--domain", "domains", multiple=True, required=True, help="A domain of the site (repeatable)."
 )
+@click.option(
+    "--keep-param",
+    "keep",
+    multiple=True,
+    help="A query parameter its page URLs keep besides utm_* (repeatable; others are dropped).",
+)
 @pass_ctx
-def sites_add(obj: Context, name: str, domains: tuple[str, ...]) -> None:
+def sites_add(obj: Context, name: str, domains: tuple[str, ...], keep: tuple[str, ...]) -> None:
     """Add a site; its write key is printed on the last line (shown only once)."""
     try:
-        site, key = sites.add_site(obj.redis, name, list(domains))
+        site, key = sites.add_site(obj.redis, name, list(domains), keep)
     except sites.SiteError as exc:
         fail(str(exc))
     click.echo(f"site {site.site_id} for {', '.join(site.domains)}; write key:")
@@ -44,13 +50,33 @@ def sites_list(obj: Context, as_json: bool) -> None:
                     "name": s.name,
                     "domains": list(s.domains),
                     "created": s.created,
+                    "keep_params": sorted(s.keep_params),
                 }
                 for s in found
             ]
         )
         return
     for s in found:
-        click.echo(f"{s.site_id:<24} {','.join(s.domains):<40} {s.created}")
+        kept = f"  keeps {','.join(sorted(s.keep_params))}" if s.keep_params else ""
+        click.echo(f"{s.site_id:<24} {','.join(s.domains):<40} {s.created}{kept}")
+
+
+@sites_group.command("keep-params")
+@click.argument("site_id")
+@click.argument("names", nargs=-1)
+@pass_ctx
+def sites_keep_params(obj: Context, site_id: str, names: tuple[str, ...]) -> None:
+    """Set the query parameters SITE_ID's page URLs keep besides utm_* (none: only utm_*).
+
+    Every other parameter is dropped from URLs and referrers before a hit is stored, and
+    a kept value that looks like an email or a token is redacted.
+    """
+    try:
+        site = sites.set_keep_params(obj.redis, site_id, names)
+    except sites.SiteError as exc:
+        fail(str(exc))
+    kept = ", ".join(["utm_*", *sorted(site.keep_params)])
+    click.echo(f"site {site.site_id} keeps {kept}")
 
 
 @sites_group.command("remove")

@@ -1,0 +1,94 @@
+"""Data minimisation at the edge: what a hit's URL, referrer and title may keep.
+
+A page's URL often carries more than the page: ``?email=…`` from a form, a password-reset
+token in the path, ``;jsessionid=…``, an OAuth ``#access_token=…``. Before a hit is put on
+the stream (or spooled), its URLs keep their scheme, host, path and plain anchor, and of
+the query only campaign tags (``utm_*``) and the parameters its site lists; path segments,
+kept values and titles lose anything that looks like an email address or a token.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from urllib.parse import unquote
+
+REDACTED = "[redacted]"
+KEEP_PREFIXES = ("utm_",)  # query parameters every site keeps: campaign tags
+
+_RUN = re.compile(r"[A-Za-z0-9]{20}")  # 20 letters or digits in a row: maybe a token
+# A token: 20+ letters and digits in a row with both in them (hex digests, session ids,
+# base64 secrets, JWTs); long slugs have hyphens, long words have no digits.
+_TOKEN = re.compile(r"(?=[A-Za-z0-9]{0,200}[0-9])(?=[A-Za-z0-9]{0,200}[A-Za-z])[A-Za-z0-9]{20,}")
+_EMAIL = re.compile(r"[^\s/?#&=:;,<>\"'()\[\]]+@[^\s/?#&=:;,<>\"'()\[\]]+\.[A-Za-z]{2,}")
+_ANCHOR = re.compile(r"[\w/.\-]{0,128}")  # #pricing-table, #/settings/profile
+
+
+def redact_url(url: str, keep: frozenset[str] = frozenset()) -> str:
+    """Return ``url`` without what may identify or authenticate a person: query parameters
+    but ``utm_*`` and those in ``keep`` (lowercase names), user info, path parameters,
+    fragments other than plain anchors, emails and tokens."""
+    if not _suspect(url):
+        return url  # most URLs: nothing to look at closer
+    return _minimise(url, keep)
+
+
+@lru_cache(maxsize=4096)  # a landing page's URL comes again and again
+def _minimise(url: str, keep: frozenset[str]) -> str:
+    # By hand rather than urlsplit: this runs on the pixel's path, for many hits.
+    rest, _, fragment = url.partition("#")
+    rest, _, query = rest.partition("?")
+    scheme, sep, rest = rest.partition("://")
+    authority, slash, path = rest.partition("/")
+    authority = authority.rpartition("@")[2]  # user:password@ goes
+    if path and _suspect(path):
+        path = "/".join(_segment(s) for s in path.split("/"))
+    kept = "&".join(_kept(pair) for pair in query.split("&") if _named(pair, keep))
+    out = f"{scheme}{sep}{authority}{slash}{path}"
+    if kept:
+        out += "?" + kept
+    if fragment and _ANCHOR.fullmatch(fragment):
+        out += "#" + fragment
+    return out
+
+
+def redact_text(text: str) -> str:
+    """Return ``text`` with emails and tokens in it replaced by REDACTED."""
+    if "@" not in text and not _RUN.search(text):
+        return text
+    return _TOKEN.sub(REDACTED, _EMAIL.sub(REDACTED, text))
+
+
+def _suspect(url: str) -> bool:
+    return (
+        "?" in url
+        or "#" in url
+        or "@" in url
+        or ";" in url
+        or "%40" in url
+        or _RUN.search(url) is not None
+    )
+
+
+def _segment(segment: str) -> str:
+    segment = segment.split(";", 1)[0]  # ;jsessionid=… and other path parameters
+    return REDACTED if _secret(segment) else segment
+
+
+def _named(pair: str, keep: frozenset[str]) -> bool:
+    name = pair.partition("=")[0]
+    name = (unquote(name) if "%" in name else name).lower()
+    return name.startswith(KEEP_PREFIXES) or name in keep
+
+
+def _kept(pair: str) -> str:
+    name, sep, value = pair.partition("=")
+    return f"{name}{sep}{REDACTED}" if _secret(value) else pair
+
+
+def _secret(text: str) -> bool:
+    """Return whether a path segment or value looks like an email address or a token."""
+    plain = unquote(text) if "%" in text else text
+    if "@" in plain:
+        return True
+    return _RUN.search(plain) is not None and _TOKEN.search(plain) is not None
