@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import click
 from dmp.cli import access, matrix, segments, serving, sources, synth
 from dmp.cli.context import Context, error_line, fail
 from dmp.config import load_config
+
+DATA_UMASK = 0o077  # folders 0700, files 0600
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,6 +43,10 @@ def cli(ctx: click.Context, data_dir: Path, verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; bad input exits 2 with one line on stderr."""
+    # The data folder holds personal data: every folder dmp (or its Redis, its gunicorn
+    # workers, its worker process) makes is 0700 and every file 0600, whatever the shell's
+    # umask. Set here, where every dmp process starts, not in create_app (a library call).
+    os.umask(DATA_UMASK)
     try:
         cli.main(args=argv, prog_name="dmp", standalone_mode=False)
     except click.UsageError as exc:
