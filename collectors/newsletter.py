@@ -29,11 +29,12 @@ from collectors.redaction import redact_url
 from dmp.access.apikeys import Scope
 from dmp.people.identity import normalise_email
 from dmp.records import Hit, Source
-from dmp.web.auth import require_key
+from dmp.web.auth import private, require_key
 from dmp.web.deps import current_deps
 from dmp.web.problems import Problem
 
 bp = Blueprint("newsletter", __name__)
+bp.after_request(private)  # a keyed route: its answers are not cached
 MAX_EVENTS = 1000  # per webhook call
 
 SITE = "import:newsletter"

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 from werkzeug.datastructures import Authorization
 
 from dmp.access.apikeys import Scope, check_key
 from dmp.web.deps import current_deps
-from dmp.web.problems import Problem
+from dmp.web.problems import PRIVATE, Problem
 
 # Routes anyone may call: browsers and SDKs (their write key is a public claim, checked by
 # the collector itself), load balancers and Prometheus.
@@ -69,7 +69,15 @@ def require_key(*scopes: Scope, query_fallback: bool = False) -> None:
 
 
 def scoped_blueprint(name: str, import_name: str, scope: Scope, **options: Any) -> Blueprint:
-    """Return a blueprint whose every route refuses requests without a key of ``scope``."""
+    """Return a blueprint whose every route refuses requests without a key of ``scope``
+    and whose answers are private (:func:`private`)."""
     bp = Blueprint(name, import_name, **options)
     bp.before_request(lambda: require_key(scope))
+    bp.after_request(private)
     return bp
+
+
+def private(response: Response) -> Response:
+    """Mark an answer that may carry personal data: not to be cached, nor sniffed."""
+    response.headers.update(PRIVATE)
+    return response

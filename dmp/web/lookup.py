@@ -27,13 +27,13 @@ from dmp.storage.outage import Outage
 from dmp.web.auth import environ_token
 from dmp.web.deps import Deps
 from dmp.web.params import BadQuery, query_args
-from dmp.web.problems import Problem, unavailable
+from dmp.web.problems import PRIVATE, Problem, unavailable
 
 log = logging.getLogger(__name__)
 _OUTAGE = Outage(log, "Redis (lookups answer 503)")
 
 PATH = "/api/v1/lookup"
-HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+HEADERS = [("Content-Type", "application/json"), *PRIVATE.items()]
 SEGTAX_IAB_AUDIENCE_1_1 = 4
 CATALOGUE_SECONDS = 5.0  # segments' IAB mappings cached per process this long
 _UID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")

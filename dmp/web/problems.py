@@ -6,6 +6,8 @@ from flask import Response, json
 from werkzeug.exceptions import HTTPException
 
 TYPE_BASE = "https://dmp.dev/problems/"
+# Answers that may carry personal data (and every error) are neither cached nor sniffed.
+PRIVATE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 class Problem(HTTPException):
@@ -61,7 +63,9 @@ def problem_response(
     }
     if detail:
         body["detail"] = detail
-    return Response(json.dumps(body), status=status, mimetype="application/problem+json")
+    return Response(
+        json.dumps(body), status=status, mimetype="application/problem+json", headers=PRIVATE
+    )
 
 
 def from_http_exception(exc: HTTPException) -> Response:

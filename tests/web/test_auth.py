@@ -96,3 +96,20 @@ def test_the_right_key_opens_its_routes(client: FlaskClient, redis, scope: Scope
     for rule, method, path in _calls(client.application):
         if (rule in PARTNER_ROUTES) == (scope is Scope.PARTNER):
             assert not _refused(client, method, path, key), (rule, method)
+
+
+@pytest.mark.parametrize("scope", [None, Scope.ADMIN, Scope.PARTNER])
+def test_keyed_answers_are_neither_cached_nor_sniffed(
+    client: FlaskClient, redis, scope: Scope | None
+) -> None:
+    """Every answer of a keyed route, refused or not, says Cache-Control: no-store and
+    X-Content-Type-Options: nosniff (personal data must not sit in caches)."""
+    key = None
+    if scope is not None:
+        audiences = ("some-segment",) if scope is Scope.PARTNER else ()
+        key = create_key(redis, scope, "key", audiences)
+    for rule, method, path in _calls(client.application):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        res = client.open(path, method=method, headers=headers, json={})
+        assert res.headers.get("Cache-Control") == "no-store", (rule, method, res.status_code)
+        assert res.headers.get("X-Content-Type-Options") == "nosniff", (rule, method)
