@@ -42,6 +42,10 @@ class Config:
     spool_max_bytes: int = 256 * 1024 * 1024
     # Pull API: the data provider's name in OpenRTB user.data (empty: the request's host).
     provider_domain: str = ""
+    # /metrics: a bearer token a scrape must send (empty: none), and whether only scrapes
+    # from this host (127.0.0.1, ::1) are answered (1) or any (0).
+    metrics_token: str = ""
+    metrics_loopback_only: int = 0
 
     @property
     def events_dir(self) -> Path:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from pathlib import Path
 
 import redis
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from dmp.config import Config
 from dmp.ingest import spool, worker
 from dmp.ingest.flushstate import read_flush_state
 from dmp.storage import metrics
+from dmp.web.auth import bearer_token
 from dmp.web.deps import current_deps
+from dmp.web.problems import Problem
 
 bp = Blueprint("ops", __name__)
 
@@ -37,7 +41,9 @@ def healthz() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def prometheus() -> Response:
-    """Return counters and ingest gauges in the Prometheus text format."""
+    """Return counters and ingest gauges in the Prometheus text format (to scrapes with
+    DMP_METRICS_TOKEN, from this host with DMP_METRICS_LOOPBACK_ONLY, if set)."""
+    _check_scraper(current_deps().config)
     deps = current_deps()
     registry = CollectorRegistry()
     registry.register(metrics.CounterCollector(deps.redis))
@@ -74,3 +80,15 @@ class IngestGauges(Collector):
         for tier, count in state["persons"].items():
             persons.add_metric([tier], count)
         yield persons
+
+
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+
+def _check_scraper(config: Config) -> None:
+    """Raise 403 or 401 (problem+json) for a scrape the settings do not let in."""
+    if config.metrics_loopback_only and request.remote_addr not in LOOPBACK:
+        raise Problem(403, "Forbidden", "/metrics answers scrapes from this host only")
+    token = config.metrics_token
+    if token and not hmac.compare_digest(bearer_token(request.authorization), token):
+        raise Problem(401, "Unauthorized", "send the metrics token as 'Authorization: Bearer'")

@@ -141,3 +141,42 @@ def test_healthz_is_503_while_redis_is_away(config, tmp_path):
     finally:
         away.extensions["dmp"].appender.close()
     assert resp.status_code == 503 and resp.get_json()["status"] == "unavailable"
+
+
+def _ops_client(config, **settings):
+    app = create_app(replace(config, **settings))
+    app.testing = True
+    return app
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [(None, 401), ("Bearer wrong-token", 401), ("Basic c2NyYXBlOnM=", 401), ("Bearer s3cret", 200)],
+)
+def test_a_metrics_token_is_required_once_set(config, authorization, status) -> None:
+    """With DMP_METRICS_TOKEN, /metrics answers only a scrape that sends it as a bearer
+    token (refusals are problem+json); /healthz stays open for load balancers."""
+    app = _ops_client(config, metrics_token="s3cret")
+    try:
+        client = app.test_client()
+        headers = {"Authorization": authorization} if authorization else {}
+        res = client.get("/metrics", headers=headers)
+        assert res.status_code == status
+        if status == 401:
+            assert res.mimetype == "application/problem+json" and b"dmp_" not in res.data
+        assert client.get("/healthz").status_code == 200
+    finally:
+        app.extensions["dmp"].appender.close()
+
+
+@pytest.mark.parametrize(
+    ("remote", "status"), [("127.0.0.1", 200), ("::1", 200), ("10.0.0.7", 403)]
+)
+def test_metrics_can_be_kept_to_loopback(config, remote, status) -> None:
+    """With DMP_METRICS_LOOPBACK_ONLY=1, /metrics answers only scrapes from this host."""
+    app = _ops_client(config, metrics_loopback_only=1)
+    try:
+        res = app.test_client().get("/metrics", environ_base={"REMOTE_ADDR": remote})
+        assert res.status_code == status
+    finally:
+        app.extensions["dmp"].appender.close()
