@@ -41,7 +41,7 @@ HEADERS = [
 ]
 COUNTERS = {
     outcome: {metrics.hits_counter("pixel", outcome): 1}
-    for outcome in ("ok", "unknown_key", "bad_input", "error")
+    for outcome in ("ok", "unknown_key", "bad_input", "rate_limited", "error")
 }
 _PAGE = Source.PIXEL.value
 _KEEP_NONE: frozenset[str] = frozenset()
@@ -87,6 +87,9 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
         unresolved = site_id.startswith(replay.UNRESOLVED)
         if not site_id:
             deps.appender.count(COUNTERS["unknown_key"])
+            return ""
+        if deps.limits.wait(environ.get("REMOTE_ADDR") or "", site_id):
+            deps.appender.count(COUNTERS["rate_limited"])  # the page gets its GIF all the same
             return ""
         event = browser.clean_event_name(args.get("e"))
         visitor = browser.visitor_of(environ, args.get("consent", ""))

@@ -153,6 +153,11 @@ def collect() -> Response:
         raise Problem(401, "Unknown write key", "the beacon's k is no site's write key")
     if origin and not site.allows_origin(origin):
         raise Problem(403, "Origin not allowed", f"{origin} is not a domain of this site")
+    try:
+        deps.limits.check(request.remote_addr or "", site.site_id)
+    except Problem:
+        deps.appender.count({metrics.hits_counter("tag", "rate_limited"): 1})
+        raise
     events = body.get("events")
     if not isinstance(events, list) or not 1 <= len(events) <= MAX_EVENTS:
         raise invalid(f"events: expected a list of 1 to {MAX_EVENTS} events")

@@ -222,6 +222,11 @@ def _read_hits(deps: Deps, kind: str | None) -> list[Hit]:
             "send the site's write key as the Basic-auth user",
             "unauthorized",
         )
+    try:
+        deps.limits.check(request.remote_addr or "", site.site_id)
+    except Problem:
+        _count(deps, "rate_limited")
+        raise
     received = browser.now_ms()
     if kind is not None:
         return [to_hit(body, kind, site, received, None, kind, cfg.max_event_bytes)]

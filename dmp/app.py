@@ -24,6 +24,7 @@ from dmp.storage import redisserver
 from dmp.web import lookup, ops, persons, segments
 from dmp.web.deps import Deps, current_deps
 from dmp.web.problems import from_http_exception, problem_response, unavailable
+from dmp.web.ratelimits import RateLimits
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,9 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     r = redisserver.connect_config(config)
     spooler = Spool(spool_dir(config.data_dir), r, config.spool_max_bytes)
     spooler.adopt_orphans()  # a collector process that died left hits behind
-    deps = Deps(config, r, SiteCache(r, config.site_cache_seconds), Appender(r, spooler))
+    limits = RateLimits(config.rate_limit_ip, config.rate_limit_key)
+    sites = SiteCache(r, config.site_cache_seconds)
+    deps = Deps(config, r, sites, Appender(r, spooler), limits)
     app.extensions["dmp"] = deps
 
     for blueprint in BLUEPRINTS:

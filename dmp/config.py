@@ -37,6 +37,11 @@ class Config:
     max_event_bytes: int = 32 * 1024  # Segment spec: 32 KB per event or call
     max_batch_bytes: int = 500 * 1024  # Segment spec: 500 KB per batch
     site_cache_seconds: float = 30.0  # write keys and site domains cached per process
+    # Requests per second a client IP, and a write key, may send to the collect endpoints,
+    # per collector process (0: no limit); a bucket holds a second's worth as a burst. Off
+    # by default: behind a proxy not counted in proxy_hops every client has its address.
+    rate_limit_ip: float = 0.0
+    rate_limit_key: float = 0.0
     # Hits Redis cannot take wait in a spool file per collector process (DMP_DATA_DIR/spool)
     # of at most this many bytes (about 400 bytes a hit); beyond it they are lost, counted.
     spool_max_bytes: int = 256 * 1024 * 1024

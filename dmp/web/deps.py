@@ -10,6 +10,7 @@ from flask import current_app
 from dmp.access.sites import SiteCache
 from dmp.config import Config
 from dmp.ingest.appender import Appender
+from dmp.web.ratelimits import RateLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,7 @@ class Deps:
     redis: redis.Redis
     sites: SiteCache
     appender: Appender  # the pixel's fire-and-forget path onto the stream
+    limits: RateLimits  # the collect endpoints' limits per client IP and write key
 
 
 def current_deps() -> Deps:
