@@ -47,7 +47,7 @@ def _minimise(url: str, keep: frozenset[str]) -> str:
     out = f"{scheme}{sep}{authority}{slash}{path}"
     if kept:
         out += "?" + kept
-    if fragment and _ANCHOR.fullmatch(fragment):
+    if fragment and _ANCHOR.fullmatch(fragment) and not _secret(fragment):
         out += "#" + fragment
     return out
 
