@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Response, jsonify, request
 
 from collectors.imports import (
     Fields,
@@ -29,12 +29,13 @@ from collectors.redaction import redact_url
 from dmp.access.apikeys import Scope
 from dmp.people.identity import normalise_email
 from dmp.records import Hit, Source
-from dmp.web.auth import private, require_key
+from dmp.web.auth import scoped_blueprint
 from dmp.web.deps import current_deps
 from dmp.web.problems import Problem
 
-bp = Blueprint("newsletter", __name__)
-bp.after_request(private)  # a keyed route: its answers are not cached
+# Import keys (the newsletter tool) or admin keys; as ?key= too, for tools that cannot set
+# headers.
+bp = scoped_blueprint("newsletter", __name__, Scope.IMPORT, Scope.ADMIN, query_fallback=True)
 MAX_EVENTS = 1000  # per webhook call
 
 SITE = "import:newsletter"
@@ -117,7 +118,6 @@ def webhook() -> tuple[Response, int]:
     event refuses the call (400, naming each) and nothing is stored. Answers 202 with
     how many were accepted and how many had been received before.
     """
-    require_key(Scope.IMPORT, Scope.ADMIN, query_fallback=True)
     deps = current_deps()
     body = read_body(request, deps.config.max_batch_bytes)
     events = body.get("events", [body]) if "events" in body else [body]

@@ -68,11 +68,14 @@ def require_key(*scopes: Scope, query_fallback: bool = False) -> None:
         raise Problem(401, "Unauthorized", _HINT[scopes[0]])
 
 
-def scoped_blueprint(name: str, import_name: str, scope: Scope, **options: Any) -> Blueprint:
-    """Return a blueprint whose every route refuses requests without a key of ``scope``
-    and whose answers are private (:func:`private`)."""
+def scoped_blueprint(
+    name: str, import_name: str, *scopes: Scope, query_fallback: bool = False, **options: Any
+) -> Blueprint:
+    """Return a blueprint whose every route refuses requests without a key of one of
+    ``scopes`` (``?key=`` too with ``query_fallback``) and whose answers are private
+    (:func:`private`)."""
     bp = Blueprint(name, import_name, **options)
-    bp.before_request(lambda: require_key(scope))
+    bp.before_request(lambda: require_key(*scopes, query_fallback=query_fallback))
     bp.after_request(private)
     return bp
 
