@@ -8,10 +8,10 @@ import json
 from dataclasses import replace
 
 import pytest
-from dmp.web.ratelimits import RateLimiter
 
 from collectors.pixel import GIF
 from dmp.app import create_app
+from dmp.web.ratelimits import RateLimiter
 from tests.factories import read_metric, scrape, stream_hits
 
 
