@@ -17,6 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("dmp.ingest",),
     ("dmp.matrix",),
     ("dmp.membership",),
+    ("dmp.privacy",),
     ("dmp.web",),
     ("collectors", "exporters"),
     ("dmp.app", "dmp.serve"),

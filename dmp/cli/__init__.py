@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from dmp.cli import access, matrix, segments, serving, sources, synth
+from dmp.cli import access, matrix, persons, segments, serving, sources, synth
 from dmp.cli.context import Context, error_line, fail
 from dmp.config import load_config
 
@@ -66,6 +66,7 @@ COMMANDS: tuple[click.Command, ...] = (
     serving.status,
     access.sites_group,
     access.keys_group,
+    persons.persons_group,
     sources.import_group,
     matrix.scoring_group,
     matrix.content_group,

@@ -10,6 +10,7 @@ from dmp.access.apikeys import Scope
 from dmp.matrix import snapshots
 from dmp.people import lifecycle, profiles
 from dmp.people.identity import Identifier, IdKind, normalise_email
+from dmp.privacy.export import export_person
 from dmp.records import Stage
 from dmp.storage import keyspace
 from dmp.web.auth import scoped_blueprint
@@ -70,6 +71,18 @@ def person(pid: str) -> Response:
     if not _PID.match(pid):
         raise Problem(400, "Invalid parameter", "a person id is 16 lowercase hex digits")
     return _person_response(pid, f"id {pid}")
+
+
+@bp.get("/persons/<pid>/export")
+def export(pid: str) -> Response:
+    """Return everything dmp holds about a person, as one JSON document (GDPR Art. 15)."""
+    if not _PID.match(pid):
+        raise Problem(400, "Invalid parameter", "a person id is 16 lowercase hex digits")
+    deps = current_deps()
+    found = export_person(deps.redis, deps.config, pid)
+    if found is None:
+        raise Problem(404, "Person not found", f"no person with id {pid}", "not-found")
+    return jsonify(found)
 
 
 @bp.get("/persons")
