@@ -18,9 +18,14 @@ KEEP_PREFIXES = ("utm_",)  # query parameters every site keeps: campaign tags
 
 _RUN = re.compile(r"[A-Za-z0-9]{20}")  # 20 letters or digits in a row: maybe a token
 # A token: 20+ letters and digits in a row with both in them (hex digests, session ids,
-# base64 secrets, JWTs); long slugs have hyphens, long words have no digits.
-_TOKEN = re.compile(r"(?=[A-Za-z0-9]{0,200}[0-9])(?=[A-Za-z0-9]{0,200}[A-Za-z])[A-Za-z0-9]{20,}")
-_EMAIL = re.compile(r"[^\s/?#&=:;,<>\"'()\[\]]+@[^\s/?#&=:;,<>\"'()\[\]]+\.[A-Za-z]{2,}")
+# base64 secrets, JWTs); long slugs have hyphens, long words have no digits. Runs are
+# found in one pass and judged in Python: a regex that looks ahead would scan a long run
+# again from each of its letters.
+_RUN_ALL = re.compile(r"[A-Za-z0-9]{20,}")
+# An email address: anything but space up to the @, then a domain (no @ on either side,
+# so that a run of @s cannot make the regex try every split of it). "@anna" is no address.
+_AT_DOMAIN = re.compile(r"@[^\s@/?#&=:;,<>\"'()\[\]]+\.[A-Za-z]{2,}")  # the cheap test first
+_EMAIL = re.compile(r"[^\s@]{0,64}@[^\s@/?#&=:;,<>\"'()\[\]]+\.[A-Za-z]{2,}")
 _ANCHOR = re.compile(r"[\w/.\-]{0,128}")  # #pricing-table, #/settings/profile
 
 
@@ -36,12 +41,13 @@ def redact_url(url: str, keep: frozenset[str] = frozenset()) -> str:
 @lru_cache(maxsize=4096)  # a landing page's URL comes again and again
 def _minimise(url: str, keep: frozenset[str]) -> str:
     # By hand rather than urlsplit: this runs on the pixel's path, for many hits.
+    url = url.replace("\\", "/")  # browsers read a backslash as a slash
     rest, _, fragment = url.partition("#")
     rest, _, query = rest.partition("?")
     scheme, sep, rest = rest.partition("://")
     authority, slash, path = rest.partition("/")
     authority = authority.rpartition("@")[2]  # user:password@ goes
-    if path and _suspect(path):
+    if path and _suspect(_decoded(path)):
         path = "/".join(_segment(s) for s in path.split("/"))
     kept = "&".join(_kept(pair) for pair in query.split("&") if _named(pair, keep))
     out = f"{scheme}{sep}{authority}{slash}{path}"
@@ -54,9 +60,10 @@ def _minimise(url: str, keep: frozenset[str]) -> str:
 
 def redact_text(text: str) -> str:
     """Return ``text`` with emails and tokens in it replaced by REDACTED."""
-    if "@" not in text and not _RUN.search(text):
+    emails = "@" in text and _AT_DOMAIN.search(text) is not None
+    if not emails and not _RUN.search(text):
         return text
-    return _TOKEN.sub(REDACTED, _EMAIL.sub(REDACTED, text))
+    return _RUN_ALL.sub(_token_or_run, _EMAIL.sub(REDACTED, text) if emails else text)
 
 
 def _suspect(url: str) -> bool:
@@ -65,7 +72,8 @@ def _suspect(url: str) -> bool:
         or "#" in url
         or "@" in url
         or ";" in url
-        or "%40" in url
+        or "%" in url
+        or "\\" in url
         or _RUN.search(url) is not None
     )
 
@@ -76,9 +84,9 @@ def _segment(segment: str) -> str:
 
 
 def _named(pair: str, keep: frozenset[str]) -> bool:
-    name = pair.partition("=")[0]
-    name = (unquote(name) if "%" in name else name).lower()
-    return name.startswith(KEEP_PREFIXES) or name in keep
+    """Return whether a query pair is kept: a campaign tag or the site's, and no secret."""
+    name = _decoded(pair.partition("=")[0]).lower()
+    return (name.startswith(KEEP_PREFIXES) or name in keep) and not _secret(name)
 
 
 def _kept(pair: str) -> str:
@@ -87,8 +95,29 @@ def _kept(pair: str) -> str:
 
 
 def _secret(text: str) -> bool:
-    """Return whether a path segment or value looks like an email address or a token."""
-    plain = unquote(text) if "%" in text else text
-    if "@" in plain:
+    """Return whether a path segment, name or value looks like an email address or a token."""
+    plain = _decoded(text)
+    if "@" in plain and _AT_DOMAIN.search(plain):
         return True
-    return _RUN.search(plain) is not None and _TOKEN.search(plain) is not None
+    return _RUN.search(plain) is not None and any(map(_is_token, _RUN_ALL.findall(plain)))
+
+
+def _decoded(text: str) -> str:
+    """Return ``text`` percent-decoded until it stops changing (at most three times:
+    a URL nested in a campaign tag is encoded twice)."""
+    for _ in range(3):
+        if "%" not in text:
+            break
+        plain = unquote(text)
+        if plain == text:
+            break
+        text = plain
+    return text
+
+
+def _is_token(run: str) -> bool:
+    return not run.isdigit() and not run.isalpha()  # ASCII letters and digits, both
+
+
+def _token_or_run(match: re.Match[str]) -> str:
+    return REDACTED if _is_token(match.group(0)) else match.group(0)

@@ -140,7 +140,7 @@ def lookup_body(deps: Deps, catalogue: _Catalogue, key: str, query: str, host: s
     found = shared_segments(r, key, id_key)
     if found is None:
         raise _unauthorized()
-    provider = deps.config.provider_domain or host.rsplit(":", 1)[0]
+    provider = deps.config.provider_domain or host_name(host)
     data: list[dict] = []
     if found:
         # Ids only: segment names are the marketers' words, not the partner's business.
@@ -166,7 +166,8 @@ class LookupApp:
         self.app, self.deps, self.catalogue = app, deps, _Catalogue()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "GET":
+        method = environ.get("REQUEST_METHOD")
+        if environ.get("PATH_INFO") != PATH or method not in ("GET", "HEAD"):
             return self.app(environ, start_response)  # Flask answers 405 for other methods
         try:
             body = lookup_body(
@@ -187,4 +188,11 @@ class LookupApp:
             return problem.get_response()(environ, start_response)
         _OUTAGE.up()
         start_response("200 OK", [*HEADERS, ("Content-Length", str(len(body)))])
-        return [body]
+        return [body] if method == "GET" else []  # HEAD: the same answer without its body
+
+
+def host_name(host: str) -> str:
+    """Return a Host header's name without its port (``[::1]:8000`` is ``[::1]``)."""
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.rsplit(":", 1)[0]

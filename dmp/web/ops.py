@@ -90,5 +90,6 @@ def _check_scraper(config: Config) -> None:
     if config.metrics_loopback_only and request.remote_addr not in LOOPBACK:
         raise Problem(403, "Forbidden", "/metrics answers scrapes from this host only")
     token = config.metrics_token
-    if token and not hmac.compare_digest(bearer_token(request.authorization), token):
+    sent = bearer_token(request.authorization).encode("utf-8", "surrogateescape")
+    if token and not hmac.compare_digest(sent, token.encode()):
         raise Problem(401, "Unauthorized", "send the metrics token as 'Authorization: Bearer'")

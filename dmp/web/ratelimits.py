@@ -3,7 +3,7 @@
 Buckets live in each collector process (a hit must not wait for Redis to be counted), so
 the limit a client meets is the configured rate times the number of processes that a
 balancer spreads it over. A bucket holds one second of its rate: a burst of that many
-requests, then the rate.
+requests (one at least), then the rate.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ class RateLimiter:
         """Take a request for ``key``: return 0 if it may go, else the seconds until one may."""
         if self.rate <= 0:
             return 0.0
-        now = self._clock()
+        now, size = self._clock(), max(1.0, self.rate)  # a bucket holds one request at least
         with self._lock:
-            tokens, then = self._buckets.pop(key, (self.rate, now))
-            tokens = min(self.rate, tokens + (now - then) * self.rate)
+            tokens, then = self._buckets.pop(key, (size, now))
+            tokens = min(size, tokens + (now - then) * self.rate)
             allowed = tokens >= 1.0
             self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
             if len(self._buckets) > self.max_keys:  # the least recently seen go first
@@ -53,7 +53,9 @@ class RateLimits:
 
     def wait(self, client_ip: str, write_key: str) -> float:
         """Return 0 if a request may go, else the seconds until the client or key may."""
-        return max(self.per_ip.wait(client_ip), self.per_key.wait(write_key))
+        # The key's bucket is asked only for what the client's lets through: one client over
+        # its limit must not use up its site's budget for everyone else.
+        return self.per_ip.wait(client_ip) or self.per_key.wait(write_key)
 
     def check(self, client_ip: str, write_key: str) -> None:
         """Raise 429 (problem+json, Retry-After) for a request over a limit."""

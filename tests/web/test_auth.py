@@ -25,7 +25,7 @@ def _calls(app: Flask) -> list[tuple[str, str, str]]:
     for rule in app.url_map.iter_rules():
         if rule.rule in auth.PUBLIC:
             continue
-        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+        for method in sorted((rule.methods or set()) - {"OPTIONS"}):
             path = adapter.build(rule.endpoint, _values(rule), method=method)
             calls.append((rule.rule, method, path))
             if rule.rule in PARTNER_ROUTES:  # bad parameters must not be answered first

@@ -13,6 +13,7 @@ from dmp.membership import definitions, runs
 from dmp.people import profiles
 from dmp.people.identity import Identifier, IdKind
 from dmp.storage import keyspace
+from dmp.web import lookup
 from tests.factories import apply_segments, bearer, make_hit, make_identify, send_hits
 
 SEGMENTS = """
@@ -201,3 +202,18 @@ def test_a_deleted_segment_is_no_longer_shared(client, redis, partner):
     apply_segments(redis, SEGMENTS.split("---")[0])
     answer = _lookup(client, partner, uid="c-ads").get_json()
     assert answer["data"][0]["segment"] == [{"id": "product"}] and len(answer["data"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("host", "name"),
+    [
+        ("t.acme.de", "t.acme.de"),
+        ("t.acme.de:8000", "t.acme.de"),
+        ("[::1]", "[::1]"),
+        ("[::1]:8000", "[::1]"),
+        ("", ""),
+    ],
+)
+def test_the_provider_is_the_request_hosts_name(host, name):
+    """Without DMP_PROVIDER_DOMAIN the provider is the Host without its port (IPv6 too)."""
+    assert lookup.host_name(host) == name

@@ -151,7 +151,13 @@ def _ops_client(config, **settings):
 
 @pytest.mark.parametrize(
     ("authorization", "status"),
-    [(None, 401), ("Bearer wrong-token", 401), ("Basic c2NyYXBlOnM=", 401), ("Bearer s3cret", 200)],
+    [
+        (None, 401),
+        ("Bearer wrong-token", 401),
+        ("Basic c2NyYXBlOnM=", 401),
+        ("Bearer é", 401),
+        ("Bearer s3cret", 200),
+    ],
 )
 def test_a_metrics_token_is_required_once_set(config, authorization, status) -> None:
     """With DMP_METRICS_TOKEN, /metrics answers only a scrape that sends it as a bearer

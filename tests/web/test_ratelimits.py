@@ -11,7 +11,7 @@ import pytest
 
 from collectors.pixel import GIF
 from dmp.app import create_app
-from dmp.web.ratelimits import RateLimiter
+from dmp.web.ratelimits import RateLimiter, RateLimits
 from tests.factories import read_metric, scrape, stream_hits
 
 
@@ -23,6 +23,24 @@ def test_a_bucket_allows_its_burst_then_its_rate() -> None:
     assert limiter.wait("b") == 0.0  # another key has its own bucket
     now[0] += 0.5
     assert limiter.wait("a") == 0.0 and limiter.wait("a") > 0
+
+
+def test_a_rate_below_one_still_lets_requests_through() -> None:
+    """A limit of 0.5/s lets one request through every two seconds (a bucket holds at
+    least one request)."""
+    now = [0.0]
+    limiter = RateLimiter(0.5, clock=lambda: now[0])
+    assert limiter.wait("a") == 0.0 and limiter.wait("a") > 0
+    now[0] += 2.0
+    assert limiter.wait("a") == 0.0
+
+
+def test_a_refused_client_does_not_use_up_its_sites_budget() -> None:
+    """Requests the per-IP limit refuses take nothing from the write key's bucket."""
+    limits = RateLimits(per_ip=5.0, per_key=50.0)
+    refused = sum(limits.wait("10.0.0.1", "site") > 0 for _ in range(1000))
+    assert refused == 995
+    assert limits.wait("10.0.0.2", "site") == 0.0  # another visitor of the same site
 
 
 def test_a_flood_of_keys_does_not_grow_memory() -> None:
