@@ -155,9 +155,11 @@ def _run(r: redis.Redis, config: Config, full: bool, lock: locks.Lease) -> RunRe
         "left": changes.height - entered,
         "failed": failed,
     }
-    if not lock.held():  # stalled past the lock's expiry: another run may be writing
+    if lock.lost.is_set() or not lock.held():  # stalled past its expiry: another may write
         raise locks.Busy("the run lock was lost (this run stalled); nothing written")
     _write_run(config, manifest, members, counts, changes)
+    if lock.lost.is_set():  # lost while writing: the sets are left to the next run, which
+        raise locks.Busy("the run lock was lost while the run was written")  # rewrites them
     apply_run(r, manifest, members, changes, last)
     result = RunResult(
         run_id,

@@ -56,6 +56,7 @@ class Lease:
     def __init__(self, r: redis.Redis, key: str, seconds: float, token: str = "") -> None:
         self.r, self.key, self.seconds = r, key, seconds
         self.token = token or secrets.token_hex(8)
+        self.lost = threading.Event()  # set by hold()'s heartbeat once another has the key
 
     def take(self) -> bool:
         """Take the lease if it is free, renew it if it is ours; return whether we hold it."""
@@ -88,7 +89,8 @@ def hold(
 ) -> Iterator[Lease]:
     """Hold the lock ``key`` for the block, renewed every third of HOLD_SECONDS by a
     heartbeat thread; raise Busy(``busy``) if another holds it past ``wait_seconds``.
-    A holder that dies loses it within HOLD_SECONDS."""
+    A holder that dies loses it within HOLD_SECONDS; one that stalled that long finds
+    ``lease.lost`` set and must not write what the lock guards."""
     lease, deadline = Lease(r, key, HOLD_SECONDS), time.monotonic() + wait_seconds
     while not lease.take():
         if time.monotonic() >= deadline:
@@ -107,6 +109,11 @@ def hold(
 def _heartbeat(lease: Lease, stop: threading.Event) -> None:
     while not stop.wait(lease.seconds / 3):
         try:
-            lease.renew()
+            renewed = lease.renew()
         except redis.RedisError:
             log.warning("could not renew the lock %s", lease.key, exc_info=True)
+            continue
+        if not renewed:  # we stalled past its time and another took it: say so, stop
+            lease.lost.set()
+            log.warning("lost the lock %s: another holder has it", lease.key)
+            return
