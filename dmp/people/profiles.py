@@ -256,7 +256,12 @@ def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str,
             if stages[src]:  # the records keep their times; the latest one counts
                 pipe.rpush(keyspace.person(target, "stages"), *stages[src])
                 stages[target] = [*stages[target], *stages[src]]
-            facets = ("", "identifiers", "traits", "touchpoints", "stages")
+            # Every id merged into the target, however long ago (the merge log is capped):
+            # what an access export or an erasure of the target must also cover.
+            merged = keyspace.person(target, "merged")
+            pipe.sunionstore(merged, [merged, keyspace.person(src, "merged")])
+            pipe.sadd(merged, src)
+            facets = ("", "identifiers", "traits", "touchpoints", "stages", "merged")
             pipe.delete(*(keyspace.person(src, f) for f in facets))
             pipe.hset(keyspace.person(src), mapping={"merged_into": target, "tier": "merged"})
             pipe.hincrby(keyspace.STATS, f"persons:{source.stored_tier.value}", -1)

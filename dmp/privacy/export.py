@@ -34,8 +34,10 @@ def export_person(r: redis.Redis, config: Config, pid: str) -> dict[str, Any] | 
     if person is None:
         return None
     pid = person["person_id"]
-    merged = sorted(old for old, live in sources.merge_map(r).items() if live == pid)
+    logged = {old for old, live in sources.merge_map(r).items() if live == pid}
+    merged = sorted(logged | r.smembers(keyspace.person(pid, "merged")))
     ids = [pid, *merged]
+    uids = person["identifiers"].get("uid", [])
     person.pop("touchpoints")  # the event log's timeline below is whole
     return {
         "format": FORMAT,
@@ -47,7 +49,7 @@ def export_person(r: redis.Redis, config: Config, pid: str) -> dict[str, Any] | 
         "segments": sorted(r.smembers(keyspace.person(pid, "segments"))),
         "segment_history": _segment_changes(config, ids),
         "destinations": [],  # no exporter exists yet: nothing was sent anywhere
-        "timeline": _events(config, ids),
+        "timeline": _events(config, ids, uids),
     }
 
 
@@ -59,16 +61,15 @@ def _matrix_row(config: Config, pid: str) -> dict[str, Any] | None:
     return _plain(row)
 
 
-def _events(config: Config, ids: list[str]) -> list[dict[str, Any]]:
-    """Return every stored event of the person's ids, oldest first, with readable times."""
+def _events(config: Config, ids: list[str], uids: list[str]) -> list[dict[str, Any]]:
+    """Return every stored event of the person's ids (and the hits of their cookies that
+    were stored without a person, as a bot's are), oldest first, with readable times."""
     if not config.events_dir.exists():
         return []
-    events = (
-        scan_events(config.events_dir)
-        .filter(pl.col("person_id").is_in(ids))
-        .sort("timestamp", "event_id")
-        .collect()
-    )
+    theirs = pl.col("person_id").is_in(ids)
+    if uids:
+        theirs |= pl.col("person_id").is_null() & pl.col("uid").is_in(uids)
+    events = scan_events(config.events_dir).filter(theirs).sort("timestamp", "event_id").collect()
     rows = []
     for row in events.iter_rows(named=True):
         for name in ("properties", "traits"):

@@ -11,7 +11,9 @@ from dmp.cli import main
 from dmp.membership import runs
 from dmp.people.identity import IdKind
 from dmp.privacy.export import FORMAT, export_person
+from dmp.storage import keyspace
 from tests.factories import (
+    GOOGLEBOT,
     NOW,
     apply_segments,
     bearer,
@@ -100,3 +102,21 @@ def test_the_cli_refuses_what_finds_nobody(redis, main_argv, capsys, args, says)
         main([*main_argv, "persons", "export", *args])
     err = capsys.readouterr().err
     assert exited.value.code == 2 and err.count("\n") == 1 and says in err
+
+
+def test_merged_ids_are_found_without_the_merge_log(redis, config, anna) -> None:
+    """The merge log is capped; the person's own record of ids merged into them is not."""
+    merged = export_person(redis, config, anna)["merged_from"]
+    redis.delete(keyspace.MERGES)
+    assert export_person(redis, config, anna)["merged_from"] == merged
+
+
+def test_hits_of_their_cookie_stored_without_a_person_are_theirs(
+    redis, config, drain, anna
+) -> None:
+    """A hit of their cookie that was stored without a person (its agent looked like a
+    bot) is held about them too: the export has it."""
+    send_hits(redis, make_hit(uid="cookie-a", user_agent=GOOGLEBOT, url="https://acme.de/b"))
+    drain()
+    urls = [e["url"] for e in export_person(redis, config, anna)["timeline"]]
+    assert "https://acme.de/b" in urls
