@@ -33,8 +33,8 @@ from dmp.web.auth import scoped_blueprint
 from dmp.web.deps import current_deps
 from dmp.web.problems import Problem
 
-# Import keys (the newsletter tool) or admin keys; as ?key= too, for tools that cannot set
-# headers.
+# Import keys (the newsletter tool) or admin keys as bearer tokens; import keys as ?key= too,
+# for tools that cannot set headers.
 bp = scoped_blueprint("newsletter", __name__, Scope.IMPORT, Scope.ADMIN, query_fallback=True)
 MAX_EVENTS = 1000  # per webhook call
 
@@ -114,7 +114,7 @@ def webhook() -> tuple[Response, int]:
     """Take newsletter events: ``{"events": [{email, event, time, …}]}`` or one event.
 
     The key (scope ``import`` or ``admin``) comes as ``Authorization: Bearer`` or, for
-    tools that cannot set headers, as ``?key=``. All events are checked first: one bad
+    tools that cannot set headers, an import key as ``?key=``. All events are checked first: one bad
     event refuses the call (400, naming each) and nothing is stored. Answers 202 with
     how many were accepted and how many had been received before.
     """

@@ -51,21 +51,16 @@ def environ_token(environ: Mapping[str, Any]) -> str:
     return bearer_token(Authorization.from_header(environ.get("HTTP_AUTHORIZATION")))
 
 
-def request_key(query_fallback: bool = False) -> str:
-    """Return the key of the current request: its bearer token, else (for tools that cannot
-    set headers, if allowed) its ``?key=`` parameter."""
-    token = bearer_token(request.authorization)
-    if token or not query_fallback:
-        return token
-    return request.args.get("key", "")
-
-
 def require_key(*scopes: Scope, query_fallback: bool = False) -> None:
-    """Raise 401 (problem+json) unless the request carries a key of one of ``scopes``."""
-    key = request_key(query_fallback)
+    """Raise 401 (problem+json) unless the request carries a key of one of ``scopes``: as
+    a bearer token or, with ``query_fallback`` (for tools that cannot set headers), as
+    ``?key=``, which takes import keys only (a URL ends up in access logs)."""
+    key = bearer_token(request.authorization)
+    if not key and query_fallback:
+        key, scopes = request.args.get("key", ""), tuple(s for s in scopes if s is Scope.IMPORT)
     r = current_deps().redis
     if not any(check_key(r, key, scope) for scope in scopes):
-        raise Problem(401, "Unauthorized", _HINT[scopes[0]])
+        raise Problem(401, "Unauthorized", _HINT[scopes[0] if scopes else Scope.IMPORT])
 
 
 def scoped_blueprint(

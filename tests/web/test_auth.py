@@ -113,3 +113,17 @@ def test_keyed_answers_are_neither_cached_nor_sniffed(
         res = client.open(path, method=method, headers=headers, json={})
         assert res.headers.get("Cache-Control") == "no-store", (rule, method, res.status_code)
         assert res.headers.get("X-Content-Type-Options") == "nosniff", (rule, method)
+
+
+def test_an_admin_key_is_never_taken_from_the_url(client: FlaskClient, redis, admin_key) -> None:
+    """?key= (for tools that cannot set headers) takes import keys only: an admin key in a
+    URL would end up in access logs, so it opens nothing there."""
+    event = {"email": "anna@acme.de", "event": "open", "time": 1757494860}
+    as_query = client.post(f"/hooks/newsletter?key={admin_key}", json=event)
+    assert as_query.status_code == 401
+    importer = create_key(redis, Scope.IMPORT, "newsletter tool")
+    assert client.post(f"/hooks/newsletter?key={importer}", json=event).status_code == 202
+    as_header = client.post(
+        "/hooks/newsletter", json=event, headers={"Authorization": f"Bearer {admin_key}"}
+    )
+    assert as_header.status_code == 202
