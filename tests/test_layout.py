@@ -124,3 +124,21 @@ def test_the_layers_name_real_packages() -> None:
     names = set(_graph())
     missing = [top for layer in LAYERS for top in layer if top not in names]
     assert missing == []
+
+
+def test_package_inits_hold_no_imports_but_the_clis() -> None:
+    """Importing a module runs its packages' __init__ first; an __init__ that imported
+    modules would add edges the graph above does not see. Only the CLI's, the one place
+    its commands are added, imports anything."""
+    wrong = [
+        str(init.relative_to(ROOT))
+        for pkg in PACKAGES
+        for init in (ROOT / pkg).rglob("__init__.py")
+        if init != ROOT / "dmp" / "cli" / "__init__.py"
+        and any(
+            isinstance(node, ast.Import | ast.ImportFrom)
+            and getattr(node, "module", None) != "__future__"
+            for node in ast.walk(ast.parse(init.read_text()))
+        )
+    ]
+    assert wrong == []

@@ -8,6 +8,7 @@ requests (one at least), then the rate.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 import time
@@ -55,7 +56,11 @@ class RateLimits:
         """Return 0 if a request may go, else the seconds until the client or key may."""
         # The key's bucket is asked only for what the client's lets through: one client over
         # its limit must not use up its site's budget for everyone else.
-        return self.per_ip.wait(client_ip) or self.per_key.wait(write_key)
+        if self.per_ip.rate > 0:  # off: no address is parsed on the pixel's path
+            waited = self.per_ip.wait(client_network(client_ip))
+            if waited:
+                return waited
+        return self.per_key.wait(write_key)
 
     def check(self, client_ip: str, write_key: str) -> None:
         """Raise 429 (problem+json, Retry-After) for a request over a limit."""
@@ -68,3 +73,17 @@ class RateLimits:
                 "rate-limited",
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
+
+
+def client_network(ip: str) -> str:
+    """Return what a client is limited by: its IPv4 address, or its IPv6 /64 (a client
+    may take any address of its network)."""
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))

@@ -43,6 +43,16 @@ def test_a_refused_client_does_not_use_up_its_sites_budget() -> None:
     assert limits.wait("10.0.0.2", "site") == 0.0  # another visitor of the same site
 
 
+def test_ipv6_clients_share_their_64_bits_of_network() -> None:
+    """One IPv6 client can take any address of its /64: those addresses share a bucket,
+    another network has its own."""
+    limits = RateLimits(per_ip=1.0, per_key=0.0)
+    assert limits.wait("2001:db8:1:2::1", "site") == 0.0
+    assert limits.wait("2001:db8:1:2:ffff::9", "site") > 0
+    assert limits.wait("2001:db8:1:3::1", "site") == 0.0
+    assert limits.wait("::ffff:192.0.2.1", "site") == 0.0  # IPv4 mapped: its own address
+
+
 def test_a_flood_of_keys_does_not_grow_memory() -> None:
     """Past its size the limiter forgets old buckets instead of growing."""
     limiter = RateLimiter(1.0, max_keys=100)
