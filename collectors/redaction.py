@@ -16,16 +16,17 @@ from urllib.parse import unquote
 REDACTED = "[redacted]"
 KEEP_PREFIXES = ("utm_",)  # query parameters every site keeps: campaign tags
 
-_RUN = re.compile(r"[A-Za-z0-9]{20}")  # 20 letters or digits in a row: maybe a token
 # A token: 20+ letters and digits in a row with both in them (hex digests, session ids,
 # base64 secrets, JWTs); long slugs have hyphens, long words have no digits. Runs are
 # found in one pass and judged in Python: a regex that looks ahead would scan a long run
 # again from each of its letters.
-_RUN_ALL = re.compile(r"[A-Za-z0-9]{20,}")
-# An email address: anything but space up to the @, then a domain (no @ on either side,
-# so that a run of @s cannot make the regex try every split of it). "@anna" is no address.
-_AT_DOMAIN = re.compile(r"@[^\s@/?#&=:;,<>\"'()\[\]]+\.[A-Za-z]{2,}")  # the cheap test first
-_EMAIL = re.compile(r"[^\s@]{0,64}@[^\s@/?#&=:;,<>\"'()\[\]]+\.[A-Za-z]{2,}")
+_RUN = re.compile(r"[A-Za-z0-9]{20,}")
+# An email address: up to 64 characters but space before the @, then a domain (no @ on
+# either side, so that a run of @s cannot make the regex try every split of it). "@anna"
+# is no address. The domain alone is the cheap test whether there is one at all.
+_DOMAIN = r"@[^\s@/?#&=:;,<>\"'()\[\]]+\.[A-Za-z]{2,}"
+_AT_DOMAIN = re.compile(_DOMAIN)
+_EMAIL = re.compile(r"[^\s@]{0,64}" + _DOMAIN)
 _ANCHOR = re.compile(r"[\w/.\-]{0,128}")  # #pricing-table, #/settings/profile
 
 
@@ -63,7 +64,7 @@ def redact_text(text: str) -> str:
     emails = "@" in text and _AT_DOMAIN.search(text) is not None
     if not emails and not _RUN.search(text):
         return text
-    return _RUN_ALL.sub(_token_or_run, _EMAIL.sub(REDACTED, text) if emails else text)
+    return _RUN.sub(_token_or_run, _EMAIL.sub(REDACTED, text) if emails else text)
 
 
 def _suspect(url: str) -> bool:
@@ -99,7 +100,7 @@ def _secret(text: str) -> bool:
     plain = _decoded(text)
     if "@" in plain and _AT_DOMAIN.search(plain):
         return True
-    return _RUN.search(plain) is not None and any(map(_is_token, _RUN_ALL.findall(plain)))
+    return any(map(_is_token, _RUN.findall(plain)))
 
 
 def _decoded(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 import time
@@ -104,12 +105,11 @@ def normalise_params(names: Iterable[str]) -> frozenset[str]:
 def set_keep_params(r: redis.Redis, site_id: str, names: Iterable[str]) -> Site:
     """Replace the query parameters a site's URLs keep; return the site."""
     keep = normalise_params(names)
-    if get_site(r, site_id) is None:
+    site = get_site(r, site_id)
+    if site is None:
         raise SiteError(f"no site {site_id!r}")
     r.hset(keyspace.site(site_id), "keep_params", ",".join(sorted(keep)))
-    site = get_site(r, site_id)
-    assert site is not None
-    return site
+    return dataclasses.replace(site, keep_params=keep)
 
 
 def get_site(r: redis.Redis, site_id: str) -> Site | None:

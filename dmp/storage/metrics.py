@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric, UnknownMetricFamily
 from prometheus_client.registry import Collector
 
@@ -119,8 +118,3 @@ def _family(name: str, samples: dict[Labels, float]) -> Metric:
         given = dict(labels)
         family.add_metric([given.get(k, "") for k in label_names], value)
     return family
-
-
-def render(registry: CollectorRegistry) -> bytes:
-    """Return the registry's metrics in the Prometheus text format."""
-    return generate_latest(registry)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis
 from flask import Blueprint, Response, jsonify, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -43,12 +43,12 @@ def healthz() -> tuple[Response, int]:
 def prometheus() -> Response:
     """Return counters and ingest gauges in the Prometheus text format (to scrapes with
     DMP_METRICS_TOKEN, from this host with DMP_METRICS_LOOPBACK_ONLY, if set)."""
-    _check_scraper(current_deps().config)
     deps = current_deps()
+    _check_scraper(deps.config)
     registry = CollectorRegistry()
     registry.register(metrics.CounterCollector(deps.redis))
     registry.register(IngestGauges(deps.redis, deps.config.data_dir))
-    return Response(metrics.render(registry), content_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 class IngestGauges(Collector):

@@ -33,7 +33,7 @@ def test_hold_refuses_while_another_holds(redis) -> None:
     """hold() raises Busy with its message once the wait is over."""
     with locks.hold(redis, KEY), pytest.raises(locks.Busy, match="busy now"):
         with locks.hold(redis, KEY, 0.3, "busy now"):
-            pass
+            pytest.fail("a second holder entered the block")
     assert redis.get(KEY) is None  # released at the end of the block
 
 
