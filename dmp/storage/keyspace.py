@@ -120,3 +120,16 @@ SEGMENTS_RUN_REQUESTED = "dmp:segments:requested"  # a run asked for through the
 SEGMENTS_SETS_LOCK = "dmp:segments:setslock"  # one mover of the lookup sets at a time
 EVENTLOG_FLUSH = "dmp:eventlog:flush"  # hash: a failing flush (error, since, failures), expiring
 WORKER_LEASE = "dmp:worker:lease"  # the ingest worker holding it (token, expires) may write
+
+# Erasure (GDPR Art. 17). Redis forgets a person at once; files forget them at the next
+# compaction, which drops the rows these members name and then removes the members it
+# handled: ``person:<pid>`` (rows with that person_id, in every Parquet file) and
+# ``<kind>:<value>`` identifiers (event rows carrying that uid, anonymous_id or user_id).
+ERASURE_PENDING = "dmp:erasure:pending"
+ERASURE_LOG = "dmp:erasure:log"  # stream: one entry per erasure, identifiers only salted-hashed
+ERASURE_SALT = "dmp:erasure:salt"  # the installation's random salt for those hashes
+
+
+def erased(digest: str) -> str:
+    """Return the key marking a salted identifier hash as erased (value: when, in ms)."""
+    return f"dmp:erased:{digest}"
