@@ -30,6 +30,15 @@ class Config:
     # schedule off), the live lane for new data looked for every segments_latency seconds.
     segments_every: float = 60.0
     segments_latency: float = 0.5
+    # Compaction (dmp.ingest.compaction), which the worker runs every compact_every_hours
+    # (0: never; `dmp compact` runs one now): the event log's small files merged into
+    # files of about compact_target_mb, erased rows dropped, day partitions older than
+    # retain_events_days removed (0: kept for ever), and cookie-only persons not seen for
+    # retain_anonymous_days forgotten (0: kept for ever).
+    compact_every_hours: float = 24.0
+    compact_target_mb: int = 128
+    retain_events_days: int = 395
+    retain_anonymous_days: int = 90
     # Collectors.
     cookie_domain: str = ""  # empty: host-only cookie on the collector's host
     proxy_hops: int = 0  # trusted reverse proxies in front of dmp (X-Forwarded-For)

@@ -63,6 +63,16 @@ def person_id_of(key: str) -> str:
     return key[len(PERSON_PREFIX) : -len(PERSON_SUFFIX)]
 
 
+def every_person_key_pattern() -> str:
+    """Return the SCAN pattern matching every key of every person (hash and facets)."""
+    return person("*") + "*"
+
+
+def person_id_in(key: str) -> str:
+    """Return the person id in any key of a person (its profile hash or a facet)."""
+    return key[len(PERSON_PREFIX) :].partition(PERSON_SUFFIX)[0]
+
+
 def seen_events(day: str) -> str:
     """Return the set of event-id digests first stored on ``day`` (YYYYMMDD)."""
     return f"dmp:seen:{day}"
@@ -128,6 +138,12 @@ WORKER_LEASE = "dmp:worker:lease"  # the ingest worker holding it (token, expire
 ERASURE_PENDING = "dmp:erasure:pending"
 ERASURE_LOG = "dmp:erasure:log"  # stream: one entry per erasure, identifiers only salted-hashed
 ERASURE_SALT = "dmp:erasure:salt"  # the installation's random salt for those hashes
+
+
+# Compaction (dmp.ingest.compaction): one at a time holds the lock; the last one's report
+# (JSON, with ``at`` in ms) also tells the worker's daily schedule when the next is due.
+COMPACTION_LOCK = "dmp:compaction:lock"
+COMPACTION_LAST = "dmp:compaction:last"
 
 
 def erased(digest: str) -> str:
