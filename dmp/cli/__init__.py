@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from dmp.cli import access, matrix, persons, segments, serving, sources, synth
+from dmp.cli import access, compaction, matrix, persons, segments, serving, sources, synth
 from dmp.cli.context import Context, error_line, fail
 from dmp.config import load_config
 
@@ -67,6 +67,7 @@ COMMANDS: tuple[click.Command, ...] = (
     access.sites_group,
     access.keys_group,
     persons.persons_group,
+    persons.forget_cmd,
     sources.import_group,
     matrix.scoring_group,
     matrix.content_group,
@@ -74,6 +75,7 @@ COMMANDS: tuple[click.Command, ...] = (
     matrix.funnel,
     segments.segments_group,
     synth.synth_cmd,
+    compaction.compact_cmd,
 )
 for command in COMMANDS:
     cli.add_command(command)

@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from dmp.config import Config
-from dmp.ingest import stream
+from dmp.ingest import compaction, stream
 from dmp.ingest.batch import Ingest
 from dmp.ingest.eventlog import EventBuffer, EventLog, LeaseLost
 from dmp.ingest.flushstate import FlushState
@@ -269,7 +269,19 @@ def release_dead_lease(r: redis.Redis, consumer: str, pid: int) -> bool:
 
 
 def run_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:
-    """Run a worker until ``stop`` is set, riding out Redis outages."""
+    """Run a worker until ``stop`` is set, riding out Redis outages, with the daily
+    compaction (``compact_every_hours``) on a thread beside it."""
+    compactions = compaction.start_schedule(r, config, stop)
+    try:
+        _ingest_forever(r, config, stop)
+    finally:
+        if compactions is not None:
+            # A compaction stops before its swap once ``stop`` is set (nothing changed);
+            # one killed in its swap is rolled forward by the next (dmp.ingest.swaps).
+            compactions.join(timeout=10)
+
+
+def _ingest_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:
     worker = Worker(r, config)
     while not stop.is_set():
         try:

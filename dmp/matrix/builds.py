@@ -15,6 +15,7 @@ import polars as pl
 import redis
 
 from dmp.config import Config
+from dmp.ingest import swaps
 from dmp.matrix.snapshots import iso_time, latest_snapshot, manifest_path, write_snapshot
 from dmp.matrix.sources import (
     event_files,
@@ -68,6 +69,7 @@ def build(
     """
     started = time.perf_counter()
     as_of = as_of_ms if as_of_ms is not None else int(time.time() * 1000)
+    swaps.finish_interrupted(r, config.events_dir)  # no row of a half-done swap counts twice
     model_text, catalog_text = model_texts(r)
     model, catalog = parse_model(model_text), parse_catalog(catalog_text) if catalog_text else ()
     files = event_files(config.events_dir)
@@ -75,7 +77,7 @@ def build(
     last_merge = last_merge_id(r)
     scale = decay_scale(model, as_of)
     fingerprint = {"model": _digest(model_text), "catalog": _digest(catalog_text), "scale": scale}
-    previous = _previous_build(config, fingerprint, as_of) if incremental else None
+    previous = _previous_build(config, fingerprint, as_of, files) if incremental else None
     if previous is None:
         people = read_people(r, progress)
         # Tombstones miss persons merged within the batch that made them (never stored;
@@ -136,16 +138,26 @@ def build(
 
 
 def build_touchpoints(r: redis.Redis, config: Config, manifest: dict) -> pl.LazyFrame:
-    """Return the touchpoints a build read: its event files, merges up to its last one."""
+    """Return the touchpoints a build read: its event files (the whole log once a
+    compaction has merged or removed some), merges up to its last one."""
     merged = merge_map(r, until=manifest["last_merge"])
-    return read_touchpoints(config.events_dir, merged, manifest["files"])
+    return read_touchpoints(config.events_dir, merged, files_still_there(config, manifest))
+
+
+def files_still_there(config: Config, manifest: dict) -> list[str] | None:
+    """Return a build's event files if the log has them all, else None (the whole log):
+    a compaction merges files into new ones and removes them (``dmp.ingest.compaction``)."""
+    files = manifest["files"]
+    return files if all((config.events_dir / f).exists() for f in files) else None
 
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _previous_build(config: Config, fingerprint: dict, as_of: int) -> tuple[dict, Path] | None:
+def _previous_build(
+    config: Config, fingerprint: dict, as_of: int, files: list[str]
+) -> tuple[dict, Path] | None:
     """Return the last build's manifest and folder if an incremental build can use it."""
     snapshot = latest_snapshot(config)
     if snapshot is None or not manifest_path(snapshot).exists():
@@ -157,5 +169,10 @@ def _previous_build(config: Config, fingerprint: dict, as_of: int) -> tuple[dict
         return None
     if as_of < manifest["as_of"]:
         log.info("matrix: the as-of time is before the last build's: a full build")
+        return None
+    if not set(manifest["files"]) <= set(files):
+        # Compacted (merged into new files, rows erased) or past retention: the rows of
+        # the files gone may be in new files, or nowhere, so no kept state can be trusted.
+        log.info("matrix: event files were compacted since the last build: a full build")
         return None
     return manifest, snapshot.parent

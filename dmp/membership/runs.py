@@ -237,9 +237,10 @@ def _counts(
         return pl.DataFrame(schema=schema), None
     until = matrix["last_merge"]
     merged = sources.merge_map(r, until=until)  # read once: counts and touched persons
-    touchpoints = sources.read_touchpoints(config.events_dir, merged, matrix["files"])
+    files = builds.files_still_there(config, matrix)  # None: compacted since (--no-build)
+    touchpoints = sources.read_touchpoints(config.events_dir, merged, files)
     as_of = matrix["as_of"]
-    if previous is None or not _can_keep(previous, matrix, keys):
+    if previous is None or files is None or not _can_keep(previous, matrix, keys):
         counts = did_counts(touchpoints, dids, as_of, expiry=True).collect(engine="streaming")
         return counts.select(list(schema)).cast(schema), None  # type: ignore[arg-type]
     touched, removed = sources.touched_since(

@@ -1,0 +1,168 @@
+"""Retention: which day partitions of the event log are past ``retain_events_days``, and
+the cookie-only persons not seen for ``retain_anonymous_days``, forgotten in Redis.
+
+A person expires when nothing ever identified them: tier ``low``, no email, and only
+cookie (``uid``) and Segment ``anon`` identifiers, with their last touchpoint (or, with
+none, their first sighting) older than the cut-off. Every key of theirs goes (found by
+one SCAN, whatever facets persons have), with the identifier keys that still lead to
+them, their tombstones (persons merged into them), their lookup-set memberships and
+their marks for the matrix and the live lane. Their person ids and identifiers join
+``keyspace.ERASURE_PENDING``, so that compaction drops their rows from every file, and
+the worker's identity cache is dropped (``keyspace.WORKER_EPOCH``).
+
+Each person goes in one transaction that watches their profile, timeline and identifier
+keys: one who comes back meanwhile (the worker writes there) is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import redis
+
+from dmp.ingest.erasures import person_member
+from dmp.ingest.eventlog import DAY_MS, utc_day
+from dmp.people.identity import Identifier, IdKind, id_keys
+from dmp.records import Tier
+from dmp.storage import keyspace
+
+log = logging.getLogger(__name__)
+
+ANONYMOUS_KINDS = frozenset({IdKind.UID.value, IdKind.ANON.value})
+SCAN_COUNT = 1000
+
+
+def old_days(days: list[str], retain_days: int, now_ms: int) -> list[str]:
+    """Return the day folders (``dt=YYYY-MM-DD``) older than ``retain_days`` before now
+    (none when ``retain_days`` is 0)."""
+    if retain_days <= 0:
+        return []
+    cutoff = utc_day(now_ms - retain_days * DAY_MS)
+    return [d for d in days if d.removeprefix("dt=") < cutoff]
+
+
+def expire_anonymous(r: redis.Redis, retain_days: int, now_ms: int) -> list[str]:
+    """Forget cookie-only persons last seen more than ``retain_days`` ago (none when 0);
+    return their person ids."""
+    if retain_days <= 0:
+        return []
+    cutoff = now_ms - retain_days * DAY_MS
+    candidates = _candidates(r, cutoff)
+    if not candidates:
+        return []
+    tombstones = _tombstones(r, candidates)
+    keys = _keys_of(r, set(candidates) | {m for ms in tombstones.values() for m in ms})
+    expired = [
+        pid for pid in candidates if _expire(r, pid, cutoff, tombstones.get(pid, set()), keys)
+    ]
+    if expired:
+        r.incr(keyspace.WORKER_EPOCH)  # the worker caches identities: it must read them again
+        log.info(
+            "retention: forgot %d cookie-only persons not seen since %s",
+            len(expired),
+            utc_day(cutoff),
+        )
+    return expired
+
+
+def _chunks(items: Iterator[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _candidates(r: redis.Redis, cutoff: int) -> list[str]:
+    """Return the persons that look expired (checked again, watched, when removed)."""
+    found = r.scan_iter(match=keyspace.person_pattern(), count=SCAN_COUNT, _type="HASH")
+    out: list[str] = []
+    for chunk in _chunks((keyspace.person_id_of(k) for k in found), SCAN_COUNT):
+        with r.pipeline(transaction=False) as pipe:
+            for pid in chunk:
+                pipe.hmget(keyspace.person(pid), "tier", "email", "first_seen")
+                pipe.zrevrange(keyspace.person(pid, "touchpoints"), 0, 0, withscores=True)
+            replies = pipe.execute()
+        for i, pid in enumerate(chunk):
+            (tier, email, first), last = replies[2 * i], replies[2 * i + 1]
+            if tier == Tier.LOW.value and not email and 0 < _last_seen(first, last) < cutoff:
+                out.append(pid)
+    return out
+
+
+def _last_seen(first: str | None, last: list[tuple[str, float]]) -> int:
+    return int(last[0][1]) if last else int(first or 0)
+
+
+def _tombstones(r: redis.Redis, pids: list[str]) -> dict[str, set[str]]:
+    """Return, per person, the ids merged into them (their tombstones)."""
+    with r.pipeline(transaction=False) as pipe:
+        for pid in pids:
+            pipe.smembers(keyspace.person(pid, "merged"))
+        return {pid: set(m) for pid, m in zip(pids, pipe.execute(), strict=True) if m}
+
+
+def _keys_of(r: redis.Redis, pids: set[str]) -> dict[str, list[str]]:
+    """Return every key of each of ``pids`` (one SCAN over all persons' keys)."""
+    keys: dict[str, list[str]] = {}
+    for key in r.scan_iter(match=keyspace.every_person_key_pattern(), count=SCAN_COUNT):
+        pid = keyspace.person_id_in(key)
+        if pid in pids:
+            keys.setdefault(pid, []).append(key)
+    return keys
+
+
+def _expire(
+    r: redis.Redis, pid: str, cutoff: int, merged: set[str], keys: dict[str, list[str]]
+) -> bool:
+    """Remove one person if they are still expired; return whether they were."""
+    profile, timeline = keyspace.person(pid), keyspace.person(pid, "touchpoints")
+    idents_key = keyspace.person(pid, "identifiers")
+    with r.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(profile, timeline, idents_key)
+            tier, email, first = pipe.hmget(profile, "tier", "email", "first_seen")
+            texts = pipe.smembers(idents_key)
+            idents = [i for t in texts if (i := _identifier(t)) is not None]
+            seen = _last_seen(first, pipe.zrevrange(timeline, 0, 0, withscores=True))
+            if (
+                tier != Tier.LOW.value
+                or email
+                or len(idents) < len(texts)
+                or any(i.kind.value not in ANONYMOUS_KINDS for i in idents)
+                or not 0 < seen < cutoff
+            ):
+                pipe.unwatch()
+                return False
+            links = [k for i in idents for k in id_keys(i)]
+            if links:
+                pipe.watch(*links)
+            owners = pipe.mget(links) if links else []
+            segments = pipe.smembers(keyspace.person(pid, "segments"))
+            pipe.multi()
+            mine = [k for p in (pid, *merged) for k in keys.get(p, [])]
+            pipe.delete(
+                profile, *mine, *(k for k, o in zip(links, owners, strict=True) if o == pid)
+            )
+            for sid in segments:
+                pipe.srem(keyspace.segment(sid, "members"), pid)
+            pipe.zrem(keyspace.SEGMENTS_LIVE, pid)
+            pipe.srem(keyspace.MATRIX_TOUCHED, pid)
+            gone = [person_member(p) for p in (pid, *sorted(merged))]
+            pipe.sadd(keyspace.ERASURE_PENDING, *gone, *(i.text for i in idents))
+            pipe.hincrby(keyspace.STATS, f"persons:{Tier.LOW.value}", -1)
+            pipe.execute()
+            return True
+        except redis.WatchError:  # written meanwhile: they came back
+            return False
+
+
+def _identifier(text: str) -> Identifier | None:
+    try:
+        return Identifier.from_text(text)
+    except ValueError:  # a kind this version does not know: not a cookie, keep them
+        return None
