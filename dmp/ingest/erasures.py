@@ -9,6 +9,7 @@ writes: they have nothing to drop and count as handled.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +120,10 @@ def erase_files(
         source = pq.ParquetFile(path)
         mask = drop_mask(source.read(columns=_columns(source, erasures)), erasures)
         if n := count_dropped(mask):
+            stat = path.stat()
             write_parquet_files([source.read().filter(pc.invert(mask))], [path])
+            # Keep its time: snapshots and runs are pruned oldest-written first.
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
             files, dropped = files + 1, dropped + n
         tick(1)
     return files, dropped

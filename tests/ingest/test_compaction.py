@@ -135,8 +135,11 @@ def test_an_erased_person_leaves_every_kind_of_file(runner, redis, config):
     assert everywhere, "no person is in every kind of file"
     pid = everywhere[0]
     rows_before = scan_events(config.events_dir).collect()
+    written = {p: p.stat().st_mtime_ns for p in snapshots.matrix_dir(config).iterdir()}
     redis.sadd(keyspace.ERASURE_PENDING, f"person:{pid}")
     report = compaction.compact(redis, config)
+    # Rewritten files keep their times: snapshots and runs are pruned oldest-written first.
+    assert {p: p.stat().st_mtime_ns for p in written} == written
     after = _all_person_ids(config)
     assert not [f for f, ids in after.items() if pid in ids]
     assert {f: ids - {pid} for f, ids in before.items() if "events" not in f} == {
