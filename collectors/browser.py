@@ -38,6 +38,7 @@ class Visitor:
     withdrawn_uid: str = ""  # a cookie that came without analytics consent
     ip: str = ""
     user_agent: str = ""
+    consent_version: str = ""  # the consent text version or TC string hash (its proof)
     extra: list[Hit] = field(default_factory=list)
 
     @property
@@ -46,13 +47,15 @@ class Visitor:
         return bool(self.uid)
 
 
-def read_visitor(request: Request, granted: str) -> Visitor:
-    """Return the visitor of a Flask request whose page granted the comma list ``granted``."""
-    return visitor_of(request.environ, granted)
+def read_visitor(request: Request, granted: str, version: str = "") -> Visitor:
+    """Return the visitor of a Flask request whose page granted the comma list ``granted``
+    (under consent text ``version``, see collectors.consent.version_of)."""
+    return visitor_of(request.environ, granted, version)
 
 
-def visitor_of(environ: Mapping[str, Any], granted: str) -> Visitor:
-    """Return the visitor of a WSGI request whose page granted the comma list ``granted``."""
+def visitor_of(environ: Mapping[str, Any], granted: str, version: str = "") -> Visitor:
+    """Return the visitor of a WSGI request whose page granted the comma list ``granted``
+    (under consent text ``version``)."""
     signals = {
         "Sec-GPC": environ.get("HTTP_SEC_GPC", ""),
         "DNT": environ.get("HTTP_DNT", ""),
@@ -63,9 +66,9 @@ def visitor_of(environ: Mapping[str, Any], granted: str) -> Visitor:
     if consent["analytics"]:
         uid = existing or cookie.new_uid()
         ip = truncate_ip(environ.get("REMOTE_ADDR") or "")
-        return Visitor(consent, uid, not existing, "", ip, ua)
+        return Visitor(consent, uid, not existing, "", ip, ua, version)
     # No analytics consent: no identifier and no IP; the UA only lets the worker skip bots.
-    return Visitor(consent, withdrawn_uid=existing, user_agent=ua)
+    return Visitor(consent, withdrawn_uid=existing, user_agent=ua, consent_version=version)
 
 
 def cookie_header(visitor: Visitor, environ: Mapping[str, Any], cookie_domain: str) -> str:
@@ -102,6 +105,7 @@ def withdrawal_hit(visitor: Visitor, site_id: str, source: Source, now_ms: int) 
         timestamp=now_ms,
         consent=visitor.consent,
         uid=visitor.withdrawn_uid,
+        consent_version=visitor.consent_version,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -57,3 +58,27 @@ def map_segment_consent(context: Mapping[str, Any]) -> dict[str, bool]:
         # Several CMP categories can map onto one of ours: any refusal wins.
         out[category] = out.get(category, True) and value
     return out
+
+
+_VERSION = re.compile(r"[A-Za-z0-9._:\-]{1,32}")
+
+
+def version_of(text: Any, tc_string: Any = "") -> str:
+    """Return what a consent's proof records of the text agreed to: the site's consent
+    text version (``cv``, up to 32 letters, digits and ._:-), else ``tcf:`` and a hash of
+    the IAB TC string (the string itself is long and can be decoded to choices made
+    elsewhere; the hash proves which one it was), else ''."""
+    if isinstance(text, str) and _VERSION.fullmatch(text):
+        return text
+    if isinstance(tc_string, str) and 0 < len(tc_string) <= 4096:
+        return "tcf:" + hashlib.sha256(tc_string.encode()).hexdigest()[:32]
+    return ""
+
+
+def consent_version(context: Mapping[str, Any]) -> str:
+    """Return the consent version of a Segment message's context (``context.consent``'s
+    ``version``, or its ``tcString`` hashed); '' when absent."""
+    consent = context.get("consent")
+    if not isinstance(consent, Mapping):
+        return ""
+    return version_of(consent.get("version"), consent.get("tcString", ""))

@@ -84,6 +84,7 @@ def crm_hit(row: dict[str, Any], digest: str, now_ms: int | None = None) -> Hit:
         timestamp=ts,
         channel="crm",
         traits=traits,
+        trusted=True,
     )
 
 

@@ -58,6 +58,7 @@ FIELDS = Fields(
         "campaign": ("campaign_name", "kampagne", "mailing"),
         "topic": ("topics", "thema", "category"),
         "url": ("link", "click_url", "target"),
+        "double_opt_in": ("doi", "opt_in", "optin", "double_optin", "double_opt_in_confirmed"),
     },
     required=("email", "event", "time"),
 )
@@ -90,7 +91,10 @@ def newsletter_hit(row: dict[str, Any], digest: str, now_ms: int | None = None) 
     url = row.get("url") or ""
     if url and not url.startswith(("http://", "https://")):
         raise RowError(f"url: {excerpt(url)} is not an http(s) URL")
-    properties = {"campaign": row["campaign"][:200]} if row.get("campaign") else {}
+    properties: dict[str, Any] = {"campaign": row["campaign"][:200]} if row.get("campaign") else {}
+    doi = _yes_no(row.get("double_opt_in"))
+    if doi is not None:
+        properties["double_opt_in"] = doi  # kept in the email consent's proof
     topics = [t.strip()[:64] for t in (row.get("topic") or "").split(",") if t.strip()]
     return Hit(
         event_id=f"nl-{digest}",
@@ -106,7 +110,20 @@ def newsletter_hit(row: dict[str, Any], digest: str, now_ms: int | None = None) 
         topics=topics[:20],
         properties=properties,
         traits=traits,
+        trusted=True,  # the newsletter tool (an import key or a file the company imports)
     )
+
+
+_YES = frozenset({"1", "true", "yes", "ja", "y", "double", "confirmed", "bestätigt"})
+_NO = frozenset({"0", "false", "no", "nein", "n", "single", "unconfirmed"})
+
+
+def _yes_no(value: Any) -> bool | None:
+    """Return a reported double opt-in as a bool (None when not reported or unreadable)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if value is not None else ""
+    return True if text in _YES else False if text in _NO else None
 
 
 @bp.post("/hooks/newsletter")

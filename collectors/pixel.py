@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from collectors import browser
+from collectors.consent import version_of as consent_version_of
 from dmp.access.apikeys import hash_secret
 from dmp.access.sites import WRITE_KEY_PREFIX, valid_write_key
 from dmp.ingest import replay
@@ -92,7 +93,8 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
             deps.appender.count(COUNTERS["rate_limited"])  # the page gets its GIF all the same
             return ""
         event = browser.clean_event_name(args.get("e"))
-        visitor = browser.visitor_of(environ, args.get("consent", ""))
+        version = consent_version_of(args.get("cv"), args.get("gdpr_consent", ""))
+        visitor = browser.visitor_of(environ, args.get("consent", ""), version)
         now = browser.now_ms()
         event_id = args.get("id", "")
         hit = Hit(
@@ -111,6 +113,7 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
             topics=browser.clean_topics(args.get("topics", "")),
             ip=visitor.ip,
             user_agent=visitor.user_agent,
+            consent_version=version,
         )
         withdrawal = browser.withdrawal_hit(visitor, site_id, Source.PIXEL, now)
         hits = [hit, withdrawal] if withdrawal else [hit]

@@ -32,6 +32,7 @@ import redis
 from flask import Blueprint, Response, request
 
 from collectors import browser
+from collectors.consent import version_of as consent_version_of
 from collectors.payload import expect_object, invalid, read_body
 from dmp.access.sites import Site
 from dmp.records import Hit, Source
@@ -135,6 +136,7 @@ def to_hit(
         traits=traits if visitor.identified else {},
         ip=visitor.ip,
         user_agent=visitor.user_agent,
+        consent_version=visitor.consent_version,
     )
 
 
@@ -164,7 +166,8 @@ def collect() -> Response:
     granted = body.get("consent", [])
     if not isinstance(granted, list) or not all(isinstance(c, str) for c in granted):
         raise invalid("consent: expected a list of category names")
-    visitor = browser.read_visitor(request, ",".join(granted))
+    version = consent_version_of(body.get("cv"), body.get("gdpr_consent", ""))
+    visitor = browser.read_visitor(request, ",".join(granted), version)
     received = browser.now_ms()
     sent = _ms(body.get("sentAt"), "sentAt")
     hits = [to_hit(item, site, visitor, received, sent, i) for i, item in enumerate(events)]

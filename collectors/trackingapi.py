@@ -1,7 +1,9 @@
 """The Segment-spec HTTP tracking API: ``POST /v1/{identify,track,page,screen,group,alias,batch}``.
 
-Spoken by Segment's and RudderStack's server SDKs. Auth is the write key as Basic-auth
-user (or ``writeKey`` in the body). A batch is stored whole or not at all.
+Spoken by Segment's and RudderStack's server SDKs. Auth is a key as Basic-auth user (or
+``writeKey`` in the body): a site's server key (secret; what it sends is trusted) or its
+public write key (what browsers' analytics.js sends: a claim, see dmp.people.claims). A
+batch is stored whole or not at all.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import redis
 from flask import Blueprint, Request, Response, jsonify, request
 
 from collectors import browser
-from collectors.consent import map_segment_consent
+from collectors.consent import consent_version, map_segment_consent
 from collectors.enrichment import truncate_ip
 from collectors.eventtime import in_range
 from collectors.payload import expect_object, invalid, read_body
-from dmp.access.sites import Site
+from dmp.access.sites import Caller
 from dmp.ingest import stream
 from dmp.records import Hit, Source
 from dmp.storage import metrics
@@ -122,13 +124,14 @@ def _size(msg: dict[str, Any], path: str) -> int:
 def to_hit(
     msg: Any,
     kind: str | None,
-    site: Site,
+    caller: Caller,
     received: int,
     sent_at: int | None,
     path: str,
     limit: int,
 ) -> Hit:
     """Return the Hit of one Segment message, or raise a 400 Problem naming the path."""
+    site = caller.site
     if not isinstance(msg, dict):
         raise invalid(f"{path}: expected an object")
     if _size(msg, path) > limit:
@@ -186,6 +189,8 @@ def to_hit(
         external_ids=_external_ids(context, f"{path}.context"),
         ip=truncate_ip(ip) if isinstance(ip, str) else "",
         user_agent=ua[:512] if isinstance(ua, str) else "",
+        trusted=caller.trusted,
+        consent_version=consent_version(context),
     )
 
 
@@ -211,32 +216,32 @@ def _read_hits(deps: Deps, kind: str | None) -> list[Hit]:
     cfg = deps.config
     body = read_body(request, cfg.max_batch_bytes if kind is None else cfg.max_event_bytes)
     try:
-        site = deps.sites.site_for_key(write_key_of(request, body))
+        caller = deps.sites.caller_of(write_key_of(request, body))
     except redis.RedisError:
         raise unavailable() from None
-    if site is None:
+    if caller is None:
         _count(deps, "unknown_key")
         raise Problem(
             401,
             "Unknown write key",
-            "send the site's write key as the Basic-auth user",
+            "send the site's server key (or its public write key) as the Basic-auth user",
             "unauthorized",
         )
     try:
-        deps.limits.check(request.remote_addr or "", site.site_id)
+        deps.limits.check(request.remote_addr or "", caller.site.site_id)
     except Problem:
         _count(deps, "rate_limited")
         raise
     received = browser.now_ms()
     if kind is not None:
-        return [to_hit(body, kind, site, received, None, kind, cfg.max_event_bytes)]
+        return [to_hit(body, kind, caller, received, None, kind, cfg.max_event_bytes)]
     batch = body.get("batch")
     if not isinstance(batch, list):
         raise invalid("batch: expected a list of messages")
     sent_at = parse_time(body.get("sentAt"), "sentAt")
     messages = with_batch_context(batch, expect_object(body.get("context"), "context"))
     return [
-        to_hit(m, None, site, received, sent_at, f"batch[{i}]", cfg.max_event_bytes)
+        to_hit(m, None, caller, received, sent_at, f"batch[{i}]", cfg.max_event_bytes)
         for i, m in enumerate(messages)
     ]
 

@@ -112,6 +112,14 @@ class Hit(NamedTuple):
     external_ids: Mapping[str, str] = _NO_MAP
     ip: str = ""
     user_agent: str = ""
+    # Sent by the company's own systems (a server key, an import): trusted. A browser's
+    # hit (the public write key, which any visitor can read) is a claim: it may link the
+    # browser to an identifier, but never grant consent for, or change, what trusted
+    # sources said (see dmp.people.claims).
+    trusted: bool = False
+    # What the person agreed to: the site's consent text version, or ``tcf:`` and a hash
+    # of the IAB TC string; kept in the consent's proof.
+    consent_version: str = ""
 
     def to_json(self) -> str:
         """Return the hit as the compact JSON the stream carries.

@@ -112,6 +112,12 @@ def write_key(site: tuple[sites.Site, str]) -> str:
 
 
 @pytest.fixture
+def server_key(redis: redis_lib.Redis, site: tuple[sites.Site, str]) -> str:
+    """Return a server key of the test site (its servers' trusted key for the Segment API)."""
+    return apikeys.create_key(redis, apikeys.Scope.SERVER, "backend", site=site[0].site_id)
+
+
+@pytest.fixture
 def admin_key(redis: redis_lib.Redis) -> str:
     """Return a fresh admin API key."""
     return apikeys.create_key(redis, apikeys.Scope.ADMIN, "tests")

@@ -59,16 +59,18 @@ def make_hit(**fields) -> Hit:
     return Hit(**{**base, **fields})
 
 
-def make_identify(email: str, uid: str = "", **traits) -> Hit:
-    """Return a server-side identify with an email (and other traits), on cookie ``uid``."""
+def make_identify(email: str, uid: str = "", trusted: bool = True, **traits) -> Hit:
+    """Return a server-side identify with an email (and other traits), on cookie ``uid``;
+    ``trusted=False`` makes it a browser's claim (sent with the public write key)."""
     return make_hit(
         source="api",
         type="identify",
         event="identify",
         uid=uid,
         user_id=f"user-{email}",
-        consent={},
+        consent={} if trusted else {"analytics": True},
         traits={"email": email, **traits},
+        trusted=trusted,
     )
 
 
@@ -90,6 +92,16 @@ def person_of(r: redis_lib.Redis, kind: IdKind, value: str) -> dict:
     pid = profiles.find_person(r, Identifier(kind, value))
     assert pid is not None, f"nobody owns {kind.value}:{value}"
     return profiles.get_person(r, pid)
+
+
+def consent_of(person: dict, category: str, identifier: str = "") -> dict | None:
+    """Return a person's current consent record of ``category`` (for ``identifier``, as
+    ``kind:value``; without one, the only record), or None when there is none."""
+    records = person["consents"].get(category, [])
+    if identifier:
+        records = [r for r in records if r["identifier"] == identifier]
+    assert len(records) <= 1, f"{len(records)} {category} consents: name the identifier"
+    return records[0] if records else None
 
 
 def bearer(key: str) -> dict[str, str]:

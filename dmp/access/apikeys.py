@@ -1,7 +1,10 @@
 """API keys: issued once, stored only as a SHA-256 digest.
 
 An admin key runs the admin API; an import key lets other systems' webhooks send data; a
-partner key (an ad tool) pulls only the audiences shared with it.
+partner key (an ad tool) pulls only the audiences shared with it; a server key is one
+site's secret write key for its server-side sources (Segment's server SDKs): what they
+send is trusted, where what a browser sends with the site's public write key is only a
+claim (see ``dmp.ingest.claims``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class Scope(str, Enum):
     ADMIN = "admin"
     IMPORT = "import"  # webhooks of other systems (the newsletter tool) may send data
     PARTNER = "partner"  # an ad tool: lookups of the audiences shared with it
+    SERVER = "server"  # one site's server-side sources: trusted writes to the Segment API
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,7 @@ class ApiKey:
     name: str
     created: str
     audiences: tuple[str, ...] = ()  # partner keys: the segment ids shared
+    site: str = ""  # server keys: the site they write for
 
 
 def hash_secret(secret: str) -> str:
@@ -51,11 +56,17 @@ def key_prefix(scope: Scope) -> str:
 
 
 def create_key(
-    r: redis.Redis, scope: Scope, name: str = "", audiences: tuple[str, ...] = ()
+    r: redis.Redis,
+    scope: Scope,
+    name: str = "",
+    audiences: tuple[str, ...] = (),
+    site: str = "",
 ) -> str:
     """Create a key of ``scope``, store its digest and return the key (shown only once)."""
     if (scope is Scope.PARTNER) != bool(audiences):
         raise ValueError("a partner key needs audiences, and only a partner key has them")
+    if (scope is Scope.SERVER) != bool(site):
+        raise ValueError("a server key needs a site, and only a server key has one")
     key = f"{key_prefix(scope)}{secrets.token_urlsafe(24)}"
     digest = hash_secret(key)
     created = datetime.now(UTC).isoformat(timespec="seconds")
@@ -67,6 +78,7 @@ def create_key(
                 "name": name,
                 "created": created,
                 "audiences": ",".join(audiences),
+                "site": site,
             },
         )
         pipe.sadd(keyspace.API_KEYS, digest)
@@ -101,10 +113,32 @@ def check_key(r: redis.Redis, key: str, scope: Scope) -> bool:
     return stored is not None and hmac.compare_digest(stored, scope.value)
 
 
+def server_key_site(r: redis.Redis, key: str) -> str | None:
+    """Return the site a server key writes for, or None if ``key`` is no server key."""
+    if not key.startswith(key_prefix(Scope.SERVER)) or len(key) > 200 or not key.isascii():
+        return None
+    scope, site = r.hmget(keyspace.api_key(hash_secret(key)), "scope", "site")
+    return site if scope == Scope.SERVER.value and site else None
+
+
+def revoke_site_keys(r: redis.Redis, site_id: str) -> int:
+    """Revoke every server key of a site (the site is removed); return how many."""
+    gone = [k.key_hash for k in list_keys(r) if k.scope is Scope.SERVER and k.site == site_id]
+    for digest in gone:
+        r.delete(keyspace.api_key(digest))
+        r.srem(keyspace.API_KEYS, digest)
+    return len(gone)
+
+
 def _record(digest: str, meta: dict[str, str]) -> ApiKey:
     audiences = tuple(a for a in meta.get("audiences", "").split(",") if a)
     return ApiKey(
-        digest, Scope(meta["scope"]), meta.get("name", ""), meta.get("created", ""), audiences
+        digest,
+        Scope(meta["scope"]),
+        meta.get("name", ""),
+        meta.get("created", ""),
+        audiences,
+        meta.get("site", ""),
     )
 
 

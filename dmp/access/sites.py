@@ -9,11 +9,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import redis
 
-from dmp.access.apikeys import hash_secret
+from dmp.access.apikeys import hash_secret, revoke_site_keys, server_key_site
 from dmp.storage import keyspace
 
 _PARAM = re.compile(r"[a-z0-9_.\-\[\]]{1,64}")  # a query parameter's name, lowercase
@@ -128,12 +129,21 @@ def list_sites(r: redis.Redis) -> list[Site]:
 
 
 def remove_site(r: redis.Redis, site_id: str) -> None:
-    """Delete a site and its write key (its stored events stay)."""
+    """Delete a site, its write key and its server keys (its stored events stay)."""
     digest = r.hget(keyspace.site(site_id), "write_key")
     if digest is None:
         raise SiteError(f"no site {site_id!r}")
     r.delete(keyspace.site(site_id), keyspace.write_key(digest))
     r.srem(keyspace.SITES, site_id)
+    revoke_site_keys(r, site_id)
+
+
+class Caller(NamedTuple):
+    """Who sent a hit: the site, and whether with a server key (trusted) or the public
+    write key that every browser visiting the site can read (a claim)."""
+
+    site: Site
+    trusted: bool
 
 
 class SiteCache:
@@ -151,13 +161,22 @@ class SiteCache:
     def __init__(self, r: redis.Redis, ttl: float) -> None:
         self._r = r
         self._ttl = ttl
-        self._by_key: dict[str, tuple[float, Site]] = {}  # known keys: never evicted
+        self._by_key: dict[str, tuple[float, Caller]] = {}  # known keys: never evicted
         self._misses: dict[str, float] = {}  # unknown keys, bounded
         self._all: tuple[float, list[Site]] = (0.0, [])
         self._quiet_until = 0.0
 
     def site_for_key(self, write_key: str) -> Site | None:
-        """Return the site a write key belongs to, or None (misses are cached too)."""
+        """Return the site a public write key belongs to, or None (misses are cached too).
+
+        A server key is refused here: it is a secret, and a browser collector that took
+        it would make a leaked key look like a working one.
+        """
+        caller = self.caller_of(write_key)
+        return caller.site if caller is not None and not caller.trusted else None
+
+    def caller_of(self, write_key: str) -> Caller | None:
+        """Return the site and trust of a public write key or a server key, or None."""
         if not valid_write_key(write_key):
             return None  # write keys are ASCII tokens; anything else is nobody's
         now = time.monotonic()
@@ -171,21 +190,28 @@ class SiteCache:
                 return hit[1]
             raise redis.ConnectionError("Redis failed a moment ago; not asked again yet")
         try:
-            site_id = self._r.get(keyspace.write_key(hash_secret(write_key)))
-            site = get_site(self._r, site_id) if site_id else None
+            caller = self._lookup(write_key)
         except redis.RedisError:
             self._quiet_until = time.monotonic() + self.QUIET_SECONDS
             if hit is None:
                 raise
             return hit[1]  # stale, until Redis answers again
-        if site is None:
+        if caller is None:
             if len(self._misses) > 10000:  # a flood of made-up keys must not grow memory
                 self._misses.clear()
             self._misses[write_key] = now + self._ttl
             self._by_key.pop(write_key, None)
         else:
-            self._by_key[write_key] = (now + self._ttl, site)
-        return site
+            self._by_key[write_key] = (now + self._ttl, caller)
+        return caller
+
+    def _lookup(self, write_key: str) -> Caller | None:
+        site_id = server_key_site(self._r, write_key)
+        trusted = site_id is not None
+        if not trusted:
+            site_id = self._r.get(keyspace.write_key(hash_secret(write_key)))
+        site = get_site(self._r, site_id) if site_id else None
+        return Caller(site, trusted) if site is not None else None
 
     def any_allows_origin(self, origin: str) -> bool:
         """Return whether some site lists the Origin's domain (for CORS preflights)."""
@@ -200,5 +226,5 @@ class SiteCache:
 
 
 def valid_write_key(write_key: str) -> bool:
-    """Return whether a string can be a write key at all (an ASCII token of ≤ 100 chars)."""
+    """Return whether a string can be a write or server key at all (ASCII, ≤ 100 chars)."""
     return bool(write_key) and len(write_key) <= 100 and write_key.isascii()

@@ -67,6 +67,7 @@ COMMANDS: tuple[click.Command, ...] = (
     access.sites_group,
     access.keys_group,
     persons.persons_group,
+    persons.forget_cmd,
     sources.import_group,
     matrix.scoring_group,
     matrix.content_group,

@@ -32,7 +32,11 @@ def sites_add(obj: Context, name: str, domains: tuple[str, ...], keep: tuple[str
         site, key = sites.add_site(obj.redis, name, list(domains), keep)
     except sites.SiteError as exc:
         fail(str(exc))
-    click.echo(f"site {site.site_id} for {', '.join(site.domains)}; write key:")
+    click.echo(
+        f"site {site.site_id} for {', '.join(site.domains)}. Its servers need a server key "
+        f"(dmp keys create --scope server --site {site.site_id}); the public write key"
+        " for pages:"
+    )
     click.echo(key)
 
 
@@ -102,21 +106,31 @@ def keys_group() -> None:
 @click.option(
     "--audiences", default="", help="Partner keys: the segment ids shared, comma-separated."
 )
+@click.option("--site", "site_id", default="", help="Server keys: the site they write for.")
 @pass_ctx
-def keys_create(obj: Context, scope: str, name: str, audiences: str) -> None:
+def keys_create(obj: Context, scope: str, name: str, audiences: str, site_id: str) -> None:
     """Create an API key; it is printed on the last line (shown only once).
 
     A partner key (an ad tool) sees only the audiences given:
     ``dmp keys create --scope partner --audiences hot-leads,dach --name "DSP X"``.
+
+    A server key is a site's secret key for its own servers (Segment's server SDKs):
+    what they send is trusted, where the site's public write key (in every page) only
+    makes claims that cannot grant consent for, or change, what trusted sources said:
+    ``dmp keys create --scope server --site acme-gmbh --name "shop backend"``.
     """
     shared = tuple(dict.fromkeys(a.strip() for a in audiences.split(",") if a.strip()))
     if (scope == apikeys.Scope.PARTNER.value) != bool(shared):
         fail("--audiences is needed for a partner key and only for one")
+    if (scope == apikeys.Scope.SERVER.value) != bool(site_id):
+        fail("--site is needed for a server key and only for one")
+    if site_id and sites.get_site(obj.redis, site_id) is None:
+        fail(f"no site {site_id!r} (see dmp sites list)")
     known = {s.definition.id for s in definitions.list_segments(obj.redis)}
     unknown = [a for a in shared if a not in known]
     if unknown:
         fail(f"no segment {unknown[0]!r} (apply it first: dmp segments apply FILE)")
-    key = apikeys.create_key(obj.redis, apikeys.Scope(scope), name, shared)
+    key = apikeys.create_key(obj.redis, apikeys.Scope(scope), name, shared, site_id)
     click.echo(f"{scope} key created; store it now, dmp keeps only its hash:")
     click.echo(key)
 
@@ -136,6 +150,7 @@ def keys_list(obj: Context, as_json: bool) -> None:
                     "name": k.name,
                     "created": k.created,
                     "audiences": list(k.audiences),
+                    "site": k.site or None,
                 }
                 for k in found
             ]
@@ -143,6 +158,7 @@ def keys_list(obj: Context, as_json: bool) -> None:
         return
     for k in found:
         shared = f"  [{', '.join(k.audiences)}]" if k.audiences else ""
+        shared += f"  (site {k.site})" if k.site else ""
         click.echo(f"{k.key_hash[:12]}  {k.scope.value:<8} {k.created}  {k.name}{shared}")
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import click
 
-from dmp.cli.context import Context, fail, pass_ctx
+from dmp.cli.context import Context, fail, pass_ctx, print_json
 from dmp.people.identity import Identifier, IdKind, normalise_email
 from dmp.people.profiles import find_person
 from dmp.privacy.export import export_person
+from dmp.privacy.forget import forget
 
 
 @click.group("persons")
@@ -58,3 +60,51 @@ def _find(obj: Context, email: str | None, uid: str | None) -> str:
     if pid is None:
         fail(f"no person with {ident.kind.value} {ident.value}")
     return pid
+
+
+@click.command("forget")
+@click.option("--person", "person_id", help="The person's id.")
+@click.option("--email", help="Find the person by email address.")
+@click.option("--uid", help="Find the person by dmp_uid cookie.")
+@click.option("--reason", default="", help="Why (kept in the erasure log), e.g. a ticket id.")
+@click.option("--by", default="", help="Who asked for it (kept in the erasure log).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+def forget_cmd(
+    obj: Context,
+    person_id: str | None,
+    email: str | None,
+    uid: str | None,
+    reason: str,
+    by: str,
+    as_json: bool,
+) -> None:
+    """Erase a person (GDPR Art. 17): gone from Redis and every answer dmp gives at once
+    (profile, identifiers, timeline, segments, lookups), from every Parquet file at the
+    next compaction (`dmp compact`), and from destinations at their next sync. Later
+    hits with their cookie count only in aggregate, and imports skip their email.
+
+    Give exactly one of --person, --email or --uid."""
+    if sum(x is not None for x in (person_id, email, uid)) != 1:
+        fail("give exactly one of --person, --email or --uid")
+    if person_id is not None and not _PID.fullmatch(person_id):
+        fail(f"not a person id (16 hex digits): {person_id}")
+    pid = person_id or _find(obj, email, uid)
+    report = forget(obj.redis, obj.config, pid, by=by, reason=reason)
+    if report is None:
+        fail("the ingest worker did not apply the erasure within 60 s; it stays queued")
+    if not report["found"]:
+        fail(f"no person {pid}")
+    if as_json:
+        print_json(report)
+        return
+    idents = ", ".join(f"{n} {k}" for k, n in report["identifiers"].items()) or "none"
+    click.echo(f"erased person {report['person_id']}")
+    click.echo(f"  redis:    {report['redis_keys_deleted']} keys; identifiers: {idents}")
+    click.echo(f"  merged:   {report['merged_ids']} earlier ids of theirs")
+    click.echo(f"  segments: {', '.join(report['segments']) or 'none'} (lookups answer nothing)")
+    click.echo("  files:    their rows leave every Parquet file at the next `dmp compact`")
+    click.echo("  log:      recorded with salted hashes only (exporters remove them next sync)")
+
+
+_PID = re.compile(r"[0-9a-f]{16}")

@@ -18,48 +18,40 @@ import redis
 from dmp.config import Config
 from dmp.ingest.eventlog import EventBuffer, EventLog, event_digest, event_row, utc_day
 from dmp.ingest.useragent import parse_agent
-from dmp.people import identity
+from dmp.people import claims, erasure, identity
+from dmp.people import consents as consent_rules
 from dmp.people.identity import Identifier, IdKind, id_keys
 from dmp.people.profiles import (
     BatchWrites,
     PersonDelta,
     PersonState,
-    consent_summary,
     load_states,
     merge_persons,
     tier_for,
+    trusted_id,
+    trusted_trait,
     write_delta,
 )
 from dmp.people.timeline import touchpoint
-from dmp.records import Hit, Source, Tier, dump_json
+from dmp.records import EVENT_SCHEMA, Hit, Source, Tier, dump_json
 from dmp.storage import keyspace, metrics
 from dmp.storage.bulk import Bulk, InFlight
 
 log = logging.getLogger(__name__)
-
-_SERVER_SIDE = frozenset(s.value for s in Source if s.server_side)
+_PERSON_COLUMN = EVENT_SCHEMA.names.index("person_id")  # in the buffer's rows
 
 
 def is_identified(hit: Hit) -> bool:
     """Return whether a hit may be tied to a person (else it counts only in aggregate)."""
-    if hit.source in _SERVER_SIDE:
-        # Server-side events (the Segment API, CRM and newsletter imports) come from the
-        # company's own systems: stored unless the message says analytics was refused.
+    if hit.trusted:
+        # The company's own systems (server keys, CRM and newsletter imports): stored
+        # unless the message says analytics was refused.
         return hit.consent.get("analytics", True)
+    if hit.source == Source.API.value:
+        # The Segment API with the site's public key: a browser (analytics.js) speaking,
+        # which may identify only with analytics consent, as the pixel and the tag.
+        return hit.consent.get("analytics") is True
     return bool(hit.uid)
-
-
-def consent_proof(hit: Hit, granted: bool) -> str:
-    """Return the proof kept for a consent change: its state, time, source, site and event."""
-    return dump_json(
-        {
-            "granted": granted,
-            "at": hit.timestamp,
-            "source": hit.source,
-            "site": hit.site_id,
-            "event_id": hit.event_id,
-        }
-    )
 
 
 def _page_path(url: str) -> str:
@@ -101,10 +93,15 @@ class Ingest:
         self._epoch: bytes | None = None
         self._pending: Bulk | None = None  # the last batch's profile writes, not sent yet
         self._inflight: InFlight | None = None  # profile writes sent, replies not read yet
+        self._salt: bytes | None = None  # set once anything was ever erased (see reset)
 
     def reset(self) -> None:
         """Forget buffered events and cached identities (on (re)taking the lease)."""
         self.settle()
+        self._salt = erasure.salt(self.r)
+        migrated = consent_rules.migrate_person_level(self.r)
+        if migrated:
+            log.info("moved %d persons' consents to the identifiers they were given for", migrated)
         self.buffer = EventBuffer()
         self._owners, self._states, self._epoch = {}, {}, None
 
@@ -125,9 +122,56 @@ class Ingest:
         batch's profile writes are sent after it: Redis works on both while this batch
         is resolved and applied.
         """
+        decoded = Hit.many_from_json([data for _, data in entries])
+        if any(hit is not None and erasure.is_control(hit) for hit in decoded):
+            self._handle_with_controls(entries, decoded, asked)
+            return
+        self._handle(entries, decoded, asked)
+
+    def _handle_with_controls(
+        self,
+        entries: list[tuple[str, bytes | None]],
+        decoded: list[Hit | None],
+        asked: Callable[[], None] | None,
+    ) -> None:
+        """Handle a batch holding control entries: the hits before each one, then it."""
+        start = 0
+        for i, hit in enumerate(decoded):
+            if hit is None or not erasure.is_control(hit):
+                continue
+            if start < i:
+                self._handle(entries[start:i], decoded[start:i], asked)
+                asked = None
+            self._control(entries[i][0], hit)
+            start = i + 1
+        if start < len(entries):
+            self._handle(entries[start:], decoded[start:], asked)
+        elif asked is not None:
+            asked()
+
+    def _control(self, stream_id: str, hit: Hit) -> None:
+        """Apply a control entry (an erasure) with every earlier write applied first."""
+        self.settle()
+        if hit.type == erasure.ERASE:
+            report = erasure.apply(self.r, hit)
+            gone = set(report.get("erased_ids", ()))
+            if gone:
+                at = _PERSON_COLUMN
+                self.buffer.events = [row for row in self.buffer.events if row[at] not in gone]
+            self._salt = erasure.salt(self.r)
+        else:
+            log.error("dropping unknown control entry %s (%s)", stream_id, hit.type)
+        self._owners, self._states = {}, {}  # whatever was cached of them is gone
+        self.buffer.take(stream_id, None)
+
+    def _handle(
+        self,
+        entries: list[tuple[str, bytes | None]],
+        decoded: list[Hit | None],
+        asked: Callable[[], None] | None,
+    ) -> None:
         buf = self.buffer
         hits: list[tuple[str, Hit, str, list[Identifier] | None]] = []
-        decoded = Hit.many_from_json([data for _, data in entries])
         for (stream_id, _), hit in zip(entries, decoded, strict=True):
             if hit is None or not hit.storable():
                 log.error("dropping unreadable stream entry %s", stream_id)
@@ -146,7 +190,9 @@ class Ingest:
         unknown = list({i for *_, ids in hits if ids for i in ids if i not in owners})
         bulk = Bulk()
         n_seen = self.eventlog.ask_seen(bulk, [h[2] for h in hits])
-        bulk.add("MGET", keyspace.WORKER_EPOCH, *self._identifier_keys(unknown))
+        salt = self._salt
+        marks = [erasure.mark_key(salt, i) for i in unknown] if salt else []
+        bulk.add("MGET", keyspace.WORKER_EPOCH, *self._identifier_keys(unknown), *marks)
         answers = bulk.execute(self.r)
         # Only now the next read and the last batch's writes: sent together with the
         # question, Redis could serve them first (it takes ready connections in no set
@@ -156,9 +202,12 @@ class Ingest:
         self._send_writes()
         seen = self.eventlog.seen_in(answers[:n_seen]) if n_seen else [False] * len(hits)
         epoch, *found = answers[n_seen]
+        found, marked = found[: len(unknown)], found[len(unknown) :]
+        erased = {i for i, m in zip(unknown, marked, strict=True) if m} if marks else set()
         if epoch != self._epoch or len(self._states) > self.CACHE_PERSONS:
             self.settle()
             self._owners, self._states, self._epoch = {}, {}, epoch
+            self._salt = erasure.salt(self.r)  # another worker may have erased since
             unknown = list({i for *_, ids in hits if ids for i in ids})
             found = []
             if unknown:
@@ -174,7 +223,11 @@ class Ingest:
                 buf.take(stream_id, None)
                 continue
             buf.take(stream_id, digest)
-            if ids is not None:
+            if erased and ids and not erased.isdisjoint(ids):
+                # An identifier of an erased person: nobody's any more, counted only.
+                buf.metrics[metrics.counter("dmp_events_erased_identifier_total")] += 1
+                self._aggregate(hit)
+            elif ids is not None:
                 people.append((hit, ids))
             elif not is_identified(hit):
                 self._aggregate(hit)
@@ -237,7 +290,7 @@ class Ingest:
         if len(ids) == 1 and not hit.traits and ids[0] in batch.owners:
             # The common case, a known browser or user coming back: nothing to resolve.
             pid = batch.canonical(batch.owners[ids[0]])
-            self._record(batch, hit, pid, grew=False)
+            self._record(batch, hit, pid, ids, grew=False)
             return
         owners = {i: batch.canonical(batch.owners[i]) for i in ids if i in batch.owners}
         emails = {pid: batch.states[pid].email for pid in owners.values()}
@@ -247,9 +300,17 @@ class Ingest:
             batch.states[pid] = PersonState(pid)
         state = batch.states[pid]
         delta = batch.deltas.setdefault(pid, PersonDelta())
+        trusted = hit.trusted
+        own = claims.browser_person(ids, owners)
+        contact_ok = claims.may_add_contact(trusted, res.is_new, own, state)
+        conflicts = list(res.conflicts)
         for other, link in res.merges:
-            self._merge(batch, other, pid, link, hit)
-        for conflict in res.conflicts:
+            if claims.may_merge(trusted, batch.states[batch.canonical(other)]):
+                self._merge(batch, other, pid, link, hit)
+            else:
+                reason = f"a browser's claim ({link.kind.value}) would move contact data"
+                conflicts.append(identity.Conflict(pid, other, link, reason))
+        for conflict in conflicts:
             batch.conflicts.append(
                 {
                     "person_id": conflict.person_id,
@@ -261,7 +322,7 @@ class Ingest:
                     "at": str(hit.received_at),
                 }
             )
-        for ident in res.claims:
+        for ident in claims.linkable(res.claims, contact_ok):
             delta.identifiers.add(ident)
             batch.owners[ident] = pid
             if ident.kind is IdKind.EMAIL:
@@ -270,24 +331,31 @@ class Ingest:
                 state.contact.add("phone")
             elif ident.kind is IdKind.CRM:
                 state.contact.add("crm")
-        if hit.traits:
-            if identity.has_address(hit.traits):
+        if trusted:
+            mine = [i for i in ids if batch.canonical(batch.owners.get(i, "")) == pid]
+            new = {trusted_id(i) for i in mine} - state.trusted
+            new |= {trusted_trait(name[:128]) for name in hit.traits} - state.trusted
+            if new:
+                state.trusted |= new
+                delta.trusted |= new
+        traits = claims.writable_traits(trusted, hit.traits, state, contact_ok)
+        if traits:
+            if contact_ok and identity.has_address(traits):
                 state.contact.add("address")
-            for name, value in hit.traits.items():
+            for name, value in traits.items():
                 delta.traits[name[:128]] = dump_json(value)
-        self._record(batch, hit, pid, grew=True)
+        self._record(batch, hit, pid, ids, grew=True)
 
-    def _record(self, batch: Batch, hit: Hit, pid: str, *, grew: bool) -> None:
+    def _record(
+        self, batch: Batch, hit: Hit, pid: str, ids: list[Identifier], *, grew: bool
+    ) -> None:
         """Add a resolved hit to its person: consent changes, timeline, tier, event row."""
         state = batch.states[pid]
         delta = batch.deltas.get(pid)
         if delta is None:
             delta = batch.deltas[pid] = PersonDelta()
-        if not hit.consent.items() <= state.consents.items():  # something changed
-            for category, granted in hit.consent.items():
-                if state.consents.get(category) != granted:
-                    state.consents[category] = granted
-                    delta.consents[f"c:{category}"] = consent_proof(hit, granted)
+        if hit.consent:
+            self._consent(batch, hit, state, delta, ids)
         ts = hit.timestamp
         if not delta.first_seen or ts < delta.first_seen:
             delta.first_seen = ts
@@ -295,6 +363,35 @@ class Ingest:
         if grew or state.tier is Tier.UNKNOWN:
             self._promote(state, delta, hit)
         self.buffer.events.append(event_row(hit, pid))
+
+    @staticmethod
+    def _consent(
+        batch: Batch, hit: Hit, state: PersonState, delta: PersonDelta, ids: list[Identifier]
+    ) -> None:
+        """Record the consent changes a hit brings for the identifiers it speaks for."""
+
+        def trusted_elsewhere(ident: Identifier) -> bool:
+            owner = batch.owners.get(ident)
+            if owner is None:
+                return False
+            held = batch.states.get(batch.canonical(owner))
+            return held is not None and trusted_id(ident) in held.trusted
+
+        pid = state.person_id
+        # The hit's identifiers this person holds (a claim may have failed to link some).
+        mine = [i for i in ids if batch.canonical(batch.owners.get(i, "")) == pid]
+        if hit.trusted and state.email and not any(i.kind is IdKind.EMAIL for i in ids):
+            # The company's system speaks of a user it knows: the consent is for their
+            # email (a server's "newsletter subscribed" carries a user id, not the address).
+            mine.append(Identifier(IdKind.EMAIL, state.email))
+        consents = state.consents
+        for ident in consent_rules.holders(hit, mine, trusted_elsewhere):
+            for category, granted in hit.consent.items():
+                name = consent_rules.state_field(category, ident)
+                if consents.get(name) is not granted:
+                    consents[name] = granted
+                    delta.consents[name] = consent_rules.state_value(granted, hit.timestamp)
+                    delta.proofs.append(consent_rules.proof(hit, category, granted, ident))
 
     def _promote(self, state: PersonState, delta: PersonDelta, hit: Hit) -> None:
         tier = tier_for(state.email, state.contact, True)
@@ -322,8 +419,9 @@ class Ingest:
         src, dst = batch.states[other], batch.states[target]
         dst.email = dst.email or src.email
         dst.contact |= src.contact
-        for category, granted in src.consents.items():
-            dst.consents.setdefault(category, granted)
+        for name, granted in src.consents.items():
+            dst.consents.setdefault(name, granted)
+        dst.trusted |= src.trusted
         if src.tier.rank > dst.tier.rank:
             dst.tier = src.tier
         dst.n_tp += src.n_tp
@@ -339,6 +437,8 @@ class Ingest:
             "into": target,
             "reason": f"{link.kind.value} links both persons",
             "identifier": link.kind.value,
+            "by": "trusted" if hit.trusted else "claim",
+            "source": hit.source,
             "event_id": hit.event_id,
             "site_id": hit.site_id,
             "at": str(hit.received_at),
@@ -399,23 +499,32 @@ class Ingest:
 
 
 def withdraw_cookie(r: redis.Redis, pid: str, hit: Hit) -> None:
-    """Unlink a cookie whose browser withdrew analytics consent, and record the withdrawal."""
+    """Unlink a cookie whose browser withdrew analytics consent, and record the withdrawal
+    (its states stay beside the person, as proof, under the cookie they were given for)."""
     ident = Identifier(IdKind.UID, hit.uid)
     states = load_states(r, [pid])
     state = states[pid]
-    proofs = {
-        f"c:{category}": consent_proof(hit, granted)
+    changed = {
+        category: granted
         for category, granted in hit.consent.items()
-        if state.consents.get(category) != granted
+        if state.consents.get(consent_rules.state_field(category, ident)) is not granted
     }
-    if proofs:
-        proofs["cs"] = consent_summary({**state.consents, **hit.consent})
     with r.pipeline(transaction=True) as pipe:
         pipe.delete(*id_keys(ident))
         pipe.srem(keyspace.person(pid, "identifiers"), ident.text)
         pipe.scard(keyspace.person(pid, "identifiers"))
-        if proofs:
-            pipe.hset(keyspace.person(pid), mapping=proofs)
+        if changed:
+            pipe.hset(
+                keyspace.person(pid, consent_rules.STATE_FACET),
+                mapping={
+                    consent_rules.state_field(c, ident): consent_rules.state_value(g, hit.timestamp)
+                    for c, g in changed.items()
+                },
+            )
+            pipe.rpush(
+                keyspace.person(pid, consent_rules.LOG_FACET),
+                *(consent_rules.proof(hit, c, g, ident) for c, g in changed.items()),
+            )
         pipe.zadd(keyspace.person(pid, "touchpoints"), {touchpoint(hit): hit.timestamp})
         remaining = pipe.execute()[2]
     tier = tier_for(state.email, state.contact, remaining > 0)

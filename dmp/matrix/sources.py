@@ -13,8 +13,9 @@ import redis
 
 from dmp.config import Config
 from dmp.ingest.eventlog import scan_events
+from dmp.people import consents as consent_rules
 from dmp.people import lifecycle
-from dmp.people.profiles import PROFILE_FIELDS, parse_consent_summary
+from dmp.people.profiles import PROFILE_FIELDS
 from dmp.storage import keyspace
 from segments.content import ContentItem, parse_catalog
 from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA
@@ -68,24 +69,26 @@ def read_people(
                 pipe.hmget(keyspace.person(pid), PROFILE_FIELDS)
                 pipe.hgetall(keyspace.person(pid, "traits"))
                 pipe.lrange(keyspace.person(pid, "stages"), 0, -1)
+                pipe.hgetall(keyspace.person(pid, consent_rules.STATE_FACET))
             found = pipe.execute()
         for i, pid in enumerate(chunk):
-            (tier, first, email, contact, merged_into, cs), traits, stages = found[
-                3 * i : 3 * i + 3
+            (tier, first, email, contact, merged_into), traits, stages, states = found[
+                4 * i : 4 * i + 4
             ]
             if merged_into:
                 pointers[pid] = merged_into
                 continue
             if not tier:
                 continue
-            consents = parse_consent_summary(cs)
             rows.append(
                 {
                     "person_id": pid,
                     "tier": tier,
                     "email": email or None,
                     "contact": [c for c in (contact or "").split(",") if c],
-                    "consents": sorted(c for c, granted in consents.items() if granted),
+                    "consents": consent_rules.usable(
+                        consent_rules.parse_states(states), email or ""
+                    ),
                     "traits": _traits_json(traits),
                     "first_seen": int(first) if first else None,
                 }

@@ -3,10 +3,12 @@
 Keys (all under the person's hash tag, see ``dmp.storage.keyspace.person``):
 
 - the profile hash: ``tier``, ``first_seen`` (ms), ``email``, ``contact`` (comma set of
-  phone/address/crm), ``merged_into``,
-  one ``c:<category>`` field per consent category holding its proof as JSON, and ``cs``,
-  the current consent states in short (``analytics=1,ads=0``) for the worker to read;
+  phone/address/crm), ``merged_into``;
+- ``:consent`` and ``:consentlog``: consent per identifier with its proofs (see
+  ``dmp.people.consents``);
 - ``:identifiers`` set of ``kind:value``; ``:traits`` hash of JSON values;
+- ``:trusted`` set of ``id:<kind>:<value>`` and ``trait:<name>``: what the company's own
+  systems said (a browser's claim never changes it, see ``dmp.people.claims``);
 - ``:stages`` list of recorded lifecycle stages (see ``dmp.people.lifecycle``);
 - ``:segments`` set of the segment ids the person is in (kept by ``dmp.membership.runs``);
 - ``:touchpoints`` sorted set of JSON touchpoints scored by time (capped; Parquet keeps all);
@@ -29,27 +31,39 @@ from typing import Any
 
 import redis
 
+from dmp.people import consents as consent_rules
 from dmp.people.identity import CONTACT_KINDS, Identifier, id_keys
-from dmp.records import Category, Tier
+from dmp.records import Tier
 from dmp.storage import keyspace
 from dmp.storage.bulk import Bulk
 
-CONSENT_FIELDS = [f"c:{c.value}" for c in Category]
 log = logging.getLogger(__name__)
-# The profile hash's fields besides consents, in the order every reader unpacks them.
-PROFILE_FIELDS = ("tier", "first_seen", "email", "contact", "merged_into", "cs")
+# The profile hash's fields, in the order every reader unpacks them.
+PROFILE_FIELDS = ("tier", "first_seen", "email", "contact", "merged_into")
+TRUSTED_FACET = "trusted"
+# Every facet a person's keys have besides the profile hash (a merge or an erasure
+# moves or deletes them all).
+FACETS = (
+    "identifiers",
+    "traits",
+    "touchpoints",
+    "stages",
+    "merged",
+    "segments",
+    consent_rules.STATE_FACET,
+    consent_rules.LOG_FACET,
+    TRUSTED_FACET,
+)
 
 
-def consent_summary(consents: dict[str, bool]) -> str:
-    """Return consent states in the short form of the ``cs`` field."""
-    return ",".join(f"{c}={int(g)}" for c, g in sorted(consents.items()))
+def trusted_id(ident: Identifier) -> str:
+    """Return the ``:trusted`` member saying a trusted source gave ``ident``."""
+    return f"id:{ident.text}"
 
 
-def parse_consent_summary(text: str | None) -> dict[str, bool]:
-    """Return the consent states of a ``cs`` field."""
-    if not text:
-        return {}
-    return {c: g == "1" for c, _, g in (part.partition("=") for part in text.split(","))}
+def trusted_trait(name: str) -> str:
+    """Return the ``:trusted`` member saying a trusted source set trait ``name``."""
+    return f"trait:{name}"
 
 
 def tier_for(email: str, contact: set[str] | frozenset[str], identified: bool) -> Tier:
@@ -71,8 +85,14 @@ class PersonState:
     contact: set[str] = field(default_factory=set)
     first_seen: int = 0
     n_tp: int = 0
-    consents: dict[str, bool] = field(default_factory=dict)
+    consents: dict[str, bool] = field(default_factory=dict)  # "<category>|<id>" -> granted
     merged_into: str = ""
+    trusted: set[str] = field(default_factory=set)  # see trusted_id and trusted_trait
+
+    @property
+    def holds_trusted(self) -> bool:
+        """Return whether the company's own systems gave this person an identifier."""
+        return any(m.startswith("id:") for m in self.trusted)
 
 
 @dataclass(slots=True)
@@ -81,9 +101,11 @@ class PersonDelta:
 
     first_seen: int = 0
     traits: dict[str, str] = field(default_factory=dict)  # name -> JSON value
-    consents: dict[str, str] = field(default_factory=dict)  # c:<category> -> proof JSON
+    consents: dict[str, str] = field(default_factory=dict)  # state field -> "1:<ms>"
+    proofs: list[str] = field(default_factory=list)  # JSON proofs, in order
     touchpoints: dict[str, int] = field(default_factory=dict)  # JSON member -> ms
     identifiers: set[Identifier] = field(default_factory=set)
+    trusted: set[str] = field(default_factory=set)
 
     def see(self, ms: int) -> None:
         """Note a touchpoint at ``ms`` (the earliest one may move first_seen back)."""
@@ -97,8 +119,10 @@ class PersonDelta:
             self.traits.setdefault(name, value)
         for name, value in other.consents.items():
             self.consents.setdefault(name, value)
+        self.proofs += other.proofs
         self.touchpoints.update(other.touchpoints)
         self.identifiers |= other.identifiers
+        self.trusted |= other.trusted
 
 
 def load_states(r: redis.Redis, pids: list[str]) -> dict[str, PersonState]:
@@ -107,13 +131,17 @@ def load_states(r: redis.Redis, pids: list[str]) -> dict[str, PersonState]:
     for pid in pids:
         bulk.add("HMGET", keyspace.person(pid), *PROFILE_FIELDS)
         bulk.add("ZCARD", keyspace.person(pid, "touchpoints"))
+        bulk.add("HGETALL", keyspace.person(pid, consent_rules.STATE_FACET))
+        bulk.add("SMEMBERS", keyspace.person(pid, TRUSTED_FACET))
     replies = bulk.execute(r)
-    return {pid: _state(pid, replies[2 * i], replies[2 * i + 1]) for i, pid in enumerate(pids)}
+    return {pid: _state(pid, *replies[4 * i : 4 * i + 4]) for i, pid in enumerate(pids)}
 
 
-def _state(pid: str, raw: list[bytes | None], n_tp: int) -> PersonState:
+def _state(
+    pid: str, raw: list[bytes | None], n_tp: int, consents: Any, trusted: Any
+) -> PersonState:
     row = [v.decode() if v is not None else None for v in raw]
-    tier, first, email, contact, merged_into, cs = row
+    tier, first, email, contact, merged_into = row
     if tier is None and merged_into is None:
         return PersonState(pid)
     stored = Tier(tier) if tier and tier != "merged" else Tier.UNKNOWN
@@ -126,9 +154,17 @@ def _state(pid: str, raw: list[bytes | None], n_tp: int) -> PersonState:
         contact=set(filter(None, (contact or "").split(","))),
         first_seen=int(first or 0),
         n_tp=n_tp,
-        consents=parse_consent_summary(cs),
+        consents=_as_states(consents),
         merged_into=merged_into or "",
+        trusted={m.decode() if isinstance(m, bytes) else m for m in trusted or ()},
     )
+
+
+def _as_states(raw: Any) -> dict[str, bool]:
+    """Return a ``:consent`` hash's states; RESP2 replies to HGETALL come as a flat list."""
+    if isinstance(raw, list):
+        raw = dict(zip(raw[::2], raw[1::2], strict=True))
+    return consent_rules.parse_states(raw or {})
 
 
 @dataclass(slots=True)
@@ -156,7 +192,7 @@ def write_delta(
     if (
         state.exists
         and state.tier is state.stored_tier
-        and not (delta.identifiers or delta.traits or delta.consents)
+        and not (delta.identifiers or delta.traits or delta.consents or delta.trusted)
         and state.first_seen <= delta.first_seen
     ):  # a returning visitor: only the timeline grows
         _queue_timeline(bulk, pid, delta, n_tp, timeline_cap)
@@ -175,12 +211,14 @@ def write_delta(
         shared.stats[f"persons:{state.tier.value}"] += 1
     if tier_changed or delta.identifiers or delta.traits:
         fields += ["email", state.email, "contact", ",".join(sorted(state.contact))]
-    if delta.consents:
-        for name, proof in delta.consents.items():
-            fields += [name, proof]
-        fields += ["cs", consent_summary(state.consents)]
     if fields:
         bulk.add("HSET", key, *fields)
+    if delta.consents:
+        pairs = (part for pair in delta.consents.items() for part in pair)
+        bulk.add("HSET", keyspace.person(pid, consent_rules.STATE_FACET), *pairs)
+        bulk.add("RPUSH", keyspace.person(pid, consent_rules.LOG_FACET), *delta.proofs)
+    if delta.trusted:
+        bulk.add("SADD", keyspace.person(pid, TRUSTED_FACET), *delta.trusted)
     if delta.identifiers:
         bulk.add("SADD", keyspace.person(pid, "identifiers"), *(i.text for i in delta.identifiers))
         for ident in delta.identifiers:
@@ -203,13 +241,33 @@ def _queue_timeline(bulk: Bulk, pid: str, delta: PersonDelta, n_tp: int, cap: in
             bulk.add("ZREMRANGEBYRANK", timeline, 0, -cap - 1)
 
 
+# What a merged-away person's tombstone keeps of it, so that the merge can be undone
+# (``dmp.people.unmerge``): its facets as they were, under ``archived:<facet>``.
+ARCHIVED_FACETS = (
+    "identifiers",
+    "traits",
+    "touchpoints",
+    "stages",
+    consent_rules.STATE_FACET,
+    consent_rules.LOG_FACET,
+    TRUSTED_FACET,
+)
+
+
+def archived(facet: str) -> str:
+    """Return the facet name under which a merged-away person keeps ``facet`` ('' is its
+    profile hash)."""
+    return f"archived:{facet or 'profile'}"
+
+
 def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str, str]]]) -> None:
     """Move stored persons' identifiers, traits, consents and timelines into their targets.
 
     Each merge is ``(source state, target pid, merge-log entry)``, applied in order: a
     target may itself be merged later in the list, and takes what it received along. A
-    source keeps only a tombstone (``merged_into``) so that old ids still lead somewhere.
-    Two round trips for all merges of a batch.
+    source keeps a tombstone (``merged_into``) so that old ids still lead somewhere, and
+    an archive of what it held and what it gave the target, so that the merge can be
+    undone. Two round trips for all merges of a batch.
     """
     if not merges:
         return
@@ -218,17 +276,18 @@ def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str,
         for pid in people:
             pipe.smembers(keyspace.person(pid, "identifiers"))
             pipe.hgetall(keyspace.person(pid, "traits"))
-            pipe.hmget(keyspace.person(pid), CONSENT_FIELDS)
+            pipe.hgetall(keyspace.person(pid, consent_rules.STATE_FACET))
             pipe.lrange(keyspace.person(pid, "stages"), 0, -1)
+            pipe.lrange(keyspace.person(pid, consent_rules.LOG_FACET), 0, -1)
+            pipe.hgetall(keyspace.person(pid))
         found = pipe.execute()
-    ids = {pid: set(found[4 * i]) for i, pid in enumerate(people)}
-    traits = {pid: found[4 * i + 1] for i, pid in enumerate(people)}
-    consents = {
-        pid: {n: p for n, p in zip(CONSENT_FIELDS, found[4 * i + 2], strict=True) if p}
-        for i, pid in enumerate(people)
-    }
-    stages = {pid: found[4 * i + 3] for i, pid in enumerate(people)}
-    changed: set[str] = set()
+    n = 6
+    ids = {pid: set(found[n * i]) for i, pid in enumerate(people)}
+    traits = {pid: found[n * i + 1] for i, pid in enumerate(people)}
+    consents = {pid: found[n * i + 2] for i, pid in enumerate(people)}
+    stages = {pid: found[n * i + 3] for i, pid in enumerate(people)}
+    proofs = {pid: found[n * i + 4] for i, pid in enumerate(people)}
+    profiles = {pid: found[n * i + 5] for i, pid in enumerate(people)}
     with r.pipeline(transaction=True) as pipe:
         for source, target, entry in merges:
             src = source.person_id
@@ -238,16 +297,21 @@ def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str,
                 pipe.mset(dict.fromkeys(keys, target))
                 pipe.sadd(keyspace.person(target, "identifiers"), *moved)
                 ids[target] |= moved
-            for name, value in traits[src].items():
-                if name not in traits[target]:
-                    traits[target][name] = value
-                    pipe.hset(keyspace.person(target, "traits"), name, value)
-            for name, theirs in consents[src].items():  # the newest proof wins
+            copied = [name for name in traits[src] if name not in traits[target]]
+            for name in copied:
+                traits[target][name] = traits[src][name]
+                pipe.hset(keyspace.person(target, "traits"), name, traits[src][name])
+            for name, theirs in consents[src].items():  # the newest state wins
                 mine = consents[target].get(name)
-                if mine is None or _at(theirs) > _at(mine):
+                if (
+                    mine is None
+                    or consent_rules.parse_value(theirs)[1] > (consent_rules.parse_value(mine)[1])
+                ):
                     consents[target][name] = theirs
-                    pipe.hset(keyspace.person(target), name, theirs)
-                    changed.add(target)
+                    pipe.hset(keyspace.person(target, consent_rules.STATE_FACET), name, theirs)
+            if proofs[src]:
+                pipe.rpush(keyspace.person(target, consent_rules.LOG_FACET), *proofs[src])
+                proofs[target] = [*proofs[target], *proofs[src]]
             pipe.zunionstore(
                 keyspace.person(target, "touchpoints"),
                 [keyspace.person(target, "touchpoints"), keyspace.person(src, "touchpoints")],
@@ -256,24 +320,37 @@ def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str,
             if stages[src]:  # the records keep their times; the latest one counts
                 pipe.rpush(keyspace.person(target, "stages"), *stages[src])
                 stages[target] = [*stages[target], *stages[src]]
+            pipe.sunionstore(
+                keyspace.person(target, TRUSTED_FACET),
+                [keyspace.person(target, TRUSTED_FACET), keyspace.person(src, TRUSTED_FACET)],
+            )
             # Every id merged into the target, however long ago (the merge log is capped):
             # what an access export or an erasure of the target must also cover.
             merged = keyspace.person(target, "merged")
             pipe.sunionstore(merged, [merged, keyspace.person(src, "merged")])
             pipe.sadd(merged, src)
+            for facet in ARCHIVED_FACETS:
+                pipe.copy(
+                    keyspace.person(src, facet), keyspace.person(src, archived(facet)), replace=True
+                )
+            pipe.delete(keyspace.person(src, archived("")))
+            pipe.hset(
+                keyspace.person(src, archived("")),
+                mapping={
+                    **profiles[src],
+                    "into": target,
+                    "moved": json.dumps(sorted(moved)),
+                    "copied_traits": json.dumps(sorted(copied)),
+                    "at": entry.get("at", ""),
+                },
+            )
             facets = ("", "identifiers", "traits", "touchpoints", "stages", "merged")
+            facets += (consent_rules.STATE_FACET, consent_rules.LOG_FACET, TRUSTED_FACET)
             pipe.delete(*(keyspace.person(src, f) for f in facets))
             pipe.hset(keyspace.person(src), mapping={"merged_into": target, "tier": "merged"})
             pipe.hincrby(keyspace.STATS, f"persons:{source.stored_tier.value}", -1)
             pipe.xadd(keyspace.MERGES, entry, maxlen=1_000_000, approximate=True)
-        for target in changed:
-            states = {n[2:]: bool(json.loads(p)["granted"]) for n, p in consents[target].items()}
-            pipe.hset(keyspace.person(target), "cs", consent_summary(states))
         pipe.execute()
-
-
-def _at(proof: str) -> int:
-    return int(json.loads(proof)["at"])
 
 
 def follow(r: redis.Redis, pid: str) -> str:
@@ -307,18 +384,16 @@ def get_person(r: redis.Redis, pid: str, limit: int = 100) -> dict[str, Any] | N
         pipe.hgetall(keyspace.person(pid, "traits"))
         pipe.zrevrange(keyspace.person(pid, "touchpoints"), 0, limit - 1, withscores=True)
         pipe.zcard(keyspace.person(pid, "touchpoints"))
-        profile, idents, traits, touchpoints, total = pipe.execute()
+        pipe.hgetall(keyspace.person(pid, consent_rules.STATE_FACET))
+        pipe.lrange(keyspace.person(pid, consent_rules.LOG_FACET), 0, -1)
+        profile, idents, traits, touchpoints, total, states, proofs = pipe.execute()
     if not profile or "tier" not in profile:
         return None
     identifiers: dict[str, list[str]] = {}
     for text in sorted(idents):
         ident = Identifier.from_text(text)
         identifiers.setdefault(ident.kind.value, []).append(ident.value)
-    consents = {}
-    for name in CONSENT_FIELDS:
-        if profile.get(name):
-            proof = json.loads(profile[name])
-            consents[name[2:]] = {**proof, "at": _iso(proof["at"])}
+    consents = consent_rules.consent_view(proofs, consent_rules.parse_states(states))["current"]
     timeline = []
     for member, _ in touchpoints:
         point = json.loads(member)

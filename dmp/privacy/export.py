@@ -20,6 +20,7 @@ from dmp.config import Config
 from dmp.ingest.eventlog import scan_events
 from dmp.matrix import snapshots, sources
 from dmp.membership.results import segments_dir
+from dmp.people import consents as consent_rules
 from dmp.people import lifecycle, profiles
 from dmp.storage import keyspace
 from segments.matrix import by_weight
@@ -43,6 +44,7 @@ def export_person(r: redis.Redis, config: Config, pid: str) -> dict[str, Any] | 
         "format": FORMAT,
         "exported_at": _iso(datetime.now(UTC)),
         **person,
+        "consent_history": consent_history(r, pid),
         "merged_from": merged,
         "stages": lifecycle.parse_records(r.lrange(keyspace.person(pid, "stages"), 0, -1)),
         "score": _matrix_row(config, pid),
@@ -51,6 +53,12 @@ def export_person(r: redis.Redis, config: Config, pid: str) -> dict[str, Any] | 
         "destinations": [],  # no exporter exists yet: nothing was sent anywhere
         "timeline": _events(config, ids, uids),
     }
+
+
+def consent_history(r: redis.Redis, pid: str) -> list[dict[str, Any]]:
+    """Return every consent a person gave or withdrew, oldest first, with its proof."""
+    proofs = r.lrange(keyspace.person(pid, consent_rules.LOG_FACET), 0, -1)
+    return consent_rules.consent_view(proofs, {})["history"]
 
 
 def _matrix_row(config: Config, pid: str) -> dict[str, Any] | None:

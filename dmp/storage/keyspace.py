@@ -149,3 +149,16 @@ COMPACTION_LAST = "dmp:compaction:last"
 def erased(digest: str) -> str:
     """Return the key marking a salted identifier hash as erased (value: when, in ms)."""
     return f"dmp:erased:{digest}"
+
+
+def erasure_queued(request_id: str) -> str:
+    """Return the key saying an erasure request waits for the worker (value: person id)."""
+    return f"dmp:erasure:queued:{request_id}"
+
+
+def erasure_result(request_id: str) -> str:
+    """Return the key holding an applied erasure request's report (JSON, expiring)."""
+    return f"dmp:erasure:result:{request_id}"
+
+
+MIGRATED_CONSENTS = "dmp:migrated:consents-per-identifier"  # set once consents moved

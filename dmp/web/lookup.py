@@ -15,13 +15,15 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
 from dmp.access.apikeys import Scope, check_key, hash_secret
 from dmp.membership.definitions import list_segments
-from dmp.people.identity import EMAIL_SHA256, IdKind
+from dmp.people import consents as consent_rules
+from dmp.people.identity import EMAIL_SHA256, Identifier, IdKind
+from dmp.records import Category
 from dmp.storage import keyspace
 from dmp.storage.outage import Outage
 from dmp.web.auth import environ_token
@@ -61,21 +63,32 @@ def _unauthorized() -> Problem:
     return Problem(401, "Unauthorized", "send a partner key as 'Authorization: Bearer <key>'")
 
 
-def _identifier_key(args: dict[str, str]) -> str:
+class _Asked(NamedTuple):
+    """The identifier a lookup asks about: its key, and the consent field that must say
+    ``ads`` for it ('' for a hashed email: the owner's email decides, in the script)."""
+
+    id_key: str
+    consent_field: str
+
+
+def _identifier_key(args: dict[str, str]) -> _Asked:
     uid, hashed = args.get("uid"), args.get("email_sha256")
     if (uid is None) == (hashed is None):
         raise Problem(400, "Invalid parameter", "give exactly one of uid= or email_sha256=")
     if uid is not None:
         if not _UID.match(uid):
             raise Problem(400, "Invalid parameter", "uid= must be a dmp_uid cookie value")
-        return keyspace.identifier(IdKind.UID.value, uid)
+        ident = Identifier(IdKind.UID, uid)
+        field = consent_rules.state_field(Category.ADS.value, ident)
+        return _Asked(keyspace.identifier(IdKind.UID.value, uid), field)
     if not _SHA256.match(hashed or ""):
         raise Problem(400, "Invalid parameter", "email_sha256= must be 64 hex digits")
-    return keyspace.identifier(EMAIL_SHA256, hashed.lower())
+    return _Asked(keyspace.identifier(EMAIL_SHA256, hashed.lower()), "")
 
 
 # One round trip for a lookup: the key's scope and audiences, the identifier's person (merges
-# followed), the ads consent and the shared segments the person is in. It reads person keys
+# followed), the ads consent given for that identifier (the browser's for a cookie, the
+# email's for a hashed email) and the shared segments the person is in. It reads person keys
 # it derives itself, which a single Redis allows (Redis Cluster would need two round trips).
 _LOOKUP = """
 if redis.call('HGET', KEYS[1], 'scope') ~= ARGV[4] then return {0} end
@@ -87,9 +100,15 @@ local pid = redis.call('GET', KEYS[2])
 for _ = 1, 32 do
   if not pid then return {1} end
   local base = ARGV[1] .. pid .. ARGV[2]
-  local found = redis.call('HMGET', base, 'merged_into', 'cs')
+  local found = redis.call('HMGET', base, 'merged_into', 'email')
   if not found[1] then
-    if not string.find(',' .. (found[2] or '') .. ',', ',ads=1,', 1, true) then return {1} end
+    local field = ARGV[5]
+    if field == '' then
+      if not found[2] or found[2] == '' then return {1} end
+      field = ARGV[7] .. found[2]
+    end
+    local state = redis.call('HGET', base .. ARGV[6], field)
+    if not state or string.sub(state, 1, 1) ~= '1' then return {1} end
     local out = {1}
     for _, sid in ipairs(redis.call('SMEMBERS', base .. ARGV[3])) do
       if shared[sid] then out[#out + 1] = sid end
@@ -102,19 +121,25 @@ return {1}
 """
 
 
-def shared_segments(r: redis.Redis, key: str, id_key: str) -> list[str] | None:
+_ADS_FOR_EMAIL = consent_rules.state_field(Category.ADS.value, Identifier(IdKind.EMAIL, ""))
+
+
+def shared_segments(r: redis.Redis, key: str, asked: _Asked) -> list[str] | None:
     """Return the segments shared with a partner key that the person an identifier key
     leads to is in (none without the ``ads`` consent), or None if the key is no partner's."""
     global _script
     if _script is None:
         _script = r.register_script(_LOOKUP)  # EVALSHA, loaded again should Redis forget it
     found = _script(
-        keys=[keyspace.api_key(hash_secret(key)), id_key],
+        keys=[keyspace.api_key(hash_secret(key)), asked.id_key],
         args=[
             keyspace.PERSON_PREFIX,
             keyspace.PERSON_SUFFIX,
             keyspace.facet_suffix("segments"),
             Scope.PARTNER.value,
+            asked.consent_field,
+            keyspace.facet_suffix(consent_rules.STATE_FACET),
+            _ADS_FOR_EMAIL,
         ],
         client=r,
     )
@@ -130,14 +155,14 @@ def lookup_body(deps: Deps, catalogue: _Catalogue, key: str, query: str, host: s
         raise _unauthorized()
     r = deps.redis
     try:
-        id_key = _identifier_key(query_args(query))
+        asked = _identifier_key(query_args(query))
     except (BadQuery, Problem) as exc:
         if not check_key(r, key, Scope.PARTNER):  # a caller without a key learns nothing
             raise _unauthorized() from None
         if isinstance(exc, Problem):
             raise
         raise Problem(400, "Invalid parameter", str(exc)) from None
-    found = shared_segments(r, key, id_key)
+    found = shared_segments(r, key, asked)
     if found is None:
         raise _unauthorized()
     provider = deps.config.provider_domain or host_name(host)

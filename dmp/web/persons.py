@@ -8,8 +8,10 @@ from flask import Response, jsonify, request
 
 from dmp.access.apikeys import Scope
 from dmp.matrix import snapshots
+from dmp.people import consents as consent_rules
 from dmp.people import lifecycle, profiles
 from dmp.people.identity import Identifier, IdKind, normalise_email
+from dmp.privacy import forget
 from dmp.privacy.export import export_person
 from dmp.records import Stage
 from dmp.storage import keyspace
@@ -83,6 +85,68 @@ def export(pid: str) -> Response:
     if found is None:
         raise Problem(404, "Person not found", f"no person with id {pid}", "not-found")
     return jsonify(found)
+
+
+@bp.delete("/persons/<pid>")
+def erase(pid: str) -> tuple[Response, int]:
+    """Erase a person (GDPR Art. 17): 200 with what was removed where once the ingest
+    worker applied it (at once, as a rule), else 202 with the request id to look for.
+    An optional JSON body ``{"reason": "...", "by": "..."}`` goes into the erasure log."""
+    if not _PID.match(pid):
+        raise Problem(400, "Invalid parameter", "a person id is 16 lowercase hex digits")
+    if (request.content_length or 0) > 4096:
+        raise Problem(413, "Payload too large", "an erasure request is a small JSON object")
+    body = json_body() if request.content_length else {}
+    if not isinstance(body, dict):
+        raise Problem(400, "Invalid body", 'send a JSON object such as {"reason": "ticket 42"}')
+    reason, by = body.get("reason", ""), body.get("by", "")
+    for name, value in (("reason", reason), ("by", by)):
+        if not isinstance(value, str) or len(value) > 500 or not value.isprintable():
+            detail = f"{name} must be a string of at most 500 printable characters"
+            raise Problem(400, "Invalid body", detail)
+    r = current_deps().redis
+    live = profiles.follow(r, pid)
+    if not r.hexists(keyspace.person(live), "tier"):
+        raise Problem(404, "Person not found", f"no person with id {pid}", "not-found")
+    request_id = forget.request_erasure(r, live, by=by, reason=reason)
+    report = forget.wait_for(r, request_id, forget.WAIT_SECONDS)
+    if report is None:
+        return jsonify({"request": request_id, "status": "queued", "person_id": live}), 202
+    return jsonify({**report, "status": "erased"}), 200
+
+
+@bp.get("/erasures/<request_id>")
+def erasure_report(request_id: str) -> tuple[Response, int]:
+    """Return an erasure request's report: 200 once applied, 202 while it waits."""
+    if not _REQUEST.match(request_id):
+        raise Problem(400, "Invalid parameter", "a request id is 16 lowercase hex digits")
+    r = current_deps().redis
+    report = forget.report(r, request_id)
+    if report is not None:
+        return jsonify({**report, "status": "erased" if report["found"] else "not-found"}), 200
+    if forget.queued(r, request_id):
+        return jsonify({"request": request_id, "status": "queued"}), 202
+    raise Problem(404, "Unknown request", f"no erasure request {request_id}", "not-found")
+
+
+_REQUEST = re.compile(r"^[0-9a-f]{16}$")
+
+
+@bp.get("/persons/<pid>/consents")
+def consents(pid: str) -> Response:
+    """Return a person's consents: per category, each identifier's current state with the
+    proof that set it (time, source, site, event, trusted or a browser's claim, consent
+    text version, double opt-in), and every grant and withdrawal in order."""
+    if not _PID.match(pid):
+        raise Problem(400, "Invalid parameter", "a person id is 16 lowercase hex digits")
+    r = current_deps().redis
+    live = profiles.follow(r, pid)
+    if not r.hexists(keyspace.person(live), "tier"):
+        raise Problem(404, "Person not found", f"no person with id {pid}", "not-found")
+    states = r.hgetall(keyspace.person(live, consent_rules.STATE_FACET))
+    proofs = r.lrange(keyspace.person(live, consent_rules.LOG_FACET), 0, -1)
+    view = consent_rules.consent_view(proofs, consent_rules.parse_states(states))
+    return jsonify({"person_id": live, **view})
 
 
 @bp.get("/persons")

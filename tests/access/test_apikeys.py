@@ -30,7 +30,7 @@ def test_a_key_is_stored_only_as_its_digest(redis) -> None:
 def test_a_key_opens_only_its_own_scope(redis, scope: Scope) -> None:
     """check_key accepts a key for its scope and refuses it for every other."""
     audiences = ("hot-leads",) if scope is Scope.PARTNER else ()
-    key = create_key(redis, scope, "k", audiences)
+    key = create_key(redis, scope, "k", audiences, "acme" if scope is Scope.SERVER else "")
     assert {s for s in Scope if check_key(redis, key, s)} == {scope}
 
 

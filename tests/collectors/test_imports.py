@@ -11,7 +11,7 @@ from dmp.cli import cli, main
 from dmp.ingest.eventlog import scan_events
 from dmp.ingest.worker import status
 from dmp.people.identity import IdKind
-from tests.factories import bearer, make_identify, person_of, send_hits
+from tests.factories import bearer, consent_of, make_identify, person_of, send_hits
 
 CRM_CSV = """E-Mail;Telefon;Kundennummer;Firma;Position;Mitarbeiter;Land;Straße;PLZ;Ort;Lifecycle Stage;Deal;Updated
 anna@acme.de;030 1234567;C-1;Acme GmbH;Head of Marketing;1.200;DE;Hauptstr. 1;10115;Berlin;SQL;12.500,00;2026-09-01T10:00:00Z
@@ -89,9 +89,9 @@ def test_newsletter_import_consents_bounces_and_unsubscribes(runner, redis, file
     assert "row 7: event: 'opened-ish' is not one of" in result.output
     assert "row 8: time: 'tomorrow' is not an ISO time" in result.output
     anna = person_of(redis, IdKind.EMAIL, "anna@acme.de")
-    assert anna["tier"] == "medium" and anna["consents"]["email"]["granted"] is True
+    assert anna["tier"] == "medium" and consent_of(anna, "email")["granted"] is True
     assert {t["event"] for t in anna["touchpoints"]} == {"sent", "open", "click", "tier_promoted"}
-    assert person_of(redis, IdKind.EMAIL, "bob@beta.de")["consents"]["email"]["granted"] is False
+    assert consent_of(person_of(redis, IdKind.EMAIL, "bob@beta.de"), "email")["granted"] is False
     assert person_of(redis, IdKind.EMAIL, "eve@epsilon.de")["traits"]["email_status"] == "bounced"
     log = scan_events(config.events_dir).collect()
     assert set(log["channel"]) == {"email"} and set(log["source"]) == {"newsletter"}

@@ -21,6 +21,7 @@ from tests.factories import (
     CHROME,
     GOOGLEBOT,
     bearer,
+    consent_of,
     cookie_uid,
     person_of,
     read_metric,
@@ -84,8 +85,8 @@ def test_consented_hit_sets_cookie_and_makes_a_low_person(client, redis, config,
     drain()
     person = person_of(redis, IdKind.UID, uid)
     assert person["tier"] == "low" and person["identifiers"] == {"uid": [uid]}
-    assert person["consents"]["ads"]["granted"] is True
-    assert person["consents"]["email"]["granted"] is False
+    assert consent_of(person, "ads")["granted"] is True
+    assert consent_of(person, "email")["granted"] is False
     page = next(t for t in person["touchpoints"] if t["type"] == "page")
     assert page["title"] == "CRM" and page["topics"] == ["crm", "erp"]
     assert status(redis)["persons"]["low"] == 1 and status(redis)["events_stored"] == 1
@@ -191,7 +192,7 @@ def test_browser_privacy_signals_withhold_ads(
     assert entry["consent"] == {"email": False, **expected}
     drain()
     person = person_of(redis, IdKind.UID, cookie_uid(resp))
-    assert person["consents"]["ads"]["granted"] is expected["ads"]
+    assert consent_of(person, "ads")["granted"] is expected["ads"]
 
 
 @pytest.mark.parametrize(
@@ -253,7 +254,7 @@ def test_withdrawn_consent_drops_the_cookie(client, redis, config, write_key, dr
     drain()
     assert find_person(redis, Identifier(IdKind.UID, uid)) is None
     person = get_person(redis, pid)
-    assert person["identifiers"] == {} and person["consents"]["analytics"]["granted"] is False
+    assert person["identifiers"] == {} and consent_of(person, "analytics")["granted"] is False
     assert status(redis)["persons"]["low"] == 0
     assert scan_events(config.events_dir).collect().height == 1  # only the consented view
     third = _pixel(client, write_key, consent="")

@@ -17,7 +17,7 @@ from dmp.ingest.worker import status
 from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person
 from dmp.storage import keyspace
-from tests.factories import bearer, person_of, stream_hits
+from tests.factories import bearer, consent_of, person_of, stream_hits
 
 CHROMIUM = next(
     (p for p in ("/usr/bin/chromium", shutil.which("chromium")) if p and os.path.exists(p)), None
@@ -173,7 +173,7 @@ def test_consent_and_track_make_a_low_person(tab, pages, redis, drain):
     assert cookie["domain"] == "localhost" and cookie["httpOnly"] and cookie["sameSite"] == "Lax"
     assert tab.evaluate("JSON.parse(localStorage.getItem('dmp_consent'))") == ["analytics"]
     person = person_of(redis, IdKind.UID, uid)
-    assert person["tier"] == "low" and person["consents"]["analytics"]["granted"] is True
+    assert person["tier"] == "low" and consent_of(person, "analytics")["granted"] is True
     download = next(t for t in person["touchpoints"] if t["event"] == "whitepaper_download")
     assert download["url"] == f"http://localhost:{pages}/index.html"
     assert download["title"] == "CRM-Leitfaden"

@@ -19,7 +19,15 @@ from dmp.ingest.worker import status
 from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person
 from dmp.storage import keyspace
-from tests.factories import GOOGLEBOT, bearer, person_of, read_metric, scrape, stream_hits
+from tests.factories import (
+    GOOGLEBOT,
+    bearer,
+    consent_of,
+    person_of,
+    read_metric,
+    scrape,
+    stream_hits,
+)
 
 ADS_AND_ANALYTICS = {"consent": {"categoryPreferences": {"Advertising": True, "Analytics": True}}}
 
@@ -30,8 +38,8 @@ def _admin_person(client, admin_key: str, email: str) -> dict:
     return resp.get_json()
 
 
-def _segment(live_url: str, write_key: str, **options) -> Client:
-    return Client(write_key, host=live_url, sync_mode=True, max_retries=0, **options)
+def _segment(live_url: str, server_key: str, **options) -> Client:
+    return Client(server_key, host=live_url, sync_mode=True, max_retries=0, **options)
 
 
 def _rows(config) -> list[dict]:
@@ -43,8 +51,8 @@ def _metric(client, outcome: str) -> float:
     return read_metric(scrape(client), "dmp_hits_total", collector="api", outcome=outcome) or 0
 
 
-def _post(client, write_key, path: str, body, **kwargs):
-    return client.post(path, json=body, auth=(write_key, ""), **kwargs)
+def _post(client, server_key, path: str, body, **kwargs):
+    return client.post(path, json=body, auth=(server_key, ""), **kwargs)
 
 
 def _iso(moment: datetime) -> str:
@@ -64,10 +72,10 @@ def _problem(resp, status: int, detail_part: str = "") -> None:
 
 @pytest.mark.parametrize("gzip_body", [False, True])
 def test_real_client_calls_reach_the_log(
-    live_url, client, redis, config, write_key, admin_key, drain, gzip_body
+    live_url, client, redis, config, server_key, admin_key, drain, gzip_body
 ):
     """identify/track/page/screen/group/alias from segment-analytics-python are all stored."""
-    segment = _segment(live_url, write_key, gzip=gzip_body)
+    segment = _segment(live_url, server_key, gzip=gzip_body)
     segment.identify("u-1", {"email": "Anna@Acme.de", "firstName": "Anna"}, ADS_AND_ANALYTICS)
     segment.track("u-1", "Whitepaper Downloaded", {"title": "CRM-Leitfaden", "topics": ["CRM"]})
     segment.page("u-1", "Docs", "Preise", {"url": "https://acme.de/preise"})
@@ -85,8 +93,8 @@ def test_real_client_calls_reach_the_log(
     assert len({r["person_id"] for r in rows}) == 1
     anna = _admin_person(client, admin_key, "anna@acme.de")
     assert anna["tier"] == "medium" and anna["traits"]["firstName"] == "Anna"
-    assert anna["consents"]["ads"]["granted"] is True
-    assert anna["consents"]["analytics"]["granted"] is True and "email" not in anna["consents"]
+    assert consent_of(anna, "ads")["granted"] is True
+    assert consent_of(anna, "analytics")["granted"] is True and "email" not in anna["consents"]
     assert "employees" not in anna["traits"]  # group traits describe the company
     assert person_of(redis, IdKind.USER, "u-1-new")["person_id"] == anna["person_id"]
     titles = {t.get("title") for t in anna["touchpoints"]}
@@ -104,19 +112,19 @@ def test_real_client_with_an_unknown_key_gets_401(live_url, client, redis):
     assert redis.xlen(keyspace.STREAM) == 0 and _metric(client, "unknown_key") == 1
 
 
-def test_real_client_backdated_event_keeps_its_time(live_url, config, write_key, drain):
+def test_real_client_backdated_event_keeps_its_time(live_url, config, server_key, drain):
     """An event the client dates an hour back is stored an hour back (sentAt is now)."""
     hour_ago = datetime.now(UTC) - timedelta(hours=1)
-    _segment(live_url, write_key).track("u-9", "Imported", timestamp=hour_ago)
+    _segment(live_url, server_key).track("u-9", "Imported", timestamp=hour_ago)
     drain()
     (row,) = _rows(config)
     assert abs(row["timestamp"] - hour_ago) < timedelta(seconds=5)
     assert timedelta(minutes=59) < row["received_at"] - row["timestamp"] < timedelta(minutes=61)
 
 
-def test_context_traits_count(live_url, redis, write_key, drain):
+def test_context_traits_count(live_url, redis, server_key, drain):
     """An email in context.traits of a track call identifies the person too."""
-    segment = _segment(live_url, write_key)
+    segment = _segment(live_url, server_key)
     segment.track("u-2", "Demo Requested", context={"traits": {"email": "ben@acme.de"}})
     segment.flush()
     drain()
@@ -125,10 +133,10 @@ def test_context_traits_count(live_url, redis, write_key, drain):
     assert person_of(redis, IdKind.USER, "u-2")["person_id"] == ben["person_id"]
 
 
-def test_email_and_phone_make_a_person_high(client, redis, write_key, drain):
+def test_email_and_phone_make_a_person_high(client, redis, server_key, drain):
     """Traits with email and phone (raw call) lift the person to high."""
     body = {"userId": "u-h", "traits": {"email": "h@acme.de", "phone": "+49 30 1234567"}}
-    assert _post(client, write_key, "/v1/identify", body).status_code == 200
+    assert _post(client, server_key, "/v1/identify", body).status_code == 200
     drain()
     assert person_of(redis, IdKind.EMAIL, "h@acme.de")["tier"] == "high"
 
@@ -146,9 +154,9 @@ _CALLS = [
 
 
 @pytest.mark.parametrize(("kind", "body"), _CALLS)
-def test_single_calls_with_basic_auth(client, redis, config, write_key, drain, kind, body):
+def test_single_calls_with_basic_auth(client, redis, config, server_key, drain, kind, body):
     """Each /v1/<call> with the write key as Basic-auth user is accepted and stored."""
-    resp = _post(client, write_key, f"/v1/{kind}", {**body, "messageId": f"m-{kind}"})
+    resp = _post(client, server_key, f"/v1/{kind}", {**body, "messageId": f"m-{kind}"})
     assert resp.status_code == 200 and resp.get_json() == {"success": True}
     (entry,) = (hit._asdict() for hit in stream_hits(redis))
     assert entry["type"] == kind and entry["source"] == "api" and entry["site_id"] == "acme-gmbh"
@@ -158,31 +166,31 @@ def test_single_calls_with_basic_auth(client, redis, config, write_key, drain, k
     assert row["person_id"] is not None
 
 
-def test_raw_batch_of_every_call(client, config, write_key, drain):
+def test_raw_batch_of_every_call(client, config, server_key, drain):
     """A raw batch carries every call type; all of them are stored."""
     batch = [{"type": kind, **body} for kind, body in _CALLS]
-    assert _post(client, write_key, "/v1/batch", {"batch": batch}).status_code == 200
+    assert _post(client, server_key, "/v1/batch", {"batch": batch}).status_code == 200
     drain()
     assert sorted(r["type"] for r in _rows(config)) == sorted(k for k, _ in _CALLS)
 
 
-def test_import_is_an_alias_of_batch(client, redis, write_key):
+def test_import_is_an_alias_of_batch(client, redis, server_key):
     """/v1/import takes the same body as /v1/batch."""
     body = {"batch": [{"type": "track", "userId": "u", "event": "E"}]}
-    assert _post(client, write_key, "/v1/import", body).status_code == 200
+    assert _post(client, server_key, "/v1/import", body).status_code == 200
     assert redis.xlen(keyspace.STREAM) == 1
 
 
-def test_write_key_in_body_is_accepted(client, write_key, redis):
+def test_write_key_in_body_is_accepted(client, server_key, redis):
     """The write key may also travel as writeKey in the body."""
-    resp = client.post("/v1/track", json={"writeKey": write_key, "userId": "u", "event": "E"})
+    resp = client.post("/v1/track", json={"writeKey": server_key, "userId": "u", "event": "E"})
     assert resp.status_code == 200 and redis.xlen(keyspace.STREAM) == 1
 
 
-def test_group_traits_are_not_the_persons(client, redis, config, write_key, drain):
+def test_group_traits_are_not_the_persons(client, redis, config, server_key, drain):
     """A group's traits (a company email) are kept on the event, never made the person's."""
     body = {"userId": "u-g", "groupId": "acme", "traits": {"email": "info@acme.de", "size": 9}}
-    assert _post(client, write_key, "/v1/group", body).status_code == 200
+    assert _post(client, server_key, "/v1/group", body).status_code == 200
     drain()
     assert find_person(redis, Identifier(IdKind.EMAIL, "info@acme.de")) is None
     person = person_of(redis, IdKind.USER, "u-g")
@@ -191,7 +199,7 @@ def test_group_traits_are_not_the_persons(client, redis, config, write_key, drai
     assert json.loads(row["properties"])["group_traits"] == {"email": "info@acme.de", "size": 9}
 
 
-def test_batch_context_applies_to_each_message(client, redis, config, write_key, drain):
+def test_batch_context_applies_to_each_message(client, redis, config, server_key, drain):
     """A batch-level context reaches every message; a message's own context wins."""
     body = {
         "context": {"ip": "203.0.113.9", "traits": {"company": "Acme"}},
@@ -200,13 +208,13 @@ def test_batch_context_applies_to_each_message(client, redis, config, write_key,
             {"type": "track", "userId": "u-c", "event": "B", "context": {"ip": "198.51.100.7"}},
         ],
     }
-    assert _post(client, write_key, "/v1/batch", body).status_code == 200
+    assert _post(client, server_key, "/v1/batch", body).status_code == 200
     drain()
     assert sorted(r["ip"] for r in _rows(config)) == ["198.51.100.0", "203.0.113.0"]
     assert person_of(redis, IdKind.USER, "u-c")["traits"]["company"] == "Acme"
 
 
-def test_context_ip_and_agent_are_enriched(client, config, write_key, drain):
+def test_context_ip_and_agent_are_enriched(client, config, server_key, drain):
     """context.ip is truncated before storage; context.userAgent gives browser and device."""
     ua = (
         "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
@@ -214,16 +222,16 @@ def test_context_ip_and_agent_are_enriched(client, config, write_key, drain):
     )
     ip = "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff"
     body = {"userId": "u-e", "event": "E", "context": {"ip": ip, "userAgent": ua}}
-    assert _post(client, write_key, "/v1/track", body).status_code == 200
+    assert _post(client, server_key, "/v1/track", body).status_code == 200
     drain()
     (row,) = _rows(config)
     assert row["ip"] == "2001:db8:aaaa::" and row["device"] == "mobile" and row["os"] == "iOS"
 
 
-def test_bots_through_the_api_never_become_persons(client, redis, config, write_key, drain):
+def test_bots_through_the_api_never_become_persons(client, redis, config, server_key, drain):
     """A message whose context.userAgent is a crawler is stored flagged, without a person."""
     body = {"userId": "u-bot", "event": "E", "context": {"userAgent": GOOGLEBOT}}
-    assert _post(client, write_key, "/v1/track", body).status_code == 200
+    assert _post(client, server_key, "/v1/track", body).status_code == 200
     drain()
     (row,) = _rows(config)
     assert row["is_bot"] is True and row["person_id"] is None
@@ -242,29 +250,32 @@ def test_bots_through_the_api_never_become_persons(client, redis, config, write_
         ({"Functional": True}, {}),
     ],
 )
-def test_category_preferences_are_mapped(client, write_key, admin_key, drain, prefs, expected):
+def test_category_preferences_are_mapped(client, server_key, admin_key, drain, prefs, expected):
     """context.consent.categoryPreferences become dmp consents, shown in the admin API."""
     body = {
         "userId": "u-k",
         "traits": {"email": "k@acme.de"},
         "context": {"consent": {"categoryPreferences": prefs}},
     }
-    assert _post(client, write_key, "/v1/identify", body).status_code == 200
+    assert _post(client, server_key, "/v1/identify", body).status_code == 200
     drain()
     consents = _admin_person(client, admin_key, "k@acme.de")["consents"]
-    assert {c: p["granted"] for c, p in consents.items()} == expected
-    assert all(p["source"] == "api" and p["site"] == "acme-gmbh" for p in consents.values())
+    assert {c: p["granted"] for c, (p,) in consents.items()} == expected
+    assert all(
+        p["source"] == "api" and p["site"] == "acme-gmbh" and p["identifier"] == "email:k@acme.de"
+        for (p,) in consents.values()
+    )
 
 
-def test_without_consent_no_ads_or_email_is_granted(live_url, client, write_key, admin_key, drain):
+def test_without_consent_no_ads_or_email_is_granted(live_url, client, server_key, admin_key, drain):
     """A server-side event without categoryPreferences is stored but grants nothing."""
-    _segment(live_url, write_key).identify("u-3", {"email": "c@acme.de"})
+    _segment(live_url, server_key).identify("u-3", {"email": "c@acme.de"})
     drain()
     person = _admin_person(client, admin_key, "c@acme.de")
     assert person["consents"] == {} and person["tier"] == "medium"
 
 
-def test_refused_analytics_counts_only_in_aggregate(client, redis, config, write_key, drain):
+def test_refused_analytics_counts_only_in_aggregate(client, redis, config, server_key, drain):
     """categoryPreferences refusing analytics keep the event out of every profile."""
     body = {
         "userId": "u-4",
@@ -275,7 +286,7 @@ def test_refused_analytics_counts_only_in_aggregate(client, redis, config, write
             "consent": {"categoryPreferences": {"Analytics": False, "Advertising": True}},
         },
     }
-    assert _post(client, write_key, "/v1/track", body).status_code == 200
+    assert _post(client, server_key, "/v1/track", body).status_code == 200
     drain()
     assert status(redis)["events_aggregate"] == 1 and status(redis)["events_stored"] == 0
     assert find_person(redis, Identifier(IdKind.USER, "u-4")) is None
@@ -303,7 +314,7 @@ def _now_ms() -> datetime:
         ({"timestamp": -120, "batch_sentAt": -119}, timedelta(minutes=1)),  # clock behind
     ],
 )
-def test_clock_skew_is_corrected(client, config, write_key, drain, fields, skew):
+def test_clock_skew_is_corrected(client, config, server_key, drain, fields, skew):
     """timestamp = receivedAt − (sentAt − originalTimestamp or timestamp), to the ms."""
     base = _now_ms()
     msg = {"type": "track", "userId": "u-5", "event": "Clicked", "messageId": "skew-0001"}
@@ -314,13 +325,13 @@ def test_clock_skew_is_corrected(client, config, write_key, drain, fields, skew)
             body["sentAt"] = moment
         else:
             msg[name] = moment
-    assert _post(client, write_key, "/v1/batch", body).status_code == 200
+    assert _post(client, server_key, "/v1/batch", body).status_code == 200
     drain()
     (row,) = _rows(config)
     assert row["received_at"] - row["timestamp"] == skew
 
 
-def test_time_without_sent_at_is_taken_as_is(client, config, write_key, drain):
+def test_time_without_sent_at_is_taken_as_is(client, config, server_key, drain):
     """Without sentAt the client's timestamp is stored unchanged; without both, receivedAt."""
     when = _now_ms() - timedelta(days=3)
     calls = [
@@ -329,7 +340,7 @@ def test_time_without_sent_at_is_taken_as_is(client, config, write_key, drain):
         {"userId": "u", "event": "Naive", "timestamp": "2024-05-01T10:00:00"},  # naive = UTC
     ]
     for body in calls:
-        assert _post(client, write_key, "/v1/track", body).status_code == 200
+        assert _post(client, server_key, "/v1/track", body).status_code == 200
     drain()
     by_event = {r["event"]: r for r in _rows(config)}
     assert by_event["Old"]["timestamp"] == when
@@ -337,13 +348,13 @@ def test_time_without_sent_at_is_taken_as_is(client, config, write_key, drain):
     assert by_event["Naive"]["timestamp"] == datetime(2024, 5, 1, 10, tzinfo=UTC)
 
 
-def test_nonsense_clocks_fall_back_to_received_time(client, config, write_key, drain):
+def test_nonsense_clocks_fall_back_to_received_time(client, config, server_key, drain):
     """A correction that lands before 1970 is not believed: receivedAt is stored."""
     body = {
         "sentAt": "2099-12-31T00:00:00Z",
         "batch": [{"type": "track", "userId": "u", "event": "E", "timestamp": "1970-01-02T00:00Z"}],
     }
-    assert _post(client, write_key, "/v1/batch", body).status_code == 200
+    assert _post(client, server_key, "/v1/batch", body).status_code == 200
     assert drain() == 1
     (row,) = _rows(config)
     assert row["timestamp"] == row["received_at"]
@@ -353,26 +364,26 @@ def test_nonsense_clocks_fall_back_to_received_time(client, config, write_key, d
 
 
 def test_message_id_dedup_within_a_batch_across_requests_and_drains(
-    live_url, client, config, write_key, drain
+    live_url, client, config, server_key, drain
 ):
     """The same messageId sent again — same batch, next request, after a drain — is one row."""
     msg = {"type": "track", "userId": "u-6", "event": "Signed Up", "messageId": "mid-000042"}
-    assert _post(client, write_key, "/v1/batch", {"batch": [msg, msg]}).status_code == 200
-    assert _post(client, write_key, "/v1/track", msg).status_code == 200
+    assert _post(client, server_key, "/v1/batch", {"batch": [msg, msg]}).status_code == 200
+    assert _post(client, server_key, "/v1/track", msg).status_code == 200
     drain()
-    assert _post(client, write_key, "/v1/batch", {"batch": [msg]}).status_code == 200
-    _segment(live_url, write_key).track("u-6", "Signed Up", message_id="mid-000042")
+    assert _post(client, server_key, "/v1/batch", {"batch": [msg]}).status_code == 200
+    _segment(live_url, server_key).track("u-6", "Signed Up", message_id="mid-000042")
     drain()
     assert [r["event_id"] for r in _rows(config)] == ["mid-000042"]
     assert status(client.application.extensions["dmp"].redis)["events_stored"] == 1
 
 
-def test_distinct_message_ids_are_all_kept(client, config, write_key, drain):
+def test_distinct_message_ids_are_all_kept(client, config, server_key, drain):
     """Different messageIds with the same content are different events."""
     batch = [
         {"type": "track", "userId": "u", "event": "E", "messageId": f"m-{i}"} for i in range(5)
     ]
-    assert _post(client, write_key, "/v1/batch", {"batch": batch}).status_code == 200
+    assert _post(client, server_key, "/v1/batch", {"batch": batch}).status_code == 200
     drain()
     assert len(_rows(config)) == 5
 
@@ -426,18 +437,18 @@ def test_distinct_message_ids_are_all_kept(client, config, write_key, drain):
         ),
     ],
 )
-def test_wrong_types_are_400_with_the_field_path(client, redis, write_key, path, body, detail):
+def test_wrong_types_are_400_with_the_field_path(client, redis, server_key, path, body, detail):
     """Wrong types and missing fields answer 400 problem+json naming the path; nothing stored."""
-    _problem(_post(client, write_key, path, body), 400, detail)
+    _problem(_post(client, server_key, path, body), 400, detail)
     assert redis.xlen(keyspace.STREAM) == 0
     assert _metric(client, "bad_input") == 1
 
 
-def test_a_bad_message_rejects_its_whole_batch(client, redis, write_key, drain):
+def test_a_bad_message_rejects_its_whole_batch(client, redis, server_key, drain):
     """A batch is stored all together or not at all."""
     good = {"type": "track", "userId": "u", "event": "ok"}
     batch = [good, {"type": "track", "userId": "u"}, {**good, "messageId": "third-0001"}]
-    _problem(_post(client, write_key, "/v1/batch", {"batch": batch}), 400, "batch[1].event")
+    _problem(_post(client, server_key, "/v1/batch", {"batch": batch}), 400, "batch[1].event")
     assert redis.xlen(keyspace.STREAM) == 0
     assert drain() == 0 and status(redis)["events_stored"] == 0
     assert _metric(client, "ok") == 0 and _metric(client, "bad_input") == 1
@@ -457,13 +468,13 @@ def test_a_bad_message_rejects_its_whole_batch(client, redis, write_key, drain):
         (gzip.compress(b"[1]"), {"Content-Encoding": "gzip"}, "JSON object"),
     ],
 )
-def test_malformed_bodies_are_400(client, redis, write_key, data, headers, detail):
+def test_malformed_bodies_are_400(client, redis, server_key, data, headers, detail):
     """Malformed JSON, non-objects and corrupt gzip answer 400 problem+json."""
     resp = client.post(
         "/v1/track",
         data=data,
         headers={"Content-Type": "application/json", **headers},
-        auth=(write_key, ""),
+        auth=(server_key, ""),
     )
     _problem(resp, 400, detail)
     assert redis.xlen(keyspace.STREAM) == 0
@@ -477,34 +488,38 @@ def test_malformed_bodies_are_400(client, redis, write_key, data, headers, detai
         (b'{"userId": "u", "event": "E", "properties": {"x": -Infinity}}', "Infinity"),
     ],
 )
-def test_json_no_reader_can_take_back_is_400(client, redis, write_key, raw, detail):
+def test_json_no_reader_can_take_back_is_400(client, redis, server_key, raw, detail):
     """Unpaired surrogates and NaN/Infinity (Python's JSON takes them) are refused."""
-    resp = client.post("/v1/track", data=raw, content_type="application/json", auth=(write_key, ""))
+    resp = client.post(
+        "/v1/track", data=raw, content_type="application/json", auth=(server_key, "")
+    )
     _problem(resp, 400, detail)
     assert redis.xlen(keyspace.STREAM) == 0
 
 
-def test_size_limits(client, redis, write_key):
+def test_size_limits(client, redis, server_key):
     """Over 32 KB per call or event, or 500 KB per batch (also unzipped), is refused."""
     big = {"userId": "u", "event": "E", "properties": {"blob": "x" * 33_000}}
-    _problem(_post(client, write_key, "/v1/track", big), 400, "at most 32768 bytes")
+    _problem(_post(client, server_key, "/v1/track", big), 400, "at most 32768 bytes")
     msg = {"type": "track", "userId": "u", "event": "E", "properties": {"blob": "x" * 30_000}}
     huge = {"batch": [msg] * 20}  # 600 KB
-    _problem(_post(client, write_key, "/v1/batch", huge), 400, "at most 512000 bytes")
+    _problem(_post(client, server_key, "/v1/batch", huge), 400, "at most 512000 bytes")
     one_big = {"batch": [msg, {**msg, "properties": {"blob": "x" * 40_000}}]}
-    _problem(_post(client, write_key, "/v1/batch", one_big), 400, "batch[1]: an event may be")
+    _problem(_post(client, server_key, "/v1/batch", one_big), 400, "batch[1]: an event may be")
     assert redis.xlen(keyspace.STREAM) == 0
 
 
-def test_events_just_under_the_limits_are_accepted(client, redis, write_key):
+def test_events_just_under_the_limits_are_accepted(client, redis, server_key):
     """A 31 KB event, a 480 KB batch and a 24 KB event of umlauts (UTF-8 bytes) pass."""
     msg = {"type": "track", "userId": "u", "event": "E", "properties": {"blob": "x" * 31_000}}
-    assert _post(client, write_key, "/v1/batch", {"batch": [msg]}).status_code == 200
+    assert _post(client, server_key, "/v1/batch", {"batch": [msg]}).status_code == 200
     small = {**msg, "properties": {"blob": "x" * 23_000}}
-    assert _post(client, write_key, "/v1/batch", {"batch": [small] * 20}).status_code == 200
+    assert _post(client, server_key, "/v1/batch", {"batch": [small] * 20}).status_code == 200
     umlauts = {**msg, "properties": {"text": "ü" * 12_000}}  # 24 KB as UTF-8
     raw = json.dumps({"batch": [umlauts]}, ensure_ascii=False).encode()
-    resp = client.post("/v1/batch", data=raw, content_type="application/json", auth=(write_key, ""))
+    resp = client.post(
+        "/v1/batch", data=raw, content_type="application/json", auth=(server_key, "")
+    )
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert redis.xlen(keyspace.STREAM) == 22
 
@@ -516,7 +531,7 @@ def test_events_just_under_the_limits_are_accepted(client, redis, write_key):
         '{"batch": [' + " " * 20_000_000 + "]}",  # 20 MB of spaces: a 20 KB download
     ],
 )
-def test_gzip_bombs_are_refused(client, redis, write_key, plain):
+def test_gzip_bombs_are_refused(client, redis, server_key, plain):
     """A small gzip body that unpacks past the batch limit is refused before it is parsed."""
     bomb = gzip.compress(plain.encode())
     assert len(bomb) < 512_000
@@ -524,19 +539,19 @@ def test_gzip_bombs_are_refused(client, redis, write_key, plain):
         "/v1/batch",
         data=bomb,
         headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
-        auth=(write_key, ""),
+        auth=(server_key, ""),
     )
     _problem(resp, 400, "unzipped")
     assert redis.xlen(keyspace.STREAM) == 0
 
 
-def test_gzip_bodies_are_read(client, redis, write_key):
+def test_gzip_bodies_are_read(client, redis, server_key):
     """A gzip body within the limits is accepted like a plain one."""
     body = gzip.compress(
         json.dumps({"batch": [{"type": "track", "userId": "u", "event": "Z"}]}).encode()
     )
     resp = client.post(
-        "/v1/batch", data=body, headers={"Content-Encoding": "GZIP"}, auth=(write_key, "")
+        "/v1/batch", data=body, headers={"Content-Encoding": "GZIP"}, auth=(server_key, "")
     )
     assert resp.status_code == 200 and redis.xlen(keyspace.STREAM) == 1
 
@@ -553,8 +568,8 @@ def _raw_http(live_url: str, head: bytes, body: bytes, timeout: float = 5.0) -> 
     return answer
 
 
-def _request_head(write_key: str, content_length: int) -> bytes:
-    auth = base64.b64encode(f"{write_key}:".encode()).decode()
+def _request_head(server_key: str, content_length: int) -> bytes:
+    auth = base64.b64encode(f"{server_key}:".encode()).decode()
     return (
         "POST /v1/batch HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         f"Authorization: Basic {auth}\r\nContent-Length: {content_length}\r\n"
@@ -562,20 +577,20 @@ def _request_head(write_key: str, content_length: int) -> bytes:
     ).encode()
 
 
-def test_content_length_lies_are_refused(live_url, write_key, redis):
+def test_content_length_lies_are_refused(live_url, server_key, redis):
     """Declared lengths past the limit, or shorter than the body, never store anything."""
     good = json.dumps({"batch": [{"type": "track", "userId": "u", "event": "E"}]}).encode()
     # Claims 10 MB, sends a small body: refused from the header alone, without waiting.
-    answer = _raw_http(live_url, _request_head(write_key, 10_000_000), good)
+    answer = _raw_http(live_url, _request_head(server_key, 10_000_000), good)
     assert answer.startswith(b"HTTP/1.1 400") and b"application/problem+json" in answer
     # Claims fewer bytes than it sends: only the declared bytes are read, which are no JSON.
-    answer = _raw_http(live_url, _request_head(write_key, len(good) // 2), good)
+    answer = _raw_http(live_url, _request_head(server_key, len(good) // 2), good)
     assert answer.startswith(b"HTTP/1.1 400") and b"not valid JSON" in answer
     # Honest but too big.
     resp = requests.post(
         f"{live_url}/v1/batch",
         data=b"{" + b" " * 600_000 + b"}",
-        auth=(write_key, ""),
+        auth=(server_key, ""),
         headers={"Content-Type": "application/json"},
         timeout=10,
     )
@@ -585,10 +600,10 @@ def test_content_length_lies_are_refused(live_url, write_key, redis):
     assert requests.get(f"{live_url}/healthz", timeout=5).status_code == 200
 
 
-def test_server_keeps_serving_after_bad_input(live_url, redis, config, write_key, drain):
+def test_server_keeps_serving_after_bad_input(live_url, redis, config, server_key, drain):
     """After malformed, oversize and bomb requests the real client is still served."""
     url = f"{live_url}/v1/batch"
-    auth = (write_key, "")
+    auth = (server_key, "")
     bad = [
         requests.post(url, data=b"{oops", auth=auth, timeout=5),
         requests.post(url, json={"batch": [{"type": "track"}]}, auth=auth, timeout=5),
@@ -603,16 +618,16 @@ def test_server_keeps_serving_after_bad_input(live_url, redis, config, write_key
     ]
     assert [r.status_code for r in bad] == [400, 400, 400, 401]
     assert all(r.headers["Content-Type"] == "application/problem+json" for r in bad)
-    _segment(live_url, write_key).track("u-ok", "Still Here")
+    _segment(live_url, server_key).track("u-ok", "Still Here")
     drain()
     assert [r["event"] for r in _rows(config)] == ["Still Here"]
 
 
-def test_deeply_nested_json_is_400(client, redis, write_key):
+def test_deeply_nested_json_is_400(client, redis, server_key):
     """JSON nested deeper than the parser's recursion limit is a 400, not a 500."""
     for data in (b"[" * 30_000, b'{"userId":"u","event":"E","properties":' + b"[" * 5000):
         resp = client.post(
-            "/v1/track", data=data, content_type="application/json", auth=(write_key, "")
+            "/v1/track", data=data, content_type="application/json", auth=(server_key, "")
         )
         _problem(resp, 400, "JSON")
     assert redis.xlen(keyspace.STREAM) == 0
@@ -650,9 +665,9 @@ def test_garbled_basic_auth_is_401(client, redis):
 
 
 @pytest.mark.parametrize("path", ["/v1/explode", "/v1/foo", "/v1/Track"])
-def test_unknown_call_is_404(client, write_key, path):
+def test_unknown_call_is_404(client, server_key, path):
     """Only the spec's calls exist."""
-    _problem(_post(client, write_key, path, {"userId": "u", "event": "E"}), 404, path)
+    _problem(_post(client, server_key, path, {"userId": "u", "event": "E"}), 404, path)
 
 
 def test_wrong_method_is_405(client):

@@ -17,6 +17,7 @@ from tests.factories import (
     NOW,
     apply_segments,
     bearer,
+    consent_of,
     make_hit,
     make_identify,
     person_of,
@@ -49,7 +50,10 @@ def test_the_export_holds_everything_about_the_person(redis, config, anna) -> No
     assert found["identifiers"]["email"] == ["anna@acme.de"]
     assert sorted(found["identifiers"]["uid"]) == ["cookie-a", "cookie-b"]
     assert found["traits"]["firstName"] == "Anna"
-    assert found["consents"]["ads"]["granted"] is True and found["consents"]["ads"]["source"]
+    ads = consent_of(found, "ads", "uid:cookie-a")
+    assert ads["granted"] is True and ads["source"] == "pixel" and ads["identifier"]
+    assert consent_of(found, "ads", "uid:cookie-b")["granted"] is True
+    assert {c["identifier"] for c in found["consent_history"]} == {"uid:cookie-a", "uid:cookie-b"}
     assert len(found["merged_from"]) == 1
     urls = [e["url"] for e in found["timeline"] if e["type"] == "page"]
     assert urls == ["https://acme.de/crm", "https://acme.de/erp"]  # both browsers, in order

@@ -35,13 +35,14 @@ ANALYTICS_ONLY = {"analytics": True, "ads": False}
 
 @pytest.fixture
 def people(redis, drain, config):
-    """c-ads: consented to ads, on /pricing and /produkte, identified; c-noads: no ads."""
+    """c-ads: consented to ads, on /pricing and /produkte, identified by the company's
+    server, which also holds ads consent for the email; c-noads: no ads."""
     apply_segments(redis, SEGMENTS)
     send_hits(
         redis,
         make_hit(uid="c-ads", url="https://acme.de/pricing"),
         make_hit(uid="c-ads", url="https://acme.de/produkte"),
-        make_identify("Jana.Roth@acme.de", uid="c-ads"),
+        make_identify("Jana.Roth@acme.de", uid="c-ads")._replace(consent={"ads": True}),
         make_hit(uid="c-noads", url="https://acme.de/pricing", consent=ANALYTICS_ONLY),
     )
     drain()

@@ -1,0 +1,104 @@
+"""Removing a person from Redis: every key, link and set that names them, in one go.
+
+Used by erasure (GDPR Art. 17, ``dmp.privacy.erasure``) and by the expiry of anonymous
+persons (``dmp.ingest.compaction``). Their rows in Parquet files go at the next
+compaction: the caller adds what :func:`remove_person` returns to
+``keyspace.ERASURE_PENDING``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis
+
+from dmp.people.identity import Identifier, id_keys
+from dmp.people.profiles import ARCHIVED_FACETS, FACETS, archived, follow
+from dmp.storage import keyspace
+
+# Identifier kinds whose value event rows carry in a column of their own (what compaction
+# can find person-less rows by, such as a bot's or a withdrawn cookie's).
+ROW_KINDS = ("uid", "anon", "user")
+
+
+@dataclass(slots=True)
+class RemovedPerson:
+    """What was removed: the person, the ids merged into them, their identifiers."""
+
+    person_id: str
+    merged: list[str] = field(default_factory=list)
+    identifiers: list[Identifier] = field(default_factory=list)
+    segments: list[str] = field(default_factory=list)
+    keys_deleted: int = 0
+    tier: str = ""
+
+    def pending_members(self) -> list[str]:
+        """Return the ``ERASURE_PENDING`` members whose rows compaction must drop."""
+        persons = [f"person:{p}" for p in (self.person_id, *self.merged)]
+        return persons + [i.text for i in self.identifiers if i.kind.value in ROW_KINDS]
+
+
+def remove_person(r: redis.Redis, pid: str) -> RemovedPerson | None:
+    """Delete a person (``pid`` or the person it was merged into) and everything that
+    leads to them from Redis; return what went, or None if there is no such person.
+
+    Identifiers of the merged-away ids are removed too (their tombstones and archives
+    hold the identifiers they had). Not for the ingest worker's hot path: a few round
+    trips. The caller bumps ``keyspace.WORKER_EPOCH`` if the worker may have cached them.
+    """
+    pid = follow(r, pid)
+    profile = r.hgetall(keyspace.person(pid))
+    if not profile or "tier" not in profile or profile.get("merged_into"):
+        return None
+    merged = sorted(r.smembers(keyspace.person(pid, "merged")))
+    texts = set(r.smembers(keyspace.person(pid, "identifiers")))
+    for old in merged:
+        texts |= r.smembers(keyspace.person(old, archived("identifiers")))
+    identifiers = sorted(Identifier.from_text(t) for t in texts)
+    segments = sorted(r.smembers(keyspace.person(pid, "segments")))
+    keys = [keyspace.person(p, f) for p in (pid, *merged) for f in ("", *FACETS)]
+    keys += [keyspace.person(p, archived(f)) for p in merged for f in ("", *ARCHIVED_FACETS)]
+    with r.pipeline(transaction=True) as pipe:
+        for ident in identifiers:
+            for key in id_keys(ident):
+                # Only links that still lead to this person (an identifier can have moved on).
+                pipe.eval(_DEL_IF, 1, key, pid, *merged)
+        for sid in segments:
+            pipe.srem(keyspace.segment(sid, "members"), pid)
+        pipe.zrem(keyspace.SEGMENTS_LIVE, pid)
+        pipe.sadd(keyspace.MATRIX_TOUCHED, pid)  # the next build drops their row
+        pipe.delete(*keys)
+        pipe.hincrby(keyspace.STATS, f"persons:{profile['tier']}", -1)
+        replies = pipe.execute()
+    deleted = replies[-2]
+    _forget_in_logs(r, {pid, *merged})
+    return RemovedPerson(pid, merged, identifiers, segments, deleted, profile["tier"])
+
+
+def _forget_in_logs(r: redis.Redis, pids: set[str]) -> None:
+    """Delete the merge- and conflict-log entries that name any of ``pids``."""
+    for log_key, fields in (
+        (keyspace.MERGES, ("from", "into")),
+        (keyspace.CONFLICTS, ("person_id", "other_id")),
+    ):
+        last = "-"
+        while True:
+            chunk = r.xrange(log_key, min=last, count=10_000)
+            if last != "-":
+                chunk = chunk[1:]  # the entry the last chunk ended on
+            if not chunk:
+                break
+            naming = [eid for eid, entry in chunk if any(entry.get(f) in pids for f in fields)]
+            if naming:
+                r.xdel(log_key, *naming)
+            last = chunk[-1][0]
+
+
+# Delete KEYS[1] only if it names one of ARGV (the person or an id merged into them).
+_DEL_IF = """
+local owner = redis.call('GET', KEYS[1])
+for _, pid in ipairs(ARGV) do
+  if owner == pid then return redis.call('DEL', KEYS[1]) end
+end
+return 0
+"""

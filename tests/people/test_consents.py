@@ -1,0 +1,56 @@
+"""Consent per identifier: the API's proof, and the move from per-person consents."""
+
+from __future__ import annotations
+
+import json
+
+from dmp.people.identity import IdKind
+from dmp.storage import keyspace
+from tests.factories import NOW, bearer, consent_of, make_hit, person_of, send_hits
+
+
+def test_person_level_consents_move_to_their_identifiers(redis, drain):
+    """A profile written before consent was per identifier (``c:<category>`` proofs and a
+    ``cs`` summary) is migrated once: a browser's proof to the cookie, another's to the email."""
+    pid = "00000000000000aa"
+    redis.hset(
+        keyspace.person(pid),
+        mapping={
+            "tier": "medium",
+            "email": "old@acme.de",
+            "c:ads": json.dumps({"granted": True, "at": NOW, "source": "pixel", "site": "s"}),
+            "c:email": json.dumps({"granted": True, "at": NOW, "source": "newsletter"}),
+            "cs": "ads=1,email=1",
+        },
+    )
+    redis.sadd(keyspace.person(pid, "identifiers"), "uid:c-old", "email:old@acme.de")
+    redis.set(keyspace.identifier("email", "old@acme.de"), pid)
+    redis.delete(keyspace.MIGRATED_CONSENTS)
+    send_hits(redis, make_hit(uid="someone-else"))
+    drain()
+    person = person_of(redis, IdKind.EMAIL, "old@acme.de")
+    assert consent_of(person, "ads", "uid:c-old")["granted"] is True
+    assert consent_of(person, "email", "email:old@acme.de")["source"] == "newsletter"
+    assert consent_of(person, "ads", "email:old@acme.de") is None
+    assert not redis.hexists(keyspace.person(pid), "cs")
+    assert redis.exists(keyspace.MIGRATED_CONSENTS)
+
+
+def test_the_consents_endpoint_shows_current_states_and_history(client, redis, admin_key, drain):
+    """GET /api/v1/persons/<id>/consents: per category each identifier's state with the
+    proof that set it, and every change in order."""
+    send_hits(redis, make_hit(uid="c1", consent={"analytics": True, "ads": True}))
+    send_hits(
+        redis, make_hit(uid="c1", timestamp=NOW + 1000, consent={"analytics": True, "ads": False})
+    )
+    drain()
+    pid = person_of(redis, IdKind.UID, "c1")["person_id"]
+    resp = client.get(f"/api/v1/persons/{pid}/consents", headers=bearer(admin_key))
+    assert resp.status_code == 200 and resp.headers["Cache-Control"] == "no-store"
+    body = resp.get_json()
+    (ads,) = body["current"]["ads"]
+    assert ads["identifier"] == "uid:c1" and ads["granted"] is False
+    assert [h["granted"] for h in body["history"] if h["category"] == "ads"] == [True, False]
+    assert all(h["source"] == "pixel" and h["trusted"] is False for h in body["history"])
+    missing = client.get("/api/v1/persons/ffffffffffffffff/consents", headers=bearer(admin_key))
+    assert missing.status_code == 404 and missing.mimetype == "application/problem+json"
