@@ -11,8 +11,8 @@ import click
 from dmp.cli.context import Context, fail, pass_ctx, print_json
 from dmp.people.identity import Identifier, IdKind, normalise_email
 from dmp.people.profiles import find_person
+from dmp.privacy import requests
 from dmp.privacy.export import export_person
-from dmp.privacy.forget import forget
 
 
 @click.group("persons")
@@ -62,6 +62,33 @@ def _find(obj: Context, email: str | None, uid: str | None) -> str:
     return pid
 
 
+@persons_group.command("unmerge")
+@click.argument("person_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+def persons_unmerge(obj: Context, person_id: str, as_json: bool) -> None:
+    """Undo a merge: PERSON_ID, an id merged into another person (`dmp persons export`
+    lists them under merged_from), gets back the identifiers, consents, traits, stages
+    and timeline it brought; both persons' tiers follow from what each holds then."""
+    if not _PID.fullmatch(person_id):
+        fail(f"not a person id (16 hex digits): {person_id}")
+    request_id = requests.request_unmerge(obj.redis, person_id, by="cli")
+    report = requests.run(obj.redis, obj.config, request_id)
+    if report is None:
+        fail("the ingest worker did not apply the unmerge within 60 s; it stays queued")
+    if not report["found"]:
+        fail(report["error"])
+    if as_json:
+        print_json(report)
+        return
+    click.echo(f"person {report['person_id']} is separate from {report['from']} again")
+    click.echo(f"  identifiers back: {', '.join(report['identifiers']) or 'none'}")
+    click.echo(f"  traits back: {', '.join(report['traits']) or 'none'}")
+    click.echo(f"  touchpoints back: {report['touchpoints']}")
+    tiers = ", ".join(f"{p} {t}" for p, t in report["tiers"].items())
+    click.echo(f"  tiers now: {tiers}")
+
+
 @click.command("forget")
 @click.option("--person", "person_id", help="The person's id.")
 @click.option("--email", help="Find the person by email address.")
@@ -90,7 +117,8 @@ def forget_cmd(
     if person_id is not None and not _PID.fullmatch(person_id):
         fail(f"not a person id (16 hex digits): {person_id}")
     pid = person_id or _find(obj, email, uid)
-    report = forget(obj.redis, obj.config, pid, by=by, reason=reason)
+    request_id = requests.request_erasure(obj.redis, pid, by=by, reason=reason)
+    report = requests.run(obj.redis, obj.config, request_id)
     if report is None:
         fail("the ingest worker did not apply the erasure within 60 s; it stays queued")
     if not report["found"]:

@@ -18,7 +18,7 @@ import redis
 from dmp.config import Config
 from dmp.ingest.eventlog import EventBuffer, EventLog, event_digest, event_row, utc_day
 from dmp.ingest.useragent import parse_agent
-from dmp.people import claims, erasure, identity
+from dmp.people import claims, control, erasure, identity, unmerge
 from dmp.people import consents as consent_rules
 from dmp.people.identity import Identifier, IdKind, id_keys
 from dmp.people.profiles import (
@@ -123,7 +123,7 @@ class Ingest:
         is resolved and applied.
         """
         decoded = Hit.many_from_json([data for _, data in entries])
-        if any(hit is not None and erasure.is_control(hit) for hit in decoded):
+        if any(hit is not None and control.is_control(hit) for hit in decoded):
             self._handle_with_controls(entries, decoded, asked)
             return
         self._handle(entries, decoded, asked)
@@ -137,7 +137,7 @@ class Ingest:
         """Handle a batch holding control entries: the hits before each one, then it."""
         start = 0
         for i, hit in enumerate(decoded):
-            if hit is None or not erasure.is_control(hit):
+            if hit is None or not control.is_control(hit):
                 continue
             if start < i:
                 self._handle(entries[start:i], decoded[start:i], asked)
@@ -150,7 +150,8 @@ class Ingest:
             asked()
 
     def _control(self, stream_id: str, hit: Hit) -> None:
-        """Apply a control entry (an erasure) with every earlier write applied first."""
+        """Apply a control entry (an erasure, an unmerge) with every earlier write applied
+        first, and forget what the caches held (see dmp.people.control)."""
         self.settle()
         if hit.type == erasure.ERASE:
             report = erasure.apply(self.r, hit)
@@ -159,9 +160,11 @@ class Ingest:
                 at = _PERSON_COLUMN
                 self.buffer.events = [row for row in self.buffer.events if row[at] not in gone]
             self._salt = erasure.salt(self.r)
+        elif hit.type == unmerge.UNMERGE:
+            unmerge.apply(self.r, hit)
         else:
             log.error("dropping unknown control entry %s (%s)", stream_id, hit.type)
-        self._owners, self._states = {}, {}  # whatever was cached of them is gone
+        self._owners, self._states = {}, {}
         self.buffer.take(stream_id, None)
 
     def _handle(

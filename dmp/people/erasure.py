@@ -1,9 +1,7 @@
 """Erasure (GDPR Art. 17) as the ingest worker applies it, and the erasure log.
 
-An erasure request travels the ingest stream as a control entry (``dmp.privacy.forget``
-puts it there), so that the worker, the only writer of persons, applies it in order
-with the hits around it: writes it computed before cannot bring the person back, and
-its caches forget them at once. Applying it
+An erasure request reaches the worker as a control entry (``dmp.people.control``), so
+that nothing the worker computed before can bring the person back. Applying it
 
 - removes the person from Redis (``dmp.people.removal``) and drops their rows from the
   worker's event buffer;
@@ -20,7 +18,6 @@ its caches forget them at once. Applying it
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import secrets
 import time
@@ -29,6 +26,7 @@ from typing import Any
 
 import redis
 
+from dmp.people import control
 from dmp.people.identity import Identifier
 from dmp.people.removal import remove_person
 from dmp.records import Hit, dump_json
@@ -36,9 +34,7 @@ from dmp.storage import keyspace
 
 log = logging.getLogger(__name__)
 
-CONTROL_SITE = "dmp:control"  # the site id of control entries on the ingest stream
-ERASE = "erase"
-RESULT_SECONDS = 24 * 3600  # how long a request's report is kept for its caller
+ERASE = "erase"  # the control entry's type
 
 
 def salt(r: redis.Redis, create: bool = False) -> bytes | None:
@@ -77,37 +73,16 @@ def forgive(r: redis.Redis, idents: list[Identifier]) -> int:
     return int(r.delete(*(mark_key(salt_value, i) for i in idents)))
 
 
-def control_hit(person_id: str, request_id: str, by: str, reason: str) -> Hit:
-    """Return the control entry asking the worker to erase ``person_id``."""
-    now = int(time.time() * 1000)
-    return Hit(
-        event_id=f"erase-{request_id}",
-        site_id=CONTROL_SITE,
-        source="admin",
-        type=ERASE,
-        event=ERASE,
-        received_at=now,
-        timestamp=now,
-        user_id=person_id,
-        properties={"request": request_id, "by": by[:200], "reason": reason[:500]},
-    )
-
-
-def is_control(hit: Hit) -> bool:
-    """Return whether a stream entry is a control entry rather than a hit."""
-    return hit.site_id == CONTROL_SITE
-
-
 def apply(r: redis.Redis, hit: Hit) -> dict[str, Any]:
     """Erase the person a control entry names; return (and store) the report.
 
     Idempotent: a request applied again (the worker stopped before acking it) finds
     nobody and reports the first application's result.
     """
-    request_id = str(hit.properties.get("request", ""))
-    done = r.get(keyspace.erasure_result(request_id))
-    if done:
-        return json.loads(done)
+    request_id = control.request_id_of(hit)
+    done = control.stored_report(r, request_id)
+    if done is not None:
+        return done
     removed = remove_person(r, hit.user_id)
     at = int(time.time() * 1000)
     if removed is None:
@@ -158,5 +133,5 @@ def apply(r: redis.Redis, hit: Hit) -> dict[str, Any]:
             len(removed.merged),
             len(removed.segments),
         )
-    r.set(keyspace.erasure_result(request_id), dump_json(report), ex=RESULT_SECONDS)
+    control.store_report(r, request_id, report)
     return {**report, "erased_ids": [] if removed is None else [removed.person_id, *removed.merged]}

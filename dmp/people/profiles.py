@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +33,7 @@ from typing import Any
 import redis
 
 from dmp.people import consents as consent_rules
-from dmp.people.identity import CONTACT_KINDS, Identifier, id_keys
+from dmp.people.identity import CONTACT_KINDS, Identifier, has_address, id_keys
 from dmp.records import Tier
 from dmp.storage import keyspace
 from dmp.storage.bulk import Bulk
@@ -54,6 +55,12 @@ FACETS = (
     consent_rules.LOG_FACET,
     TRUSTED_FACET,
 )
+
+
+def has_address_trait(traits: Mapping[str, str]) -> bool:
+    """Return whether stored traits (JSON values) hold a postal address."""
+    value = traits.get("address")
+    return bool(value) and has_address({"address": json.loads(value)})
 
 
 def trusted_id(ident: Identifier) -> str:

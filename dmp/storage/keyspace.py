@@ -151,14 +151,15 @@ def erased(digest: str) -> str:
     return f"dmp:erased:{digest}"
 
 
-def erasure_queued(request_id: str) -> str:
-    """Return the key saying an erasure request waits for the worker (value: person id)."""
-    return f"dmp:erasure:queued:{request_id}"
+def control_queued(request_id: str) -> str:
+    """Return the key saying a person request (an erasure, an unmerge) waits for the
+    ingest worker (value: the person id)."""
+    return f"dmp:control:queued:{request_id}"
 
 
-def erasure_result(request_id: str) -> str:
-    """Return the key holding an applied erasure request's report (JSON, expiring)."""
-    return f"dmp:erasure:result:{request_id}"
+def control_result(request_id: str) -> str:
+    """Return the key holding an applied person request's report (JSON, expiring)."""
+    return f"dmp:control:result:{request_id}"
 
 
 MIGRATED_CONSENTS = "dmp:migrated:consents-per-identifier"  # set once consents moved

@@ -11,7 +11,7 @@ from dmp.matrix import snapshots
 from dmp.people import consents as consent_rules
 from dmp.people import lifecycle, profiles
 from dmp.people.identity import Identifier, IdKind, normalise_email
-from dmp.privacy import forget
+from dmp.privacy import requests
 from dmp.privacy.export import export_person
 from dmp.records import Stage
 from dmp.storage import keyspace
@@ -108,11 +108,30 @@ def erase(pid: str) -> tuple[Response, int]:
     live = profiles.follow(r, pid)
     if not r.hexists(keyspace.person(live), "tier"):
         raise Problem(404, "Person not found", f"no person with id {pid}", "not-found")
-    request_id = forget.request_erasure(r, live, by=by, reason=reason)
-    report = forget.wait_for(r, request_id, forget.WAIT_SECONDS)
+    request_id = requests.request_erasure(r, live, by=by, reason=reason)
+    report = requests.wait_for(r, request_id, requests.WAIT_SECONDS)
     if report is None:
         return jsonify({"request": request_id, "status": "queued", "person_id": live}), 202
     return jsonify({**report, "status": "erased"}), 200
+
+
+@bp.post("/persons/<pid>/unmerge")
+def unmerge(pid: str) -> tuple[Response, int]:
+    """Undo the merge of ``pid`` (an id merged into another person): 200 with what went
+    back once the ingest worker applied it, else 202 with the request id."""
+    if not _PID.match(pid):
+        raise Problem(400, "Invalid parameter", "a person id is 16 lowercase hex digits")
+    r = current_deps().redis
+    if not r.hexists(keyspace.person(pid), "merged_into"):
+        detail = f"{pid} is no id merged into another person"
+        raise Problem(404, "Merge not found", detail, "not-found")
+    request_id = requests.request_unmerge(r, pid, by="api")
+    report = requests.wait_for(r, request_id, requests.WAIT_SECONDS)
+    if report is None:
+        return jsonify({"request": request_id, "status": "queued", "person_id": pid}), 202
+    if not report["found"]:
+        raise Problem(409, "Merge cannot be undone", report["error"], "conflict")
+    return jsonify({**report, "status": "unmerged"}), 200
 
 
 @bp.get("/erasures/<request_id>")
@@ -121,10 +140,10 @@ def erasure_report(request_id: str) -> tuple[Response, int]:
     if not _REQUEST.match(request_id):
         raise Problem(400, "Invalid parameter", "a request id is 16 lowercase hex digits")
     r = current_deps().redis
-    report = forget.report(r, request_id)
+    report = requests.report(r, request_id)
     if report is not None:
         return jsonify({**report, "status": "erased" if report["found"] else "not-found"}), 200
-    if forget.queued(r, request_id):
+    if requests.queued(r, request_id):
         return jsonify({"request": request_id, "status": "queued"}), 202
     raise Problem(404, "Unknown request", f"no erasure request {request_id}", "not-found")
 

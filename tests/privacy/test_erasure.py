@@ -16,7 +16,7 @@ from dmp.matrix import builds
 from dmp.membership import runs
 from dmp.people import erasure
 from dmp.people.identity import Identifier, IdKind
-from dmp.privacy import forget
+from dmp.privacy import requests
 from dmp.storage import keyspace
 from tests.factories import (
     NOW,
@@ -104,7 +104,7 @@ def test_delete_erases_the_person_from_redis_and_every_answer(
     # What compaction, the next matrix build and the waiting caller need keeps the
     # person id (not who they were), until compaction and the build ran and the report
     # expired.
-    bookkeeping = ("dmp:erasure:", keyspace.MATRIX_TOUCHED)
+    bookkeeping = ("dmp:erasure:", "dmp:control:", keyspace.MATRIX_TOUCHED)
     text = "\n".join(
         line for line in _redis_text(redis).splitlines() if not line.startswith(bookkeeping)
     )
@@ -138,11 +138,11 @@ def test_hits_queued_around_the_erasure_cannot_bring_her_back(redis, config, eri
     no row of hers in the event log, and the later hits counted only in aggregate."""
     before = make_hit(uid="c-erika-1", url="https://acme.de/before")
     send_hits(redis, before)
-    request_id = forget.request_erasure(redis, erika, by="dpo")
+    request_id = requests.request_erasure(redis, erika, by="dpo")
     after = make_hit(uid="c-erika-1", url="https://acme.de/after", timestamp=NOW + 5000)
     send_hits(redis, after, make_identify(EMAIL, uid="c-erika-2"))
     drain()
-    assert forget.report(redis, request_id)["found"] is True
+    assert requests.report(redis, request_id)["found"] is True
     assert redis.get(keyspace.identifier("uid", "c-erika-1")) is None
     assert redis.get(keyspace.identifier("email", EMAIL)) is None
     events = scan_events(config.events_dir).collect()
@@ -172,7 +172,7 @@ def test_the_api_answers_202_while_no_worker_runs(
 ):
     """With no worker the DELETE is queued (202 with the request id); the report is there
     once a worker ran; bad ids and bodies are problems."""
-    monkeypatch.setattr(forget, "WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(requests, "WAIT_SECONDS", 0.2)
     resp = client.delete(f"/api/v1/persons/{erika}", headers=bearer(admin_key))
     assert resp.status_code == 202
     request_id = resp.get_json()["request"]
