@@ -22,6 +22,8 @@ import redis
 
 from collectors.eventtime import EventTimeError, parse_event_time
 from dmp.ingest import stream
+from dmp.people import erasure
+from dmp.people.identity import identifiers_of
 from dmp.records import Hit
 from dmp.storage import keyspace
 
@@ -51,6 +53,7 @@ class ImportReport:
     rows: int = 0
     new: int = 0
     already: int = 0  # rows imported before (same values): nothing added
+    erased: int = 0  # rows of a person erased before: skipped (unless told to take them)
     bad: list[BadRow] = field(default_factory=list)
 
 
@@ -223,11 +226,15 @@ def enqueue_new(
     hits: list[tuple[str, Hit]],
     report: ImportReport,
     progress: Callable[[int], None] | None = None,
+    include_erased: bool = False,
 ) -> list[tuple[str, Hit]]:
     """Put the hits not imported before on the stream; return those that were new.
 
-    Each chunk's hits and their digests land in one MULTI: a crash leaves a chunk
-    either wholly imported (and remembered) or not at all.
+    A row naming an email (or other identifier) of a person erased before is skipped
+    and counted in ``report.erased``; with ``include_erased`` it is taken, and the
+    identifier counts as erased no more. Each chunk's hits and their digests land in
+    one MULTI: a crash leaves a chunk either wholly imported (and remembered) or not at
+    all.
     """
     seen_key = keyspace.imported_rows(source)
     fresh: list[tuple[str, Hit]] = []
@@ -237,6 +244,7 @@ def enqueue_new(
         known = r.smismember(seen_key, [d for d, _ in unique])
         new = [(d, h) for (d, h), was in zip(unique, known, strict=True) if not was]
         report.already += len(chunk) - len(new)
+        new = _not_erased(r, new, report, include_erased)
         if new:
             remember = ("SADD", seen_key, *(d for d, _ in new))
             stream.enqueue(r, (h for _, h in new), {}, atomic=True, also=[remember])
@@ -245,3 +253,22 @@ def enqueue_new(
         if progress is not None:
             progress(len(chunk))
     return fresh
+
+
+def _not_erased(
+    r: redis.Redis, new: list[tuple[str, Hit]], report: ImportReport, include_erased: bool
+) -> list[tuple[str, Hit]]:
+    """Return the rows whose identifiers were never erased (or all, lifting the marks)."""
+    idents = [identifiers_of(h) for _, h in new]
+    flat = [i for found in idents for i in found]
+    marked = dict(zip(flat, erasure.erased_before(r, flat), strict=True))
+    if not any(marked.values()):
+        return new
+    if include_erased:
+        erasure.forgive(r, [i for i, was in marked.items() if was])
+        return new
+    kept = [
+        row for row, found in zip(new, idents, strict=True) if not any(marked[i] for i in found)
+    ]
+    report.erased += len(new) - len(kept)
+    return kept

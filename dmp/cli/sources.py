@@ -53,6 +53,11 @@ _NO_WAIT = click.option(
     "--no-wait", is_flag=True, help="Only queue the rows; the running worker ingests them."
 )
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+_INCLUDE_ERASED = click.option(
+    "--include-erased",
+    is_flag=True,
+    help="Take rows of persons erased before too (they asked to come back); else skipped.",
+)
 
 
 @import_group.command("crm")
@@ -60,6 +65,7 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print the report a
 @_MAP
 @_MAPPING
 @_NO_WAIT
+@_INCLUDE_ERASED
 @_JSON
 @pass_ctx
 def import_crm(
@@ -68,12 +74,15 @@ def import_crm(
     pairs: tuple[str, ...],
     mapping_file: Path | None,
     no_wait: bool,
+    include_erased: bool,
     as_json: bool,
 ) -> None:
     """Import CRM records: email, phone, crm_id, company, job_title, employees, industry,
     country, street, postal_code, city, stage, deal_value, updated_at."""
     mapping = _mapping(mapping_file, pairs)
-    report, fresh = _import(obj, file, mapping, Source.CRM, crm.FIELDS, crm.crm_hit, no_wait)
+    report, fresh = _import(
+        obj, file, mapping, Source.CRM, crm.FIELDS, crm.crm_hit, no_wait, include_erased
+    )
     stages = [
         (crm.person_identifier(hit), Stage(hit.traits["stage"]), hit.timestamp)
         for _, hit in fresh
@@ -90,6 +99,7 @@ def import_crm(
 @_MAP
 @_MAPPING
 @_NO_WAIT
+@_INCLUDE_ERASED
 @_JSON
 @pass_ctx
 def import_newsletter(
@@ -98,13 +108,16 @@ def import_newsletter(
     pairs: tuple[str, ...],
     mapping_file: Path | None,
     no_wait: bool,
+    include_erased: bool,
     as_json: bool,
 ) -> None:
     """Import newsletter events: email, event (sent, open, click, unsubscribe, bounce),
     time, campaign, topic, url."""
     fields, make = newsletter.FIELDS, newsletter.newsletter_hit
     mapping = _mapping(mapping_file, pairs)
-    report, _ = _import(obj, file, mapping, Source.NEWSLETTER, fields, make, no_wait)
+    report, _ = _import(
+        obj, file, mapping, Source.NEWSLETTER, fields, make, no_wait, include_erased
+    )
     _report(file, report, as_json, {}, no_wait)
 
 
@@ -138,6 +151,7 @@ def _import(
     fields: Fields,
     make_hit: Callable[[dict[str, Any], str], Hit],
     no_wait: bool,
+    include_erased: bool = False,
 ) -> tuple[ImportReport, list[tuple[str, Hit]]]:
     try:
         frame = map_columns(read_table(file), fields, mapping)
@@ -154,7 +168,7 @@ def _import(
     r = obj.redis
     stream.ensure_group(r)
     with click.progressbar(length=len(hits), label="queueing rows", file=sys.stderr) as bar:
-        fresh = enqueue_new(r, source.value, hits, report, bar.update)
+        fresh = enqueue_new(r, source.value, hits, report, bar.update, include_erased)
     if fresh and not no_wait:
         with click.progressbar(
             length=stream.pending_count(r), label="ingesting", file=sys.stderr
@@ -171,6 +185,7 @@ def _report(file: Path, report: ImportReport, as_json: bool, extra: dict, no_wai
                 "rows": report.rows,
                 "imported": report.new,
                 "already_imported": report.already,
+                "erased_before": report.erased,
                 "bad": [{"row": b.row, "reason": b.reason} for b in report.bad],
                 "ingested": not no_wait,
                 **extra,
@@ -183,7 +198,12 @@ def _report(file: Path, report: ImportReport, as_json: bool, extra: dict, no_wai
         click.echo(f"{file}: … and {len(report.bad) - SHOWN_BAD_ROWS} more bad rows", err=True)
     state = "queued for the worker" if no_wait else "ingested"
     stages = f", {extra['stages_recorded']} stages recorded" if extra.get("stages_recorded") else ""
+    erased = (
+        f", {report.erased:,} of persons erased before skipped (--include-erased takes them)"
+        if report.erased
+        else ""
+    )
     click.echo(
         f"{report.rows:,} rows: {report.new:,} {state}, {report.already:,} already imported, "
-        f"{len(report.bad):,} bad{stages}"
+        f"{len(report.bad):,} bad{stages}{erased}"
     )

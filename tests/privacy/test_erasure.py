@@ -193,3 +193,24 @@ def test_the_api_answers_202_while_no_worker_runs(
         assert bad.status_code == code and bad.mimetype == "application/problem+json"
     unknown = client.get("/api/v1/erasures/0123456789abcdef", headers=bearer(admin_key))
     assert unknown.status_code == 404
+
+
+def test_an_import_skips_an_erased_email_unless_told(runner, redis, config, erika, tmp_path):
+    """A CRM file naming an erased email: reported as erased before and skipped; with
+    --include-erased the row is taken and the email counts as erased no more."""
+    from dmp.cli import cli
+
+    requests.run(redis, config, requests.request_erasure(redis, erika))
+    crm = tmp_path / "crm.csv"
+    crm.write_text(f"email;crm_id\n{EMAIL};C-9\nneu@acme.de;C-10\n", encoding="utf-8")
+    result = runner.invoke(cli, ["import", "crm", str(crm), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{") :])
+    assert (report["imported"], report["erased_before"]) == (1, 1)
+    assert redis.get(keyspace.identifier("email", EMAIL)) is None
+    plain = runner.invoke(cli, ["import", "crm", str(crm)])
+    assert "1 of persons erased before skipped (--include-erased takes them)" in plain.output
+    taken = runner.invoke(cli, ["import", "crm", str(crm), "--include-erased", "--json"])
+    assert json.loads(taken.output[taken.output.index("{") :])["imported"] == 1
+    assert person_of(redis, IdKind.EMAIL, EMAIL)["identifiers"]["crm"] == ["C-9"]
+    assert erasure.erased_before(redis, [Identifier(IdKind.EMAIL, EMAIL)]) == [False]
