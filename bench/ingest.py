@@ -119,6 +119,7 @@ def make_hits(n: int, browsers: int, users: int, seed: int = 7) -> list[Hit]:
                     type="track",
                     event="Demo Requested",
                     channel="server",
+                    trusted=True,  # a server key's (the public key's would be a claim)
                     user_id=f"u{rnd.randrange(users):06d}",
                     properties={"plan": "pro", "seats": 5},
                 )
