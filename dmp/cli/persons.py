@@ -108,8 +108,8 @@ def forget_cmd(
 ) -> None:
     """Erase a person (GDPR Art. 17): gone from Redis and every answer dmp gives at once
     (profile, identifiers, timeline, segments, lookups), from every Parquet file at the
-    next compaction (`dmp compact`), and from destinations at their next sync. Later
-    hits with their cookie count only in aggregate, and imports skip their email.
+    next compaction (`dmp compact`). Later hits with their cookie count only in
+    aggregate, and imports skip their email.
 
     Give exactly one of --person, --email or --uid."""
     if sum(x is not None for x in (person_id, email, uid)) != 1:
@@ -132,7 +132,7 @@ def forget_cmd(
     click.echo(f"  merged:   {report['merged_ids']} earlier ids of theirs")
     click.echo(f"  segments: {', '.join(report['segments']) or 'none'} (lookups answer nothing)")
     click.echo("  files:    their rows leave every Parquet file at the next `dmp compact`")
-    click.echo("  log:      recorded with salted hashes only (exporters remove them next sync)")
+    click.echo("  log:      recorded with salted hashes only (no destination holds them yet)")
 
 
 _PID = re.compile(r"[0-9a-f]{16}")

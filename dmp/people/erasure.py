@@ -9,7 +9,7 @@ that nothing the worker computed before can bring the person back. Applying it
   carrying one count only in aggregate, and imports report and skip them unless told
   otherwise; the marks never hold an identifier itself;
 - appends to ``keyspace.ERASURE_LOG`` what was removed where (counts and salted hashes
-  only), which the exporters read to remove the person from every destination;
+  only): what exporters will read to remove the person from every destination;
 - adds the person's rows to ``keyspace.ERASURE_PENDING``, which the next compaction
   drops from every Parquet file;
 - stores a report under the request id for the caller waiting on it.
