@@ -6,12 +6,15 @@ cookie (``uid``) and Segment ``anon`` identifiers, with their last touchpoint (o
 none, their first sighting) older than the cut-off. Every key of theirs goes (found by
 one SCAN, whatever facets persons have), with the identifier keys that still lead to
 them, their tombstones (persons merged into them), their lookup-set memberships and
-their marks for the matrix and the live lane. Their person ids and identifiers join
+the live lane's note of them. Their person ids and identifiers join
 ``keyspace.ERASURE_PENDING``, so that compaction drops their rows from every file, and
 the worker's identity cache is dropped (``keyspace.WORKER_EPOCH``).
 
 Each person goes in one transaction that watches their profile, timeline and identifier
-keys: one who comes back meanwhile (the worker writes there) is kept.
+keys: one who comes back meanwhile (the worker writes there) is kept. This is
+``dmp.people.removal.remove_person`` for many persons at once: that one also deletes the
+merge-log entries naming the person, a scan of the whole log per person, which an expiry
+of thousands cannot afford (the log is capped, and names only person ids).
 """
 
 from __future__ import annotations
@@ -151,7 +154,7 @@ def _expire(
             for sid in segments:
                 pipe.srem(keyspace.segment(sid, "members"), pid)
             pipe.zrem(keyspace.SEGMENTS_LIVE, pid)
-            pipe.srem(keyspace.MATRIX_TOUCHED, pid)
+            pipe.sadd(keyspace.MATRIX_TOUCHED, pid)  # the next build drops their row
             gone = [person_member(p) for p in (pid, *sorted(merged))]
             pipe.sadd(keyspace.ERASURE_PENDING, *gone, *(i.text for i in idents))
             pipe.hincrby(keyspace.STATS, f"persons:{Tier.LOW.value}", -1)

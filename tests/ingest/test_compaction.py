@@ -24,9 +24,18 @@ from dmp.matrix import builds, snapshots
 from dmp.membership import results, runs
 from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person
+from dmp.privacy import requests
 from dmp.storage import keyspace, locks
 from segments.scoring import DAY_MS
-from tests.factories import GOOGLEBOT, NOW, apply_segments, make_hit, run_synth, send_hits
+from tests.factories import (
+    GOOGLEBOT,
+    NOW,
+    apply_segments,
+    make_hit,
+    make_identify,
+    run_synth,
+    send_hits,
+)
 
 SEGMENTS = """
 id: active
@@ -150,6 +159,28 @@ def test_an_erased_person_leaves_every_kind_of_file(runner, redis, config):
     assert rows_after.height == rows_before.height - theirs and theirs > 0
     assert report.rows_erased > theirs and report.files_rewritten >= 5
     assert redis.scard(keyspace.ERASURE_PENDING) == 0 and report.erasures_handled == 1
+
+
+def test_after_dmp_forget_and_a_compaction_no_file_holds_the_person(redis, config, drain):
+    """The whole path: an erasure (two merged browsers, a segment) queued with the worker,
+    then a compaction: no Parquet file holds a row of any of her ids or cookies."""
+    send_hits(redis, make_hit(uid="c-erika-1"), make_hit(uid="c-erika-2"))
+    drain()
+    send_hits(redis, make_identify("erika@acme.de", uid="c-erika-1"))
+    send_hits(redis, make_identify("erika@acme.de", uid="c-erika-2"), make_hit(uid="c-x"))
+    drain()
+    apply_segments(redis, SEGMENTS)
+    runs.run(redis, config)
+    erika = find_person(redis, Identifier(IdKind.EMAIL, "erika@acme.de"))
+    ids = {erika, *redis.smembers(keyspace.person(erika, "merged"))}
+    assert len(ids) == 2
+    report = requests.run(redis, config, requests.request_erasure(redis, erika), wait=30)
+    assert report is not None and report["found"]
+    assert any(ids & found for found in _all_person_ids(config).values())
+    compaction.compact(redis, config)
+    assert not [f for f, found in _all_person_ids(config).items() if ids & found]
+    uids = set(scan_events(config.events_dir).collect()["uid"].to_list())
+    assert uids == {"c-x"} and redis.scard(keyspace.ERASURE_PENDING) == 0
 
 
 def test_identifier_members_drop_the_event_rows_carrying_them(redis, small):
