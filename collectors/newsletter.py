@@ -24,7 +24,7 @@ from collectors.imports import (
     row_digest,
     storable,
 )
-from collectors.payload import invalid, read_body
+from collectors.payload import Payload, invalid, read_body
 from collectors.redaction import redact_url
 from dmp.access.apikeys import Scope
 from dmp.people.identity import normalise_email
@@ -32,6 +32,8 @@ from dmp.records import Hit, Source
 from dmp.web.auth import scoped_blueprint
 from dmp.web.deps import current_deps
 from dmp.web.problems import Problem
+from dmp.web.schema import Either, Free, Invalid, ListOf, Obj, Text
+from dmp.web.spec import NO_KEY, UNAVAILABLE, Reply, describe, problem
 
 # Import keys (the newsletter tool) or admin keys as bearer tokens; import keys as ?key= too,
 # for tools that cannot set headers.
@@ -126,7 +128,56 @@ def _yes_no(value: Any) -> bool | None:
     return True if text in _YES else False if text in _NO else None
 
 
+# What the webhook takes: each field a string or a number, as a file's cell would hold it.
+_FIELD = Text(numbers=True, nullable=True, message="event fields must be strings or numbers")
+EVENT = Obj(
+    {name: _FIELD for name in FIELDS.aliases},
+    required=FIELDS.required,
+    description=f"A newsletter event: event is one of {', '.join(EVENTS)}; time is ISO "
+    "8601 or seconds since the epoch.",
+)
+WEBHOOK = Payload(
+    Either(
+        (
+            Obj({"events": ListOf(EVENT, 1, MAX_EVENTS)}, required=("events",)),
+            EVENT,
+        )
+    ),
+    description=f"Up to {MAX_EVENTS} events, or one; all checked before any is stored.",
+    example={
+        "events": [
+            {
+                "email": "anna@example.com",
+                "event": "click",
+                "time": "2025-09-10T09:41:00Z",
+                "campaign": "September",
+                "topic": "crm",
+                "url": "https://example.com/crm",
+            }
+        ]
+    },
+)
+
+
 @bp.post("/hooks/newsletter")
+@describe(
+    tag="import",
+    body=WEBHOOK,
+    security=("importKey", "adminKey", "importKeyQuery"),
+    replies={
+        202: Reply(
+            "Accepted: how many are new, how many had been received before.",
+            schema=Obj(
+                {"accepted": Free({"type": "integer"}), "duplicates": Free({"type": "integer"})},
+                required=("accepted", "duplicates"),
+            ),
+        ),
+        400: problem("An event is invalid (``errors`` names each); nothing was stored."),
+        401: NO_KEY,
+        413: problem("The body is larger than the largest batch."),
+        503: UNAVAILABLE,
+    },
+)
 def webhook() -> tuple[Response, int]:
     """Take newsletter events: ``{"events": [{email, event, time, …}]}`` or one event.
 
@@ -167,8 +218,8 @@ def webhook() -> tuple[Response, int]:
 
 def _text(value: Any) -> str | None:
     """Return a webhook value as the text a file cell would hold."""
-    if value is None or isinstance(value, str):
-        return value.strip() if isinstance(value, str) else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise invalid("event fields must be strings or numbers")
-    return str(value)
+    try:
+        text = _FIELD.check(value, "event")
+    except Invalid as exc:
+        raise invalid(str(exc)) from None
+    return None if text is None else text.strip()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import re
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Request
 
 from dmp.web.problems import Problem
+from dmp.web.schema import Invalid, Shape
 
 
 def invalid(detail: str, title: str = "Invalid payload") -> Problem:
@@ -82,3 +84,33 @@ def expect_object(value: Any, path: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise invalid(f"{path}: expected an object")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """A collector's JSON body: :func:`read_body` reads it (limits set per request, from
+    the settings), ``check`` holds it to ``shape`` (a 400 naming the path), and ``schema``
+    describes it in the OpenAPI document."""
+
+    shape: Shape
+    media: tuple[str, ...] = ("application/json",)
+    description: str = ""
+    example: Any = None  # for the document (and the fuzz test's first request)
+
+    def check(self, body: dict[str, Any], path: str = "") -> dict[str, Any]:
+        """Return the body with its declared members checked (400 problem otherwise)."""
+        try:
+            return self.shape.check(body, path)
+        except Invalid as exc:
+            raise invalid(str(exc)) from None
+
+    def schema(self, description: str = "") -> dict[str, Any]:
+        """Return the OpenAPI Request Body Object."""
+        described: dict[str, Any] = {"schema": self.shape.schema()}
+        if self.example is not None:
+            described["example"] = self.example
+        return {
+            "description": description or self.description,
+            "required": True,
+            "content": {media: described for media in self.media},
+        }

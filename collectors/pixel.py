@@ -24,7 +24,9 @@ from dmp.records import Hit, Source
 from dmp.storage import metrics
 from dmp.storage.outage import Outage
 from dmp.web.deps import Deps
-from dmp.web.params import BadQuery, query_args
+from dmp.web.params import BadQuery, Param, query_args
+from dmp.web.schema import Text
+from dmp.web.spec import Operation, Reply
 
 log = logging.getLogger(__name__)
 _OUTAGE = Outage(log, "Redis (pixel, no spool: hits lost)")
@@ -48,6 +50,37 @@ _PAGE = Source.PIXEL.value
 _KEEP_NONE: frozenset[str] = frozenset()
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+# The pixel's parameters, for the OpenAPI document only: the hot path reads the query
+# itself, and takes anything (what it cannot use it drops, and counts).
+OPERATION = Operation(
+    "Record a hit and answer a 1x1 transparent GIF, whatever the input",
+    "collect",
+    {
+        200: Reply(
+            "Always the GIF (an unknown key, bad input or a rate limit only count).",
+            "image/gif",
+            {"type": "string", "contentMediaType": "image/gif"},
+            {"Set-Cookie": "dmp_uid, with the analytics consent (removed without it)."},
+        )
+    },
+    params=tuple(
+        Param(name, Text(), description=description)
+        for name, description in (
+            ("e", "The event name (page by default)."),
+            ("url", "The page's URL."),
+            ("ref", "The referrer."),
+            ("title", "The page's title."),
+            ("topics", "Content topics, comma-separated."),
+            ("consent", "The consent categories granted, comma-separated."),
+            ("id", "An event id (8 to 64 characters), for retries."),
+            ("cv", "The consent text's version."),
+            ("gdpr_consent", "An IAB TCF TC string."),
+        )
+    ),
+    security=("pixelKey",),
+    description="The write key is the k parameter. Served before Flask, for speed.",
+)
 
 
 class PixelApp:

@@ -33,12 +33,15 @@ from flask import Blueprint, Response, request
 
 from collectors import browser
 from collectors.consent import version_of as consent_version_of
-from collectors.payload import expect_object, invalid, read_body
+from collectors.payload import Payload, invalid, read_body
 from dmp.access.sites import Site
 from dmp.records import Hit, Source
 from dmp.storage import metrics
 from dmp.web.deps import current_deps
+from dmp.web.params import Param
 from dmp.web.problems import Problem, unavailable
+from dmp.web.schema import Free, ListOf, Number, Obj, Text
+from dmp.web.spec import RATE_LIMITED, UNAVAILABLE, Reply, describe, problem
 
 bp = Blueprint("tag", __name__)
 
@@ -49,8 +52,81 @@ MAX_AGE_MS = 24 * 3600 * 1000  # the tag sends within seconds; older times are s
 TYPES = ("page", "track", "identify")
 _SCRIPT = resources.files("collectors").joinpath("static/dmp.js").read_bytes()
 
+# What a beacon holds, checked by to_hit and collect (and described in the OpenAPI document).
+_MS = Number(0, MAX_MS, nullable=True, message="expected ms since the epoch")
+_TEXT = Free({"type": "string"}, "Kept if a string (URLs: http and https only), else dropped.")
+EVENT = Obj(
+    {
+        "id": Text(
+            min_length=8,
+            max_length=64,
+            nullable=True,
+            message="expected a string of 8 to 64 characters",
+            description="The client's event id: a retry with the same id is stored once.",
+        ),
+        "type": Text(enum=TYPES, description="page by default."),
+        "event": Text(
+            pattern=f"(?:{browser.EVENT_NAME.pattern.strip('^$')})?",
+            nullable=True,
+            description="The event's name (the type by default).",
+        ),
+        "ts": _MS,
+        "url": _TEXT,
+        "ref": _TEXT,
+        "title": _TEXT,
+        "topics": Free({"type": ["array", "string"]}, "A list, or a comma-separated string."),
+        "props": Obj(nullable=True),
+        "traits": Obj(nullable=True, description="Dropped without the analytics consent."),
+    }
+)
+BEACON = Payload(
+    Obj(
+        {
+            "k": Free({"type": "string"}, "The site's write key."),
+            "events": ListOf(
+                EVENT, 1, MAX_EVENTS, message=f"expected a list of 1 to {MAX_EVENTS} events"
+            ),
+            "consent": ListOf(Text(), message="expected a list of category names"),
+            "sentAt": _MS,
+            "cv": Free({"type": "string"}, "The consent text's version."),
+            "gdpr_consent": Free({"type": "string"}, "An IAB TCF TC string."),
+        },
+        required=("k", "events"),
+    ),
+    ("application/json", "text/plain"),
+    f"A beacon of 1 to {MAX_EVENTS} events (at most {MAX_BODY} bytes; gzip taken).",
+    {
+        "k": "wk_…",
+        "consent": ["analytics", "ads"],
+        "sentAt": 1757494860000,
+        "events": [
+            {
+                "id": "ev-000000001",
+                "type": "page",
+                "url": "https://example.com/crm",
+                "title": "CRM",
+                "topics": ["crm"],
+                "ts": 1757494859000,
+            },
+            {"type": "identify", "traits": {"email": "anna@example.com"}},
+        ],
+    },
+)
+ORIGIN = Param("Origin", Text(), "header", description="The page's origin.")
+
 
 @bp.get("/dmp.js")
+@describe(
+    tag="collect",
+    replies={
+        200: Reply(
+            "The tag script.",
+            "application/javascript",
+            {"type": "string"},
+            {"Cache-Control": "public, max-age=3600"},
+        )
+    },
+)
 def script() -> Response:
     """Return the tag script (cacheable for an hour)."""
     return Response(
@@ -68,9 +144,22 @@ def _cors(response: Response, origin: str) -> Response:
 
 
 @bp.route("/collect", methods=["OPTIONS"])
-def preflight() -> Response:
+@describe(
+    tag="collect",
+    params=(ORIGIN,),
+    replies={
+        204: Reply(
+            "The origin may post beacons.",
+            None,
+            headers={"Access-Control-Allow-Origin": "The origin asked for."},
+        ),
+        403: problem("The origin belongs to no site."),
+        503: problem("The data store is away; retry later."),
+    },
+)
+def preflight(Origin: str | None) -> Response:  # the header's name
     """Answer a CORS preflight for origins that belong to some site."""
-    origin = request.headers.get("Origin", "")
+    origin = Origin or ""
     if not origin or not current_deps().sites.any_allows_origin(origin):
         raise Problem(403, "Origin not allowed", "this origin belongs to no site", "forbidden")
     response = _cors(Response(status=204), origin)
@@ -78,15 +167,6 @@ def preflight() -> Response:
     response.headers["Access-Control-Allow-Headers"] = "Content-Type"
     response.headers["Access-Control-Max-Age"] = "86400"
     return response
-
-
-def _ms(value: Any, path: str) -> int | None:
-    if value is None:
-        return None
-    # The negated range test also refuses NaN, which Python's JSON parser lets through.
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < MAX_MS:
-        raise invalid(f"{path}: expected ms since the epoch")
-    return int(value)
 
 
 def corrected_time(received: int, sent: int | None, client_ts: int | None) -> int:
@@ -99,24 +179,18 @@ def corrected_time(received: int, sent: int | None, client_ts: int | None) -> in
 def to_hit(
     item: Any, site: Site, visitor: browser.Visitor, received: int, sent: int | None, i: int
 ) -> Hit:
-    """Return the Hit of one beacon event, or raise a 400 Problem naming the event."""
+    """Return the Hit of one beacon event (checked by EVENT), or raise a 400 Problem
+    naming the event."""
     path = f"events[{i}]"
-    if not isinstance(item, dict):
-        raise invalid(f"{path}: expected an object")
     kind = item.get("type", "page")
-    if kind not in TYPES:
-        raise invalid(f"{path}.type: expected one of {', '.join(TYPES)}")
     try:
         event = browser.clean_event_name(item.get("event"), default=kind)
     except browser.BadHit as exc:
         raise invalid(f"{path}.event: {exc}") from None
-    client_ts = _ms(item.get("ts"), f"{path}.ts")
-    event_id = item.get("id")
-    if event_id is None:
-        event_id = uuid.uuid4().hex
-    elif not isinstance(event_id, str) or not 8 <= len(event_id) <= 64:
-        raise invalid(f"{path}.id: expected a string of 8 to 64 characters")
-    traits = expect_object(item.get("traits"), f"{path}.traits")
+    ts = item.get("ts")
+    client_ts = None if ts is None else int(ts)
+    event_id = item.get("id") or uuid.uuid4().hex
+    traits = item.get("traits") or {}
     # Without analytics consent nothing may identify the visitor, an email least of all.
     return Hit(
         event_id=event_id,
@@ -132,7 +206,7 @@ def to_hit(
         referrer=browser.clean_url(item.get("ref"), site.keep_params),
         title=browser.clean_title(item.get("title")),
         topics=browser.clean_topics(item.get("topics")),
-        properties=expect_object(item.get("props"), f"{path}.props"),
+        properties=item.get("props") or {},
         traits=traits if visitor.identified else {},
         ip=visitor.ip,
         user_agent=visitor.user_agent,
@@ -141,10 +215,23 @@ def to_hit(
 
 
 @bp.post("/collect")
-def collect() -> Response:
+@describe(
+    tag="collect",
+    params=(ORIGIN,),
+    body=BEACON,
+    replies={
+        204: Reply("Stored, all events together.", None),
+        400: problem("The beacon is not what the tag sends; nothing was stored."),
+        401: problem("k is no site's write key."),
+        403: problem("The origin is not a domain of the key's site."),
+        429: RATE_LIMITED,
+        503: UNAVAILABLE,
+    },
+)
+def collect(Origin: str | None) -> Response:  # the header's name
     """Accept a tag beacon of up to 50 events, stored all together or not at all."""
     deps = current_deps()
-    origin = request.headers.get("Origin", "")
+    origin = Origin or ""
     body = read_body(request, MAX_BODY)
     key = body.get("k")
     try:
@@ -160,16 +247,12 @@ def collect() -> Response:
     except Problem:
         deps.appender.count({metrics.hits_counter("tag", "rate_limited"): 1})
         raise
-    events = body.get("events")
-    if not isinstance(events, list) or not 1 <= len(events) <= MAX_EVENTS:
-        raise invalid(f"events: expected a list of 1 to {MAX_EVENTS} events")
-    granted = body.get("consent", [])
-    if not isinstance(granted, list) or not all(isinstance(c, str) for c in granted):
-        raise invalid("consent: expected a list of category names")
+    body = BEACON.check(body)
+    events, granted = body["events"], body.get("consent", [])
     version = consent_version_of(body.get("cv"), body.get("gdpr_consent", ""))
     visitor = browser.read_visitor(request, ",".join(granted), version)
     received = browser.now_ms()
-    sent = _ms(body.get("sentAt"), "sentAt")
+    sent = None if body.get("sentAt") is None else int(body["sentAt"])
     hits = [to_hit(item, site, visitor, received, sent, i) for i, item in enumerate(events)]
     withdrawal = browser.withdrawal_hit(visitor, site.site_id, Source.TAG, received)
     if withdrawal:

@@ -20,18 +20,109 @@ from collectors import browser
 from collectors.consent import consent_version, map_segment_consent
 from collectors.enrichment import truncate_ip
 from collectors.eventtime import in_range
-from collectors.payload import expect_object, invalid, read_body
+from collectors.payload import Payload, invalid, read_body
 from dmp.access.sites import Caller
 from dmp.ingest import stream
 from dmp.records import Hit, Source
 from dmp.storage import metrics
 from dmp.web.deps import Deps, current_deps
+from dmp.web.params import Param
 from dmp.web.problems import Problem, unavailable
+from dmp.web.schema import Free, Invalid, ListOf, Obj, Text
+from dmp.web.spec import RATE_LIMITED, UNAVAILABLE, Reply, describe, problem
 
 bp = Blueprint("trackingapi", __name__, url_prefix="/v1")
 
 TYPES = ("identify", "track", "page", "screen", "group", "alias")
 MAX_ID = 256
+
+# A Segment message as to_hit checks it (and the OpenAPI document describes it).
+_ID = Text(max_length=MAX_ID, numbers=True, nullable=True)
+_TIME = Free({"type": "string", "maxLength": 64}, "ISO 8601, 1970 to 2099; naive is UTC.")
+_OBJECT = Obj(nullable=True)
+CONTEXT = Obj(
+    {
+        "traits": _OBJECT,
+        "page": _OBJECT,
+        "externalIds": Free({"type": "array", "items": {"type": "object"}}),
+        "ip": Free({"type": "string"}),
+        "userAgent": Free({"type": "string"}),
+        "consent": Free({"type": "object"}, "categoryPreferences: the consent categories granted."),
+    },
+    nullable=True,
+)
+MESSAGE = Obj(
+    {
+        "type": Free({"enum": list(TYPES)}, "Needed in a batch; the path says it otherwise."),
+        "userId": _ID,
+        "anonymousId": _ID,
+        "messageId": Text(
+            max_length=MAX_ID, numbers=True, nullable=True, description="The dedup key."
+        ),
+        "previousId": _ID,
+        "groupId": _ID,
+        "event": Free({"type": "string", "maxLength": 200}, "The event's name (track needs it)."),
+        "context": CONTEXT,
+        "properties": _OBJECT,
+        "traits": _OBJECT,
+        "timestamp": _TIME,
+        "originalTimestamp": _TIME,
+        "sentAt": _TIME,
+        "channel": Free({"type": "string"}),
+        "name": Free({"type": "string"}),
+    },
+    description="A Segment message: userId or anonymousId is needed.",
+)
+_WRITE_KEY = Free({"type": "string"}, "The write key, if not sent as the Basic-auth user.")
+CALL = Payload(
+    Obj({**MESSAGE.fields, "writeKey": _WRITE_KEY}, description=MESSAGE.description),
+    description="One message (at most DMP_MAX_EVENT_BYTES).",
+    example={
+        "userId": "u-42",
+        "event": "Whitepaper Downloaded",
+        "properties": {"title": "CRM guide", "url": "https://example.com/crm"},
+        "traits": {"email": "anna@example.com"},
+        "context": {"consent": {"categoryPreferences": {"analytics": True, "email": True}}},
+        "timestamp": "2025-09-10T09:41:00Z",
+    },
+)
+BATCH = Payload(
+    Obj(
+        {
+            # Each message is checked by to_hit, after its size and with the batch's context.
+            "batch": ListOf(Free(MESSAGE.schema()), message="expected a list of messages"),
+            "context": Obj(nullable=True, description="Under each message's own context."),
+            "sentAt": _TIME,
+            "writeKey": _WRITE_KEY,
+        },
+        required=("batch",),
+    ),
+    description="Messages stored all together or not at all (at most DMP_MAX_BATCH_BYTES).",
+    example={
+        "batch": [
+            {"type": "identify", "userId": "u-42", "traits": {"email": "anna@example.com"}},
+            {"type": "track", "userId": "u-42", "event": "Signed Up"},
+        ],
+        "sentAt": "2025-09-10T09:41:01Z",
+    },
+)
+KIND = Param(
+    "kind",
+    Text(enum=TYPES),
+    "path",
+    message="no endpoint /v1/{value}",
+    status=404,
+    description="The message's type.",
+)
+REPLIES = {
+    200: Reply("Stored.", schema=Obj({"success": Free({"const": True})}, required=("success",))),
+    400: problem("The body is not a Segment message (or too large); the detail names the path."),
+    401: problem("No site's write key or server key."),
+    413: problem("The body is larger than the largest batch."),
+    429: RATE_LIMITED,
+    503: UNAVAILABLE,
+}
+SECURITY = ("serverKey", "writeKey", "")  # "": the key as writeKey in the body
 
 
 def write_key_of(req: Request, body: dict[str, Any]) -> str:
@@ -80,17 +171,6 @@ def corrected_time(msg: dict[str, Any], batch_sent_at: int | None, received: int
     return corrected if in_range(corrected) else received
 
 
-def _id(value: Any, path: str) -> str:
-    if value is None or value == "":
-        return ""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise invalid(f"{path}: expected a string")
-    text = str(value)
-    if len(text) > MAX_ID:
-        raise invalid(f"{path}: at most {MAX_ID} characters")
-    return text
-
-
 def _external_ids(context: dict[str, Any], path: str) -> dict[str, str]:
     raw = context.get("externalIds")
     if raw is None:
@@ -102,12 +182,19 @@ def _external_ids(context: dict[str, Any], path: str) -> dict[str, str]:
         if not isinstance(item, dict):
             raise invalid(f"{path}.externalIds[{i}]: expected an object")
         kind, value = (
-            _id(item.get("type"), f"{path}.externalIds[{i}].type"),
-            _id(item.get("id"), f"{path}.externalIds[{i}].id"),
+            _checked(_ID, item.get("type"), f"{path}.externalIds[{i}].type"),
+            _checked(_ID, item.get("id"), f"{path}.externalIds[{i}].id"),
         )
         if kind and value:
             out[kind] = value
     return out
+
+
+def _checked(shape: Text | Obj, value: Any, path: str) -> Any:
+    try:
+        return shape.check(value, path)
+    except Invalid as exc:
+        raise invalid(str(exc)) from None
 
 
 def _size(msg: dict[str, Any], path: str) -> int:
@@ -141,27 +228,26 @@ def to_hit(
     kind = kind or msg.get("type")
     if kind not in TYPES:
         raise invalid(f"{path}.type: expected one of {', '.join(TYPES)}")
-    user_id = _id(msg.get("userId"), f"{path}.userId")
-    anonymous_id = _id(msg.get("anonymousId"), f"{path}.anonymousId")
+    msg = _checked(MESSAGE, msg, path)
+    user_id, anonymous_id = msg.get("userId") or "", msg.get("anonymousId") or ""
     if not user_id and not anonymous_id:
         raise invalid(f"{path}: userId or anonymousId is required")
-    context = expect_object(msg.get("context"), f"{path}.context")
-    properties = expect_object(msg.get("properties"), f"{path}.properties")
-    traits = expect_object(msg.get("traits"), f"{path}.traits")
+    context, traits = msg.get("context") or {}, msg.get("traits") or {}
+    properties = msg.get("properties") or {}
     if kind == "group":
         # A group call's traits describe the group (the company), not the person: an
         # info@ address there must not become every member's email.
         properties = {**properties, "group_traits": traits} if traits else properties
         traits = {}
-    traits = {**expect_object(context.get("traits"), f"{path}.context.traits"), **traits}
-    page = expect_object(context.get("page"), f"{path}.context.page")
+    traits = {**(context.get("traits") or {}), **traits}
+    page = context.get("page") or {}
     if kind == "track":
         event = msg.get("event")
         if not isinstance(event, str) or not event.strip() or len(event) > 200:
             raise invalid(f"{path}.event: track needs an event name (1-200 characters)")
     else:
         event = kind  # a page's or screen's name travels as its title
-    message_id = _id(msg.get("messageId"), f"{path}.messageId") or uuid.uuid4().hex
+    message_id = msg.get("messageId") or uuid.uuid4().hex
     ip = context.get("ip")
     ua = context.get("userAgent")
     return Hit(
@@ -175,8 +261,8 @@ def to_hit(
         consent=map_segment_consent(context),
         anonymous_id=anonymous_id,
         user_id=user_id,
-        previous_id=_id(msg.get("previousId"), f"{path}.previousId") if kind == "alias" else "",
-        group_id=_id(msg.get("groupId"), f"{path}.groupId") if kind == "group" else "",
+        previous_id=(msg.get("previousId") or "") if kind == "alias" else "",
+        group_id=(msg.get("groupId") or "") if kind == "group" else "",
         channel=msg["channel"][:32] if isinstance(msg.get("channel"), str) else "server",
         url=browser.clean_url(properties.get("url") or page.get("url"), site.keep_params),
         referrer=browser.clean_url(
@@ -235,11 +321,9 @@ def _read_hits(deps: Deps, kind: str | None) -> list[Hit]:
     received = browser.now_ms()
     if kind is not None:
         return [to_hit(body, kind, caller, received, None, kind, cfg.max_event_bytes)]
-    batch = body.get("batch")
-    if not isinstance(batch, list):
-        raise invalid("batch: expected a list of messages")
+    body = BATCH.check(body)
     sent_at = parse_time(body.get("sentAt"), "sentAt")
-    messages = with_batch_context(batch, expect_object(body.get("context"), "context"))
+    messages = with_batch_context(body["batch"], body.get("context") or {})
     return [
         to_hit(m, None, caller, received, sent_at, f"batch[{i}]", cfg.max_event_bytes)
         for i, m in enumerate(messages)
@@ -265,14 +349,20 @@ def _count(deps: Deps, outcome: str) -> None:
 
 @bp.post("/batch")
 @bp.post("/import")
+@describe(tag="collect", body=BATCH, security=SECURITY, replies=REPLIES)
 def batch() -> Response:
     """Accept a batch of messages (what segment-analytics-python sends)."""
     return _accept(None)
 
 
 @bp.post("/<kind>")
+@describe(
+    tag="collect",
+    params=(KIND,),
+    body=CALL,
+    security=SECURITY,
+    replies={**REPLIES, 404: problem("No such call: the path names none of the types.")},
+)
 def single(kind: str) -> Response:
     """Accept one identify, track, page, screen, group or alias call."""
-    if kind not in TYPES:
-        raise Problem(404, "Not found", f"no endpoint /v1/{kind}", "not-found")
     return _accept(kind)

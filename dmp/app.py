@@ -21,16 +21,26 @@ from dmp.config import Config, load_config
 from dmp.ingest.appender import Appender
 from dmp.ingest.spool import Spool, spool_dir
 from dmp.storage import redisserver
-from dmp.web import lookup, ops, persons, segments
+from dmp.web import lookup, openapi, ops, persons, segments
 from dmp.web.deps import Deps, current_deps
 from dmp.web.problems import from_http_exception, problem_response, unavailable
 from dmp.web.ratelimits import RateLimits
+from dmp.web.spec import static
 
 log = logging.getLogger(__name__)
 
 # Collectors (public: browsers and SDKs), the webhook (import keys), the admin API (admin
-# keys) and the ops endpoints (public), in the order their routes are matched.
-BLUEPRINTS = (tag.bp, trackingapi.bp, newsletter.bp, persons.bp, segments.bp, ops.bp)
+# keys), the ops endpoints and the OpenAPI document (public), in the order their routes
+# are matched.
+BLUEPRINTS = (
+    tag.bp,
+    trackingapi.bp,
+    newsletter.bp,
+    persons.bp,
+    segments.bp,
+    ops.bp,
+    openapi.bp,
+)
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
@@ -52,8 +62,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     # The pixel and the lookup answer in plain WSGI before Flask is involved; these routes
     # only make Flask answer 405 for other methods on their paths.
-    app.add_url_rule(pixel.PATH, "pixel", _behind_wsgi, methods=["GET"])
-    app.add_url_rule(lookup.PATH, "lookup", _behind_wsgi, methods=["GET"])
+    app.add_url_rule(pixel.PATH, "pixel", _pixel, methods=["GET"])
+    app.add_url_rule(lookup.PATH, "lookup", _lookup, methods=["GET"])
     app.wsgi_app = pixel.PixelApp(app.wsgi_app, deps)  # type: ignore[method-assign]
     app.wsgi_app = lookup.LookupApp(app.wsgi_app, deps)  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, from_http_exception)
@@ -66,8 +76,15 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _behind_wsgi():
-    raise RuntimeError("served by collectors.pixel.PixelApp or dmp.web.lookup.LookupApp")
+# What the fast paths take and answer is stated beside their code, for the document.
+@static(pixel.OPERATION)
+def _pixel():
+    raise RuntimeError("served by collectors.pixel.PixelApp")
+
+
+@static(lookup.OPERATION)
+def _lookup():
+    raise RuntimeError("served by dmp.web.lookup.LookupApp")
 
 
 def _redis_away(exc: redis.RedisError):

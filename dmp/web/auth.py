@@ -19,7 +19,7 @@ from dmp.web.deps import current_deps
 from dmp.web.problems import PRIVATE, Problem
 
 # Routes anyone may call: browsers and SDKs (their write key is a public claim, checked by
-# the collector itself), load balancers and Prometheus.
+# the collector itself), load balancers, Prometheus, and readers of the OpenAPI document.
 PUBLIC = frozenset(
     {
         "/p.gif",
@@ -30,6 +30,7 @@ PUBLIC = frozenset(
         "/v1/import",
         "/healthz",
         "/metrics",
+        "/api/v1/openapi.json",
     }
 )
 _HINT = {

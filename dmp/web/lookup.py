@@ -28,8 +28,10 @@ from dmp.storage import keyspace
 from dmp.storage.outage import Outage
 from dmp.web.auth import environ_token
 from dmp.web.deps import Deps
-from dmp.web.params import BadQuery, query_args
+from dmp.web.params import BadQuery, Param, query_args
 from dmp.web.problems import PRIVATE, Problem, unavailable
+from dmp.web.schema import ListOf, Obj, Text
+from dmp.web.spec import BAD_PARAMETER, NO_KEY, UNAVAILABLE, Operation, Reply
 
 log = logging.getLogger(__name__)
 _OUTAGE = Outage(log, "Redis (lookups answer 503)")
@@ -38,8 +40,47 @@ PATH = "/api/v1/lookup"
 HEADERS = [("Content-Type", "application/json"), *PRIVATE.items()]
 SEGTAX_IAB_AUDIENCE_1_1 = 4
 CATALOGUE_SECONDS = 5.0  # segments' IAB mappings cached per process this long
-_UID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+# Whole values only (fullmatch: "$" would let a trailing newline through).
+_UID = re.compile(r"[A-Za-z0-9._\-]{1,64}")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+# The lookup's parameters and answer, for the OpenAPI document (read above without Flask).
+_SEGMENTS = ListOf(Obj({"id": Text()}, required=("id",)))
+OPERATION = Operation(
+    "Return the shared segments a visitor is in, as OpenRTB user.data",
+    "lookup",
+    {
+        200: Reply(
+            "One object of dmp's segment ids and, for those mapped to the IAB Audience "
+            "Taxonomy 1.1, one with those ids and ext.segtax 4; empty for anyone unknown "
+            "or without the ads consent.",
+            schema=Obj(
+                {
+                    "data": ListOf(
+                        Obj(
+                            {"name": Text(), "segment": _SEGMENTS, "ext": Obj()},
+                            required=("name", "segment"),
+                        )
+                    )
+                },
+                required=("data",),
+            ),
+        ),
+        400: BAD_PARAMETER,
+        401: NO_KEY,
+        503: UNAVAILABLE,
+    },
+    params=(
+        Param("uid", Text(pattern=_UID.pattern), description="A dmp_uid cookie."),
+        Param(
+            "email_sha256",
+            Text(pattern=_SHA256.pattern),
+            description="The SHA-256 (hex) of a normalised email address.",
+        ),
+    ),
+    security=("partnerKey",),
+    description="Give exactly one of uid and email_sha256. Served before Flask, for speed.",
+)
 
 
 class _Catalogue:
@@ -76,12 +117,12 @@ def _identifier_key(args: dict[str, str]) -> _Asked:
     if (uid is None) == (hashed is None):
         raise Problem(400, "Invalid parameter", "give exactly one of uid= or email_sha256=")
     if uid is not None:
-        if not _UID.match(uid):
+        if not _UID.fullmatch(uid):
             raise Problem(400, "Invalid parameter", "uid= must be a dmp_uid cookie value")
         ident = Identifier(IdKind.UID, uid)
         field = consent_rules.state_field(Category.ADS.value, ident)
         return _Asked(keyspace.identifier(IdKind.UID.value, uid), field)
-    if not _SHA256.match(hashed or ""):
+    if not _SHA256.fullmatch(hashed or ""):
         raise Problem(400, "Invalid parameter", "email_sha256= must be 64 hex digits")
     return _Asked(keyspace.identifier(EMAIL_SHA256, hashed.lower()), "")
 

@@ -19,11 +19,23 @@ from dmp.storage import metrics
 from dmp.web.auth import bearer_token
 from dmp.web.deps import current_deps
 from dmp.web.problems import Problem
+from dmp.web.schema import Obj, Text
+from dmp.web.spec import ANONYMOUS, NO_KEY, Reply, describe, problem
 
 bp = Blueprint("ops", __name__)
 
 
+HEALTH = Obj({"status": Text(enum=("ok", "degraded", "unavailable"))}, required=("status",))
+
+
 @bp.get("/healthz")
+@describe(
+    tag="ops",
+    replies={
+        200: Reply("Redis answers (status ok, or degraded while flushes fail).", schema=HEALTH),
+        503: Reply("Redis is away: the collectors cannot buffer hits.", schema=HEALTH),
+    },
+)
 def healthz() -> tuple[Response, int]:
     """Answer 200 when Redis answers, else 503 (the collectors cannot buffer hits).
 
@@ -40,6 +52,15 @@ def healthz() -> tuple[Response, int]:
 
 
 @bp.get("/metrics")
+@describe(
+    tag="ops",
+    security=(ANONYMOUS, "metricsToken"),
+    replies={
+        200: Reply("The Prometheus text format.", CONTENT_TYPE_LATEST.split(";")[0], Text()),
+        401: NO_KEY,
+        403: problem("DMP_METRICS_LOOPBACK_ONLY is set and the scrape is not from this host."),
+    },
+)
 def prometheus() -> Response:
     """Return counters and ingest gauges in the Prometheus text format (to scrapes with
     DMP_METRICS_TOKEN, from this host with DMP_METRICS_LOOPBACK_ONLY, if set)."""

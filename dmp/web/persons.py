@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
-from flask import Response, jsonify, request
+from flask import Response, jsonify
 
 from dmp.access.apikeys import Scope
 from dmp.matrix import snapshots
@@ -17,18 +15,103 @@ from dmp.records import Stage
 from dmp.storage import keyspace
 from dmp.web.auth import scoped_blueprint
 from dmp.web.deps import current_deps
-from dmp.web.params import json_body, whole_number
+from dmp.web.params import JsonBody, Param, WholeNumber
 from dmp.web.problems import Problem
+from dmp.web.schema import Free, Obj, Text
+from dmp.web.spec import (
+    BAD_PARAMETER,
+    NO_KEY,
+    NOT_FOUND,
+    TOO_LARGE,
+    UNAVAILABLE,
+    Reply,
+    describe,
+    problem,
+)
 from segments.matrix import by_weight
 
 bp = scoped_blueprint("persons", __name__, Scope.ADMIN, url_prefix="/api/v1")
 
-_PID = re.compile(r"^[0-9a-f]{16}$")
+_HEX16 = "[0-9a-f]{16}"
+_STAGE_MESSAGE = f"{{path}} must be one of {', '.join(s.value for s in Stage)}"
+_BY_MESSAGE = "{path} must be a string of at most 200 printable characters"
+_REASON_MESSAGE = "{path} must be a string of at most 500 printable characters"
 
 
-def _person_response(pid: str | None, what: str) -> Response:
-    limit = whole_number("limit", 100, 1, 1000)  # a bad limit is a 400 even for nobody
-    r = current_deps().redis
+PID = Param(
+    "pid",
+    Text(pattern=_HEX16),
+    "path",
+    message="a person id is 16 lowercase hex digits",
+    description="A person id (a merged id leads to the person it was merged into).",
+)
+REQUEST = Param(
+    "request_id",
+    Text(pattern=_HEX16),
+    "path",
+    message="a request id is 16 lowercase hex digits",
+    description="The id an erasure answered 202 with.",
+)
+LIMIT = WholeNumber("limit", 100, 1, 1000, "Touchpoints to show, newest first.")
+EMAIL = Param("email", Text(), description="An email address of the person.")
+UID = Param(
+    "uid",
+    Text(min_length=1, max_length=64),
+    message="uid= must be a dmp_uid cookie value",
+    description="A dmp_uid cookie value.",
+)
+STAGE_CHANGE = JsonBody(
+    Obj(
+        {
+            "stage": Text(enum=tuple(s.value for s in Stage), message=_STAGE_MESSAGE),
+            "by": Text(max_length=200, printable=True, message=_BY_MESSAGE),
+        },
+        required=("stage",),
+        message='send a JSON object such as {"stage": "sal"}',
+    ),
+    4096,
+    hint='send a JSON object such as {"stage": "sal"}',
+    large="a stage change is a small JSON object",
+    example={"stage": "sal", "by": "jana@example.com"},
+)
+ERASURE = JsonBody(
+    Obj(
+        {
+            name: Text(max_length=500, printable=True, message=_REASON_MESSAGE)
+            for name in ("reason", "by")
+        },
+        message='send a JSON object such as {"reason": "ticket 42"}',
+    ),
+    4096,
+    hint='send a JSON object such as {"reason": "ticket 42"}',
+    required=False,
+    large="an erasure request is a small JSON object",
+    example={"reason": "ticket 42", "by": "dpo@example.com"},
+)
+# What the person routes answer (the data's own members are many and grow: they are
+# described, not closed).
+PERSON = Obj(
+    {
+        "person_id": Text(pattern=_HEX16),
+        "tier": Text(enum=("unknown", "low", "medium", "high")),
+        "identifiers": Obj(),
+        "traits": Obj(),
+        "consents": Obj(),
+        "touchpoints": Free({"type": "array"}),
+        "touchpoints_total": Free({"type": "integer"}),
+        "stages": Free({"type": "array"}),
+        "matrix": Free({"type": ["object", "null"]}, "The person's row of the latest build."),
+    },
+    required=("person_id", "tier", "identifiers", "traits", "touchpoints", "stages"),
+)
+ERRORS = {400: BAD_PARAMETER, 401: NO_KEY, 404: NOT_FOUND, 503: UNAVAILABLE}
+REQUEST_STATE = Obj(
+    {"request": Text(), "status": Text(), "person_id": Text()}, required=("status",)
+)
+
+
+def _person_response(pid: str | None, what: str, limit: int) -> Response:
+    r = current_deps().redis  # the limit was read first: a bad one is a 400 even for nobody
     person = profiles.get_person(r, pid, limit) if pid else None
     if person is None:
         raise Problem(404, "Person not found", f"no person with {what}", "not-found")
@@ -43,43 +126,60 @@ def _person_response(pid: str | None, what: str) -> Response:
 
 
 @bp.post("/persons/<pid>/stage")
+@describe(
+    tag="persons",
+    params=(PID,),
+    body=STAGE_CHANGE,
+    security=("adminKey",),
+    replies={
+        201: Reply("The stage record.", schema=Obj({"person_id": Text(), "stage": Text()})),
+        **ERRORS,
+        413: TOO_LARGE,
+    },
+)
 def set_stage(pid: str) -> tuple[Response, int]:
     """Record a stage sales set: ``{"stage": "sal", "by": "who"}`` (201 with the record)."""
-    if not _PID.match(pid):
-        raise Problem(400, "Invalid parameter", "a person id is 16 lowercase hex digits")
-    if (request.content_length or 0) > 4096:
-        raise Problem(413, "Payload too large", "a stage change is a small JSON object")
-    body = json_body()
-    if not isinstance(body, dict):
-        raise Problem(400, "Invalid body", 'send a JSON object such as {"stage": "sal"}')
-    stage, by = body.get("stage"), body.get("by", "")
-    if not isinstance(stage, str) or stage not in Stage._value2member_map_:
-        known = ", ".join(s.value for s in Stage)
-        raise Problem(400, "Invalid stage", f"stage must be one of {known}")
-    if not isinstance(by, str) or len(by) > 200 or not by.isprintable():  # no "\ud800", NUL
-        detail = "by must be a string of at most 200 printable characters"
-        raise Problem(400, "Invalid body", detail)
+    body = STAGE_CHANGE.read()
     r = current_deps().redis
     live = profiles.follow(r, pid)
     if not r.hexists(keyspace.person(live), "tier"):
         raise Problem(404, "Person not found", f"no person with id {pid}", "not-found")
-    record = lifecycle.record_stage(r, live, Stage(stage), source="api", by=by)
+    record = lifecycle.record_stage(
+        r, live, Stage(body["stage"]), source="api", by=body.get("by", "")
+    )
     return jsonify({"person_id": live, **record}), 201
 
 
 @bp.get("/persons/<pid>")
-def person(pid: str) -> Response:
+@describe(
+    tag="persons",
+    params=(PID, LIMIT),
+    security=("adminKey",),
+    replies={
+        200: Reply("The person.", schema=PERSON),
+        **ERRORS,
+    },
+)
+def person(pid: str, limit: int) -> Response:
     """Return one person by id (a merged id leads to the person it was merged into)."""
-    if not _PID.match(pid):
-        raise Problem(400, "Invalid parameter", "a person id is 16 lowercase hex digits")
-    return _person_response(pid, f"id {pid}")
+    return _person_response(pid, f"id {pid}", limit)
 
 
 @bp.get("/persons/<pid>/export")
+@describe(
+    tag="persons",
+    params=(PID,),
+    security=("adminKey",),
+    replies={
+        200: Reply(
+            "Identifiers, traits, consents with proof, stages, score, segments, timeline.",
+            schema=Obj({"format": Text(), "person_id": Text()}, required=("format",)),
+        ),
+        **ERRORS,
+    },
+)
 def export(pid: str) -> Response:
     """Return everything dmp holds about a person, as one JSON document (GDPR Art. 15)."""
-    if not _PID.match(pid):
-        raise Problem(400, "Invalid parameter", "a person id is 16 lowercase hex digits")
     deps = current_deps()
     found = export_person(deps.redis, deps.config, pid)
     if found is None:
@@ -88,26 +188,28 @@ def export(pid: str) -> Response:
 
 
 @bp.delete("/persons/<pid>")
+@describe(
+    tag="persons",
+    params=(PID,),
+    body=ERASURE,
+    security=("adminKey",),
+    replies={
+        200: Reply("Erased: what was removed where.", schema=Obj({"status": Text()})),
+        202: Reply("Queued: the ingest worker applies it soon.", schema=REQUEST_STATE),
+        **ERRORS,
+        413: TOO_LARGE,
+    },
+)
 def erase(pid: str) -> tuple[Response, int]:
     """Erase a person (GDPR Art. 17): 200 with what was removed where once the ingest
     worker applied it (at once, as a rule), else 202 with the request id to look for.
     An optional JSON body ``{"reason": "...", "by": "..."}`` goes into the erasure log."""
-    if not _PID.match(pid):
-        raise Problem(400, "Invalid parameter", "a person id is 16 lowercase hex digits")
-    if (request.content_length or 0) > 4096:
-        raise Problem(413, "Payload too large", "an erasure request is a small JSON object")
-    body = json_body() if request.content_length else {}
-    if not isinstance(body, dict):
-        raise Problem(400, "Invalid body", 'send a JSON object such as {"reason": "ticket 42"}')
-    reason, by = body.get("reason", ""), body.get("by", "")
-    for name, value in (("reason", reason), ("by", by)):
-        if not isinstance(value, str) or len(value) > 500 or not value.isprintable():
-            detail = f"{name} must be a string of at most 500 printable characters"
-            raise Problem(400, "Invalid body", detail)
+    body = ERASURE.read()
     r = current_deps().redis
     live = profiles.follow(r, pid)
     if not r.hexists(keyspace.person(live), "tier"):
         raise Problem(404, "Person not found", f"no person with id {pid}", "not-found")
+    by, reason = body.get("by", ""), body.get("reason", "")
     request_id = requests.request_erasure(r, live, by=by, reason=reason)
     report = requests.wait_for(r, request_id, requests.WAIT_SECONDS)
     if report is None:
@@ -116,11 +218,20 @@ def erase(pid: str) -> tuple[Response, int]:
 
 
 @bp.post("/persons/<pid>/unmerge")
+@describe(
+    tag="persons",
+    params=(PID,),
+    security=("adminKey",),
+    replies={
+        200: Reply("Unmerged: what went back.", schema=Obj({"status": Text()})),
+        202: Reply("Queued: the ingest worker applies it soon.", schema=REQUEST_STATE),
+        **ERRORS,
+        409: problem("The merge cannot be undone."),
+    },
+)
 def unmerge(pid: str) -> tuple[Response, int]:
     """Undo the merge of ``pid`` (an id merged into another person): 200 with what went
     back once the ingest worker applied it, else 202 with the request id."""
-    if not _PID.match(pid):
-        raise Problem(400, "Invalid parameter", "a person id is 16 lowercase hex digits")
     r = current_deps().redis
     if not r.hexists(keyspace.person(pid), "merged_into"):
         detail = f"{pid} is no id merged into another person"
@@ -135,10 +246,18 @@ def unmerge(pid: str) -> tuple[Response, int]:
 
 
 @bp.get("/erasures/<request_id>")
+@describe(
+    tag="persons",
+    params=(REQUEST,),
+    security=("adminKey",),
+    replies={
+        200: Reply("The erasure's report.", schema=Obj({"status": Text()})),
+        202: Reply("Still queued.", schema=REQUEST_STATE),
+        **ERRORS,
+    },
+)
 def erasure_report(request_id: str) -> tuple[Response, int]:
     """Return an erasure request's report: 200 once applied, 202 while it waits."""
-    if not _REQUEST.match(request_id):
-        raise Problem(400, "Invalid parameter", "a request id is 16 lowercase hex digits")
     r = current_deps().redis
     report = requests.report(r, request_id)
     if report is not None:
@@ -148,16 +267,26 @@ def erasure_report(request_id: str) -> tuple[Response, int]:
     raise Problem(404, "Unknown request", f"no erasure request {request_id}", "not-found")
 
 
-_REQUEST = re.compile(r"^[0-9a-f]{16}$")
-
-
 @bp.get("/persons/<pid>/consents")
+@describe(
+    tag="persons",
+    params=(PID,),
+    security=("adminKey",),
+    replies={
+        200: Reply(
+            "Current consents per category and identifier, and every grant and withdrawal.",
+            schema=Obj(
+                {"person_id": Text(), "current": Obj(), "history": Free({"type": "array"})},
+                required=("person_id", "current", "history"),
+            ),
+        ),
+        **ERRORS,
+    },
+)
 def consents(pid: str) -> Response:
     """Return a person's consents: per category, each identifier's current state with the
     proof that set it (time, source, site, event, trusted or a browser's claim, consent
     text version, double opt-in), and every grant and withdrawal in order."""
-    if not _PID.match(pid):
-        raise Problem(400, "Invalid parameter", "a person id is 16 lowercase hex digits")
     r = current_deps().redis
     live = profiles.follow(r, pid)
     if not r.hexists(keyspace.person(live), "tier"):
@@ -169,10 +298,18 @@ def consents(pid: str) -> Response:
 
 
 @bp.get("/persons")
-def find() -> Response:
-    """Return the person with ``?email=`` or ``?uid=`` (the dmp_uid cookie)."""
+@describe(
+    tag="persons",
+    params=(EMAIL, UID, LIMIT),
+    security=("adminKey",),
+    replies={
+        200: Reply("The person.", schema=PERSON),
+        **ERRORS,
+    },
+)
+def find(email: str | None, uid: str | None, limit: int) -> Response:
+    """Return the person with ``?email=`` or ``?uid=`` (the dmp_uid cookie); exactly one."""
     r = current_deps().redis
-    email, uid = request.args.get("email"), request.args.get("uid")
     if (email is None) == (uid is None):
         raise Problem(400, "Invalid parameter", "give exactly one of email= or uid=")
     if email is not None:
@@ -181,13 +318,21 @@ def find() -> Response:
             raise Problem(400, "Invalid parameter", "email= is not an email address")
         ident = Identifier(IdKind.EMAIL, normal)
     else:
-        if not uid or len(uid) > 64:
-            raise Problem(400, "Invalid parameter", "uid= must be a dmp_uid cookie value")
-        ident = Identifier(IdKind.UID, uid)
-    return _person_response(profiles.find_person(r, ident), f"{ident.kind.value} {ident.value}")
+        ident = Identifier(IdKind.UID, uid or "")
+    found = profiles.find_person(r, ident)
+    return _person_response(found, f"{ident.kind.value} {ident.value}", limit)
 
 
 @bp.get("/funnel")
+@describe(
+    tag="persons",
+    security=("adminKey",),
+    replies={
+        200: Reply("Persons per stage and tier, conversion, days in stage.", schema=Obj()),
+        401: NO_KEY,
+        404: problem("No matrix was built yet."),
+    },
+)
 def funnel() -> Response:
     """Return the latest build's funnel: stages, conversion, days in stage, tiers."""
     data = snapshots.latest_funnel(current_deps().config)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, jsonify
 
 from dmp.access.apikeys import Scope
 from dmp.membership import definitions, results
@@ -15,24 +15,86 @@ from dmp.membership.preview import overlap, preview
 from dmp.storage import keyspace
 from dmp.web.auth import scoped_blueprint
 from dmp.web.deps import current_deps
-from dmp.web.params import json_body, whole_number
+from dmp.web.params import JsonBody, Param, WholeNumber
 from dmp.web.problems import Problem
-from segments.definition import SegmentDefinition, parse_definition
+from dmp.web.schema import Either, Flag, Free, ListOf, Obj, Text
+from dmp.web.spec import (
+    BAD_PARAMETER,
+    NO_KEY,
+    NOT_FOUND,
+    TOO_LARGE,
+    UNAVAILABLE,
+    Reply,
+    describe,
+    problem,
+)
+from segments.definition import RESERVED_IDS, SegmentDefinition, parse_definition
 from segments.rules import RuleError
 
 bp = scoped_blueprint("segments", __name__, Scope.ADMIN, url_prefix="/api/v1")
 MAX_BODY = 64 * 1024  # a definition is a few hundred bytes; a long list of them fits
 
-
-def _body() -> Any:
-    if (request.content_length or 0) > MAX_BODY:
-        raise Problem(413, "Payload too large", f"a segment definition is at most {MAX_BODY} bytes")
-    if not request.is_json:
-        raise Problem(415, "Unsupported media type", "send the definition as application/json")
-    data = json_body()
-    if data is None:
-        raise Problem(400, "Invalid body", "the body is not valid JSON")
-    return data
+_ID_PATTERN = "[a-z0-9][a-z0-9-]*"
+# A definition is parsed by the rule language (segments.definition; its errors are 422s
+# naming the path): the document describes it, the parser checks it.
+DEFINITION = Free(
+    Obj(
+        {
+            "id": Text(max_length=64, pattern=_ID_PATTERN),
+            "name": Text(),
+            "description": Text(),
+            "iab": ListOf(Text(pattern="[0-9]{1,6}")),
+            "where": Free({"type": "object"}, "A condition of the segment language."),
+        },
+        required=("id", "where"),
+        extra=False,
+    ).schema(),
+    "A segment definition, as in the YAML files (docs/segments.md).",
+)
+_BODY = dict(
+    max_bytes=MAX_BODY,
+    strict=True,
+    large=f"a segment definition is at most {MAX_BODY} bytes",
+)
+EXAMPLE = {
+    "id": "hot-leads",
+    "name": "Hot leads",
+    "iab": ["271"],
+    "where": {"all": [{"tier": {"gte": "medium"}}, {"score": {"gte": 30}}]},
+}
+ONE = JsonBody(DEFINITION, **_BODY, example=EXAMPLE)
+ONE_OR_MORE = JsonBody(
+    Either((Free(DEFINITION.schema()), ListOf(Free(DEFINITION.schema())))),
+    **_BODY,
+    example=[EXAMPLE],
+)
+SID = Param(
+    "sid",
+    Text(max_length=64, pattern=_ID_PATTERN, exclude=tuple(sorted(RESERVED_IDS))),
+    "path",
+    description="A segment id.",
+)
+SAMPLE = WholeNumber("sample", 10, 0, 1000, "Members to show with the conditions they met.")
+LIMIT = WholeNumber("limit", 100, 1, 10_000, "Members per page.")
+OFFSET = WholeNumber("offset", 0, 0, 100_000_000, "Members to skip.")
+SEGMENT = Obj(
+    {
+        "id": Text(),
+        "name": Text(),
+        "version": Free({"type": "integer"}),
+        "definition": Obj(),
+        "members": Free({"type": ["integer", "null"]}),
+    },
+    required=("id", "name", "version", "definition"),
+)
+ERRORS = {400: BAD_PARAMETER, 401: NO_KEY, 503: UNAVAILABLE}
+WRITES = {
+    **ERRORS,
+    413: TOO_LARGE,
+    415: problem("The body is not application/json."),
+    422: problem("The definition is not valid; the detail names the path."),
+}
+NOT_READY = problem("No matrix was built yet (or no run made).")
 
 
 def _definition(data: Any, path: str = "segment") -> SegmentDefinition:
@@ -70,15 +132,30 @@ def _matrix_needed(exc: LookupError) -> Problem:
 
 
 @bp.get("/segments")
+@describe(
+    tag="segments",
+    security=("adminKey",),
+    replies={200: Reply("Every segment.", schema=ListOf(SEGMENT)), **ERRORS},
+)
 def segments_list() -> Response:
     """Return every segment with its version and last run's size."""
     return jsonify([_view(s) for s in definitions.list_segments(current_deps().redis)])
 
 
 @bp.post("/segments")
+@describe(
+    tag="segments",
+    body=ONE,
+    security=("adminKey",),
+    replies={
+        201: Reply("The stored segment.", schema=SEGMENT),
+        **WRITES,
+        409: problem("A segment with that id exists: PUT it to change it."),
+    },
+)
 def segments_create() -> tuple[Response, int]:
     """Create a segment (409 if the id exists: change it with PUT)."""
-    definition = _definition(_body())
+    definition = _definition(ONE.read())
     r = current_deps().redis
     if definitions.get_segment(r, definition.id) is not None:
         raise Problem(409, "Segment exists", f"{definition.id!r} exists: PUT it to change it")
@@ -87,15 +164,32 @@ def segments_create() -> tuple[Response, int]:
 
 
 @bp.get("/segments/<sid>")
+@describe(
+    tag="segments",
+    params=(SID,),
+    security=("adminKey",),
+    replies={200: Reply("The segment.", schema=SEGMENT), **ERRORS, 404: NOT_FOUND},
+)
 def segments_get(sid: str) -> Response:
     """Return one segment."""
     return jsonify(_view(_stored(sid)))
 
 
 @bp.put("/segments/<sid>")
+@describe(
+    tag="segments",
+    params=(SID,),
+    body=ONE,
+    security=("adminKey",),
+    replies={
+        200: Reply("Changed (a new version) or unchanged.", schema=SEGMENT),
+        201: Reply("Created.", schema=SEGMENT),
+        **WRITES,
+    },
+)
 def segments_put(sid: str) -> tuple[Response, int]:
     """Create or change a segment; a change is a new version (200), a new one 201."""
-    data = _body()
+    data = ONE.read()
     if isinstance(data, dict):
         if data.setdefault("id", sid) != sid:
             raise Problem(422, "Invalid segment", "segment.id: differs from the id in the URL")
@@ -106,6 +200,19 @@ def segments_put(sid: str) -> tuple[Response, int]:
 
 
 @bp.delete("/segments/<sid>")
+@describe(
+    tag="segments",
+    params=(SID,),
+    security=("adminKey",),
+    replies={
+        200: Reply(
+            "Deleted; its versions stay.",
+            schema=Obj({"id": Text(), "version": Free({"type": "integer"}), "deleted": Flag()}),
+        ),
+        **ERRORS,
+        404: NOT_FOUND,
+    },
+)
 def segments_delete(sid: str) -> Response:
     """Delete a segment: the next run empties it; its versions stay."""
     version = definitions.delete_segment(current_deps().redis, sid)
@@ -115,6 +222,16 @@ def segments_delete(sid: str) -> Response:
 
 
 @bp.get("/segments/<sid>/versions")
+@describe(
+    tag="segments",
+    params=(SID,),
+    security=("adminKey",),
+    replies={
+        200: Reply("Every version, oldest first.", schema=ListOf(Obj())),
+        **ERRORS,
+        404: NOT_FOUND,
+    },
+)
 def segments_versions(sid: str) -> Response:
     """Return every version of a segment, oldest first."""
     found = definitions.versions(current_deps().redis, sid)
@@ -123,34 +240,56 @@ def segments_versions(sid: str) -> Response:
     return jsonify(found)
 
 
-def _sample() -> int:
-    return whole_number("sample", 10, 0, 1000)
-
-
-def _preview(definition: SegmentDefinition) -> Response:
+def _preview(definition: SegmentDefinition, sample: int) -> Response:
     deps = current_deps()
     try:
-        return jsonify(preview(deps.redis, deps.config, definition, _sample()))
+        return jsonify(preview(deps.redis, deps.config, definition, sample))
     except LookupError as exc:
         raise _matrix_needed(exc) from None
 
 
+PREVIEW = Reply("Size, breakdowns, and a sample with the conditions met.", schema=Obj())
+
+
 @bp.get("/segments/<sid>/preview")
-def segments_preview(sid: str) -> Response:
+@describe(
+    tag="segments",
+    params=(SID, SAMPLE),
+    security=("adminKey",),
+    replies={200: PREVIEW, **ERRORS, 404: NOT_FOUND, 409: NOT_READY},
+)
+def segments_preview(sid: str, sample: int) -> Response:
     """Preview a stored segment on the latest matrix."""
-    return _preview(_stored(sid).definition)
+    return _preview(_stored(sid).definition, sample)
 
 
 @bp.post("/segments/preview")
-def segments_preview_new() -> Response:
+@describe(
+    tag="segments",
+    params=(SAMPLE,),
+    body=ONE,
+    security=("adminKey",),
+    replies={200: PREVIEW, **WRITES, 409: NOT_READY},
+)
+def segments_preview_new(sample: int) -> Response:
     """Preview a definition that is not stored."""
-    return _preview(_definition(_body()))
+    return _preview(_definition(ONE.read()), sample)
 
 
 @bp.post("/segments/plan")
+@describe(
+    tag="segments",
+    body=ONE_OR_MORE,
+    security=("adminKey",),
+    replies={
+        200: Reply("Who storing them would add and remove.", schema=Free({})),
+        **WRITES,
+        409: NOT_READY,
+    },
+)
 def segments_plan() -> Response:
     """What storing the definitions (one, or a list) would add and remove."""
-    data = _body()
+    data = ONE_OR_MORE.read()
     items = data if isinstance(data, list) else [data]
     found = [_definition(d, f"segment[{i}]") for i, d in enumerate(items)]
     deps = current_deps()
@@ -161,9 +300,30 @@ def segments_plan() -> Response:
 
 
 @bp.get("/segments/<sid>/members")
-def segments_members(sid: str) -> Response:
+@describe(
+    tag="segments",
+    params=(SID, LIMIT, OFFSET),
+    security=("adminKey",),
+    replies={
+        200: Reply(
+            "A page of members, highest score first.",
+            schema=Obj(
+                {
+                    "id": Text(),
+                    "run_id": Text(),
+                    "total": Free({"type": "integer"}),
+                    "offset": Free({"type": "integer"}),
+                    "members": ListOf(Obj()),
+                },
+                required=("id", "run_id", "total", "offset", "members"),
+            ),
+        ),
+        **ERRORS,
+        404: NOT_FOUND,
+    },
+)
+def segments_members(sid: str, limit: int, offset: int) -> Response:
     """Return a page of a segment's members in the last run, highest score first."""
-    limit, offset = whole_number("limit", 100, 1, 10_000), whole_number("offset", 0, 0, 100_000_000)
     config = current_deps().config
     run = results.latest_run(config)
     rows = None if run is None else results.member_rows(config, sid, limit + offset, run)
@@ -183,6 +343,11 @@ def segments_members(sid: str) -> Response:
 
 
 @bp.get("/segments/overlap")
+@describe(
+    tag="segments",
+    security=("adminKey",),
+    replies={200: Reply("Pairwise overlap.", schema=Obj()), 401: NO_KEY, 409: NOT_READY},
+)
 def segments_overlap() -> Response:
     """Return the pairwise overlap of the last run's segments."""
     try:
@@ -192,6 +357,11 @@ def segments_overlap() -> Response:
 
 
 @bp.get("/segments/runs")
+@describe(
+    tag="segments",
+    security=("adminKey",),
+    replies={200: Reply("The newest runs, newest first.", schema=ListOf(Obj())), **ERRORS},
+)
 def segments_runs() -> Response:
     """Return the newest run records (``failed``: each segment that failed in a run and
     its error; such a segment keeps its members of the run before)."""
@@ -199,6 +369,17 @@ def segments_runs() -> Response:
 
 
 @bp.post("/segments/runs")
+@describe(
+    tag="segments",
+    security=("adminKey",),
+    replies={
+        202: Reply(
+            "Asked: poll GET /api/v1/segments/runs for its record.",
+            schema=Obj({"requested": Free({"type": "integer"}), "runs": Text()}),
+        ),
+        **ERRORS,
+    },
+)
 def segments_run_now() -> tuple[Response, int]:
     """Ask the worker for a run now (202; a run at scale outlasts a request: poll
     ``GET /api/v1/segments/runs`` for its record)."""

@@ -44,8 +44,9 @@ def _refused(client: FlaskClient, method: str, path: str, key: str | None) -> bo
 
 
 def test_the_public_routes_are_the_documented_ones(app: Flask) -> None:
-    """The public list is exactly the collect endpoints, the tag, /healthz and /metrics, and
-    each of them exists (a stale entry would hide nothing, but says what is not true)."""
+    """The public list is exactly the collect endpoints, the tag, /healthz, /metrics and the
+    OpenAPI document, and each of them exists (a stale entry would hide nothing, but says
+    what is not true)."""
     assert auth.PUBLIC == {
         "/p.gif",
         "/dmp.js",
@@ -55,6 +56,7 @@ def test_the_public_routes_are_the_documented_ones(app: Flask) -> None:
         "/v1/import",
         "/healthz",
         "/metrics",
+        "/api/v1/openapi.json",
     }
     assert auth.PUBLIC <= {rule.rule for rule in app.url_map.iter_rules()}
 
