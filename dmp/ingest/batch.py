@@ -381,20 +381,32 @@ class Ingest:
             return held is not None and trusted_id(ident) in held.trusted
 
         pid = state.person_id
-        # The hit's identifiers this person holds (a claim may have failed to link some).
-        mine = [i for i in ids if batch.canonical(batch.owners.get(i, "")) == pid]
+        owners, canonical = batch.owners, batch.canonical
+        if len(ids) == 1 and owners.get(ids[0]) == pid:
+            # The common case: a returning browser, most often saying what it said before.
+            said = (ids[0], hit.consent)
+            if state.last_said == said:
+                return
+            state.last_said = said
+            mine = ids
+        else:  # the hit's identifiers this person holds (a claim may not have linked some)
+            mine = [i for i in ids if canonical(owners.get(i, "")) == pid]
         if hit.trusted and state.email and not any(i.kind is IdKind.EMAIL for i in ids):
             # The company's system speaks of a user it knows: the consent is for their
             # email (a server's "newsletter subscribed" carries a user id, not the address).
-            mine.append(Identifier(IdKind.EMAIL, state.email))
-        consents = state.consents
+            mine = [*mine, Identifier(IdKind.EMAIL, state.email)]
+        consents, given = state.consents, hit.consent.items()
         for ident in consent_rules.holders(hit, mine, trusted_elsewhere):
-            for category, granted in hit.consent.items():
-                name = consent_rules.state_field(category, ident)
+            text = ident.text
+            changed = {}
+            for category, granted in given:
+                name = f"{category}|{text}"
                 if consents.get(name) is not granted:
                     consents[name] = granted
-                    delta.consents[name] = consent_rules.state_value(granted, hit.timestamp)
-                    delta.proofs.append(consent_rules.proof(hit, category, granted, ident))
+                    delta.consents[name] = f"{int(granted)}:{hit.timestamp}"
+                    changed[category] = granted
+            if changed:
+                delta.proofs.append(consent_rules.proof(hit, changed, ident))
 
     def _promote(self, state: PersonState, delta: PersonDelta, hit: Hit) -> None:
         tier = tier_for(state.email, state.contact, True)
@@ -526,7 +538,7 @@ def withdraw_cookie(r: redis.Redis, pid: str, hit: Hit) -> None:
             )
             pipe.rpush(
                 keyspace.person(pid, consent_rules.LOG_FACET),
-                *(consent_rules.proof(hit, c, g, ident) for c, g in changed.items()),
+                consent_rules.proof(hit, changed, ident),
             )
         pipe.zadd(keyspace.person(pid, "touchpoints"), {touchpoint(hit): hit.timestamp})
         remaining = pipe.execute()[2]

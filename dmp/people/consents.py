@@ -87,11 +87,11 @@ def holders(
     return out
 
 
-def proof(hit: Hit, category: str, granted: bool, ident: Identifier) -> str:
-    """Return the JSON proof of one consent change that ``hit`` brought."""
+def proof(hit: Hit, changed: Mapping[str, bool], ident: Identifier) -> str:
+    """Return the JSON proof of the consent changes ``hit`` brought for ``ident``: the
+    states it set per category (one proof per identifier and hit)."""
     record: dict[str, Any] = {
-        "category": category,
-        "granted": granted,
+        "consent": dict(changed),
         "identifier": ident.text,
         "at": hit.timestamp,
         "source": hit.source,
@@ -102,9 +102,23 @@ def proof(hit: Hit, category: str, granted: bool, ident: Identifier) -> str:
     if hit.consent_version:
         record["version"] = hit.consent_version
     doi = hit.properties.get("double_opt_in") if hit.properties else None
-    if isinstance(doi, bool) and category == Category.EMAIL.value:
+    if isinstance(doi, bool) and Category.EMAIL.value in changed:
         record["double_opt_in"] = doi
     return dump_json(record)
+
+
+def history(raw_log: Iterable[str | bytes]) -> list[dict[str, Any]]:
+    """Return a ``:consentlog`` as one record per category change, oldest first."""
+    out = []
+    for entry in raw_log:
+        record = json.loads(entry)
+        changes = record.pop("consent", None)
+        if changes is None:  # one category per proof (as the migration writes them)
+            out.append(record)
+            continue
+        for category, granted in changes.items():
+            out.append({"category": category, "granted": granted, **record})
+    return out
 
 
 def usable(states: Mapping[str, bool], email: str) -> list[str]:
@@ -139,9 +153,9 @@ def iso(ms: int) -> str:
 def consent_view(raw_log: Iterable[str | bytes], states: Mapping[str, bool]) -> dict[str, Any]:
     """Return a person's consents as the API shows them: per category, each identifier's
     current state with the proof that set it, and the whole history."""
-    history = [json.loads(entry) for entry in raw_log]
+    records = history(raw_log)
     latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for record in history:
+    for record in records:
         latest[(record["category"], record["identifier"])] = record
     current: dict[str, list[dict[str, Any]]] = {}
     for name, granted in sorted(states.items()):
@@ -154,7 +168,7 @@ def consent_view(raw_log: Iterable[str | bytes], states: Mapping[str, bool]) -> 
         )
     return {
         "current": current,
-        "history": [{**r, "at": iso(r["at"])} for r in history],
+        "history": [{**r, "at": iso(r["at"])} for r in records],
     }
 
 

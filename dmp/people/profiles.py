@@ -95,6 +95,9 @@ class PersonState:
     consents: dict[str, bool] = field(default_factory=dict)  # "<category>|<id>" -> granted
     merged_into: str = ""
     trusted: set[str] = field(default_factory=set)  # see trusted_id and trusted_trait
+    # The browser id and consent its last hit brought (all recorded): the worker skips
+    # a returning browser's consent that did not change.
+    last_said: tuple[Any, Any] | None = None
 
     @property
     def holds_trusted(self) -> bool:
