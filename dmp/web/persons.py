@@ -213,8 +213,13 @@ def erase(pid: str) -> tuple[Response, int]:
     request_id = requests.request_erasure(r, live, by=by, reason=reason)
     report = requests.wait_for(r, request_id, requests.WAIT_SECONDS)
     if report is None:
-        return jsonify({"request": request_id, "status": "queued", "person_id": live}), 202
+        return _queued(request_id, live)
     return jsonify({**report, "status": "erased"}), 200
+
+
+def _queued(request_id: str, pid: str) -> tuple[Response, int]:
+    """Return the 202 of a person request the ingest worker has not applied yet."""
+    return jsonify({"request": request_id, "status": "queued", "person_id": pid}), 202
 
 
 @bp.post("/persons/<pid>/unmerge")
@@ -239,7 +244,7 @@ def unmerge(pid: str) -> tuple[Response, int]:
     request_id = requests.request_unmerge(r, pid, by="api")
     report = requests.wait_for(r, request_id, requests.WAIT_SECONDS)
     if report is None:
-        return jsonify({"request": request_id, "status": "queued", "person_id": pid}), 202
+        return _queued(request_id, pid)
     if not report["found"]:
         raise Problem(409, "Merge cannot be undone", report["error"], "conflict")
     return jsonify({**report, "status": "unmerged"}), 200
