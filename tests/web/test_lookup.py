@@ -117,6 +117,9 @@ def test_no_ads_consent_unknown_and_unshared_answer_nothing(client, redis, partn
         ({"uid": "<script>"}, "dmp_uid cookie"),
         ({"email_sha256": "jana@acme.de"}, "64 hex digits"),
         ({"email_sha256": "g" * 64}, "64 hex digits"),
+        # "^…$" took a trailing newline (the OpenAPI document's patterns do not): whole values
+        ({"uid": "visitor-1\n"}, "dmp_uid cookie"),
+        ({"email_sha256": "0" * 64 + "\n"}, "64 hex digits"),
     ],
 )
 def test_bad_lookups_are_problems(client, partner, params, detail):

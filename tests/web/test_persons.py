@@ -88,6 +88,7 @@ def test_revoked_key_is_401(client, redis, admin_key, anna):
     [
         ("/api/v1/persons/NOT-AN-ID", 400),
         ("/api/v1/persons/0123456789abcdef", 404),
+        ("/api/v1/persons/0123456789abcdef%0A", 400),  # "^…$" took a trailing newline
         ("/api/v1/persons", 400),
         ("/api/v1/persons?email=a@b.de&uid=x", 400),
         ("/api/v1/persons?email=not-an-email", 400),

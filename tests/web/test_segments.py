@@ -193,3 +193,11 @@ def test_bad_numbers_are_problems(api, query):
 def test_bad_member_pages_are_problems(api, query):
     got = api("GET", f"/segments/hot/members?{query}")
     assert got.status_code == 400 and got.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize("sid", ["Hot", "hot_leads", "-hot", "x" * 65, "hot%0A"])
+def test_ids_no_segment_can_have_are_problems(api, sid):
+    """A path id that no definition could hold is a 400 (as the OpenAPI document says),
+    not a lookup: the id rules are the ones the document's pattern states."""
+    got = api("GET", f"/segments/{sid}")
+    assert got.status_code == 400 and got.mimetype == "application/problem+json"
