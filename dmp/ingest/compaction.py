@@ -332,7 +332,8 @@ def _write(group: Group, drop: Erasures, tick: Callable[[int], None]) -> int:
     with open(tmp_name(group.output), "wb") as fh:
         for path in group.inputs:
             source = pq.ParquetFile(path)
-            writer = writer or pq.ParquetWriter(fh, source.schema_arrow, compression="zstd")
+            if writer is None:  # the group's files share one schema (see _plan)
+                writer = pq.ParquetWriter(fh, source.schema_arrow, compression="zstd")
             for batch in source.iter_batches(batch_size=ROW_GROUP):
                 group.rows_in += batch.num_rows
                 mask = pending.drop_mask(batch, drop)
