@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Request
 
+from dmp.web.params import LONE_SURROGATE, has_lone_surrogate
 from dmp.web.problems import Problem
 from dmp.web.schema import Invalid, Shape
 
@@ -46,31 +47,13 @@ def read_body(req: Request, limit: int) -> dict[str, Any]:
         raise invalid("the body's JSON is nested too deeply", "Malformed JSON") from None
     if not isinstance(body, dict):
         raise invalid("the body must be a JSON object")
-    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
+    if _SURROGATE_ESCAPE.search(raw) and has_lone_surrogate(body):
         # "\ud800" is valid JSON but no text: it could not be stored or written to Parquet.
-        raise invalid("the body holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
+        raise invalid(LONE_SURROGATE)
     return body
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-def _has_lone_surrogate(value: Any) -> bool:
-    # A loop, not recursion: the JSON decoder reads deeper arrays than Python may recurse.
-    todo = [value]
-    while todo:
-        item = todo.pop()
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-        elif isinstance(item, dict):
-            todo += item.keys()
-            todo += item.values()
-        elif isinstance(item, list):
-            todo += item
-    return False
 
 
 def _no_constant(name: str) -> Any:

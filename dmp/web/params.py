@@ -119,6 +119,30 @@ def json_body() -> Any:
         return None
 
 
+LONE_SURROGATE = "the body holds a lone UTF-16 surrogate (\\ud800-\\udfff)"
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """Return whether a JSON value holds a string with a lone UTF-16 surrogate: the JSON
+    escape ``\\ud800`` alone is valid JSON but no text, which Redis, Parquet and UTF-8
+    cannot take."""
+    # A loop, not recursion: the JSON decoder reads deeper arrays than Python may recurse.
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            todo += item.keys()
+            todo += item.values()
+        elif isinstance(item, list):
+            todo += item
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class JsonBody:
     """A JSON request body of at most ``max_bytes``, checked by ``shape``.
@@ -150,6 +174,8 @@ class JsonBody:
         data = json_body()
         if data is None:
             raise Problem(400, self.title, self.hint)
+        if has_lone_surrogate(data):  # was a 500: stored, it failed to encode
+            raise Problem(400, self.title, LONE_SURROGATE)
         try:
             return self.shape.check(data, self.path)
         except Invalid as exc:

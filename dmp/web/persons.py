@@ -11,7 +11,7 @@ from dmp.people import lifecycle, profiles
 from dmp.people.identity import Identifier, IdKind, normalise_email
 from dmp.privacy import requests
 from dmp.privacy.export import export_person
-from dmp.records import Stage
+from dmp.records import Stage, Tier
 from dmp.storage import keyspace
 from dmp.web.auth import scoped_blueprint
 from dmp.web.deps import current_deps
@@ -93,7 +93,7 @@ ERASURE = JsonBody(
 PERSON = Obj(
     {
         "person_id": Text(pattern=_HEX16),
-        "tier": Text(enum=("unknown", "low", "medium", "high")),
+        "tier": Text(enum=tuple(t.value for t in Tier)),
         "identifiers": Obj(),
         "traits": Obj(),
         "consents": Obj(),
@@ -296,7 +296,7 @@ def consents(pid: str) -> Response:
     live = profiles.follow(r, pid)
     if not r.hexists(keyspace.person(live), "tier"):
         raise Problem(404, "Person not found", f"no person with id {pid}", "not-found")
-    states = r.hgetall(keyspace.person(live, consent_rules.STATE_FACET))
+    states = r.hgetall(keyspace.person(live))
     proofs = r.lrange(keyspace.person(live, consent_rules.LOG_FACET), 0, -1)
     view = consent_rules.consent_view(proofs, consent_rules.parse_states(states))
     return jsonify({"person_id": live, **view})

@@ -201,3 +201,26 @@ def test_ids_no_segment_can_have_are_problems(api, sid):
     not a lookup: the id rules are the ones the document's pattern states."""
     got = api("GET", f"/segments/{sid}")
     assert got.status_code == 400 and got.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"id": "s1", "name": "\\ud800", "where": {"tier": {"gte": "low"}}}',
+        '{"id": "s1", "name": "n", "description": "\\udfff", "where": {"tier": {"gte": "low"}}}',
+        '{"id": "s1", "name": "n", "where": {"did": {"event": "\\ud800"}}}',
+    ],
+)
+def test_lone_surrogates_are_400_not_500(client, admin_key, redis, raw):
+    """A lone UTF-16 surrogate ("\\ud800") is valid JSON but no text: a definition holding
+    one was parsed, then failed to be stored (a 500, found with the OpenAPI fuzz's inputs).
+    It is refused as the body is read; nothing is stored."""
+    headers = {**bearer(admin_key), "Content-Type": JSON_TYPE}
+    for method, path in (("POST", "/api/v1/segments"), ("PUT", "/api/v1/segments/s1")):
+        got = client.open(path, method=method, data=raw, headers=headers)
+        assert got.status_code == 400 and "surrogate" in got.get_json()["detail"], got.data
+    assert _no_segments(redis)
+
+
+def _no_segments(redis) -> bool:
+    return not redis.exists(keyspace.SEGMENTS) and not redis.keys(keyspace.segment("*"))
