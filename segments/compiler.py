@@ -7,7 +7,8 @@ The frames they run on follow one convention, which ``dmp/`` keeps when it reads
 - a person frame has ``traits``, a JSON object as Utf8 (each trait's value as sent).
 
 A condition on something missing is false (``ne`` and ``not_in`` included); only
-``exists: false`` holds for it.
+``exists: false`` holds for it. Compared with a number, a value is read as one
+(:func:`as_number`); one that reads as none equals no number, and differs from each.
 """
 
 from __future__ import annotations
@@ -49,32 +50,47 @@ def compile_condition(c: Condition) -> pl.Expr:
 
 
 def compare(value: pl.Expr, op: Op, target: object) -> pl.Expr:
-    """Return ``value op target`` as a Boolean expression (null where value is missing)."""
+    """Return ``value op target`` as a Boolean expression (null where value is missing).
+
+    For a value that is there, ``ne`` is ``not eq`` and ``not_in`` is ``not in``; ``in``
+    is ``eq`` with one of the items. A number target compares the value read as a number
+    (:func:`as_number`): a value that reads as none equals no number (and is neither
+    greater nor less than one)."""
     if op is Op.EXISTS:
         present = value.is_not_null() & (value != "")
         return present if target else ~present
-    if op in NUMERIC_OPS or (op in (Op.EQ, Op.NE) and _is_number(target)):
-        number = value.cast(pl.Float64, strict=False)
+    if op in NUMERIC_OPS:
+        number = as_number(value)
         return {
             Op.GT: number > target,
             Op.GTE: number >= target,
             Op.LT: number < target,
             Op.LTE: number <= target,
-            Op.EQ: number == target,
-            Op.NE: number != target,
         }[op]
-    if op in LIST_OPS:
-        assert isinstance(target, list)
-        if all(map(_is_number, target)):
-            found = value.cast(pl.Float64, strict=False).is_in([float(t) for t in target])
-        else:
-            found = value.is_in([str(t) for t in target])
-        return found if op is Op.IN else ~found
+    if op in LIST_OPS or (op in (Op.EQ, Op.NE) and _is_number(target)):
+        items = target if op in LIST_OPS else [target]
+        assert isinstance(items, list)
+        numbers = [float(t) for t in items if _is_number(t)]
+        texts = [t for t in items if not _is_number(t)]
+        hits = [_one_of(as_number(value), numbers).fill_null(False)] if numbers else []
+        hits += [_one_of(value, texts)] if texts else []
+        found = pl.when(value.is_not_null()).then(pl.any_horizontal(hits))  # null: missing
+        return found if op in (Op.IN, Op.EQ) else ~found
     if op is Op.CONTAINS:
         return value.str.contains(str(target), literal=True)
     if op is Op.MATCHES:
         return value.str.contains(str(target))
     return value == str(target) if op is Op.EQ else value != str(target)
+
+
+def _one_of(value: pl.Expr, items: list) -> pl.Expr:
+    return value == items[0] if len(items) == 1 else value.is_in(items)
+
+
+def as_number(value: pl.Expr) -> pl.Expr:
+    """Return the value read as a number: null where it reads as none (NaN included,
+    which polars would order above every number)."""
+    return value.cast(pl.Float64, strict=False).fill_nan(None)
 
 
 def _on_topics(c: Condition) -> pl.Expr:

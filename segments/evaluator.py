@@ -138,9 +138,9 @@ def _sequence(
         steps = joined.filter(ok).select("person_id", "timestamp")
         step = step.then
     ends = []
-    if did.within_days is not None:
+    if did.within_days is not None:  # the window of a plain did's (not cut to whole ms)
         window = int(did.within_days * DAY_MS)
-        steps = steps.filter(pl.col("timestamp") > as_of_ms - window)
+        steps = steps.filter(pl.col("timestamp") > as_of_ms - did.within_days * DAY_MS)
         if expiry:
             ends.append((pl.col("timestamp").min() + window).alias(f"{name}_end"))
     return steps.group_by("person_id").agg(pl.len().cast(pl.UInt32).alias(name), *ends)

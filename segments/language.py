@@ -17,6 +17,8 @@
 touchpoints that meet a touchpoint filter (:func:`segments.rules.parse_when`'s
 vocabulary) within a window. Errors name the path: ``where.all[3].interest.gte:
 expected a number``. :mod:`segments.evaluator` compiles the tree to polars.
+:func:`format_rule` writes a tree back as canonical YAML text, which :func:`parse_rule`
+reads as an equal tree.
 
 Numbers are finite and never true/false: windows (``within_days``, a ``then``'s too)
 more than 0 and at most 3650 days; ``count_…`` whole, 0 to 1,000,000; interest shares 0
@@ -43,7 +45,9 @@ from segments.rules import (
     in_range,
     make_condition,
     parse_when,
+    when_data,
 )
+from segments.yamltext import dump_yaml, load_yaml
 
 # Matrix columns a condition may compare, and the kind of value each holds.
 NUMBER_FIELDS = (
@@ -295,6 +299,76 @@ def _days(value: Any, at: str) -> float | None:
     if not in_range(value, 0, MAX_DAYS) or value == 0:
         raise RuleError(at, f"expected a positive number of days, at most {MAX_DAYS}")
     return float(value)
+
+
+def parse_rule(text: str, source: str = "where") -> Node:
+    """Return the AST of a ``where`` tree written as YAML (or JSON) text."""
+    return parse_where(load_yaml(text, source), source)
+
+
+def format_rule(node: Node) -> str:
+    """Return a tree as canonical YAML text, as docs/segments.md writes it (``all``,
+    ``any`` and ``not`` in block style, each condition on one line in flow style):
+    ``parse_rule(format_rule(node)) == node``."""
+    return "".join(line + "\n" for line in _lines(rule_data(node)))
+
+
+def _lines(data: dict[str, Any]) -> list[str]:
+    (key, value), pad = next(iter(data.items())), "  "
+    if key in ("all", "any"):
+        return [f"{key}:"] + [
+            f"{pad}{'- ' if i == 0 else pad}{line}"
+            for part in value
+            for i, line in enumerate(_lines(part))
+        ]
+    if key == "not":
+        return ["not:"] + [pad + line for line in _lines(value)]
+    text = dump_yaml(data, flow=True)
+    return [text[1:-2]]  # "{did: {event: page}}\n" without the braces of the outer mapping
+
+
+def rule_data(node: Node) -> dict[str, Any]:
+    """Return a tree as its canonical ``where`` mapping: one form for each condition
+    (``{field: {op: value}}``, ``{trait: {name, op: value}}``, counts only when not
+    ``count_gte: 1``), which :func:`parse_where` reads as an equal tree. ValueError for a
+    tree no mapping gives."""
+    if isinstance(node, All | AnyOf):
+        return {"all" if isinstance(node, All) else "any": [rule_data(p) for p in node.parts]}
+    if isinstance(node, Not):
+        return {"not": rule_data(node.part)}
+    if isinstance(node, Compare):
+        return {node.field: {node.op.value: _written(node.value)}}
+    if isinstance(node, Interest):
+        return {"interest": {"topic": node.topic, node.op.value: _number_written(node.value)}}
+    if isinstance(node, Reachable):
+        return {"channel": node.channel}
+    if isinstance(node, TraitTest):
+        return when_data(When((node.condition,)))
+    data = _step_data(node.filter, node.within_days, node.then)
+    if (node.op, node.count) != (Op.GTE, 1):
+        data[_COUNT_KEYS[node.op]] = node.count
+    return {"did": data}
+
+
+_COUNT_KEYS = {op: key for key, op in COUNT_OPS.items()}
+
+
+def _step_data(when: When, within: float | None, then: Then | None) -> dict[str, Any]:
+    data = when_data(when)
+    if within is not None:
+        data["within_days"] = _number_written(within)
+    if then is not None:
+        data["then"] = _step_data(then.filter, then.within_days, then.then)
+    return data
+
+
+def _written(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else value
+
+
+def _number_written(value: float) -> float | int:
+    """A number the parser makes a float, written as an int when it is one (30, not 30.0)."""
+    return int(value) if value.is_integer() else value
 
 
 def conditions(node: Node, source: Any, path: str = "where") -> list[tuple[str, Any, Node]]:

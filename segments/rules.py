@@ -120,6 +120,9 @@ _SHORTHAND: dict[str, tuple[Attr, Op]] = {
     "title_contains": (Attr.TITLE, Op.CONTAINS),
     "topic": (Attr.TOPIC, Op.EQ),
 }
+# The key each shorthand condition is written with (a list value for eq is in).
+_WRITTEN = {(attr, op): key for key, (attr, op) in _SHORTHAND.items()}
+_WRITTEN |= {(attr, Op.IN): key for key, (attr, op) in _SHORTHAND.items() if op is Op.EQ}
 _NAMED = {"trait": Attr.TRAIT, "property": Attr.PROPERTY}
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 
@@ -153,6 +156,26 @@ def parse_when(data: Any, path: str, *, scope: str) -> When:
     if scope == "touchpoint" and when.on_person:
         raise RuleError(path, "an activity rule speaks of a touchpoint: no trait conditions")
     return when
+
+
+def when_data(when: When) -> dict[str, Any]:
+    """Return the canonical mapping of a ``When``, which :func:`parse_when` reads back as
+    an equal ``When``: shorthand keys, and each trait or property as ``{name, ops…}``.
+    ValueError if no mapping gives it (two names, or one key twice)."""
+    data: dict[str, Any] = {}
+    for c in when.conditions:
+        if c.attr in (Attr.TRAIT, Attr.PROPERTY):
+            other = any(k in _NAMED and k != c.attr.value for k in data)
+            named = data.setdefault(c.attr.value, {"name": c.name})
+            if other or named["name"] != c.name or c.op.value in named:
+                raise ValueError(f"one mapping holds one trait or property: {when.describe()!r}")
+            named[c.op.value] = list(c.value) if isinstance(c.value, list) else c.value
+            continue
+        key = _WRITTEN.get((c.attr, c.op))
+        if key is None or key in data or isinstance(c.value, list) != (c.op is Op.IN):
+            raise ValueError(f"no mapping holds {c.describe()!r} here: {when.describe()!r}")
+        data[key] = list(c.value) if isinstance(c.value, list) else c.value
+    return data
 
 
 def _named(attr: Attr, value: Any, siblings: dict[str, Any], path: str) -> list[Condition]:

@@ -15,6 +15,7 @@ from segments.compiler import COLUMN
 from segments.content import ContentItem
 from segments.evaluator import all_dids, did_key
 from segments.language import (
+    NUMBER_FIELDS,
     ORDERED,
     All,
     AnyOf,
@@ -51,27 +52,42 @@ def condition_sql(c: Condition) -> str:
     return f"COALESCE({_compare(value, c.op, c.value)}, {default})"
 
 
-def _compare(value: str, op: Op, target: object) -> str:
+def _compare(value: str, op: Op, target: object, *, text: bool = True) -> str:
+    """``value op target`` in SQL, as :func:`segments.compiler.compare` (NULL where the
+    value is missing); ``text``: the value is text, read as a number with
+    :func:`number_sql`."""
     if op is Op.EXISTS:
         present = f"({value} IS NOT NULL AND {value} <> '')"
         return present if target else f"NOT {present}"
-    if op in NUMERIC_OPS or (op in (Op.EQ, Op.NE) and _is_number(target)):
-        sign = {Op.GT: ">", Op.GTE: ">=", Op.LT: "<", Op.LTE: "<=", Op.EQ: "=", Op.NE: "<>"}[op]
-        return f"(TRY_CAST({value} AS DOUBLE) {sign} {float(target)!r})"  # type: ignore[arg-type]
-    if op in LIST_OPS:
-        assert isinstance(target, list)
-        if all(map(_is_number, target)):
-            items = ", ".join(repr(float(t)) for t in target)
-            found = f"(TRY_CAST({value} AS DOUBLE) IN ({items}))"
-        else:
-            found = f"({value} IN ({', '.join(quote(str(t)) for t in target)}))"
-        return found if op is Op.IN else f"(NOT {found})"
+    number = number_sql(value) if text else value
+    if op in NUMERIC_OPS:
+        sign = {Op.GT: ">", Op.GTE: ">=", Op.LT: "<", Op.LTE: "<="}[op]
+        return f"({number} {sign} {float(target)!r})"  # type: ignore[arg-type]
+    if op in LIST_OPS or (op in (Op.EQ, Op.NE) and _is_number(target)):
+        items = target if op in LIST_OPS else [target]
+        assert isinstance(items, list)
+        numbers = ", ".join(repr(float(t)) for t in items if _is_number(t))
+        texts = ", ".join(quote(t) for t in items if not _is_number(t))
+        parts = ["FALSE"]
+        if numbers:
+            parts.append(f"COALESCE({number} IN ({numbers}), FALSE)")
+        if texts:
+            parts.append(f"{value} IN ({texts})")
+        found = f"(CASE WHEN {value} IS NULL THEN NULL ELSE {' OR '.join(parts)} END)"
+        return found if op in (Op.IN, Op.EQ) else f"(NOT {found})"
     if op is Op.CONTAINS:
         return f"contains({value}, {quote(str(target))})"
     if op is Op.MATCHES:
         return f"regexp_matches({value}, {quote(str(target))})"
     sign = "=" if op is Op.EQ else "<>"
     return f"({value} {sign} {quote(str(target))})"
+
+
+def number_sql(value: str) -> str:
+    """Return text read as a number as :func:`segments.compiler.as_number` reads it: NULL
+    for NaN, and for what DuckDB reads and polars does not (spaces around, ``1_000``)."""
+    cast = f"NULLIF(TRY_CAST({value} AS DOUBLE), 'NaN'::DOUBLE)"
+    return f"(CASE WHEN regexp_matches({value}, '[ \\t\\n\\v\\f\\r_]') THEN NULL ELSE {cast} END)"
 
 
 def _topics(c: Condition) -> str:
@@ -320,7 +336,7 @@ def segments_sql(
         step, n = d.then, 0
         while step is not None:
             ok = (
-                f"n.timestamp - p.prev <= {int(step.within_days * DAY_MS)}"
+                f"n.timestamp - p.prev <= {step.within_days * DAY_MS!r}"
                 if (step.within_days is not None)
                 else "TRUE"
             )
@@ -332,7 +348,7 @@ def segments_sql(
             )
             step, n = step.then, n + 1
         window = (
-            f"timestamp > {as_of_ms - int(d.within_days * DAY_MS)}"
+            f"timestamp > {as_of_ms - d.within_days * DAY_MS!r}"
             if d.within_days is not None
             else "TRUE"
         )
@@ -348,7 +364,7 @@ def segments_sql(
 def _did_test(d: Did, as_of_ms: int) -> str:
     test = when_sql(d.filter)
     if d.within_days is not None:
-        test += f" AND timestamp > {as_of_ms - int(d.within_days * DAY_MS)}"
+        test += f" AND timestamp > {as_of_ms - d.within_days * DAY_MS!r}"  # as polars: not cut
     return test
 
 
@@ -370,22 +386,24 @@ def node_sql(node: Node) -> str:
             )
             if node.op in LIST_OPS:
                 ranks = [float(order.index(v)) for v in node.value]
-                return f"COALESCE({_compare(rank, node.op, ranks)}, FALSE)"
-            return f"COALESCE({_compare(rank, node.op, order.index(node.value))}, FALSE)"
+                return f"COALESCE({_compare(rank, node.op, ranks, text=False)}, FALSE)"
+            target = order.index(node.value)
+            return f"COALESCE({_compare(rank, node.op, target, text=False)}, FALSE)"
         default = "TRUE" if node.op is Op.EXISTS and not node.value else "FALSE"
-        return f"COALESCE({_compare(node.field, node.op, node.value)}, {default})"
+        compared = _compare(node.field, node.op, node.value, text=node.field not in NUMBER_FIELDS)
+        return f"COALESCE({compared}, {default})"
     if isinstance(node, Interest):
         weight = (
             f"COALESCE(list_filter(interests, lambda i: i.topic = {quote(node.topic)})[1].weight"
             ", 0.0)"
         )
-        return f"COALESCE({_compare(weight, node.op, node.value)}, FALSE)"
+        return f"COALESCE({_compare(weight, node.op, node.value, text=False)}, FALSE)"
     if isinstance(node, Reachable):
         return f"COALESCE(list_contains(channels, {quote(node.channel)}), FALSE)"
     if isinstance(node, TraitTest):
         return condition_sql(node.condition)
     count = f"COALESCE({did_key(node)}, 0)"
-    return f"COALESCE({_compare(count, node.op, node.count)}, FALSE)"
+    return f"COALESCE({_compare(count, node.op, node.count, text=False)}, FALSE)"
 
 
 def _ident(name: str) -> str:

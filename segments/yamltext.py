@@ -5,15 +5,20 @@ files people write. PyYAML's own safe loader still recurses once per nesting lev
 10,000-deep list is a RecursionError), expands aliases without limit (a 449-byte
 "billion laughs" file takes minutes and gigabytes) and hands a 5,000-digit number to
 ``int()``, which refuses it. This loader refuses all three up front, with one short
-message as a :class:`RuleError` naming the text's source.
+message as a :class:`RuleError` naming the text's source. It also reads JSON as JSON
+means it (``1e-05`` a number, ``"\\ud83d\\ude80"`` one character), which PyYAML's YAML
+1.1 does not; :func:`dump_yaml` writes text that it reads back as equal data
+(``tests/segments/test_language_properties.py`` tries both).
 
 The loader overrides PyYAML 6 internals (``compose_node``, ``fetch_flow_collection_start``,
 ``construct_yaml_int``); ``test_the_yaml_loader_hooks_pyyaml_6_still_has`` fails when a
-PyYAML release moves them.
+PyYAML release moves them (``construct_yaml_str`` and the dumper's ``represent_str``:
+the property tests above fail).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -67,9 +72,55 @@ class _Loader(yaml.SafeLoader):
         _check_number(node)
         return super().construct_yaml_float(node)
 
+    def construct_yaml_str(self, node: Any) -> str:
+        """Return a text scalar, a surrogate pair escaped the JSON way (``"\\ud83d\\ude80"``,
+        as ``json.dumps`` writes 🚀) joined into its one character."""
+        text = super().construct_yaml_str(node)
+        if any("\ud800" <= ch <= "\udfff" for ch in text):
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
+        return text
 
+
+# JSON's numbers with an exponent but no dot or no exponent sign (1e-05, 2E3, 1.5e5):
+# floats in JSON and YAML 1.2, text in PyYAML's YAML 1.1. A .json file is read here too.
+_EXPONENT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
+_Loader.add_constructor("tag:yaml.org,2002:str", _Loader.construct_yaml_str)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, list("-+0123456789"))
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, with text holding a YAML line break double-quoted (escaped).
+
+    With ``allow_unicode``, PyYAML writes U+0085, U+2028 and U+2029 raw in plain and
+    single-quoted scalars, where a reader folds them into spaces.
+    """
+
+    def represent_str(self, data: str) -> Any:
+        """Return a text scalar, double-quoted when a YAML line break is in it."""
+        if any(ch in data for ch in _BREAKS):
+            return self.represent_scalar("tag:yaml.org,2002:str", data, style='"')
+        return super().represent_str(data)
+
+
+_BREAKS = "\x85\u2028\u2029"
+_Dumper.add_representer(str, _Dumper.represent_str)
+# so that the text "1e3" is written quoted, as the loader reads 1e3 as a number
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, list("-+0123456789"))
+
+
+def dump_yaml(data: Any, *, flow: bool = False) -> str:
+    """Return data as YAML text (in flow style with ``flow``, else block style with flow
+    style for the innermost collections) that :func:`load_yaml` reads as equal data."""
+    return yaml.dump(
+        data,
+        Dumper=_Dumper,
+        default_flow_style=True if flow else None,
+        sort_keys=False,
+        allow_unicode=True,
+        width=2**30,  # one line per scalar: no folding
+    )
 
 
 def load_yaml(text: str, source: str) -> Any:
