@@ -395,12 +395,12 @@ class Ingest:
             # The company's system speaks of a user it knows: the consent is for their
             # email (a server's "newsletter subscribed" carries a user id, not the address).
             mine = [*mine, Identifier(IdKind.EMAIL, state.email)]
-        consents, given = state.consents, hit.consent.items()
+        consents, given, prefix = state.consents, hit.consent.items(), consent_rules.STATE_PREFIX
         for ident in consent_rules.holders(hit, mine, trusted_elsewhere):
             text = ident.text
             changed = {}
             for category, granted in given:
-                name = f"{category}|{text}"
+                name = f"{prefix}{category}|{text}"  # consent_rules.state_field, inlined
                 if consents.get(name) is not granted:
                     consents[name] = granted
                     delta.consents[name] = f"{int(granted)}:{hit.timestamp}"
@@ -530,7 +530,7 @@ def withdraw_cookie(r: redis.Redis, pid: str, hit: Hit) -> None:
         pipe.scard(keyspace.person(pid, "identifiers"))
         if changed:
             pipe.hset(
-                keyspace.person(pid, consent_rules.STATE_FACET),
+                keyspace.person(pid),
                 mapping={
                     consent_rules.state_field(c, ident): consent_rules.state_value(g, hit.timestamp)
                     for c, g in changed.items()

@@ -66,15 +66,13 @@ def read_people(
         chunk = pids[start : start + SCAN_COUNT]
         with r.pipeline(transaction=False) as pipe:
             for pid in chunk:
-                pipe.hmget(keyspace.person(pid), PROFILE_FIELDS)
+                pipe.hgetall(keyspace.person(pid))
                 pipe.hgetall(keyspace.person(pid, "traits"))
                 pipe.lrange(keyspace.person(pid, "stages"), 0, -1)
-                pipe.hgetall(keyspace.person(pid, consent_rules.STATE_FACET))
             found = pipe.execute()
         for i, pid in enumerate(chunk):
-            (tier, first, email, contact, merged_into), traits, stages, states = found[
-                4 * i : 4 * i + 4
-            ]
+            profile, traits, stages = found[3 * i : 3 * i + 3]
+            tier, first, email, contact, merged_into = (profile.get(f) for f in PROFILE_FIELDS)
             if merged_into:
                 pointers[pid] = merged_into
                 continue
@@ -87,7 +85,7 @@ def read_people(
                     "email": email or None,
                     "contact": [c for c in (contact or "").split(",") if c],
                     "consents": consent_rules.usable(
-                        consent_rules.parse_states(states), email or ""
+                        consent_rules.parse_states(profile), email or ""
                     ),
                     "traits": _traits_json(traits),
                     "first_seen": int(first) if first else None,

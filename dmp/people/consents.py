@@ -7,10 +7,11 @@ person's channel is usable only with a consent valid for the identifier the chan
 uses (retargeting a cookie needs that browser's ``ads`` consent; an email in an ad
 audience needs ``ads`` given for that email; a newsletter needs ``email`` for it).
 
-Keys (under the person's hash tag, see ``dmp.storage.keyspace.person``):
+Where (under the person's hash tag, see ``dmp.storage.keyspace.person``):
 
-- ``:consent`` hash, ``<category>|<kind>:<value>`` -> ``1:<ms>`` or ``0:<ms>``: the
-  current state and when it was given (what the worker, lookups and matrix read);
+- profile hash fields ``c|<category>|<kind>:<value>`` -> ``1:<ms>`` or ``0:<ms>``: the
+  current state and when it was given (what the worker, lookups and matrix read; in
+  the profile hash, so that a new person costs no command more and a lookup one HGET);
 - ``:consentlog`` list of JSON proofs, oldest first, never trimmed: for every change
   the category, state, identifier, time, source, site, event, whether the sender was
   trusted, the consent text version or TC string hash, and double opt-in where the
@@ -28,7 +29,7 @@ from dmp.people.identity import Identifier, IdKind
 from dmp.records import Category, Hit, dump_json
 from dmp.storage import keyspace
 
-STATE_FACET = "consent"
+STATE_PREFIX = "c|"  # profile hash fields holding consent states start with it
 LOG_FACET = "consentlog"
 
 # The identifiers a browser brings itself: a claim may always speak for them.
@@ -38,14 +39,19 @@ HOLDER_KINDS = frozenset({IdKind.UID, IdKind.ANON, IdKind.EMAIL, IdKind.PHONE})
 
 
 def state_field(category: str, ident: Identifier) -> str:
-    """Return the ``:consent`` hash field of one category for one identifier."""
-    return f"{category}|{ident.text}"
+    """Return the profile hash field of one category's state for one identifier."""
+    return f"{STATE_PREFIX}{category}|{ident.text}"
 
 
 def split_field(name: str) -> tuple[str, Identifier]:
-    """Return the category and identifier of a ``:consent`` hash field."""
-    category, _, text = name.partition("|")
+    """Return the category and identifier of a consent state field."""
+    category, _, text = name[len(STATE_PREFIX) :].partition("|")
     return category, Identifier.from_text(text)
+
+
+def is_state_field(name: str) -> bool:
+    """Return whether a profile hash field holds a consent state."""
+    return name.startswith(STATE_PREFIX)
 
 
 def state_value(granted: bool, at: int) -> str:
@@ -61,10 +67,12 @@ def parse_value(value: str | bytes) -> tuple[bool, int]:
 
 
 def parse_states(raw: Mapping[Any, Any]) -> dict[str, bool]:
-    """Return field -> granted of a ``:consent`` hash as Redis returns it."""
+    """Return field -> granted of the consent states in a profile hash as Redis returns it."""
     out = {}
     for name, value in raw.items():
-        out[name.decode() if isinstance(name, bytes) else name] = parse_value(value)[0]
+        text = name.decode() if isinstance(name, bytes) else name
+        if text.startswith(STATE_PREFIX):
+            out[text] = parse_value(value)[0]
     return out
 
 
@@ -132,7 +140,7 @@ def usable(states: Mapping[str, bool], email: str) -> list[str]:
     for name, granted in states.items():
         if not granted:
             continue
-        category, _, text = name.partition("|")
+        category, _, text = name[len(STATE_PREFIX) :].partition("|")
         kind = text.partition(":")[0]
         if category == Category.ANALYTICS.value:
             found.add(category)
@@ -212,7 +220,7 @@ def migrate_person_level(r: Any) -> int:
                     )
         with r.pipeline(transaction=True) as pipe:
             if states:
-                pipe.hset(keyspace.person(pid, STATE_FACET), mapping=states)
+                pipe.hset(key, mapping=states)
                 pipe.rpush(keyspace.person(pid, LOG_FACET), *proofs)
             pipe.hdel(key, *old, "cs")
             pipe.execute()

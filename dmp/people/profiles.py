@@ -4,8 +4,8 @@ Keys (all under the person's hash tag, see ``dmp.storage.keyspace.person``):
 
 - the profile hash: ``tier``, ``first_seen`` (ms), ``email``, ``contact`` (comma set of
   phone/address/crm), ``merged_into``;
-- ``:consent`` and ``:consentlog``: consent per identifier with its proofs (see
-  ``dmp.people.consents``);
+- ``c|<category>|<identifier>`` fields and ``:consentlog``: consent per identifier with
+  its proofs (see ``dmp.people.consents``);
 - ``:identifiers`` set of ``kind:value``; ``:traits`` hash of JSON values;
 - ``:trusted`` set of ``id:<kind>:<value>`` and ``trait:<name>``: what the company's own
   systems said (a browser's claim never changes it, see ``dmp.people.claims``);
@@ -51,7 +51,6 @@ FACETS = (
     "stages",
     "merged",
     "segments",
-    consent_rules.STATE_FACET,
     consent_rules.LOG_FACET,
     TRUSTED_FACET,
 )
@@ -139,19 +138,21 @@ def load_states(r: redis.Redis, pids: list[str]) -> dict[str, PersonState]:
     """Return the stored state of each person id (``exists`` False for unknown ids)."""
     bulk = Bulk()
     for pid in pids:
-        bulk.add("HMGET", keyspace.person(pid), *PROFILE_FIELDS)
+        bulk.add("HGETALL", keyspace.person(pid))
         bulk.add("ZCARD", keyspace.person(pid, "touchpoints"))
-        bulk.add("HGETALL", keyspace.person(pid, consent_rules.STATE_FACET))
         bulk.add("SMEMBERS", keyspace.person(pid, TRUSTED_FACET))
     replies = bulk.execute(r)
-    return {pid: _state(pid, *replies[4 * i : 4 * i + 4]) for i, pid in enumerate(pids)}
+    return {pid: _state(pid, *replies[3 * i : 3 * i + 3]) for i, pid in enumerate(pids)}
 
 
-def _state(
-    pid: str, raw: list[bytes | None], n_tp: int, consents: Any, trusted: Any
-) -> PersonState:
-    row = [v.decode() if v is not None else None for v in raw]
-    tier, first, email, contact, merged_into = row
+def _state(pid: str, raw: Any, n_tp: int, trusted: Any) -> PersonState:
+    # HGETALL through Bulk: a mapping of bytes (a flat list of them over RESP2).
+    pairs = zip(raw[::2], raw[1::2], strict=True) if isinstance(raw, list) else raw.items()
+    profile = {
+        k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+        for k, v in pairs
+    }
+    tier, first, email, contact, merged_into = (profile.get(f) for f in PROFILE_FIELDS)
     if tier is None and merged_into is None:
         return PersonState(pid)
     stored = Tier(tier) if tier and tier != "merged" else Tier.UNKNOWN
@@ -164,17 +165,10 @@ def _state(
         contact=set(filter(None, (contact or "").split(","))),
         first_seen=int(first or 0),
         n_tp=n_tp,
-        consents=_as_states(consents),
+        consents=consent_rules.parse_states(profile),
         merged_into=merged_into or "",
         trusted={m.decode() if isinstance(m, bytes) else m for m in trusted or ()},
     )
-
-
-def _as_states(raw: Any) -> dict[str, bool]:
-    """Return a ``:consent`` hash's states; RESP2 replies to HGETALL come as a flat list."""
-    if isinstance(raw, list):
-        raw = dict(zip(raw[::2], raw[1::2], strict=True))
-    return consent_rules.parse_states(raw or {})
 
 
 @dataclass(slots=True)
@@ -221,12 +215,11 @@ def write_delta(
         shared.stats[f"persons:{state.tier.value}"] += 1
     if tier_changed or delta.identifiers or delta.traits:
         fields += ["email", state.email, "contact", ",".join(sorted(state.contact))]
+    if delta.consents:
+        fields += [part for pair in delta.consents.items() for part in pair]
+        bulk.add("RPUSH", keyspace.person(pid, consent_rules.LOG_FACET), *delta.proofs)
     if fields:
         bulk.add("HSET", key, *fields)
-    if delta.consents:
-        pairs = (part for pair in delta.consents.items() for part in pair)
-        bulk.add("HSET", keyspace.person(pid, consent_rules.STATE_FACET), *pairs)
-        bulk.add("RPUSH", keyspace.person(pid, consent_rules.LOG_FACET), *delta.proofs)
     if delta.trusted:
         bulk.add("SADD", keyspace.person(pid, TRUSTED_FACET), *delta.trusted)
     if delta.identifiers:
@@ -258,7 +251,6 @@ ARCHIVED_FACETS = (
     "traits",
     "touchpoints",
     "stages",
-    consent_rules.STATE_FACET,
     consent_rules.LOG_FACET,
     TRUSTED_FACET,
 )
@@ -286,18 +278,20 @@ def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str,
         for pid in people:
             pipe.smembers(keyspace.person(pid, "identifiers"))
             pipe.hgetall(keyspace.person(pid, "traits"))
-            pipe.hgetall(keyspace.person(pid, consent_rules.STATE_FACET))
             pipe.lrange(keyspace.person(pid, "stages"), 0, -1)
             pipe.lrange(keyspace.person(pid, consent_rules.LOG_FACET), 0, -1)
             pipe.hgetall(keyspace.person(pid))
         found = pipe.execute()
-    n = 6
+    n = 5
     ids = {pid: set(found[n * i]) for i, pid in enumerate(people)}
     traits = {pid: found[n * i + 1] for i, pid in enumerate(people)}
-    consents = {pid: found[n * i + 2] for i, pid in enumerate(people)}
-    stages = {pid: found[n * i + 3] for i, pid in enumerate(people)}
-    proofs = {pid: found[n * i + 4] for i, pid in enumerate(people)}
-    profiles = {pid: found[n * i + 5] for i, pid in enumerate(people)}
+    stages = {pid: found[n * i + 2] for i, pid in enumerate(people)}
+    proofs = {pid: found[n * i + 3] for i, pid in enumerate(people)}
+    profiles = {pid: found[n * i + 4] for i, pid in enumerate(people)}
+    consents = {
+        pid: {k: v for k, v in profile.items() if consent_rules.is_state_field(k)}
+        for pid, profile in profiles.items()
+    }
     with r.pipeline(transaction=True) as pipe:
         for source, target, entry in merges:
             src = source.person_id
@@ -318,7 +312,7 @@ def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str,
                     or consent_rules.parse_value(theirs)[1] > (consent_rules.parse_value(mine)[1])
                 ):
                     consents[target][name] = theirs
-                    pipe.hset(keyspace.person(target, consent_rules.STATE_FACET), name, theirs)
+                    pipe.hset(keyspace.person(target), name, theirs)
             if proofs[src]:
                 pipe.rpush(keyspace.person(target, consent_rules.LOG_FACET), *proofs[src])
                 proofs[target] = [*proofs[target], *proofs[src]]
@@ -355,7 +349,7 @@ def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str,
                 },
             )
             facets = ("", "identifiers", "traits", "touchpoints", "stages", "merged")
-            facets += (consent_rules.STATE_FACET, consent_rules.LOG_FACET, TRUSTED_FACET)
+            facets += (consent_rules.LOG_FACET, TRUSTED_FACET)
             pipe.delete(*(keyspace.person(src, f) for f in facets))
             pipe.hset(keyspace.person(src), mapping={"merged_into": target, "tier": "merged"})
             pipe.hincrby(keyspace.STATS, f"persons:{source.stored_tier.value}", -1)
@@ -394,16 +388,15 @@ def get_person(r: redis.Redis, pid: str, limit: int = 100) -> dict[str, Any] | N
         pipe.hgetall(keyspace.person(pid, "traits"))
         pipe.zrevrange(keyspace.person(pid, "touchpoints"), 0, limit - 1, withscores=True)
         pipe.zcard(keyspace.person(pid, "touchpoints"))
-        pipe.hgetall(keyspace.person(pid, consent_rules.STATE_FACET))
         pipe.lrange(keyspace.person(pid, consent_rules.LOG_FACET), 0, -1)
-        profile, idents, traits, touchpoints, total, states, proofs = pipe.execute()
+        profile, idents, traits, touchpoints, total, proofs = pipe.execute()
     if not profile or "tier" not in profile:
         return None
     identifiers: dict[str, list[str]] = {}
     for text in sorted(idents):
         ident = Identifier.from_text(text)
         identifiers.setdefault(ident.kind.value, []).append(ident.value)
-    consents = consent_rules.consent_view(proofs, consent_rules.parse_states(states))["current"]
+    consents = consent_rules.consent_view(proofs, consent_rules.parse_states(profile))["current"]
     timeline = []
     for member, _ in touchpoints:
         point = json.loads(member)

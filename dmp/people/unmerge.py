@@ -79,15 +79,13 @@ def unmerge(r: redis.Redis, src: str) -> dict[str, Any]:
     with r.pipeline(transaction=False) as pipe:
         pipe.smembers(keyspace.person(target, "identifiers"))
         pipe.hgetall(keyspace.person(target, "traits"))
-        pipe.hgetall(keyspace.person(target, consent_rules.STATE_FACET))
         pipe.hgetall(keyspace.person(target))
         pipe.hgetall(keyspace.person(src, archived("traits")))
         pipe.lrange(keyspace.person(src, archived(consent_rules.LOG_FACET)), 0, -1)
         pipe.zrange(keyspace.person(src, archived("touchpoints")), 0, -1)
         pipe.lrange(keyspace.person(src, archived("stages")), 0, -1)
-        held, target_traits, target_states, target_profile, src_traits, proofs, points, stages = (
-            pipe.execute()
-        )
+        held, target_traits, target_profile, src_traits, proofs, points, stages = pipe.execute()
+    target_states = {k: v for k, v in target_profile.items() if consent_rules.is_state_field(k)}
     back = sorted(moved & held)  # what the target still holds of what they brought
     back_ids = [Identifier.from_text(t) for t in back]
     back_fields = {
@@ -114,8 +112,7 @@ def unmerge(r: redis.Redis, src: str) -> dict[str, Any]:
             pipe.mset({key: src for ident in back_ids for key in id_keys(ident)})
             pipe.srem(keyspace.person(target, TRUSTED_FACET), *(trusted_id(i) for i in back_ids))
         if back_fields:
-            pipe.hdel(keyspace.person(target, consent_rules.STATE_FACET), *back_fields)
-            pipe.hset(keyspace.person(src, consent_rules.STATE_FACET), mapping=back_fields)
+            pipe.hdel(keyspace.person(target), *back_fields)
         if own_traits:
             pipe.hdel(keyspace.person(target, "traits"), *own_traits)
         for proof in proofs:
@@ -129,6 +126,7 @@ def unmerge(r: redis.Redis, src: str) -> dict[str, Any]:
         pipe.hset(
             keyspace.person(src),
             mapping={
+                **back_fields,
                 "tier": src_tier.value,
                 "email": src_email,
                 "contact": ",".join(sorted(src_contact)),

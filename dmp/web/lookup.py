@@ -146,9 +146,9 @@ for _ = 1, 32 do
     local field = ARGV[5]
     if field == '' then
       if not found[2] or found[2] == '' then return {1} end
-      field = ARGV[7] .. found[2]
+      field = ARGV[6] .. found[2]
     end
-    local state = redis.call('HGET', base .. ARGV[6], field)
+    local state = redis.call('HGET', base, field)
     if not state or string.sub(state, 1, 1) ~= '1' then return {1} end
     local out = {1}
     for _, sid in ipairs(redis.call('SMEMBERS', base .. ARGV[3])) do
@@ -179,7 +179,6 @@ def shared_segments(r: redis.Redis, key: str, asked: _Asked) -> list[str] | None
             keyspace.facet_suffix("segments"),
             Scope.PARTNER.value,
             asked.consent_field,
-            keyspace.facet_suffix(consent_rules.STATE_FACET),
             _ADS_FOR_EMAIL,
         ],
         client=r,

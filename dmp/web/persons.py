@@ -296,7 +296,7 @@ def consents(pid: str) -> Response:
     live = profiles.follow(r, pid)
     if not r.hexists(keyspace.person(live), "tier"):
         raise Problem(404, "Person not found", f"no person with id {pid}", "not-found")
-    states = r.hgetall(keyspace.person(live, consent_rules.STATE_FACET))
+    states = r.hgetall(keyspace.person(live))
     proofs = r.lrange(keyspace.person(live, consent_rules.LOG_FACET), 0, -1)
     view = consent_rules.consent_view(proofs, consent_rules.parse_states(states))
     return jsonify({"person_id": live, **view})
