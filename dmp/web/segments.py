@@ -15,9 +15,19 @@ from dmp.membership.preview import overlap, preview
 from dmp.storage import keyspace
 from dmp.web.auth import scoped_blueprint
 from dmp.web.deps import current_deps
-from dmp.web.params import JsonBody, Param, WholeNumber
 from dmp.web.problems import Problem
-from dmp.web.schema import Either, Flag, Free, ListOf, Obj, Text
+from dmp.web.schema import Free, ListOf, Obj, Text
+from dmp.web.segmentshapes import (
+    DELETED,
+    LIMIT,
+    MEMBERS,
+    OFFSET,
+    ONE,
+    ONE_OR_MORE,
+    SAMPLE,
+    SEGMENT,
+    SID,
+)
 from dmp.web.spec import (
     BAD_PARAMETER,
     NO_KEY,
@@ -28,65 +38,10 @@ from dmp.web.spec import (
     describe,
     problem,
 )
-from segments.definition import RESERVED_IDS, SegmentDefinition, parse_definition
+from segments.definition import SegmentDefinition, parse_definition
 from segments.rules import RuleError
 
 bp = scoped_blueprint("segments", __name__, Scope.ADMIN, url_prefix="/api/v1")
-MAX_BODY = 64 * 1024  # a definition is a few hundred bytes; a long list of them fits
-
-_ID_PATTERN = "[a-z0-9][a-z0-9-]*"
-# A definition is parsed by the rule language (segments.definition; its errors are 422s
-# naming the path): the document describes it, the parser checks it.
-DEFINITION = Free(
-    Obj(
-        {
-            "id": Text(max_length=64, pattern=_ID_PATTERN),
-            "name": Text(),
-            "description": Text(),
-            "iab": ListOf(Text(pattern="[0-9]{1,6}")),
-            "where": Free({"type": "object"}, "A condition of the segment language."),
-        },
-        required=("id", "where"),
-        extra=False,
-    ).schema(),
-    "A segment definition, as in the YAML files (docs/segments.md).",
-)
-_BODY = dict(
-    max_bytes=MAX_BODY,
-    strict=True,
-    large=f"a segment definition is at most {MAX_BODY} bytes",
-)
-EXAMPLE = {
-    "id": "hot-leads",
-    "name": "Hot leads",
-    "iab": ["271"],
-    "where": {"all": [{"tier": {"gte": "medium"}}, {"score": {"gte": 30}}]},
-}
-ONE = JsonBody(DEFINITION, **_BODY, example=EXAMPLE)
-ONE_OR_MORE = JsonBody(
-    Either((Free(DEFINITION.schema()), ListOf(Free(DEFINITION.schema())))),
-    **_BODY,
-    example=[EXAMPLE],
-)
-SID = Param(
-    "sid",
-    Text(max_length=64, pattern=_ID_PATTERN, exclude=tuple(sorted(RESERVED_IDS))),
-    "path",
-    description="A segment id.",
-)
-SAMPLE = WholeNumber("sample", 10, 0, 1000, "Members to show with the conditions they met.")
-LIMIT = WholeNumber("limit", 100, 1, 10_000, "Members per page.")
-OFFSET = WholeNumber("offset", 0, 0, 100_000_000, "Members to skip.")
-SEGMENT = Obj(
-    {
-        "id": Text(),
-        "name": Text(),
-        "version": Free({"type": "integer"}),
-        "definition": Obj(),
-        "members": Free({"type": ["integer", "null"]}),
-    },
-    required=("id", "name", "version", "definition"),
-)
 ERRORS = {400: BAD_PARAMETER, 401: NO_KEY, 503: UNAVAILABLE}
 WRITES = {
     **ERRORS,
@@ -205,10 +160,7 @@ def segments_put(sid: str) -> tuple[Response, int]:
     params=(SID,),
     security=("adminKey",),
     replies={
-        200: Reply(
-            "Deleted; its versions stay.",
-            schema=Obj({"id": Text(), "version": Free({"type": "integer"}), "deleted": Flag()}),
-        ),
+        200: Reply("Deleted; its versions stay.", schema=DELETED),
         **ERRORS,
         404: NOT_FOUND,
     },
@@ -305,19 +257,7 @@ def segments_plan() -> Response:
     params=(SID, LIMIT, OFFSET),
     security=("adminKey",),
     replies={
-        200: Reply(
-            "A page of members, highest score first.",
-            schema=Obj(
-                {
-                    "id": Text(),
-                    "run_id": Text(),
-                    "total": Free({"type": "integer"}),
-                    "offset": Free({"type": "integer"}),
-                    "members": ListOf(Obj()),
-                },
-                required=("id", "run_id", "total", "offset", "members"),
-            ),
-        ),
+        200: Reply("A page of members, highest score first.", schema=MEMBERS),
         **ERRORS,
         404: NOT_FOUND,
     },

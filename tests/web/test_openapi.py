@@ -28,7 +28,7 @@ from dmp.access.apikeys import Scope, create_key
 from dmp.membership import results, runs
 from dmp.web import openapi
 from dmp.web.openapi import documented_methods, openapi_path
-from dmp.web.segments import EXAMPLE
+from dmp.web.segmentshapes import EXAMPLE
 from tests.factories import apply_segments
 
 PATH = "/api/v1/openapi.json"
