@@ -11,11 +11,21 @@ from dmp.people import lifecycle, profiles
 from dmp.people.identity import Identifier, IdKind, normalise_email
 from dmp.privacy import requests
 from dmp.privacy.export import export_person
-from dmp.records import Stage, Tier
+from dmp.records import Stage
 from dmp.storage import keyspace
 from dmp.web.auth import scoped_blueprint
 from dmp.web.deps import current_deps
-from dmp.web.params import JsonBody, Param, WholeNumber
+from dmp.web.personshapes import (
+    EMAIL,
+    ERASURE,
+    LIMIT,
+    PERSON,
+    PID,
+    REQUEST,
+    REQUEST_STATE,
+    STAGE_CHANGE,
+    UID,
+)
 from dmp.web.problems import Problem
 from dmp.web.schema import Free, Obj, Text
 from dmp.web.spec import (
@@ -32,82 +42,7 @@ from segments.matrix import by_weight
 
 bp = scoped_blueprint("persons", __name__, Scope.ADMIN, url_prefix="/api/v1")
 
-_HEX16 = "[0-9a-f]{16}"
-_STAGE_MESSAGE = f"{{path}} must be one of {', '.join(s.value for s in Stage)}"
-_BY_MESSAGE = "{path} must be a string of at most 200 printable characters"
-_REASON_MESSAGE = "{path} must be a string of at most 500 printable characters"
-
-
-PID = Param(
-    "pid",
-    Text(pattern=_HEX16),
-    "path",
-    message="a person id is 16 lowercase hex digits",
-    description="A person id (a merged id leads to the person it was merged into).",
-)
-REQUEST = Param(
-    "request_id",
-    Text(pattern=_HEX16),
-    "path",
-    message="a request id is 16 lowercase hex digits",
-    description="The id an erasure answered 202 with.",
-)
-LIMIT = WholeNumber("limit", 100, 1, 1000, "Touchpoints to show, newest first.")
-EMAIL = Param("email", Text(), description="An email address of the person.")
-UID = Param(
-    "uid",
-    Text(min_length=1, max_length=64),
-    message="uid= must be a dmp_uid cookie value",
-    description="A dmp_uid cookie value.",
-)
-STAGE_CHANGE = JsonBody(
-    Obj(
-        {
-            "stage": Text(enum=tuple(s.value for s in Stage), message=_STAGE_MESSAGE),
-            "by": Text(max_length=200, printable=True, message=_BY_MESSAGE),
-        },
-        required=("stage",),
-        message='send a JSON object such as {"stage": "sal"}',
-    ),
-    4096,
-    hint='send a JSON object such as {"stage": "sal"}',
-    large="a stage change is a small JSON object",
-    example={"stage": "sal", "by": "jana@example.com"},
-)
-ERASURE = JsonBody(
-    Obj(
-        {
-            name: Text(max_length=500, printable=True, message=_REASON_MESSAGE)
-            for name in ("reason", "by")
-        },
-        message='send a JSON object such as {"reason": "ticket 42"}',
-    ),
-    4096,
-    hint='send a JSON object such as {"reason": "ticket 42"}',
-    required=False,
-    large="an erasure request is a small JSON object",
-    example={"reason": "ticket 42", "by": "dpo@example.com"},
-)
-# What the person routes answer (the data's own members are many and grow: they are
-# described, not closed).
-PERSON = Obj(
-    {
-        "person_id": Text(pattern=_HEX16),
-        "tier": Text(enum=tuple(t.value for t in Tier)),
-        "identifiers": Obj(),
-        "traits": Obj(),
-        "consents": Obj(),
-        "touchpoints": Free({"type": "array"}),
-        "touchpoints_total": Free({"type": "integer"}),
-        "stages": Free({"type": "array"}),
-        "matrix": Free({"type": ["object", "null"]}, "The person's row of the latest build."),
-    },
-    required=("person_id", "tier", "identifiers", "traits", "touchpoints", "stages"),
-)
 ERRORS = {400: BAD_PARAMETER, 401: NO_KEY, 404: NOT_FOUND, 503: UNAVAILABLE}
-REQUEST_STATE = Obj(
-    {"request": Text(), "status": Text(), "person_id": Text()}, required=("status",)
-)
 
 
 def _person_response(pid: str | None, what: str, limit: int) -> Response:
