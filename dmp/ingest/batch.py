@@ -39,6 +39,8 @@ from dmp.storage.bulk import Bulk, InFlight
 
 log = logging.getLogger(__name__)
 _PERSON_COLUMN = EVENT_SCHEMA.names.index("person_id")  # in the buffer's rows
+_API = Source.API.value
+_CONTROL_MARK = f'"{control.CONTROL_SITE}"'.encode()
 
 
 def is_identified(hit: Hit) -> bool:
@@ -47,7 +49,7 @@ def is_identified(hit: Hit) -> bool:
         # The company's own systems (server keys, CRM and newsletter imports): stored
         # unless the message says analytics was refused.
         return hit.consent.get("analytics", True)
-    if hit.source == Source.API.value:
+    if hit.source == _API:
         # The Segment API with the site's public key: a browser (analytics.js) speaking,
         # which may identify only with analytics consent, as the pixel and the tag.
         return hit.consent.get("analytics") is True
@@ -122,8 +124,12 @@ class Ingest:
         batch's profile writes are sent after it: Redis works on both while this batch
         is resolved and applied.
         """
-        decoded = Hit.many_from_json([data for _, data in entries])
-        if any(hit is not None and control.is_control(hit) for hit in decoded):
+        texts = [data for _, data in entries]
+        decoded = Hit.many_from_json(texts)
+        # A control entry names its site; the bytes test spares the common batch a loop.
+        if _CONTROL_MARK in b"".join(filter(None, texts)) and any(
+            hit is not None and control.is_control(hit) for hit in decoded
+        ):
             self._handle_with_controls(entries, decoded, asked)
             return
         self._handle(entries, decoded, asked)
@@ -341,7 +347,9 @@ class Ingest:
             if new:
                 state.trusted |= new
                 delta.trusted |= new
-        traits = claims.writable_traits(trusted, hit.traits, state, contact_ok)
+        traits = (
+            claims.writable_traits(trusted, hit.traits, state, contact_ok) if hit.traits else {}
+        )
         if traits:
             if contact_ok and identity.has_address(traits):
                 state.contact.add("address")

@@ -55,7 +55,9 @@ class Identifier(NamedTuple):
     @property
     def text(self) -> str:
         """Return ``kind:value``, the form kept in a person's identifier set."""
-        return f"{self.kind.value}:{self.value}"
+        # str.__add__ reads a str-enum member's own text: "email" + ":" without the
+        # Enum.value descriptor (the worker builds this for every new identifier).
+        return self.kind + ":" + self.value
 
     @classmethod
     def from_text(cls, text: str) -> Identifier:

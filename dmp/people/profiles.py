@@ -101,7 +101,7 @@ class PersonState:
     @property
     def holds_trusted(self) -> bool:
         """Return whether the company's own systems gave this person an identifier."""
-        return any(m.startswith("id:") for m in self.trusted)
+        return bool(self.trusted) and any(m.startswith("id:") for m in self.trusted)
 
 
 @dataclass(slots=True)
