@@ -152,7 +152,8 @@ class Operation:
 
 def _docstring(view: Callable[..., Any]) -> tuple[str, str]:
     """Return a view's docstring as a summary (its first sentence) and the rest."""
-    text = " ".join((view.__doc__ or "").split())
+    # Docstrings are reStructuredText; OpenAPI descriptions are CommonMark.
+    text = " ".join((view.__doc__ or "").split()).replace("``", "`")
     summary, _, rest = text.partition(". ")
     return summary.rstrip("."), rest
 
