@@ -414,7 +414,7 @@ class Ingest:
                     delta.consents[name] = f"{int(granted)}:{hit.timestamp}"
                     changed[category] = granted
             if changed:
-                delta.proofs.append(consent_rules.proof(hit, changed, ident))
+                delta.proofs += (consent_rules.proof(hit, changed, ident),)
 
     def _promote(self, state: PersonState, delta: PersonDelta, hit: Hit) -> None:
         tier = tier_for(state.email, state.contact, True)

@@ -93,7 +93,9 @@ class PersonState:
     n_tp: int = 0
     consents: dict[str, bool] = field(default_factory=dict)  # "<category>|<id>" -> granted
     merged_into: str = ""
-    trusted: set[str] = field(default_factory=set)  # see trusted_id and trusted_trait
+    # See trusted_id and trusted_trait. Frozen and shared while empty (most persons):
+    # the worker makes hundreds of thousands of states; a write rebinds it (|=).
+    trusted: frozenset[str] = frozenset()
     # The browser id and consent its last hit brought (all recorded): the worker skips
     # a returning browser's consent that did not change.
     last_said: tuple[Any, Any] | None = None
@@ -111,10 +113,10 @@ class PersonDelta:
     first_seen: int = 0
     traits: dict[str, str] = field(default_factory=dict)  # name -> JSON value
     consents: dict[str, str] = field(default_factory=dict)  # state field -> "1:<ms>"
-    proofs: list[str] = field(default_factory=list)  # JSON proofs, in order
+    proofs: tuple[str, ...] = ()  # JSON proofs, in order (+= rebinds: no list per delta)
     touchpoints: dict[str, int] = field(default_factory=dict)  # JSON member -> ms
     identifiers: set[Identifier] = field(default_factory=set)
-    trusted: set[str] = field(default_factory=set)
+    trusted: frozenset[str] = frozenset()
 
     def see(self, ms: int) -> None:
         """Note a touchpoint at ``ms`` (the earliest one may move first_seen back)."""
@@ -167,7 +169,7 @@ def _state(pid: str, raw: Any, n_tp: int, trusted: Any) -> PersonState:
         n_tp=n_tp,
         consents=consent_rules.parse_states(profile),
         merged_into=merged_into or "",
-        trusted={m.decode() if isinstance(m, bytes) else m for m in trusted or ()},
+        trusted=frozenset(m.decode() if isinstance(m, bytes) else m for m in trusted or ()),
     )
 
 
