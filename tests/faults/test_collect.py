@@ -21,7 +21,7 @@ import pytest
 import redis as redis_lib
 from flask.testing import FlaskClient
 
-from dmp.access import sites
+from dmp.access import apikeys, sites
 from dmp.app import create_app
 from dmp.config import Config
 from dmp.ingest import spool
@@ -53,6 +53,12 @@ def _client(config: Config) -> tuple[FlaskClient, object]:
 def _add_site(url: str) -> str:
     r = redisserver.connect(url)
     return sites.add_site(r, "Acme GmbH", ["acme.de"])[1]
+
+
+def _add_server_key(url: str) -> str:
+    """Return a server key of the site _add_site made (what a backend sends /v1 with)."""
+    r = redisserver.connect(url)
+    return apikeys.create_key(r, apikeys.Scope.SERVER, "backend", site="acme-gmbh")
 
 
 def _pixel(client: FlaskClient, key: str, event_id: str) -> None:
@@ -157,7 +163,8 @@ def test_tag_beacons_during_an_outage_get_204_and_are_stored(own_redis, own_conf
 
 def test_segment_api_answers_503_with_retry_after_while_redis_is_away(own_redis, own_config):
     """The Segment API never answers 500 in an outage, also once its site cache expired."""
-    key = _add_site(own_redis.url)
+    _add_site(own_redis.url)
+    key = _add_server_key(own_redis.url)
     client, _ = _client(replace(own_config, site_cache_seconds=0.0))
     auth = {"Authorization": "Basic " + __import__("base64").b64encode(f"{key}:".encode()).decode()}
     msg = {"userId": "u1", "event": "Signed Up", "messageId": "api-00000001"}

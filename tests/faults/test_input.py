@@ -315,7 +315,9 @@ def test_a_stage_change_by_unprintable_text_is_a_400(client, admin_key, by):
         content_type="application/json",
         headers=bearer(admin_key),
     )
-    assert resp.status_code == 400 and "by must be" in resp.get_json()["detail"]
+    detail = resp.get_json()["detail"]
+    # A lone surrogate is refused as the body is read, before any field is looked at.
+    assert resp.status_code == 400 and ("by must be" in detail or "lone UTF-16" in detail)
 
 
 @pytest.mark.parametrize("depth", [900, 5000])

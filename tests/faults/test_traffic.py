@@ -48,8 +48,8 @@ def serving(tmp_path: Path):
 class Traffic:
     """Threads sending hits until stopped; each keeps the event ids that got their answer."""
 
-    def __init__(self, url: str, key: str) -> None:
-        self.url, self.key = url, key
+    def __init__(self, url: str, key: str, server_key: str) -> None:
+        self.url, self.key, self.server_key = url, key, server_key
         self.stop = threading.Event()
         self.answered: list[str] = []
         self.failures: list[str] = []
@@ -92,7 +92,7 @@ class Traffic:
 
     def _batches(self) -> None:
         session, b = requests.Session(), 0
-        auth = "Basic " + base64.b64encode(f"{self.key}:".encode()).decode()
+        auth = "Basic " + base64.b64encode(f"{self.server_key}:".encode()).decode()
         while not self.stop.is_set():
             ids = [f"api-{b:05d}-{m:02d}" for m in range(10)]
             body = {
@@ -168,7 +168,8 @@ def test_every_answered_hit_is_stored_once_across_a_kill(serving, victim):
     url, data_dir, log_path, serve_pid = serving
     added = run_dmp(data_dir, "sites", "add", "Acme GmbH", "--domain", "acme.de")
     key = added.strip().splitlines()[-1]
-    with Traffic(url, key) as traffic:
+    created = run_dmp(data_dir, "keys", "create", "--scope", "server", "--site", "acme-gmbh")
+    with Traffic(url, key, created.strip().splitlines()[-1]) as traffic:
         time.sleep(1.5)
         first = victim(data_dir, serve_pid)
         os.kill(first, signal.SIGKILL)
