@@ -166,10 +166,15 @@ WEBHOOK = Payload(
     security=("importKey", "adminKey", "importKeyQuery"),
     replies={
         202: Reply(
-            "Accepted: how many are new, how many had been received before.",
+            "Accepted: how many are new, how many had been received before, and how many "
+            "name a person erased before (skipped).",
             schema=Obj(
-                {"accepted": Free({"type": "integer"}), "duplicates": Free({"type": "integer"})},
-                required=("accepted", "duplicates"),
+                {
+                    "accepted": Free({"type": "integer"}),
+                    "duplicates": Free({"type": "integer"}),
+                    "erased_before": Free({"type": "integer"}),
+                },
+                required=("accepted", "duplicates", "erased_before"),
             ),
         ),
         400: problem("An event is invalid (``errors`` names each); nothing was stored."),
@@ -184,7 +189,8 @@ def webhook() -> tuple[Response, int]:
     The key (scope ``import`` or ``admin``) comes as ``Authorization: Bearer`` or, for
     tools that cannot set headers, an import key as ``?key=``. All events are checked first: one bad
     event refuses the call (400, naming each) and nothing is stored. Answers 202 with
-    how many were accepted and how many had been received before.
+    how many were accepted, how many had been received before, and how many name a
+    person erased before (skipped: they asked to be forgotten).
     """
     deps = current_deps()
     body = read_body(request, deps.config.max_batch_bytes)
@@ -213,7 +219,8 @@ def webhook() -> tuple[Response, int]:
         raise Problem(400, "Invalid events", detail, "invalid-payload", extra)
     report = ImportReport(rows=len(hits))
     enqueue_new(deps.redis, Source.NEWSLETTER.value, hits, report)
-    return jsonify({"accepted": report.new, "duplicates": report.already}), 202
+    counts = {"accepted": report.new, "duplicates": report.already, "erased_before": report.erased}
+    return jsonify(counts), 202
 
 
 def _text(value: Any) -> str | None:

@@ -170,9 +170,17 @@ def test_webhook_takes_events_once(client, redis, drain, import_key):
     """Events posted to the webhook are ingested like imported ones; a resend is a duplicate."""
     auth = bearer(import_key)
     resp = client.post("/hooks/newsletter", json={"events": EVENTS}, headers=auth)
-    assert resp.status_code == 202 and resp.get_json() == {"accepted": 2, "duplicates": 0}
+    assert resp.status_code == 202 and resp.get_json() == {
+        "accepted": 2,
+        "duplicates": 0,
+        "erased_before": 0,
+    }
     again = client.post(f"/hooks/newsletter?key={import_key}", json=EVENTS[0])
-    assert again.status_code == 202 and again.get_json() == {"accepted": 0, "duplicates": 1}
+    assert again.status_code == 202 and again.get_json() == {
+        "accepted": 0,
+        "duplicates": 1,
+        "erased_before": 0,
+    }
     drain()
     events = {t["event"] for t in person_of(redis, IdKind.EMAIL, "anna@acme.de")["touchpoints"]}
     assert {"open", "click"} <= events

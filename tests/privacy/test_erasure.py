@@ -214,3 +214,18 @@ def test_an_import_skips_an_erased_email_unless_told(runner, redis, config, erik
     assert json.loads(taken.output[taken.output.index("{") :])["imported"] == 1
     assert person_of(redis, IdKind.EMAIL, EMAIL)["identifiers"]["crm"] == ["C-9"]
     assert erasure.erased_before(redis, [Identifier(IdKind.EMAIL, EMAIL)]) == [False]
+
+
+def test_the_newsletter_webhook_skips_an_erased_email_and_says_so(
+    client, redis, config, import_key, erika
+):
+    """The newsletter tool's webhook naming her email after her erasure: skipped, and the
+    answer counts it as erased before."""
+    requests.run(redis, config, requests.request_erasure(redis, erika))
+    events = [
+        {"email": EMAIL, "event": "open", "time": "2026-09-21T10:00:00Z"},
+        {"email": "other@acme.de", "event": "open", "time": "2026-09-21T10:00:00Z"},
+    ]
+    resp = client.post("/hooks/newsletter", json={"events": events}, headers=bearer(import_key))
+    assert resp.status_code == 202
+    assert resp.get_json() == {"accepted": 1, "duplicates": 0, "erased_before": 1}
