@@ -72,6 +72,14 @@ class Batch:
     conflicts: list[dict[str, str]] = field(default_factory=list)
     withdrawals: list[tuple[Hit, str]] = field(default_factory=list)
 
+    def held_by_trusted(self, ident: Identifier) -> bool:
+        """Return whether a trusted source gave ``ident`` to the person who owns it."""
+        owner = self.owners.get(ident)
+        if owner is None:
+            return False
+        held = self.states.get(self.canonical(owner))
+        return held is not None and trusted_id(ident) in held.trusted
+
     def canonical(self, pid: str) -> str:
         """Return the person a (possibly just merged) id stands for now."""
         while self.states.get(pid) is not None and self.states[pid].merged_into:
@@ -380,14 +388,6 @@ class Ingest:
         batch: Batch, hit: Hit, state: PersonState, delta: PersonDelta, ids: list[Identifier]
     ) -> None:
         """Record the consent changes a hit brings for the identifiers it speaks for."""
-
-        def trusted_elsewhere(ident: Identifier) -> bool:
-            owner = batch.owners.get(ident)
-            if owner is None:
-                return False
-            held = batch.states.get(batch.canonical(owner))
-            return held is not None and trusted_id(ident) in held.trusted
-
         pid = state.person_id
         owners, canonical = batch.owners, batch.canonical
         if len(ids) == 1 and owners.get(ids[0]) == pid:
@@ -404,7 +404,7 @@ class Ingest:
             # email (a server's "newsletter subscribed" carries a user id, not the address).
             mine = [*mine, Identifier(IdKind.EMAIL, state.email)]
         consents, given, prefix = state.consents, hit.consent.items(), consent_rules.STATE_PREFIX
-        for ident in consent_rules.holders(hit, mine, trusted_elsewhere):
+        for ident in consent_rules.holders(hit, mine, batch.held_by_trusted):
             text = ident.text
             changed = {}
             for category, granted in given:

@@ -27,7 +27,6 @@ import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -376,9 +375,7 @@ def find_person(r: redis.Redis, ident: Identifier) -> str | None:
 
 
 def _iso(ms: str | int | None) -> str | None:
-    if not ms:
-        return None
-    return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="milliseconds")
+    return consent_rules.iso(int(ms)) if ms else None
 
 
 def get_person(r: redis.Redis, pid: str, limit: int = 100) -> dict[str, Any] | None:

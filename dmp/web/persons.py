@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Response, jsonify
+from redis import Redis
 
 from dmp.access.apikeys import Scope
 from dmp.matrix import snapshots
@@ -76,9 +77,7 @@ def set_stage(pid: str) -> tuple[Response, int]:
     """Record a stage sales set: ``{"stage": "sal", "by": "who"}`` (201 with the record)."""
     body = STAGE_CHANGE.read()
     r = current_deps().redis
-    live = profiles.follow(r, pid)
-    if not r.hexists(keyspace.person(live), "tier"):
-        raise Problem(404, "Person not found", f"no person with id {pid}", "not-found")
+    live = _live_person(r, pid)
     record = lifecycle.record_stage(
         r, live, Stage(body["stage"]), source="api", by=body.get("by", "")
     )
@@ -141,15 +140,21 @@ def erase(pid: str) -> tuple[Response, int]:
     An optional JSON body ``{"reason": "...", "by": "..."}`` goes into the erasure log."""
     body = ERASURE.read()
     r = current_deps().redis
-    live = profiles.follow(r, pid)
-    if not r.hexists(keyspace.person(live), "tier"):
-        raise Problem(404, "Person not found", f"no person with id {pid}", "not-found")
+    live = _live_person(r, pid)
     by, reason = body.get("by", ""), body.get("reason", "")
     request_id = requests.request_erasure(r, live, by=by, reason=reason)
     report = requests.wait_for(r, request_id, requests.WAIT_SECONDS)
     if report is None:
         return _queued(request_id, live)
     return jsonify({**report, "status": "erased"}), 200
+
+
+def _live_person(r: Redis, pid: str) -> str:
+    """Return the person ``pid`` is now (merges followed), or raise the 404 problem."""
+    live = profiles.follow(r, pid)
+    if not r.hexists(keyspace.person(live), "tier"):
+        raise Problem(404, "Person not found", f"no person with id {pid}", "not-found")
+    return live
 
 
 def _queued(request_id: str, pid: str) -> tuple[Response, int]:
@@ -228,9 +233,7 @@ def consents(pid: str) -> Response:
     proof that set it (time, source, site, event, trusted or a browser's claim, consent
     text version, double opt-in), and every grant and withdrawal in order."""
     r = current_deps().redis
-    live = profiles.follow(r, pid)
-    if not r.hexists(keyspace.person(live), "tier"):
-        raise Problem(404, "Person not found", f"no person with id {pid}", "not-found")
+    live = _live_person(r, pid)
     states = r.hgetall(keyspace.person(live))
     proofs = r.lrange(keyspace.person(live, consent_rules.LOG_FACET), 0, -1)
     view = consent_rules.consent_view(proofs, consent_rules.parse_states(states))
