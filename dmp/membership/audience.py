@@ -1,0 +1,222 @@
+"""Audiences: a segment run's members as a channel may reach them, read fresh from Redis.
+
+A segment says *who*; consent says *how*. A member is reachable on a channel only
+through identifiers that hold that channel's consent themselves (see
+``dmp.people.consents``): an ad audience of hashed emails needs ``ads`` given for that
+email, a cookie audience the browser's ``ads``, a newsletter ``email`` for the person's
+current address (and none once they unsubscribed or their address bounced). Consent is
+read when the audience is read, not when the segment ran: a withdrawal counts at the
+next sync or page of every destination and partner.
+
+Exporters (``exporters.sync``) and the pull API (``dmp.web.audiences``) both read
+members through :func:`read_contacts`, a chunk of person ids at a time (one pipelined
+round trip per chunk), so a million-member segment never sits in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import redis
+
+from dmp.config import Config
+from dmp.membership.results import segments_dir
+from dmp.people import consents
+from dmp.people.identity import IdKind
+from dmp.records import Category
+from dmp.storage import keyspace
+
+CHUNK = 2000  # person ids per pipelined read
+# The traits a destination may use to match or address a person (JSON values).
+TRAITS = ("first_name", "last_name", "country", "address", "company", "job_title", "email_status")
+
+
+class Skip(str, Enum):
+    """Why a member of a segment is not in the audience a channel sees."""
+
+    GONE = "gone"  # erased, or merged into another person since the run
+    NO_CONSENT = "no_consent"  # no identifier holds the channel's consent
+    UNSUBSCRIBED = "unsubscribed"  # withdrew the channel's consent for the identifier
+    BOUNCED = "bounced"  # the address bounced (newsletters)
+    NO_IDENTIFIER = "no_identifier"  # consented, but nothing the destination can match on
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """One audience member as a channel may use them: only identifiers holding the
+    channel's consent; names and address to help matching and addressing."""
+
+    person_id: str
+    email: str = ""  # normalised (dmp.people.identity.normalise_email); '' if not usable
+    phones: tuple[str, ...] = ()  # E.164
+    uids: tuple[str, ...] = ()  # first-party cookie ids
+    external_id: str = ""  # the CRM id, else the site's user id (not consent-bearing)
+    first_name: str = ""
+    last_name: str = ""
+    street: str = ""
+    postal_code: str = ""
+    city: str = ""
+    country: str = ""
+    company: str = ""
+    job_title: str = ""
+    double_opt_in: bool = False  # the email consent's proof says double opt-in confirmed
+
+
+def read_contacts(
+    r: redis.Redis, pids: Sequence[str], channel: Category, skipped: Counter[str] | None = None
+) -> list[Contact]:
+    """Return the members of ``pids`` reachable on ``channel`` (in the given order), and
+    count the others in ``skipped`` by :class:`Skip` reason."""
+    skipped = Counter() if skipped is None else skipped
+    pipe = r.pipeline(transaction=False)
+    for pid in pids:
+        pipe.hgetall(keyspace.person(pid))
+        pipe.smembers(keyspace.person(pid, "identifiers"))
+        pipe.hmget(keyspace.person(pid, "traits"), TRAITS)
+        if channel is Category.EMAIL:
+            pipe.lrange(keyspace.person(pid, consents.LOG_FACET), -50, -1)
+    replies = pipe.execute()
+    step = 4 if channel is Category.EMAIL else 3
+    out = []
+    for i, pid in enumerate(pids):
+        at = i * step
+        profile, ids, traits = replies[at], replies[at + 1], replies[at + 2]
+        proofs = replies[at + 3] if channel is Category.EMAIL else ()
+        found = _contact(pid, profile, ids, traits, proofs, channel)
+        if isinstance(found, Skip):
+            skipped[found.value] += 1
+        else:
+            out.append(found)
+    return out
+
+
+def _contact(
+    pid: str,
+    profile: dict[str, str],
+    ids: set[str],
+    raw_traits: list[str | None],
+    proofs: Sequence[str],
+    channel: Category,
+) -> Contact | Skip:
+    """Return what ``channel`` may use of one person, or why it may use nothing."""
+    if not profile or profile.get("merged_into"):
+        return Skip.GONE
+    category, states = channel.value, profile
+    prefix = f"{consents.STATE_PREFIX}{category}|"
+
+    def given(kind: IdKind, value: str) -> bool | None:
+        state = states.get(f"{prefix}{kind.value}:{value}")
+        return None if state is None else consents.parse_value(state)[0]
+
+    traits = {k: json.loads(v) for k, v in zip(TRAITS, raw_traits, strict=True) if v is not None}
+    email = profile.get("email", "")
+    said = [] if not email else [given(IdKind.EMAIL, email)]
+    if channel is Category.EMAIL:  # a newsletter goes to the current address only
+        if not email or said[0] is None:
+            return Skip.NO_CONSENT if email else Skip.NO_IDENTIFIER
+        if said[0] is False:
+            return Skip.UNSUBSCRIBED
+        if traits.get("email_status") == "bounced":
+            return Skip.BOUNCED
+        return _build(pid, traits, ids, email=email, doi=_double_opt_in(proofs, email))
+    kinds = _by_kind(ids)
+    phones = tuple(p for p in kinds.get(IdKind.PHONE, ()) if given(IdKind.PHONE, p))
+    uids = tuple(u for u in kinds.get(IdKind.UID, ()) if given(IdKind.UID, u))
+    usable_email = email if said and said[0] else ""
+    if not (usable_email or phones or uids):
+        withdrew = any(
+            consents.parse_value(v)[0] is False for k, v in states.items() if k.startswith(prefix)
+        )
+        return Skip.UNSUBSCRIBED if withdrew else Skip.NO_CONSENT
+    external = next(iter(sorted(kinds.get(IdKind.CRM, ()) or kinds.get(IdKind.USER, ()))), "")
+    return _build(pid, traits, ids, email=usable_email, phones=phones, uids=uids, ext=external)
+
+
+def _build(
+    pid: str,
+    traits: dict[str, Any],
+    ids: set[str],
+    *,
+    email: str = "",
+    phones: tuple[str, ...] = (),
+    uids: tuple[str, ...] = (),
+    ext: str = "",
+    doi: bool = False,
+) -> Contact:
+    address = traits.get("address")
+    address = address if isinstance(address, dict) else {}
+
+    def text(value: Any) -> str:
+        return value.strip() if isinstance(value, str) else ""
+
+    return Contact(
+        person_id=pid,
+        email=email,
+        phones=tuple(sorted(phones)),
+        uids=tuple(sorted(uids)),
+        external_id=ext,
+        first_name=text(traits.get("first_name")),
+        last_name=text(traits.get("last_name")),
+        street=text(address.get("street")),
+        postal_code=text(address.get("postal_code") or address.get("postalCode")),
+        city=text(address.get("city")),
+        country=text(traits.get("country") or address.get("country")),
+        company=text(traits.get("company")),
+        job_title=text(traits.get("job_title")),
+        double_opt_in=doi,
+    )
+
+
+def _by_kind(ids: set[str]) -> dict[IdKind, list[str]]:
+    out: dict[IdKind, list[str]] = {}
+    for text in ids:
+        kind, _, value = text.partition(":")
+        if kind in IdKind._value2member_map_:
+            out.setdefault(IdKind(kind), []).append(value)
+    return out
+
+
+def _double_opt_in(proofs: Sequence[str], email: str) -> bool:
+    """Return whether the newest proof granting ``email`` consent for the address says
+    double opt-in confirmed (newsletter tools report it; a web form's tick does not)."""
+    wanted = f"{IdKind.EMAIL.value}:{email}"
+    for raw in reversed(proofs):
+        record = json.loads(raw)
+        if record.get("identifier") != wanted:
+            continue
+        granted = (record.get("consent") or {}).get(Category.EMAIL.value)
+        if granted is None and record.get("category") == Category.EMAIL.value:
+            granted = record.get("granted")
+        if granted is True:
+            return record.get("double_opt_in") is True
+        if granted is False:
+            return False
+    return False
+
+
+def member_ids(path: Path, segment_id: str, chunk: int = CHUNK) -> Iterator[list[str]]:
+    """Yield a members file's person ids of one segment, sorted, ``chunk`` at a time."""
+    pending: list[str] = []
+    for batch in pq.ParquetFile(path).iter_batches(
+        batch_size=max(chunk, 10_000), columns=["segment_id", "person_id"]
+    ):
+        mine = batch.filter(pc.equal(batch.column(0), segment_id))
+        pending.extend(mine.column(1).to_pylist())
+        while len(pending) >= chunk:
+            yield pending[:chunk]
+            pending = pending[chunk:]
+    if pending:
+        yield pending
+
+
+def members_file(config: Config, run: dict[str, Any]) -> Path:
+    """Return the members file of a run's manifest."""
+    return segments_dir(config) / run["members_file"]
