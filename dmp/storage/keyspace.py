@@ -163,3 +163,17 @@ def control_result(request_id: str) -> str:
 
 
 MIGRATED_CONSENTS = "dmp:migrated:consents-per-identifier"  # set once consents moved
+
+DESTINATIONS = "dmp:destinations"  # set of destination names (exporters)
+
+
+def destination(name: str, facet: str = "") -> str:
+    """Return a destination's settings hash, or one of its facets: ``runs`` (list of sync
+    reports, newest first), ``lock``, ``sync:<segment>`` (the checkpoint of its sync of a
+    segment), ``failed:<segment>`` (rows the platform refused in the current plan)."""
+    return f"dmp:destination:{name}:{facet}" if facet else f"dmp:destination:{name}"
+
+
+def destination_pattern(name: str) -> str:
+    """Return the SCAN pattern matching every facet key of one destination."""
+    return f"dmp:destination:{name}:*"
