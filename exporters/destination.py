@@ -20,10 +20,10 @@ Errors a destination raises:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from dmp.membership.audience import Contact
 from dmp.records import Category
@@ -140,4 +140,14 @@ class Destination(Protocol):
 
     def test(self) -> str:
         """Make a cheap authenticated call; return what it proved (Refused if it fails)."""
+        ...
+
+
+@runtime_checkable
+class Snapshotting(Protocol):
+    """A destination that also keeps a full snapshot of what it holds (the file
+    destination): the engine hands it every held row once a sync is complete."""
+
+    def snapshot(self, segment_id: str, session: str, rows: Iterable[Row]) -> None:
+        """Write the whole holding of a segment after the sync ``session``."""
         ...

@@ -1,0 +1,19 @@
+"""Every kind of destination, by the name ``dmp destinations add KIND`` takes: an explicit
+registry (a module is a destination only once it is listed here)."""
+
+from __future__ import annotations
+
+from exporters.destination import Destination
+from exporters.files import FileDestination
+
+KINDS: dict[str, type[Destination]] = {
+    "file": FileDestination,
+}
+
+
+def kind_of(name: str) -> type[Destination]:
+    """Return the destination class of a kind (KeyError names the known kinds)."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise KeyError(f"unknown kind {name!r} (one of {', '.join(sorted(KINDS))})") from None

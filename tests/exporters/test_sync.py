@@ -1,0 +1,165 @@
+"""The sync engine: consent-filtered deltas, checkpoints that survive a stop, convergence."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from dmp.ingest.worker import Worker
+from dmp.membership import runs
+from dmp.privacy import requests
+from exporters import export, holdings, registry, settings
+from exporters.destination import Batch, Outcome, Settings, Unavailable
+from exporters.files import FileDestination
+from exporters.reports import Status
+from tests.factories import apply_segments, make_hit, send_hits
+
+SEGMENT = """
+id: known
+where: {tier: {gte: medium}}
+"""
+
+
+def person(email: str, *, ads: bool = True, uid: str = "", ts: int | None = None, **traits):
+    """Return a trusted identify of ``email`` giving (or refusing) ads consent."""
+    extra = {"timestamp": ts, "received_at": ts} if ts else {}
+    return make_hit(
+        source="api",
+        type="identify",
+        event="identify",
+        uid=uid,
+        user_id=f"user-{email}",
+        consent={"ads": ads},
+        traits={"email": email, **traits},
+        trusted=True,
+        **extra,
+    )
+
+
+def ingest_and_run(redis, config, *hits) -> None:
+    """Ingest hits and run the segments."""
+    send_hits(redis, *hits)
+    Worker(redis, config).run(once=True)
+    runs.run(redis, config)
+
+
+def add_file(redis, folder: Path, name: str = "files", **options: str) -> Settings:
+    """Store a file destination of segment ``known``."""
+    found = settings.validate(
+        redis, name, "file", ["known"], 900, {"folder": str(folder), **options}
+    )
+    settings.save(redis, found)
+    return found
+
+
+def snapshot_emails(folder: Path) -> set[str]:
+    """Return the emails of the segment's latest snapshot."""
+    latest = (folder / "known" / "LATEST").read_text().strip()
+    with open(folder / "known" / latest, newline="") as fh:
+        return {row["email"] for row in csv.DictReader(fh)}
+
+
+@pytest.fixture
+def segment(redis):
+    """Store the segment ``known`` (tier medium or more)."""
+    apply_segments(redis, SEGMENT)
+
+
+def test_file_destination_holds_consented_members_only(redis, config, segment, tmp_path):
+    """Members with ads consent for their email land in the file; one without does not."""
+    ingest_and_run(redis, config, person("a@x.de"), person("b@x.de"), person("c@x.de", ads=False))
+    add_file(redis, tmp_path / "out")
+    report = export.run(redis, config, "files")
+    part = report.segments[0]
+    assert (part.status, part.members, part.added, part.removed) == (Status.OK, 3, 2, 0)
+    assert part.skipped == {"unsubscribed": 1}
+    assert snapshot_emails(tmp_path / "out") == {"a@x.de", "b@x.de"}
+    again = export.run(redis, config, "files").segments[0]
+    assert (again.added, again.removed, again.should_hold) == (0, 0, 2)
+
+
+def test_withdrawn_consent_and_erasure_remove_at_next_sync(redis, config, segment, tmp_path):
+    """A person who withdraws ads consent, and one who is erased, leave at the next sync."""
+    ingest_and_run(redis, config, person("a@x.de"), person("b@x.de"), person("c@x.de"))
+    add_file(redis, tmp_path / "out")
+    export.run(redis, config, "files")
+    send_hits(redis, person("a@x.de", ads=False, ts=make_hit().timestamp + 1000))
+    Worker(redis, config).run(once=True)
+    pid = redis.get("dmp:id:email:b@x.de")
+    assert requests.run(redis, config, requests.request_erasure(redis, pid)) is not None
+    part = export.run(redis, config, "files").segments[0]  # no new segment run needed
+    assert (part.added, part.removed) == (0, 2)
+    assert snapshot_emails(tmp_path / "out") == {"c@x.de"}
+    deltas = sorted((tmp_path / "out" / "known" / "deltas").glob("*-remove-*.csv"))
+    assert len(deltas) == 1
+
+
+class Flaky(FileDestination):
+    """A file destination whose platform goes away after ``fail_after`` batches."""
+
+    fail_after: ClassVar[int] = 10**9
+    sent: ClassVar[list[tuple[str, tuple]]] = []
+
+    def send(self, batch: Batch) -> Outcome:
+        if len(Flaky.sent) >= Flaky.fail_after:
+            raise Unavailable("the platform went away")
+        Flaky.sent.append((batch.op.value, tuple(r[1] for r in batch.rows)))
+        return super().send(batch)
+
+
+def test_an_interrupted_sync_resumes_without_resending_or_skipping(
+    redis, config, segment, tmp_path, monkeypatch
+):
+    """A sync that fails after two batches resumes: no acknowledged batch is sent again,
+    and the destination ends up holding exactly the audience."""
+    monkeypatch.setitem(registry.KINDS, "flaky", Flaky)
+    monkeypatch.setattr(Flaky, "sent", [])
+    monkeypatch.setattr(Flaky, "fail_after", 2)
+    emails = [f"p{i:02d}@x.de" for i in range(10)]
+    ingest_and_run(redis, config, *(person(e) for e in emails))
+    found = settings.validate(
+        redis, "flaky", "flaky", ["known"], 900, {"folder": str(tmp_path), "batch_size": "3"}
+    )
+    settings.save(redis, found)
+    first = export.run(redis, config, "flaky").segments[0]
+    assert first.status == Status.FAILED and first.added == 6
+    Flaky.fail_after = 10**9
+    second = export.run(redis, config, "flaky").segments[0]
+    assert second.status == Status.OK and second.added == 4
+    sent = [e for _, rows in Flaky.sent for e in rows]
+    assert sorted(sent) == sorted(emails)  # each exactly once
+    checkpoint = redis.hgetall("dmp:destination:flaky:sync:known")
+    assert "plan" not in checkpoint
+    held = config.data_dir / "exports" / "flaky" / "known" / checkpoint["held"]
+    assert sorted(e.row[1] for e in holdings.read_entries(held)) == sorted(emails)
+    assert snapshot_emails(tmp_path) == set(emails)
+
+
+def test_dry_run_counts_and_samples_without_sending(redis, config, segment, tmp_path):
+    """A dry run says what would be sent and sends nothing."""
+    ingest_and_run(redis, config, person("a@x.de"), person("b@x.de"))
+    add_file(redis, tmp_path / "out")
+    report = export.run(redis, config, "files", dry_run=True)
+    part = report.segments[0]
+    assert (part.status, part.added, part.removed) == (Status.DRY_RUN, 2, 0)
+    assert [row[1] for row in part.sample["add"]] == ["a@x.de", "b@x.de"]
+    assert not (tmp_path / "out").exists()
+    assert export.run(redis, config, "files").segments[0].added == 2
+
+
+def test_settings_refuse_secrets_unknown_segments_and_bad_names(redis, segment, tmp_path):
+    """Options holding a secret, unknown segments, kinds and names are refused."""
+    folder = {"folder": str(tmp_path)}
+    with pytest.raises(settings.Invalid, match="token_env"):
+        settings.validate(redis, "x", "file", ["known"], 900, {**folder, "token": "abc"})
+    with pytest.raises(settings.Invalid, match="no segment"):
+        settings.validate(redis, "x", "file", ["nope"], 900, folder)
+    with pytest.raises(settings.Invalid, match="kind"):
+        settings.validate(redis, "x", "nope", ["known"], 900, folder)
+    with pytest.raises(settings.Invalid, match="name"):
+        settings.validate(redis, "X Y", "file", ["known"], 900, folder)
+    with pytest.raises(settings.Invalid, match="format"):
+        settings.validate(redis, "x", "file", ["known"], 900, {**folder, "format": "xls"})
