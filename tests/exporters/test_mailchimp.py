@@ -249,6 +249,25 @@ def test_the_server_refuses_an_eleventh_open_request(monkeypatch: pytest.MonkeyP
         assert codes.count(429) >= 2 and mc.rejected >= 2
 
 
+def test_the_server_tags_one_member_at_a_time(mailchimp: MailchimpServer) -> None:
+    """The contract server's member tags endpoint: active adds, inactive removes (204);
+    an unknown member is 404 problem+json."""
+    mailchimp.put_member("anna@firma.de", "subscribed")
+    url = f"{mailchimp.url}/3.0/lists/{LIST}/members/{{}}/tags"
+    for status in ("active", "inactive"):
+        body = {"tags": [{"name": "vip", "status": status}]}
+        answer = requests.post(
+            url.format(subscriber_hash("anna@firma.de")), json=body, auth=("x", KEY)
+        )
+        assert answer.status_code == 204
+        assert mailchimp.holders("vip") == ({"anna@firma.de"} if status == "active" else set())
+    missing = requests.post(
+        url.format(subscriber_hash("nobody@firma.de")), json=body, auth=("x", KEY)
+    )
+    assert missing.status_code == 404
+    assert missing.headers["Content-Type"].startswith("application/problem+json")
+
+
 def test_check_lists_what_is_missing_or_wrong() -> None:
     """``check`` names a missing list_id and key variable, bad connections and merge tags."""
     settings = Settings(

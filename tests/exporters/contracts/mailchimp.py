@@ -140,6 +140,7 @@ class MailchimpServer(ContractServer):
         self.members: dict[str, Member] = {}
         self.segments: dict[int, Segment] = {}
         self.acks: list[Ack] = []
+        self.last_id = 1000  # segment ids are never reused, as in Mailchimp
         self.state = threading.Lock()
         self.active = self.peak = self.rejected = 0
         app = Flask(f"mailchimp-{id(self)}")
@@ -162,7 +163,8 @@ class MailchimpServer(ContractServer):
             found = self.members.get(subscriber_hash(email))
             if found is None:
                 return None
-            tags = frozenset(s.name for s in self.segments.values() if found.email in self._of(s))
+            member = subscriber_hash(email)
+            tags = frozenset(s.name for s in self.segments.values() if member in s.members)
             return MemberView(found.email, found.status, tags, dict(found.merge_fields))
 
     def holders(self, tag: str) -> set[str]:
@@ -189,7 +191,8 @@ class MailchimpServer(ContractServer):
         return {self.members[h].email for h in segment.members if h in self.members}
 
     def _new_segment(self, name: str) -> Segment:
-        segment = Segment(max(self.segments, default=1000) + 1, name)
+        self.last_id += 1
+        segment = Segment(self.last_id, name)
         self.segments[segment.id] = segment
         return segment
 
