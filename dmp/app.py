@@ -21,7 +21,7 @@ from dmp.config import Config, load_config
 from dmp.ingest.appender import Appender
 from dmp.ingest.spool import Spool, spool_dir
 from dmp.storage import redisserver
-from dmp.web import lookup, openapi, ops, persons, segments
+from dmp.web import destinations, lookup, openapi, ops, persons, segments
 from dmp.web.deps import Deps, current_deps
 from dmp.web.problems import from_http_exception, problem_response, unavailable
 from dmp.web.ratelimits import RateLimits
@@ -38,6 +38,7 @@ BLUEPRINTS = (
     newsletter.bp,
     persons.bp,
     segments.bp,
+    destinations.bp,
     ops.bp,
     openapi.bp,
 )

@@ -38,7 +38,7 @@ def run(
     full: bool = False,
     dry_run: bool = False,
     segments: Sequence[str] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
     stop: threading.Event | None = None,
     wait_seconds: float = 0.0,
 ) -> SyncReport:

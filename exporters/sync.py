@@ -72,7 +72,8 @@ class SegmentSync:
     segment: str
     lease: locks.Lease | None = None
     stop: threading.Event | None = None
-    progress: Callable[[int], None] | None = None
+    progress: Callable[[int, int], None] | None = None  # (rows just sent, rows in the plan)
+    _planned: int = 0
 
     @property
     def name(self) -> str:
@@ -200,6 +201,9 @@ class SegmentSync:
         state = self.r.hgetall(self.key)
         session, size = state["plan"], int(state["batch_size"])
         plan_dir = self.folder / f"plan-{session}"
+        self._planned = int(state["removes"]) + int(state["adds"])
+        if self.progress is not None:
+            self.progress(0, self._planned)
         for op, file, total, acked in (
             (Op.REMOVE, "remove.parquet", int(state["removes"]), int(state["acked_remove"])),
             (Op(state["add_op"]), "add.parquet", int(state["adds"]), int(state["acked_add"])),
@@ -243,7 +247,7 @@ class SegmentSync:
         for reason in outcome.failed.values():
             report.note_error(reason)
         if self.progress is not None:
-            self.progress(len(batch.rows))
+            self.progress(len(batch.rows), self._planned)
 
     def _target(self) -> str:
         """Return the platform's audience, list, group or tag the segment goes to."""

@@ -9,7 +9,17 @@ from pathlib import Path
 
 import click
 
-from dmp.cli import access, compaction, matrix, persons, segments, serving, sources, synth
+from dmp.cli import (
+    access,
+    compaction,
+    destinations,
+    matrix,
+    persons,
+    segments,
+    serving,
+    sources,
+    synth,
+)
 from dmp.cli.context import Context, error_line, fail
 from dmp.config import load_config
 
@@ -74,6 +84,8 @@ COMMANDS: tuple[click.Command, ...] = (
     matrix.matrix_group,
     matrix.funnel,
     segments.segments_group,
+    destinations.destinations_group,
+    destinations.export_group,
     synth.synth_cmd,
     compaction.compact_cmd,
 )

@@ -15,6 +15,7 @@ from dmp.cli.context import Context, pass_ctx, print_json
 from dmp.ingest import spool, stream, worker
 from dmp.membership.schedule import start_schedule
 from dmp.storage import keyspace
+from exporters.schedule import start_schedule as start_exports
 
 
 @click.command()
@@ -54,8 +55,9 @@ def _watch_parent(parent: int, stop: threading.Event) -> None:
 @click.option("--parent", type=int, hidden=True, help="Exit when this process ends (dmp serve).")
 @pass_ctx
 def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
-    """Run the ingest worker (stream to identity, profiles and the Parquet event log) and
-    the segment schedule (DMP_SEGMENTS_EVERY, DMP_SEGMENTS_LATENCY)."""
+    """Run the ingest worker (stream to identity, profiles and the Parquet event log), the
+    segment schedule (DMP_SEGMENTS_EVERY, DMP_SEGMENTS_LATENCY) and the exports (each
+    destination on its own schedule)."""
     stop = threading.Event()
     if not once:
         # Long-running (as `dmp serve` runs it): a Redis away at start is ridden out like
@@ -68,8 +70,10 @@ def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
         if parent:
             threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()
         schedule = start_schedule(r, obj.config, stop)
+        exports = start_exports(r, obj.config, stop)
         worker.run_forever(r, obj.config, stop)
         schedule.join(timeout=20)  # a run under way finishes (dmp serve waits 30 s)
+        exports.join(timeout=5)  # a sync stops before its next batch; the next one resumes
         return
     r = obj.redis
     stream.ensure_group(r)

@@ -26,6 +26,9 @@ HELP = {
     "dmp_eventlog_flush_failures_total": "Event-log flush attempts that failed (retried).",
     "dmp_spool_replayed_total": "Hits replayed from collector spools once Redis was back.",
     "dmp_spool_dropped_total": "Hits lost because a collector's spool was full.",
+    "dmp_export_rows_total": "Rows exporters sent to a destination (sent) or it refused (failed).",
+    "dmp_export_retries_total": "Requests to a destination retried (throttled, 5xx, broken).",
+    "dmp_export_syncs_total": "Destination syncs, by how they ended.",
 }
 
 # The inverse of counter(): a metric name, then optionally {label="value",...} with the
