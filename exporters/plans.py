@@ -56,15 +56,16 @@ def _person(
     held: list[Entry], want: Entry | None, key: int | None, full: bool
 ) -> Iterator[tuple[Op, Entry]]:
     if want is None:
-        for entry in held:
+        for entry in {e.fp: e for e in held}.values():
             yield Op.REMOVE, entry
         return
     same = next((h for h in held if h.fp == want.fp), None)
     base = same
     if base is None and key is not None:
         base = next((h for h in held if h.row[key] == want.row[key]), None)
-    for entry in held:
-        if entry is not base:
+    kept = base.fp if base is not None else None
+    for fp, entry in {e.fp: e for e in held}.items():  # a row held twice is one row
+        if fp != kept:
             yield Op.REMOVE, entry
     if same is None or full:
         yield Op.ADD, Entry(want.person_id, want.fp, want.row, base.fp if base else 0)
