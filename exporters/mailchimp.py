@@ -109,11 +109,6 @@ class MailchimpAudience:
         self.skip_merge_validation = settings.option("skip_merge_validation", "true") != "false"
         self.tag_ids: dict[str, int] = {}
 
-    @property
-    def retried(self) -> int:
-        """Return the retries all of this destination's clients made so far."""
-        return sum(client.retried for client in self.clients)
-
     @staticmethod
     def check(settings: Settings) -> list[str]:
         """Return what is wrong with the settings, one line each ([] when they will do)."""
@@ -188,14 +183,20 @@ class MailchimpAudience:
 
     def upsert_all(self, rows: Sequence[Row]) -> list[Upserted]:
         """Return Mailchimp's answer to each row's upsert (``connections`` at a time)."""
-        with ThreadPoolExecutor(len(self.clients), thread_name_prefix="mailchimp") as pool:
-            futures = [pool.submit(self.upsert, row) for row in rows]
-            try:
-                return [future.result() for future in futures]
-            except BaseException:
-                for future in futures:  # an outage or refusal ends the batch: send no more
-                    future.cancel()
-                raise
+        try:
+            with ThreadPoolExecutor(len(self.clients), thread_name_prefix="mailchimp") as pool:
+                futures = [pool.submit(self.upsert, row) for row in rows]
+                try:
+                    return [future.result() for future in futures]
+                except BaseException:
+                    for future in futures:  # an outage or refusal ends the batch: send no more
+                        future.cancel()
+                    raise
+        finally:
+            # The engine reads the retries off ``self.http``: the other clients' join them
+            # (no upsert is in flight any more once the pool has shut down).
+            for client in self.clients[1:]:
+                self.http.retried, client.retried = self.http.retried + client.retried, 0
 
     def upsert(self, row: Row) -> Upserted:
         """Add or update one member, never changing an existing member's status."""
