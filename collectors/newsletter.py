@@ -1,10 +1,22 @@
-"""Newsletter engagement as hits: sent, open, click, unsubscribe and bounce events.
+"""Newsletter events as hits: sent, open, click, subscribe, unsubscribe, cleaned, bounce.
 
 Rows come from a file (``dmp import newsletter``) or the webhook (``POST
-/hooks/newsletter``), with the same fields: email, event, time, campaign, topic, url.
-The newsletter tool mails only its subscribers, so sent, open and click carry the
-``email`` consent it holds; unsubscribe withdraws it; a bounce marks the address
-(``email_status: bounced``), which takes the person off the email channel.
+/hooks/newsletter``), with the same fields: email, event, time, campaign, topic, url,
+double_opt_in; the tools' own webhook formats (``collectors.newsletterhooks``) become
+the same rows. What each event does to the ``email`` consent of the address:
+
+- ``subscribe`` grants it: an opt-in, with the double opt-in the tool reports;
+- ``sent`` grants it too: the tool mails only its subscribers;
+- ``unsubscribe`` withdraws it, and so does ``cleaned``: the tool took the address off
+  its list (a hard bounce, a spam complaint), the reason kept in the proof;
+- ``open`` and ``click`` are touchpoints only: reading an old mail after unsubscribing
+  is no new opt-in;
+- ``bounce`` marks the address (``email_status: bounced``), which takes the person off
+  the email channel.
+
+The worker applies consent in event-time order (``dmp.people.consents.applies``): an
+event older than the state held (an export imported after the unsubscribe) changes
+nothing.
 """
 
 from __future__ import annotations
@@ -41,16 +53,26 @@ bp = scoped_blueprint("newsletter", __name__, Scope.IMPORT, Scope.ADMIN, query_f
 MAX_EVENTS = 1000  # per webhook call
 
 SITE = "import:newsletter"
-EVENTS = ("sent", "open", "click", "unsubscribe", "bounce")
+EVENTS = ("sent", "open", "click", "subscribe", "unsubscribe", "cleaned", "bounce")
+GRANTS = frozenset({"sent", "subscribe"})  # events that give the address email consent
+WITHDRAWS = frozenset({"unsubscribe", "cleaned"})
 _SPELLED = {
     "opened": "open",
     "clicked": "click",
     "delivered": "sent",
     "send": "sent",
+    "subscribed": "subscribe",
+    "opt_in": "subscribe",
+    "optin": "subscribe",
+    "signup": "subscribe",
+    "anmeldung": "subscribe",
+    "confirmed": "subscribe",
     "unsubscribed": "unsubscribe",
+    "abmeldung": "unsubscribe",
+    "complaint": "cleaned",
+    "abuse": "cleaned",
     "bounced": "bounce",
     "hard_bounce": "bounce",
-    "abmeldung": "unsubscribe",
 }
 FIELDS = Fields(
     {
@@ -66,37 +88,31 @@ FIELDS = Fields(
 )
 
 
-def newsletter_hit(row: dict[str, Any], digest: str, now_ms: int | None = None) -> Hit:
-    """Return the hit of one newsletter event (RowError says what is wrong with it)."""
+def newsletter_hit(
+    row: dict[str, Any],
+    digest: str,
+    now_ms: int | None = None,
+    said: dict[str, str] | None = None,
+) -> Hit:
+    """Return the hit of one newsletter event (RowError says what is wrong with it);
+    ``said`` is what a tool's own webhook adds to its properties (tool, tool_event,
+    reason), which the consent's proof keeps."""
     now = now_ms or int(time.time() * 1000)
-    raw_email, raw_event = row.get("email"), row.get("event")
+    raw_email = row.get("email")
     email = normalise_email(raw_email)
     if not email:
         raise RowError(f"email: {excerpt(raw_email)} is not an email address")
-    if not isinstance(raw_event, str) or not raw_event.strip():
-        raise RowError(f"event: missing (one of {', '.join(EVENTS)})")
-    event = raw_event.strip().lower().replace(" ", "_").replace("-", "_")
-    event = _SPELLED.get(event, event)
-    if event not in EVENTS:
-        raise RowError(f"event: {excerpt(raw_event)} is not one of {', '.join(EVENTS)}")
+    event = event_of(row.get("event"))
     if not row.get("time"):
         raise RowError("time: missing")
     ts = parse_time(row["time"], now)
     traits: dict[str, Any] = {"email": email}
-    consent: dict[str, bool] = {}
-    if event == "unsubscribe":
-        consent["email"] = False
-    elif event == "bounce":
+    consent = {"email": event in GRANTS} if event in GRANTS | WITHDRAWS else {}
+    if event == "bounce":
         traits["email_status"] = "bounced"
-    else:
-        consent["email"] = True
     url = row.get("url") or ""
     if url and not url.startswith(("http://", "https://")):
         raise RowError(f"url: {excerpt(url)} is not an http(s) URL")
-    properties: dict[str, Any] = {"campaign": row["campaign"][:200]} if row.get("campaign") else {}
-    doi = _yes_no(row.get("double_opt_in"))
-    if doi is not None:
-        properties["double_opt_in"] = doi  # kept in the email consent's proof
     topics = [t.strip()[:64] for t in (row.get("topic") or "").split(",") if t.strip()]
     return Hit(
         event_id=f"nl-{digest}",
@@ -110,10 +126,32 @@ def newsletter_hit(row: dict[str, Any], digest: str, now_ms: int | None = None) 
         channel="email",
         url=redact_url(url[:2000]),  # tracking links carry subscriber ids
         topics=topics[:20],
-        properties=properties,
+        properties=_properties(row, said),
         traits=traits,
         trusted=True,  # the newsletter tool (an import key or a file the company imports)
     )
+
+
+def event_of(raw: Any) -> str:
+    """Return the event a row names, in dmp's spelling (RowError if it names none)."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise RowError(f"event: missing (one of {', '.join(EVENTS)})")
+    event = raw.strip().lower().replace(" ", "_").replace("-", "_")
+    event = _SPELLED.get(event, event)
+    if event not in EVENTS:
+        raise RowError(f"event: {excerpt(raw)} is not one of {', '.join(EVENTS)}")
+    return event
+
+
+def _properties(row: dict[str, Any], said: dict[str, str] | None) -> dict[str, Any]:
+    """Return a newsletter hit's properties: campaign, double opt-in and what a tool said."""
+    properties: dict[str, Any] = {"campaign": row["campaign"][:200]} if row.get("campaign") else {}
+    doi = _yes_no(row.get("double_opt_in"))
+    if doi is not None:
+        properties["double_opt_in"] = doi  # kept in the email consent's proof
+    if said:
+        properties.update({name: value[:200] for name, value in said.items() if value})
+    return properties
 
 
 _YES = frozenset({"1", "true", "yes", "ja", "y", "double", "confirmed", "bestätigt"})

@@ -387,15 +387,16 @@ class Ingest:
     def _consent(
         batch: Batch, hit: Hit, state: PersonState, delta: PersonDelta, ids: list[Identifier]
     ) -> None:
-        """Record the consent changes a hit brings for the identifiers it speaks for."""
+        """Record the consent changes a hit brings for the identifiers it speaks for, in
+        event-time order (consents.applies): a state newer than the hit stays."""
         pid = state.person_id
         owners, canonical = batch.owners, batch.canonical
+        said = None
         if len(ids) == 1 and owners.get(ids[0]) == pid:
             # The common case: a returning browser, most often saying what it said before.
             said = (ids[0], hit.consent)
             if state.last_said == said:
                 return
-            state.last_said = said
             mine = ids
         else:  # the hit's identifiers this person holds (a claim may not have linked some)
             mine = [i for i in ids if canonical(owners.get(i, "")) == pid]
@@ -404,17 +405,26 @@ class Ingest:
             # email (a server's "newsletter subscribed" carries a user id, not the address).
             mine = [*mine, Identifier(IdKind.EMAIL, state.email)]
         consents, given, prefix = state.consents, hit.consent.items(), consent_rules.STATE_PREFIX
+        at, stale = hit.timestamp, False
         for ident in consent_rules.holders(hit, mine, batch.held_by_trusted):
             text = ident.text
             changed = {}
             for category, granted in given:
                 name = f"{prefix}{category}|{text}"  # consent_rules.state_field, inlined
-                if consents.get(name) is not granted:
-                    consents[name] = granted
-                    delta.consents[name] = f"{int(granted)}:{hit.timestamp}"
-                    changed[category] = granted
+                held = consents.get(name)
+                if held is not None:  # consent_rules.applies, inlined
+                    if held[0] is granted:
+                        continue
+                    if held[1] > at:  # a newer state stays: this hit is not what holds
+                        stale = True
+                        continue
+                consents[name] = (granted, at)
+                delta.consents[name] = f"{int(granted)}:{at}"
+                changed[category] = granted
             if changed:
                 delta.proofs += (consent_rules.proof(hit, changed, ident),)
+        # Skip the browser's next identical hit only if the states now say what it said.
+        state.last_said = None if stale else said
 
     def _promote(self, state: PersonState, delta: PersonDelta, hit: Hit) -> None:
         tier = tier_for(state.email, state.contact, True)
@@ -523,14 +533,19 @@ class Ingest:
 
 def withdraw_cookie(r: redis.Redis, pid: str, hit: Hit) -> None:
     """Unlink a cookie whose browser withdrew analytics consent, and record the withdrawal
-    (its states stay beside the person, as proof, under the cookie they were given for)."""
+    (its states stay beside the person, as proof, under the cookie they were given for).
+
+    The cookie is unlinked whatever the time; a state changes only in event-time order
+    (a state set later than the withdrawal stays)."""
     ident = Identifier(IdKind.UID, hit.uid)
     states = load_states(r, [pid])
     state = states[pid]
     changed = {
         category: granted
         for category, granted in hit.consent.items()
-        if state.consents.get(consent_rules.state_field(category, ident)) is not granted
+        if consent_rules.applies(
+            state.consents.get(consent_rules.state_field(category, ident)), granted, hit.timestamp
+        )
     }
     with r.pipeline(transaction=True) as pipe:
         pipe.delete(*id_keys(ident))

@@ -12,10 +12,19 @@ Where (under the person's hash tag, see ``dmp.storage.keyspace.person``):
 - profile hash fields ``c|<category>|<kind>:<value>`` -> ``1:<ms>`` or ``0:<ms>``: the
   current state and when it was given (what the worker, lookups and matrix read; in
   the profile hash, so that a new person costs no command more and a lookup one HGET);
-- ``:consentlog`` list of JSON proofs, oldest first, never trimmed: for every change
-  the category, state, identifier, time, source, site, event, whether the sender was
-  trusted, the consent text version or TC string hash, and double opt-in where the
-  source reports it (TTDSG §25 and GDPR Art. 7(1): the company must prove consent).
+- ``:consentlog`` list of JSON proofs, in the order they were applied, never trimmed:
+  for every change the category, state, identifier, time, source, site, event, whether
+  the sender was trusted, the consent text version or TC string hash, double opt-in
+  where the source reports it, and for a newsletter tool's event the tool, its own name
+  for the event and the reason it gave (TTDSG §25 and GDPR Art. 7(1): the company must
+  prove consent).
+
+Changes apply in event-time order (:func:`applies`): a state changes only for a hit
+whose time is not older than the time of the state held. Hits arrive out of order (a
+newsletter export imported days later, a spooled hit replayed): an ``open`` of an old
+mail read after the unsubscribe, or a ``sent`` from before it, must not grant again. A
+hit repeating the state held changes nothing, not even its time: the time is that of
+the change, which its proof records.
 """
 
 from __future__ import annotations
@@ -31,6 +40,10 @@ from dmp.storage import keyspace
 
 STATE_PREFIX = "c|"  # profile hash fields holding consent states start with it
 LOG_FACET = "consentlog"
+# What a newsletter tool's hit says of itself in its properties, kept in the proof.
+TOOL_PROPERTIES = ("tool", "tool_event", "reason")
+
+Held = tuple[bool, int]  # a state as the worker holds it: granted, and since when (ms)
 
 # The identifiers a browser brings itself: a claim may always speak for them.
 BROWSER_KINDS = frozenset({IdKind.UID, IdKind.ANON})
@@ -68,12 +81,23 @@ def parse_value(value: str | bytes) -> tuple[bool, int]:
 
 def parse_states(raw: Mapping[Any, Any]) -> dict[str, bool]:
     """Return field -> granted of the consent states in a profile hash as Redis returns it."""
+    return {name: held[0] for name, held in parse_held(raw).items()}
+
+
+def parse_held(raw: Mapping[Any, Any]) -> dict[str, Held]:
+    """Return field -> (granted, since ms) of the consent states in a profile hash."""
     out = {}
     for name, value in raw.items():
         text = name.decode() if isinstance(name, bytes) else name
         if text.startswith(STATE_PREFIX):
-            out[text] = parse_value(value)[0]
+            out[text] = parse_value(value)
     return out
+
+
+def applies(held: Held | None, granted: bool, at: int) -> bool:
+    """Return whether a hit at ``at`` saying ``granted`` changes the state ``held``: it
+    differs, and it is not older than the state's time (event-time order)."""
+    return held is None or (held[0] is not granted and held[1] <= at)
 
 
 def holders(
@@ -109,9 +133,15 @@ def proof(hit: Hit, changed: Mapping[str, bool], ident: Identifier) -> str:
     }
     if hit.consent_version:
         record["version"] = hit.consent_version
-    doi = hit.properties.get("double_opt_in") if hit.properties else None
-    if isinstance(doi, bool) and Category.EMAIL.value in changed:
-        record["double_opt_in"] = doi
+    said = hit.properties
+    if said:
+        doi = said.get("double_opt_in")
+        if isinstance(doi, bool) and Category.EMAIL.value in changed:
+            record["double_opt_in"] = doi
+        for name in TOOL_PROPERTIES:  # which newsletter tool said so, and why
+            value = said.get(name)
+            if isinstance(value, str) and value:
+                record[name] = value
     return dump_json(record)
 
 

@@ -90,7 +90,9 @@ class PersonState:
     contact: set[str] = field(default_factory=set)
     first_seen: int = 0
     n_tp: int = 0
-    consents: dict[str, bool] = field(default_factory=dict)  # "<category>|<id>" -> granted
+    # State field (see consents.state_field) -> (granted, since ms): the time orders
+    # changes (consents.applies), so that an older hit handled later changes nothing.
+    consents: dict[str, consent_rules.Held] = field(default_factory=dict)
     merged_into: str = ""
     # See trusted_id and trusted_trait. Frozen and shared while empty (most persons):
     # the worker makes hundreds of thousands of states; a write rebinds it (|=).
@@ -166,7 +168,7 @@ def _state(pid: str, raw: Any, n_tp: int, trusted: Any) -> PersonState:
         contact=set(filter(None, (contact or "").split(","))),
         first_seen=int(first or 0),
         n_tp=n_tp,
-        consents=consent_rules.parse_states(profile),
+        consents=consent_rules.parse_held(profile),
         merged_into=merged_into or "",
         trusted=frozenset(m.decode() if isinstance(m, bytes) else m for m in trusted or ()),
     )

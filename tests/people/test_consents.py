@@ -70,7 +70,7 @@ def test_the_proof_keeps_text_version_tc_string_hash_and_double_opt_in(
     client.get("/p.gif", query_string={"k": write_key, "consent": "analytics", "gdpr_consent": tc})
     uid_b = client.get_cookie("dmp_uid").value
     nl = tmp_path / "nl.csv"
-    nl.write_text("email;event;time;double_opt_in\nd@acme.de;open;2026-09-01T10:00:00Z;ja\n")
+    nl.write_text("email;event;time;double_opt_in\nd@acme.de;anmeldung;2026-09-01T10:00:00Z;ja\n")
     assert runner.invoke(cli, ["import", "newsletter", str(nl)]).exit_code == 0
     drain()
     a = person_of(redis, IdKind.UID, uid_a)
