@@ -22,6 +22,7 @@ OAuth2 ``Authorization: Bearer``):
   unsubscribe stays on record in the group, and counts as removed (it gets no mail).
   Give each segment a group of its own: dmp deletes the receivers that leave it.
 
+Each batch first reads ``groups.json/{group}``: an unknown group refuses the batch.
 Errors are ``{"error": {"code": …, "message": …}}``. The tests' contract server
 (``tests/exporters/contracts/cleverreach.py``) speaks this.
 
@@ -106,11 +107,14 @@ class CleverReachGroup:
 
     def send(self, batch: Batch) -> Outcome:
         """Upsert the batch's receivers into the segment's group, or take them out."""
+        if batch.op not in (Op.ADD, Op.REMOVE):
+            raise Refused(f"{self.settings.name}: CleverReach groups take adds and removes")
+        # A receiver's 404 cannot tell a missing group from a missing receiver: read the
+        # group first, or removes from a mistyped group would pass for done.
+        self._ok(self.http.request("GET", f"/groups.json/{batch.target}"), "the group")
         if batch.op is Op.REMOVE:
             return self._remove(batch)
-        if batch.op is Op.ADD:
-            return self._add(batch)
-        raise Refused(f"{self.settings.name}: CleverReach groups take adds and removes")
+        return self._add(batch)
 
     def test(self) -> str:
         """Read the account and every configured group; return what was found."""

@@ -163,12 +163,20 @@ def test_bad_token_is_refused_without_showing_it(
         assert wrong not in text and TOKEN not in text
 
 
-def test_unknown_group_is_refused(cleverreach: CleverReach) -> None:
-    """A group the account does not have refuses the whole batch."""
+@pytest.mark.parametrize("op", [Op.ADD, Op.REMOVE])
+def test_unknown_group_is_refused(cleverreach: CleverReach, op: Op) -> None:
+    """A group the account does not have refuses the whole batch, a remove included."""
     with pytest.raises(Refused, match="invalid group"):
         CleverReachGroup(settings(cleverreach)).send(
-            Batch(Op.ADD, "webinar", "999", [row("a@x.de")], 1, True, "s1", 1)
+            Batch(op, "webinar", "999", [row("a@x.de")], 1, True, "s1", 1)
         )
+
+
+def test_replace_is_refused(cleverreach: CleverReach) -> None:
+    """CleverReach groups take adds and removes: a replace is refused, nothing sent."""
+    with pytest.raises(Refused):
+        CleverReachGroup(settings(cleverreach)).send(batch(Op.REPLACE, [row("a@x.de")]))
+    assert cleverreach.server.seen == []
 
 
 def test_check_lists_missing_and_wrong_options() -> None:
