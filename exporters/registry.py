@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from exporters.destination import Destination
 from exporters.files import FileDestination
+from exporters.mailchimp import MailchimpAudience
 
 KINDS: dict[str, type[Destination]] = {
     "file": FileDestination,
+    "mailchimp": MailchimpAudience,
 }
 
 

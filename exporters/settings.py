@@ -91,6 +91,8 @@ def _check_option(option: str, value: str) -> None:
         raise Invalid(f"option {option[:64]!r}: not a valid option name")
     if len(value) > MAX_OPTION or any(ord(c) < 32 for c in value):
         raise Invalid(f"option {option}: longer than {MAX_OPTION} characters or unprintable")
+    if option == "batch_size" and not (value.isascii() and value.isdigit() and int(value) > 0):
+        raise Invalid(f"option batch_size: {value[:32]!r} is not a whole number above 0")
     base = option.partition(".")[0]
     if not base.endswith("_env") and any(word in base for word in _SECRET_WORDS):
         raise Invalid(

@@ -116,6 +116,13 @@ class SegmentSync:
             report.status, report.error = Status.FAILED, str(exc)
         return report
 
+    def batch_size(self) -> int:
+        """Return the rows per batch: the platform's limit, or the ``batch_size`` option
+        when it is smaller (smaller payloads, finer checkpoints)."""
+        wanted = self.settings.option("batch_size")
+        limit = self.dest.batch_size
+        return min(limit, int(wanted)) if wanted.isdigit() and int(wanted) > 0 else limit
+
     def held_path(self) -> Path | None:
         """Return the holding file (None before the first sync)."""
         name = self.r.hget(self.key, "held")
@@ -190,7 +197,7 @@ class SegmentSync:
                     "adds": adds.rows,
                     "acked_remove": 0,
                     "acked_add": 0,
-                    "batch_size": self.dest.batch_size,
+                    "batch_size": self.batch_size(),
                     "run_id": run["run_id"],
                     "full": int(full),
                 },
