@@ -9,6 +9,9 @@ platform is down fails alone, and its plan waits for the next sync.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -62,7 +65,9 @@ def run(
             report.segments.append(part.run(full=full, dry_run=True))
     else:
         busy = f"destination {name} is syncing (another sync holds its lock)"
-        with locks.hold(r, keyspace.destination(name, "lock"), wait_seconds, busy) as lease:
+        key = keyspace.destination(name, "lock")
+        _release_if_dead(r, key)
+        with locks.hold(r, key, wait_seconds, busy, token=_token()) as lease:
             r.hset(keyspace.destination(name), "last_sync", report.started)
             for segment in chosen:
                 part = SegmentSync(r, config, dest, found, segment, lease, stop, progress)
@@ -93,6 +98,29 @@ def take_request(r: redis.Redis, name: str) -> bool | None:
         pipe.hdel(keyspace.destination(name), "requested", "requested_full")
         (asked, full), _ = pipe.execute()
     return None if asked is None else full == "1"
+
+
+def _token() -> str:
+    """Return a lock token naming this host and process (see _release_if_dead)."""
+    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(6)}"
+
+
+def _release_if_dead(r: redis.Redis, key: str) -> None:
+    """Free a destination's lock held by a process of this host that is gone (killed
+    mid-sync): the restarted sync resumes at once instead of after the lock's expiry."""
+    holder = r.get(key)
+    if not holder or holder.count("/") != 2:
+        return
+    host, pid, _ = holder.split("/")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        if locks.release_prefixed(r, key, f"{host}/{pid}/"):
+            log.warning("exports: released %s, held by process %s that is gone", key, pid)
+    except PermissionError:
+        pass  # alive, another user's
 
 
 def _now() -> int:

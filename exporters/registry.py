@@ -6,10 +6,12 @@ from __future__ import annotations
 from exporters.destination import Destination
 from exporters.files import FileDestination
 from exporters.mailchimp import MailchimpAudience
+from exporters.meta import MetaAudience
 
 KINDS: dict[str, type[Destination]] = {
     "file": FileDestination,
     "mailchimp": MailchimpAudience,
+    "meta": MetaAudience,
 }
 
 

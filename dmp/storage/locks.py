@@ -85,13 +85,17 @@ def release_prefixed(r: redis.Redis, key: str, prefix: str) -> bool:
 
 @contextmanager
 def hold(
-    r: redis.Redis, key: str, wait_seconds: float = 0.0, busy: str = "the lock is held"
+    r: redis.Redis,
+    key: str,
+    wait_seconds: float = 0.0,
+    busy: str = "the lock is held",
+    token: str = "",
 ) -> Iterator[Lease]:
     """Hold the lock ``key`` for the block, renewed every third of HOLD_SECONDS by a
     heartbeat thread; raise Busy(``busy``) if another holds it past ``wait_seconds``.
     A holder that dies loses it within HOLD_SECONDS; one that stalled that long finds
     ``lease.lost`` set and must not write what the lock guards."""
-    lease, deadline = Lease(r, key, HOLD_SECONDS), time.monotonic() + wait_seconds
+    lease, deadline = Lease(r, key, HOLD_SECONDS, token), time.monotonic() + wait_seconds
     while not lease.take():
         if time.monotonic() >= deadline:
             raise Busy(busy)
