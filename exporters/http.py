@@ -68,7 +68,7 @@ class Http:
         """Return the platform's answer to a request, retrying throttling, 5xx and broken
         connections; raise Unavailable past the last attempt, Refused on 401/403."""
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
-        where = f"{method} {url.split('?', 1)[0]}"
+        where = f"{method} {_masked(url.split('?', 1)[0])}"
         kwargs.setdefault("timeout", self.timeout)
         for attempt in range(self.attempts):
             self.pacer.wait()
@@ -105,6 +105,15 @@ class Http:
                 f"{method} {path}: {response.status_code} answered no JSON: "
                 f"{excerpt(response.text)}"
             ) from None
+
+
+def _masked(url: str) -> str:
+    """Return a URL with path segments naming an email address masked (some platforms
+    put the address in the path: logs and errors must not carry it)."""
+    if "@" not in url and "%40" not in url.lower():
+        return url
+    parts = url.split("/")
+    return "/".join("<email>" if "@" in p or "%40" in p.lower() else p for p in parts)
 
 
 def retry_after(response: requests.Response) -> float | None:

@@ -45,7 +45,14 @@ def diff(
     as one replace session (Op.REPLACE; the platform drops the rest itself).
     """
     if full and replaces:
-        for entry in should:
+        wanted = iter(should)
+        first = next(wanted, None)
+        if first is None:  # a replace session of no rows cannot be sent: remove them all
+            for entry in {(e.person_id, e.fp): e for e in held}.values():
+                yield Op.REMOVE, entry
+            return
+        yield Op.REPLACE, first
+        for entry in wanted:
             yield Op.REPLACE, entry
         return
     for _, (mine, wanted) in by_person(held, should):

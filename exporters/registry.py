@@ -3,15 +3,23 @@ registry (a module is a destination only once it is listed here)."""
 
 from __future__ import annotations
 
+from exporters.brevo import BrevoList
+from exporters.cleverreach import CleverReachGroup
 from exporters.destination import Destination
 from exporters.files import FileDestination
+from exporters.google import GoogleCustomerMatch
 from exporters.mailchimp import MailchimpAudience
 from exporters.meta import MetaAudience
+from exporters.webhook import WebhookDestination
 
 KINDS: dict[str, type[Destination]] = {
-    "file": FileDestination,
-    "mailchimp": MailchimpAudience,
     "meta": MetaAudience,
+    "google": GoogleCustomerMatch,
+    "mailchimp": MailchimpAudience,
+    "brevo": BrevoList,
+    "cleverreach": CleverReachGroup,
+    "webhook": WebhookDestination,
+    "file": FileDestination,
 }
 
 

@@ -186,6 +186,8 @@ class SegmentSync:
             for op, entry in self._diff(run, report, full):
                 (removes if op is Op.REMOVE else adds).write(entry)
         report.session = session
+        if not adds.rows:  # nothing to add: no replace session (plans.diff removed instead)
+            add_op = Op.ADD
         with self.r.pipeline(transaction=True) as pipe:
             pipe.delete(self.failed_key)
             pipe.hset(
@@ -236,8 +238,9 @@ class SegmentSync:
         if unsubscribed and self.dest.key is not None:
             emails = [row[self.dest.key] for row in unsubscribed]
             unsubscribes.withdraw(self.r, self.settings.kind, self.name, emails, batch.session)
-        refused = {i: reason for i, reason in outcome.failed.items()}
-        refused.update({i: "unsubscribed there" for i in outcome.unsubscribed})
+        refused = dict(outcome.failed)
+        if batch.op is not Op.REMOVE:  # not added: held by nobody; a remove of them is done
+            refused.update({i: "unsubscribed there" for i in outcome.unsubscribed})
         with self.r.pipeline(transaction=True) as pipe:
             if refused:
                 pipe.rpush(self.failed_key, *(f"{batch.op.value}:{first + i}" for i in refused))

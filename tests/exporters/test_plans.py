@@ -82,3 +82,11 @@ def test_a_full_sync_resends_everything_and_a_replace_sends_only_what_should_be_
     assert sorted(ops) == sorted([Op.REMOVE, Op.ADD])
     ops = [op for op, _ in diff(held, want, None, full=True, replaces=True)]
     assert ops == [Op.REPLACE]
+
+
+def test_a_replace_of_nothing_removes_what_is_held():
+    """A full sync of an empty audience on a replacing platform removes every held row (a
+    replace session of no rows cannot be sent)."""
+    held = entries({"p1": [("a@x.de", "")], "p2": [("b@x.de", "")]})
+    ops = list(diff(held, [], None, full=True, replaces=True))
+    assert [op for op, _ in ops] == [Op.REMOVE, Op.REMOVE]
