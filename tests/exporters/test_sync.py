@@ -163,3 +163,33 @@ def test_settings_refuse_secrets_unknown_segments_and_bad_names(redis, segment, 
         settings.validate(redis, "X Y", "file", ["known"], 900, folder)
     with pytest.raises(settings.Invalid, match="format"):
         settings.validate(redis, "x", "file", ["known"], 900, {**folder, "format": "xls"})
+
+
+def test_schedule_syncs_what_is_due_and_what_was_asked(redis, config, segment, tmp_path):
+    """The worker's look syncs a destination never synced, skips it until it is due
+    again, and syncs it at once when the API asked for a run."""
+    import threading
+
+    from exporters import schedule
+
+    ingest_and_run(redis, config, person("a@x.de"))
+    add_file(redis, tmp_path / "out")
+    stop = threading.Event()
+    assert schedule.look(redis, config, stop) == 1
+    assert schedule.look(redis, config, stop) == 0  # every 15 min: not due yet
+    export.request(redis, "files", full=True)
+    assert schedule.look(redis, config, stop) == 1
+    last = export.reports.recent(redis, "files", 1)[0]
+    assert last["full"] is True and last["segments"][0]["added"] == 1
+
+
+def test_metrics_count_rows_and_syncs_per_destination(redis, config, segment, tmp_path, client):
+    """/metrics shows rows sent and syncs by destination."""
+    from tests.factories import read_metric, scrape
+
+    ingest_and_run(redis, config, person("a@x.de"), person("b@x.de"))
+    add_file(redis, tmp_path / "out")
+    export.run(redis, config, "files")
+    text = scrape(client)
+    assert read_metric(text, "dmp_export_rows_total", destination="files", outcome="sent") == 2
+    assert read_metric(text, "dmp_export_syncs_total", destination="files", status="ok") == 1
