@@ -41,7 +41,6 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from itertools import chain
 from typing import Any, ClassVar
 
 import requests
@@ -66,7 +65,6 @@ API_VERSION = "v25.0"
 MAX_ROWS = 10_000  # documented per-request maximum
 SCHEMA = ("EXTERN_ID", "EMAIL", "PHONE", "FN", "LN", "CT", "ZIP", "COUNTRY")
 THROTTLED = frozenset({4, 17, 613, 80003, 80004})
-TOKEN_CODES = frozenset({102, 104, 190})
 HINTS = {
     190: "the access token is invalid or expired: renew it (option token_env)",
     102: "the access token's session is invalid: renew it (option token_env)",
@@ -258,13 +256,15 @@ def _zip(code: str, country: str) -> str:
 
 def payload_json(rows: Sequence[Row]) -> str:
     """Return the ``payload`` parameter: ``{"schema": SCHEMA, "data": rows}`` as JSON."""
-    cells = "".join(chain.from_iterable(rows))
-    if '"' in cells or "\\" in cells or not cells.isprintable():
-        return _dump({"schema": _SCHEMA_LIST, "data": rows})
-    # Hex digests and plain ids need no escaping (checked above): joined as they are,
-    # twice as fast as the JSON encoder.
     data = '"],["'.join(['","'.join(row) for row in rows])
-    return f'{{"schema":{_SCHEMA_JSON},"data":[["{data}"]]}}'
+    # Hex digests and plain ids need no escaping: joined as they are (about twice as fast
+    # as the JSON encoder) unless a cell holds a quote (more quotes than the joins put
+    # in), a backslash or a control character.
+    width = len(SCHEMA)
+    plain = set(map(len, rows)) == {width} and data.count('"') == 2 * width * len(rows) - 2
+    if plain and "\\" not in data and data.isprintable():
+        return f'{{"schema":{_SCHEMA_JSON},"data":[["{data}"]]}}'
+    return _dump({"schema": _SCHEMA_LIST, "data": rows})
 
 
 def session_of(batch: Batch) -> dict[str, Any]:

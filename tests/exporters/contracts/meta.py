@@ -51,6 +51,7 @@ KEYS += ("CT", "ST", "ZIP", "MADID", "COUNTRY")
 PLAIN = frozenset({"EXTERN_ID", "MADID"})  # not hashed
 SHORT_SCHEMAS = {"EMAIL_SHA256": "EMAIL", "PHONE_SHA256": "PHONE", "MOBILE_ADVERTISER_ID": "MADID"}
 MAX_ROWS = 10_000
+MAX_BYTES = 32 * 2**20
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _VERSION = re.compile(r"v(\d+)\.(\d+)")
@@ -155,6 +156,8 @@ class MetaGraph:
     def app(self) -> Flask:
         """Return the Flask app serving this account."""
         app = Flask(__name__)
+        # Meta documents rows a request, not bytes: 10,000 rows of eight hashes is ~5 MB.
+        app.config["MAX_FORM_MEMORY_SIZE"] = MAX_BYTES
         app.add_url_rule("/<version>/<node>", "node", self._node, methods=["GET"])
         app.add_url_rule(
             "/<version>/<audience>/users", "users", self._users, methods=["POST", "DELETE"]
@@ -181,35 +184,25 @@ class MetaGraph:
         return Response(json.dumps({f: known[f] for f in fields}), mimetype="application/json")
 
     def _users(self, version: str, audience: str) -> Response:
+        write = self._write(version, audience, session_required=False)
+        if isinstance(write, Response):
+            return write
+        schema, rows, session = write
         op = "add" if request.method == "POST" else "remove"
-        refused = self._gate(version, audience, request.method.lower())
-        params = _params()
-        upload = refused or _upload(params)
-        if isinstance(upload, Response):
-            return upload
-        schema, rows = upload
-        session = _session(params.get("session"), required=False)
-        if isinstance(session, Response):
-            return session
         good, answer = self._check_rows(schema, rows)
         with self.lock:
             members = self.audiences[audience]
             (members.update if op == "add" else members.difference_update)(good)
             self.schemas[audience] = schema
             self.log.append((op, _as_sent(rows)))
-        answer |= {"audience_id": audience, "session_id": str((session or {}).get("session_id", 0))}
-        return Response(json.dumps(answer), mimetype="application/json")
+        return _answer(audience, session, answer)
 
     def _replace(self, version: str, audience: str) -> Response:
-        refused = self._gate(version, audience, "post")
-        params = _params()
-        upload = refused or _upload(params)
-        if isinstance(upload, Response):
-            return upload
-        schema, rows = upload
-        session = _session(params.get("session"), required=True)
-        if isinstance(session, Response) or session is None:
-            return session or invalid("session is required")
+        write = self._write(version, audience, session_required=True)
+        if isinstance(write, Response):
+            return write
+        schema, rows, session = write
+        assert session is not None  # required above
         good, answer = self._check_rows(schema, rows)
         with self.lock:
             problem = self._apply_replace(audience, session, _as_sent(rows), good)
@@ -217,8 +210,21 @@ class MetaGraph:
                 return invalid(problem)
             self.schemas[audience] = schema
             self.log.append(("replace", _as_sent(rows)))
-        answer |= {"audience_id": audience, "session_id": str(session["session_id"])}
-        return Response(json.dumps(answer), mimetype="application/json")
+        return _answer(audience, session, answer)
+
+    def _write(
+        self, version: str, audience: str, *, session_required: bool
+    ) -> tuple[tuple[str, ...], list[Any], dict[str, Any] | None] | Response:
+        """Return a write's schema, rows and session, or the error answer."""
+        refused = self._gate(version, audience, request.method.lower())
+        params = _params()
+        upload = refused or _upload(params)
+        if isinstance(upload, Response):
+            return upload
+        session = _session(params.get("session"), required=session_required)
+        if isinstance(session, Response):
+            return session
+        return upload[0], upload[1], session
 
     def _apply_replace(
         self, audience: str, session: dict[str, Any], sent: tuple[Any, ...], good: set[Member]
@@ -227,7 +233,7 @@ class MetaGraph:
         sid, seq = session["session_id"], session["batch_seq"]
         current = self.sessions.get(audience)
         if current is None or current.session_id != sid:
-            current = self.sessions[audience] = ReplaceSession(sid)  # supersedes an older one
+            current = ReplaceSession(sid)  # supersedes an older one once it is accepted
         if seq in current.batches:
             same = current.batches[seq] == sent
             return "" if same else f"batch_seq {seq} of session {sid} was sent with other rows"
@@ -236,6 +242,7 @@ class MetaGraph:
         expected = max(current.batches, default=0) + 1
         if seq != expected:
             return f"batch_seq {seq} is out of order in session {sid}: expected {expected}"
+        self.sessions[audience] = current
         current.batches[seq] = sent
         current.members |= good
         if session.get("last_batch_flag"):
@@ -276,6 +283,12 @@ class MetaGraph:
                 samples.setdefault(*problem)
         counts = {"num_received": len(rows), "num_invalid_entries": bad}
         return good, counts | {"invalid_entry_samples": samples}
+
+
+def _answer(audience: str, session: dict[str, Any] | None, counts: dict[str, Any]) -> Response:
+    """Return the write's answer: audience, session and the counts of its rows."""
+    ids = {"audience_id": audience, "session_id": str((session or {}).get("session_id", 0))}
+    return Response(json.dumps(ids | counts), mimetype="application/json")
 
 
 def _row_problem(schema: tuple[str, ...], row: Any) -> tuple[str, str] | None:
