@@ -195,8 +195,8 @@ class MetaAudience:
 
     def _call(self, method: str, path: str, token: str, **kwargs: Any) -> dict[str, Any]:
         """Return Meta's JSON answer; raise Refused (never naming the token) on an error."""
-        response = self.http.request(method, path, **kwargs)
         self._throttles = 0
+        response = self.http.request(method, path, **kwargs)
         body = _json(response)
         error = body.get("error")
         if response.ok and body and not error:
@@ -285,23 +285,33 @@ def session_id(batch: Batch) -> int:
 
 
 def outcome_of(rows: Sequence[Row], answer: Mapping[str, Any]) -> Outcome:
-    """Return which rows Meta called invalid (see the module's docstring)."""
+    """Return which rows Meta called invalid, or did not confirm (see the module's
+    docstring)."""
     invalid = _count(answer.get("num_invalid_entries"))
-    if not invalid:
+    received = _count(answer.get("num_received", len(rows)))
+    if not invalid and received >= len(rows):
         return Outcome()
-    samples = answer.get("invalid_entry_samples") or {}
-    if not isinstance(samples, Mapping):  # a list of values, not documented but seen
+    failed = _sampled(rows, answer.get("invalid_entry_samples") or {})
+    if len(failed) < invalid or received < len(rows):
+        unknown = (
+            f"not confirmed: Meta received {received} of {len(rows)} rows, counted {invalid} "
+            f"invalid and named {len(failed)}"
+        )
+        for i in range(len(rows)):
+            failed.setdefault(i, unknown)
+    return Outcome(failed=failed)
+
+
+def _sampled(rows: Sequence[Row], samples: Any) -> dict[int, str]:
+    """Return the rows holding a value Meta sampled as invalid, with Meta's reason."""
+    if not isinstance(samples, Mapping):  # a list of values: not documented, but seen
         samples = dict.fromkeys(map(str, samples), "invalid entry")
     failed: dict[int, str] = {}
     for i, row in enumerate(rows):
         hit = next((cell for cell in row if cell and cell in samples), None)
         if hit is not None:
             failed[i] = f"Meta: {excerpt(str(samples[hit]), 120)}"
-    if len(failed) < invalid:
-        unknown = f"not confirmed: Meta counted {invalid} invalid rows and named {len(failed)}"
-        for i in range(len(rows)):
-            failed.setdefault(i, unknown)
-    return Outcome(failed=failed)
+    return failed
 
 
 def refusal(name: str, where: str, status: int, error: Any) -> str:

@@ -12,7 +12,7 @@ import requests
 
 from dmp.membership.audience import Contact
 from exporters.destination import Batch, MissingSecret, Op, Refused, Row, Settings, Unavailable
-from exporters.meta import MAX_ROWS, SCHEMA, MetaAudience, session_id
+from exporters.meta import MAX_ROWS, SCHEMA, MetaAudience, outcome_of, session_id
 from tests.exporters.contracts import meta as graph_api
 from tests.exporters.contracts.meta import MetaGraph
 from tests.exporters.contracts.server import ContractServer
@@ -291,6 +291,19 @@ def test_unsampled_invalid_rows_are_not_claimed_sent(meta: MetaAudience, graph: 
     assert set(outcome.failed) == {0, 1, 2, 3}
     assert outcome.failed[0].startswith("Meta: ")
     assert "not confirmed" in outcome.failed[2]
+
+
+def test_rows_meta_did_not_confirm_are_not_claimed_sent() -> None:
+    """Fewer rows received than sent, or samples given as a list, leave no row unnamed
+    counted as sent."""
+    rows = [("", sha(f"{i}@example.com"), "", "", "", "", "", "") for i in range(3)]
+    short = outcome_of(rows, {"num_received": 2, "num_invalid_entries": 0})
+    assert set(short.failed) == {0, 1, 2} and "received 2 of 3" in short.failed[0]
+    listed = outcome_of(
+        rows, {"num_received": 3, "num_invalid_entries": 1, "invalid_entry_samples": [rows[1][1]]}
+    )
+    assert listed.failed == {1: "Meta: invalid entry"}
+    assert outcome_of(rows, {"num_received": 3, "num_invalid_entries": 0}).failed == {}
 
 
 @pytest.mark.parametrize(
