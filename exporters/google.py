@@ -58,8 +58,8 @@ MAX_IDENTIFIERS = 10  # per audience member
 ACCOUNT_TYPES = ("GOOGLE_ADS", "DISPLAY_VIDEO_PARTNER", "DISPLAY_VIDEO_ADVERTISER", "DATA_PARTNER")
 CSV_HEADER = ("Email", "Phone", "First Name", "Last Name", "Country", "Zip")
 PROBE = sha256_hex("dmp-connection-test@example.com")  # test()'s member: validated only
-# A member's JSON is written from templates: hex digests need no escaping, and one
-# json.dumps per member would cost more than hashing it (see bench/).
+# A member's JSON is written from templates: hex digests need no escaping, and building
+# and dumping a dict per member costs several times its hashing.
 _MEMBER = '{"userData":{"userIdentifiers":['
 _CONSENT = ',"consent":{"adUserData":"CONSENT_GRANTED","adPersonalization":"CONSENT_GRANTED"}'
 _MEMBER_ID = re.compile(r"audience_members\[(\d+)\]")
@@ -118,14 +118,11 @@ class GoogleCustomerMatch:
         """Return each contact's row: hashed email, phones and names, plain region and
         postal code (None: nothing Google can match on)."""
         sha256 = hashlib.sha256
-        out: list[Row | None] = []
-        for contact, text in zip(contacts, normal_emails(contacts), strict=True):
-            email = sha256(text.encode()).hexdigest() if text else ""
-            if contact.phones or contact.first_name:
-                out.append(_full_row(contact, email))
-            else:
-                out.append((email, "", "", "", "", "") if email else None)
-        return out
+        hashes = [sha256(t.encode()).hexdigest() if t else "" for t in normal_emails(contacts)]
+        rows: list[Row | None] = [(h, "", "", "", "", "") if h else None for h in hashes]
+        for i in [i for i, c in enumerate(contacts) if c.phones or c.first_name]:
+            rows[i] = _full_row(contacts[i], hashes[i])
+        return rows
 
     def send(self, batch: Batch) -> Outcome:
         """Send one batch (or write it as an upload file); return the members refused."""
@@ -171,8 +168,8 @@ class GoogleCustomerMatch:
             envelope["termsOfService"] = {"customerMatchTermsOfServiceStatus": "ACCEPTED"}
         if validate:
             envelope["validateOnly"] = True
-        head = json.dumps(envelope, separators=(",", ":"))
-        return (head[:-1] + ',"audienceMembers":' + members_json(rows, ingest) + "}").encode()
+        head = json.dumps(envelope, separators=(",", ":"))[:-1] + ',"audienceMembers":'
+        return members_json(rows, ingest, head, "}").encode()
 
     def write_csv(self, batch: Batch) -> Path:
         """Write a batch as an upload file, whole or not at all; return its path."""
@@ -230,22 +227,32 @@ def normal_emails(contacts: Sequence[Contact]) -> list[str]:
     # dmp keeps emails trimmed and lowercase (dmp.people.identity): one look at the whole
     # batch tells whether any has whitespace or capitals; then only Gmail addresses
     # (whose domains end in "mail.com") have more to do.
-    if blob.isascii() and blob.isprintable() and " " not in blob and blob.lower() == blob:
+    if blob.isascii() and blob.lower() == blob and blob.split() in ([blob], []):
         if "mail.com" not in blob:
             return emails
         return [google_email(e) if e.endswith("mail.com") else e for e in emails]
     return [google_email(e) for e in emails]
 
 
-def members_json(rows: Sequence[Row], consent: bool) -> str:
-    """Return the ``audienceMembers`` JSON array of ``rows`` (with consent: an ingest)."""
+def members_json(rows: Sequence[Row], consent: bool, before: str = "", after: str = "") -> str:
+    """Return the ``audienceMembers`` JSON array of ``rows`` (with consent: an ingest),
+    between ``before`` and ``after`` (one join: a batch's body is megabytes)."""
     tail = "]}" + (_CONSENT if consent else "") + "}"
     head, short = _MEMBER + '{"emailAddress":"', '"}' + tail  # an email-only member
-    members = [
-        head + r[0] + short if not (r[1] or r[2]) else _MEMBER + _identifiers(r) + tail
-        for r in rows
-    ]
-    return "[" + ",".join(members) + "]"
+    parts = [r[0] for r in rows if not (r[1] or r[2])]
+    if rows and len(parts) == len(rows):  # email-only members, the common case
+        sep, first, last = short + "," + head, "[" + head, short + "]"
+    else:
+        parts = [
+            head + r[0] + short if not (r[1] or r[2]) else _MEMBER + _identifiers(r) + tail
+            for r in rows
+        ]
+        sep, first, last = ",", "[", "]"
+    if not parts:
+        return before + "[]" + after
+    parts[0] = before + first + parts[0]
+    parts[-1] += last + after
+    return sep.join(parts)
 
 
 def csv_text(rows: Sequence[Row]) -> str:
