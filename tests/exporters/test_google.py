@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import pytest
 
 from dmp.membership.audience import Contact
 from exporters.destination import Batch, MissingSecret, Op, Refused, Row, Settings, Unavailable
-from exporters.google import GoogleCustomerMatch
+from exporters.google import GoogleCustomerMatch, normal_emails
+from exporters.identifiers import google_email
 from tests.exporters.contracts.google import TOKEN, USER_LIST, DataManager, exhausted, unavailable
 from tests.exporters.contracts.server import ContractServer
 
@@ -86,6 +88,25 @@ def test_emails_are_normalised_as_google_documents() -> None:
     rows = dest.encode(clean) + dest.encode(messy)
     expected = ["first.last@example.com", "jdoe@gmail.com", "janedoe@gmail.com", "ab@example.org"]
     assert [row[0] for row in rows if row] == [sha(e) for e in expected]
+
+
+@pytest.mark.parametrize(
+    "emails",
+    [
+        ["a.b@example.com", "c@example.org"],
+        ["a.b@example.com", "x.y+z@gmail.com", "q.r@googlemail.com", "m@hotmail.com"],
+        [" a@example.com", "b@example.com\t"],
+        ["a@example.com", "B@Example.com"],
+        ["a@ex ample.com", "z\x1f@example.com"],
+        ["jörg.x@example.de", "a@gmail.com"],
+        ["", "a@example.com", ""],
+        [],
+    ],
+)
+def test_batch_shortcut_normalises_as_google_email(emails: list[str]) -> None:
+    """Skipping work for batches already in Google's form changes no email."""
+    contacts = [Contact(str(i), email=e) for i, e in enumerate(emails)]
+    assert normal_emails(contacts) == [google_email(e) for e in emails]
 
 
 def test_phones_and_names_hashed_region_and_postal_code_plain() -> None:
@@ -192,6 +213,15 @@ def test_throttling_is_retried(api: tuple[DataManager, ContractServer]) -> None:
     assert GoogleCustomerMatch(settings(server.url)).send(batch([JANE_ROW])).failed == {}
     assert len(server.requests_to("POST", ":ingest")) == 4
     assert google.members() == {member(JANE_ROW)}
+
+
+def test_retry_info_delay_is_honoured(api: tuple[DataManager, ContractServer]) -> None:
+    """The wait a RESOURCE_EXHAUSTED answer's RetryInfo asks for is waited out."""
+    _, server = api
+    server.inject(exhausted("0.3s"))
+    started = time.monotonic()
+    GoogleCustomerMatch(settings(server.url)).send(batch([JANE_ROW]))
+    assert time.monotonic() - started >= 0.3  # the backoff alone would be ~0.01 s
 
 
 def test_endless_throttling_is_unavailable(api: tuple[DataManager, ContractServer]) -> None:
