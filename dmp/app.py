@@ -15,13 +15,13 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from collectors import newsletter, pixel, tag, trackingapi
+from collectors import newsletter, newsletterhooks, pixel, tag, trackingapi
 from dmp.access.sites import SiteCache
 from dmp.config import Config, load_config
 from dmp.ingest.appender import Appender
 from dmp.ingest.spool import Spool, spool_dir
 from dmp.storage import redisserver
-from dmp.web import destinations, lookup, openapi, ops, persons, segments
+from dmp.web import audiences, destinations, lookup, openapi, ops, persons, segments
 from dmp.web.deps import Deps, current_deps
 from dmp.web.problems import from_http_exception, problem_response, unavailable
 from dmp.web.ratelimits import RateLimits
@@ -36,9 +36,11 @@ BLUEPRINTS = (
     tag.bp,
     trackingapi.bp,
     newsletter.bp,
+    newsletterhooks.bp,
     persons.bp,
     segments.bp,
     destinations.bp,
+    audiences.bp,
     ops.bp,
     openapi.bp,
 )

@@ -338,10 +338,43 @@ def _write_run(
     _prune(folder)
 
 
+PINS = "pins"  # <segments dir>/pins/<run id>: touched on each page a partner reads of a run
+PIN_SECONDS = 3600  # a run's members file stays this long after a partner's last page of it
+
+
+def pin_members(config: Config, run_id: str) -> Path | None:
+    """Keep a run's members file PIN_SECONDS longer (a partner pages through it); return
+    the file, or None if it was removed already."""
+    folder = segments_dir(config)
+    # A file whose mtime is the pin's time, not a Redis key: _prune runs where the run
+    # writes its files and needs no Redis, and a pin lives where the file it keeps does.
+    (folder / PINS).mkdir(parents=True, exist_ok=True)
+    (folder / PINS / run_id).touch()
+    found = folder / f"members-{run_id}.parquet"
+    return found if found.exists() else None
+
+
+def _pinned(folder: Path) -> set[str]:
+    """Return the runs a partner read a page of in the last PIN_SECONDS."""
+    now, out = time.time(), set()
+    for pin in (folder / PINS).glob("*") if (folder / PINS).is_dir() else ():
+        try:
+            if now - pin.stat().st_mtime < PIN_SECONDS:
+                out.add(pin.name)
+        except FileNotFoundError:  # removed by another prune
+            continue
+    return out
+
+
 def _prune(folder: Path) -> None:
-    """Remove the member and count files of all but the KEEP_RUNS last written runs."""
+    """Remove the member and count files of all but the KEEP_RUNS last written runs; the
+    members file and manifest of a run a partner pages through stay while it is pinned."""
     runs = sorted(folder.glob("run-*.json"), key=lambda p: p.stat().st_mtime)
+    pinned = _pinned(folder)
     for old in runs[:-KEEP_RUNS]:
         run_id = old.stem[len("run-") :]
-        for name in (f"members-{run_id}.parquet", f"counts-{run_id}.parquet", old.name):
+        (folder / f"counts-{run_id}.parquet").unlink(missing_ok=True)
+        if run_id in pinned:
+            continue
+        for name in (f"members-{run_id}.parquet", old.name, f"{PINS}/{run_id}"):
             (folder / name).unlink(missing_ok=True)
