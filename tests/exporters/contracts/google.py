@@ -12,9 +12,9 @@ guides):
 - ``destinations`` (1 to 10): ``operatingAccount{accountType, accountId}``,
   ``productDestinationId`` naming a user list of that account;
 - ``audienceMembers`` (1 to 10,000), each ``userData.userIdentifiers`` (1 to 10), each
-  exactly one of ``emailAddress``, ``phoneNumber`` (64-character lowercase hex, as
-  ``encoding: HEX`` says) or ``address`` (hashed names, a plain ISO 3166-1 alpha-2
-  region code, a plain postal code);
+  exactly one of ``emailAddress``, ``phoneNumber`` (SHA-256 as ``encoding: HEX``; held
+  to lowercase, stricter than Google, as dmp sends it) or ``address`` (hashed names, a
+  plain ISO 3166-1 alpha-2 region code in capitals, a plain postal code);
 - ingest needs ``termsOfService.customerMatchTermsOfServiceStatus: ACCEPTED``, and (what
   dmp promises, stricter than Google) each member's consent granted for both
   ``adUserData`` and ``adPersonalization``;
