@@ -301,7 +301,7 @@ def _full_row(contact: Contact, email: str) -> Row | None:
     """Return the row of a contact with phones or names (the address only when all four
     parts are known; phones up to the identifier limit)."""
     region = identifiers.country_code(contact.country).upper() if contact.country else ""
-    postal = identifiers.postal_code(contact.postal_code) if contact.postal_code else ""
+    postal = identifiers.google_postal_code(contact.postal_code) if contact.postal_code else ""
     given, family = google_name(contact.first_name), google_name(contact.last_name)
     address = bool(given and family and region and postal)
     room = MAX_IDENTIFIERS - bool(email) - address

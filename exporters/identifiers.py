@@ -75,8 +75,14 @@ def meta_city(city: str) -> str:
 
 
 def postal_code(code: str) -> str:
-    """Return a postal code lowercase without spaces or dashes."""
+    """Return a postal code as Meta hashes it: lowercase, no spaces or dashes."""
     return re.sub(r"[\s\-]", "", code).lower()
+
+
+def google_postal_code(code: str) -> str:
+    """Return a postal code as Google takes it (plain, not hashed): trimmed, inner
+    spaces kept (``WC2H 8LG``), uppercase."""
+    return " ".join(code.split()).upper()
 
 
 # Country names people type into CRMs (German and English), to ISO 3166-1 alpha-2.

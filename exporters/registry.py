@@ -8,6 +8,7 @@ from exporters.cleverreach import CleverReachGroup
 from exporters.destination import Destination
 from exporters.files import FileDestination
 from exporters.google import GoogleCustomerMatch
+from exporters.linkedin import LinkedInAudience
 from exporters.mailchimp import MailchimpAudience
 from exporters.meta import MetaAudience
 from exporters.webhook import WebhookDestination
@@ -15,6 +16,7 @@ from exporters.webhook import WebhookDestination
 KINDS: dict[str, type[Destination]] = {
     "meta": MetaAudience,
     "google": GoogleCustomerMatch,
+    "linkedin": LinkedInAudience,
     "mailchimp": MailchimpAudience,
     "brevo": BrevoList,
     "cleverreach": CleverReachGroup,

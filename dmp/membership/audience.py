@@ -33,6 +33,7 @@ from dmp.people import consents
 from dmp.people.identity import IdKind
 from dmp.records import Category
 from dmp.storage import keyspace
+from dmp.storage.bulk import Bulk
 
 CHUNK = 2000  # person ids per pipelined read
 # The traits a destination may use to match or address a person (JSON values).
@@ -76,21 +77,30 @@ def read_contacts(
     """Return the members of ``pids`` reachable on ``channel`` (in the given order), and
     count the others in ``skipped`` by :class:`Skip` reason."""
     skipped = Counter() if skipped is None else skipped
-    pipe = r.pipeline(transaction=False)
+    newsletter = channel is Category.EMAIL
+    bulk = Bulk()  # raw RESP: a million members are three million commands
     for pid in pids:
-        pipe.hgetall(keyspace.person(pid))
-        pipe.smembers(keyspace.person(pid, "identifiers"))
-        pipe.hmget(keyspace.person(pid, "traits"), TRAITS)
-        if channel is Category.EMAIL:
-            pipe.lrange(keyspace.person(pid, consents.LOG_FACET), -50, -1)
-    replies = pipe.execute()
-    step = 4 if channel is Category.EMAIL else 3
+        key = keyspace.person(pid)
+        bulk.add("HGETALL", key)
+        bulk.add("SMEMBERS", key + _IDENTIFIERS)
+        bulk.add("HMGET", key + _TRAITS, *TRAITS)
+        if newsletter:
+            bulk.add("LRANGE", key + _PROOFS, -50, -1)
+    replies = bulk.execute(r)
+    step = 4 if newsletter else 3
+    prefix = f"{consents.STATE_PREFIX}{channel.value}|".encode()
     out = []
     for i, pid in enumerate(pids):
         at = i * step
-        profile, ids, traits = replies[at], replies[at + 1], replies[at + 2]
-        proofs = replies[at + 3] if channel is Category.EMAIL else ()
-        found = _contact(pid, profile, ids, traits, proofs, channel)
+        found = _contact(
+            pid,
+            replies[at],
+            replies[at + 1],
+            replies[at + 2],
+            replies[at + 3] if newsletter else (),
+            prefix,
+            newsletter,
+        )
         if isinstance(found, Skip):
             skipped[found.value] += 1
         else:
@@ -98,52 +108,59 @@ def read_contacts(
     return out
 
 
+_IDENTIFIERS = keyspace.facet_suffix("identifiers")
+_TRAITS = keyspace.facet_suffix("traits")
+_PROOFS = keyspace.facet_suffix(consents.LOG_FACET)
+
+
 def _contact(
     pid: str,
-    profile: dict[str, str],
-    ids: set[str],
-    raw_traits: list[str | None],
-    proofs: Sequence[str],
-    channel: Category,
+    flat: list[bytes] | dict[bytes, bytes],
+    ids: list[bytes],
+    raw_traits: list[bytes | None],
+    proofs: Sequence[bytes],
+    prefix: bytes,
+    newsletter: bool,
 ) -> Contact | Skip:
-    """Return what ``channel`` may use of one person, or why it may use nothing."""
-    if not profile or profile.get("merged_into"):
+    """Return what a channel may use of one person (raw replies: a profile hash as a
+    flat list, identifiers, traits), or why it may use nothing."""
+    if not flat:
         return Skip.GONE
-    category, states = channel.value, profile
-    prefix = f"{consents.STATE_PREFIX}{category}|"
-
-    def given(kind: IdKind, value: str) -> bool | None:
-        state = states.get(f"{prefix}{kind.value}:{value}")
-        return None if state is None else consents.parse_value(state)[0]
-
+    # A hash is a map in RESP3 and a flat list in RESP2, as the server speaks it.
+    profile = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
+    if profile.get(b"merged_into"):
+        return Skip.GONE
+    email = profile.get(b"email", b"").decode()
+    said = _given(profile, prefix, "email", email) if email else None
     traits = {k: json.loads(v) for k, v in zip(TRAITS, raw_traits, strict=True) if v is not None}
-    email = profile.get("email", "")
-    said = [] if not email else [given(IdKind.EMAIL, email)]
-    if channel is Category.EMAIL:  # a newsletter goes to the current address only
-        if not email or said[0] is None:
+    if newsletter:  # a newsletter goes to the current address only
+        if not email or said is None:
             return Skip.NO_CONSENT if email else Skip.NO_IDENTIFIER
-        if said[0] is False:
+        if said is False:
             return Skip.UNSUBSCRIBED
         if traits.get("email_status") == "bounced":
             return Skip.BOUNCED
-        return _build(pid, traits, ids, email=email, doi=_double_opt_in(proofs, email))
+        return _build(pid, traits, email=email, doi=_double_opt_in(proofs, email))
     kinds = _by_kind(ids)
-    phones = tuple(p for p in kinds.get(IdKind.PHONE, ()) if given(IdKind.PHONE, p))
-    uids = tuple(u for u in kinds.get(IdKind.UID, ()) if given(IdKind.UID, u))
-    usable_email = email if said and said[0] else ""
+    phones = tuple(p for p in kinds.get(IdKind.PHONE, ()) if _given(profile, prefix, "phone", p))
+    uids = tuple(u for u in kinds.get(IdKind.UID, ()) if _given(profile, prefix, "uid", u))
+    usable_email = email if said else ""
     if not (usable_email or phones or uids):
-        withdrew = any(
-            consents.parse_value(v)[0] is False for k, v in states.items() if k.startswith(prefix)
-        )
+        withdrew = any(k.startswith(prefix) and v[:1] == b"0" for k, v in profile.items())
         return Skip.UNSUBSCRIBED if withdrew else Skip.NO_CONSENT
     external = next(iter(sorted(kinds.get(IdKind.CRM, ()) or kinds.get(IdKind.USER, ()))), "")
-    return _build(pid, traits, ids, email=usable_email, phones=phones, uids=uids, ext=external)
+    return _build(pid, traits, email=usable_email, phones=phones, uids=uids, ext=external)
+
+
+def _given(profile: dict[bytes, bytes], prefix: bytes, kind: str, value: str) -> bool | None:
+    """Return an identifier's state of the channel's consent (None: never said)."""
+    state = profile.get(prefix + f"{kind}:{value}".encode())
+    return None if state is None else state[:1] == b"1"
 
 
 def _build(
     pid: str,
     traits: dict[str, Any],
-    ids: set[str],
     *,
     email: str = "",
     phones: tuple[str, ...] = (),
@@ -175,16 +192,16 @@ def _build(
     )
 
 
-def _by_kind(ids: set[str]) -> dict[IdKind, list[str]]:
+def _by_kind(ids: list[bytes]) -> dict[IdKind, list[str]]:
     out: dict[IdKind, list[str]] = {}
-    for text in ids:
-        kind, _, value = text.partition(":")
+    for raw in ids:
+        kind, _, value = raw.decode().partition(":")
         if kind in IdKind._value2member_map_:
             out.setdefault(IdKind(kind), []).append(value)
     return out
 
 
-def _double_opt_in(proofs: Sequence[str], email: str) -> bool:
+def _double_opt_in(proofs: Sequence[bytes], email: str) -> bool:
     """Return whether the newest proof granting ``email`` consent for the address says
     double opt-in confirmed (newsletter tools report it; a web form's tick does not)."""
     wanted = f"{IdKind.EMAIL.value}:{email}"
