@@ -29,10 +29,9 @@ An audience not shared with the key is a 403, whether or not it exists.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import replace
 from itertools import chain
-from typing import Any
 
 import polars as pl
 import redis
@@ -45,103 +44,30 @@ from dmp.membership import results
 from dmp.membership.runs import pin_members
 from dmp.storage import keyspace
 from dmp.web import audiencefeeds as feeds
-from dmp.web.audiencecursors import (
-    MAX_LENGTH,
-    PATTERN,
-    Cursor,
-    decode_cursor,
-    encode_cursor,
-    installation_secret,
-)
+from dmp.web.audiencecursors import Cursor, decode_cursor, encode_cursor, installation_secret
 from dmp.web.audiencefiles import MemberFile, net_changes
 from dmp.web.audienceformats import MEDIA, stream
+from dmp.web.audienceshapes import (
+    AUDIENCES,
+    CHANGES,
+    CURSOR,
+    CURSORS,
+    FEED_ERRORS,
+    FORMAT,
+    JSON_LIMIT,
+    KIND,
+    LIMIT,
+    MEMBERS,
+    SINCE,
+    Formats,
+)
 from dmp.web.auth import bearer_token, scoped_blueprint
 from dmp.web.deps import current_deps
-from dmp.web.params import Param, WholeNumber
 from dmp.web.problems import Problem
-from dmp.web.schema import Free, ListOf, Obj, Shape, Text
 from dmp.web.segmentshapes import SID
-from dmp.web.spec import BAD_PARAMETER, NO_KEY, UNAVAILABLE, Reply, describe, problem
+from dmp.web.spec import NO_KEY, UNAVAILABLE, Reply, describe
 
 bp = scoped_blueprint("audiences", __name__, Scope.PARTNER, url_prefix="/api/v1")
-JSON_LIMIT = 100_000  # persons per JSON page (a body built in memory by the client)
-
-
-@dataclass(frozen=True, slots=True)
-class _Formats:
-    """An answer in JSON (described by its schema), CSV or Parquet."""
-
-    description: str
-    schema: Shape
-    headers: Mapping[str, str]
-
-    def openapi(self) -> dict[str, Any]:
-        """Return the OpenAPI Response Object, one content entry per format."""
-        out = Reply(self.description, schema=self.schema, headers=self.headers).openapi()
-        out["content"][MEDIA["csv"]] = {"schema": {"type": "string"}}
-        out["content"][MEDIA["parquet"]] = {"schema": {"type": "string", "format": "binary"}}
-        return out
-
-
-TEXT_OR_NULL = Free({"type": ["string", "null"]})
-CURSORS = {
-    "X-Next-Cursor": "The cursor of the next page (absent on the last page).",
-    "Link": 'The next page\'s URL, as `<…>; rel="next"` (absent on the last page).',
-    "X-Since-Cursor": "On the last page: the cursor to ask the changes feed with.",
-}
-ROW = Obj({"change": Text(enum=("entered", "left"))}, required=("change",))
-_ENVELOPE = {"audience": Text(), "run": Text(), "id": Text(enum=feeds.KINDS)}
-_TAIL = {"next": TEXT_OR_NULL, "since": TEXT_OR_NULL}
-MEMBERS = Obj(
-    {**_ENVELOPE, "members": ListOf(Text()), **_TAIL},
-    required=("audience", "run", "id", "members", "next", "since"),
-)
-CHANGES = Obj(
-    {**_ENVELOPE, "since_run": Text(), "changes": ListOf(ROW), **_TAIL},
-    required=("audience", "run", "since_run", "id", "changes", "next", "since"),
-)
-AUDIENCES = Obj(
-    {
-        "audiences": ListOf(
-            Obj(
-                {
-                    "id": Text(),
-                    "run": Free({"type": ["object", "null"]}),
-                    "members": Free({"type": ["integer", "null"]}),
-                },
-                required=("id", "run", "members"),
-            )
-        )
-    },
-    required=("audiences",),
-)
-FORMAT = Param("format", Text(enum=tuple(MEDIA)), description="json (the default), csv, parquet.")
-KIND = Param(
-    "id",
-    Text(enum=feeds.KINDS),
-    description="The identifier in each row: a dmp_uid cookie, or the SHA-256 (hex) of "
-    "the email. Needed without a cursor; a cursor keeps its own.",
-)
-CURSOR_TEXT = Text(max_length=MAX_LENGTH, pattern=PATTERN)
-CURSOR = Param("cursor", CURSOR_TEXT, description="The next cursor of the page before.")
-SINCE = Param(
-    "since",
-    CURSOR_TEXT,
-    required=True,
-    description="The since cursor of a members or changes listing's last page, or the "
-    "next cursor of a changes page.",
-)
-LIMIT = WholeNumber(
-    "limit", 10_000, 1, 1_000_000, f"Persons per page (json: at most {JSON_LIMIT:,})."
-)
-FEED_ERRORS = {
-    400: BAD_PARAMETER,
-    401: NO_KEY,
-    403: problem("The audience is not shared with the key."),
-    409: problem("No segment run holds the audience yet."),
-    410: problem("The run this cursor pages through is gone: start again without one."),
-    503: UNAVAILABLE,
-}
 
 
 def _shared(r: redis.Redis) -> list[str]:
@@ -231,7 +157,7 @@ def _checked(given: Cursor, sid: str, kind: str | None) -> Cursor:
     tag="audiences",
     params=(SID, KIND, FORMAT, LIMIT, CURSOR),
     security=("partnerKey",),
-    replies={200: _Formats("A page of members.", MEMBERS, CURSORS), **FEED_ERRORS},
+    replies={200: Formats("A page of members.", MEMBERS, CURSORS), **FEED_ERRORS},
 )
 def audience_members(
     sid: str, id: str | None, format: str | None, limit: int, cursor: str | None
@@ -259,7 +185,8 @@ def audience_members(
     after = replace(at, after=end) if more else None
     since = None if more else replace(at, after="", done=True)
     head = {"audience": sid, "run": at.run, "id": at.kind}
-    return _answer(fmt, limit, (at.kind,), rows, head, (after, since), members)
+    tokens = _tokens(secret, after, since)
+    return _answer(fmt, limit, (at.kind,), rows, head, tokens, members)
 
 
 def _changes_at(config: Config, given: Cursor) -> Cursor:
@@ -280,7 +207,7 @@ def _changes_at(config: Config, given: Cursor) -> Cursor:
     tag="audiences",
     params=(SID, SINCE, KIND, FORMAT, LIMIT),
     security=("partnerKey",),
-    replies={200: _Formats("A page of changes.", CHANGES, CURSORS), **FEED_ERRORS},
+    replies={200: Formats("A page of changes.", CHANGES, CURSORS), **FEED_ERRORS},
 )
 def audience_changes(
     sid: str, since: str, id: str | None, format: str | None, limit: int
@@ -291,14 +218,15 @@ def audience_changes(
     deps = current_deps()
     r, fmt = deps.redis, _format(format, limit)
     _allow(r, sid)
-    at = _changes_at(deps.config, _checked(decode_cursor(installation_secret(r), since), sid, id))
+    secret = installation_secret(r)
+    at = _changes_at(deps.config, _checked(decode_cursor(secret, since), sid, id))
     delta = net_changes(deps.config, sid, at.since_run, at.run)
     rest = delta.filter(pl.col("person_id") > at.after) if at.after else delta
     page, more = rest.head(limit), rest.height > limit
     rows: Iterable[feeds.Rows] = feeds.change_rows(r, page, at.kind)
     after = replace(at, after=page["person_id"][-1]) if more else None
     members = _open(deps.config, at.run)
-    since = None
+    since = None  # a since cursor on the last page only
     if not more:
         recheck = at.recheck
         if members is not None:
@@ -306,7 +234,12 @@ def audience_changes(
             rows = chain(rows, feeds.recheck_rows(r, members, sid, at.recheck, end, at.kind))
         since = Cursor(sid, at.kind, at.run, recheck=recheck, done=True)
     head = {"audience": sid, "run": at.run, "since_run": at.since_run, "id": at.kind}
-    return _answer(fmt, limit, (at.kind, "change"), rows, head, (after, since), members)
+    tokens = _tokens(secret, after, since)
+    return _answer(fmt, limit, (at.kind, "change"), rows, head, tokens, members)
+
+
+def _tokens(secret: bytes, *cursors: Cursor | None) -> tuple[str | None, ...]:
+    return tuple(None if c is None else encode_cursor(secret, c) for c in cursors)
 
 
 def _answer(
@@ -315,12 +248,12 @@ def _answer(
     names: tuple[str, ...],
     rows: Iterable[feeds.Rows],
     head: dict[str, str],
-    cursors: tuple[Cursor | None, Cursor | None],
+    tokens: tuple[str | None, ...],
     members: MemberFile | None,
 ) -> Response:
-    """Return the streaming answer, its cursors in the headers (and in a JSON body)."""
-    secret = installation_secret(current_deps().redis)
-    after, since = (None if c is None else encode_cursor(secret, c) for c in cursors)
+    """Return the streaming answer, with the next and since cursors in its headers (and
+    in a JSON body)."""
+    after, since = tokens
     headers = {}
     if after is not None:
         args = {"sid": head["audience"], "format": fmt, "limit": limit, "_external": True}
