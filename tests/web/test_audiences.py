@@ -390,3 +390,16 @@ def test_removed_members_files_of_unpinned_runs_only(config, redis):
     assert (folder / f"members-{first}.parquet").exists()
     assert not (folder / f"members-{second}.parquet").exists()
     assert runs.pin_members(config, second) is None
+
+
+def test_members_stream_over_a_real_socket(live_url, partner):
+    """Over HTTP the answer comes chunked (no Content-Length: it is sent as it is made)."""
+    import requests
+
+    url = f"{live_url}/api/v1/audiences/pricing/members"
+    params = {"id": "email_sha256", "format": "csv"}
+    with requests.get(url, params=params, headers=bearer(partner), stream=True, timeout=30) as got:
+        assert got.status_code == 200 and got.headers["Transfer-Encoding"] == "chunked"
+        assert "Content-Length" not in got.headers and got.headers["X-Since-Cursor"]
+        lines = got.text.splitlines()
+    assert lines[0] == "email_sha256" and sorted(lines[1:]) == EXPECTED["email_sha256"]
