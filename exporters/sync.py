@@ -132,9 +132,9 @@ class SegmentSync:
         """Yield the rows the destination should hold, sorted by person id."""
         path = audience.members_file(self.config, run)
         channel = self.dest.channel
-        for pids in audience.member_ids(path, self.segment):
+        chunks = audience.member_ids(path, self.segment)
+        for pids, contacts in audience.stream_contacts(self.r, chunks, channel, report.skipped):
             report.members += len(pids)
-            contacts = audience.read_contacts(self.r, pids, channel, report.skipped)
             for contact, row in zip(contacts, self.dest.encode(contacts), strict=True):
                 if row is None:
                     report.skipped[audience.Skip.NO_IDENTIFIER.value] += 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -33,7 +33,7 @@ from dmp.people import consents
 from dmp.people.identity import IdKind
 from dmp.records import Category
 from dmp.storage import keyspace
-from dmp.storage.bulk import Bulk
+from dmp.storage.bulk import Bulk, InFlight
 
 CHUNK = 2000  # person ids per pipelined read
 # The traits a destination may use to match or address a person (JSON values).
@@ -76,9 +76,30 @@ def read_contacts(
 ) -> list[Contact]:
     """Return the members of ``pids`` reachable on ``channel`` (in the given order), and
     count the others in ``skipped`` by :class:`Skip` reason."""
-    skipped = Counter() if skipped is None else skipped
+    found = request_contacts(r, pids, channel).wait()
+    return contacts_from(found, pids, channel, Counter() if skipped is None else skipped)
+
+
+def stream_contacts(
+    r: redis.Redis, chunks: Iterable[list[str]], channel: Category, skipped: Counter[str]
+) -> Iterator[tuple[list[str], list[Contact]]]:
+    """Yield each chunk of person ids with its reachable contacts, the next chunk's reads
+    already sent while this one is turned into contacts (Redis works on its own core)."""
+    pending: tuple[list[str], InFlight] | None = None
+    for pids in chunks:
+        sent = (pids, request_contacts(r, pids, channel))
+        if pending is not None:
+            yield pending[0], contacts_from(pending[1].wait(), pending[0], channel, skipped)
+        pending = sent
+    if pending is not None:
+        yield pending[0], contacts_from(pending[1].wait(), pending[0], channel, skipped)
+
+
+def request_contacts(r: redis.Redis, pids: Sequence[str], channel: Category) -> InFlight:
+    """Send the reads of what ``channel`` may use of each person (raw RESP: a million
+    members are three million commands); the replies are read by ``contacts_from``."""
+    bulk = Bulk()
     newsletter = channel is Category.EMAIL
-    bulk = Bulk()  # raw RESP: a million members are three million commands
     for pid in pids:
         key = keyspace.person(pid)
         bulk.add("HGETALL", key)
@@ -86,7 +107,14 @@ def read_contacts(
         bulk.add("HMGET", key + _TRAITS, *TRAITS)
         if newsletter:
             bulk.add("LRANGE", key + _PROOFS, -50, -1)
-    replies = bulk.execute(r)
+    return bulk.send(r)
+
+
+def contacts_from(
+    replies: list[Any], pids: Sequence[str], channel: Category, skipped: Counter[str]
+) -> list[Contact]:
+    """Return the contacts of ``request_contacts``'s replies; count the others."""
+    newsletter = channel is Category.EMAIL
     step = 4 if newsletter else 3
     prefix = f"{consents.STATE_PREFIX}{channel.value}|".encode()
     out = []
