@@ -81,6 +81,8 @@ _SCHEMA_LIST = list(SCHEMA)
 _dump = json.JSONEncoder(separators=(",", ":")).encode
 _SCHEMA_JSON = _dump(_SCHEMA_LIST)
 _sha256 = hashlib.sha256
+_join_cells = '","'.join
+_CONTROL = bytes(range(0x20))
 
 
 class MetaAudience:
@@ -256,15 +258,26 @@ def _zip(code: str, country: str) -> str:
 
 def payload_json(rows: Sequence[Row]) -> str:
     """Return the ``payload`` parameter: ``{"schema": SCHEMA, "data": rows}`` as JSON."""
-    data = '"],["'.join(['","'.join(row) for row in rows])
     # Hex digests and plain ids need no escaping: joined as they are (about twice as fast
     # as the JSON encoder) unless a cell holds a quote (more quotes than the joins put
     # in), a backslash or a control character.
+    data = '"],["'.join(map(_join_cells, rows))
     width = len(SCHEMA)
     plain = set(map(len, rows)) == {width} and data.count('"') == 2 * width * len(rows) - 2
-    if plain and "\\" not in data and data.isprintable():
+    if plain and "\\" not in data and not _has_control(data):
         return f'{{"schema":{_SCHEMA_JSON},"data":[["{data}"]]}}'
     return _dump({"schema": _SCHEMA_LIST, "data": rows})
+
+
+def _has_control(text: str) -> bool:
+    """Return whether a text holds a character JSON must escape below U+0020 (or cannot
+    be UTF-8)."""
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return True
+    # A UTF-8 sequence never holds a byte below 0x20 but for such a character itself.
+    return len(raw.translate(None, _CONTROL)) != len(raw)
 
 
 def session_of(batch: Batch) -> dict[str, Any]:
