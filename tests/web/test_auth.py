@@ -14,7 +14,12 @@ from dmp.web import auth
 # Routes a partner (an ad tool) may call; every other keyed route is for admins (and the
 # newsletter webhook, for import keys too).
 PARTNER_ROUTES = {"/api/v1/lookup"}
-IMPORT_ROUTES = {"/hooks/newsletter"}
+IMPORT_ROUTES = {
+    "/hooks/newsletter",
+    "/hooks/newsletter/mailchimp",
+    "/hooks/newsletter/brevo",
+    "/hooks/newsletter/cleverreach",
+}
 SAMPLE_VALUES = {"pid": "0123456789abcdef", "sid": "some-segment", "kind": "track"}
 
 
