@@ -1,16 +1,20 @@
 """The newsletter tools' own webhooks: Mailchimp, Brevo and CleverReach call dmp as they
 would call anybody, and each event they report becomes a newsletter hit.
 
-Each tool's format is read here into the rows of ``collectors.newsletter`` (email, event,
-time, campaign, url, double_opt_in), with what the tool said of the event (the tool, its
-own name for it, the reason it gave), which the ``email`` consent's proof keeps. From
-there the hits take the path of any newsletter event: deduplicated by a digest of the
-call's fields, skipped for an address erased before, trusted, applied by the worker in
-event-time order. An event type dmp does not act on is answered 200 and counted as
-ignored, so that the tool does not take the hook for broken and disable it.
+``collectors.newsletterformats`` reads each tool's format into the rows of
+``collectors.newsletter`` (email, event, time, campaign, url, double_opt_in), with what
+the tool said of the event (the tool, its own name for it, the reason it gave), which
+the ``email`` consent's proof keeps. From there the hits take the path of any
+newsletter event: deduplicated by a digest of the call's fields, skipped for an address
+erased before, trusted, applied by the worker in event-time order. An event type dmp
+does not act on is answered 200 and counted as ignored, so that the tool does not take
+the hook for broken and disable it.
 
-Every route takes an import key as ``?key=`` (the tools send no header dmp could check
-otherwise; Brevo can send it as a bearer token too). See docs/newsletter-webhooks.md.
+Every route takes an import key as ``?key=``: Mailchimp signs nothing and sends no
+header of the caller's choosing, and CleverReach's call token is known only after the
+hook's URL is registered; Brevo can send the key as a bearer token instead. Mailchimp
+and CleverReach check the URL with a GET first, answered here too. See
+docs/newsletter-webhooks.md.
 """
 
 from __future__ import annotations
