@@ -89,7 +89,7 @@ class Http:
                 raise Unavailable(f"{where}: {problem} (after {self.attempts} attempts)")
             if wait is not None and wait > MAX_WAIT:
                 raise Unavailable(f"{where}: {problem} (asked to wait {wait:.0f} s)")
-            pause = wait if wait is not None else self.backoff.compute(attempt)
+            pause = wait if wait else self.backoff.compute(attempt)  # 0: "soon", our backoff
             self.retried += 1
             log.info("%s: %s; retry %d in %.2f s", self.name, where, attempt + 1, pause)
             time.sleep(pause)
