@@ -404,27 +404,34 @@ class Ingest:
             # The company's system speaks of a user it knows: the consent is for their
             # email (a server's "newsletter subscribed" carries a user id, not the address).
             mine = [*mine, Identifier(IdKind.EMAIL, state.email)]
-        consents, given, prefix = state.consents, hit.consent.items(), consent_rules.STATE_PREFIX
-        at, stale = hit.timestamp, False
+        stale = False
         for ident in consent_rules.holders(hit, mine, batch.held_by_trusted):
-            text = ident.text
-            changed = {}
-            for category, granted in given:
-                name = f"{prefix}{category}|{text}"  # consent_rules.state_field, inlined
-                held = consents.get(name)
-                if held is not None:  # consent_rules.applies, inlined
-                    if held[0] is granted:
-                        continue
-                    if held[1] > at:  # a newer state stays: this hit is not what holds
-                        stale = True
-                        continue
-                consents[name] = (granted, at)
-                delta.consents[name] = f"{int(granted)}:{at}"
-                changed[category] = granted
-            if changed:
-                delta.proofs += (consent_rules.proof(hit, changed, ident),)
+            stale |= Ingest._change(hit, state, delta, ident)
         # Skip the browser's next identical hit only if the states now say what it said.
         state.last_said = None if stale else said
+
+    @staticmethod
+    def _change(hit: Hit, state: PersonState, delta: PersonDelta, ident: Identifier) -> bool:
+        """Apply what a hit says of one identifier's states, in event-time order; return
+        whether a newer state held kept some of it from applying."""
+        consents, prefix, text = state.consents, consent_rules.STATE_PREFIX, ident.text
+        at = hit.timestamp
+        changed, stale = {}, False
+        for category, granted in hit.consent.items():
+            name = f"{prefix}{category}|{text}"  # consent_rules.state_field, inlined
+            held = consents.get(name)
+            if held is not None:  # consent_rules.applies, inlined
+                if held[0] is granted:
+                    continue
+                if held[1] > at:  # a newer state stays: this hit is not what holds
+                    stale = True
+                    continue
+            consents[name] = (granted, at)
+            delta.consents[name] = f"{int(granted)}:{at}"
+            changed[category] = granted
+        if changed:
+            delta.proofs += (consent_rules.proof(hit, changed, ident),)
+        return stale
 
     def _promote(self, state: PersonState, delta: PersonDelta, hit: Hit) -> None:
         tier = tier_for(state.email, state.contact, True)
