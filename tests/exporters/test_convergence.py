@@ -10,14 +10,17 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from collections.abc import Iterator
 
 import pytest
 
+from dmp.cli import cli
 from dmp.ingest.worker import Worker
 from exporters import export, settings
 from exporters.identifiers import sha256_hex
 from exporters.reports import Status
+from tests.exporters.contracts.brevo import Brevo
 from tests.exporters.contracts.mailchimp import MailchimpServer
 from tests.exporters.contracts.meta import MetaGraph
 from tests.exporters.contracts.server import ContractServer
@@ -26,6 +29,7 @@ from tests.factories import apply_segments, make_hit, send_hits
 from tests.served import serve_env, wait_for
 
 TOKEN, MC_KEY, AUDIENCE = "meta-test-token-0123", "0123abcdef-us21", "6001"
+BREVO_KEY, BREVO_LIST = "xkeysib-test-0123", 7
 EMAILS = [f"p{i:02d}@acme-kunde.de" for i in range(24)]
 
 
@@ -55,16 +59,20 @@ def platforms(monkeypatch) -> Iterator[tuple[MetaGraph, ContractServer, Mailchim
         yield graph, meta, mailchimp
 
 
-def configure(redis, meta_url: str, mailchimp_url: str, folder, batch: int = 50) -> None:
-    """Store the three destinations of segment ``known``."""
+def configure(redis, meta_url: str, mailchimp_url: str, folder, batch: int = 50, brevo=""):
+    """Store the destinations of segment ``known``: Meta, Mailchimp, files (and Brevo)."""
     common = {"retry_base": "0.01", "batch_size": str(batch)}
-    for name, kind, options in (
+    kinds = [
         ("meta", "meta", {"token_env": "META_TEST_TOKEN", "audience.known": AUDIENCE}),
         ("news", "mailchimp", {"api_key_env": "MC_TEST_KEY", "list_id": "a1b2c3d4e5"}),
         ("drop", "file", {"folder": str(folder)}),
-    ):
-        url = meta_url if kind == "meta" else f"{mailchimp_url}/3.0"
-        base = {"base_url": url} if kind != "file" else {}
+    ]
+    if brevo:
+        options = {"api_key_env": "BREVO_TEST_KEY", "list.known": str(BREVO_LIST)}
+        kinds.append(("mails", "brevo", {**options, "per_minute": "0"}))
+    urls = {"meta": meta_url, "mailchimp": f"{mailchimp_url}/3.0", "brevo": f"{brevo}/v3"}
+    for name, kind, options in kinds:
+        base = {"base_url": urls[kind]} if kind in urls else {}
         found = settings.validate(redis, name, kind, ["known"], 900, {**common, **base, **options})
         settings.save(redis, found)
 
@@ -83,49 +91,55 @@ def file_emails(folder) -> set[str]:
 
 def sync_all(redis, config) -> None:
     """Sync every destination once; each must finish."""
-    for name in ("meta", "news", "drop"):
+    for name in settings.names(redis):
         report = export.run(redis, config, name)
         assert report.status == Status.OK, report.as_dict()
 
 
-def test_a_segment_lands_in_meta_mailchimp_and_a_file_and_follows_consent(
-    redis, config, platforms, tmp_path
+def test_a_segment_lands_in_meta_mailchimp_brevo_and_a_file_and_follows_consent(
+    redis, config, platforms, tmp_path, client, import_key, runner, monkeypatch
 ):
-    """The audience lands hashed in Meta, as pending members tagged in Mailchimp and in a
-    file; withdrawn ads consent leaves Meta, an unsubscribe leaves Mailchimp, at the next
-    sync, and an older newsletter event imported later does not bring them back."""
+    """The audience lands hashed in Meta, as pending tagged members in Mailchimp, in a
+    Brevo list and in a file. At the next sync: withdrawn ads consent leaves Meta and the
+    file; an unsubscribe through Mailchimp's own webhook leaves Mailchimp and Brevo; and a
+    newsletter file imported later, with an older event, does not bring the person back."""
     graph, meta, mailchimp = platforms
+    monkeypatch.setenv("BREVO_TEST_KEY", BREVO_KEY)
+    brevo = Brevo(BREVO_KEY, {BREVO_LIST: "known"})
     apply_segments(redis, SEGMENT)
     now = make_hit().timestamp
     ingest_and_run(redis, config, *(person(e, now) for e in EMAILS))
-    configure(redis, meta.url, mailchimp.url, tmp_path / "drop")
-    sync_all(redis, config)
-    assert meta_emails(graph) == {sha256_hex(e) for e in EMAILS}
-    assert mailchimp.holders("known") == set(EMAILS)
-    assert mailchimp.member(EMAILS[0]).status == "pending"  # no double opt-in: Mailchimp asks
-    assert file_emails(tmp_path / "drop") == set(EMAILS)
+    with brevo.server:
+        configure(redis, meta.url, mailchimp.url, tmp_path / "drop", brevo=brevo.server.url)
+        sync_all(redis, config)
+        assert meta_emails(graph) == {sha256_hex(e) for e in EMAILS}
+        assert mailchimp.holders("known") == set(EMAILS)
+        assert mailchimp.member(EMAILS[0]).status == "pending"  # no double opt-in yet
+        assert brevo.members(BREVO_LIST) == set(EMAILS)
+        assert file_emails(tmp_path / "drop") == set(EMAILS)
 
-    gone_ads, gone_mail = EMAILS[1], EMAILS[2]
-    send_hits(redis, person(gone_ads, now + 60_000, ads=False))
-    send_hits(redis, newsletter(gone_mail, "unsubscribe", now + 60_000))
-    Worker(redis, config).run(once=True)
-    sync_all(redis, config)  # no segment run in between: consent is read at the sync
-    assert meta_emails(graph) == {sha256_hex(e) for e in EMAILS if e != gone_ads}
-    assert mailchimp.holders("known") == set(EMAILS) - {gone_mail}
-    assert file_emails(tmp_path / "drop") == set(EMAILS) - {gone_ads}
+        gone_ads, gone_mail = EMAILS[1], EMAILS[2]
+        send_hits(redis, person(gone_ads, now + 60_000, ads=False))
+        fired = datetime.fromtimestamp(now / 1000 + 120, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        form = {"type": "unsubscribe", "fired_at": fired}
+        form |= {"data[email]": gone_mail, "data[list_id]": "a1b2c3d4e5"}
+        answer = client.post(f"/hooks/newsletter/mailchimp?key={import_key}", data=form)
+        assert answer.status_code < 300, answer.get_data(as_text=True)
+        Worker(redis, config).run(once=True)
+        sync_all(redis, config)  # no segment run in between: consent is read at the sync
+        assert meta_emails(graph) == {sha256_hex(e) for e in EMAILS if e != gone_ads}
+        assert mailchimp.holders("known") == set(EMAILS) - {gone_mail}
+        assert brevo.members(BREVO_LIST) == set(EMAILS) - {gone_mail}
+        assert file_emails(tmp_path / "drop") == set(EMAILS) - {gone_ads}
 
-    send_hits(redis, newsletter(gone_mail, "sent", now - 86_400_000))  # an old import
-    Worker(redis, config).run(once=True)
-    sync_all(redis, config)
-    assert gone_mail not in mailchimp.holders("known")
-
-
-def newsletter(email: str, event: str, ts: int):
-    """Return a newsletter tool's event about ``email`` (as its import or webhook sends)."""
-    from collectors.newsletter import newsletter_hit
-
-    row = {"email": email, "event": event, "time": str(ts / 1000)}
-    return newsletter_hit(row, f"{email}-{event}-{ts}", now_ms=ts)
+        old = tmp_path / "newsletter.csv"
+        old.write_text(f"email,event,time\n{gone_mail},sent,{(now - 86_400_000) // 1000}\n")
+        result = runner.invoke(cli, ["import", "newsletter", str(old), "--no-wait"])
+        assert result.exit_code == 0, result.output
+        Worker(redis, config).run(once=True)
+        sync_all(redis, config)
+        assert gone_mail not in mailchimp.holders("known")
+        assert gone_mail not in brevo.members(BREVO_LIST)
 
 
 def test_kill_9_mid_sync_then_restart_converges_without_resending(
