@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
