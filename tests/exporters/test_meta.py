@@ -12,7 +12,7 @@ import requests
 
 from dmp.membership.audience import Contact
 from exporters.destination import Batch, MissingSecret, Op, Refused, Row, Settings, Unavailable
-from exporters.meta import MAX_ROWS, SCHEMA, MetaAudience, outcome_of, session_id
+from exporters.meta import MAX_ROWS, SCHEMA, MetaAudience, outcome_of, payload_json, session_id
 from tests.exporters.contracts import meta as graph_api
 from tests.exporters.contracts.meta import MetaGraph
 from tests.exporters.contracts.server import ContractServer
@@ -166,7 +166,7 @@ def test_add_then_remove_leaves_the_audience_empty(
     for seen in (post, delete):
         assert seen.headers["Content-Type"].startswith("multipart/form-data")
         assert "access_token" not in seen.query and TOKEN.encode() in seen.body
-    assert graph.acknowledged() == [("add", tuple(rows)), ("remove", tuple(rows))]
+    assert graph.acknowledged(SCHEMA) == [("add", tuple(rows)), ("remove", tuple(rows))]
 
 
 def test_oversize_batch_is_refused_before_any_request(
@@ -326,7 +326,7 @@ def test_throttling_and_outages_are_retried(
     assert meta.send(batch(Op.ADD, rows)).failed == {}
     assert len(server.requests_to("POST", "/users")) == 3
     assert graph.members(WEBINAR, SCHEMA) == set(rows)
-    assert graph.acknowledged() == [("add", tuple(rows))]
+    assert graph.acknowledged(SCHEMA) == [("add", tuple(rows))]
 
 
 def test_throttle_that_never_ends_raises_unavailable(
@@ -465,3 +465,11 @@ def test_token_never_in_exceptions_logs_or_repr(
     assert len(caplog.records) > 3
     texts += [record.getMessage() for record in caplog.records]
     assert not [text for text in texts if TOKEN in text]
+
+
+@pytest.mark.parametrize("external", ['id "7"', "id\\7", "id\x017", "id\u20287", "zürich-7"])
+def test_an_id_json_must_escape_still_makes_valid_json(external: str) -> None:
+    """An EXTERN_ID with a quote, a backslash or a control character leaves the joined
+    fast path: the payload is valid JSON holding the id as it was."""
+    row = (external, "a" * 64, "", "", "", "", "", "")
+    assert json.loads(payload_json([row, row])) == {"schema": list(SCHEMA), "data": [list(row)] * 2}

@@ -133,7 +133,7 @@ class MetaGraph:
         self.audiences: dict[str, set[Member]] = {}
         self.schemas: dict[str, tuple[str, ...]] = {}
         self.sessions: dict[str, ReplaceSession] = {}
-        self.log: list[tuple[str, tuple[tuple[str, ...], ...]]] = []
+        self.log: list[tuple[str, tuple[str, ...], tuple[tuple[str, ...], ...]]] = []
         self.lock = threading.Lock()
 
     def create_audience(self, audience_id: str, name: str) -> None:
@@ -148,10 +148,25 @@ class MetaGraph:
         with self.lock:
             return {tuple(dict(m).get(c, "") for c in columns) for m in self.audiences[audience_id]}
 
-    def acknowledged(self) -> list[tuple[str, tuple[tuple[str, ...], ...]]]:
-        """Return every acknowledged write as (op: add, remove or replace, rows as sent)."""
+    def acknowledged(
+        self, columns: tuple[str, ...] | None = None
+    ) -> list[tuple[str, tuple[tuple[str, ...], ...]]]:
+        """Return every acknowledged write as (op: add, remove or replace, rows): rows as
+        sent, or in ``columns`` ('' for a key a request's schema left out)."""
         with self.lock:
-            return list(self.log)
+            log = list(self.log)
+        if columns is None:
+            return [(op, rows) for op, _, rows in log]
+        return [
+            (
+                op,
+                tuple(
+                    tuple(dict(zip(schema, r, strict=False)).get(c, "") for c in columns)
+                    for r in rows
+                ),
+            )
+            for op, schema, rows in log
+        ]
 
     def app(self) -> Flask:
         """Return the Flask app serving this account."""
@@ -194,7 +209,7 @@ class MetaGraph:
             members = self.audiences[audience]
             (members.update if op == "add" else members.difference_update)(good)
             self.schemas[audience] = schema
-            self.log.append((op, _as_sent(rows)))
+            self.log.append((op, schema, _as_sent(rows)))
         return _answer(audience, session, answer)
 
     def _replace(self, version: str, audience: str) -> Response:
@@ -209,7 +224,7 @@ class MetaGraph:
             if problem:
                 return invalid(problem)
             self.schemas[audience] = schema
-            self.log.append(("replace", _as_sent(rows)))
+            self.log.append(("replace", schema, _as_sent(rows)))
         return _answer(audience, session, answer)
 
     def _write(
