@@ -404,11 +404,14 @@ class Ingest:
             # The company's system speaks of a user it knows: the consent is for their
             # email (a server's "newsletter subscribed" carries a user id, not the address).
             mine = [*mine, Identifier(IdKind.EMAIL, state.email)]
-        stale = False
+        stale, proofs = False, len(delta.proofs)
         for ident in consent_rules.holders(hit, mine, batch.held_by_trusted):
             stale |= Ingest._change(hit, state, delta, ident)
-        # Skip the browser's next identical hit only if the states now say what it said.
-        state.last_said = None if stale else said
+        if said is not None:
+            # Skip the browser's next identical hit only if the states say what it said.
+            state.last_said = None if stale else said
+        elif stale or len(delta.proofs) != proofs:
+            state.last_said = None  # states changed: what the browser said last may not hold
 
     @staticmethod
     def _change(hit: Hit, state: PersonState, delta: PersonDelta, ident: Identifier) -> bool:

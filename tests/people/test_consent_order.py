@@ -53,6 +53,33 @@ def test_the_order_holds_within_one_batch_and_a_newer_change_still_applies(redis
     assert [p["at"] for p in _proofs(redis, person["person_id"])] == [NOW, NOW + MINUTE]
 
 
+def test_a_browser_saying_again_what_it_said_before_a_change_is_heard(redis, drain):
+    """The browser's ads grant, its sign-up refusing ads (a change the skip of repeated
+    consent must notice), then a page granting ads again: granted, three proofs."""
+    signup = make_hit(
+        source="tag",
+        type="identify",
+        event="identify",
+        uid="c1",
+        traits={"email": "cleo@acme.de"},
+        timestamp=NOW + MINUTE,
+        consent=REFUSED,
+    )
+    send_hits(
+        redis,
+        make_hit(uid="c1", timestamp=NOW, consent=GIVEN),
+        signup,
+        make_hit(uid="c1", timestamp=NOW + 2 * MINUTE, consent=GIVEN),
+    )
+    drain()
+    person = person_of(redis, IdKind.UID, "c1")
+    assert consent_of(person, "ads", "uid:c1")["granted"] is True
+    ads = [
+        p["consent"]["ads"] for p in _proofs(redis, person["person_id"]) if "ads" in p["consent"]
+    ]
+    assert ads == [True, False, False, True]  # the cookie's three, the email's refusal
+
+
 def test_a_repeated_state_keeps_the_time_of_its_change(redis, drain):
     """Saying again what is held changes nothing, not its time: the proof's time stays."""
     send_hits(redis, make_hit(uid="c1", timestamp=NOW, consent=GIVEN))
