@@ -71,21 +71,7 @@ class BrevoList:
     @staticmethod
     def check(settings: Settings) -> list[str]:
         """Return what is missing or wrong in the settings, one line each."""
-        problems = []
-        if not settings.option("api_key_env"):
-            problems.append("option api_key_env (the variable holding the API key) is not set")
-        for segment in settings.segments:
-            list_id = settings.target(segment, "list")
-            if not list_id:
-                problems.append(f"option list.{segment} (the Brevo list id) is not set")
-            elif not list_id.isdigit():
-                problems.append(f"option list.{segment}: {list_id!r} is not a Brevo list id")
-        if not settings.option("per_minute", "0").isdigit():
-            problems.append("option per_minute: not a whole number")
-        base_url = settings.option("base_url")
-        if base_url and not base_url.startswith(("http://", "https://")):
-            problems.append("option base_url: not an http(s) URL")
-        return problems
+        return settings.needs("api_key_env", "list", "the Brevo list id")
 
     def encode(self, contacts: Sequence[Contact]) -> list[Row | None]:
         """Return each contact's row: email, first and last name (None without email)."""

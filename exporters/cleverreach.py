@@ -79,21 +79,7 @@ class CleverReachGroup:
     @staticmethod
     def check(settings: Settings) -> list[str]:
         """Return what is missing or wrong in the settings, one line each."""
-        problems = []
-        if not settings.option("token_env"):
-            problems.append("option token_env (the variable holding the OAuth token) is not set")
-        for segment in settings.segments:
-            group = settings.target(segment, "group")
-            if not group:
-                problems.append(f"option group.{segment} (the CleverReach group id) is not set")
-            elif not group.isdigit():
-                problems.append(f"option group.{segment}: {group!r} is not a CleverReach group id")
-        if not settings.option("per_minute", "0").isdigit():
-            problems.append("option per_minute: not a whole number")
-        base_url = settings.option("base_url")
-        if base_url and not base_url.startswith(("http://", "https://")):
-            problems.append("option base_url: not an http(s) URL")
-        return problems
+        return settings.needs("token_env", "group", "the CleverReach group id")
 
     def encode(self, contacts: Sequence[Contact]) -> list[Row | None]:
         """Return each contact's row (None without email); the double opt-in is part of

@@ -64,6 +64,21 @@ class Settings:
             raise MissingSecret(f"{self.name}: environment variable {variable} is empty or unset")
         return value
 
+    def needs(self, secret: str, target: str, what: str, *, digits: bool = True) -> list[str]:
+        """Return what every kind checks alike, one line each: the option naming the
+        secret's environment variable, and each segment's ``<target>.<segment>`` option
+        (``what`` the platform calls it; with ``digits``, a numeric id)."""
+        problems = []
+        if secret and not self.options.get(secret):
+            problems.append(f"option {secret} (the environment variable of the secret) is not set")
+        for segment in self.segments:
+            value = self.target(segment, target)
+            if not value:
+                problems.append(f"option {target}.{segment} ({what}) is not set")
+            elif digits and not (value.isascii() and value.isdigit()):
+                problems.append(f"option {target}.{segment}: {value[:40]!r} is not {what} (digits)")
+        return problems
+
     def target(self, segment_id: str, option: str) -> str:
         """Return the option ``<option>.<segment>`` (the platform's audience, list or group
         a segment goes to)."""

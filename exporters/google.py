@@ -101,7 +101,7 @@ class GoogleCustomerMatch:
         """Return what is wrong with the settings, one line each."""
         if settings.option("csv_dir"):
             return []
-        problems = [] if settings.option("token_env") else ["token_env is not set"]
+        problems = settings.needs("token_env", "audience", "the Customer Match user list id")
         for role in ("operating", "login"):
             number = settings.option(f"{role}_account_id").replace("-", "")
             if (number or role == "operating") and not number.isdigit():
@@ -109,9 +109,6 @@ class GoogleCustomerMatch:
             kind = settings.option(f"{role}_account_type", "GOOGLE_ADS")
             if kind not in ACCOUNT_TYPES:
                 problems.append(f"{role}_account_type must be one of {', '.join(ACCOUNT_TYPES)}")
-        for segment in settings.segments:
-            if not settings.target(segment, "audience"):
-                problems.append(f"audience.{segment} is not set (the Customer Match user list id)")
         return problems
 
     def encode(self, contacts: Sequence[Contact]) -> list[Row | None]:

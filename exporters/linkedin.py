@@ -72,13 +72,10 @@ class LinkedInAudience:
     @staticmethod
     def check(settings: Settings) -> list[str]:
         """Return what is wrong with the settings, one line each."""
-        problems = [] if settings.option("token_env") else ["token_env is not set"]
+        problems = settings.needs("token_env", "audience", "the DMP segment id")
         version = settings.option("api_version", API_VERSION)
         if not (len(version) == 6 and version.isdigit()):
             problems.append("api_version must be a LinkedIn version month, YYYYMM")
-        for segment in settings.segments:
-            if not settings.target(segment, "audience"):
-                problems.append(f"audience.{segment} is not set (the DMP segment id)")
         return problems
 
     def encode(self, contacts: Sequence[Contact]) -> list[Row | None]:

@@ -107,18 +107,8 @@ class MetaAudience:
     def check(settings: Settings) -> list[str]:
         """Return what is wrong with the settings: no token_env, a segment without its
         audience, a malformed audience id or api_version."""
-        name, problems = settings.name, []
-        if not settings.option("token_env"):
-            problems.append(f"{name}: option token_env (the variable holding the token) is not set")
-        for segment in settings.segments:
-            audience = settings.target(segment, "audience")
-            if not audience:
-                problems.append(
-                    f"{name}: segment {segment} has no option audience.{segment} "
-                    "(the id of its Custom Audience)"
-                )
-            elif not audience.isdigit():
-                problems.append(f"{name}: audience.{segment} is not a Custom Audience id (digits)")
+        name = settings.name
+        problems = settings.needs("token_env", "audience", "the Custom Audience id")
         version = settings.option("api_version")
         if version and not _VERSION.fullmatch(version):
             problems.append(f"{name}: api_version {version!r} is not like {API_VERSION}")

@@ -27,6 +27,9 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Option names that would hold a secret itself: refused (name an environment variable).
 _SECRET_WORDS = ("token", "key", "secret", "password", "apikey")
 MIN_EVERY = 60
+# Options every kind takes (exporters.http, the engine), checked here once.
+_WHOLE = frozenset({"batch_size", "retry_attempts", "per_minute", "connections"})
+_SECONDS = frozenset({"retry_base", "retry_cap", "timeout"})
 MAX_OPTION = 2000
 
 
@@ -86,13 +89,27 @@ def validate(
     return settings
 
 
+def _number(text: str) -> bool:
+    """Return whether a text is a finite number of 0 or more (no nan, no inf)."""
+    try:
+        return 0 <= float(text) < 1e9
+    except ValueError:
+        return False
+
+
 def _check_option(option: str, value: str) -> None:
     if not _OPTION.fullmatch(option):
         raise Invalid(f"option {option[:64]!r}: not a valid option name")
     if len(value) > MAX_OPTION or any(ord(c) < 32 for c in value):
         raise Invalid(f"option {option}: longer than {MAX_OPTION} characters or unprintable")
-    if option == "batch_size" and not (value.isascii() and value.isdigit() and int(value) > 0):
-        raise Invalid(f"option batch_size: {value[:32]!r} is not a whole number above 0")
+    if option in _WHOLE and not (value.isascii() and value.isdigit()):
+        raise Invalid(f"option {option}: {value[:32]!r} is not a whole number")
+    if option == "batch_size" and int(value) < 1:
+        raise Invalid("option batch_size: at least 1")
+    if option in _SECONDS and not _number(value):
+        raise Invalid(f"option {option}: {value[:32]!r} is not a number of seconds")
+    if option in ("base_url", "url") and not value.startswith(("http://", "https://")):
+        raise Invalid(f"option {option}: {value[:64]!r} is not an http(s) URL")
     base = option.partition(".")[0]
     if not base.endswith("_env") and any(word in base for word in _SECRET_WORDS):
         raise Invalid(

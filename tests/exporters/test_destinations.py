@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dmp.cli import main
 from exporters import settings
 from tests.exporters.test_sync import SEGMENT, ingest_and_run, person
@@ -123,3 +125,19 @@ def test_api_refuses_secrets_and_bad_bodies(redis, client, admin_key, tmp_path):
     assert client.get("/api/v1/destinations").status_code == 401
     assert client.post("/api/v1/destinations", data="{", headers=auth).status_code in (400, 415)
     assert settings.names(redis) == []
+
+
+def test_options_every_kind_takes_are_checked_once(redis, tmp_path):
+    """Bad numbers and URLs in the options every kind takes are refused, naming them."""
+    apply_segments(redis, SEGMENT)
+    folder = {"folder": str(tmp_path)}
+    for option, value in [
+        ("retry_base", "nan"),
+        ("retry_cap", "-1"),
+        ("timeout", "soon"),
+        ("retry_attempts", "2.5"),
+        ("batch_size", "0"),
+        ("base_url", "ftp://x"),
+    ]:
+        with pytest.raises(settings.Invalid, match=option):
+            settings.validate(redis, "x", "file", ["known"], 900, {**folder, option: value})
