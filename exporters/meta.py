@@ -41,6 +41,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from operator import attrgetter
 from typing import Any, ClassVar
 
 import requests
@@ -259,12 +260,14 @@ def payload_json(rows: Sequence[Row]) -> str:
     return _dump({"schema": _SCHEMA_LIST, "data": rows})
 
 
+_OTHER_KEYS = [attrgetter(name) for name in ("phones", "first_name", "last_name", "city")]
+_OTHER_KEYS += [attrgetter("postal_code"), attrgetter("country")]
+
+
 def _only_emails(contacts: Sequence[Contact]) -> bool:
-    """Return whether no contact has a key but its email and external id."""
-    return not any(
-        c.phones or c.first_name or c.last_name or c.city or c.postal_code or c.country
-        for c in contacts
-    )
+    """Return whether no contact has a key but its email and external id (a pass in C
+    per key: cheaper than one Python test per contact)."""
+    return not any(any(map(key, contacts)) for key in _OTHER_KEYS)
 
 
 def _normal(emails: list[str]) -> bool:
