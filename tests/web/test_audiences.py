@@ -252,7 +252,8 @@ def _tampered(cursor: str) -> list[str]:
     body, mac = cursor.split(".")
     payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     forged = base64.urlsafe_b64encode(payload.replace(b'"pricing"', b'"pro"')).decode().rstrip("=")
-    flipped = mac[:-1] + ("A" if mac[-1] != "A" else "B")
+    # The first character: the last one's two low bits are base64 padding, not MAC.
+    flipped = ("A" if mac[0] != "A" else "B") + mac[1:]
     return [f"{forged}.{mac}", f"{body}.{flipped}", body + "x." + mac, cursor[:-3]]
 
 
