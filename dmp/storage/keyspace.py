@@ -178,6 +178,7 @@ def destination_pattern(name: str) -> str:
     """Return the SCAN pattern matching every facet key of one destination."""
     return f"dmp:destination:{name}:*"
 
+
 # The audience pull API (dmp.web.audiences): the installation's random secret that signs
 # partners' cursors (made on first use; losing it only makes old cursors invalid).
 AUDIENCE_CURSOR_SECRET = "dmp:audiences:secret"
