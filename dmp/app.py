@@ -21,11 +21,12 @@ from dmp.config import Config, load_config
 from dmp.ingest.appender import Appender
 from dmp.ingest.spool import Spool, spool_dir
 from dmp.storage import redisserver
-from dmp.web import audiences, destinations, lookup, openapi, ops, persons, segments
+from dmp.web import audiences, lookup, openapi, ops, persons, segments
 from dmp.web.deps import Deps, current_deps
 from dmp.web.problems import from_http_exception, problem_response, unavailable
 from dmp.web.ratelimits import RateLimits
 from dmp.web.spec import static
+from exporters import endpoints
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ BLUEPRINTS = (
     newsletterhooks.bp,
     persons.bp,
     segments.bp,
-    destinations.bp,
+    endpoints.bp,
     audiences.bp,
     ops.bp,
     openapi.bp,

@@ -84,6 +84,8 @@ def _settings(data: dict[str, Any], name: str | None = None) -> settings.Setting
     options = data.get("options") or {}
     if not isinstance(options, dict) or not all(isinstance(v, str) for v in options.values()):
         raise Problem(400, "Invalid destination", "options: an object of strings")
+    if not isinstance(every, str) and (type(every) is not int):  # 1.5, true: no schedule
+        raise Problem(400, "Invalid destination", "every: seconds (a whole number) or like 15m")
     try:
         seconds = every if isinstance(every, int) else settings.parse_every(every)
         return settings.validate(

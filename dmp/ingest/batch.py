@@ -462,8 +462,10 @@ class Ingest:
         src, dst = batch.states[other], batch.states[target]
         dst.email = dst.email or src.email
         dst.contact |= src.contact
-        for name, granted in src.consents.items():
-            dst.consents.setdefault(name, granted)
+        for name, theirs in src.consents.items():  # the newer state of each wins
+            mine = dst.consents.get(name)
+            if mine is None or theirs[1] > mine[1]:
+                dst.consents[name] = theirs
         dst.trusted |= src.trusted
         if src.tier.rank > dst.tier.rank:
             dst.tier = src.tier

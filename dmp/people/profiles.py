@@ -129,8 +129,13 @@ class PersonDelta:
             self.see(other.first_seen)
         for name, value in other.traits.items():
             self.traits.setdefault(name, value)
-        for name, value in other.consents.items():
-            self.consents.setdefault(name, value)
+        for name, value in other.consents.items():  # the newer state of each wins
+            mine = self.consents.get(name)
+            if (
+                mine is None
+                or consent_rules.parse_value(value)[1] > consent_rules.parse_value(mine)[1]
+            ):
+                self.consents[name] = value
         self.proofs += other.proofs
         self.touchpoints.update(other.touchpoints)
         self.identifiers |= other.identifiers
