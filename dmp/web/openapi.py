@@ -39,7 +39,9 @@ TAGS = {
     "import": "Webhooks of tools that hand dmp their data (import keys).",
     "persons": "The admin API: persons, stages, consents, access and erasure.",
     "segments": "The admin API: segment definitions, previews, runs and members.",
-    "lookup": "The pull API for ad tools (partner keys).",
+    "destinations": "The admin API: where segments go, their syncs and reports.",
+    "lookup": "The pull API for ad tools: a visitor's segments (partner keys).",
+    "audiences": "The pull API for ad tools: audiences, members and changes (partner keys).",
     "ops": "Health, metrics and this document.",
 }
 _ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")

@@ -13,7 +13,12 @@ from dmp.web import auth
 
 # Routes a partner (an ad tool) may call; every other keyed route is for admins (and the
 # newsletter webhook, for import keys too).
-PARTNER_ROUTES = {"/api/v1/lookup"}
+PARTNER_ROUTES = {
+    "/api/v1/lookup",
+    "/api/v1/audiences",
+    "/api/v1/audiences/<sid>/members",
+    "/api/v1/audiences/<sid>/changes",
+}
 IMPORT_ROUTES = {
     "/hooks/newsletter",
     "/hooks/newsletter/mailchimp",

@@ -118,7 +118,7 @@ def test_the_document_is_valid_openapi_3_1(client: FlaskClient) -> None:
 @pytest.fixture
 def keys(redis, write_key: str, server_key: str) -> dict[str, str]:
     """Return a key for each security scheme the document names."""
-    partner = create_key(redis, Scope.PARTNER, "ad tool", ("some-segment",))
+    partner = create_key(redis, Scope.PARTNER, "ad tool", (EXAMPLE["id"], "some-segment"))
     return {
         "adminKey": create_key(redis, Scope.ADMIN, "fuzz"),
         "partnerKey": partner,
