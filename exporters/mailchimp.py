@@ -20,7 +20,8 @@ How it is sent, and why:
   rather than one ``POST …/members/{hash}/tags`` per member. The tag is found with
   ``GET /lists/{list}/segments?type=static`` (or created) once per destination object.
 - Members Mailchimp has as ``unsubscribed`` or ``cleaned`` (or answers "Member In
-  Compliance State" for) come back in ``Outcome.unsubscribed`` and are not tagged; other
+  Compliance State" for, or "Forgotten Email Not Subscribed": deleted there for good)
+  come back in ``Outcome.unsubscribed`` and are not tagged; other
   refusals of one member in ``Outcome.failed`` with Mailchimp's title and detail.
 - REMOVE: the tag becomes inactive (removed from its static segment); the member stays in
   the audience: they left the segment, not the newsletter.
@@ -64,6 +65,7 @@ DEFAULT_CONNECTIONS = 4  # leaves room for other syncs and tools on the same key
 PAGE = 1000  # the largest ``count`` Mailchimp pages by
 TAG_LENGTH = 100  # the longest tag name Mailchimp takes
 COMPLIANCE = "Member In Compliance State"  # the title of "unsubscribed or bounced here"
+FORGOTTEN = "Forgotten Email Not Subscribed"  # deleted for good there (a GDPR deletion)
 GONE = frozenset({"unsubscribed", "cleaned"})
 MERGE_DEFAULTS = {"first_name": "FNAME", "last_name": "LNAME", "company": "", "job_title": ""}
 _MERGE_TAG = re.compile(r"[A-Z0-9_]{1,10}")
@@ -216,7 +218,7 @@ class MailchimpAudience:
         title, detail = problem(response)
         if response.status_code == 404:
             raise Refused(f"{self.name}: audience {self.list_id!r}: {title}: {detail}")
-        if title == COMPLIANCE:
+        if title in (COMPLIANCE, FORGOTTEN):  # the person's word, given there: withdrawn
             return Upserted(gone=True)
         return Upserted(problem=excerpt(f"{title}: {detail}", 200))
 

@@ -99,6 +99,20 @@ def test_unsubscribed_and_cleaned_members_are_never_resubscribed(
     assert puts and all("status" not in seen.json() for seen in puts)
 
 
+def test_a_member_deleted_for_good_there_counts_as_unsubscribed(
+    mailchimp: MailchimpServer,
+) -> None:
+    """Someone Mailchimp deleted permanently ("Forgotten Email Not Subscribed": only
+    their own sign-up brings them back) comes back as unsubscribed, not as a failure
+    retried at every sync."""
+    mailchimp.forget_member("gone@firma.de")
+    dest = audience(mailchimp)
+    outcome = dest.send(batch(dest.encode([contact("gone@firma.de"), contact("new@firma.de")])))
+    assert (outcome.unsubscribed, outcome.failed) == ([0], {})
+    assert mailchimp.member("gone@firma.de") is None
+    assert mailchimp.holders(SEGMENT) == {"new@firma.de"}
+
+
 def test_remove_makes_the_tag_inactive_and_keeps_the_member(mailchimp: MailchimpServer) -> None:
     """Leaving a segment removes its tag; the member stays subscribed in the audience."""
     dest = audience(mailchimp)

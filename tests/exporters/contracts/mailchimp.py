@@ -140,6 +140,7 @@ class MailchimpServer(ContractServer):
         self.members: dict[str, Member] = {}
         self.segments: dict[int, Segment] = {}
         self.acks: list[Ack] = []
+        self.forgotten: set[str] = set()  # subscriber hashes deleted permanently
         self.last_id = 1000  # segment ids are never reused, as in Mailchimp
         self.state = threading.Lock()
         self.active = self.peak = self.rejected = 0
@@ -156,6 +157,12 @@ class MailchimpServer(ContractServer):
         """Make someone a member in a given status (as if they did it there)."""
         with self.state:
             self.members[subscriber_hash(email)] = Member(email, status, dict(merge), in_review)
+
+    def forget_member(self, email: str) -> None:
+        """Delete someone permanently (GDPR deletion in Mailchimp): never re-importable."""
+        with self.state:
+            self.members.pop(subscriber_hash(email), None)
+            self.forgotten.add(subscriber_hash(email))
 
     def member(self, email: str) -> MemberView | None:
         """Return a member's status, active tags and merge fields (None if not a member)."""
@@ -295,6 +302,12 @@ class MailchimpServer(ContractServer):
     def _apply_upsert(self, member: str) -> Response:
         body = request.get_json()
         found, status = self.members.get(member), body.get("status")
+        if member in self.forgotten:  # deleted for good there: only their own sign-up
+            detail = (
+                f"{body['email_address']} was permanently deleted and cannot be re-imported. "
+                "The contact must re-subscribe to get back on the list."
+            )
+            return problem_response(400, "Forgotten Email Not Subscribed", detail)
         if found is None:
             skip = request.args.get("skip_merge_validation") == "true"
             missing = [] if skip else sorted(self.required - set(body.get("merge_fields", {})))
