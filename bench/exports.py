@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from runlog import append, commit, measure_child  # noqa: E402
 
 from dmp.membership.audience import Contact  # noqa: E402
-from exporters import google, meta  # noqa: E402
+from exporters import google, meta, metarows  # noqa: E402
 from exporters.destination import Settings  # noqa: E402
 
 TOKEN = "bench-token"
@@ -68,7 +68,7 @@ def encode_round(contacts: list[Contact], raw: list[bytes]) -> dict[str, float]:
 
     def meta_payloads() -> None:
         for at in range(0, len(contacts), meta.MAX_ROWS):
-            meta.payload_json(m.encode(contacts[at : at + meta.MAX_ROWS]))
+            metarows.payload_json(m.encode(contacts[at : at + meta.MAX_ROWS]))
 
     def google_payloads() -> None:
         for at in range(0, len(contacts), 10_000):

@@ -12,7 +12,8 @@ import requests
 
 from dmp.membership.audience import Contact
 from exporters.destination import Batch, MissingSecret, Op, Refused, Row, Settings, Unavailable
-from exporters.meta import MAX_ROWS, SCHEMA, MetaAudience, outcome_of, payload_json, session_id
+from exporters.meta import MAX_ROWS, MetaAudience, outcome_of, session_id
+from exporters.metarows import SCHEMA, payload_json
 from tests.exporters.contracts import meta as graph_api
 from tests.exporters.contracts.meta import MetaGraph
 from tests.exporters.contracts.server import ContractServer
