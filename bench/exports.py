@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from runlog import append, commit, measure_child  # noqa: E402
 
 from dmp.membership.audience import Contact  # noqa: E402
-from exporters import google, meta, metarows  # noqa: E402
+from exporters import google, googlerows, meta, metarows  # noqa: E402
 from exporters.destination import Settings  # noqa: E402
 
 TOKEN = "bench-token"
@@ -72,7 +72,7 @@ def encode_round(contacts: list[Contact], raw: list[bytes]) -> dict[str, float]:
 
     def google_payloads() -> None:
         for at in range(0, len(contacts), 10_000):
-            google.members_json(g.encode(contacts[at : at + 10_000]), True)
+            googlerows.members_json(g.encode(contacts[at : at + 10_000]), True)
 
     return {
         "bare_sha256": timed(lambda: [sha(e).hexdigest() for e in raw]),

@@ -15,7 +15,8 @@ import pytest
 
 from dmp.membership.audience import Contact
 from exporters.destination import Batch, MissingSecret, Op, Refused, Row, Settings, Unavailable
-from exporters.google import GoogleCustomerMatch, normal_emails
+from exporters.google import GoogleCustomerMatch
+from exporters.googlerows import normal_emails
 from exporters.identifiers import google_email
 from tests.exporters.contracts.google import TOKEN, USER_LIST, DataManager, exhausted, unavailable
 from tests.exporters.contracts.server import ContractServer
