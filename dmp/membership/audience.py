@@ -45,7 +45,8 @@ class Skip(str, Enum):
 
     GONE = "gone"  # erased, or merged into another person since the run
     NO_CONSENT = "no_consent"  # no identifier holds the channel's consent
-    UNSUBSCRIBED = "unsubscribed"  # withdrew the channel's consent for the identifier
+    UNSUBSCRIBED = "unsubscribed"  # withdrew ``email`` consent for their address
+    REFUSED = "refused"  # said no to the channel (or withdrew) for every identifier
     BOUNCED = "bounced"  # the address bounced (newsletters)
     NO_IDENTIFIER = "no_identifier"  # consented, but nothing the destination can match on
 
@@ -175,7 +176,7 @@ def _contact(
     usable_email = email if said else ""
     if not (usable_email or phones or uids):
         withdrew = any(k.startswith(prefix) and v[:1] == b"0" for k, v in profile.items())
-        return Skip.UNSUBSCRIBED if withdrew else Skip.NO_CONSENT
+        return Skip.REFUSED if withdrew else Skip.NO_CONSENT
     external = next(iter(sorted(kinds.get(IdKind.CRM, ()) or kinds.get(IdKind.USER, ()))), "")
     return _build(pid, traits, email=usable_email, phones=phones, uids=uids, ext=external)
 

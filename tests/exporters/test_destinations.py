@@ -43,7 +43,7 @@ def test_cli_adds_runs_and_reports_a_file_destination(redis, config, tmp_path, c
     code, out, err = run_cli(capsys, monkeypatch, config, "export", "run", "drop")
     assert code == 0, err
     assert "export drop/known: ok; added 1, removed 0" in out
-    assert "1 unsubscribed" in out  # b@x.de refused ads: counted, not sent
+    assert "1 refused" in out  # b@x.de refused ads: counted, not sent
     latest = (folder / "known" / "LATEST").read_text().strip()
     rows = [json.loads(line) for line in (folder / "known" / latest).read_text().splitlines()]
     assert [r["email"] for r in rows] == ["a@x.de"]

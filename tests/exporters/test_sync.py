@@ -75,7 +75,7 @@ def test_file_destination_holds_consented_members_only(redis, config, segment, t
     report = export.run(redis, config, "files")
     part = report.segments[0]
     assert (part.status, part.members, part.added, part.removed) == (Status.OK, 3, 2, 0)
-    assert part.skipped == {"unsubscribed": 1}
+    assert part.skipped == {"refused": 1}
     assert snapshot_emails(tmp_path / "out") == {"a@x.de", "b@x.de"}
     again = export.run(redis, config, "files").segments[0]
     assert (again.added, again.removed, again.should_hold) == (0, 0, 2)
