@@ -50,6 +50,7 @@ class SegmentReport:
     errors: list[str] = field(default_factory=list)  # samples of refused rows' reasons
     error: str = ""  # why the sync stopped
     run_id: str = ""  # the segment run whose members were read
+    seconds: float = 0.0  # how long the segment's sync took
     sample: dict[str, list[list[str]]] = field(default_factory=dict)  # dry run: op -> rows
 
     def note_error(self, reason: str) -> None:
@@ -134,7 +135,7 @@ def describe(name: str, part: SegmentReport, dry_run: bool = False) -> str:
     line = (
         f"export {name}/{part.segment}: {part.status}; {verb} {part.added}, "
         f"{'would remove' if dry_run else 'removed'} {part.removed}, failed {part.failed}; "
-        f"holds {part.should_hold} of {part.members} members"
+        f"holds {part.should_hold} of {part.members} members, {part.seconds:.1f} s"
     )
     if skipped:
         line += f" (skipped: {skipped})"

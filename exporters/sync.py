@@ -93,6 +93,12 @@ class SegmentSync:
 
     def run(self, *, full: bool, dry_run: bool) -> SegmentReport:
         """Bring the destination's holding of the segment to what it should be."""
+        started = time.perf_counter()
+        report = self._run(full, dry_run)
+        report.seconds = round(time.perf_counter() - started, 3)
+        return report
+
+    def _run(self, full: bool, dry_run: bool) -> SegmentReport:
         report = SegmentReport(self.segment)
         try:
             if self.r.hget(self.key, "plan") and not dry_run:
