@@ -17,6 +17,7 @@ import hashlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from types import TracebackType
 
@@ -141,3 +142,17 @@ def count(path: Path | None) -> int:
     if path is None or not path.exists():
         return 0
     return pq.ParquetFile(path).metadata.num_rows
+
+
+def acked(path: Path, done: int, op: str, refused: set[str]) -> Iterator[Entry]:
+    """Yield a plan file's first ``done`` entries but those the platform refused
+    (``refused`` holds ``<op>:<row number>``)."""
+    for i, entry in enumerate(islice(read_entries(path), done)):
+        if f"{op}:{i}" not in refused:
+            yield entry
+
+
+def chunks(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
+    """Yield entries ``size`` at a time (a batch each)."""
+    while chunk := list(islice(entries, size)):
+        yield chunk

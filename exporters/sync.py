@@ -33,7 +33,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +224,7 @@ class SegmentSync:
         ):
             entries = holdings.read_entries(plan_dir / file)
             target = self._target()
-            for number, chunk in enumerate(_chunks(entries, size), start=1):
+            for number, chunk in enumerate(holdings.chunks(entries, size), start=1):
                 if number > acked:
                     rows = [e.row for e in chunk]
                     last = number * size >= total
@@ -288,8 +287,8 @@ class SegmentSync:
             writer.write_all(
                 plans.fold(
                     held,
-                    _acked(plan_dir / "remove.parquet", done_removes, "remove", refused),
-                    _acked(plan_dir / "add.parquet", done_adds, add_op.value, refused),
+                    holdings.acked(plan_dir / "remove.parquet", done_removes, "remove", refused),
+                    holdings.acked(plan_dir / "add.parquet", done_adds, add_op.value, refused),
                 )
             )
         with self.r.pipeline(transaction=True) as pipe:
@@ -304,15 +303,3 @@ class SegmentSync:
             old.unlink(missing_ok=True)
         if complete and isinstance(self.dest, Snapshotting):
             self.dest.snapshot(self.segment, session, (e.row for e in holdings.read_entries(new)))
-
-
-def _acked(path: Path, done: int, op: str, refused: set[str]) -> Iterator[Entry]:
-    """Yield a plan file's first ``done`` entries that the platform did not refuse."""
-    for i, entry in enumerate(islice(holdings.read_entries(path), done)):
-        if f"{op}:{i}" not in refused:
-            yield entry
-
-
-def _chunks(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
-    while chunk := list(islice(entries, size)):
-        yield chunk
