@@ -158,6 +158,8 @@ def export_run(obj: Context, name: str | None, full: bool, dry_run: bool) -> Non
     chosen = [name] if name else settings.names(obj.redis)
     if name and settings.load(obj.redis, name) is None:
         fail(f"no destination {name!r}")
+    if not chosen:
+        click.echo("no destinations (dmp destinations add KIND --name N --segments S …)")
     worst = Status.OK
     for each in chosen:
         bar = _Bar(each)
