@@ -279,8 +279,8 @@ class SegmentSync:
         done_adds = min(int(state["acked_add"]) * size, int(state["adds"]))
         complete = done_removes == int(state["removes"]) and done_adds == int(state["adds"])
         add_op = Op(state["add_op"])
-        old = self.held_path()
-        held = iter(()) if add_op is Op.REPLACE and complete else holdings.read_entries(old)
+        replaced = add_op is Op.REPLACE and complete  # the platform holds the session alone
+        held = iter(()) if replaced else holdings.read_entries(self.held_path())
         new = self.folder / f"held-{session}.parquet"
         columns = tuple(self.dest.columns)
         with holdings.EntryWriter(new, columns) as writer:
@@ -298,8 +298,12 @@ class SegmentSync:
                 pipe.hdel(self.key, "full")
             pipe.delete(self.failed_key)
             pipe.execute()
-        shutil.rmtree(plan_dir, ignore_errors=True)
-        if old is not None and old != new:
-            old.unlink(missing_ok=True)
+        # The plan is folded; anything else here is left by a crash (a plan written but
+        # never checkpointed, an older holding, a temporary file): none is read again.
+        for path in self.folder.iterdir():
+            if path != new and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path != new:
+                path.unlink(missing_ok=True)
         if complete and isinstance(self.dest, Snapshotting):
             self.dest.snapshot(self.segment, session, (e.row for e in holdings.read_entries(new)))

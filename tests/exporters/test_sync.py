@@ -193,3 +193,25 @@ def test_metrics_count_rows_and_syncs_per_destination(redis, config, segment, tm
     text = scrape(client)
     assert read_metric(text, "dmp_export_rows_total", destination="files", outcome="sent") == 2
     assert read_metric(text, "dmp_export_syncs_total", destination="files", status="ok") == 1
+
+
+def test_what_a_crash_left_in_the_folder_is_tidied_by_the_next_sync(
+    redis, config, segment, tmp_path
+):
+    """A plan written but never checkpointed, an old holding and a temporary file (what a
+    crash can leave) are gone after the next sync; the holding it made stays."""
+    ingest_and_run(redis, config, person("a@x.de"))
+    add_file(redis, tmp_path / "out")
+    export.run(redis, config, "files")
+    folder = config.data_dir / "exports" / "files" / "known"
+    (folder / "plan-0-dead").mkdir()
+    (folder / "plan-0-dead" / "add.parquet").write_bytes(b"half")
+    (folder / "held-0-old.parquet").write_bytes(b"old")
+    (folder / ".held-1.parquet.tmp").write_bytes(b"tmp")
+    send_hits(redis, person("b@x.de"))
+    Worker(redis, config).run(once=True)
+    runs.run(redis, config)
+    assert export.run(redis, config, "files").segments[0].added == 1
+    held = redis.hget("dmp:destination:files:sync:known", "held")
+    assert sorted(p.name for p in folder.iterdir()) == [held]
+    assert sorted(e.row[1] for e in holdings.read_entries(folder / held)) == ["a@x.de", "b@x.de"]
