@@ -70,6 +70,10 @@ class Contact:
     company: str = ""
     job_title: str = ""
     double_opt_in: bool = False  # the email consent's proof says double opt-in confirmed
+    # Whether it holds a phone, a name or an address part (more keys for the ad platforms
+    # to match on). True unless known otherwise: read_contacts knows, and a destination
+    # may then skip looking at each field.
+    details: bool = True
 
 
 def read_contacts(
@@ -203,21 +207,26 @@ def _build(
     def text(value: Any) -> str:
         return value.strip() if isinstance(value, str) else ""
 
+    first, last = text(traits.get("first_name")), text(traits.get("last_name"))
+    street, city = text(address.get("street")), text(address.get("city"))
+    postal = text(address.get("postal_code") or address.get("postalCode"))
+    country = text(traits.get("country") or address.get("country"))
     return Contact(
         person_id=pid,
         email=email,
         phones=tuple(sorted(phones)),
         uids=tuple(sorted(uids)),
         external_id=ext,
-        first_name=text(traits.get("first_name")),
-        last_name=text(traits.get("last_name")),
-        street=text(address.get("street")),
-        postal_code=text(address.get("postal_code") or address.get("postalCode")),
-        city=text(address.get("city")),
-        country=text(traits.get("country") or address.get("country")),
+        first_name=first,
+        last_name=last,
+        street=street,
+        postal_code=postal,
+        city=city,
+        country=country,
         company=text(traits.get("company")),
         job_title=text(traits.get("job_title")),
         double_opt_in=doi,
+        details=bool(phones or first or last or street or postal or city or country),
     )
 
 

@@ -215,3 +215,15 @@ def test_what_a_crash_left_in_the_folder_is_tidied_by_the_next_sync(
     held = redis.hget("dmp:destination:files:sync:known", "held")
     assert sorted(p.name for p in folder.iterdir()) == [held]
     assert sorted(e.row[1] for e in holdings.read_entries(folder / held)) == ["a@x.de", "b@x.de"]
+
+
+def test_contacts_say_whether_they_hold_more_than_an_email(redis, config, segment):
+    """read_contacts marks who holds a name, phone or address part beside the email (the
+    ad platforms then skip looking at each field of the others)."""
+    from dmp.membership.audience import read_contacts
+    from dmp.records import Category
+
+    ingest_and_run(redis, config, person("a@x.de"), person("b@x.de", first_name="Bea"))
+    pids = [redis.get("dmp:id:email:a@x.de"), redis.get("dmp:id:email:b@x.de")]
+    found = {c.email: c.details for c in read_contacts(redis, pids, Category.ADS)}
+    assert found == {"a@x.de": False, "b@x.de": True}
