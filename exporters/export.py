@@ -53,6 +53,8 @@ def run(
     report = SyncReport(name, found.kind, _now(), full, dry_run)
     chosen = list(segments or found.segments)
     started = time.perf_counter()
+    if not dry_run:  # a destination that cannot sync (a secret unset) waits for its time
+        r.hset(keyspace.destination(name), "last_sync", report.started)
     try:
         dest: Destination = kind_of(found.kind)(found)
     except ExportError as exc:  # a secret's variable unset: every segment fails, said once
@@ -68,7 +70,6 @@ def run(
         key = keyspace.destination(name, "lock")
         _release_if_dead(r, key)
         with locks.hold(r, key, wait_seconds, busy, token=_token()) as lease:
-            r.hset(keyspace.destination(name), "last_sync", report.started)
             for segment in chosen:
                 part = SegmentSync(r, config, dest, found, segment, lease, stop, progress)
                 report.segments.append(part.run(full=full, dry_run=False))

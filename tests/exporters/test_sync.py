@@ -227,3 +227,26 @@ def test_contacts_say_whether_they_hold_more_than_an_email(redis, config, segmen
     pids = [redis.get("dmp:id:email:a@x.de"), redis.get("dmp:id:email:b@x.de")]
     found = {c.email: c.details for c in read_contacts(redis, pids, Category.ADS)}
     assert found == {"a@x.de": False, "b@x.de": True}
+
+
+@pytest.mark.parametrize("kind", ["meta", "google"])  # reads it at a call; when made
+def test_a_destination_whose_secret_is_unset_fails_once_per_schedule(
+    redis, config, segment, monkeypatch, kind
+):
+    """A destination whose secret's variable is unset fails with a line naming the
+    variable, and the schedule tries it again at its next time, not at every look."""
+    import threading
+
+    from exporters import schedule
+
+    monkeypatch.delenv("NO_SUCH_TOKEN", raising=False)
+    ingest_and_run(redis, config, person("a@x.de"))
+    options = {"token_env": "NO_SUCH_TOKEN", "audience.known": "123"}
+    options |= {"operating_account_id": "1234567890"} if kind == "google" else {}
+    settings.save(redis, settings.validate(redis, "ads", kind, ["known"], 900, options))
+    stop = threading.Event()
+    assert schedule.look(redis, config, stop) == 1
+    assert schedule.look(redis, config, stop) == 0
+    (report,) = export.reports.recent(redis, "ads", 10)
+    assert report["status"] == Status.FAILED
+    assert "NO_SUCH_TOKEN" in report["segments"][0]["error"]
