@@ -19,6 +19,7 @@ from dmp.cli import (
     serving,
     sources,
     synth,
+    users,
 )
 from dmp.cli.context import Context, error_line, fail
 from dmp.config import load_config
@@ -76,6 +77,7 @@ COMMANDS: tuple[click.Command, ...] = (
     serving.status,
     access.sites_group,
     access.keys_group,
+    users.users_group,
     persons.persons_group,
     persons.forget_cmd,
     sources.import_group,

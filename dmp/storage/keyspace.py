@@ -182,3 +182,11 @@ def destination_pattern(name: str) -> str:
 # The audience pull API (dmp.web.audiences): the installation's random secret that signs
 # partners' cursors (made on first use; losing it only makes old cursors invalid).
 AUDIENCE_CURSOR_SECRET = "dmp:audiences:secret"
+
+# Users of the marketer UI (dmp.access.users): a set of emails and a hash per user.
+USERS = "dmp:users"
+
+
+def user(email: str) -> str:
+    """Return the hash holding one UI user's role, password hash and failed logins."""
+    return f"dmp:user:{email}"
