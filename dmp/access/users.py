@@ -86,10 +86,9 @@ def authenticate(
     address = normalise_email(email)
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     stored = r.hgetall(keyspace.user(address)) if address else {}
-    if not stored or len(password) > MAX_PASSWORD:
+    locked = bool(stored) and int(stored.get("locked_until", 0)) > now
+    if not stored or locked or len(password) > MAX_PASSWORD:
         _HASHER.hash("x" * MIN_PASSWORD)  # the same work as a check: timing tells nothing
-        return None
-    if int(stored.get("locked_until", 0)) > now:
         return None
     try:
         _HASHER.verify(stored["hash"], password)
