@@ -20,7 +20,7 @@ from dmp.web.schema import Either, Flag, Free, ListOf, Obj, Text
 from dmp.web.spec import BAD_PARAMETER, NO_KEY, NOT_FOUND, UNAVAILABLE, Reply, describe, problem
 from exporters import export, reports, settings
 from exporters.destination import ExportError
-from exporters.registry import KINDS, kind_of
+from exporters.registry import KINDS
 from exporters.sync import exports_dir
 
 bp = scoped_blueprint("destinations", __name__, Scope.ADMIN, url_prefix="/api/v1")
@@ -220,7 +220,7 @@ def destinations_test(name: str) -> Response:
     """Make a cheap authenticated call to the platform that proves the credentials."""
     found = _found(name)
     try:
-        detail = kind_of(found.kind)(found).test()
+        detail = export.prove_credentials(found)
     except (ExportError, OSError) as exc:
         raise Problem(502, "Destination test failed", str(exc), "destination-test") from None
     return jsonify({"name": name, "ok": True, "detail": detail})

@@ -15,13 +15,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import redis
 
 from dmp.config import Config
 from dmp.storage import keyspace, locks
 from exporters import reports, settings
-from exporters.destination import Destination, ExportError
+from exporters.destination import Destination, ExportError, Settings
 from exporters.registry import kind_of
 from exporters.reports import SegmentReport, Status, SyncReport
 from exporters.sync import SegmentSync
@@ -78,6 +79,18 @@ def run(
     report.retried = getattr(http, "retried", 0)
     reports.keep(r, report)
     return report
+
+
+# A credentials test answers a person waiting (the CLI, an API request): it is tried
+# twice, 10 s each, not with a sync's patience.
+TEST_OPTIONS = {"retry_attempts": "2", "retry_base": "0.5", "timeout": "10"}
+
+
+def prove_credentials(found: Settings) -> str:
+    """Make the destination's cheap authenticated call; return what it proved
+    (ExportError or OSError say what failed)."""
+    quick = replace(found, options={**found.options, **TEST_OPTIONS})
+    return kind_of(found.kind)(quick).test()
 
 
 def due(r: redis.Redis, name: str, every_seconds: int, now_ms: int | None = None) -> bool:

@@ -14,7 +14,7 @@ from dmp.cli.context import Context, fail, pass_ctx, print_json
 from dmp.storage import locks
 from exporters import export, reports, settings
 from exporters.destination import ExportError
-from exporters.registry import KINDS, kind_of
+from exporters.registry import KINDS
 from exporters.reports import Status
 from exporters.sync import exports_dir
 
@@ -133,7 +133,7 @@ def destinations_test(obj: Context, name: str) -> None:
     """Make a cheap authenticated call that proves the credentials and targets work."""
     found = _load(obj, name)
     try:
-        said = kind_of(found.kind)(found).test()
+        said = export.prove_credentials(found)
     except (ExportError, OSError) as exc:
         raise click.ClickException(f"{name}: {exc}") from None
     click.echo(f"{name}: {said}")

@@ -141,3 +141,24 @@ def test_options_every_kind_takes_are_checked_once(redis, tmp_path):
     ]:
         with pytest.raises(settings.Invalid, match=option):
             settings.validate(redis, "x", "file", ["known"], 900, {**folder, option: value})
+
+
+def test_a_credentials_test_of_an_unreachable_platform_is_a_clear_502(
+    redis, client, admin_key, monkeypatch
+):
+    """`POST …/test` of a platform nobody answers for: 502 problem+json saying where it
+    failed, after two short tries (not a sync's minutes of retries); no secret in it."""
+    from tests.served import free_port
+
+    apply_segments(redis, SEGMENT)
+    monkeypatch.setenv("META_TEST_TOKEN", "s3cret-token")
+    options = {
+        "token_env": "META_TEST_TOKEN",
+        "audience.known": "123",
+        "base_url": f"http://127.0.0.1:{free_port()}",
+    }
+    settings.save(redis, settings.validate(redis, "ads", "meta", ["known"], 900, options))
+    answer = client.post("/api/v1/destinations/ads/test", headers=bearer(admin_key))
+    assert answer.status_code == 502 and answer.mimetype == "application/problem+json"
+    assert "after 2 attempts" in answer.json["detail"]
+    assert "s3cret-token" not in answer.get_data(as_text=True)
