@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from dmp.membership.audience import Contact
 from dmp.records import Category
-from dmp.storage.parquetfiles import accepts_writes, sync_dir, tmp_name
+from dmp.storage.parquetfiles import accepts_writes, sync_dir, tmp_name, write_text
 from exporters.destination import Batch, Outcome, Row, Settings
 from exporters.identifiers import sha256_hex
 
@@ -108,10 +108,7 @@ class FileDestination:
         folder = self.folder / segment_id
         path = folder / f"snapshot-{session}.{self.format}"
         write_rows(path, self.columns, rows, self.format)
-        latest = folder / "LATEST"
-        tmp = tmp_name(latest)
-        tmp.write_text(path.name + "\n")
-        os.replace(tmp, latest)
+        write_text(folder / "LATEST", path.name + "\n")
         sync_dir(folder)
         for old in sorted(folder.glob(f"snapshot-*.{self.format}"))[:-KEEP_SNAPSHOTS]:
             old.unlink(missing_ok=True)

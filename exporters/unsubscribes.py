@@ -3,50 +3,36 @@
 When Mailchimp answers an upsert with "this address unsubscribed (or was cleaned)
 here", that is the person's word, given to the company's own tool: dmp withdraws the
 address's ``email`` consent, so the person leaves every newsletter destination and is
-not added again until they opt in again. The withdrawal goes through the ingest stream
-as a trusted newsletter hit (the worker applies it in order, with its proof naming the
-destination), like an unsubscribe from the tool's webhook.
+not added again until they opt in again. The withdrawal takes the path of the tools'
+own webhooks (``collectors.newsletter``): a trusted newsletter ``unsubscribe`` whose proof
+names the tool, queued with a row digest (once per address and sync) and skipped for an
+address erased before.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterable
 
 import redis
 
-from dmp.ingest import stream
-from dmp.records import Category, Hit, Source
-
-SITE = "import:newsletter"  # the site id newsletter hits carry (collectors.newsletter)
+from collectors.imports import ImportReport, enqueue_new, row_digest, storable
+from collectors.newsletter import newsletter_hit
+from dmp.records import Source
 
 
 def withdraw(
     r: redis.Redis, kind: str, destination: str, emails: Iterable[str], session: str
 ) -> int:
     """Queue an ``email`` consent withdrawal for each address a destination reported
-    unsubscribed; return how many."""
+    unsubscribed; return how many were queued."""
     now = int(time.time() * 1000)
-    hits = [_hit(kind, destination, e, session, now) for e in dict.fromkeys(emails) if e]
-    if hits:
-        stream.enqueue(r, hits, {}, atomic=True)
-    return len(hits)
-
-
-def _hit(kind: str, destination: str, email: str, session: str, now: int) -> Hit:
-    digest = hashlib.sha256(f"{destination}\x1f{email}\x1f{session}".encode()).hexdigest()[:32]
-    return Hit(
-        event_id=f"unsub-{digest}",
-        site_id=SITE,
-        source=Source.NEWSLETTER.value,
-        type="track",
-        event="unsubscribe",
-        received_at=now,
-        timestamp=now,
-        consent={Category.EMAIL.value: False},
-        channel="email",
-        properties={"tool": kind, "destination": destination},
-        traits={"email": email},
-        trusted=True,
-    )
+    said = {"tool": kind, "tool_event": "unsubscribed", "reason": f"reported to {destination}"}
+    hits = []
+    for email in dict.fromkeys(e for e in emails if e):
+        row = {"email": email, "event": "unsubscribe", "time": str(now / 1000)}
+        digest = row_digest(Source.NEWSLETTER.value, {**row, "session": session, **said})
+        hits.append((digest, storable(newsletter_hit(row, digest, now, said))))
+    report = ImportReport(rows=len(hits))
+    enqueue_new(r, Source.NEWSLETTER.value, hits, report)
+    return report.new

@@ -178,3 +178,35 @@ def test_kill_9_mid_sync_then_restart_converges_without_resending(
     twice = {h for h, n in sent.items() if n > 1}
     assert all(n <= 2 for n in sent.values())
     assert len(twice) <= 2, "only the batch in flight at the kill may be sent again"
+
+
+def test_an_unsubscribe_mailchimp_reports_during_a_sync_flows_back(
+    redis, config, platforms, tmp_path, monkeypatch
+):
+    """Someone who unsubscribed in Mailchimp itself is reported by the sync: dmp withdraws
+    their email consent (the proof names Mailchimp), and Brevo drops them next sync."""
+    from dmp.people import consents
+    from dmp.storage import keyspace
+
+    graph, meta, mailchimp = platforms
+    monkeypatch.setenv("BREVO_TEST_KEY", BREVO_KEY)
+    brevo = Brevo(BREVO_KEY, {BREVO_LIST: "known"})
+    apply_segments(redis, SEGMENT)
+    ingest_and_run(redis, config, *(person(e, make_hit().timestamp) for e in EMAILS[:4]))
+    gone = EMAILS[0]
+    mailchimp.put_member(gone, "unsubscribed")
+    with brevo.server:
+        configure(redis, meta.url, mailchimp.url, tmp_path / "drop", brevo=brevo.server.url)
+        assert export.run(redis, config, "mails").status == Status.OK
+        assert brevo.members(BREVO_LIST) == set(EMAILS[:4])
+        report = export.run(redis, config, "news")
+        assert report.segments[0].unsubscribed == 1
+        Worker(redis, config).run(once=True)
+        pid = redis.get(keyspace.identifier("email", gone))
+        state = redis.hget(keyspace.person(pid), f"c|email|email:{gone}")
+        assert consents.parse_value(state)[0] is False
+        proofs = consents.history(redis.lrange(keyspace.person(pid, "consentlog"), 0, -1))
+        assert proofs[-1]["granted"] is False and proofs[-1].get("tool") == "mailchimp"
+        assert export.run(redis, config, "mails").status == Status.OK
+        assert brevo.members(BREVO_LIST) == set(EMAILS[1:4])
+        assert mailchimp.member(gone).status == "unsubscribed"
