@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
-from flask import Flask
-from werkzeug.exceptions import HTTPException
+from flask import Flask, request
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from collectors import newsletter, newsletterhooks, pixel, tag, trackingapi
@@ -21,6 +21,7 @@ from dmp.config import Config, load_config
 from dmp.ingest.appender import Appender
 from dmp.ingest.spool import Spool, spool_dir
 from dmp.storage import redisserver
+from dmp.ui import i18n, login, overview, pages, sessions
 from dmp.web import audiences, lookup, openapi, ops, persons, segments
 from dmp.web.deps import Deps, current_deps
 from dmp.web.problems import from_http_exception, problem_response, unavailable
@@ -44,6 +45,9 @@ BLUEPRINTS = (
     audiences.bp,
     ops.bp,
     openapi.bp,
+    # The marketer UI: the login (and its static files) first, then one blueprint per area.
+    login.bp,
+    overview.bp,
 )
 
 
@@ -62,6 +66,9 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     deps = Deps(config, r, sites, Appender(r, spooler), limits)
     app.extensions["dmp"] = deps
 
+    sessions.install(app)
+    pages.install(app)
+    i18n.install(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     # The pixel and the lookup answer in plain WSGI before Flask is involved; these routes
@@ -70,7 +77,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.add_url_rule(lookup.PATH, "lookup", _lookup, methods=["GET"])
     app.wsgi_app = pixel.PixelApp(app.wsgi_app, deps)  # type: ignore[method-assign]
     app.wsgi_app = lookup.LookupApp(app.wsgi_app, deps)  # type: ignore[method-assign]
-    app.register_error_handler(HTTPException, from_http_exception)
+    app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(redis.RedisError, _redis_away)
     app.register_error_handler(Exception, _unexpected)
     if config.proxy_hops:
@@ -91,13 +98,28 @@ def _lookup():
     raise RuntimeError("served by dmp.web.lookup.LookupApp")
 
 
+def _http_error(exc: HTTPException):
+    if _in_ui():
+        return login.error_page(exc)
+    return from_http_exception(exc)
+
+
 def _redis_away(exc: redis.RedisError):
     current_deps().appender.note_outage(exc)  # logged once; its end is looked for
+    if _in_ui():
+        return login.error_page(ServiceUnavailable("Redis is not answering; try again."))
     return unavailable().get_response()
 
 
 def _unexpected(exc: Exception):
     if isinstance(exc, HTTPException):
-        return from_http_exception(exc)
+        return _http_error(exc)
     log.exception("unexpected error")
+    if _in_ui():
+        return login.error_page(InternalServerError())
     return problem_response(500, "Internal error", "the error was logged", "internal")
+
+
+def _in_ui() -> bool:
+    """Return whether the request is for a UI page (its errors are pages, not JSON)."""
+    return sessions.is_ui(request.path)

@@ -20,6 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("dmp.privacy",),
     ("dmp.web",),
     ("collectors", "exporters"),
+    ("dmp.ui",),  # the marketer UI shows site snippets and destinations too
     ("dmp.app", "dmp.serve"),
     ("dmp.cli", "dmp.__main__"),
 )

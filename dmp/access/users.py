@@ -113,15 +113,20 @@ def _failed(r: redis.Redis, address: str, now: int) -> None:
         )
 
 
+def get_user(r: redis.Redis, email: str) -> User | None:
+    """Return the stored user with this email (None if there is none)."""
+    address = normalise_email(email)
+    stored = r.hgetall(keyspace.user(address)) if address else {}
+    if not stored:
+        return None
+    locked = int(stored.get("locked_until", 0))
+    return User(address, Role(stored["role"]), int(stored["created"]), locked)
+
+
 def list_users(r: redis.Redis) -> list[User]:
     """Return every user, by email."""
-    out = []
-    for address in sorted(r.smembers(keyspace.USERS)):
-        stored = r.hgetall(keyspace.user(address))
-        if stored:
-            locked = int(stored.get("locked_until", 0))
-            out.append(User(address, Role(stored["role"]), int(stored["created"]), locked))
-    return out
+    found = (get_user(r, address) for address in sorted(r.smembers(keyspace.USERS)))
+    return [user for user in found if user is not None]
 
 
 def remove_user(r: redis.Redis, email: str) -> bool:

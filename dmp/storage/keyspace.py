@@ -190,3 +190,9 @@ USERS = "dmp:users"
 def user(email: str) -> str:
     """Return the hash holding one UI user's role, password hash and failed logins."""
     return f"dmp:user:{email}"
+
+
+# The marketer UI (dmp.ui): the installation's random secret that signs session cookies
+# and CSRF tokens (made on first use, shared by every serve process; deleting it logs
+# everyone out).
+UI_SECRET = "dmp:ui:secret"

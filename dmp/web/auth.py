@@ -33,6 +33,9 @@ PUBLIC = frozenset(
         "/api/v1/openapi.json",
     }
 )
+# The marketer UI (dmp.ui) lives under this prefix: its pages take a login session, not a
+# key, and are not part of the API's OpenAPI document.
+UI_PREFIX = "/ui"
 _HINT = {
     Scope.ADMIN: "send an admin key as 'Authorization: Bearer <key>'",
     Scope.PARTNER: "send a partner key as 'Authorization: Bearer <key>'",

@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.routing import Rule
 
+from dmp.web.auth import UI_PREFIX
 from dmp.web.problems import TYPE_BASE
 from dmp.web.schema import Free, Obj, Text
 from dmp.web.spec import SECURITY_SCHEMES, Reply, describe, operation_of
@@ -52,6 +53,11 @@ def openapi_path(rule: str) -> str:
     return _ARGUMENT.sub(r"{\1}", rule)
 
 
+def is_ui(rule: str) -> bool:
+    """Return whether a route is one of the marketer UI's pages (not documented here)."""
+    return rule == UI_PREFIX or rule.startswith(f"{UI_PREFIX}/")
+
+
 def documented_methods(rule: Rule) -> list[str]:
     """Return the methods a rule serves that the document lists: all but the HEAD and
     OPTIONS that Werkzeug and Flask add by themselves."""
@@ -65,6 +71,8 @@ def build_document(app: Flask) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     used: set[str] = set()
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if is_ui(rule.rule):
+            continue  # pages for people with a login, not an API
         operation = operation_of(app.view_functions[rule.endpoint])
         if operation is None:
             raise ValueError(f"{rule.rule} ({rule.endpoint}) declares no operation")

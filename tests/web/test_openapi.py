@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 from dmp.access.apikeys import Scope, create_key
 from dmp.membership import results, runs
 from dmp.web import openapi
-from dmp.web.openapi import documented_methods, openapi_path
+from dmp.web.openapi import documented_methods, is_ui, openapi_path
 from dmp.web.segmentshapes import EXAMPLE
 from tests.factories import apply_segments
 
@@ -54,10 +54,12 @@ def _document(client: FlaskClient) -> dict[str, Any]:
 
 
 def _served(app: Flask) -> set[tuple[str, str]]:
-    """Return (OpenAPI path, method) for every method of every route of the URL map."""
+    """Return (OpenAPI path, method) for every method of every API route of the URL map
+    (the UI's pages, which take a login session, are held to it in tests/ui/test_login.py)."""
     return {
         (openapi_path(rule.rule), method.lower())
         for rule in app.url_map.iter_rules()
+        if not is_ui(rule.rule)
         for method in documented_methods(rule)
     }
 
