@@ -21,7 +21,19 @@ from dmp.config import Config, load_config
 from dmp.ingest.appender import Appender
 from dmp.ingest.spool import Spool, spool_dir
 from dmp.storage import redisserver
-from dmp.ui import i18n, login, overview, pages, sessions
+from dmp.ui import (
+    destinationpages,
+    i18n,
+    login,
+    overview,
+    pages,
+    personpages,
+    scoringpages,
+    segmentbuilder,
+    segmentpages,
+    sessions,
+    sitepages,
+)
 from dmp.web import audiences, lookup, openapi, ops, persons, segments
 from dmp.web.deps import Deps, current_deps
 from dmp.web.problems import from_http_exception, problem_response, unavailable
@@ -48,6 +60,12 @@ BLUEPRINTS = (
     # The marketer UI: the login (and its static files) first, then one blueprint per area.
     login.bp,
     overview.bp,
+    segmentbuilder.bp,  # before segmentpages: /segments/builder is not a segment's id
+    segmentpages.bp,
+    personpages.bp,
+    destinationpages.bp,
+    scoringpages.bp,
+    sitepages.bp,
 )
 
 
