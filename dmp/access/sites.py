@@ -84,6 +84,9 @@ def add_site(
                 "domains": ",".join(clean),
                 "created": created,
                 "write_key": hash_secret(write_key),
+                # Public (every page that embeds the tag shows it): kept readable, so the
+                # UI can show the site's snippets again; lookups go by the digest.
+                "public_write_key": write_key,
                 "keep_params": ",".join(sorted(keep)),
             },
         )
@@ -121,6 +124,11 @@ def get_site(r: redis.Redis, site_id: str) -> Site | None:
     domains = tuple(filter(None, data["domains"].split(",")))
     keep = frozenset(filter(None, data.get("keep_params", "").split(",")))
     return Site(site_id, data["name"], domains, data["created"], keep)
+
+
+def public_write_key(r: redis.Redis, site_id: str) -> str | None:
+    """Return a site's public write key (None for a site added before it was kept)."""
+    return r.hget(keyspace.site(site_id), "public_write_key")
 
 
 def list_sites(r: redis.Redis) -> list[Site]:
