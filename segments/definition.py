@@ -20,7 +20,8 @@ from segments.rules import RuleError
 from segments.yamltext import load_yaml_documents
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9\-]{0,63}$")
-RESERVED_IDS = frozenset({"overlap", "runs", "plan", "preview"})  # /api/v1/segments/<these>
+# Paths beside a segment's own: /api/v1/segments/<these> and /ui/segments/<these>.
+RESERVED_IDS = frozenset({"overlap", "runs", "plan", "preview", "builder"})
 _IAB = re.compile(r"^[0-9]{1,6}$")  # the Audience Taxonomy's unique ids are numbers
 
 

@@ -174,7 +174,9 @@ def _run(r: redis.Redis, config: Config, full: bool, lock: locks.Lease) -> RunRe
         time.perf_counter() - started,
         failed,
     )
-    r.lpush(keyspace.SEGMENT_RUNS, json.dumps({**asdict(result), "seconds": result.seconds}))
+    record = {**asdict(result), "seconds": result.seconds, "persons": flags.height}
+    record["changes"] = _moves(changes)  # per segment [entered, left]: the UI's history
+    r.lpush(keyspace.SEGMENT_RUNS, json.dumps(record))
     r.ltrim(keyspace.SEGMENT_RUNS, 0, RUN_RECORDS - 1)
     for sid, error in sorted(failed.items()):
         log.error(
@@ -301,6 +303,15 @@ def _changes(
         version=pl.col("segment_id").replace_strict(versions, default=None, return_dtype=pl.Int64),
     )
     return out.select(list(CHANGE_SCHEMA)).sort("segment_id", "change", "person_id")
+
+
+def _moves(changes: pl.DataFrame) -> dict[str, list[int]]:
+    """Return, per segment that changed, ``[entered, left]``."""
+    counts = changes.group_by("segment_id").agg(
+        (pl.col("change") == "entered").sum().alias("entered"),
+        (pl.col("change") == "left").sum().alias("left"),
+    )
+    return {sid: [int(e), int(x)] for sid, e, x in counts.sort("segment_id").iter_rows()}
 
 
 def _run_id(as_of: int) -> str:
