@@ -18,12 +18,15 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def write_parquet_files(tables: list[pa.Table], finals: list[Path]) -> None:
-    """Write each table to a temp file, fsync all, then rename them into place."""
+def write_parquet_files(
+    tables: list[pa.Table], finals: list[Path], row_group_size: int | None = None
+) -> None:
+    """Write each table to a temp file, fsync all, then rename them into place
+    (``row_group_size`` rows per row group: pyarrow's default, about a million, if None)."""
     for table, final in zip(tables, finals, strict=True):
         final.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp_name(final), "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
+            pq.write_table(table, fh, compression="zstd", row_group_size=row_group_size)
             fh.flush()
             os.fsync(fh.fileno())
     for final in finals:
