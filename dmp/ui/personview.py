@@ -40,6 +40,7 @@ class PersonView:
     consents: list[dict[str, Any]]  # the current state per category and identifier
     consent_history: list[dict[str, Any]]  # every change, newest first
     stages: list[dict[str, Any]]  # recorded stages, newest first
+    tiers: list[dict[str, Any]]  # tier promotions the timeline holds, newest first
     timeline: list[dict[str, Any]]
     timeline_total: int
     segments: list[tuple[str, str]]  # (id, name)
@@ -72,6 +73,7 @@ def person_view(r: redis.Redis, config: Config, pid: str, shown: int) -> PersonV
         consents=current_consents(profile, proofs),
         consent_history=consent_rules.history(proofs)[::-1],
         stages=lifecycle.parse_records(stages)[::-1],
+        tiers=tier_history(r, pid),
         timeline=timeline,
         timeline_total=total,
         segments=_segment_names(r, sorted(sids)),
@@ -91,6 +93,14 @@ def timeline_page(
         pipe.zcard(key)
         members, total = pipe.execute()
     return [json.loads(member) for member in members], total
+
+
+def tier_history(r: redis.Redis, pid: str) -> list[dict[str, Any]]:
+    """Return the person's tier promotions (when, from, to, source), newest first: the
+    worker writes each into the timeline, which keeps the latest ``timeline_cap``."""
+    members = r.zrevrange(keyspace.person(pid, "touchpoints"), 0, -1)
+    found = (json.loads(m) for m in members if '"type":"tier"' in m or '"type": "tier"' in m)
+    return [p for p in found if p.get("event") == "tier_promoted"]
 
 
 def current_consents(profile: dict[str, str], proofs: list[str]) -> list[dict[str, Any]]:

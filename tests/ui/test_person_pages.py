@@ -93,6 +93,14 @@ def test_the_person_page_shows_every_section(as_marketer, anna) -> None:
     assert "&lt;script&gt;alert" in page and '<script>alert("x")' not in page
 
 
+def test_the_person_page_shows_the_tier_history(as_marketer, anna) -> None:
+    """Every promotion the worker recorded (from low to medium to high) is listed."""
+    page = as_marketer.get(f"/ui/persons/{anna}").get_data(as_text=True)
+    history = page.split(">Tier history</h3>", 1)[1].split("</table>", 1)[0]
+    assert history.count("<tr>") >= 2  # the head and at least one promotion
+    assert "High" in history or "high" in history
+
+
 def test_the_person_page_in_german(as_marketer, anna) -> None:
     """German browsers get German headings."""
     res = as_marketer.get(f"/ui/persons/{anna}", headers={"Accept-Language": "de"})
