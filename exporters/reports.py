@@ -151,3 +151,13 @@ def describe(name: str, part: SegmentReport, dry_run: bool = False) -> str:
 def recent(r: redis.Redis, name: str, limit: int = 20) -> list[dict[str, Any]]:
     """Return a destination's newest sync reports, newest first."""
     return [json.loads(x) for x in r.lrange(keyspace.destination(name, "runs"), 0, limit - 1)]
+
+
+def newest(r: redis.Redis, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Return the newest sync report of each of the named destinations that has one (one
+    round trip for all)."""
+    with r.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.lindex(keyspace.destination(name, "runs"), 0)
+        found = pipe.execute()
+    return {name: json.loads(raw) for name, raw in zip(names, found, strict=True) if raw}

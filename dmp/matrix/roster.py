@@ -52,6 +52,7 @@ class RosterFilter:
     stage: str | None = None
     interest: str | None = None  # the top interest
     channel: str | None = None  # one of CHANNELS
+    touched: str | None = None  # a touchpoint channel (web, email, crm …) they were seen on
     members: pl.Series | None = None  # a Boolean per roster row (see member_mask)
 
 
@@ -63,9 +64,15 @@ def load_roster(snapshot: Path) -> pl.DataFrame:
         for i, name in enumerate(CHANNELS)
     ).cast(pl.UInt8)
     categories = [pl.col(name).cast(pl.Categorical) for name in ("tier", "stage", "top_interest")]
+    touched = pl.col("touchpoints_by_channel").list.eval(pl.element().struct.field("channel"))
     return (
         pl.scan_parquet(snapshot)
-        .select(*COLUMNS, reach.alias("reach"), pl.col("person_id").hash().alias("key"))
+        .select(
+            *COLUMNS,
+            reach.alias("reach"),
+            touched.cast(pl.List(pl.Categorical)).alias("touched"),
+            pl.col("person_id").hash().alias("key"),
+        )
         .with_columns(categories)
         .sort("score", "person_id", descending=[True, False], nulls_last=True)
         .collect()
@@ -119,6 +126,8 @@ def select_rows(roster: Roster, where: RosterFilter) -> pl.DataFrame:
         tests.append(pl.col("top_interest") == where.interest)
     if where.channel is not None:
         tests.append((pl.col("reach") & (1 << CHANNELS.index(where.channel))) != 0)
+    if where.touched is not None:
+        tests.append(pl.col("touched").list.contains(where.touched).fill_null(False))
     rows = roster.rows if where.members is None else roster.rows.filter(where.members)
     return rows.filter(*tests) if tests else rows
 

@@ -16,10 +16,11 @@ from dmp.matrix.roster import CHANNELS, RosterFilter
 from dmp.membership.results import segments_dir
 from dmp.records import Stage, Tier
 
-FILTERS = ("tier", "stage", "interest", "segment", "channel")
+FILTERS = ("tier", "stage", "interest", "segment", "channel", "touched")
 MAX_PAGE = 100_000
 MAX_TOPIC = 100
 SEGMENT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+TOUCH_CHANNEL = re.compile(r"[a-z0-9_-]{1,40}")  # a touchpoint's channel: web, email, crm …
 CHOICES = {
     "tier": tuple(t.value for t in Tier),
     "stage": tuple(s.value for s in Stage),
@@ -40,12 +41,13 @@ class ListQuery:
     interest: str | None = None
     segment: str | None = None
     channel: str | None = None
+    touched: str | None = None
     page: int = 1
 
     @property
     def where(self) -> RosterFilter:
         """Return the roster filter of every filter but the segment."""
-        return RosterFilter(self.tier, self.stage, self.interest, self.channel)
+        return RosterFilter(self.tier, self.stage, self.interest, self.channel, self.touched)
 
     @property
     def filtered(self) -> bool:
@@ -74,10 +76,13 @@ def read_list_query(args: Mapping[str, str]) -> ListQuery:
     segment = args.get("segment")
     if segment is not None and not SEGMENT_ID.fullmatch(segment):
         raise BadFilter(_("segment must be a segment id (lowercase letters, digits and -)."))
+    touched = args.get("touched")
+    if touched is not None and not TOUCH_CHANNEL.fullmatch(touched):
+        raise BadFilter(_("touched must be a channel name (lowercase letters, digits, _ and -)."))
     page = args.get("page", "1")
     if not (page.isascii() and page.isdigit() and len(page) <= 6 and 0 < int(page) <= MAX_PAGE):
         raise BadFilter(_("page must be a whole number from 1 to %(n)s.", n=MAX_PAGE))
-    return ListQuery(interest=interest, segment=segment, page=int(page), **found)
+    return ListQuery(interest=interest, segment=segment, touched=touched, page=int(page), **found)
 
 
 def segment_members(config: Config, run: dict[str, Any], sid: str) -> Callable[[], pl.Series]:

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 from flask import Response, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
-from dmp.matrix.roster import Roster, RosterFilter, latest_roster, member_mask, roster_page
+from dmp.matrix.roster import Roster, latest_roster, member_mask, roster_page
 from dmp.membership.results import latest_run
 from dmp.people.profiles import follow
 from dmp.people.search import MAX_QUERY, PERSON_ID, search_persons
@@ -72,7 +73,7 @@ def _list(query: ListQuery) -> Page:
             return _listed(query, roster, 0, [], not_run=True)
         load = segment_members(deps.config, run, query.segment)
         mask = member_mask(roster, f"{run['run_id']}:{query.segment}", load)
-        where = RosterFilter(where.tier, where.stage, where.interest, where.channel, mask)
+        where = dataclasses.replace(where, members=mask)
     total, rows = roster_page(roster, where, (query.page - 1) * PAGE_SIZE, PAGE_SIZE)
     return _listed(query, roster, total, rows)
 

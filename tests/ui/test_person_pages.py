@@ -93,6 +93,16 @@ def test_the_person_page_shows_every_section(as_marketer, anna) -> None:
     assert "&lt;script&gt;alert" in page and '<script>alert("x")' not in page
 
 
+def test_the_persons_seen_on_a_touchpoint_channel(as_marketer, anna) -> None:
+    """``?touched=`` lists the persons with touchpoints on that channel (the overview's
+    touchpoints-per-channel figures link here); a channel nobody used lists nobody."""
+    page = as_marketer.get("/ui/persons/?touched=crm").get_data(as_text=True)
+    assert f"/ui/persons/{anna}" in page and "Touchpoints on" in page
+    page = as_marketer.get("/ui/persons/?touched=fax").get_data(as_text=True)
+    assert "Nobody matches these filters" in page
+    assert as_marketer.get("/ui/persons/?touched=%3Cb%3E").status_code == 400
+
+
 def test_the_person_page_shows_the_tier_history(as_marketer, anna) -> None:
     """Every promotion the worker recorded (from low to medium to high) is listed."""
     page = as_marketer.get(f"/ui/persons/{anna}").get_data(as_text=True)
