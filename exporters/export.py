@@ -105,6 +105,16 @@ def request(r: redis.Redis, name: str, *, full: bool = False) -> None:
     r.hset(keyspace.destination(name), mapping={"requested": _now(), "requested_full": int(full)})
 
 
+def pending(r: redis.Redis, name: str) -> tuple[int | None, bool]:
+    """Return when a run was asked for and not yet taken (ms; None: none), and whether a
+    sync holds the destination's lock now (the UI's 'requested' and 'running')."""
+    with r.pipeline(transaction=False) as pipe:
+        pipe.hget(keyspace.destination(name), "requested")
+        pipe.exists(keyspace.destination(name, "lock"))
+        asked, locked = pipe.execute()
+    return (int(asked) if asked else None), bool(locked)
+
+
 def take_request(r: redis.Redis, name: str) -> bool | None:
     """Return whether a requested run is a full one, clearing the request (None: none)."""
     with r.pipeline(transaction=True) as pipe:

@@ -21,6 +21,7 @@ from exporters.destination import Settings
 from exporters.registry import KINDS
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+RESERVED_NAMES = frozenset({"new"})  # /ui/destinations/new is the form that adds one
 _OPTION = re.compile(r"[a-z][a-z0-9_]{0,63}(\.[A-Za-z0-9_-]{1,64})?")
 _EVERY = re.compile(r"([0-9]{1,6})\s*([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -70,6 +71,8 @@ def validate(
     """Return the settings if they are acceptable; Invalid says what is not."""
     if not _NAME.fullmatch(name):
         raise Invalid(f"name: {name[:64]!r} is not 1-64 lowercase letters, digits, - or _")
+    if name in RESERVED_NAMES:
+        raise Invalid(f"name: {name!r} is reserved; choose another")
     if kind not in KINDS:
         raise Invalid(f"kind: {kind[:64]!r} is not one of {', '.join(sorted(KINDS))}")
     if not segments:

@@ -9,8 +9,10 @@ and dates are formatted by Babel's CLDR data (``1.234.567`` and ``29.11.2026`` i
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
+from babel.numbers import get_group_symbol
 from flask import Flask, request
 from flask_babel import (
     Babel,
@@ -48,8 +50,19 @@ def language() -> str:
 
 
 def number(value: float | int | None) -> str:
-    """Return a number formatted for the page's language ('–' for none)."""
-    return "–" if value is None else format_decimal(value)
+    """Return a number formatted for the page's language ('–' for none). Whole numbers take
+    a fast path (Babel's formatter costs some 30 µs a call; a page may show thousands)."""
+    if value is None:
+        return "–"
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return f"{int(value):,}".replace(",", _group(language()))
+    return format_decimal(value)
+
+
+@cache
+def _group(locale: str) -> str:
+    """Return the language's digit-grouping symbol ('.' in German, ',' in English)."""
+    return get_group_symbol(locale)
 
 
 def percent(value: float | None, digits: int = 1) -> str:

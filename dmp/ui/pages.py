@@ -9,13 +9,14 @@ marked :func:`changes_nothing` (a live preview is a POST that only reads).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, abort, current_app, redirect, request, url_for
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFProtect
+from wtforms.fields.choices import SelectChoice
 
 from dmp.access.users import Role, User
 from dmp.ui import sessions
@@ -81,6 +82,11 @@ def page_blueprint(name: str, import_name: str, url_prefix: str = "") -> Bluepri
     bp.before_request(_guard)
     bp.after_request(secure)
     return bp
+
+
+def options(pairs: Iterable[tuple[str, Any]]) -> list[SelectChoice]:
+    """Return (value, label) pairs as the choices of a select field."""
+    return [SelectChoice(value, label) for value, label in pairs]
 
 
 def changes_nothing(view: F) -> F:

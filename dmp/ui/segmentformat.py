@@ -1,16 +1,12 @@
 """Numbers and moments of a segment page, formatted as the UI's filters do, but fast.
 
 The overlap heat map of 50 segments shows 2,500 cells, each with counts and a share;
-Babel's ``format_decimal`` takes some 30 µs a call, which adds up to most of a page's
-time budget. Whole numbers are written here with the language's grouping symbol (the
-same text as :func:`dmp.ui.i18n.number` for integers: a test holds them equal); shares
-and moments go through the filters, each distinct value once per page.
+Babel's formatters take some 30 µs a call, which adds up to most of a page's time
+budget. Whole numbers take :func:`dmp.ui.i18n.number`'s fast path; shares and moments go
+through the filters, each distinct value once per page.
 """
 
 from __future__ import annotations
-
-from babel.numbers import get_group_symbol
-from flask_babel import get_locale
 
 from dmp.ui import i18n
 
@@ -19,15 +15,12 @@ class PageFormats:
     """One page's formatting in its language, each distinct share and moment once."""
 
     def __init__(self) -> None:
-        self.group = get_group_symbol(get_locale() or i18n.LANGUAGES[0])
         self._shares: dict[int, str] = {}
         self._moments: dict[int, str] = {}
 
     def number(self, value: int | None) -> str:
         """Return a whole number as :func:`dmp.ui.i18n.number` writes it."""
-        if value is None:
-            return "–"
-        return f"{value:,}".replace(",", self.group)
+        return i18n.number(value)
 
     def whole_percent(self, share: float) -> str:
         """Return a share (0.0–1.0) as a whole percentage."""

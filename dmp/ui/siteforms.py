@@ -16,6 +16,7 @@ from wtforms.validators import InputRequired, Length
 from dmp.access import sites
 from dmp.access.apikeys import Scope
 from dmp.membership import definitions
+from dmp.ui.pages import options
 
 MAX_DOMAINS = 20
 SCOPES = {
@@ -74,7 +75,7 @@ class SiteForm(FlaskForm):
 class KeyForm(FlaskForm):
     """A new API key: scope, a note on whom it is for, the site or the audiences."""
 
-    scope = SelectField(_l("Scope"), choices=list(SCOPES.items()), validators=[InputRequired()])
+    scope = SelectField(_l("Scope"), choices=options(SCOPES.items()), validators=[InputRequired()])
     name = StringField(
         _l("Key name"),
         validators=[Length(max=100)],
@@ -86,10 +87,10 @@ class KeyForm(FlaskForm):
     def offer(self, r: redis.Redis) -> None:
         """Fill the choices of sites and segments from what is stored."""
         known = [(s.site_id, s.name) for s in sites.list_sites(r)]
-        self.site.choices = [("", _("No site")), *known]
-        self.audiences.choices = [
+        self.site.choices = options([("", _("No site")), *known])
+        self.audiences.choices = options(
             (s.definition.id, s.definition.name) for s in definitions.list_segments(r)
-        ]
+        )
 
     def cleaned(self) -> tuple[Scope, str, tuple[str, ...], str] | None:
         """Return scope, name, audiences and site, or None with the errors set."""

@@ -93,7 +93,7 @@ def _admins_only() -> None:
 
 def _keys_page(form: KeyForm, status: int = 200, **extra: object) -> tuple[str, int]:
     keys = apikeys.list_keys(current_deps().redis)
-    names = {value: str(label) for value, label in form.site.choices}  # type: ignore[union-attr]
+    names = {c.value: str(c.label) for c in form.site.choices}  # type: ignore[union-attr]
     page = render_template(
         "ui/sites/keys.html",
         keys=keys,

@@ -143,6 +143,13 @@ def test_options_every_kind_takes_are_checked_once(redis, tmp_path):
             settings.validate(redis, "x", "file", ["known"], 900, {**folder, option: value})
 
 
+def test_a_name_the_ui_needs_for_its_own_page_is_refused(redis, tmp_path):
+    """``new`` would hide behind the UI's form for adding a destination: refused, saying so."""
+    apply_segments(redis, SEGMENT)
+    with pytest.raises(settings.Invalid, match="'new' is reserved"):
+        settings.validate(redis, "new", "file", ["known"], 900, {"folder": str(tmp_path)})
+
+
 def test_a_credentials_test_of_an_unreachable_platform_is_a_clear_502(
     redis, client, admin_key, monkeypatch
 ):
