@@ -21,7 +21,7 @@ REQUIRED = bool(os.environ.get("DMP_REQUIRE_BROWSER"))  # CI: a missing browser 
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
 # Screenshots of every page the tests visit, kept after the run (tests/run.sh leaves them).
-SHOTS = Path(os.environ.get("DMP_SCREENSHOTS", ROOT / "build" / "screenshots"))
+SHOTS = Path(os.environ.get("UI_SCREENSHOTS", ROOT / "build" / "screenshots"))
 WIDTHS = {"desktop": 1280, "phone": 390}
 TIMEOUT_MS = 10_000
 ACCEPT = {"de": "de-DE,de;q=0.9", "en": "en-US,en;q=0.9"}
