@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from babel.messages.catalog import Catalog
+from babel.messages.catalog import Catalog, Message
 from babel.messages.extract import extract_from_dir
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -80,14 +80,27 @@ def used_strings() -> set[str]:
 
 def missing(locale: str) -> list[str]:
     """Return the UI's strings that ``locale`` has no translation for, sorted."""
-    catalog = merged(locale)
-    return sorted(s for s in used_strings() if (m := catalog.get(s)) is None or not m.string)
+    translated = {_singular(m.id): m for m in merged(locale) if m.id}
+    return sorted(s for s in used_strings() if not _translated(translated.get(s)))
 
 
 def unused(locale: str) -> list[str]:
     """Return translated strings the UI no longer uses, sorted."""
     used = used_strings()
-    return sorted(str(m.id) for m in merged(locale) if m.id and m.id not in used)
+    return sorted(_singular(m.id) for m in merged(locale) if m.id and _singular(m.id) not in used)
+
+
+def _singular(msgid: str | tuple[str, ...]) -> str:
+    """Return a message's id (a plural's singular form)."""
+    return msgid if isinstance(msgid, str) else msgid[0]
+
+
+def _translated(message: Message | None) -> bool:
+    """Return whether a message has its translation (every form of a plural)."""
+    if message is None:
+        return False
+    forms = message.string if isinstance(message.string, tuple | list) else (message.string,)
+    return all(forms)
 
 
 def _problems() -> Iterator[str]:
