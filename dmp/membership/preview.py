@@ -8,6 +8,7 @@ for every pair of segments of the last run, the persons in both.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
@@ -21,6 +22,7 @@ from segments.evaluator import all_dids, compile_node, did_counts
 from segments.language import conditions
 
 SAMPLE = 10
+SHOWN = ["person_id", "email", "tier", "stage", "score", "channels", "top_interest"]
 
 
 def preview(
@@ -28,38 +30,51 @@ def preview(
 ) -> dict[str, Any]:
     """Return the size, breakdowns and a sample (with conditions met) of a definition."""
     snapshot, manifest = snapshots.latest_build(config)
-    as_of = manifest["as_of"]
+    total = pl.scan_parquet(snapshot).select(pl.len()).collect().item()
+    found = evaluate_preview(
+        pl.scan_parquet(snapshot),
+        lambda: builds.build_touchpoints(r, config, manifest),
+        manifest["as_of"],
+        definition,
+        sample,
+    )
+    return {
+        "id": definition.id,
+        "name": definition.name,
+        "as_of": manifest["as_of"],
+        "snapshot": snapshot.name,
+        "members": found["members"],
+        "persons": total,
+        "share": found["members"] / total if total else 0.0,
+        **found,
+    }
+
+
+def evaluate_preview(
+    matrix: pl.LazyFrame,
+    touchpoints: Callable[[], pl.LazyFrame],
+    as_of: int,
+    definition: SegmentDefinition,
+    sample: int = SAMPLE,
+) -> dict[str, Any]:
+    """Return the members, breakdowns, counts per condition and the highest-scoring
+    members of a definition over these matrix rows (``touchpoints`` read only for a
+    ``did``): the whole matrix for :func:`preview`, a sample of it for an estimate."""
     found = conditions(definition.where, definition.source["where"])
-    tree = {"_in": definition.where}
-    matrix = pl.scan_parquet(snapshot)
-    if all_dids(tree):
-        touchpoints = builds.build_touchpoints(r, config, manifest)
-        counts = did_counts(touchpoints, all_dids(tree), as_of)
-        matrix = matrix.join(counts, on="person_id", how="left")
-    shown = ["person_id", "email", "tier", "stage", "score", "channels", "top_interest"]
+    dids = all_dids({"_in": definition.where})
+    if dids:
+        matrix = matrix.join(did_counts(touchpoints(), dids, as_of), on="person_id", how="left")
     rows = (
         matrix.select(
-            *shown,
+            *SHOWN,
             compile_node(definition.where).alias("_in"),
             *(compile_node(node).alias(f"_c{i}") for i, (_, _, node) in enumerate(found)),
         )
         .filter(pl.col("_in"))
         .collect(engine="streaming")
     )
-    total = pl.scan_parquet(snapshot).select(pl.len()).collect().item()
-    top = rows.sort("score", "person_id", descending=[True, False], nulls_last=True).head(sample)
-    members = []
-    for row in top.iter_rows(named=True):
-        met = [{"path": p, "condition": w} for i, (p, w, _) in enumerate(found) if row[f"_c{i}"]]
-        members.append({k: row[k] for k in shown} | {"met": met})
     return {
-        "id": definition.id,
-        "name": definition.name,
-        "as_of": as_of,
-        "snapshot": snapshot.name,
         "members": rows.height,
-        "persons": total,
-        "share": rows.height / total if total else 0.0,
         "by_tier": _breakdown(rows, "tier"),
         "by_stage": _breakdown(rows, "stage"),
         "by_channel": _breakdown(rows.explode("channels"), "channels"),
@@ -67,8 +82,18 @@ def preview(
             {"path": p, "condition": w, "members_meeting": int(rows[f"_c{i}"].sum())}
             for i, (p, w, _) in enumerate(found)
         ],
-        "sample": members,
+        "sample": _top_members(rows, found, sample),
     }
+
+
+def _top_members(rows: pl.DataFrame, found: list, sample: int) -> list[dict[str, Any]]:
+    """The highest-scoring members with the conditions each met."""
+    top = rows.sort("score", "person_id", descending=[True, False], nulls_last=True).head(sample)
+    members = []
+    for row in top.iter_rows(named=True):
+        met = [{"path": p, "condition": w} for i, (p, w, _) in enumerate(found) if row[f"_c{i}"]]
+        members.append({k: row[k] for k in SHOWN} | {"met": met})
+    return members
 
 
 def _breakdown(rows: pl.DataFrame, column: str) -> dict[str, int]:

@@ -54,10 +54,29 @@ def builder_yaml(text: str) -> str:
     return condition_yaml(part_data(Part("raw", {"json": text})))
 
 
+@bp.app_template_global("builder_rough")
+def builder_rough(value: int, margin: int) -> int:
+    """Return an estimate rounded as far as its margin allows (two digits of the margin)."""
+    unit = _unit(margin)
+    return round(value / unit) * unit
+
+
+@bp.app_template_global("builder_margin")
+def builder_margin(margin: int) -> int:
+    """Return an estimate's margin rounded up to two significant digits."""
+    unit = _unit(margin)
+    return -(-margin // unit) * unit
+
+
+def _unit(margin: int) -> int:
+    return 10 ** max(0, len(str(max(0, int(margin)))) - 2)
+
+
 @bp.get("/")
 def new() -> str:
     """Show an empty builder for a new segment."""
     draft = empty_draft()
+    _warm()
     return _page(draft, check_draft(draft))
 
 
@@ -67,6 +86,7 @@ def edit(sid: str) -> str | tuple[str, int]:
     stored = definitions.get_segment(current_deps().redis, sid)
     if stored is None:
         abort(404)
+    _warm()
     try:
         draft = data_draft(stored.definition.source, stored=sid)
     except FormError as exc:
@@ -154,7 +174,13 @@ def _live(template: str, compute: Any) -> str:
     except LookupError:
         return render_template(template, found=None, invalid=False)
     where = draft_data(draft)[1]
-    return render_template(template, found=found, invalid=False, where=where)
+    return render_template(template, found=found, invalid=False, where=where, urls=_urls())
+
+
+def _warm() -> None:
+    """Have the sample for estimates read while the marketer starts (see builderlive)."""
+    deps = current_deps()
+    builderlive.warm(deps.config, deps.redis)
 
 
 def _computed(checked: Checked) -> dict[str, Any]:

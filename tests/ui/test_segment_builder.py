@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 
 import pytest
 
@@ -309,3 +311,86 @@ def test_the_yaml_view_reads_back_as_the_same_data() -> None:
     assert json.dumps(load_yaml(definition_yaml(data), "t"), sort_keys=True) == json.dumps(
         data, sort_keys=True
     )
+
+
+@pytest.fixture
+def busy_background():
+    """Hold the builder's background thread busy (a job that waits) until released."""
+    from dmp.ui import builderlive
+
+    release, key = threading.Event(), f"blocker-{time.time_ns()}"
+    builderlive.BACKGROUND.submit(key, lambda: release.wait(60) and {})
+    while builderlive.BACKGROUND.running != key:  # made, not waiting: nothing drops it
+        time.sleep(0.01)
+    yield release
+    release.set()
+    builderlive.BACKGROUND.wait(60)
+
+
+def test_a_large_matrix_is_estimated_first_then_exact(
+    as_marketer, redis, config, runner, monkeypatch, busy_background
+) -> None:
+    """Past EXACT_BELOW persons the preview and plan first say an estimate from the
+    build's sample (marked, with its margin, asking again), then the exact figures the
+    core computes replace it."""
+    from dmp.membership import previewsample
+    from dmp.membership.plan import plan
+    from dmp.membership.preview import preview
+    from dmp.ui import builderlive
+
+    run_synth(runner, 150, 30, seed=3)
+    assert runner.invoke(cli, ["matrix", "build"]).exit_code == 0
+    monkeypatch.setattr(previewsample, "EXACT_BELOW", 0)
+    monkeypatch.setattr(previewsample, "TARGET", 60)
+    first = as_marketer.post(f"{BUILDER}/preview", FORM).get_data(as_text=True)
+    assert "Preparing a sample" in first and 'class="exact-poll"' in first
+    previewsample.wait_for_samples(60)
+    estimated = as_marketer.post(f"{BUILDER}/preview", FORM).get_data(as_text=True)
+    assert "≈" in estimated and "the exact count follows" in estimated
+    assert 'class="exact-poll"' in estimated and "(±" in estimated
+    german = as_marketer.post(f"{BUILDER}/plan", FORM, headers={"Accept-Language": "de"})
+    assert "Geschätzt aus einer Stichprobe" in german.get_data(as_text=True)
+    busy_background.set()
+    builderlive.BACKGROUND.wait(60)
+    (definition,) = load_definitions(YAML)
+    expected = preview(redis, config, definition)
+    exact = as_marketer.post(f"{BUILDER}/preview", FORM).get_data(as_text=True)
+    assert f'<span class="figure">{expected["members"]:,}</span>' in exact
+    assert 'class="exact-poll"' not in exact and "≈" not in exact
+    (entry,) = plan(redis, config, [definition])["segments"]
+    planned = as_marketer.post(f"{BUILDER}/plan", FORM).get_data(as_text=True)
+    assert f"Would enter: {entry['added']:,}" in planned and "exact-poll" not in planned
+
+
+def test_a_small_matrix_is_exact_at_once(as_marketer, runner) -> None:
+    """Under EXACT_BELOW persons the first answer is exact: nothing estimated, no asking."""
+    run_synth(runner, 60, 20)
+    assert runner.invoke(cli, ["matrix", "build"]).exit_code == 0
+    for part in ("preview", "plan"):
+        shown = as_marketer.post(f"{BUILDER}/{part}", FORM).get_data(as_text=True)
+        assert "computed in" in shown and "exact-poll" not in shown and "≈" not in shown, part
+
+
+def test_the_background_keeps_the_newest_asked() -> None:
+    """While one exact answer is made, only the newest WAITING asked wait; the older are
+    dropped (asked again, they queue again); a failure is kept and said."""
+    from dmp.ui.builderlive import WAITING, Background, Memo
+
+    memo, release = Memo(), threading.Event()
+    background = Background(memo)
+    background.submit("slow", lambda: release.wait(60) and {"n": -1})
+    while background.running != "slow":
+        time.sleep(0.01)
+    for n in range(WAITING + 1):
+        background.submit(f"k{n}", lambda n=n: {"n": n})
+    release.set()
+    background.wait(60)
+    assert memo.peek("slow") == {"n": -1} and memo.peek("k0") is None
+    assert [memo.peek(f"k{n}") for n in range(1, WAITING + 1)] == [
+        {"n": n} for n in range(1, WAITING + 1)
+    ]
+    background.submit("k0", lambda: {"n": 0})
+    background.submit("bad", lambda: 1 / 0)
+    background.wait(60)
+    assert memo.peek("k0") == {"n": 0} and memo.peek("bad") is None
+    assert "ZeroDivisionError" in (background.failure("bad") or "")

@@ -49,8 +49,7 @@ def test_a_segment_built_with_the_form_in_german(
         page.check("builder-preview-de")
         page.get_by_role("button", name="Segment speichern").click()
         page.wait_for_url(re.compile(r"/ui/segments/heisse-leads$"))
-        if "Diese Seite gibt es nicht" in page.content():
-            page.errors.clear()  # the segment pages are another area's (not there yet)
+        page.get_by_role("heading", name="Heiße Leads").first.wait_for()
     stored = definitions.get_segment(redis, "heisse-leads")
     assert stored is not None and stored.definition.name == "Heiße Leads"
     assert stored.definition.source["where"]["all"][2] == {"any": [{"channel": "email"}]}
@@ -81,3 +80,46 @@ def test_problems_and_kept_conditions_in_english_at_phone_width(
         page.locator("#err-w-2", has_text="expected a number").wait_for()
         assert "where.all[2].score.gte" in page.locator("#check-summary").inner_text()
         page.check("builder-problem-en-phone")
+
+
+def test_the_estimate_is_replaced_by_the_exact_count(
+    chromium: Browser, live_url: str, users, runner, redis, config, monkeypatch
+) -> None:
+    """Past EXACT_BELOW persons the page first shows an estimate from the sample (marked,
+    with its margin), then, without a reload, the exact count the core computes."""
+    import threading
+    import time
+
+    from dmp.membership import previewsample
+    from dmp.membership.preview import preview
+    from dmp.ui import builderlive
+    from segments.definition import load_definitions
+
+    run_synth(runner, 80, 20, seed=5)
+    assert runner.invoke(cli, ["matrix", "build"]).exit_code == 0
+    text = "id: known\nname: Known\nwhere: {all: [{tier: {gte: low}}]}"
+    apply_segments(redis, text)
+    monkeypatch.setattr(previewsample, "EXACT_BELOW", 0)
+    monkeypatch.setattr(previewsample, "TARGET", 30)
+    release, key = threading.Event(), f"blocker-{time.time_ns()}"
+    builderlive.BACKGROUND.submit(key, lambda: release.wait(60) and {})  # busy till released
+    while builderlive.BACKGROUND.running != key:
+        time.sleep(0.01)
+    try:
+        with chromium.page(live_url) as page:
+            page.log_in(users[Role.MARKETER], PASSWORD)
+            page.goto("/ui/segments/builder/known")
+            note = page.locator("#preview .estimate-note", has_text="exact count follows")
+            note.wait_for()
+            assert page.locator("#preview .figure.estimate").inner_text().startswith("≈")
+            page.locator("#plan .estimate-note").wait_for()
+            release.set()
+            page.locator("#preview .figure:not(.estimate)").wait_for(timeout=30_000)
+            (definition,) = load_definitions(text)
+            expected = preview(redis, config, definition)["members"]
+            assert page.locator("#preview .figure").inner_text() == f"{expected:,}"
+            page.locator("#plan", has_text="computed in").wait_for(timeout=30_000)
+            assert page.locator("#preview .estimate-note").count() == 0
+    finally:
+        release.set()
+        builderlive.BACKGROUND.wait(60)
