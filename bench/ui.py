@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 
 import polars as pl
@@ -146,6 +147,28 @@ def fill(r, config, persons: int) -> dict:
     return {"segment": largest, "small": smallest, "person": known[0], "email": known[1]}
 
 
+def settle(data_dir: Path) -> None:
+    """Make what the pages make on their first look (the overlap of the run, the overview's
+    counts, the builder's sample): the rounds time pages as marketers see them after."""
+    from dmp.config import load_config
+    from dmp.matrix import summary
+    from dmp.matrix.snapshots import latest_build
+    from dmp.membership import overlaps, previewsample
+    from dmp.storage import redisserver
+
+    config = load_config({"data_dir": data_dir}, env={})
+    server = redisserver.attach_embedded(data_dir)
+    r = redisserver.connect(server.url)
+    started = time.perf_counter()
+    overlaps.count_overlap(config)
+    summary.latest_summary(config, inline_bytes=1 << 40)
+    snapshot, manifest = latest_build(config)
+    previewsample.write_sample(r, config, snapshot, manifest)
+    print(f"settled (overlap, counts, sample) in {time.perf_counter() - started:.0f} s")
+    r.close()
+    redisserver.stop_if_last(server)
+
+
 def latest(config) -> Path:
     """Return the latest matrix snapshot."""
     from dmp.matrix.snapshots import latest_build
@@ -200,6 +223,8 @@ def log_in(base: str) -> requests.Session:
         timeout=30,
     )
     assert res.status_code == 303, f"login answered {res.status_code}"
+    page = session.get(f"{base}/ui/", timeout=30).text
+    session.headers["X-CSRFToken"] = re.search(r'name="csrf-token" content="([^"]+)"', page)[1]
     return session
 
 
@@ -230,6 +255,61 @@ def pages(sample: dict) -> dict[str, str]:
     }
 
 
+class FormFields(HTMLParser):
+    """The fields a browser would send of the form with id ``form_id``."""
+
+    def __init__(self, form_id: str) -> None:
+        super().__init__()
+        self.form_id, self.inside, self.fields = form_id, False, []
+        self.select: str | None = None
+        self.area: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        """Note the form's inputs, selected options and text areas."""
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.inside = a.get("id") == self.form_id
+        elif not self.inside or "name" not in a and tag != "option":
+            return
+        elif tag == "input" and (a.get("type") not in ("checkbox", "radio") or "checked" in a):
+            self.fields.append((a["name"], a.get("value", "")))
+        elif tag == "select":
+            self.select = a["name"]
+        elif tag == "option" and self.select and "selected" in a:
+            self.fields.append((self.select, a.get("value", "")))
+        elif tag == "textarea":
+            self.area = a["name"]
+
+    def handle_endtag(self, tag: str) -> None:
+        """Leave selects and text areas."""
+        if tag == "select":
+            self.select = None
+        elif tag == "textarea":
+            self.area = None
+
+    def handle_data(self, data: str) -> None:
+        """Keep a text area's text."""
+        if self.area:
+            self.fields.append((self.area, data))
+            self.area = None
+
+
+def builder_fields(session: requests.Session, base: str, sid: str) -> list[tuple[str, str]]:
+    """Return what the builder's form of segment ``sid`` sends (as htmx does)."""
+    parser = FormFields("builder")
+    parser.feed(session.get(f"{base}/ui/segments/builder/{sid}", timeout=60).text)
+    return parser.fields
+
+
+def timed_post(session: requests.Session, url: str, data: list) -> tuple[float, int]:
+    """Return (ms, status) of one htmx-like POST with the session's CSRF token."""
+    headers = {"X-CSRFToken": session.headers.get("X-CSRFToken", ""), "HX-Request": "true"}
+    started = time.perf_counter()
+    res = session.post(url, data=data, headers=headers, allow_redirects=False, timeout=60)
+    _ = res.content
+    return (time.perf_counter() - started) * 1000, res.status_code
+
+
 def timed_get(session: requests.Session, url: str) -> tuple[float, int]:
     """Return (ms, status) of one GET, the body read to its end."""
     started = time.perf_counter()
@@ -245,19 +325,31 @@ def p95(values: list[float]) -> float:
 
 
 def measure(base: str, paths: dict[str, str], rounds: int) -> dict[str, dict]:
-    """Time every page and /healthz over ``rounds`` rounds; return figures per label."""
+    """Time every page, the builder's live answers and /healthz over ``rounds`` rounds;
+    return figures per label."""
+    from dmp.synth import example_segments
+
     session = log_in(base)
-    times: dict[str, list[float]] = {label: [] for label in [*paths, "/healthz"]}
+    live = ("builder: check", "builder: preview", "builder: plan")
+    times: dict[str, list[float]] = {label: [] for label in [*paths, *live, "/healthz"]}
     statuses: dict[str, int] = {}
     for _ in range(2):
         for label, path in paths.items():
             statuses[label] = timed_get(session, base + path)[1]
     labels = list(paths)
+    sids = [d["id"] for d in example_segments(50)]
     for n in range(rounds):
         for label in labels[n % len(labels) :] + labels[: n % len(labels)]:
             ms, statuses[label] = timed_get(session, base + paths[label])
             times[label].append(ms)
             times["/healthz"].append(timed_get(session, base + "/healthz")[0])
+        # A definition not asked about before (each round another segment's): the answer
+        # a marketer gets while editing, not a cached one.
+        fields = builder_fields(session, base, sids[n % len(sids)])
+        for label in live:
+            url = f"{base}/ui/segments/builder/{label.split(': ')[1]}"
+            ms, statuses[label] = timed_post(session, url, fields)
+            times[label].append(ms)
     return {
         label: {
             "median_ms": statistics.median(values),
@@ -294,6 +386,7 @@ def main() -> None:
     source = source_folder(args.persons, args.touchpoints)
     data_dir = ROOT / "bench" / "data" / f"ui-{args.persons}-{args.touchpoints}"
     sample = prepare(data_dir, source)
+    settle(data_dir)
     target = Target("dmp", [sys.executable, "-m", "dmp", "serve", "--no-ingest"], data_dir)
     target.cmd += ["--workers", "1", "--threads", "2"]
     start(target, {"PATH": str(Path(sys.executable).parent), "HOME": str(Path.home())})
