@@ -96,6 +96,7 @@ def error_page(exc: HTTPException) -> Response:
         404: _("This page does not exist"),
         405: _("This page does not take that"),
         413: _("That was too large"),
+        503: _("dmp cannot reach its database just now: please try again in a moment"),
     }
     title = titles.get(code, _("Something went wrong"))
     body = render_template("ui/error.html", code=code, title=title, detail=exc.description)
