@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 import threading
 
+from playwright.sync_api import expect
+
 from dmp.access.users import Role
 from dmp.membership import runs
 from exporters import schedule
@@ -41,6 +43,7 @@ def test_a_marketer_finds_a_person_builds_a_segment_and_sends_it(
         page.get_by_role("heading", name="Neues Segment").wait_for()
         page.get_by_label("Segment-ID").fill("bekannte-kontakte")
         page.get_by_label("Name", exact=True).fill("Bekannte Kontakte")
+        expect(page.locator("#yaml")).to_have_value(re.compile(r"id: bekannte-kontakte"))
         page.locator("#preview .figure").wait_for()  # tier ≥ medium: the form's first condition
         page.locator("#plan", has_text="Würden hinzukommen").wait_for()
         assert page.locator("#preview .figure").inner_text().strip() == "3"
