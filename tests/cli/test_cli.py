@@ -24,7 +24,10 @@ def test_sites_add_prints_the_write_key_last(runner, redis):
     key = result.output.strip().splitlines()[-1]
     site = sites.SiteCache(redis, 0).site_for_key(key)
     assert site is not None and site.domains == ("www.acme.de",)
-    assert key not in str(redis.hgetall("dmp:site:acme-gmbh"))  # stored hashed only
+    stored = redis.hgetall("dmp:site:acme-gmbh")
+    assert stored["write_key"] != key  # looked up by its digest
+    # Public (every page with the tag shows it): kept readable for the UI's snippets.
+    assert stored["public_write_key"] == key
 
 
 def test_sites_list_json_and_remove(runner, redis, site):

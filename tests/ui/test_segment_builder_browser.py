@@ -32,6 +32,8 @@ def test_a_segment_built_with_the_form_in_german(
         page.get_by_label("Name", exact=True).fill("Heiße Leads")
         page.select_option("#w-add", "number")
         page.get_by_role("button", name="Bedingung hinzufügen").last.click()
+        page.locator("#w-1-value").wait_for()
+        page.wait_for_load_state("networkidle")  # a person types after the form is redrawn
         page.locator("#w-1-value").fill("10")
         page.get_by_role("button", name="Gruppe hinzufügen").last.click()
         page.locator("#w-2-0-kind").wait_for()
@@ -75,6 +77,8 @@ def test_problems_and_kept_conditions_in_english_at_phone_width(
         page.check("builder-edit-en-phone")
         page.select_option("#w-add", "number")
         page.get_by_role("button", name="Add condition").last.click()
+        page.locator("#w-2-value").wait_for()
+        page.wait_for_load_state("networkidle")  # a person types after the form is redrawn
         page.locator("#w-2-value").fill("lots")
         expect(page.locator("#yaml")).to_have_value(re.compile(r"score: \{gte: lots\}"))
         page.locator("#err-w-2", has_text="expected a number").wait_for()

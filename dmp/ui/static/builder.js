@@ -17,10 +17,18 @@
     var button = document.getElementById("rebuild");
     if (button) button.click();
   });
+  // Typing while a redrawn form settles would reach a checker htmx has not wired yet (the
+  // check would be lost): it is asked for once the new form has settled.
+  var settling = false, owed = false;
+  var check = function () { if (window.htmx) window.htmx.trigger("#checker", "dmp-check"); };
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    if (event.detail.target && event.detail.target.id === "builder") settling = true;
+  });
   document.addEventListener("input", function (event) {
     var el = event.target;
     if (!inForm(el) || el.tagName === "SELECT" || reshapes(el)) return;
-    if (window.htmx) window.htmx.trigger("#checker", "dmp-check");
+    if (settling) { owed = true; return; }
+    check();
   });
   // Answers carry slot texts (problems beside their condition, members meeting each).
   var fill = function () {
@@ -46,6 +54,10 @@
   });
   document.addEventListener("htmx:afterSettle", function () {
     fill();
+    if (settling) {
+      settling = false;
+      if (owed) { owed = false; check(); }
+    }
     document.querySelectorAll("[aria-busy]").forEach(function (el) {
       if (!el.querySelector(".computing")) el.removeAttribute("aria-busy");
     });
