@@ -60,9 +60,13 @@ def sites_list(obj: Context, as_json: bool) -> None:
             ]
         )
         return
+    if not found:
+        click.echo("no sites (dmp sites add NAME --domain D)")
+        return
+    click.echo(f"{'SITE':<24} {'DOMAINS':<40} {'CREATED':<25} KEEPS")
     for s in found:
-        kept = f"  keeps {','.join(sorted(s.keep_params))}" if s.keep_params else ""
-        click.echo(f"{s.site_id:<24} {','.join(s.domains):<40} {s.created}{kept}")
+        kept = ",".join(sorted(s.keep_params)) or "-"
+        click.echo(f"{s.site_id:<24} {','.join(s.domains):<40} {s.created:<25} {kept}")
 
 
 @sites_group.command("keep-params")
@@ -111,13 +115,17 @@ def keys_group() -> None:
 def keys_create(obj: Context, scope: str, name: str, audiences: str, site_id: str) -> None:
     """Create an API key; it is printed on the last line (shown only once).
 
-    A partner key (an ad tool) sees only the audiences given:
-    ``dmp keys create --scope partner --audiences hot-leads,dach --name "DSP X"``.
+    A partner key (an ad tool) sees only the audiences given, for example:
+
+    \b
+      dmp keys create --scope partner --audiences hot-leads,dach --name "DSP X"
 
     A server key is a site's secret key for its own servers (Segment's server SDKs):
     what they send is trusted, where the site's public write key (in every page) only
     makes claims that cannot grant consent for, or change, what trusted sources said:
-    ``dmp keys create --scope server --site acme-gmbh --name "shop backend"``.
+
+    \b
+      dmp keys create --scope server --site acme-gmbh --name "shop backend"
     """
     shared = tuple(dict.fromkeys(a.strip() for a in audiences.split(",") if a.strip()))
     if (scope == apikeys.Scope.PARTNER.value) != bool(shared):
@@ -156,10 +164,13 @@ def keys_list(obj: Context, as_json: bool) -> None:
             ]
         )
         return
+    if not found:
+        click.echo("no keys (dmp keys create --scope admin|import|partner|server)")
+        return
+    click.echo(f"{'ID':<12}  {'SCOPE':<8} {'CREATED':<25} {'NAME':<20} FOR")
     for k in found:
-        shared = f"  [{', '.join(k.audiences)}]" if k.audiences else ""
-        shared += f"  (site {k.site})" if k.site else ""
-        click.echo(f"{k.key_hash[:12]}  {k.scope.value:<8} {k.created}  {k.name}{shared}")
+        shared = ", ".join(k.audiences) or (f"site {k.site}" if k.site else "-")
+        click.echo(f"{k.key_hash[:12]}  {k.scope.value:<8} {k.created:<25} {k.name:<20} {shared}")
 
 
 @keys_group.command("revoke")

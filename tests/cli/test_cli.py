@@ -38,6 +38,34 @@ def test_sites_list_json_and_remove(runner, redis, site):
     assert sites.SiteCache(redis, 0).site_for_key(site[1]) is None
 
 
+def test_sites_and_keys_lists_have_a_header_row(runner, redis, site):
+    """`sites list` and `keys list` start with a header naming their columns, and say so
+    when there is nothing to list."""
+    lines = runner.invoke(cli, ["sites", "list"]).output.splitlines()
+    assert lines[0].split() == ["SITE", "DOMAINS", "CREATED", "KEEPS"]
+    assert lines[1].split()[:2] == ["acme-gmbh", "acme.de,localhost"]
+    assert runner.invoke(cli, ["keys", "list"]).output.startswith("no keys")
+    runner.invoke(cli, ["keys", "create", "--scope", "server", "--site", "acme-gmbh"])
+    lines = runner.invoke(cli, ["keys", "list"]).output.splitlines()
+    assert lines[0].split() == ["ID", "SCOPE", "CREATED", "NAME", "FOR"]
+    assert lines[1].split()[1] == "server" and lines[1].endswith("site acme-gmbh")
+
+
+def _commands(group, path=()):
+    """Yield (path, command) for every command under a click group."""
+    for name, command in sorted(group.commands.items()):
+        yield (*path, name), command
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*path, name))
+
+
+def test_help_texts_are_plain_text(runner):
+    """No `--help` shows reStructuredText markup (double backquotes, :func: roles)."""
+    for path, _ in _commands(cli):
+        text = runner.invoke(cli, [*path, "--help"]).output
+        assert "``" not in text and ":func:" not in text and ":class:" not in text, path
+
+
 def test_keys_create_list_revoke(runner, redis):
     """`keys create` prints a working admin key last; list shows its id; revoke ends it."""
     result = runner.invoke(cli, ["keys", "create", "--scope", "admin", "--name", "ops"])
