@@ -9,7 +9,7 @@ import click
 import redis
 
 from dmp.config import Config
-from dmp.storage.redisserver import connect_config
+from dmp.storage.redisserver import answers, connect_config, locate_server
 
 
 class Context:
@@ -23,6 +23,7 @@ class Context:
     def redis(self) -> redis.Redis:
         """Return the Redis client (connecting, or starting the embedded server, once)."""
         if self._redis is None:
+            self.say_where()
             client = connect_config(self.config)
             try:
                 client.ping()
@@ -30,6 +31,22 @@ class Context:
                 raise click.ClickException(f"cannot reach Redis: {exc}") from None
             self._redis = client
         return self._redis
+
+    def say_where(self) -> None:
+        """Say on stderr which data dir a command uses when no server runs for it (the
+        command starts the dir's embedded Redis; in a new dir, an empty store)."""
+        if self.config.redis_url:
+            return
+        server = locate_server(self.config.data_dir)
+        if answers(server):
+            return
+        new = "" if server.directory.exists() else ", a new and empty one"
+        click.echo(
+            f"dmp: no dmp server runs for the data dir {self.config.data_dir.resolve()}{new}: "
+            "this command starts its embedded Redis (`dmp serve` there keeps one running; "
+            "--data-dir or DMP_DATA_DIR picks another dir, DMP_REDIS_URL another server)",
+            err=True,
+        )
 
 
 pass_ctx = click.make_pass_decorator(Context)

@@ -9,11 +9,13 @@ import sys
 
 import pytest
 import redis as redis_lib
+from click.testing import CliRunner
 
 from dmp.access import sites
 from dmp.access.apikeys import Scope, check_key
 from dmp.cli import cli
 from dmp.ingest import spool
+from dmp.storage import redisserver
 from tests.factories import make_hit, send_hits
 
 
@@ -158,3 +160,21 @@ def test_help_explains_each_command(args):
         [sys.executable, "-m", "dmp", *args, "--help"], capture_output=True, text=True
     )
     assert done.returncode == 0 and "Usage: dmp" in done.stdout
+
+
+def test_a_command_in_a_dir_without_a_server_says_which_dir_it_uses(tmp_path):
+    """Run where no server runs, a command says on stderr which data dir it uses and that
+    it is new and empty; run again there while that server still runs, it says nothing."""
+    data_dir = tmp_path / "somewhere" / "dmp-data"
+    runner = CliRunner(env={"DMP_DATA_DIR": str(data_dir), "DMP_REDIS_URL": ""})
+    first = runner.invoke(cli, ["status", "--json"])
+    assert first.exit_code == 0, first.output
+    assert f"no dmp server runs for the data dir {data_dir}, a new and empty one" in first.stderr
+    assert json.loads(first.stdout)["events_stored"] == 0
+    server = redisserver.locate_server(data_dir)
+    try:
+        assert redisserver.answers(server)  # the command's server, not stopped yet
+        again = runner.invoke(cli, ["status", "--json"])
+        assert again.exit_code == 0 and "no dmp server runs" not in again.stderr
+    finally:
+        redisserver.stop_if_last(server)
