@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from segments.language import Node, parse_where
-from segments.rules import RuleError
+from segments.rules import RuleError, RuleErrors
 from segments.yamltext import load_yaml_documents
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9\-]{0,63}$")
@@ -76,12 +76,22 @@ def parse_definition(data: Any, path: str = "segment", *, new: bool = True) -> S
 
 
 def load_definitions(text: str, source: str = "file") -> list[SegmentDefinition]:
-    """Return every definition in a YAML/JSON text (ids must not repeat)."""
+    """Return every definition in a YAML/JSON text (ids must not repeat); RuleErrors
+    names every definition that cannot be used."""
     documents = [d for d in load_yaml_documents(text, source) if d is not None]
     items = [i for d in documents for i in (d if isinstance(d, list) else [d])]
     if not items:
         raise RuleError(source, "no segment definition in it")
-    found = [parse_definition(item, f"{source}[{n}]") for n, item in enumerate(items)]
+    found, errors = [], []
+    for n, item in enumerate(items):  # every bad definition is reported, not just the first
+        where = f"{source}[{n}]"
+        try:
+            found.append(parse_definition(item, where))
+        except RuleError as exc:  # each problem names its file and definition
+            named = exc.path.startswith(source)
+            errors.append(exc if named else RuleError(f"{where}.{exc.path}", exc.problem))
+    if errors:
+        raise RuleErrors(errors)
     ids = [d.id for d in found]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:

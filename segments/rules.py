@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -30,6 +30,15 @@ class RuleError(ValueError):
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}")
         self.path, self.problem = path, problem
+
+
+class RuleErrors(RuleError):
+    """Several definitions that cannot be used: every problem, in the order found."""
+
+    def __init__(self, errors: Sequence[RuleError]) -> None:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(errors[0].path, f"{errors[0].problem}{more}")
+        self.errors = tuple(errors)
 
 
 class Op(str, Enum):

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from dmp.cli.context import Context, bar, fail, pass_ctx, print_json
+from dmp.cli.context import Context, bar, error_line, fail, pass_ctx, print_json
 from dmp.membership import definitions, results
 from dmp.storage import locks
 from segments.definition import SegmentDefinition, load_definitions
-from segments.rules import RuleError
+from segments.rules import RuleError, RuleErrors
 
 
 @click.group("segments")
@@ -198,18 +198,32 @@ def _read_definitions(path: Path) -> list[SegmentDefinition]:
     if not files:
         fail(f"{path}: no .yaml, .yml or .json files in it")
     found: list[SegmentDefinition] = []
+    problems: list[RuleError] = []
     for file in files:
         try:
             found += load_definitions(file.read_text(encoding="utf-8"), str(file))
         except (OSError, UnicodeDecodeError) as exc:
             fail(f"cannot read {file}: {exc}")
+        except RuleErrors as exc:
+            problems += exc.errors
         except RuleError as exc:
-            fail(str(exc))
+            problems.append(exc)
+    if problems:
+        _fail_all(problems)
     ids = [d.id for d in found]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
         fail(f"{path}: segment {twice[0]!r} is defined in more than one file")
     return found
+
+
+def _fail_all(problems: list[RuleError]) -> None:
+    """Print every problem on a line of its own (each names its file), then exit 2."""
+    if len(problems) == 1:
+        fail(str(problems[0]))
+    for problem in problems:
+        click.echo(f"dmp: {error_line(str(problem))}", err=True)
+    fail(f"{len(problems)} segment definitions cannot be used (above); nothing was stored")
 
 
 @segments_group.command("preview")

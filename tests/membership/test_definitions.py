@@ -86,6 +86,25 @@ def test_bad_definitions_store_nothing(redis, main_argv, tmp_path, capsys, files
     assert definitions.list_segments(redis) == []
 
 
+def test_every_bad_definition_is_reported_with_its_file(redis, main_argv, tmp_path, capsys):
+    """Several bad definitions, in one file and in two: each has a line naming its file and
+    path, then one line saying nothing was stored; exit 2."""
+    (tmp_path / "a.yaml").write_text(
+        "- {id: Bad Id, where: {tier: high}}\n- {id: ok, where: {tier: high}}\n"
+        "- {id: y, where: {score: {gte: fifty}}}\n"
+    )
+    (tmp_path / "b.yaml").write_text("id: z\nwhere: {tier: high}\ncolour: red\n")
+    with pytest.raises(SystemExit) as ended:
+        main([*main_argv, "segments", "apply", str(tmp_path)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert ended.value.code == 2 and len(lines) == 4, lines
+    assert "a.yaml[0].id: expected lowercase" in lines[0]
+    assert "a.yaml[2].where.score.gte: expected a number" in lines[1]
+    assert "b.yaml[0].colour: unknown key" in lines[2]
+    assert "3 segment definitions cannot be used" in lines[3] and "nothing was stored" in lines[3]
+    assert definitions.list_segments(redis) == []
+
+
 def test_plan_shows_who_a_change_adds_and_removes(runner, redis, config, tmp_path):
     """`segments plan` evaluates the new and the stored version on the latest matrix."""
     run_synth(runner, 150, 40, 5)
