@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
 from dmp.cli.context import Context, bar, error_line, fail, pass_ctx, print_json
-from dmp.membership import definitions, results
+from dmp.membership import audience, definitions, results
+from dmp.records import Category
 from dmp.storage import locks
 from segments.definition import SegmentDefinition, load_definitions
 from segments.rules import RuleError, RuleErrors
@@ -172,20 +174,38 @@ def _print_failed(failed: dict[str, str]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
 def segments_members(obj: Context, segment_id: str, limit: int | None, as_json: bool) -> None:
-    """List a segment's members as of the last run, highest score first."""
-
+    """List a segment's members as of the last run, highest score first, and whether each
+    may be reached now for ads (an identifier with ads consent) and by email (an address
+    with email consent, not unsubscribed or bounced)."""
     found = results.member_rows(obj.config, segment_id, limit)
     if found is None:
         fail(f"no segment {segment_id!r} in the last run (apply it, then `dmp segments run`)")
+    reach = _reachable(obj, found["person_id"].to_list())
     if as_json:
-        print_json(found.to_dicts())
+        print_json([{**m, "reachable": reach[m["person_id"]]} for m in found.to_dicts()])
         return
+    click.echo(f"{'PERSON':<16}  {'EMAIL':<36} {'TIER':<7} {'STAGE':<9} {'SCORE':>7}  ADS EMAIL")
     for m in found.iter_rows(named=True):
         score = "-" if m["score"] is None else f"{m['score']:g}"
+        can = reach[m["person_id"]]
         click.echo(
-            f"{m['person_id']}  {m['email'] or '-':<36} {m['tier'] or '-':<7} "
-            f"{m['stage'] or '-':<9} score {score}"
+            f"{m['person_id']:<16}  {m['email'] or '-':<36} {m['tier'] or '-':<7} "
+            f"{m['stage'] or '-':<9} {score:>7}  {_yes(can['ads']):<3} {_yes(can['email'])}"
         )
+
+
+def _reachable(obj: Context, pids: list[str]) -> dict[str, dict[str, bool]]:
+    """Return, per person, whether the ads and the email channel may reach them now."""
+    chunks = [pids[i : i + audience.CHUNK] for i in range(0, len(pids), audience.CHUNK)]
+    reached: dict[str, set[str]] = {}
+    for channel in (Category.ADS, Category.EMAIL):
+        found = audience.stream_contacts(obj.redis, chunks, channel, Counter())
+        reached[channel.value] = {c.person_id for _, part in found for c in part}
+    return {p: {name: p in ids for name, ids in reached.items()} for p in pids}
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 def _read_definitions(path: Path) -> list[SegmentDefinition]:

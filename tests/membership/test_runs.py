@@ -209,6 +209,30 @@ def test_cli_run_and_members(synth, redis, runner, config, tmp_path):
     assert "engaged" in text and "entered" in text
 
 
+def test_cli_members_say_who_may_be_reached(redis, config, runner):
+    """`segments members` shows, per member, whether ads and email may reach them now: ads
+    with an identifier holding ads consent, email with an address holding email consent."""
+    from tests.exporters.test_sync import ingest_and_run, person
+
+    apply_segments(redis, "id: known\nwhere: {tier: {gte: medium}}")
+    ada = person("ada@acme.de")._replace(consent={"ads": True, "email": True})
+    hits = (
+        ada,
+        person("bob@acme.de"),
+        person("eve@acme.de", ads=False),
+    )
+    ingest_and_run(redis, config, *hits)
+    listed = json.loads(runner.invoke(cli, ["segments", "members", "known", "--json"]).output)
+    reach = {m["email"]: m["reachable"] for m in listed}
+    assert reach["ada@acme.de"] == {"ads": True, "email": True}
+    assert reach["bob@acme.de"] == {"ads": True, "email": False}
+    assert reach["eve@acme.de"] == {"ads": False, "email": False}
+    text = runner.invoke(cli, ["segments", "members", "known"]).output.splitlines()
+    assert text[0].split()[-2:] == ["ADS", "EMAIL"]
+    eve = next(line for line in text if "eve@acme.de" in line)
+    assert eve.split()[-2:] == ["no", "no"]
+
+
 def test_cli_members_of_unknown_segment(redis, main_argv, capsys):
     with pytest.raises(SystemExit) as ended:
         main([*main_argv, "segments", "members", "nope"])
