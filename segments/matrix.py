@@ -44,7 +44,18 @@ TOUCHPOINT_SCHEMA = {
     "properties": pl.Utf8,
 }
 PROFILE_TRAITS = ("company", "job_title", "employees", "industry", "country")
+# The matrix's moments, epoch ms in a snapshot (what the rule language compares); an
+# export shows them as timestamps (see moments_as_timestamps).
+MOMENTS = ("stage_since", "first_seen", "last_seen")
 POINT = pl.Struct({"rule": pl.Utf8, "points": pl.Float64})
+
+
+def moments_as_timestamps(matrix: pl.DataFrame) -> pl.DataFrame:
+    """Return the matrix with its moments as UTC timestamps (for people and other tools)."""
+    there = [name for name in MOMENTS if name in matrix.columns]
+    return matrix.with_columns(
+        pl.from_epoch(pl.col(n), "ms").dt.replace_time_zone("UTC") for n in there
+    )
 
 
 def build_matrix(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,7 +21,7 @@ from dmp.storage import keyspace
 from dmp.storage.csvfile import write_csv
 from dmp.storage.locks import Busy
 from segments.content import parse_catalog
-from segments.matrix import by_weight
+from segments.matrix import MOMENTS, by_weight, moments_as_timestamps
 from segments.rules import RuleError
 from segments.scoring import default_model_text, parse_model
 
@@ -157,15 +156,19 @@ def _snapshot(obj: Context) -> Path:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @pass_ctx
 def matrix_export(obj: Context, output: Path) -> None:
-    """Copy the latest snapshot out: .parquet as is, .csv with lists as JSON."""
+    """Write the latest snapshot out: .parquet with its moments as UTC timestamps, .csv
+    with them in ISO 8601 and lists as JSON."""
     source = _snapshot(obj)
     suffix = output.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         fail(f"{output}: give a .parquet or .csv file name")
+    frame = moments_as_timestamps(pl.read_parquet(source))
     if suffix == ".parquet":
-        shutil.copyfile(source, output)
+        frame.write_parquet(output, compression="zstd")
     else:
-        frame = pl.read_parquet(source)
+        frame = frame.with_columns(
+            pl.col(n).dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ") for n in MOMENTS if n in frame.columns
+        )
         nested = [n for n, t in frame.schema.items() if isinstance(t, pl.List | pl.Struct)]
         write_csv(
             frame.with_columns(

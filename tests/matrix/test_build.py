@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import polars as pl
 import pytest
@@ -91,16 +92,23 @@ def test_sales_stage_stands_and_show_explains(anna, runner, redis):
 
 
 def test_export_parquet_and_csv(anna, runner, tmp_path):
-    """Export copies the latest snapshot; CSV spells nested columns as JSON."""
+    """Export writes the latest snapshot with its moments as timestamps (ISO 8601 in CSV);
+    CSV spells nested columns as JSON."""
     assert runner.invoke(cli, ["matrix", "build", "--as-of", AS_OF]).exit_code == 0
     out = tmp_path / "m.parquet"
     assert runner.invoke(cli, ["matrix", "export", "-o", str(out)]).exit_code == 0
-    assert pl.read_parquet(out).height == 2
+    exported = pl.read_parquet(out)
+    assert exported.height == 2
+    for name in ("stage_since", "first_seen", "last_seen"):  # timestamps, not numbers
+        dtype = exported.schema[name]
+        assert isinstance(dtype, pl.Datetime) and dtype.time_zone == "UTC", name
     csv = tmp_path / "m.csv"
     assert runner.invoke(cli, ["matrix", "export", "-o", str(csv)]).exit_code == 0
-    frame = pl.read_csv(csv)
-    channels = frame.filter(pl.col("person_id") == anna)["channels"].item()
-    assert json.loads(channels) == ["retargeting"]
+    frame = pl.read_csv(csv, infer_schema=False)
+    row = frame.filter(pl.col("person_id") == anna).row(0, named=True)
+    assert json.loads(row["channels"]) == ["retargeting"]
+    for name in ("stage_since", "first_seen", "last_seen"):  # ISO 8601, in UTC
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", row[name]), row[name]
 
 
 def test_merged_persons_touchpoints_follow_them(redis, drain, runner, config):
