@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from collectors.snippets import pixel_snippet, tag_snippet
 from dmp.access import apikeys, sites
 from dmp.cli.context import Context, fail, pass_ctx, print_json
 from dmp.membership import definitions
@@ -85,6 +86,36 @@ def sites_keep_params(obj: Context, site_id: str, names: tuple[str, ...]) -> Non
         fail(str(exc))
     kept = ", ".join(["utm_*", *sorted(site.keep_params)])
     click.echo(f"site {site.site_id} keeps {kept}")
+
+
+@sites_group.command("snippet")
+@click.argument("site_id")
+@click.option(
+    "--url",
+    "base_url",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="Where browsers reach dmp (https://t.example.com in production).",
+)
+@pass_ctx
+def sites_snippet(obj: Context, site_id: str, base_url: str) -> None:
+    """Print the tag and the pixel for SITE_ID's pages, ready to paste.
+
+    The tag waits for the visitor's consent: call dmp.consent([...]) with the categories
+    they agreed to (analytics, ads, email). The pixel's CONSENT and PAGE_URL are for the
+    page to fill in; neither snippet grants any consent by itself.
+    """
+    if not base_url.startswith(("http://", "https://")) or len(base_url) > 200:
+        fail(f"--url: {base_url[:80]!r} is not an http(s) address")
+    if sites.get_site(obj.redis, site_id) is None:
+        fail(f"no site {site_id[:80]!r} (dmp sites list)")
+    key = sites.public_write_key(obj.redis, site_id)
+    if not key:
+        fail(f"{site_id}: its write key was not kept (added before dmp kept them); add it anew")
+    click.echo("<!-- dmp tag: in <head> -->")
+    click.echo(tag_snippet(base_url, key))
+    click.echo("<!-- dmp pixel: where scripts cannot run (an email, a page without the tag) -->")
+    click.echo(pixel_snippet(base_url, key))
 
 
 @sites_group.command("remove")

@@ -40,6 +40,23 @@ def test_sites_list_json_and_remove(runner, redis, site):
     assert sites.SiteCache(redis, 0).site_for_key(site[1]) is None
 
 
+def test_sites_snippet_prints_the_tag_and_pixel_without_a_grant(runner, site):
+    """`sites snippet` prints the site's tag and pixel with its write key and dmp's URL, and
+    grants no consent by itself; an unknown site or a bad URL exits 2 saying so."""
+    result = runner.invoke(cli, ["sites", "snippet", "acme-gmbh", "--url", "https://t.acme.de"])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert f'<script async src="https://t.acme.de/dmp.js" data-key="{site[1]}"></script>' in text
+    assert f"https://t.acme.de/p.gif?k={site[1]}&" in text
+    assert "consent=analytics" not in text and "consent=ads" not in text
+    for argv, said in (
+        (["sites", "snippet", "nope"], "no site 'nope'"),
+        (["sites", "snippet", "acme-gmbh", "--url", "x"], "is not an http(s) address"),
+    ):
+        bad = runner.invoke(cli, argv)
+        assert bad.exit_code == 2 and said in bad.stderr, argv
+
+
 def test_sites_and_keys_lists_have_a_header_row(runner, redis, site):
     """`sites list` and `keys list` start with a header naming their columns, and say so
     when there is nothing to list."""
