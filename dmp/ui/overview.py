@@ -29,6 +29,7 @@ from dmp.membership.results import run_records
 from dmp.records import FUNNEL, Stage, Tier
 from dmp.ui import charts
 from dmp.ui.i18n import language, number
+from dmp.ui.labels import label
 from dmp.ui.pages import page_blueprint
 from dmp.web.deps import current_deps
 from exporters import reports, settings
@@ -39,21 +40,6 @@ RUNS_SHOWN = 5
 SEGMENTS_SHOWN = 10
 SYNCS_SHOWN = 10
 DESTINATIONS_READ = 100  # newest report of at most this many destinations
-TIERS = {
-    Tier.UNKNOWN: _l("unknown"),
-    Tier.LOW: _l("low"),
-    Tier.MEDIUM: _l("medium"),
-    Tier.HIGH: _l("high"),
-}
-STAGES = {
-    Stage.LEAD: _l("Lead"),
-    Stage.MQL: _l("MQL"),
-    Stage.SAL: _l("SAL"),
-    Stage.SQL: _l("SQL"),
-    Stage.WON: _l("Won"),
-    Stage.LOST: _l("Lost"),
-    Stage.RECYCLED: _l("Recycled"),
-}
 STATUSES = {
     reports.Status.OK: _l("OK"),
     reports.Status.PARTIAL: _l("partial"),
@@ -98,7 +84,7 @@ def pyramid(counts: dict[str, Any]) -> dict[str, Any]:
     """Return the pyramid's rows (highest tier first), its total and its chart."""
     persons = counts["persons"]
     rows = [
-        {"tier": t.value, "label": TIERS[t], "count": persons.get(t.value, 0)}
+        {"tier": t.value, "label": label("tier", t.value), "count": persons.get(t.value, 0)}
         for t in (Tier.HIGH, Tier.MEDIUM, Tier.LOW)
     ]
     unknown = counts["events_aggregate"]
@@ -110,7 +96,7 @@ def pyramid(counts: dict[str, Any]) -> dict[str, Any]:
     # drawing (kept by charts.cached) need not; the numbers are in the table beside it.
     widest = max(values)
     shape = tuple(round(200 * v / widest) / 200 for v in values)
-    labels = [str(x) for x in TIERS.values()]
+    labels = [label("tier", t.value) for t in Tier]
     text = _("Involvement pyramid from unknown to high; the counts are in the table.")
     chart = charts.cached(
         ("pyramid", language(), shape), lambda: charts.pyramid(labels, shape, text)
@@ -124,11 +110,11 @@ def funnel_rows(funnel: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "stage": row["stage"],
-            "label": STAGES[Stage(row["stage"])],
+            "label": label("stage", row["stage"]),
             "persons": row["persons"],
             "median_days": row["median_days"],
             "conversion": onwards.get(row["stage"]),
-            "next": STAGES[Stage(onwards[row["stage"]]["to"])] if row["stage"] in onwards else "",
+            "next": label("stage", onwards[row["stage"]]["to"]) if row["stage"] in onwards else "",
             "path": Stage(row["stage"]) in FUNNEL,
         }
         for row in funnel["stages"]
@@ -141,7 +127,7 @@ def funnel_chart(funnel: dict[str, Any]) -> Markup | None:
     if not funnel["persons"] or not steps:
         return None
     reached = [steps[0]["reached_from"], *(step["reached_to"] for step in steps)]
-    labels = [str(STAGES[s]) for s in FUNNEL]
+    labels = [label("stage", s.value) for s in FUNNEL]
     text = _(
         "Funnel, persons who reached each stage: %(values)s", values=_described(labels, reached)
     )

@@ -15,9 +15,9 @@ from dmp.membership.results import latest_run
 from dmp.people.profiles import follow
 from dmp.people.search import MAX_QUERY, PERSON_ID, search_persons
 from dmp.storage import keyspace
+from dmp.ui.labels import label
 from dmp.ui.pages import page_blueprint
 from dmp.ui.personfilters import BadFilter, ListQuery, read_list_query, segment_members
-from dmp.ui.personlabels import label
 from dmp.ui.personview import MAX_SHOWN, TIMELINE_PAGE, person_view, timeline_page
 from dmp.web.deps import current_deps
 

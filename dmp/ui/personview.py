@@ -57,10 +57,10 @@ def person_view(r: redis.Redis, config: Config, pid: str, shown: int) -> PersonV
         pipe.lrange(keyspace.person(pid, consent_rules.LOG_FACET), 0, -1)
         pipe.lrange(keyspace.person(pid, "stages"), 0, -1)
         pipe.smembers(keyspace.person(pid, "segments"))
-        profile, idents, traits, proofs, stages, sids = pipe.execute()
+        pipe.zrevrange(keyspace.person(pid, "touchpoints"), 0, -1)  # timeline_cap at most
+        profile, idents, traits, proofs, stages, sids, kept = pipe.execute()
     if profile.get("tier") in (None, "merged"):
         return None
-    timeline, total = timeline_page(r, pid, 0, shown)
     row = snapshots.snapshot_row(config, pid)
     return PersonView(
         person_id=pid,
@@ -73,9 +73,9 @@ def person_view(r: redis.Redis, config: Config, pid: str, shown: int) -> PersonV
         consents=current_consents(profile, proofs),
         consent_history=consent_rules.history(proofs)[::-1],
         stages=lifecycle.parse_records(stages)[::-1],
-        tiers=tier_history(r, pid),
-        timeline=timeline,
-        timeline_total=total,
+        tiers=tier_history(kept),
+        timeline=[json.loads(member) for member in kept[:shown]],
+        timeline_total=len(kept),
         segments=_segment_names(r, sorted(sids)),
         row=row,
         rules=score_rules(r, row),
@@ -95,11 +95,10 @@ def timeline_page(
     return [json.loads(member) for member in members], total
 
 
-def tier_history(r: redis.Redis, pid: str) -> list[dict[str, Any]]:
-    """Return the person's tier promotions (when, from, to, source), newest first: the
-    worker writes each into the timeline, which keeps the latest ``timeline_cap``."""
-    members = r.zrevrange(keyspace.person(pid, "touchpoints"), 0, -1)
-    found = (json.loads(m) for m in members if '"type":"tier"' in m or '"type": "tier"' in m)
+def tier_history(timeline: list[str]) -> list[dict[str, Any]]:
+    """Return the tier promotions (when, from, to, source) of a person's kept timeline
+    (newest first, as stored): the worker writes each promotion into it."""
+    found = (json.loads(m) for m in timeline if '"type":"tier"' in m)
     return [p for p in found if p.get("event") == "tier_promoted"]
 
 

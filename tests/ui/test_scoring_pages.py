@@ -13,19 +13,7 @@ from dmp.matrix.rescoring import plan_rescoring
 from dmp.storage import keyspace
 from segments.scoring import DAY_MS, default_model_text, parse_model
 from tests.factories import NOW, make_hit, make_identify, send_hits
-
-MODEL = """
-fit:
-  - {name: marketer, when: {trait: job_title, matches: "(?i)marketing"}, points: 30}
-activity:
-  half_life_days: 30
-  rules:
-    - {name: download, when: {event: whitepaper_download}, points: 40}
-    - {name: pricing, when: {event: page, url_contains: /pricing}, points: 10, max_per_day: 1}
-stages:
-  mql: {score_gte: 60, tier_gte: medium}
-  recycle_after_days: 90
-"""
+from tests.matrix.test_build import MODEL  # a marketer's fit rule, a download, pricing
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""The persons pages' words for dmp's closed sets: tiers, stages, channels, consent
-categories, identifier kinds and sources, in the page's language."""
+"""The UI's words for dmp's closed sets: tiers, stages, channels, consent categories,
+identifier kinds and sources, in the page's language (one place for every page)."""
 
 from __future__ import annotations
 
