@@ -14,6 +14,10 @@ from tests.factories import apply_segments, run_synth
 from tests.ui.browser import WIDTHS, Browser
 from tests.ui.conftest import PASSWORD
 
+# No htmx request in flight and no swap settling (networkidle would not wait: the page's
+# load reached it long before).
+SETTLED = "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')"
+
 
 def test_a_segment_built_with_the_form_in_german(
     chromium: Browser, live_url: str, users, runner, redis
@@ -33,7 +37,7 @@ def test_a_segment_built_with_the_form_in_german(
         page.select_option("#w-add", "number")
         page.get_by_role("button", name="Bedingung hinzufügen").last.click()
         page.locator("#w-1-value").wait_for()
-        page.wait_for_load_state("networkidle")  # a person types after the form is redrawn
+        page.wait_for_function(SETTLED)  # a person types after the form is redrawn
         page.locator("#w-1-value").fill("10")
         page.get_by_role("button", name="Gruppe hinzufügen").last.click()
         page.locator("#w-2-0-kind").wait_for()
@@ -78,7 +82,7 @@ def test_problems_and_kept_conditions_in_english_at_phone_width(
         page.select_option("#w-add", "number")
         page.get_by_role("button", name="Add condition").last.click()
         page.locator("#w-2-value").wait_for()
-        page.wait_for_load_state("networkidle")  # a person types after the form is redrawn
+        page.wait_for_function(SETTLED)  # a person types after the form is redrawn
         page.locator("#w-2-value").fill("lots")
         expect(page.locator("#yaml")).to_have_value(re.compile(r"score: \{gte: lots\}"))
         page.locator("#err-w-2", has_text="expected a number").wait_for()
