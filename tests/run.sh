@@ -4,8 +4,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-# Headless Chromium for the tag's and the UI's browser tests, and npm for axe-core, which
-# the UI tests inject into every page (Debian packages; installing them needs root).
+# Headless Chromium for the browser tests, and npm for what they serve or inject into pages
+# (Debian packages; installing them needs root).
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
@@ -17,9 +17,10 @@ if [ -n "$missing" ]; then
         exit 1
     fi
 fi
-# axe-core, pinned in tests/ui/package-lock.json.
-[ -f tests/ui/node_modules/axe-core/axe.min.js ] ||
-    npm ci --prefix tests/ui --silent --no-audit --no-fund
+# axe-core, IAB's TCF reference CMP and Segment's analytics.js 2.0, pinned in
+# tests/package-lock.json (npm ci again whenever the lock file is newer than the install).
+[ tests/node_modules/.package-lock.json -nt tests/package-lock.json ] ||
+    npm ci --prefix tests --silent --no-audit --no-fund
 
 # A virtual environment of the project's own unless one is active already.
 if [ -z "${VIRTUAL_ENV:-}" ]; then

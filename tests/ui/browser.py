@@ -19,7 +19,7 @@ CHROMIUM = next(
 )
 REQUIRED = bool(os.environ.get("DMP_REQUIRE_BROWSER"))  # CI: a missing browser fails, not skips
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-AXE = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
+AXE = Path(__file__).resolve().parents[1] / "node_modules" / "axe-core" / "axe.min.js"
 # Screenshots of every page the tests visit, kept after the run (tests/run.sh leaves them).
 SHOTS = Path(os.environ.get("UI_SCREENSHOTS", ROOT / "build" / "screenshots"))
 WIDTHS = {"desktop": 1280, "phone": 390}
