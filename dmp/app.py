@@ -15,7 +15,7 @@ from flask import Flask, request
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from collectors import newsletter, newsletterhooks, pixel, tag, trackingapi
+from collectors import newsletter, newsletterhooks, pixel, tag, tcfpurposes, trackingapi
 from dmp.access.sites import SiteCache
 from dmp.config import Config, load_config
 from dmp.ingest.appender import Appender
@@ -73,6 +73,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     """Return the dmp app: defaults, then ``DMP_*`` variables, then ``config`` overrides."""
     if not isinstance(config, Config):
         config = load_config(config)
+    tcfpurposes.of_config(config)  # a bad DMP_TCF_* rule stops the start, saying why
     app = Flask(__name__, static_folder=None)  # dmp.js is served by the tag collector
     # Bodies past the batch limit are refused before they are read (Segment: 500 KB).
     app.config["MAX_CONTENT_LENGTH"] = config.max_batch_bytes + 1024

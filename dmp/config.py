@@ -45,6 +45,12 @@ class Config:
     max_query_bytes: int = 8000  # pixel query strings beyond this are refused (gunicorn: 8190)
     max_event_bytes: int = 32 * 1024  # Segment spec: 32 KB per event or call
     max_batch_bytes: int = 500 * 1024  # Segment spec: 500 KB per batch
+    # Which IAB TCF v2.2 purposes grant ads and analytics consent (collectors.tcfpurposes:
+    # comma-separated terms that must all hold, alternatives joined by /), and dmp's
+    # operator's TCF vendor id if it is a registered vendor (0: none, the site's own tool).
+    tcf_ads: str = "1,3,4"
+    tcf_analytics: str = "1,7/9"
+    tcf_vendor_id: int = 0
     site_cache_seconds: float = 30.0  # write keys and site domains cached per process
     # Requests per second a client IP, and a write key, may send to the collect endpoints,
     # per collector process (0: no limit); a bucket holds a second's worth as a burst. Off

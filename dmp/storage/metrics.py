@@ -17,6 +17,10 @@ log = logging.getLogger(__name__)
 
 HELP = {
     "dmp_hits_total": "Hits received by the collectors, by collector and outcome.",
+    "dmp_cookie_not_returned_total": (
+        "Tag hits whose browser did not send back the dmp_uid cookie dmp set (dmp on another"
+        " site than the page: the tag-held id is used), by site."
+    ),
     "dmp_events_aggregate_total": "Unconsented hits counted only in aggregate.",
     "dmp_events_duplicate_total": "Replayed events dropped by event-id dedup.",
     "dmp_stream_unreadable_total": "Stream entries the worker could not read (dropped).",
