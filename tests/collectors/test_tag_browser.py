@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 from collections.abc import Callable, Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,21 +13,9 @@ from dmp.ingest.worker import status
 from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person
 from dmp.storage import keyspace
+from tests.chromium import TIMEOUT_MS, launch, page_server, serving
 from tests.factories import bearer, consent_of, person_of, stream_hits
 
-CHROMIUM = next(
-    (p for p in ("/usr/bin/chromium", shutil.which("chromium")) if p and os.path.exists(p)), None
-)
-REQUIRED = bool(os.environ.get("DMP_REQUIRE_BROWSER"))  # CI: a missing browser fails, not skips
-if CHROMIUM is None and not REQUIRED:
-    pytest.skip("Chromium is not installed (tests/run.sh installs it)", allow_module_level=True)
-if REQUIRED:
-    from playwright import sync_api
-else:
-    sync_api = pytest.importorskip("playwright.sync_api")
-
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-TIMEOUT_MS = 10_000
 STUB = """<script>window.dmp = window.dmp || {q: []};
   ["consent", "track", "identify", "page"].forEach(function (m) {
     window.dmp[m] = window.dmp[m] || function () { window.dmp.q.push([m, arguments]); };
@@ -74,25 +58,11 @@ class Collector:
         return self.answers[:count]
 
 
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        """Keep the test output clean: the page server logs nothing."""
-
-
-def _serve(server) -> Iterator[int]:
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_port
-    server.shutdown()
-    thread.join(5)
-
-
 @pytest.fixture
 def collector(app) -> Iterator[tuple[Collector, int]]:
     """Serve dmp on a free localhost port; return its status recorder and port."""
     recorder = Collector(app)
-    server = make_server("127.0.0.1", 0, recorder, threaded=True)
-    for port in _serve(server):
+    with serving(make_server("127.0.0.1", 0, recorder, threaded=True)) as port:
         yield recorder, port
 
 
@@ -104,19 +74,15 @@ def pages(tmp_path: Path, collector, write_key: str) -> Iterator[int]:
     for name, script in (("index.html", ""), ("queued.html", early)):
         html = PAGE % {"stub": STUB, "early": script, "collector": base, "key": write_key}
         (tmp_path / name).write_text(html)
-    handler = partial(_Quiet, directory=str(tmp_path))
-    yield from _serve(ThreadingHTTPServer(("127.0.0.1", 0), handler))
+    with page_server(tmp_path) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
     """Return one headless Chromium for the module."""
-    if CHROMIUM is None:
-        pytest.fail("DMP_REQUIRE_BROWSER is set but no Chromium is installed")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+    with launch() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -6,36 +6,21 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.chromium import NODE_MODULES, TIMEOUT_MS, launch
+
 ROOT = Path(__file__).resolve().parent.parent.parent
-CHROMIUM = next(
-    (p for p in ("/usr/bin/chromium", shutil.which("chromium")) if p and os.path.exists(p)), None
-)
-REQUIRED = bool(os.environ.get("DMP_REQUIRE_BROWSER"))  # CI: a missing browser fails, not skips
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-AXE = Path(__file__).resolve().parents[1] / "node_modules" / "axe-core" / "axe.min.js"
+AXE = NODE_MODULES / "axe-core" / "axe.min.js"
 # Screenshots of every page the tests visit, kept after the run (tests/run.sh leaves them).
 SHOTS = Path(os.environ.get("UI_SCREENSHOTS", ROOT / "build" / "screenshots"))
 WIDTHS = {"desktop": 1280, "phone": 390}
-TIMEOUT_MS = 10_000
 ACCEPT = {"de": "de-DE,de;q=0.9", "en": "en-US,en;q=0.9"}
 _BAD_IMPACT = ("serious", "critical")
-
-
-def _sync_api() -> Any:
-    if CHROMIUM is None and not REQUIRED:
-        pytest.skip("Chromium is not installed (tests/run.sh installs it)")
-    if REQUIRED:
-        from playwright import sync_api
-
-        return sync_api
-    return pytest.importorskip("playwright.sync_api")
 
 
 class Browser:
@@ -117,10 +102,5 @@ def _file_name(name: str) -> str:
 @contextlib.contextmanager
 def open_browser() -> Iterator[Browser]:
     """Start headless Chromium (the system's) through Playwright; close it after."""
-    api = _sync_api()
-    with api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            yield Browser(browser)
-        finally:
-            browser.close()
+    with launch() as browser:
+        yield Browser(browser)
