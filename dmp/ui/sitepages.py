@@ -9,7 +9,7 @@ from datetime import datetime
 from flask import Response, abort, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
-from collectors.snippets import CONSENT, PAGE_URL, pixel_snippet, tag_snippet
+from collectors.snippets import ad_pixel_snippet, pixel_snippet, tag_snippet
 from dmp.access import apikeys, sites
 from dmp.ui.pages import is_admin, page_blueprint
 from dmp.ui.siteforms import SCOPES, KeyForm, SiteForm
@@ -29,6 +29,7 @@ class SiteView:
     write_key: str | None
     pixel: str
     tag: str
+    ad_pixel: str  # '' unless dmp's operator is a registered TCF vendor (DMP_TCF_VENDOR_ID)
 
 
 def _created_ms(text: str) -> int | None:
@@ -39,12 +40,16 @@ def _created_ms(text: str) -> int | None:
 
 
 def _views() -> list[SiteView]:
-    r, base = current_deps().redis, request.host_url
+    deps, base = current_deps(), request.host_url
     out = []
-    for site in sites.list_sites(r):
-        key = sites.public_write_key(r, site.site_id)
+    for site in sites.list_sites(deps.redis):
+        key = sites.public_write_key(deps.redis, site.site_id)
         shown = key or PLACEHOLDER
-        snippets = pixel_snippet(base, shown), tag_snippet(base, shown)
+        snippets = (
+            pixel_snippet(base, shown),
+            tag_snippet(base, shown),
+            ad_pixel_snippet(base, shown, deps.config.tcf_vendor_id),
+        )
         out.append(SiteView(site, _created_ms(site.created), key, *snippets))
     return out
 
@@ -56,8 +61,6 @@ def _sites_page(form: SiteForm, status: int = 200) -> tuple[str, int]:
         views=_views(),
         form=form,
         added=added,
-        page_url=PAGE_URL,
-        consent=CONSENT,
     )
     return page, status
 

@@ -21,9 +21,25 @@ def test_the_list_shows_each_site_with_its_snippets_filled_in(as_viewer, redis) 
     site, key = sites.add_site(redis, "Acme GmbH " + "x" * 50, ["acme.de", "www.acme.de"])
     html = unescape(as_viewer.get("/ui/sites/").get_data(as_text=True))
     assert f'<script async src="http://localhost/dmp.js" data-key="{key}"></script>' in html
-    assert f'<img src="http://localhost/p.gif?k={key}&e=page&url=PAGE_URL&consent=CONSENT"' in html
+    assert f'var src = "http://localhost/p.gif?k={key}&e=page&url="' in html  # the pixel
+    assert "__tcfapi" in html and "consent=analytics" not in html  # the CMP's word, no grant
+    assert "Pixel in ads" not in html  # dmp's operator is no TCF vendor here
     assert "acme.de, www.acme.de" in html and 'data-copy="#tag-acme-gmbh-x' in html
     assert "Add a site" not in html  # a viewer adds nothing
+
+
+def test_a_tcf_vendor_gets_the_ad_pixel_with_its_macros(config, redis, users) -> None:
+    """With DMP_TCF_VENDOR_ID set, the page shows the pixel for ads with IAB's macros."""
+    _, key = sites.add_site(redis, "Acme", ["acme.de"])
+    app = create_app(dataclasses.replace(config, tcf_vendor_id=1234))
+    try:
+        client = app.test_client()
+        log_in(client, users[Role.VIEWER])
+        html = unescape(client.get("/ui/sites/").get_data(as_text=True))
+    finally:
+        app.extensions["dmp"].appender.close()
+    assert "Pixel in ads" in html
+    assert f"p.gif?k={key}&e=impression&gdpr=${{GDPR}}&gdpr_consent=${{GDPR_CONSENT_1234}}" in html
 
 
 def test_the_snippets_honour_a_proxy(config, redis, users) -> None:
