@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from collectors.tcstring import proof_of
 from dmp.records import Category
 
 CATEGORIES = frozenset(c.value for c in Category)
@@ -65,13 +65,14 @@ _VERSION = re.compile(r"[A-Za-z0-9._:\-]{1,32}")
 
 def version_of(text: Any, tc_string: Any = "") -> str:
     """Return what a consent's proof records of the text agreed to: the site's consent
-    text version (``cv``, up to 32 letters, digits and ._:-), else ``tcf:`` and a hash of
-    the IAB TC string (the string itself is long and can be decoded to choices made
-    elsewhere; the hash proves which one it was), else ''."""
+    text version (``cv``, up to 32 letters, digits and ._:-), else the proof of the IAB TC
+    string (``tcf:<CMP id>:<hash>``, see :func:`collectors.tcstring.proof_of`: the string
+    itself is long and can be decoded to choices made elsewhere; the hash proves which one
+    it was), else ''."""
     if isinstance(text, str) and _VERSION.fullmatch(text):
         return text
-    if isinstance(tc_string, str) and 0 < len(tc_string) <= 4096:
-        return "tcf:" + hashlib.sha256(tc_string.encode()).hexdigest()[:32]
+    if isinstance(tc_string, str) and tc_string:
+        return proof_of(tc_string)
     return ""
 
 

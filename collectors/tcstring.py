@@ -24,6 +24,7 @@ from collectors.tcfpurposes import PurposeMap
 
 MAX_LENGTH = 8192  # characters: real strings are a few hundred, ~2000 with OOB segments
 VERSION = 2
+NO_STRING = "tcf:none"  # the proof when GDPR applies and no TC string came
 PUBLISHER_TC = 3  # segment type of the publisher's own purposes
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -117,7 +118,7 @@ class TCFConsent:
     """What a TC string grants: dmp's categories, the proof to store, and the CMP's id."""
 
     consent: dict[str, bool]
-    version: str  # the proof: tcf:<cmp id>:<hash>, or tcf:invalid:<hash>
+    version: str  # the proof (see proof_of)
     cmp_id: int  # 0 when the string was undecodable
 
 
@@ -276,7 +277,9 @@ def _with_publisher(core: TCString, bits: _Bits) -> TCString:
 def proof_of(tc_string: str) -> str:
     """Return the consent proof of a TC string: ``tcf:<CMP id>:<hash>``, where the hash is
     the first 32 hex digits of the string's SHA-256 (it proves which string it was without
-    keeping it), or ``tcf:invalid:<hash>`` for an undecodable one."""
+    keeping it), ``tcf:invalid:<hash>`` for an undecodable one, ``tcf:none`` for ''."""
+    if not tc_string:
+        return NO_STRING
     digest = hashlib.sha256(tc_string.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     try:
         return f"tcf:{decode(tc_string).cmp_id}:{digest}"

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from collectors.consent import (
     CATEGORIES,
     apply_browser_signals,
+    consent_version,
     map_segment_consent,
     parse_granted,
+    version_of,
 )
+from collectors.tcstring import proof_of
+
+# A TC string @iabtcf/core encoded for CMP 300 (tests/collectors/tcf/make_vectors.mjs)
+TC = json.loads((Path(__file__).parent / "tcf" / "vectors.json").read_text())["vectors"][0]
 
 ALL = {"analytics": True, "ads": True, "email": True}
 
@@ -109,3 +118,40 @@ def test_browser_signals_never_grant():
 def test_segment_category_preferences(context, expected):
     """Segment's categoryPreferences map onto dmp's categories; absent means nothing granted."""
     assert map_segment_consent(context) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "tc_string", "expected"),
+    [
+        ("2026-03", "", "2026-03"),
+        ("2026-03", TC["string"], "2026-03"),  # the site's own text version wins
+        ("", TC["string"], proof_of(TC["string"])),
+        ("bad version!", TC["string"], proof_of(TC["string"])),
+        ("x" * 33, "", ""),
+        (None, None, ""),
+        (7, 7, ""),
+        ("", "", ""),
+        ("", "not a tc string", proof_of("not a tc string")),
+    ],
+)
+def test_version_of(text, tc_string, expected):
+    """The proof keeps the consent text version, else the TC string's proof, else nothing."""
+    assert version_of(text, tc_string) == expected
+
+
+def test_a_tc_strings_proof_names_its_cmp_and_hashes_the_string():
+    """The proof of a TC string is tcf:<CMP id>:<32 hex of its SHA-256>, never the string;
+    an undecodable one says tcf:invalid."""
+    proof = version_of("", TC["string"])
+    assert proof.startswith(f"tcf:{TC['expected']['cmp_id']}:") and TC["string"] not in proof
+    assert len(proof.rsplit(":", 1)[1]) == 32
+    assert version_of("", "CQhD!").startswith("tcf:invalid:")
+
+
+def test_segment_tc_string_proof_carries_the_cmp_id():
+    """Segment's context.consent.tcString is kept as the same proof as the pixel's."""
+    context = {"consent": {"tcString": TC["string"]}}
+    assert consent_version(context) == proof_of(TC["string"])
+    assert consent_version(context).startswith("tcf:300:")
+    assert consent_version({"consent": {"version": "v7", "tcString": TC["string"]}}) == "v7"
+    assert consent_version({"consent": {"tcString": 5}}) == "" == consent_version({})

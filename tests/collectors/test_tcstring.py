@@ -314,12 +314,19 @@ def test_a_vendor_in_a_range_section_has_consent():
     assert consent_of(text, PurposeMap.of("1", "1", vendor_id=65534)).consent["ads"] is False
 
 
-@pytest.mark.parametrize("text", ["", "garbage!", "CQhDnIAQ", None, "A" * 20_000])
+@pytest.mark.parametrize("text", ["garbage!", "CQhDnIAQ", "A" * 20_000, "${GDPR_CONSENT_755}"])
 def test_an_undecodable_string_grants_nothing_and_says_so(text):
     """An undecodable string: every category refused, CMP id 0, proof tcf:invalid:<hash>."""
     got = consent_of(text, PurposeMap.of())
     assert got.consent == NOTHING and got.cmp_id == 0
     assert got.version.startswith("tcf:invalid:") and len(got.version) == len("tcf:invalid:") + 32
+
+
+@pytest.mark.parametrize("text", ["", None])
+def test_no_string_grants_nothing(text):
+    """No TC string where GDPR applies: every category refused, proof tcf:none."""
+    got = consent_of(text, PurposeMap.of())
+    assert (got.consent, got.version, got.cmp_id) == (NOTHING, "tcf:none", 0)
 
 
 def test_the_proof_tells_strings_apart_and_survives_odd_text():
