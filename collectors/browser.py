@@ -35,11 +35,12 @@ class Visitor:
     consent: dict[str, bool]
     uid: str = ""  # set only with analytics consent
     new_uid: bool = False
-    withdrawn_uid: str = ""  # a cookie that came without analytics consent
+    withdrawn_uid: str = ""  # a uid that came without analytics consent: to be forgotten
     ip: str = ""
     user_agent: str = ""
     consent_version: str = ""  # the consent text version or TC string hash (its proof)
     extra: list[Hit] = field(default_factory=list)
+    cookie_not_returned: bool = False  # the uid is the page's copy: dmp's cookie did not come
 
     @property
     def identified(self) -> bool:
@@ -47,28 +48,52 @@ class Visitor:
         return bool(self.uid)
 
 
-def read_visitor(request: Request, granted: str, version: str = "") -> Visitor:
+def read_visitor(
+    request: Request,
+    granted: str,
+    version: str = "",
+    *,
+    consent: dict[str, bool] | None = None,
+    held_uid: str = "",
+) -> Visitor:
     """Return the visitor of a Flask request whose page granted the comma list ``granted``
-    (under consent text ``version``, see collectors.consent.version_of)."""
-    return visitor_of(request.environ, granted, version)
+    (under consent text ``version``, see collectors.consent.version_of); see visitor_of for
+    ``consent`` and ``held_uid``."""
+    return visitor_of(request.environ, granted, version, consent=consent, held_uid=held_uid)
 
 
-def visitor_of(environ: Mapping[str, Any], granted: str, version: str = "") -> Visitor:
+def visitor_of(
+    environ: Mapping[str, Any],
+    granted: str,
+    version: str = "",
+    *,
+    consent: dict[str, bool] | None = None,
+    held_uid: str = "",
+) -> Visitor:
     """Return the visitor of a WSGI request whose page granted the comma list ``granted``
-    (under consent text ``version``)."""
+    (under consent text ``version``).
+
+    ``consent``, when given (derived from a TC string), replaces ``granted``. ``held_uid``
+    is the uid the page's tag kept for dmp (its origin checked by the caller): it is the
+    visitor's only when dmp's own cookie did not come back, and only with analytics
+    consent; without it, it is forgotten as a withdrawn cookie would be.
+    """
     signals = {
         "Sec-GPC": environ.get("HTTP_SEC_GPC", ""),
         "DNT": environ.get("HTTP_DNT", ""),
     }
-    consent = consent_rules.apply_browser_signals(consent_rules.parse_granted(granted), signals)
+    said = consent if consent is not None else consent_rules.parse_granted(granted)
+    consent = consent_rules.apply_browser_signals(said, signals)
     ua = environ.get("HTTP_USER_AGENT", "")[:512]
     existing = cookie.read_uid(environ.get("HTTP_COOKIE", ""))
     if consent["analytics"]:
-        uid = existing or cookie.new_uid()
+        uid = existing or held_uid or cookie.new_uid()
         ip = truncate_ip(environ.get("REMOTE_ADDR") or "")
-        return Visitor(consent, uid, not existing, "", ip, ua, version)
+        held = not existing and bool(held_uid)
+        return Visitor(consent, uid, not existing, "", ip, ua, version, cookie_not_returned=held)
     # No analytics consent: no identifier and no IP; the UA only lets the worker skip bots.
-    return Visitor(consent, withdrawn_uid=existing, user_agent=ua, consent_version=version)
+    withdrawn = existing or held_uid
+    return Visitor(consent, withdrawn_uid=withdrawn, user_agent=ua, consent_version=version)
 
 
 def cookie_header(visitor: Visitor, environ: Mapping[str, Any], cookie_domain: str) -> str:

@@ -1,4 +1,9 @@
-"""The first-party ``dmp_uid`` cookie: read it, issue it, drop it."""
+"""The first-party ``dmp_uid`` cookie: read it, issue it, drop it; and the uid's echo.
+
+Where the browser does not send the cookie back (dmp on another site than the page), the
+tag keeps the uid dmp answered in ``ECHO_HEADER`` in a cookie of the page's own site and
+sends it with each beacon (collectors.tag): the same token, checked by ``UID``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,9 @@ from email.utils import formatdate
 
 NAME = "dmp_uid"
 MAX_AGE = 60 * 60 * 24 * 395  # 13 months, the longest German regulators accept
-_IN_HEADER = re.compile(r"(?:^|[;,]\s*)dmp_uid=([A-Za-z0-9_-]{16,64})(?=\s*(?:[;,]|$))")
+UID = "[A-Za-z0-9_-]{16,64}"  # what a uid is (new_uid makes 22 characters of these)
+ECHO_HEADER = "Dmp-Uid"  # the tag's answer header naming the uid in force (analytics only)
+_IN_HEADER = re.compile(rf"(?:^|[;,]\s*){NAME}=({UID})(?=\s*(?:[;,]|$))")
 
 
 def read_uid(cookie_header: str) -> str:

@@ -4,6 +4,7 @@ A beacon body (JSON of at most 64 KB; sent as ``text/plain`` so that no CORS pre
 needed)::
 
     {"k": "<write key>", "consent": ["analytics", "ads"], "sentAt": <ms>,
+     "u": "<uid the tag kept>", "gdpr_consent": "<TC string>",
      "events": [{"id": "<client event id>", "type": "page|track|identify", "event": "...",
                  "ts": <ms>, "url": "...", "ref": "...", "title": "...", "topics": [...],
                  "props": {...}, "traits": {...}}]}
@@ -12,32 +13,53 @@ Only ``k`` and ``events`` (1 to 50 objects) are required; every event field is o
 (``type`` defaults to ``page``). Times are ms since the epoch; an event's time is corrected
 for the browser's clock skew (received − (sentAt − ts)) and kept within the last day.
 ``url``, ``ref``, ``title`` and ``topics`` are cleaned like the pixel's (a non-http URL or a
-non-string is dropped); any other wrong type, an ``id`` outside 8 to 64 characters included,
-refuses the whole beacon with a 400 problem: nothing is stored.
+non-string is dropped); any other wrong type, an ``id`` outside 8 to 64 characters or a
+``u`` that is no uid included, refuses the whole beacon with a 400 problem: nothing is
+stored.
 
-The consent list holds the categories the page granted when its events happened; the tag
-sends a ``track`` event named ``consent`` whenever it changes. Without ``analytics`` the
-events only count in aggregate and ``traits`` are dropped. CORS is granted only to the
-write key's site domains; a beacon from any other origin is refused whole. The ``dmp_uid``
-cookie follows the same consent rules as the pixel's.
+Consent. The tag takes it from the page's IAB TCF v2.2 CMP first, then from Google Consent
+Mode v2, then from the page's own ``dmp.consent([...])`` (the first present wins; see
+docs/embedding.md); it serves with the site's TCF purpose rules filled in
+(collectors.tcfpurposes, one place). A beacon that carries a TC string (``gdpr_consent``)
+is decided by that string here (collectors.tcstring: an undecodable one grants nothing),
+and its proof is the CMP id and the string's hash; otherwise the ``consent`` list (and
+``cv``, the consent text's version) holds the categories the page granted when its events
+happened. The tag sends a ``track`` event named ``consent`` whenever they change. Without
+``analytics`` the events only count in aggregate and ``traits`` are dropped.
+
+Identity. The ``dmp_uid`` cookie follows the same consent rules as the pixel's; with
+analytics consent the answer names the uid in force in ``Dmp-Uid`` (readable by the page).
+When dmp runs on another site than the page, the browser never sends that cookie back: the
+tag keeps the uid in a cookie of the page's own site and sends it as ``u``. A cookie that
+came back wins; else ``u`` is the visitor's uid, taken only from a request whose Origin is
+one of the key's site's domains and only with analytics consent (counted in
+``dmp_cookie_not_returned_total``); without analytics consent a ``u`` is forgotten as a
+withdrawn cookie is (the tag sends it once, as consent is withdrawn).
+
+Refusals. CORS is granted only to the write key's site domains; a beacon from any other
+origin is refused whole. Every answer of /collect, refusals included, carries the CORS
+headers for the request's origin, so the page (and its console) can read the problem;
+refusals are counted in ``dmp_hits_total{collector="tag"}`` by outcome (collectors.refusals).
 """
 
 from __future__ import annotations
 
+import gzip
 import uuid
+from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 import redis
 from flask import Blueprint, Response, request
 
-from collectors import browser
+from collectors import browser, cookie, refusals, tcfpurposes, tcstring
 from collectors.consent import version_of as consent_version_of
 from collectors.payload import Payload, invalid, read_body
 from dmp.access.sites import Site
 from dmp.records import Hit, Source
 from dmp.storage import metrics
-from dmp.web.deps import current_deps
+from dmp.web.deps import Deps, current_deps
 from dmp.web.params import Param
 from dmp.web.problems import Problem, unavailable
 from dmp.web.schema import Free, ListOf, Number, Obj, Text
@@ -45,12 +67,15 @@ from dmp.web.spec import RATE_LIMITED, UNAVAILABLE, Reply, describe, problem
 
 bp = Blueprint("tag", __name__)
 
+COLLECTOR = "tag"  # dmp_hits_total's collector label
 MAX_BODY = 64 * 1024
 MAX_EVENTS = 50
 MAX_MS = 2**53  # JavaScript's largest exact integer: no real time is near it
 MAX_AGE_MS = 24 * 3600 * 1000  # the tag sends within seconds; older times are skew or lies
 TYPES = ("page", "track", "identify")
-_SCRIPT = resources.files("collectors").joinpath("static/dmp.js").read_bytes()
+RULES_PLACEHOLDER = "__DMP_TCF_RULES__"  # where dmp.js takes the site's TCF purpose rules
+_SOURCE = resources.files("collectors").joinpath("static/dmp.js").read_text(encoding="utf-8")
+NOT_RETURNED = "dmp_cookie_not_returned_total"
 
 # What a beacon holds, checked by to_hit and collect (and described in the OpenAPI document).
 _MS = Number(0, MAX_MS, nullable=True, message="expected ms since the epoch")
@@ -89,7 +114,22 @@ BEACON = Payload(
             "consent": ListOf(Text(), message="expected a list of category names"),
             "sentAt": _MS,
             "cv": Free({"type": "string"}, "The consent text's version."),
-            "gdpr_consent": Free({"type": "string"}, "An IAB TCF TC string."),
+            "gdpr_consent": Text(
+                max_length=tcstring.MAX_LENGTH,
+                nullable=True,
+                description="The IAB TCF TC string in force: when present it decides the "
+                "consent (the list is ignored) and its proof (CMP id and hash); an "
+                "undecodable one grants nothing.",
+            ),
+            "u": Text(
+                pattern=cookie.UID,
+                nullable=True,
+                message="expected a uid as dmp answers it in Dmp-Uid",
+                description="The uid the tag kept in a cookie of the page's own site (from "
+                "dmp's Dmp-Uid answer). Used when dmp's cookie did not come back, only "
+                "from an Origin of the key's site and with analytics consent; without "
+                "it, the uid is forgotten (consent withdrawn). No Origin: ignored.",
+            ),
         },
         required=("k", "events"),
     ),
@@ -120,7 +160,7 @@ ORIGIN = Param("Origin", Text(), "header", description="The page's origin.")
     tag="collect",
     replies={
         200: Reply(
-            "The tag script.",
+            "The tag script, with the site's TCF purpose rules (gzipped when accepted).",
             "application/javascript",
             {"type": "string"},
             {"Cache-Control": "public, max-age=3600"},
@@ -128,19 +168,33 @@ ORIGIN = Param("Origin", Text(), "header", description="The page's origin.")
     },
 )
 def script() -> Response:
-    """Return the tag script (cacheable for an hour)."""
-    return Response(
-        _SCRIPT,
-        mimetype="application/javascript",
-        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
-    )
+    """Return the tag script with the TCF purpose rules of the settings filled in
+    (cacheable for an hour; gzipped for a client that accepts it)."""
+    plain, zipped = built_script(tcfpurposes.of_config(current_deps().config).for_tag())
+    headers = {
+        "Cache-Control": "public, max-age=3600",
+        "X-Content-Type-Options": "nosniff",
+        "Vary": "Accept-Encoding",
+    }
+    body = plain
+    if request.accept_encodings["gzip"] > 0:
+        body = zipped
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, mimetype="application/javascript", headers=headers)
 
 
-def _cors(response: Response, origin: str) -> Response:
-    response.headers["Access-Control-Allow-Origin"] = origin
-    response.headers["Access-Control-Allow-Credentials"] = "true"
-    response.headers["Vary"] = "Origin"
-    return response
+@lru_cache(maxsize=8)
+def built_script(rules: str) -> tuple[bytes, bytes]:
+    """Return the served tag script, plain and gzipped, for the TCF rules JSON ``rules``:
+    built once per rules, without the source's comments and indentation."""
+    header_end = _SOURCE.index("*/") + 2  # the header comment: for readers of the source
+    lines = (line.strip() for line in _SOURCE[header_end:].splitlines())
+    kept = [line for line in lines if line and not line.startswith("//")]
+    text = "/* dmp tag, docs/embedding.md */\n" + "\n".join(kept) + "\n"
+    if text.count(RULES_PLACEHOLDER) != 1:
+        raise RuntimeError(f"dmp.js must hold {RULES_PLACEHOLDER} once")
+    plain = text.replace(RULES_PLACEHOLDER, rules).encode()
+    return plain, gzip.compress(plain, mtime=0)
 
 
 @bp.route("/collect", methods=["OPTIONS"])
@@ -162,11 +216,22 @@ def preflight(Origin: str | None) -> Response:  # the header's name
     origin = Origin or ""
     if not origin or not current_deps().sites.any_allows_origin(origin):
         raise Problem(403, "Origin not allowed", "this origin belongs to no site", "forbidden")
-    response = _cors(Response(status=204), origin)
+    response = Response(status=204)
     response.headers["Access-Control-Allow-Methods"] = "POST"
     response.headers["Access-Control-Allow-Headers"] = "Content-Type"
     response.headers["Access-Control-Max-Age"] = "86400"
     return response
+
+
+def readable_answer(response: Response) -> Response:
+    """Return an answer of /collect with the CORS headers for the request's origin: a
+    refusal too, so that the page can read (and the tag show) the problem's text."""
+    if request.endpoint in (f"{bp.name}.collect", f"{bp.name}.preflight"):
+        refusals.readable(response, request.headers.get("Origin", ""))
+    return response
+
+
+bp.after_request(readable_answer)
 
 
 def corrected_time(received: int, sent: int | None, client_ts: int | None) -> int:
@@ -232,34 +297,67 @@ def collect(Origin: str | None) -> Response:  # the header's name
     """Accept a tag beacon of up to 50 events, stored all together or not at all."""
     deps = current_deps()
     origin = Origin or ""
-    body = read_body(request, MAX_BODY)
+    body = _counted(deps, read_body, request, MAX_BODY)
     key = body.get("k")
     try:
         site = deps.sites.site_for_key(key if isinstance(key, str) else "")
     except redis.RedisError:  # Redis away and the key not cached: the origin is unknown
         raise unavailable() from None
     if site is None:
+        refusals.count(deps, COLLECTOR, refusals.UNKNOWN_KEY)
         raise Problem(401, "Unknown write key", "the beacon's k is no site's write key")
     if origin and not site.allows_origin(origin):
-        raise Problem(403, "Origin not allowed", f"{origin} is not a domain of this site")
+        raise refusals.origin_refused(deps, COLLECTOR, site, origin)
     try:
         deps.limits.check(request.remote_addr or "", site.site_id)
     except Problem:
-        deps.appender.count({metrics.hits_counter("tag", "rate_limited"): 1})
+        refusals.count(deps, COLLECTOR, refusals.RATE_LIMITED)
         raise
-    body = BEACON.check(body)
-    events, granted = body["events"], body.get("consent", [])
-    version = consent_version_of(body.get("cv"), body.get("gdpr_consent", ""))
-    visitor = browser.read_visitor(request, ",".join(granted), version)
+    body = _counted(deps, BEACON.check, body)
+    events = body["events"]
+    visitor = _visitor(deps, body, held_uid=(body.get("u") or "") if origin else "")
     received = browser.now_ms()
     sent = None if body.get("sentAt") is None else int(body["sentAt"])
-    hits = [to_hit(item, site, visitor, received, sent, i) for i, item in enumerate(events)]
+    hits = [
+        _counted(deps, to_hit, item, site, visitor, received, sent, i)
+        for i, item in enumerate(events)
+    ]
     withdrawal = browser.withdrawal_hit(visitor, site.site_id, Source.TAG, received)
     if withdrawal:
         hits.append(withdrawal)
-    counter = metrics.hits_counter("tag", "ok")
-    if not deps.appender.append_atomic(hits, {counter: len(events)}):
+    counters = {metrics.hits_counter(COLLECTOR, refusals.OK): len(events)}
+    if visitor.cookie_not_returned:
+        counters[metrics.counter(NOT_RETURNED, site=site.site_id)] = len(events)
+    if not deps.appender.append_atomic(hits, counters):
         raise unavailable()
     response = Response(status=204)
     browser.finish_response(response, visitor, request, deps.config.cookie_domain)
-    return _cors(response, origin) if origin else response
+    if visitor.uid:  # the tag keeps it where dmp's own cookie does not come back
+        response.headers[cookie.ECHO_HEADER] = visitor.uid
+        response.headers["Access-Control-Expose-Headers"] = cookie.ECHO_HEADER
+    return response
+
+
+def _visitor(deps: Deps, body: dict[str, Any], held_uid: str) -> browser.Visitor:
+    """Return the visitor of a checked beacon: its TC string decides the consent and the
+    proof when it carries one, else its consent list and consent text version."""
+    tc_string = body.get("gdpr_consent") or ""
+    if tc_string:
+        decided = tcstring.consent_of(tc_string, tcfpurposes.of_config(deps.config))
+        return browser.read_visitor(
+            request, "", decided.version, consent=decided.consent, held_uid=held_uid
+        )
+    version = consent_version_of(body.get("cv"))
+    return browser.read_visitor(
+        request, ",".join(body.get("consent", [])), version, held_uid=held_uid
+    )
+
+
+def _counted(deps: Deps, check: Any, *args: Any) -> Any:
+    """Return ``check(*args)``; a 400 problem it raises is counted as bad input first."""
+    try:
+        return check(*args)
+    except Problem as exc:
+        if exc.code == 400:
+            refusals.count(deps, COLLECTOR, refusals.BAD_INPUT)
+        raise
