@@ -15,7 +15,15 @@ from flask import Flask, request
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from collectors import newsletter, newsletterhooks, pixel, tag, tcfpurposes, trackingapi
+from collectors import (
+    newsletter,
+    newsletterhooks,
+    pixel,
+    sdksettings,
+    tag,
+    tcfpurposes,
+    trackingapi,
+)
 from dmp.access.sites import SiteCache
 from dmp.config import Config, load_config
 from dmp.ingest.appender import Appender
@@ -49,6 +57,7 @@ log = logging.getLogger(__name__)
 BLUEPRINTS = (
     tag.bp,
     trackingapi.bp,
+    sdksettings.bp,
     newsletter.bp,
     newsletterhooks.bp,
     persons.bp,
