@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import redis
 
-from collectors import browser
+from collectors import browser, tcfpurposes
 from collectors.consent import version_of as consent_version_of
+from collectors.tcstring import consent_of as tcf_consent_of
 from dmp.access.apikeys import hash_secret
 from dmp.access.sites import WRITE_KEY_PREFIX, valid_write_key
 from dmp.ingest import replay
@@ -48,6 +50,9 @@ COUNTERS = {
 }
 _PAGE = Source.PIXEL.value
 _KEEP_NONE: frozenset[str] = frozenset()
+# An ad server's macro it did not fill in (${GDPR}, %%GDPR%%, [GDPR], {GDPR} once the query
+# is decoded): none of these characters is in 0, 1 or a TC string's base64url.
+_MACRO = re.compile(r"[$%{}\[\]]")
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
@@ -72,10 +77,20 @@ OPERATION = Operation(
             ("ref", "The referrer."),
             ("title", "The page's title."),
             ("topics", "Content topics, comma-separated."),
-            ("consent", "The consent categories granted, comma-separated."),
+            ("consent", "The consent categories granted, comma-separated (unless gdpr_consent)."),
             ("id", "An event id (8 to 64 characters), for retries."),
             ("cv", "The consent text's version."),
-            ("gdpr_consent", "An IAB TCF TC string."),
+            (
+                "gdpr",
+                "1: GDPR applies, consent comes from gdpr_consent only (none without it);"
+                " 0: it does not, gdpr_consent is ignored. Ad servers fill it as ${GDPR}.",
+            ),
+            (
+                "gdpr_consent",
+                "An IAB TCF v2.2 TC string; the consent comes from its purposes (see"
+                " DMP_TCF_ADS, DMP_TCF_ANALYTICS) and replaces consent=; an undecodable string"
+                " grants nothing. Implies gdpr=1. An unexpanded macro counts as absent.",
+            ),
         )
     ),
     security=("pixelKey",),
@@ -126,8 +141,8 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
             deps.appender.count(COUNTERS["rate_limited"])  # the page gets its GIF all the same
             return ""
         event = browser.clean_event_name(args.get("e"))
-        version = consent_version_of(args.get("cv"), args.get("gdpr_consent", ""))
-        visitor = browser.visitor_of(environ, args.get("consent", ""), version)
+        granted, version = page_consent(deps, args)
+        visitor = browser.visitor_of(environ, granted, version)
         now = browser.now_ms()
         event_id = args.get("id", "")
         hit = Hit(
@@ -164,6 +179,26 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
         log.exception("pixel hit lost: unexpected error")
         deps.appender.count(COUNTERS["error"])
     return ""
+
+
+def page_consent(deps: Deps, args: Mapping[str, str]) -> tuple[str, str]:
+    """Return the categories a pixel hit's page granted (a comma list) and their proof.
+
+    Where GDPR applies (``gdpr=1``, or a TC string without ``gdpr``) the TC string alone
+    decides, as the site's CMP recorded it; ``consent=`` is then ignored. ``gdpr=0`` or no
+    TCF parameter leaves ``consent=`` and ``cv=`` in charge.
+    """
+    gdpr = _filled(args.get("gdpr", ""))
+    tc_string = _filled(args.get("gdpr_consent", ""))
+    if gdpr == "1" or (tc_string and gdpr != "0"):
+        tcf = tcf_consent_of(tc_string, tcfpurposes.of_config(deps.config))
+        return ",".join(c for c, ok in tcf.consent.items() if ok), tcf.version
+    return args.get("consent", ""), consent_version_of(args.get("cv"), "")
+
+
+def _filled(value: str) -> str:
+    """Return a TCF parameter's value, or '' for an ad-server macro left unexpanded."""
+    return "" if _MACRO.search(value) else value.strip()
 
 
 def _site_of(deps: Deps, write_key: str) -> tuple[str, frozenset[str]]:

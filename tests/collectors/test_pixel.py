@@ -6,10 +6,12 @@ import json
 import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import pytest
 
-from collectors.pixel import GIF
+from collectors.pixel import GIF, OPERATION
+from collectors.tcstring import proof_of
 from dmp.app import create_app
 from dmp.ingest import spool
 from dmp.ingest.eventlog import scan_events
@@ -30,6 +32,13 @@ from tests.factories import (
 )
 
 THIRTEEN_MONTHS = 395 * 86400
+# TC strings @iabtcf/core encoded (tests/collectors/tcf/make_vectors.mjs), by what they hold
+_VECTORS = json.loads((Path(__file__).parent / "tcf" / "vectors.json").read_text())["vectors"]
+TC = {v["name"]: v["string"] for v in _VECTORS}
+TC_ALL = TC["ads and analytics, few vendors (bitfield)"]  # purposes 1,3,4,7: ads and analytics
+TC_ANALYTICS = TC["analytics only through purpose 9"]  # purposes 1,9
+TC_NONE = TC["no consent at all"]
+TC_CMP = 300  # the CMP id the vectors were encoded with
 
 
 def _pixel(client, write_key, headers=None, **params):
@@ -444,3 +453,156 @@ def test_pixel_answers_the_gif_when_redis_is_down(config, write_key):
     resp = down.test_client().get("/p.gif", query_string={"k": write_key, "consent": "analytics"})
     _assert_gif(resp)
     assert spool.spooled_bytes(config.data_dir) > 0
+
+
+def _tcf_pixel(client, write_key, headers=None, **params):
+    """Return the answer to a pixel hit of a raw query (ad servers' macros stay unescaped)."""
+    query = "&".join([f"k={write_key}", *(f"{k}={v}" for k, v in params.items())])
+    headers = {"User-Agent": CHROME, **(headers or {})}
+    return client.get("/p.gif", environ_overrides={"QUERY_STRING": query}, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("gdpr", "page_consent"), [("1", ""), ("1", "email"), ("", "email"), ("%20%31", "")]
+)
+def test_a_tc_string_grants_by_its_purposes_and_is_proven_by_cmp_and_hash(
+    client, redis, write_key, drain, gdpr, page_consent
+):
+    """gdpr=1 (or absent) with a TC string: the consent comes from the string's purposes,
+    consent= is ignored, and the proof stored with the hit and the person is tcf:<CMP>:<hash>."""
+    params = {"gdpr": gdpr} if gdpr else {}
+    resp = _tcf_pixel(client, write_key, gdpr_consent=TC_ALL, consent=page_consent, **params)
+    _assert_gif(resp)
+    uid = cookie_uid(resp)
+    (entry,) = _entries(redis)
+    assert entry["consent"] == {"analytics": True, "ads": True, "email": False}
+    proof = entry["consent_version"]
+    assert proof == proof_of(TC_ALL) and proof.startswith(f"tcf:{TC_CMP}:") and TC_ALL not in proof
+    drain()
+    person = person_of(redis, IdKind.UID, uid)
+    for category, granted in (("analytics", True), ("ads", True), ("email", False)):
+        record = consent_of(person, category, f"uid:{uid}")
+        assert record["granted"] is granted and record["version"] == proof
+
+
+def test_a_tc_string_granting_analytics_only(client, redis, write_key):
+    """Purposes 1 and 9 grant analytics (the cookie) and not ads, whatever consent= says."""
+    resp = _tcf_pixel(client, write_key, gdpr="1", gdpr_consent=TC_ANALYTICS, consent="ads")
+    assert cookie_uid(resp)
+    assert _entries(redis)[0]["consent"] == {"analytics": True, "ads": False, "email": False}
+
+
+@pytest.mark.parametrize(
+    ("params", "proof"),
+    [
+        ({"gdpr": "1", "gdpr_consent": "CQhD!nIAQ", "consent": "analytics"}, "tcf:invalid:"),
+        ({"gdpr": "1", "gdpr_consent": TC_ALL[:20], "consent": "analytics"}, "tcf:invalid:"),
+        (
+            {"gdpr_consent": "BOEFEAyOEFEAyAHABDENAI4AAAB9vABAASA", "consent": "analytics"},
+            "tcf:inv",
+        ),
+        ({"gdpr": "1", "consent": "analytics,ads"}, "tcf:none"),
+        ({"gdpr": "1", "gdpr_consent": "", "consent": "analytics"}, "tcf:none"),
+        ({"gdpr": "1", "gdpr_consent": "${GDPR_CONSENT_755}", "consent": "analytics"}, "tcf:none"),
+        ({"gdpr_consent": TC_NONE, "consent": "analytics"}, f"tcf:{TC_CMP}:"),
+        ({"gdpr": "banana", "gdpr_consent": TC_NONE, "consent": "analytics"}, f"tcf:{TC_CMP}:"),
+    ],
+)
+def test_no_consent_from_a_bad_missing_or_refusing_tc_string(
+    client, redis, write_key, drain, params, proof
+):
+    """Where GDPR applies, an undecodable string, no string, or a string without the purposes
+    grants nothing: the GIF, no cookie, no identity, the hit counted and kept in aggregate."""
+    resp = _tcf_pixel(client, write_key, **params)
+    _assert_gif(resp)
+    assert "Set-Cookie" not in resp.headers
+    (entry,) = _entries(redis)
+    assert entry.get("consent", {}) in ({}, {"analytics": False, "ads": False, "email": False})
+    assert "uid" not in entry and "ip" not in entry
+    assert entry["consent_version"].startswith(proof)
+    assert _metric(client, "ok") == 1
+    drain()
+    assert status(redis)["events_aggregate"] == 1 and not redis.keys("dmp:person:*")
+
+
+def test_gdpr_0_ignores_the_tc_string(client, redis, write_key):
+    """gdpr=0 (GDPR does not apply, says the caller): consent= and cv= decide as before."""
+    resp = _tcf_pixel(
+        client, write_key, gdpr="0", gdpr_consent=TC_NONE, consent="analytics", cv="v3"
+    )
+    assert cookie_uid(resp)
+    (entry,) = _entries(redis)
+    assert entry["consent"] == {"analytics": True, "ads": False, "email": False}
+    assert entry["consent_version"] == "v3"
+
+
+@pytest.mark.parametrize(
+    "macros",
+    [
+        "gdpr=${GDPR}&gdpr_consent=${GDPR_CONSENT_755}",
+        "gdpr=%24%7BGDPR%7D&gdpr_consent=%24%7BGDPR_CONSENT_755%7D",  # escaped by the page
+        "gdpr=%7BGDPR%7D&gdpr_consent=%7BGDPR_CONSENT_755%7D",
+        "gdpr=%257BGDPR%257D&gdpr_consent=%257BGDPR_CONSENT%257D",  # escaped twice
+        "gdpr=%%GDPR%%&gdpr_consent=%%GDPR_CONSENT_755%%",
+        "gdpr=[GDPR]&gdpr_consent=[GDPR_CONSENT_755]",
+        "gdpr_consent=${GDPR_CONSENT_755}",
+        "gdpr=&gdpr_consent=",
+    ],
+)
+def test_unexpanded_ad_server_macros_count_as_absent(client, redis, write_key, macros):
+    """An ad server that did not fill its macros leaves them as text: treated as absent,
+    so consent= applies (never a TC string 'undecodable' that would refuse everything)."""
+    query = f"k={write_key}&consent=analytics&{macros}"
+    resp = client.get("/p.gif", environ_overrides={"QUERY_STRING": query})
+    _assert_gif(resp)
+    assert cookie_uid(resp)
+    (entry,) = _entries(redis)
+    assert entry["consent"]["analytics"] is True and "consent_version" not in entry
+
+
+def test_browser_signals_still_withhold_ads_from_a_tc_string(client, redis, write_key):
+    """Sec-GPC: 1 withholds ads even when the TC string grants them."""
+    _tcf_pixel(client, write_key, headers={"Sec-GPC": "1"}, gdpr="1", gdpr_consent=TC_ALL)
+    assert _entries(redis)[0]["consent"] == {"analytics": True, "ads": False, "email": False}
+
+
+def test_a_tc_string_withdrawing_consent_drops_the_cookie(client, redis, write_key, drain):
+    """The CMP's later refusal (a new TC string) drops the cookie and unlinks the person."""
+    uid = cookie_uid(_tcf_pixel(client, write_key, gdpr="1", gdpr_consent=TC_ALL))
+    drain()
+    resp = _tcf_pixel(client, write_key, gdpr="1", gdpr_consent=TC_NONE)
+    assert resp.headers["Set-Cookie"].startswith("dmp_uid=;")
+    withdrawal = _entries(redis)[-1]
+    assert withdrawal["type"] == "consent" and withdrawal["uid"] == uid
+    assert withdrawal["consent_version"] == proof_of(TC_NONE)
+    drain()
+    assert find_person(redis, Identifier(IdKind.UID, uid)) is None
+
+
+def test_the_purpose_rules_come_from_the_settings(config, redis, write_key):
+    """DMP_TCF_ANALYTICS and DMP_TCF_VENDOR_ID decide what a TC string grants the pixel."""
+
+    def client_with(**settings):
+        fields = {name: getattr(config, name) for name in config.__slots__}
+        return create_app(config.__class__(**fields | settings)).test_client()
+
+    # purposes 1,9 and vendors 2,4: analytics by default, not under a rule needing 7
+    strict = client_with(tcf_analytics="1,7")
+    assert (
+        "Set-Cookie"
+        not in _tcf_pixel(strict, write_key, gdpr="1", gdpr_consent=TC_ANALYTICS).headers
+    )
+    own_vendor = client_with(tcf_vendor_id=4)
+    assert cookie_uid(_tcf_pixel(own_vendor, write_key, gdpr="1", gdpr_consent=TC_ANALYTICS))
+    other_vendor = client_with(tcf_vendor_id=3)
+    resp = _tcf_pixel(other_vendor, write_key, gdpr="1", gdpr_consent=TC_ANALYTICS)
+    assert "Set-Cookie" not in resp.headers
+
+
+def test_the_tcf_parameters_are_documented_in_openapi(client):
+    """The OpenAPI operation of the pixel lists gdpr and gdpr_consent."""
+    names = {param.name for param in OPERATION.params}
+    assert {"gdpr", "gdpr_consent", "consent", "cv"} <= names
+    spec = client.get("/api/v1/openapi.json").get_json()
+    documented = {p["name"] for p in spec["paths"]["/p.gif"]["get"]["parameters"]}
+    assert {"gdpr", "gdpr_consent"} <= documented
