@@ -30,7 +30,7 @@ from redis.retry import Retry
 from dmp.ingest.spool import Spool
 from dmp.ingest.stream import enqueue, xadd_args
 from dmp.records import Hit
-from dmp.storage import keyspace, lifetime
+from dmp.storage import keyspace, lifetime, recenthits
 from dmp.storage.bulk import Bulk
 from dmp.storage.outage import Outage
 
@@ -141,7 +141,7 @@ class Appender:
         """
         if self.spool is None or not self.spool.active:
             try:
-                enqueue(self._r, hits, counters, atomic=True)
+                enqueue(self._r, hits, counters, atomic=True, also=recenthits.commands(counters))
                 return True
             except redis.RedisError:
                 if self.spool is None:
@@ -294,7 +294,8 @@ class Appender:
                 pass  # no spool: the hits are lost (logged when the outage began)
 
     def _send_counts(self) -> None:
-        """Send the summed counters (kept for later if Redis is away)."""
+        """Send the summed counters, and their refusals to the minute's recent hits (all
+        kept for later if Redis is away)."""
         with self._lock:
             counts, self._counts = self._counts, Counter()
         if not counts:
@@ -303,6 +304,7 @@ class Appender:
             with self._quick.pipeline(transaction=False) as pipe:
                 for field, amount in counts.items():
                     pipe.hincrby(keyspace.METRICS, field, amount)
+                recenthits.queue_counts(pipe.execute_command, recenthits.from_counters(counts))
                 pipe.execute()
         except redis.RedisError:
             with self._lock:

@@ -34,7 +34,7 @@ from dmp.people.profiles import (
 )
 from dmp.people.timeline import touchpoint
 from dmp.records import EVENT_SCHEMA, Hit, Source, Tier, dump_json
-from dmp.storage import keyspace, metrics
+from dmp.storage import keyspace, metrics, recenthits
 from dmp.storage.bulk import Bulk, InFlight
 
 log = logging.getLogger(__name__)
@@ -247,9 +247,11 @@ class Ingest:
             elif ids is not None:
                 people.append((hit, ids))
             elif not is_identified(hit):
+                buf.recent[recenthits.recent_field(hit.source, recenthits.NO_CONSENT)] += 1
                 self._aggregate(hit)
             else:
                 buf.metrics[metrics.counter("dmp_bots_total")] += 1
+                buf.recent[recenthits.recent_field(hit.source, recenthits.BOT)] += 1
                 buf.events.append(event_row(hit, None))
         if people:
             self._resolve_and_apply(people)

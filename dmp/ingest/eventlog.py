@@ -33,7 +33,7 @@ import redis
 
 from dmp.ingest.useragent import parse_agent
 from dmp.records import EVENT_SCHEMA, Hit, dump_json
-from dmp.storage import keyspace
+from dmp.storage import keyspace, recenthits
 from dmp.storage.bulk import Bulk
 from dmp.storage.parquetfiles import remove_written, write_parquet_files
 
@@ -63,6 +63,7 @@ class EventBuffer:
         self.aggregates: Counter[tuple[str, str]] = Counter()  # (key, field) -> count
         self.stats: Counter[str] = Counter()
         self.metrics: Counter[str] = Counter()
+        self.recent: Counter[str] = Counter()  # dmp.storage.recenthits fields (bots, ...)
         self.started = 0.0
 
     @property
@@ -143,6 +144,7 @@ class EventLog:
             "aggregates": [[k, f, n] for (k, f), n in buf.aggregates.items()],
             "stats": {**buf.stats, "events_stored": buf.rows},
             "metrics": dict(buf.metrics),
+            "recent": dict(buf.recent),
         }
         self._discard_leftovers()
         try:
@@ -241,6 +243,7 @@ class EventLog:
             add("HINCRBY", keyspace.STATS, field, amount)
         for field, amount in payload["metrics"].items():
             add("HINCRBY", keyspace.METRICS, field, amount)
+        recenthits.queue_counts(add, payload.get("recent", {}))  # intents of older versions
         for start in range(0, len(ids), 10_000):
             chunk = ids[start : start + 10_000]
             add("XACK", keyspace.STREAM, keyspace.GROUP, *chunk)

@@ -131,6 +131,13 @@ SEGMENTS_SETS_LOCK = "dmp:segments:setslock"  # one mover of the lookup sets at 
 EVENTLOG_FLUSH = "dmp:eventlog:flush"  # hash: a failing flush (error, since, failures), expiring
 WORKER_LEASE = "dmp:worker:lease"  # the ingest worker holding it (token, expires) may write
 
+
+def recent_hits(minute: int) -> str:
+    """Return the hash counting one minute's refused and set-aside hits by
+    ``collector:reason`` (``minute``: minutes since the epoch; dmp.storage.recenthits)."""
+    return f"dmp:recenthits:{minute}"
+
+
 # Erasure (GDPR Art. 17). Redis forgets a person at once; files forget them at the next
 # compaction, which drops the rows these members name and then removes the members it
 # handled: ``person:<pid>`` (rows with that person_id, in every Parquet file) and
