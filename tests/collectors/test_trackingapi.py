@@ -674,3 +674,161 @@ def test_wrong_method_is_405(client):
     """The calls take POST only."""
     _problem(client.get("/v1/track"), 405)
     _problem(client.get("/v1/batch"), 405)
+
+
+# -- analytics.js 2.0: short paths, pages, channel -------------------------------------
+
+PAGE = "http://localhost:3000"  # the test site's domains are acme.de and localhost
+
+
+def _from_page(client, key: str, path: str, body, origin: str = PAGE, **headers):
+    """Post as analytics.js 2.0 does: JSON as text/plain, the key as Basic user, an Origin."""
+    return client.post(
+        path,
+        data=json.dumps(body),
+        auth=(key, ""),
+        headers={"Content-Type": "text/plain", "Origin": origin, **headers},
+    )
+
+
+@pytest.mark.parametrize(("short", "kind", "body"), [(k[0], k, b) for k, b in _CALLS])
+def test_short_paths_are_the_long_ones(client, redis, config, server_key, drain, short, kind, body):
+    """/v1/i, /v1/t, /v1/p, /v1/s, /v1/g and /v1/a are identify … alias, stored as such."""
+    resp = _post(client, server_key, f"/v1/{short}", {**body, "messageId": f"s-{kind}"})
+    assert resp.status_code == 200 and resp.get_json() == {"success": True}
+    drain()
+    (row,) = _rows(config)
+    assert (row["type"], row["event_id"], row["channel"]) == (kind, f"s-{kind}", "server")
+
+
+def test_short_batch_path_is_batch(client, redis, server_key):
+    """/v1/b takes what /v1/batch takes (analytics.js batching), bad input alike."""
+    batch = [{"type": kind, **body} for kind, body in _CALLS]
+    assert _post(client, server_key, "/v1/b", {"batch": batch}).status_code == 200
+    assert redis.xlen(keyspace.STREAM) == len(_CALLS)
+    _problem(_post(client, server_key, "/v1/b", {"batch": [{"type": "x"}]}), 400, "batch[0].type")
+    assert redis.xlen(keyspace.STREAM) == len(_CALLS)
+
+
+@pytest.mark.parametrize("path", ["/v1/x", "/v1/ti", "/v1/I", "/v1/bb", "/v1/" + "t" * 5000])
+def test_other_short_paths_are_404(client, server_key, path):
+    """Only the six first letters and b are short paths."""
+    resp = _post(client, server_key, path, {"userId": "u", "event": "E"})
+    assert resp.status_code == 404 and resp.mimetype == "application/problem+json"
+
+
+def test_a_page_of_the_site_is_answered_readably_as_browser(
+    client, redis, config, write_key, drain
+):
+    """The public write key from a page of the site: stored as a browser's claim, and the
+    answer carries the page's origin so the SDK reads its success (and does not resend)."""
+    body = {"anonymousId": "a-1", "event": "Clicked", "context": ADS_AND_ANALYTICS}
+    resp = _from_page(client, write_key, "/v1/t", body, "https://blog.acme.de")
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert resp.headers["Access-Control-Allow-Origin"] == "https://blog.acme.de"
+    (hit,) = stream_hits(redis)
+    assert hit.channel == "browser" and hit.trusted is False
+    drain()
+    assert _rows(config)[0]["channel"] == "browser"
+
+
+def test_a_page_of_another_origin_is_refused_readably(client, redis, write_key, caplog):
+    """The public write key from a page not of its site: 403 the page can read, counted
+    as origin_not_allowed and logged; nothing stored."""
+    body = {"batch": [{"type": "track", "anonymousId": "a", "event": "E"}]}
+    resp = _from_page(client, write_key, "/v1/b", body, "https://acme.de.evil.example")
+    _problem(resp, 403, "https://acme.de.evil.example is not a domain of the site")
+    assert resp.headers["Access-Control-Allow-Origin"] == "https://acme.de.evil.example"
+    assert redis.xlen(keyspace.STREAM) == 0
+    assert _metric(client, "origin_not_allowed") == 1
+    assert any("acme.de.evil.example" in r.getMessage() for r in caplog.records)
+
+
+def test_a_server_key_in_a_page_is_refused(client, redis, server_key):
+    """A server key sent by a page (even of the site) is refused: the secret is exposed,
+    and a page's claims must never be stored as trusted."""
+    resp = _from_page(client, server_key, "/v1/t", {"userId": "u", "event": "E"})
+    _problem(resp, 403, "server key is a secret")
+    assert resp.headers["Access-Control-Allow-Origin"] == PAGE
+    assert redis.xlen(keyspace.STREAM) == 0
+    assert _metric(client, "server_key_in_page") == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "body", "status"),
+    [
+        ("wk_nobody", {"userId": "u", "event": "E"}, 401),
+        (None, {"userId": "u"}, 400),
+        (None, {"userId": "u", "event": "E", "properties": {"x": "y" * 40_000}}, 400),
+    ],
+)
+def test_refusals_are_readable_by_the_page(client, write_key, key, body, status):
+    """Unknown keys and bad or oversize messages from a page carry its origin: the
+    console shows the problem, not a CORS error."""
+    resp = _from_page(client, key or write_key, "/v1/track", body)
+    _problem(resp, status)
+    assert resp.headers["Access-Control-Allow-Origin"] == PAGE
+
+
+@pytest.mark.parametrize("path", ["/v1/t", "/v1/track", "/v1/b", "/v1/batch", "/v1/import"])
+def test_preflight_for_a_page_of_some_site(client, write_key, path):
+    """The preflight of a page of some site's domain allows the POST with Authorization,
+    Content-Type and X-Retry-Count (the key is checked on the POST itself)."""
+    resp = client.options(
+        path,
+        headers={
+            "Origin": PAGE,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,x-retry-count",
+        },
+    )
+    assert resp.status_code == 204
+    assert resp.headers["Access-Control-Allow-Origin"] == PAGE
+    allowed = {h.strip().lower() for h in resp.headers["Access-Control-Allow-Headers"].split(",")}
+    assert {"authorization", "content-type", "x-retry-count"} <= allowed
+    assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+    assert int(resp.headers["Access-Control-Max-Age"]) > 0
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "null", "", "https://acme.de.evil"])
+def test_preflight_for_an_origin_of_no_site_is_refused(client, write_key, origin):
+    """An origin that belongs to no site (or none at all) gets no CORS grant."""
+    headers = {"Origin": origin} if origin else {}
+    resp = client.options("/v1/t", headers={**headers, "Access-Control-Request-Method": "POST"})
+    assert resp.status_code == 403 and resp.mimetype == "application/problem+json"
+    assert "Access-Control-Allow-Methods" not in resp.headers
+
+
+def test_preflight_of_no_call_is_404(client, write_key):
+    """A preflight names a path that exists, or gets a 404."""
+    resp = client.options("/v1/explode", headers={"Origin": PAGE})
+    assert resp.status_code == 404 and resp.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("key_kind", "origin", "claimed", "channel"),
+    [
+        ("server", "", "mobile", "server"),  # the key says server, whatever the message says
+        ("server", "", None, "server"),
+        ("write", PAGE, None, "browser"),  # a page: analytics.js sends no channel
+        ("write", PAGE, "mobile", "browser"),
+        ("write", PAGE, "server", "browser"),  # a page cannot claim to be a server
+        ("write", "", "mobile", "mobile"),  # an app with the public key says what it is
+        ("write", "", "browser", "browser"),
+        ("write", "", "tv-set", "server"),  # not one of Segment's channels
+        ("write", "", None, "server"),
+        ("write", "", 5, "server"),
+    ],
+)
+def test_channel_by_key_kind_and_request(
+    client, redis, server_key, write_key, key_kind, origin, claimed, channel
+):
+    """The channel comes from the key and the Origin; the message's own counts only where
+    they cannot tell (the public key without an Origin) and it is one of Segment's."""
+    key = server_key if key_kind == "server" else write_key
+    body = {"userId": "u", "event": "E", **({} if claimed is None else {"channel": claimed})}
+    headers = {"Origin": origin} if origin else {}
+    resp = client.post("/v1/track", json=body, auth=(key, ""), headers=headers)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    (hit,) = stream_hits(redis)
+    assert hit.channel == channel
