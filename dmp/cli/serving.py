@@ -8,13 +8,15 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 import click
+import redis
 
 from dmp.cli.context import Context, pass_ctx, print_json
 from dmp.ingest import spool, stream, worker
 from dmp.membership.schedule import start_schedule
-from dmp.storage import keyspace
+from dmp.storage import keyspace, recenthits
 from exporters.schedule import start_schedule as start_exports
 
 
@@ -99,24 +101,24 @@ def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
 @pass_ctx
 def status(obj: Context, as_json: bool) -> None:
     """Show stored and aggregate event counts, persons by tier, pending hits (and any
-    spooled while Redis was away) and the segments (how many, the last run, how long ago)."""
-    from dmp.membership import results
+    spooled while Redis was away), the segments (how many, the last run, how long ago) and
+    the hits refused or set aside in the last hour, by reason.
 
+    Warns on stderr when no dmp server runs for the data dir, and when no ingest worker
+    runs (pending hits then wait; with --json, worker_running says so).
+    """
     state = worker.status(obj.redis)
     state["spooled_bytes"] = spool.spooled_bytes(obj.config.data_dir)
-    last = (results.run_records(obj.redis, 1) or [None])[0]
-    state["segments"] = {
-        "defined": obj.redis.scard(keyspace.SEGMENTS),
-        "last_run": None
-        if last is None
-        else {
-            "run_id": last["run_id"],
-            "as_of": last["as_of"],
-            "memberships": sum(last["members"].values()),
-            "incremental": last["incremental"],
-        },
-        "live_moves_since": obj.redis.zcard(keyspace.SEGMENTS_LIVE),
-    }
+    state["worker_running"] = bool(obj.redis.exists(keyspace.WORKER_LEASE))
+    recent = recenthits.last_hour(obj.redis)
+    state["refused_last_hour"] = recent.to_json()
+    state["segments"] = _segments_state(obj.redis)
+    if not state["worker_running"] and not as_json:  # JSON says it in worker_running
+        click.echo(
+            "dmp: warning: no ingest worker runs for this store: hits wait on the stream"
+            f" (now {state['pending']:,}) until `dmp serve` or `dmp worker` runs",
+            err=True,
+        )
     if as_json:
         print_json(state)
         return
@@ -136,3 +138,37 @@ def status(obj: Context, as_json: bool) -> None:
             f"last run          {run['memberships']:>12,} memberships, {ago:,.0f} s ago"
             f" ({seg['live_moves_since']:,} live moves since)"
         )
+    _echo_recent(recent)
+
+
+def _segments_state(r: redis.Redis) -> dict[str, Any]:
+    """Return what ``dmp status`` says of the segments: how many, the last run, live moves."""
+    from dmp.membership import results
+
+    last = (results.run_records(r, 1) or [None])[0]
+    return {
+        "defined": r.scard(keyspace.SEGMENTS),
+        "last_run": None
+        if last is None
+        else {
+            "run_id": last["run_id"],
+            "as_of": last["as_of"],
+            "memberships": sum(last["members"].values()),
+            "incremental": last["incremental"],
+        },
+        "live_moves_since": r.zcard(keyspace.SEGMENTS_LIVE),
+    }
+
+
+def _echo_recent(recent: recenthits.RecentHits) -> None:
+    """Print the last hour's refused and set-aside hits by reason (nothing when none)."""
+    if not recent.total:
+        return
+    click.echo("refused or set aside in the last hour")
+    for reason, count in recent.by_reason.items():
+        where = ", ".join(
+            f"{collector} {per[reason]:,}"
+            for collector, per in recent.by_collector.items()
+            if reason in per
+        )
+        click.echo(f"  {reason:<20} {count:>10,}  ({where})")

@@ -107,6 +107,8 @@ def test_status_json_and_worker_once(runner, redis):
         "pending": 1,
         "spooled_bytes": 0,
         "segments": {"defined": 0, "last_run": None, "live_moves_since": 0},
+        "worker_running": False,
+        "refused_last_hour": {"by_reason": {}, "by_collector": {}},
     }
     result = runner.invoke(cli, ["worker", "--once"])
     assert result.exit_code == 0, result.output
