@@ -108,8 +108,12 @@
     ev.topics = topics();
     pending.push(ev);
     if (pending.length >= 20) send(false);
-    else if (!timer) timer = w.setTimeout(function () { send(false); }, 50);
+    else soon();
   }
+
+  function soon() { if (!timer) timer = w.setTimeout(function () { send(false); }, 50); }
+
+  function release() { hold = false; soon(); } // what the page queues meanwhile goes along
 
   // The consent ``list`` said by source ``from`` (0 page, 1 Consent Mode, 2 TCF), under TC
   // string ``tc``: a weaker source than one that has spoken is ignored.
@@ -145,7 +149,7 @@
   function tcf() {
     if (typeof w.__tcfapi !== "function") return;
     hold = true;
-    var release = w.setTimeout(function () { hold = false; send(false); }, 2000);
+    var waited = w.setTimeout(release, 2000);
     w.__tcfapi("addEventListener", 2, function (tc, ok) {
       if (!ok || !tc) return;
       var s = tc.eventStatus, p = (tc.purpose && tc.purpose.consents) || {};
@@ -156,7 +160,7 @@
         if (vendor && holds(RULES.ads, p)) out.push("ads");
         decide(out, 2, tc.tcString || "");
       }
-      if (hold) { hold = false; w.clearTimeout(release); send(false); }
+      if (hold) { w.clearTimeout(waited); release(); }
     });
   }
 
