@@ -2,7 +2,8 @@
 
     python bench/pixel.py [--workers 2] [--threads 4] [--connections 32] [--wrk-threads 2]
                           [--seconds 10] [--rounds 3] [--warmup 2]
-                          [--ingest off|on|both] [--worker-nice N] [--floor] [--no-save]
+                          [--ingest off|on|both] [--worker-nice N] [--floor] [--tcf]
+                          [--no-save]
 
 Targets, each a server of its own, started once and hit in turn by wrk on loopback:
 
@@ -15,6 +16,9 @@ Targets, each a server of its own, started once and hit in turn by wrk on loopba
   stream while wrk runs. After each of its rounds the benchmark waits until the worker has
   stored the backlog, so that it does not eat into the next target's round
   (``--worker-nice N`` renices that worker from outside, an experiment);
+- ``dmp-tcf`` (``--tcf``): ``dmp serve --no-ingest`` again, its hits carrying their consent
+  as an IAB TCF v2.2 TC string (``gdpr=1&gdpr_consent=…``, 305 characters) instead of
+  ``consent=``: what decoding the CMP's string costs the pixel;
 - ``wsgi`` (``--floor``): the GIF as a plain WSGI callable under the same gunicorn, the
   server's own ceiling, for context.
 
@@ -29,6 +33,7 @@ its stream (or, with the worker on, an event stored in Parquet).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -53,6 +58,18 @@ from dmp.storage import keyspace, redisserver  # noqa: E402
 
 UID = "bench0123456789abcdefg"  # a well-formed dmp_uid of 22 characters
 PATH = "/p.gif?k={key}&url=https%3A%2F%2Fbench.test%2Fpage&topics=crm,erp&consent=analytics,ads"
+# The same hit with its consent as a CMP's IAB TCF v2.2 TC string (--tcf): @iabtcf/core's
+# "accept all" (11 purposes, 344 vendors, 305 characters) of the decoder's test vectors.
+VECTORS = ROOT / "tests" / "collectors" / "tcf" / "vectors.json"
+TCF_PATH = "/p.gif?k={key}&url=https%3A%2F%2Fbench.test%2Fpage&topics=crm,erp&gdpr=1&gdpr_consent="
+
+
+def tcf_path() -> str:
+    """Return the pixel path whose consent is the "accept all" TC string."""
+    vectors = json.loads(VECTORS.read_text())["vectors"]
+    return TCF_PATH + next(v["string"] for v in vectors if v["name"] == "accept all")
+
+
 RPS_TARGET, P99_TARGET = 0.6, 2.0
 
 
@@ -64,6 +81,7 @@ class Target:
     cmd: list[str]
     data_dir: Path
     dmp: bool = False  # a dmp server: its stream is checked afterwards
+    path: str = PATH  # what wrk asks for, {key} filled in
     ingest: bool = False
     port: int = 0
     proc: subprocess.Popen | None = None
@@ -291,6 +309,11 @@ def main() -> None:
         help="run dmp's ingest worker at niceness N (an experiment; dmp does not do it itself)",
     )
     parser.add_argument("--floor", action="store_true", help="add a plain WSGI GIF target")
+    parser.add_argument(
+        "--tcf",
+        action="store_true",
+        help="add dmp-tcf: dmp (no ingest) whose hits carry a TC string instead of consent=",
+    )
     parser.add_argument("--no-save", action="store_true", help="do not append to bench/results")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -307,6 +330,9 @@ def main() -> None:
     if args.ingest in ("on", "both"):
         cmd = [py, "-m", "dmp", "serve", *shape]
         targets.append(Target("dmp+ingest", cmd, tmp / "dmp-ingest", dmp=True, ingest=True))
+    if args.tcf:
+        cmd = [py, "-m", "dmp", "serve", *shape, "--no-ingest"]
+        targets.append(Target("dmp-tcf", cmd, tmp / "dmp-tcf", dmp=True, path=tcf_path()))
     if args.floor:
         targets.append(Target("wsgi", [*targets[0].cmd, "--wsgi"], tmp / "wsgi"))
 
@@ -329,7 +355,7 @@ def main() -> None:
         for t in targets:
             start(t, env)
         for t in targets:
-            path = PATH.format(key=keys.get(t.name, key))
+            path = t.path.format(key=keys.get(t.name, key))
             wait_up(t, path)
             if t.ingest and args.worker_nice:
                 renice_worker(t, args.worker_nice)
@@ -340,7 +366,7 @@ def main() -> None:
         for round_no in range(args.rounds):
             shift = round_no % len(targets)
             for t in targets[shift:] + targets[:shift]:
-                run = wrk(t.url + PATH.format(key=keys.get(t.name, key)), args, args.seconds)
+                run = wrk(t.url + t.path.format(key=keys.get(t.name, key)), args, args.seconds)
                 t.runs.append(run)
                 t.requests += run["requests"]
                 line = (
