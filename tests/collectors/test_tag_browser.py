@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person
 from dmp.storage import keyspace
 from tests.chromium import TIMEOUT_MS, launch, page_server, serving
-from tests.factories import bearer, consent_of, person_of, stream_hits
+from tests.factories import bearer, consent_of, person_of, read_metric, scrape, stream_hits
 
 STUB = """<script>window.dmp = window.dmp || {q: []};
   ["consent", "track", "identify", "page"].forEach(function (m) {
@@ -215,12 +216,23 @@ def test_calls_queued_before_load_are_sent(tab, pages, redis, drain):
     ]
 
 
-def test_foreign_origin_is_refused(tab, pages, collector, redis, drain):
-    """A page on an origin outside the site's domains gets its beacons refused, nothing kept."""
-    tab.goto(f"http://127.0.0.1:{pages}/index.html")  # 127.0.0.1 is not the domain localhost
+def test_foreign_origin_is_refused(tab, pages, collector, redis, drain, client, caplog):
+    """A page on an origin outside the site's domains gets its beacons refused, nothing
+    kept; the console shows why, /metrics counts each refusal and the log says it once."""
+    caplog.set_level(logging.WARNING, logger="collectors.refusals")
+    with tab.expect_console_message(lambda m: m.text.startswith("dmp:")) as warned:
+        tab.goto(f"http://127.0.0.1:{pages}/index.html")  # 127.0.0.1 is not the domain localhost
     assert collector[0].wait_for(1) == [403]
+    assert warned.value.type == "warning"
+    assert "Origin not allowed" in warned.value.text
+    assert f"http://127.0.0.1:{pages} is not a domain of the site" in warned.value.text
     tab.evaluate("dmp.consent(['analytics']); dmp.track('whitepaper_download')")
     assert collector[0].wait_for(2) == [403, 403]
     assert redis.xlen(keyspace.STREAM) == 0 and _dmp_cookie(tab) is None
     drain()
     assert status(redis)["events_aggregate"] == 0 and not redis.keys("dmp:person:*")
+    refused = {"collector": "tag", "outcome": "origin_not_allowed"}
+    assert read_metric(scrape(client), "dmp_hits_total", **refused) == 2
+    logged = [r for r in caplog.records if f"127.0.0.1:{pages}" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].levelno == logging.WARNING
+    assert "acme.de, localhost" in logged[0].getMessage()
