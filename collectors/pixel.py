@@ -3,6 +3,10 @@
 The pixel is the hottest path dmp has, so it is served as plain WSGI in front of the Flask
 app (:class:`PixelApp`): one query parse, one cookie lookup, one write to Redis that does
 not wait for the answer (:class:`dmp.ingest.appender.Appender`), and a ready-made answer.
+
+Consent is the page's ``consent=`` list, or, where GDPR applies (``gdpr=1``, the ad
+servers' macro names), the purposes of the IAB TC string ``gdpr_consent`` decoded here
+(:mod:`collectors.tcstring`, cached per string).
 """
 
 from __future__ import annotations
