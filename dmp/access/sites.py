@@ -23,6 +23,7 @@ _DOMAIN = re.compile(
 )
 
 
+_HOST = re.compile(r"[^\s/\\?#@]+\Z")  # what a URL's host can be: printable, no separators
 WRITE_KEY_PREFIX = "wk_"  # what every write key starts with (and log redaction looks for)
 
 
@@ -39,7 +40,14 @@ class Site:
     def allows_origin(self, origin: str) -> bool:
         """Return whether a browser Origin belongs to one of the site's domains (or a subdomain)."""
         host = (urlsplit(origin).hostname or "").lower() if origin else ""
-        return bool(host) and any(host == d or host.endswith("." + d) for d in self.domains)
+        return bool(host) and covering_domain(host, self.domains) is not None
+
+
+def covering_domain(host: str, domains: Iterable[str]) -> str | None:
+    """Return the domain a host name is, or is a subdomain of, among ``domains`` (None if
+    none): the rule for which pages may send with a site's write key. Ports and schemes
+    play no part."""
+    return next((d for d in domains if host == d or host.endswith("." + d)), None)
 
 
 class SiteError(ValueError):
@@ -144,6 +152,98 @@ def remove_site(r: redis.Redis, site_id: str) -> None:
     r.delete(keyspace.site(site_id), keyspace.write_key(digest))
     r.srem(keyspace.SITES, site_id)
     revoke_site_keys(r, site_id)
+
+
+MAX_URL = 2048  # characters of a page URL `dmp sites check` reads
+
+
+@dataclass(frozen=True, slots=True)
+class OriginVerdict:
+    """Whether pages on a host may send with one site's write key: the domain that
+    allows it (empty if none) and the site's domains."""
+
+    site_id: str
+    allowed: bool
+    domain: str
+    domains: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PageCheck:
+    """What ``dmp sites check`` found for a page URL: its host and each site's verdict."""
+
+    url: str
+    host: str
+    verdicts: tuple[OriginVerdict, ...]
+
+    @property
+    def allowed(self) -> bool:
+        """Return whether some site checked allows the page's host."""
+        return any(v.allowed for v in self.verdicts)
+
+
+def page_host(url: str) -> str:
+    """Return the lowercase host of an http(s) page URL; SiteError for anything else."""
+    if len(url) > MAX_URL:
+        raise SiteError(f"a page URL has at most {MAX_URL} characters (this one {len(url)})")
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""  # as allows_origin sees a browser's Origin
+    except ValueError:
+        parts, host = None, ""
+    if (
+        parts is None
+        or parts.scheme.lower() not in ("http", "https")
+        or not (_HOST.match(host) and host.isprintable())
+    ):
+        raise SiteError(f"not an http(s) page URL with a host: {url[:100]!r}")
+    return host
+
+
+def check_page(r: redis.Redis, url: str, site_id: str | None = None) -> PageCheck:
+    """Return whether a page at ``url`` may send with each site's write key (or the one
+    given), and why; SiteError for a URL that is no http(s) page or an unknown site."""
+    host = page_host(url)
+    if site_id is None:
+        checked = list_sites(r)
+    else:
+        site = get_site(r, site_id)
+        if site is None:
+            raise SiteError(f"no site {site_id[:80]!r} (dmp sites list)")
+        checked = [site]
+    verdicts = []
+    for site in checked:
+        domain = covering_domain(host, site.domains)
+        verdicts.append(OriginVerdict(site.site_id, domain is not None, domain or "", site.domains))
+    return PageCheck(url, host, tuple(verdicts))
+
+
+def change_domains(
+    r: redis.Redis, site_id: str, add: Iterable[str] = (), remove: Iterable[str] = ()
+) -> Site:
+    """Add and remove domains of a site (validated as add_site does; a site keeps at least
+    one); return the site as it is then."""
+    added = [normalise_domain(d) for d in add]
+    removed = {normalise_domain(d) for d in remove}
+    with r.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(keyspace.site(site_id))
+                site = get_site(pipe, site_id)
+                if site is None:
+                    raise SiteError(f"no site {site_id[:80]!r} (dmp sites list)")
+                unknown = sorted(removed - set(site.domains))
+                if unknown:
+                    raise SiteError(f"{unknown[0]} is not a domain of site {site_id}")
+                kept = [d for d in dict.fromkeys([*site.domains, *added]) if d not in removed]
+                if not kept:
+                    raise SiteError("a site keeps at least one domain")
+                pipe.multi()
+                pipe.hset(keyspace.site(site_id), "domains", ",".join(kept))
+                pipe.execute()
+                return dataclasses.replace(site, domains=tuple(kept))
+            except redis.WatchError:
+                continue
 
 
 class Caller(NamedTuple):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from collectors.snippets import pixel_snippet, tag_snippet
 from dmp.access import apikeys, sites
-from dmp.cli.context import Context, fail, pass_ctx, print_json
+from dmp.cli.context import Context, error_line, fail, pass_ctx, print_json
 from dmp.membership import definitions
 
 
@@ -116,6 +118,111 @@ def sites_snippet(obj: Context, site_id: str, base_url: str) -> None:
     click.echo(tag_snippet(base_url, key))
     click.echo("<!-- dmp pixel: where scripts cannot run (an email, a page without the tag) -->")
     click.echo(pixel_snippet(base_url, key))
+
+
+@sites_group.command("check")
+@click.argument("url")
+@click.option("--site", "site_id", default=None, help="Check this site only (else every site).")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@pass_ctx
+def sites_check(obj: Context, url: str, site_id: str | None, as_json: bool) -> None:
+    """Say whether a page at URL may send hits with a site's write key, and why.
+
+    A page may send with a site's key when its host is one of the site's domains or a
+    subdomain of one (shop.acme.de for acme.de; not acme.de for shop.acme.de). Origins
+    are matched by host name only: the scheme and the port do not matter, so
+    http://localhost:3000 may send for a site with the domain localhost.
+
+    Exit code 0: allowed (for --site, or for some site); 1: not allowed, with the
+    command that adds the domain; 2: URL is not an http(s) page URL, or no such site.
+
+    \b
+      dmp sites check https://www.acme.de/pricing --site acme-gmbh
+    """
+    try:
+        sites.page_host(url)  # bad input is told before any store is opened
+        found = sites.check_page(obj.redis, url, site_id)
+    except sites.SiteError as exc:
+        fail(error_line(str(exc)))
+    fix = _domain_fix(found)
+    if as_json:
+        print_json(_check_json(found, fix))
+    else:
+        _echo_check(found, fix)
+    if not found.allowed:
+        raise SystemExit(1)
+
+
+def _domain_fix(found: sites.PageCheck) -> str:
+    """Return the command that would let the page send (empty when it may)."""
+    if found.allowed:
+        return ""
+    if not found.verdicts:
+        return f"dmp sites add NAME --domain {found.host}"
+    site_id = found.verdicts[0].site_id if len(found.verdicts) == 1 else "SITE_ID"
+    return f"dmp sites domains {site_id} --add {found.host}"
+
+
+def _check_json(found: sites.PageCheck, fix: str) -> dict[str, Any]:
+    """Return a page check as `dmp sites check --json` prints it."""
+    return {
+        "url": found.url,
+        "host": found.host,
+        "matched_by": "host name only (scheme and port do not matter)",
+        "allowed": found.allowed,
+        "sites": [
+            {
+                "site_id": v.site_id,
+                "allowed": v.allowed,
+                "domain": v.domain or None,
+                "domains": list(v.domains),
+            }
+            for v in found.verdicts
+        ],
+        "fix": fix or None,
+    }
+
+
+def _echo_check(found: sites.PageCheck, fix: str) -> None:
+    """Print a page check: the host, each site's verdict and reason, and the fix."""
+    click.echo(f"page host {found.host} (matched by host name only: scheme and port do not matter)")
+    if not found.verdicts:
+        click.echo("not allowed: there are no sites")
+    for v in found.verdicts:
+        if v.allowed:
+            how = "is" if v.domain == found.host else "is a subdomain of"
+            click.echo(f"{v.site_id}: allowed, {found.host} {how} its domain {v.domain}")
+        else:
+            click.echo(
+                f"{v.site_id}: not allowed, {found.host} is neither one of nor under its "
+                f"domains {', '.join(v.domains)}"
+            )
+    if fix:
+        click.echo(f"fix: add the page's domain to its site: {fix}")
+
+
+@sites_group.command("domains")
+@click.argument("site_id")
+@click.option("--add", "add", multiple=True, help="A domain to add (repeatable).")
+@click.option("--remove", "remove", multiple=True, help="A domain to remove (repeatable).")
+@pass_ctx
+def sites_domains(
+    obj: Context, site_id: str, add: tuple[str, ...], remove: tuple[str, ...]
+) -> None:
+    """Add or remove domains of SITE_ID (pages on a domain or its subdomains may send with
+    the site's write key); without options, print its domains. A site keeps at least one
+    domain. Running collectors see the change within DMP_SITE_CACHE_SECONDS.
+    """
+    try:
+        if add or remove:
+            site = sites.change_domains(obj.redis, site_id, add, remove)
+        else:
+            site = sites.get_site(obj.redis, site_id)
+            if site is None:
+                raise sites.SiteError(f"no site {site_id[:80]!r} (dmp sites list)")
+    except sites.SiteError as exc:
+        fail(error_line(str(exc)))
+    click.echo(f"site {site.site_id} for {', '.join(site.domains)}")
 
 
 @sites_group.command("remove")
