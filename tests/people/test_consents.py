@@ -59,15 +59,15 @@ def test_the_consents_endpoint_shows_current_states_and_history(client, redis, a
 def test_the_proof_keeps_text_version_tc_string_hash_and_double_opt_in(
     client, runner, redis, write_key, drain, tmp_path
 ):
-    """The pixel's cv= is the consent text's version; a TC string alone is kept as its
-    hash; a newsletter file's double opt-in column goes into the email consent's proof."""
+    """The pixel's cv= is the consent text's version; a TC string is kept as its CMP's id
+    and its hash; a newsletter file's double opt-in column goes into the email consent's proof."""
     from dmp.cli import cli
 
     client.get("/p.gif", query_string={"k": write_key, "consent": "analytics,ads", "cv": "2026-03"})
     uid_a = client.get_cookie("dmp_uid").value
     client.delete_cookie("dmp_uid")
-    tc = "CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA"
-    client.get("/p.gif", query_string={"k": write_key, "consent": "analytics", "gdpr_consent": tc})
+    tc = "CQhDnIAQhDnIAEsACBENB-EAAICAAAAAAAYgACFAAAAA.P__wBoAAgBRAGQBjwF5gXcOpg__8"  # 1, 9
+    client.get("/p.gif", query_string={"k": write_key, "gdpr": "1", "gdpr_consent": tc})
     uid_b = client.get_cookie("dmp_uid").value
     nl = tmp_path / "nl.csv"
     nl.write_text("email;event;time;double_opt_in\nd@acme.de;anmeldung;2026-09-01T10:00:00Z;ja\n")
@@ -76,6 +76,6 @@ def test_the_proof_keeps_text_version_tc_string_hash_and_double_opt_in(
     a = person_of(redis, IdKind.UID, uid_a)
     assert consent_of(a, "ads", f"uid:{uid_a}")["version"] == "2026-03"
     b = consent_of(person_of(redis, IdKind.UID, uid_b), "analytics", f"uid:{uid_b}")
-    assert b["version"].startswith("tcf:") and tc not in json.dumps(b)
+    assert b["version"].startswith("tcf:300:") and tc not in json.dumps(b)
     d = consent_of(person_of(redis, IdKind.EMAIL, "d@acme.de"), "email", "email:d@acme.de")
     assert d["double_opt_in"] is True and d["source"] == "newsletter" and d["trusted"] is True
