@@ -285,7 +285,14 @@ def to_hit(
     params=(ORIGIN,),
     body=BEACON,
     replies={
-        204: Reply("Stored, all events together.", None),
+        204: Reply(
+            "Stored, all events together.",
+            None,
+            headers={
+                "Dmp-Uid": "With analytics consent: the visitor's uid, for the tag to keep.",
+                "Set-Cookie": "dmp_uid, with the analytics consent (removed without it).",
+            },
+        ),
         400: problem("The beacon is not what the tag sends; nothing was stored."),
         401: problem("k is no site's write key."),
         403: problem("The origin is not a domain of the key's site."),
