@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Response, jsonify
 from redis import Redis
 
@@ -25,6 +27,7 @@ from dmp.web.personshapes import (
     REQUEST,
     REQUEST_STATE,
     STAGE_CHANGE,
+    STAGE_RECORDED,
     UID,
 )
 from dmp.web.problems import Problem
@@ -39,7 +42,7 @@ from dmp.web.spec import (
     describe,
     problem,
 )
-from segments.matrix import by_weight
+from segments.matrix import MOMENTS, by_weight
 
 bp = scoped_blueprint("persons", __name__, Scope.ADMIN, url_prefix="/api/v1")
 
@@ -51,14 +54,22 @@ def _person_response(pid: str | None, what: str, limit: int) -> Response:
     person = profiles.get_person(r, pid, limit) if pid else None
     if person is None:
         raise Problem(404, "Person not found", f"no person with {what}", "not-found")
-    person["stages"] = lifecycle.parse_records(
+    records = lifecycle.parse_records(
         r.lrange(keyspace.person(person["person_id"], "stages"), 0, -1)
     )
+    person["stages"] = [stage_view(rec) for rec in records]
     row = snapshots.snapshot_row(current_deps().config, person["person_id"])
     if row is not None:
         row["score_breakdown"] = by_weight(row["score_breakdown"])
+        # The snapshot keeps its moments in ms (machines read it); a person reads ISO.
+        row.update({n: consent_rules.iso(row[n]) for n in MOMENTS if row.get(n) is not None})
     person["matrix"] = row
     return jsonify(person)
+
+
+def stage_view(record: dict[str, Any]) -> dict[str, Any]:
+    """Return a stage record as the API answers it: ``at`` in ISO 8601 UTC."""
+    return {**record, "at": consent_rules.iso(record["at"])}
 
 
 @bp.post("/persons/<pid>/stage")
@@ -68,7 +79,7 @@ def _person_response(pid: str | None, what: str, limit: int) -> Response:
     body=STAGE_CHANGE,
     security=("adminKey",),
     replies={
-        201: Reply("The stage record.", schema=Obj({"person_id": Text(), "stage": Text()})),
+        201: Reply("The stage record.", schema=STAGE_RECORDED),
         **ERRORS,
         413: TOO_LARGE,
     },
@@ -81,7 +92,7 @@ def set_stage(pid: str) -> tuple[Response, int]:
     record = lifecycle.record_stage(
         r, live, Stage(body["stage"]), source="api", by=body.get("by", "")
     )
-    return jsonify({"person_id": live, **record}), 201
+    return jsonify({"person_id": live, **stage_view(record)}), 201
 
 
 @bp.get("/persons/<pid>")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dmp.records import Stage, Tier
 from dmp.web.params import JsonBody, Param, WholeNumber
-from dmp.web.schema import Free, Obj, Text
+from dmp.web.schema import Free, ListOf, Obj, Text
+from segments.matrix import MOMENTS
 
 _HEX16 = "[0-9a-f]{16}"
 _STAGE_MESSAGE = f"{{path}} must be one of {', '.join(s.value for s in Stage)}"
@@ -64,7 +65,21 @@ ERASURE = JsonBody(
     example={"reason": "ticket 42", "by": "dpo@example.com"},
 )
 # What the person routes answer (the data's own members are many and grow: they are
-# described, not closed).
+# described, not closed). Every moment a person reads is ISO 8601 in UTC.
+TIME = Free(
+    {"type": "string", "format": "date-time"}, "ISO 8601, UTC: 2026-09-21T14:13:20.000+00:00."
+)
+_MOMENT = Free({"type": ["string", "null"], "format": "date-time"}, TIME.description)
+STAGE_RECORD = Obj(
+    {
+        "stage": Text(enum=tuple(s.value for s in Stage)),
+        "at": TIME,
+        "source": Text(description="What set it: the API, an import, the stage rules."),
+        "by": Text(description="Who, where the source names someone."),
+    },
+    required=("stage", "at"),
+)
+STAGE_RECORDED = Obj({"person_id": Text(pattern=_HEX16), **STAGE_RECORD.fields})
 PERSON = Obj(
     {
         "person_id": Text(pattern=_HEX16),
@@ -72,10 +87,18 @@ PERSON = Obj(
         "identifiers": Obj(),
         "traits": Obj(),
         "consents": Obj(),
-        "touchpoints": Free({"type": "array"}),
+        "first_seen": _MOMENT,
+        "last_seen": _MOMENT,
+        "touchpoints": ListOf(Obj({"timestamp": TIME}), description="Newest first."),
         "touchpoints_total": Free({"type": "integer"}),
-        "stages": Free({"type": "array"}),
-        "matrix": Free({"type": ["object", "null"]}, "The person's row of the latest build."),
+        "stages": ListOf(STAGE_RECORD, description="Every stage entered, oldest first."),
+        "matrix": Free(
+            {
+                "type": ["object", "null"],
+                "properties": {name: _MOMENT.schema() for name in MOMENTS},
+            },
+            "The person's row of the latest build (its moments in ISO 8601, UTC).",
+        ),
     },
     required=("person_id", "tier", "identifiers", "traits", "touchpoints", "stages"),
 )
