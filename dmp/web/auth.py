@@ -28,6 +28,8 @@ PUBLIC = frozenset(
         "/v1/<kind>",
         "/v1/batch",
         "/v1/import",
+        "/v1/b",  # analytics.js 2.0's short batch path
+        "/v1/projects/<write_key>/settings",  # what analytics.js 2.0 loads first
         "/healthz",
         "/metrics",
         "/api/v1/openapi.json",

@@ -56,8 +56,8 @@ def _refused(client: FlaskClient, method: str, path: str, key: str | None) -> bo
 
 
 def test_the_public_routes_are_the_documented_ones(app: Flask) -> None:
-    """The public list is exactly the collect endpoints, the tag, /healthz, /metrics and the
-    OpenAPI document, and each of them exists (a stale entry would hide nothing, but says
+    """The public list is exactly the collect endpoints (analytics.js's settings too), the
+    tag, /healthz, /metrics and the OpenAPI document, and each of them exists (a stale entry would hide nothing, but says
     what is not true)."""
     assert auth.PUBLIC == {
         "/p.gif",
@@ -66,6 +66,8 @@ def test_the_public_routes_are_the_documented_ones(app: Flask) -> None:
         "/v1/<kind>",
         "/v1/batch",
         "/v1/import",
+        "/v1/b",
+        "/v1/projects/<write_key>/settings",
         "/healthz",
         "/metrics",
         "/api/v1/openapi.json",
