@@ -20,7 +20,7 @@ import redis
 
 from dmp.ingest.stream import xadd_args
 from dmp.records import Hit
-from dmp.storage import keyspace, metrics
+from dmp.storage import keyspace, metrics, recenthits
 from dmp.storage.bulk import Bulk
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ REPLAYED = metrics.counter("dmp_spool_replayed_total")
 DROPPED = metrics.counter("dmp_spool_dropped_total")
 UNKNOWN_KEY = metrics.hits_counter("pixel", "unknown_key")
 PIXEL_OK = metrics.hits_counter("pixel", "ok")
+UNKNOWN_KEY_RECENT = recenthits.recent_field("pixel", "unknown_key")
 
 
 def done_offset(path: Path) -> int:
@@ -75,6 +76,8 @@ def replay_range(r: redis.Redis, path: Path, offset: int, end: int, done: dict[P
         bulk.add("HINCRBY", keyspace.METRICS, REPLAYED, len(lines))
         if unknown:
             bulk.add("HINCRBY", keyspace.METRICS, UNKNOWN_KEY, unknown)
+            # Refused at the replay, not at the door: `dmp status` shows it all the same.
+            recenthits.queue_counts(bulk.add, {UNKNOWN_KEY_RECENT: unknown})
         if resolved:  # the pixel counts a hit with an unchecked key only once it is known
             bulk.add("HINCRBY", keyspace.METRICS, PIXEL_OK, resolved)
         if unreadable:

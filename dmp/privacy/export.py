@@ -46,7 +46,10 @@ def export_person(r: redis.Redis, config: Config, pid: str) -> dict[str, Any] | 
         **person,
         "consent_history": consent_history(r, pid),
         "merged_from": merged,
-        "stages": lifecycle.parse_records(r.lrange(keyspace.person(pid, "stages"), 0, -1)),
+        "stages": [
+            {**stage, "at": _iso(datetime.fromtimestamp(stage["at"] / 1000, UTC))}
+            for stage in lifecycle.parse_records(r.lrange(keyspace.person(pid, "stages"), 0, -1))
+        ],
         "score": _matrix_row(config, pid),
         "segments": sorted(r.smembers(keyspace.person(pid, "segments"))),
         "segment_history": _segment_changes(config, ids),

@@ -27,7 +27,7 @@ from dmp.config import Config
 from dmp.ingest import spool
 from dmp.ingest.eventlog import scan_events
 from dmp.ingest.worker import Worker, status
-from dmp.storage import keyspace, metrics, redisserver
+from dmp.storage import keyspace, metrics, recenthits, redisserver
 from tests.factories import make_hit, read_metric, scrape, stream_hits
 from tests.served import wait_for
 
@@ -140,6 +140,7 @@ def test_an_unknown_write_key_during_an_outage_is_resolved_on_replay(own_redis, 
     unknown = metrics.counter("dmp_hits_total", collector="pixel", outcome="unknown_key")
     r = redisserver.connect(own_config.redis_url)
     assert r.hget(keyspace.METRICS, unknown) == "1"
+    assert recenthits.last_hour(r).by_reason == {"unknown_key": 1}  # what `dmp status` shows
 
 
 def test_tag_beacons_during_an_outage_get_204_and_are_stored(own_redis, own_config):

@@ -9,8 +9,10 @@ import pytest
 
 from dmp.cli import main
 from dmp.membership import runs
+from dmp.people import lifecycle
 from dmp.people.identity import IdKind
 from dmp.privacy.export import FORMAT, export_person
+from dmp.records import Stage
 from dmp.storage import keyspace
 from tests.factories import (
     GOOGLEBOT,
@@ -39,7 +41,12 @@ def anna(redis, config, drain) -> str:
     drain()
     apply_segments(redis, SEGMENT)
     runs.run(redis, config)
-    return person_of(redis, IdKind.EMAIL, "anna@acme.de")["person_id"]
+    pid = person_of(redis, IdKind.EMAIL, "anna@acme.de")["person_id"]
+    # 2026-09-21T14:13:21.234Z
+    lifecycle.record_stage(
+        redis, pid, Stage.SAL, source="api", by="jana@acme.de", at_ms=1790000001234
+    )
+    return pid
 
 
 def test_the_export_holds_everything_about_the_person(redis, config, anna) -> None:
@@ -62,6 +69,9 @@ def test_the_export_holds_everything_about_the_person(redis, config, anna) -> No
     assert found["segments"] == ["crm-readers"]
     assert [c["change"] for c in found["segment_history"]] == ["entered"]
     assert found["destinations"] == []
+    assert found["stages"] == [  # times a person reads are ISO 8601, as everywhere
+        {"stage": "sal", "at": "2026-09-21T14:13:21.234Z", "source": "api", "by": "jana@acme.de"}
+    ]
     json.dumps(found)  # one JSON document, nothing that needs a custom encoder
 
 
