@@ -6,6 +6,7 @@ import dataclasses
 import gzip
 import json
 import logging
+import uuid
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,7 @@ def test_foreign_origin_is_refused_whole(client, redis, site, write_key, caplog)
     """A beacon from an origin outside the site's domains is refused 403 and nothing
     stored; the page can read why, the refusal is counted and logged once a minute."""
     caplog.set_level(logging.WARNING, logger=refusals.__name__)
-    evil = "https://evil.example"
+    evil = f"https://evil-{uuid.uuid4().hex[:8]}.example"  # logged once a minute per origin
     for _ in range(3):
         resp = _post(client, _beacon(write_key, [{"type": "page"}]), origin=evil)
         assert resp.status_code == 403 and resp.mimetype == PROBLEM
