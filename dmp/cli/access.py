@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import click
 
-from collectors.snippets import pixel_snippet, tag_snippet
+from collectors.snippets import snippets
 from dmp.access import apikeys, sites
 from dmp.cli.context import Context, error_line, fail, pass_ctx, print_json
 from dmp.membership import definitions
@@ -99,13 +100,16 @@ def sites_keep_params(obj: Context, site_id: str, names: tuple[str, ...]) -> Non
     show_default=True,
     help="Where browsers reach dmp (https://t.example.com in production).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the snippets as JSON.")
 @pass_ctx
-def sites_snippet(obj: Context, site_id: str, base_url: str) -> None:
+def sites_snippet(obj: Context, site_id: str, base_url: str, as_json: bool) -> None:
     """Print the tag and the pixel for SITE_ID's pages, ready to paste.
 
-    The tag waits for the visitor's consent: call dmp.consent([...]) with the categories
-    they agreed to (analytics, ads, email). The pixel's CONSENT and PAGE_URL are for the
-    page to fill in; neither snippet grants any consent by itself.
+    The tag follows the page's consent banner by itself when it is an IAB TCF v2.2 CMP or
+    uses Google Consent Mode v2; any other banner calls dmp.consent([...]) with the
+    categories the visitor agreed to (analytics, ads, email). The pixel's script sends the
+    TCF CMP's consent string. Neither grants any consent by itself. With DMP_TCF_VENDOR_ID
+    set, a pixel for ads with IAB's consent macros follows.
     """
     if not base_url.startswith(("http://", "https://")) or len(base_url) > 200:
         fail(f"--url: {base_url[:80]!r} is not an http(s) address")
@@ -114,10 +118,11 @@ def sites_snippet(obj: Context, site_id: str, base_url: str) -> None:
     key = sites.public_write_key(obj.redis, site_id)
     if not key:
         fail(f"{site_id}: its write key was not kept (added before dmp kept them); add it anew")
-    click.echo("<!-- dmp tag: in <head> -->")
-    click.echo(tag_snippet(base_url, key))
-    click.echo("<!-- dmp pixel: where scripts cannot run (an email, a page without the tag) -->")
-    click.echo(pixel_snippet(base_url, key))
+    found = snippets(base_url, key, obj.config.tcf_vendor_id)
+    if as_json:
+        print_json([dataclasses.asdict(s) for s in found])
+        return
+    click.echo("\n\n".join(s.html for s in found))
 
 
 @sites_group.command("check")

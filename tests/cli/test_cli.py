@@ -49,6 +49,10 @@ def test_sites_snippet_prints_the_tag_and_pixel_without_a_grant(runner, site):
     assert f'<script async src="https://t.acme.de/dmp.js" data-key="{site[1]}"></script>' in text
     assert f"https://t.acme.de/p.gif?k={site[1]}&" in text
     assert "consent=analytics" not in text and "consent=ads" not in text
+    assert "__tcfapi" in text and "gdpr_consent" in text  # the pixel asks the page's CMP
+    assert "GDPR_CONSENT" not in text  # no ad pixel: dmp's operator is no TCF vendor here
+    shown = runner.invoke(cli, ["sites", "snippet", "acme-gmbh", "--json"])
+    assert [s["name"] for s in json.loads(shown.output)] == ["tag", "pixel"]
     for argv, said in (
         (["sites", "snippet", "nope"], "no site 'nope'"),
         (["sites", "snippet", "acme-gmbh", "--url", "x"], "is not an http(s) address"),
