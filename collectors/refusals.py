@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from urllib.parse import urlsplit
 
 from flask import Response
 
@@ -71,17 +72,20 @@ def origin_refused(deps: Deps, collector: str, site: Site, origin: str) -> Probl
     if _THROTTLE.due((site.site_id, origin)):
         log.warning(
             "%s hit refused: origin %s is not a domain of site %s (its domains: %s); "
-            "add the page's domain to the site, or use the key of the page's site",
+            "if the page belongs to the site: dmp sites domains %s --add %s",
             collector,
             origin,
             site.site_id,
             ", ".join(site.domains),
+            site.site_id,
+            urlsplit(origin).hostname or origin,
         )
     return Problem(
         403,
         "Origin not allowed",
         f"{origin} is not a domain of the site this write key belongs to; "
-        "add the domain to the site (dmp sites) or use the key of this page's site",
+        "add the page's host to the site's domains (dmp sites domains SITE --add HOST) or "
+        "use the key of this page's site",
         "origin-not-allowed",
     )
 
