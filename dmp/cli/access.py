@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from collectors.snippets import snippets
-from dmp.access import apikeys, sites
+from dmp.access import apikeys, pagecheck, sites
 from dmp.cli.context import Context, error_line, fail, pass_ctx, print_json
 from dmp.membership import definitions
 
@@ -145,8 +145,8 @@ def sites_check(obj: Context, url: str, site_id: str | None, as_json: bool) -> N
       dmp sites check https://www.acme.de/pricing --site acme-gmbh
     """
     try:
-        sites.page_host(url)  # bad input is told before any store is opened
-        found = sites.check_page(obj.redis, url, site_id)
+        pagecheck.page_host(url)  # bad input is told before any store is opened
+        found = pagecheck.check_page(obj.redis, url, site_id)
     except sites.SiteError as exc:
         fail(error_line(str(exc)))
     fix = _domain_fix(found)
@@ -158,7 +158,7 @@ def sites_check(obj: Context, url: str, site_id: str | None, as_json: bool) -> N
         raise SystemExit(1)
 
 
-def _domain_fix(found: sites.PageCheck) -> str:
+def _domain_fix(found: pagecheck.PageCheck) -> str:
     """Return the command that would let the page send (empty when it may)."""
     if found.allowed:
         return ""
@@ -168,7 +168,7 @@ def _domain_fix(found: sites.PageCheck) -> str:
     return f"dmp sites domains {site_id} --add {found.host}"
 
 
-def _check_json(found: sites.PageCheck, fix: str) -> dict[str, Any]:
+def _check_json(found: pagecheck.PageCheck, fix: str) -> dict[str, Any]:
     """Return a page check as `dmp sites check --json` prints it."""
     return {
         "url": found.url,
@@ -188,7 +188,7 @@ def _check_json(found: sites.PageCheck, fix: str) -> dict[str, Any]:
     }
 
 
-def _echo_check(found: sites.PageCheck, fix: str) -> None:
+def _echo_check(found: pagecheck.PageCheck, fix: str) -> None:
     """Print a page check: the host, each site's verdict and reason, and the fix."""
     click.echo(f"page host {found.host} (matched by host name only: scheme and port do not matter)")
     if not found.verdicts:

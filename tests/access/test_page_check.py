@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from dmp.access.pagecheck import MAX_URL, OriginVerdict, check_page, page_host
 from dmp.access.sites import (
-    MAX_URL,
-    OriginVerdict,
     SiteCache,
     SiteError,
     add_site,
     change_domains,
-    check_page,
     covering_domain,
     get_site,
-    page_host,
 )
 
 
