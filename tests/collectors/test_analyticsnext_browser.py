@@ -22,7 +22,7 @@ from werkzeug.serving import make_server
 from dmp.access import sites
 from dmp.ingest.eventlog import scan_events
 from dmp.people.identity import IdKind
-from tests.chromium import TIMEOUT_MS, launch, npm_file, page_server, serving
+from tests.chromium import TIMEOUT_MS, npm_file, page_server, serving
 from tests.factories import consent_of, person_of, stream_hits
 
 BUNDLE = "/node_modules/@segment/analytics-next/dist/umd/index.js"
@@ -131,13 +131,6 @@ def pages(tmp_path: Path, collector, redis, write_key: str) -> Iterator[str]:
         (tmp_path / name).write_text(html)
     with page_server(tmp_path, "localhost") as port:
         yield f"http://localhost:{port}"
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[object]:
-    """Return one headless Chromium for the module."""
-    with launch() as browser:
-        yield browser
 
 
 class Tab:

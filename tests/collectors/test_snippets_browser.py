@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from dmp.cli import cli
 from dmp.people.identity import IdKind
-from tests.chromium import TIMEOUT_MS, launch, page_server, serving
-from tests.collectors.test_tag_browser import Collector, _answered, _dmp_cookie
+from tests.chromium import page_server
+from tests.collectors.browserpages import answered, dmp_cookie
 from tests.factories import consent_of, person_of, stream_hits
 
 CMP = (Path(__file__).parent / "pages_tag" / "cmp.mjs").read_text()
@@ -40,14 +39,6 @@ PAGE = """<!doctype html>
 
 
 @pytest.fixture
-def collector(app) -> Iterator[tuple[Collector, int]]:
-    """Serve dmp on a free port of the loopback; return its status recorder and port."""
-    recorder = Collector(app)
-    with serving(make_server("127.0.0.1", 0, recorder, threaded=True)) as port:
-        yield recorder, port
-
-
-@pytest.fixture
 def pasted(runner, collector, site) -> dict[str, str]:
     """Return what `dmp sites snippet` prints for the site, by snippet name."""
     url = f"http://localhost:{collector[1]}"
@@ -66,35 +57,22 @@ def pages(tmp_path: Path, pasted: dict[str, str]) -> Iterator[str]:
         yield f"http://localhost:{port}"
 
 
-@pytest.fixture
-def tab() -> Iterator[object]:
-    """Return a page in a fresh Chromium, its console kept in ``tab.console``."""
-    with launch() as browser:
-        context = browser.new_context()
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.console = []
-        page.on("console", lambda message: page.console.append(message.text))
-        yield page
-        context.close()
-
-
 def test_the_pasted_tag_follows_the_cmp_by_itself(tab, pages, redis, drain) -> None:
     """The banner shows: nothing identifies the visitor. Accept all: a person with ads and
     analytics consent, proven by the CMP's id. Withdraw: dmp's cookie is gone at once."""
-    assert _answered(tab, lambda: tab.goto(f"{pages}/tag.html")) == 204
+    assert answered(tab, lambda: tab.goto(f"{pages}/tag.html")) == 204
     assert [h.uid for h in stream_hits(redis)] == [""]  # the page view, in aggregate only
     all_purposes = "choose([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])"
-    assert _answered(tab, lambda: tab.evaluate(all_purposes)) == 204
-    cookie = _dmp_cookie(tab)
+    assert answered(tab, lambda: tab.evaluate(all_purposes)) == 204
+    cookie = dmp_cookie(tab)
     assert cookie is not None, "accepting in the CMP set no dmp_uid cookie"
     drain()
     person = person_of(redis, IdKind.UID, cookie["value"])
     for category in ("ads", "analytics"):
         record = consent_of(person, category)
         assert record["granted"] is True and record["version"].startswith("tcf:300:")
-    assert _answered(tab, lambda: tab.evaluate("choose([])")) == 204
-    assert _dmp_cookie(tab) is None
+    assert answered(tab, lambda: tab.evaluate("choose([])")) == 204
+    assert dmp_cookie(tab) is None
     assert tab.console == []
 
 

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from dmp.ingest.worker import status
 from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person
 from dmp.storage import keyspace
-from tests.chromium import TIMEOUT_MS, launch, page_server, serving
+from tests.chromium import page_server
+from tests.collectors.browserpages import answered, dmp_cookie
 from tests.factories import bearer, consent_of, person_of, read_metric, scrape, stream_hits
 
 STUB = """<script>window.dmp = window.dmp || {q: []};
@@ -31,42 +30,6 @@ PAGE = """<!doctype html>
 """
 
 
-class Collector:
-    """The dmp app over a real socket, noting the status of every beacon it answered."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-        self.answers: list[int] = []
-        self._seen = threading.Condition()
-
-    def __call__(self, environ, start_response):
-        """Serve the app; note /collect POST statuses (after the app stored what it took)."""
-
-        def noting(status_line, headers, exc_info=None):
-            if environ["PATH_INFO"] == "/collect" and environ["REQUEST_METHOD"] == "POST":
-                with self._seen:
-                    self.answers.append(int(status_line[:3]))
-                    self._seen.notify_all()
-            return start_response(status_line, headers, exc_info)
-
-        return self.app(environ, noting)
-
-    def wait_for(self, count: int) -> list[int]:
-        """Return the statuses of the first ``count`` beacons, waiting up to 10 s for them."""
-        with self._seen:
-            arrived = self._seen.wait_for(lambda: len(self.answers) >= count, TIMEOUT_MS / 1000)
-        assert arrived, f"{len(self.answers)} of {count} beacons reached the collector"
-        return self.answers[:count]
-
-
-@pytest.fixture
-def collector(app) -> Iterator[tuple[Collector, int]]:
-    """Serve dmp on a free localhost port; return its status recorder and port."""
-    recorder = Collector(app)
-    with serving(make_server("127.0.0.1", 0, recorder, threaded=True)) as port:
-        yield recorder, port
-
-
 @pytest.fixture
 def pages(tmp_path: Path, collector, write_key: str) -> Iterator[int]:
     """Serve the test pages (one plain, one with calls queued before load); return the port."""
@@ -79,40 +42,12 @@ def pages(tmp_path: Path, collector, write_key: str) -> Iterator[int]:
         yield port
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[object]:
-    """Return one headless Chromium for the module."""
-    with launch() as browser:
-        yield browser
-
-
-@pytest.fixture
-def tab(chromium) -> Iterator[object]:
-    """Return a page in a fresh browser context (no cookies, no localStorage)."""
-    context = chromium.new_context()
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    yield page
-    context.close()
-
-
-def _answered(page, action: Callable[[], object]) -> int:
-    """Run ``action`` and return the status of the /collect answer the page received."""
-    with page.expect_response(lambda r: r.url.endswith("/collect")) as beacon:
-        action()
-    return beacon.value.status
-
-
-def _dmp_cookie(page) -> dict | None:
-    return next((c for c in page.context.cookies() if c["name"] == "dmp_uid"), None)
-
-
 def _consented_visit(page, pages: int, redis, drain) -> str:
     """Open the page, grant analytics consent, track a download; return the cookie's uid."""
-    assert _answered(page, lambda: page.goto(f"http://localhost:{pages}/index.html")) == 204
+    assert answered(page, lambda: page.goto(f"http://localhost:{pages}/index.html")) == 204
     track = "dmp.consent(['analytics']); dmp.track('whitepaper_download', {format: 'pdf'})"
-    assert _answered(page, lambda: page.evaluate(track)) == 204
-    cookie = _dmp_cookie(page)
+    assert answered(page, lambda: page.evaluate(track)) == 204
+    cookie = dmp_cookie(page)
     assert cookie is not None, "the collector set no dmp_uid cookie"
     drain()
     return cookie["value"]
@@ -120,9 +55,9 @@ def _consented_visit(page, pages: int, redis, drain) -> str:
 
 def test_page_view_without_consent_counts_only_in_aggregate(tab, pages, collector, redis, drain):
     """Before consent the tag's page view reaches dmp but sets no cookie and makes no person."""
-    assert _answered(tab, lambda: tab.goto(f"http://localhost:{pages}/index.html")) == 204
+    assert answered(tab, lambda: tab.goto(f"http://localhost:{pages}/index.html")) == 204
     assert collector[0].wait_for(1) == [204] and redis.xlen(keyspace.STREAM) == 1
-    assert _dmp_cookie(tab) is None
+    assert dmp_cookie(tab) is None
     drain()
     counts = status(redis)
     assert counts["events_aggregate"] == 1 and counts["events_stored"] == 0
@@ -136,7 +71,7 @@ def test_page_view_without_consent_counts_only_in_aggregate(tab, pages, collecto
 def test_consent_and_track_make_a_low_person(tab, pages, redis, drain):
     """consent + track: an HttpOnly Lax cookie for the collector and a low person."""
     uid = _consented_visit(tab, pages, redis, drain)
-    cookie = _dmp_cookie(tab)
+    cookie = dmp_cookie(tab)
     assert cookie["domain"] == "localhost" and cookie["httpOnly"] and cookie["sameSite"] == "Lax"
     assert tab.evaluate("JSON.parse(localStorage.getItem('dmp_consent'))") == ["analytics"]
     person = person_of(redis, IdKind.UID, uid)
@@ -153,7 +88,7 @@ def test_identify_with_phone_makes_the_person_high(tab, pages, redis, drain, cli
     """identify(email, {phone}) after consent: the admin API shows the person high."""
     uid = _consented_visit(tab, pages, redis, drain)
     identify = "dmp.identify('Anna@Acme.de', {firstName: 'Anna', phone: '+49 171 1234567'})"
-    assert _answered(tab, lambda: tab.evaluate(identify)) == 204
+    assert answered(tab, lambda: tab.evaluate(identify)) == 204
     drain()
     resp = client.get(
         "/api/v1/persons",
@@ -172,13 +107,13 @@ def test_identify_with_phone_makes_the_person_high(tab, pages, redis, drain, cli
 def test_withdrawn_consent_drops_the_cookie_at_once(tab, pages, redis, drain):
     """dmp.consent([]) tells dmp at once: the cookie is expired and unlinked from the person."""
     uid = _consented_visit(tab, pages, redis, drain)
-    assert _answered(tab, lambda: tab.evaluate("dmp.consent([])")) == 204
-    assert _dmp_cookie(tab) is None
+    assert answered(tab, lambda: tab.evaluate("dmp.consent([])")) == 204
+    assert dmp_cookie(tab) is None
     drain()
     assert find_person(redis, Identifier(IdKind.UID, uid)) is None
     # The consent stays withdrawn on the next page: its view sets no cookie again.
-    assert _answered(tab, lambda: tab.reload()) == 204
-    assert _dmp_cookie(tab) is None
+    assert answered(tab, lambda: tab.reload()) == 204
+    assert dmp_cookie(tab) is None
 
 
 def test_events_before_consent_keep_the_consent_they_happened_under(
@@ -204,8 +139,8 @@ def test_events_before_consent_keep_the_consent_they_happened_under(
 
 def test_calls_queued_before_load_are_sent(tab, pages, redis, drain):
     """Calls made through the stub before dmp.js loads are replayed, consent first."""
-    assert _answered(tab, lambda: tab.goto(f"http://localhost:{pages}/queued.html")) == 204
-    cookie = _dmp_cookie(tab)
+    assert answered(tab, lambda: tab.goto(f"http://localhost:{pages}/queued.html")) == 204
+    cookie = dmp_cookie(tab)
     assert cookie is not None
     drain()
     points = person_of(redis, IdKind.UID, cookie["value"])["touchpoints"]
@@ -228,7 +163,7 @@ def test_foreign_origin_is_refused(tab, pages, collector, redis, drain, client, 
     assert f"http://127.0.0.1:{pages} is not a domain of the site" in warned.value.text
     tab.evaluate("dmp.consent(['analytics']); dmp.track('whitepaper_download')")
     assert collector[0].wait_for(2) == [403, 403]
-    assert redis.xlen(keyspace.STREAM) == 0 and _dmp_cookie(tab) is None
+    assert redis.xlen(keyspace.STREAM) == 0 and dmp_cookie(tab) is None
     drain()
     assert status(redis)["events_aggregate"] == 0 and not redis.keys("dmp:person:*")
     refused = {"collector": "tag", "outcome": "origin_not_allowed"}

@@ -7,25 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from dmp.ingest.worker import status
 from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person
-from tests.chromium import TIMEOUT_MS, launch, page_server, serving
-from tests.collectors.test_tag_browser import Collector, _answered, _dmp_cookie
+from tests.chromium import page_server
+from tests.collectors.browserpages import answered, dmp_cookie
 from tests.factories import consent_of, person_of, stream_hits
 
 PAGES = Path(__file__).parent / "pages_tag"
 ALL = "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]"
-
-
-@pytest.fixture
-def collector(app) -> Iterator[tuple[Collector, int]]:
-    """Serve dmp on a free port of the loopback; return its status recorder and port."""
-    recorder = Collector(app)
-    with serving(make_server("127.0.0.1", 0, recorder, threaded=True)) as port:
-        yield recorder, port
 
 
 @pytest.fixture
@@ -37,34 +28,14 @@ def page_url(collector, write_key: str) -> Iterator[str]:
         yield f"http://localhost:{port}/{{}}?dmp={dmp}&key={write_key}{{}}"
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[object]:
-    """Return one headless Chromium for the module."""
-    with launch() as browser:
-        yield browser
-
-
-@pytest.fixture
-def tab(chromium) -> Iterator[object]:
-    """Return a page in a fresh browser context (no cookies, no storage), its console kept
-    in ``tab.console``."""
-    context = chromium.new_context()
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.console = []
-    page.on("console", lambda message: page.console.append(message.text))
-    yield page
-    context.close()
-
-
 def _open(tab, url: str) -> None:
     """Open a page and wait for its page view's answer (204)."""
-    assert _answered(tab, lambda: tab.goto(url)) == 204
+    assert answered(tab, lambda: tab.goto(url)) == 204
 
 
 def _decide(tab, purposes: str) -> None:
     """The visitor decides in the CMP's banner; wait for the tag's consent beacon (204)."""
-    assert _answered(tab, lambda: tab.evaluate(f"choose({purposes})")) == 204
+    assert answered(tab, lambda: tab.evaluate(f"choose({purposes})")) == 204
 
 
 def _grant(tab, page_url: str, redis, drain) -> dict:
@@ -72,7 +43,7 @@ def _grant(tab, page_url: str, redis, drain) -> dict:
     _open(tab, page_url.format("cmp.html", ""))
     assert stream_hits(redis)[0].uid == ""  # before the decision: only in aggregate
     _decide(tab, ALL)
-    cookie = _dmp_cookie(tab)
+    cookie = dmp_cookie(tab)
     assert cookie is not None, "the tag's consent beacon set no dmp_uid cookie"
     drain()
     return person_of(redis, IdKind.UID, cookie["value"])
@@ -101,7 +72,7 @@ def test_tcf_consent_changed_withdraws_ads_keeps_analytics(tab, page_url, redis,
     person = _grant(tab, page_url, redis, drain)
     _decide(tab, "[1, 7, 9]")
     drain()
-    now = person_of(redis, IdKind.UID, _dmp_cookie(tab)["value"])
+    now = person_of(redis, IdKind.UID, dmp_cookie(tab)["value"])
     assert now["person_id"] == person["person_id"]
     assert consent_of(now, "analytics")["granted"] is True
     assert consent_of(now, "ads")["granted"] is False
@@ -112,13 +83,13 @@ def test_tcf_consent_withdrawn_drops_the_cookie_at_once(tab, page_url, redis, dr
     """The visitor withdraws everything: dmp's cookie and the tag's are gone at once, the
     uid no longer names the person, and later hits only count in aggregate."""
     _grant(tab, page_url, redis, drain)
-    uid = _dmp_cookie(tab)["value"]
+    uid = dmp_cookie(tab)["value"]
     _decide(tab, "[]")
-    assert _dmp_cookie(tab) is None and tab.evaluate("document.cookie") == ""
+    assert dmp_cookie(tab) is None and tab.evaluate("document.cookie") == ""
     drain()
     assert find_person(redis, Identifier(IdKind.UID, uid)) is None
     before = status(redis)["events_aggregate"]
-    assert _answered(tab, lambda: tab.evaluate("dmp.track('after_withdrawal')")) == 204
+    assert answered(tab, lambda: tab.evaluate("dmp.track('after_withdrawal')")) == 204
     after = stream_hits(redis)[-1]
     assert (after.event, after.uid, after.ip) == ("after_withdrawal", "", "")
     drain()
@@ -145,7 +116,7 @@ def test_cmp_saying_gdpr_does_not_apply_leaves_consent_to_the_page(tab, page_url
     """gdprApplies false: TCF says nothing, the page's own dmp.consent decides."""
     _open(tab, page_url.format("cmp.html", "&tc=null"))
     assert stream_hits(redis)[0].uid == ""
-    assert _answered(tab, lambda: tab.evaluate("dmp.consent(['analytics'])")) == 204
+    assert answered(tab, lambda: tab.evaluate("dmp.consent(['analytics'])")) == 204
     consent = stream_hits(redis)[-1]
     assert consent.event == "consent" and consent.uid and consent.consent_version == ""
     assert tab.evaluate("dmp.status().source") == "page"
@@ -160,8 +131,8 @@ def test_consent_mode_default_denied_then_granted(tab, page_url, redis, drain):
     tab.evaluate("dmp.consent(['analytics'])")
     assert tab.evaluate("dmp.status()")["source"] == "consent mode"
     grant = "gtag('consent', 'update', {analytics_storage: 'granted'})"
-    assert _answered(tab, lambda: tab.evaluate(grant)) == 204
-    uid = _dmp_cookie(tab)["value"]
+    assert answered(tab, lambda: tab.evaluate(grant)) == 204
+    uid = dmp_cookie(tab)["value"]
     drain()
     person = person_of(redis, IdKind.UID, uid)
     assert consent_of(person, "analytics")["granted"] is True
@@ -170,7 +141,7 @@ def test_consent_mode_default_denied_then_granted(tab, page_url, redis, drain):
         "gtag('consent', 'update', {ad_storage: 'granted', ad_user_data: 'granted',"
         " ad_personalization: 'granted'})"
     )
-    assert _answered(tab, lambda: tab.evaluate(ads)) == 204
+    assert answered(tab, lambda: tab.evaluate(ads)) == 204
     drain()
     person = person_of(redis, IdKind.UID, uid)
     assert consent_of(person, "ads")["granted"] is True

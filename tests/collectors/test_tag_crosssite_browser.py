@@ -8,14 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from dmp.access import sites
 from dmp.ingest.worker import status
 from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person
-from tests.chromium import TIMEOUT_MS, launch, page_server, serving
-from tests.collectors.test_tag_browser import Collector, _answered, _dmp_cookie
+from tests.chromium import page_server
+from tests.collectors.browserpages import answered, dmp_cookie
 from tests.factories import person_of, read_metric, scrape, stream_hits
 
 PAGES = Path(__file__).parent / "pages_tag"
@@ -23,10 +22,9 @@ NOT_RETURNED = "dmp_cookie_not_returned_total"
 
 
 @pytest.fixture
-def dmp_port(app) -> Iterator[int]:
-    """Serve dmp on a free loopback port; return it (pages call it as localhost)."""
-    with serving(make_server("127.0.0.1", 0, Collector(app), threaded=True)) as port:
-        yield port
+def dmp_port(collector) -> int:
+    """Return the port dmp is served on (pages call it as localhost)."""
+    return collector[1]
 
 
 @pytest.fixture
@@ -36,23 +34,6 @@ def pages_port() -> Iterator[int]:
         yield port
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[object]:
-    """Return one headless Chromium for the module."""
-    with launch() as browser:
-        yield browser
-
-
-@pytest.fixture
-def tab(chromium) -> Iterator[object]:
-    """Return a page in a fresh browser context (no cookies, no storage)."""
-    context = chromium.new_context()
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    yield page
-    context.close()
-
-
 def _visit(tab, page_host: str, pages_port: int, dmp_port: int, key: str, redis, drain) -> str:
     """A visitor's journey: two pages, consent, a track and the identify; return the uid
     of the identify."""
@@ -60,12 +41,12 @@ def _visit(tab, page_host: str, pages_port: int, dmp_port: int, key: str, redis,
     first, second = (
         f"http://{page_host}:{pages_port}/{p}{query}" for p in ("plain.html", "second.html")
     )
-    assert _answered(tab, lambda: tab.goto(first)) == 204
-    assert _answered(tab, lambda: tab.evaluate("dmp.consent(['analytics'])")) == 204
-    assert _answered(tab, lambda: tab.evaluate("dmp.track('whitepaper_download')")) == 204
-    assert _answered(tab, lambda: tab.goto(second)) == 204
+    assert answered(tab, lambda: tab.goto(first)) == 204
+    assert answered(tab, lambda: tab.evaluate("dmp.consent(['analytics'])")) == 204
+    assert answered(tab, lambda: tab.evaluate("dmp.track('whitepaper_download')")) == 204
+    assert answered(tab, lambda: tab.goto(second)) == 204
     identify = "dmp.identify('Anna@Acme.de', {firstName: 'Anna'})"
-    assert _answered(tab, lambda: tab.evaluate(identify)) == 204
+    assert answered(tab, lambda: tab.evaluate(identify)) == 204
     uid = stream_hits(redis)[-1].uid
     drain()
     return uid
@@ -95,7 +76,7 @@ def test_other_site_keeps_one_person_through_the_tag_held_uid(
     identify; every hit on the tag-held uid is counted."""
     site, key = sites.add_site(redis, "Acme Landing", ["127.0.0.1"])
     uid = _visit(tab, "127.0.0.1", pages_port, dmp_port, key, redis, drain)
-    assert _dmp_cookie(tab) is None  # dmp's own cookie never took: it is another site
+    assert dmp_cookie(tab) is None  # dmp's own cookie never took: it is another site
     held = next(c for c in tab.context.cookies() if c["name"] == "_dmp_uid")
     assert (held["value"], held["domain"], held["sameSite"]) == (uid, "127.0.0.1", "Lax")
     assert not held["httpOnly"] and held["expires"] > 0  # a lasting cookie, set by script
@@ -111,7 +92,7 @@ def test_same_host_name_keeps_one_person_through_dmp_s_cookie(
     """Page and dmp on localhost, different ports (cookies do not care about ports): dmp's
     own cookie comes back, the visitor is one person and nothing counts as not returned."""
     uid = _visit(tab, "localhost", pages_port, dmp_port, write_key, redis, drain)
-    assert _dmp_cookie(tab)["value"] == uid
+    assert dmp_cookie(tab)["value"] == uid
     _one_person_saw_everything(redis, uid)
     assert read_metric(scrape(client), NOT_RETURNED, site=site[0].site_id) is None
 
@@ -123,7 +104,7 @@ def test_withdrawal_on_another_site_forgets_the_tag_held_uid(
     and deletes its cookie; the uid no longer names the person."""
     _, key = sites.add_site(redis, "Acme Landing", ["127.0.0.1"])
     uid = _visit(tab, "127.0.0.1", pages_port, dmp_port, key, redis, drain)
-    assert _answered(tab, lambda: tab.evaluate("dmp.consent([])")) == 204
+    assert answered(tab, lambda: tab.evaluate("dmp.consent([])")) == 204
     assert not [c for c in tab.context.cookies() if c["name"] == "_dmp_uid"]
     drain()
     assert find_person(redis, Identifier(IdKind.UID, uid)) is None
