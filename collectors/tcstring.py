@@ -293,6 +293,14 @@ def consent_of(tc_string: str, purposes: PurposeMap) -> TCFConsent:
     nothing."""
     if not isinstance(tc_string, str):
         tc_string = ""
+    found = _consent_of(tc_string, purposes)
+    return TCFConsent(dict(found.consent), found.version, found.cmp_id)  # the caller's own dict
+
+
+@lru_cache(maxsize=512)
+def _consent_of(tc_string: str, purposes: PurposeMap) -> TCFConsent:
+    # Cached as decode is: a visitor's pages send the same string again and again, and
+    # the proof's hash and the rules cost a pixel hit more than the rest of its consent.
     version = proof_of(tc_string)
     try:
         tc = decode(tc_string)
