@@ -280,6 +280,15 @@ def test_consent_of_vectors_follows_the_default_rules(vector):
     assert int(cmp_id) == got.cmp_id and len(digest) == 32 and vector["string"] not in got.version
 
 
+def test_a_cached_answer_is_never_shared_with_the_next_caller():
+    """consent_of is cached per string: a caller changing its consent (browser signals
+    withhold ads) must not change what the next hit with the same string gets."""
+    tc = BY_NAME["accept all"]["string"]
+    first = consent_of(tc, PurposeMap.of())
+    first.consent["ads"] = False
+    assert consent_of(tc, PurposeMap.of()).consent["ads"] is True
+
+
 def test_the_defaults_grant_each_category_on_the_right_purposes():
     """The vectors chosen for it grant ads and analytics, analytics alone, or nothing."""
     granted = {
