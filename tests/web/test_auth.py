@@ -57,8 +57,8 @@ def _refused(client: FlaskClient, method: str, path: str, key: str | None) -> bo
 
 def test_the_public_routes_are_the_documented_ones(app: Flask) -> None:
     """The public list is exactly the collect endpoints (analytics.js's settings too), the
-    tag, /healthz, /metrics and the OpenAPI document, and each of them exists (a stale entry would hide nothing, but says
-    what is not true)."""
+    tag, /healthz, /metrics and the OpenAPI document, and each of them exists (a stale
+    entry would hide nothing, but says what is not true)."""
     assert auth.PUBLIC == {
         "/p.gif",
         "/dmp.js",
