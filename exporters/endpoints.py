@@ -12,6 +12,7 @@ from typing import Any
 from flask import Response, jsonify
 
 from dmp.access.apikeys import Scope
+from dmp.storage import exportfiles
 from dmp.web.auth import scoped_blueprint
 from dmp.web.deps import current_deps
 from dmp.web.params import JsonBody, Param, WholeNumber
@@ -21,7 +22,6 @@ from dmp.web.spec import BAD_PARAMETER, NO_KEY, NOT_FOUND, UNAVAILABLE, Reply, d
 from exporters import export, reports, settings
 from exporters.destination import ExportError
 from exporters.registry import KINDS
-from exporters.sync import exports_dir
 
 bp = scoped_blueprint("destinations", __name__, Scope.ADMIN, url_prefix="/api/v1")
 ERRORS = {400: BAD_PARAMETER, 401: NO_KEY, 503: UNAVAILABLE}
@@ -198,7 +198,7 @@ def destinations_delete(name: str) -> Response:
     deps = current_deps()
     if not settings.remove(deps.redis, name):
         raise Problem(404, "Destination not found", f"no destination {name!r}", "not-found")
-    shutil.rmtree(exports_dir(deps.config) / name, ignore_errors=True)
+    shutil.rmtree(exportfiles.exports_dir(deps.config) / name, ignore_errors=True)
     return jsonify({"name": name, "removed": True})
 
 

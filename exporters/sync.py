@@ -41,7 +41,7 @@ import redis
 from dmp.config import Config
 from dmp.membership import audience
 from dmp.membership.results import latest_run
-from dmp.storage import keyspace, locks
+from dmp.storage import exportfiles, keyspace, locks
 from exporters import holdings, plans, reports, unsubscribes
 from exporters.destination import Batch, Destination, ExportError, Op, Settings, Snapshotting
 from exporters.holdings import Entry
@@ -53,11 +53,6 @@ TARGET_OPTIONS = ("audience", "list", "group", "tag")  # option prefixes naming 
 
 class Interrupted(ExportError):  # noqa: N818
     """The sync was asked to stop, or lost its lock, between batches."""
-
-
-def exports_dir(config: Config) -> Path:
-    """Return the folder holding every destination's holdings and plans."""
-    return config.data_dir / "exports"
 
 
 @dataclass(slots=True)
@@ -80,11 +75,11 @@ class SegmentSync:
 
     @property
     def folder(self) -> Path:
-        return exports_dir(self.config) / self.name / self.segment
+        return exportfiles.segment_folder(self.config, self.name, self.segment)
 
     @property
     def key(self) -> str:
-        return keyspace.destination(self.name, f"sync:{self.segment}")
+        return exportfiles.sync_key(self.name, self.segment)
 
     @property
     def failed_key(self) -> str:
@@ -130,8 +125,7 @@ class SegmentSync:
 
     def held_path(self) -> Path | None:
         """Return the holding file (None before the first sync)."""
-        name = self.r.hget(self.key, "held")
-        return self.folder / name if name else None
+        return exportfiles.held_file(self.r, self.config, self.name, self.segment)
 
     def should(self, run: dict[str, Any], report: SegmentReport) -> Iterator[Entry]:
         """Yield the rows the destination should hold, sorted by person id."""

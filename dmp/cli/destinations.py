@@ -11,12 +11,11 @@ from typing import Any
 import click
 
 from dmp.cli.context import Context, fail, pass_ctx, print_json
-from dmp.storage import locks
+from dmp.storage import exportfiles, locks
 from exporters import export, reports, settings
 from exporters.destination import ExportError
 from exporters.registry import KINDS
 from exporters.reports import Status
-from exporters.sync import exports_dir
 
 
 @click.group("destinations")
@@ -122,7 +121,7 @@ def destinations_remove(obj: Context, name: str) -> None:
     audience: empty it there, or sync an empty segment first)."""
     if not settings.remove(obj.redis, name):
         fail(f"no destination {name!r}")
-    shutil.rmtree(exports_dir(obj.config) / name, ignore_errors=True)
+    shutil.rmtree(exportfiles.exports_dir(obj.config) / name, ignore_errors=True)
     click.echo(f"removed destination {name}")
 
 

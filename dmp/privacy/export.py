@@ -3,8 +3,8 @@
 Redis gives the identifiers, traits, consents with their proof, stages and current
 segments; the event log gives the whole timeline (every event stored under the person's
 id or under an id merged into it); the latest matrix gives the score with its reasons;
-segment runs give the entered/left history. dmp sends nobody anywhere yet (exporters
-come next), so the destinations list is empty.
+segment runs give the entered/left history; the destinations' current holdings say
+which retargeting and newsletter tools hold a row of the person (their recipients).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dmp.matrix import snapshots, sources
 from dmp.membership.results import segments_dir
 from dmp.people import consents as consent_rules
 from dmp.people import lifecycle, profiles
-from dmp.storage import keyspace
+from dmp.storage import exportfiles, keyspace
 from segments.matrix import by_weight
 
 FORMAT = "dmp.person-export/1"
@@ -53,9 +53,27 @@ def export_person(r: redis.Redis, config: Config, pid: str) -> dict[str, Any] | 
         "score": _matrix_row(config, pid),
         "segments": sorted(r.smembers(keyspace.person(pid, "segments"))),
         "segment_history": _segment_changes(config, ids),
-        "destinations": [],  # no exporter exists yet: nothing was sent anywhere
+        "destinations": _destinations(r, config, ids),
         "timeline": _events(config, ids, uids),
     }
+
+
+def _destinations(r: redis.Redis, config: Config, ids: list[str]) -> list[dict[str, Any]]:
+    """Return each destination and segment whose current holding has rows of the person
+    (or of an id merged into them): the tool, its kind and how many rows it holds."""
+    out = []
+    for name, segment, path in exportfiles.holdings(r, config):
+        rows = (
+            pl.scan_parquet(path)
+            .filter(pl.col("person_id").is_in(ids))
+            .select(pl.len())
+            .collect()
+            .item()
+        )
+        if rows:
+            kind = r.hget(keyspace.destination(name), "kind") or ""
+            out.append({"destination": name, "kind": kind, "segment": segment, "rows": rows})
+    return out
 
 
 def consent_history(r: redis.Redis, pid: str) -> list[dict[str, Any]]:

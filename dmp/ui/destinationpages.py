@@ -15,6 +15,7 @@ import shutil
 from flask import Response, abort, make_response, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
+from dmp.storage import exportfiles
 from dmp.ui import destinationforms, destinationstate
 from dmp.ui.destinationdryrun import dry_run
 from dmp.ui.destinationkinds import KINDS, Kind, kind_title
@@ -24,7 +25,6 @@ from dmp.web.deps import current_deps
 from exporters import export, settings
 from exporters.destination import ExportError
 from exporters.registry import kind_of
-from exporters.sync import exports_dir
 
 bp = page_blueprint("destination_pages", __name__, "/destinations")
 Page = str | tuple[str, int] | Response
@@ -107,7 +107,7 @@ def remove(name: str) -> Response:
     deps = current_deps()
     if not settings.remove(deps.redis, name):
         abort(404)
-    shutil.rmtree(exports_dir(deps.config) / name, ignore_errors=True)
+    shutil.rmtree(exportfiles.exports_dir(deps.config) / name, ignore_errors=True)
     return redirect(url_for("destination_pages.index", removed=name), 303)
 
 

@@ -11,6 +11,7 @@ import pytest
 from dmp.ingest.worker import Worker
 from dmp.membership import runs
 from dmp.privacy import requests
+from dmp.privacy.export import export_person
 from exporters import export, holdings, registry, settings
 from exporters.destination import Batch, Outcome, Settings, Unavailable
 from exporters.files import FileDestination
@@ -79,6 +80,26 @@ def test_file_destination_holds_consented_members_only(redis, config, segment, t
     assert snapshot_emails(tmp_path / "out") == {"a@x.de", "b@x.de"}
     again = export.run(redis, config, "files").segments[0]
     assert (again.added, again.removed, again.should_hold) == (0, 0, 2)
+
+
+def test_the_access_export_names_the_destinations_holding_the_person(
+    redis, config, segment, tmp_path
+):
+    """GDPR Art. 15 asks for the recipients: a person a destination holds finds it in
+    their export (tool, kind, segment, rows); one it refused does not; after a withdrawal
+    and the next sync, the destination no longer holds them."""
+    ingest_and_run(redis, config, person("a@x.de"), person("c@x.de", ads=False))
+    add_file(redis, tmp_path / "out")
+    export.run(redis, config, "files")
+    held, refused = (redis.get(f"dmp:id:email:{e}") for e in ("a@x.de", "c@x.de"))
+    assert export_person(redis, config, held)["destinations"] == [
+        {"destination": "files", "kind": "file", "segment": "known", "rows": 1}
+    ]
+    assert export_person(redis, config, refused)["destinations"] == []
+    send_hits(redis, person("a@x.de", ads=False, ts=make_hit().timestamp + 1000))
+    Worker(redis, config).run(once=True)
+    export.run(redis, config, "files")
+    assert export_person(redis, config, held)["destinations"] == []
 
 
 def test_withdrawn_consent_and_erasure_remove_at_next_sync(redis, config, segment, tmp_path):
