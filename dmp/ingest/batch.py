@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import redis
 
@@ -38,6 +39,16 @@ from dmp.storage import keyspace, metrics, recenthits
 from dmp.storage.bulk import Bulk, InFlight
 
 log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=64)
+def set_aside(collector: str, reason: str) -> tuple[str, str]:
+    """Return the fields that count a hit the worker set aside (a bot, or no analytics
+    consent): its ``dmp_hits_set_aside_total`` counter and its last-hour field."""
+    total = metrics.counter("dmp_hits_set_aside_total", collector=collector, reason=reason)
+    return total, recenthits.recent_field(collector, reason)
+
+
 _PERSON_COLUMN = EVENT_SCHEMA.names.index("person_id")  # in the buffer's rows
 _API = Source.API.value
 _CONTROL_MARK = f'"{control.CONTROL_SITE}"'.encode()
@@ -247,11 +258,15 @@ class Ingest:
             elif ids is not None:
                 people.append((hit, ids))
             elif not is_identified(hit):
-                buf.recent[recenthits.recent_field(hit.source, recenthits.NO_CONSENT)] += 1
+                total, recent = set_aside(hit.source, recenthits.NO_CONSENT)
+                buf.metrics[total] += 1
+                buf.recent[recent] += 1
                 self._aggregate(hit)
             else:
+                total, recent = set_aside(hit.source, recenthits.BOT)
                 buf.metrics[metrics.counter("dmp_bots_total")] += 1
-                buf.recent[recenthits.recent_field(hit.source, recenthits.BOT)] += 1
+                buf.metrics[total] += 1
+                buf.recent[recent] += 1
                 buf.events.append(event_row(hit, None))
         if people:
             self._resolve_and_apply(people)

@@ -17,6 +17,11 @@ log = logging.getLogger(__name__)
 
 HELP = {
     "dmp_hits_total": "Hits received by the collectors, by collector and outcome.",
+    "dmp_hits_set_aside_total": (
+        "Hits the collectors accepted that the ingest worker set aside: bots (stored"
+        " flagged) and hits without analytics consent (counted in aggregate only), by"
+        " collector and reason."
+    ),
     "dmp_cookie_not_returned_total": (
         "Tag hits whose browser did not send back the dmp_uid cookie dmp set (dmp on another"
         " site than the page: the tag-held id is used), by site."

@@ -71,3 +71,11 @@ def test_the_worker_counts_bots_and_unconsented_hits_by_collector(redis, drain):
         "pixel": {"bot": 1, "no_consent": 1},
         "tag": {"no_consent": 2},
     }
+    # /metrics has them by outcome too: what the worker set aside, by collector and reason.
+    set_aside = {
+        (labels["collector"], labels["reason"]): int(value)
+        for field, value in redis.hgetall(keyspace.METRICS).items()
+        if (parsed := metrics.parse_counter(field)) and parsed[0] == "dmp_hits_set_aside_total"
+        for labels in [parsed[1]]
+    }
+    assert set_aside == {("pixel", "bot"): 1, ("pixel", "no_consent"): 1, ("tag", "no_consent"): 2}
