@@ -13,7 +13,8 @@ from typing import Any
 import click
 import redis
 
-from dmp.cli.context import Context, pass_ctx, print_json
+from collectors import tcfpurposes
+from dmp.cli.context import Context, fail, pass_ctx, print_json
 from dmp.ingest import spool, stream, worker
 from dmp.membership.schedule import start_schedule
 from dmp.storage import keyspace, recenthits
@@ -41,6 +42,10 @@ def serve(obj: Context, host: str, port: int, workers: int, threads: int, no_ing
     """Serve the pixel, tag, Segment API and admin API, and run the ingest worker."""
     from dmp.serve.server import serve as run
 
+    try:  # what every web process would refuse at its start: said once, before any starts
+        tcfpurposes.of_config(obj.config)
+    except tcfpurposes.RuleError as exc:
+        fail(f"DMP_TCF_ADS / DMP_TCF_ANALYTICS / DMP_TCF_VENDOR_ID: {exc}")
     run(obj.config, host, port, workers, threads, ingest=not no_ingest)
 
 

@@ -201,3 +201,13 @@ def test_a_command_in_a_dir_without_a_server_says_which_dir_it_uses(tmp_path):
         assert again.exit_code == 0 and "no dmp server runs" not in again.stderr
     finally:
         redisserver.stop_if_last(server)
+
+
+def test_serve_refuses_a_bad_tcf_rule_before_starting_anything(runner):
+    """A TCF purpose rule that is not purpose numbers stops `dmp serve` with exit 2 and one
+    line naming the settings, before any web process starts (each would refuse it)."""
+    result = runner.invoke(cli, ["serve", "--port", "1"], env={"DMP_TCF_ADS": "1,x"})
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("dmp: error:")]
+    assert len(errors) == 1  # (the line before it says which data dir the CLI uses)
+    assert "DMP_TCF_ADS" in errors[0] and "'x' is no TCF purpose" in errors[0]
