@@ -98,6 +98,7 @@ def test_a_person_climbs_tiers_through_a_served_dmp(served):
     assert proc.wait(timeout=60) == 0
     assert not locate_server(data_dir).socket.exists()  # the embedded Redis stopped with it
     again = json.loads(run_dmp(data_dir, "status", "--json"))  # restarts Redis from its AOF
+    assert (status.pop("worker_running"), again.pop("worker_running")) == (True, False)
     assert again == status
     assert not locate_server(data_dir).socket.exists()  # a lone CLI command stops it again
 
