@@ -120,17 +120,18 @@ class OwnRedis:
         """Return the running server's pid."""
         return int((self.info.directory / "redis.pid").read_text())
 
-    def kill(self) -> None:
+    def kill(self, *, written: bool = True) -> None:
         """kill -9 the server and wait until it no longer answers.
 
-        First wait (up to 5 s) until its AOF buffer is written: under ``appendfsync
-        everysec`` Redis postpones that write for up to 2 s while a background fsync runs
-        (a busy disk), answering meanwhile, and a kill -9 in that window loses what it
-        answered (RELIABILITY.md says so). The fault tests are about the outage that
-        follows, not about that window of Redis's own."""
+        With ``written``, first wait (up to 5 s) until its AOF buffer is written: under
+        ``appendfsync everysec`` Redis postpones that write for up to 2 s while a background
+        fsync runs (a busy disk), answering meanwhile, and a kill -9 in that window loses
+        what it answered (RELIABILITY.md says so). The fault tests are about the outage that
+        follows, not about that window of Redis's own. Without it, at once: a test of
+        what a kill does to commands in flight."""
         with contextlib.suppress(redis_lib.RedisError):
             r = redis_lib.Redis.from_url(self.url, socket_timeout=1)
-            for _ in range(100):
+            for _ in range(100 if written else 0):
                 if int(r.info("persistence").get("aof_buffer_length", 0)) == 0:
                     break
                 time.sleep(0.05)
