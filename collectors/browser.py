@@ -48,42 +48,21 @@ class Visitor:
         return bool(self.uid)
 
 
-def read_visitor(
-    request: Request,
-    granted: str,
-    version: str = "",
-    *,
-    consent: dict[str, bool] | None = None,
-    held_uid: str = "",
-) -> Visitor:
-    """Return the visitor of a Flask request whose page granted the comma list ``granted``
-    (under consent text ``version``, see collectors.consent.version_of); see visitor_of for
-    ``consent`` and ``held_uid``."""
-    return visitor_of(request.environ, granted, version, consent=consent, held_uid=held_uid)
-
-
 def visitor_of(
-    environ: Mapping[str, Any],
-    granted: str,
-    version: str = "",
-    *,
-    consent: dict[str, bool] | None = None,
-    held_uid: str = "",
+    environ: Mapping[str, Any], consent: dict[str, bool], version: str = "", held_uid: str = ""
 ) -> Visitor:
-    """Return the visitor of a WSGI request whose page granted the comma list ``granted``
-    (under consent text ``version``).
+    """Return the visitor of a WSGI request whose page gave ``consent`` (every category's
+    state, see collectors.consent.page_consent) under the proof ``version``.
 
-    ``consent``, when given (derived from a TC string), replaces ``granted``. ``held_uid``
-    is the uid the page's tag kept for dmp (its origin checked by the caller): it is the
-    visitor's only when dmp's own cookie did not come back, and only with analytics
-    consent; without it, it is forgotten as a withdrawn cookie would be.
+    ``held_uid`` is the uid the page's tag kept for dmp (its origin checked by the caller):
+    it is the visitor's only when dmp's own cookie did not come back, and only with
+    analytics consent; without it, it is forgotten as a withdrawn cookie would be.
     """
     signals = {
         "Sec-GPC": environ.get("HTTP_SEC_GPC", ""),
         "DNT": environ.get("HTTP_DNT", ""),
     }
-    said = consent if consent is not None else consent_rules.parse_granted(granted)
-    consent = consent_rules.apply_browser_signals(said, signals)
+    consent = consent_rules.apply_browser_signals(consent, signals)
     ua = environ.get("HTTP_USER_AGENT", "")[:512]
     existing = cookie.read_uid(environ.get("HTTP_COOKIE", ""))
     if consent["analytics"]:

@@ -6,7 +6,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from collectors.tcstring import proof_of
+from collectors.tcfpurposes import PurposeMap
+from collectors.tcstring import consent_of, proof_of
 from dmp.records import Category
 
 CATEGORIES = frozenset(c.value for c in Category)
@@ -74,6 +75,23 @@ def version_of(text: Any, tc_string: Any = "") -> str:
     if isinstance(tc_string, str) and tc_string:
         return proof_of(tc_string)
     return ""
+
+
+def page_consent(
+    granted: str, cv: Any, tc_string: str, gdpr: str, purposes: PurposeMap
+) -> tuple[dict[str, bool], str]:
+    """Return every category's state a browser hit's page gave, and its proof.
+
+    Where GDPR applies (``gdpr`` "1", or a TC string and ``gdpr`` not "0") the IAB TC
+    string alone decides, by the purpose rules ``purposes``, as the site's CMP recorded it
+    (none without one, or with one that cannot be decoded). Otherwise the comma list
+    ``granted`` does, under the consent text version ``cv``. The pixel and the tag both
+    ask here.
+    """
+    if gdpr == "1" or (tc_string and gdpr != "0"):
+        decided = consent_of(tc_string, purposes)
+        return decided.consent, decided.version
+    return parse_granted(granted), version_of(cv)
 
 
 def consent_version(context: Mapping[str, Any]) -> str:

@@ -21,8 +21,7 @@ from typing import Any
 import redis
 
 from collectors import browser, tcfpurposes
-from collectors.consent import version_of as consent_version_of
-from collectors.tcstring import consent_of as tcf_consent_of
+from collectors.consent import page_consent
 from dmp.access.apikeys import hash_secret
 from dmp.access.sites import WRITE_KEY_PREFIX, valid_write_key
 from dmp.ingest import replay
@@ -145,8 +144,14 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
             deps.appender.count(COUNTERS["rate_limited"])  # the page gets its GIF all the same
             return ""
         event = browser.clean_event_name(args.get("e"))
-        granted, version = page_consent(deps, args)
-        visitor = browser.visitor_of(environ, granted, version)
+        consent, version = page_consent(
+            args.get("consent", ""),
+            args.get("cv"),
+            _filled(args.get("gdpr_consent", "")),
+            _filled(args.get("gdpr", "")),
+            tcfpurposes.of_config(deps.config),
+        )
+        visitor = browser.visitor_of(environ, consent, version)
         now = browser.now_ms()
         event_id = args.get("id", "")
         hit = Hit(
@@ -183,21 +188,6 @@ def record_hit(deps: Deps, environ: Mapping[str, Any]) -> str:
         log.exception("pixel hit lost: unexpected error")
         deps.appender.count(COUNTERS["error"])
     return ""
-
-
-def page_consent(deps: Deps, args: Mapping[str, str]) -> tuple[str, str]:
-    """Return the categories a pixel hit's page granted (a comma list) and their proof.
-
-    Where GDPR applies (``gdpr=1``, or a TC string without ``gdpr``) the TC string alone
-    decides, as the site's CMP recorded it; ``consent=`` is then ignored. ``gdpr=0`` or no
-    TCF parameter leaves ``consent=`` and ``cv=`` in charge.
-    """
-    gdpr = _filled(args.get("gdpr", ""))
-    tc_string = _filled(args.get("gdpr_consent", ""))
-    if gdpr == "1" or (tc_string and gdpr != "0"):
-        tcf = tcf_consent_of(tc_string, tcfpurposes.of_config(deps.config))
-        return ",".join(c for c, ok in tcf.consent.items() if ok), tcf.version
-    return args.get("consent", ""), consent_version_of(args.get("cv"), "")
 
 
 def _filled(value: str) -> str:

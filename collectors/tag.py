@@ -54,7 +54,7 @@ import redis
 from flask import Blueprint, Response, request
 
 from collectors import browser, cookie, refusals, tcfpurposes, tcstring
-from collectors.consent import version_of as consent_version_of
+from collectors.consent import page_consent
 from collectors.payload import Payload, invalid, read_body
 from dmp.access.sites import Site
 from dmp.records import Hit, Source
@@ -348,16 +348,14 @@ def collect(Origin: str | None) -> Response:  # the header's name
 def _visitor(deps: Deps, body: dict[str, Any], held_uid: str) -> browser.Visitor:
     """Return the visitor of a checked beacon: its TC string decides the consent and the
     proof when it carries one, else its consent list and consent text version."""
-    tc_string = body.get("gdpr_consent") or ""
-    if tc_string:
-        decided = tcstring.consent_of(tc_string, tcfpurposes.of_config(deps.config))
-        return browser.read_visitor(
-            request, "", decided.version, consent=decided.consent, held_uid=held_uid
-        )
-    version = consent_version_of(body.get("cv"))
-    return browser.read_visitor(
-        request, ",".join(body.get("consent", [])), version, held_uid=held_uid
+    consent, version = page_consent(
+        ",".join(body.get("consent", [])),
+        body.get("cv"),
+        body.get("gdpr_consent") or "",
+        "",  # a beacon's TC string is the page's CMP's: GDPR applies where it has one
+        tcfpurposes.of_config(deps.config),
     )
+    return browser.visitor_of(request.environ, consent, version, held_uid)
 
 
 def _counted(deps: Deps, check: Any, *args: Any) -> Any:
