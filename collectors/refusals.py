@@ -90,6 +90,20 @@ def origin_refused(deps: Deps, collector: str, site: Site, origin: str) -> Probl
     )
 
 
+def preflight(deps: Deps, origin: str, methods: str, headers: str, max_age: int) -> Response:
+    """Return the 204 that lets pages of ``origin`` send ``methods`` with ``headers`` (the
+    key itself is checked on the request), cached ``max_age`` seconds; the 403 problem to
+    raise for an origin that belongs to no site (the answer's CORS headers come from
+    :func:`readable`, as every answer's do)."""
+    if not origin or not deps.sites.any_allows_origin(origin):
+        raise Problem(403, "Origin not allowed", "this origin belongs to no site", "forbidden")
+    response = Response(status=204)
+    response.headers["Access-Control-Allow-Methods"] = methods
+    response.headers["Access-Control-Allow-Headers"] = headers
+    response.headers["Access-Control-Max-Age"] = str(max_age)
+    return response
+
+
 def readable(response: Response, origin: str) -> Response:
     """Return ``response`` with the CORS headers that let a page of ``origin`` read it
     (with credentials: the tag sends its cookie). No-op without an origin."""

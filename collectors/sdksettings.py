@@ -26,6 +26,7 @@ from typing import Any
 from flask import Blueprint, Request, Response, jsonify, request
 
 from collectors import refusals
+from collectors.trackingapi import COLLECTOR
 from dmp.access.sites import valid_write_key
 from dmp.web.deps import current_deps
 from dmp.web.params import Param
@@ -111,7 +112,7 @@ def settings(write_key: str, Origin: str | None) -> Response:  # the header's na
     deps = current_deps()
     site = deps.sites.site_for_key(write_key) if valid_write_key(write_key) else None
     if site is None:
-        refusals.count(deps, "api", refusals.UNKNOWN_KEY)
+        refusals.count(deps, COLLECTOR, refusals.UNKNOWN_KEY)
         raise Problem(
             404,
             "Unknown write key",
@@ -120,7 +121,7 @@ def settings(write_key: str, Origin: str | None) -> Response:  # the header's na
         )
     origin = Origin or ""
     if origin and not site.allows_origin(origin):
-        raise refusals.origin_refused(deps, "api", site, origin)
+        raise refusals.origin_refused(deps, COLLECTOR, site, origin)
     host = api_host_of(request)
     response = jsonify(document(write_key, host, request.scheme))
     response.headers["Cache-Control"] = f"public, max-age={MAX_AGE_SECONDS}"

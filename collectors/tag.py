@@ -213,14 +213,7 @@ def built_script(rules: str) -> tuple[bytes, bytes]:
 )
 def preflight(Origin: str | None) -> Response:  # the header's name
     """Answer a CORS preflight for origins that belong to some site."""
-    origin = Origin or ""
-    if not origin or not current_deps().sites.any_allows_origin(origin):
-        raise Problem(403, "Origin not allowed", "this origin belongs to no site", "forbidden")
-    response = Response(status=204)
-    response.headers["Access-Control-Allow-Methods"] = "POST"
-    response.headers["Access-Control-Allow-Headers"] = "Content-Type"
-    response.headers["Access-Control-Max-Age"] = "86400"
-    return response
+    return refusals.preflight(current_deps(), Origin or "", "POST", "Content-Type", 86400)
 
 
 def readable_answer(response: Response) -> Response:

@@ -53,6 +53,7 @@ from dmp.web.spec import RATE_LIMITED, UNAVAILABLE, Reply, describe, problem
 bp = Blueprint("trackingapi", __name__, url_prefix="/v1")
 
 SHORT = {kind[0]: kind for kind in TYPES}  # analytics.js 2.0 posts to /v1/<first letter>
+COLLECTOR = "api"  # dmp_hits_total's collector label (analytics.js's settings too)
 SERVER_KEY_IN_PAGE = "server_key_in_page"  # dmp_hits_total's outcome for that refusal
 PREFLIGHT_MAX_AGE = 7200  # Chromium caches a preflight for at most two hours
 
@@ -132,7 +133,7 @@ def check_origin(deps: Deps, caller: Caller, origin: str) -> None:
     if not origin:
         return  # no browser: a server SDK or an app
     if caller.trusted:
-        _count(deps, SERVER_KEY_IN_PAGE)
+        refusals.count(deps, COLLECTOR, SERVER_KEY_IN_PAGE)
         raise Problem(
             403,
             "Server key in a page",
@@ -141,7 +142,7 @@ def check_origin(deps: Deps, caller: Caller, origin: str) -> None:
             "server-key-in-page",
         )
     if not caller.site.allows_origin(origin):
-        raise refusals.origin_refused(deps, "api", caller.site, origin)
+        raise refusals.origin_refused(deps, COLLECTOR, caller.site, origin)
 
 
 def _accept(kind: str | None, origin: str) -> Response:
@@ -150,9 +151,9 @@ def _accept(kind: str | None, origin: str) -> Response:
         hits = _read_hits(deps, kind, origin)
     except Problem as exc:
         if exc.code == 400:
-            _count(deps, "bad_input")
+            refusals.count(deps, COLLECTOR, refusals.BAD_INPUT)
         raise
-    counters = {metrics.hits_counter("api", "ok"): len(hits)}
+    counters = {metrics.hits_counter(COLLECTOR, refusals.OK): len(hits)}
     try:
         stream.enqueue(deps.redis, hits, counters, atomic=True)
     except redis.RedisError:
@@ -170,7 +171,7 @@ def _read_hits(deps: Deps, kind: str | None, origin: str) -> list[Hit]:
     except redis.RedisError:
         raise unavailable() from None
     if caller is None:
-        _count(deps, "unknown_key")
+        refusals.count(deps, COLLECTOR, refusals.UNKNOWN_KEY)
         raise Problem(
             401,
             "Unknown write key",
@@ -181,7 +182,7 @@ def _read_hits(deps: Deps, kind: str | None, origin: str) -> list[Hit]:
     try:
         deps.limits.check(request.remote_addr or "", caller.site.site_id)
     except Problem:
-        _count(deps, "rate_limited")
+        refusals.count(deps, COLLECTOR, refusals.RATE_LIMITED)
         raise
     received = browser.now_ms()
     if kind is not None:
@@ -194,10 +195,6 @@ def _read_hits(deps: Deps, kind: str | None, origin: str) -> list[Hit]:
         to_hit(m, None, caller, received, sent_at, f"batch[{i}]", limit, origin)
         for i, m in enumerate(messages)
     ]
-
-
-def _count(deps: Deps, outcome: str) -> None:
-    deps.appender.count({metrics.hits_counter("api", outcome): 1})
 
 
 # Preflights have views of their own (below): Flask's automatic OPTIONS answers without CORS.
@@ -261,13 +258,13 @@ def call_preflight(kind: str, Origin: str | None) -> Response:  # noqa: ARG001
 def _preflight(origin: str) -> Response:
     """Return the 204 that lets a page of ``origin`` post with a key (the key itself is
     checked on the post); a 403 problem for an origin that belongs to no site."""
-    if not origin or not current_deps().sites.any_allows_origin(origin):
-        raise Problem(403, "Origin not allowed", "this origin belongs to no site", "forbidden")
-    response = Response(status=204)
-    response.headers["Access-Control-Allow-Methods"] = "POST, GET, OPTIONS"
-    response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, X-Retry-Count"
-    response.headers["Access-Control-Max-Age"] = str(PREFLIGHT_MAX_AGE)
-    return response
+    return refusals.preflight(
+        current_deps(),
+        origin,
+        "POST, GET, OPTIONS",
+        "Authorization, Content-Type, X-Retry-Count",
+        PREFLIGHT_MAX_AGE,
+    )
 
 
 @bp.after_request
