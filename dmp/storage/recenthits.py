@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -54,18 +55,25 @@ def from_counters(counters: Mapping[str, int]) -> dict[str, int]:
     writes them) add to: refused hits by collector and outcome, and cookies not returned."""
     found: dict[str, int] = {}
     for name, amount in counters.items():
-        parsed = metrics.parse_counter(name)
-        if parsed is None or not amount:
-            continue
-        counter, labels = parsed
-        if counter == HITS and labels.get("outcome", OK) != OK and "collector" in labels:
-            key = recent_field(labels["collector"], labels["outcome"])
-        elif counter == COOKIE_COUNTER:
-            key = recent_field(_TAG, COOKIE_NOT_RETURNED)
-        else:
-            continue
-        found[key] = found.get(key, 0) + amount
+        key = _recent_field_of(name)
+        if key and amount:
+            found[key] = found.get(key, 0) + amount
     return found
+
+
+@lru_cache(maxsize=1024)
+def _recent_field_of(name: str) -> str:
+    """Return the minute-hash field a metric counter field adds to ('' for none): parsed
+    once per field, since the tag and the Segment API ask on every request."""
+    parsed = metrics.parse_counter(name)
+    if parsed is None:
+        return ""
+    counter, labels = parsed
+    if counter == HITS and labels.get("outcome", OK) != OK and "collector" in labels:
+        return recent_field(labels["collector"], labels["outcome"])
+    if counter == COOKIE_COUNTER:
+        return recent_field(_TAG, COOKIE_NOT_RETURNED)
+    return ""
 
 
 def queue_counts(add: Add, fields: Mapping[str, int], now: float | None = None) -> None:
