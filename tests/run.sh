@@ -4,11 +4,14 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-# Headless Chromium for the browser tests, and npm for what they serve or inject into pages
+# Headless Chromium for the browser tests, npm for what they serve or inject into pages,
+# Java 17 for Spark in local mode, and redis-server and redis-cli for a real Redis Cluster
 # (Debian packages; installing them needs root).
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+command -v java >/dev/null 2>&1 || missing="$missing openjdk-17-jre-headless"
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
