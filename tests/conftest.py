@@ -16,6 +16,7 @@ from dmp.app import create_app
 from dmp.config import Config, load_config
 from dmp.ingest.worker import Worker
 from dmp.storage import redisserver
+from tests.rediscluster import RedisCluster
 from tests.served import OwnRedis
 
 
@@ -31,6 +32,25 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         redis_lib.Redis(unix_socket_path=str(server.socket)).shutdown(nosave=True)
     except (redis_lib.ConnectionError, redis_lib.TimeoutError):
         pass  # the server closes the connection as it goes
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """Return a real Redis Cluster of three masters (Debian's redis-server) on loopback,
+    started once for the session; tests that use it call ``flush()`` first."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster(redis_cluster: RedisCluster) -> Iterator[redis_lib.RedisCluster]:
+    """Return a dmp client of the session's Redis Cluster, flushed before and after."""
+    redis_cluster.flush()
+    client = redisserver.connect(redis_cluster.url)
+    yield client
+    client.close()
+    redis_cluster.flush()
 
 
 @pytest.fixture

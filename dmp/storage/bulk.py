@@ -4,6 +4,9 @@ redis-py's pipeline spends about 8 µs of client CPU per command (argument check
 encoding, response callbacks); hiredis packs a command in about 0.5 µs. The worker sends
 thousands of plain commands per batch, so it queues them here as raw RESP and reads the
 replies back in order. Replies are undecoded (bytes, ints, lists), as hiredis gives them.
+
+On a Redis Cluster the same batch is split by the node serving each command's slot
+(``dmp.storage.clusterbulk``) and the replies are put back in the order of the commands.
 """
 
 from __future__ import annotations
@@ -14,27 +17,30 @@ from typing import Any
 import hiredis
 import redis
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
+from redis.cluster import RedisCluster
 
 
 class Bulk:
     """A non-transactional batch of commands sent in one write."""
 
-    __slots__ = ("_packed",)
+    __slots__ = ("_packed", "_args")
 
     def __init__(self) -> None:
         self._packed: list[bytes] = []
+        self._args: list[tuple[str | bytes | int | float, ...]] = []  # to route on a cluster
 
     def __len__(self) -> int:
         return len(self._packed)
 
     def packed(self) -> bytes:
         """Return the queued commands as one RESP byte string (and forget them)."""
-        packed, self._packed = self._packed, []
+        packed, self._packed, self._args = self._packed, [], []
         return b"".join(packed)
 
     def add(self, *args: str | bytes | int | float) -> None:
         """Queue one command (name and arguments)."""
         self._packed.append(hiredis.pack_command(args))
+        self._args.append(args)
 
     def execute(self, r: redis.Redis) -> list[Any]:
         """Send every queued command and return their replies in order.
@@ -51,9 +57,14 @@ class Bulk:
         connection stays reserved until then.
         """
         packed, self._packed = self._packed, []
+        commands, self._args = self._args, []
+        if isinstance(r, RedisCluster):
+            from dmp.storage.clusterbulk import send_to_cluster
+
+            return send_to_cluster(r, commands)  # type: ignore[return-value]
         pool = r.connection_pool
         conn = pool.get_connection()
-        _widen_send_buffer(conn)
+        widen_send_buffer(conn)
         try:
             if packed:
                 conn.send_packed_command([b"".join(packed)])
@@ -80,7 +91,7 @@ class InFlight:
         if conn is None:
             return []
         try:
-            replies = _read_replies(conn, self._count)
+            replies = read_replies(conn, self._count)
         except BaseException as exc:
             conn.disconnect()  # replies may be left unread: never reuse this connection
             if isinstance(exc, OSError):  # a raw socket error: a Redis error like redis-py's
@@ -94,7 +105,7 @@ class InFlight:
         return replies
 
 
-def _read_replies(conn: Any, count: int) -> list[Any]:
+def read_replies(conn: Any, count: int) -> list[Any]:
     """Read ``count`` undecoded replies; error replies come back as exceptions.
 
     With redis-py's hiredis parser the replies are taken straight from its reader (a
@@ -131,7 +142,7 @@ _PUSH = getattr(hiredis, "PushNotification", None)
 SEND_BUFFER = 4 * 1024 * 1024
 
 
-def _widen_send_buffer(conn: Any) -> None:
+def widen_send_buffer(conn: Any) -> None:
     """Let the kernel take a whole batch at once, so sending never waits for Redis to read.
 
     Linux caps the size at net.core.wmem_max; a batch beyond it still goes, just blocking.

@@ -308,18 +308,56 @@ SOCKET_TIMEOUT = 5.0
 TESTED_REDIS_PY = ((8, 0), (9, 0))
 
 
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def is_cluster_url(url: str) -> bool:
+    """Return whether ``url`` names a Redis Cluster (``redis+cluster://h1:p1,h2:p2``)."""
+    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
+
+
 def connect(url: str, *, timeout: float = SOCKET_TIMEOUT) -> redis.Redis:
     """Return a client for ``url`` that decodes replies to str and raises
-    redis.TimeoutError once Redis has not answered for ``timeout`` seconds."""
-    client = redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        health_check_interval=30,
-        socket_timeout=timeout,
-        socket_connect_timeout=min(timeout, SOCKET_TIMEOUT),
-    )
+    redis.TimeoutError once Redis has not answered for ``timeout`` seconds.
+
+    ``redis+cluster://[user:password@]host:port,host:port,...`` (``rediss+cluster`` with
+    TLS) gives a Redis Cluster client started from those nodes; it finds the rest itself.
+    """
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": min(timeout, SOCKET_TIMEOUT),
+    }
+    if is_cluster_url(url):
+        client: redis.Redis = _cluster_client(url, options)
+    else:
+        client = redis.Redis.from_url(url, health_check_interval=30, **options)
     _CLIENTS.add(client)
     return client
+
+
+def _cluster_client(url: str, options: dict[str, Any]) -> Any:
+    """Return a RedisCluster client for a ``redis+cluster://`` URL (ValueError if bad)."""
+    from urllib.parse import unquote
+
+    from redis.cluster import ClusterNode, RedisCluster
+
+    scheme, _, rest = url.partition("://")
+    netloc = rest.split("/", 1)[0].split("?", 1)[0]
+    auth, _, hosts = netloc.rpartition("@")
+    nodes = []
+    for part in filter(None, hosts.split(",")):
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"DMP_REDIS_URL: {part!r} is not host:port")
+        nodes.append(ClusterNode(host.strip("[]"), int(port)))
+    if not nodes:
+        raise ValueError("DMP_REDIS_URL: a redis+cluster:// URL names at least one host:port")
+    if auth:  # user:password, or a password alone (Redis before ACLs)
+        user, has_user, password = auth.partition(":")
+        options["username"] = unquote(user) or None if has_user else None
+        options["password"] = unquote(password if has_user else user)
+    return RedisCluster(startup_nodes=nodes, ssl=scheme.lower().startswith("rediss"), **options)
 
 
 def connect_config(config: Config) -> redis.Redis:
