@@ -25,6 +25,7 @@ from dmp.people import consents as consent_rules
 from dmp.people.identity import EMAIL_SHA256, Identifier, IdKind
 from dmp.records import Category
 from dmp.storage import keyspace
+from dmp.storage.bulk import Bulk
 from dmp.storage.outage import Outage
 from dmp.web.auth import environ_token
 from dmp.web.deps import Deps
@@ -127,40 +128,27 @@ def _identifier_key(args: dict[str, str]) -> _Asked:
     return _Asked(keyspace.identifier(EMAIL_SHA256, hashed.lower()), "")
 
 
-# One round trip for a lookup: the key's scope and audiences, the identifier's person (merges
-# followed), the ads consent given for that identifier (the browser's for a cookie, the
-# email's for a hashed email) and the shared segments the person is in. It reads person keys
-# it derives itself, which a single Redis allows (Redis Cluster would need two round trips).
-_LOOKUP = """
-if redis.call('HGET', KEYS[1], 'scope') ~= ARGV[4] then return {0} end
-local shared = {}
-for a in string.gmatch(redis.call('HGET', KEYS[1], 'audiences') or '', '[^,]+') do
-  shared[a] = true
+# A lookup in two round trips. The first asks for the key's scope and audiences and the
+# identifier's person (two keys of two slots on a Redis Cluster: a Bulk sends each node its
+# share at once). The second runs this script on that person's two keys, both declared
+# and hash-tagged into one slot: the ads consent given for the identifier (the browser's
+# for a cookie, the email's for a hashed email) and the person's segments, or the person
+# it was merged into, whose keys the next call declares (a script never derives keys).
+_PERSON = """
+local found = redis.call('HMGET', KEYS[1], 'merged_into', 'email')
+if found[1] then return {2, found[1]} end
+local field = ARGV[1]
+if field == '' then
+  if not found[2] or found[2] == '' then return {0} end
+  field = ARGV[2] .. found[2]
 end
-local pid = redis.call('GET', KEYS[2])
-for _ = 1, 32 do
-  if not pid then return {1} end
-  local base = ARGV[1] .. pid .. ARGV[2]
-  local found = redis.call('HMGET', base, 'merged_into', 'email')
-  if not found[1] then
-    local field = ARGV[5]
-    if field == '' then
-      if not found[2] or found[2] == '' then return {1} end
-      field = ARGV[6] .. found[2]
-    end
-    local state = redis.call('HGET', base, field)
-    if not state or string.sub(state, 1, 1) ~= '1' then return {1} end
-    local out = {1}
-    for _, sid in ipairs(redis.call('SMEMBERS', base .. ARGV[3])) do
-      if shared[sid] then out[#out + 1] = sid end
-    end
-    return out
-  end
-  pid = found[1]
-end
-return {1}
+local state = redis.call('HGET', KEYS[1], field)
+if not state or string.sub(state, 1, 1) ~= '1' then return {0} end
+local out = {1}
+for _, sid in ipairs(redis.call('SMEMBERS', KEYS[2])) do out[#out + 1] = sid end
+return out
 """
-
+MERGE_HOPS = 32  # a chain of merges longer than this is broken data: the person is unknown
 
 _ADS_FOR_EMAIL = consent_rules.state_field(Category.ADS.value, Identifier(IdKind.EMAIL, ""))
 
@@ -169,21 +157,28 @@ def shared_segments(r: redis.Redis, key: str, asked: _Asked) -> list[str] | None
     """Return the segments shared with a partner key that the person an identifier key
     leads to is in (none without the ``ads`` consent), or None if the key is no partner's."""
     global _script
+    bulk = Bulk()
+    bulk.add("HMGET", keyspace.api_key(hash_secret(key)), "scope", "audiences")
+    bulk.add("GET", asked.id_key)
+    (scope, audiences), pid = bulk.execute(r)
+    if scope != Scope.PARTNER.value.encode():
+        return None
     if _script is None:
-        _script = r.register_script(_LOOKUP)  # EVALSHA, loaded again should Redis forget it
-    found = _script(
-        keys=[keyspace.api_key(hash_secret(key)), asked.id_key],
-        args=[
-            keyspace.PERSON_PREFIX,
-            keyspace.PERSON_SUFFIX,
-            keyspace.facet_suffix("segments"),
-            Scope.PARTNER.value,
-            asked.consent_field,
-            _ADS_FOR_EMAIL,
-        ],
-        client=r,
-    )
-    return None if found[0] == 0 else sorted(found[1:])
+        _script = r.register_script(_PERSON)  # EVALSHA, loaded again should Redis forget it
+    for _ in range(MERGE_HOPS):
+        if pid is None:
+            return []
+        pid = pid.decode() if isinstance(pid, bytes) else pid
+        found = _script(
+            keys=[keyspace.person(pid), keyspace.person(pid, "segments")],
+            args=[asked.consent_field, _ADS_FOR_EMAIL],
+            client=r,
+        )
+        if found[0] != 2:
+            shared = set((audiences or b"").decode().split(","))
+            return sorted(sid for sid in found[1:] if sid in shared)
+        pid = found[1]
+    return []
 
 
 _script: Any = None
