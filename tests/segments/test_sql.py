@@ -10,7 +10,8 @@ from polars.testing import assert_frame_equal
 from dmp.matrix import builds, sources
 from segments.matrix import build_matrix
 from segments.rules import parse_when
-from segments.sql import matrix_sql, when_sql
+from segments.sql import when_sql
+from segments.sqlmatrix import matrix_sql
 from tests.factories import run_synth
 from tests.segments.cases import PERSONS, TOUCHPOINT_FILTERS, TOUCHPOINTS, TRAIT_CONDITIONS
 
