@@ -201,7 +201,7 @@ def run_duckdb(folder: Path) -> None:
     """Child process: the same matrix as one DuckDB query, written as Parquet."""
     import duckdb
 
-    from segments.sql import matrix_sql
+    from segments.sqlmatrix import matrix_sql
 
     started = time.perf_counter()
     model, catalog = parse_model(default_model_text()), parse_catalog(catalog_yaml())
