@@ -12,7 +12,7 @@ the worker's identity cache is dropped (``keyspace.WORKER_EPOCH``).
 
 Each person goes in one transaction that watches their profile, timeline and identifier
 keys: one who comes back meanwhile (the worker writes there) is kept. This is
-``dmp.people.removal.remove_person`` for many persons at once: that one also deletes the
+``dmp.people.removal`` for many persons at once: that one also deletes the
 merge-log entries naming the person, a scan of the whole log per person, which an expiry
 of thousands cannot afford (the log is capped, and names only person ids).
 """

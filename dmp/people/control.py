@@ -59,4 +59,10 @@ def stored_report(r: redis.Redis, request_id: str) -> dict[str, Any] | None:
 
 def store_report(r: redis.Redis, request_id: str, report: dict[str, Any]) -> None:
     """Keep a request's report for its caller (RESULT_SECONDS)."""
+    queue_report(r, request_id, report)
+
+
+def queue_report(r: Any, request_id: str, report: dict[str, Any]) -> None:
+    """Keep a request's report, on a client or queued in a pipeline (with the request's
+    last changes, in one MULTI)."""
     r.set(keyspace.control_result(request_id), dump_json(report), ex=RESULT_SECONDS)

@@ -18,6 +18,7 @@ that nothing the worker computed before can bring the person back. Applying it
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import secrets
 import time
@@ -28,7 +29,7 @@ import redis
 
 from dmp.people import control
 from dmp.people.identity import Identifier
-from dmp.people.removal import remove_person
+from dmp.people.removal import RemovedPerson, plan_removal, remove
 from dmp.records import Hit, dump_json
 from dmp.storage import keyspace
 
@@ -76,62 +77,77 @@ def forgive(r: redis.Redis, idents: list[Identifier]) -> int:
 def apply(r: redis.Redis, hit: Hit) -> dict[str, Any]:
     """Erase the person a control entry names; return (and store) the report.
 
-    Idempotent: a request applied again (the worker stopped before acking it) finds
-    nobody and reports the first application's result.
+    Idempotent, in steps that each may be repeated: the plan is kept before anything
+    changes (``keyspace.control_plan``); the identifiers are marked erased and the rows
+    queued for compaction; the person is removed; and one MULTI counts the person gone,
+    logs the erasure and stores the report in place of the plan. A request delivered
+    again (the worker stopped before acking it) finishes from the plan, or returns the
+    stored report.
     """
     request_id = control.request_id_of(hit)
     done = control.stored_report(r, request_id)
     if done is not None:
         return done
-    removed = remove_person(r, hit.user_id)
-    at = int(time.time() * 1000)
-    if removed is None:
-        report: dict[str, Any] = {
-            "request": request_id,
-            "person_id": hit.user_id,
-            "found": False,
-            "at": at,
-        }
+    kept = r.get(keyspace.control_plan(request_id))
+    if kept:
+        plan = json.loads(kept)
+        removed, at = RemovedPerson.from_json(plan["removal"]), plan["at"]
     else:
-        salt_value = salt(r, create=True)
-        assert salt_value is not None
-        hashes = [digest(salt_value, i) for i in removed.identifiers]
-        kinds = Counter(i.kind.value for i in removed.identifiers)
-        report = {
-            "request": request_id,
-            "person_id": removed.person_id,
-            "found": True,
-            "at": at,
-            "merged_ids": len(removed.merged),
-            "identifiers": dict(sorted(kinds.items())),
-            "segments": removed.segments,
-            "redis_keys_deleted": removed.keys_deleted,
-            "files": "rows leave every Parquet file at the next compaction (dmp compact)",
-        }
-        with r.pipeline(transaction=True) as pipe:
-            for h in hashes:
-                pipe.set(keyspace.erased(h), at)
-            pipe.sadd(keyspace.ERASURE_PENDING, *removed.pending_members())
-            pipe.xadd(
-                keyspace.ERASURE_LOG,
-                {
-                    "request": request_id,
-                    "at": at,
-                    "by": str(hit.properties.get("by", "")),
-                    "reason": str(hit.properties.get("reason", "")),
-                    "identifiers": dump_json(hashes),
-                    "segments": dump_json(removed.segments),
-                    "tier": removed.tier,
-                },
-            )
-            pipe.incr(keyspace.WORKER_EPOCH)
-            pipe.execute()
-        log.info(
-            "erased person %s (%d identifiers, %d merged ids, %d segments)",
-            removed.person_id,
-            len(removed.identifiers),
-            len(removed.merged),
-            len(removed.segments),
+        found, at = plan_removal(r, hit.user_id), int(time.time() * 1000)
+        if found is None:
+            report = {"request": request_id, "person_id": hit.user_id, "found": False, "at": at}
+            control.store_report(r, request_id, report)
+            return {**report, "erased_ids": []}
+        removed = found
+        r.set(
+            keyspace.control_plan(request_id), dump_json({"removal": removed.to_json(), "at": at})
         )
-    control.store_report(r, request_id, report)
-    return {**report, "erased_ids": [] if removed is None else [removed.person_id, *removed.merged]}
+    salt_value = salt(r, create=True)
+    assert salt_value is not None
+    hashes = [digest(salt_value, i) for i in removed.identifiers]
+    # Marked first: from here on a hit with one of them counts only in aggregate, and
+    # compaction drops the rows, whatever happens to the rest of the steps.
+    with r.pipeline(transaction=False) as pipe:
+        for h in hashes:
+            pipe.set(keyspace.erased(h), at)
+        pipe.sadd(keyspace.ERASURE_PENDING, *removed.pending_members())
+        pipe.execute()
+    remove(r, removed)
+    kinds = Counter(i.kind.value for i in removed.identifiers)
+    report = {
+        "request": request_id,
+        "person_id": removed.person_id,
+        "found": True,
+        "at": at,
+        "merged_ids": len(removed.merged),
+        "identifiers": dict(sorted(kinds.items())),
+        "segments": removed.segments,
+        "redis_keys_deleted": removed.keys_deleted,
+        "files": "rows leave every Parquet file at the next compaction (dmp compact)",
+    }
+    with r.pipeline(transaction=True) as pipe:  # what must happen once: with the report
+        pipe.hincrby(keyspace.STATS, f"persons:{removed.tier}", -1)
+        pipe.xadd(
+            keyspace.ERASURE_LOG,
+            {
+                "request": request_id,
+                "at": at,
+                "by": str(hit.properties.get("by", "")),
+                "reason": str(hit.properties.get("reason", "")),
+                "identifiers": dump_json(hashes),
+                "segments": dump_json(removed.segments),
+                "tier": removed.tier,
+            },
+        )
+        pipe.incr(keyspace.WORKER_EPOCH)
+        control.queue_report(pipe, request_id, report)
+        pipe.delete(keyspace.control_plan(request_id))
+        pipe.execute()
+    log.info(
+        "erased person %s (%d identifiers, %d merged ids, %d segments)",
+        removed.person_id,
+        len(removed.identifiers),
+        len(removed.merged),
+        len(removed.segments),
+    )
+    return {**report, "erased_ids": [removed.person_id, *removed.merged]}

@@ -1,14 +1,15 @@
-"""Removing a person from Redis: every key, link and set that names them, in one go.
+"""Removing a person from Redis: every key, link and set that names them.
 
-Used by erasure (GDPR Art. 17, ``dmp.privacy.erasure``) and by the expiry of anonymous
-persons (``dmp.ingest.compaction``). Their rows in Parquet files go at the next
-compaction: the caller adds what :func:`remove_person` returns to
-``keyspace.ERASURE_PENDING``.
+Planned first (:func:`plan_removal`, reads only), then applied (:func:`remove`), so that
+erasure (GDPR Art. 17, ``dmp.people.erasure``) can keep the plan and finish a removal
+that was cut short. Their rows in Parquet files go at the next compaction: the caller
+adds the plan's :meth:`RemovedPerson.pending_members` to ``keyspace.ERASURE_PENDING``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import redis
 
@@ -23,28 +24,39 @@ ROW_KINDS = ("uid", "anon", "user")
 
 @dataclass(slots=True)
 class RemovedPerson:
-    """What was removed: the person, the ids merged into them, their identifiers."""
+    """What goes: the person, the ids merged into them, their identifiers and keys."""
 
     person_id: str
     merged: list[str] = field(default_factory=list)
     identifiers: list[Identifier] = field(default_factory=list)
     segments: list[str] = field(default_factory=list)
-    keys_deleted: int = 0
+    keys_deleted: int = 0  # of ``keys``, those that existed when the removal was planned
     tier: str = ""
+    keys: list[str] = field(default_factory=list)
 
     def pending_members(self) -> list[str]:
         """Return the ``ERASURE_PENDING`` members whose rows compaction must drop."""
         persons = [f"person:{p}" for p in (self.person_id, *self.merged)]
         return persons + [i.text for i in self.identifiers if i.kind.value in ROW_KINDS]
 
+    def to_json(self) -> dict[str, Any]:
+        """Return the plan as JSON-ready data (kept while a request applies it)."""
+        return {**asdict(self), "identifiers": [i.text for i in self.identifiers]}
 
-def remove_person(r: redis.Redis, pid: str) -> RemovedPerson | None:
-    """Delete a person (``pid`` or the person it was merged into) and everything that
-    leads to them from Redis; return what went, or None if there is no such person.
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RemovedPerson:
+        """Return the plan :meth:`to_json` gave."""
+        return cls(
+            **{**data, "identifiers": [Identifier.from_text(t) for t in data["identifiers"]]}
+        )
 
-    Identifiers of the merged-away ids are removed too (their tombstones and archives
-    hold the identifiers they had). Not for the ingest worker's hot path: a few round
-    trips. The caller bumps ``keyspace.WORKER_EPOCH`` if the worker may have cached them.
+
+def plan_removal(r: redis.Redis, pid: str) -> RemovedPerson | None:
+    """Return what removing a person (``pid`` or the person it was merged into) takes,
+    reading only, or None if there is no such person.
+
+    Identifiers of the merged-away ids go too (their tombstones and archives hold the
+    identifiers they had).
     """
     pid = follow(r, pid)
     profile = r.hgetall(keyspace.person(pid))
@@ -58,21 +70,31 @@ def remove_person(r: redis.Redis, pid: str) -> RemovedPerson | None:
     segments = sorted(r.smembers(keyspace.person(pid, "segments")))
     keys = [keyspace.person(p, f) for p in (pid, *merged) for f in ("", *FACETS)]
     keys += [keyspace.person(p, archived(f)) for p in merged for f in ("", *ARCHIVED_FACETS)]
+    existing = sum(int(r.exists(key)) for key in keys)  # one key each: any slot layout
+    return RemovedPerson(pid, merged, identifiers, segments, existing, profile["tier"], keys)
+
+
+def remove(r: redis.Redis, plan: RemovedPerson) -> None:
+    """Delete what ``plan`` names from Redis, and the log entries naming the person.
+
+    Idempotent (a request cut short applies it again): links are deleted only while
+    they still lead to the person, and every other step deletes or adds to a set. Not
+    for the ingest worker's hot path: a few round trips. The caller bumps
+    ``keyspace.WORKER_EPOCH`` if the worker may have cached them.
+    """
+    pid, merged = plan.person_id, plan.merged
     with r.pipeline(transaction=True) as pipe:
-        for ident in identifiers:
+        for ident in plan.identifiers:
             for key in id_keys(ident):
                 # Only links that still lead to this person (an identifier can have moved on).
                 pipe.eval(_DEL_IF, 1, key, pid, *merged)
-        for sid in segments:
+        for sid in plan.segments:
             pipe.srem(keyspace.segment(sid, "members"), pid)
         pipe.zrem(keyspace.SEGMENTS_LIVE, pid)
         pipe.sadd(keyspace.MATRIX_TOUCHED, pid)  # the next build drops their row
-        pipe.delete(*keys)
-        pipe.hincrby(keyspace.STATS, f"persons:{profile['tier']}", -1)
-        replies = pipe.execute()
-    deleted = replies[-2]
+        pipe.delete(*plan.keys)
+        pipe.execute()
     _forget_in_logs(r, {pid, *merged})
-    return RemovedPerson(pid, merged, identifiers, segments, deleted, profile["tier"])
 
 
 def _forget_in_logs(r: redis.Redis, pids: set[str]) -> None:

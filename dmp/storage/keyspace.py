@@ -164,6 +164,12 @@ def control_queued(request_id: str) -> str:
     return f"dmp:control:queued:{request_id}"
 
 
+def control_plan(request_id: str) -> str:
+    """Return the key holding what a person request will change (JSON), written before
+    its first change and removed with its report: a request cut short resumes from it."""
+    return f"dmp:control:plan:{request_id}"
+
+
 def control_result(request_id: str) -> str:
     """Return the key holding an applied person request's report (JSON, expiring)."""
     return f"dmp:control:result:{request_id}"

@@ -229,3 +229,32 @@ def test_the_newsletter_webhook_skips_an_erased_email_and_says_so(
     resp = client.post("/hooks/newsletter", json={"events": events}, headers=bearer(import_key))
     assert resp.status_code == 202
     assert resp.get_json() == {"accepted": 1, "duplicates": 0, "erased_before": 1}
+
+
+def test_an_erasure_cut_short_finishes_when_applied_again(redis, erika, monkeypatch):
+    """A worker that dies after removing her from Redis but before marking her
+    identifiers and rows: the request, delivered again, finishes from its stored plan
+    (found, identifiers marked erased, rows pending for compaction, one log entry, the
+    tier count dropped once), rather than finding nobody."""
+    from dmp.people import control, removal
+
+    tiers_before = int(redis.hget(keyspace.STATS, "persons:high") or 0)
+    hit = control.control_hit(erasure.ERASE, erika, "cut-short")
+
+    def die(*_args):
+        raise SystemExit("the worker died here")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(removal, "_forget_in_logs", die)
+        with pytest.raises(SystemExit):
+            erasure.apply(redis, hit)
+    report = erasure.apply(redis, hit)
+    assert report["found"] is True and report["person_id"] == erika
+    assert report["identifiers"] == {"email": 1, "phone": 1, "uid": 2, "user": 1}
+    assert erasure.erased_before(redis, [Identifier(IdKind.EMAIL, EMAIL)]) == [True]
+    assert f"person:{erika}" in redis.smembers(keyspace.ERASURE_PENDING)
+    assert redis.xlen(keyspace.ERASURE_LOG) == 1
+    assert int(redis.hget(keyspace.STATS, "persons:high") or 0) == tiers_before - 1
+    stored = {k: v for k, v in report.items() if k != "erased_ids"}
+    assert erasure.apply(redis, hit) == stored  # delivered once more: the stored report
+    assert redis.get(keyspace.control_plan("cut-short")) is None
