@@ -155,7 +155,9 @@ def _accept(kind: str | None, origin: str) -> Response:
         raise
     counters = {metrics.hits_counter(COLLECTOR, refusals.OK): len(hits)}
     try:
-        stream.enqueue(deps.redis, hits, counters, atomic=True)
+        stream.enqueue(
+            deps.redis, hits, counters, atomic=True, partitions=deps.config.stream_partitions
+        )
     except redis.RedisError:
         # Server-side clients retry (Segment's libraries on 5xx): nothing is spooled here.
         raise unavailable() from None

@@ -87,11 +87,11 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     # Bodies past the batch limit are refused before they are read (Segment: 500 KB).
     app.config["MAX_CONTENT_LENGTH"] = config.max_batch_bytes + 1024
     r = redisserver.connect_config(config)
-    spooler = Spool(spool_dir(config.data_dir), r, config.spool_max_bytes)
+    spooler = Spool(spool_dir(config.data_dir), r, config.spool_max_bytes, config.stream_partitions)
     spooler.adopt_orphans()  # a collector process that died left hits behind
     limits = RateLimits(config.rate_limit_ip, config.rate_limit_key)
     sites = SiteCache(r, config.site_cache_seconds)
-    deps = Deps(config, r, sites, Appender(r, spooler), limits)
+    deps = Deps(config, r, sites, Appender(r, spooler, config.stream_partitions), limits)
     app.extensions["dmp"] = deps
 
     sessions.install(app)

@@ -66,11 +66,29 @@ class Config:
     # from this host (127.0.0.1, ::1) are answered (1) or any (0).
     metrics_token: str = ""
     metrics_loopback_only: int = 0
+    # Which engine runs matrix builds and segment runs: polars (in this process) or spark
+    # (dmp.matrix.spark); the Spark master URL (empty: local[*]); and the URI Spark reads
+    # the event log from and writes its exports under (empty: the data dir; s3a://, hdfs://).
+    engine: str = "polars"
+    spark_master: str = ""
+    spark_data_uri: str = ""
+    # Ingest in partitions (docs/partitions.md): hits spread over this many streams, each
+    # leased by one worker process; changing it needs the workers stopped and drained.
+    stream_partitions: int = 1
 
     @property
     def events_dir(self) -> Path:
         """Return the root of the Parquet event log."""
         return self.data_dir / "events"
+
+
+ENGINES = ("polars", "spark")
+
+
+def check_engine(config: Config) -> None:
+    """Raise ValueError unless ``engine`` is one dmp knows."""
+    if config.engine not in ENGINES:
+        raise ValueError(f"DMP_ENGINE must be polars or spark, not {config.engine!r}")
 
 
 def _coerce(kind: Any, value: Any) -> Any:

@@ -81,7 +81,9 @@ def send_hits(r: redis_lib.Redis, *hits: Hit) -> None:
 
 def stream_hits(r: redis_lib.Redis) -> list[Hit]:
     """Return the hits on the ingest stream, oldest first."""
-    return [Hit.from_json(fields[stream.FIELD]) for _, fields in r.xrange(keyspace.STREAM)]
+    return [
+        Hit.from_json(fields[stream.FIELD]) for _, fields in r.xrange(keyspace.partition(0).stream)
+    ]
 
 
 # --- persons and the web API ---------------------------------------------------------------

@@ -114,7 +114,7 @@ def status(obj: Context, as_json: bool) -> None:
     """
     state = worker.status(obj.redis)
     state["spooled_bytes"] = spool.spooled_bytes(obj.config.data_dir)
-    state["worker_running"] = bool(obj.redis.exists(keyspace.WORKER_LEASE))
+    state["worker_running"] = worker.running(obj.redis)
     recent = recenthits.last_hour(obj.redis)
     state["refused_last_hour"] = recent.to_json()
     state["segments"] = _segments_state(obj.redis)

@@ -40,15 +40,16 @@ def synth_cmd(ctx: click.Context, persons: int, days: int, seed: int, as_json: b
         sites.add_site(r, "Acme Software", [synth.HOST.split("//")[1]])
     if not r.exists(keyspace.CONTENT_CATALOG):
         r.set(keyspace.CONTENT_CATALOG, data.catalog)
-    stream.ensure_group(r)
+    n = obj.config.stream_partitions
+    stream.ensure_group(r, n)
     with click.progressbar(data.hits, label="site hits", file=sys.stderr) as hits:
         chunk = []
         for hit in hits:
             chunk.append(hit)
             if len(chunk) == CHUNK:
-                stream.enqueue(r, chunk, {}, atomic=False)
+                stream.enqueue(r, chunk, {}, atomic=False, partitions=n)
                 chunk = []
-        stream.enqueue(r, chunk, {}, atomic=False)
+        stream.enqueue(r, chunk, {}, atomic=False, partitions=n)
     pending = stream.pending_count(r)
     with click.progressbar(length=pending, label="ingesting", file=sys.stderr) as bar:
         worker.Worker(r, obj.config).run(once=True, progress=bar.update)

@@ -28,7 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from dmp.ingest.spool import Spool
-from dmp.ingest.stream import enqueue, xadd_args
+from dmp.ingest.stream import enqueue, partition_of, xadd_args
 from dmp.records import Hit
 from dmp.storage import keyspace, lifetime, recenthits
 from dmp.storage.bulk import Bulk
@@ -48,8 +48,9 @@ class Appender:
     TIMEOUT_SECONDS = 5.0  # ... and Redis not answering for this long counts as gone
     UNCHECKED_SHARE = 0.25  # of the spool that hits with an unchecked write key may fill
 
-    def __init__(self, r: redis.Redis, spool: Spool | None = None) -> None:
+    def __init__(self, r: redis.Redis, spool: Spool | None = None, partitions: int = 1) -> None:
         self._r = r
+        self.partitions = partitions  # DMP_STREAM_PARTITIONS: each hit to its partition
         pool = r.connection_pool
         # Our own connections: no retries (a failure spools at once), and blocking sockets:
         # a socket timeout makes every send poll first (+20 µs a hit). A hung Redis is
@@ -102,14 +103,16 @@ class Appender:
         if not hits:
             return
         lines = [hit.to_json() for hit in hits]
+        n = self.partitions
+        targets = [partition_of(hit, n) for hit in hits] if n > 1 else [0] * len(hits)
         channel = self._channel()
         with channel.lock:
             if self.spool is not None and (spool or self.spool.active):
                 self._to_spool(lines, share=self.UNCHECKED_SHARE if spool else 1.0)
                 return
             bulk = Bulk()
-            for line in lines:
-                bulk.add(*xadd_args(line))
+            for line, target in zip(lines, targets, strict=True):
+                bulk.add(*xadd_args(line, target))
             sent = False
             try:
                 # Inline, not channel.blocking(): a context manager costs a hit ~1 µs.
@@ -141,7 +144,14 @@ class Appender:
         """
         if self.spool is None or not self.spool.active:
             try:
-                enqueue(self._r, hits, counters, atomic=True, also=recenthits.commands(counters))
+                enqueue(
+                    self._r,
+                    hits,
+                    counters,
+                    atomic=True,
+                    also=recenthits.commands(counters),
+                    partitions=self.partitions,
+                )
                 return True
             except redis.RedisError:
                 if self.spool is None:

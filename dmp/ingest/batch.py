@@ -294,18 +294,18 @@ class Ingest:
         buf = self.buffer
         buf.stats["events_aggregate"] += 1
         buf.metrics[metrics.counter("dmp_events_aggregate_total")] += 1
-        key = keyspace.aggregate(hit.site_id, utc_day(hit.timestamp).replace("-", ""))
+        site, day = hit.site_id, utc_day(hit.timestamp).replace("-", "")
         agent = parse_agent(hit.user_agent)
         if agent.is_bot:
-            buf.aggregates[(key, "bots")] += 1
+            buf.aggregates[(site, day, "bots")] += 1
             return
-        buf.aggregates[(key, "hits")] += 1
-        buf.aggregates[(key, f"event:{hit.event}")] += 1
-        buf.aggregates[(key, f"device:{agent.device}")] += 1
+        buf.aggregates[(site, day, "hits")] += 1
+        buf.aggregates[(site, day, f"event:{hit.event}")] += 1
+        buf.aggregates[(site, day, f"device:{agent.device}")] += 1
         if hit.url:
-            buf.aggregates[(key, f"url:{_page_path(hit.url)}")] += 1
+            buf.aggregates[(site, day, f"url:{_page_path(hit.url)}")] += 1
         for topic in hit.topics:
-            buf.aggregates[(key, f"topic:{topic}")] += 1
+            buf.aggregates[(site, day, f"topic:{topic}")] += 1
 
     def _resolve_and_apply(self, people: list[tuple[Hit, list[Identifier]]]) -> None:
         owners, states = self._owners, self._states

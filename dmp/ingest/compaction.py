@@ -54,7 +54,7 @@ import redis
 
 from dmp.config import Config
 from dmp.ingest import erasures as pending
-from dmp.ingest import retention, swaps
+from dmp.ingest import retention, stream, swaps
 from dmp.ingest.erasures import Erasures
 from dmp.storage import keyspace, locks
 from dmp.storage.outage import Outage
@@ -230,9 +230,12 @@ def list_events(r: redis.Redis, events_dir: Path) -> Listing:
 
 
 def _uncommitted(r: redis.Redis) -> set[str]:
-    """Return ``dt=…/part-….parquet`` of every file an uncommitted flush intent names."""
-    names = sorted(r.smembers(keyspace.EVENTLOG_INTENTS))
-    payloads = r.mget([keyspace.eventlog_intent(n) for n in names]) if names else []
+    """Return ``dt=…/part-….parquet`` of every file an uncommitted flush intent names
+    (in any partition's intents)."""
+    payloads = []
+    for keys in stream.used_partitions(r):
+        names = sorted(r.smembers(keys.intents))
+        payloads += [r.get(keys.intent(n)) for n in names]  # one by one: slots differ
     out: set[str] = set()
     for raw in payloads:
         for text in json.loads(raw)["files"] if raw else ():

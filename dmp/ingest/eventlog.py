@@ -60,7 +60,7 @@ class EventBuffer:
         self.events: list[tuple[Any, ...]] = []  # rows in EVENT_SCHEMA's column order
         self.stream_ids: list[str] = []  # every entry this flush acks, stored or not
         self.digests: set[str] = set()
-        self.aggregates: Counter[tuple[str, str]] = Counter()  # (key, field) -> count
+        self.aggregates: Counter[tuple[str, str, str]] = Counter()  # (site, day, field) -> n
         self.stats: Counter[str] = Counter()
         self.metrics: Counter[str] = Counter()
         self.recent: Counter[str] = Counter()  # dmp.storage.recenthits fields (bots, ...)
@@ -96,19 +96,39 @@ class LeaseLost(RuntimeError):
 class EventLog:
     """The Parquet event log under ``root`` and its exactly-once bookkeeping in Redis."""
 
-    def __init__(self, r: redis.Redis, root: Path, dedup_days: int) -> None:
+    def __init__(
+        self,
+        r: redis.Redis,
+        root: Path,
+        dedup_days: int,
+        keys: keyspace.PartitionKeys | None = None,
+    ) -> None:
         self.r = r
         self.root = root
         self.dedup_days = dedup_days
+        # The partition whose stream, digests and counters it commits.
+        self.keys = keys or keyspace.partition(0)
+        # The single stream of old stored events whose replays must still count as seen.
+        self.legacy_seen = False
         self.fence: tuple[str, str] | None = None  # (lease key, token) commits must hold
         self._leftovers: list[tuple[str, list[Path]]] = []  # failed attempts not yet removed
 
     def _seen_keys(self) -> list[str]:
         today = datetime.now(UTC).date()
-        return [
-            keyspace.seen_events((today - timedelta(days=n)).strftime("%Y%m%d"))
+        days = [(today - timedelta(days=n)).strftime("%Y%m%d") for n in range(self.dedup_days + 1)]
+        keys = [self.keys.seen(day) for day in days]
+        if self.legacy_seen and self.keys is not keyspace.LEGACY:
+            keys += [keyspace.LEGACY.seen(day) for day in days]
+        return keys
+
+    def check_legacy(self) -> None:
+        """Look once (at a start) whether the single stream of old stored events lately:
+        their replays are looked up there too, until those sets expire."""
+        days = [
+            (datetime.now(UTC).date() - timedelta(days=n)).strftime("%Y%m%d")
             for n in range(self.dedup_days + 1)
         ]
+        self.legacy_seen = bool(self.r.exists(*(keyspace.LEGACY.seen(d) for d in days)))
 
     def seen(self, digests: list[str]) -> list[bool]:
         """Return, per digest, whether its event was stored in the last ``dedup_days`` days."""
@@ -134,14 +154,16 @@ class EventLog:
         """Write the buffer's events durably, then commit its acks and counters."""
         if not buf.stream_ids:
             return []
-        name = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+        # The partition in the name: files of partitions flushed the same second differ.
+        part = f"p{self.keys.index}-" if self.keys.index >= 0 else ""
+        name = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{part}{secrets.token_hex(4)}"
         tables = self._tables_by_day(buf)
         finals = [self.root / f"dt={day}" / f"part-{name}.parquet" for day in tables]
         payload = {
             "files": [str(p) for p in finals],
             "ids": buf.stream_ids,
             "digests": sorted(buf.digests),
-            "aggregates": [[k, f, n] for (k, f), n in buf.aggregates.items()],
+            "aggregates": [[s, d, f, n] for (s, d, f), n in buf.aggregates.items()],
             "stats": {**buf.stats, "events_stored": buf.rows},
             "metrics": dict(buf.metrics),
             "recent": dict(buf.recent),
@@ -149,8 +171,8 @@ class EventLog:
         self._discard_leftovers()
         try:
             if finals:
-                self.r.set(keyspace.eventlog_intent(name), json.dumps(payload))
-                self.r.sadd(keyspace.EVENTLOG_INTENTS, name)
+                self.r.set(self.keys.intent(name), json.dumps(payload))
+                self.r.sadd(self.keys.intents, name)
                 self._write(name, list(tables.values()), finals)
             self._commit(name, payload)
         except LeaseLost:
@@ -232,24 +254,30 @@ class EventLog:
         raise LeaseLost(f"event log commit {name}: the lease kept changing")
 
     def _queue_commit(self, add: Any, name: str, payload: dict[str, Any]) -> None:
+        keys = self.keys
         seen_key = self._seen_keys()[0]
         ids = payload["ids"]
         if payload["digests"]:
             add("SADD", seen_key, *payload["digests"])
             add("EXPIRE", seen_key, (self.dedup_days + 2) * 86400)
-        for key, field, amount in payload["aggregates"]:
-            add("HINCRBY", key, field, amount)
+        for entry in payload["aggregates"]:
+            if len(entry) == 3:  # intents of older versions name the key
+                add("HINCRBY", *entry)
+                continue
+            site_id, day, field, amount = entry
+            add("HINCRBY", keys.aggregate(site_id, day), field, amount)
         for field, amount in payload["stats"].items():
-            add("HINCRBY", keyspace.STATS, field, amount)
+            add("HINCRBY", keys.stats, field, amount)
         for field, amount in payload["metrics"].items():
-            add("HINCRBY", keyspace.METRICS, field, amount)
-        recenthits.queue_counts(add, payload.get("recent", {}))  # intents of older versions
+            add("HINCRBY", keys.metrics, field, amount)
+        # (``recent`` is missing from intents of older versions.)
+        recenthits.queue_counts(add, payload.get("recent", {}), key_of=keys.recent)
         for start in range(0, len(ids), 10_000):
             chunk = ids[start : start + 10_000]
-            add("XACK", keyspace.STREAM, keyspace.GROUP, *chunk)
-            add("XDEL", keyspace.STREAM, *chunk)
-        add("DEL", keyspace.eventlog_intent(name))
-        add("SREM", keyspace.EVENTLOG_INTENTS, name)
+            add("XACK", keys.stream, keyspace.GROUP, *chunk)
+            add("XDEL", keys.stream, *chunk)
+        add("DEL", keys.intent(name))
+        add("SREM", keys.intents, name)
 
     def _holds_lease(self) -> bool:
         if self.fence is None:
@@ -267,14 +295,14 @@ class EventLog:
         """Remove an uncommitted flush's files, then its intent (kept if a file stays)."""
         for path in finals:
             remove_written(path)
-        self.r.delete(keyspace.eventlog_intent(name))
-        self.r.srem(keyspace.EVENTLOG_INTENTS, name)
+        self.r.delete(self.keys.intent(name))
+        self.r.srem(self.keys.intents, name)
 
     def recover(self) -> tuple[int, int]:
         """Finish or undo flushes a crash interrupted; return (finished, undone)."""
         finished = undone = 0
-        for name in sorted(self.r.smembers(keyspace.EVENTLOG_INTENTS)):
-            raw = self.r.get(keyspace.eventlog_intent(name))
+        for name in sorted(self.r.smembers(self.keys.intents)):
+            raw = self.r.get(self.keys.intent(name))
             payload = json.loads(raw) if raw else None
             files = [Path(p) for p in payload["files"]] if payload else []
             if payload and all(p.exists() for p in files):
@@ -285,8 +313,8 @@ class EventLog:
                 continue
             for path in files:
                 remove_written(path)
-            self.r.delete(keyspace.eventlog_intent(name))
-            self.r.srem(keyspace.EVENTLOG_INTENTS, name)
+            self.r.delete(self.keys.intent(name))
+            self.r.srem(self.keys.intents, name)
             self.r.set(keyspace.eventlog_outcome(name), "undone", ex=86400)
             undone += 1
             log.warning("event log: undid interrupted flush %s; its events will be re-read", name)

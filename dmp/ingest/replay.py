@@ -18,7 +18,7 @@ from pathlib import Path
 
 import redis
 
-from dmp.ingest.stream import xadd_args
+from dmp.ingest.stream import partition_of_json, xadd_args
 from dmp.records import Hit
 from dmp.storage import keyspace, metrics, recenthits
 from dmp.storage.bulk import Bulk
@@ -57,7 +57,14 @@ def forget(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def replay_range(r: redis.Redis, path: Path, offset: int, end: int, done: dict[Path, int]) -> int:
+def replay_range(
+    r: redis.Redis,
+    path: Path,
+    offset: int,
+    end: int,
+    done: dict[Path, int],
+    partitions: int = 1,
+) -> int:
     """XADD the lines of ``path`` between two byte offsets, in order; return how many.
 
     How far it got goes into ``done`` (the caller's memory) and beside the file (for an
@@ -71,8 +78,8 @@ def replay_range(r: redis.Redis, path: Path, offset: int, end: int, done: dict[P
         readable, unreadable = _readable(chunk)
         lines, unknown, resolved = _resolve_sites(r, readable)
         bulk = Bulk()
-        for line in lines:
-            bulk.add(*xadd_args(line))
+        for line in lines:  # each to its partition, as the collector would have put it
+            bulk.add(*xadd_args(line, partition_of_json(line, partitions)))
         bulk.add("HINCRBY", keyspace.METRICS, REPLAYED, len(lines))
         if unknown:
             bulk.add("HINCRBY", keyspace.METRICS, UNKNOWN_KEY, unknown)
@@ -95,7 +102,7 @@ def replay_range(r: redis.Redis, path: Path, offset: int, end: int, done: dict[P
     return count
 
 
-def replay_orphan(r: redis.Redis, path: Path, done: dict[Path, int]) -> int:
+def replay_orphan(r: redis.Redis, path: Path, done: dict[Path, int], partitions: int = 1) -> int:
     """Replay and delete the spool file of a process that died; return how many hits.
 
     Nothing happens while the file's process lives (it holds an flock on it) or while
@@ -114,7 +121,7 @@ def replay_orphan(r: redis.Redis, path: Path, done: dict[Path, int]) -> int:
             return 0  # replayed and deleted between our open and our lock
         end = os.fstat(fd).st_size
         offset = max(done.get(path, 0), done_offset(path))
-        count = replay_range(r, path, offset, end, done) if offset < end else 0
+        count = replay_range(r, path, offset, end, done, partitions) if offset < end else 0
         forget(path)
         done.pop(path, None)
         if count:

@@ -54,9 +54,12 @@ def spooled_bytes(data_dir: Path) -> int:
 class Spool:
     """One process's spool file and the thread that replays it (and adopts orphans)."""
 
-    def __init__(self, directory: Path, redis_client: redis.Redis, max_bytes: int) -> None:
+    def __init__(
+        self, directory: Path, redis_client: redis.Redis, max_bytes: int, partitions: int = 1
+    ) -> None:
         self.directory = directory
         self._r = redis_client
+        self.partitions = partitions  # DMP_STREAM_PARTITIONS: replayed hits to theirs
         self.max_bytes = max_bytes
         self.outage = Outage(log, "Redis (collector spool)")
         self._disk = Outage(log, "the spool folder (hits are lost)")
@@ -271,7 +274,10 @@ class Spool:
 
         Raises redis errors (the caller tries again later); what was replayed stays done.
         """
-        count = sum(replay.replay_orphan(self._r, path, self._done) for path in self._others())
+        count = sum(
+            replay.replay_orphan(self._r, path, self._done, self.partitions)
+            for path in self._others()
+        )
         if self._active:
             count += self._replay_own()
         with self._lock:
@@ -298,4 +304,4 @@ class Spool:
                     self._forget_own()
                     self._done.pop(path, None)
                     return count
-            count += replay.replay_range(self._r, path, offset, end, self._done)
+            count += replay.replay_range(self._r, path, offset, end, self._done, self.partitions)

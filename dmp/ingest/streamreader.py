@@ -19,8 +19,11 @@ from dmp.storage.bulk import Bulk, InFlight
 class StreamReader:
     """Batches of (stream id, hit JSON) for one consumer of the ingest group."""
 
-    def __init__(self, r: redis.Redis, consumer: str, count: int) -> None:
+    def __init__(
+        self, r: redis.Redis, consumer: str, count: int, stream_key: str = keyspace.STREAM
+    ) -> None:
         self.r = r
+        self.stream = stream_key  # the partition's stream
         self.consumer = consumer
         self.count = count
         self._prefetch: InFlight | None = None  # the next XREADGROUP, already asked for
@@ -54,14 +57,14 @@ class StreamReader:
         an entry deleted while pending without its id, so it could never be acked) moves
         each one id by id; our cursor then reads them all once, deleted ones included.
         """
-        for consumer in self.r.xinfo_consumers(keyspace.STREAM, keyspace.GROUP):
+        for consumer in self.r.xinfo_consumers(self.stream, keyspace.GROUP):
             if consumer["name"] == self.consumer or not consumer["pending"]:
                 continue
             while found := self.r.xpending_range(
-                keyspace.STREAM, keyspace.GROUP, "-", "+", self.count, consumer["name"]
+                self.stream, keyspace.GROUP, "-", "+", self.count, consumer["name"]
             ):
                 ids = [p["message_id"] for p in found]
-                self.r.xclaim(keyspace.STREAM, keyspace.GROUP, self.consumer, 0, ids, justid=True)
+                self.r.xclaim(self.stream, keyspace.GROUP, self.consumer, 0, ids, justid=True)
 
     def ask_new(self, block_ms: int) -> None:
         """Ask for the next batch of new entries now; :meth:`read` takes its answer."""
@@ -86,7 +89,7 @@ class StreamReader:
             self.count,
             *block,
             "STREAMS",
-            keyspace.STREAM,
+            self.stream,
             start,
         )
 

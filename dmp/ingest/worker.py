@@ -1,6 +1,9 @@
 """The ingest worker: the stream's side of stream → dedup → identity → profile → Parquet.
 
-One worker at a time holds the lease (``keyspace.WORKER_LEASE``), so a person has one writer.
+A :class:`Worker` ingests one partition (``keyspace.partition``); one at a time holds its
+lease. With one partition (the default) it is the only writer of identities and
+profiles; with several, the workers take turns on them (``dmp.ingest.identitylock``), and
+a worker process runs one per partition it leased (``dmp.ingest.fleet``).
 It reads each pending entry once, then new ones (``dmp.ingest.streamreader``), asking for the
 next batch while ``dmp.ingest.batch`` handles this one, and acks entries only in the event
 log's flush, which runs on a thread of its own and is retried while the events folder
@@ -38,19 +41,29 @@ log = logging.getLogger(__name__)
 class Worker:
     """Moves hits from the ingest stream into profiles and the event log."""
 
-    def __init__(self, r: redis.Redis, config: Config) -> None:
+    def __init__(
+        self,
+        r: redis.Redis,
+        config: Config,
+        partition: int = 0,
+        *,
+        keys: keyspace.PartitionKeys | None = None,
+        token: str = "",
+    ) -> None:
         self.r = r
         self.config = config
-        self.eventlog = EventLog(r, config.events_dir, config.dedup_days)
+        self.keys = keys or keyspace.partition(partition)
+        self.eventlog = EventLog(r, config.events_dir, config.dedup_days, self.keys)
         self.ingest = Ingest(r, config, self.eventlog)
         self.consumer = config.consumer
         # The lease names this worker instance, not the host: two workers on one host
         # (`dmp serve`'s and a `dmp worker --once`) share the consumer name.
-        token = f"{lease_prefix(self.consumer, os.getpid())}{secrets.token_hex(6)}"
-        self.lease = Lease(r, keyspace.WORKER_LEASE, config.lease_seconds, token)
-        self.eventlog.fence = (keyspace.WORKER_LEASE, token)
+        token = token or f"{lease_prefix(self.consumer, os.getpid())}{secrets.token_hex(6)}"
+        self.lease = Lease(r, self.keys.lease, config.lease_seconds, token)
+        self.eventlog.fence = (self.keys.lease, token)
         self._renewed = float("-inf")  # monotonic time the lease was last taken or renewed
-        self.reader = StreamReader(r, self.consumer, config.read_count)
+        self._owns_lease = self.keys is not keyspace.LEGACY  # the legacy drain borrows it
+        self.reader = StreamReader(r, self.consumer, config.read_count, self.keys.stream)
         self._flusher: ThreadPoolExecutor | None = None
         self._flushing: Future[None] | None = None  # the flush running on the flusher
         self._stop = threading.Event()  # the running loop's stop (set by its caller)
@@ -78,11 +91,24 @@ class Worker:
     def release_lease(self) -> None:
         """Give the lease up (only if this worker holds it)."""
         self._renewed = float("-inf")
-        self.lease.release()
+        if self._owns_lease:
+            self.lease.release()
+
+    def holds_lease(self) -> bool:
+        """Return whether the lease was taken or renewed within its time (no round trip)."""
+        return time.monotonic() - self._renewed < self.config.lease_seconds
 
     def start(self) -> None:
-        """Prepare the stream group, finish any flush a crash interrupted, re-read leftovers."""
-        stream.ensure_group(self.r)
+        """Prepare the stream group, finish any flush a crash interrupted, re-read leftovers
+        (partition 0 first drains the single stream of earlier versions, if anything is
+        left there)."""
+        stream.ensure_partition_group(self.r, self.keys)
+        if self.keys.index == 0 and legacy_left(self.r):
+            legacy = Worker(self.r, self.config, keys=keyspace.LEGACY, token=self.lease.token)
+            drained = legacy.run(once=True, stop=self._stop)
+            log.info("drained %d entries left on the single stream of old", drained)
+            self._renewed = legacy._renewed
+        self.eventlog.check_legacy()
         self.ingest.reset()
         self.reader.restart()
         finished, undone = self.eventlog.recover()
@@ -119,7 +145,7 @@ class Worker:
                         self._finish_flush()
                         self.ingest.reset()
                         started = False
-                    if once and stream.pending_count(self.r) == 0:
+                    if once and self.r.xlen(self.keys.stream) == 0:
                         return done  # another worker holds the lease and has drained it all
                     stop.wait(0.2 if once else 1.0)
                     continue
@@ -246,14 +272,43 @@ class Worker:
 
 
 def status(r: redis.Redis) -> dict[str, Any]:
-    """Return the ingest counters ``dmp status`` prints."""
-    stats = r.hgetall(keyspace.STATS)
+    """Return the ingest counters ``dmp status`` prints: sums over the partitions (and
+    the single stream of old), and each partition's pending hits and lease holder."""
+    parts = stream.used_partitions(r)
+    with r.pipeline(transaction=False) as pipe:
+        for keys in parts:
+            pipe.hgetall(keys.stats)
+            pipe.xlen(keys.stream)
+            pipe.get(keys.lease)
+        answers = pipe.execute()
+    stats: dict[str, int] = {}
+    partitions = []
+    for i, keys in enumerate(parts):
+        found, pending, holder = answers[3 * i : 3 * i + 3]
+        for name, value in found.items():
+            stats[name] = stats.get(name, 0) + int(value)
+        if keys.index >= 0:
+            partitions.append({"partition": keys.index, "pending": pending, "worker": holder})
     return {
-        "events_stored": int(stats.get("events_stored", 0)),
-        "events_aggregate": int(stats.get("events_aggregate", 0)),
-        "persons": {t.value: int(stats.get(f"persons:{t.value}", 0)) for t in Tier if t.rank > 0},
-        "pending": stream.pending_count(r),
+        "events_stored": stats.get("events_stored", 0),
+        "events_aggregate": stats.get("events_aggregate", 0),
+        "persons": {t.value: stats.get(f"persons:{t.value}", 0) for t in Tier if t.rank > 0},
+        "pending": sum(answers[1::3]),
+        "partitions": partitions,
     }
+
+
+def legacy_left(r: redis.Redis) -> bool:
+    """Return whether the single stream of earlier versions holds entries or intents."""
+    with r.pipeline(transaction=False) as pipe:
+        pipe.xlen(keyspace.LEGACY.stream)
+        pipe.scard(keyspace.LEGACY.intents)
+        return any(pipe.execute())
+
+
+def running(r: redis.Redis) -> bool:
+    """Return whether some ingest worker holds a partition's lease."""
+    return any(r.exists(keys.lease) for keys in stream.used_partitions(r)[1:])
 
 
 def lease_prefix(consumer: str, pid: int) -> str:
@@ -262,10 +317,13 @@ def lease_prefix(consumer: str, pid: int) -> str:
 
 
 def release_dead_lease(r: redis.Redis, consumer: str, pid: int) -> bool:
-    """Free the lease if worker process ``pid``, known to be dead, held it (a kill -9 leaves
-    it for ``lease_seconds``); return whether it did. No flush of a dead process is in
-    flight: its last commit, a MULTI, is in Redis whole or not at all."""
-    return release_prefixed(r, keyspace.WORKER_LEASE, lease_prefix(consumer, pid))
+    """Free the leases worker process ``pid``, known to be dead, held (a kill -9 leaves
+    them for ``lease_seconds``); return whether it held any. No flush of a dead process
+    is in flight: its last commit, a MULTI, is in Redis whole or not at all."""
+    prefix = lease_prefix(consumer, pid)
+    freed = [release_prefixed(r, k.lease, prefix) for k in stream.used_partitions(r)[1:]]
+    release_prefixed(r, keyspace.IDENTITY_LOCK, prefix)
+    return any(freed)
 
 
 def run_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:

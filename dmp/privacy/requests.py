@@ -66,6 +66,6 @@ def wait_for(r: redis.Redis, request_id: str, seconds: float) -> dict[str, Any] 
 
 def run(r: redis.Redis, config: Config, request_id: str, wait: float = 60) -> dict[str, Any] | None:
     """Return a queued request's report, running the worker once if none runs."""
-    if not r.exists(keyspace.WORKER_LEASE):
+    if not r.exists(keyspace.partition(0).lease):  # control entries go to partition 0
         Worker(r, config).run(once=True)
     return wait_for(r, request_id, wait)

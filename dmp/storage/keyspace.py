@@ -6,6 +6,8 @@ share a Redis Cluster slot.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 STREAM = "dmp:stream:ingest"  # the ingest buffer every collector appends to
 GROUP = "ingest"  # the worker's consumer group on STREAM
 METRICS = "dmp:metrics"  # hash: counter name -> value (shared by every process)
@@ -209,3 +211,73 @@ def user(email: str) -> str:
 # and CSRF tokens (made on first use, shared by every serve process; deleting it logs
 # everyone out).
 UI_SECRET = "dmp:ui:secret"
+
+
+# Ingest in partitions (docs/partitions.md). Everything one partition's flush commit
+# touches in its MULTI carries the partition's hash tag ``{p<n>}``: the MULTI stays on
+# one Redis Cluster slot. The names above without a tag (STREAM, STATS, METRICS,
+# seen_events, aggregate, recent_hits, EVENTLOG_INTENTS) are the single stream's of
+# earlier versions: a worker drains what is left there (``LEGACY``), readers add them in.
+INGEST_PARTITIONS = "dmp:ingest:partitions"  # the most partitions ever used (readers sum)
+WORKERS = "dmp:ingest:workers"  # zset: live worker processes by their last heartbeat (ms)
+IDENTITY_LOCK = "dmp:identity:lock"  # the worker resolving and writing identities now
+IDENTITY_WANTED = "dmp:identity:wanted"  # set (expiring) while another worker waits for it
+IDENTITY_CHANGES = "dmp:identity:changes"  # stream: what the lock's holders changed
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionKeys:
+    """The keys of one ingest partition (``index`` -1: the single stream of old)."""
+
+    index: int
+    stream: str
+    lease: str
+    stats: str  # hash: events_stored, events_aggregate committed by this partition
+    metrics: str  # hash: the worker's counters committed by this partition
+    intents: str  # set of this partition's flush intents not yet committed
+    _prefix: str  # what the per-day and per-name keys begin with
+
+    def seen(self, day: str) -> str:
+        """Return the set of event-id digests this partition first stored on ``day``."""
+        return seen_events(day) if self.index < 0 else f"{self._prefix}seen:{day}"
+
+    def aggregate(self, site_id: str, day: str) -> str:
+        """Return this partition's hash counting a site's unconsented hits of one day."""
+        if self.index < 0:
+            return aggregate(site_id, day)
+        return f"{self._prefix}aggregate:{site_id}:{day}"
+
+    def recent(self, minute: int) -> str:
+        """Return this partition's hash of one minute's set-aside hits (dmp.storage.recenthits)."""
+        return recent_hits(minute) if self.index < 0 else f"{self._prefix}recenthits:{minute}"
+
+    def intent(self, name: str) -> str:
+        """Return the key recording one of this partition's flushes (crash recovery)."""
+        return eventlog_intent(name) if self.index < 0 else f"{self._prefix}intent:{name}"
+
+
+def partition(index: int) -> PartitionKeys:
+    """Return the keys of ingest partition ``index`` (0-based), all on one cluster slot."""
+    tag = f"{{p{index}}}"
+    return PartitionKeys(
+        index,
+        stream=f"dmp:stream:{tag}",
+        lease=f"dmp:worker:lease:{tag}",
+        stats=f"dmp:stats:{tag}",
+        metrics=f"dmp:metrics:{tag}",
+        intents=f"dmp:eventlog:intents:{tag}",
+        _prefix=f"dmp:ingest:{tag}:",
+    )
+
+
+# The single stream of earlier versions, drained by whoever holds partition 0 (under its
+# lease); an installation that never ran them finds it empty.
+LEGACY = PartitionKeys(
+    -1,
+    stream=STREAM,
+    lease=partition(0).lease,
+    stats=STATS,
+    metrics=METRICS,
+    intents=EVENTLOG_INTENTS,
+    _prefix="",
+)

@@ -82,6 +82,26 @@ def parse_counter(field: str) -> tuple[str, dict[str, str]] | None:
     return match["name"], labels
 
 
+def ingest_partitions(r: redis.Redis) -> list[keyspace.PartitionKeys]:
+    """Return the keys of every ingest partition ever used (their counters add up)."""
+    most = int(r.hget(keyspace.INGEST_PARTITIONS, "most") or 1)
+    return [keyspace.partition(p) for p in range(most)]
+
+
+def counter_keys(r: redis.Redis) -> list[str]:
+    """Return every hash of counters: the shared one (collectors, the single stream of
+    old) and each ingest partition's (what its flushes committed)."""
+    return [keyspace.METRICS, *(p.metrics for p in ingest_partitions(r))]
+
+
+def read_counter(r: redis.Redis, field: str) -> int:
+    """Return one counter summed over every hash of counters."""
+    with r.pipeline(transaction=False) as pipe:
+        for key in counter_keys(r):
+            pipe.hget(key, field)
+        return sum(int(v or 0) for v in pipe.execute())
+
+
 def incr(r: redis.Redis | Any, field: str, amount: int = 1) -> None:
     """Add ``amount`` to a counter (``r`` may be a pipeline)."""
     r.hincrby(keyspace.METRICS, field, amount)
@@ -97,7 +117,12 @@ class CounterCollector(Collector):
         """Yield one family per counter name; names not ending in ``_total`` are untyped."""
         by_name: dict[str, dict[Labels, float]] = {}
         skipped: list[str] = []
-        for field, value in self.r.hgetall(keyspace.METRICS).items():
+        with self.r.pipeline(transaction=False) as pipe:
+            for key in counter_keys(self.r):
+                pipe.hgetall(key)
+            hashes = pipe.execute()
+        fields = [item for found in hashes for item in found.items()]
+        for field, value in fields:
             parsed = parse_counter(field)
             try:
                 number = float(value)

@@ -76,12 +76,18 @@ def _recent_field_of(name: str) -> str:
     return ""
 
 
-def queue_counts(add: Add, fields: Mapping[str, int], now: float | None = None) -> None:
-    """Queue the HINCRBYs that add ``fields`` to the current minute, and its expiry
-    (nothing without fields)."""
+def queue_counts(
+    add: Add,
+    fields: Mapping[str, int],
+    now: float | None = None,
+    key_of: Callable[[int], str] = keyspace.recent_hits,
+) -> None:
+    """Queue the HINCRBYs that add ``fields`` to the current minute's hash (``key_of``:
+    an ingest partition's own, see keyspace.PartitionKeys), and its expiry (nothing
+    without fields)."""
     if not fields:
         return
-    key = keyspace.recent_hits(minute_of(time.time() if now is None else now))
+    key = key_of(minute_of(time.time() if now is None else now))
     for name, amount in fields.items():
         add("HINCRBY", key, name, amount)
     add("EXPIRE", key, KEEP_SECONDS)
@@ -112,13 +118,16 @@ class RecentHits:
 
 
 def last_hour(r: redis.Redis, now: float | None = None) -> RecentHits:
-    """Return the hits refused or set aside in the sixty minutes up to ``now`` (one round
-    trip; fields that are not ``collector:reason`` with a whole count are skipped)."""
+    """Return the hits refused or set aside in the sixty minutes up to ``now``: the
+    collectors' and every ingest partition's (two round trips; fields that are not
+    ``collector:reason`` with a whole count are skipped)."""
     newest = minute_of(time.time() if now is None else now)
     minutes = range(newest - WINDOW_MINUTES + 1, newest + 1)
+    key_ofs = [keyspace.recent_hits, *(p.recent for p in metrics.ingest_partitions(r))]
     with r.pipeline(transaction=False) as pipe:
-        for minute in minutes:
-            pipe.hgetall(keyspace.recent_hits(minute))
+        for key_of in key_ofs:
+            for minute in minutes:
+                pipe.hgetall(key_of(minute))
         buckets = pipe.execute()
     return summed(buckets)
 

@@ -60,7 +60,7 @@ def test_status_warns_when_no_ingest_worker_runs(runner, redis):
     assert "no ingest worker runs for this store" in alone.stderr and "(now 1)" in alone.stderr
     as_json = runner.invoke(cli, ["status", "--json"])
     assert as_json.stderr == "" and json.loads(as_json.stdout)["worker_running"] is False
-    redis.set(keyspace.WORKER_LEASE, "serve/1/x", ex=30)
+    redis.set(keyspace.partition(0).lease, "serve/1/x", ex=30)
     served = runner.invoke(cli, ["status"])
     assert served.exit_code == 0 and served.stderr == ""
     assert json.loads(runner.invoke(cli, ["status", "--json"]).stdout)["worker_running"] is True

@@ -11,6 +11,7 @@ from dmp.cli import cli, main
 from dmp.ingest.eventlog import scan_events
 from dmp.ingest.worker import status
 from dmp.people.identity import IdKind
+from dmp.storage import keyspace
 from tests.factories import bearer, consent_of, make_identify, person_of, send_hits
 
 CRM_CSV = """E-Mail;Telefon;Kundennummer;Firma;Position;Mitarbeiter;Land;Straße;PLZ;Ort;Lifecycle Stage;Deal;Updated
@@ -157,7 +158,7 @@ def test_bad_files_exit_2_with_one_line(redis, config, tmp_path, capsys, content
         main(["--data-dir", str(config.data_dir), "import", "newsletter", str(path), *args])
     err = capsys.readouterr().err.strip()
     assert ended.value.code == 2 and message in err and len(err.splitlines()) == 1
-    assert redis.xlen("dmp:stream:ingest") == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
 
 
 EVENTS = [
@@ -210,7 +211,7 @@ def test_webhook_refuses_bad_calls_whole(client, redis, import_key, body, status
     resp = client.post("/hooks/newsletter", headers=auth, **kwargs)
     assert resp.status_code == status and resp.mimetype == "application/problem+json"
     assert detail in resp.get_json().get("detail", "")
-    assert redis.xlen("dmp:stream:ingest") == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
 
 
 def test_webhook_needs_an_import_key(client, admin_key):

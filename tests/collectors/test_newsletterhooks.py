@@ -128,7 +128,7 @@ def test_mailchimp_events_dmp_does_not_act_on_are_acknowledged(client, redis, im
     ignored (in the answer and /metrics), nothing put on the stream."""
     resp = _mailchimp(client, import_key, form)
     assert resp.status_code == 200 and resp.get_json()["ignored"] == 1
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
     metrics = redis.hgetall(keyspace.METRICS)
     assert metrics['dmp_newsletter_hook_ignored_total{tool="mailchimp"}'] == "1"
 
@@ -207,7 +207,7 @@ def test_cleverreach_events_without_an_address_are_acknowledged(client, redis, i
     ):
         resp = client.post(f"/hooks/newsletter/cleverreach?key={import_key}", json=body)
         assert resp.status_code == 200 and resp.get_json()["ignored"] == 1
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
 
 
 def test_cleverreachs_verification_gets_its_token_and_secret_back(client, import_key):
@@ -239,7 +239,7 @@ def test_calls_without_a_valid_import_key_are_401(client, redis, admin_key, meth
         query = {**kwargs.get("query_string", {}), **({"key": key} if key else {})}
         resp = client.open(path, method=method.upper(), **{**kwargs, "query_string": query})
         assert resp.status_code == 401 and resp.mimetype == "application/problem+json"
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
 
 
 @pytest.mark.parametrize(
@@ -275,7 +275,7 @@ def test_malformed_calls_are_400_problems(client, redis, import_key, path, kwarg
     resp = client.post(f"/hooks/newsletter/{path}?key={import_key}", **kwargs)
     assert resp.status_code == 400 and resp.mimetype == "application/problem+json"
     assert detail in resp.get_json()["detail"]
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
 
 
 def test_a_resent_call_is_a_duplicate(client, import_key):

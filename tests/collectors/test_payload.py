@@ -21,7 +21,7 @@ def test_non_json_numbers_are_refused(client, redis, write_key, path, constant):
     resp = client.post(path, data=body, headers={"Content-Type": "application/json"})
     assert resp.status_code == 400 and resp.mimetype == "application/problem+json"
     assert constant in resp.get_json()["detail"]
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
 
 
 @pytest.mark.parametrize("path", ["/v1/track", "/collect"])
@@ -33,7 +33,7 @@ def test_lone_surrogates_are_refused(client, redis, write_key, path, app):
         body = f'{{"writeKey": "{write_key}", "userId": "u", "event": "E\\udfff"}}'
     resp = client.post(path, data=body, headers={"Content-Type": "application/json"})
     assert resp.status_code == 400 and resp.mimetype == "application/problem+json"
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
     ok = f'{{"k": "{write_key}", "events": [{{"type": "page", "title": "Grüße \\u00fc"}}]}}'
     assert client.post("/collect", data=ok).status_code == 204
 

@@ -163,7 +163,7 @@ def test_without_analytics_consent_only_aggregates(client, redis, config, write_
     assert status(redis)["events_aggregate"] == 1 and status(redis)["events_stored"] == 0
     assert status(redis)["persons"] == {"low": 0, "medium": 0, "high": 0}
     day = datetime.now(UTC).strftime("%Y%m%d")
-    counts = redis.hgetall(keyspace.aggregate("acme-gmbh", day))
+    counts = redis.hgetall(keyspace.partition(0).aggregate("acme-gmbh", day))
     assert counts["url:https://acme.de/crm"] == "1"  # query and fragment stripped
     assert counts["topic:crm"] == "1" and counts["topic:künstliche intelligenz"] == "1"
     assert counts["hits"] == "1" and counts["event:page"] == "1"
@@ -177,7 +177,9 @@ def test_aggregate_counts_add_up(client, redis, write_key, drain):
     for query in ("a=1", "b=2", ""):
         _pixel(client, write_key, url=f"https://acme.de/preise?{query}", topics="pricing")
     drain()
-    counts = redis.hgetall(keyspace.aggregate("acme-gmbh", datetime.now(UTC).strftime("%Y%m%d")))
+    counts = redis.hgetall(
+        keyspace.partition(0).aggregate("acme-gmbh", datetime.now(UTC).strftime("%Y%m%d"))
+    )
     assert counts["url:https://acme.de/preise"] == "3" and counts["topic:pricing"] == "3"
     assert status(redis)["events_aggregate"] == 3
 
@@ -295,7 +297,7 @@ def test_bots_never_become_persons(client, redis, config, write_key, drain, cons
     else:
         assert log.height == 0
         day = datetime.now(UTC).strftime("%Y%m%d")
-        counts = redis.hgetall(keyspace.aggregate("acme-gmbh", day))
+        counts = redis.hgetall(keyspace.partition(0).aggregate("acme-gmbh", day))
         assert counts.get("bots") == "1" and "hits" not in counts
 
 
@@ -339,7 +341,7 @@ def test_bad_input_still_answers_the_gif(client, redis, write_key, query, outcom
     resp = client.get("/p.gif", query_string=query, headers={"User-Agent": CHROME})
     _assert_gif(resp)
     assert "Set-Cookie" not in resp.headers
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
     assert _metric(client, outcome) == 1
     assert _metric(client, "ok") == 0
 
@@ -369,7 +371,7 @@ def test_garbage_queries_get_the_gif(client, redis, raw):
     """Undecodable bytes and odd shapes never break the pixel; they count as unknown keys."""
     resp = client.get("/p.gif", environ_overrides={"QUERY_STRING": raw})
     _assert_gif(resp)
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
     assert _metric(client, "unknown_key") == 1
     assert client.get("/healthz").status_code == 200
 
@@ -403,7 +405,7 @@ def test_head_answers_headers_and_other_methods_405(client, redis, write_key):
     head = client.head("/p.gif", query_string={"k": write_key, "consent": "analytics"})
     assert head.status_code == 200 and head.mimetype == "image/gif" and head.data == b""
     assert "no-store" in head.headers["Cache-Control"] and "Set-Cookie" not in head.headers
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
     post = client.post("/p.gif")
     assert post.status_code == 405 and post.mimetype == "application/problem+json"
 

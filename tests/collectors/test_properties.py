@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from collectors.pixel import GIF
 from collectors.redaction import redact_text, redact_url
+from dmp.storage import keyspace
 from tests.factories import stream_hits
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)*\.[A-Za-z]{2,}")
@@ -75,7 +76,7 @@ def test_minimised_titles_keep_no_secret(parts: list[str]) -> None:
 def test_the_pixel_answers_the_gif_to_any_query(client, redis, write_key, query: str) -> None:
     """Any query string after the write key: 200 with the GIF, and what is stored (if
     anything) is a well-formed hit with minimised URLs."""
-    redis.delete("dmp:stream:ingest")
+    redis.delete(keyspace.partition(0).stream)
     resp = client.get(f"/p.gif?k={write_key}&consent=analytics&{quote(query, safe='=&%')}")
     assert resp.status_code == 200 and resp.data == GIF
     for hit in stream_hits(redis):

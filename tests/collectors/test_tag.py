@@ -109,7 +109,7 @@ def test_foreign_origin_is_refused_whole(client, redis, site, write_key, caplog)
         assert "Set-Cookie" not in resp.headers and cookie.ECHO_HEADER not in resp.headers
     problem = resp.get_json()
     assert problem["title"] == "Origin not allowed" and evil in problem["detail"]
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
     warned = [r.getMessage() for r in caplog.records if evil in r.getMessage()]
     assert len(warned) == 1 and "acme.de, localhost" in warned[0]
     assert site[0].site_id in warned[0]
@@ -172,8 +172,11 @@ def test_identify_without_consent_keeps_no_email(client, redis, config, write_ke
     event = {"type": "identify", "traits": {"email": "secret@acme.de", "phone": "+4930123456"}}
     resp = _post(client, _beacon(write_key, [event], consent=()))
     assert resp.status_code == 204 and "Set-Cookie" not in resp.headers
-    assert redis.xlen(keyspace.STREAM) == 1
-    assert b"secret@acme.de" not in json.dumps(redis.xrange(keyspace.STREAM), default=str).encode()
+    assert redis.xlen(keyspace.partition(0).stream) == 1
+    assert (
+        b"secret@acme.de"
+        not in json.dumps(redis.xrange(keyspace.partition(0).stream), default=str).encode()
+    )
     drain()
     assert status(redis)["events_aggregate"] == 1 and status(redis)["events_stored"] == 0
     assert find_person(redis, Identifier(IdKind.EMAIL, "secret@acme.de")) is None
@@ -249,7 +252,7 @@ def test_bad_beacons_are_400_problems(client, redis, write_key, case):
     assert problem["status"] == 400 and problem["title"] and problem["detail"]
     assert "Set-Cookie" not in resp.headers
     assert resp.headers["Access-Control-Allow-Origin"] == ORIGIN  # the tag shows it
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
     bad = read_metric(scrape(client), "dmp_hits_total", collector="tag", outcome="bad_input")
     assert bad == 1
 
@@ -260,7 +263,7 @@ def test_unknown_write_key_is_401_problem(client, redis, site, key):
     resp = _post(client, json.dumps({"k": key, "events": [{"type": "page"}]}))
     assert resp.status_code == 401 and resp.mimetype == PROBLEM
     assert resp.headers["Access-Control-Allow-Origin"] == ORIGIN
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
     unknown = read_metric(scrape(client), "dmp_hits_total", collector="tag", outcome="unknown_key")
     assert unknown == 1
 
@@ -276,7 +279,7 @@ def test_server_keeps_serving_after_bad_beacons(client, redis, write_key, drain)
     for make in BAD_BEACONS.values():
         assert _post(client, make(write_key)).status_code == 400
     resp = _post(client, _beacon(write_key, [{"type": "page", "url": "https://acme.de/"}]))
-    assert resp.status_code == 204 and redis.xlen(keyspace.STREAM) == 1
+    assert resp.status_code == 204 and redis.xlen(keyspace.partition(0).stream) == 1
     assert drain() == 1
     assert client.get("/healthz").status_code == 200
 
@@ -341,7 +344,7 @@ def test_held_uid_is_ignored_without_an_origin(client, redis, site, write_key):
 def test_held_uid_from_a_foreign_origin_is_refused(client, redis, write_key):
     """A ``u`` from an origin outside the site's domains is refused with the beacon."""
     resp = _post(client, _beacon(write_key, [{"type": "page"}], u=HELD), origin="https://x.example")
-    assert resp.status_code == 403 and redis.xlen(keyspace.STREAM) == 0
+    assert resp.status_code == 403 and redis.xlen(keyspace.partition(0).stream) == 0
 
 
 def test_held_uid_without_analytics_consent_is_forgotten(client, redis, site, write_key, drain):
@@ -371,7 +374,7 @@ def test_malformed_held_uid_refuses_the_beacon(client, redis, write_key, u):
     resp = _post(client, _beacon(write_key, [{"type": "page"}], u=u))
     assert resp.status_code == 400 and resp.mimetype == PROBLEM
     assert resp.get_json()["detail"].startswith("u:")
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
 
 
 # --- the TC string in beacons -------------------------------------------------------------
@@ -431,4 +434,4 @@ def test_wrong_tc_string_refuses_the_beacon(client, redis, write_key, tc):
     """A gdpr_consent that is no string, or longer than any TC string, is a 400 problem."""
     resp = _post(client, _beacon(write_key, [{"type": "page"}], gdpr_consent=tc))
     assert resp.status_code == 400 and resp.get_json()["detail"].startswith("gdpr_consent:")
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0

@@ -56,14 +56,16 @@ def _consented_visit(page, pages: int, redis, drain) -> str:
 def test_page_view_without_consent_counts_only_in_aggregate(tab, pages, collector, redis, drain):
     """Before consent the tag's page view reaches dmp but sets no cookie and makes no person."""
     assert answered(tab, lambda: tab.goto(f"http://localhost:{pages}/index.html")) == 204
-    assert collector[0].wait_for(1) == [204] and redis.xlen(keyspace.STREAM) == 1
+    assert collector[0].wait_for(1) == [204] and redis.xlen(keyspace.partition(0).stream) == 1
     assert dmp_cookie(tab) is None
     drain()
     counts = status(redis)
     assert counts["events_aggregate"] == 1 and counts["events_stored"] == 0
     assert counts["persons"] == {"low": 0, "medium": 0, "high": 0}
     assert not redis.keys("dmp:id:*")
-    day_counts = redis.hgetall(next(iter(redis.scan_iter("dmp:aggregate:*"))))
+    day_counts = redis.hgetall(
+        next(iter(redis.scan_iter(keyspace.partition(0).aggregate("*", "*"))))
+    )
     assert day_counts[f"url:http://localhost:{pages}/index.html"] == "1"
     assert day_counts["topic:crm"] == day_counts["topic:erp"] == "1"
 
@@ -163,7 +165,7 @@ def test_foreign_origin_is_refused(tab, pages, collector, redis, drain, client, 
     assert f"http://127.0.0.1:{pages} is not a domain of the site" in warned.value.text
     tab.evaluate("dmp.consent(['analytics']); dmp.track('whitepaper_download')")
     assert collector[0].wait_for(2) == [403, 403]
-    assert redis.xlen(keyspace.STREAM) == 0 and dmp_cookie(tab) is None
+    assert redis.xlen(keyspace.partition(0).stream) == 0 and dmp_cookie(tab) is None
     drain()
     assert status(redis)["events_aggregate"] == 0 and not redis.keys("dmp:person:*")
     refused = {"collector": "tag", "outcome": "origin_not_allowed"}

@@ -83,7 +83,7 @@ def test_real_client_calls_reach_the_log(
     segment.group("u-1", "acme-gmbh", {"employees": 250})
     segment.alias("u-1", "u-1-new")
     segment.flush()
-    assert redis.xlen(keyspace.STREAM) == 6
+    assert redis.xlen(keyspace.partition(0).stream) == 6
     drain()
     rows = _rows(config)
     assert sorted(r["type"] for r in rows) == sorted(
@@ -109,7 +109,7 @@ def test_real_client_with_an_unknown_key_gets_401(live_url, client, redis):
     with pytest.raises(APIError) as failure:
         _segment(live_url, "wk_nobody").track("u", "Clicked")
     assert failure.value.status == 401
-    assert redis.xlen(keyspace.STREAM) == 0 and _metric(client, "unknown_key") == 1
+    assert redis.xlen(keyspace.partition(0).stream) == 0 and _metric(client, "unknown_key") == 1
 
 
 def test_real_client_backdated_event_keeps_its_time(live_url, config, server_key, drain):
@@ -178,13 +178,13 @@ def test_import_is_an_alias_of_batch(client, redis, server_key):
     """/v1/import takes the same body as /v1/batch."""
     body = {"batch": [{"type": "track", "userId": "u", "event": "E"}]}
     assert _post(client, server_key, "/v1/import", body).status_code == 200
-    assert redis.xlen(keyspace.STREAM) == 1
+    assert redis.xlen(keyspace.partition(0).stream) == 1
 
 
 def test_write_key_in_body_is_accepted(client, server_key, redis):
     """The write key may also travel as writeKey in the body."""
     resp = client.post("/v1/track", json={"writeKey": server_key, "userId": "u", "event": "E"})
-    assert resp.status_code == 200 and redis.xlen(keyspace.STREAM) == 1
+    assert resp.status_code == 200 and redis.xlen(keyspace.partition(0).stream) == 1
 
 
 def test_group_traits_are_not_the_persons(client, redis, config, server_key, drain):
@@ -292,7 +292,9 @@ def test_refused_analytics_counts_only_in_aggregate(client, redis, config, serve
     assert find_person(redis, Identifier(IdKind.USER, "u-4")) is None
     assert find_person(redis, Identifier(IdKind.EMAIL, "no@acme.de")) is None
     assert _rows(config) == []
-    counts = redis.hgetall(keyspace.aggregate("acme-gmbh", datetime.now(UTC).strftime("%Y%m%d")))
+    counts = redis.hgetall(
+        keyspace.partition(0).aggregate("acme-gmbh", datetime.now(UTC).strftime("%Y%m%d"))
+    )
     assert counts["url:https://acme.de/x"] == "1" and counts["topic:crm"] == "1"
 
 
@@ -440,7 +442,7 @@ def test_distinct_message_ids_are_all_kept(client, config, server_key, drain):
 def test_wrong_types_are_400_with_the_field_path(client, redis, server_key, path, body, detail):
     """Wrong types and missing fields answer 400 problem+json naming the path; nothing stored."""
     _problem(_post(client, server_key, path, body), 400, detail)
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
     assert _metric(client, "bad_input") == 1
 
 
@@ -449,7 +451,7 @@ def test_a_bad_message_rejects_its_whole_batch(client, redis, server_key, drain)
     good = {"type": "track", "userId": "u", "event": "ok"}
     batch = [good, {"type": "track", "userId": "u"}, {**good, "messageId": "third-0001"}]
     _problem(_post(client, server_key, "/v1/batch", {"batch": batch}), 400, "batch[1].event")
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
     assert drain() == 0 and status(redis)["events_stored"] == 0
     assert _metric(client, "ok") == 0 and _metric(client, "bad_input") == 1
 
@@ -477,7 +479,7 @@ def test_malformed_bodies_are_400(client, redis, server_key, data, headers, deta
         auth=(server_key, ""),
     )
     _problem(resp, 400, detail)
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
 
 
 @pytest.mark.parametrize(
@@ -494,7 +496,7 @@ def test_json_no_reader_can_take_back_is_400(client, redis, server_key, raw, det
         "/v1/track", data=raw, content_type="application/json", auth=(server_key, "")
     )
     _problem(resp, 400, detail)
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
 
 
 def test_size_limits(client, redis, server_key):
@@ -506,7 +508,7 @@ def test_size_limits(client, redis, server_key):
     _problem(_post(client, server_key, "/v1/batch", huge), 400, "at most 512000 bytes")
     one_big = {"batch": [msg, {**msg, "properties": {"blob": "x" * 40_000}}]}
     _problem(_post(client, server_key, "/v1/batch", one_big), 400, "batch[1]: an event may be")
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
 
 
 def test_events_just_under_the_limits_are_accepted(client, redis, server_key):
@@ -521,7 +523,7 @@ def test_events_just_under_the_limits_are_accepted(client, redis, server_key):
         "/v1/batch", data=raw, content_type="application/json", auth=(server_key, "")
     )
     assert resp.status_code == 200, resp.get_data(as_text=True)
-    assert redis.xlen(keyspace.STREAM) == 22
+    assert redis.xlen(keyspace.partition(0).stream) == 22
 
 
 @pytest.mark.parametrize(
@@ -542,7 +544,7 @@ def test_gzip_bombs_are_refused(client, redis, server_key, plain):
         auth=(server_key, ""),
     )
     _problem(resp, 400, "unzipped")
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
 
 
 def test_gzip_bodies_are_read(client, redis, server_key):
@@ -553,7 +555,7 @@ def test_gzip_bodies_are_read(client, redis, server_key):
     resp = client.post(
         "/v1/batch", data=body, headers={"Content-Encoding": "GZIP"}, auth=(server_key, "")
     )
-    assert resp.status_code == 200 and redis.xlen(keyspace.STREAM) == 1
+    assert resp.status_code == 200 and redis.xlen(keyspace.partition(0).stream) == 1
 
 
 def _raw_http(live_url: str, head: bytes, body: bytes, timeout: float = 5.0) -> bytes:
@@ -596,7 +598,7 @@ def test_content_length_lies_are_refused(live_url, server_key, redis):
     )
     assert resp.status_code == 400
     assert resp.headers["Content-Type"] == "application/problem+json"
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
     assert requests.get(f"{live_url}/healthz", timeout=5).status_code == 200
 
 
@@ -630,7 +632,7 @@ def test_deeply_nested_json_is_400(client, redis, server_key):
             "/v1/track", data=data, content_type="application/json", auth=(server_key, "")
         )
         _problem(resp, 400, "JSON")
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
 
 
 @pytest.mark.parametrize(
@@ -639,7 +641,7 @@ def test_deeply_nested_json_is_400(client, redis, server_key):
 def test_unknown_write_key_is_401(client, redis, auth):
     """Without a known write key the API answers 401 and stores nothing."""
     _problem(client.post("/v1/track", json={"userId": "u", "event": "E"}, auth=auth), 401)
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
     assert _metric(client, "unknown_key") == 1
 
 
@@ -651,7 +653,7 @@ def test_unknown_body_write_key_is_4xx(client, redis, key, status):
     """A writeKey in the body that is no key is a 401 (400 if it is not even text), never 500."""
     raw = f'{{"writeKey": {key}, "userId": "u", "event": "E"}}'.encode()
     _problem(client.post("/v1/track", data=raw, content_type="application/json"), status)
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
 
 
 def test_garbled_basic_auth_is_401(client, redis):
@@ -661,7 +663,7 @@ def test_garbled_basic_auth_is_401(client, redis):
             "/v1/track", json={"userId": "u", "event": "E"}, headers={"Authorization": header}
         )
         _problem(resp, 401)
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
 
 
 @pytest.mark.parametrize("path", ["/v1/explode", "/v1/foo", "/v1/Track"])
@@ -705,9 +707,9 @@ def test_short_batch_path_is_batch(client, redis, server_key):
     """/v1/b takes what /v1/batch takes (analytics.js batching), bad input alike."""
     batch = [{"type": kind, **body} for kind, body in _CALLS]
     assert _post(client, server_key, "/v1/b", {"batch": batch}).status_code == 200
-    assert redis.xlen(keyspace.STREAM) == len(_CALLS)
+    assert redis.xlen(keyspace.partition(0).stream) == len(_CALLS)
     _problem(_post(client, server_key, "/v1/b", {"batch": [{"type": "x"}]}), 400, "batch[0].type")
-    assert redis.xlen(keyspace.STREAM) == len(_CALLS)
+    assert redis.xlen(keyspace.partition(0).stream) == len(_CALLS)
 
 
 @pytest.mark.parametrize("path", ["/v1/x", "/v1/ti", "/v1/I", "/v1/bb", "/v1/" + "t" * 5000])
@@ -739,7 +741,7 @@ def test_a_page_of_another_origin_is_refused_readably(client, redis, write_key, 
     resp = _from_page(client, write_key, "/v1/b", body, "https://acme.de.evil.example")
     _problem(resp, 403, "https://acme.de.evil.example is not a domain of the site")
     assert resp.headers["Access-Control-Allow-Origin"] == "https://acme.de.evil.example"
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
     assert _metric(client, "origin_not_allowed") == 1
     assert any("acme.de.evil.example" in r.getMessage() for r in caplog.records)
 
@@ -750,7 +752,7 @@ def test_a_server_key_in_a_page_is_refused(client, redis, server_key):
     resp = _from_page(client, server_key, "/v1/t", {"userId": "u", "event": "E"})
     _problem(resp, 403, "server key is a secret")
     assert resp.headers["Access-Control-Allow-Origin"] == PAGE
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
     assert _metric(client, "server_key_in_page") == 1
 
 

@@ -22,7 +22,7 @@ import pytest
 from dmp.ingest import stream
 from dmp.ingest.eventlog import scan_events
 from dmp.ingest.worker import run_forever, status
-from dmp.storage import keyspace
+from dmp.storage import keyspace, metrics
 from tests.factories import make_hit, read_metric, scrape, send_hits
 from tests.served import mount, wait_for
 
@@ -123,7 +123,7 @@ def test_ingest_resumes_by_itself_once_the_events_folder_is_writable(
     log = scan_events(events_dir).collect()
     assert log.height == EVENTS and log["event_id"].n_unique() == EVENTS
     assert status(redis)["events_stored"] == EVENTS
-    assert redis.hget(keyspace.METRICS, "dmp_events_duplicate_total") is None
+    assert metrics.read_counter(redis, "dmp_events_duplicate_total") == 0
     assert client.get("/healthz").get_json() == {"status": "ok"}
     assert _metric(client, "dmp_eventlog_flush_failing") == 0
     lines = [r for r in caplog.records if r.levelno >= logging.WARNING or "again" in r.message]
@@ -155,8 +155,8 @@ def test_a_worker_stopped_while_the_folder_fails_leaves_every_event_pending(
         stop.set()
         fault.end()
     assert status(redis)["pending"] == 1000 and status(redis)["events_stored"] == 0
-    assert redis.get(keyspace.WORKER_LEASE) is None and not redis.smembers(
-        keyspace.EVENTLOG_INTENTS
+    assert redis.get(keyspace.partition(0).lease) is None and not redis.smembers(
+        keyspace.partition(0).intents
     )
     assert drain() == 1000
     log = scan_events(events_dir).collect()
@@ -175,16 +175,16 @@ def test_a_recovery_the_folder_refuses_is_retried_not_fatal(redis, config, event
     stream.ensure_group(redis)
     ids = [
         sid
-        for sid, _ in redis.xreadgroup(keyspace.GROUP, config.consumer, {keyspace.STREAM: ">"})[0][
-            1
-        ]
+        for sid, _ in redis.xreadgroup(
+            keyspace.GROUP, config.consumer, {keyspace.partition(0).stream: ">"}
+        )[0][1]
     ]
     kept = events_dir / "dt=2026-09-21" / "part-x.parquet"
     kept.parent.mkdir()
     kept.write_bytes(b"PAR1")
     files = [str(kept), str(events_dir / "dt=2026-09-22" / "part-x.parquet")]
-    redis.set(keyspace.eventlog_intent("x"), json.dumps({"files": files, "ids": ids}))
-    redis.sadd(keyspace.EVENTLOG_INTENTS, "x")
+    redis.set(keyspace.partition(0).intent("x"), json.dumps({"files": files, "ids": ids}))
+    redis.sadd(keyspace.partition(0).intents, "x")
     fault.begin()
     stop = threading.Event()
     cfg = replace(config, flush_seconds=0.2, segments_every=0)
@@ -231,7 +231,7 @@ def test_a_worker_whose_lease_passes_on_during_a_failing_flush_stores_nothing_tw
     try:
         wait_for(lambda: redis.exists(keyspace.EVENTLOG_FLUSH), 20, "the flush failure state")
         caplog.set_level(logging.INFO, logger="dmp")
-        redis.set(keyspace.WORKER_LEASE, "another-worker", px=60_000)
+        redis.set(keyspace.partition(0).lease, "another-worker", px=60_000)
         wait_for(lambda: "lost the worker lease" in caplog.text, 20, "the lease loss noticed")
         # The other worker's time (its lease lasts 60 s, far past these pauses): nothing of
         # ours is stored meanwhile, the folder failing or not. A slow machine only makes
@@ -242,14 +242,14 @@ def test_a_worker_whose_lease_passes_on_during_a_failing_flush_stores_nothing_tw
         time.sleep(2.0)  # a worker ignoring the lease would flush (0.2 s) well within this
         assert status(redis)["events_stored"] == 0  # not while the other holds the lease
         assert status(redis)["pending"] == 500 and worker.is_alive()
-        redis.delete(keyspace.WORKER_LEASE)
+        redis.delete(keyspace.partition(0).lease)
         wait_for(lambda: status(redis)["pending"] == 0, 30, "ingest to resume")
     finally:
         stop.set()
         worker.join(10)
     log = scan_events(events_dir).collect()
     assert log.height == 500 and log["event_id"].n_unique() == 500
-    assert redis.hget(keyspace.METRICS, "dmp_events_duplicate_total") is None
+    assert metrics.read_counter(redis, "dmp_events_duplicate_total") == 0
 
 
 def test_a_flush_is_retried_as_soon_as_the_folder_takes_writes_again(redis, tmp_path):
@@ -286,7 +286,7 @@ def test_a_flush_is_retried_as_soon_as_the_folder_takes_writes_again(redis, tmp_
     assert len(attempts) == 5 and attempts[-2] < fixed_at[0] < attempts[-1]
     assert attempts[-1] - fixed_at[0] < 2.0
     assert not redis.exists(keyspace.EVENTLOG_FLUSH)
-    assert redis.hget(keyspace.METRICS, "dmp_eventlog_flush_failures_total") == "4"
+    assert metrics.read_counter(redis, "dmp_eventlog_flush_failures_total") == 4
 
 
 def test_a_folder_that_takes_a_probe_but_not_the_flush_gets_plain_backoff(redis, tmp_path):

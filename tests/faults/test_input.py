@@ -16,6 +16,7 @@ import yaml
 from dmp.cli import cli, main
 from dmp.ingest.eventlog import scan_events
 from dmp.people.identity import IdKind
+from dmp.storage import keyspace
 from dmp.storage.csvfile import write_csv
 from tests.factories import bearer, make_identify, person_of, send_hits
 
@@ -62,7 +63,7 @@ def test_webhook_refuses_times_the_event_log_cannot_hold(client, redis, import_k
     [error] = resp.get_json()["errors"]
     assert error["index"] == 0 and error["reason"].startswith("time: ")
     assert f"(events[0].{error['reason']})" in resp.get_json()["detail"]
-    assert redis.xlen("dmp:stream:ingest") == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
 
 
 def test_csv_rows_with_unstorable_times_are_bad_rows_every_time(runner, redis, config, tmp_path):
@@ -331,7 +332,7 @@ def test_deep_json_with_a_surrogate_to_the_webhook_is_a_400(client, redis, impor
         headers=bearer(import_key),
     )
     assert resp.status_code == 400 and resp.mimetype == "application/problem+json"
-    assert redis.xlen("dmp:stream:ingest") == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
 
 
 # --- CSV exports: spreadsheet formulas ---------------------------------------------------

@@ -23,7 +23,7 @@ import redis as redis_lib
 import requests
 
 from dmp.serve.waiter import describe_exit, parse_report
-from dmp.storage import redisserver
+from dmp.storage import keyspace, redisserver
 from tests.factories import read_metric
 from tests.served import (
     children,
@@ -104,7 +104,7 @@ def _send_pixels(run: Served, key: str, first: int, count: int) -> None:
 
 def _stored(run: Served) -> int:
     try:
-        return int(run.redis().hget("dmp:stats", "events_stored") or 0)
+        return int(run.redis().hget(keyspace.partition(0).stats, "events_stored") or 0)
     except redis_lib.RedisError:
         return -1
 

@@ -230,8 +230,8 @@ def test_a_file_of_an_uncommitted_flush_is_left_alone(redis, small):
     """A file an open flush intent names is neither merged nor removed."""
     ingest(redis, small, spread(100, days=1))
     open_file = sorted(small.events_dir.glob("dt=*/part-*.parquet"))[0]
-    redis.set(keyspace.eventlog_intent("x"), json.dumps({"files": [str(open_file)]}))
-    redis.sadd(keyspace.EVENTLOG_INTENTS, "x")
+    redis.set(keyspace.partition(0).intent("x"), json.dumps({"files": [str(open_file)]}))
+    redis.sadd(keyspace.partition(0).intents, "x")
     compaction.compact(redis, small)
     assert open_file.exists()
     assert sorted(p.name for p in open_file.parent.iterdir()) == sorted(
@@ -248,16 +248,22 @@ def test_retention_removes_old_days_but_aggregates_stay(redis, small):
     hits += [make_hit(timestamp=old, consent={}) for _ in range(5)]  # aggregate only
     hits += [make_hit(uid=f"n{i}") for i in range(30)]
     ingest(redis, small, hits)
-    aggregates = {k: redis.hgetall(k) for k in redis.scan_iter("dmp:aggregate:*")}
-    stats = redis.hgetall(keyspace.STATS)
+    aggregates = {
+        k: redis.hgetall(k) for k in redis.scan_iter(keyspace.partition(0).aggregate("*", "*"))
+    }
+    stats = redis.hgetall(keyspace.partition(0).stats)
     assert aggregates and len(files_by_day(small)) == 2
     report = compaction.compact(redis, small, now_ms=NOW)
     assert list(files_by_day(small)) == [f"dt={_day(NOW)}"]
     assert not (small.events_dir / f"dt={_day(old)}").exists()
     assert report.days_removed == 1 and report.rows_retired == 30
-    assert {k: redis.hgetall(k) for k in redis.scan_iter("dmp:aggregate:*")} == aggregates
+    assert {
+        k: redis.hgetall(k) for k in redis.scan_iter(keyspace.partition(0).aggregate("*", "*"))
+    } == aggregates
     events = {k: v for k, v in stats.items() if k.startswith("events_")}
-    assert {k: v for k, v in redis.hgetall(keyspace.STATS).items() if k in events} == events
+    assert {
+        k: v for k, v in redis.hgetall(keyspace.partition(0).stats).items() if k in events
+    } == events
     assert report.persons_expired == 30  # the old days' cookies, unseen for 400 days
     kept = compaction.compact(redis, dataclasses.replace(small, retain_events_days=0), now_ms=NOW)
     assert kept.days_removed == 0

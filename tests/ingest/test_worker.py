@@ -14,7 +14,7 @@ from dmp.ingest.worker import Worker, status
 from dmp.people import profiles
 from dmp.people.identity import Identifier, IdKind
 from dmp.records import Hit
-from dmp.storage import keyspace
+from dmp.storage import keyspace, metrics
 from tests.factories import NOW, consent_of, make_hit, make_identify, person_of, send_hits
 
 
@@ -126,7 +126,7 @@ def test_unconsented_hits_count_only_in_aggregate(redis, config, drain):
     send_hits(redis, make_hit(consent={"analytics": False}, topics=["crm", "erp"]))
     send_hits(redis, make_hit(source="api", user_id="u1", consent={"analytics": False}))
     drain()
-    day = keyspace.aggregate("acme-gmbh", "20260921")
+    day = keyspace.partition(0).aggregate("acme-gmbh", "20260921")
     counts = redis.hgetall(day)
     assert counts["hits"] == "2" and counts["url:https://acme.de/produkte"] == "2"
     assert counts["topic:erp"] == "1" and counts["device:desktop"] == "2"
@@ -156,7 +156,7 @@ def test_replayed_event_ids_are_stored_once(redis, config, drain):
     assert rows(config)["event_id"].to_list() == ["evt-0001"]
     assert status(redis)["events_stored"] == 1
     assert len(person_of(redis, IdKind.UID, "c1")["touchpoints"]) == 2  # page + promotion
-    assert redis.xlen(keyspace.STREAM) == 0
+    assert redis.xlen(keyspace.partition(0).stream) == 0
 
 
 def test_same_event_id_on_two_sites_is_two_events(redis, config, drain):
@@ -193,12 +193,12 @@ def test_crash_after_files_before_commit_is_finished_on_restart(redis, config, m
     with pytest.raises(RuntimeError):
         crashing.run(once=True)
     monkeypatch.undo()
-    assert redis.scard(keyspace.EVENTLOG_INTENTS) == 1
-    redis.delete(keyspace.WORKER_LEASE)  # the crashed worker's lease would expire on its own
+    assert redis.scard(keyspace.partition(0).intents) == 1
+    redis.delete(keyspace.partition(0).lease)  # the crashed worker's lease would expire on its own
     Worker(redis, config).run(once=True)
     assert rows(config).height == 5
     assert status(redis)["events_stored"] == 5 and status(redis)["pending"] == 0
-    assert redis.scard(keyspace.EVENTLOG_INTENTS) == 0
+    assert redis.scard(keyspace.partition(0).intents) == 0
 
 
 def test_crash_before_rename_rereads_the_events(redis, config, monkeypatch):
@@ -212,7 +212,7 @@ def test_crash_before_rename_rereads_the_events(redis, config, monkeypatch):
     with pytest.raises(OSError):
         Worker(redis, config).run(once=True)
     monkeypatch.undo()
-    redis.delete(keyspace.WORKER_LEASE)
+    redis.delete(keyspace.partition(0).lease)
     Worker(redis, config).run(once=True)
     assert sorted(rows(config)["uid"].to_list()) == ["c0", "c1", "c2"]
     assert status(redis)["persons"]["low"] == 3
@@ -221,27 +221,27 @@ def test_crash_before_rename_rereads_the_events(redis, config, monkeypatch):
 
 def test_unreadable_stream_entries_are_acked_and_counted(redis, config, drain):
     """A corrupt stream entry is dropped (counted), and the rest of its batch is stored."""
-    redis.xadd(keyspace.STREAM, {stream.FIELD: "{not json"})
-    redis.xadd(keyspace.STREAM, {"other": "x"})
+    redis.xadd(keyspace.partition(0).stream, {stream.FIELD: "{not json"})
+    redis.xadd(keyspace.partition(0).stream, {"other": "x"})
     send_hits(redis, make_hit(uid="c1"))
     drain()
-    assert rows(config).height == 1 and redis.xlen(keyspace.STREAM) == 0
-    assert redis.hget(keyspace.METRICS, "dmp_stream_unreadable_total") == "2"
+    assert rows(config).height == 1 and redis.xlen(keyspace.partition(0).stream) == 0
+    assert metrics.read_counter(redis, "dmp_stream_unreadable_total") == 2
 
 
 def test_worker_takes_over_entries_a_dead_consumer_left(redis, config, drain):
     """Entries read but never acked by a vanished consumer are ingested by the next worker."""
     stream.ensure_group(redis)
     send_hits(redis, make_hit(uid="c1"), make_hit(uid="c2"))
-    redis.xreadgroup(keyspace.GROUP, "dead-worker", {keyspace.STREAM: ">"}, 10)
+    redis.xreadgroup(keyspace.GROUP, "dead-worker", {keyspace.partition(0).stream: ">"}, 10)
     drain()
     assert rows(config).height == 2
-    assert redis.xpending(keyspace.STREAM, keyspace.GROUP)["pending"] == 0
+    assert redis.xpending(keyspace.partition(0).stream, keyspace.GROUP)["pending"] == 0
 
 
 def test_once_returns_when_another_worker_holds_the_lease_and_nothing_waits(redis, config):
     """`worker --once` beside a running worker waits for the stream to drain, not for the lease."""
-    redis.set(keyspace.WORKER_LEASE, "someone-else", px=60_000)
+    redis.set(keyspace.partition(0).lease, "someone-else", px=60_000)
     assert Worker(redis, config).run(once=True) == 0
 
 
@@ -331,11 +331,11 @@ def test_an_unstorable_entry_cannot_block_the_stream(redis, config, drain, bad, 
     """A stream entry with an impossible time or no id is dropped, the rest stored."""
     broken = make_hit(uid="c0")._replace(**bad)
     entry = broken.to_json() if form == "array" else json.dumps(broken._asdict(), default=dict)
-    redis.xadd(keyspace.STREAM, {stream.FIELD: entry})
+    redis.xadd(keyspace.partition(0).stream, {stream.FIELD: entry})
     send_hits(redis, make_hit(uid="c1"))
     drain()
-    assert rows(config)["uid"].to_list() == ["c1"] and redis.xlen(keyspace.STREAM) == 0
-    assert redis.hget(keyspace.METRICS, "dmp_stream_unreadable_total") == "1"
+    assert rows(config)["uid"].to_list() == ["c1"] and redis.xlen(keyspace.partition(0).stream) == 0
+    assert metrics.read_counter(redis, "dmp_stream_unreadable_total") == 1
 
 
 def test_alias_and_group_ids_reach_the_log(redis, config, drain):
@@ -390,7 +390,9 @@ def test_stream_entries_are_positional_and_the_object_form_still_reads(redis, co
     assert json.loads(bare.to_json())[:7] == list(bare[:7])
     assert Hit.from_json(bare.to_json()) == bare
     old = make_hit(uid="c1")
-    redis.xadd(keyspace.STREAM, {stream.FIELD: json.dumps(old._asdict(), default=dict)})
+    redis.xadd(
+        keyspace.partition(0).stream, {stream.FIELD: json.dumps(old._asdict(), default=dict)}
+    )
     send_hits(redis, full)
     drain()
     assert sorted(rows(config)["uid"].to_list()) == ["c0", "c1"]
@@ -401,11 +403,11 @@ def test_stream_entries_are_positional_and_the_object_form_still_reads(redis, co
 )
 def test_a_malformed_entry_is_counted_and_skipped(redis, config, drain, entry):
     """Wrong shapes (too short, too long, not a hit) never become a hit, nor block others."""
-    redis.xadd(keyspace.STREAM, {stream.FIELD: entry})
+    redis.xadd(keyspace.partition(0).stream, {stream.FIELD: entry})
     send_hits(redis, make_hit(uid="c1"))
     drain()
-    assert rows(config)["uid"].to_list() == ["c1"] and redis.xlen(keyspace.STREAM) == 0
-    assert redis.hget(keyspace.METRICS, "dmp_stream_unreadable_total") == "1"
+    assert rows(config)["uid"].to_list() == ["c1"] and redis.xlen(keyspace.partition(0).stream) == 0
+    assert metrics.read_counter(redis, "dmp_stream_unreadable_total") == 1
 
 
 def test_a_worker_that_lost_its_lease_stores_nothing_and_the_next_stores_once(redis, config, drain):
@@ -417,12 +419,12 @@ def test_a_worker_that_lost_its_lease_stores_nothing_and_the_next_stores_once(re
     stalled.start()
     assert stalled.step() == 3
     # It stalled past the lease; someone took over.
-    redis.set(keyspace.WORKER_LEASE, "another-worker", px=60_000)
+    redis.set(keyspace.partition(0).lease, "another-worker", px=60_000)
     stalled.flush()
     assert stalled._lost and not list(config.events_dir.glob("dt=*/*.parquet"))
-    assert redis.xpending(keyspace.STREAM, keyspace.GROUP)["pending"] == 3
-    assert not redis.smembers(keyspace.EVENTLOG_INTENTS)
-    redis.delete(keyspace.WORKER_LEASE)
+    assert redis.xpending(keyspace.partition(0).stream, keyspace.GROUP)["pending"] == 3
+    assert not redis.smembers(keyspace.partition(0).intents)
+    redis.delete(keyspace.partition(0).lease)
     drain()
     assert sorted(rows(config)["uid"].to_list()) == ["c1", "c2", "c3"]
 
@@ -441,15 +443,15 @@ def test_an_abandoned_flush_keeps_only_files_a_recovery_committed(redis, config)
         path = config.events_dir / "dt=2026-09-21" / f"part-{name}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"PAR1")
-        redis.set(keyspace.eventlog_intent(name), "{}")
-        redis.sadd(keyspace.EVENTLOG_INTENTS, name)
+        redis.set(keyspace.partition(0).intent(name), "{}")
+        redis.sadd(keyspace.partition(0).intents, name)
         if outcome:
             redis.set(keyspace.eventlog_outcome(name), outcome)
         log_._abandon(name, [path])
         assert path.exists() is kept
         if not kept:
-            assert not redis.sismember(keyspace.EVENTLOG_INTENTS, name)
-            assert not redis.exists(keyspace.eventlog_intent(name))
+            assert not redis.sismember(keyspace.partition(0).intents, name)
+            assert not redis.exists(keyspace.partition(0).intent(name))
 
 
 def test_a_restarted_worker_reads_each_of_its_pending_entries_once(redis, config):
@@ -460,12 +462,12 @@ def test_a_restarted_worker_reads_each_of_its_pending_entries_once(redis, config
     assert killed.acquire_lease()
     killed.start()
     assert killed.step() == 5  # read and buffered, never flushed: then kill -9
-    redis.delete(keyspace.WORKER_LEASE)  # the dead worker's lease would expire on its own
+    redis.delete(keyspace.partition(0).lease)  # the dead worker's lease would expire on its own
     restarted = Worker(redis, config)
     assert restarted.consumer == killed.consumer
     assert restarted.run(once=True) == 5
     assert sorted(rows(config)["uid"].to_list()) == [f"c{i}" for i in range(5)]
-    assert redis.hget(keyspace.METRICS, "dmp_events_duplicate_total") is None
+    assert metrics.read_counter(redis, "dmp_events_duplicate_total") == 0
     assert status(redis)["pending"] == 0 and status(redis)["events_stored"] == 5
 
 
@@ -474,12 +476,14 @@ def test_entries_deleted_while_a_dead_consumer_held_them_are_acked(redis, config
     still takes it over and acks it, so nothing stays pending for good."""
     stream.ensure_group(redis)
     send_hits(redis, make_hit(uid="c1"), make_hit(uid="c2"), make_hit(uid="c3"))
-    (_, entries), *_ = redis.xreadgroup(keyspace.GROUP, "dead-worker", {keyspace.STREAM: ">"}, 10)
-    redis.xdel(keyspace.STREAM, entries[1][0])
+    (_, entries), *_ = redis.xreadgroup(
+        keyspace.GROUP, "dead-worker", {keyspace.partition(0).stream: ">"}, 10
+    )
+    redis.xdel(keyspace.partition(0).stream, entries[1][0])
     drain()
     assert sorted(rows(config)["uid"].to_list()) == ["c1", "c3"]
-    assert redis.xpending(keyspace.STREAM, keyspace.GROUP)["pending"] == 0
-    assert redis.hget(keyspace.METRICS, "dmp_events_duplicate_total") is None
+    assert redis.xpending(keyspace.partition(0).stream, keyspace.GROUP)["pending"] == 0
+    assert metrics.read_counter(redis, "dmp_events_duplicate_total") == 0
 
 
 def test_serve_frees_the_lease_of_a_worker_process_it_saw_die(redis, config):
@@ -490,9 +494,9 @@ def test_serve_frees_the_lease_of_a_worker_process_it_saw_die(redis, config):
     assert holder.acquire_lease()
     assert release_dead_lease(redis, config.consumer, os.getpid() + 1) is False
     assert release_dead_lease(redis, "other-host-worker", os.getpid()) is False
-    assert redis.get(keyspace.WORKER_LEASE) == holder.lease.token
+    assert redis.get(keyspace.partition(0).lease) == holder.lease.token
     assert release_dead_lease(redis, config.consumer, os.getpid()) is True
-    assert redis.get(keyspace.WORKER_LEASE) is None
+    assert redis.get(keyspace.partition(0).lease) is None
 
 
 def test_a_long_running_worker_rides_out_a_redis_away_at_its_start(tmp_path, own_redis):
