@@ -22,7 +22,7 @@ from dmp.cli import (
     users,
 )
 from dmp.cli.context import Context, error_line, fail
-from dmp.config import load_config
+from dmp.config import check_engine, load_config
 
 DATA_UMASK = 0o077  # folders 0700, files 0600
 
@@ -48,6 +48,7 @@ def cli(ctx: click.Context, data_dir: Path, verbose: bool) -> None:
     )
     try:
         ctx.obj = Context(load_config({"data_dir": data_dir}))
+        check_engine(ctx.obj.config)  # builds and runs would meet it later, half done
     except ValueError as exc:
         fail(f"bad setting: {exc}")
 

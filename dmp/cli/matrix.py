@@ -133,6 +133,7 @@ def matrix_build(obj: Context, as_of: str | None, incremental: bool, as_json: bo
         "touchpoints": result.touchpoints,
         "stage_changes": result.stage_changes,
         "seconds": round(result.seconds, 2),
+        "engine": result.engine,
     }
     if as_json:
         print_json(summary)
@@ -140,7 +141,7 @@ def matrix_build(obj: Context, as_of: str | None, incremental: bool, as_json: bo
     click.echo(
         f"{result.persons:,} persons from {result.touchpoints:,} touchpoints as of "
         f"{summary['as_of']}, {result.stage_changes} stage changes, "
-        f"{result.seconds:.1f} s -> {result.path}"
+        f"{result.seconds:.1f} s on {result.engine} -> {result.path}"
     )
 
 

@@ -29,11 +29,11 @@ from dmp.matrix.sources import (
 )
 from dmp.people import lifecycle
 from dmp.storage import keyspace
-from segments.content import parse_catalog
+from segments.content import ContentItem, parse_catalog
 from segments.funnel import build_funnel
 from segments.matrix import finish_matrix
 from segments.personstate import decay_scale, person_state
-from segments.scoring import parse_model
+from segments.scoring import ScoringModel, parse_model
 from segments.stages import current_stages
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class BuildResult:
     touchpoints: int
     stage_changes: int
     seconds: float
+    engine: str = "polars"  # which engine computed the rows
 
 
 def build(
@@ -77,7 +78,89 @@ def build(
     last_merge = last_merge_id(r)
     scale = decay_scale(model, as_of)
     fingerprint = {"model": _digest(model_text), "catalog": _digest(catalog_text), "scale": scale}
-    previous = _previous_build(config, fingerprint, as_of, files) if incremental else None
+    spark_rows = None
+    if config.engine == "spark":
+        if incremental:
+            log.info("matrix: the Spark engine refolds everyone: a full build")
+        rows, new_stages, states, past, spark_rows = _on_spark(
+            r, config, files, model, catalog, as_of, scale, progress
+        )
+        touched = None
+    else:
+        previous = _previous_build(config, fingerprint, as_of, files) if incremental else None
+        rows, new_stages, states, past, touched = _fold(
+            r, config, previous, files, marks, model, catalog, as_of, scale, progress
+        )
+    n_touch = int(rows["touchpoints_total"].sum())
+    history_now = pl.concat([past, new_stages])
+    funnel = build_funnel(rows, history_now, as_of)
+    manifest = {
+        "as_of": as_of,
+        "files": files,
+        "last_merge": last_merge,
+        **fingerprint,
+        "incremental": touched is not None,
+        "refolded": rows.height if touched is None else len(touched),
+        "engine": config.engine,  # a Spark build keeps no state: see _previous_build
+    }
+    if spark_rows is not None:
+        manifest["spark_rows"] = spark_rows  # the rows' copy where Spark reads them
+    path = write_snapshot(config, rows, as_of, funnel, states, history_now, manifest)
+    # Recorded only once the snapshot is durable: a crash before this leaves the next
+    # build to see the same moves again, never a record without its snapshot.
+    n_changes = lifecycle.record_stages(r, new_stages.iter_rows())
+    if marks:
+        r.srem(keyspace.MATRIX_TOUCHED, *marks)
+    seconds = time.perf_counter() - started
+    log.info(
+        "matrix: %d persons (%s, %s), %d touchpoints, %d stage changes as of %s in %.1f s -> %s",
+        rows.height,
+        config.engine,
+        "full" if touched is None else f"{len(touched)} refolded",
+        n_touch,
+        n_changes,
+        iso_time(as_of),
+        seconds,
+        path.name,
+    )
+    return BuildResult(path, as_of, rows.height, n_touch, n_changes, seconds, config.engine)
+
+
+def _on_spark(
+    r: redis.Redis,
+    config: Config,
+    files: list[str],
+    model: ScoringModel,
+    catalog: tuple[ContentItem, ...],
+    as_of: int,
+    scale: float,
+    progress: Callable[[int], None] | None,
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame, str]:
+    """Return a full Spark build's rows, new stage transitions, state (none: Spark keeps
+    no state) and stage history, and where Spark keeps its copy of the rows."""
+    from dmp.matrix import spark  # pyspark is an extra: imported only when used
+
+    people = read_people(r, progress)
+    merged = resolve_merges({**people.merged, **merge_map(r)})
+    rows, new_stages, copy = spark.build_rows(config, people, merged, files, model, catalog, as_of)
+    state = spark.empty_state(model, catalog, as_of, scale)
+    return rows, new_stages, state, people.history, copy
+
+
+def _fold(
+    r: redis.Redis,
+    config: Config,
+    previous: tuple[dict, Path] | None,
+    files: list[str],
+    marks: list[str],
+    model: ScoringModel,
+    catalog: tuple[ContentItem, ...],
+    as_of: int,
+    scale: float,
+    progress: Callable[[int], None] | None,
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame, set[str] | None]:
+    """Return the rows, new stage transitions, state and stage history of a polars build
+    (incremental from ``previous``), and the persons refolded (None: everyone)."""
     if previous is None:
         people = read_people(r, progress)
         # Tombstones miss persons merged within the batch that made them (never stored;
@@ -106,35 +189,7 @@ def build(
     rows, new_stages, states, past = pl.collect_all(
         [matrix, changes, state, history], engine="streaming"
     )
-    n_touch = int(rows["touchpoints_total"].sum())
-    history_now = pl.concat([past, new_stages])
-    funnel = build_funnel(rows, history_now, as_of)
-    manifest = {
-        "as_of": as_of,
-        "files": files,
-        "last_merge": last_merge,
-        **fingerprint,
-        "incremental": touched is not None,
-        "refolded": rows.height if touched is None else len(touched),
-    }
-    path = write_snapshot(config, rows, as_of, funnel, states, history_now, manifest)
-    # Recorded only once the snapshot is durable: a crash before this leaves the next
-    # build to see the same moves again, never a record without its snapshot.
-    n_changes = lifecycle.record_stages(r, new_stages.iter_rows())
-    if marks:
-        r.srem(keyspace.MATRIX_TOUCHED, *marks)
-    seconds = time.perf_counter() - started
-    log.info(
-        "matrix: %d persons (%s), %d touchpoints, %d stage changes as of %s in %.1f s -> %s",
-        rows.height,
-        "full" if touched is None else f"{len(touched)} refolded",
-        n_touch,
-        n_changes,
-        iso_time(as_of),
-        seconds,
-        path.name,
-    )
-    return BuildResult(path, as_of, rows.height, n_touch, n_changes, seconds)
+    return rows, new_stages, states, past, touched
 
 
 def build_touchpoints(r: redis.Redis, config: Config, manifest: dict) -> pl.LazyFrame:
@@ -164,6 +219,12 @@ def _previous_build(
         log.info("matrix: no earlier build to go on from: a full build")
         return None
     manifest = json.loads(manifest_path(snapshot).read_text(encoding="utf-8"))
+    if manifest.get("engine", "polars") != "polars":
+        log.info(
+            "matrix: the last build ran on %s, which keeps no state: a full build",
+            manifest["engine"],
+        )
+        return None
     if any(manifest.get(k) != v for k, v in fingerprint.items()):
         log.info("matrix: the scoring model, the catalog or the decay scale changed: a full build")
         return None

@@ -214,6 +214,10 @@ def _evaluate(
     def attempt(some: Mapping[str, Node]) -> tuple[pl.DataFrame, int | None, pl.DataFrame]:
         """Return the did counts, how many persons were recounted, and the membership."""
         counts, recounted = _counts(r, config, matrix, some, previous)
+        if config.engine == "spark":
+            from dmp.membership import sparkcounts  # pyspark is an extra
+
+            return counts, recounted, sparkcounts.membership(config, snapshot, matrix, counts, some)
         return counts, recounted, membership(rows, counts.lazy(), some).collect()
 
     return evaluate_apart(
@@ -240,24 +244,32 @@ def _counts(
     until = matrix["last_merge"]
     merged = sources.merge_map(r, until=until)  # read once: counts and touched persons
     files = builds.files_still_there(config, matrix)  # None: compacted since (--no-build)
-    touchpoints = sources.read_touchpoints(config.events_dir, merged, files)
     as_of = matrix["as_of"]
+
+    def count(persons: list[str] | None) -> pl.DataFrame:
+        """Return the did counts of everyone (None) or of ``persons``, on the engine."""
+        if config.engine == "spark":
+            from dmp.membership import sparkcounts  # pyspark is an extra
+
+            found = sparkcounts.did_counts(config, merged, files, dids, as_of, persons)
+        else:
+            touchpoints = sources.read_touchpoints(config.events_dir, merged, files)
+            if persons is not None:
+                touchpoints = touchpoints.filter(pl.col("person_id").is_in(persons))
+            found = did_counts(touchpoints, dids, as_of, expiry=True).collect(engine="streaming")
+        return found.select(list(schema)).cast(schema)  # type: ignore[arg-type]
+
     if previous is None or files is None or not _can_keep(previous, matrix, keys):
-        counts = did_counts(touchpoints, dids, as_of, expiry=True).collect(engine="streaming")
-        return counts.select(list(schema)).cast(schema), None  # type: ignore[arg-type]
+        return count(None), None
     touched, removed = sources.touched_since(
         r, config, previous["matrix"], matrix["files"], merged, until=until
     )
     kept = pl.read_parquet(segments_dir(config) / previous["counts_file"]).select(list(schema))
     due = kept.filter(pl.col(NEXT_CHANGE) <= as_of)["person_id"].to_list()
     recount = sorted(touched.union(due))
-    fresh = did_counts(
-        touchpoints.filter(pl.col("person_id").is_in(recount)), dids, as_of, expiry=True
-    ).collect(engine="streaming")
+    fresh = count(recount)
     gone = sorted(removed.union(recount))
-    counts = pl.concat(
-        [kept.filter(~pl.col("person_id").is_in(gone)), fresh.select(list(schema)).cast(schema)]  # type: ignore[arg-type]
-    )
+    counts = pl.concat([kept.filter(~pl.col("person_id").is_in(gone)), fresh])
     return counts.sort("person_id"), len(recount)
 
 
