@@ -72,6 +72,9 @@ class Config:
     engine: str = "polars"
     spark_master: str = ""
     spark_data_uri: str = ""
+    # Ingest in partitions (docs/partitions.md): hits spread over this many streams, each
+    # leased by one worker process; changing it needs the workers stopped and drained.
+    stream_partitions: int = 1
 
     @property
     def events_dir(self) -> Path:
