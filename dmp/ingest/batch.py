@@ -18,6 +18,7 @@ import redis
 
 from dmp.config import Config
 from dmp.ingest.eventlog import EventBuffer, EventLog, event_digest, event_row, utc_day
+from dmp.ingest.identitylock import IdentityLock
 from dmp.ingest.useragent import parse_agent
 from dmp.people import claims, control, erasure, identity, unmerge
 from dmp.people import consents as consent_rules
@@ -115,9 +116,14 @@ class Ingest:
         self._pending: Bulk | None = None  # the last batch's profile writes, not sent yet
         self._inflight: InFlight | None = None  # profile writes sent, replies not read yet
         self._salt: bytes | None = None  # set once anything was ever erased (see reset)
+        # With several partitions: the turns on identities (dmp.ingest.identitylock), and
+        # whether this worker wrote since it took its turn (others must drop their caches).
+        self.identity: IdentityLock | None = None
+        self._dirty = False
 
     def reset(self) -> None:
         """Forget buffered events and cached identities (on (re)taking the lease)."""
+        self.release_identity()
         self.settle()
         self._salt = erasure.salt(self.r)
         migrated = consent_rules.migrate_person_level(self.r)
@@ -177,6 +183,9 @@ class Ingest:
     def _control(self, stream_id: str, hit: Hit) -> None:
         """Apply a control entry (an erasure, an unmerge) with every earlier write applied
         first, and forget what the caches held (see dmp.people.control)."""
+        if self.identity is not None:
+            self.identity.acquire()
+            self._dirty = True
         self.settle()
         if hit.type == erasure.ERASE:
             report = erasure.apply(self.r, hit)
@@ -214,13 +223,19 @@ class Ingest:
             else:
                 ids = identity.identifiers_of(hit)
             hits.append((stream_id, hit, digest, ids))
+        lock = self.identity
+        if lock is not None:
+            lock.acquire()  # from here to the writes' release, identities are ours alone
         owners = self._owners
         unknown = list({i for *_, ids in hits if ids for i in ids if i not in owners})
         bulk = Bulk()
         n_seen = self.eventlog.ask_seen(bulk, [h[2] for h in hits])
         salt = self._salt
         marks = [erasure.mark_key(salt, i) for i in unknown] if salt else []
-        bulk.add("MGET", keyspace.WORKER_EPOCH, *self._identifier_keys(unknown), *marks)
+        wanted_key = (keyspace.IDENTITY_WANTED,) if lock is not None else ()
+        bulk.add(
+            "MGET", keyspace.WORKER_EPOCH, *wanted_key, *self._identifier_keys(unknown), *marks
+        )
         answers = bulk.execute(self.r)
         # Only now the next read and the last batch's writes: sent together with the
         # question, Redis could serve them first (it takes ready connections in no set
@@ -230,6 +245,7 @@ class Ingest:
         self._send_writes()
         seen = self.eventlog.seen_in(answers[:n_seen]) if n_seen else [False] * len(hits)
         epoch, *found = answers[n_seen]
+        wanted = found.pop(0) if lock is not None else None
         found, marked = found[: len(unknown)], found[len(unknown) :]
         erased = {i for i, m in zip(unknown, marked, strict=True) if m} if marks else set()
         if epoch != self._epoch or len(self._states) > self.CACHE_PERSONS:
@@ -270,6 +286,25 @@ class Ingest:
                 buf.events.append(event_row(hit, None))
         if people:
             self._resolve_and_apply(people)
+        if lock is not None and lock.wanted_by_other(wanted):
+            self.release_identity(yielded=True)
+
+    def release_identity(self, *, yielded: bool = False) -> None:
+        """End this worker's turn on identities (several partitions): writes applied,
+        the epoch bumped if it wrote (other workers then drop their caches), lock freed."""
+        lock = self.identity
+        if lock is None or not lock.held:
+            return
+        self.settle()
+        if self._dirty:
+            bulk = Bulk()
+            bulk.add("INCR", keyspace.WORKER_EPOCH)
+            epoch = int(bulk.execute(self.r)[0])
+            # Our own bump need not empty our cache; one by anybody else meanwhile must.
+            if int(self._epoch or 0) + 1 == epoch:
+                self._epoch = str(epoch).encode()
+            self._dirty = False
+        lock.release(yielded=yielded)
 
     @staticmethod
     def _identifier_keys(idents: list[Identifier]) -> list[str]:
@@ -309,6 +344,7 @@ class Ingest:
 
     def _resolve_and_apply(self, people: list[tuple[Hit, list[Identifier]]]) -> None:
         owners, states = self._owners, self._states
+        self._dirty = True
         batch = Batch(owners, states)
         for hit, ids in people:
             if hit.type == "consent":

@@ -29,6 +29,7 @@ from dmp.ingest import compaction, stream
 from dmp.ingest.batch import Ingest
 from dmp.ingest.eventlog import EventBuffer, EventLog, LeaseLost
 from dmp.ingest.flushstate import FlushState
+from dmp.ingest.identitylock import IdentityLock
 from dmp.ingest.streamreader import StreamReader
 from dmp.records import Tier
 from dmp.storage import keyspace
@@ -61,6 +62,8 @@ class Worker:
         token = token or f"{lease_prefix(self.consumer, os.getpid())}{secrets.token_hex(6)}"
         self.lease = Lease(r, self.keys.lease, config.lease_seconds, token)
         self.eventlog.fence = (self.keys.lease, token)
+        if config.stream_partitions > 1:  # other partitions' workers write identities too
+            self.ingest.identity = IdentityLock(r, config.lease_seconds, token)
         self._renewed = float("-inf")  # monotonic time the lease was last taken or renewed
         self._owns_lease = self.keys is not keyspace.LEGACY  # the legacy drain borrows it
         self.reader = StreamReader(r, self.consumer, config.read_count, self.keys.stream)
@@ -91,6 +94,7 @@ class Worker:
     def release_lease(self) -> None:
         """Give the lease up (only if this worker holds it)."""
         self._renewed = float("-inf")
+        self.ingest.release_identity()
         if self._owns_lease:
             self.lease.release()
 
@@ -201,6 +205,8 @@ class Worker:
             # Redis is out, so that Redis assembles it while this batch is handled.
             ask_next = (lambda: self.reader.ask_new(block_ms)) if new else None
             self.ingest.handle(entries, ask_next)
+        else:
+            self.ingest.release_identity()  # idle: another partition's worker may go on
         return len(entries)
 
     def flush(self, *, wait: bool = True) -> None:

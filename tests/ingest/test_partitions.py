@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import zlib
 
 from dmp.ingest import stream
 from dmp.ingest.worker import Worker, status
+from dmp.people.identity import IdKind
 from dmp.storage import keyspace, metrics
-from tests.factories import make_hit
+from tests.factories import make_hit, make_identify, person_of
 
 
 def test_routing_is_stable_and_spreads():
@@ -50,3 +52,84 @@ def test_counters_sum_over_partitions(redis, config):
     assert state["events_stored"] == 40 and state["pending"] == 0
     assert [p["partition"] for p in state["partitions"]] == [0, 1, 2, 3]
     assert metrics.read_counter(redis, "dmp_events_duplicate_total") == 5
+
+
+def _crossing(n: int) -> list[int]:
+    """Return ``n`` indexes whose cookie and user id fall on different partitions."""
+    found, i = [], 0
+    while len(found) < n:
+        cookie, user = make_hit(uid=f"c{i}"), make_identify(f"p{i}@acme.de")
+        if stream.partition_of(cookie, 4) != stream.partition_of(user, 4):
+            found.append(i)
+        i += 1
+    return found
+
+
+def _run_partitions_concurrently(redis, config) -> None:
+    """Drain all four partitions with two threads of two workers each, at the same time."""
+
+    def drain(parts: list[int]) -> None:
+        for p in parts:
+            Worker(redis, config, p).run(once=True)
+
+    threads = [threading.Thread(target=drain, args=(parts,)) for parts in ([0, 1], [2, 3])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_cross_partition_identities_end_as_one_person(redis, config):
+    """A cookie on one partition and an identify with an email on another, linked later,
+    end as one person with every identifier; no merge is doubled and no hit's touchpoint
+    goes to a person merged away."""
+    config = dataclasses.replace(config, stream_partitions=4, read_count=7)
+    stream.ensure_group(redis, 4)
+    idx = _crossing(12)
+    first = [make_hit(uid=f"c{i}") for i in idx] + [make_identify(f"p{i}@acme.de") for i in idx]
+    stream.enqueue(redis, first, {}, atomic=False, partitions=4)
+    _run_partitions_concurrently(redis, config)
+    links = [make_identify(f"p{i}@acme.de", uid=f"c{i}") for i in idx]
+    more = [make_hit(uid=f"c{i}") for i in idx] + [make_identify(f"p{i}@acme.de") for i in idx]
+    stream.enqueue(redis, links + more, {}, atomic=False, partitions=4)
+    _run_partitions_concurrently(redis, config)
+    merges = [e for _, e in redis.xrange(keyspace.MERGES)]
+    assert len(merges) == len(idx) and len({m["from"] for m in merges}) == len(idx)
+    for i in idx:
+        person = person_of(redis, IdKind.UID, f"c{i}")
+        assert person["person_id"] == person_of(redis, IdKind.EMAIL, f"p{i}@acme.de")["person_id"]
+        assert sorted(person["identifiers"]) == ["email", "uid", "user"]
+        # 2 page views, 3 identifies (one the link), 2 tier promotions: all on the survivor.
+        assert len(person["touchpoints"]) == 7, person["touchpoints"]
+    assert status(redis)["persons"]["medium"] == len(idx)
+
+
+def test_concurrent_first_sightings_of_one_email_make_one_person(redis, config):
+    """Two cookies on different partitions identifying with the same new email at the same
+    time end as one person holding both cookies (the workers take turns on identities)."""
+    config = dataclasses.replace(config, stream_partitions=4, read_count=1)
+    stream.ensure_group(redis, 4)
+    pairs, i = [], 0
+    while len(pairs) < 40:
+        a, b = (
+            make_identify(f"x{i}@acme.de", uid=f"a{i}"),
+            make_identify(f"x{i}@acme.de", uid=f"b{i}"),
+        )
+        if {stream.partition_of(a, 4), stream.partition_of(b, 4)} in (
+            {0, 2},
+            {1, 3},
+            {0, 3},
+            {1, 2},
+        ):
+            pairs.append((i, a, b))
+        i += 1
+    stream.enqueue(redis, [h for _, a, b in pairs for h in (a, b)], {}, atomic=False, partitions=4)
+    _run_partitions_concurrently(redis, config)
+    for i, _, _ in pairs:
+        a, b = person_of(redis, IdKind.UID, f"a{i}"), person_of(redis, IdKind.UID, f"b{i}")
+        assert (
+            a["person_id"]
+            == b["person_id"]
+            == person_of(redis, IdKind.EMAIL, f"x{i}@acme.de")["person_id"]
+        )
+    assert status(redis)["persons"]["medium"] == len(pairs)
