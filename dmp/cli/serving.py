@@ -35,8 +35,12 @@ from exporters.schedule import start_schedule as start_exports
     help="Threads per web process.",
 )
 @click.option(
-    "--no-ingest", is_flag=True, help="Do not run the ingest worker (run `dmp worker` elsewhere)."
+    "--no-worker",
+    "no_ingest",
+    is_flag=True,
+    help="Only collect and serve: run `dmp worker` processes elsewhere (stateless collectors).",
 )
+@click.option("--no-ingest", "no_ingest", is_flag=True, hidden=True)  # the old name
 @pass_ctx
 def serve(obj: Context, host: str, port: int, workers: int, threads: int, no_ingest: bool) -> None:
     """Serve the pixel, tag, Segment API and admin API, and run the ingest worker."""
@@ -83,14 +87,17 @@ def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
         exports.join(timeout=5)  # a sync stops before its next batch; the next one resumes
         return
     r = obj.redis
-    stream.ensure_group(r)
-    ingest = worker.Worker(r, obj.config)
+    n = obj.config.stream_partitions
+    stream.ensure_group(r, n)
     total = stream.pending_count(r)
-    if total:
-        with click.progressbar(length=total, label="ingesting", file=sys.stderr) as bar:
-            done = ingest.run(once=True, progress=bar.update)
-    else:
-        done = ingest.run(once=True)
+    done = 0
+    for p in range(n):  # one partition after the other (each under its own lease)
+        ingest = worker.Worker(r, obj.config, p)
+        if total:
+            with click.progressbar(length=total, label="ingesting", file=sys.stderr) as bar:
+                done += ingest.run(once=True, progress=bar.update)
+        else:
+            done += ingest.run(once=True)
     state = worker.status(r)
     by = f"{done} entries by this worker; " if done else ""
     click.echo(
@@ -132,6 +139,10 @@ def status(obj: Context, as_json: bool) -> None:
     for tier, count in state["persons"].items():
         click.echo(f"persons {tier:<9} {count:>12,}")
     click.echo(f"pending           {state['pending']:>12,}")
+    if len(state["partitions"]) > 1:
+        for part in state["partitions"]:
+            holder = part["worker"] or "no worker"
+            click.echo(f"  partition {part['partition']:<5} {part['pending']:>12,}  ({holder})")
     if state["spooled_bytes"]:  # hits waiting for Redis in collector processes' spools
         click.echo(f"spooled bytes     {state['spooled_bytes']:>12,}")
     seg = state["segments"]

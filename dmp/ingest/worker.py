@@ -337,7 +337,12 @@ def run_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:
     compaction (``compact_every_hours``) on a thread beside it."""
     compactions = compaction.start_schedule(r, config, stop)
     try:
-        _ingest_forever(r, config, stop)
+        if config.stream_partitions > 1:
+            from dmp.ingest.fleet import Fleet  # it builds on Worker
+
+            Fleet(r, config).run(stop)
+        else:
+            _ingest_forever(r, config, stop)
     finally:
         if compactions is not None:
             # A compaction stops before its swap once ``stop`` is set (nothing changed);

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 import zlib
 
 from dmp.ingest import stream
+from dmp.ingest.eventlog import scan_events
 from dmp.ingest.worker import Worker, status
 from dmp.people.identity import IdKind
 from dmp.storage import keyspace, metrics
@@ -133,3 +135,33 @@ def test_concurrent_first_sightings_of_one_email_make_one_person(redis, config):
             == person_of(redis, IdKind.EMAIL, f"x{i}@acme.de")["person_id"]
         )
     assert status(redis)["persons"]["medium"] == len(pairs)
+
+
+def test_two_worker_processes_share_the_partitions(redis, config):
+    """Two fleets (worker processes) on four partitions hold two each, never one together,
+    and store every event once; when one stops, the other takes its partitions over."""
+    from dmp.ingest.fleet import Fleet
+
+    config = dataclasses.replace(config, stream_partitions=4, lease_seconds=3.0)
+    one, two = Fleet(redis, config), Fleet(redis, config)
+    one.share(), two.share()  # both alive before either takes its share
+    one.rebalance(), two.rebalance()
+    assert len(one.held) == len(two.held) == 2 and not set(one.held) & set(two.held)
+    hits = [make_hit(uid=f"c{i}") for i in range(60)]
+    stream.enqueue(redis, hits, {}, atomic=False, partitions=4)
+    stop_one = threading.Event()
+    runner = threading.Thread(target=one.run, args=(stop_one,))
+    runner.start()
+    stop_one.set()
+    runner.join()  # gave its partitions back
+    assert not one.held
+    redis.zrem(keyspace.WORKERS, one.name)
+    two.rebalance()
+    assert sorted(two.held) == [0, 1, 2, 3]
+    deadline = time.monotonic() + 60
+    while status(redis)["events_stored"] < 60 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for p in list(two.held):
+        two._give_back(p)
+    events = scan_events(config.events_dir).collect()
+    assert events.height == 60 and events["event_id"].n_unique() == 60
