@@ -220,11 +220,22 @@ def _evaluate(
             return counts, recounted, sparkcounts.membership(config, snapshot, matrix, counts, some)
         return counts, recounted, membership(rows, counts.lazy(), some).collect()
 
+    fatal: tuple[type[BaseException], ...] = NOT_A_SEGMENTS_FAULT
+    if config.engine == "spark":
+        from py4j.protocol import Py4JNetworkError
+
+        from dmp.matrix import spark
+
+        # Spark unreachable or gone is no segment's fault: the session is started (or
+        # found dead) once, before any segment is tried alone, and a lost connection to
+        # its JVM fails the run.
+        spark.session(config)
+        fatal = (*fatal, Py4JNetworkError)
     return evaluate_apart(
         trees,
         attempt,
         lambda tree, run: check_segment(tree, schema, TOUCHPOINT_SCHEMA, matrix["as_of"], run=run),
-        NOT_A_SEGMENTS_FAULT,
+        fatal,
     )
 
 
