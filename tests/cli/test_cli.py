@@ -113,6 +113,7 @@ def test_status_json_and_worker_once(runner, redis):
         "segments": {"defined": 0, "last_run": None, "live_moves_since": 0},
         "worker_running": False,
         "refused_last_hour": {"by_reason": {}, "by_collector": {}},
+        "partitions": [{"partition": 0, "pending": 1, "worker": None}],
     }
     result = runner.invoke(cli, ["worker", "--once"])
     assert result.exit_code == 0, result.output
