@@ -34,9 +34,14 @@ class Dialect:
     int_div: str  # {0} div {1}, whole numbers
     round: str  # half to even, as polars rounds
     explode: str
-    empty_list: str
+    list_of: str  # {0} comma-separated items: a list of them
     backslash_escapes: bool  # string literals read backslash escapes (Spark)
     ident_quote: str
+
+    @property
+    def empty_list(self) -> str:
+        """Return an empty list literal."""
+        return self.list_of.format("")
 
     def quote(self, text: str) -> str:
         """Return a string literal of ``text``."""
@@ -108,7 +113,7 @@ DUCKDB = Dialect(
     int_div="{0} // {1}",
     round="round({0}, {1})",
     explode="unnest({0})",
-    empty_list="[]",
+    list_of="[{0}]",
     backslash_escapes=False,
     ident_quote='"',
 )
@@ -128,7 +133,7 @@ SPARK = Dialect(
     int_div="{0} div {1}",
     round="bround({0}, {1})",
     explode="explode({0})",
-    empty_list="array()",
+    list_of="array({0})",
     backslash_escapes=True,
     ident_quote="`",
 )

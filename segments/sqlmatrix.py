@@ -103,27 +103,15 @@ def matrix_sql(
         + ", ''), '[?#].*$', ''), '/+$', ''))"
     )
     email_ok = d.list_contains.format("consents", "'email'")
-    channels = d.list_filter.format(
-        f"""[
+    items = f"""
     CASE WHEN {d.list_contains.format("consents", "'ads'")} THEN 'retargeting' END,
     CASE WHEN email IS NOT NULL AND {email_ok}
          AND coalesce({d.json_text.format("traits", "email_status")} <> 'bounced', TRUE)
       THEN 'email' END,
     CASE WHEN {d.list_contains.format("contact", "'phone'")} THEN 'phone' END,
     CASE WHEN {d.list_contains.format("contact", "'address'")} THEN 'postal' END
-  ]"""
-        if d.engine is Engine.DUCKDB
-        else f"""array(
-    CASE WHEN {d.list_contains.format("consents", "'ads'")} THEN 'retargeting' END,
-    CASE WHEN email IS NOT NULL AND {email_ok}
-         AND coalesce({d.json_text.format("traits", "email_status")} <> 'bounced', TRUE)
-      THEN 'email' END,
-    CASE WHEN {d.list_contains.format("contact", "'phone'")} THEN 'phone' END,
-    CASE WHEN {d.list_contains.format("contact", "'address'")} THEN 'postal' END
-  )""",
-        "x",
-        "x IS NOT NULL",
-    )
+  """
+    channels = d.list_filter.format(d.list_of.format(items), "x", "x IS NOT NULL")
     r2 = d.round
     changed = f", stage <> coalesce(recorded_stage, 'lead') AS {STAGE_CHANGED}" if changes else ""
     return f"""
