@@ -550,7 +550,9 @@ def observe(server: Server) -> dict[str, Any]:
     server_sock = redisserver.locate_server(server.data_dir).socket
     r = redis.Redis(unix_socket_path=str(server_sock), decode_responses=True)
     aggregate = 0
-    for key in r.scan_iter(keyspace.aggregate("*", "*")):
+    partitions = [keyspace.LEGACY, *metrics.ingest_partitions(r)]
+    patterns = [keys.aggregate("*", "*") for keys in partitions]
+    for key in (k for pattern in patterns for k in r.scan_iter(pattern)):
         fields = r.hmget(key, "hits", "bots")
         aggregate += sum(int(v or 0) for v in fields)
     r.close()

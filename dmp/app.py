@@ -28,7 +28,7 @@ from dmp.access.sites import SiteCache
 from dmp.config import Config, load_config
 from dmp.ingest.appender import Appender
 from dmp.ingest.spool import Spool, spool_dir
-from dmp.storage import redisserver
+from dmp.storage import keymigration, redisserver
 from dmp.ui import (
     destinationpages,
     i18n,
@@ -78,6 +78,15 @@ BLUEPRINTS = (
 )
 
 
+def _rename_old_keys(r: Any) -> None:
+    """Rename the keys of an earlier version (once, dmp.storage.keymigration) unless Redis
+    is away: collectors serve (and spool) without it, and the worker renames them then."""
+    try:
+        keymigration.ensure_current(r)
+    except redis.RedisError as exc:
+        log.warning("keyspace: not checked, Redis is away (%s); the worker will", exc)
+
+
 def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     """Return the dmp app: defaults, then ``DMP_*`` variables, then ``config`` overrides."""
     if not isinstance(config, Config):
@@ -87,6 +96,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     # Bodies past the batch limit are refused before they are read (Segment: 500 KB).
     app.config["MAX_CONTENT_LENGTH"] = config.max_batch_bytes + 1024
     r = redisserver.connect_config(config)
+    _rename_old_keys(r)
     spooler = Spool(spool_dir(config.data_dir), r, config.spool_max_bytes, config.stream_partitions)
     spooler.adopt_orphans()  # a collector process that died left hits behind
     limits = RateLimits(config.rate_limit_ip, config.rate_limit_key)

@@ -9,6 +9,7 @@ import click
 import redis
 
 from dmp.config import Config
+from dmp.storage import keymigration
 from dmp.storage.redisserver import answers, connect_config, locate_server
 
 
@@ -27,8 +28,11 @@ class Context:
             client = connect_config(self.config)
             try:
                 client.ping()
+                keymigration.ensure_current(client)
             except redis.RedisError as exc:
                 raise click.ClickException(f"cannot reach Redis: {exc}") from None
+            except keymigration.KeyspaceError as exc:
+                raise click.ClickException(str(exc)) from None
             self._redis = client
         return self._redis
 

@@ -15,7 +15,7 @@ import redis
 
 from collectors import tcfpurposes
 from dmp.cli.context import Context, fail, pass_ctx, print_json
-from dmp.ingest import spool, stream, worker
+from dmp.ingest import fleet, spool, stream, worker
 from dmp.membership.schedule import start_schedule
 from dmp.storage import keyspace, recenthits
 from exporters.schedule import start_schedule as start_exports
@@ -82,7 +82,7 @@ def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
             threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()
         schedule = start_schedule(r, obj.config, stop)
         exports = start_exports(r, obj.config, stop)
-        worker.run_forever(r, obj.config, stop)
+        fleet.run_forever(r, obj.config, stop)
         schedule.join(timeout=20)  # a run under way finishes (dmp serve waits 30 s)
         exports.join(timeout=5)  # a sync stops before its next batch; the next one resumes
         return

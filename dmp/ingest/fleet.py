@@ -20,7 +20,7 @@ import time
 import redis
 
 from dmp.config import Config
-from dmp.ingest import stream
+from dmp.ingest import compaction, stream
 from dmp.ingest.worker import Worker, lease_prefix
 from dmp.storage import keyspace
 from dmp.storage.outage import Outage
@@ -114,6 +114,37 @@ def _ingest_partition(worker: Worker, stop: threading.Event) -> None:
             worker.redis_outage.down(exc)
             stop.wait(0.5)
         except OSError as exc:
+            worker.flush_state.failed(exc)
+            stop.wait(1.0)
+        else:
+            return
+
+
+def run_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:
+    """Run a worker until ``stop`` is set, riding out Redis outages, with the daily
+    compaction (``compact_every_hours``) on a thread beside it."""
+    compactions = compaction.start_schedule(r, config, stop)
+    try:
+        if config.stream_partitions > 1:
+            Fleet(r, config).run(stop)
+        else:
+            _ingest_forever(r, config, stop)
+    finally:
+        if compactions is not None:
+            # A compaction stops before its swap once ``stop`` is set (nothing changed);
+            # one killed in its swap is rolled forward by the next (dmp.ingest.swaps).
+            compactions.join(timeout=10)
+
+
+def _ingest_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:
+    worker = Worker(r, config)
+    while not stop.is_set():
+        try:
+            worker.run(stop=stop)
+        except redis.RedisError as exc:  # away, hung past the socket timeout, MISCONF, READONLY
+            worker.redis_outage.down(exc)  # one line per outage, not one per retry
+            stop.wait(0.5)
+        except OSError as exc:  # the events folder refused a recovery: as a failing flush
             worker.flush_state.failed(exc)
             stop.wait(1.0)
         else:

@@ -25,14 +25,14 @@ from typing import Any
 import redis
 
 from dmp.config import Config
-from dmp.ingest import compaction, stream
+from dmp.ingest import stream
 from dmp.ingest.batch import Ingest
 from dmp.ingest.eventlog import EventBuffer, EventLog, LeaseLost
 from dmp.ingest.flushstate import FlushState
 from dmp.ingest.identitylock import IdentityLock
 from dmp.ingest.streamreader import StreamReader
 from dmp.records import Tier
-from dmp.storage import keyspace
+from dmp.storage import keymigration, keyspace
 from dmp.storage.locks import Lease, release_prefixed
 from dmp.storage.outage import Outage
 
@@ -106,6 +106,7 @@ class Worker:
         """Prepare the stream group, finish any flush a crash interrupted, re-read leftovers
         (partition 0 first drains the single stream of earlier versions, if anything is
         left there)."""
+        keymigration.ensure_current(self.r)  # an upgrade's renames, before anything is read
         stream.ensure_partition_group(self.r, self.keys)
         if self.keys.index == 0 and legacy_left(self.r):
             legacy = Worker(self.r, self.config, keys=keyspace.LEGACY, token=self.lease.token)
@@ -286,8 +287,9 @@ def status(r: redis.Redis) -> dict[str, Any]:
             pipe.hgetall(keys.stats)
             pipe.xlen(keys.stream)
             pipe.get(keys.lease)
-        answers = pipe.execute()
-    stats: dict[str, int] = {}
+        pipe.hgetall(keyspace.STATS)  # persons per tier
+        *answers, persons = pipe.execute()
+    stats: dict[str, int] = {k: int(v) for k, v in persons.items()}
     partitions = []
     for i, keys in enumerate(parts):
         found, pending, holder = answers[3 * i : 3 * i + 3]
@@ -330,36 +332,3 @@ def release_dead_lease(r: redis.Redis, consumer: str, pid: int) -> bool:
     freed = [release_prefixed(r, k.lease, prefix) for k in stream.used_partitions(r)[1:]]
     release_prefixed(r, keyspace.IDENTITY_LOCK, prefix)
     return any(freed)
-
-
-def run_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:
-    """Run a worker until ``stop`` is set, riding out Redis outages, with the daily
-    compaction (``compact_every_hours``) on a thread beside it."""
-    compactions = compaction.start_schedule(r, config, stop)
-    try:
-        if config.stream_partitions > 1:
-            from dmp.ingest.fleet import Fleet  # it builds on Worker
-
-            Fleet(r, config).run(stop)
-        else:
-            _ingest_forever(r, config, stop)
-    finally:
-        if compactions is not None:
-            # A compaction stops before its swap once ``stop`` is set (nothing changed);
-            # one killed in its swap is rolled forward by the next (dmp.ingest.swaps).
-            compactions.join(timeout=10)
-
-
-def _ingest_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:
-    worker = Worker(r, config)
-    while not stop.is_set():
-        try:
-            worker.run(stop=stop)
-        except redis.RedisError as exc:  # away, hung past the socket timeout, MISCONF, READONLY
-            worker.redis_outage.down(exc)  # one line per outage, not one per retry
-            stop.wait(0.5)
-        except OSError as exc:  # the events folder refused a recovery: as a failing flush
-            worker.flush_state.failed(exc)
-            stop.wait(1.0)
-        else:
-            return

@@ -18,7 +18,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from dmp.storage.bulk import read_replies, widen_send_buffer
+from dmp.storage.replies import read_replies, widen_send_buffer
 
 Arg = str | bytes | int | float
 _SPLIT_LIST = frozenset({"MGET"})

@@ -1,39 +1,52 @@
 """Every Redis key dmp uses, in one place: ``dmp:<kind>:<id>[:<facet>]``.
 
-Per-person keys carry a hash tag (``dmp:person:{<pid>}:…``) so that one person's keys
-share a Redis Cluster slot.
+Keys used together in one transaction or script share a Redis Cluster slot through a
+hash tag (the part in braces decides the slot):
+
+- configuration and bookkeeping (sites, API keys, segment definitions, destinations,
+  users, locks, counters, logs) carry ``{dmp}``: ``dmp:{dmp}:<kind>…``, one slot that
+  every node's client finds, so their transactions work as on one server;
+- one person's keys carry the person id: ``dmp:person:{<pid>}:…``;
+- one ingest partition's keys carry ``{p<n>}`` (see :func:`partition`);
+- what grows with the data and is never used with other keys in one command (identifier
+  links, erased marks, a segment's member set, an import's row digests) is spread.
+
+Keys of earlier versions are renamed once by ``dmp.storage.keymigration``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-STREAM = "dmp:stream:ingest"  # the ingest buffer every collector appends to
-GROUP = "ingest"  # the worker's consumer group on STREAM
-METRICS = "dmp:metrics"  # hash: counter name -> value (shared by every process)
-STATS = "dmp:stats"  # hash: events_stored, events_aggregate, persons:<tier>
-MERGES = "dmp:log:merges"  # stream: every identity merge with reason, time and source
-CONFLICTS = "dmp:log:conflicts"  # stream: identities that were not merged, and why
-SITES = "dmp:sites"  # set of site ids
+TAG = "{dmp}"  # the hash tag of configuration and bookkeeping keys
+_G = f"dmp:{TAG}:"  # what their names begin with
+
+STREAM = "dmp:stream:ingest"  # the single ingest stream of earlier versions (LEGACY)
+GROUP = "ingest"  # the worker's consumer group on each partition's stream
+METRICS = _G + "metrics"  # hash: counter name -> value (collectors, exporters, the API)
+STATS = _G + "stats"  # hash: persons:<tier> (the events' counts are per partition)
+MERGES = _G + "log:merges"  # stream: every identity merge with reason, time and source
+CONFLICTS = _G + "log:conflicts"  # stream: identities that were not merged, and why
+SITES = _G + "sites"  # set of site ids
 # Bumped by anything but the ingest worker that changes identities or profiles (erasure,
 # imports): the worker then drops its identity cache.
-WORKER_EPOCH = "dmp:worker:epoch"
-API_KEYS = "dmp:apikeys"  # set of every API key's digest (admin, import, partner)
+WORKER_EPOCH = _G + "worker:epoch"
+API_KEYS = _G + "apikeys"  # set of every API key's digest (admin, import, partner)
 
 
 def site(site_id: str) -> str:
     """Return the hash holding one site's settings."""
-    return f"dmp:site:{site_id}"
+    return f"{_G}site:{site_id}"
 
 
 def write_key(key_hash: str) -> str:
     """Return the string key mapping a hashed write key to its site id."""
-    return f"dmp:writekey:{key_hash}"
+    return f"{_G}writekey:{key_hash}"
 
 
 def api_key(key_hash: str) -> str:
     """Return the hash holding one hashed API key's scope and metadata."""
-    return f"dmp:apikey:{key_hash}"
+    return f"{_G}apikey:{key_hash}"
 
 
 def identifier(kind: str, value: str) -> str:
@@ -51,7 +64,8 @@ def person(pid: str, facet: str = "") -> str:
 
 
 def facet_suffix(facet: str) -> str:
-    """Return what a facet adds to its person's key (Lua scripts build keys from ids)."""
+    """Return what a facet adds to its person's key (bulk readers append it to a
+    person's key; no script builds keys)."""
     return f":{facet}"
 
 
@@ -76,32 +90,36 @@ def person_id_in(key: str) -> str:
 
 
 def seen_events(day: str) -> str:
-    """Return the set of event-id digests first stored on ``day`` (YYYYMMDD)."""
+    """Return the single stream's set of event-id digests first stored on ``day``
+    (YYYYMMDD), of earlier versions (LEGACY)."""
     return f"dmp:seen:{day}"
 
 
 def aggregate(site_id: str, day: str) -> str:
-    """Return the hash counting one site's unconsented hits of one day by url and topic."""
+    """Return the single stream's hash counting one site's unconsented hits of one day
+    by url and topic, of earlier versions (LEGACY)."""
     return f"dmp:aggregate:{site_id}:{day}"
 
 
 def eventlog_intent(name: str) -> str:
-    """Return the key recording an event-log file about to be written (crash recovery)."""
+    """Return the key recording an event-log file about to be written (crash recovery)
+    by the single stream of earlier versions (LEGACY)."""
     return f"dmp:eventlog:intent:{name}"
 
 
-EVENTLOG_INTENTS = "dmp:eventlog:intents"  # set of intent names not yet committed
+EVENTLOG_INTENTS = "dmp:eventlog:intents"  # the single stream's intents (LEGACY)
 
-SCORING_MODEL = "dmp:config:scoring"  # the scoring model's YAML (unset: the default one)
-CONTENT_CATALOG = "dmp:config:catalog"  # the content catalog's YAML (unset: none)
+SCORING_MODEL = _G + "config:scoring"  # the scoring model's YAML (unset: the default one)
+CONTENT_CATALOG = _G + "config:catalog"  # the content catalog's YAML (unset: none)
 
 
 def imported_rows(source: str) -> str:
-    """Return the set of row digests a file source (crm, newsletter) has imported."""
-    return f"dmp:import:{source}:rows"
+    """Return the set of row digests a file source (crm, newsletter) has imported (a
+    slot of its own: it grows with every row ever imported)."""
+    return f"dmp:import:{{imp:{source}}}:rows"
 
 
-MATRIX_TOUCHED = "dmp:matrix:touched"  # set of person ids changed outside the event log
+MATRIX_TOUCHED = _G + "matrix:touched"  # set of person ids changed outside the event log
 
 
 def eventlog_outcome(name: str) -> str:
@@ -109,13 +127,20 @@ def eventlog_outcome(name: str) -> str:
     return f"dmp:eventlog:outcome:{name}"
 
 
-SEGMENTS = "dmp:segments"  # set of segment ids
+SEGMENTS = _G + "segments"  # set of segment ids
+MEMBER_FACETS = frozenset({"members", "members-rewrite"})  # a segment's sets of person ids
+
+
+_MEMBERS = "dmp:segment:{m:"  # what a member set's key begins with, before the id
 
 
 def segment(sid: str, facet: str = "") -> str:
-    """Return a segment's hash, or one of its facets (versions, members: a set of
-    person ids kept by segment runs)."""
-    return f"dmp:segment:{sid}:{facet}" if facet else f"dmp:segment:{sid}"
+    """Return a segment's hash, or one of its facets: ``versions``, and ``members``
+    (the set of person ids segment runs keep; with ``members-rewrite``, its rebuild,
+    in a slot of the segment's own: it can hold millions)."""
+    if facet in MEMBER_FACETS:
+        return f"{_MEMBERS}{sid}}}:{facet}"
+    return f"{_G}segment:{sid}:{facet}" if facet else f"{_G}segment:{sid}"
 
 
 def segment_pattern(facet: str) -> str:
@@ -123,36 +148,41 @@ def segment_pattern(facet: str) -> str:
     return segment("*", facet)
 
 
-SEGMENT_RUNS = "dmp:segments:runs"  # list of run records (JSON), newest first, capped
-SEGMENTS_APPLIED = "dmp:segments:applied"  # the run whose membership the Redis sets hold
-SEGMENTS_LOCK = "dmp:segments:lock"  # one segment run at a time (token, expires)
-SEGMENTS_LIVE = "dmp:segments:live"  # zset: persons the live lane moved, by its as-of time
-SEGMENTS_DELETED = "dmp:segments:deleted"  # segment ids deleted whose sets a run empties
-SEGMENTS_RUN_REQUESTED = "dmp:segments:requested"  # a run asked for through the API (ms)
-SEGMENTS_SETS_LOCK = "dmp:segments:setslock"  # one mover of the lookup sets at a time
-EVENTLOG_FLUSH = "dmp:eventlog:flush"  # hash: a failing flush (error, since, failures), expiring
-WORKER_LEASE = "dmp:worker:lease"  # the ingest worker holding it (token, expires) may write
+def segment_id_of(member_key: str) -> str:
+    """Return the segment id in a member set's key (as segment_pattern() found it)."""
+    return member_key[len(_MEMBERS) :].partition("}")[0]
+
+
+SEGMENT_RUNS = _G + "segments:runs"  # list of run records (JSON), newest first, capped
+SEGMENTS_APPLIED = _G + "segments:applied"  # the run whose membership the Redis sets hold
+SEGMENTS_LOCK = _G + "segments:lock"  # one segment run at a time (token, expires)
+SEGMENTS_LIVE = _G + "segments:live"  # zset: persons the live lane moved, by its as-of time
+SEGMENTS_DELETED = _G + "segments:deleted"  # segment ids deleted whose sets a run empties
+SEGMENTS_RUN_REQUESTED = _G + "segments:requested"  # a run asked for through the API (ms)
+SEGMENTS_SETS_LOCK = _G + "segments:setslock"  # one mover of the lookup sets at a time
+EVENTLOG_FLUSH = _G + "eventlog:flush"  # hash: a failing flush (error, since, failures)
+WORKER_LEASE = "dmp:worker:lease"  # the single ingest worker's lease of earlier versions
 
 
 def recent_hits(minute: int) -> str:
     """Return the hash counting one minute's refused and set-aside hits by
     ``collector:reason`` (``minute``: minutes since the epoch; dmp.storage.recenthits)."""
-    return f"dmp:recenthits:{minute}"
+    return f"{_G}recenthits:{minute}"
 
 
 # Erasure (GDPR Art. 17). Redis forgets a person at once; files forget them at the next
 # compaction, which drops the rows these members name and then removes the members it
 # handled: ``person:<pid>`` (rows with that person_id, in every Parquet file) and
 # ``<kind>:<value>`` identifiers (event rows carrying that uid, anonymous_id or user_id).
-ERASURE_PENDING = "dmp:erasure:pending"
-ERASURE_LOG = "dmp:erasure:log"  # stream: one entry per erasure, identifiers only salted-hashed
-ERASURE_SALT = "dmp:erasure:salt"  # the installation's random salt for those hashes
+ERASURE_PENDING = _G + "erasure:pending"
+ERASURE_LOG = _G + "erasure:log"  # stream: one entry per erasure, identifiers only hashed
+ERASURE_SALT = _G + "erasure:salt"  # the installation's random salt for those hashes
 
 
 # Compaction (dmp.ingest.compaction): one at a time holds the lock; the last one's report
 # (JSON, with ``at`` in ms) also tells the worker's daily schedule when the next is due.
-COMPACTION_LOCK = "dmp:compaction:lock"
-COMPACTION_LAST = "dmp:compaction:last"
+COMPACTION_LOCK = _G + "compaction:lock"
+COMPACTION_LAST = _G + "compaction:last"
 
 
 def erased(digest: str) -> str:
@@ -163,66 +193,70 @@ def erased(digest: str) -> str:
 def control_queued(request_id: str) -> str:
     """Return the key saying a person request (an erasure, an unmerge) waits for the
     ingest worker (value: the person id)."""
-    return f"dmp:control:queued:{request_id}"
+    return f"{_G}control:queued:{request_id}"
 
 
 def control_plan(request_id: str) -> str:
     """Return the key holding what a person request will change (JSON), written before
     its first change and removed with its report: a request cut short resumes from it."""
-    return f"dmp:control:plan:{request_id}"
+    return f"{_G}control:plan:{request_id}"
 
 
 def control_result(request_id: str) -> str:
     """Return the key holding an applied person request's report (JSON, expiring)."""
-    return f"dmp:control:result:{request_id}"
+    return f"{_G}control:result:{request_id}"
 
 
-MIGRATED_CONSENTS = "dmp:migrated:consents-per-identifier"  # set once consents moved
+MIGRATED_CONSENTS = _G + "migrated:consents-per-identifier"  # set once consents moved
+KEYSPACE_VERSION = _G + "keyspace"  # 2 once the names of earlier versions were renamed
+KEYSPACE_LOCK = _G + "keyspace:lock"  # one process at a time renames them
 
-DESTINATIONS = "dmp:destinations"  # set of destination names (exporters)
+DESTINATIONS = _G + "destinations"  # set of destination names (exporters)
 
 
 def destination(name: str, facet: str = "") -> str:
     """Return a destination's settings hash, or one of its facets: ``runs`` (list of sync
     reports, newest first), ``lock``, ``sync:<segment>`` (the checkpoint of its sync of a
     segment), ``failed:<segment>`` (rows the platform refused in the current plan)."""
-    return f"dmp:destination:{name}:{facet}" if facet else f"dmp:destination:{name}"
+    return f"{_G}destination:{name}:{facet}" if facet else f"{_G}destination:{name}"
 
 
 def destination_pattern(name: str) -> str:
     """Return the SCAN pattern matching every facet key of one destination."""
-    return f"dmp:destination:{name}:*"
+    return f"{_G}destination:{name}:*"
 
 
 # The audience pull API (dmp.web.audiences): the installation's random secret that signs
 # partners' cursors (made on first use; losing it only makes old cursors invalid).
-AUDIENCE_CURSOR_SECRET = "dmp:audiences:secret"
+AUDIENCE_CURSOR_SECRET = _G + "audiences:secret"
 
 # Users of the marketer UI (dmp.access.users): a set of emails and a hash per user.
-USERS = "dmp:users"
+USERS = _G + "users"
 
 
 def user(email: str) -> str:
     """Return the hash holding one UI user's role, password hash and failed logins."""
-    return f"dmp:user:{email}"
+    return f"{_G}user:{email}"
 
 
 # The marketer UI (dmp.ui): the installation's random secret that signs session cookies
 # and CSRF tokens (made on first use, shared by every serve process; deleting it logs
 # everyone out).
-UI_SECRET = "dmp:ui:secret"
+UI_SECRET = _G + "ui:secret"
 
 
 # Ingest in partitions (docs/partitions.md). Everything one partition's flush commit
 # touches in its MULTI carries the partition's hash tag ``{p<n>}``: the MULTI stays on
-# one Redis Cluster slot. The names above without a tag (STREAM, STATS, METRICS,
-# seen_events, aggregate, recent_hits, EVENTLOG_INTENTS) are the single stream's of
-# earlier versions: a worker drains what is left there (``LEGACY``), readers add them in.
-INGEST_PARTITIONS = "dmp:ingest:partitions"  # the most partitions ever used (readers sum)
-WORKERS = "dmp:ingest:workers"  # zset: live worker processes by their last heartbeat (ms)
-IDENTITY_LOCK = "dmp:identity:lock"  # the worker resolving and writing identities now
-IDENTITY_WANTED = "dmp:identity:wanted"  # set (expiring) while another worker waits for it
-IDENTITY_CHANGES = "dmp:identity:changes"  # stream: what the lock's holders changed
+# one Redis Cluster slot. The names of the single stream of earlier versions (STREAM,
+# LEGACY_STATS, LEGACY_METRICS, seen_events, aggregate, EVENTLOG_INTENTS) stay as they
+# were: a worker drains what is left there (``LEGACY``), readers add them in.
+LEGACY_STATS = "dmp:stats"  # the single stream's (and persons') counts of earlier versions
+LEGACY_METRICS = "dmp:metrics"  # every counter of earlier versions
+INGEST_PARTITIONS = _G + "ingest:partitions"  # the most partitions ever used (readers sum)
+WORKERS = _G + "ingest:workers"  # zset: live worker processes by their last heartbeat (ms)
+IDENTITY_LOCK = _G + "identity:lock"  # the worker resolving and writing identities now
+IDENTITY_WANTED = _G + "identity:wanted"  # set (expiring) while another worker waits
+IDENTITY_CHANGES = _G + "identity:changes"  # stream: what the lock's holders changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,8 +310,8 @@ LEGACY = PartitionKeys(
     -1,
     stream=STREAM,
     lease=partition(0).lease,
-    stats=STATS,
-    metrics=METRICS,
+    stats=LEGACY_STATS,
+    metrics=LEGACY_METRICS,
     intents=EVENTLOG_INTENTS,
     _prefix="",
 )

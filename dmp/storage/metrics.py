@@ -89,9 +89,13 @@ def ingest_partitions(r: redis.Redis) -> list[keyspace.PartitionKeys]:
 
 
 def counter_keys(r: redis.Redis) -> list[str]:
-    """Return every hash of counters: the shared one (collectors, the single stream of
-    old) and each ingest partition's (what its flushes committed)."""
-    return [keyspace.METRICS, *(p.metrics for p in ingest_partitions(r))]
+    """Return every hash of counters: the shared one (collectors, exporters, the API),
+    the one of earlier versions, and each ingest partition's (what its flushes committed)."""
+    return [
+        keyspace.METRICS,
+        keyspace.LEGACY_METRICS,
+        *(p.metrics for p in ingest_partitions(r)),
+    ]
 
 
 def read_counter(r: redis.Redis, field: str) -> int:

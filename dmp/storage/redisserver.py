@@ -180,7 +180,8 @@ def stop_if_last(server: EmbeddedServer, pid: int | None = None) -> bool:
     if pid is not None and pid != os.getpid():
         return False  # a forked child inherited the hook; the parent decides
     for client in list(_CLIENTS):  # our own connections do not keep the server alive
-        client.connection_pool.disconnect()
+        if isinstance(client, redis.Redis):  # a cluster's clients are not the embedded one's
+            client.connection_pool.disconnect()
     if not answers(server):
         return False
     with open(server.directory / "serve.lock", "a") as owner:

@@ -15,7 +15,7 @@ from dmp.access import sites
 from dmp.access.apikeys import Scope, check_key
 from dmp.cli import cli
 from dmp.ingest import spool
-from dmp.storage import redisserver
+from dmp.storage import keyspace, redisserver
 from tests.factories import make_hit, send_hits
 
 
@@ -26,7 +26,7 @@ def test_sites_add_prints_the_write_key_last(runner, redis):
     key = result.output.strip().splitlines()[-1]
     site = sites.SiteCache(redis, 0).site_for_key(key)
     assert site is not None and site.domains == ("www.acme.de",)
-    stored = redis.hgetall("dmp:site:acme-gmbh")
+    stored = redis.hgetall(keyspace.site("acme-gmbh"))
     assert stored["write_key"] != key  # looked up by its digest
     # Public (every page with the tag shows it): kept readable for the UI's snippets.
     assert stored["public_write_key"] == key

@@ -282,4 +282,4 @@ def test_a_stage_already_recorded_is_not_recorded_again(runner, redis, tmp_path)
     assert [
         json.loads(s)["stage"] for s in redis.lrange(f"dmp:person:{{{bob}}}:stages", 0, -1)
     ] == ["lead", "won"]
-    assert {anna, bob} <= redis.smembers("dmp:matrix:touched")
+    assert {anna, bob} <= redis.smembers(keyspace.MATRIX_TOUCHED)

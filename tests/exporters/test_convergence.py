@@ -17,6 +17,7 @@ import pytest
 
 from dmp.cli import cli
 from dmp.ingest.worker import Worker
+from dmp.storage import keyspace
 from exporters import export, settings
 from exporters.identifiers import sha256_hex
 from exporters.reports import Status
@@ -169,7 +170,9 @@ def test_kill_9_mid_sync_then_restart_converges_without_resending(
         proc.wait(10)
     at_kill = len(graph.acknowledged())
     assert 3 <= at_kill < len(EMAILS) // 2, "the kill should land mid-sync"
-    assert redis.hget("dmp:destination:meta:sync:known", "plan"), "a plan is left to resume"
+    assert redis.hget(keyspace.destination("meta", "sync:known"), "plan"), (
+        "a plan is left to resume"
+    )
     report = export.run(redis, config, "meta")  # the dead holder's lock is freed at once
     assert report.status == Status.OK, report.as_dict()
     assert meta_emails(graph) == {sha256_hex(e) for e in EMAILS}

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from dmp.cli import main
+from dmp.storage import keyspace
 from exporters import settings
 from tests.exporters.test_sync import SEGMENT, ingest_and_run, person
 from tests.factories import apply_segments, bearer
@@ -98,7 +99,7 @@ def test_api_manages_destinations_and_asks_for_runs(redis, client, admin_key, tm
     assert tested.status_code == 200 and tested.json["ok"] is True
     asked = client.post("/api/v1/destinations/drop/runs", json={"full": True}, headers=auth)
     assert asked.status_code == 202 and asked.json["full"] is True
-    assert redis.hget("dmp:destination:drop", "requested_full") == "1"
+    assert redis.hget(keyspace.destination("drop"), "requested_full") == "1"
     assert client.get("/api/v1/destinations/drop/runs", headers=auth).json == []
     assert client.delete("/api/v1/destinations/drop", headers=auth).status_code == 200
     assert client.get("/api/v1/destinations/drop", headers=auth).status_code == 404

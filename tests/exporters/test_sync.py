@@ -12,6 +12,7 @@ from dmp.ingest.worker import Worker
 from dmp.membership import runs
 from dmp.privacy import requests
 from dmp.privacy.export import export_person
+from dmp.storage import keyspace
 from exporters import export, holdings, registry, settings
 from exporters.destination import Batch, Outcome, Settings, Unavailable
 from exporters.files import FileDestination
@@ -152,7 +153,7 @@ def test_an_interrupted_sync_resumes_without_resending_or_skipping(
     assert second.status == Status.OK and second.added == 4
     sent = [e for _, rows in Flaky.sent for e in rows]
     assert sorted(sent) == sorted(emails)  # each exactly once
-    checkpoint = redis.hgetall("dmp:destination:flaky:sync:known")
+    checkpoint = redis.hgetall(keyspace.destination("flaky", "sync:known"))
     assert "plan" not in checkpoint
     held = config.data_dir / "exports" / "flaky" / "known" / checkpoint["held"]
     assert sorted(e.row[1] for e in holdings.read_entries(held)) == sorted(emails)
@@ -233,7 +234,7 @@ def test_what_a_crash_left_in_the_folder_is_tidied_by_the_next_sync(
     Worker(redis, config).run(once=True)
     runs.run(redis, config)
     assert export.run(redis, config, "files").segments[0].added == 1
-    held = redis.hget("dmp:destination:files:sync:known", "held")
+    held = redis.hget(keyspace.destination("files", "sync:known"), "held")
     assert sorted(p.name for p in folder.iterdir()) == [held]
     assert sorted(e.row[1] for e in holdings.read_entries(folder / held)) == ["a@x.de", "b@x.de"]
 

@@ -1,6 +1,6 @@
 """Fault: the events folder goes read-only or fills up under the ingest worker.
 
-The worker runs as ``dmp serve`` runs it (``run_forever`` on a thread) against the real
+The worker runs as ``dmp serve`` runs it (``fleet.run_forever`` on a thread) against the real
 embedded Redis; the folder is a small tmpfs (as root), else a read-only directory.
 """
 
@@ -21,7 +21,8 @@ import pytest
 
 from dmp.ingest import stream
 from dmp.ingest.eventlog import scan_events
-from dmp.ingest.worker import run_forever, status
+from dmp.ingest.fleet import run_forever
+from dmp.ingest.worker import status
 from dmp.storage import keyspace, metrics
 from tests.factories import make_hit, read_metric, scrape, send_hits
 from tests.served import mount, wait_for

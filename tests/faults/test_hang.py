@@ -18,7 +18,8 @@ from click.testing import CliRunner
 
 from dmp.config import Config
 from dmp.ingest.eventlog import scan_events
-from dmp.ingest.worker import run_forever, status
+from dmp.ingest.fleet import run_forever
+from dmp.ingest.worker import status
 from dmp.membership import results, schedule
 from dmp.storage import keyspace, redisserver
 from tests.factories import apply_segments, make_hit, run_synth, send_hits

@@ -14,6 +14,7 @@ from dmp.people import lifecycle
 from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person
 from dmp.records import Stage
+from dmp.storage import keyspace
 from segments.scoring import DAY_MS
 from tests.factories import NOW, bearer, make_hit, make_identify, run_synth, send_hits
 
@@ -157,7 +158,7 @@ def test_a_bad_model_is_refused_with_its_path(redis, config, tmp_path, capsys):
         main(["--data-dir", str(config.data_dir), "scoring", "apply", str(bad)])
     err = capsys.readouterr().err
     assert ended.value.code == 2 and "activity.rules[0].when.evnt: unknown key" in err
-    assert redis.get("dmp:config:scoring") is None
+    assert redis.get(keyspace.SCORING_MODEL) is None
 
 
 def test_admin_api_shows_the_matrix_row(anna, runner, client, admin_key):

@@ -56,8 +56,8 @@ def _members(config) -> pl.DataFrame:
 
 def _redis_members(redis) -> pl.DataFrame:
     rows = [
-        (key.split(":")[2], pid)
-        for key in redis.scan_iter(match="dmp:segment:*:members")
+        (keyspace.segment_id_of(key), pid)
+        for key in redis.scan_iter(match=keyspace.segment_pattern("members"))
         for pid in redis.smembers(key)
     ]
     return pl.DataFrame(rows, schema=lookupsets.MEMBER_SCHEMA, orient="row").sort(
@@ -68,7 +68,7 @@ def _redis_members(redis) -> pl.DataFrame:
 def _person_sets(redis) -> pl.DataFrame:
     rows = [
         (sid, key.split("{")[1].split("}")[0])
-        for key in redis.scan_iter(match="dmp:person:{*}:segments")
+        for key in redis.scan_iter(match=keyspace.person_pattern("segments"))
         for sid in redis.smembers(key)
     ]
     return pl.DataFrame(rows, schema=lookupsets.MEMBER_SCHEMA, orient="row").sort(
@@ -109,7 +109,8 @@ def test_incremental_run_equals_full_run(synth, redis, drain, config):
     builds.build(redis, config, later, incremental=True)
     folder, backup = results.segments_dir(config), config.data_dir / "segments-before"
     shutil.copytree(folder, backup)
-    sets = {k: redis.smembers(k) for k in redis.scan_iter(match="dmp:*:*segment*")}
+    patterns = (keyspace.segment_pattern("members"), keyspace.person_pattern("segments"))
+    sets = {k: redis.smembers(k) for p in patterns for k in redis.scan_iter(match=p)}
     applied = redis.get(keyspace.SEGMENTS_APPLIED)
 
     inc = runs.run(redis, config, build_matrix=False)
@@ -123,7 +124,7 @@ def test_incremental_run_equals_full_run(synth, redis, drain, config):
     # The full run from the same starting point (files and Redis sets as they were).
     shutil.rmtree(folder)
     shutil.copytree(backup, folder)
-    for key in redis.scan_iter(match="dmp:*:*segment*"):
+    for key in (k for p in patterns for k in redis.scan_iter(match=p)):
         redis.delete(key)
     for key, members in sets.items():
         redis.sadd(key, *members)

@@ -104,7 +104,13 @@ def test_delete_erases_the_person_from_redis_and_every_answer(
     # What compaction, the next matrix build and the waiting caller need keeps the
     # person id (not who they were), until compaction and the build ran and the report
     # expired.
-    bookkeeping = ("dmp:erasure:", "dmp:control:", keyspace.MATRIX_TOUCHED)
+    bookkeeping = (
+        keyspace.ERASURE_PENDING,
+        keyspace.ERASURE_LOG,
+        keyspace.control_queued(""),
+        keyspace.control_result(""),
+        keyspace.MATRIX_TOUCHED,
+    )
     text = "\n".join(
         line for line in _redis_text(redis).splitlines() if not line.startswith(bookkeeping)
     )

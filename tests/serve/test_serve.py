@@ -99,6 +99,8 @@ def test_a_person_climbs_tiers_through_a_served_dmp(served):
     assert not locate_server(data_dir).socket.exists()  # the embedded Redis stopped with it
     again = json.loads(run_dmp(data_dir, "status", "--json"))  # restarts Redis from its AOF
     assert (status.pop("worker_running"), again.pop("worker_running")) == (True, False)
+    holders = [[p.pop("worker") for p in s["partitions"]] for s in (status, again)]
+    assert holders[0][0] and holders[1] == [None]  # serve's worker held partition 0
     assert again == status
     assert not locate_server(data_dir).socket.exists()  # a lone CLI command stops it again
 

@@ -41,7 +41,7 @@ def test_refusals_and_lost_cookies_feed_the_minute_but_accepted_hits_do_not():
 def test_a_minute_expires_after_two_hours_and_nothing_is_written_without_refusals(redis):
     """A minute's hash gets a TTL past the hour it is read for; no fields, no key."""
     _add(redis, {}, NOW)
-    assert redis.keys("dmp:recenthits:*") == []
+    assert redis.keys(keyspace.recent_hits("*")) == []
     _add(redis, {"tag:origin_not_allowed": 2}, NOW)
     key = keyspace.recent_hits(recenthits.minute_of(NOW))
     assert redis.hgetall(key) == {"tag:origin_not_allowed": "2"}

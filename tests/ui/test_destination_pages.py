@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dmp.storage import keyspace
 from dmp.ui import destinationdryrun
 from dmp.ui.destinationkinds import KINDS
 from exporters import export, registry, reports, schedule, settings
@@ -239,7 +240,7 @@ def test_sync_now_is_requested_then_run_by_the_worker(
 def test_a_running_sync_shows_running(redis, segment, as_marketer, tmp_path) -> None:
     """While a sync holds the destination's lock, the page says running and polls."""
     add_file(redis, tmp_path)
-    redis.set("dmp:destination:drop:lock", "elsewhere/1/x")
+    redis.set(keyspace.destination("drop", "lock"), "elsewhere/1/x")
     page = text(as_marketer.get("/ui/destinations/drop"))
     assert ">running<" in page and 'hx-trigger="every 3s"' in page
 
