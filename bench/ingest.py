@@ -2,6 +2,8 @@
 
     python bench/ingest.py [--events 1000000] [--browsers 50000] [--users 20000] [--runs 1]
                            [--seed 7] [--no-pin-redis] [--profile] [--no-save]
+    python bench/ingest.py --partitions 2 --workers 2 [--events 200000] [--runs 3]
+    python bench/ingest.py --scaling [--events 200000] [--runs 3]
 
 Fills a fresh embedded Redis with a deterministic, realistic mix of hits (pipelined XADDs
 of ``Hit.to_json()``, as the collectors write them), then times ``Worker.run(once=True)``
@@ -18,6 +20,14 @@ same entries: XREADGROUP + JSON), events per worker CPU-second (all its threads)
 the worker's wall time splits into on CPU, runnable but queued behind other processes (the
 noise of a shared machine) and blocked (waiting for Redis's replies or fsync).
 
+``--partitions N --workers K`` (issue 17) puts the hits on N partitions and times K worker
+processes, each running the fleet (``dmp.ingest.fleet``, as ``dmp worker`` does), from the
+moment all K are up until ``dmp status`` counts every hit stored and nothing pending;
+nothing is pinned (the workers and Redis share the machine's cores). ``--scaling`` runs
+1 partition / 1 worker (the baseline), 2 partitions / 1 worker and 2 partitions / 2
+workers on the same hits, alternating, ``--runs`` rounds, and prints the medians and the
+scaling ratio (target ≥ 1.6× with 2 workers on 2 partitions, 2 cores).
+
 ``--profile`` runs the worker under cProfile instead (the rate it prints is then the
 profiled, slower one), prints the top 15 functions by cumulative and by own time, and
 saves the whole profile to ``bench/results/ingest-<events>.prof``.
@@ -29,13 +39,16 @@ import argparse
 import cProfile
 import io
 import json
+import multiprocessing
 import os
 import pstats
 import random
+import resource
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +65,7 @@ from runlog import append, commit  # noqa: E402  (bench/ is the script's folder)
 from dmp.config import load_config  # noqa: E402
 from dmp.ingest import stream  # noqa: E402
 from dmp.ingest.eventlog import scan_events  # noqa: E402
+from dmp.ingest.fleet import Fleet  # noqa: E402
 from dmp.ingest.worker import Worker, status  # noqa: E402
 from dmp.records import Hit  # noqa: E402
 from dmp.storage import keyspace, redisserver  # noqa: E402
@@ -173,10 +187,10 @@ def expected(hits: list[Hit]) -> dict:
     }
 
 
-def fill(r, hits: list[Hit]) -> None:
-    """Append hits to the stream as collectors do, in chunks."""
+def fill(r, hits: list[Hit], partitions: int = 1) -> None:
+    """Append hits to the stream (or the partitions' streams) as collectors do, in chunks."""
     for start in range(0, len(hits), 5000):
-        stream.enqueue(r, hits[start : start + 5000], {}, atomic=False)
+        stream.enqueue(r, hits[start : start + 5000], {}, atomic=False, partitions=partitions)
 
 
 def decode_only(r, count: int) -> float:
@@ -308,6 +322,167 @@ def run_once(args: argparse.Namespace, hits: list[Hit], want: dict) -> dict:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _worker_process(url: str, settings: dict, ready, stop) -> None:
+    """One worker process: register with the fleet, wait for the others, ingest till stop."""
+    config = load_config(settings, env={})
+    r = redisserver.connect(url)
+    halt = threading.Event()
+    threading.Thread(target=lambda: (stop.wait(), halt.set()), daemon=True).start()
+    if config.stream_partitions > 1:
+        fleet = Fleet(r, config)
+        fleet.share()  # registered before anybody takes a share: one partition each
+        ready.wait()
+        fleet.run(halt)
+    else:
+        ready.wait()
+        Worker(r, config).run(stop=halt)
+
+
+def run_processes(
+    args: argparse.Namespace, hits: list[Hit], want: dict, partitions: int, workers: int
+) -> dict:
+    """Ingest ``hits`` on ``partitions`` partitions with ``workers`` worker processes on a
+    fresh embedded Redis; return the figures and the checks."""
+    root = Path(tempfile.mkdtemp(prefix="dmp-ingest-"))
+    server = redisserver.attach_embedded(root)
+    r = redisserver.connect(server.url)
+    try:
+        stream.ensure_group(r, partitions)
+        fill(r, hits, partitions)
+        settings = {
+            "redis_url": server.url,
+            "data_dir": root / "data",
+            "stream_partitions": partitions,
+            **args.setting,
+        }
+        config = load_config(settings, env={})
+        # fork: the children share the parent's hits and modules; each opens its own Redis.
+        ctx = multiprocessing.get_context("fork")
+        ready, stop = ctx.Barrier(workers + 1), ctx.Event()
+        procs = [
+            ctx.Process(target=_worker_process, args=(server.url, settings, ready, stop))
+            for _ in range(workers)
+        ]
+        for proc in procs:
+            proc.start()
+        cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+        redis_cpu = cpu_seconds(server)
+        ready.wait()
+        started = time.perf_counter()
+        while True:  # done once every hit is counted stored or aggregate, nothing pending
+            state = status(r)
+            if (
+                state["events_stored"] >= want["stored"]
+                and state["events_aggregate"] >= want["aggregate"]
+                and state["pending"] == 0
+            ) or not all(p.is_alive() for p in procs):
+                break
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        redis_cpu = cpu_seconds(server) - redis_cpu
+        stop.set()
+        for proc in procs:
+            proc.join(timeout=120)
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
+        worker_cpu = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
+        state = status(r)
+        events = scan_events(config.events_dir)
+        rows = events.select(pl.len()).collect().item()
+        unique = events.select(pl.col("event_id").n_unique()).collect().item()
+        checks = {
+            "parquet_rows == consented": rows == want["stored"],
+            "event ids unique": unique == rows,
+            "status events_stored == rows": state["events_stored"] == rows,
+            "status events_aggregate == unconsented": (
+                state["events_aggregate"] == want["aggregate"]
+            ),
+            "status pending == 0": state["pending"] == 0,
+            "persons per tier as the mix implies": state["persons"] == want["persons"],
+            "workers ended cleanly": all(p.exitcode == 0 for p in procs),
+        }
+        return {
+            "partitions": partitions,
+            "workers": workers,
+            "events": len(hits),
+            "seconds": round(elapsed, 2),
+            "events_per_s": round(len(hits) / elapsed),
+            # the workers' CPU includes their start and stop, outside the timed span
+            "workers_cpu_s": round(worker_cpu, 1),
+            "redis_cpu_share": round(redis_cpu / elapsed, 2),
+            "load_average": os.getloadavg()[0],
+            "stored": rows,
+            "persons": state["persons"],
+            "exactly_once": all(checks.values()),
+            "checks": checks,
+        }
+    finally:
+        r.close()
+        discard(server)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main_partitions(args: argparse.Namespace, hits: list[Hit], want: dict) -> None:
+    """Time worker processes on partitions (one layout, or the --scaling three), alternating."""
+    layouts = [(1, 1), (2, 1), (2, 2)] if args.scaling else [(args.partitions, args.workers)]
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    results: dict[tuple[int, int], list[dict]] = {layout: [] for layout in layouts}
+    for run in range(args.runs):
+        for partitions, workers in layouts:
+            result = run_processes(args, hits, want, partitions, workers)
+            results[(partitions, workers)].append(result)
+            failed = [name for name, ok in result["checks"].items() if not ok]
+            print(
+                f"round {run + 1}, {partitions} partition(s) / {workers} worker(s): "
+                f"{result['events_per_s']:,} events/s ({result['seconds']} s), load "
+                f"{result['load_average']:.2f}, checks "
+                + ("all passed" if not failed else "FAILED: " + ", ".join(failed)),
+                flush=True,
+            )
+            if failed:
+                print(f"  expected {json.dumps(want)}\n  got {json.dumps(result)}")
+    medians = {
+        layout: statistics.median(r["events_per_s"] for r in runs)
+        for layout, runs in results.items()
+    }
+    ok = all(r["exactly_once"] for runs in results.values() for r in runs)
+    print()
+    print(f"{args.events:,} events, {args.runs} round(s), nothing pinned, {os.cpu_count()} cores")
+    print(f"{'partitions / workers':<34}{'median':>12}   runs")
+    for (partitions, workers), runs in results.items():
+        print(
+            f"{f'{partitions} / {workers} events/s':<34}{medians[(partitions, workers)]:>12,.0f}   "
+            + " / ".join(f"{r['events_per_s']:,}" for r in runs)
+        )
+    summary = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit(),
+        "mode": "partitions",
+        "events": args.events,
+        "browsers": args.browsers,
+        "users": args.users,
+        "runs": args.runs,
+        "settings": args.setting,
+        "load_average_before": load,
+        "medians": {f"{p}/{w}": rate for (p, w), rate in medians.items()},
+        "exactly_once": ok,
+        "results": [
+            {k: v for k, v in r.items() if k != "checks"} for runs in results.values() for r in runs
+        ],
+    }
+    if args.scaling:
+        ratio = medians[(2, 2)] / medians[(2, 1)]
+        over_base = medians[(2, 2)] / medians[(1, 1)]
+        summary["scaling_ratio"] = round(ratio, 2)
+        summary["ratio_over_one_partition"] = round(over_base, 2)
+        verdict = "met" if ratio >= 1.6 else "MISSED"
+        print(f"{'scaling 2 workers / 1, 2 partitions':<34}{ratio:>12.2f}   (≥ 1.6: {verdict})")
+        print(f"{'2 / 2 over 1 partition, 1 worker':<34}{over_base:>12.2f}")
+    print(f"{'correct (all checks, all runs)':<34}{'yes' if ok else 'NO':>12}")
+    if not args.no_save:
+        append("ingest", summary)
+
+
 def discard(server: redisserver.EmbeddedServer) -> None:
     """Shut the throw-away server down without an RDB save (seconds for a 1M-event set)."""
     conn = redis.Redis(unix_socket_path=str(server.socket), socket_timeout=300)
@@ -350,6 +525,11 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="a worker setting to override, e.g. --set read_count=5000 (repeatable)",
     )
+    parser.add_argument("--partitions", type=int, default=0, help="ingest partitions")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (fleets)")
+    parser.add_argument(
+        "--scaling", action="store_true", help="1/1, 2/1 and 2/2 partitions/workers, alternating"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the worker run")
     parser.add_argument("--no-save", action="store_true", help="do not append to bench/results")
     args = parser.parse_args()
@@ -360,6 +540,9 @@ def main() -> None:
         parser.error(f"--set: {exc}")
     hits = make_hits(args.events, args.browsers, args.users, args.seed)
     want = expected(hits)
+    if args.partitions or args.scaling:
+        main_partitions(args, hits, want)
+        return
     results = []
     for run in range(args.runs):
         result = run_once(args, hits, want)
