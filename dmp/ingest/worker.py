@@ -31,6 +31,7 @@ from dmp.ingest.eventlog import EventBuffer, EventLog, LeaseLost
 from dmp.ingest.flushstate import FlushState
 from dmp.ingest.identitylock import IdentityLock
 from dmp.ingest.streamreader import StreamReader
+from dmp.people import merges
 from dmp.records import Tier
 from dmp.storage import keymigration, keyspace
 from dmp.storage.locks import Lease, release_prefixed
@@ -116,6 +117,7 @@ class Worker:
         self.eventlog.check_legacy()
         self.ingest.reset()
         self.reader.restart()
+        merges.recover_merges(self.r)  # a batch of merges cut short, before new ones
         finished, undone = self.eventlog.recover()
         if finished or undone:
             log.info("recovered %d interrupted flushes, undid %d", finished, undone)

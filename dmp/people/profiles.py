@@ -17,7 +17,8 @@ Keys (all under the person's hash tag, see ``dmp.storage.keyspace.person``):
 A returning visitor costs one ZADD per batch: nothing in the hash changes.
 
 The worker batches reads (:func:`load_states`) and writes (:func:`write_delta`); a merge
-(:func:`merge_person`) is rare and runs on its own.
+(``dmp.people.merges.merge_persons``, kept here under its old name) is rare and runs on
+its own.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ import redis
 
 from dmp.people import consents as consent_rules
 from dmp.people.identity import CONTACT_KINDS, Identifier, has_address, id_keys
+from dmp.people.merges import ARCHIVED_FACETS as ARCHIVED_FACETS
+from dmp.people.merges import TRUSTED_FACET as TRUSTED_FACET
+from dmp.people.merges import archived as archived
+from dmp.people.merges import merge_persons as merge_persons
 from dmp.records import Tier
 from dmp.storage import keyspace
 from dmp.storage.bulk import Bulk
@@ -40,7 +45,6 @@ from dmp.storage.bulk import Bulk
 log = logging.getLogger(__name__)
 # The profile hash's fields, in the order every reader unpacks them.
 PROFILE_FIELDS = ("tier", "first_seen", "email", "contact", "merged_into")
-TRUSTED_FACET = "trusted"
 # Every facet a person's keys have besides the profile hash (a merge or an erasure
 # moves or deletes them all).
 FACETS = (
@@ -250,119 +254,6 @@ def _queue_timeline(bulk: Bulk, pid: str, delta: PersonDelta, n_tp: int, cap: in
         bulk.add("ZADD", timeline, *(x for m, t in delta.touchpoints.items() for x in (t, m)))
         if n_tp > cap:
             bulk.add("ZREMRANGEBYRANK", timeline, 0, -cap - 1)
-
-
-# What a merged-away person's tombstone keeps of it, so that the merge can be undone
-# (``dmp.people.unmerge``): its facets as they were, under ``archived:<facet>``.
-ARCHIVED_FACETS = (
-    "identifiers",
-    "traits",
-    "touchpoints",
-    "stages",
-    consent_rules.LOG_FACET,
-    TRUSTED_FACET,
-)
-
-
-def archived(facet: str) -> str:
-    """Return the facet name under which a merged-away person keeps ``facet`` ('' is its
-    profile hash)."""
-    return f"archived:{facet or 'profile'}"
-
-
-def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str, str]]]) -> None:
-    """Move stored persons' identifiers, traits, consents and timelines into their targets.
-
-    Each merge is ``(source state, target pid, merge-log entry)``, applied in order: a
-    target may itself be merged later in the list, and takes what it received along. A
-    source keeps a tombstone (``merged_into``) so that old ids still lead somewhere, and
-    an archive of what it held and what it gave the target, so that the merge can be
-    undone. Two round trips for all merges of a batch.
-    """
-    if not merges:
-        return
-    people = list(dict.fromkeys(p for src, target, _ in merges for p in (src.person_id, target)))
-    with r.pipeline(transaction=False) as pipe:
-        for pid in people:
-            pipe.smembers(keyspace.person(pid, "identifiers"))
-            pipe.hgetall(keyspace.person(pid, "traits"))
-            pipe.lrange(keyspace.person(pid, "stages"), 0, -1)
-            pipe.lrange(keyspace.person(pid, consent_rules.LOG_FACET), 0, -1)
-            pipe.hgetall(keyspace.person(pid))
-        found = pipe.execute()
-    n = 5
-    ids = {pid: set(found[n * i]) for i, pid in enumerate(people)}
-    traits = {pid: found[n * i + 1] for i, pid in enumerate(people)}
-    stages = {pid: found[n * i + 2] for i, pid in enumerate(people)}
-    proofs = {pid: found[n * i + 3] for i, pid in enumerate(people)}
-    profiles = {pid: found[n * i + 4] for i, pid in enumerate(people)}
-    consents = {
-        pid: {k: v for k, v in profile.items() if consent_rules.is_state_field(k)}
-        for pid, profile in profiles.items()
-    }
-    with r.pipeline(transaction=True) as pipe:
-        for source, target, entry in merges:
-            src = source.person_id
-            moved = ids[src] - ids[target]
-            if moved:
-                keys = (k for text in moved for k in id_keys(Identifier.from_text(text)))
-                pipe.mset(dict.fromkeys(keys, target))
-                pipe.sadd(keyspace.person(target, "identifiers"), *moved)
-                ids[target] |= moved
-            copied = [name for name in traits[src] if name not in traits[target]]
-            for name in copied:
-                traits[target][name] = traits[src][name]
-                pipe.hset(keyspace.person(target, "traits"), name, traits[src][name])
-            for name, theirs in consents[src].items():  # the newest state wins
-                mine = consents[target].get(name)
-                if (
-                    mine is None
-                    or consent_rules.parse_value(theirs)[1] > (consent_rules.parse_value(mine)[1])
-                ):
-                    consents[target][name] = theirs
-                    pipe.hset(keyspace.person(target), name, theirs)
-            if proofs[src]:
-                pipe.rpush(keyspace.person(target, consent_rules.LOG_FACET), *proofs[src])
-                proofs[target] = [*proofs[target], *proofs[src]]
-            pipe.zunionstore(
-                keyspace.person(target, "touchpoints"),
-                [keyspace.person(target, "touchpoints"), keyspace.person(src, "touchpoints")],
-                aggregate="MAX",
-            )
-            if stages[src]:  # the records keep their times; the latest one counts
-                pipe.rpush(keyspace.person(target, "stages"), *stages[src])
-                stages[target] = [*stages[target], *stages[src]]
-            pipe.sunionstore(
-                keyspace.person(target, TRUSTED_FACET),
-                [keyspace.person(target, TRUSTED_FACET), keyspace.person(src, TRUSTED_FACET)],
-            )
-            # Every id merged into the target, however long ago (the merge log is capped):
-            # what an access export or an erasure of the target must also cover.
-            merged = keyspace.person(target, "merged")
-            pipe.sunionstore(merged, [merged, keyspace.person(src, "merged")])
-            pipe.sadd(merged, src)
-            for facet in ARCHIVED_FACETS:
-                pipe.copy(
-                    keyspace.person(src, facet), keyspace.person(src, archived(facet)), replace=True
-                )
-            pipe.delete(keyspace.person(src, archived("")))
-            pipe.hset(
-                keyspace.person(src, archived("")),
-                mapping={
-                    **profiles[src],
-                    "into": target,
-                    "moved": json.dumps(sorted(moved)),
-                    "copied_traits": json.dumps(sorted(copied)),
-                    "at": entry.get("at", ""),
-                },
-            )
-            facets = ("", "identifiers", "traits", "touchpoints", "stages", "merged")
-            facets += (consent_rules.LOG_FACET, TRUSTED_FACET)
-            pipe.delete(*(keyspace.person(src, f) for f in facets))
-            pipe.hset(keyspace.person(src), mapping={"merged_into": target, "tier": "merged"})
-            pipe.hincrby(keyspace.STATS, f"persons:{source.stored_tier.value}", -1)
-            pipe.xadd(keyspace.MERGES, entry, maxlen=1_000_000, approximate=True)
-        pipe.execute()
 
 
 def follow(r: redis.Redis, pid: str) -> str:

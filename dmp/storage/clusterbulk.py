@@ -4,9 +4,9 @@ Each node gets its share in one write (as :class:`dmp.storage.bulk.Bulk` does on
 server) and the replies are put back in the order the commands were queued, so callers
 read them as on a single Redis. A multi-key read or delete (``MGET``, ``DEL``,
 ``EXISTS``, ``UNLINK``) may name keys of many slots: it is sent key by key and its reply
-rebuilt (a list for ``MGET``, a sum for the others). A ``MULTI`` … ``EXEC`` block goes
-whole to the node of its first key: its keys must share a slot (hash tags), as Redis
-Cluster demands of any transaction.
+rebuilt (a list for ``MGET``, a sum for the others); an ``MSET`` is sent pair by pair.
+A ``MULTI`` … ``EXEC`` block goes whole to the node of its first key: its keys must
+share a slot (hash tags), as Redis Cluster demands of any transaction.
 """
 
 from __future__ import annotations
@@ -91,6 +91,10 @@ def send_to_cluster(r: RedisCluster, commands: list[tuple[Arg, ...]]) -> Cluster
             parts = [(route(_bytes(k)), (one, k)) for k in args[1:]]
             kind = "list" if name in _SPLIT_LIST else "sum"
             plan.append((kind, [(to, to.add(part)) for to, part in parts]))
+        elif name == "MSET":  # identifier links of many slots (profiles.BatchWrites)
+            pairs = zip(args[1::2], args[2::2], strict=True)
+            sets = [(route(_bytes(k)), ("SET", k, v)) for k, v in pairs]
+            plan.append(("first", [(to, to.add(part)) for to, part in sets]))
         else:
             to = route(first_key(args))
             plan.append(("one", [(to, to.add(args))]))
@@ -165,6 +169,8 @@ class ClusterInFlight:
         errors = [g for g in got if isinstance(g, redis.ResponseError)]
         if errors:
             return errors[0]
+        if kind == "first":  # MSET's one OK
+            return got[0] if got else "OK"
         return got if kind == "list" else sum(got)
 
 

@@ -207,6 +207,17 @@ def control_result(request_id: str) -> str:
     return f"{_G}control:result:{request_id}"
 
 
+# Journals of work split over slots (a crash leaves the intent; the next start finishes
+# it): a batch's merges (dmp.people.merges), and the persons retention is removing.
+MERGE_INTENTS = _G + "merge:intents"  # set of intent names not finished yet
+RETENTION_INTENTS = _G + "retention:intents"  # set of person ids being expired
+
+
+def merge_intent(name: str) -> str:
+    """Return the key holding one batch's planned merges (JSON) until all are applied."""
+    return f"{_G}merge:intent:{name}"
+
+
 MIGRATED_CONSENTS = _G + "migrated:consents-per-identifier"  # set once consents moved
 KEYSPACE_VERSION = _G + "keyspace"  # 2 once the names of earlier versions were renamed
 KEYSPACE_LOCK = _G + "keyspace:lock"  # one process at a time renames them
