@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from dmp.records import Hit
 from dmp.storage import keyspace, metrics
@@ -59,15 +60,17 @@ def enqueue(
     also: Iterable[tuple[Any, ...]] = (),
     partitions: int = 1,
 ) -> None:
-    """Append hits to their partitions' streams and bump counters in one round trip.
+    """Append hits to their partitions' streams and bump counters in one round trip (two
+    on a Redis Cluster with ``atomic``).
 
     With ``atomic`` the hits of each partition land all together or not at all, and
     with the last of them the commands in ``also`` (an import remembers the rows it
-    queued). A MULTI cannot span cluster slots, so a batch spanning partitions is one
-    MULTI per partition: a crash between two leaves some partitions' hits in. That is
-    enough: the Segment API answers 200 only after all are in (else the client sends
-    the batch again, and the worker drops the ones stored by their event ids), and an
-    import remembers its rows only with the last MULTI (its event ids are row digests).
+    queued; on a Redis Cluster they and the counters follow the MULTIs). A MULTI cannot
+    span cluster slots, so a batch spanning partitions is one MULTI per partition: a
+    crash between two leaves some partitions' hits in. That is enough: the Segment API
+    answers 200 only after all are in (else the client sends the batch again, and the
+    worker drops the ones stored by their event ids), and an import remembers its rows
+    only with or after the last MULTI (its event ids are row digests).
     """
     # Raw RESP in one write: redis-py's pipeline costs more CPU than the rest of a pixel hit.
     by_partition: dict[int, list[str]] = {}
@@ -78,18 +81,56 @@ def enqueue(
         for p, lines in by_partition.items():
             for line in lines:
                 bulk.add(*xadd_args(line, p))
-    else:
-        groups = list(by_partition.items()) or [(0, [])]
-        for n, (p, lines) in enumerate(groups):
-            bulk.add("MULTI")
-            for line in lines:
-                bulk.add(*xadd_args(line, p))
-            if n == len(groups) - 1:
-                _add_counters(bulk, counters, also)
-            bulk.add("EXEC")
-    if not atomic:
         _add_counters(bulk, counters, also)
+        bulk.execute(r)
+        return
+    if isinstance(r, RedisCluster):
+        _enqueue_on_cluster(r, by_partition, counters, also)
+        return
+    groups = list(by_partition.items()) or [(0, [])]
+    for n, (p, lines) in enumerate(groups):
+        bulk.add("MULTI")
+        for line in lines:
+            bulk.add(*xadd_args(line, p))
+        if n == len(groups) - 1:
+            _add_counters(bulk, counters, also)
+        bulk.add("EXEC")
     bulk.execute(r)
+
+
+def _enqueue_on_cluster(
+    r: RedisCluster,
+    by_partition: dict[int, list[str]],
+    counters: dict[str, int],
+    also: Iterable[tuple[Any, ...]],
+) -> None:
+    """Append each partition's hits in a MULTI of its own slot, then (only once they are
+    all in) bump the counters and run ``also``: their keys are on other slots, which a
+    cluster's MULTI refuses (docs/dev/redis-cluster-audit.md, C3)."""
+    bulk = Bulk()
+    for p, lines in by_partition.items():
+        bulk.add("MULTI")
+        for line in lines:
+            bulk.add(*xadd_args(line, p))
+        bulk.add("EXEC")
+    for reply in bulk.execute(r):
+        # An EXEC answers a list holding a refused command's error (Redis goes on).
+        for answer in reply if isinstance(reply, list) else ():
+            if isinstance(answer, redis.ResponseError):
+                raise answer
+    # After the hits, in this order, never before them:
+    # - counters and the minute's recent hits are metrics: a crash right here loses
+    #   counts, as a process crashing with counts in memory does;
+    # - an import's row digests (SADD imported_rows): a crash right here makes the next
+    #   import of the file queue these rows again, and the worker drops the copies by
+    #   their event ids (row digests); written first, the rows would be lost for good;
+    # - a person request's queued mark (SET control_queued): a crash right here leaves a
+    #   request that the worker applies and reports all the same; written first, it
+    #   could say "queued" of a request that is not on the stream.
+    after = Bulk()
+    _add_counters(after, counters, also)
+    if len(after):
+        after.execute(r)
 
 
 def _add_counters(bulk: Bulk, counters: dict[str, int], also: Iterable[tuple[Any, ...]]) -> None:
