@@ -70,7 +70,7 @@ def create_key(
     key = f"{key_prefix(scope)}{secrets.token_urlsafe(24)}"
     digest = hash_secret(key)
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    with r.pipeline() as pipe:
+    with r.pipeline(transaction=True) as pipe:  # a RedisCluster's default is none
         pipe.hset(
             keyspace.api_key(digest),
             mapping={

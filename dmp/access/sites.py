@@ -84,7 +84,7 @@ def add_site(
     write_key = f"{WRITE_KEY_PREFIX}{secrets.token_urlsafe(24)}"
     if not r.hsetnx(keyspace.site(site_id), "name", name):
         raise SiteError(f"a site {site_id!r} exists already")
-    with r.pipeline() as pipe:
+    with r.pipeline(transaction=True) as pipe:  # a RedisCluster's default is none
         pipe.hset(
             keyspace.site(site_id),
             mapping={
@@ -160,7 +160,7 @@ def change_domains(
     one); return the site as it is then."""
     added = [normalise_domain(d) for d in add]
     removed = {normalise_domain(d) for d in remove}
-    with r.pipeline() as pipe:
+    with r.pipeline(transaction=True) as pipe:  # a RedisCluster's default is none
         while True:
             try:
                 pipe.watch(keyspace.site(site_id))
