@@ -10,6 +10,11 @@ process's :class:`~dmp.ingest.spool.Spool` instead (replayed with its event id, 
 reach Redis is dropped by the worker's dedup), and so does every hit that arrives while
 the spool holds anything. Metric counters are summed here and sent by a helper thread
 about once a second; the same thread reads answers a quiet thread left unread.
+
+On a Redis Cluster a thread keeps such a connection to each node serving a partition's
+stream. A node that answers MOVED or ASK (its slot went elsewhere) did not take the hit:
+it is spooled like any refusal, the spool's replay finds the new node, and the helper
+thread relearns the slot map for the hits to come.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
 from redis.retry import Retry
 
 from dmp.ingest.spool import Spool
@@ -32,6 +39,7 @@ from dmp.ingest.stream import enqueue, partition_of, xadd_args
 from dmp.records import Hit
 from dmp.storage import keyspace, lifetime, recenthits
 from dmp.storage.bulk import Bulk
+from dmp.storage.clusterbulk import is_redirect
 from dmp.storage.outage import Outage
 
 log = logging.getLogger(__name__)
@@ -51,20 +59,16 @@ class Appender:
     def __init__(self, r: redis.Redis, spool: Spool | None = None, partitions: int = 1) -> None:
         self._r = r
         self.partitions = partitions  # DMP_STREAM_PARTITIONS: each hit to its partition
-        pool = r.connection_pool
-        # Our own connections: no retries (a failure spools at once), and blocking sockets:
-        # a socket timeout makes every send poll first (+20 µs a hit). A hung Redis is
-        # noticed by the helper thread instead, which shuts the socket of a thread stuck
-        # on it down, so that its hits are spooled.
-        kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
-        kwargs["socket_timeout"] = None
-        kwargs["socket_connect_timeout"] = self.TIMEOUT_SECONDS
-        self._connect = lambda: pool.connection_class(**kwargs)
+        # On a Redis Cluster each thread has a channel per node serving a partition's
+        # stream (see _node_channels); the partitions' slots are looked up once.
+        self._cluster = isinstance(r, RedisCluster)
+        self._slots = [key_slot(keyspace.partition(p).stream.encode()) for p in range(partitions)]
+        self._remap = False  # a node answered MOVED/ASK: the helper relearns the slot map
+        if not self._cluster:
+            pool = r.connection_pool
+            self._connect = lambda: _own_connection(pool, self.TIMEOUT_SECONDS)
         # The helper's counters and pings: a hung Redis must not hold it from its watch.
-        quick = {**kwargs, "socket_timeout": 1.0, "socket_connect_timeout": 1.0}
-        self._quick = redis.Redis(
-            connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **quick)
-        )
+        self._quick = _quick_client(r)
         self.spool = spool
         self.outage = Outage(log, "Redis (web requests answer 503)")
         self._reset()
@@ -92,6 +96,32 @@ class Appender:
                 self._channels.append(channel)
         return channel
 
+    def _node_channels(
+        self, lines: list[str], targets: list[int]
+    ) -> list[tuple[_Channel, list[str], list[int]]]:
+        """Return, on a Redis Cluster, this thread's channel to each node serving one of
+        ``targets``' partitions, with the lines (and their partitions) it is to send."""
+        own: dict[str, _Channel] | None = getattr(self._local, "nodes", None)
+        if own is None:
+            own = self._local.nodes = {}
+        manager = self._r.nodes_manager  # type: ignore[attr-defined]
+        shares: dict[str, tuple[_Channel, list[str], list[int]]] = {}
+        for line, target in zip(lines, targets, strict=True):
+            node = manager.get_node_from_slot(self._slots[target])
+            share = shares.get(node.name)
+            if share is None:
+                channel = own.get(node.name)
+                if channel is None:
+                    pool = node.redis_connection.connection_pool
+                    conn = _own_connection(pool, self.TIMEOUT_SECONDS)
+                    channel = own[node.name] = _Channel(conn)
+                    with self._lock:
+                        self._channels.append(channel)
+                share = shares[node.name] = (channel, [], [])
+            share[1].append(line)
+            share[2].append(target)
+        return list(shares.values())
+
     def append(self, hits: list[Hit], counters: dict[str, int], *, spool: bool = False) -> None:
         """Send the hits' XADDs (or, with ``spool`` or while the spool holds hits, spool
         them); count ``counters`` (sent within a second). ``spool`` is for hits whose write
@@ -105,7 +135,14 @@ class Appender:
         lines = [hit.to_json() for hit in hits]
         n = self.partitions
         targets = [partition_of(hit, n) for hit in hits] if n > 1 else [0] * len(hits)
-        channel = self._channel()
+        if self._cluster:
+            for channel, share, share_targets in self._node_channels(lines, targets):
+                self._send(channel, share, share_targets, spool)
+            return
+        self._send(self._channel(), lines, targets, spool)
+
+    def _send(self, channel: _Channel, lines: list[str], targets: list[int], spool: bool) -> None:
+        """Send lines' XADDs on one channel (or spool them; see :meth:`append`)."""
         with channel.lock:
             if self.spool is not None and (spool or self.spool.active):
                 self._to_spool(lines, share=self.UNCHECKED_SHARE if spool else 1.0)
@@ -210,6 +247,11 @@ class Appender:
                 channel.waiting = _now()
             except redis.ResponseError as exc:  # OOM, MISCONF (disk), READONLY replica …
                 line = channel.unread.popleft()
+                if is_redirect(exc):
+                    # A cluster's slot moved (MOVED, ASK) or is moving: Redis did not
+                    # take the hit. It is spooled like any refusal (the spool replays it
+                    # to the right node) and the helper relearns the slot map.
+                    self._remap = True
                 if self.spool is None:
                     log.error("Redis refused a pixel hit: %s", exc)
                 else:
@@ -247,6 +289,9 @@ class Appender:
         while not self._stop.wait(self.WATCH_SECONDS):
             try:
                 self._watch_channels()
+                if self._remap:
+                    self._remap = False
+                    self._r.nodes_manager.initialize()  # type: ignore[attr-defined]
                 if _now() < next_count:
                     continue
                 next_count = _now() + self.COUNT_SECONDS
@@ -320,6 +365,33 @@ class Appender:
             with self._lock:
                 self._counts.update(counts)
             raise
+
+
+def _own_connection(pool: redis.ConnectionPool, connect_timeout: float) -> Any:
+    """Return a new connection like ``pool``'s, made outside it.
+
+    No retries (a failure spools at once), and a blocking socket: a socket timeout makes
+    every send poll first (+20 µs a hit). A hung Redis is noticed by the helper thread
+    instead, which shuts the socket of a thread stuck on it down, so that its hits are
+    spooled.
+    """
+    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+    kwargs["socket_timeout"] = None
+    kwargs["socket_connect_timeout"] = connect_timeout
+    return pool.connection_class(**kwargs)
+
+
+def _quick_client(r: redis.Redis) -> redis.Redis:
+    """Return a client like ``r`` (a Redis Cluster's too) that gives up after a second."""
+    quick = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+    if isinstance(r, RedisCluster):
+        nodes = [ClusterNode(n.host, n.port) for n in r.get_primaries()]
+        return RedisCluster(startup_nodes=nodes, **{**r.nodes_manager.connection_kwargs, **quick})
+    pool = r.connection_pool
+    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0), **quick}
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    )
 
 
 class _Channel:

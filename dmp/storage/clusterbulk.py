@@ -23,7 +23,18 @@ from dmp.storage.replies import read_replies, widen_send_buffer
 Arg = str | bytes | int | float
 _SPLIT_LIST = frozenset({"MGET"})
 _SPLIT_SUM = frozenset({"DEL", "UNLINK", "EXISTS", "TOUCH"})
+# What a node answers when a slot is not (or not yet) its own: the command was not run.
+# redis-py's parser turns these replies into their own error classes and drops the
+# word, so the classes tell them; the words, replies parsed elsewhere.
 _REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
+_REDIRECT_ERRORS = (redis.exceptions.AskError, redis.exceptions.TryAgainError)
+_REDIRECT_ERRORS += (redis.exceptions.ClusterDownError,)  # AskError covers MovedError
+
+
+def is_redirect(error: BaseException) -> bool:
+    """Return whether an error reply says the slot is served elsewhere (MOVED, ASK) or
+    not at the moment (TRYAGAIN, CLUSTERDOWN): the command was not run."""
+    return isinstance(error, _REDIRECT_ERRORS) or str(error).startswith(_REDIRECTS)
 
 
 def _text(value: Arg) -> str:
@@ -156,7 +167,7 @@ class ClusterInFlight:
             raise failure
         replies = [self._build(kind, parts, by_route) for kind, parts in self._plan]
         for reply in _flat_errors(replies):
-            if str(reply).startswith(_REDIRECTS):
+            if is_redirect(reply):
                 self._r.nodes_manager.initialize()  # slots moved: learn the new map
             raise reply
         return replies

@@ -1,0 +1,108 @@
+"""The collectors' appender on a real three-master Redis Cluster: hits sent without
+waiting reach their partitions' nodes, and a hit a node redirects is spooled, not lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import redis as redis_lib
+from redis.crc import key_slot
+
+from dmp.ingest import stream
+from dmp.ingest.appender import Appender
+from dmp.ingest.spool import Spool
+from dmp.records import Hit
+from dmp.storage import keyspace, metrics
+from tests.factories import make_hit
+
+
+def _uids_on_every_partition(n: int = 4) -> list[str]:
+    """Return one cookie uid per partition (of ``n``)."""
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < n:
+        found.setdefault(stream.partition_of(make_hit(uid=f"a{i}"), n), f"a{i}")
+        i += 1
+    return [found[p] for p in range(n)]
+
+
+def _event_ids(cluster, partition: int) -> list[str]:
+    entries = cluster.xrange(keyspace.partition(partition).stream)
+    return [Hit.from_json(fields[stream.FIELD]).event_id for _, fields in entries]
+
+
+def test_hits_from_several_threads_reach_every_partition(cluster):
+    """Pixel-style appends from three threads, over four partitions on three nodes, all
+    land on their partitions' streams once; the counters reach the {dmp} hash."""
+    stream.ensure_group(cluster, 4)
+    uids = _uids_on_every_partition()
+    appender = Appender(cluster, partitions=4)
+    sent: dict[int, list[str]] = {p: [] for p in range(4)}
+    lock = threading.Lock()
+
+    def send(k: int) -> None:
+        for i in range(100):
+            p = (i + k) % 4
+            hit = make_hit(uid=uids[p])
+            appender.append([hit], {"dmp_test_total": 1})
+            with lock:
+                sent[p].append(hit.event_id)
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        appender.sync()
+    finally:
+        appender.close()
+    for p in range(4):
+        assert sorted(_event_ids(cluster, p)) == sorted(sent[p])
+    assert metrics.read_counter(cluster, "dmp_test_total") == 300
+
+
+def _move_slot(cluster, slot: int, to: redis_lib.cluster.ClusterNode) -> None:
+    """Give an empty slot to node ``to``, telling every node (the client is not told)."""
+    target_id = redis_lib.Redis(host=to.host, port=to.port).execute_command("CLUSTER", "MYID")
+    for node in cluster.get_primaries():
+        with redis_lib.Redis(host=node.host, port=node.port) as plain:
+            plain.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+
+def test_a_hit_a_node_redirects_is_spooled_and_replayed(cluster, tmp_path):
+    """When a partition's slot moved to another node after the client learned the map,
+    the node answers MOVED: the hit goes to the spool, which replays it to the new node,
+    and no hit is lost."""
+    stream.ensure_group(cluster, 4)
+    uid = _uids_on_every_partition()[2]
+    keys = keyspace.partition(2)
+    slot = key_slot(keys.stream.encode())
+    was = cluster.nodes_manager.get_node_from_slot(slot)
+    other = next(n for n in cluster.get_primaries() if n.name != was.name)
+    spool = Spool(tmp_path / "spool", cluster, 1 << 20, partitions=4)
+    appender = Appender(cluster, spool, partitions=4)
+    try:
+        first = make_hit(uid=uid)
+        appender.append([first], {})
+        appender.sync()
+        cluster.delete(keys.stream)  # the slot must be empty to be handed over
+        _move_slot(cluster, slot, other)
+        moved = make_hit(uid=uid)
+        appender.append([moved], {})
+        appender.sync()  # the old node answers MOVED: spooled
+        assert spool.active
+        # Its thread replays: the cluster Bulk meets MOVED too, relearns the map, and the
+        # next try succeeds.
+        deadline = time.monotonic() + 30
+        while spool.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not spool.active
+        assert cluster.nodes_manager.get_node_from_slot(slot).name == other.name
+        assert _event_ids(cluster, 2) == [moved.event_id]
+    finally:
+        appender.close()
+        cluster.delete(keys.stream)
+        _move_slot(cluster, slot, was)  # as the session's other tests expect it
+        cluster.nodes_manager.initialize()
