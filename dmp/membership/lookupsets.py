@@ -1,4 +1,4 @@
-"""The lookup sets: ``dmp:segment:<id>:members`` and ``dmp:person:{pid}:segments`` in Redis,
+"""The lookup sets: ``dmp:segment:{m:<id>}:members`` and ``dmp:person:{pid}:segments`` in Redis,
 what the lookup API and exporters read. A run moves them by its changes (or rewrites them
 from its snapshot when they are behind); the live lane moves single persons between runs."""
 
@@ -83,20 +83,26 @@ def move_sets(
             for pid in chunk:
                 pipe.smembers(keyspace.person(pid, "segments"))
             current = pipe.execute()
-        with r.pipeline(transaction=True) as pipe:  # each chunk's moves whole or not at all
+        if noted_at is not None:  # noted first: the next run settles them, whatever follows
+            r.zadd(keyspace.SEGMENTS_LIVE, dict.fromkeys(chunk, noted_at), gt=True)
+        # The segments' sets, then the persons' own: these are what the next move diffs
+        # against, so a move cut short between the two is repeated whole (SADD and SREM
+        # are idempotent). Two sends: a cluster pipeline keeps order per node only.
+        mine: list[tuple[str, str, str]] = []
+        with r.pipeline(transaction=False) as pipe:
             for pid, was in zip(chunk, current, strict=True):
                 now = desired[pid]
-                for sid in now - was:
-                    pipe.sadd(keyspace.person(pid, "segments"), sid)
-                    pipe.sadd(keyspace.segment(sid, "members"), pid)
-                    moved += 1
-                for sid in (was & known) - now:
-                    pipe.srem(keyspace.person(pid, "segments"), sid)
-                    pipe.srem(keyspace.segment(sid, "members"), pid)
-                    moved += 1
-            if noted_at is not None:
-                pipe.zadd(keyspace.SEGMENTS_LIVE, dict.fromkeys(chunk, noted_at), gt=True)
+                for verb, sids in (("SADD", now - was), ("SREM", (was & known) - now)):
+                    for sid in sids:
+                        pipe.execute_command(verb, keyspace.segment(sid, "members"), pid)
+                        mine.append((verb, keyspace.person(pid, "segments"), sid))
             pipe.execute()
+        if mine:
+            with r.pipeline(transaction=False) as pipe:
+                for cmd in mine:
+                    pipe.execute_command(*cmd)
+                pipe.execute()
+        moved += len(mine)
     return moved
 
 
@@ -170,8 +176,8 @@ def _with_current(r: redis.Redis, members: pl.DataFrame, pids: set[str]) -> pl.D
 
 def _rewrite(r: redis.Redis, members: pl.DataFrame) -> None:
     """Replace every lookup set by the memberships given, never leaving one empty on the
-    way: each segment's set is filled under a new name and renamed over the old one, each
-    person's set is replaced in one transaction, then sets of no one's are removed."""
+    way: each segment's and each person's set is filled under a new name and renamed over
+    the old one (in its own slot), then sets of no one's are removed."""
     keep_segments, keep_persons = set(), set()
     for (sid,), part in members.partition_by("segment_id", as_dict=True).items():
         key = keyspace.segment(sid, "members")
@@ -185,11 +191,15 @@ def _rewrite(r: redis.Redis, members: pl.DataFrame) -> None:
     by_person = members.group_by("person_id").agg(pl.col("segment_id").sort())
     rows = by_person.iter_rows()
     while chunk := list(itertools.islice(rows, CHUNK // 4)):
-        with r.pipeline(transaction=True) as pipe:
+        # Each person's set filled under a new name and renamed over the old one, in the
+        # person's slot (RENAME through execute_command: a cluster pipeline refuses
+        # ``rename`` but keeps the order of one slot's commands).
+        with r.pipeline(transaction=False) as pipe:
             for pid, sids in chunk:
-                key = keyspace.person(pid, "segments")
-                pipe.delete(key)
-                pipe.sadd(key, *sids)
+                key, fresh = keyspace.person(pid, "segments"), keyspace.person(pid, "segments-new")
+                pipe.delete(fresh)
+                pipe.sadd(fresh, *sids)
+                pipe.execute_command("RENAME", fresh, key)
                 keep_persons.add(key)
             pipe.execute()
     stale = [

@@ -31,7 +31,7 @@ from dmp.people import control
 from dmp.people.identity import Identifier
 from dmp.people.removal import RemovedPerson, plan_removal, remove
 from dmp.records import Hit, dump_json
-from dmp.storage import keyspace
+from dmp.storage import keyspace, multikey
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,12 @@ def mark_key(salt_value: bytes, ident: Identifier) -> str:
 
 
 def erased_before(r: redis.Redis, idents: list[Identifier]) -> list[bool]:
-    """Return, for each identifier, whether it was erased before (one round trip)."""
+    """Return, for each identifier, whether it was erased before (one round trip per
+    node)."""
     salt_value = salt(r)
     if salt_value is None or not idents:
         return [False] * len(idents)
-    return [bool(v) for v in r.mget([mark_key(salt_value, i) for i in idents])]
+    return [bool(v) for v in multikey.get_many(r, [mark_key(salt_value, i) for i in idents])]
 
 
 def forgive(r: redis.Redis, idents: list[Identifier]) -> int:

@@ -17,7 +17,7 @@ import redis
 from dmp.people.identity import Identifier
 from dmp.people.profiles import follow
 from dmp.records import Stage
-from dmp.storage import keyspace
+from dmp.storage import keyspace, multikey
 
 
 def stage_record(stage: Stage, at_ms: int, source: str, by: str = "") -> str:
@@ -30,10 +30,10 @@ def record_stage(
 ) -> dict[str, Any]:
     """Record that ``pid`` entered ``stage`` (now, unless ``at_ms``); return the record."""
     at = at_ms or int(time.time() * 1000)
-    with r.pipeline(transaction=True) as pipe:
-        pipe.rpush(keyspace.person(pid, "stages"), stage_record(stage, at, source, by))
-        pipe.sadd(keyspace.MATRIX_TOUCHED, pid)  # the next incremental build refolds them
-        pipe.execute()
+    # Two slots, in this order: a crash between them costs a needless refold, never a
+    # stage the next incremental build misses.
+    r.sadd(keyspace.MATRIX_TOUCHED, pid)  # the next incremental build refolds them
+    r.rpush(keyspace.person(pid, "stages"), stage_record(stage, at, source, by))
     return {"stage": stage.value, "at": at, "source": source, "by": by}
 
 
@@ -45,15 +45,14 @@ def record_stages(
     With ``touched`` the persons are marked for the next incremental build (stages set
     outside it); the build's own records need no mark.
     """
-    n = 0
+    records = list(records)
+    if touched and records:  # marked first (a cluster pipeline keeps order per node only)
+        r.sadd(keyspace.MATRIX_TOUCHED, *{pid for pid, _, _, _ in records})
     with r.pipeline(transaction=False) as pipe:
         for pid, stage, at, source in records:
             pipe.rpush(keyspace.person(pid, "stages"), stage_record(Stage(stage), at, source))
-            if touched:
-                pipe.sadd(keyspace.MATRIX_TOUCHED, pid)
-            n += 1
         pipe.execute()
-    return n
+    return len(records)
 
 
 def parse_records(raw: Iterable[str | bytes]) -> list[dict[str, Any]]:
@@ -79,9 +78,7 @@ def record_imported_stages(
     A few round trips for the whole import, not a few per row.
     """
     items = list(items)
-    owners = (
-        r.mget([keyspace.identifier(i.kind.value, i.value) for i, _, _ in items]) if items else []
-    )
+    owners = multikey.get_many(r, [keyspace.identifier(i.kind.value, i.value) for i, _, _ in items])
     found = sorted({pid for pid in owners if pid})
     with r.pipeline(transaction=False) as pipe:
         for pid in found:

@@ -77,23 +77,34 @@ def plan_removal(r: redis.Redis, pid: str) -> RemovedPerson | None:
 def remove(r: redis.Redis, plan: RemovedPerson) -> None:
     """Delete what ``plan`` names from Redis, and the log entries naming the person.
 
-    Idempotent (a request cut short applies it again): links are deleted only while
-    they still lead to the person, and every other step deletes or adds to a set. Not
-    for the ingest worker's hot path: a few round trips. The caller bumps
+    Idempotent (a request cut short applies it again), in steps that each keep to one
+    Redis Cluster slot: the set writes in ``{dmp}``; each link deleted only while it
+    still leads to the person (a script on that one key); the lookup sets; the
+    merged-away ids' keys; the live person's keys last (what makes them "not found").
+    Not for the ingest worker's hot path: a few round trips. The caller bumps
     ``keyspace.WORKER_EPOCH`` if the worker may have cached them.
     """
     pid, merged = plan.person_id, plan.merged
-    with r.pipeline(transaction=True) as pipe:
-        for ident in plan.identifiers:
-            for key in id_keys(ident):
-                # Only links that still lead to this person (an identifier can have moved on).
-                pipe.eval(_DEL_IF, 1, key, pid, *merged)
-        for sid in plan.segments:
-            pipe.srem(keyspace.segment(sid, "members"), pid)
+    with r.pipeline(transaction=True) as pipe:  # {dmp}
         pipe.zrem(keyspace.SEGMENTS_LIVE, pid)
         pipe.sadd(keyspace.MATRIX_TOUCHED, pid)  # the next build drops their row
-        pipe.delete(*plan.keys)
         pipe.execute()
+    del_if = r.register_script(DEL_IF_OWNER)
+    for ident in plan.identifiers:
+        for key in id_keys(ident):
+            # Only links that still lead to this person (an identifier can have moved on).
+            del_if(keys=[key], args=[pid, *merged])
+    if plan.segments:
+        with r.pipeline(transaction=False) as pipe:
+            for sid in plan.segments:
+                pipe.srem(keyspace.segment(sid, "members"), pid)
+            pipe.execute()
+    by_person: dict[str, list[str]] = {}
+    for key in plan.keys:
+        by_person.setdefault(keyspace.person_id_in(key), []).append(key)
+    for owner in (*merged, pid):  # the live person last
+        if by_person.get(owner):
+            r.delete(*by_person[owner])  # one person's keys: one slot
     _forget_in_logs(r, {pid, *merged})
 
 
@@ -116,8 +127,9 @@ def _forget_in_logs(r: redis.Redis, pids: set[str]) -> None:
             last = chunk[-1][0]
 
 
-# Delete KEYS[1] only if it names one of ARGV (the person or an id merged into them).
-_DEL_IF = """
+# Delete KEYS[1] only if it names one of ARGV (the person or an id merged into them): one
+# key, so it runs on its own slot of a Redis Cluster.
+DEL_IF_OWNER = """
 local owner = redis.call('GET', KEYS[1])
 for _, pid in ipairs(ARGV) do
   if owner == pid then return redis.call('DEL', KEYS[1]) end

@@ -13,7 +13,7 @@ import redis
 
 from dmp.people.identity import IdKind, normalise_email, normalise_phone
 from dmp.people.profiles import follow
-from dmp.storage import keyspace
+from dmp.storage import keyspace, multikey
 
 MAX_QUERY = 320
 PERSON_ID = re.compile(r"[0-9a-f]{16}")
@@ -42,7 +42,7 @@ def search_persons(r: redis.Redis, text: str) -> list[str]:
     value = text.strip()
     found: list[str] = []
     keys = identifier_keys(value)
-    owners = r.mget(keys) if keys else []
+    owners = multikey.get_many(r, keys)
     if PERSON_ID.fullmatch(value.lower()):
         owners.insert(0, value.lower())
     for pid in owners:

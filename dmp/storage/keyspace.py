@@ -210,7 +210,7 @@ def control_result(request_id: str) -> str:
 # Journals of work split over slots (a crash leaves the intent; the next start finishes
 # it): a batch's merges (dmp.people.merges), and the persons retention is removing.
 MERGE_INTENTS = _G + "merge:intents"  # set of intent names not finished yet
-RETENTION_INTENTS = _G + "retention:intents"  # set of person ids being expired
+RETENTION_INTENTS = _G + "retention:intents"  # hash: person id -> what goes (JSON)
 
 
 def merge_intent(name: str) -> str:

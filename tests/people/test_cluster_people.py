@@ -9,11 +9,15 @@ import pytest
 import redis as redis_lib
 
 from dmp.config import Config, load_config
+from dmp.ingest import retention
+from dmp.ingest.eventlog import DAY_MS
 from dmp.ingest.worker import Worker
-from dmp.people import merges
-from dmp.people.identity import IdKind
-from dmp.people.profiles import load_states
+from dmp.people import erasure, lifecycle, merges
+from dmp.people.identity import Identifier, IdKind
+from dmp.people.profiles import find_person, load_states
+from dmp.people.search import search_persons
 from dmp.privacy import requests
+from dmp.records import Stage
 from dmp.storage import keyspace
 from tests.factories import NOW, consent_of, make_hit, make_identify, person_of, send_hits
 
@@ -130,3 +134,86 @@ def test_unmerge_on_the_cluster_gives_the_browser_back(cluster, cluster_config):
     assert cluster.exists(keyspace.control_plan(request_id)) == 0
     reasons = [e["reason"] for _, e in cluster.xrange(keyspace.MERGES)]
     assert reasons[-1] == "unmerged" and reasons.count("unmerged") == 1
+
+
+def test_erasure_on_the_cluster_removes_both_persons_and_marks_the_identifiers(
+    cluster, cluster_config
+):
+    """Erasing the merged lead on the cluster: no identifier leads anywhere, no key of
+    either person is left, the identifiers are marked erased and the count drops once."""
+    browser, lead = _merged(cluster, cluster_config)
+    cluster.sadd(keyspace.segment("hot", "members"), lead)
+    cluster.sadd(keyspace.person(lead, "segments"), "hot")
+    medium = int(cluster.hget(keyspace.STATS, "persons:medium"))
+    request_id = requests.request_erasure(cluster, lead, by="dpo")
+    _drain(cluster, cluster_config)
+    assert requests.report(cluster, request_id)["found"] is True
+    assert search_persons(cluster, "lea@acme.de") == []
+    assert find_person(cluster, Identifier(IdKind.UID, "c9")) is None
+    assert cluster.keys(f"dmp:person:{{{lead}}}*") == []
+    assert cluster.keys(f"dmp:person:{{{browser}}}*") == []
+    assert not cluster.sismember(keyspace.segment("hot", "members"), lead)
+    marked = erasure.erased_before(cluster, [Identifier(IdKind.EMAIL, "lea@acme.de")])
+    assert marked == [True]
+    assert int(cluster.hget(keyspace.STATS, "persons:medium")) == medium - 1
+    assert cluster.xlen(keyspace.ERASURE_LOG) == 1
+
+
+def _stale_browser(r: redis_lib.Redis, config: Config) -> str:
+    """Store a cookie-only person last seen 100 days ago, in segment ``hot``."""
+    send_hits(r, make_hit(uid="old", timestamp=NOW - 100 * DAY_MS))
+    _drain(r, config)
+    pid = person_of(r, IdKind.UID, "old")["person_id"]
+    r.sadd(keyspace.segment("hot", "members"), pid)
+    r.sadd(keyspace.person(pid, "segments"), "hot")
+    return pid
+
+
+def test_retention_expires_a_cookie_only_person_on_the_cluster(cluster, cluster_config):
+    """A cookie-only person unseen for 90 days leaves the cluster: every key of theirs,
+    their cookie's link and lookup set; their rows are pending and the count drops."""
+    pid = _stale_browser(cluster, cluster_config)
+    low = int(cluster.hget(keyspace.STATS, "persons:low"))
+    assert retention.expire_anonymous(cluster, 90, NOW) == [pid]
+    assert find_person(cluster, Identifier(IdKind.UID, "old")) is None
+    assert cluster.keys(f"*{pid}*") == []
+    assert not cluster.sismember(keyspace.segment("hot", "members"), pid)
+    assert f"person:{pid}" in cluster.smembers(keyspace.ERASURE_PENDING)
+    assert int(cluster.hget(keyspace.STATS, "persons:low")) == low - 1
+    assert cluster.hlen(keyspace.RETENTION_INTENTS) == 0
+
+
+def test_an_expiry_cut_short_is_finished_once(cluster, cluster_config, monkeypatch):
+    """Retention that dies after the person's own keys went: the next run finishes the
+    link, lookup set and pending rows from the intent, and counts them gone once."""
+    pid = _stale_browser(cluster, cluster_config)
+    low = int(cluster.hget(keyspace.STATS, "persons:low"))
+
+    def die(*_args):
+        raise ConnectionError("compaction died here")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(retention, "_forget_rest", die)
+        with pytest.raises(ConnectionError):
+            retention.expire_anonymous(cluster, 90, NOW)
+    assert cluster.get(keyspace.identifier("uid", "old")) == pid  # left for the next run
+    assert retention.expire_anonymous(cluster, 90, NOW) == []
+    assert cluster.get(keyspace.identifier("uid", "old")) is None
+    assert not cluster.sismember(keyspace.segment("hot", "members"), pid)
+    assert f"person:{pid}" in cluster.smembers(keyspace.ERASURE_PENDING)
+    assert int(cluster.hget(keyspace.STATS, "persons:low")) == low - 1
+    assert retention.finish_expiries(cluster) == 0
+
+
+def test_stages_and_search_read_identifiers_across_slots(cluster, cluster_config):
+    """On the cluster a CRM import's stages find their persons through links on many
+    slots, a recorded stage marks the person for the next build, and search finds them."""
+    browser, lead = _two_persons(cluster, cluster_config)
+    items = [(Identifier(IdKind.EMAIL, "lea@acme.de"), Stage.MQL, NOW)]
+    items.append((Identifier(IdKind.UID, "c9"), Stage.SQL, NOW))
+    assert lifecycle.record_imported_stages(cluster, items, "crm") == 2
+    assert cluster.smembers(keyspace.MATRIX_TOUCHED) == {browser, lead}
+    lifecycle.record_stage(cluster, lead, Stage.SAL, source="ui")
+    assert cluster.llen(keyspace.person(lead, "stages")) == 2
+    assert search_persons(cluster, "lea@acme.de") == [lead]
+    assert search_persons(cluster, "c9") == [browser]
