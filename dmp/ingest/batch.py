@@ -18,7 +18,7 @@ import redis
 
 from dmp.config import Config
 from dmp.ingest.eventlog import EventBuffer, EventLog, event_digest, event_row, utc_day
-from dmp.ingest.identitylock import IdentityLock
+from dmp.ingest.identitylock import ChangeLog, IdentityLock
 from dmp.ingest.useragent import parse_agent
 from dmp.people import claims, control, erasure, identity, unmerge
 from dmp.people import consents as consent_rules
@@ -117,9 +117,10 @@ class Ingest:
         self._inflight: InFlight | None = None  # profile writes sent, replies not read yet
         self._salt: bytes | None = None  # set once anything was ever erased (see reset)
         # With several partitions: the turns on identities (dmp.ingest.identitylock), and
-        # whether this worker wrote since it took its turn (others must drop their caches).
+        # the change log through which the workers tell each other what they changed.
         self.identity: IdentityLock | None = None
-        self._dirty = False
+        self.changes: ChangeLog | None = None
+        self._resolved: list[tuple[Hit, str]] = []  # hits resolved, their rows not built yet
 
     def reset(self) -> None:
         """Forget buffered events and cached identities (on (re)taking the lease)."""
@@ -131,6 +132,8 @@ class Ingest:
             log.info("moved %d persons' consents to the identifiers they were given for", migrated)
         self.buffer = EventBuffer()
         self._owners, self._states, self._epoch = {}, {}, None
+        if self.changes is not None:
+            self.changes.last = None  # nothing cached: no change since matters
 
     def take_buffer(self) -> EventBuffer:
         """Return the buffered events for a flush, once their profile writes are applied."""
@@ -184,8 +187,8 @@ class Ingest:
         """Apply a control entry (an erasure, an unmerge) with every earlier write applied
         first, and forget what the caches held (see dmp.people.control)."""
         if self.identity is not None:
+            # erasure and unmerge bump the worker epoch: every worker's cache is dropped
             self.identity.acquire()
-            self._dirty = True
         self.settle()
         if hit.type == erasure.ERASE:
             report = erasure.apply(self.r, hit)
@@ -223,11 +226,23 @@ class Ingest:
             else:
                 ids = identity.identifiers_of(hit)
             hits.append((stream_id, hit, digest, ids))
-        lock = self.identity
+        lock, changes = self.identity, self.changes
         if lock is not None:
             lock.acquire()  # from here to the writes' release, identities are ours alone
-        owners = self._owners
-        unknown = list({i for *_, ids in hits if ids for i in ids if i not in owners})
+            if changes is None:
+                changes = self.changes = ChangeLog(lock.lease.token)
+        owners, states = self._owners, self._states
+        # An owner whose state is not cached (dropped as changed by another worker, or
+        # withdrawn) is asked again: it may have been merged away or unlinked.
+        unknown = list(
+            {
+                i
+                for *_, ids in hits
+                if ids
+                for i in ids
+                if (o := owners.get(i)) is None or o not in states
+            }
+        )
         bulk = Bulk()
         n_seen = self.eventlog.ask_seen(bulk, [h[2] for h in hits])
         salt = self._salt
@@ -236,6 +251,8 @@ class Ingest:
         bulk.add(
             "MGET", keyspace.WORKER_EPOCH, *wanted_key, *self._identifier_keys(unknown), *marks
         )
+        if changes is not None:
+            changes.ask(bulk)
         answers = bulk.execute(self.r)
         # Only now the next read and the last batch's writes: sent together with the
         # question, Redis could serve them first (it takes ready connections in no set
@@ -248,16 +265,22 @@ class Ingest:
         wanted = found.pop(0) if lock is not None else None
         found, marked = found[: len(unknown)], found[len(unknown) :]
         erased = {i for i, m in zip(unknown, marked, strict=True) if m} if marks else set()
-        if epoch != self._epoch or len(self._states) > self.CACHE_PERSONS:
+        stale: list[Identifier] = []
+        behind = False  # fell behind the change log's cap: drop everything
+        if changes is not None:
+            behind, persons, idents = changes.read(answers[n_seen + 1])
+            if (persons or idents) and not behind:
+                stale = self._forget(unknown, found, persons, idents, hits)
+        if behind or epoch != self._epoch or len(self._states) > self.CACHE_PERSONS:
             self.settle()
             self._owners, self._states, self._epoch = {}, {}, epoch
             self._salt = erasure.salt(self.r)  # another worker may have erased since
-            unknown = list({i for *_, ids in hits if ids for i in ids})
-            found = []
-            if unknown:
-                again = Bulk()
-                again.add("MGET", *self._identifier_keys(unknown))
-                found = again.execute(self.r)[0]
+            stale = list({i for *_, ids in hits if ids for i in ids})
+            unknown, found = [], []
+        if stale:
+            again = Bulk()
+            again.add("MGET", *self._identifier_keys(stale))
+            self._learn(stale, again.execute(self.r)[0])
         self._learn(unknown, found)
         people: list[tuple[Hit, list[Identifier]]] = []
         flushing = self.flushing
@@ -288,22 +311,52 @@ class Ingest:
             self._resolve_and_apply(people)
         if lock is not None and lock.wanted_by_other(wanted):
             self.release_identity(yielded=True)
+        # The rows need nothing serial: built once the lock may be another worker's.
+        resolved, self._resolved = self._resolved, []
+        buf.events.extend([event_row(hit, pid) for hit, pid in resolved])
+
+    def _forget(
+        self,
+        asked: list[Identifier],
+        found: list[bytes | None],
+        persons: set[str],
+        idents: set[str],
+        hits: list[tuple[str, Hit, str, list[Identifier] | None]],
+    ) -> list[Identifier]:
+        """Drop from the cache what another worker changed; return the batch's identifiers
+        to ask again (their answers in ``found`` may predate the change too)."""
+        owners, states = self._owners, self._states
+        for pid in persons:
+            states.pop(pid, None)
+        for text in idents:
+            owners.pop(Identifier.from_text(text), None)
+        # Answers to this batch's question came after the changes were logged: they hold.
+        self._learn(asked, found)
+        fresh = set(asked)
+        asked.clear()
+        found.clear()
+        return list(
+            {
+                i
+                for *_, ids in hits
+                if ids
+                for i in ids
+                if i not in fresh and ((o := owners.get(i)) is None or o not in states)
+            }
+        )
 
     def release_identity(self, *, yielded: bool = False) -> None:
         """End this worker's turn on identities (several partitions): writes applied,
-        the epoch bumped if it wrote (other workers then drop their caches), lock freed."""
-        lock = self.identity
+        what it changed added to the change log (other workers drop just that from their
+        caches), lock freed."""
+        lock, changes = self.identity, self.changes
         if lock is None or not lock.held:
             return
         self.settle()
-        if self._dirty:
+        if changes is not None:
             bulk = Bulk()
-            bulk.add("INCR", keyspace.WORKER_EPOCH)
-            epoch = int(bulk.execute(self.r)[0])
-            # Our own bump need not empty our cache; one by anybody else meanwhile must.
-            if int(self._epoch or 0) + 1 == epoch:
-                self._epoch = str(epoch).encode()
-            self._dirty = False
+            if changes.publish(bulk):
+                changes.published(bulk.execute(self.r)[0])
         lock.release(yielded=yielded)
 
     @staticmethod
@@ -313,13 +366,18 @@ class Ingest:
     def _learn(self, idents: list[Identifier], found: list[bytes | None]) -> None:
         """Cache the owners Redis named for ``idents``, and load their persons' states.
 
-        The worker is the only writer of identities and profiles (it holds the lease), so
-        what it wrote stays true in its cache; anything else that changes them bumps
-        ``dmp:worker:epoch``, which empties the cache.
+        The worker is the only writer of identities and profiles (it holds the lease, or
+        with several partitions the identity lock), so what it wrote stays true in its
+        cache; other workers log what they changed (dmp.ingest.identitylock), anything
+        else that changes them bumps ``dmp:worker:epoch``, which empties the cache.
         """
         owners, states = self._owners, self._states
         pids = [f.decode() if f else None for f in found]
-        owners.update((i, pid) for i, pid in zip(idents, pids, strict=True) if pid)
+        for i, pid in zip(idents, pids, strict=True):
+            if pid:
+                owners[i] = pid
+            else:
+                owners.pop(i, None)  # unlinked meanwhile
         missing = {pid for pid in pids if pid and pid not in states}
         if missing:
             self.settle()
@@ -344,7 +402,6 @@ class Ingest:
 
     def _resolve_and_apply(self, people: list[tuple[Hit, list[Identifier]]]) -> None:
         owners, states = self._owners, self._states
-        self._dirty = True
         batch = Batch(owners, states)
         for hit, ids in people:
             if hit.type == "consent":
@@ -434,7 +491,7 @@ class Ingest:
         delta.touchpoints[touchpoint(hit)] = ts
         if grew or state.tier is Tier.UNKNOWN:
             self._promote(state, delta, hit)
-        self.buffer.events.append(event_row(hit, pid))
+        self._resolved.append((hit, pid))
 
     @staticmethod
     def _consent(
@@ -565,6 +622,8 @@ class Ingest:
         self._inflight = bulk.send(self.r)
 
     def _write(self, batch: Batch) -> None:
+        if self.changes is not None:
+            self._note_changes(batch)
         if batch.merges:
             self.settle()
             merge_persons(self.r, batch.merges)
@@ -594,6 +653,16 @@ class Ingest:
             withdraw_cookie(self.r, pid, hit)
             batch.owners.pop(Identifier(IdKind.UID, hit.uid), None)
             batch.states.pop(pid, None)  # re-read on its next hit
+
+    def _note_changes(self, batch: Batch) -> None:
+        """Log the persons and identifiers this batch changes, for the other workers."""
+        persons = set(batch.deltas)
+        persons.update(src.person_id for src, _, _ in batch.merges)
+        persons.update(entry["from"] for entry in batch.merge_log)
+        persons.update(pid for _, pid in batch.withdrawals)
+        idents = {i.text for delta in batch.deltas.values() for i in delta.identifiers}
+        idents.update(Identifier(IdKind.UID, hit.uid).text for hit, _ in batch.withdrawals)
+        self.changes.note(persons, idents)  # type: ignore[union-attr]
 
 
 def withdraw_cookie(r: redis.Redis, pid: str, hit: Hit) -> None:

@@ -11,6 +11,7 @@ from dmp.ingest import stream
 from dmp.ingest.eventlog import scan_events
 from dmp.ingest.worker import Worker, status
 from dmp.people.identity import IdKind
+from dmp.records import Hit
 from dmp.storage import keyspace, metrics
 from tests.factories import make_hit, make_identify, person_of
 
@@ -165,3 +166,69 @@ def test_two_worker_processes_share_the_partitions(redis, config):
         two._give_back(p)
     events = scan_events(config.events_dir).collect()
     assert events.height == 60 and events["event_id"].n_unique() == 60
+
+
+def _on(partition: int, make, n: int = 4) -> Hit:
+    """Return the first hit ``make(i)`` routes to ``partition`` (of ``n``)."""
+    i = 0
+    while stream.partition_of(hit := make(i), n) != partition:
+        i += 1
+    return hit
+
+
+def _started(redis, config, partition: int) -> Worker:
+    worker = Worker(redis, config, partition)
+    assert worker.acquire_lease()
+    worker.start()
+    return worker
+
+
+def _turn(worker: Worker) -> None:
+    """Handle what the worker's partition holds, then go idle (letting the lock go)."""
+    while worker.step():
+        pass
+    worker.flush()
+
+
+def test_a_handover_drops_only_what_the_other_worker_changed(redis, config):
+    """After another worker merged a person, a worker re-reads just that person (its
+    next touchpoint goes to the survivor) and keeps the rest of its cache."""
+    config = dataclasses.replace(config, stream_partitions=4)
+    stream.ensure_group(redis, 4)
+    a, b = _started(redis, config, 0), _started(redis, config, 1)
+    cookie = _on(0, lambda i: make_hit(uid=f"c{i}"))
+    email = _on(1, lambda i: make_identify(f"p{i}@acme.de")).traits["email"]
+    other = _on(1, lambda i: make_hit(uid=f"q{i}"))
+    stream.enqueue(redis, [cookie, make_identify(email), other], {}, atomic=False, partitions=4)
+    _turn(a), _turn(b)
+    q = person_of(redis, IdKind.UID, other.uid)["person_id"]
+    assert q in b.ingest._states
+    link = make_identify(email, uid=cookie.uid)
+    assert stream.partition_of(link, 4) == 0
+    stream.enqueue(redis, [link], {}, atomic=False, partitions=4)
+    _turn(a)
+    stream.enqueue(redis, [make_identify(email)], {}, atomic=False, partitions=4)
+    _turn(b)
+    survivor = person_of(redis, IdKind.UID, cookie.uid)
+    assert survivor["person_id"] == person_of(redis, IdKind.EMAIL, email)["person_id"]
+    # cookie page view, 3 identifies, 2 tier promotions: all on the survivor
+    assert len(survivor["touchpoints"]) == 6, survivor["touchpoints"]
+    assert redis.xlen(keyspace.MERGES) == 1
+    assert q in b.ingest._states  # not changed by a: still cached
+    a.release_lease(), b.release_lease()
+
+
+def test_a_worker_behind_the_change_log_drops_its_whole_cache(redis, config):
+    """A gap in the change log (entries trimmed past the last one read) empties the cache."""
+    config = dataclasses.replace(config, stream_partitions=4)
+    stream.ensure_group(redis, 4)
+    b = _started(redis, config, 1)
+    other = _on(1, lambda i: make_hit(uid=f"q{i}"))
+    stream.enqueue(redis, [other], {}, atomic=False, partitions=4)
+    _turn(b)
+    assert b.ingest._states
+    redis.xadd(keyspace.IDENTITY_CHANGES, {"by": "x", "prev": "1-1", "persons": "", "ids": ""})
+    stream.enqueue(redis, [_on(1, lambda i: make_hit(uid=f"z{i}"))], {}, atomic=False, partitions=4)
+    _turn(b)
+    assert person_of(redis, IdKind.UID, other.uid)["person_id"] not in b.ingest._states
+    b.release_lease()
