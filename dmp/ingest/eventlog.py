@@ -227,6 +227,12 @@ class EventLog:
         lease is still this worker's (WATCH): a worker that stalled past its lease cannot
         ack what its successor has re-read. Its own renewals touch the key; then it checks
         again.
+
+        Every key it touches is its partition's (``{p<n>}``), so on a Redis Cluster the
+        WATCH and the MULTI run on one slot. Not so for the single stream of earlier
+        versions (``keyspace.LEGACY``: untagged keys, fenced by partition 0's lease): it
+        commits on one Redis server only, which is where it can exist (a cluster is
+        loaded from a keyspace already renamed, see dmp.storage.keymigration).
         """
         if self.fence is None:
             bulk = Bulk()
