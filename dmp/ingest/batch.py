@@ -121,6 +121,8 @@ class Ingest:
         self.identity: IdentityLock | None = None
         self.changes: ChangeLog | None = None
         self._resolved: list[tuple[Hit, str]] = []  # hits resolved, their rows not built yet
+        self._fenced = False  # the pending writes begin with the identity lock's fence
+        self._inflight_fenced = False  # ... and the writes in flight
 
     def reset(self) -> None:
         """Forget buffered events and cached identities (on (re)taking the lease)."""
@@ -358,6 +360,14 @@ class Ingest:
             if changes.publish(bulk):
                 changes.published(bulk.execute(self.r)[0])
         lock.release(yielded=yielded)
+
+    def _settled(self, inflight: InFlight) -> None:
+        """Wait for writes sent; if they began with the identity lock's fence, raise
+        IdentityLockLost unless the lock was still ours (see :meth:`_write`)."""
+        fenced, self._inflight_fenced = self._inflight_fenced, False
+        replies = inflight.wait()
+        if fenced and self.identity is not None:
+            self.identity.check(replies[0])
 
     @staticmethod
     def _identifier_keys(idents: list[Identifier]) -> list[str]:
@@ -609,7 +619,7 @@ class Ingest:
         self._send_writes()
         if self._inflight is not None:
             inflight, self._inflight = self._inflight, None
-            inflight.wait()
+            self._settled(inflight)
 
     def _send_writes(self) -> None:
         """Send the pending profile writes, after the earlier ones are applied (in order)."""
@@ -617,18 +627,31 @@ class Ingest:
             return
         if self._inflight is not None:
             inflight, self._inflight = self._inflight, None
-            inflight.wait()
+            self._settled(inflight)
         bulk, self._pending = self._pending, None
         self._inflight = bulk.send(self.r)
+        self._inflight_fenced, self._fenced = self._fenced, False
 
     def _write(self, batch: Batch) -> None:
         if self.changes is not None:
             self._note_changes(batch)
+        lock = self.identity
         if batch.merges:
             self.settle()
+            if lock is not None:  # merges move data: only while the lock is surely ours
+                fence = Bulk()
+                lock.fence(fence)
+                lock.check(fence.execute(self.r)[0])
             merge_persons(self.r, batch.merges)
         cap = self.config.timeline_cap
         shared, bulk = BatchWrites(), Bulk()
+        # Fenced: the lock's holder read in the same round trip as the writes. A worker
+        # that stalled past the lock's time learns it there, before its flush acks the
+        # entries: it drops the batch and handles it again from the stream (the writes
+        # that landed meanwhile are re-applied over themselves from re-read state).
+        self._fenced = lock is not None
+        if lock is not None:
+            lock.fence(bulk)
         for pid, delta in batch.deltas.items():
             write_delta(bulk, shared, batch.states[pid], delta, cap)
         shared.queue(bulk)

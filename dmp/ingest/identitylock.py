@@ -33,6 +33,11 @@ SPIN_SECONDS = 0.002  # a waiter asks again this often
 CHANGES_KEPT = 1000  # change log entries kept (about): a worker further behind drops all
 
 
+class IdentityLockLost(redis.RedisError):
+    """This worker's turn on the identity lock ran out (it stalled past the lock's time)
+    and another worker may have taken it: its batch is handled again from the stream."""
+
+
 class IdentityLock:
     """One worker's turns on the identity lock."""
 
@@ -58,6 +63,16 @@ class IdentityLock:
                 said = time.monotonic()
             time.sleep(SPIN_SECONDS)
         self.held, self._renewed = True, time.monotonic()
+
+    def fence(self, bulk: Bulk) -> None:
+        """Queue, first in a batch of writes, the question its :meth:`check` answers."""
+        bulk.add("GET", keyspace.IDENTITY_LOCK)
+
+    def check(self, holder: bytes | None) -> None:
+        """Raise :class:`IdentityLockLost` unless ``holder`` (the reply to :meth:`fence`)
+        names this worker."""
+        if holder != self.lease.token.encode():
+            raise IdentityLockLost(f"the identity lock is no longer ours (held by {holder!r})")
 
     def wanted_by_other(self, wanted: bytes | str | None) -> bool:
         """Return whether the IDENTITY_WANTED value read names another worker."""

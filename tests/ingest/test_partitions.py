@@ -232,3 +232,34 @@ def test_a_worker_behind_the_change_log_drops_its_whole_cache(redis, config):
     _turn(b)
     assert person_of(redis, IdKind.UID, other.uid)["person_id"] not in b.ingest._states
     b.release_lease()
+
+
+def test_a_worker_that_lost_the_identity_lock_handles_its_batch_again(redis, config):
+    """A worker whose identity lock another took meanwhile (it stalled past the lock's
+    time) learns it with its writes, before its flush: nothing is acked or stored; run
+    again, it stores every event once and counts every person once."""
+    from dmp.ingest.identitylock import IdentityLockLost
+
+    config = dataclasses.replace(config, stream_partitions=4)
+    stream.ensure_group(redis, 4)
+    hits = [_on(2, lambda i, k=k: make_hit(uid=f"s{k}-{i}")) for k in range(5)]
+    stream.enqueue(redis, hits, {}, atomic=False, partitions=4)
+    worker = _started(redis, config, 2)
+    assert worker.step() == 5
+    redis.set(keyspace.IDENTITY_LOCK, "another-worker", px=10_000)  # ours ran out meanwhile
+    try:
+        worker.flush()
+    except IdentityLockLost:
+        pass
+    else:
+        raise AssertionError("a flush after losing the identity lock went through")
+    assert status(redis)["events_stored"] == 0 and status(redis)["pending"] == 5
+    redis.delete(keyspace.IDENTITY_LOCK)
+    worker.release_lease()
+    Worker(redis, config, 2).run(once=True)
+    events = scan_events(config.events_dir).collect()
+    assert events.height == 5 and events["event_id"].n_unique() == 5
+    assert status(redis)["persons"]["low"] == 5
+    for hit in hits:
+        # the page view and its tier promotion, each once
+        assert len(person_of(redis, IdKind.UID, hit.uid)["touchpoints"]) == 2
