@@ -704,8 +704,14 @@ def withdraw_cookie(r: redis.Redis, pid: str, hit: Hit) -> None:
             state.consents.get(consent_rules.state_field(category, ident)), granted, hit.timestamp
         )
     }
+    # Cluster-safe (the link keys are spread, the person's keys on its own slot, STATS
+    # on {dmp}'s): the link goes first, so that no hit reaches the person through it
+    # once its states say withdrawn; then the person's part in one MULTI on its slot.
+    with r.pipeline(transaction=False) as pipe:
+        for key in id_keys(ident):
+            pipe.delete(key)
+        pipe.execute()
     with r.pipeline(transaction=True) as pipe:
-        pipe.delete(*id_keys(ident))
         pipe.srem(keyspace.person(pid, "identifiers"), ident.text)
         pipe.scard(keyspace.person(pid, "identifiers"))
         if changed:
@@ -721,11 +727,11 @@ def withdraw_cookie(r: redis.Redis, pid: str, hit: Hit) -> None:
                 consent_rules.proof(hit, changed, ident),
             )
         pipe.zadd(keyspace.person(pid, "touchpoints"), {touchpoint(hit): hit.timestamp})
-        remaining = pipe.execute()[2]
+        remaining = pipe.execute()[1]
     tier = tier_for(state.email, state.contact, remaining > 0)
     if tier != state.stored_tier:
-        with r.pipeline(transaction=True) as pipe:
-            pipe.hset(keyspace.person(pid), "tier", tier.value)
+        r.hset(keyspace.person(pid), "tier", tier.value)
+        with r.pipeline(transaction=True) as pipe:  # both counts move together, on {dmp}
             pipe.hincrby(keyspace.STATS, f"persons:{state.stored_tier.value}", -1)
             pipe.hincrby(keyspace.STATS, f"persons:{tier.value}", 1)
             pipe.execute()

@@ -263,3 +263,31 @@ def test_a_worker_that_lost_the_identity_lock_handles_its_batch_again(redis, con
     for hit in hits:
         # the page view and its tier promotion, each once
         assert len(person_of(redis, IdKind.UID, hit.uid)["touchpoints"]) == 2
+
+
+def test_withdrawn_consent_unlinks_the_cookie_on_a_cluster(cluster, redis_cluster, tmp_path):
+    """On a Redis Cluster a consent withdrawal unlinks the cookie, records the withdrawal
+    on the person and moves the tier counts (no CROSSSLOT)."""
+    from dmp.config import load_config
+    from dmp.people import profiles
+    from dmp.people.identity import Identifier
+
+    config = load_config({"redis_url": redis_cluster.url, "data_dir": tmp_path / "d"}, env={})
+    stream.ensure_group(cluster, 1)
+    stream.enqueue(cluster, [make_hit(uid="c1")], {}, atomic=False)
+    Worker(cluster, config).run(once=True)
+    pid = person_of(cluster, IdKind.UID, "c1")["person_id"]
+    withdrawal = make_hit(
+        type="consent",
+        event="consent_withdrawn",
+        uid="c1",
+        timestamp=make_hit().timestamp + 1000,
+        consent={"analytics": False, "ads": False, "email": False},
+    )
+    stream.enqueue(cluster, [withdrawal], {}, atomic=False)
+    Worker(cluster, config).run(once=True)
+    assert profiles.find_person(cluster, Identifier(IdKind.UID, "c1")) is None
+    person = profiles.get_person(cluster, pid)
+    assert person["tier"] == "unknown"
+    assert person["touchpoints"][0]["event"] == "consent_withdrawn"
+    assert status(cluster)["persons"]["low"] == 0
