@@ -291,3 +291,31 @@ def test_withdrawn_consent_unlinks_the_cookie_on_a_cluster(cluster, redis_cluste
     assert person["tier"] == "unknown"
     assert person["touchpoints"][0]["event"] == "consent_withdrawn"
     assert status(cluster)["persons"]["low"] == 0
+
+
+def test_a_first_sighting_waits_for_the_holders_writes(redis, config):
+    """Step by step: while one worker holds the identity lock with a new email's person
+    not yet written, another seeing the same email waits, then joins that person (with
+    the lock switched off it would make a second one)."""
+    config = dataclasses.replace(config, stream_partitions=4)
+    stream.ensure_group(redis, 4)
+    first = _on(0, lambda i: make_identify(f"w{i}@acme.de", uid=f"wa{i}"))
+    email = first.traits["email"]
+    second = _on(1, lambda i: make_identify(email, uid=f"wb{i}"))
+    stream.enqueue(redis, [first, second], {}, atomic=False, partitions=4)
+    a, b = _started(redis, config, 0), _started(redis, config, 1)
+    assert a.step() == 1  # resolved; its writes wait to be sent with the next batch
+    waiter = threading.Thread(target=b.step)
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while waiter.is_alive() and not redis.exists(keyspace.IDENTITY_WANTED):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    a.step()  # idle: writes settled, changes logged, lock let go
+    waiter.join()
+    a.flush(), b.flush()
+    a.release_lease(), b.release_lease()
+    one = person_of(redis, IdKind.UID, first.uid)["person_id"]
+    assert one == person_of(redis, IdKind.UID, second.uid)["person_id"]
+    assert one == person_of(redis, IdKind.EMAIL, email)["person_id"]
+    assert status(redis)["persons"]["medium"] == 1
