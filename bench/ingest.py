@@ -196,18 +196,18 @@ def fill(r, hits: list[Hit], partitions: int = 1) -> None:
 def decode_only(r, count: int) -> float:
     """Return seconds to read and decode every entry once (the baseline floor)."""
     stream.ensure_group(r)
-    r.xgroup_create(keyspace.STREAM, "bench-baseline", id="0")
+    r.xgroup_create(keyspace.partition(0).stream, "bench-baseline", id="0")
     started = time.perf_counter()
     seen = 0
     while seen < count:
-        reply = r.xreadgroup("bench-baseline", "b", {keyspace.STREAM: ">"}, count=2000)
+        reply = r.xreadgroup("bench-baseline", "b", {keyspace.partition(0).stream: ">"}, count=2000)
         if not reply:
             break
         entries = reply[0][1]
         Hit.many_from_json([f["h"].encode() for _, f in entries])
         seen += len(entries)
     elapsed = time.perf_counter() - started
-    r.xgroup_destroy(keyspace.STREAM, "bench-baseline")
+    r.xgroup_destroy(keyspace.partition(0).stream, "bench-baseline")
     return elapsed
 
 
