@@ -51,6 +51,8 @@ def set_aside(collector: str, reason: str) -> tuple[str, str]:
 
 
 _PERSON_COLUMN = EVENT_SCHEMA.names.index("person_id")  # in the buffer's rows
+# A read batch's hits: stream id, hit, event digest, identifiers (None: aggregate or bot)
+_Hits = list[tuple[str, Hit, str, "list[Identifier] | None"]]
 _API = Source.API.value
 _CONTROL_MARK = f'"{control.CONTROL_SITE}"'.encode()
 
@@ -213,6 +215,50 @@ class Ingest:
         asked: Callable[[], None] | None,
     ) -> None:
         buf = self.buffer
+        hits = self._triage(entries, decoded)
+        unknown = self._uncached(hits)
+        bulk = Bulk()
+        n_seen = self.eventlog.ask_seen(bulk, [h[2] for h in hits])
+        salt = self._salt
+        marks = [erasure.mark_key(salt, i) for i in unknown] if salt else []
+        bulk.add("MGET", keyspace.WORKER_EPOCH, *self._identifier_keys(unknown), *marks)
+        answers = bulk.execute(self.r)
+        # Only now the next read and the last batch's writes: sent together with the
+        # question, Redis could serve them first (it takes ready connections in no set
+        # order), and the question's answer, which this batch waits for, would wait on them.
+        if asked is not None:
+            asked()
+        self._send_writes()
+        seen = self.eventlog.seen_in(answers[:n_seen]) if n_seen else [False] * len(hits)
+        epoch, *found = answers[n_seen]
+        found, marked = found[: len(unknown)], found[len(unknown) :]
+        erased = {i for i, m in zip(unknown, marked, strict=True) if m} if marks else set()
+        if epoch != self._epoch or len(self._states) > self.CACHE_PERSONS:
+            self._drop_cache(epoch)
+            unknown = list({i for *_, ids in hits if ids for i in ids})
+            found = self._ask_owners(unknown)
+        # With several partitions this read is optimistic (another worker may be writing):
+        # the change log, read once the lock is ours (_take_turn), says what to read again.
+        self._learn(unknown, found)
+        people = self._sort(hits, seen, erased)
+        lock = self.identity
+        if people:
+            wanted = self._take_turn(people) if lock is not None else None
+            self._resolve_and_apply(people)
+            if lock is not None and lock.wanted_by_other(wanted):
+                self.release_identity(yielded=True)
+        elif lock is not None and lock.held:
+            self.release_identity()
+        # The rows need nothing serial: built once the lock may be another worker's.
+        resolved, self._resolved = self._resolved, []
+        buf.events.extend([event_row(hit, pid) for hit, pid in resolved])
+
+    def _triage(
+        self, entries: list[tuple[str, bytes | None]], decoded: list[Hit | None]
+    ) -> list[tuple[str, Hit, str, list[Identifier] | None]]:
+        """Return each readable hit with its stream id, digest and identifiers (None: it
+        counts only in aggregate, or is a bot's)."""
+        buf = self.buffer
         hits: list[tuple[str, Hit, str, list[Identifier] | None]] = []
         for (stream_id, _), hit in zip(entries, decoded, strict=True):
             if hit is None or not hit.storable():
@@ -228,15 +274,13 @@ class Ingest:
             else:
                 ids = identity.identifiers_of(hit)
             hits.append((stream_id, hit, digest, ids))
-        lock, changes = self.identity, self.changes
-        if lock is not None:
-            lock.acquire()  # from here to the writes' release, identities are ours alone
-            if changes is None:
-                changes = self.changes = ChangeLog(lock.lease.token)
+        return hits
+
+    def _uncached(self, hits: _Hits) -> list[Identifier]:
+        """Return the identifiers of ``hits`` whose owner is not cached with its state
+        (dropped as changed by another worker, or withdrawn: merged away or unlinked)."""
         owners, states = self._owners, self._states
-        # An owner whose state is not cached (dropped as changed by another worker, or
-        # withdrawn) is asked again: it may have been merged away or unlinked.
-        unknown = list(
+        return list(
             {
                 i
                 for *_, ids in hits
@@ -245,46 +289,14 @@ class Ingest:
                 if (o := owners.get(i)) is None or o not in states
             }
         )
-        bulk = Bulk()
-        n_seen = self.eventlog.ask_seen(bulk, [h[2] for h in hits])
-        salt = self._salt
-        marks = [erasure.mark_key(salt, i) for i in unknown] if salt else []
-        wanted_key = (keyspace.IDENTITY_WANTED,) if lock is not None else ()
-        bulk.add(
-            "MGET", keyspace.WORKER_EPOCH, *wanted_key, *self._identifier_keys(unknown), *marks
-        )
-        if changes is not None:
-            changes.ask(bulk)
-        answers = bulk.execute(self.r)
-        # Only now the next read and the last batch's writes: sent together with the
-        # question, Redis could serve them first (it takes ready connections in no set
-        # order), and the question's answer, which this batch waits for, would wait on them.
-        if asked is not None:
-            asked()
-        self._send_writes()
-        seen = self.eventlog.seen_in(answers[:n_seen]) if n_seen else [False] * len(hits)
-        epoch, *found = answers[n_seen]
-        wanted = found.pop(0) if lock is not None else None
-        found, marked = found[: len(unknown)], found[len(unknown) :]
-        erased = {i for i, m in zip(unknown, marked, strict=True) if m} if marks else set()
-        stale: list[Identifier] = []
-        behind = False  # fell behind the change log's cap: drop everything
-        if changes is not None:
-            behind, persons, idents = changes.read(answers[n_seen + 1])
-            if (persons or idents) and not behind:
-                stale = self._forget(unknown, found, persons, idents, hits)
-        if behind or epoch != self._epoch or len(self._states) > self.CACHE_PERSONS:
-            self.settle()
-            self._owners, self._states, self._epoch = {}, {}, epoch
-            self._salt = erasure.salt(self.r)  # another worker may have erased since
-            stale = list({i for *_, ids in hits if ids for i in ids})
-            unknown, found = [], []
-        if stale:
-            again = Bulk()
-            again.add("MGET", *self._identifier_keys(stale))
-            self._learn(stale, again.execute(self.r)[0])
-        self._learn(unknown, found)
-        people: list[tuple[Hit, list[Identifier]]] = []
+
+    def _sort(
+        self, hits: _Hits, seen: list[bool], erased: set[Identifier]
+    ) -> list[tuple[Hit, list[Identifier], str]]:
+        """Drop duplicates, count set-aside hits and buffer bots' rows; return the hits
+        to resolve, each with its identifiers and its touchpoint."""
+        buf = self.buffer
+        people: list[tuple[Hit, list[Identifier], str]] = []
         flushing = self.flushing
         for (stream_id, hit, digest, ids), was_seen in zip(hits, seen, strict=True):
             if was_seen or digest in buf.digests or digest in flushing:
@@ -297,7 +309,7 @@ class Ingest:
                 buf.metrics[metrics.counter("dmp_events_erased_identifier_total")] += 1
                 self._aggregate(hit)
             elif ids is not None:
-                people.append((hit, ids))
+                people.append((hit, ids, touchpoint(hit)))  # built here, outside the lock
             elif not is_identified(hit):
                 total, recent = set_aside(hit.source, recenthits.NO_CONSENT)
                 buf.metrics[total] += 1
@@ -309,43 +321,48 @@ class Ingest:
                 buf.metrics[total] += 1
                 buf.recent[recent] += 1
                 buf.events.append(event_row(hit, None))
-        if people:
-            self._resolve_and_apply(people)
-        if lock is not None and lock.wanted_by_other(wanted):
-            self.release_identity(yielded=True)
-        # The rows need nothing serial: built once the lock may be another worker's.
-        resolved, self._resolved = self._resolved, []
-        buf.events.extend([event_row(hit, pid) for hit, pid in resolved])
+        return people
 
-    def _forget(
-        self,
-        asked: list[Identifier],
-        found: list[bytes | None],
-        persons: set[str],
-        idents: set[str],
-        hits: list[tuple[str, Hit, str, list[Identifier] | None]],
-    ) -> list[Identifier]:
-        """Drop from the cache what another worker changed; return the batch's identifiers
-        to ask again (their answers in ``found`` may predate the change too)."""
-        owners, states = self._owners, self._states
-        for pid in persons:
-            states.pop(pid, None)
-        for text in idents:
-            owners.pop(Identifier.from_text(text), None)
-        # Answers to this batch's question came after the changes were logged: they hold.
-        self._learn(asked, found)
-        fresh = set(asked)
-        asked.clear()
-        found.clear()
-        return list(
-            {
-                i
-                for *_, ids in hits
-                if ids
-                for i in ids
-                if i not in fresh and ((o := owners.get(i)) is None or o not in states)
-            }
-        )
+    def _take_turn(self, people: list[tuple[Hit, list[Identifier], str]]) -> bytes | None:
+        """Take the identity lock and catch up with what other workers changed since the
+        cache was read: read those identifiers and persons again. Return the
+        IDENTITY_WANTED value (another worker waiting for the lock)."""
+        lock = self.identity
+        assert lock is not None
+        lock.acquire()  # from here to the writes' release, identities are ours alone
+        changes = self.changes
+        if changes is None:
+            changes = self.changes = ChangeLog(lock.lease.token)
+        bulk = Bulk()
+        bulk.add("MGET", keyspace.WORKER_EPOCH, keyspace.IDENTITY_WANTED)
+        changes.ask(bulk)
+        (epoch, wanted), entries = bulk.execute(self.r)
+        behind, persons, idents = changes.read(entries)
+        if behind or epoch != self._epoch:
+            self._drop_cache(epoch)
+        else:
+            for pid in persons:
+                self._states.pop(pid, None)
+            for text in idents:
+                self._owners.pop(Identifier.from_text(text), None)
+        stale = self._uncached([("", hit, "", ids) for hit, ids, _ in people])
+        if stale:
+            self._learn(stale, self._ask_owners(stale))
+        return wanted
+
+    def _drop_cache(self, epoch: bytes | None) -> None:
+        """Forget every cached identity and person (erasure, unmerge, a gap in the log)."""
+        self.settle()
+        self._owners, self._states, self._epoch = {}, {}, epoch
+        self._salt = erasure.salt(self.r)  # another worker may have erased since
+
+    def _ask_owners(self, idents: list[Identifier]) -> list[bytes | None]:
+        """Return the persons Redis names as owners of ``idents`` (one round trip)."""
+        if not idents:
+            return []
+        bulk = Bulk()
+        bulk.add("MGET", *self._identifier_keys(idents))
+        return bulk.execute(self.r)[0]
 
     def release_identity(self, *, yielded: bool = False) -> None:
         """End this worker's turn on identities (several partitions): writes applied,
@@ -410,24 +427,24 @@ class Ingest:
         for topic in hit.topics:
             buf.aggregates[(site, day, f"topic:{topic}")] += 1
 
-    def _resolve_and_apply(self, people: list[tuple[Hit, list[Identifier]]]) -> None:
+    def _resolve_and_apply(self, people: list[tuple[Hit, list[Identifier], str]]) -> None:
         owners, states = self._owners, self._states
         batch = Batch(owners, states)
-        for hit, ids in people:
+        for hit, ids, tp in people:
             if hit.type == "consent":
                 pid = owners.get(ids[0])
                 if pid:
                     batch.withdrawals.append((hit, batch.canonical(pid)))
                 continue
-            self._apply(batch, hit, ids)
+            self._apply(batch, hit, ids, tp)
         self._write(batch)
 
-    def _apply(self, batch: Batch, hit: Hit, ids: list[Identifier]) -> None:
+    def _apply(self, batch: Batch, hit: Hit, ids: list[Identifier], tp: str) -> None:
         """Resolve one hit and fold it into its person's state and delta."""
         if len(ids) == 1 and not hit.traits and ids[0] in batch.owners:
             # The common case, a known browser or user coming back: nothing to resolve.
             pid = batch.canonical(batch.owners[ids[0]])
-            self._record(batch, hit, pid, ids, grew=False)
+            self._record(batch, hit, pid, ids, tp, grew=False)
             return
         owners = {i: batch.canonical(batch.owners[i]) for i in ids if i in batch.owners}
         emails = {pid: batch.states[pid].email for pid in owners.values()}
@@ -483,10 +500,10 @@ class Ingest:
                 state.contact.add("address")
             for name, value in traits.items():
                 delta.traits[name[:128]] = dump_json(value)
-        self._record(batch, hit, pid, ids, grew=True)
+        self._record(batch, hit, pid, ids, tp, grew=True)
 
     def _record(
-        self, batch: Batch, hit: Hit, pid: str, ids: list[Identifier], *, grew: bool
+        self, batch: Batch, hit: Hit, pid: str, ids: list[Identifier], tp: str, *, grew: bool
     ) -> None:
         """Add a resolved hit to its person: consent changes, timeline, tier, event row."""
         state = batch.states[pid]
@@ -498,7 +515,7 @@ class Ingest:
         ts = hit.timestamp
         if not delta.first_seen or ts < delta.first_seen:
             delta.first_seen = ts
-        delta.touchpoints[touchpoint(hit)] = ts
+        delta.touchpoints[tp] = ts
         if grew or state.tier is Tier.UNKNOWN:
             self._promote(state, delta, hit)
         self._resolved.append((hit, pid))

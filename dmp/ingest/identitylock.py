@@ -111,8 +111,9 @@ class ChangeLog:
         """Return (everything stale, stale persons, stale identifier texts) from the reply
         to :meth:`ask`: what other workers changed since this one last looked."""
         if self.last is None:
+            # A first turn: whatever was cached before it is read again (as after a gap).
             self.last = reply[0][0] if reply else b"0-0"
-            return False, set(), set()
+            return True, set(), set()
         persons: set[str] = set()
         idents: set[str] = set()
         behind = False
