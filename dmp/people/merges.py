@@ -25,19 +25,24 @@ import json
 import logging
 import secrets
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import redis
 
 from dmp.people import consents as consent_rules
 from dmp.people.identity import Identifier, id_keys
-from dmp.records import dump_json
+from dmp.records import Tier, dump_json
 from dmp.storage import keyspace, multikey
 
-if TYPE_CHECKING:
-    from dmp.people.profiles import PersonState
-
 log = logging.getLogger(__name__)
+
+
+class MergedPerson(Protocol):
+    """What a merge reads of the person merged away (``profiles.PersonState`` has it)."""
+
+    person_id: str
+    stored_tier: Tier
+
 
 TRUSTED_FACET = "trusted"
 # What a merged-away person's tombstone keeps of it, so that the merge can be undone
@@ -63,7 +68,7 @@ def archived(facet: str) -> str:
     return f"archived:{facet or 'profile'}"
 
 
-def merge_persons(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str, str]]]) -> None:
+def merge_persons(r: redis.Redis, merges: list[tuple[MergedPerson, str, dict[str, str]]]) -> None:
     """Move stored persons' identifiers, traits, consents and timelines into their targets.
 
     Each merge is ``(source state, target pid, merge-log entry)``, applied in order: a
@@ -107,7 +112,7 @@ def _apply(r: redis.Redis, name: str, plans: list[Plan]) -> None:
     _finish(r, name, plans)
 
 
-def _plan(r: redis.Redis, merges: list[tuple[PersonState, str, dict[str, str]]]) -> list[Plan]:
+def _plan(r: redis.Redis, merges: list[tuple[MergedPerson, str, dict[str, str]]]) -> list[Plan]:
     """Return each merge's concrete writes, computed from what Redis holds and from what
     the merges before it in the list moved (a target merged later takes it along)."""
     people = list(dict.fromkeys(p for src, target, _ in merges for p in (src.person_id, target)))
