@@ -3,16 +3,19 @@
 One worker (one partition) at a time holds the identity lock (``keyspace.IDENTITY_LOCK``)
 while it resolves a batch's hits, applies them and writes the profile writes and merges:
 as if one worker wrote everything, so a merge is never lost or doubled and no profile
-write goes to a person merged away. Decoding, dedup, user agents, event rows and the
-Parquet flush run outside it, in parallel.
+write goes to a person merged away. Decoding, the batch's question (dedup, owners not
+cached), triage, touchpoints, event rows and the Parquet flush run outside it.
 
 Before it lets go, a holder that wrote appends what it changed (the persons it wrote or
 merged, the identifiers it linked or unlinked) to the change log
 (``keyspace.IDENTITY_CHANGES``, a capped stream; :class:`ChangeLog`); a worker reads the
-entries since its last with every batch's question and drops exactly those persons and
+entries since its last as it takes its turn and drops exactly those persons and
 identifiers from its cache, or all of it if it fell behind the cap (each entry names the
-one before it, so a gap shows). Writers outside the workers (erasure, unmerge,
-retention, imports) bump ``keyspace.WORKER_EPOCH`` instead, which empties every cache.
+one before it, so a gap shows) or on its first turn. Each batch of profile writes asks
+who holds the lock in the same round trip (:meth:`IdentityLock.fence`): a worker that
+stalled past the lock's time learns it before its flush acks anything. Writers outside
+the workers (erasure, unmerge, retention, imports) bump ``keyspace.WORKER_EPOCH``
+instead, which empties every cache.
 While nobody else waits (``keyspace.IDENTITY_WANTED``) the holder keeps the lock across
 batches, and with it its cache and the pipelining of its writes.
 """
