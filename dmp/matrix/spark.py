@@ -55,6 +55,12 @@ def session(config: Config) -> SparkSession:
                 star = cores in ("*", "")
                 n = (os.cpu_count() or 2) if star else int(cores.split(",")[0])
                 builder = builder.config("spark.sql.shuffle.partitions", str(max(2, 2 * n)))
+                # A build reads the event log as a list of files (one per flush, so
+                # hundreds): past 32 paths Spark lists them with a job of one task per
+                # path, seconds of pure overhead when the "cluster" is this machine.
+                builder = builder.config(
+                    "spark.sql.sources.parallelPartitionDiscovery.threshold", "1000000"
+                )
             _SESSION = builder.getOrCreate()
             _SESSION.sparkContext.setLogLevel("WARN")
             log.info("spark: a session on %s", master)
