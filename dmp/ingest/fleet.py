@@ -21,6 +21,7 @@ import redis
 
 from dmp.config import Config
 from dmp.ingest import compaction, stream
+from dmp.ingest.identitylock import IdentityLockLost
 from dmp.ingest.worker import Worker, lease_prefix
 from dmp.storage import keyspace
 from dmp.storage.outage import Outage
@@ -110,6 +111,8 @@ def _ingest_partition(worker: Worker, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             worker.run(stop=stop)
+        except IdentityLockLost as exc:  # stalled past the lock: its entries are read again
+            log.warning("partition %d: %s; handling its entries again", worker.keys.index, exc)
         except redis.RedisError as exc:
             worker.redis_outage.down(exc)
             stop.wait(0.5)
