@@ -277,18 +277,19 @@ class Ingest:
         return hits
 
     def _uncached(self, hits: _Hits) -> list[Identifier]:
-        """Return the identifiers of ``hits`` whose owner is not cached with its state
-        (dropped as changed by another worker, or withdrawn: merged away or unlinked)."""
-        owners, states = self._owners, self._states
-        return list(
-            {
-                i
-                for *_, ids in hits
-                if ids
-                for i in ids
-                if (o := owners.get(i)) is None or o not in states
-            }
-        )
+        """Return the identifiers of ``hits`` whose person is not cached with its state,
+        nor the person it was merged into (dropped as changed by another worker, or
+        withdrawn)."""
+        states, get_owner, uncached = self._states, self._owners.get, set()
+        for *_, ids in hits:
+            if ids:
+                for i in ids:
+                    state = states.get(get_owner(i, ""))
+                    while state is not None and state.merged_into:
+                        state = states.get(state.merged_into)
+                    if state is None:
+                        uncached.add(i)
+        return list(uncached)
 
     def _sort(
         self, hits: _Hits, seen: list[bool], erased: set[Identifier]

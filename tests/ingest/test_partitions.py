@@ -319,3 +319,36 @@ def test_a_first_sighting_waits_for_the_holders_writes(redis, config):
     assert one == person_of(redis, IdKind.UID, second.uid)["person_id"]
     assert one == person_of(redis, IdKind.EMAIL, email)["person_id"]
     assert status(redis)["persons"]["medium"] == 1
+
+
+def _server(**fields) -> Hit:
+    """Return a trusted server-side track (the Segment API with a server key)."""
+    fields.setdefault("uid", "")
+    return make_hit(source="api", type="track", event="Demo", trusted=True, consent={}, **fields)
+
+
+def test_a_person_merged_away_leads_to_its_survivor_read_again(redis, config):
+    """A worker that merged a person away, whose survivor another worker then changed,
+    reads the survivor again for a hit naming the merged person's other identifier."""
+    config = dataclasses.replace(config, stream_partitions=4)
+    stream.ensure_group(redis, 4)
+    b, a = _started(redis, config, 1), _started(redis, config, 0)
+    user = _on(1, lambda i: _server(user_id=f"uq{i}")).user_id
+    cookie = _on(1, lambda i: _server(uid=f"m{i}", user_id=user)).uid
+    email = _on(1, lambda i: make_identify(f"m{i}@acme.de")).traits["email"]
+    link = make_identify(email, uid=cookie)  # the email's person survives the merge
+    assert stream.partition_of(link, 4) == 1
+    first = [_server(uid=cookie, user_id=user), make_identify(email), link]
+    stream.enqueue(redis, first, {}, atomic=False, partitions=4)
+    _turn(b)
+    survivor = person_of(redis, IdKind.EMAIL, email)["person_id"]
+    assert person_of(redis, IdKind.USER, user)["person_id"] == survivor
+    touch = _on(0, lambda i: _server(anonymous_id=f"anon{i}", user_id=f"user-{email}"))
+    stream.enqueue(redis, [touch], {}, atomic=False, partitions=4)
+    _turn(a)  # writes the survivor: b drops it from its cache
+    stream.enqueue(redis, [_server(user_id=user)], {}, atomic=False, partitions=4)
+    _turn(b)
+    person = person_of(redis, IdKind.USER, user)
+    assert person["person_id"] == survivor
+    assert [t["event"] for t in person["touchpoints"]].count("Demo") == 3
+    a.release_lease(), b.release_lease()
