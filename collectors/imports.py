@@ -227,8 +227,10 @@ def enqueue_new(
     report: ImportReport,
     progress: Callable[[int], None] | None = None,
     include_erased: bool = False,
+    partitions: int = 1,
 ) -> list[tuple[str, Hit]]:
-    """Put the hits not imported before on the stream; return those that were new.
+    """Put the hits not imported before on the stream (on ``partitions`` partitions,
+    each hit on its first identifier's); return those that were new.
 
     A row naming an email (or other identifier) of a person erased before is skipped
     and counted in ``report.erased``; with ``include_erased`` it is taken, and the
@@ -247,7 +249,9 @@ def enqueue_new(
         new = _not_erased(r, new, report, include_erased)
         if new:
             remember = ("SADD", seen_key, *(d for d, _ in new))
-            stream.enqueue(r, (h for _, h in new), {}, atomic=True, also=[remember])
+            stream.enqueue(
+                r, (h for _, h in new), {}, atomic=True, also=[remember], partitions=partitions
+            )
             fresh += new
         report.new += len(new)
         if progress is not None:

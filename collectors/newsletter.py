@@ -256,7 +256,13 @@ def webhook() -> tuple[Response, int]:
         extra = {"errors": errors[:100]}
         raise Problem(400, "Invalid events", detail, "invalid-payload", extra)
     report = ImportReport(rows=len(hits))
-    enqueue_new(deps.redis, Source.NEWSLETTER.value, hits, report)
+    enqueue_new(
+        deps.redis,
+        Source.NEWSLETTER.value,
+        hits,
+        report,
+        partitions=deps.config.stream_partitions,
+    )
     counts = {"accepted": report.new, "duplicates": report.already, "erased_before": report.erased}
     return jsonify(counts), 202
 

@@ -166,9 +166,10 @@ def _take(tool: str, reading: Reading) -> tuple[Response, int]:
     if errors:
         detail = f"{len(errors)} of {len(reading.events)} events are invalid: {errors[0]['reason']}"
         raise Problem(400, "Invalid events", detail, "invalid-payload", {"errors": errors})
-    r = current_deps().redis
+    deps = current_deps()
+    r = deps.redis
     report = ImportReport(rows=len(hits))
-    enqueue_new(r, _SOURCE, hits, report)
+    enqueue_new(r, _SOURCE, hits, report, partitions=deps.config.stream_partitions)
     if reading.ignored:
         metrics.incr(
             r, metrics.counter("dmp_newsletter_hook_ignored_total", tool=tool), reading.ignored

@@ -236,7 +236,14 @@ class SegmentSync:
         unsubscribed = [batch.rows[i] for i in outcome.unsubscribed]
         if unsubscribed and self.dest.key is not None:
             emails = [row[self.dest.key] for row in unsubscribed]
-            unsubscribes.withdraw(self.r, self.settings.kind, self.name, emails, batch.session)
+            unsubscribes.withdraw(
+                self.r,
+                self.settings.kind,
+                self.name,
+                emails,
+                batch.session,
+                self.config.stream_partitions,
+            )
         refused = dict(outcome.failed)
         if batch.op is not Op.REMOVE:  # not added: held by nobody; a remove of them is done
             refused.update({i: "unsubscribed there" for i in outcome.unsubscribed})

@@ -22,7 +22,12 @@ from dmp.records import Source
 
 
 def withdraw(
-    r: redis.Redis, kind: str, destination: str, emails: Iterable[str], session: str
+    r: redis.Redis,
+    kind: str,
+    destination: str,
+    emails: Iterable[str],
+    session: str,
+    partitions: int = 1,
 ) -> int:
     """Queue an ``email`` consent withdrawal for each address a destination reported
     unsubscribed; return how many were queued."""
@@ -34,5 +39,5 @@ def withdraw(
         digest = row_digest(Source.NEWSLETTER.value, {**row, "session": session, **said})
         hits.append((digest, storable(newsletter_hit(row, digest, now, said))))
     report = ImportReport(rows=len(hits))
-    enqueue_new(r, Source.NEWSLETTER.value, hits, report)
+    enqueue_new(r, Source.NEWSLETTER.value, hits, report, partitions=partitions)
     return report.new

@@ -168,7 +168,15 @@ def _import(
     r = obj.redis
     stream.ensure_group(r)
     with click.progressbar(length=len(hits), label="queueing rows", file=sys.stderr) as bar:
-        fresh = enqueue_new(r, source.value, hits, report, bar.update, include_erased)
+        fresh = enqueue_new(
+            r,
+            source.value,
+            hits,
+            report,
+            bar.update,
+            include_erased,
+            partitions=obj.config.stream_partitions,
+        )
     if fresh and not no_wait:
         with click.progressbar(
             length=stream.pending_count(r), label="ingesting", file=sys.stderr

@@ -352,3 +352,16 @@ def test_a_person_merged_away_leads_to_its_survivor_read_again(redis, config):
     assert person["person_id"] == survivor
     assert [t["event"] for t in person["touchpoints"]].count("Demo") == 3
     a.release_lease(), b.release_lease()
+
+
+def test_imported_rows_spread_over_the_partitions(redis):
+    """A CRM or newsletter import puts each row on its first identifier's partition (not
+    all on partition 0), and remembers every row once."""
+    from collectors import imports
+
+    rows = [(f"digest-{i}", make_hit(uid=f"row{i}")) for i in range(40)]
+    report = imports.ImportReport()
+    assert len(imports.enqueue_new(redis, "crm", rows, report, partitions=4)) == 40
+    lengths = [redis.xlen(keyspace.partition(p).stream) for p in range(4)]
+    assert sum(lengths) == 40 and all(lengths)
+    assert redis.scard(keyspace.imported_rows("crm")) == 40
