@@ -117,10 +117,26 @@ class Worker:
         self.eventlog.check_legacy()
         self.ingest.reset()
         self.reader.restart()
-        merges.recover_merges(self.r)  # a batch of merges cut short, before new ones
+        self._recover_merges()
         finished, undone = self.eventlog.recover()
         if finished or undone:
             log.info("recovered %d interrupted flushes, undid %d", finished, undone)
+
+    def _recover_merges(self) -> None:
+        """Finish a batch of merges a crash cut short, before new ones. With several
+        partitions, under the identity lock: a live worker's batch of merges, which it
+        makes holding the lock, is then never taken for one cut short; persons it
+        changed are dropped from every worker's cache (the epoch)."""
+        identity = self.ingest.identity
+        if identity is None:
+            merges.recover_merges(self.r)
+            return
+        identity.acquire()
+        try:
+            if merges.recover_merges(self.r):
+                self.r.incr(keyspace.WORKER_EPOCH)
+        finally:
+            identity.release()
 
     def run(
         self,

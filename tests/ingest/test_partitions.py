@@ -365,3 +365,25 @@ def test_imported_rows_spread_over_the_partitions(redis):
     lengths = [redis.xlen(keyspace.partition(p).stream) for p in range(4)]
     assert sum(lengths) == 40 and all(lengths)
     assert redis.scard(keyspace.imported_rows("crm")) == 40
+
+
+def test_merges_cut_short_are_finished_only_holding_the_identity_lock(redis, config):
+    """A worker starting beside others finishes a batch of merges cut short only once it
+    holds the identity lock: a live worker's batch, made under the lock, is never taken
+    for one cut short."""
+    from dmp.storage.locks import Lease
+
+    cfg = dataclasses.replace(config, stream_partitions=2)
+    other = Lease(redis, keyspace.IDENTITY_LOCK, 60, "another-worker")
+    assert other.take()
+    redis.sadd(keyspace.MERGE_INTENTS, "cut-short")
+    redis.set(keyspace.merge_intent("cut-short"), "[]")
+    starting = threading.Thread(target=_started, args=(redis, cfg, 1), daemon=True)
+    starting.start()
+    starting.join(1.0)
+    assert starting.is_alive() and redis.exists(keyspace.merge_intent("cut-short"))
+    other.release()
+    starting.join(30)
+    assert not starting.is_alive()
+    assert not redis.exists(keyspace.merge_intent("cut-short"))
+    assert not redis.sismember(keyspace.MERGE_INTENTS, "cut-short")
