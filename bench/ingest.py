@@ -85,6 +85,23 @@ TOPICS = ["crm", "erp", "cloud", "security", "datenschutz", "ki", "webinar", "pr
 CONSENTED = {"analytics": True, "ads": True, "email": False}
 
 
+def outcome_checks(r, config, want: dict) -> tuple[int, dict[str, bool]]:
+    """Return the event log's rows and the checks every run makes of what it stored:
+    each consented hit once in Parquet, the status counts, the persons per tier."""
+    state = status(r)
+    events = scan_events(config.events_dir)
+    rows = events.select(pl.len()).collect().item()
+    unique = events.select(pl.col("event_id").n_unique()).collect().item()
+    return rows, {
+        "parquet_rows == consented": rows == want["stored"],
+        "event ids unique": unique == rows,
+        "status events_stored == rows": state["events_stored"] == rows,
+        "status events_aggregate == unconsented": (state["events_aggregate"] == want["aggregate"]),
+        "status pending == 0": state["pending"] == 0,
+        "persons per tier as the mix implies": state["persons"] == want["persons"],
+    }
+
+
 def make_hits(n: int, browsers: int, users: int, seed: int = 7) -> list[Hit]:
     """Return ``n`` deterministic hits in the benchmark's mix."""
     rnd = random.Random(seed)
@@ -277,20 +294,8 @@ def run_once(args: argparse.Namespace, hits: list[Hit], want: dict) -> dict:
         os.sched_setaffinity(0, set(cores))
         memory = r.info("memory")["used_memory"]
         state = status(r)
-        events = scan_events(config.events_dir)
-        rows = events.select(pl.len()).collect().item()
-        unique = events.select(pl.col("event_id").n_unique()).collect().item()
-        checks = {
-            "parquet_rows == consented": rows == want["stored"],
-            "event ids unique": unique == rows,
-            "status events_stored == rows": state["events_stored"] == rows,
-            "status events_aggregate == unconsented": (
-                state["events_aggregate"] == want["aggregate"]
-            ),
-            "status pending == 0": state["pending"] == 0,
-            "persons per tier as the mix implies": state["persons"] == want["persons"],
-            "every entry handled": handled == len(hits),
-        }
+        rows, checks = outcome_checks(r, config, want)
+        checks["every entry handled"] = handled == len(hits)
         result = {
             "events": len(hits),
             "seconds": round(elapsed, 2),
@@ -386,20 +391,8 @@ def run_processes(
         used = resource.getrusage(resource.RUSAGE_CHILDREN)
         worker_cpu = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
         state = status(r)
-        events = scan_events(config.events_dir)
-        rows = events.select(pl.len()).collect().item()
-        unique = events.select(pl.col("event_id").n_unique()).collect().item()
-        checks = {
-            "parquet_rows == consented": rows == want["stored"],
-            "event ids unique": unique == rows,
-            "status events_stored == rows": state["events_stored"] == rows,
-            "status events_aggregate == unconsented": (
-                state["events_aggregate"] == want["aggregate"]
-            ),
-            "status pending == 0": state["pending"] == 0,
-            "persons per tier as the mix implies": state["persons"] == want["persons"],
-            "workers ended cleanly": all(p.exitcode == 0 for p in procs),
-        }
+        rows, checks = outcome_checks(r, config, want)
+        checks["workers ended cleanly"] = all(p.exitcode == 0 for p in procs)
         return {
             "partitions": partitions,
             "workers": workers,

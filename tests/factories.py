@@ -7,14 +7,17 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import polars as pl
 import redis as redis_lib
 from click.testing import CliRunner
 from flask.testing import FlaskClient
+from polars.testing import assert_frame_equal
 from prometheus_client.parser import text_string_to_metric_families
 
 from dmp.cli import cli
+from dmp.config import Config
 from dmp.ingest import stream
 from dmp.membership import definitions
 from dmp.people import profiles
@@ -72,6 +75,16 @@ def make_identify(email: str, uid: str = "", trusted: bool = True, **traits) -> 
         traits={"email": email, **traits},
         trusted=trusted,
     )
+
+
+def uids_on_every_partition(n: int = 4, prefix: str = "c") -> list[str]:
+    """Return one cookie uid per ingest partition (of ``n``), as collectors route them."""
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < n:
+        found.setdefault(stream.partition_of(make_hit(uid=f"{prefix}{i}"), n), f"{prefix}{i}")
+        i += 1
+    return [found[p] for p in range(n)]
 
 
 def send_hits(r: redis_lib.Redis, *hits: Hit) -> None:
@@ -147,6 +160,41 @@ MATRIX_SCHEMA = {
     "touchpoints_30d": pl.UInt32,
     "top_interest": pl.Utf8,
 }
+
+
+@dataclass(frozen=True)
+class SegmentsCase:
+    """The fifty example segments over synth data, and polars' evaluation of them: what
+    every SQL backend's test compares its answer with."""
+
+    trees: dict
+    as_of_ms: int
+    matrix: pl.DataFrame
+    touchpoints: pl.DataFrame
+    expected: pl.DataFrame
+
+    def check(self, got: pl.DataFrame) -> None:
+        """Assert a backend's table is polars' (the same persons per segment) and that
+        the shapes pick people on the synth data."""
+        assert_frame_equal(got.sort("person_id"), self.expected.sort("person_id"))
+        sizes = self.expected.select(pl.exclude("person_id").sum()).row(0)
+        assert sum(1 for s in sizes if s) >= 40
+
+
+def fifty_segments(runner: CliRunner, r: redis_lib.Redis, config: Config) -> SegmentsCase:
+    """Return the fifty example segments over a small synth company, with polars' answer."""
+    from dmp.matrix import builds, sources
+    from dmp.synth import example_segments
+    from segments.definition import parse_definition
+    from segments.evaluator import evaluate
+
+    run_synth(runner, 300, 60)
+    built = builds.build(r, config)
+    trees = {d["id"]: parse_definition(d).where for d in example_segments(50)}
+    matrix = pl.read_parquet(built.path)
+    touchpoints = sources.read_touchpoints(config.events_dir, sources.merge_map(r=r)).collect()
+    expected = evaluate(matrix.lazy(), touchpoints.lazy(), trees, built.as_of_ms).collect()
+    return SegmentsCase(trees, built.as_of_ms, matrix, touchpoints, expected)
 
 
 def profile_row(

@@ -14,17 +14,7 @@ from dmp.ingest.appender import Appender
 from dmp.ingest.spool import Spool
 from dmp.records import Hit
 from dmp.storage import keyspace, metrics
-from tests.factories import make_hit
-
-
-def _uids_on_every_partition(n: int = 4) -> list[str]:
-    """Return one cookie uid per partition (of ``n``)."""
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < n:
-        found.setdefault(stream.partition_of(make_hit(uid=f"a{i}"), n), f"a{i}")
-        i += 1
-    return [found[p] for p in range(n)]
+from tests.factories import make_hit, uids_on_every_partition
 
 
 def _event_ids(cluster, partition: int) -> list[str]:
@@ -36,7 +26,7 @@ def test_hits_from_several_threads_reach_every_partition(cluster):
     """Pixel-style appends from three threads, over four partitions on three nodes, all
     land on their partitions' streams once; the counters reach the {dmp} hash."""
     stream.ensure_group(cluster, 4)
-    uids = _uids_on_every_partition()
+    uids = uids_on_every_partition(prefix="a")
     appender = Appender(cluster, partitions=4)
     sent: dict[int, list[str]] = {p: [] for p in range(4)}
     lock = threading.Lock()
@@ -76,7 +66,7 @@ def test_a_hit_a_node_redirects_is_spooled_and_replayed(cluster, tmp_path):
     the node answers MOVED: the hit goes to the spool, which replays it to the new node,
     and no hit is lost."""
     stream.ensure_group(cluster, 4)
-    uid = _uids_on_every_partition()[2]
+    uid = uids_on_every_partition(prefix="a")[2]
     keys = keyspace.partition(2)
     slot = key_slot(keys.stream.encode())
     was = cluster.nodes_manager.get_node_from_slot(slot)

@@ -11,21 +11,11 @@ from dmp.ingest.eventlog import EventBuffer, EventLog, event_digest, event_row
 from dmp.privacy import requests
 from dmp.records import Hit
 from dmp.storage import keyspace, metrics
-from tests.factories import make_hit
+from tests.factories import make_hit, uids_on_every_partition
 
 
 def _node_of(cluster, key: str) -> str:
     return cluster.nodes_manager.get_node_from_slot(key_slot(key.encode())).name
-
-
-def _uids_on_every_partition(n: int = 4) -> list[str]:
-    """Return one cookie uid per partition (of ``n``)."""
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < n:
-        found.setdefault(stream.partition_of(make_hit(uid=f"c{i}"), n), f"c{i}")
-        i += 1
-    return [found[p] for p in range(n)]
 
 
 def _stream_uids(cluster, partition: int) -> list[str]:
@@ -44,7 +34,7 @@ def test_an_atomic_batch_over_partitions_lands_with_its_counters(cluster):
     """An atomic enqueue spanning four partitions puts each hit on its partition's stream
     and then adds the counters and the ``also`` commands (all on other slots)."""
     stream.ensure_group(cluster, 4)
-    uids = _uids_on_every_partition()
+    uids = uids_on_every_partition()
     hits = [make_hit(uid=u) for u in uids]
     also = [("SADD", keyspace.imported_rows("crm"), "d1", "d2")]
     stream.enqueue(cluster, hits, {"dmp_test_total": 4}, atomic=True, also=also, partitions=4)
@@ -59,7 +49,7 @@ def test_an_atomic_batch_that_fails_leaves_the_also_commands_undone(cluster):
     key = keyspace.partition(1).stream
     cluster.set(key, "not a stream")  # XADD on it fails: EXEC answers an error
     also = [("SADD", keyspace.imported_rows("crm"), "d1")]
-    hit = make_hit(uid=_uids_on_every_partition()[1])
+    hit = make_hit(uid=uids_on_every_partition()[1])
     with pytest.raises(Exception, match="WRONGTYPE"):
         stream.enqueue(cluster, [hit], {"dmp_test_total": 1}, atomic=True, also=also, partitions=4)
     assert not cluster.exists(keyspace.imported_rows("crm"))
@@ -88,7 +78,7 @@ def test_a_privacy_request_is_queued_on_a_cluster(cluster):
 def test_pending_counts_sum_partitions_on_a_cluster(cluster):
     """Pending counts per partition come back for partitions on different nodes."""
     stream.ensure_group(cluster, 4)
-    hits = [make_hit(uid=u) for u in _uids_on_every_partition() for _ in range(2)]
+    hits = [make_hit(uid=u) for u in uids_on_every_partition() for _ in range(2)]
     stream.enqueue(cluster, hits, {}, atomic=False, partitions=4)
     assert stream.pending_counts(cluster) == {-1: 0, 0: 2, 1: 2, 2: 2, 3: 2}
     assert stream.pending_count(cluster) == 8
@@ -124,7 +114,7 @@ def test_spooled_lines_replay_to_their_partitions(cluster, tmp_path):
     """A spool file replayed on a cluster puts each line on its own partition's stream
     (and counts the replay), write keys resolved through the {dmp} slot."""
     stream.ensure_group(cluster, 4)
-    uids = _uids_on_every_partition()
+    uids = uids_on_every_partition()
     cluster.set(keyspace.write_key("abc"), "acme-gmbh")
     lines = [make_hit(uid=u).to_json() for u in uids]
     lines.append(make_hit(uid=uids[3], site_id=replay.UNRESOLVED + "abc").to_json())

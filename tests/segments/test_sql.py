@@ -7,12 +7,12 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from dmp.matrix import builds, sources
+from dmp.matrix import sources
 from segments.matrix import build_matrix
 from segments.rules import parse_when
 from segments.sql import when_sql
 from segments.sqlmatrix import matrix_sql
-from tests.factories import run_synth
+from tests.factories import fifty_segments, run_synth
 from tests.segments.cases import PERSONS, TOUCHPOINT_FILTERS, TOUCHPOINTS, TRAIT_CONDITIONS
 
 
@@ -62,20 +62,9 @@ def test_the_matrix_in_sql_equals_the_polars_build(runner, redis, config):
 
 def test_segments_in_sql_equal_the_polars_evaluation(runner, redis, config):
     """Fifty segments of mixed shapes: DuckDB's one query picks the same persons."""
-    from dmp.synth import example_segments
-    from segments.definition import parse_definition
-    from segments.evaluator import evaluate
     from segments.sql import segments_sql
 
-    run_synth(runner, 300, 60)
-    built = builds.build(redis, config)
-    trees = {d["id"]: parse_definition(d).where for d in example_segments(50)}
-    matrix = pl.read_parquet(built.path)
-    touchpoints = sources.read_touchpoints(config.events_dir, sources.merge_map(r=redis))
-    touchpoints = touchpoints.collect()
-    expected = evaluate(matrix.lazy(), touchpoints.lazy(), trees, built.as_of_ms).collect()
-    sql = segments_sql(trees, built.as_of_ms, matrix="matrix", touchpoints="touchpoints")
-    got = duckdb.sql(sql).pl()
-    assert_frame_equal(got.sort("person_id"), expected.sort("person_id"))
-    sizes = expected.select(pl.exclude("person_id").sum()).row(0)
-    assert sum(1 for s in sizes if s) >= 40  # the shapes pick people on synth data
+    case = fifty_segments(runner, redis, config)
+    matrix, touchpoints = case.matrix, case.touchpoints  # noqa: F841 (DuckDB reads them)
+    sql = segments_sql(case.trees, case.as_of_ms, matrix="matrix", touchpoints="touchpoints")
+    case.check(duckdb.sql(sql).pl())
