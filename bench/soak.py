@@ -62,6 +62,7 @@ import polars as pl
 import redis
 
 from dmp.storage import keyspace, redisserver
+from dmp.storage.metrics import ingest_partitions
 
 AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -550,7 +551,7 @@ def observe(server: Server) -> dict[str, Any]:
     server_sock = redisserver.locate_server(server.data_dir).socket
     r = redis.Redis(unix_socket_path=str(server_sock), decode_responses=True)
     aggregate = 0
-    partitions = [keyspace.LEGACY, *metrics.ingest_partitions(r)]
+    partitions = [keyspace.LEGACY, *ingest_partitions(r)]
     patterns = [keys.aggregate("*", "*") for keys in partitions]
     for key in (k for pattern in patterns for k in r.scan_iter(pattern)):
         fields = r.hmget(key, "hits", "bots")
