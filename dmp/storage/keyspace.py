@@ -17,6 +17,7 @@ Keys of earlier versions are renamed once by ``dmp.storage.keymigration``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 TAG = "{dmp}"  # the hash tag of configuration and bookkeeping keys
 _G = f"dmp:{TAG}:"  # what their names begin with
@@ -301,6 +302,7 @@ class PartitionKeys:
         return eventlog_intent(name) if self.index < 0 else f"{self._prefix}intent:{name}"
 
 
+@lru_cache(maxsize=4096)  # on every hit's path (collectors route each one): built once
 def partition(index: int) -> PartitionKeys:
     """Return the keys of ingest partition ``index`` (0-based), all on one cluster slot."""
     tag = f"{{p{index}}}"
