@@ -85,6 +85,17 @@ TOPICS = ["crm", "erp", "cloud", "security", "datenschutz", "ki", "webinar", "pr
 CONSENTED = {"analytics": True, "ads": True, "email": False}
 
 
+def say_run(line: str, result: dict, want: dict) -> None:
+    """Print one run's line with its checks, and what was expected if one failed."""
+    failed = [name for name, ok in result["checks"].items() if not ok]
+    print(
+        f"{line}, checks " + ("all passed" if not failed else "FAILED: " + ", ".join(failed)),
+        flush=True,
+    )
+    if failed:
+        print(f"  expected {json.dumps(want)}\n  got {json.dumps(result)}", flush=True)
+
+
 def outcome_checks(r, config, want: dict) -> tuple[int, dict[str, bool]]:
     """Return the event log's rows and the checks every run makes of what it stored:
     each consented hit once in Parquet, the status counts, the persons per tier."""
@@ -424,16 +435,13 @@ def main_partitions(args: argparse.Namespace, hits: list[Hit], want: dict) -> No
         for partitions, workers in layouts:
             result = run_processes(args, hits, want, partitions, workers)
             results[(partitions, workers)].append(result)
-            failed = [name for name, ok in result["checks"].items() if not ok]
-            print(
+            say_run(
                 f"round {run + 1}, {partitions} partition(s) / {workers} worker(s): "
                 f"{result['events_per_s']:,} events/s ({result['seconds']} s), load "
-                f"{result['load_average']:.2f}, checks "
-                + ("all passed" if not failed else "FAILED: " + ", ".join(failed)),
-                flush=True,
+                f"{result['load_average']:.2f}",
+                result,
+                want,
             )
-            if failed:
-                print(f"  expected {json.dumps(want)}\n  got {json.dumps(result)}")
     medians = {
         layout: statistics.median(r["events_per_s"] for r in runs)
         for layout, runs in results.items()
@@ -540,15 +548,12 @@ def main() -> None:
     for run in range(args.runs):
         result = run_once(args, hits, want)
         results.append(result)
-        failed = [name for name, ok in result["checks"].items() if not ok]
-        print(
+        say_run(
             f"run {run + 1}: {result['events_per_s']:,} events/s ({result['seconds']} s), "
-            f"decode-only floor {result['decode_only_per_s']:,}/s, checks "
-            + ("all passed" if not failed else "FAILED: " + ", ".join(failed)),
-            flush=True,
+            f"decode-only floor {result['decode_only_per_s']:,}/s",
+            result,
+            want,
         )
-        if failed:
-            print(f"  expected {json.dumps(want)}\n  got {json.dumps(result)}")
     rate = statistics.median(r["events_per_s"] for r in results)
     floor = statistics.median(r["decode_only_per_s"] for r in results)
     ok = all(r["exactly_once"] for r in results)

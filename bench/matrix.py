@@ -175,12 +175,11 @@ def generate(folder: Path, persons: int, touchpoints: int, seed: int) -> None:
     print(f"generated {persons:,} persons and {touchpoints:,} touchpoints in {seconds:.0f} s")
 
 
-def run_polars(folder: Path, engine: str) -> None:
-    """Child process: build the matrix with polars and write it."""
+def polars_matrix(folder: Path) -> pl.LazyFrame:
+    """Return the polars build of the generated data's matrix (lazy, as of AS_OF)."""
     from dmp.matrix.sources import read_touchpoints
     from segments.matrix import build_matrix
 
-    started = time.perf_counter()
     model, catalog = parse_model(default_model_text()), parse_catalog(catalog_yaml())
     matrix, _ = build_matrix(
         pl.scan_parquet(folder / "persons.parquet"),
@@ -190,6 +189,13 @@ def run_polars(folder: Path, engine: str) -> None:
         catalog,
         AS_OF,
     )
+    return matrix
+
+
+def run_polars(folder: Path, engine: str) -> None:
+    """Child process: build the matrix with polars and write it."""
+    started = time.perf_counter()
+    matrix = polars_matrix(folder)
     out = folder / f"out-{engine}.parquet"
     matrix.sink_parquet(out, engine=engine) if engine == "streaming" else matrix.collect(
         engine=engine

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from matrix import AS_OF, polars_matrix  # bench/matrix.py: its data, its as-of time
 
 from dmp.matrix.sources import People, event_files, read_touchpoints
 from dmp.synth import catalog_yaml, example_segments
@@ -27,10 +28,7 @@ from segments.content import parse_catalog
 from segments.definition import parse_definition
 from segments.evaluator import NEXT_CHANGE, all_dids, did_counts, did_key, membership
 from segments.language import Node
-from segments.matrix import build_matrix
 from segments.scoring import default_model_text, parse_model
-
-AS_OF = 1_790_000_000_000  # bench/matrix.py's as-of time: its data ends there
 
 
 def segment_trees() -> dict[str, Node]:
@@ -47,17 +45,9 @@ def counts_schema(trees: dict[str, Node]) -> dict[str, pl.DataType]:
 
 def run_polars(folder: Path) -> dict[str, Any]:
     """Build the matrix and run the 50 segments with polars; return the timings."""
-    model, catalog = parse_model(default_model_text()), parse_catalog(catalog_yaml())
     trees = segment_trees()
     started = time.perf_counter()
-    matrix, _ = build_matrix(
-        pl.scan_parquet(folder / "persons.parquet"),
-        read_touchpoints(folder / "events", {}),
-        pl.scan_parquet(folder / "history.parquet"),
-        model,
-        catalog,
-        AS_OF,
-    )
+    matrix = polars_matrix(folder)
     rows = folder / "out-polars-rows.parquet"
     matrix.sink_parquet(rows, engine="streaming")
     built = time.perf_counter()

@@ -7,6 +7,7 @@ says ``cluster_state:ok`` and agrees on the slots.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -134,11 +135,9 @@ def _cluster_ok(port: int) -> bool:
 def _wait(ready, seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
     while True:
-        try:
+        with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
             if ready():
                 return
-        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
-            pass
         if time.monotonic() > deadline:
             raise RuntimeError("the Redis Cluster did not come up in time")
         time.sleep(0.05)

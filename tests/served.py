@@ -41,14 +41,19 @@ def serve_env(data_dir: Path) -> dict[str, str]:
 
 def run_dmp(data_dir: Path, *args: str) -> str:
     """Run a `dmp` command on ``data_dir``; return its output (it must succeed)."""
+    return run_in(serve_env(data_dir), *args, timeout=120)
+
+
+def run_in(env: dict[str, str], *args: str, timeout: float = 300) -> str:
+    """Run a `dmp` command in ``env``; return its output (it must succeed)."""
     done = subprocess.run(
         [sys.executable, "-m", "dmp", *args],
-        env=serve_env(data_dir),
+        env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
     return done.stdout
 
 

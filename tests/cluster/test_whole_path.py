@@ -20,7 +20,7 @@ from dmp.ingest.stream import partition_of
 from dmp.people.identity import IdKind
 from dmp.storage import metrics
 from tests.factories import bearer, make_hit, person_of
-from tests.served import free_port, healthy, serve_env, stop_process, wait_for
+from tests.served import free_port, healthy, run_in, serve_env, stop_process, wait_for
 
 PARTITIONS = 4
 PERSONS = 6
@@ -39,15 +39,7 @@ class Installation:
 
     def dmp(self, *args: str) -> str:
         """Run a `dmp` command against the cluster; return its output (it must succeed)."""
-        done = subprocess.run(
-            [sys.executable, "-m", "dmp", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, (args, done.stdout, done.stderr)
-        return done.stdout
+        return run_in(self.env, *args)
 
     def status(self) -> dict:
         """Return `dmp status --json`."""

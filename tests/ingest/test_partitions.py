@@ -187,8 +187,9 @@ def _started(redis, config, partition: int) -> Worker:
 
 def _turn(worker: Worker) -> None:
     """Handle what the worker's partition holds, then go idle (letting the lock go)."""
-    while worker.step():
-        pass
+    handled = worker.step()
+    while handled:
+        handled = worker.step()
     worker.flush()
 
 
