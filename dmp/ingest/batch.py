@@ -19,6 +19,7 @@ import redis
 from dmp.config import Config
 from dmp.ingest.eventlog import EventBuffer, EventLog, event_digest, event_row, utc_day
 from dmp.ingest.identitylock import ChangeLog, IdentityLock
+from dmp.ingest.returning import Resolvable, TimelineWrites, split
 from dmp.ingest.useragent import parse_agent
 from dmp.people import claims, control, erasure, identity, unmerge
 from dmp.people import consents as consent_rules
@@ -38,6 +39,7 @@ from dmp.people.timeline import touchpoint
 from dmp.records import EVENT_SCHEMA, Hit, Source, Tier, dump_json
 from dmp.storage import keyspace, metrics, recenthits
 from dmp.storage.bulk import Bulk, InFlight
+from dmp.storage.multikey import is_cluster
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,7 @@ class Ingest:
         # the change log through which the workers tell each other what they changed.
         self.identity: IdentityLock | None = None
         self.changes: ChangeLog | None = None
+        self._timelines: TimelineWrites | None = None  # returning hits' writes, see _shared
         self._resolved: list[tuple[Hit, str]] = []  # hits resolved, their rows not built yet
         self._fenced = False  # the pending writes begin with the identity lock's fence
         self._inflight_fenced = False  # ... and the writes in flight
@@ -207,6 +210,7 @@ class Ingest:
             log.error("dropping unknown control entry %s (%s)", stream_id, hit.type)
         self._owners, self._states = {}, {}
         self.buffer.take(stream_id, None)
+        self.release_identity()
 
     def _handle(
         self,
@@ -241,14 +245,10 @@ class Ingest:
         # the change log, read once the lock is ours (_take_turn), says what to read again.
         self._learn(unknown, found)
         people = self._sort(hits, seen, erased)
-        lock = self.identity
-        if people:
-            wanted = self._take_turn(people) if lock is not None else None
+        if self.identity is not None:
+            self._shared(people)
+        elif people:
             self._resolve_and_apply(people)
-            if lock is not None and lock.wanted_by_other(wanted):
-                self.release_identity(yielded=True)
-        elif lock is not None and lock.held:
-            self.release_identity()
         # The rows need nothing serial: built once the lock may be another worker's.
         resolved, self._resolved = self._resolved, []
         buf.events.extend([event_row(hit, pid) for hit, pid in resolved])
@@ -306,9 +306,7 @@ class Ingest:
                 continue
             buf.take(stream_id, digest)
             if erased and ids and not erased.isdisjoint(ids):
-                # An identifier of an erased person: nobody's any more, counted only.
-                buf.metrics[metrics.counter("dmp_events_erased_identifier_total")] += 1
-                self._aggregate(hit)
+                self._erased_identifier(hit)
             elif ids is not None:
                 people.append((hit, ids, touchpoint(hit)))  # built here, outside the lock
             elif not is_identified(hit):
@@ -324,32 +322,141 @@ class Ingest:
                 buf.events.append(event_row(hit, None))
         return people
 
-    def _take_turn(self, people: list[tuple[Hit, list[Identifier], str]]) -> bytes | None:
-        """Take the identity lock and catch up with what other workers changed since the
-        cache was read: read those identifiers and persons again. Return the
-        IDENTITY_WANTED value (another worker waiting for the lock)."""
+    def _erased_identifier(self, hit: Hit) -> None:
+        """Count a hit naming an identifier of an erased person: nobody's any more."""
+        self.buffer.metrics[metrics.counter("dmp_events_erased_identifier_total")] += 1
+        self._aggregate(hit)
+
+    def _shared(self, people: list[Resolvable]) -> None:
+        """Resolve and apply a batch beside other partitions' workers: the returning hits
+        (``dmp.ingest.returning``) written without the identity lock while the rest are
+        resolved and written in one turn on it, which ends with the batch."""
+        self.settle()  # the last turn's writes: a returning hit may be of a person they made
+        returning, rest = split(people, self._owners, self._states)
+        timelines = self._timelines
+        if timelines is None:
+            timelines = self._timelines = TimelineWrites(self.r, self.config.timeline_cap)
+        if returning:
+            timelines.send(returning)
+        try:
+            if rest:
+                self._locked(rest)
+            refused = timelines.refused()
+        except BaseException:
+            timelines.drop()  # the batch is handled again from the stream
+            raise
+        cap, states = self.config.timeline_cap, self._states
+        for pid, items in returning.items():
+            if pid in refused:
+                continue
+            state = states.get(pid)  # (the cache may have been dropped in the turn)
+            if state is not None:
+                state.n_tp = min(state.n_tp + len(items), cap)
+            self._resolved.extend((hit, pid) for hit, _, _ in items)
+        if refused:
+            self._again([item for pid in refused for item in returning[pid]], refused)
+        self.release_identity()
+
+    def _locked(self, people: list[Resolvable]) -> None:
+        """Resolve and apply hits, then write them in a turn on the identity lock (kept
+        till the caller lets it go: the writes are sent with its release).
+
+        Resolved before the turn, from the cache: if the change log then shows that
+        another worker changed a person or identifier the resolution read, it is undone
+        and done again in the turn, from what Redis holds now. Most often nothing it read
+        changed, and the turn holds only the writes.
+        """
+        self._catch_up(people)  # (refused returning hits: their persons were dropped)
+        rows = len(self._resolved)
+        read = self._persons_read(people)
+        batch = self._resolve(people)
+        if self._take_turn(people, read):
+            self._undo(batch, read, people, rows)
+            self._catch_up(people)
+            batch = self._resolve(people)
+        self._write(batch)
+
+    def _persons_read(self, people: list[Resolvable]) -> set[str]:
+        """Return the cached persons resolving ``people`` reads: their identifiers'
+        owners, and the persons those were merged into."""
+        owners, states, read = self._owners, self._states, set()
+        for _, ids, _ in people:
+            for i in ids:
+                pid = owners.get(i)
+                while pid and pid not in read:
+                    read.add(pid)
+                    state = states.get(pid)
+                    pid = state.merged_into if state is not None else None
+        return read
+
+    def _undo(self, batch: Batch, read: set[str], people: list[Resolvable], rows: int) -> None:
+        """Forget what resolving ``people`` changed in the cache, the rows and counters
+        (its writes were not sent), so that they are resolved again."""
+        states, owners = self._states, self._owners
+        for pid in read | set(batch.deltas) | {src.person_id for src, _, _ in batch.merges}:
+            states.pop(pid, None)
+        for _, ids, _ in people:
+            for i in ids:
+                owners.pop(i, None)
+        del self._resolved[rows:]
+        merged = len(batch.merges) + len(batch.merge_log)
+        if merged:
+            self.buffer.metrics[metrics.counter("dmp_merges_total")] -= merged
+
+    def _again(self, people: list[Resolvable], refused: set[str]) -> None:
+        """Handle, under the lock, returning hits whose write was refused: their person was
+        merged, erased or marked for a merge by another worker since it was cached."""
+        self.buffer.metrics[metrics.counter("dmp_returning_hits_again_total")] += len(people)
+        for pid in refused:
+            self._states.pop(pid, None)  # read again (its identifiers' owners too)
+        self._salt = erasure.salt(self.r)
+        idents = list({i for _, ids, _ in people for i in ids})
+        if self._salt and idents:
+            bulk = Bulk()
+            bulk.add("MGET", *(erasure.mark_key(self._salt, i) for i in idents))
+            gone = {i for i, mark in zip(idents, bulk.execute(self.r)[0], strict=True) if mark}
+            for hit, ids, _ in people:
+                if not gone.isdisjoint(ids):
+                    self._erased_identifier(hit)
+            people = [item for item in people if gone.isdisjoint(item[1])]
+        if people:
+            self._locked(people)
+
+    def _take_turn(self, people: list[Resolvable], read: set[str]) -> bool:
+        """Take the identity lock and drop from the cache what other workers changed
+        since it was read; return whether that includes any of the persons ``read`` or
+        the identifiers of ``people`` (their resolution is then stale)."""
         lock = self.identity
         assert lock is not None
-        lock.acquire()  # from here to the writes' release, identities are ours alone
         changes = self.changes
         if changes is None:
             changes = self.changes = ChangeLog(lock.lease.token)
-        bulk = Bulk()
-        bulk.add("MGET", keyspace.WORKER_EPOCH, keyspace.IDENTITY_WANTED)
-        changes.ask(bulk)
-        (epoch, wanted), entries = bulk.execute(self.r)
+
+        def ask(bulk: Bulk) -> None:
+            bulk.add("GET", keyspace.WORKER_EPOCH)
+            changes.ask(bulk)
+
+        # From here to the writes' release, identities are ours alone.
+        epoch, entries = lock.acquire(ask)
         behind, persons, idents = changes.read(entries)
         if behind or epoch != self._epoch:
             self._drop_cache(epoch)
-        else:
-            for pid in persons:
-                self._states.pop(pid, None)
-            for text in idents:
-                self._owners.pop(Identifier.from_text(text), None)
+            return True
+        for pid in persons:
+            self._states.pop(pid, None)
+        for text in idents:
+            self._owners.pop(Identifier.from_text(text), None)
+        if read.isdisjoint(persons) and not (
+            idents and idents.intersection(i.text for _, ids, _ in people for i in ids)
+        ):
+            return False
+        return True
+
+    def _catch_up(self, people: list[Resolvable]) -> None:
+        """Read the owners and persons of ``people`` that are not cached (any more)."""
         stale = self._uncached([("", hit, "", ids) for hit, ids, _ in people])
         if stale:
             self._learn(stale, self._ask_owners(stale))
-        return wanted
 
     def _drop_cache(self, epoch: bytes | None) -> None:
         """Forget every cached identity and person (erasure, unmerge, a gap in the log)."""
@@ -365,19 +472,29 @@ class Ingest:
         bulk.add("MGET", *self._identifier_keys(idents))
         return bulk.execute(self.r)[0]
 
-    def release_identity(self, *, yielded: bool = False) -> None:
-        """End this worker's turn on identities (several partitions): writes applied,
+    def release_identity(self) -> None:
+        """End this worker's turn on identities (several partitions): its writes, then
         what it changed added to the change log (other workers drop just that from their
-        caches), lock freed."""
+        caches), then the lock freed.
+
+        On one Redis server the three go in one pipeline, applied in order on one
+        connection, and the worker goes on without waiting: whoever takes the lock next
+        finds the writes applied. On a Cluster the writes span nodes, so they are
+        applied first, then the rest (one slot) follows.
+        """
         lock, changes = self.identity, self.changes
         if lock is None or not lock.held:
             return
-        self.settle()
+        if is_cluster(self.r):
+            self.settle()
+        bulk = self._pending
+        if bulk is None:
+            self.settle()  # whatever is in flight, before the lock goes
+            bulk = self._pending = Bulk()
         if changes is not None:
-            bulk = Bulk()
-            if changes.publish(bulk):
-                changes.published(bulk.execute(self.r)[0])
-        lock.release(yielded=yielded)
+            changes.publish(bulk)  # its id is read back with the next entries
+        lock.release(bulk)
+        self._send_writes()
 
     def _settled(self, inflight: InFlight) -> None:
         """Wait for writes sent; if they began with the identity lock's fence, raise
@@ -428,7 +545,11 @@ class Ingest:
         for topic in hit.topics:
             buf.aggregates[(site, day, f"topic:{topic}")] += 1
 
-    def _resolve_and_apply(self, people: list[tuple[Hit, list[Identifier], str]]) -> None:
+    def _resolve_and_apply(self, people: list[Resolvable]) -> None:
+        self._write(self._resolve(people))
+
+    def _resolve(self, people: list[Resolvable]) -> Batch:
+        """Resolve and apply ``people`` to their cached persons; return the writes."""
         owners, states = self._owners, self._states
         batch = Batch(owners, states)
         for hit, ids, tp in people:
@@ -438,7 +559,7 @@ class Ingest:
                     batch.withdrawals.append((hit, batch.canonical(pid)))
                 continue
             self._apply(batch, hit, ids, tp)
-        self._write(batch)
+        return batch
 
     def _apply(self, batch: Batch, hit: Hit, ids: list[Identifier], tp: str) -> None:
         """Resolve one hit and fold it into its person's state and delta."""
@@ -651,6 +772,8 @@ class Ingest:
         self._inflight_fenced, self._fenced = self._fenced, False
 
     def _write(self, batch: Batch) -> None:
+        if self._pending is not None:  # a second turn in one batch (returning hits again)
+            self._send_writes()
         if self.changes is not None:
             self._note_changes(batch)
         lock = self.identity

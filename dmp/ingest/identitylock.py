@@ -1,10 +1,15 @@
 """Workers of several partitions take turns on identities and profiles.
 
 One worker (one partition) at a time holds the identity lock (``keyspace.IDENTITY_LOCK``)
-while it resolves a batch's hits, applies them and writes the profile writes and merges:
-as if one worker wrote everything, so a merge is never lost or doubled and no profile
-write goes to a person merged away. Decoding, the batch's question (dedup, owners not
-cached), triage, touchpoints, event rows and the Parquet flush run outside it.
+while it resolves the hits of a batch that need it, applies them and writes their
+profile writes and merges: as if one worker wrote everything, so a merge is never lost
+or doubled and no profile write goes to a person merged away. Decoding, the batch's
+question (dedup, owners not cached), triage, the returning hits (known persons coming
+back, written without the lock: ``dmp.ingest.returning``), touchpoints, event rows and
+the Parquet flush run outside it. A turn ends with its batch: its writes, what it
+changed (logged) and the lock's release go in one pipeline (on a Cluster, the writes are
+applied first); a waiting worker asks again every millisecond, and the round trip that
+takes the lock also reads the change log.
 
 Before it lets go, a holder that wrote appends what it changed (the persons it wrote or
 merged, the identifiers it linked or unlinked) to the change log
@@ -13,16 +18,15 @@ entries since its last as it takes its turn and drops exactly those persons and
 identifiers from its cache, or all of it if it fell behind the cap (each entry names the
 one before it, so a gap shows) or on its first turn. Each batch of profile writes asks
 who holds the lock in the same round trip (:meth:`IdentityLock.fence`): a worker that
-stalled past the lock's time learns it before its flush acks anything. Writers outside
-the workers (erasure, unmerge, retention, imports) bump ``keyspace.WORKER_EPOCH``
-instead, which empties every cache.
-While nobody else waits (``keyspace.IDENTITY_WANTED``) the holder keeps the lock across
-batches, and with it its cache and the pipelining of its writes.
+stalled past the lock's time learns it as it reads the replies, before its flush acks
+anything. Writers outside the workers (erasure, unmerge, retention, imports) bump
+``keyspace.WORKER_EPOCH`` instead, which empties every cache.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -31,8 +35,7 @@ from dmp.storage import keyspace
 from dmp.storage.bulk import Bulk
 from dmp.storage.locks import Lease
 
-WANTED_MS = 1000  # a waiter says so again before this runs out
-SPIN_SECONDS = 0.002  # a waiter asks again this often
+SPIN_SECONDS = 0.001  # a waiter asks again this often
 CHANGES_KEPT = 1000  # change log entries kept (about): a worker further behind drops all
 
 
@@ -49,23 +52,29 @@ class IdentityLock:
         self.lease = Lease(r, keyspace.IDENTITY_LOCK, seconds, token)
         self.held = False
         self._renewed = float("-inf")
-        self.yielded = False  # let go because another waited: give it a moment first
 
-    def acquire(self) -> None:
-        """Hold the lock (renewed past a third of its time), waiting for it if need be."""
+    def acquire(self, ask: Callable[[Bulk], None] | None = None) -> list[Any]:
+        """Hold the lock (renewed past a third of its time), waiting for it if need be;
+        return the replies to the questions ``ask`` queues, asked in the round trip that
+        takes it when it is free (else once it is taken)."""
+        bulk = Bulk()
         now = time.monotonic()
-        if self.held and now - self._renewed < self.lease.seconds / 3:
-            return
-        if self.yielded:
-            self.yielded = False
-            time.sleep(SPIN_SECONDS * 2)  # the waiter that asked us takes it first
-        said = float("-inf")
-        while not self.lease.take():
-            if time.monotonic() - said > WANTED_MS / 2000:
-                self.r.set(keyspace.IDENTITY_WANTED, self.lease.token, px=WANTED_MS)
-                said = time.monotonic()
-            time.sleep(SPIN_SECONDS)
-        self.held, self._renewed = True, time.monotonic()
+        if not (self.held and now - self._renewed < self.lease.seconds / 3):
+            self.lease.queue_take(bulk)
+            if ask is not None:
+                ask(bulk)
+            took, *replies = bulk.execute(self.r)
+            answered = bool(took)
+            while not took:  # waiting: only the lock is asked for
+                time.sleep(SPIN_SECONDS)
+                took = self.lease.take()
+            self.held, self._renewed = True, time.monotonic()
+            if answered:
+                return replies
+        if ask is None:
+            return []
+        ask(bulk)
+        return bulk.execute(self.r)
 
     def fence(self, bulk: Bulk) -> None:
         """Queue, first in a batch of writes, the question its :meth:`check` answers."""
@@ -77,19 +86,15 @@ class IdentityLock:
         if holder != self.lease.token.encode():
             raise IdentityLockLost(f"the identity lock is no longer ours (held by {holder!r})")
 
-    def wanted_by_other(self, wanted: bytes | str | None) -> bool:
-        """Return whether the IDENTITY_WANTED value read names another worker."""
-        if not wanted:
-            return False
-        name = wanted.decode() if isinstance(wanted, bytes) else wanted
-        return name != self.lease.token
-
-    def release(self, *, yielded: bool = False) -> None:
-        """Let the lock go (only if this worker holds it)."""
+    def release(self, bulk: Bulk | None = None) -> None:
+        """Let the lock go (only if this worker holds it); with ``bulk``, queue it there
+        after the writes queued before it (they are applied before it is free)."""
         if self.held:
             self.held = False
-            self.yielded = yielded
-            self.lease.release()
+            if bulk is None:
+                self.lease.release()
+            else:
+                self.lease.queue_release(bulk)
 
 
 class ChangeLog:
@@ -138,7 +143,8 @@ class ChangeLog:
     def publish(self, bulk: Bulk) -> bool:
         """Queue the entry of what this worker changed, if anything; return whether queued.
 
-        The caller reads the new entry's id back with :meth:`published`."""
+        Its id is not needed: the next :meth:`read` meets the entry, this worker's own,
+        and skips it."""
         if not (self.persons or self.idents):
             return False
         bulk.add(
@@ -159,7 +165,3 @@ class ChangeLog:
         )
         self.persons, self.idents = set(), set()
         return True
-
-    def published(self, entry_id: bytes) -> None:
-        """Take the id of this worker's own new entry as the last one read."""
-        self.last = entry_id

@@ -2,9 +2,11 @@
 
 A merge moves a stored person's identifiers, traits, consents, stages and timeline into
 its target. The keys of the two persons, their identifier links and the global counters
-live on different Redis Cluster slots, so no one transaction can hold them. Instead the
-batch's merges are planned from what Redis holds (concrete values), the plan is kept in
-a ``{dmp}`` intent key, and then, per merge in order:
+live on different Redis Cluster slots, so no one transaction can hold them. Instead each
+source is first marked (``merging`` in its profile hash: from then on the writes made
+without the identity lock, ``dmp.ingest.returning``, leave it alone), the batch's merges
+are planned from what Redis holds (concrete values), the plan is kept in a ``{dmp}``
+intent key, and then, per merge in order:
 
 a. the source's archive (its own slot): what it held, so the merge can be undone;
 b. the target's additions (its slot), in one MULTI with the marker ``src ∈ :merged``,
@@ -45,6 +47,10 @@ class MergedPerson(Protocol):
 
 
 TRUSTED_FACET = "trusted"
+# The profile hash field that marks a person whose merge has begun (its value: the
+# merge batch's name). A mark left by a crash before the batch's intent was kept only
+# sends the person's returning hits the slow way (under the identity lock).
+MERGING = "merging"
 # What a merged-away person's tombstone keeps of it, so that the merge can be undone
 # (``dmp.people.unmerge``): its facets as they were, under ``archived:<facet>``.
 ARCHIVED_FACETS = (
@@ -79,8 +85,12 @@ def merge_persons(r: redis.Redis, merges: list[tuple[MergedPerson, str, dict[str
     """
     if not merges:
         return
-    plans = _plan(r, merges)
     name = secrets.token_hex(8)
+    with r.pipeline(transaction=False) as pipe:  # marked before anything is read
+        for source, _, _ in merges:
+            pipe.hset(keyspace.person(source.person_id), MERGING, name)
+        pipe.execute()
+    plans = _plan(r, merges)
     with r.pipeline(transaction=True) as pipe:  # {dmp}: the journal before any change
         pipe.set(keyspace.merge_intent(name), dump_json(plans))
         pipe.sadd(keyspace.MERGE_INTENTS, name)
@@ -178,7 +188,7 @@ def _plan(r: redis.Redis, merges: list[tuple[MergedPerson, str, dict[str, str]]]
                 "trusted": sorted(trusted[src]),
                 "merged": sorted(gained),
                 "archive": {
-                    **profiles[src],
+                    **{k: v for k, v in profiles[src].items() if k != MERGING},
                     "into": target,
                     "moved": json.dumps(sorted(moved)),
                     "copied_traits": json.dumps(sorted(copied)),

@@ -35,6 +35,7 @@ import redis
 from dmp.people import consents as consent_rules
 from dmp.people.identity import CONTACT_KINDS, Identifier, has_address, id_keys
 from dmp.people.merges import ARCHIVED_FACETS as ARCHIVED_FACETS
+from dmp.people.merges import MERGING
 from dmp.people.merges import TRUSTED_FACET as TRUSTED_FACET
 from dmp.people.merges import archived as archived
 from dmp.people.merges import merge_persons as merge_persons
@@ -98,6 +99,7 @@ class PersonState:
     # changes (consents.applies), so that an older hit handled later changes nothing.
     consents: dict[str, consent_rules.Held] = field(default_factory=dict)
     merged_into: str = ""
+    merging: bool = False  # a merge of it has begun (merges.MERGING): no lock-free writes
     # See trusted_id and trusted_trait. Frozen and shared while empty (most persons):
     # the worker makes hundreds of thousands of states; a write rebinds it (|=).
     trusted: frozenset[str] = frozenset()
@@ -179,6 +181,7 @@ def _state(pid: str, raw: Any, n_tp: int, trusted: Any) -> PersonState:
         n_tp=n_tp,
         consents=consent_rules.parse_held(profile),
         merged_into=merged_into or "",
+        merging=MERGING in profile,
         trusted=frozenset(m.decode() if isinstance(m, bytes) else m for m in trusted or ()),
     )
 

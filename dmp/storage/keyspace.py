@@ -267,7 +267,6 @@ LEGACY_METRICS = "dmp:metrics"  # every counter of earlier versions
 INGEST_PARTITIONS = _G + "ingest:partitions"  # the most partitions ever used (readers sum)
 WORKERS = _G + "ingest:workers"  # zset: live worker processes by their last heartbeat (ms)
 IDENTITY_LOCK = _G + "identity:lock"  # the worker resolving and writing identities now
-IDENTITY_WANTED = _G + "identity:wanted"  # set (expiring) while another worker waits
 IDENTITY_CHANGES = _G + "identity:changes"  # stream: what the lock's holders changed
 
 

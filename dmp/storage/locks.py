@@ -17,6 +17,8 @@ from contextlib import contextmanager
 
 import redis
 
+from dmp.storage.bulk import Bulk
+
 log = logging.getLogger(__name__)
 
 HOLD_SECONDS = 30.0  # a held lock expires this long after its holder stopped renewing it
@@ -73,6 +75,14 @@ class Lease:
     def release(self) -> None:
         """Give the lease up (only if it is still ours)."""
         self.r.eval(_RELEASE, 1, self.key, self.token)
+
+    def queue_take(self, bulk: Bulk) -> None:
+        """Queue :meth:`take` in ``bulk`` (its reply: 1 if held)."""
+        bulk.add("EVAL", _TAKE, 1, self.key, self.token, self._ms())
+
+    def queue_release(self, bulk: Bulk) -> None:
+        """Queue :meth:`release` in ``bulk``, after the writes queued before it."""
+        bulk.add("EVAL", _RELEASE, 1, self.key, self.token)
 
     def _ms(self) -> int:
         return max(1, int(self.seconds * 1000))

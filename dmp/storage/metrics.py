@@ -28,10 +28,17 @@ HELP = {
     ),
     "dmp_events_aggregate_total": "Unconsented hits counted only in aggregate.",
     "dmp_events_duplicate_total": "Replayed events dropped by event-id dedup.",
+    "dmp_events_erased_identifier_total": (
+        "Hits naming an identifier of an erased person (counted only in aggregate)."
+    ),
     "dmp_stream_unreadable_total": "Stream entries the worker could not read (dropped).",
     "dmp_bots_total": "Hits from bots (stored flagged, never made persons).",
     "dmp_merges_total": "Identity merges.",
     "dmp_identity_conflicts_total": "Identity conflicts recorded instead of merging.",
+    "dmp_returning_hits_again_total": (
+        "Returning hits (several partitions) whose lock-free write found their person merged,"
+        " erased or being merged by another worker: handled again under the identity lock."
+    ),
     "dmp_eventlog_flush_failures_total": "Event-log flush attempts that failed (retried).",
     "dmp_spool_replayed_total": "Hits replayed from collector spools once Redis was back.",
     "dmp_spool_dropped_total": "Hits lost because a collector's spool was full.",

@@ -15,6 +15,7 @@ from dmp.ingest.worker import Worker, status
 from dmp.people.identity import IdKind
 from dmp.records import Hit
 from dmp.storage import keyspace, metrics
+from dmp.storage.locks import Lease
 from tests.factories import make_hit, make_identify, person_of
 
 
@@ -238,8 +239,8 @@ def test_a_worker_behind_the_change_log_drops_its_whole_cache(redis, config):
 
 
 def test_a_worker_that_lost_the_identity_lock_handles_its_batch_again(redis, config):
-    """A worker whose identity lock another took meanwhile (it stalled past the lock's
-    time) learns it with its writes, before its flush: nothing is acked or stored; run
+    """A worker whose identity lock another took during its turn (it stalled past the
+    lock's time) learns it with its writes' replies: nothing is acked or stored; run
     again, it stores every event once and counts every person once."""
     from dmp.ingest.identitylock import IdentityLockLost
 
@@ -248,10 +249,19 @@ def test_a_worker_that_lost_the_identity_lock_handles_its_batch_again(redis, con
     hits = [_on(2, lambda i, k=k: make_hit(uid=f"s{k}-{i}")) for k in range(5)]
     stream.enqueue(redis, hits, {}, atomic=False, partitions=4)
     worker = _started(redis, config, 2)
-    assert worker.step() == 5
-    redis.set(keyspace.IDENTITY_LOCK, "another-worker", px=10_000)  # ours ran out meanwhile
-    with pytest.raises(IdentityLockLost):  # a flush after losing the lock goes nowhere
+    lock = worker.ingest.identity
+    took = lock.acquire
+
+    def stalled(ask=None) -> list:
+        replies = took(ask)
+        redis.set(keyspace.IDENTITY_LOCK, "another-worker", px=10_000)  # ours ran out
+        return replies
+
+    lock.acquire = stalled
+    with pytest.raises(IdentityLockLost):  # found with the writes' replies, before any ack
+        worker.step()
         worker.flush()
+    worker.ingest.reset()  # as the fleet's restart of the worker does
     assert status(redis)["events_stored"] == 0 and status(redis)["pending"] == 5
     redis.delete(keyspace.IDENTITY_LOCK)
     worker.release_lease()
@@ -293,9 +303,9 @@ def test_withdrawn_consent_unlinks_the_cookie_on_a_cluster(cluster, redis_cluste
 
 
 def test_a_first_sighting_waits_for_the_holders_writes(redis, config):
-    """Step by step: while one worker holds the identity lock with a new email's person
-    not yet written, another seeing the same email waits, then joins that person (with
-    the lock switched off it would make a second one)."""
+    """Step by step: while one worker holds the identity lock, another seeing a new email
+    waits; the holder's turn makes the email's person, and the waiter then joins that
+    person (with the lock switched off it would make a second one)."""
     config = dataclasses.replace(config, stream_partitions=4)
     stream.ensure_group(redis, 4)
     first = _on(0, lambda i: make_identify(f"w{i}@acme.de", uid=f"wa{i}"))
@@ -303,15 +313,14 @@ def test_a_first_sighting_waits_for_the_holders_writes(redis, config):
     second = _on(1, lambda i: make_identify(email, uid=f"wb{i}"))
     stream.enqueue(redis, [first, second], {}, atomic=False, partitions=4)
     a, b = _started(redis, config, 0), _started(redis, config, 1)
-    assert a.step() == 1  # resolved; its writes wait to be sent with the next batch
+    a.ingest.identity.acquire()  # a's turn has begun
     waiter = threading.Thread(target=b.step)
     waiter.start()
-    deadline = time.monotonic() + 5
-    while waiter.is_alive() and not redis.exists(keyspace.IDENTITY_WANTED):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    a.step()  # idle: writes settled, changes logged, lock let go
-    waiter.join()
+    waiter.join(0.5)
+    assert waiter.is_alive()  # b waits for the lock, its hit not resolved
+    assert a.step() == 1  # a's turn: resolved, written, logged, let go
+    waiter.join(10)
+    assert not waiter.is_alive()
     a.flush(), b.flush()
     a.release_lease(), b.release_lease()
     one = person_of(redis, IdKind.UID, first.uid)["person_id"]
@@ -370,8 +379,6 @@ def test_merges_cut_short_are_finished_only_holding_the_identity_lock(redis, con
     """A worker starting beside others finishes a batch of merges cut short only once it
     holds the identity lock: a live worker's batch, made under the lock, is never taken
     for one cut short."""
-    from dmp.storage.locks import Lease
-
     cfg = dataclasses.replace(config, stream_partitions=2)
     other = Lease(redis, keyspace.IDENTITY_LOCK, 60, "another-worker")
     assert other.take()
@@ -386,3 +393,143 @@ def test_merges_cut_short_are_finished_only_holding_the_identity_lock(redis, con
     assert not starting.is_alive()
     assert not redis.exists(keyspace.merge_intent("cut-short"))
     assert not redis.sismember(keyspace.MERGE_INTENTS, "cut-short")
+
+
+def _identify(user_id: str, email: str) -> Hit:
+    """Return a server-side identify of ``user_id`` with ``email``."""
+    return make_hit(
+        source="api",
+        type="identify",
+        event="identify",
+        uid="",
+        user_id=user_id,
+        consent={},
+        traits={"email": email},
+        trusted=True,
+    )
+
+
+def test_returning_hits_are_written_while_another_holds_the_identity_lock(redis, config):
+    """A known browser coming back needs no turn on the identity lock: its batch is
+    stored while another worker holds the lock; a new browser's batch waits for it."""
+    config = dataclasses.replace(config, stream_partitions=4)
+    stream.ensure_group(redis, 4)
+    known = _on(0, lambda i: make_hit(uid=f"r{i}"))
+    stream.enqueue(redis, [known], {}, atomic=False, partitions=4)
+    a = _started(redis, config, 0)
+    _turn(a)
+    other = Lease(redis, keyspace.IDENTITY_LOCK, 60, "another-worker")
+    assert other.take()
+    back = make_hit(uid=known.uid, url="https://acme.de/pricing")
+    stream.enqueue(redis, [back], {}, atomic=False, partitions=4)
+    assert a.step() == 1  # no wait: the lock is another's all along
+    a.flush()
+    person = person_of(redis, IdKind.UID, known.uid)
+    assert [t.get("url") for t in person["touchpoints"]].count(back.url) == 1
+    new = _on(0, lambda i: make_hit(uid=f"n{i}"))
+    stream.enqueue(redis, [new], {}, atomic=False, partitions=4)
+    waiter = threading.Thread(target=lambda: [a.step() for _ in range(3)])
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive()  # a first sighting waits for its turn
+    other.release()
+    waiter.join(10)
+    a.flush(), a.release_lease()
+    assert person_of(redis, IdKind.UID, new.uid)["tier"] == "low"
+    assert scan_events(config.events_dir).collect().height == 3
+
+
+def test_a_returning_hit_of_a_person_merged_meanwhile_goes_to_the_survivor(redis, config):
+    """A worker holding a person in its cache whom another worker merged away meanwhile:
+    the person's next returning hit, written without the lock, is refused and handled
+    again under it: its touchpoint and event row go to the survivor, none to the tombstone."""
+    config = dataclasses.replace(config, stream_partitions=4)
+    stream.ensure_group(redis, 4)
+    a, b = _started(redis, config, 0), _started(redis, config, 1)
+    email = _on(1, lambda i: make_identify(f"mq{i}@acme.de")).traits["email"]  # Q: email
+    # P: a cookie on a's partition, with a user id on b's
+    cookie = _on(0, lambda i: make_hit(uid=f"mc{i}")).uid
+    user = _on(1, lambda i: _identify(f"mu{i}", email)).user_id
+    browser = _server(uid=cookie, user_id=user)
+    stream.enqueue(redis, [browser, make_identify(email)], {}, atomic=False, partitions=4)
+    _turn(a), _turn(b)
+    p = person_of(redis, IdKind.UID, browser.uid)["person_id"]
+    assert p in a.ingest._states
+    link = _identify(browser.user_id, email)  # P's user id with Q's email: P merges into Q
+    stream.enqueue(redis, [link], {}, atomic=False, partitions=4)
+    _turn(b)
+    q = person_of(redis, IdKind.EMAIL, email)["person_id"]
+    assert q != p and redis.hget(keyspace.person(p), "merged_into") == q
+    back = make_hit(
+        source="api", type="track", event="Returned", uid=browser.uid, trusted=True, consent={}
+    )
+    stream.enqueue(redis, [back], {}, atomic=False, partitions=4)
+    _turn(a)  # a still holds P cached as live: its lock-free write is refused
+    survivor = person_of(redis, IdKind.UID, browser.uid)
+    assert survivor["person_id"] == q
+    assert [t["event"] for t in survivor["touchpoints"]].count("Returned") == 1
+    assert not redis.exists(keyspace.person(p, "touchpoints"))
+    events = scan_events(config.events_dir).collect()
+    assert events.filter(events["event"] == "Returned")["person_id"].to_list() == [q]
+    counted = metrics.read_counter(redis, metrics.counter("dmp_returning_hits_again_total"))
+    assert counted == 1
+    a.release_lease(), b.release_lease()
+
+
+def test_a_person_marked_for_a_merge_takes_its_hits_under_the_lock(redis, config):
+    """A merge mark left behind (a crash before the merge's intent was kept) refuses the
+    lock-free writes; the person's hits are then stored under the lock, none lost; and
+    Redis forgetting the script (a restart) costs nothing either."""
+    from dmp.people.merges import MERGING
+
+    config = dataclasses.replace(config, stream_partitions=4)
+    stream.ensure_group(redis, 4)
+    first = _on(0, lambda i: make_hit(uid=f"k{i}"))
+    a = _started(redis, config, 0)
+    for hit in (first, make_hit(uid=first.uid)):  # a first sighting, a returning hit
+        stream.enqueue(redis, [hit], {}, atomic=False, partitions=4)
+        _turn(a)
+    pid = person_of(redis, IdKind.UID, first.uid)["person_id"]
+    redis.hset(keyspace.person(pid), MERGING, "cut-short")
+    redis.script_flush()
+    urls = [f"https://acme.de/p{n}" for n in range(3)]
+    for url in urls:  # one batch each
+        stream.enqueue(redis, [make_hit(uid=first.uid, url=url)], {}, atomic=False, partitions=4)
+        _turn(a)
+    person = person_of(redis, IdKind.UID, first.uid)
+    assert person["person_id"] == pid
+    assert {t.get("url") for t in person["touchpoints"]} >= set(urls)
+    # refused once; then the person, read again with its mark, goes the slow way at once
+    counted = metrics.read_counter(redis, metrics.counter("dmp_returning_hits_again_total"))
+    assert counted == 1
+    assert scan_events(config.events_dir).collect().height == 5
+    a.release_lease()
+
+
+def test_a_resolution_made_from_a_stale_cache_is_made_again_in_the_turn(redis, config):
+    """A worker resolves its batch before its turn on the lock, from its cache. Another
+    worker gave a person it holds an email meanwhile: the change log shows it in the
+    turn, and the batch is resolved again from Redis, as if the workers had taken turns
+    on the whole of it: a different email makes a second person and a conflict, and
+    never overwrites the first."""
+    config = dataclasses.replace(config, stream_partitions=4)
+    stream.ensure_group(redis, 4)
+    a, b = _started(redis, config, 0), _started(redis, config, 1)
+    cookie = _on(0, lambda i: make_hit(uid=f"sc{i}")).uid
+    user = _on(1, lambda i: _identify(f"su{i}", "first@acme.de")).user_id
+    stream.enqueue(redis, [_server(uid=cookie, user_id=user)], {}, atomic=False, partitions=4)
+    _turn(a)  # a caches P (cookie, user id), no email
+    stream.enqueue(redis, [_identify(user, "first@acme.de")], {}, atomic=False, partitions=4)
+    _turn(b)  # b gives P an email
+    p = person_of(redis, IdKind.UID, cookie)["person_id"]
+    assert person_of(redis, IdKind.EMAIL, "first@acme.de")["person_id"] == p
+    assert a.ingest._states[p].email == ""  # a's cache is stale
+    stream.enqueue(
+        redis, [make_identify("second@acme.de", uid=cookie)], {}, atomic=False, partitions=4
+    )
+    _turn(a)
+    assert redis.hget(keyspace.person(p), "email") == "first@acme.de"
+    assert person_of(redis, IdKind.EMAIL, "second@acme.de")["person_id"] != p
+    assert person_of(redis, IdKind.UID, cookie)["person_id"] == p
+    assert redis.xlen(keyspace.CONFLICTS) == 1
+    a.release_lease(), b.release_lease()
