@@ -62,15 +62,18 @@ def make_hit(**fields) -> Hit:
     return Hit(**{**base, **fields})
 
 
-def make_identify(email: str, uid: str = "", trusted: bool = True, **traits) -> Hit:
-    """Return a server-side identify with an email (and other traits), on cookie ``uid``;
-    ``trusted=False`` makes it a browser's claim (sent with the public write key)."""
+def make_identify(
+    email: str, uid: str = "", trusted: bool = True, user_id: str = "", **traits
+) -> Hit:
+    """Return a server-side identify with an email (and other traits), on cookie ``uid``,
+    of ``user_id`` (``user-<email>`` unless given); ``trusted=False`` makes it a
+    browser's claim (sent with the public write key)."""
     return make_hit(
         source="api",
         type="identify",
         event="identify",
         uid=uid,
-        user_id=f"user-{email}",
+        user_id=user_id or f"user-{email}",
         consent={} if trusted else {"analytics": True},
         traits={"email": email, **traits},
         trusted=trusted,

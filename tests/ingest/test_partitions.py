@@ -395,20 +395,6 @@ def test_merges_cut_short_are_finished_only_holding_the_identity_lock(redis, con
     assert not redis.sismember(keyspace.MERGE_INTENTS, "cut-short")
 
 
-def _identify(user_id: str, email: str) -> Hit:
-    """Return a server-side identify of ``user_id`` with ``email``."""
-    return make_hit(
-        source="api",
-        type="identify",
-        event="identify",
-        uid="",
-        user_id=user_id,
-        consent={},
-        traits={"email": email},
-        trusted=True,
-    )
-
-
 def test_returning_hits_are_written_while_another_holds_the_identity_lock(redis, config):
     """A known browser coming back needs no turn on the identity lock: its batch is
     stored while another worker holds the lock; a new browser's batch waits for it."""
@@ -449,13 +435,15 @@ def test_a_returning_hit_of_a_person_merged_meanwhile_goes_to_the_survivor(redis
     email = _on(1, lambda i: make_identify(f"mq{i}@acme.de")).traits["email"]  # Q: email
     # P: a cookie on a's partition, with a user id on b's
     cookie = _on(0, lambda i: make_hit(uid=f"mc{i}")).uid
-    user = _on(1, lambda i: _identify(f"mu{i}", email)).user_id
+    user = _on(1, lambda i: make_identify(email, user_id=f"mu{i}")).user_id
     browser = _server(uid=cookie, user_id=user)
     stream.enqueue(redis, [browser, make_identify(email)], {}, atomic=False, partitions=4)
     _turn(a), _turn(b)
     p = person_of(redis, IdKind.UID, browser.uid)["person_id"]
     assert p in a.ingest._states
-    link = _identify(browser.user_id, email)  # P's user id with Q's email: P merges into Q
+    link = make_identify(
+        email, user_id=browser.user_id
+    )  # P's user id with Q's email: P merges into Q
     stream.enqueue(redis, [link], {}, atomic=False, partitions=4)
     _turn(b)
     q = person_of(redis, IdKind.EMAIL, email)["person_id"]
@@ -516,10 +504,12 @@ def test_a_resolution_made_from_a_stale_cache_is_made_again_in_the_turn(redis, c
     stream.ensure_group(redis, 4)
     a, b = _started(redis, config, 0), _started(redis, config, 1)
     cookie = _on(0, lambda i: make_hit(uid=f"sc{i}")).uid
-    user = _on(1, lambda i: _identify(f"su{i}", "first@acme.de")).user_id
+    user = _on(1, lambda i: make_identify("first@acme.de", user_id=f"su{i}")).user_id
     stream.enqueue(redis, [_server(uid=cookie, user_id=user)], {}, atomic=False, partitions=4)
     _turn(a)  # a caches P (cookie, user id), no email
-    stream.enqueue(redis, [_identify(user, "first@acme.de")], {}, atomic=False, partitions=4)
+    stream.enqueue(
+        redis, [make_identify("first@acme.de", user_id=user)], {}, atomic=False, partitions=4
+    )
     _turn(b)  # b gives P an email
     p = person_of(redis, IdKind.UID, cookie)["person_id"]
     assert person_of(redis, IdKind.EMAIL, "first@acme.de")["person_id"] == p
