@@ -175,21 +175,47 @@ def _fold(
         merged = merge_map(r)
         touched, removed = touched_since(r, config, manifest, files, merged, marks)
         people = read_people(r, progress, sorted(touched))
-        touchpoints = read_touchpoints(config.events_dir, merged).filter(
-            pl.col("person_id").is_in(sorted(touched))
+        state, history = refold(
+            (
+                pl.scan_parquet(folder / manifest["state"]),
+                pl.scan_parquet(folder / manifest["history"]),
+            ),
+            (people.persons.lazy(), people.history.lazy()),
+            read_touchpoints(config.events_dir, merged),
+            touched,
+            removed,
+            (model, catalog, as_of, scale),
         )
-        fresh = person_state(people.persons.lazy(), touchpoints, model, catalog, as_of, scale)
-        gone = sorted(touched | removed)
-        kept = pl.scan_parquet(folder / manifest["state"]).filter(~pl.col("person_id").is_in(gone))
-        state = pl.concat([kept, fresh.select(kept.collect_schema().names())])
-        old = pl.scan_parquet(folder / manifest["history"])
-        history = pl.concat([old.filter(~pl.col("person_id").is_in(gone)), people.history.lazy()])
     state = state.cache()
     matrix, changes = finish_matrix(state, current_stages(history, as_of), model, catalog, as_of)
     rows, new_stages, states, past = pl.collect_all(
         [matrix, changes, state, history], engine="streaming"
     )
     return rows, new_stages, states, past, touched
+
+
+def refold(
+    kept: tuple[pl.LazyFrame, pl.LazyFrame],
+    fresh: tuple[pl.LazyFrame, pl.LazyFrame],
+    touchpoints: pl.LazyFrame,
+    touched: set[str],
+    removed: set[str],
+    scoring: tuple[ScoringModel, tuple[ContentItem, ...], int, float],
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Return the state and stage history of an incremental build: the ``touched``
+    persons (``fresh``: their profiles and stage history) folded anew from all their
+    ``touchpoints``, everyone else's as the last build left them (``kept``: its state
+    and history), the ``removed`` (merged away) gone. ``scoring`` is the model, the
+    catalog, the as-of time and the decay scale."""
+    model, catalog, as_of, scale = scoring
+    ids = sorted(touched)
+    mine = touchpoints.filter(pl.col("person_id").is_in(ids))
+    state = person_state(fresh[0], mine, model, catalog, as_of, scale)
+    gone = sorted(touched | removed)
+    old_state = kept[0].filter(~pl.col("person_id").is_in(gone))
+    state = pl.concat([old_state, state.select(old_state.collect_schema().names())])
+    history = pl.concat([kept[1].filter(~pl.col("person_id").is_in(gone)), fresh[1]])
+    return state, history
 
 
 def build_touchpoints(r: redis.Redis, config: Config, manifest: dict) -> pl.LazyFrame:

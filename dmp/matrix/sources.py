@@ -177,6 +177,18 @@ def last_merge_id(r: redis.Redis) -> str:
     return last[0][0] if last else "0-0"
 
 
+def persons_since(events: Path, old_files: list[str], files: list[str], as_of: int) -> list[str]:
+    """Return the person ids of the events in ``files`` but not ``old_files`` (new since
+    a build that read those), and of the events after ``as_of`` (as stored: before
+    merges)."""
+    new = [events / f for f in files if f not in set(old_files)]
+    frames = [scan_events(events).filter(pl.col("timestamp").dt.epoch("ms") > as_of)]
+    if new:
+        frames.append(pl.scan_parquet(new))
+    found = pl.concat([f.select("person_id") for f in frames]).drop_nulls().unique()
+    return found.collect()["person_id"].to_list()
+
+
 def touched_since(
     r: redis.Redis,
     config: Config,
@@ -189,16 +201,7 @@ def touched_since(
     """Return (persons to refold, persons merged away) between the build ``manifest``
     describes (its ``files``, ``as_of`` and ``last_merge``) and now (``files``, merges
     up to ``until``)."""
-    events = config.events_dir
-    new = [events / f for f in files if f not in set(manifest["files"])]
-    frames = [
-        scan_events(events)
-        .filter(pl.col("timestamp").dt.epoch("ms") > manifest["as_of"])
-        .select("person_id")
-    ]
-    if new:
-        frames.append(pl.scan_parquet(new).select("person_id"))
-    found = pl.concat(frames).drop_nulls().unique().collect()["person_id"].to_list()
+    found = persons_since(config.events_dir, manifest["files"], files, manifest["as_of"])
     removed, targets = set(), set()
     for _, entry in r.xrange(keyspace.MERGES, min="(" + manifest["last_merge"], max=until):
         removed.add(entry.get("from", ""))

@@ -1,0 +1,245 @@
+"""Incremental matrix build against a full build, after a share of persons got new touchpoints.
+
+    python bench/incremental.py                       # 1M persons, 20M touchpoints, 1 %, 3 runs
+    python bench/incremental.py --persons 20000 --touchpoints 400000 --runs 1   # a quick check
+
+Starts from ``bench/matrix.py``'s generated data (made if missing), as of its ``AS_OF``:
+the last build's state and stage history are folded once and kept (untimed), as
+``dmp matrix build`` keeps them in its snapshot. Then ``--share`` of the persons (every
+n-th) get ``--each`` new touchpoints in a new event file of the next day, and the matrix
+is built as of 12:00 that day twice, each in a fresh process, in turn:
+
+- **full**: every person folded from all touchpoints (``segments.personstate``), then
+  finished (``segments.matrix.finish_matrix``);
+- **incremental**: the persons of the new file folded again from all their touchpoints
+  and everyone else's state kept (``dmp.matrix.builds.refold``, what an incremental
+  ``dmp matrix build`` runs), then finished.
+
+Each writes the rows and the state as Parquet, as a build's snapshot does. The two
+outputs must hold the same rows, equal column by column. The time and the peak RSS of
+each process go to ``bench/results/incremental.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from matrix import AS_OF  # noqa: E402  (bench/ is the script's folder)
+from runlog import append, commit, measure_child  # noqa: E402
+
+from dmp.matrix.builds import refold  # noqa: E402
+from dmp.matrix.sources import persons_since, read_touchpoints  # noqa: E402
+from dmp.records import EVENT_SCHEMA  # noqa: E402
+from dmp.synth import catalog_yaml  # noqa: E402
+from segments.content import parse_catalog  # noqa: E402
+from segments.matrix import finish_matrix  # noqa: E402
+from segments.personstate import decay_scale, person_state  # noqa: E402
+from segments.scoring import DAY_MS, default_model_text, parse_model  # noqa: E402
+from segments.stages import current_stages  # noqa: E402
+
+NEXT_DAY = (AS_OF // DAY_MS + 1) * DAY_MS  # the new events' day starts here
+AS_OF_NOW = NEXT_DAY + DAY_MS // 2  # the builds' as-of time: noon of that day
+
+
+def scoring(as_of: int) -> tuple:
+    model = parse_model(default_model_text())
+    return model, parse_catalog(catalog_yaml()), as_of, decay_scale(model, as_of)
+
+
+def prepare(data: Path, work: Path, share: float, each: int) -> None:
+    """Keep the last build's state and history (as of AS_OF) and write the new day's
+    events; the event log is the generated one (its day folders linked) plus that day."""
+    events = work / "events"
+    events.mkdir(parents=True, exist_ok=True)
+    for day in sorted((data / "events").iterdir()):
+        link = events / day.name
+        if not link.exists():
+            link.symlink_to(day.resolve(), target_is_directory=True)
+    model, catalog, _, scale = scoring(AS_OF)
+    persons = pl.scan_parquet(data / "persons.parquet")
+    state = person_state(
+        persons, read_touchpoints(data / "events", {}), model, catalog, AS_OF, scale
+    )
+    state.sink_parquet(work / "state.parquet")
+    pl.read_parquet(data / "history.parquet").write_parquet(work / "history.parquet")
+    ids = persons.select("person_id").collect()["person_id"]
+    every = max(1, round(1 / share))
+    chosen = ids.gather_every(every)
+    n = chosen.len() * each
+    schema = pl.from_arrow(EVENT_SCHEMA.empty_table()).schema  # type: ignore[union-attr]
+    ms = pl.int_range(0, n, eager=True) * (DAY_MS // 2 // n) + NEXT_DAY
+    person = chosen.to_frame().select(pl.col("person_id").repeat_by(each).explode())
+    new = person.with_columns(
+        event_id=pl.format("new{}", pl.int_range(0, n)),
+        site_id=pl.lit("acme-software"),
+        source=pl.lit("pixel"),
+        type=pl.lit("page"),
+        event=pl.lit("page"),
+        channel=pl.lit("web"),
+        url=pl.lit("https://www.acme-software.example/pricing"),
+        topics=pl.lit(["pricing"]),
+        timestamp=ms.cast(pl.Datetime("ms", "UTC")),
+        received_at=ms.cast(pl.Datetime("ms", "UTC")),
+    )
+    new = new.with_columns(pl.lit(None).alias(c) for c in schema if c not in new.columns)
+    day = datetime.fromtimestamp(NEXT_DAY / 1000, UTC).strftime("%Y-%m-%d")
+    path = events / f"dt={day}" / "part-new.parquet"
+    path.parent.mkdir(exist_ok=True)
+    new.select(list(schema)).cast(dict(schema)).sort("timestamp").write_parquet(path)  # type: ignore[arg-type]
+    (work / "ready.json").write_text(json.dumps({"persons": chosen.len(), "events": n}))
+
+
+def run(kind: str, data: Path, work: Path) -> None:
+    """Child process: one build as of AS_OF_NOW, rows and state written."""
+    started = time.perf_counter()
+    model, catalog, as_of, scale = scoring(AS_OF_NOW)
+    touchpoints = read_touchpoints(work / "events", {})
+    persons = pl.scan_parquet(data / "persons.parquet")
+    history = pl.scan_parquet(work / "history.parquet")
+    if kind == "full":
+        state = person_state(persons, touchpoints, model, catalog, as_of, scale)
+        refolded = None
+    else:
+        old = [f.relative_to(work / "events").as_posix() for f in _files(work, new=False)]
+        now = [f.relative_to(work / "events").as_posix() for f in _files(work, new=True)]
+        touched = set(persons_since(work / "events", old, now, AS_OF))
+        fresh = persons.filter(pl.col("person_id").is_in(sorted(touched)))
+        state, history = refold(
+            (pl.scan_parquet(work / "state.parquet"), history),
+            (fresh, history.filter(pl.col("person_id").is_in(sorted(touched)))),
+            touchpoints,
+            touched,
+            set(),
+            (model, catalog, as_of, scale),
+        )
+        refolded = len(touched)
+    state = state.cache()
+    matrix, _ = finish_matrix(state, current_stages(history, as_of), model, catalog, as_of)
+    rows, states = pl.collect_all([matrix, state], engine="streaming")
+    out = work / f"out-{kind}.parquet"
+    rows.write_parquet(out)
+    states.write_parquet(work / f"state-{kind}.parquet")
+    seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": seconds, "out": str(out), "refolded": refolded}))
+
+
+def _files(work: Path, *, new: bool) -> list[Path]:
+    found = sorted((work / "events").glob("dt=*/part-*.parquet"))
+    return found if new else [f for f in found if f.name != "part-new.parquet"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--persons", type=int, default=1_000_000)
+    parser.add_argument("--touchpoints", type=int, default=20_000_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--share", type=float, default=0.01, help="persons with new touchpoints")
+    parser.add_argument("--each", type=int, default=5, help="new touchpoints per such person")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    name = f"matrix-{args.persons}-{args.touchpoints}-{args.seed}"
+    data = ROOT / "bench" / "data" / name
+    work = ROOT / "bench" / "data" / f"incremental-{name}-{args.share}-{args.each}"
+    if args.child == "prepare":
+        prepare(data, work, args.share, args.each)
+        return
+    if args.child:
+        run(args.child, data, work)
+        return
+    if not (data / "persons.parquet").exists():
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "matrix.py"),
+                "--persons",
+                str(args.persons),
+                "--touchpoints",
+                str(args.touchpoints),
+                "--seed",
+                str(args.seed),
+                "--runs",
+                "0",
+            ],
+            check=True,
+        )
+    base = [
+        sys.executable,
+        __file__,
+        "--persons",
+        str(args.persons),
+        "--touchpoints",
+        str(args.touchpoints),
+        "--seed",
+        str(args.seed),
+        "--share",
+        str(args.share),
+        "--each",
+        str(args.each),
+    ]
+    if not (work / "ready.json").exists():
+        # In its own process: a child's peak RSS counts its parent's at the fork.
+        started = time.perf_counter()
+        subprocess.run([*base, "--child", "prepare"], check=True)
+        print(
+            f"kept the last build's state, wrote the new day: {time.perf_counter() - started:.0f} s"
+        )
+    new = json.loads((work / "ready.json").read_text())
+    kinds = ["full", "incremental"]
+    results: dict[str, list[dict]] = {k: [] for k in kinds}
+    for round_ in range(args.runs):
+        for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
+            report = measure_child([*base, "--child", kind], kind)
+            results[kind].append(report)
+            print(
+                f"run {round_ + 1} {kind:<12} {report['seconds']:6.1f} s  "
+                f"peak RSS {report['peak_rss_mb']:7,.0f} MB",
+                flush=True,
+            )
+    full = pl.read_parquet(work / "out-full.parquet")
+    incremental = pl.read_parquet(work / "out-incremental.parquet")
+    same = full.equals(incremental)
+    t_full = statistics.median(r["seconds"] for r in results["full"])
+    t_inc = statistics.median(r["seconds"] for r in results["incremental"])
+    m_full = statistics.median(r["peak_rss_mb"] for r in results["full"])
+    m_inc = statistics.median(r["peak_rss_mb"] for r in results["incremental"])
+    print(
+        f"\n{args.persons:,} persons, {args.touchpoints:,} touchpoints; {new['persons']:,} persons "
+        f"with {new['events']:,} new touchpoints; {args.runs} runs, {os.cpu_count()} cores"
+    )
+    print(f"full         {t_full:7.1f} s  {m_full:7,.0f} MB")
+    print(f"incremental  {t_inc:7.1f} s  {m_inc:7,.0f} MB   {t_inc / t_full:.2f}× full (≤ 0.1×)")
+    print(f"the same rows: {same}")
+    append(
+        "incremental",
+        {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "commit": commit(),
+            "host": platform.node(),
+            "persons": args.persons,
+            "touchpoints": args.touchpoints,
+            "new": new,
+            "same": same,
+            "ratio": round(t_inc / t_full, 3),
+            "results": results,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
