@@ -18,7 +18,7 @@ import redis
 
 from dmp.config import Config
 from dmp.ingest.eventlog import EventBuffer, EventLog, event_digest, event_row, utc_day
-from dmp.ingest.identitylock import ChangeLog, IdentityLock
+from dmp.ingest.identitylock import ChangeLog, IdentityLock, IdentityLockLost
 from dmp.ingest.returning import Resolvable, TimelineWrites, split
 from dmp.ingest.useragent import parse_agent
 from dmp.people import claims, control, erasure, identity, unmerge
@@ -337,7 +337,7 @@ class Ingest:
         if timelines is None:
             timelines = self._timelines = TimelineWrites(self.r, self.config.timeline_cap)
         if returning:
-            timelines.send(returning)
+            timelines.send(returning, self._states)
         try:
             if rest:
                 self._locked(rest)
@@ -502,7 +502,13 @@ class Ingest:
         fenced, self._inflight_fenced = self._inflight_fenced, False
         replies = inflight.wait()
         if fenced and self.identity is not None:
-            self.identity.check(replies[0])
+            try:
+                self.identity.check(replies[0])
+            except IdentityLockLost:
+                # Writes queued since (a second turn in the batch) must not follow:
+                # the lock is another's. The batch is handled again from the stream.
+                self._pending, self._fenced = None, False
+                raise
 
     @staticmethod
     def _identifier_keys(idents: list[Identifier]) -> list[str]:

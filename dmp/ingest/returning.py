@@ -21,8 +21,8 @@ from typing import Any
 
 import redis
 
-from dmp.people.identity import Identifier
-from dmp.people.merges import MERGING
+from dmp.people.identity import Identifier, IdKind
+from dmp.people.merges import MERGING, UNMERGED
 from dmp.people.profiles import PersonState, trusted_id
 from dmp.records import Hit, Tier
 from dmp.storage import keyspace
@@ -31,12 +31,14 @@ from dmp.storage.bulk import Bulk, InFlight
 # A read batch's hit to resolve: the hit, its identifiers, its timeline member.
 Resolvable = tuple[Hit, list[Identifier], str]
 
-# KEYS: the profile hash, the timeline. ARGV: the cap, the MERGING field, then score and
-# member pairs. Returns 1 if added, 0 if refused (the person is not there to take them).
+# KEYS: the profile hash, the timeline. ARGV: the cap, the MERGING and UNMERGED fields,
+# the UNMERGED value the cache holds, then score and member pairs. Returns 1 if added, 0
+# if refused (the person is not there to take them, or not as the cache knew it).
 GROW_TIMELINE = """
-local held = redis.call('HMGET', KEYS[1], 'tier', ARGV[2])
+local held = redis.call('HMGET', KEYS[1], 'tier', ARGV[2], ARGV[3])
 if not held[1] or held[1] == 'merged' or held[2] then return 0 end
-for i = 3, #ARGV, 1000 do
+if (held[3] or '') ~= ARGV[4] then return 0 end
+for i = 5, #ARGV, 1000 do
   redis.call('ZADD', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 local cap = tonumber(ARGV[1])
@@ -89,9 +91,19 @@ def _returns(hit: Hit, ident: Identifier, state: PersonState) -> bool:
         and state.tier is state.stored_tier
         and state.tier is not Tier.UNKNOWN
         and hit.timestamp >= state.first_seen
-        and (not hit.consent or state.last_said == (ident, hit.consent))
+        and (not hit.consent or _said_before(hit, ident, state))
         and (not hit.trusted or trusted_id(ident) in state.trusted)
     )
+
+
+def _said_before(hit: Hit, ident: Identifier, state: PersonState) -> bool:
+    """Return whether ``hit``'s consent is what its browser said last, as recorded.
+
+    Only for a browser's own cookie: every hit naming that cookie comes to this
+    partition, so no other worker can have changed its consent states since. A consent
+    the company's systems send speaks for the person's email too, which hits on other
+    partitions change: those go the slow way."""
+    return ident.kind is IdKind.UID and not hit.trusted and state.last_said == (ident, hit.consent)
 
 
 class TimelineWrites:
@@ -100,42 +112,44 @@ class TimelineWrites:
     def __init__(self, r: redis.Redis, cap: int) -> None:
         self.r, self.cap = r, cap
         self._sha: str | None = None
-        self._sent: tuple[dict[str, list[Resolvable]], InFlight] | None = None
+        self._sent: tuple[dict[str, list[Resolvable]], dict[str, str], InFlight] | None = None
 
-    def send(self, returning: dict[str, list[Resolvable]]) -> None:
-        """Send the touchpoints of ``returning``, one script call per person."""
+    def send(self, returning: dict[str, list[Resolvable]], states: dict[str, PersonState]) -> None:
+        """Send the touchpoints of ``returning`` (persons cached in ``states``), one script
+        call per person."""
         if self._sha is None:
             self._sha = self.r.script_load(GROW_TIMELINE)
-        self._sent = (returning, self._calls(returning).send(self.r))
+        known = {pid: states[pid].unmerged for pid in returning}
+        self._sent = (returning, known, self._calls(returning, known).send(self.r))
 
-    def _calls(self, returning: dict[str, list[Resolvable]]) -> Bulk:
+    def _calls(self, returning: dict[str, list[Resolvable]], known: dict[str, str]) -> Bulk:
         bulk = Bulk()
         for pid, items in returning.items():
-            pairs: list[Any] = []
+            args: list[Any] = [self.cap, MERGING, UNMERGED, known[pid]]
             for hit, _, tp in items:
-                pairs += (hit.timestamp, tp)
+                args += (hit.timestamp, tp)
             keys = (keyspace.person(pid), keyspace.person(pid, "touchpoints"))
-            bulk.add("EVALSHA", self._sha or "", 2, *keys, self.cap, MERGING, *pairs)
+            bulk.add("EVALSHA", self._sha or "", 2, *keys, *args)
         return bulk
 
     def refused(self) -> set[str]:
         """Wait for the writes sent; return the persons that took none (handled again)."""
         if self._sent is None:
             return set()
-        (returning, inflight), self._sent = self._sent, None
+        (returning, known, inflight), self._sent = self._sent, None
         try:
             replies = inflight.wait()
         except redis.exceptions.NoScriptError:
             # Redis restarted or its scripts were flushed: load it again; the calls are
             # repeatable (a touchpoint added twice is one member).
             self._sha = self.r.script_load(GROW_TIMELINE)
-            replies = self._calls(returning).execute(self.r)
+            replies = self._calls(returning, known).execute(self.r)
         return {pid for pid, added in zip(returning, replies, strict=True) if not added}
 
     def drop(self) -> None:
         """Read and forget the replies of writes sent (their batch is handled again)."""
         if self._sent is not None:
-            (_, inflight), self._sent = self._sent, None
+            (_, _, inflight), self._sent = self._sent, None
             try:
                 inflight.wait()
             except redis.RedisError:

@@ -51,6 +51,10 @@ TRUSTED_FACET = "trusted"
 # merge batch's name). A mark left by a crash before the batch's intent was kept only
 # sends the person's returning hits the slow way (under the identity lock).
 MERGING = "merging"
+# The profile hash field an unmerge sets on the person it took identifiers from (its
+# value names that unmerge): a worker's lock-free write made from a cache older than it
+# is refused (``dmp.ingest.returning``).
+UNMERGED = "unmerged"
 # What a merged-away person's tombstone keeps of it, so that the merge can be undone
 # (``dmp.people.unmerge``): its facets as they were, under ``archived:<facet>``.
 ARCHIVED_FACETS = (

@@ -35,7 +35,7 @@ import redis
 from dmp.people import consents as consent_rules
 from dmp.people.identity import CONTACT_KINDS, Identifier, has_address, id_keys
 from dmp.people.merges import ARCHIVED_FACETS as ARCHIVED_FACETS
-from dmp.people.merges import MERGING
+from dmp.people.merges import MERGING, UNMERGED
 from dmp.people.merges import TRUSTED_FACET as TRUSTED_FACET
 from dmp.people.merges import archived as archived
 from dmp.people.merges import merge_persons as merge_persons
@@ -100,6 +100,7 @@ class PersonState:
     consents: dict[str, consent_rules.Held] = field(default_factory=dict)
     merged_into: str = ""
     merging: bool = False  # a merge of it has begun (merges.MERGING): no lock-free writes
+    unmerged: str = ""  # the last unmerge that took identifiers from it (merges.UNMERGED)
     # See trusted_id and trusted_trait. Frozen and shared while empty (most persons):
     # the worker makes hundreds of thousands of states; a write rebinds it (|=).
     trusted: frozenset[str] = frozenset()
@@ -182,6 +183,7 @@ def _state(pid: str, raw: Any, n_tp: int, trusted: Any) -> PersonState:
         consents=consent_rules.parse_held(profile),
         merged_into=merged_into or "",
         merging=MERGING in profile,
+        unmerged=profile.get(UNMERGED) or "",
         trusted=frozenset(m.decode() if isinstance(m, bytes) else m for m in trusted or ()),
     )
 

@@ -27,7 +27,7 @@ import redis
 from dmp.people import consents as consent_rules
 from dmp.people import control
 from dmp.people.identity import CONTACT_KINDS, Identifier, IdKind, id_keys
-from dmp.people.merges import once
+from dmp.people.merges import MERGING, UNMERGED, once
 from dmp.people.profiles import (
     ARCHIVED_FACETS,
     TRUSTED_FACET,
@@ -68,6 +68,9 @@ def apply(r: redis.Redis, hit: Hit) -> dict[str, Any]:
     if kept:
         plan = json.loads(kept)
     else:
+        target = r.hget(keyspace.person(hit.user_id), "merged_into")
+        if target:  # no lock-free write reaches it from before the plan to the end
+            r.hset(keyspace.person(target), MERGING, request_id)
         try:
             plan = plan_unmerge(r, hit.user_id)
         except UnmergeError as exc:
@@ -190,6 +193,9 @@ def _release_target(r: redis.Redis, plan: dict[str, Any]) -> None:
             pipe.lrem(keyspace.person(target, "stages"), 1, stage)
         pipe.srem(keyspace.person(target, "merged"), src)
         pipe.hset(keyspace.person(target), mapping=plan["target_profile"])
+        # Caches from before now are stale for it: their lock-free writes are refused.
+        pipe.hset(keyspace.person(target), UNMERGED, f"{src}@{plan['at']}")
+        pipe.hdel(keyspace.person(target), MERGING)
 
     marker = keyspace.person(target, "merged")
     once(r, marker, lambda pipe: bool(pipe.sismember(marker, src)), write)

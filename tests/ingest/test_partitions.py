@@ -330,9 +330,10 @@ def test_a_first_sighting_waits_for_the_holders_writes(redis, config):
 
 
 def _server(**fields) -> Hit:
-    """Return a trusted server-side track (the Segment API with a server key)."""
-    fields.setdefault("uid", "")
-    return make_hit(source="api", type="track", event="Demo", trusted=True, consent={}, **fields)
+    """Return a trusted server-side track (the Segment API with a server key), or what
+    ``fields`` make of it."""
+    base = {"source": "api", "type": "track", "event": "Demo", "trusted": True, "consent": {}}
+    return make_hit(**{**base, "uid": "", **fields})
 
 
 def test_a_person_merged_away_leads_to_its_survivor_read_again(redis, config):
@@ -523,3 +524,97 @@ def test_a_resolution_made_from_a_stale_cache_is_made_again_in_the_turn(redis, c
     assert person_of(redis, IdKind.UID, cookie)["person_id"] == p
     assert redis.xlen(keyspace.CONFLICTS) == 1
     a.release_lease(), b.release_lease()
+
+
+def test_a_consent_from_the_companys_systems_is_never_skipped_as_said_before(redis, config):
+    """A server-side consent speaks for the person's email too, which another partition's
+    hits change: the same withdrawal again, after another worker recorded a grant in
+    between, is applied (the latest signal holds), not skipped as already said."""
+    from dmp.people import consents as consent_rules
+    from dmp.people.identity import Identifier
+
+    config = dataclasses.replace(config, stream_partitions=4)
+    stream.ensure_group(redis, 4)
+    a, b = _started(redis, config, 0), _started(redis, config, 1)
+    t0 = make_hit().timestamp
+
+    def grant(i: int, at: int = t0, consent: dict | None = None) -> Hit:  # the email alone
+        traits = {"email": f"cw{i}@acme.de"}
+        return _server(
+            type="identify", event="identify", traits=traits, timestamp=at, consent=consent or {}
+        )
+
+    first = _on(1, grant)
+    email = first.traits["email"]
+    user = _on(0, lambda i: make_identify(email, user_id=f"cu{i}")).user_id
+
+    def withdraw(at: int) -> Hit:
+        return _server(user_id=user, event="Prefs", consent={"email": False}, timestamp=at)
+
+    link = make_identify(email, user_id=user)
+    stream.enqueue(redis, [link, withdraw(t0 + 1000)], {}, atomic=False, partitions=4)
+    _turn(a)  # P: the user id and the email; email consent withdrawn
+    later = grant(int(email[2:].split("@")[0]), t0 + 2000, {"email": True})
+    assert stream.partition_of(later, 4) == 1
+    stream.enqueue(redis, [later], {}, atomic=False, partitions=4)
+    _turn(b)  # another worker records a grant for the email, later
+    stream.enqueue(redis, [withdraw(t0 + 3000)], {}, atomic=False, partitions=4)
+    _turn(a)  # the same withdrawal again, later still
+    pid = person_of(redis, IdKind.EMAIL, email)["person_id"]
+    field = consent_rules.state_field("email", Identifier(IdKind.EMAIL, email))
+    assert redis.hget(keyspace.person(pid), field).startswith("0:")
+    a.release_lease(), b.release_lease()
+
+
+def test_a_returning_hit_after_an_unmerge_goes_to_the_person_given_back(redis, config):
+    """A merge undone while a worker handles a batch whose cache still leads a cookie to
+    the survivor: the lock-free write is refused (the unmerge marked the survivor), and
+    the hit goes to the person the cookie was given back to, its event row too."""
+    from dmp.people import control, profiles, unmerge
+    from dmp.people.identity import Identifier
+
+    config = dataclasses.replace(config, stream_partitions=4)
+    stream.ensure_group(redis, 4)
+    cookie, other = (_on(0, lambda i, p=p: make_hit(uid=f"{p}{i}")).uid for p in ("um", "uq"))
+    email = "unmerged@acme.de"
+    first = [make_hit(uid=cookie), make_identify(email, uid=other)]  # P, and Q with the email
+    a = _started(redis, config, 0)
+    for batch in (first, [make_identify(email, uid=cookie)]):  # then P merges into Q
+        stream.enqueue(redis, batch, {}, atomic=False, partitions=4)
+        _turn(a)
+    a.release_lease()
+    q = person_of(redis, IdKind.EMAIL, email)["person_id"]
+    p = redis.xrange(keyspace.MERGES)[-1][1]["from"]
+    a = _started(redis, config, 0)  # a fresh cache: the cookie leads to Q
+    for n in range(2):  # the second is a returning hit, written without the lock
+        stream.enqueue(
+            redis,
+            [make_hit(uid=cookie, url=f"https://acme.de/{n}")],
+            {},
+            atomic=False,
+            partitions=4,
+        )
+        _turn(a)
+    assert a.ingest._owners[Identifier(IdKind.UID, cookie)] == q
+    timelines = a.ingest._timelines
+    send = timelines.send
+
+    def unmerged_meanwhile(returning, states) -> None:  # after the batch's question
+        unmerge.apply(redis, control.control_hit(unmerge.UNMERGE, p, "request-1"))
+        send(returning, states)
+
+    timelines.send = unmerged_meanwhile
+    back = make_hit(uid=cookie, url="https://acme.de/after")
+    stream.enqueue(redis, [back], {}, atomic=False, partitions=4)
+    _turn(a)
+    assert person_of(redis, IdKind.UID, cookie)["person_id"] == p
+
+    def urls(pid: str) -> list:
+        return [t.get("url") for t in profiles.get_person(redis, pid)["touchpoints"]]
+
+    assert back.url in urls(p) and back.url not in urls(q)
+    events = scan_events(config.events_dir).collect()
+    assert events.filter(events["url"] == back.url)["person_id"].to_list() == [p]
+    counted = metrics.read_counter(redis, metrics.counter("dmp_returning_hits_again_total"))
+    assert counted == 1
+    a.release_lease()
