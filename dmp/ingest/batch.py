@@ -241,6 +241,9 @@ class Ingest:
             self._drop_cache(epoch)
             unknown = list({i for *_, ids in hits if ids for i in ids})
             found = self._ask_owners(unknown)
+            # The epoch moves with an erasure too: the identifiers that were cached are
+            # asked for their marks now (an erased person's cookie makes nobody new).
+            erased = self._erased_among(unknown)
         # With several partitions this read is optimistic (another worker may be writing):
         # the change log, read once the lock is ours (_take_turn), says what to read again.
         self._learn(unknown, found)
@@ -410,17 +413,23 @@ class Ingest:
         for pid in refused:
             self._states.pop(pid, None)  # read again (its identifiers' owners too)
         self._salt = erasure.salt(self.r)
-        idents = list({i for _, ids, _ in people for i in ids})
-        if self._salt and idents:
-            bulk = Bulk()
-            bulk.add("MGET", *(erasure.mark_key(self._salt, i) for i in idents))
-            gone = {i for i, mark in zip(idents, bulk.execute(self.r)[0], strict=True) if mark}
+        gone = self._erased_among(list({i for _, ids, _ in people for i in ids}))
+        if gone:
             for hit, ids, _ in people:
                 if not gone.isdisjoint(ids):
                     self._erased_identifier(hit)
             people = [item for item in people if gone.isdisjoint(item[1])]
         if people:
             self._locked(people)
+
+    def _erased_among(self, idents: list[Identifier]) -> set[Identifier]:
+        """Return those of ``idents`` marked erased (one round trip; none if nothing was
+        ever erased)."""
+        if not (self._salt and idents):
+            return set()
+        bulk = Bulk()
+        bulk.add("MGET", *(erasure.mark_key(self._salt, i) for i in idents))
+        return {i for i, mark in zip(idents, bulk.execute(self.r)[0], strict=True) if mark}
 
     def _take_turn(self, people: list[Resolvable], read: set[str]) -> bool:
         """Take the identity lock and drop from the cache what other workers changed

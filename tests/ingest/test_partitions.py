@@ -618,3 +618,26 @@ def test_a_returning_hit_after_an_unmerge_goes_to_the_person_given_back(redis, c
     counted = metrics.read_counter(redis, metrics.counter("dmp_returning_hits_again_total"))
     assert counted == 1
     a.release_lease()
+
+
+def test_a_cookie_of_a_person_erased_since_it_was_cached_makes_nobody_new(redis, config):
+    """An erasure applied elsewhere while a worker holds the person in its cache: the
+    worker's next hit of that cookie sees the epoch move, and counts the hit only in
+    aggregate instead of making a new person of an erased one."""
+    from dmp.people import control, erasure, profiles
+    from dmp.people.identity import Identifier
+
+    stream.ensure_group(redis, 1)
+    worker = _started(redis, config, 0)
+    stream.enqueue(redis, [make_hit(uid="erased-cookie")], {}, atomic=False)
+    _turn(worker)
+    pid = person_of(redis, IdKind.UID, "erased-cookie")["person_id"]
+    assert pid in worker.ingest._states
+    erasure.apply(redis, control.control_hit(erasure.ERASE, pid, "request-1"))
+    stream.enqueue(redis, [make_hit(uid="erased-cookie")], {}, atomic=False)
+    _turn(worker)
+    worker.release_lease()
+    assert profiles.find_person(redis, Identifier(IdKind.UID, "erased-cookie")) is None
+    assert status(redis)["persons"]["low"] == 0
+    counted = metrics.read_counter(redis, metrics.counter("dmp_events_erased_identifier_total"))
+    assert counted == 1
