@@ -162,36 +162,12 @@ def main() -> None:
     if args.child:
         run(args.child, data, work)
         return
+    size = ["--persons", str(args.persons), "--touchpoints", str(args.touchpoints)]
+    size += ["--seed", str(args.seed)]
     if not (data / "persons.parquet").exists():
-        subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "bench" / "matrix.py"),
-                "--persons",
-                str(args.persons),
-                "--touchpoints",
-                str(args.touchpoints),
-                "--seed",
-                str(args.seed),
-                "--runs",
-                "0",
-            ],
-            check=True,
-        )
-    base = [
-        sys.executable,
-        __file__,
-        "--persons",
-        str(args.persons),
-        "--touchpoints",
-        str(args.touchpoints),
-        "--seed",
-        str(args.seed),
-        "--share",
-        str(args.share),
-        "--each",
-        str(args.each),
-    ]
+        matrix = [sys.executable, str(ROOT / "bench" / "matrix.py"), "--child", "generate"]
+        subprocess.run([*matrix, "--data", str(data), *size], check=True)
+    base = [sys.executable, __file__, *size, "--share", str(args.share), "--each", str(args.each)]
     if not (work / "ready.json").exists():
         # In its own process: a child's peak RSS counts its parent's at the fork.
         started = time.perf_counter()
