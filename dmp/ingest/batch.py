@@ -19,7 +19,7 @@ import redis
 from dmp.config import Config
 from dmp.ingest.eventlog import EventBuffer, EventLog, event_digest, event_row, utc_day
 from dmp.ingest.identitylock import ChangeLog, IdentityLock, IdentityLockLost
-from dmp.ingest.returning import Resolvable, TimelineWrites, split
+from dmp.ingest.returning import Resolvable, TimelineWrites, add_owners, split
 from dmp.ingest.useragent import parse_agent
 from dmp.people import claims, control, erasure, identity, unmerge
 from dmp.people import consents as consent_rules
@@ -380,16 +380,10 @@ class Ingest:
         self._write(batch)
 
     def _persons_read(self, people: list[Resolvable]) -> set[str]:
-        """Return the cached persons resolving ``people`` reads: their identifiers'
-        owners, and the persons those were merged into."""
-        owners, states, read = self._owners, self._states, set()
+        """Return the cached persons resolving ``people`` reads."""
+        read: set[str] = set()
         for _, ids, _ in people:
-            for i in ids:
-                pid = owners.get(i)
-                while pid and pid not in read:
-                    read.add(pid)
-                    state = states.get(pid)
-                    pid = state.merged_into if state is not None else None
+            add_owners(ids, self._owners, self._states, read)
         return read
 
     def _undo(self, batch: Batch, read: set[str], people: list[Resolvable], rows: int) -> None:

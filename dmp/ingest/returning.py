@@ -64,12 +64,7 @@ def split(
             candidates.append((pid, item))
             continue
         rest.append(item)
-        for i in ids:  # the owners, and the persons they were merged into
-            owner = owners.get(i)
-            while owner and owner not in locked:
-                locked.add(owner)
-                held = states.get(owner)
-                owner = held.merged_into if held is not None else None
+        add_owners(ids, owners, states, locked)
     returning: dict[str, list[Resolvable]] = {}
     for pid, item in candidates:
         if pid in locked:
@@ -77,6 +72,22 @@ def split(
         else:
             returning.setdefault(pid, []).append(item)
     return returning, rest
+
+
+def add_owners(
+    ids: list[Identifier],
+    owners: dict[Identifier, str],
+    states: dict[str, PersonState],
+    into: set[str],
+) -> None:
+    """Add to ``into`` the cached owners of ``ids`` and the persons they were merged
+    into: every person resolving those identifiers reads."""
+    for i in ids:
+        owner = owners.get(i)
+        while owner and owner not in into:
+            into.add(owner)
+            held = states.get(owner)
+            owner = held.merged_into if held is not None else None
 
 
 def _returns(hit: Hit, ident: Identifier, state: PersonState) -> bool:
