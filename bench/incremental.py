@@ -4,7 +4,7 @@
     python bench/incremental.py --persons 20000 --touchpoints 400000 --runs 1   # a quick check
 
 Starts from ``bench/matrix.py``'s generated data (made if missing), as of its ``AS_OF``:
-the last build's state and stage history are folded once and kept (untimed), as
+the last build's rows, state and stage history are made once and kept (untimed), as
 ``dmp matrix build`` keeps them in its snapshot. Then ``--share`` of the persons (every
 n-th) get ``--each`` new touchpoints in a new event file of the next day, and the matrix
 is built as of 12:00 that day twice, each in a fresh process, in turn:
@@ -12,8 +12,8 @@ is built as of 12:00 that day twice, each in a fresh process, in turn:
 - **full**: every person folded from all touchpoints (``segments.personstate``), then
   finished (``segments.matrix.finish_matrix``);
 - **incremental**: the persons of the new file folded again from all their touchpoints
-  and everyone else's state kept (``dmp.matrix.builds.refold``, what an incremental
-  ``dmp matrix build`` runs), then finished.
+  and finished, everyone else's kept row refreshed to the new as-of time
+  (``dmp.matrix.builds.refold``, what an incremental ``dmp matrix build`` runs).
 
 Each writes the rows and the state as Parquet, as a build's snapshot does. The two
 outputs must hold the same rows, equal column by column. The time and the peak RSS of
@@ -42,9 +42,11 @@ if str(ROOT) not in sys.path:
 from matrix import AS_OF  # noqa: E402  (bench/ is the script's folder)
 from runlog import append, commit, measure_child  # noqa: E402
 
-from dmp.matrix.builds import refold  # noqa: E402
+from dmp.matrix.builds import Kept, refold  # noqa: E402
+from dmp.matrix.snapshots import ROW_GROUP_ROWS  # noqa: E402
 from dmp.matrix.sources import persons_since, read_touchpoints  # noqa: E402
 from dmp.records import EVENT_SCHEMA  # noqa: E402
+from dmp.storage.parquetfiles import write_parquet_files  # noqa: E402
 from dmp.synth import catalog_yaml  # noqa: E402
 from segments.content import parse_catalog  # noqa: E402
 from segments.matrix import finish_matrix  # noqa: E402
@@ -75,8 +77,13 @@ def prepare(data: Path, work: Path, share: float, each: int) -> None:
     state = person_state(
         persons, read_touchpoints(data / "events", {}), model, catalog, AS_OF, scale
     )
-    state.sink_parquet(work / "state.parquet")
-    pl.read_parquet(data / "history.parquet").write_parquet(work / "history.parquet")
+    state = state.collect(engine="streaming")
+    state.write_parquet(work / "state.parquet")
+    history = pl.read_parquet(data / "history.parquet")
+    history.write_parquet(work / "history.parquet")
+    recorded = current_stages(history.lazy(), AS_OF)
+    rows, _ = finish_matrix(state.lazy(), recorded, model, catalog, AS_OF)
+    rows.collect(engine="streaming").write_parquet(work / "rows.parquet")
     ids = persons.select("person_id").collect()["person_id"]
     every = max(1, round(1 / share))
     chosen = ids.gather_every(every)
@@ -112,15 +119,22 @@ def run(kind: str, data: Path, work: Path) -> None:
     persons = pl.scan_parquet(data / "persons.parquet")
     history = pl.scan_parquet(work / "history.parquet")
     if kind == "full":
-        state = person_state(persons, touchpoints, model, catalog, as_of, scale)
+        state = person_state(persons, touchpoints, model, catalog, as_of, scale).cache()
+        matrix, _ = finish_matrix(state, current_stages(history, as_of), model, catalog, as_of)
+        rows, states = pl.collect_all([matrix, state], engine="streaming")
         refolded = None
     else:
         old = [f.relative_to(work / "events").as_posix() for f in _files(work, new=False)]
         now = [f.relative_to(work / "events").as_posix() for f in _files(work, new=True)]
         touched = set(persons_since(work / "events", old, now, AS_OF))
         fresh = persons.filter(pl.col("person_id").is_in(sorted(touched)))
-        state, history = refold(
-            (pl.scan_parquet(work / "state.parquet"), history),
+        kept = Kept(
+            pl.scan_parquet(work / "rows.parquet"),
+            pl.scan_parquet(work / "state.parquet"),
+            history,
+        )
+        rows, _, states, _ = refold(
+            kept,
             (fresh, history.filter(pl.col("person_id").is_in(sorted(touched)))),
             touchpoints,
             touched,
@@ -128,12 +142,8 @@ def run(kind: str, data: Path, work: Path) -> None:
             (model, catalog, as_of, scale),
         )
         refolded = len(touched)
-    state = state.cache()
-    matrix, _ = finish_matrix(state, current_stages(history, as_of), model, catalog, as_of)
-    rows, states = pl.collect_all([matrix, state], engine="streaming")
     out = work / f"out-{kind}.parquet"
-    rows.write_parquet(out)
-    states.write_parquet(work / f"state-{kind}.parquet")
+    write_parquet_files([rows, states], [out, work / f"state-{kind}.parquet"], ROW_GROUP_ROWS)
     seconds = time.perf_counter() - started
     print(json.dumps({"seconds": seconds, "out": str(out), "refolded": refolded}))
 
@@ -168,7 +178,7 @@ def main() -> None:
         matrix = [sys.executable, str(ROOT / "bench" / "matrix.py"), "--child", "generate"]
         subprocess.run([*matrix, "--data", str(data), *size], check=True)
     base = [sys.executable, __file__, *size, "--share", str(args.share), "--each", str(args.each)]
-    if not (work / "ready.json").exists():
+    if not (work / "ready.json").exists() or not (work / "rows.parquet").exists():
         # In its own process: a child's peak RSS counts its parent's at the fork.
         started = time.perf_counter()
         subprocess.run([*base, "--child", "prepare"], check=True)

@@ -15,6 +15,7 @@ after it do not count, so a build at a past time shows the matrix as it was then
 from __future__ import annotations
 
 import polars as pl
+import pyarrow as pa
 
 from segments.content import ContentItem, next_content
 from segments.personstate import ANCHOR_MS, WINDOWS, decay_scale, person_state
@@ -48,6 +49,42 @@ PROFILE_TRAITS = ("company", "job_title", "employees", "industry", "country")
 # export shows them as timestamps (see moments_as_timestamps).
 MOMENTS = ("stage_since", "first_seen", "last_seen")
 POINT = pl.Struct({"rule": pl.Utf8, "points": pl.Float64})
+NEXT_CONTENT = ("next_content", "next_content_title", "next_content_url")
+# A matrix row's columns, in order.
+COLUMNS = (
+    "person_id",
+    "tier",
+    "stage",
+    "stage_since",
+    "fit_score",
+    "activity_score",
+    "score",
+    "score_breakdown",
+    "channels",
+    "email",
+    *PROFILE_TRAITS,
+    "traits",
+    "interests",
+    "top_interest",
+    "touchpoints_total",
+    *(f"touchpoints_{n}d" for n in WINDOWS),
+    "touchpoints_by_channel",
+    "first_seen",
+    "last_seen",
+    "days_since_last_touch",
+    "last_channel",
+    *NEXT_CONTENT,
+)
+# What a later as-of time changes in a row of the same state (see refresh_matrix).
+AS_OF_COLUMNS = (
+    "stage",
+    "stage_since",
+    "activity_score",
+    "score",
+    "score_breakdown",
+    *(f"touchpoints_{n}d" for n in WINDOWS),
+    "days_since_last_touch",
+)
 
 
 def moments_as_timestamps(matrix: pl.DataFrame) -> pl.DataFrame:
@@ -83,6 +120,68 @@ def finish_matrix(
 
     ``recorded`` is ``segments.stages.current_stages`` of the stage history.
     """
+    rows = _at(state, recorded, model, as_of_ms).with_columns(
+        _channels().alias("channels"),
+        *(_trait(name) for name in PROFILE_TRAITS),
+        pl.col("touchpoints_total").cast(pl.UInt32),
+    )
+    rows = rows.cache()  # read twice below: computed once
+    seen = rows.select("person_id", page="seen_pages").explode("page").drop_nulls("page")
+    content = next_content(rows.select("person_id", "stage", "top_interest"), seen, catalog)
+    matrix = rows.join(content, on="person_id", how="left").select(COLUMNS)
+    return matrix.sort("person_id"), stage_changes(rows)
+
+
+def refresh_matrix(
+    rows: pl.DataFrame,
+    state: pl.LazyFrame,
+    recorded: pl.LazyFrame,
+    model: ScoringModel,
+    catalog: tuple[ContentItem, ...],
+    as_of_ms: int,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Return ``rows`` as of ``as_of_ms``, and the new stage transitions: the rows a
+    build made of ``state`` (every person of ``rows``, whose state has not changed since)
+    with the same scoring model and catalog, at an earlier as-of time.
+
+    Only what the as-of time moves is computed again (:data:`AS_OF_COLUMNS`; the next
+    content of those whose stage moved): the rest of a row depends on the state alone.
+    An incremental build refreshes the rows of everyone it did not refold this way.
+    """
+    needed = ["person_id", "tier", "first_seen", "last_seen", "recent", "scale"]
+    needed += [f"fit_{i}" for i in range(len(model.fit))]
+    needed += [f"w_{i}" for i in range(len(model.activity))]
+    mine = state.select(*needed, "top_interest", "seen_pages").sort("person_id").collect()
+    if not mine["person_id"].equals(rows["person_id"]):
+        raise ValueError("the rows and the state hold different persons")
+    moved = _at(mine.lazy().select(needed), recorded, model, as_of_ms).collect()
+    fresh = rows.with_columns(moved.select(AS_OF_COLUMNS))
+    ask = mine.select("person_id", "top_interest", "seen_pages", stage=moved["stage"]).filter(
+        moved["stage"] != rows["stage"]
+    )
+    if ask.height:
+        seen = ask.lazy().select("person_id", page="seen_pages").explode("page").drop_nulls("page")
+        content = next_content(
+            ask.lazy().select("person_id", "stage", "top_interest"), seen, catalog
+        )
+        asked = (
+            rows.lazy()
+            .select("person_id")
+            .join(content, on="person_id", how="left", maintain_order="left")
+            .collect()
+        )
+        fresh = fresh.with_columns(
+            pl.when(moved["stage"] != rows["stage"]).then(asked[name]).otherwise(pl.col(name))
+            for name in NEXT_CONTENT
+        )
+    return fresh, stage_changes(moved.lazy()).collect()
+
+
+def _at(
+    state: pl.LazyFrame, recorded: pl.LazyFrame, model: ScoringModel, as_of_ms: int
+) -> pl.LazyFrame:
+    """Return ``state`` with what the as-of time decides: scores, the score breakdown,
+    the windowed counts and the stage (in ``state``'s order)."""
     ages = (as_of_ms - ANCHOR_MS) / (DAY_MS * model.half_life_days)
     activity = [
         (rule.points * pl.col(f"w_{i}") * pl.lit(2.0).pow(pl.col("scale") - ages)).alias(f"act_{i}")
@@ -97,41 +196,16 @@ def finish_matrix(
         .alias(f"touchpoints_{n}d")
         for n in WINDOWS
     ]
-    rows = (
-        state.with_columns(*activity, *windows)
-        .join(recorded, on="person_id", how="left")
-        .cache()  # read twice below: computed once
+    rows = state.with_columns(*activity, *windows).join(
+        recorded, on="person_id", how="left", maintain_order="left"
     )
-    rows = apply_stage_rules(_add_scores(rows, model), model.stages, as_of_ms).cache()
-    seen = rows.select("person_id", page="seen_pages").explode("page").drop_nulls("page")
-    content = next_content(rows.select("person_id", "stage", "top_interest"), seen, catalog)
-    matrix = rows.join(content, on="person_id", how="left").select(
-        "person_id",
-        "tier",
-        "stage",
-        "stage_since",
-        "fit_score",
-        "activity_score",
-        "score",
-        "score_breakdown",
-        _channels().alias("channels"),
-        "email",
-        *(_trait(name) for name in PROFILE_TRAITS),
-        "traits",
-        "interests",
-        "top_interest",
-        pl.col("touchpoints_total").cast(pl.UInt32),
-        *(f"touchpoints_{n}d" for n in WINDOWS),
-        "touchpoints_by_channel",
-        "first_seen",
-        "last_seen",
-        days_since_last_touch=((as_of_ms - pl.col("last_seen")) / DAY_MS).round(2),
-        last_channel="last_channel",
-        next_content="next_content",
-        next_content_title="next_content_title",
-        next_content_url="next_content_url",
+    return apply_stage_rules(_add_scores(rows, model), model.stages, as_of_ms).with_columns(
+        _days_since(as_of_ms)
     )
-    return matrix.sort("person_id"), stage_changes(rows)
+
+
+def _days_since(as_of_ms: int) -> pl.Expr:
+    return ((as_of_ms - pl.col("last_seen")) / DAY_MS).round(2).alias("days_since_last_touch")
 
 
 def _add_scores(rows: pl.LazyFrame, model: ScoringModel) -> pl.LazyFrame:
@@ -150,25 +224,34 @@ def _add_scores(rows: pl.LazyFrame, model: ScoringModel) -> pl.LazyFrame:
     )
     if not columns:
         return scored.with_columns(score_breakdown=pl.lit([], dtype=pl.List(POINT)))
-    breakdown = (
-        rows.select("person_id", *columns)
-        .unpivot(index="person_id", variable_name="column", value_name="points")
-        .drop_nulls("points")
-        .with_columns(order=pl.col("column").replace_strict(columns, range(len(columns))))
-        .sort("person_id", "order")
-        .group_by("person_id", maintain_order=True)
-        .agg(
-            score_breakdown=pl.struct(
-                rule=pl.col("column").replace_strict(columns, names),
-                points=pl.col("points").round(2),
-            )
-        )
+    breakdown = pl.struct(columns).map_batches(
+        lambda batch: _breakdown(batch.struct.unnest(), names),
+        return_dtype=pl.List(POINT),
+        is_elementwise=True,  # row by row: the streaming engine hands it batches
     )
-    return (
-        scored.join(breakdown, on="person_id", how="left")
-        .with_columns(pl.col("score_breakdown").fill_null(pl.lit([], dtype=pl.List(POINT))))
-        .drop(columns)
+    return scored.with_columns(score_breakdown=breakdown).drop(columns)
+
+
+def _breakdown(points: pl.DataFrame, names: list[str]) -> pl.Series:
+    """Return each row's list of (rule, points) of its non-null ``points`` (one column a
+    rule, named ``names``), in rule order, built as Arrow arrays: the points row by row
+    (a gather from the columns one after another), the offsets from each row's count."""
+    n, k = points.height, points.width
+    flat = pl.concat([points.to_series(i) for i in range(k)], rechunk=True)
+    at = pl.int_range(0, n * k, eager=True)  # row-major positions
+    rule = at % k
+    ordered = pl.DataFrame({"points": flat.gather(rule * n + at // k), "rule": rule})
+    ordered = ordered.drop_nulls("points")
+    counts = points.select(pl.sum_horizontal(pl.all().is_not_null()).cast(pl.Int64)).to_series()
+    offsets = pl.concat([pl.Series([0], dtype=pl.Int64), counts.cum_sum()])
+    parts = [
+        pl.Series(names, dtype=pl.Utf8).gather(ordered["rule"]).to_arrow(),
+        ordered["points"].round(2).to_arrow(),
+    ]
+    lists = pa.LargeListArray.from_arrays(
+        offsets.to_arrow(), pa.StructArray.from_arrays(parts, names=["rule", "points"])
     )
+    return pl.Series(lists).cast(pl.List(POINT))
 
 
 def _channels() -> pl.Expr:

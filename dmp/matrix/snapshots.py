@@ -65,8 +65,7 @@ def write_snapshot(
     stamp = datetime.fromtimestamp(as_of_ms / 1000, UTC).strftime("%Y%m%dT%H%M%S%f")[:-3]
     path = folder / f"matrix-{stamp}Z-{time.time_ns() % 10**9:09d}.parquet"
     sidecars = [path.with_suffix(".state.parquet"), path.with_suffix(".history.parquet")]
-    tables = [rows.to_arrow(), state.to_arrow(), history.to_arrow()]
-    write_parquet_files(tables, [path, *sidecars], ROW_GROUP_ROWS)
+    write_parquet_files([rows, state, history], [path, *sidecars], ROW_GROUP_ROWS)
     manifest = {**manifest, "snapshot": path.name, "state": sidecars[0].name}
     manifest["history"] = sidecars[1].name
     write_text(funnel_path(path), json.dumps(funnel, indent=1))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -19,14 +20,18 @@ def tmp_name(path: Path) -> Path:
 
 
 def write_parquet_files(
-    tables: list[pa.Table], finals: list[Path], row_group_size: int | None = None
+    tables: list[pa.Table | pl.DataFrame], finals: list[Path], row_group_size: int | None = None
 ) -> None:
     """Write each table to a temp file, fsync all, then rename them into place
-    (``row_group_size`` rows per row group: pyarrow's default, about a million, if None)."""
+    (``row_group_size`` rows per row group: the writer's default if None). A polars
+    frame is written by polars (about twice as quick as pyarrow for nested columns)."""
     for table, final in zip(tables, finals, strict=True):
         final.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp_name(final), "wb") as fh:
-            pq.write_table(table, fh, compression="zstd", row_group_size=row_group_size)
+            if isinstance(table, pl.DataFrame):
+                table.write_parquet(fh, compression="zstd", row_group_size=row_group_size)
+            else:
+                pq.write_table(table, fh, compression="zstd", row_group_size=row_group_size)
             fh.flush()
             os.fsync(fh.fileno())
     for final in finals:

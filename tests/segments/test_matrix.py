@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from segments.content import parse_catalog
+from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA, finish_matrix, refresh_matrix
+from segments.personstate import decay_scale, person_state
 from segments.rules import RuleError
 from segments.scoring import DAY_MS, parse_model
+from segments.stages import STAGE_HISTORY_SCHEMA, current_stages
 from tests.factories import MATRIX_NOW, build_rows, profile_row, touch_row
 
 MODEL = parse_model(
@@ -175,3 +179,52 @@ def test_bad_catalogs_name_the_path(text, message):
     with pytest.raises(RuleError) as caught:
         parse_catalog(text)
     assert str(caught.value).startswith(message)
+
+
+def test_rows_refreshed_to_a_later_time_are_the_rows_a_build_then_makes():
+    """refresh_matrix (an incremental build's persons without news) equals finishing the
+    same state later: decayed scores, windows, recycled stages, and next content anew
+    where the stage moved."""
+    persons = pl.LazyFrame(
+        [profile_row("a", job_title="Head of Marketing"), profile_row("b"), profile_row("c")],
+        schema=PERSON_SCHEMA,
+    )
+    touches = pl.LazyFrame(
+        [
+            touch_row("a", 10, "whitepaper_download", topics=["crm"]),
+            touch_row("a", 12, url="https://acme.de/crm-guide", topics=["crm"]),
+            touch_row("b", 5),
+            touch_row("b", 20),
+        ],
+        schema=TOUCHPOINT_SCHEMA,
+    )
+    later = MATRIX_NOW + 100 * DAY_MS
+    scale = decay_scale(MODEL, MATRIX_NOW)
+    assert decay_scale(MODEL, later) == scale
+    state = person_state(persons, touches, MODEL, CATALOG, MATRIX_NOW, scale).collect()
+    none = current_stages(pl.LazyFrame(schema=STAGE_HISTORY_SCHEMA), MATRIX_NOW)
+    then, moves = finish_matrix(state.lazy(), none, MODEL, CATALOG, MATRIX_NOW)
+    then, moves = then.collect(), moves.collect()
+    a = then.row(0, named=True)
+    assert (a["stage"], a["next_content"], then["touchpoints_7d"][1]) == ("mql", "crm-pricing", 1)
+    recorded = current_stages(moves.lazy(), later)
+    expected, expected_moves = finish_matrix(state.lazy(), recorded, MODEL, CATALOG, later)
+
+    rows, changes = refresh_matrix(then, state.lazy(), recorded, MODEL, CATALOG, later)
+
+    assert_frame_equal(rows, expected.collect())
+    assert_frame_equal(changes, expected_moves.collect())
+    a = rows.row(0, named=True)
+    assert (a["stage"], a["next_content"], rows["touchpoints_7d"][1]) == ("recycled", None, 0)
+    assert changes.rows() == [("a", "recycled", later, "model")]
+
+
+def test_refresh_refuses_rows_of_other_persons():
+    """Rows and a state of different persons are a caller's mistake, not a silent mix."""
+    persons = pl.LazyFrame([profile_row("a"), profile_row("b")], schema=PERSON_SCHEMA)
+    touches = pl.LazyFrame([], schema=TOUCHPOINT_SCHEMA)
+    state = person_state(persons, touches, MODEL, CATALOG, MATRIX_NOW, 0.0)
+    none = current_stages(pl.LazyFrame(schema=STAGE_HISTORY_SCHEMA), MATRIX_NOW)
+    rows, _ = finish_matrix(state, none, MODEL, (), MATRIX_NOW)
+    with pytest.raises(ValueError, match="different persons"):
+        refresh_matrix(rows.collect().head(1), state, none, MODEL, (), MATRIX_NOW)
