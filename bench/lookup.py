@@ -2,12 +2,18 @@
 
     python bench/lookup.py [--persons 5000] [--rate 2000] [--seconds 20] [--rounds 3]
 
-``dmp serve --no-ingest`` (two web processes) on a fresh data dir filled by ``dmp synth``,
+``dmp serve --no-ingest`` with its defaults on a fresh data dir filled by ``dmp synth``,
 with 50 mixed segments run and a partner key sharing all of them. wrk (Lua script:
 every connection waits between requests so that all together send ``--rate``
-requests/s) asks for the synth visitors' cookies in turn, a tenth of them unknown ones.
-Beside it, in the same rounds, ``GET /healthz`` of the same server at the same rate: the
-floor of a request through dmp's web stack. Target: lookup p99 ≤ 5 ms at 2,000 req/s.
+requests/s) asks for the synth visitors' cookies in turn, a tenth of them unknown ones:
+
+- **lookup**: on the lookup port (``dmp.serve.lookups``' processes, what ad tools use);
+- **lookup-web**: the same on the web port (gunicorn's workers, ``LookupApp``);
+- **healthz-web**: ``GET /healthz`` of the web port: the floor of dmp's web stack;
+- **healthz**: ``GET /healthz`` of the lookup port: the floor of the lookup processes.
+
+Target (issue 18): lookup p99 ≤ 5 ms at 2,000 req/s and ≤ 1.1× the web stack's
+``/healthz`` p99. ``--workers``/``--threads`` set the web processes (default: serve's).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from freshness import dmp  # noqa: E402  (bench/ is the script's folder)
-from pixel import Target, _ms, start, stop, stop_redis, wait_up  # noqa: E402
+from pixel import Target, _ms, free_port, start, stop, stop_redis, wait_up  # noqa: E402
 from runlog import append, commit  # noqa: E402
 
 from dmp.storage import redisserver  # noqa: E402
@@ -109,42 +115,42 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2, help="web processes")
-    parser.add_argument("--threads", type=int, default=4, help="threads per web process")
+    parser.add_argument("--workers", type=int, help="web processes (default: serve's)")
+    parser.add_argument("--threads", type=int, help="threads per web process")
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="dmp-lookup-"))
     key = prepare(data_dir, args.persons)
-    cmd = [
-        sys.executable,
-        "-m",
-        "dmp",
-        "serve",
-        "--workers",
-        str(args.workers),
-        "--threads",
-        str(args.threads),
-        "--no-ingest",
-    ]
+    lookup_port = free_port()
+    cmd = [sys.executable, "-m", "dmp", "serve", "--no-ingest", "--lookup-port", str(lookup_port)]
+    cmd += ["--workers", str(args.workers)] if args.workers else []
+    cmd += ["--threads", str(args.threads)] if args.threads else []
     target = Target("dmp", cmd, data_dir)
     env = {k: v for k, v in os.environ.items() if k.startswith("DMP_") and k != "DMP_DATA_DIR"}
     start(target, {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env})
-    runs: dict[str, list[dict]] = {"lookup": [], "healthz": []}
+    names = ("lookup", "lookup-web", "healthz-web", "healthz")
+    runs: dict[str, list[dict]] = {name: [] for name in names}
     try:
         wait_up(target, "/healthz")
+        wait_up(Target("lookups", [], data_dir, port=lookup_port, proc=target.proc), "/healthz")
+        lookups = f"http://127.0.0.1:{lookup_port}"
+        urls = {"lookup": lookups, "lookup-web": target.url}
+        urls |= {"healthz-web": target.url, "healthz": lookups}
         uids = cookies(data_dir)
-        paths = {"lookup": "/api/v1/lookup?uid=", "healthz": "/healthz?"}
+        paths = {"lookup": "/api/v1/lookup?uid=", "lookup-web": "/api/v1/lookup?uid="}
+        paths |= {"healthz-web": "/healthz?", "healthz": "/healthz?"}
         # Each connection waits ``delay`` ms after an answer (about 2 ms: the answer's own
         # time) so that together they send about the rate asked for; wrk says what it was.
         delay = max(1, round(CONNECTIONS * 1000 / args.rate) - 2)
         scripts = {n: write_script(data_dir, n, p, uids, key, delay) for n, p in paths.items()}
-        wrk(target.url, scripts["lookup"], 3)  # warm-up
+        wrk(lookups, scripts["lookup"], 3)  # warm-up
+        wrk(target.url, scripts["lookup-web"], 3)
         print(f"{CONNECTIONS} connections, each waiting {delay} ms between requests")
         for rnd in range(args.rounds):
-            for name in ("lookup", "healthz")[rnd % 2 :] + ("lookup", "healthz")[: rnd % 2]:
-                result = wrk(target.url, scripts[name], args.seconds)
+            for name in names[rnd % 4 :] + names[: rnd % 4]:
+                result = wrk(urls[name], scripts[name], args.seconds)
                 runs[name].append(result)
                 print(
-                    f"round {rnd + 1} {name:<8} {result['rps']:7,.0f} req/s  "
+                    f"round {rnd + 1} {name:<12} {result['rps']:7,.0f} req/s  "
                     f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
                     f"errors {result['errors']}",
                     flush=True,
@@ -157,7 +163,7 @@ def main() -> None:
         rps = statistics.median(r["rps"] for r in found)
         p50 = statistics.median(r["p50_ms"] for r in found)
         p99 = statistics.median(r["p99_ms"] for r in found)
-        print(f"{name:<8} median {rps:7,.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms")
+        print(f"{name:<12} median {rps:7,.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms")
     append(
         "lookup",
         {

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
 COMMANDS: tuple[click.Command, ...] = (
     serving.serve,
     serving.worker_cmd,
+    serving.lookups_cmd,
     serving.status,
     access.sites_group,
     access.keys_group,

@@ -41,16 +41,105 @@ from exporters.schedule import start_schedule as start_exports
     help="Only collect and serve: run `dmp worker` processes elsewhere (stateless collectors).",
 )
 @click.option("--no-ingest", "no_ingest", is_flag=True, hidden=True)  # the old name
+@click.option(
+    "--lookup-port",
+    type=click.IntRange(0, 65535),
+    help="Port of the lookup processes (GET /api/v1/lookup for ad tools)  [default: PORT+1; "
+    "0: none, lookups on PORT only]",
+)
+@click.option(
+    "--lookup-processes",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Lookup processes sharing the lookup port.",
+)
 @pass_ctx
-def serve(obj: Context, host: str, port: int, workers: int, threads: int, no_ingest: bool) -> None:
-    """Serve the pixel, tag, Segment API and admin API, and run the ingest worker."""
+def serve(
+    obj: Context,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    no_ingest: bool,
+    lookup_port: int | None,
+    lookup_processes: int,
+) -> None:
+    """Serve the pixel, tag, Segment API and admin API, and run the ingest worker.
+
+    Ad tools' lookups are also answered on a port of their own (--lookup-port) by lean
+    processes that keep their p99 to a few milliseconds at thousands of requests/s.
+    """
+    from dmp.serve.server import Lookups
     from dmp.serve.server import serve as run
 
     try:  # what every web process would refuse at its start: said once, before any starts
         tcfpurposes.of_config(obj.config)
     except tcfpurposes.RuleError as exc:
         fail(f"DMP_TCF_ADS / DMP_TCF_ANALYTICS / DMP_TCF_VENDOR_ID: {exc}")
-    run(obj.config, host, port, workers, threads, ingest=not no_ingest)
+    if lookup_port == port:
+        fail("--lookup-port: the lookup processes need a port of their own, not --port")
+    if lookup_port is None:  # the default, PORT+1: if taken, lookups stay on PORT alone
+        lookup_port = port + 1 if port < 65535 else 0
+        if lookup_port and (refused := _cannot_listen(host, lookup_port)):
+            logging.getLogger(__name__).warning(
+                "no lookup processes: cannot listen on %s:%d (%s); lookups on port %d only"
+                " (set --lookup-port)",
+                host,
+                lookup_port,
+                refused,
+                port,
+            )
+            lookup_port = 0
+    elif lookup_port and (refused := _cannot_listen(host, lookup_port)):
+        fail(f"--lookup-port: cannot listen on {host}:{lookup_port}: {refused}")
+    lookups = Lookups(lookup_port, lookup_processes)
+    run(obj.config, host, port, workers, threads, ingest=not no_ingest, lookups=lookups)
+
+
+def _cannot_listen(host: str, port: int) -> str:
+    """Return why lookup processes cannot listen on host:port ('' if they can)."""
+    from dmp.serve.lookups import listening_socket
+
+    try:
+        listening_socket(host, port).close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ""
+
+
+@click.command("lookups")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8001, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--parent", type=int, hidden=True, help="Exit when this process ends (dmp serve).")
+@pass_ctx
+def lookups_cmd(obj: Context, host: str, port: int, parent: int | None) -> None:
+    """Answer only ad tools' lookups (GET /api/v1/lookup) and /healthz: one lean process.
+
+    `dmp serve` starts two on --lookup-port. Run more, here or on other hosts, to serve
+    more lookups: processes on one port share it, the kernel spreads connections.
+    """
+    from dmp.serve import lookups
+    from dmp.storage.redisserver import connect_config
+
+    try:
+        sock = lookups.listening_socket(host, port)
+    except OSError as exc:
+        fail(f"--port: cannot listen on {host}:{port}: {exc.strerror or exc}")
+    if parent:
+        stop = threading.Event()
+        threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()
+        threading.Thread(target=_end_when, args=(stop,), daemon=True).start()
+    # A Redis away at start is ridden out: lookups answer 503 until it is back.
+    server = lookups.LookupServer(connect_config(obj.config), obj.config)
+    logging.getLogger(__name__).info("lookups on http://%s:%d/api/v1/lookup", host, port)
+    lookups.run(server, sock)
+
+
+def _end_when(stop: threading.Event) -> None:
+    """Send this process SIGTERM once ``stop`` is set (its parent is gone)."""
+    stop.wait()
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _watch_parent(parent: int, stop: threading.Event) -> None:

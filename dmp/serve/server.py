@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -50,41 +51,47 @@ class _Gunicorn(BaseApplication):
         return edge.gunicorn_options(threads)
 
 
-class IngestProcess:
-    """The ``dmp worker`` child process, restarted if it dies.
+class Child:
+    """A ``dmp`` command run as a child process (the ingest worker, a lookup process),
+    restarted if it dies.
 
     It runs under a :mod:`dmp.serve.waiter`: gunicorn's arbiter (this process) reaps every
-    child, so the worker's own exit status would be lost; the waiter reports it.
+    child, so the command's own exit status would be lost; the waiter reports it.
     """
 
     RESTART_FIRST, RESTART_MAX = 0.5, 30.0  # seconds; doubled while it keeps dying young
 
-    def __init__(self, env: dict[str, str], on_death: Callable[[int], None]) -> None:
-        self._env = env
-        self._on_death = on_death  # called with a dead worker's pid before its restart
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        on_death: Callable[[int], None] | None = None,
+        nice: int = 0,
+    ) -> None:
+        self.name, self._args, self._env, self._nice = name, args, env, nice
+        self._on_death = on_death  # called with a dead command's pid before its restart
         self._proc: subprocess.Popen | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="ingest-watch", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name=f"{name}-watch", daemon=True)
 
     def start(self) -> None:
-        """Start the worker and a thread that restarts it should it exit."""
+        """Start the command and a thread that restarts it should it exit."""
         self._spawn()
         self._thread.start()
 
     def _spawn(self) -> None:
-        worker = [sys.executable, "-m", "dmp", "worker", "--parent", "{waiter}"]
-        cmd = [sys.executable, "-m", "dmp.serve.waiter", *worker]
-        # A little lower priority: ingest catches up between bursts, and the web
-        # processes keep their latency (pixel p99 1.9× → 1.2× the bare app, BENCHMARKS.md).
+        command = [sys.executable, "-m", "dmp", *self._args]
+        nice = self._nice
         self._proc = subprocess.Popen(
-            cmd,
+            [sys.executable, "-m", "dmp.serve.waiter", *command],
             env=self._env,
             stdout=subprocess.PIPE,
             text=True,
-            preexec_fn=lambda: os.nice(10),
+            preexec_fn=(lambda: os.nice(nice)) if nice else None,
             start_new_session=True,  # a Ctrl-C reaches serve, which stops it after a flush
         )
-        log.info("ingest worker started (waiter pid %d)", self._proc.pid)
+        log.info("%s started (waiter pid %d)", self.name, self._proc.pid)
 
     def _watch(self) -> None:
         pause = self.RESTART_FIRST
@@ -97,15 +104,16 @@ class IngestProcess:
             lived = time.monotonic() - started
             pause = self.RESTART_FIRST if lived > 60 else min(pause * 2, self.RESTART_MAX)
             said = describe_exit(report[1] if report else None)
-            log.error("ingest worker %s; restarting in %g s", said, pause)
-            if report:
+            log.error("%s %s; restarting in %g s", self.name, said, pause)
+            if report and self._on_death:
                 self._on_death(report[0])
             if self._stop.wait(pause):
                 return
             self._spawn()
 
     def stop(self) -> None:
-        """Stop the worker gracefully (it flushes what it holds first); wait up to 30 s."""
+        """Stop the command gracefully (a worker flushes what it holds first); wait up to
+        30 s."""
         self._stop.set()
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()  # the waiter passes it on to the worker
@@ -130,10 +138,25 @@ def _free_lease_of(url: str, consumer: str, pid: int) -> None:
         client.close()
 
 
+@dataclass(frozen=True, slots=True)
+class Lookups:
+    """The lookup processes ``dmp serve`` starts (:mod:`dmp.serve.lookups`)."""
+
+    port: int  # 0: none
+    processes: int
+
+
 def serve(
-    config: Config, host: str, port: int, workers: int, threads: int, ingest: bool = True
+    config: Config,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    ingest: bool = True,
+    lookups: Lookups = Lookups(0, 0),
 ) -> None:
-    """Run the web processes (and the ingest worker) until interrupted."""
+    """Run the web processes, the lookup processes and the ingest worker until
+    interrupted."""
     env = dict(os.environ)
     supervisor = None
     if config.redis_url:
@@ -146,15 +169,23 @@ def serve(
     os.environ["DMP_REDIS_URL"] = url
     env["DMP_DATA_DIR"] = str(config.data_dir)
     free_lease = lambda pid: _free_lease_of(url, config.consumer, pid)  # noqa: E731
-    worker = IngestProcess(env, free_lease) if ingest else None
+    children = []
+    if ingest:
+        # A little lower priority: ingest catches up between bursts, and the web
+        # processes keep their latency (pixel p99 1.9× → 1.2× the bare app, BENCHMARKS.md).
+        worker = ["worker", "--parent", "{waiter}"]
+        children.append(Child("ingest worker", worker, env, free_lease, nice=10))
+    for n in range(lookups.processes if lookups.port else 0):
+        args = ["lookups", "--host", host, "--port", str(lookups.port), "--parent", "{waiter}"]
+        children.append(Child(f"lookup process {n + 1}", args, env))
 
     def on_starting(_arbiter) -> None:
-        if worker:
-            worker.start()
+        for child in children:
+            child.start()
 
     def on_exit(_arbiter) -> None:
-        if worker:
-            worker.stop()
+        for child in children:
+            child.stop()
         if supervisor:
             supervisor.stop()  # and the embedded server with it, if no one else uses it
 
@@ -177,4 +208,11 @@ def serve(
     from dmp.app import create_app
 
     log.info("dmp serving on http://%s:%d with %d web processes", host, port, workers)
+    if lookups.port and lookups.processes:
+        log.info(
+            "lookups also on http://%s:%d/api/v1/lookup (%d processes)",
+            host,
+            lookups.port,
+            lookups.processes,
+        )
     _Gunicorn(options, lambda: create_app({"redis_url": url})).run()

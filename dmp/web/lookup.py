@@ -15,11 +15,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any, NamedTuple
 
 import redis
 
 from dmp.access.apikeys import Scope, check_key, hash_secret
+from dmp.config import Config
 from dmp.membership.definitions import list_segments
 from dmp.people import consents as consent_rules
 from dmp.people.identity import EMAIL_SHA256, Identifier, IdKind
@@ -84,7 +86,7 @@ OPERATION = Operation(
 )
 
 
-class _Catalogue:
+class Catalogue:
     """Segment id -> its IAB Audience Taxonomy ids, read from Redis every few seconds."""
 
     def __init__(self) -> None:
@@ -184,11 +186,12 @@ def shared_segments(r: redis.Redis, key: str, asked: _Asked) -> list[str] | None
 _script: Any = None
 
 
-def lookup_body(deps: Deps, catalogue: _Catalogue, key: str, query: str, host: str) -> bytes:
+def lookup_body(
+    r: redis.Redis, config: Config, catalogue: Catalogue, key: str, query: str, host: str
+) -> bytes:
     """Return the lookup's JSON answer (Problem for a bad key or bad parameters)."""
     if not key or len(key) > 200 or not key.isascii():
         raise _unauthorized()
-    r = deps.redis
     try:
         asked = _identifier_key(query_args(query))
     except (BadQuery, Problem) as exc:
@@ -200,7 +203,7 @@ def lookup_body(deps: Deps, catalogue: _Catalogue, key: str, query: str, host: s
     found = shared_segments(r, key, asked)
     if found is None:
         raise _unauthorized()
-    provider = deps.config.provider_domain or host_name(host)
+    provider = config.provider_domain or host_name(host)
     data: list[dict] = []
     if found:
         # Ids only: segment names are the marketers' words, not the partner's business.
@@ -218,36 +221,58 @@ def lookup_body(deps: Deps, catalogue: _Catalogue, key: str, query: str, host: s
     return json.dumps({"data": data}, separators=(",", ":")).encode()
 
 
+class Answer(NamedTuple):
+    """A lookup's HTTP answer."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def answer(
+    r: redis.Redis, config: Config, catalogue: Catalogue, key: str, query: str, host: str
+) -> Answer:
+    """Return the answer to a lookup (``key`` the bearer token, ``query`` the raw query
+    string, ``host`` the Host header): 200 with the JSON, else a problem+json."""
+    try:
+        body = lookup_body(r, config, catalogue, key, query, host)
+    except Problem as exc:
+        return _problem_answer(exc)
+    except redis.RedisError as exc:
+        _OUTAGE.down(exc)  # one line per outage, not a traceback per lookup
+        return _problem_answer(unavailable())
+    except Exception:  # Flask's handlers are not there to catch it: answer as they would
+        log.exception("lookup failed")
+        return _problem_answer(Problem(500, "Internal error", "the lookup failed; it is logged"))
+    _OUTAGE.up()
+    return Answer(200, [*HEADERS, ("Content-Length", str(len(body)))], body)
+
+
+def _problem_answer(problem: Problem) -> Answer:
+    response = problem.get_response()
+    return Answer(response.status_code, list(response.headers.items()), response.get_data())
+
+
 class LookupApp:
     """WSGI middleware answering ``GET /api/v1/lookup`` itself (an ad tool asks it on
     every bid: no Flask request, routing or response objects), the rest passed on."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]], deps: Deps) -> None:
-        self.app, self.deps, self.catalogue = app, deps, _Catalogue()
+        self.app, self.deps, self.catalogue = app, deps, Catalogue()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD")
         if environ.get("PATH_INFO") != PATH or method not in ("GET", "HEAD"):
             return self.app(environ, start_response)  # Flask answers 405 for other methods
-        try:
-            body = lookup_body(
-                self.deps,
-                self.catalogue,
-                environ_token(environ),
-                environ.get("QUERY_STRING", ""),
-                environ.get("HTTP_HOST", ""),
-            )
-        except Problem as exc:
-            return exc.get_response()(environ, start_response)
-        except redis.RedisError as exc:
-            _OUTAGE.down(exc)  # one line per outage, not a traceback per lookup
-            return unavailable().get_response()(environ, start_response)
-        except Exception:  # Flask's handlers are behind us: answer as they would
-            log.exception("lookup failed")
-            problem = Problem(500, "Internal error", "the lookup failed; it is logged")
-            return problem.get_response()(environ, start_response)
-        _OUTAGE.up()
-        start_response("200 OK", [*HEADERS, ("Content-Length", str(len(body)))])
+        status, headers, body = answer(
+            self.deps.redis,
+            self.deps.config,
+            self.catalogue,
+            environ_token(environ),
+            environ.get("QUERY_STRING", ""),
+            environ.get("HTTP_HOST", ""),
+        )
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [body] if method == "GET" else []  # HEAD: the same answer without its body
 
 

@@ -42,13 +42,19 @@ def healthz() -> tuple[Response, int]:
     A failing event-log flush is 200 with status "degraded": the collectors still take
     hits (a balancer keeps sending them), but the event log is not being written.
     """
+    body, status = health(current_deps().redis)
+    return jsonify(body), status
+
+
+def health(r: redis.Redis) -> tuple[dict, int]:
+    """Return /healthz's answer and status (the lookup processes answer it too)."""
     try:
-        flush = read_flush_state(current_deps().redis)
+        flush = read_flush_state(r)
     except redis.RedisError as exc:
-        return jsonify(status="unavailable", redis=str(exc)), 503
+        return {"status": "unavailable", "redis": str(exc)}, 503
     if flush is not None:
-        return jsonify(status="degraded", ingest=flush), 200
-    return jsonify(status="ok"), 200
+        return {"status": "degraded", "ingest": flush}, 200
+    return {"status": "ok"}, 200
 
 
 @bp.get("/metrics")

@@ -22,9 +22,10 @@ from tests.served import children, free_port, run_dmp, serve_env
 @pytest.fixture
 def served(tmp_path: Path):
     """Run `dmp serve` on a fresh data dir with its own embedded Redis; yield (url, dir)."""
-    data_dir, port = tmp_path / "data", free_port()
+    data_dir, port, lookups = tmp_path / "data", free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dmp", "serve", "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "dmp", "serve", "--port", str(port), "--workers", "2"]
+        + ["--lookup-port", str(lookups)],
         env=serve_env(data_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -41,7 +42,7 @@ def served(tmp_path: Path):
     else:
         proc.kill()
         pytest.fail(f"dmp serve did not start:\n{proc.stdout.read()}")
-    yield url, data_dir, proc
+    yield url, data_dir, proc, f"http://127.0.0.1:{lookups}"
     if proc.poll() is None:
         proc.kill()
         proc.wait()
@@ -49,7 +50,7 @@ def served(tmp_path: Path):
 
 def test_a_person_climbs_tiers_through_a_served_dmp(served):
     """Pixel, cookie and identify through gunicorn reach a high person, each event once."""
-    url, data_dir, proc = served
+    url, data_dir, proc, lookups = served
     key = run_dmp(data_dir, "sites", "add", "Acme", "--domain", "acme.de").strip().splitlines()[-1]
     admin = run_dmp(data_dir, "keys", "create", "--scope", "admin").strip().splitlines()[-1]
     browser = requests.Session()
@@ -82,6 +83,23 @@ def test_a_person_climbs_tiers_through_a_served_dmp(served):
         ],
     }
     assert browser.post(f"{url}/collect", data=json.dumps(beacon)).status_code == 204
+    # The lookup processes answer on their own port, from the same store.
+    segment = data_dir.parent / "crm.yaml"
+    segment.write_text(
+        "id: crm\nname: CRM readers\nwhere: {did: {event: page, url_contains: /crm}}"
+    )
+    run_dmp(data_dir, "segments", "apply", str(segment))
+    partner = run_dmp(data_dir, "keys", "create", "--scope", "partner", "--audiences", "crm")
+    asked = requests.get(
+        f"{lookups}/api/v1/lookup",
+        params={"uid": uid},
+        headers=bearer(partner.strip().splitlines()[-1]),
+    )
+    assert (asked.status_code, asked.json()) == (200, {"data": []})  # no segment run yet
+    refused = requests.get(f"{lookups}/api/v1/lookup", params={"uid": uid}, headers=bearer(admin))
+    assert refused.status_code == 401  # the key is read from the store: not a partner's
+    assert requests.get(f"{lookups}/healthz").json() == {"status": "ok"}
+
     run_dmp(data_dir, "worker", "--once")  # waits for serve's own worker to drain the stream
     status = json.loads(run_dmp(data_dir, "status", "--json"))
     assert status["pending"] == 0 and status["events_aggregate"] == 1
@@ -93,7 +111,6 @@ def test_a_person_climbs_tiers_through_a_served_dmp(served):
     log = pl.read_parquet(data_dir / "events" / "*" / "*.parquet")
     assert log.height == status["events_stored"] == 6
     assert log["event_id"].n_unique() == 6
-
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     assert not locate_server(data_dir).socket.exists()  # the embedded Redis stopped with it
@@ -106,21 +123,23 @@ def test_a_person_climbs_tiers_through_a_served_dmp(served):
 
 
 def test_ingest_worker_ends_with_a_killed_server(served):
-    """If `dmp serve` is killed outright, its ingest worker does not linger as an orphan."""
-    _, data_dir, proc = served
-    workers = [
-        p
-        for p in children(proc.pid)
-        if b"\x00worker\x00" in Path(f"/proc/{p}/cmdline").read_bytes()
-    ]
-    assert len(workers) == 1
+    """If `dmp serve` is killed outright, its ingest worker and lookup processes do not
+    linger as orphans."""
+    _, data_dir, proc, lookups = served
+    kids = {p: Path(f"/proc/{p}/cmdline").read_bytes() for p in children(proc.pid)}
+    workers = [p for p, cmd in kids.items() if b"\x00worker\x00" in cmd]
+    answering = [p for p, cmd in kids.items() if b"\x00lookups\x00" in cmd]
+    assert len(workers) == 1 and len(answering) == 2
     proc.kill()
     proc.wait()
-    deadline = time.monotonic() + 15
-    while Path(f"/proc/{workers[0]}").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    stat = Path(f"/proc/{workers[0]}/stat")
-    assert not stat.exists() or stat.read_text().split()[2] == "Z"
+    for pid in [*workers, *answering]:
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().split()[2] == "Z"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{lookups}/healthz", timeout=2)
     redisserver_pid = [
         p
         for p in Path("/proc").iterdir()
