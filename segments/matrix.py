@@ -75,6 +75,10 @@ COLUMNS = (
     "last_channel",
     *NEXT_CONTENT,
 )
+# How a row is made of its person's state: bumped when a column computed from the state
+# alone changes (channels, profile traits, next content), so that an incremental build
+# does not keep rows made the old way (it starts again from a full build).
+ROWS_VERSION = 2
 # What a later as-of time changes in a row of the same state (see refresh_matrix).
 AS_OF_COLUMNS = (
     "stage",
@@ -132,6 +136,10 @@ def finish_matrix(
     return matrix.sort("person_id"), stage_changes(rows)
 
 
+class RowsMismatch(ValueError):
+    """Rows that :func:`refresh_matrix` cannot refresh from the state given."""
+
+
 def refresh_matrix(
     rows: pl.DataFrame,
     state: pl.LazyFrame,
@@ -151,9 +159,11 @@ def refresh_matrix(
     needed = ["person_id", "tier", "first_seen", "last_seen", "recent", "scale"]
     needed += [f"fit_{i}" for i in range(len(model.fit))]
     needed += [f"w_{i}" for i in range(len(model.activity))]
+    if rows.columns != list(COLUMNS):
+        raise RowsMismatch("the rows are not this version's matrix rows")
     mine = state.select(*needed, "top_interest", "seen_pages").sort("person_id").collect()
     if not mine["person_id"].equals(rows["person_id"]):
-        raise ValueError("the rows and the state hold different persons")
+        raise RowsMismatch("the rows and the state hold different persons")
     moved = _at(mine.lazy().select(needed), recorded, model, as_of_ms).collect()
     fresh = rows.with_columns(moved.select(AS_OF_COLUMNS))
     ask = mine.select("person_id", "top_interest", "seen_pages", stage=moved["stage"]).filter(

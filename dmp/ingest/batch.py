@@ -885,4 +885,7 @@ def withdraw_cookie(r: redis.Redis, pid: str, hit: Hit) -> None:
             pipe.hincrby(keyspace.STATS, f"persons:{state.stored_tier.value}", -1)
             pipe.hincrby(keyspace.STATS, f"persons:{tier.value}", 1)
             pipe.execute()
+    # Last, once all is written: no event row says it, so the next incremental matrix
+    # build is told to refold them.
+    r.sadd(keyspace.MATRIX_TOUCHED, pid)
     log.info("person %s withdrew analytics consent; cookie unlinked, tier %s", pid, tier.value)

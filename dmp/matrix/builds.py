@@ -31,7 +31,7 @@ from dmp.people import lifecycle
 from dmp.storage import keyspace
 from segments.content import ContentItem, parse_catalog
 from segments.funnel import build_funnel
-from segments.matrix import finish_matrix, refresh_matrix
+from segments.matrix import ROWS_VERSION, RowsMismatch, finish_matrix, refresh_matrix
 from segments.personstate import decay_scale, person_state
 from segments.scoring import ScoringModel, parse_model
 from segments.stages import current_stages
@@ -78,6 +78,7 @@ def build(
     last_merge = last_merge_id(r)
     scale = decay_scale(model, as_of)
     fingerprint = {"model": _digest(model_text), "catalog": _digest(catalog_text), "scale": scale}
+    fingerprint["rows"] = ROWS_VERSION
     spark_rows = None
     if config.engine == "spark":
         if incremental:
@@ -174,7 +175,10 @@ def _fold(
         fresh = (people.persons.lazy(), people.history.lazy())
         touchpoints = read_touchpoints(config.events_dir, merged)
         scoring = (model, catalog, as_of, scale)
-        return (*refold(kept, fresh, touchpoints, touched, removed, scoring), touched)
+        try:
+            return (*refold(kept, fresh, touchpoints, touched, removed, scoring), touched)
+        except RowsMismatch as exc:  # a snapshot not made as this code makes them
+            log.warning("matrix: the last build's rows cannot be refreshed (%s): a full build", exc)
     people = read_people(r, progress)
     # Tombstones miss persons merged within the batch that made them (never stored;
     # their events keep the short-lived id): the merge log has those too.
@@ -236,14 +240,19 @@ def refold(
 
 def merge_sorted(many: pl.DataFrame, few: pl.DataFrame) -> pl.DataFrame:
     """Return two frames sorted by person_id as one: ``many``'s rows in slices between
-    ``few``'s (no row copied; several times quicker than a merge of wide rows)."""
+    runs of ``few``'s (no row copied; several times quicker than a merge of wide rows
+    while ``few`` is a small share; otherwise both are sorted together)."""
+    if few.height * 8 > many.height:
+        return pl.concat([many, few]).sort("person_id")
     at = many["person_id"].search_sorted(few["person_id"]).to_list()
-    parts, start = [], 0
-    for i, stop in enumerate(at):
-        if stop > start:
-            parts.append(many.slice(start, stop - start))
-        parts.append(few.slice(i, 1))
-        start = stop
+    parts, start, run = [], 0, 0
+    for i in range(1, len(at) + 1):
+        if i < len(at) and at[i] == at[run]:
+            continue  # the next row of few goes in the same gap of many
+        if at[run] > start:
+            parts.append(many.slice(start, at[run] - start))
+        parts.append(few.slice(run, i - run))
+        start, run = at[run], i
     parts.append(many.slice(start))
     return pl.concat(parts, rechunk=False)
 
