@@ -79,60 +79,73 @@ def serve(
         fail(f"DMP_TCF_ADS / DMP_TCF_ANALYTICS / DMP_TCF_VENDOR_ID: {exc}")
     if lookup_port == port:
         fail("--lookup-port: the lookup processes need a port of their own, not --port")
+    from dmp.serve.lookups import port_sockets
+
+    explicit = lookup_port is not None
     if lookup_port is None:  # the default, PORT+1: if taken, lookups stay on PORT alone
         lookup_port = port + 1 if port < 65535 else 0
-        if lookup_port and (refused := _cannot_listen(host, lookup_port)):
+    sockets = []
+    if lookup_port:
+        try:  # bound here, before any process starts: no one else can share the port
+            sockets = port_sockets(host, lookup_port, lookup_processes)
+        except OSError as exc:
+            if explicit:
+                fail(f"--lookup-port: cannot listen on {host}:{lookup_port}: {exc.strerror}")
             logging.getLogger(__name__).warning(
                 "no lookup processes: cannot listen on %s:%d (%s); lookups on port %d only"
                 " (set --lookup-port)",
                 host,
                 lookup_port,
-                refused,
+                exc.strerror,
                 port,
             )
-            lookup_port = 0
-    elif lookup_port and (refused := _cannot_listen(host, lookup_port)):
-        fail(f"--lookup-port: cannot listen on {host}:{lookup_port}: {refused}")
-    lookups = Lookups(lookup_port, lookup_processes)
+    lookups = Lookups(lookup_port if sockets else 0, tuple(sockets))
     run(obj.config, host, port, workers, threads, ingest=not no_ingest, lookups=lookups)
-
-
-def _cannot_listen(host: str, port: int) -> str:
-    """Return why lookup processes cannot listen on host:port ('' if they can)."""
-    from dmp.serve.lookups import listening_socket
-
-    try:
-        listening_socket(host, port).close()
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return ""
 
 
 @click.command("lookups")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8001, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--reuse-port",
+    is_flag=True,
+    help="Share the port with other lookup processes (dmp serve's, or more of these).",
+)
+@click.option("--fd", type=int, hidden=True, help="Serve on this inherited socket (dmp serve).")
 @click.option("--parent", type=int, hidden=True, help="Exit when this process ends (dmp serve).")
 @pass_ctx
-def lookups_cmd(obj: Context, host: str, port: int, parent: int | None) -> None:
+def lookups_cmd(
+    obj: Context, host: str, port: int, reuse_port: bool, fd: int | None, parent: int | None
+) -> None:
     """Answer only ad tools' lookups (GET /api/v1/lookup) and /healthz: one lean process.
 
-    `dmp serve` starts two on --lookup-port. Run more, here or on other hosts, to serve
-    more lookups: processes on one port share it, the kernel spreads connections.
+    `dmp serve` starts two on its --lookup-port. To serve more lookups, start more with
+    --reuse-port on that port (the kernel spreads connections among them), here or on
+    other hosts.
     """
-    from dmp.serve import lookups
-    from dmp.storage.redisserver import connect_config
+    import socket
 
-    try:
-        sock = lookups.listening_socket(host, port)
-    except OSError as exc:
-        fail(f"--port: cannot listen on {host}:{port}: {exc.strerror or exc}")
+    from dmp.serve import lookups
+    from dmp.storage.redisserver import attach_embedded, connect
+
+    if fd is not None:
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+    else:
+        try:
+            sock = lookups.listening_socket(host, port, reuse_port=reuse_port)
+        except OSError as exc:
+            fail(f"--port: cannot listen on {host}:{port}: {exc.strerror or exc}")
     if parent:
         stop = threading.Event()
         threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()
         threading.Thread(target=_end_when, args=(stop,), daemon=True).start()
-    # A Redis away at start is ridden out: lookups answer 503 until it is back.
-    server = lookups.LookupServer(connect_config(obj.config), obj.config)
-    logging.getLogger(__name__).info("lookups on http://%s:%d/api/v1/lookup", host, port)
+    # A Redis away at start is ridden out: lookups answer 503 until it is back. Its
+    # calls time out after REDIS_SECONDS: a bid's budget, not the CLI's 5 s.
+    url = obj.config.redis_url or attach_embedded(obj.config.data_dir).url
+    server = lookups.LookupServer(connect(url, timeout=lookups.REDIS_SECONDS), obj.config)
+    where = sock.getsockname()
+    logging.getLogger(__name__).info("lookups on %s:%d", where[0], where[1])
     lookups.run(server, sock)
 
 

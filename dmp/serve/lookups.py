@@ -24,6 +24,7 @@ import logging
 import re
 import signal
 import socket
+import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -34,7 +35,7 @@ from dmp.config import Config
 from dmp.web import lookup
 from dmp.web.auth import bearer_token
 from dmp.web.ops import health
-from dmp.web.problems import PRIVATE, Problem
+from dmp.web.problems import PRIVATE, Problem, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,12 @@ _METHOD = re.compile(r"[A-Z]{1,16}")
 _TARGET = re.compile(r"/[\x21-\x7e]*")  # origin-form, visible ASCII (RFC 9112 3.2.1)
 _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 _JSON = [("Content-Type", "application/json"), *PRIVATE.items()]
+_NOT_IN_VALUE = re.compile(r"[\r\n\x00]")  # a bare CR or LF, or NUL: refused, never read around
+_ONCE = {"content-length", "transfer-encoding", "host", "authorization"}
+REDIS_SECONDS = 0.5  # a lookup's Redis calls: an ad tool's budget, not the 5 s of others
+BREAK_SECONDS = 1.0  # after Redis failed a lookup, answer 503 at once this long
+MAX_BUFFER = 4 * MAX_HEAD  # bytes a client may send ahead of the answers it reads
+STOP_SECONDS = 5.0  # a stopping process waits this long for answers under way
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +81,9 @@ class Reply:
     headers: list[tuple[str, str]]
     body: bytes
 
-    def encode(self, *, body: bool, close: bool) -> bytes:
-        """Return the answer as HTTP/1.1 bytes (without the body for HEAD)."""
+    def encode(self, *, body: bool, close: bool, keep_alive: bool = False) -> bytes:
+        """Return the answer as HTTP/1.1 bytes (without the body for HEAD; ``keep_alive``
+        says so to an HTTP/1.0 client that asked)."""
         lines = [f"HTTP/1.1 {self.status} {HTTPStatus(self.status).phrase}"]
         lines += [
             f"{name}: {value}"
@@ -85,6 +93,8 @@ class Reply:
         lines.append(f"Content-Length: {len(self.body)}")
         if close:
             lines.append("Connection: close")
+        elif keep_alive:
+            lines.append("Connection: keep-alive")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         return head + self.body if body else head
 
@@ -119,11 +129,16 @@ def parse_head(head: bytes) -> Request:
     headers: dict[str, str] = {}
     for item in fields:
         name, colon, value = item.partition(":")
-        if not colon or not _FIELD_NAME.fullmatch(name):
+        if not colon or not _FIELD_NAME.fullmatch(name) or _NOT_IN_VALUE.search(value):
             raise Refused(refusal(400, "Bad request", "a header field is malformed"))
+        if name.lower() in headers and name.lower() in _ONCE:
+            # Two of these could be read differently by a proxy in front (smuggling).
+            raise Refused(refusal(400, "Bad request", f"{name} given twice"))
         headers.setdefault(name.lower(), value.strip(" \t"))
     if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
         raise Refused(refusal(400, "Bad request", "a lookup takes no request body"))
+    if version == "HTTP/1.1" and "host" not in headers:
+        raise Refused(refusal(400, "Bad request", "an HTTP/1.1 request needs a Host"))
     path, _, query = target.partition("?")
     return Request(method, path, query, version, headers)
 
@@ -134,6 +149,7 @@ class LookupServer:
     def __init__(self, r: redis.Redis, config: Config) -> None:
         self.r, self.config = r, config
         self.catalogue = lookup.Catalogue()
+        self.broken_until = 0.0  # monotonic: Redis failed; 503 without asking it until then
 
     def respond(self, request: Request) -> Reply:
         """Return the answer to a parsed request."""
@@ -141,6 +157,19 @@ class LookupServer:
             return refusal(404, "Not found", f"the lookup processes answer {lookup.PATH} only")
         if request.method not in ("GET", "HEAD"):
             return refusal(405, "Method not allowed", "GET or HEAD", Allow="GET, HEAD")
+        if time.monotonic() < self.broken_until:
+            # Every request waits for the one under way (one thread): a Redis away or slow
+            # must cost each a fast 503, not its timeout.
+            if request.path == HEALTH_PATH:
+                body = {"status": "unavailable", "redis": "failed a moment ago"}
+                return Reply(503, _JSON, json.dumps(body).encode())
+            return _unavailable()
+        reply = self._answer(request)
+        if reply.status == 503:
+            self.broken_until = time.monotonic() + BREAK_SECONDS
+        return reply
+
+    def _answer(self, request: Request) -> Reply:
         if request.path == HEALTH_PATH:
             body, status = health(self.r)
             return Reply(status, _JSON, json.dumps(body).encode())
@@ -158,21 +187,36 @@ class LookupServer:
 
 class Connection(asyncio.Protocol):
     """One client connection: its requests answered in turn as their heads arrive
-    (callbacks, no task per request: a lookup costs the loop tens of microseconds)."""
+    (callbacks, no task per request: a lookup costs the loop tens of microseconds).
 
-    def __init__(self, server: LookupServer) -> None:
+    While the client does not read its answers (the transport's buffer is full) no more
+    requests are answered, and one that sends more than MAX_BUFFER bytes meanwhile is
+    cut off; so is one idle for IDLE_SECONDS (its unsent answers dropped).
+    """
+
+    def __init__(self, server: LookupServer, open_: set[Connection]) -> None:
         self.server = server
+        self.open = open_  # every open connection of the process, for its stop
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.idle: asyncio.TimerHandle | None = None
+        self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.open.add(self)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        while self.transport is not None and not self.transport.is_closing():
+        self._answer_whole_heads()
+        if len(self.buffer) > MAX_BUFFER:
+            self.abort()  # far ahead of the answers it reads
+
+    def _answer_whole_heads(self) -> None:
+        while self.transport is not None and not self.transport.is_closing() and not self.paused:
+            while self.buffer[:2] == b"\r\n":  # RFC 9112 2.2: empty lines before a request
+                del self.buffer[:2]
             end = self.buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
             if end < 0:
                 if len(self.buffer) >= MAX_HEAD:
@@ -185,10 +229,16 @@ class Connection(asyncio.Protocol):
             except Refused as refused:
                 self._close_with(refused.reply)
                 return
-            close = not request.keeps_alive()
+            keep = request.keeps_alive()
             reply = self.server.respond(request)
-            self.transport.write(reply.encode(body=request.method != "HEAD", close=close))
-            if close:
+            self.transport.write(
+                reply.encode(
+                    body=request.method != "HEAD",
+                    close=not keep,
+                    keep_alive=keep and request.version == "HTTP/1.0",
+                )
+            )
+            if not keep:
                 self.transport.close()
                 return
             self._arm()
@@ -200,48 +250,80 @@ class Connection(asyncio.Protocol):
 
     def _arm(self) -> None:
         """(Re)start the idle timer: a connection without a whole request for
-        IDLE_SECONDS is closed (a head sent byte by byte included)."""
+        IDLE_SECONDS is cut off (a head sent byte by byte included)."""
         if self.idle is not None:
             self.idle.cancel()
         if self.transport is not None:
-            self.idle = asyncio.get_running_loop().call_later(IDLE_SECONDS, self.transport.close)
+            self.idle = asyncio.get_running_loop().call_later(IDLE_SECONDS, self.abort)
 
-    def pause_writing(self) -> None:  # a client that asks without reading its answers
+    def abort(self) -> None:
+        """Close at once, dropping whatever answers the client has not read."""
         if self.transport is not None:
-            self.transport.pause_reading()
+            self.transport.abort()
+
+    def pause_writing(self) -> None:  # the client does not read its answers
+        self.paused = True
 
     def resume_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.resume_reading()
+        self.paused = False
+        self._answer_whole_heads()  # those that came meanwhile
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.idle is not None:
             self.idle.cancel()
+        self.open.discard(self)
         self.transport = None
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """Return a socket bound to host:port that other lookup processes may bind too."""
+def _unavailable() -> Reply:
+    response = unavailable().get_response()
+    return Reply(503, list(response.headers.items()), response.get_data())
+
+
+def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """Return a socket listening on host:port; with ``reuse_port``, one that other
+    sockets with it set (other lookup processes of this user) may listen on too."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
     sock.setblocking(False)
     return sock
 
 
+def port_sockets(host: str, port: int, n: int) -> list[socket.socket]:
+    """Return ``n`` sockets sharing host:port (SO_REUSEPORT: the kernel spreads new
+    connections among them), after making sure no one else listens there: a socket
+    without SO_REUSEPORT is bound first (OSError if the port is taken, by anyone)."""
+    listening_socket(host, port).close()
+    return [listening_socket(host, port, reuse_port=True) for _ in range(n)]
+
+
 def run(server: LookupServer, sock: socket.socket) -> None:
-    """Serve on ``sock`` until SIGTERM or SIGINT."""
+    """Serve on ``sock`` until SIGTERM or SIGINT; then answer no new connection, cut
+    off the open ones after at most STOP_SECONDS and return."""
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        listening = await loop.create_server(lambda: Connection(server), sock=sock)
-        async with listening:
-            await stop.wait()
+        connections: set[Connection] = set()
+        listening = await loop.create_server(lambda: Connection(server, connections), sock=sock)
+        await stop.wait()
+        listening.close()
+        for connection in list(connections):
+            connection.abort()
+        try:
+            await asyncio.wait_for(listening.wait_closed(), STOP_SECONDS)
+        except TimeoutError:
+            log.warning("lookups: stopped with connections still open")
 
     asyncio.run(main())

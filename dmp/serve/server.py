@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ import redis
 from gunicorn.app.base import BaseApplication
 
 from dmp.config import Config
+from dmp.serve import waiter
 from dmp.serve.waiter import describe_exit, parse_report
 from dmp.storage import redisserver
 
@@ -68,8 +70,10 @@ class Child:
         env: dict[str, str],
         on_death: Callable[[int], None] | None = None,
         nice: int = 0,
+        fds: tuple[int, ...] = (),
     ) -> None:
-        self.name, self._args, self._env, self._nice = name, args, env, nice
+        """``fds``: open files (a listening socket) the command inherits, as they are."""
+        self.name, self._args, self._env, self._nice, self._fds = name, args, env, nice, fds
         self._on_death = on_death  # called with a dead command's pid before its restart
         self._proc: subprocess.Popen | None = None
         self._stop = threading.Event()
@@ -83,9 +87,11 @@ class Child:
     def _spawn(self) -> None:
         command = [sys.executable, "-m", "dmp", *self._args]
         nice = self._nice
+        passed = ",".join(map(str, self._fds))
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "dmp.serve.waiter", *command],
-            env=self._env,
+            env={**self._env, waiter.PASS_FDS: passed} if passed else self._env,
+            pass_fds=self._fds,
             stdout=subprocess.PIPE,
             text=True,
             preexec_fn=(lambda: os.nice(nice)) if nice else None,
@@ -140,10 +146,11 @@ def _free_lease_of(url: str, consumer: str, pid: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Lookups:
-    """The lookup processes ``dmp serve`` starts (:mod:`dmp.serve.lookups`)."""
+    """The lookup processes ``dmp serve`` starts (:mod:`dmp.serve.lookups`): one per
+    socket, each socket bound to ``port`` already."""
 
     port: int  # 0: none
-    processes: int
+    sockets: tuple[socket.socket, ...] = ()
 
 
 def serve(
@@ -153,7 +160,7 @@ def serve(
     workers: int,
     threads: int,
     ingest: bool = True,
-    lookups: Lookups = Lookups(0, 0),
+    lookups: Lookups = Lookups(0),
 ) -> None:
     """Run the web processes, the lookup processes and the ingest worker until
     interrupted."""
@@ -175,9 +182,9 @@ def serve(
         # processes keep their latency (pixel p99 1.9× → 1.2× the bare app, BENCHMARKS.md).
         worker = ["worker", "--parent", "{waiter}"]
         children.append(Child("ingest worker", worker, env, free_lease, nice=10))
-    for n in range(lookups.processes if lookups.port else 0):
-        args = ["lookups", "--host", host, "--port", str(lookups.port), "--parent", "{waiter}"]
-        children.append(Child(f"lookup process {n + 1}", args, env))
+    for n, sock in enumerate(lookups.sockets):
+        args = ["lookups", "--fd", str(sock.fileno()), "--parent", "{waiter}"]
+        children.append(Child(f"lookup process {n + 1}", args, env, fds=(sock.fileno(),)))
 
     def on_starting(_arbiter) -> None:
         for child in children:
@@ -208,11 +215,11 @@ def serve(
     from dmp.app import create_app
 
     log.info("dmp serving on http://%s:%d with %d web processes", host, port, workers)
-    if lookups.port and lookups.processes:
+    if lookups.sockets:
         log.info(
             "lookups also on http://%s:%d/api/v1/lookup (%d processes)",
             host,
             lookups.port,
-            lookups.processes,
+            len(lookups.sockets),
         )
     _Gunicorn(options, lambda: create_app({"redis_url": url})).run()

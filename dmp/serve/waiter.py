@@ -6,7 +6,8 @@ reads it as 0. So serve starts ``python -m dmp.serve.waiter COMMAND...``: the wa
 command as its own child, forwards SIGTERM and SIGINT to it, ends it if serve goes away,
 and writes its pid and return code (negative: the signal that killed it) as one line on
 stdout.
-``{waiter}`` in the command is replaced by the waiter's pid (the command's parent).
+``{waiter}`` in the command is replaced by the waiter's pid (the command's parent), and
+the files named in ``DMP_PASS_FDS`` (a listening socket) are passed on to the command.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import os
 import signal
 import subprocess
 import sys
+
+PASS_FDS = "DMP_PASS_FDS"  # comma-separated file descriptors the command inherits
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -43,8 +46,9 @@ def main(argv: list[str]) -> int:
     """Run ``argv``, report its return code on stdout, and return 0."""
     parent = os.getppid()
     cmd = [arg.replace("{waiter}", str(os.getpid())) for arg in argv]
+    fds = tuple(int(fd) for fd in os.environ.pop(PASS_FDS, "").split(",") if fd)
     # The command's stdout goes to our stderr: our stdout carries only the report.
-    child = subprocess.Popen(cmd, stdout=sys.stderr.fileno())
+    child = subprocess.Popen(cmd, stdout=sys.stderr.fileno(), pass_fds=fds)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
     ending = False

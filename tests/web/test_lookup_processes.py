@@ -9,6 +9,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from dmp.serve import lookups
 from tests.factories import bearer
-from tests.served import free_port, serve_env, stop_process, wait_for
+from tests.served import OwnRedis, free_port, serve_env, stop_process, wait_for
 from tests.web.test_lookup import partner, people  # noqa: F401  (fixtures)
 
 
@@ -125,6 +126,12 @@ def test_head_http10_and_health(port, partner):  # noqa: F811
         status, headers, body = read_answer(conn)
         assert (status, json.loads(body)) == (200, {"status": "ok"})
         assert headers["connection"] == "close" and conn.recv(10) == b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        # HTTP/1.0 asking to keep the connection, after an empty line (RFC 9112 2.2).
+        conn.sendall(b"\r\nGET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        assert read_answer(conn)[1]["connection"] == "keep-alive"
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_answer(conn)[0] == 200
 
 
 @pytest.mark.parametrize(
@@ -142,10 +149,20 @@ def test_head_http10_and_health(port, partner):  # noqa: F811
         (b"GET /api/v1/lookup HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
         (b"GET /api/v1/lookup HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n", 431),
         (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 150 + b"\r\n", 431),
-        (b"POST /api/v1/lookup HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
-        (b"DELETE /healthz HTTP/1.1\r\n\r\n", 405),
-        (b"GET /api/v1/persons HTTP/1.1\r\n\r\n", 404),
-        (b"GET /api/v1/lookup?uid=a&uid=b HTTP/1.1\r\n\r\n", 401),  # no key: nothing learnt
+        (b"POST /api/v1/lookup HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", 405),
+        (b"DELETE /healthz HTTP/1.1\r\nHost: t\r\n\r\n", 405),
+        (b"GET /api/v1/persons HTTP/1.1\r\nHost: t\r\n\r\n", 404),
+        (b"GET /api/v1/lookup?uid=a&uid=b HTTP/1.1\r\nHost: t\r\n\r\n", 401),  # no key
+        (b"GET /api/v1/lookup HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without a Host
+        # What a proxy in front might read otherwise (request smuggling): refused.
+        (b"GET /healthz HTTP/1.1\r\nHost: t\r\nX: a\nContent-Length: 5\r\n\r\n", 400),
+        (b"GET /healthz HTTP/1.1\r\nHost: t\r\nX: a\rb\r\n\r\n", 400),
+        (b"GET /healthz HTTP/1.1\r\nHost: t\r\nX: a\x00b\r\n\r\n", 400),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n",
+            400,
+        ),
+        (b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
     ],
 )
 def test_bad_requests_are_problems_and_the_process_keeps_serving(port, partner, raw, status):  # noqa: F811
@@ -186,7 +203,7 @@ def test_redis_away_is_503_and_health_says_so(tmp_path):
         status, headers, body = ask(port, lookup_request("dmp_partner_x", "uid=a"))
         assert status == 503 and headers["retry-after"] == "5"
         assert headers["content-type"] == "application/problem+json"
-        status, _, body = ask(port, b"GET /healthz HTTP/1.1\r\n\r\n")
+        status, _, body = ask(port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         assert status == 503 and json.loads(body)["status"] == "unavailable"
     finally:
         stop_process(proc)
@@ -217,3 +234,75 @@ def test_reply_encoding_frames_and_closes():
     head = reply.encode(body=False, close=True).decode()
     assert "Content-Length: 2\r\n" in head and "999" not in head
     assert head.endswith("Connection: close\r\n\r\n")
+
+
+def test_a_client_that_reads_no_answers_is_cut_off(port, partner):  # noqa: F811
+    """Pipelined requests without reading the answers: once its answers back up, the
+    process stops answering it and cuts it off when it sends on; others are answered."""
+    spam = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n" * 100
+    with socket.socket() as greedy:
+        greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        greedy.settimeout(5)
+        greedy.connect(("127.0.0.1", port))
+        with pytest.raises(OSError):  # reset (or its send buffer full: the timeout)
+            for _ in range(20_000):
+                greedy.sendall(spam)
+        assert ask(port, lookup_request(partner, "uid=c-ads"))[0] == 200
+
+
+def test_a_hung_redis_costs_lookups_a_fast_503(tmp_path, partner):  # noqa: F811
+    """Redis stopped (SIGSTOP): the first lookup waits REDIS_SECONDS, the next ones are
+    503 at once for BREAK_SECONDS, then lookups are asked again and answered."""
+    own = OwnRedis(tmp_path / "redis")
+    proc, port = _start(tmp_path / "data", own.url)
+    try:
+        assert ask(port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")[0] == 200
+        with own.hung():
+            started = time.monotonic()
+            status, headers, _ = ask(port, lookup_request(partner, "uid=c-ads"))
+            first = time.monotonic() - started
+            assert status == 503 and headers["retry-after"] == "5"
+            started = time.monotonic()
+            for _ in range(20):
+                assert ask(port, lookup_request(partner, "uid=c-ads"))[0] == 503
+            assert time.monotonic() - started < first  # not one wait each
+        wait_for(
+            lambda: ask(port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")[0] == 200,
+            10,
+            "the lookup process to ask Redis again",
+        )
+    finally:
+        stop_process(proc)
+        own.stop()
+
+
+def test_the_port_is_not_shared_with_strangers(port, redis_url, tmp_path):
+    """A port a lookup process holds is refused to `dmp serve --lookup-port` and to a
+    `dmp lookups`, with or without --reuse-port (it did not offer to share); one that
+    offers to share is still refused to `dmp serve`, which wants its port to itself."""
+    sharing = subprocess.Popen(
+        [sys.executable, "-m", "dmp", "lookups", "--port", str(free_port()), "--reuse-port"],
+        env={**serve_env(tmp_path / "other"), "DMP_REDIS_URL": redis_url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    shared = int(sharing.args[5])
+    wait_for(lambda: _answers(shared), 30, "the sharing process to listen")
+    cases = [
+        ["serve", "--port", str(free_port()), "--lookup-port", str(port)],
+        ["lookups", "--port", str(port)],
+        ["lookups", "--port", str(port), "--reuse-port"],
+        ["serve", "--port", str(free_port()), "--lookup-port", str(shared)],
+    ]
+    for args in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "dmp", *args],
+            env=serve_env(tmp_path / "data"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, (args, done.stderr)
+        taken = args[args.index("--lookup-port") + 1] if "serve" in args else str(port)
+        assert f"cannot listen on 127.0.0.1:{taken}" in done.stderr.strip().splitlines()[-1]
+    stop_process(sharing)
