@@ -15,8 +15,9 @@ is built as of 12:00 that day twice, each in a fresh process, in turn:
   and finished, everyone else's kept row refreshed to the new as-of time
   (``dmp.matrix.builds.refold``, what an incremental ``dmp matrix build`` runs).
 
-Each writes the rows and the state as Parquet, as a build's snapshot does. The two
-outputs must hold the same rows, equal column by column. The time and the peak RSS of
+Each writes the rows and its person state as Parquet, as a build's snapshot does (the
+incremental build only the refolded persons' state: a part beside the kept one). The
+two outputs must hold the same rows, equal column by column. The time and the peak RSS of
 each process go to ``bench/results/incremental.jsonl``.
 """
 
@@ -133,7 +134,7 @@ def run(kind: str, data: Path, work: Path) -> None:
             pl.scan_parquet(work / "state.parquet"),
             history,
         )
-        rows, _, states, _ = refold(
+        rows, _, states, _, _ = refold(
             kept,
             (fresh, history.filter(pl.col("person_id").is_in(sorted(touched)))),
             touchpoints,

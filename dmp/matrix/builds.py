@@ -10,13 +10,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 import redis
 
 from dmp.config import Config
 from dmp.ingest import swaps
-from dmp.matrix.snapshots import iso_time, latest_snapshot, manifest_path, write_snapshot
+from dmp.matrix.snapshots import (
+    MAX_STATE_PARTS,
+    iso_time,
+    latest_snapshot,
+    manifest_path,
+    scan_state,
+    state_parts,
+    write_snapshot,
+)
 from dmp.matrix.sources import (
     event_files,
     last_merge_id,
@@ -86,10 +95,10 @@ def build(
         rows, new_stages, states, past, spark_rows = _on_spark(
             r, config, files, model, catalog, as_of, scale, progress
         )
-        touched = None
+        touched, parts = None, ()
     else:
         previous = _previous_build(config, fingerprint, as_of, files) if incremental else None
-        rows, new_stages, states, past, touched = _fold(
+        (rows, new_stages, states, past, parts), touched = _fold(
             r, config, previous, files, marks, model, catalog, as_of, scale, progress
         )
     n_touch = int(rows["touchpoints_total"].sum())
@@ -103,6 +112,7 @@ def build(
         "incremental": touched is not None,
         "refolded": rows.height if touched is None else len(touched),
         "engine": config.engine,  # a Spark build keeps no state: see _previous_build
+        "state_parts": list(parts),  # the earlier state parts this one goes on from
     }
     if spark_rows is not None:
         manifest["spark_rows"] = spark_rows  # the rows' copy where Spark reads them
@@ -159,9 +169,9 @@ def _fold(
     as_of: int,
     scale: float,
     progress: Callable[[int], None] | None,
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame, set[str] | None]:
-    """Return the rows, new stage transitions, state and stage history of a polars build
-    (incremental from ``previous``), and the persons refolded (None: everyone)."""
+) -> tuple[Folded, set[str] | None]:
+    """Return what a polars build made (incremental from ``previous``) and the persons
+    it refolded (None: everyone)."""
     if previous is not None:
         manifest, folder = previous
         merged = merge_map(r)
@@ -169,14 +179,15 @@ def _fold(
         people = read_people(r, progress, sorted(touched))
         kept = Kept(
             pl.scan_parquet(folder / manifest["snapshot"]),
-            pl.scan_parquet(folder / manifest["state"]),
+            scan_state(folder, manifest),
             pl.scan_parquet(folder / manifest["history"]),
+            tuple(state_parts(manifest)),
         )
         fresh = (people.persons.lazy(), people.history.lazy())
         touchpoints = read_touchpoints(config.events_dir, merged)
         scoring = (model, catalog, as_of, scale)
         try:
-            return (*refold(kept, fresh, touchpoints, touched, removed, scoring), touched)
+            return refold(kept, fresh, touchpoints, touched, removed, scoring), touched
         except RowsMismatch as exc:  # a snapshot not made as this code makes them
             log.warning("matrix: the last build's rows cannot be refreshed (%s): a full build", exc)
     people = read_people(r, progress)
@@ -191,17 +202,31 @@ def _fold(
     rows, new_stages, states, past = pl.collect_all(
         [matrix, changes, state, history], engine="streaming"
     )
-    return rows, new_stages, states, past, None
+    return Folded(rows, new_stages, states, past), None
 
 
 @dataclass(frozen=True, slots=True)
 class Kept:
     """What a build keeps for the next incremental one: its rows (sorted by person_id),
-    each row's person state, and the stage history it read."""
+    each row's person state, the stage history it read, and the files of its state
+    (``dmp.matrix.snapshots.state_parts``)."""
 
     rows: pl.LazyFrame
     state: pl.LazyFrame
     history: pl.LazyFrame
+    parts: tuple[str, ...] = ()
+
+
+class Folded(NamedTuple):
+    """What a polars build made: its rows, new stage transitions, the person state it
+    writes, the stage history it read, and the earlier state parts that state goes on
+    from (none: it is everyone's)."""
+
+    rows: pl.DataFrame
+    new_stages: pl.DataFrame
+    state: pl.DataFrame
+    history: pl.DataFrame
+    parts: tuple[str, ...] = ()
 
 
 def refold(
@@ -211,13 +236,16 @@ def refold(
     touched: set[str],
     removed: set[str],
     scoring: tuple[ScoringModel, tuple[ContentItem, ...], int, float],
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Return the rows, new stage transitions, state and stage history of an incremental
-    build: the ``touched`` persons (``fresh``: their profiles and stage history) folded
-    anew from all their ``touchpoints`` and finished, everyone else's row as the last
-    build left it (``kept``) refreshed to the as-of time (``refresh_matrix``), the
-    ``removed`` (merged away) gone. ``scoring`` is the model, the catalog, the as-of time
-    and the decay scale, the same as the kept build's but for the as-of time."""
+) -> Folded:
+    """Return what an incremental build makes: the ``touched`` persons (``fresh``: their
+    profiles and stage history) folded anew from all their ``touchpoints`` and finished,
+    everyone else's row as the last build left it (``kept``) refreshed to the as-of time
+    (``refresh_matrix``), the ``removed`` (merged away) gone. ``scoring`` is the model,
+    the catalog, the as-of time and the decay scale, the same as the kept build's but
+    for the as-of time.
+
+    The state it writes is the refolded persons' alone, a part beside the kept ones,
+    unless those are MAX_STATE_PARTS already: then everyone's."""
     model, catalog, as_of, scale = scoring
     ids = sorted(touched)
     gone = ~pl.col("person_id").is_in(sorted(touched | removed))
@@ -227,15 +255,19 @@ def refold(
     history = pl.concat([kept.history.filter(gone), fresh[1]])
     recorded = current_stages(history, as_of).cache()
     matrix, changes = finish_matrix(fresh_state, recorded, model, catalog, as_of)
-    old_state, history, new_rows, new_changes, new_state = pl.collect_all(
-        [old_state, history, matrix, changes, fresh_state], engine="streaming"
+    history, new_rows, new_changes, new_state = pl.collect_all(
+        [history, matrix, changes, fresh_state], engine="streaming"
     )
     old_rows, old_changes = refresh_matrix(
-        kept.rows.filter(gone).collect(), old_state.lazy(), recorded, model, catalog, as_of
+        kept.rows.filter(gone).collect(), old_state, recorded, model, catalog, as_of
     )
-    states = pl.concat([old_state, new_state.select(old_state.columns)])
     rows = merge_sorted(old_rows, new_rows)
-    return rows, pl.concat([old_changes, new_changes]), states, history
+    new_state = new_state.select(old_state.collect_schema().names())
+    if len(kept.parts) < MAX_STATE_PARTS:
+        state, parts = new_state, kept.parts
+    else:  # everyone's state in one part again
+        state, parts = pl.concat([old_state.collect(engine="streaming"), new_state]), ()
+    return Folded(rows, pl.concat([old_changes, new_changes]), state, history, parts)
 
 
 def merge_sorted(many: pl.DataFrame, few: pl.DataFrame) -> pl.DataFrame:

@@ -75,7 +75,7 @@ def plan_rescoring(r: redis.Redis, config: Config, new: ScoringModel) -> Rescori
     started = time.perf_counter()
     snapshot, manifest = snapshots.latest_build(config)
     folder, as_of = snapshot.parent, int(manifest["as_of"])
-    state = pl.scan_parquet(folder / manifest["state"])
+    state = snapshots.scan_state(folder, manifest)
     history = pl.scan_parquet(folder / manifest["history"])
     built = built_model(r, manifest)
     touch = built is None or needs_touchpoints(built, new)

@@ -190,8 +190,19 @@ def test_only_the_newest_snapshots_are_kept(runner, redis, config):
     folder = snapshots.matrix_dir(config)
     kept = sorted(folder.glob("matrix-*Z-*[0-9].parquet"))
     assert kept == sorted(built[-5:]) and snapshots.latest_snapshot(config) == built[-1]
-    for path in built[:2]:
-        assert not list(folder.glob(path.stem + ".*"))
+    for path in built[:2]:  # gone, but a state part a kept snapshot still reads
+        left = {p.name for p in folder.glob(path.stem + ".*")}
+        assert left <= {path.with_suffix(".state.parquet").name}
+    assert folder.joinpath(built[0].with_suffix(".state.parquet").name).exists()
+    read: set[str] = set()
     for path in built[-5:]:
-        assert snapshots.manifest_path(path).exists()
-        assert path.with_suffix(".state.parquet").exists()
+        parts = snapshots.state_parts(json.loads(snapshots.manifest_path(path).read_text()))
+        assert all((folder / part).exists() for part in parts)
+        read |= set(parts)
+    assert {p.name for p in folder.glob("*.state.parquet")} == read
+    for _ in range(5):  # full builds: each its own state, the old parts then unread
+        builds.build(redis, config)
+    kept = sorted(folder.glob("matrix-*Z-*[0-9].parquet"))
+    assert {p.name for p in folder.glob("*.state.parquet")} == {
+        p.with_suffix(".state.parquet").name for p in kept
+    }

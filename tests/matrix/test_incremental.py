@@ -12,12 +12,13 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from dmp.cli import cli
-from dmp.matrix import builds, snapshots
+from dmp.matrix import builds, rescoring, snapshots
 from dmp.people import lifecycle
 from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person
 from dmp.records import Stage
-from segments.scoring import DAY_MS
+from dmp.storage import keyspace
+from segments.scoring import DAY_MS, default_model_text, parse_model
 from tests.factories import NOW, make_hit, make_identify, run_synth, send_hits
 
 
@@ -141,3 +142,34 @@ def test_merge_sorted_keeps_every_row_in_order(many, few):
     b = pl.DataFrame({"person_id": [f"p{i:05d}" for i in ids[many:]], "x": ids[many:]}, schema)
     merged = builds.merge_sorted(a.sort("person_id"), b.sort("person_id"))
     assert_frame_equal(merged, pl.concat([a, b]).sort("person_id"))
+
+
+def test_a_chain_of_incremental_builds_keeps_its_state_in_parts(runner, redis, drain, config):
+    """Each incremental build writes only its refolded persons' state, the earlier parts
+    kept; past MAX_STATE_PARTS the state is whole again. Rows after the chain, and a
+    rescoring plan read from the parts, are a full build's at the same time."""
+    start = run_synth(runner, 60, 20, 5)
+    builds.build(redis, config, start)
+    some = pl.read_parquet(snapshots.latest_snapshot(config))["person_id"].to_list()
+    uids = redis.smembers(keyspace.person(some[0], "identifiers"))
+    uid = next(u for u in uids if u.startswith("uid:")).split(":", 1)[1]
+    counts = []
+    for day in range(1, snapshots.MAX_STATE_PARTS + 2):
+        at = start + day * DAY_MS
+        send_hits(redis, make_hit(uid=uid, timestamp=at - 1000, url="https://acme.de/pricing"))
+        drain()
+        built = builds.build(redis, config, at, incremental=True)
+        manifest = json.loads(snapshots.manifest_path(built.path).read_text())
+        assert manifest["incremental"] and manifest["refolded"] < built.persons
+        counts.append(len(snapshots.state_parts(manifest)))
+        written = pl.read_parquet(built.path.with_suffix(".state.parquet")).height
+        assert written == built.persons if counts[-1] == 1 else written < built.persons
+    assert counts[: snapshots.MAX_STATE_PARTS - 1] == list(range(2, snapshots.MAX_STATE_PARTS + 1))
+    assert counts[-2:] == [1, 2]  # written whole again, then a part on top
+    chained = rows(built.path)
+    model = parse_model(default_model_text().replace("points: 10", "points: 11"))
+    plan = rescoring.plan_rescoring(redis, config, model)
+    full = builds.build(redis, config, at)
+    assert_frame_equal(chained, rows(full.path))
+    again = rescoring.plan_rescoring(redis, config, model)
+    assert (plan.bands, plan.stages) == (again.bands, again.stages)
