@@ -216,16 +216,20 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path):
         holder.listen()
         taken = holder.getsockname()[1]
         for args in (["lookups", "--port", str(taken)], ["serve", "--lookup-port", str(taken)]):
-            done = subprocess.run(
-                [sys.executable, "-m", "dmp", *args],
-                env=serve_env(tmp_path / "data"),
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert done.returncode == 2, done.stderr
-            lines = done.stderr.strip().splitlines()
-            assert f"cannot listen on 127.0.0.1:{taken}" in lines[-1], lines
+            assert f"cannot listen on 127.0.0.1:{taken}" in refused(args, tmp_path)
+
+
+def refused(args: list[str], tmp_path: Path) -> str:
+    """Run a `dmp` command that must exit 2; return the last line it said."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dmp", *args],
+        env=serve_env(tmp_path / "data"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, (args, done.stderr)
+    return done.stderr.strip().splitlines()[-1]
 
 
 def test_reply_encoding_frames_and_closes():
@@ -295,14 +299,6 @@ def test_the_port_is_not_shared_with_strangers(port, redis_url, tmp_path):
         ["serve", "--port", str(free_port()), "--lookup-port", str(shared)],
     ]
     for args in cases:
-        done = subprocess.run(
-            [sys.executable, "-m", "dmp", *args],
-            env=serve_env(tmp_path / "data"),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 2, (args, done.stderr)
         taken = args[args.index("--lookup-port") + 1] if "serve" in args else str(port)
-        assert f"cannot listen on 127.0.0.1:{taken}" in done.stderr.strip().splitlines()[-1]
+        assert f"cannot listen on 127.0.0.1:{taken}" in refused(args, tmp_path)
     stop_process(sharing)
