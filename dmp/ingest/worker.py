@@ -43,6 +43,13 @@ log = logging.getLogger(__name__)
 class Worker:
     """Moves hits from the ingest stream into profiles and the event log."""
 
+    # A batch costs its round trips to Redis whatever its size: at a trickle of hits the
+    # worker would ask for and handle a few at a time, spending the cores the collectors
+    # need (the pixel at 0.57x a bare app with the worker on, BENCHMARKS.md). After a
+    # small batch it waits this long, so that the next holds what came meanwhile.
+    LINGER_SECONDS = 0.05
+    LINGER_BELOW = 256  # entries: a batch this small is followed by the wait
+
     def __init__(
         self,
         r: redis.Redis,
@@ -177,6 +184,8 @@ class Worker:
                     self.start()
                     started = True
                 handled = self.step(block_ms=0 if once else 200)
+                if not once and 0 < handled < self.LINGER_BELOW:
+                    stop.wait(self.LINGER_SECONDS)
                 done += handled
                 if progress and handled:
                     progress(handled)
