@@ -290,15 +290,17 @@ def test_the_port_is_not_shared_with_strangers(port, redis_url, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
-    shared = int(sharing.args[5])
-    wait_for(lambda: _answers(shared), 30, "the sharing process to listen")
-    cases = [
-        ["serve", "--port", str(free_port()), "--lookup-port", str(port)],
-        ["lookups", "--port", str(port)],
-        ["lookups", "--port", str(port), "--reuse-port"],
-        ["serve", "--port", str(free_port()), "--lookup-port", str(shared)],
-    ]
-    for args in cases:
-        taken = args[args.index("--lookup-port") + 1] if "serve" in args else str(port)
-        assert f"cannot listen on 127.0.0.1:{taken}" in refused(args, tmp_path)
-    stop_process(sharing)
+    try:
+        shared = int(sharing.args[5])
+        wait_for(lambda: _answers(shared), 30, "the sharing process to listen")
+        cases = [
+            ["serve", "--port", str(free_port()), "--lookup-port", str(port)],
+            ["lookups", "--port", str(port)],
+            ["lookups", "--port", str(port), "--reuse-port"],
+            ["serve", "--port", str(free_port()), "--lookup-port", str(shared)],
+        ]
+        for args in cases:
+            taken = args[args.index("--lookup-port") + 1] if "serve" in args else str(port)
+            assert f"cannot listen on 127.0.0.1:{taken}" in refused(args, tmp_path)
+    finally:
+        stop_process(sharing)
