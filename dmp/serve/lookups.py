@@ -12,8 +12,14 @@ share their port (SO_REUSEPORT): the kernel spreads the connections among them.
 
 They answer ``GET`` and ``HEAD`` of the lookup and of ``/healthz``, and refuse the rest
 as problem+json: 404 for another path, 405 for another method, 400 for a request that is
-not HTTP/1.x or carries a body, 505 for another HTTP version, 431 for a head over
-:data:`MAX_HEAD` bytes. A connection idle for :data:`IDLE_SECONDS` is closed.
+not HTTP/1.x, carries a body, lacks HTTP/1.1's Host, or could be read otherwise by a
+proxy in front (a bare CR or LF, NUL, a repeated Content-Length or Host), 505 for another
+HTTP version, 431 for a head over :data:`MAX_HEAD` bytes. A connection idle for
+:data:`IDLE_SECONDS`, or one sending far ahead of the answers it reads, is cut off.
+
+Redis is asked with a :data:`REDIS_SECONDS` timeout, and after a failure every lookup is
+a 503 at once for :data:`BREAK_SECONDS`: a process answers one request at a time, so a
+Redis away or stalled must not make each wait its timeout.
 """
 
 from __future__ import annotations
