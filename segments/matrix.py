@@ -166,8 +166,9 @@ def refresh_matrix(
         raise RowsMismatch("the rows and the state hold different persons")
     moved = _at(mine.lazy().select(needed), recorded, model, as_of_ms).collect()
     fresh = rows.with_columns(moved.select(AS_OF_COLUMNS))
+    stage_moved = moved["stage"] != rows["stage"]
     ask = mine.select("person_id", "top_interest", "seen_pages", stage=moved["stage"]).filter(
-        moved["stage"] != rows["stage"]
+        stage_moved
     )
     if ask.height:
         seen = ask.lazy().select("person_id", page="seen_pages").explode("page").drop_nulls("page")
@@ -181,8 +182,7 @@ def refresh_matrix(
             .collect()
         )
         fresh = fresh.with_columns(
-            pl.when(moved["stage"] != rows["stage"]).then(asked[name]).otherwise(pl.col(name))
-            for name in NEXT_CONTENT
+            pl.when(stage_moved).then(asked[name]).otherwise(pl.col(name)) for name in NEXT_CONTENT
         )
     return fresh, stage_changes(moved.lazy()).collect()
 

@@ -137,9 +137,7 @@ def lookups_cmd(
         except OSError as exc:
             fail(f"--port: cannot listen on {host}:{port}: {exc.strerror or exc}")
     if parent:
-        stop = threading.Event()
-        threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()
-        threading.Thread(target=_end_when, args=(stop,), daemon=True).start()
+        threading.Thread(target=_end_with, args=(parent,), daemon=True).start()
     # A Redis away at start is ridden out: lookups answer 503 until it is back. Its
     # calls time out after REDIS_SECONDS: a bid's budget, not the CLI's 5 s.
     url = obj.config.redis_url or attach_embedded(obj.config.data_dir).url
@@ -149,9 +147,9 @@ def lookups_cmd(
     lookups.run(server, sock)
 
 
-def _end_when(stop: threading.Event) -> None:
-    """Send this process SIGTERM once ``stop`` is set (its parent is gone)."""
-    stop.wait()
+def _end_with(parent: int) -> None:
+    """Send this process SIGTERM once the process ``parent`` is gone."""
+    _watch_parent(parent, threading.Event())
     os.kill(os.getpid(), signal.SIGTERM)
 
 

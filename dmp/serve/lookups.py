@@ -107,8 +107,12 @@ class Reply:
 
 def refusal(status: int, title: str, detail: str, **headers: str) -> Reply:
     """Return a problem+json answer (as dmp.web.problems words it)."""
-    response = Problem(status, title, detail, headers=headers).get_response()
-    return Reply(status, list(response.headers.items()), response.get_data())
+    return Reply(*lookup.problem_answer(Problem(status, title, detail, headers=headers)))
+
+
+def health_reply(body: dict, status: int) -> Reply:
+    """Return /healthz's answer (``dmp.web.ops.health``)."""
+    return Reply(status, _JSON, json.dumps(body).encode())
 
 
 class Refused(Exception):
@@ -167,9 +171,8 @@ class LookupServer:
             # Every request waits for the one under way (one thread): a Redis away or slow
             # must cost each a fast 503, not its timeout.
             if request.path == HEALTH_PATH:
-                body = {"status": "unavailable", "redis": "failed a moment ago"}
-                return Reply(503, _JSON, json.dumps(body).encode())
-            return _unavailable()
+                return health_reply({"status": "unavailable", "redis": "failed a moment ago"}, 503)
+            return Reply(*lookup.problem_answer(unavailable()))
         reply = self._answer(request)
         if reply.status == 503:
             self.broken_until = time.monotonic() + BREAK_SECONDS
@@ -177,8 +180,7 @@ class LookupServer:
 
     def _answer(self, request: Request) -> Reply:
         if request.path == HEALTH_PATH:
-            body, status = health(self.r)
-            return Reply(status, _JSON, json.dumps(body).encode())
+            return health_reply(*health(self.r))
         token = bearer_token(Authorization.from_header(request.headers.get("authorization")))
         answer = lookup.answer(
             self.r,
@@ -279,11 +281,6 @@ class Connection(asyncio.Protocol):
             self.idle.cancel()
         self.open.discard(self)
         self.transport = None
-
-
-def _unavailable() -> Reply:
-    response = unavailable().get_response()
-    return Reply(503, list(response.headers.items()), response.get_data())
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:

@@ -237,18 +237,19 @@ def answer(
     try:
         body = lookup_body(r, config, catalogue, key, query, host)
     except Problem as exc:
-        return _problem_answer(exc)
+        return problem_answer(exc)
     except redis.RedisError as exc:
         _OUTAGE.down(exc)  # one line per outage, not a traceback per lookup
-        return _problem_answer(unavailable())
+        return problem_answer(unavailable())
     except Exception:  # Flask's handlers are not there to catch it: answer as they would
         log.exception("lookup failed")
-        return _problem_answer(Problem(500, "Internal error", "the lookup failed; it is logged"))
+        return problem_answer(Problem(500, "Internal error", "the lookup failed; it is logged"))
     _OUTAGE.up()
     return Answer(200, [*HEADERS, ("Content-Length", str(len(body)))], body)
 
 
-def _problem_answer(problem: Problem) -> Answer:
+def problem_answer(problem: Problem) -> Answer:
+    """Return a problem as an answer (problem+json, as dmp.web.problems words it)."""
     response = problem.get_response()
     return Answer(response.status_code, list(response.headers.items()), response.get_data())
 
