@@ -28,6 +28,7 @@ import redis
 
 from dmp.config import Config
 from dmp.ingest.eventlog import scan_events
+from dmp.ingest.logindex import LogIndex
 from dmp.matrix import sources
 from dmp.membership import definitions
 from dmp.membership.lookupsets import move_sets
@@ -64,10 +65,13 @@ def live_tick(
     new_files: list[str],
     marks: set[str] = frozenset(),  # type: ignore[assignment]
     as_of_ms: int | None = None,
+    index: LogIndex | None = None,
 ) -> LiveResult:
     """Evaluate every segment for the persons in ``new_files`` (event-log files, relative
     to it) and the ``marks`` (persons changed outside the log), and move their lookup
-    sets to match. Persons merged away lose theirs (lookups follow the merge)."""
+    sets to match. Persons merged away lose theirs (lookups follow the merge). Their
+    history is read from the files ``index`` names for them (it must hold the whole log),
+    or without one from the whole log."""
     started = time.perf_counter()
     as_of = as_of_ms if as_of_ms is not None else int(time.time() * 1000)
     stored, _invalid = definitions.load_segments(r)  # the invalid ones: left be (runs say)
@@ -92,8 +96,10 @@ def live_tick(
     # Only their rows: the ids they had before merges too, filtered in the scan itself.
     wanted = set(pids)
     theirs = {old: new for old, new in merged.items() if new in wanted}
+    ids = sorted(wanted | set(theirs))
+    files = None if index is None else index.files_of(ids)
     touchpoints = (
-        sources.read_touchpoints(config.events_dir, theirs, persons=sorted(wanted | set(theirs)))
+        sources.read_touchpoints(config.events_dir, theirs, files=files, persons=ids)
         .collect()
         .lazy()
     )

@@ -19,6 +19,7 @@ import time
 import redis
 
 from dmp.config import Config
+from dmp.ingest.logindex import LogIndex
 from dmp.matrix import sources
 from dmp.membership import lookupsets, results, runs
 from dmp.membership.live import live_tick
@@ -69,6 +70,7 @@ def run_live_lane(r: redis.Redis, config: Config, stop: threading.Event) -> None
     """Tick the live lane until ``stop`` is set, beside the runs (not waiting for them)."""
     pause = max(0.05, config.segments_latency)
     seen: set[str] | None = None  # event files whose persons the live lane has evaluated
+    index = LogIndex(config.events_dir)  # which files hold whose events (all of the log)
     handled: set[str] = set()  # marks evaluated (until a run's build consumes them)
     ahead: set[str] = set()  # persons with touchpoints stamped after the last tick
     outage, failing = Outage(log, "Redis (live lane)"), Outage(log, "the live lane")
@@ -84,9 +86,12 @@ def run_live_lane(r: redis.Redis, config: Config, stop: threading.Event) -> None
             handled &= current
             marks = current - handled
             if files - seen or marks or ahead:
-                with lookupsets.sets_lock(r, 5):
-                    done = live_tick(r, config, sorted(files - seen), marks | ahead)
-                seen |= files
+                with lookupsets.sets_lock(r, 5):  # compaction swaps files under it
+                    files = set(sources.event_files(config.events_dir))
+                    index.update(files)
+                    new = sorted(files - seen)
+                    done = live_tick(r, config, new, marks | ahead, index=index)
+                seen = files  # names are never reused: those gone need no keeping
                 handled |= marks
                 ahead = set(done.ahead)
             outage.up()

@@ -14,6 +14,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from dmp.cli import cli, main
+from dmp.ingest.logindex import LogIndex
 from dmp.matrix import builds, snapshots, sources
 from dmp.membership import definitions, live, lookupsets, results, runs, schedule
 from dmp.people import lifecycle
@@ -366,9 +367,11 @@ def test_the_run_lock_is_renewed_and_a_dead_holders_expires(synth, redis, config
     assert results.latest_run(config)["run_id"] == before
 
 
-def test_the_live_lane_finds_what_a_run_finds(synth, redis, drain, config):
+@pytest.mark.parametrize("indexed", [False, True])
+def test_the_live_lane_finds_what_a_run_finds(synth, redis, drain, config, indexed):
     """Between runs, the persons of new event files (and those marked touched) get the
-    lookup sets a run at the same time gives them; nothing else moves."""
+    lookup sets a run at the same time gives them; nothing else moves. With the log's
+    index (as the schedule ticks), their history is read from their files alone."""
     apply_segments(redis, SEGMENTS)
     start = synth
     builds.build(redis, config, start)
@@ -380,7 +383,9 @@ def test_the_live_lane_finds_what_a_run_finds(synth, redis, drain, config):
     # so which ones are depends on the time of day): the new hits must move known[0].
     already = set(sets_before.filter(pl.col("segment_id") == "pricing-then-demo")["person_id"])
     emails = snapshot.filter(pl.col("email").is_not_null())["person_id"].to_list()
-    known = [pid for pid in emails if pid not in already]
+    engaged = set(sets_before.filter(pl.col("segment_id") == "engaged")["person_id"])
+    # engaged ones first: their history counts (a tick that missed it would drop them)
+    known = sorted((pid for pid in emails if pid not in already), key=lambda p: p not in engaged)
     email = snapshot.filter(pl.col("person_id") == known[0])["email"].item()
     later = start + 3 * DAY_MS
     send_hits(
@@ -394,7 +399,10 @@ def test_the_live_lane_finds_what_a_run_finds(synth, redis, drain, config):
     lifecycle.record_stage(redis, known[3], Stage.SAL, source="api", at_ms=later - 1000)
     new = sorted(set(sources.event_files(config.events_dir)) - before_files)
     marks = redis.smembers(keyspace.MATRIX_TOUCHED)
-    tick = live.live_tick(redis, config, new, marks, later)
+    index = LogIndex(config.events_dir) if indexed else None
+    if index is not None:
+        index.update(sources.event_files(config.events_dir))
+    tick = live.live_tick(redis, config, new, marks, later, index=index)
     assert {known[0], known[3]} <= set(tick.person_ids) and tick.moved > 0
     touched = pl.col("person_id").is_in(list(tick.person_ids))
     after_live = _person_sets(redis)
