@@ -180,9 +180,10 @@ def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
             signal.signal(sig, lambda *_: stop.set())
         if parent:
             threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()
-        schedule = start_schedule(r, obj.config, stop)
+        flushed = threading.Event()  # the ingest's flushes wake the live lane
+        schedule = start_schedule(r, obj.config, stop, flushed)
         exports = start_exports(r, obj.config, stop)
-        fleet.run_forever(r, obj.config, stop)
+        fleet.run_forever(r, obj.config, stop, flushed)
         schedule.join(timeout=20)  # a run under way finishes (dmp serve waits 30 s)
         exports.join(timeout=5)  # a sync stops before its next batch; the next one resumes
         return

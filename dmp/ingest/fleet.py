@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 class Fleet:
     """The partitions one worker process holds, each ingested by a thread."""
 
-    def __init__(self, r: redis.Redis, config: Config) -> None:
-        self.r, self.config = r, config
+    def __init__(
+        self, r: redis.Redis, config: Config, flushed: threading.Event | None = None
+    ) -> None:
+        self.r, self.config, self.flushed = r, config, flushed
         self.n = config.stream_partitions
         self.name = f"{lease_prefix(config.consumer, os.getpid())}{secrets.token_hex(4)}"
         self.held: dict[int, tuple[Worker, threading.Event, threading.Thread]] = {}
@@ -88,7 +90,7 @@ class Fleet:
                 break
             if p in self.held:
                 continue
-            worker = Worker(self.r, self.config, p)
+            worker = Worker(self.r, self.config, p, flushed=self.flushed)
             if not worker.acquire_lease():
                 continue
             done = threading.Event()
@@ -123,15 +125,21 @@ def _ingest_partition(worker: Worker, stop: threading.Event) -> None:
             return
 
 
-def run_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:
+def run_forever(
+    r: redis.Redis,
+    config: Config,
+    stop: threading.Event,
+    flushed: threading.Event | None = None,
+) -> None:
     """Run a worker until ``stop`` is set, riding out Redis outages, with the daily
-    compaction (``compact_every_hours``) on a thread beside it."""
+    compaction (``compact_every_hours``) on a thread beside it. ``flushed`` is set after
+    each flush that wrote event files."""
     compactions = compaction.start_schedule(r, config, stop)
     try:
         if config.stream_partitions > 1:
-            Fleet(r, config).run(stop)
+            Fleet(r, config, flushed).run(stop)
         else:
-            _ingest_forever(r, config, stop)
+            _ingest_forever(r, config, stop, flushed)
     finally:
         if compactions is not None:
             # A compaction stops before its swap once ``stop`` is set (nothing changed);
@@ -139,8 +147,10 @@ def run_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:
             compactions.join(timeout=10)
 
 
-def _ingest_forever(r: redis.Redis, config: Config, stop: threading.Event) -> None:
-    worker = Worker(r, config)
+def _ingest_forever(
+    r: redis.Redis, config: Config, stop: threading.Event, flushed: threading.Event | None
+) -> None:
+    worker = Worker(r, config, flushed=flushed)
     while not stop.is_set():
         try:
             worker.run(stop=stop)

@@ -58,8 +58,10 @@ class Worker:
         *,
         keys: keyspace.PartitionKeys | None = None,
         token: str = "",
+        flushed: threading.Event | None = None,
     ) -> None:
         self.r = r
+        self.flushed = flushed  # set after each flush that wrote files (wakes the live lane)
         self.config = config
         self.keys = keys or keyspace.partition(partition)
         self.eventlog = EventLog(r, config.events_dir, config.dedup_days, self.keys)
@@ -296,6 +298,8 @@ class Worker:
         files = self.flush_state.retry(
             lambda: self.eventlog.flush(buf), self.eventlog.root, self._flush_halted
         )
+        if files and self.flushed is not None:
+            self.flushed.set()
         log.info(
             "stored %d events in %d files, acked %d entries (%.0f ms)",
             buf.rows,

@@ -66,15 +66,27 @@ def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
         last_run = time.monotonic()
 
 
-def run_live_lane(r: redis.Redis, config: Config, stop: threading.Event) -> None:
-    """Tick the live lane until ``stop`` is set, beside the runs (not waiting for them)."""
+def run_live_lane(
+    r: redis.Redis,
+    config: Config,
+    stop: threading.Event,
+    flushed: threading.Event | None = None,
+) -> None:
+    """Tick the live lane until ``stop`` is set, beside the runs (not waiting for them):
+    at once when ``flushed`` is set (by the ingest's flushes, in the same process), and
+    every ``segments_latency`` seconds (files from other processes, marks, retries)."""
     pause = max(0.05, config.segments_latency)
+    woken = flushed or threading.Event()
     seen: set[str] | None = None  # event files whose persons the live lane has evaluated
     index = LogIndex(config.events_dir)  # which files hold whose events (all of the log)
     handled: set[str] = set()  # marks evaluated (until a run's build consumes them)
     ahead: set[str] = set()  # persons with touchpoints stamped after the last tick
     outage, failing = Outage(log, "Redis (live lane)"), Outage(log, "the live lane")
-    while not stop.wait(pause):
+    while not stop.is_set():
+        woken.wait(pause)
+        woken.clear()
+        if stop.is_set():
+            break
         try:
             if seen is None:  # go on from the last run's files
                 last = results.latest_run(config)
@@ -131,9 +143,14 @@ class Schedule:
         return any(t.is_alive() for t in self.threads)
 
 
-def start_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> Schedule:
+def start_schedule(
+    r: redis.Redis,
+    config: Config,
+    stop: threading.Event,
+    flushed: threading.Event | None = None,
+) -> Schedule:
     """Start the runs and the live lane on threads of their own (none if
-    ``segments_every`` ≤ 0)."""
+    ``segments_every`` ≤ 0); ``flushed``, set by the ingest's flushes, wakes the lane."""
     if config.segments_every <= 0:
         return Schedule([])
     threads = [
@@ -141,7 +158,10 @@ def start_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> Sch
             target=run_schedule, args=(r, config, stop), name="dmp-segments", daemon=True
         ),
         threading.Thread(
-            target=run_live_lane, args=(r, config, stop), name="dmp-segments-live", daemon=True
+            target=run_live_lane,
+            args=(r, config, stop, flushed),
+            name="dmp-segments-live",
+            daemon=True,
         ),
     ]
     for thread in threads:

@@ -15,6 +15,7 @@ from polars.testing import assert_frame_equal
 
 from dmp.cli import cli, main
 from dmp.ingest.logindex import LogIndex
+from dmp.ingest.worker import Worker
 from dmp.matrix import builds, snapshots, sources
 from dmp.membership import definitions, live, lookupsets, results, runs, schedule
 from dmp.people import lifecycle
@@ -260,6 +261,19 @@ def test_the_schedule_runs_when_new_events_arrive(synth, redis, drain, config):
         assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) is not None
 
 
+def test_a_flush_wakes_the_live_lane(synth, redis, config):
+    """The ingest's flushes wake the lane at once: with a look only every ten minutes, a
+    qualifying visit still reaches the lookup sets as soon as its flush lands."""
+    apply_segments(redis, "id: pricing\nwhere: {did: {event: page, url_contains: /pricing-x}}\n")
+    runs.run(redis, config)
+    flushed = threading.Event()
+    with _schedule(redis, config, every=3600, latency=600, flushed=flushed):
+        send_hits(redis, make_hit(uid="c-woken", url="https://acme.de/pricing-x"))
+        Worker(redis, config, flushed=flushed).run(once=True)
+        members = keyspace.segment("pricing", "members")
+        wait_for(lambda: redis.scard(members) == 1, 30, "the live lane")
+
+
 def test_the_schedule_runs_every_segments_every_seconds(synth, redis, config):
     """Without new data, runs still come (time moves); a failing live lane does not stop them."""
     apply_segments(redis, SEGMENTS)
@@ -280,15 +294,17 @@ def test_the_schedule_runs_when_the_api_asks(synth, redis, config):
 
 
 @contextlib.contextmanager
-def _schedule(redis, config, every: float):
+def _schedule(redis, config, every: float, latency: float = 0.05, flushed=None):
     """Run the worker's schedule (both threads) for the test's duration; stop it after."""
-    quick = dataclasses.replace(config, segments_latency=0.05, segments_every=every)
+    quick = dataclasses.replace(config, segments_latency=latency, segments_every=every)
     stop = threading.Event()
-    runner = schedule.start_schedule(redis, quick, stop)
+    runner = schedule.start_schedule(redis, quick, stop, flushed)
     try:
         yield runner
     finally:
         stop.set()
+        if flushed is not None:
+            flushed.set()  # the lane waits for a flush or its latency, then sees the stop
         runner.join(30)
     assert not runner.is_alive()
 
