@@ -9,6 +9,7 @@ import pytest
 
 from dmp.ingest import logindex
 from dmp.ingest.logindex import LogIndex
+from dmp.matrix import sources
 
 
 def write(root: Path, name: str, persons: list[str | None]) -> str:
@@ -70,3 +71,17 @@ def test_many_files_in_batches_and_chunks(tmp_path, monkeypatch):
     at_once.update(files)
     assert at_once.files_of(["p3"]) == index.files_of(["p3"])
     assert all(at_once.files_of([f"p{i}"])[-1] == files[i] for i in range(7, 20))
+
+
+def test_the_log_is_listed_as_a_glob_lists_it(tmp_path):
+    """Only dt=*/part-*.parquet: not a flush's hidden temporary file, not other folders."""
+    events = tmp_path / "events"
+    assert sources.event_files(events) == []  # no log yet
+    wanted = [write(events, name, ["p1"]) for name in ("b", "a")]
+    (events / "dt=2026-11-30" / ".part-c.parquet.tmp").write_bytes(b"")
+    (events / "dt=2026-11-30" / "notes.txt").write_bytes(b"")
+    (events / "spool").mkdir()
+    (events / "spool" / "part-x.parquet").write_bytes(b"")
+    (events / "dt=2026-11-29").mkdir()
+    globbed = sorted(str(p.relative_to(events)) for p in events.glob("dt=*/part-*.parquet"))
+    assert sources.event_files(events) == globbed == sorted(wanted)
