@@ -16,6 +16,7 @@ import redis
 from collectors import tcfpurposes
 from dmp.cli.context import Context, fail, pass_ctx, print_json
 from dmp.ingest import fleet, spool, stream, worker
+from dmp.ingest.livefeed import LiveFeed
 from dmp.membership.schedule import start_schedule
 from dmp.storage import keyspace, recenthits
 from exporters.schedule import start_schedule as start_exports
@@ -180,10 +181,10 @@ def worker_cmd(obj: Context, once: bool, parent: int | None) -> None:
             signal.signal(sig, lambda *_: stop.set())
         if parent:
             threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()
-        flushed = threading.Event()  # the ingest's flushes wake the live lane
-        schedule = start_schedule(r, obj.config, stop, flushed)
+        feed = LiveFeed()  # the ingest's rows to the live lane, before their flush
+        schedule = start_schedule(r, obj.config, stop, feed)
         exports = start_exports(r, obj.config, stop)
-        fleet.run_forever(r, obj.config, stop, flushed)
+        fleet.run_forever(r, obj.config, stop, feed)
         schedule.join(timeout=20)  # a run under way finishes (dmp serve waits 30 s)
         exports.join(timeout=5)  # a sync stops before its next batch; the next one resumes
         return

@@ -65,6 +65,7 @@ class EventBuffer:
         self.metrics: Counter[str] = Counter()
         self.recent: Counter[str] = Counter()  # dmp.storage.recenthits fields (bots, ...)
         self.started = 0.0
+        self.number = 0  # given when its rows are first handed to the live lane (livefeed)
 
     @property
     def rows(self) -> int:
@@ -87,6 +88,17 @@ class EventBuffer:
         self.stream_ids.append(stream_id)
         if digest:
             self.digests.add(digest)
+
+
+def rows_table(rows: list[tuple[Any, ...]]) -> pa.Table:
+    """Return event rows (tuples in EVENT_SCHEMA's column order) as a table of it."""
+    if not rows:
+        return EVENT_SCHEMA.empty_table()
+    columns = list(zip(*rows, strict=True))  # rows to columns, in C
+    return pa.Table.from_arrays(
+        [pa.array(col, type=f.type) for col, f in zip(columns, EVENT_SCHEMA, strict=True)],
+        schema=EVENT_SCHEMA,
+    )
 
 
 class LeaseLost(RuntimeError):
@@ -205,12 +217,9 @@ class EventLog:
     def _tables_by_day(self, buf: EventBuffer) -> dict[str, pa.Table]:
         if not buf.rows:
             return {}
-        columns = list(zip(*buf.events, strict=True))  # rows to columns, in C
-        table = pa.Table.from_arrays(
-            [pa.array(col, type=f.type) for col, f in zip(columns, EVENT_SCHEMA, strict=True)],
-            schema=EVENT_SCHEMA,
-        )
-        stamps = columns[COLUMNS.index("timestamp")]
+        table = rows_table(buf.events)
+        at = COLUMNS.index("timestamp")
+        stamps = [row[at] for row in buf.events]
         days = [ms // DAY_MS for ms in stamps]
         if min(days) == max(days):
             return {utc_day(stamps[0]): table}

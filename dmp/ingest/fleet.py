@@ -22,6 +22,7 @@ import redis
 from dmp.config import Config
 from dmp.ingest import compaction, stream
 from dmp.ingest.identitylock import IdentityLockLost
+from dmp.ingest.livefeed import LiveFeed
 from dmp.ingest.worker import Worker, lease_prefix
 from dmp.storage import keyspace
 from dmp.storage.outage import Outage
@@ -32,10 +33,8 @@ log = logging.getLogger(__name__)
 class Fleet:
     """The partitions one worker process holds, each ingested by a thread."""
 
-    def __init__(
-        self, r: redis.Redis, config: Config, flushed: threading.Event | None = None
-    ) -> None:
-        self.r, self.config, self.flushed = r, config, flushed
+    def __init__(self, r: redis.Redis, config: Config, feed: LiveFeed | None = None) -> None:
+        self.r, self.config, self.feed = r, config, feed
         self.n = config.stream_partitions
         self.name = f"{lease_prefix(config.consumer, os.getpid())}{secrets.token_hex(4)}"
         self.held: dict[int, tuple[Worker, threading.Event, threading.Thread]] = {}
@@ -90,7 +89,7 @@ class Fleet:
                 break
             if p in self.held:
                 continue
-            worker = Worker(self.r, self.config, p, flushed=self.flushed)
+            worker = Worker(self.r, self.config, p, feed=self.feed)
             if not worker.acquire_lease():
                 continue
             done = threading.Event()
@@ -129,17 +128,17 @@ def run_forever(
     r: redis.Redis,
     config: Config,
     stop: threading.Event,
-    flushed: threading.Event | None = None,
+    feed: LiveFeed | None = None,
 ) -> None:
     """Run a worker until ``stop`` is set, riding out Redis outages, with the daily
-    compaction (``compact_every_hours``) on a thread beside it. ``flushed`` is set after
-    each flush that wrote event files."""
+    compaction (``compact_every_hours``) on a thread beside it. ``feed`` hands its
+    rows to the live lane before their flush."""
     compactions = compaction.start_schedule(r, config, stop)
     try:
         if config.stream_partitions > 1:
-            Fleet(r, config, flushed).run(stop)
+            Fleet(r, config, feed).run(stop)
         else:
-            _ingest_forever(r, config, stop, flushed)
+            _ingest_forever(r, config, stop, feed)
     finally:
         if compactions is not None:
             # A compaction stops before its swap once ``stop`` is set (nothing changed);
@@ -148,9 +147,9 @@ def run_forever(
 
 
 def _ingest_forever(
-    r: redis.Redis, config: Config, stop: threading.Event, flushed: threading.Event | None
+    r: redis.Redis, config: Config, stop: threading.Event, feed: LiveFeed | None
 ) -> None:
-    worker = Worker(r, config, flushed=flushed)
+    worker = Worker(r, config, feed=feed)
     while not stop.is_set():
         try:
             worker.run(stop=stop)

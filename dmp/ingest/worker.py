@@ -30,6 +30,7 @@ from dmp.ingest.batch import Ingest
 from dmp.ingest.eventlog import EventBuffer, EventLog, LeaseLost
 from dmp.ingest.flushstate import FlushState
 from dmp.ingest.identitylock import IdentityLock
+from dmp.ingest.livefeed import LiveFeed
 from dmp.ingest.streamreader import StreamReader
 from dmp.people import merges
 from dmp.records import Tier
@@ -58,10 +59,11 @@ class Worker:
         *,
         keys: keyspace.PartitionKeys | None = None,
         token: str = "",
-        flushed: threading.Event | None = None,
+        feed: LiveFeed | None = None,
     ) -> None:
         self.r = r
-        self.flushed = flushed  # set after each flush that wrote files (wakes the live lane)
+        self.feed = feed  # the live lane's: each batch's rows before their flush
+        self._fed: tuple[EventBuffer | None, int] = (None, 0)  # the buffer, rows handed over
         self.config = config
         self.keys = keys or keyspace.partition(partition)
         self.eventlog = EventLog(r, config.events_dir, config.dedup_days, self.keys)
@@ -230,14 +232,32 @@ class Worker:
     def step(self, block_ms: int = 0) -> int:
         """Read and handle one batch; return how many stream entries it held."""
         entries, new = self.reader.read(block_ms)
+        buf = self.ingest.buffer
         if entries:
+            # Rows of earlier batches: this one's handling sends their profile writes
+            # (each batch's go out with the next one's), so the lane finds their persons.
+            ready = len(buf.events)
             # New entries: the next batch is asked for as soon as this one's question to
             # Redis is out, so that Redis assembles it while this batch is handled.
             ask_next = (lambda: self.reader.ask_new(block_ms)) if new else None
             self.ingest.handle(entries, ask_next)
         else:
+            if self.feed is not None and self._fed != (buf, buf.rows):
+                self.ingest.settle()  # idle: the last batch's profile writes go now
+            ready = buf.rows
             self.ingest.release_identity()  # idle: another partition's worker may go on
+        if self.feed is not None:
+            self._hand_over(self.feed, buf, ready)
         return len(entries)
+
+    def _hand_over(self, feed: LiveFeed, buf: EventBuffer, ready: int) -> None:
+        """Hand the live lane ``buf``'s rows up to ``ready`` not handed over yet."""
+        fed_buffer, fed = self._fed
+        start = fed if fed_buffer is buf else 0
+        if ready > start:
+            buf.number = buf.number or feed.number()
+            feed.taken(buf.number, buf.events[start:ready])
+            self._fed = (buf, ready)
 
     def flush(self, *, wait: bool = True) -> None:
         """Write buffered events durably and ack their stream entries.
@@ -295,11 +315,13 @@ class Worker:
 
     def _store(self, buf: EventBuffer) -> None:
         started = time.perf_counter()
-        files = self.flush_state.retry(
-            lambda: self.eventlog.flush(buf), self.eventlog.root, self._flush_halted
-        )
-        if files and self.flushed is not None:
-            self.flushed.set()
+        try:
+            files = self.flush_state.retry(
+                lambda: self.eventlog.flush(buf), self.eventlog.root, self._flush_halted
+            )
+        finally:  # in files now, or to be read again from the stream
+            if self.feed is not None and buf.number:
+                self.feed.done(buf.number)
         log.info(
             "stored %d events in %d files, acked %d entries (%.0f ms)",
             buf.rows,

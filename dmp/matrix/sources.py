@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import redis
 
 from dmp.config import Config
@@ -144,12 +145,20 @@ def read_touchpoints(
     merged: dict[str, str],
     files: list[str] | None = None,
     persons: list[str] | None = None,
+    unflushed: pa.Table | None = None,
 ) -> pl.LazyFrame:
     """Return the event log's (or its ``files'``) identified events as touchpoints of the
-    persons they are now (only those stored under ``persons``' ids, if given)."""
-    events = scan_events(events_dir, files).filter(
+    persons they are now (only those stored under ``persons``' ids, if given), with the
+    ``unflushed`` event rows (the live lane's, not in files yet: each event once, as a
+    flush landing meanwhile shows its rows in both)."""
+    which = (
         pl.col("person_id").is_not_null() if persons is None else pl.col("person_id").is_in(persons)
     )
+    events = scan_events(events_dir, files).filter(which)
+    if unflushed is not None and unflushed.num_rows:
+        columns = ["event_id", *TOUCHPOINT_SCHEMA]
+        more = pl.from_arrow(unflushed).lazy().filter(which)  # type: ignore[union-attr]
+        events = pl.concat([events.select(columns), more.select(columns)]).unique("event_id")
     frame = events.select(
         "person_id",
         pl.col("timestamp").dt.epoch("ms").alias("timestamp"),

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import polars as pl
+import pyarrow as pa
 import redis
 
 from dmp.config import Config
@@ -66,12 +67,14 @@ def live_tick(
     marks: set[str] = frozenset(),  # type: ignore[assignment]
     as_of_ms: int | None = None,
     index: LogIndex | None = None,
+    unflushed: pa.Table | None = None,
 ) -> LiveResult:
     """Evaluate every segment for the persons in ``new_files`` (event-log files, relative
     to it) and the ``marks`` (persons changed outside the log), and move their lookup
     sets to match. Persons merged away lose theirs (lookups follow the merge). Their
     history is read from the files ``index`` names for them (it must hold the whole log),
-    or without one from the whole log."""
+    or without one from the whole log, and from the ``unflushed`` event rows (handed over
+    by the ingest worker before their flush, :mod:`dmp.ingest.livefeed`)."""
     started = time.perf_counter()
     as_of = as_of_ms if as_of_ms is not None else int(time.time() * 1000)
     stored, _invalid = definitions.load_segments(r)  # the invalid ones: left be (runs say)
@@ -99,7 +102,9 @@ def live_tick(
     ids = sorted(wanted | set(theirs))
     files = None if index is None else index.files_of(ids)
     touchpoints = (
-        sources.read_touchpoints(config.events_dir, theirs, files=files, persons=ids)
+        sources.read_touchpoints(
+            config.events_dir, theirs, files=files, persons=ids, unflushed=unflushed
+        )
         .collect()
         .lazy()
     )

@@ -19,6 +19,8 @@ import time
 import redis
 
 from dmp.config import Config
+from dmp.ingest.eventlog import COLUMNS, rows_table
+from dmp.ingest.livefeed import LiveFeed, Unflushed
 from dmp.ingest.logindex import LogIndex
 from dmp.matrix import sources
 from dmp.membership import lookupsets, results, runs
@@ -70,23 +72,29 @@ def run_live_lane(
     r: redis.Redis,
     config: Config,
     stop: threading.Event,
-    flushed: threading.Event | None = None,
+    feed: LiveFeed | None = None,
 ) -> None:
     """Tick the live lane until ``stop`` is set, beside the runs (not waiting for them):
-    at once when ``flushed`` is set (by the ingest's flushes, in the same process), and
-    every ``segments_latency`` seconds (files from other processes, marks, retries)."""
+    at once when ``feed`` (the ingest worker's, in the same process) hands over rows not
+    flushed yet or says a flush landed, and every ``segments_latency`` seconds (files from
+    other processes, marks, retries)."""
     pause = max(0.05, config.segments_latency)
-    woken = flushed or threading.Event()
+    woken = feed.woken if feed is not None else threading.Event()
     seen: set[str] | None = None  # event files whose persons the live lane has evaluated
     index = LogIndex(config.events_dir)  # which files hold whose events (all of the log)
+    unflushed = Unflushed()  # rows the feed handed over, until their flush lands
     handled: set[str] = set()  # marks evaluated (until a run's build consumes them)
     ahead: set[str] = set()  # persons with touchpoints stamped after the last tick
+    fed: set[str] = set()  # persons of rows handed over, not evaluated yet
+    person = COLUMNS.index("person_id")
     outage, failing = Outage(log, "Redis (live lane)"), Outage(log, "the live lane")
     while not stop.is_set():
         woken.wait(pause)
         woken.clear()
         if stop.is_set():
             break
+        if feed is not None:
+            fed |= {row[person] for row in unflushed.take(*feed.drain()) if row[person]}
         try:
             if seen is None:  # go on from the last run's files
                 last = results.latest_run(config)
@@ -97,15 +105,17 @@ def run_live_lane(
             current = r.smembers(keyspace.MATRIX_TOUCHED)
             handled &= current
             marks = current - handled
-            if files - seen or marks or ahead:
+            if files - seen or marks or ahead or fed:
                 with lookupsets.sets_lock(r, 5):  # compaction swaps files under it
                     files = set(sources.event_files(config.events_dir))
                     index.update(files)
                     new = sorted(files - seen)
-                    done = live_tick(r, config, new, marks | ahead, index=index)
+                    persons = marks | ahead | fed
+                    rows = rows_table(unflushed.rows()) if len(unflushed) else None
+                    done = live_tick(r, config, new, persons, index=index, unflushed=rows)
                 seen = files  # names are never reused: those gone need no keeping
                 handled |= marks
-                ahead = set(done.ahead)
+                ahead, fed = set(done.ahead), set()
             outage.up()
             failing.up()
         except locks.Busy:
@@ -147,10 +157,10 @@ def start_schedule(
     r: redis.Redis,
     config: Config,
     stop: threading.Event,
-    flushed: threading.Event | None = None,
+    feed: LiveFeed | None = None,
 ) -> Schedule:
     """Start the runs and the live lane on threads of their own (none if
-    ``segments_every`` ≤ 0); ``flushed``, set by the ingest's flushes, wakes the lane."""
+    ``segments_every`` ≤ 0); ``feed`` hands the lane the ingest's rows before their flush."""
     if config.segments_every <= 0:
         return Schedule([])
     threads = [
@@ -159,7 +169,7 @@ def start_schedule(
         ),
         threading.Thread(
             target=run_live_lane,
-            args=(r, config, stop, flushed),
+            args=(r, config, stop, feed),
             name="dmp-segments-live",
             daemon=True,
         ),

@@ -10,10 +10,13 @@ import threading
 import time
 
 import polars as pl
+import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
 
 from dmp.cli import cli, main
+from dmp.ingest.eventlog import rows_table
+from dmp.ingest.livefeed import LiveFeed
 from dmp.ingest.logindex import LogIndex
 from dmp.ingest.worker import Worker
 from dmp.matrix import builds, snapshots, sources
@@ -261,17 +264,65 @@ def test_the_schedule_runs_when_new_events_arrive(synth, redis, drain, config):
         assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) is not None
 
 
-def test_a_flush_wakes_the_live_lane(synth, redis, config):
-    """The ingest's flushes wake the lane at once: with a look only every ten minutes, a
-    qualifying visit still reaches the lookup sets as soon as its flush lands."""
+def test_the_live_lane_evaluates_a_batch_before_its_flush(synth, redis, config):
+    """The worker hands each batch's rows to the lane (in its own process): a qualifying
+    visit reaches the lookup sets before the flush writes it (with a look only every ten
+    minutes), and stays when the flush lands."""
     apply_segments(redis, "id: pricing\nwhere: {did: {event: page, url_contains: /pricing-x}}\n")
     runs.run(redis, config)
-    flushed = threading.Event()
-    with _schedule(redis, config, every=3600, latency=600, flushed=flushed):
-        send_hits(redis, make_hit(uid="c-woken", url="https://acme.de/pricing-x"))
-        Worker(redis, config, flushed=flushed).run(once=True)
-        members = keyspace.segment("pricing", "members")
+    files = set(sources.event_files(config.events_dir))
+    feed = LiveFeed()
+    worker = Worker(redis, config, feed=feed)
+    members = keyspace.segment("pricing", "members")
+    with _schedule(redis, config, every=3600, latency=600, feed=feed):
+        send_hits(redis, make_hit(uid="c-fed", url="https://acme.de/pricing-x"))
+        assert worker.acquire_lease()
+        worker.start()
+        wait_for(lambda: worker.step(), 10, "the batch")
+        worker.step()  # idle: its profile writes applied, its rows go to the lane
         wait_for(lambda: redis.scard(members) == 1, 30, "the live lane")
+        assert set(sources.event_files(config.events_dir)) == files  # not written yet
+        worker.flush()
+        worker.release_lease()
+        wait_for(lambda: set(sources.event_files(config.events_dir)) > files, 10, "the flush")
+        runs.run(redis, config)  # from the files: the same
+        assert redis.scard(members) == 1
+
+
+def test_a_tick_counts_each_event_once_from_files_and_rows_not_flushed(synth, redis, config):
+    """A person's history is their files plus the rows handed over and not flushed yet;
+    an event in both (its flush landed between the two reads) counts once."""
+    apply_segments(
+        redis, "id: twice\nwhere: {did: {event: page, url_contains: /twice, count_gte: 2}}\n"
+    )
+    runs.run(redis, config)
+    before = set(sources.event_files(config.events_dir))
+    feed = LiveFeed()
+    worker = Worker(redis, config, feed=feed)
+    assert worker.acquire_lease()
+    worker.start()
+    now = int(time.time() * 1000)
+    send_hits(redis, make_hit(uid="c-twice", url="https://acme.de/twice", timestamp=now - 9000))
+    wait_for(lambda: worker.step(), 10, "the first batch")
+    worker.step()  # idle: handed over
+    worker.flush()  # the first visit is in a file now, and still among the rows handed over
+    send_hits(redis, make_hit(uid="c-twice", url="https://acme.de/twice", timestamp=now - 5000))
+    wait_for(lambda: worker.step(), 10, "the second batch")
+    worker.step()  # idle: handed over
+    taken, _ = feed.drain()
+    first, second = (rows_table(rows) for _, rows in taken)
+    files = sorted(set(sources.event_files(config.events_dir)) - before)
+    index = LogIndex(config.events_dir)
+    index.update(sources.event_files(config.events_dir))
+    members = keyspace.segment("twice", "members")
+    live.live_tick(redis, config, files, as_of_ms=now, index=index, unflushed=first)
+    assert redis.scard(members) == 0  # one visit, in a file and handed over: once
+    pid = first.column("person_id")[0].as_py()
+    both = pa.concat_tables([first, second])
+    tick = live.live_tick(redis, config, [], {pid}, as_of_ms=now, index=index, unflushed=both)
+    assert tick.person_ids == (pid,) and redis.smembers(members) == {pid}
+    worker.flush()
+    worker.release_lease()
 
 
 def test_the_schedule_runs_every_segments_every_seconds(synth, redis, config):
@@ -294,17 +345,17 @@ def test_the_schedule_runs_when_the_api_asks(synth, redis, config):
 
 
 @contextlib.contextmanager
-def _schedule(redis, config, every: float, latency: float = 0.05, flushed=None):
+def _schedule(redis, config, every: float, latency: float = 0.05, feed=None):
     """Run the worker's schedule (both threads) for the test's duration; stop it after."""
     quick = dataclasses.replace(config, segments_latency=latency, segments_every=every)
     stop = threading.Event()
-    runner = schedule.start_schedule(redis, quick, stop, flushed)
+    runner = schedule.start_schedule(redis, quick, stop, feed)
     try:
         yield runner
     finally:
         stop.set()
-        if flushed is not None:
-            flushed.set()  # the lane waits for a flush or its latency, then sees the stop
+        if feed is not None:
+            feed.woken.set()  # the lane waits for a flush or its latency, then sees the stop
         runner.join(30)
     assert not runner.is_alive()
 

@@ -1,0 +1,92 @@
+"""The ingest worker's events handed to the live lane before their flush.
+
+A visit reaches the event log at the worker's next flush (``flush_seconds``: 2 s by
+default, so on average a second). The live lane (:mod:`dmp.membership.live`), which runs
+in the same process, need not wait for it: after each batch the worker hands it the rows
+the batch added to its buffer (:meth:`LiveFeed.taken`, cheap: the same tuples), and
+after each flush says that the buffer's rows are in files now (:meth:`LiveFeed.done`),
+which also wakes the lane for the files.
+
+Evaluating rows before their file exists is safe: they are durable already (their stream
+entries stay pending until the flush that writes them commits and acks them, and a
+failed or abandoned flush leaves them to be read again). The lane reads a person's history
+from the files and from the rows not flushed yet, each event once (by ``event_id``: a
+flush that lands between the two reads shows its rows in both).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from typing import Any
+
+Row = tuple[Any, ...]  # an event row in EVENT_SCHEMA's column order (dmp.ingest.eventlog)
+
+
+class LiveFeed:
+    """Buffered rows by buffer number, and the numbers flushed since the lane last looked."""
+
+    def __init__(self) -> None:
+        self.woken = threading.Event()  # set by every hand-over: the lane waits on it
+        self._lock = threading.Lock()
+        self._taken: list[tuple[int, list[Row]]] = []
+        self._done: list[int] = []
+        self._numbers = itertools.count(1)
+
+    def number(self) -> int:
+        """Return a number for a new buffer (unique across the process's workers)."""
+        return next(self._numbers)
+
+    def taken(self, buffer: int, rows: list[Row]) -> None:
+        """Hand over ``rows`` just added to buffer ``buffer`` (worker thread)."""
+        with self._lock:
+            self._taken.append((buffer, rows))
+        self.woken.set()
+
+    def done(self, buffer: int) -> None:
+        """Say that buffer ``buffer``'s rows are in files now, or will be read again from
+        the stream (its flush failed or was abandoned): the lane lets go of them."""
+        with self._lock:
+            self._done.append(buffer)
+        self.woken.set()
+
+    def drain(self) -> tuple[list[tuple[int, list[Row]]], list[int]]:
+        """Return (rows handed over, buffers done) since the last call, in order."""
+        with self._lock:
+            taken, self._taken = self._taken, []
+            done, self._done = self._done, []
+        return taken, done
+
+
+class Unflushed:
+    """The lane's copy of the rows handed over and not flushed yet, by buffer number.
+
+    A buffer that is never said done (a worker that lost its lease drops its buffer
+    without a flush) is let go after ``keep_seconds``: its rows come back from the
+    stream through whichever worker reads them again."""
+
+    def __init__(self, keep_seconds: float = 60.0) -> None:
+        self.keep_seconds = keep_seconds
+        self._rows: dict[int, list[Row]] = {}
+        self._since: dict[int, float] = {}
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self._rows.values())
+
+    def take(self, taken: list[tuple[int, list[Row]]], done: list[int]) -> list[Row]:
+        """Add what :meth:`LiveFeed.drain` returned; return the rows handed over now."""
+        now = time.monotonic()
+        fresh: list[Row] = []
+        for buffer, rows in taken:
+            self._rows.setdefault(buffer, []).extend(rows)
+            self._since.setdefault(buffer, now)
+            fresh += rows
+        for buffer in [*done, *(b for b, t in self._since.items() if now - t > self.keep_seconds)]:
+            self._rows.pop(buffer, None)
+            self._since.pop(buffer, None)
+        return fresh
+
+    def rows(self) -> list[Row]:
+        """Return every row not flushed yet."""
+        return [row for rows in self._rows.values() for row in rows]
