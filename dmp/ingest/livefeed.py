@@ -31,7 +31,7 @@ class LiveFeed:
         self.woken = threading.Event()  # set by every hand-over: the lane waits on it
         self._lock = threading.Lock()
         self._taken: list[tuple[int, list[Row]]] = []
-        self._done: list[int] = []
+        self._done: list[tuple[int, list[str]]] = []
         self._numbers = itertools.count(1)
 
     def number(self) -> int:
@@ -44,14 +44,16 @@ class LiveFeed:
             self._taken.append((buffer, rows))
         self.woken.set()
 
-    def done(self, buffer: int) -> None:
-        """Say that buffer ``buffer``'s rows are in files now, or will be read again from
-        the stream (its flush failed or was abandoned): the lane lets go of them."""
+    def done(self, buffer: int, files: list[str]) -> None:
+        """Say that buffer ``buffer``'s rows, every one of them handed over, are in
+        ``files`` now (event-log paths, relative to it), or will be read again from the
+        stream (no files: its flush failed or was abandoned): the lane lets go of them,
+        and need not evaluate the files' persons again."""
         with self._lock:
-            self._done.append(buffer)
+            self._done.append((buffer, files))
         self.woken.set()
 
-    def drain(self) -> tuple[list[tuple[int, list[Row]]], list[int]]:
+    def drain(self) -> tuple[list[tuple[int, list[Row]]], list[tuple[int, list[str]]]]:
         """Return (rows handed over, buffers done) since the last call, in order."""
         with self._lock:
             taken, self._taken = self._taken, []
@@ -74,18 +76,22 @@ class Unflushed:
     def __len__(self) -> int:
         return sum(len(rows) for rows in self._rows.values())
 
-    def take(self, taken: list[tuple[int, list[Row]]], done: list[int]) -> list[Row]:
-        """Add what :meth:`LiveFeed.drain` returned; return the rows handed over now."""
+    def take(
+        self, taken: list[tuple[int, list[Row]]], done: list[tuple[int, list[str]]]
+    ) -> tuple[list[Row], set[str]]:
+        """Add what :meth:`LiveFeed.drain` returned; return the rows handed over now and
+        the files the lane had every row of (those of buffers done)."""
         now = time.monotonic()
         fresh: list[Row] = []
         for buffer, rows in taken:
             self._rows.setdefault(buffer, []).extend(rows)
             self._since.setdefault(buffer, now)
             fresh += rows
-        for buffer in [*done, *(b for b, t in self._since.items() if now - t > self.keep_seconds)]:
+        old = [b for b, t in self._since.items() if now - t > self.keep_seconds]
+        for buffer in [*(b for b, _ in done), *old]:
             self._rows.pop(buffer, None)
             self._since.pop(buffer, None)
-        return fresh
+        return fresh, {f for _, files in done for f in files}
 
     def rows(self) -> list[Row]:
         """Return every row not flushed yet."""

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -269,7 +270,9 @@ class Worker:
         """
         self._finish_flush()
         if self.ingest.buffer.entries:
-            buf = self.ingest.take_buffer()
+            buf = self.ingest.take_buffer()  # its profile writes applied
+            if self.feed is not None:  # the rest of its rows: the lane has them all
+                self._hand_over(self.feed, buf, buf.rows)
             self.ingest.flushing = buf.digests
             if self._flusher is None:
                 self._flusher = ThreadPoolExecutor(1, thread_name_prefix="dmp-flush")
@@ -315,13 +318,15 @@ class Worker:
 
     def _store(self, buf: EventBuffer) -> None:
         started = time.perf_counter()
+        files: list[Path] = []
         try:
             files = self.flush_state.retry(
                 lambda: self.eventlog.flush(buf), self.eventlog.root, self._flush_halted
             )
         finally:  # in files now, or to be read again from the stream
             if self.feed is not None and buf.number:
-                self.feed.done(buf.number)
+                root = self.eventlog.root
+                self.feed.done(buf.number, [str(f.relative_to(root)) for f in files])
         log.info(
             "stored %d events in %d files, acked %d entries (%.0f ms)",
             buf.rows,

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 # Touchpoints stamped up to this far after a tick (clients' clocks run ahead) count once
 # their time has come: their persons are looked at again by the following ticks.
 AHEAD_MS = 5 * 60_000
+# How much later than its as-of time a tick that read rows not flushed yet notes its
+# persons for runs (a run's period: see move_sets' noted_at).
+UNFLUSHED_NOTE_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +143,10 @@ def live_tick(
     )
     desired = {pid: set(now) for pid, now in desired.items()}
     desired |= {pid: set() for pid in found if pid in merged}  # merged away: in nothing
-    moved = move_sets(r, desired, set(ran), noted_at=as_of)
+    # Evaluated with rows not flushed yet: a run that started before their flush (so
+    # without them) must leave these persons be; the run after it settles them.
+    early = unflushed is not None and unflushed.num_rows > 0
+    moved = move_sets(r, desired, set(ran), noted_at=as_of + (UNFLUSHED_NOTE_MS if early else 0))
     soon = touchpoints.filter(pl.col("timestamp").is_between(as_of + 1, as_of + AHEAD_MS))
     ahead = tuple(sorted(soon.select("person_id").unique().collect()["person_id"].to_list()))
     result = LiveResult(tuple(pids), moved, time.perf_counter() - started, ahead, failed)

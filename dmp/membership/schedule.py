@@ -86,6 +86,7 @@ def run_live_lane(
     handled: set[str] = set()  # marks evaluated (until a run's build consumes them)
     ahead: set[str] = set()  # persons with touchpoints stamped after the last tick
     fed: set[str] = set()  # persons of rows handed over, not evaluated yet
+    covered: set[str] = set()  # files of the feed's flushes: their rows were handed over
     person = COLUMNS.index("person_id")
     outage, failing = Outage(log, "Redis (live lane)"), Outage(log, "the live lane")
     while not stop.is_set():
@@ -94,13 +95,17 @@ def run_live_lane(
         if stop.is_set():
             break
         if feed is not None:
-            fed |= {row[person] for row in unflushed.take(*feed.drain()) if row[person]}
+            handed, flushed = unflushed.take(*feed.drain())
+            fed |= {row[person] for row in handed if row[person]}
+            covered |= flushed
         try:
             if seen is None:  # go on from the last run's files
                 last = results.latest_run(config)
                 if last is None:
                     continue  # no run yet: the live lane starts from one
                 seen = set(last["matrix"]["files"])
+            seen |= covered  # their persons are evaluated from the rows handed over
+            covered = set()
             files = set(sources.event_files(config.events_dir))
             current = r.smembers(keyspace.MATRIX_TOUCHED)
             handled &= current

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import threading
 
+import polars as pl
+
+from dmp.ingest.eventlog import rows_table
 from dmp.ingest.livefeed import LiveFeed, Unflushed
+from dmp.ingest.worker import Worker
+from dmp.matrix import sources
+from tests.factories import make_hit, send_hits
+from tests.served import wait_for
 
 
 def test_rows_are_kept_until_their_buffer_is_done():
@@ -14,12 +21,15 @@ def test_rows_are_kept_until_their_buffer_is_done():
     feed.taken(a, [("e1",), ("e2",)])
     feed.taken(b, [("e3",)])
     assert feed.woken.is_set()
-    assert unflushed.take(*feed.drain()) == [("e1",), ("e2",), ("e3",)]
+    assert unflushed.take(*feed.drain()) == ([("e1",), ("e2",), ("e3",)], set())
     assert feed.drain() == ([], [])  # each hand-over once
     feed.taken(a, [("e4",)])
-    feed.done(a)  # flushed: in files now
-    assert unflushed.take(*feed.drain()) == [("e4",)]  # handed over now, and let go
+    feed.done(a, ["dt=2026-11-30/part-a.parquet"])  # flushed: in files now
+    # handed over now, and let go; the lane had every row of its file
+    assert unflushed.take(*feed.drain()) == ([("e4",)], {"dt=2026-11-30/part-a.parquet"})
     assert unflushed.rows() == [("e3",)] and len(unflushed) == 1
+    feed.done(b, [])  # its flush failed: its rows come back through the stream
+    assert unflushed.take(*feed.drain()) == ([], set()) and not unflushed.rows()
 
 
 def test_a_buffer_never_done_is_let_go(monkeypatch):
@@ -50,6 +60,28 @@ def test_hand_overs_from_threads_are_all_drained():
         t.start()
     got = []
     while any(t.is_alive() for t in threads):
-        got += unflushed.take(*feed.drain())
-    got += unflushed.take(*feed.drain())
+        got += unflushed.take(*feed.drain())[0]
+    got += unflushed.take(*feed.drain())[0]
     assert sorted(got) == sorted((n, i) for n in numbers for i in range(500))
+
+
+def test_the_worker_hands_over_every_row_of_a_flush_and_names_its_files(redis, config):
+    """Each batch's rows go one batch later (their profile writes first), the rest at the
+    flush; the flush names its files: the lane had every row of them."""
+    feed = LiveFeed()
+    worker = Worker(redis, config, feed=feed)
+    assert worker.acquire_lease()
+    worker.start()
+    send_hits(redis, *(make_hit(uid=f"c-{i}", url=f"https://acme.de/{i}") for i in range(3)))
+    wait_for(lambda: worker.step(), 10, "the batch")
+    taken, done = feed.drain()
+    assert taken == [] and done == []  # one batch behind
+    worker.flush()
+    worker.release_lease()
+    taken, done = feed.drain()
+    ((number, rows),) = taken
+    ((flushed, files),) = done
+    assert flushed == number and len(rows) == 3
+    assert files == sources.event_files(config.events_dir)
+    stored = pl.read_parquet(config.events_dir / files[0])
+    assert sorted(stored["event_id"]) == sorted(rows_table(rows).column("event_id").to_pylist())

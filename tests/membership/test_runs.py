@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import shutil
 import threading
 import time
@@ -264,10 +265,10 @@ def test_the_schedule_runs_when_new_events_arrive(synth, redis, drain, config):
         assert redis.zscore(keyspace.SEGMENTS_LIVE, pid) is not None
 
 
-def test_the_live_lane_evaluates_a_batch_before_its_flush(synth, redis, config):
+def test_the_live_lane_evaluates_a_batch_before_its_flush(synth, redis, config, caplog):
     """The worker hands each batch's rows to the lane (in its own process): a qualifying
     visit reaches the lookup sets before the flush writes it (with a look only every ten
-    minutes), and stays when the flush lands."""
+    minutes), and stays when the flush lands, whose persons are not evaluated again."""
     apply_segments(redis, "id: pricing\nwhere: {did: {event: page, url_contains: /pricing-x}}\n")
     runs.run(redis, config)
     files = set(sources.event_files(config.events_dir))
@@ -275,7 +276,8 @@ def test_the_live_lane_evaluates_a_batch_before_its_flush(synth, redis, config):
     worker = Worker(redis, config, feed=feed)
     members = keyspace.segment("pricing", "members")
     with _schedule(redis, config, every=3600, latency=600, feed=feed):
-        send_hits(redis, make_hit(uid="c-fed", url="https://acme.de/pricing-x"))
+        others = (make_hit(uid=f"c-other-{i}", url="https://acme.de/") for i in range(2))
+        send_hits(redis, make_hit(uid="c-fed", url="https://acme.de/pricing-x"), *others)
         assert worker.acquire_lease()
         worker.start()
         wait_for(lambda: worker.step(), 10, "the batch")
@@ -283,10 +285,19 @@ def test_the_live_lane_evaluates_a_batch_before_its_flush(synth, redis, config):
         wait_for(lambda: redis.scard(members) == 1, 30, "the live lane")
         assert set(sources.event_files(config.events_dir)) == files  # not written yet
         worker.flush()
-        worker.release_lease()
         wait_for(lambda: set(sources.event_files(config.events_dir)) > files, 10, "the flush")
+        caplog.set_level(logging.INFO, logger="dmp.membership.live")
+        caplog.clear()
+        send_hits(redis, make_hit(uid="c-later", url="https://acme.de/pricing-x"))
+        wait_for(lambda: worker.step(), 10, "the second batch")
+        worker.step()
+        wait_for(lambda: redis.scard(members) == 2, 30, "the live lane")
+        worker.flush()
+        worker.release_lease()
+        ticks = [r.getMessage() for r in caplog.records if "segments live:" in r.getMessage()]
+        assert ticks and all(t.startswith("segments live: 1 persons") for t in ticks), ticks
         runs.run(redis, config)  # from the files: the same
-        assert redis.scard(members) == 1
+        assert redis.scard(members) == 2
 
 
 def test_a_tick_counts_each_event_once_from_files_and_rows_not_flushed(synth, redis, config):
@@ -321,8 +332,15 @@ def test_a_tick_counts_each_event_once_from_files_and_rows_not_flushed(synth, re
     both = pa.concat_tables([first, second])
     tick = live.live_tick(redis, config, [], {pid}, as_of_ms=now, index=index, unflushed=both)
     assert tick.person_ids == (pid,) and redis.smembers(members) == {pid}
+    # A run that started before the second visit's flush does not see it: it leaves the
+    # person be; a run a period later (with the flush landed) settles them the same.
+    runs.run(redis, config)
+    assert redis.smembers(members) == {pid}
     worker.flush()
     worker.release_lease()
+    builds.build(redis, config, now + live.UNFLUSHED_NOTE_MS + 1000, incremental=True)
+    runs.run(redis, config, build_matrix=False)
+    assert redis.smembers(members) == {pid} and not redis.zscore(keyspace.SEGMENTS_LIVE, pid)
 
 
 def test_the_schedule_runs_every_segments_every_seconds(synth, redis, config):
