@@ -218,7 +218,7 @@ def main() -> None:
             "seconds": seconds,
             "p50": p50,
             "p95": p95,
-            "flush_seconds": args.flush_seconds,
+            "flush_every": args.flush_seconds,  # None: dmp's default
             **{name: spread(values) | {"n": len(values)} for name, values in lane.items()},
         },
     )
@@ -235,7 +235,7 @@ def where_it_went(log: str) -> dict[str, list[float]]:
     return {
         "tick_seconds": [s for _, s in ticks],
         "tick_persons": [float(n) for n, _ in ticks],
-        "flush_seconds": [s for _, s in flushes],
+        "flush_write_seconds": [s for _, s in flushes],
         "flush_events": [float(n) for n, _ in flushes],
     }
 
