@@ -117,8 +117,8 @@ def start(target: Target, env: dict[str, str]) -> None:
     )
 
 
-def wait_up(target: Target, path: str) -> None:
-    deadline = time.monotonic() + 60
+def wait_up(target: Target, path: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if target.proc.poll() is not None:
             break
