@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from dmp import logs
 from dmp.cli import (
     access,
     compaction,
@@ -41,11 +42,7 @@ DATA_UMASK = 0o077  # folders 0700, files 0600
 def cli(ctx: click.Context, data_dir: Path, verbose: bool) -> None:
     """dmp: an audience data platform for B2B lead nurturing."""
     chatty = ctx.invoked_subcommand in ("serve", "worker")  # long-running: say what happens
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO if chatty else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(logging.DEBUG if verbose else logging.INFO if chatty else logging.WARNING)
     try:
         ctx.obj = Context(load_config({"data_dir": data_dir}))
         check_engine(ctx.obj.config)  # builds and runs would meet it later, half done

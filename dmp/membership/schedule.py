@@ -2,9 +2,10 @@
 
 Every ``segments_every`` seconds, and when the API asks for one, a run
 (:mod:`dmp.membership.runs`: incremental matrix build, every segment for everyone, snapshot,
-changes, lookup sets): windows close and scores decay as time passes. On a thread of
-its own, every ``segments_latency`` seconds, new event-log files and persons changed
-outside the log (imports, stage records) go through the live lane
+changes, lookup sets), in a process of its own at a lower CPU priority
+(:mod:`dmp.membership.runprocess`): windows close and scores decay as time passes. On a
+thread of its own, every ``segments_latency`` seconds, new event-log files and persons
+changed outside the log (imports, stage records) go through the live lane
 (:mod:`dmp.membership.live`): only their persons are evaluated and their lookup sets moved,
 so a qualifying visit reaches the lookup within a flush, a look and a live tick, also
 while a run is under way.
@@ -23,8 +24,9 @@ from dmp.ingest.eventlog import COLUMNS, rows_table
 from dmp.ingest.livefeed import LiveFeed, Unflushed
 from dmp.ingest.logindex import LogIndex
 from dmp.matrix import sources
-from dmp.membership import lookupsets, results, runs
+from dmp.membership import lookupsets, results
 from dmp.membership.live import live_tick
+from dmp.membership.runprocess import RunProcess
 from dmp.storage import keyspace, locks
 from dmp.storage.outage import Outage
 
@@ -36,12 +38,23 @@ _AWAY = (redis.ConnectionError, redis.TimeoutError)
 
 
 def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
-    """Run segments for everyone at once, then on the schedule until ``stop`` is set."""
+    """Run segments for everyone at once, then on the schedule until ``stop`` is set,
+    each run in the schedule's process (:mod:`dmp.membership.runprocess`)."""
+    outage = Outage(log, "Redis (segment runs)")
+    child = RunProcess(config)  # runs apart from the ingest and the live lane
+    try:
+        _run_on_schedule(r, config, stop, child, outage)
+    finally:
+        child.close()
+
+
+def _run_on_schedule(
+    r: redis.Redis, config: Config, stop: threading.Event, child: RunProcess, outage: Outage
+) -> None:
     # None until the first run: the monotonic clock counts from boot, so a start value
     # of 0 would hold the first run back on a machine up for less than segments_every.
     last_run: float | None = None
     pause = max(0.05, config.segments_latency)
-    outage = Outage(log, "Redis (segment runs)")
     while not stop.wait(pause):
         try:
             asked = r.getdel(keyspace.SEGMENTS_RUN_REQUESTED)  # POST /api/v1/segments/runs
@@ -53,7 +66,7 @@ def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
         if not asked and not due:
             continue
         try:
-            runs.run(r, config)
+            child.run()
             outage.up()
         except locks.Busy:
             if asked:  # keep the API's request for when the lock is free

@@ -400,3 +400,10 @@ def _cluster_client(url: str, options: dict[str, Any]) -> Any:
 def connect_config(config: Config) -> redis.Redis:
     """Return a Redis client for the config: its URL, or the data dir's embedded server."""
     return connect(config.redis_url or attach_embedded(config.data_dir).url)
+
+
+def connect_running(config: Config) -> redis.Redis:
+    """Return a client for the config's server as it runs: for a process another one
+    started, which finds the embedded server but never starts or stops it (its parent
+    looks after it)."""
+    return connect(config.redis_url or locate_server(config.data_dir).url)

@@ -249,8 +249,7 @@ def _child_redis(config: Config) -> redis.Redis:
     never started or stopped here: the web process looks after it)."""
     global _CHILD_REDIS
     if _CHILD_REDIS is None:
-        url = config.redis_url or redisserver.locate_server(config.data_dir).url
-        _CHILD_REDIS = redisserver.connect(url)
+        _CHILD_REDIS = redisserver.connect_running(config)
     return _CHILD_REDIS
 
 

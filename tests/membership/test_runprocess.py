@@ -1,0 +1,87 @@
+"""The scheduled runs' process: apart from the worker, niced, errors raised back,
+replaced when it dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+from click.testing import CliRunner
+
+from dmp.config import Config
+from dmp.membership import results, runprocess, runs
+from dmp.membership.runprocess import RemoteTraceback, RunProcess, RunProcessDied
+from dmp.storage import locks
+from tests.factories import apply_segments, run_synth
+from tests.served import OwnRedis, wait_for
+
+SEGMENT = "id: active\nname: Active\nwhere: {did: {event: page, within_days: 30}}\n"
+
+
+@pytest.fixture
+def child(config: Config):
+    process = RunProcess(config)
+    yield process
+    process.close()
+
+
+def test_runs_go_to_a_process_of_their_own_at_a_lower_priority(runner, redis, config, child):
+    """The run happens in a child that yields the CPU (nice +10) and is kept for the
+    next run; what it did is there for everyone (the run record, the members)."""
+    run_synth(runner, 30, 10, 3)
+    apply_segments(redis, SEGMENT)
+    child.run()
+    first = child.pid
+    assert first is not None and first != os.getpid()
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, first) == min(19, ours + runprocess.NICE)
+    ran = results.latest_run(config)
+    assert ran is not None and ran["members"]["active"] > 0
+    child.run()
+    assert child.pid == first, "the process is kept between runs"
+    assert results.latest_run(config)["run_id"] != ran["run_id"]
+
+
+def test_what_a_run_raises_there_is_raised_here(runner, redis, config, child):
+    """A run that finds the lock held raises locks.Busy in the caller (the schedule
+    keeps the API's request for later), with the child's traceback as its cause."""
+    run_synth(runner, 10, 5, 3)
+    with runs.run_lock(redis):
+        with pytest.raises(locks.Busy) as raised:
+            child.run()
+    assert isinstance(raised.value.__cause__, RemoteTraceback)
+    assert "runs.py" in str(raised.value.__cause__)
+    child.run()  # the same child goes on
+    assert results.latest_run(config) is not None
+
+
+def test_a_process_that_dies_is_told_and_replaced(own_redis: OwnRedis, own_config: Config):
+    """Killed while a run waits on it (out of memory, say), the child's end is an error
+    of its own; the next run starts a new child."""
+    env = {"DMP_REDIS_URL": own_redis.url, "DMP_DATA_DIR": str(own_config.data_dir)}
+    run_synth(CliRunner(env=env), 10, 5, 3)
+    child = RunProcess(own_config)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            child.run()
+        except BaseException as exc:  # noqa: BLE001 (the test looks at it)
+            raised.append(exc)
+
+    try:
+        with own_redis.hung():  # the run cannot end by itself meanwhile
+            waiting = threading.Thread(target=run)
+            waiting.start()
+            pid = wait_for(lambda: child.pid, 30, "the child")
+            os.kill(pid, signal.SIGKILL)
+            waiting.join(30)
+        assert len(raised) == 1 and isinstance(raised[0], RunProcessDied), raised
+        assert "exit code -9" in str(raised[0])
+        child.run()
+        assert child.pid not in (None, pid)
+        assert results.latest_run(own_config) is not None
+    finally:
+        child.close()
