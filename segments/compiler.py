@@ -101,6 +101,11 @@ def _on_topics(c: Condition) -> pl.Expr:
         return has if c.value else ~has
     negate = c.op in (Op.NE, Op.NOT_IN)
     op = {Op.NE: Op.EQ, Op.NOT_IN: Op.IN}.get(c.op, c.op)
+    items = list(c.value) if op is Op.IN else [c.value]  # type: ignore[call-overload]
+    if op in (Op.EQ, Op.IN) and items and all(isinstance(t, str) for t in items):
+        # Texts as they are: a lookup in each list, not an expression run per element.
+        hit = pl.any_horizontal(topics.list.contains(t) for t in items)
+        return ~hit if negate else hit
     hit = topics.list.eval(compare(pl.element(), op, c.value)).list.any()
     return ~hit if negate else hit
 

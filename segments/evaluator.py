@@ -68,42 +68,49 @@ def did_counts(
     """Return ``person_id`` and one count column per ``did`` (:func:`did_key`) for every
     person with a touchpoint some ``did`` counts (the others count 0 everywhere).
 
-    Plain ``did`` counts come from one aggregation; each sequence (``then``) is matched
-    step by step with an as-of join (every step's touchpoint against the latest one of
-    the step before it). With ``expiry``, ``next_change`` says when the first counted
-    touchpoint leaves its window (null: never): until then, without new touchpoints,
-    every count stays as it is.
+    The touchpoints are read once: every ``did``'s test (and every step's of a sequence)
+    becomes a flag, and only the touchpoints some flag holds for are kept, with their
+    person and time. Plain ``did`` counts come from one aggregation of those; each
+    sequence (``then``) is matched step by step with an as-of join (every step's
+    touchpoint against the latest one of the step before it). With ``expiry``,
+    ``next_change`` says when the first counted touchpoint leaves its window (null:
+    never): until then, without new touchpoints, every count stays as it is.
     """
     past = touchpoints.filter(pl.col("timestamp") <= as_of_ms)
     plain = [d for d in dids if d.then is None]
-    ts = pl.col("timestamp")
-    parts, ends = [], []
-    if plain:
-        flags, aggs = [], []
-        for did in plain:
-            test, name = compile_when(did.filter), did_key(did)
-            if did.within_days is not None:
-                test = test & (ts > as_of_ms - did.within_days * DAY_MS)
-            flags.append(test.alias(name))
-            aggs.append(pl.col(name).sum().cast(pl.UInt32))
-            if expiry and did.within_days is not None:
-                window = int(did.within_days * DAY_MS)
-                aggs.append(
-                    (pl.col("timestamp").filter(pl.col(name)).min() + window).alias(f"{name}_end")
-                )
-                ends.append(f"{name}_end")
-        names = [did_key(d) for d in plain]
-        # Only touchpoints some did counts are grouped: persons without any count 0.
-        matching = past.select("person_id", "timestamp", *flags).filter(pl.any_horizontal(names))
-        parts.append(matching.group_by("person_id").agg(aggs))
-    for did in dids:
-        if did.then is not None:
-            name = did_key(did)
-            parts.append(_sequence(past, did, as_of_ms, name, expiry=expiry))
-            if expiry and did.within_days is not None:
-                ends.append(f"{name}_end")
-    if not parts:
+    sequences = [d for d in dids if d.then is not None]
+    if not dids:
         return past.select("person_id").unique()
+    ts = pl.col("timestamp")
+    flags, aggs, ends = [], [], []
+    for did in plain:
+        test, name = compile_when(did.filter), did_key(did)
+        if did.within_days is not None:
+            test = test & (ts > as_of_ms - did.within_days * DAY_MS)
+        flags.append(test.alias(name))
+        aggs.append(pl.col(name).sum().cast(pl.UInt32))
+        if expiry and did.within_days is not None:
+            window = int(did.within_days * DAY_MS)
+            aggs.append((ts.filter(pl.col(name)).min() + window).alias(f"{name}_end"))
+            ends.append(f"{name}_end")
+    steps = {}  # a sequence step's filter -> its flag (the same filter, one flag)
+    for did in sequences:
+        for when in _steps(did):
+            steps.setdefault(repr(when), (f"step_{len(steps)}", compile_when(when)))
+    flags += [test.alias(flag) for flag, test in steps.values()]
+    names = [f.meta.output_name() for f in flags]
+    # One read of the touchpoints; the few columns of those some did counts, kept.
+    hits = past.select("person_id", "timestamp", *flags).filter(pl.any_horizontal(names))
+    parts = []
+    if plain:
+        counted = [did_key(d) for d in plain]
+        parts.append(hits.filter(pl.any_horizontal(counted)).group_by("person_id").agg(aggs))
+    for did in sequences:
+        name = did_key(did)
+        flagged = [steps[repr(when)][0] for when in _steps(did)]
+        parts.append(_sequence(hits, did, flagged, as_of_ms, name, expiry=expiry))
+        if expiry and did.within_days is not None:
+            ends.append(f"{name}_end")
     out = parts[0]
     for part in parts[1:]:
         out = out.join(part, on="person_id", how="full", coalesce=True)
@@ -113,15 +120,31 @@ def did_counts(
     return out
 
 
-def _sequence(
-    past: pl.LazyFrame, did: Did, as_of_ms: int, name: str, *, expiry: bool = False
-) -> pl.LazyFrame:
-    """Count the last steps of ``did``'s sequence per person (with ``expiry``, also when
-    the first of them leaves the window, as ``<name>_end``)."""
-    steps = past.filter(compile_when(did.filter)).select("person_id", "timestamp")
-    step = did.then
+def _steps(did: Did) -> list:
+    """Return the filters of a sequence's steps, first to last."""
+    found, step = [], did
     while step is not None:
-        nxt = past.filter(compile_when(step.filter)).select("person_id", "timestamp")
+        found.append(step.filter)
+        step = step.then
+    return found
+
+
+def _sequence(
+    hits: pl.LazyFrame,
+    did: Did,
+    flags: list[str],
+    as_of_ms: int,
+    name: str,
+    *,
+    expiry: bool = False,
+) -> pl.LazyFrame:
+    """Count the last steps of ``did``'s sequence per person, from touchpoints flagged
+    for each step (``flags``, first to last); with ``expiry``, also when the first of
+    them leaves the window, as ``<name>_end``."""
+    steps = hits.filter(pl.col(flags[0])).select("person_id", "timestamp")
+    step, k = did.then, 1
+    while step is not None:
+        nxt = hits.filter(pl.col(flags[k])).select("person_id", "timestamp")
         before = steps.select("person_id", prev=pl.col("timestamp")).sort("prev")
         joined = nxt.sort("timestamp").join_asof(
             before,
@@ -136,7 +159,7 @@ def _sequence(
         if step.within_days is not None:
             ok = ok & (pl.col("timestamp") - pl.col("prev") <= step.within_days * DAY_MS)
         steps = joined.filter(ok).select("person_id", "timestamp")
-        step = step.then
+        step, k = step.then, k + 1
     ends = []
     if did.within_days is not None:  # the window of a plain did's (not cut to whole ms)
         window = int(did.within_days * DAY_MS)
