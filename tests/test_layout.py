@@ -11,7 +11,7 @@ PACKAGES = ("dmp", "collectors", "segments", "exporters")
 
 # Bottom to top: a module may import its own layer and those below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("dmp.records", "dmp.config"),
+    ("dmp.records", "dmp.config", "dmp.logs"),
     ("dmp.storage",),
     ("dmp.people", "dmp.access", "dmp.synth"),
     ("dmp.ingest",),

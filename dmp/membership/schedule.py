@@ -39,7 +39,7 @@ _AWAY = (redis.ConnectionError, redis.TimeoutError)
 
 def run_schedule(r: redis.Redis, config: Config, stop: threading.Event) -> None:
     """Run segments for everyone at once, then on the schedule until ``stop`` is set,
-    each run in the schedule's process (:mod:`dmp.membership.runprocess`)."""
+    each in the child process the runs go to (:mod:`dmp.membership.runprocess`)."""
     outage = Outage(log, "Redis (segment runs)")
     child = RunProcess(config)  # runs apart from the ingest and the live lane
     try:
