@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -85,3 +87,44 @@ def test_a_process_that_dies_is_told_and_replaced(own_redis: OwnRedis, own_confi
         assert results.latest_run(own_config) is not None
     finally:
         child.close()
+
+
+PARENT = """
+import sys, time
+from dmp.config import load_config
+from dmp.membership.runprocess import RunProcess
+child = RunProcess(load_config({"redis_url": sys.argv[1], "data_dir": sys.argv[2]}, env={}))
+child.run()
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_child_ends_when_its_worker_is_killed(redis_url, config):
+    """A worker killed outright (SIGKILL: no atexit) leaves no run process behind: the
+    child sees its pipe close and ends."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, redis_url, str(config.data_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = parent.stdout.readline()
+        assert line.strip().isdigit(), f"the parent said {line!r}"
+        pid = int(line)
+        assert _alive(pid)
+        parent.kill()
+        parent.wait(10)
+        wait_for(lambda: not _alive(pid), 10, "the child to end")
+    finally:
+        parent.kill()
+        parent.wait(10)
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process lives (a zombie not reaped yet counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
