@@ -31,9 +31,10 @@ from segments.language import (
     Node,
     Not,
     Reachable,
+    Then,
     TraitTest,
 )
-from segments.rules import LIST_OPS, Op, RuleError
+from segments.rules import LIST_OPS, Op, RuleError, When
 from segments.scoring import DAY_MS
 
 
@@ -120,9 +121,10 @@ def did_counts(
     return out
 
 
-def _steps(did: Did) -> list:
+def _steps(did: Did) -> list[When]:
     """Return the filters of a sequence's steps, first to last."""
-    found, step = [], did
+    found: list[When] = []
+    step: Did | Then | None = did
     while step is not None:
         found.append(step.filter)
         step = step.then
