@@ -3,6 +3,7 @@ replaced when it dies."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from dmp.config import Config
-from dmp.membership import results, runprocess, runs
+from dmp.membership import results, runprocess, runs, schedule
 from dmp.membership.runprocess import RemoteTraceback, RunProcess, RunProcessDied
 from dmp.storage import locks
 from tests.factories import apply_segments, run_synth
@@ -128,3 +129,38 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_the_schedule_runs_in_its_child_and_lets_it_go_at_stop(runner, redis, config):
+    """The worker's schedule hands its runs to a spawned child of this process, and
+    that child ends once the schedule stops."""
+    run_synth(runner, 20, 5, 3)
+    apply_segments(redis, SEGMENT)
+    hourly = dataclasses.replace(config, segments_every=3600, segments_latency=0.05)
+    stop = threading.Event()
+    thread = threading.Thread(target=schedule.run_schedule, args=(redis, hourly, stop))
+    thread.start()
+    try:
+        wait_for(lambda: results.latest_run(config), 60, "the schedule's first run")
+        kids = _spawned_children()
+        assert len(kids) == 1, kids
+    finally:
+        stop.set()
+        thread.join(30)
+    wait_for(lambda: not _alive(kids[0]), 10, "the child to end after the stop")
+
+
+def _spawned_children() -> list[int]:
+    """The living processes this one spawned with multiprocessing (not its tracker)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                spawned = b"multiprocessing.spawn" in f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == os.getpid() and spawned and _alive(int(entry)):
+            found.append(int(entry))
+    return found
