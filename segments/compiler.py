@@ -49,30 +49,32 @@ def compile_condition(c: Condition) -> pl.Expr:
     return compare(value, c.op, c.value).fill_null(c.op is Op.EXISTS and not c.value)
 
 
-def compare(value: pl.Expr, op: Op, target: object) -> pl.Expr:
+def compare(value: pl.Expr, op: Op, target: object, *, number: bool = False) -> pl.Expr:
     """Return ``value op target`` as a Boolean expression (null where value is missing).
 
     For a value that is there, ``ne`` is ``not eq`` and ``not_in`` is ``not in``; ``in``
     is ``eq`` with one of the items. A number target compares the value read as a number
     (:func:`as_number`): a value that reads as none equals no number (and is neither
-    greater nor less than one)."""
+    greater nor less than one). With ``number`` the value is one already, never NaN (a
+    count, a rank, an interest weight) and is only cast: reading it as a number would
+    evaluate it twice (``fill_nan``), which costs where it is a list expression."""
     if op is Op.EXISTS:
         present = value.is_not_null() & (value != "")
         return present if target else ~present
+    read = value.cast(pl.Float64) if number else as_number(value)
     if op in NUMERIC_OPS:
-        number = as_number(value)
         return {
-            Op.GT: number > target,
-            Op.GTE: number >= target,
-            Op.LT: number < target,
-            Op.LTE: number <= target,
+            Op.GT: read > target,
+            Op.GTE: read >= target,
+            Op.LT: read < target,
+            Op.LTE: read <= target,
         }[op]
     if op in LIST_OPS or (op in (Op.EQ, Op.NE) and _is_number(target)):
         items = target if op in LIST_OPS else [target]
         assert isinstance(items, list)
         numbers = [float(t) for t in items if _is_number(t)]
         texts = [t for t in items if not _is_number(t)]
-        hits = [_one_of(as_number(value), numbers).fill_null(False)] if numbers else []
+        hits = [_one_of(read, numbers).fill_null(False)] if numbers else []
         hits += [_one_of(value, texts)] if texts else []
         found = pl.when(value.is_not_null()).then(pl.any_horizontal(hits))  # null: missing
         return found if op in (Op.IN, Op.EQ) else ~found

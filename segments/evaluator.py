@@ -189,13 +189,13 @@ def compile_node(node: Node) -> pl.Expr:
             .struct.field("weight")
             .fill_null(0.0)
         )
-        return compare(weight, node.op, node.value).fill_null(False)
+        return compare(weight, node.op, node.value, number=True).fill_null(False)
     if isinstance(node, Reachable):
         return pl.col("channels").list.contains(node.channel).fill_null(False)
     if isinstance(node, TraitTest):
         return compile_condition(node.condition)
     count = pl.col(did_key(node)).fill_null(0)
-    return compare(count, node.op, node.count).fill_null(False)
+    return compare(count, node.op, node.count, number=True).fill_null(False)
 
 
 def _compare_field(node: Compare) -> pl.Expr:
@@ -207,7 +207,7 @@ def _compare_field(node: Compare) -> pl.Expr:
         ranks = [order.index(v) for v in node.value]
         found = rank.is_in(ranks)
         return found if node.op is Op.IN else ~found
-    return compare(rank, node.op, order.index(node.value))
+    return compare(rank, node.op, order.index(node.value), number=True)
 
 
 def membership(
