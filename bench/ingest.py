@@ -18,7 +18,10 @@ identified with an email, ``high`` with a phone too; each server-side user id ``
 Printed beside the rate: the floor any worker design pays (only reading and decoding the
 same entries: XREADGROUP + JSON), events per worker CPU-second (all its threads), and how
 the worker's wall time splits into on CPU, runnable but queued behind other processes (the
-noise of a shared machine) and blocked (waiting for Redis's replies or fsync).
+noise of a shared machine) and blocked (waiting for Redis's replies or fsync). Then the
+Redis-bound ceiling: the events per second Redis itself could serve the worker's commands
+at on its core (events over the server's CPU seconds in the run), the rate a worker that
+cost nothing would reach, with Redis's time per event by command (INFO commandstats).
 
 ``--partitions N --workers K`` (issue 17) puts the hits on N partitions and times K worker
 processes, each running the fleet (``dmp.ingest.fleet``, as ``dmp worker`` does), from the
@@ -274,6 +277,14 @@ def cpu_seconds(server: redisserver.EmbeddedServer) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def command_costs(stats: dict, events: int, top: int = 8) -> dict[str, float]:
+    """Return the ``top`` commands by Redis's time inside them, µs per event (INFO
+    commandstats: ``cmdstat_<name>`` with ``usec``)."""
+    spent = {k.removeprefix("cmdstat_"): v["usec"] for k, v in stats.items() if "usec" in v}
+    ranked = sorted(spent.items(), key=lambda kv: -kv[1])[:top]
+    return {name: round(usec / events, 2) for name, usec in ranked}
+
+
 def run_once(args: argparse.Namespace, hits: list[Hit], want: dict) -> dict:
     """Ingest ``hits`` on a fresh embedded Redis; return the figures."""
     root = Path(tempfile.mkdtemp(prefix="dmp-ingest-"))
@@ -291,6 +302,7 @@ def run_once(args: argparse.Namespace, hits: list[Hit], want: dict) -> dict:
         config = load_config(settings, env={})
         worker = Worker(r, config)
         profiler = cProfile.Profile() if args.profile else None
+        r.config_resetstat()  # the command stats below: the worker's commands only
         redis_cpu, (cpu, queued) = cpu_seconds(server), sched_seconds()
         started = time.perf_counter()
         if profiler:
@@ -302,6 +314,7 @@ def run_once(args: argparse.Namespace, hits: list[Hit], want: dict) -> dict:
         cpu_now, queued_now = sched_seconds()
         cpu, queued = cpu_now - cpu, queued_now - queued
         redis_cpu = cpu_seconds(server) - redis_cpu
+        commands = r.info("commandstats")
         os.sched_setaffinity(0, set(cores))
         memory = r.info("memory")["used_memory"]
         state = status(r)
@@ -316,6 +329,11 @@ def run_once(args: argparse.Namespace, hits: list[Hit], want: dict) -> dict:
             "fill_per_s": round(len(hits) / fill_s),
             "worker_cpu_share": round(cpu / elapsed, 2),
             "redis_cpu_share": round(redis_cpu / elapsed, 2),
+            # What Redis alone spends per event on the worker's commands: a worker that
+            # cost nothing could go no faster than events / redis_cpu on its core.
+            "redis_cpu_us_per_event": round(redis_cpu / len(hits) * 1e6, 1),
+            "redis_bound_per_s": round(len(hits) / redis_cpu) if redis_cpu > 0 else None,
+            "redis_commands_us_per_event": command_costs(commands, len(hits)),
             "worker_runqueue_share": round(queued / elapsed, 2),
             "worker_blocked_share": round(max(0.0, elapsed - cpu - queued) / elapsed, 2),
             "worker_core": cores[0],
@@ -593,6 +611,15 @@ def main() -> None:
         f"{shares['worker_blocked_share']:.0%} of the wall time "
         f"(Redis on CPU {shares['redis_cpu_share']:.0%})"
     )
+    bound = [r["redis_bound_per_s"] or 0 for r in results]
+    print(
+        f"{'Redis-bound ceiling events/s':<34}{statistics.median(bound):>12,.0f}   "
+        + " / ".join(f"{n:,}" for n in bound)
+        + f"   ({statistics.median(bound) / floor:.2f}× the floor; Redis "
+        f"{statistics.median(r['redis_cpu_us_per_event'] for r in results)} µs per event)"
+    )
+    top = ", ".join(f"{k} {v}" for k, v in first["redis_commands_us_per_event"].items())
+    print(f"{'Redis µs per event by command':<34}{'':>12}   {top} (first run)")
     print(f"{'stored in Parquet / aggregate':<34}{first['stored']:>12,}   {first['aggregate']:,}")
     print(
         f"{'persons low / medium / high':<34}{'':>12}   "
