@@ -68,6 +68,19 @@ def wait_for(check: Callable[[], T], seconds: float, what: str) -> T:
     return found
 
 
+def redis_pid(data_dir: Path) -> int:
+    """Return the pid the embedded Redis of ``data_dir`` wrote into its pid file, waiting
+    out a restart's moment between the file's truncation and its write (an empty file)."""
+
+    def read() -> int:
+        try:
+            return int((data_dir / "redis" / "redis.pid").read_text())
+        except (OSError, ValueError):
+            return 0
+
+    return wait_for(read, 10, "the embedded Redis's pid file to hold its pid")
+
+
 def stop_process(proc: subprocess.Popen) -> None:
     """SIGTERM a process (a `dmp serve`) and wait for it; kill it if it takes over 30 s."""
     if proc.poll() is not None:

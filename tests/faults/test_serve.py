@@ -30,6 +30,7 @@ from tests.served import (
     free_port,
     healthy,
     mount,
+    redis_pid,
     run_dmp,
     serve_env,
     stop_process,
@@ -48,7 +49,7 @@ class Served:
 
     def redis_pid(self) -> int:
         """Return the pid the embedded Redis wrote into its pid file."""
-        return int((self.data_dir / "redis" / "redis.pid").read_text())
+        return redis_pid(self.data_dir)
 
     def redis(self) -> redis_lib.Redis:
         """Return a client of the embedded Redis (that never starts one itself)."""

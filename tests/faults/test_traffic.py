@@ -21,7 +21,15 @@ import polars as pl
 import pytest
 import requests
 
-from tests.served import free_port, healthy, run_dmp, serve_env, stop_process, wait_for
+from tests.served import (
+    free_port,
+    healthy,
+    redis_pid,
+    run_dmp,
+    serve_env,
+    stop_process,
+    wait_for,
+)
 
 GIF_TYPE = "image/gif"
 
@@ -134,7 +142,7 @@ def _stored(data_dir: Path) -> list[str]:
 
 
 def _redis_pid(data_dir: Path, _serve_pid: int) -> int:
-    return int((data_dir / "redis" / "redis.pid").read_text())
+    return redis_pid(data_dir)
 
 
 def _worker_pid(_data_dir: Path, serve_pid: int) -> int:
