@@ -53,7 +53,7 @@ def person_state(
     """
     half_lives = (pl.col("timestamp") - ANCHOR_MS) / (DAY_MS * model.half_life_days)
     weight = pl.lit(2.0).pow(half_lives - scale)
-    persons = persons.with_row_index(KEY)
+    persons = persons.with_row_index(KEY).cache()  # numbered once: both uses agree
     past = (
         touchpoints.filter(pl.col("timestamp") <= upto_ms)
         .join(persons.select("person_id", KEY), on="person_id", how="inner")
