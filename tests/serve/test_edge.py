@@ -85,6 +85,10 @@ def _request(target: bytes, *headers: bytes) -> bytes:
 def _start(data_dir: Path, log: Path, threads: int) -> tuple[subprocess.Popen, int]:
     port = free_port()
     cmd = [sys.executable, "-m", "dmp", "serve", "--port", str(port), "--workers", "1"]
+    # A free port of their own for the lookup processes: the default (PORT+1) may be
+    # another test's, and the warning it gives names 127.0.0.1, which the logs' test
+    # below would take for a client's address.
+    cmd += ["--lookup-port", str(free_port())]
     with log.open("wb") as err:
         proc = subprocess.Popen(
             [*cmd, "--threads", str(threads)], env=serve_env(data_dir), stdout=err, stderr=err

@@ -47,6 +47,9 @@ def test_a_segment_built_with_the_form_in_german(
         page.locator("#w-2-0-value").wait_for()
         page.locator("#meet-w-2-0", has_text="erfüllen diese Bedingung").wait_for()
         page.locator("#plan", has_text="Würden hinzukommen").wait_for()
+        # The YAML follows the check 300 ms after a change; the plan's text may still be
+        # the last check's (a busy machine answered the channel's check later).
+        page.wait_for_function("() => document.getElementById('yaml').value.includes('channel')")
         yaml = page.locator("#yaml").input_value()
         assert "id: heisse-leads" in yaml and "score: {gte: 10}" in yaml
         assert "- channel: email" in yaml
