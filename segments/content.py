@@ -79,6 +79,10 @@ def _item(raw: Any, path: str) -> ContentItem:
     return ContentItem(ident, title.strip(), url, tuple(topics), tuple(stages))
 
 
+# The matrix columns a person's next content fills: the item's id, title and URL.
+NEXT_CONTENT = ("next_content", "next_content_title", "next_content_url")
+
+
 def page_key(url: pl.Expr) -> pl.Expr:
     """Return a URL reduced to host and path (no scheme, query, fragment or final slash)."""
     return (
@@ -109,6 +113,12 @@ def next_content(
 
     ``persons`` holds ``person_id, stage, top_interest``; ``seen_pages`` holds
     ``person_id, page`` (see :func:`page_key`) for every page a person has seen.
+
+    Each person's candidates are ranked by one number, ``fit × len(items) + rank`` (on
+    their top interest first, then general content; within each, the catalog's order):
+    the best is the smallest, found by a plain minimum, and only then joined to the
+    item's id, title and URL. Sorting the candidates with their texts and taking each
+    person's first took three times as long at 1M persons.
     """
     catalog = catalog_frame(items)
     on_topic = persons.join(
@@ -118,15 +128,17 @@ def next_content(
     ).with_columns(fit=pl.lit(0))
     general = persons.join(catalog.filter(pl.col("topic").is_null()), on="stage")
     general = general.with_columns(fit=pl.lit(1))
-    columns = ["person_id", "fit", "rank", "id", "title", "url", "page"]
-    candidates = pl.concat([on_topic.select(columns), general.select(columns)])
+    order = (pl.col("fit") * len(items) + pl.col("rank")).alias("order")
+    candidates = pl.concat([c.select("person_id", "page", order) for c in (on_topic, general)])
     unseen = candidates.join(seen_pages, on=["person_id", "page"], how="anti")
+    best = unseen.group_by("person_id").agg(pl.col("order").min())
+    chosen = pl.LazyFrame(
+        [(rank, it.id, it.title, it.url) for rank, it in enumerate(items)],
+        schema={"rank": pl.Int64, **dict.fromkeys(NEXT_CONTENT, pl.Utf8)},
+        orient="row",
+    )
     return (
-        unseen.sort("fit", "rank")
-        .group_by("person_id")
-        .agg(
-            next_content=pl.col("id").first(),
-            next_content_title=pl.col("title").first(),
-            next_content_url=pl.col("url").first(),
-        )
+        best.with_columns(rank=pl.col("order").cast(pl.Int64) % max(len(items), 1))
+        .join(chosen, on="rank")
+        .select("person_id", *NEXT_CONTENT)
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
-from segments.content import ContentItem, next_content
+from segments.content import NEXT_CONTENT, ContentItem, next_content
 from segments.personstate import ANCHOR_MS, WINDOWS, decay_scale, person_state
 from segments.scoring import DAY_MS, ScoringModel
 from segments.stages import apply_stage_rules, current_stages, stage_changes
@@ -49,7 +49,6 @@ PROFILE_TRAITS = ("company", "job_title", "employees", "industry", "country")
 # export shows them as timestamps (see moments_as_timestamps).
 MOMENTS = ("stage_since", "first_seen", "last_seen")
 POINT = pl.Struct({"rule": pl.Utf8, "points": pl.Float64})
-NEXT_CONTENT = ("next_content", "next_content_title", "next_content_url")
 # A matrix row's columns, in order.
 COLUMNS = (
     "person_id",

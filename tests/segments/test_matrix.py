@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from segments.content import parse_catalog
+from segments.content import next_content, parse_catalog
 from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA, finish_matrix, refresh_matrix
 from segments.personstate import decay_scale, person_state
 from segments.rules import RuleError
@@ -159,6 +159,52 @@ def test_next_content_fits_stage_and_interest_and_is_unseen():
     assert rows["a"]["stage"] == "mql" and rows["a"]["next_content"] == "crm-pricing"
     assert rows["b"]["next_content"] == "intro"  # no crm interest: general content
     assert rows["c"]["next_content_url"] == "https://acme.de/intro"
+
+
+def test_next_content_prefers_the_top_interest_then_catalog_order_then_general():
+    """On the top interest before general content, whatever the catalog order; within
+    each, the catalog's order; seen pages skipped; nothing for a stage no item is for."""
+    items = parse_catalog(
+        """
+- {id: general-1, title: G1, url: 'https://acme.de/g1', stage: [lead, mql]}
+- {id: crm-1, title: C1, url: 'https://acme.de/c1', topics: [crm], stage: [lead, mql]}
+- {id: general-2, title: G2, url: 'https://acme.de/g2', stage: lead}
+- {id: crm-2, title: C2, url: 'https://acme.de/c2/', topics: [crm], stage: lead}
+"""
+    )
+    persons = pl.LazyFrame(
+        {
+            "person_id": ["fresh", "read-c1", "read-crm", "read-all", "won", "no-topic"],
+            "stage": ["lead", "lead", "lead", "lead", "won", "mql"],
+            "top_interest": ["crm", "crm", "crm", "crm", "crm", None],
+        }
+    )
+    seen = pl.LazyFrame(
+        {
+            "person_id": ["read-c1", "read-crm", "read-crm", *["read-all"] * 4, "no-topic"],
+            "page": [
+                "acme.de/c1",
+                "acme.de/c1",
+                "acme.de/c2",
+                *("acme.de/c1", "acme.de/c2", "acme.de/g1", "acme.de/g2"),
+                "acme.de/g1",
+            ],
+        }
+    )
+    got = next_content(persons, seen, items).collect()
+    assert dict(zip(got["person_id"], got["next_content"], strict=True)) == {
+        "fresh": "crm-1",
+        "read-c1": "crm-2",
+        "read-crm": "general-1",
+        # read-all has seen all for a lead, no-topic the one general item for an mql,
+        # and no item is for won: no row for them
+    }
+    row = got.filter(pl.col("person_id") == "read-c1").row(0, named=True)
+    assert (row["next_content_title"], row["next_content_url"]) == ("C2", "https://acme.de/c2/")
+    none = next_content(persons, seen, ()).collect()
+    assert none.height == 0 and none.schema == {"person_id": pl.Utf8} | dict.fromkeys(
+        ("next_content", "next_content_title", "next_content_url"), pl.Utf8
+    )
 
 
 @pytest.mark.parametrize(
