@@ -50,15 +50,30 @@ def person_state(
     ``persons``, joined onto their touchpoints once: a 16-character id hashes and compares
     out of line, and at 20M touchpoints that made the build a third slower. Touchpoints
     of persons not in ``persons`` drop out there, as they did from the rows before.
+
+    What the aggregations read of each touchpoint is kept in memory once (a cache): its
+    key, time, channel, topics and decay weight, and one flag per activity rule, each
+    rule tested as the touchpoints stream in. The event names and URLs, the largest
+    columns, are not kept. The pages seen come from a scan of their own, of the URLs
+    that hold a catalog page (a predicate the Parquet reader applies), whose few
+    touchpoints alone are joined to their person's key. At 1M persons / 20M touchpoints
+    that took a build from 31.8 s to 29.3 s.
     """
     half_lives = (pl.col("timestamp") - ANCHOR_MS) / (DAY_MS * model.half_life_days)
     weight = pl.lit(2.0).pow(half_lives - scale)
-    persons = persons.with_row_index(KEY).cache()  # numbered once: both uses agree
+    persons = persons.with_row_index(KEY).cache()  # numbered once: all uses agree
+    keys = persons.select("person_id", KEY)
+    until = touchpoints.filter(pl.col("timestamp") <= upto_ms)
     past = (
-        touchpoints.filter(pl.col("timestamp") <= upto_ms)
-        .join(persons.select("person_id", KEY), on="person_id", how="inner")
-        .drop("person_id")
-        .with_columns(w=weight)
+        until.join(keys, on="person_id", how="inner")
+        .select(
+            KEY,
+            "timestamp",
+            "channel",
+            "topics",
+            w=weight,
+            **{_matches(i): compile_when(rule.when) for i, rule in enumerate(model.activity)},
+        )
         .cache()
     )
     return (
@@ -70,7 +85,7 @@ def person_state(
         .join(_capped_rules(past, model), on=KEY, how="left")
         .join(_channel_counts(past), on=KEY, how="left")
         .join(_interests(past), on=KEY, how="left")
-        .join(_seen_pages(past, catalog), on=KEY, how="left")
+        .join(_seen_pages(until, keys, catalog), on=KEY, how="left")
         .with_columns(
             pl.col("touchpoints_total").fill_null(0),
             first_seen=pl.min_horizontal("first_seen", "first_touch"),
@@ -78,6 +93,11 @@ def person_state(
         )
         .drop(KEY, "first_touch")
     )
+
+
+def _matches(i: int) -> str:
+    """Return the name of the flag: activity rule ``i`` holds for the touchpoint."""
+    return f"m_{i}"
 
 
 def sum_or_null(values: pl.Expr) -> pl.Expr:
@@ -89,10 +109,7 @@ def _per_person(past: pl.LazyFrame, model: ScoringModel, upto_ms: int) -> pl.Laz
     """One pass: counts, recency, recent times and every uncapped activity rule's weight."""
     ts = pl.col("timestamp")
     uncapped = [i for i, r in enumerate(model.activity) if r.max_per_day is None]
-    rules = [
-        pl.when(compile_when(model.activity[i].when)).then(pl.col("w")).alias(f"w_{i}")
-        for i in uncapped
-    ]
+    rules = [pl.when(pl.col(_matches(i))).then(pl.col("w")).alias(f"w_{i}") for i in uncapped]
     oldest = upto_ms - max(WINDOWS) * DAY_MS
     return (
         past.with_columns(rules)
@@ -119,7 +136,7 @@ def _capped_rules(past: pl.LazyFrame, model: ScoringModel) -> pl.LazyFrame:
         if rule.max_per_day is None:
             continue
         cap, keys = rule.max_per_day, [KEY, "day"]
-        matches = past.filter(compile_when(rule.when)).select(
+        matches = past.filter(pl.col(_matches(i))).select(
             KEY, "w", day=pl.col("timestamp") // DAY_MS
         )
         days = matches.group_by(keys).agg(n=pl.len(), w=pl.col("w").sum())
@@ -161,20 +178,24 @@ def _interests(past: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _seen_pages(past: pl.LazyFrame, catalog: tuple[ContentItem, ...]) -> pl.LazyFrame:
+def _seen_pages(
+    touchpoints: pl.LazyFrame, keys: pl.LazyFrame, catalog: tuple[ContentItem, ...]
+) -> pl.LazyFrame:
     """Return ``person_key, seen_pages``: the catalog pages each person has been on.
 
     A page key is a lower-cased part of its URL, so only URLs holding one of the
-    catalog's keys need the (costly) normalisation.
+    catalog's keys need the (costly) normalisation, and only their touchpoints are
+    joined to their person's key.
     """
     pages = sorted({pl.select(page_key(pl.lit(item.url))).item() for item in catalog})
     if not pages:
         return pl.LazyFrame(schema={KEY: pl.get_index_type(), "seen_pages": pl.List(pl.Utf8)})
     url = pl.col("url")
     return (
-        past.filter(url.str.to_lowercase().str.contains_any(pages))
-        .select(KEY, page=page_key(url))
+        touchpoints.filter(url.str.to_lowercase().str.contains_any(pages))
+        .select("person_id", page=page_key(url))
         .filter(pl.col("page").is_in(pages))
+        .join(keys, on="person_id", how="inner")
         .group_by(KEY)
         .agg(seen_pages=pl.col("page").unique().sort())
     )
