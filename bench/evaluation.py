@@ -64,6 +64,7 @@ def run_duckdb(folder: Path, n: int) -> None:
     """Child: the same segments as one DuckDB query, written as Parquet."""
     import duckdb
 
+    from segments.matrix import PROFILE_TRAITS
     from segments.sql import segments_sql
 
     started = time.perf_counter()
@@ -73,7 +74,7 @@ def run_duckdb(folder: Path, n: int) -> None:
         f"'{folder}/{EVENTS_GLOB}', hive_partitioning = true) WHERE person_id IS NOT NULL)"
     )
     matrix = f"read_parquet('{folder}/out-streaming.parquet')"
-    sql = segments_sql(trees(n), AS_OF, matrix=matrix, touchpoints=events)
+    sql = segments_sql(trees(n), AS_OF, matrix=matrix, touchpoints=events, profile=PROFILE_TRAITS)
     out = folder / "segments-duckdb.parquet"
     duckdb.connect().execute(f"COPY ({sql}) TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
     print(json.dumps({"seconds": time.perf_counter() - started, "out": str(out)}))

@@ -4,7 +4,9 @@ The frames they run on follow one convention, which ``dmp/`` keeps when it reads
 
 - a touchpoint frame has the Utf8 columns ``event, type, source, channel, site_id, url,
   title``, ``topics`` (List[Utf8]) and ``properties`` (a JSON object as Utf8, or null);
-- a person frame has ``traits``, a JSON object as Utf8 (each trait's value as sent).
+- a person frame has ``traits``, a JSON object as Utf8 (each trait's value as sent);
+  a matrix row also holds its profile traits as columns of their own, each the trait's
+  value as :func:`trait_value` reads it (``segments.matrix.PROFILE_TRAITS``).
 
 A condition on something missing is false (``ne`` and ``not_in`` included); only
 ``exists: false`` holds for it. Compared with a number, a value is read as one
@@ -12,6 +14,8 @@ A condition on something missing is false (``ne`` and ``not_in`` included); only
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 import polars as pl
 
@@ -36,17 +40,27 @@ def compile_when(when: When) -> pl.Expr:
     return expr
 
 
-def compile_condition(c: Condition) -> pl.Expr:
-    """Return a Boolean expression (never null) for one condition."""
+def compile_condition(c: Condition, profile: Collection[str] = ()) -> pl.Expr:
+    """Return a Boolean expression (never null) for one condition.
+
+    ``profile``: traits the frame holds as columns of their own (a matrix row's profile
+    traits), read there rather than from the JSON: the same values, without parsing
+    every person's traits again for every condition."""
     if c.attr is Attr.TOPIC:
         return _on_topics(c).fill_null(False)
     if c.attr is Attr.TRAIT:
-        value = pl.col("traits").str.json_path_match(f"$['{c.name}']")
+        value = pl.col(c.name) if c.name in profile else trait_value(c.name)
     elif c.attr is Attr.PROPERTY:
         value = pl.col("properties").str.json_path_match(f"$['{c.name}']")
     else:
         value = pl.col(COLUMN[c.attr])
     return compare(value, c.op, c.value).fill_null(c.op is Op.EXISTS and not c.value)
+
+
+def trait_value(name: str) -> pl.Expr:
+    """Return a trait's value from the ``traits`` JSON: a text as it is, any other value as
+    JSON text, null when missing."""
+    return pl.col("traits").str.json_path_match(f"$['{name}']")
 
 
 def compare(value: pl.Expr, op: Op, target: object, *, number: bool = False) -> pl.Expr:

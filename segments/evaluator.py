@@ -15,7 +15,7 @@ the rest in one pass, and only if that pass raises tries them one by one.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TypeVar
 
 import polars as pl
@@ -34,6 +34,7 @@ from segments.language import (
     Then,
     TraitTest,
 )
+from segments.matrix import PROFILE_TRAITS
 from segments.rules import LIST_OPS, Op, RuleError, When
 from segments.scoring import DAY_MS
 
@@ -171,14 +172,21 @@ def _sequence(
     return steps.group_by("person_id").agg(pl.len().cast(pl.UInt32).alias(name), *ends)
 
 
-def compile_node(node: Node) -> pl.Expr:
-    """Return a Boolean expression (never null) over the matrix and the ``did`` columns."""
+def profile_of(schema: Collection[str]) -> frozenset[str]:
+    """Return the profile traits a frame of these columns holds as columns of their own
+    (a matrix row's: see :func:`segments.compiler.compile_condition`)."""
+    return frozenset(PROFILE_TRAITS).intersection(schema)
+
+
+def compile_node(node: Node, profile: Collection[str] = ()) -> pl.Expr:
+    """Return a Boolean expression (never null) over the matrix and the ``did`` columns;
+    ``profile`` the traits the matrix holds as columns (:func:`profile_of`)."""
     if isinstance(node, All):
-        return pl.all_horizontal(compile_node(p) for p in node.parts)
+        return pl.all_horizontal(compile_node(p, profile) for p in node.parts)
     if isinstance(node, AnyOf):
-        return pl.any_horizontal(compile_node(p) for p in node.parts)
+        return pl.any_horizontal(compile_node(p, profile) for p in node.parts)
     if isinstance(node, Not):
-        return ~compile_node(node.part)
+        return ~compile_node(node.part, profile)
     if isinstance(node, Compare):
         return _compare_field(node).fill_null(False)
     if isinstance(node, Interest):
@@ -193,7 +201,7 @@ def compile_node(node: Node) -> pl.Expr:
     if isinstance(node, Reachable):
         return pl.col("channels").list.contains(node.channel).fill_null(False)
     if isinstance(node, TraitTest):
-        return compile_condition(node.condition)
+        return compile_condition(node.condition, profile)
     count = pl.col(did_key(node)).fill_null(0)
     return compare(count, node.op, node.count, number=True).fill_null(False)
 
@@ -216,8 +224,9 @@ def membership(
     """Return ``person_id`` and one Boolean column per segment id, from the matrix rows
     and the ``did`` counts (:func:`did_counts`; persons without a row there counted 0)."""
     rows = matrix.join(counts, on="person_id", how="left") if all_dids(segments) else matrix
+    profile = profile_of(matrix.collect_schema().names())
     return rows.select(
-        "person_id", *(compile_node(tree).alias(sid) for sid, tree in segments.items())
+        "person_id", *(compile_node(tree, profile).alias(sid) for sid, tree in segments.items())
     )
 
 

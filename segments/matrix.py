@@ -17,6 +17,7 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
+from segments.compiler import trait_value
 from segments.content import NEXT_CONTENT, ContentItem, next_content
 from segments.personstate import ANCHOR_MS, WINDOWS, decay_scale, person_state
 from segments.scoring import DAY_MS, ScoringModel
@@ -266,7 +267,7 @@ def _breakdown(points: pl.DataFrame, names: list[str]) -> pl.Series:
 def _channels() -> pl.Expr:
     """Where a person can be reached, with consent: retargeting, email, phone, postal."""
     consents, contact = pl.col("consents"), pl.col("contact")
-    bounced = pl.col("traits").str.json_path_match("$['email_status']") == "bounced"
+    bounced = trait_value("email_status") == "bounced"
     options = [
         ("retargeting", consents.list.contains("ads")),
         (
@@ -283,7 +284,7 @@ def _channels() -> pl.Expr:
 
 
 def _trait(name: str) -> pl.Expr:
-    return pl.col("traits").str.json_path_match(f"$['{name}']").alias(name)
+    return trait_value(name).alias(name)
 
 
 def by_weight(breakdown: list[dict]) -> list[dict]:

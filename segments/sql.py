@@ -13,7 +13,7 @@ a condition on something missing is false, ``exists: false`` aside. The matrix
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from segments.compiler import COLUMN
 from segments.evaluator import NEXT_CHANGE, all_dids, did_key
@@ -44,11 +44,14 @@ def when_sql(when: When, dialect: Dialect = DUCKDB) -> str:
     return " AND ".join(parts) if parts else "TRUE"
 
 
-def condition_sql(c: Condition, dialect: Dialect = DUCKDB) -> str:
-    """Return a SQL Boolean expression (never NULL) for one condition."""
+def condition_sql(c: Condition, dialect: Dialect = DUCKDB, profile: Collection[str] = ()) -> str:
+    """Return a SQL Boolean expression (never NULL) for one condition; ``profile`` the
+    traits the row holds as columns (as :func:`segments.compiler.compile_condition`)."""
     if c.attr is Attr.TOPIC:
         return f"COALESCE({_topics(c, dialect)}, FALSE)"
-    if c.attr is Attr.TRAIT:
+    if c.attr is Attr.TRAIT and c.name in profile:
+        value = c.name  # a profile trait's column: [a-z_]
+    elif c.attr is Attr.TRAIT:
         value = dialect.json_text.format("traits", c.name)  # names: [A-Za-z0-9_.-]
     elif c.attr is Attr.PROPERTY:
         value = dialect.json_text.format("properties", c.name)
@@ -126,27 +129,41 @@ def segments_sql(
     matrix: str,
     touchpoints: str,
     dialect: Dialect = DUCKDB,
+    profile: Collection[str] = (),
 ) -> str:
     """Return one query giving :func:`segments.evaluator.evaluate`'s table:
     ``person_id`` and one Boolean column per segment.
 
     ``matrix`` is a table expression with the matrix's rows, ``touchpoints`` one with
-    :data:`segments.matrix.TOUCHPOINT_SCHEMA` (ms timestamps, merges applied).
+    :data:`segments.matrix.TOUCHPOINT_SCHEMA` (ms timestamps, merges applied);
+    ``profile`` the traits the matrix holds as columns (a snapshot's rows: all of
+    ``segments.matrix.PROFILE_TRAITS``).
     """
     if not all_dids(segments):
-        return membership_sql(segments, matrix=matrix, counts=None, dialect=dialect)
+        return membership_sql(
+            segments, matrix=matrix, counts=None, dialect=dialect, profile=profile
+        )
     counts = did_counts_sql(all_dids(segments), as_of_ms, touchpoints=touchpoints, dialect=dialect)
-    flags = membership_sql(segments, matrix=matrix, counts="counts", dialect=dialect)
+    flags = membership_sql(
+        segments, matrix=matrix, counts="counts", dialect=dialect, profile=profile
+    )
     return f"WITH counts AS ({counts}) {flags}"
 
 
 def membership_sql(
-    segments: Mapping[str, Node], *, matrix: str, counts: str | None, dialect: Dialect = DUCKDB
+    segments: Mapping[str, Node],
+    *,
+    matrix: str,
+    counts: str | None,
+    dialect: Dialect = DUCKDB,
+    profile: Collection[str] = (),
 ) -> str:
     """Return a query giving :func:`segments.evaluator.membership`'s table from the matrix
-    rows and the ``did`` counts (:func:`did_counts_sql`; None when no segment has one)."""
+    rows and the ``did`` counts (:func:`did_counts_sql`; None when no segment has one);
+    ``profile`` as for :func:`segments_sql`."""
     flags = ", ".join(
-        f"{node_sql(tree, dialect)} AS {dialect.ident(sid)}" for sid, tree in segments.items()
+        f"{node_sql(tree, dialect, profile)} AS {dialect.ident(sid)}"
+        for sid, tree in segments.items()
     )
     join = f" LEFT JOIN {counts} USING (person_id)" if counts is not None else ""
     return f"SELECT person_id, {flags} FROM {matrix} AS m{join}"
@@ -255,15 +272,15 @@ def _did_test(d: Did, as_of_ms: int, dialect: Dialect) -> str:
     return test
 
 
-def node_sql(node: Node, dialect: Dialect = DUCKDB) -> str:
+def node_sql(node: Node, dialect: Dialect = DUCKDB, profile: Collection[str] = ()) -> str:
     """Return a segment tree as a SQL Boolean expression (never NULL) over the matrix
-    row and its ``did`` count columns."""
+    row and its ``did`` count columns; ``profile`` as for :func:`segments_sql`."""
     d = dialect
     if isinstance(node, All | AnyOf):
         glue = " AND " if isinstance(node, All) else " OR "
-        return "(" + glue.join(node_sql(p, d) for p in node.parts) + ")"
+        return "(" + glue.join(node_sql(p, d, profile) for p in node.parts) + ")"
     if isinstance(node, Not):
-        return f"(NOT {node_sql(node.part, d)})"
+        return f"(NOT {node_sql(node.part, d, profile)})"
     if isinstance(node, Compare):
         if node.field in ORDERED:
             order = ORDERED[node.field]
@@ -286,6 +303,6 @@ def node_sql(node: Node, dialect: Dialect = DUCKDB) -> str:
         found = d.list_contains.format("channels", d.quote(node.channel))
         return f"COALESCE({found}, FALSE)"
     if isinstance(node, TraitTest):
-        return condition_sql(node.condition, d)
+        return condition_sql(node.condition, d, profile)
     count = f"COALESCE({did_key(node)}, 0)"
     return f"COALESCE({_compare(count, node.op, node.count, d, text=False)}, FALSE)"

@@ -18,7 +18,7 @@ from dmp.config import Config
 from dmp.matrix import builds, snapshots
 from dmp.membership import results
 from segments.definition import SegmentDefinition
-from segments.evaluator import all_dids, compile_node, did_counts
+from segments.evaluator import all_dids, compile_node, did_counts, profile_of
 from segments.language import conditions
 
 SAMPLE = 10
@@ -62,13 +62,14 @@ def evaluate_preview(
     ``did``): the whole matrix for :func:`preview`, a sample of it for an estimate."""
     found = conditions(definition.where, definition.source["where"])
     dids = all_dids({"_in": definition.where})
+    profile = profile_of(matrix.collect_schema().names())
     if dids:
         matrix = matrix.join(did_counts(touchpoints(), dids, as_of), on="person_id", how="left")
     rows = (
         matrix.select(
             *SHOWN,
-            compile_node(definition.where).alias("_in"),
-            *(compile_node(node).alias(f"_c{i}") for i, (_, _, node) in enumerate(found)),
+            compile_node(definition.where, profile).alias("_in"),
+            *(compile_node(node, profile).alias(f"_c{i}") for i, (_, _, node) in enumerate(found)),
         )
         .filter(pl.col("_in"))
         .collect(engine="streaming")

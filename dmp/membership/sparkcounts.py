@@ -12,7 +12,7 @@ import polars as pl
 
 from dmp.config import Config
 from dmp.matrix import spark as engine
-from segments.evaluator import all_dids
+from segments.evaluator import all_dids, profile_of
 from segments.language import Did, Node
 from segments.sql import did_counts_sql, membership_sql
 from segments.sqldialect import SPARK
@@ -59,7 +59,11 @@ def membership(
     if with_counts:
         engine.to_spark(spark, counts).createOrReplaceTempView("counts")
     sql = membership_sql(
-        segments, matrix="matrix", counts="counts" if with_counts else None, dialect=SPARK
+        segments,
+        matrix="matrix",
+        counts="counts" if with_counts else None,
+        dialect=SPARK,
+        profile=profile_of(rows.columns),
     )
     return _collect(spark.sql(sql)).sort("person_id")
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import duckdb
 import polars as pl
 import pytest
 import yaml
+from polars.testing import assert_frame_equal
 
-from segments.evaluator import evaluate
+from segments.evaluator import evaluate, profile_of
 from segments.language import parse_where
-from segments.matrix import TOUCHPOINT_SCHEMA
+from segments.matrix import PERSON_SCHEMA, PROFILE_TRAITS, TOUCHPOINT_SCHEMA, build_matrix
 from segments.rules import RuleError
-from tests.factories import MATRIX_NOW, MATRIX_SCHEMA, matrix_row, touch_row
+from segments.scoring import default_model_text, parse_model
+from segments.sql import segments_sql
+from segments.stages import STAGE_HISTORY_SCHEMA
+from tests.factories import MATRIX_NOW, MATRIX_SCHEMA, matrix_row, profile_row, touch_row
 
 EXAMPLE = yaml.safe_load(
     """
@@ -238,3 +243,72 @@ def test_numbers_out_of_range_are_refused(where, message):
 def test_numbers_at_their_bounds_are_taken(where):
     """The bounds themselves are valid, and the tree evaluates."""
     members([matrix_row("a")], [touch_row("a", 1)], where)
+
+
+PROFILE_TESTS = [
+    {"trait": {"name": "country", "in": ["DE", "AT"]}},
+    {"trait": {"name": "country", "ne": "DE"}},
+    {"trait": {"name": "country", "exists": False}},
+    {"trait": {"name": "employees", "gte": 50}},
+    {"trait": {"name": "employees", "eq": "20"}},
+    {"trait": {"name": "employees", "contains": "min"}},
+    {"trait": {"name": "job_title", "matches": "(?i)head of"}},
+    {"trait": {"name": "company"}},
+    {"trait": {"name": "industry", "not_in": ["Software", 4]}},
+]
+
+
+def test_trait_tests_read_a_matrix_rows_profile_columns_as_they_would_its_traits():
+    """A matrix row holds its profile traits as columns of their own; a trait test reads
+    them there (no JSON parsed) and selects whom it would select reading the traits: in
+    polars and in SQL, for texts, numbers, objects, lists, nulls and missing traits."""
+    persons = [
+        profile_row("a", company="Acme", employees=120, country="DE", job_title="Head of IT"),
+        profile_row("b", employees="20", country="AT", industry="Software"),
+        profile_row("c", employees={"min": 10, "max": 50}, country=None, industry=5),
+        profile_row("d", employees=5.5, company="", job_title=["CMO", "CEO"]),
+        profile_row("e"),
+    ]
+    empty = {"schema": TOUCHPOINT_SCHEMA}
+    rows, _ = build_matrix(
+        pl.LazyFrame(persons, schema=PERSON_SCHEMA),
+        pl.LazyFrame(**empty),
+        pl.LazyFrame(schema=STAGE_HISTORY_SCHEMA),
+        parse_model(default_model_text()),
+        (),
+        MATRIX_NOW,
+    )
+    rows = rows.collect()
+    traits_only = rows.drop(PROFILE_TRAITS)
+    assert profile_of(rows.columns) == set(PROFILE_TRAITS) and not profile_of(traits_only.columns)
+    segments = {f"s{i}": parse_where(where) for i, where in enumerate(PROFILE_TESTS)}
+
+    def polars_members(frame: pl.DataFrame) -> pl.DataFrame:
+        return evaluate(frame.lazy(), pl.LazyFrame(**empty), segments, MATRIX_NOW).collect()
+
+    def sql_members(frame: pl.DataFrame) -> pl.DataFrame:
+        db = duckdb.connect()
+        db.register("matrix", frame.to_arrow())
+        db.register("touchpoints", pl.DataFrame(**empty).to_arrow())
+        profile = profile_of(frame.columns)
+        sql = segments_sql(
+            segments, MATRIX_NOW, matrix="matrix", touchpoints="touchpoints", profile=profile
+        )
+        return db.sql(sql).pl()
+
+    read = polars_members(rows).sort("person_id")
+    assert_frame_equal(read, polars_members(traits_only).sort("person_id"))
+    assert_frame_equal(read, sql_members(rows).sort("person_id"), check_dtypes=False)
+    assert_frame_equal(read, sql_members(traits_only).sort("person_id"), check_dtypes=False)
+    chosen = {sid: read.filter(sid)["person_id"].to_list() for sid in segments}
+    assert chosen == {
+        "s0": ["a", "b"],
+        "s1": ["b"],
+        "s2": ["c", "d", "e"],
+        "s3": ["a"],
+        "s4": ["b"],
+        "s5": ["c"],
+        "s6": ["a"],
+        "s7": ["a"],
+        "s8": ["c"],
+    }

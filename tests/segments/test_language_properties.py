@@ -19,7 +19,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from segments.evaluator import evaluate
+from segments.evaluator import evaluate, profile_of
 from segments.language import (
     CHANNELS,
     COUNT_OPS,
@@ -41,7 +41,7 @@ from segments.language import (
     parse_where,
     rule_data,
 )
-from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA, build_matrix
+from segments.matrix import PERSON_SCHEMA, PROFILE_TRAITS, TOUCHPOINT_SCHEMA, build_matrix
 from segments.rules import LIST_OPS, MAX_NUMBER, NUMERIC_OPS, Attr, Condition, Op, When
 from segments.scoring import DAY_MS, default_model_text, parse_model
 from segments.sql import segments_sql
@@ -379,6 +379,7 @@ def _matrix_schema() -> dict[str, pl.DataType]:
 
 SCHEMA = _matrix_schema()
 READ = ["person_id", *ORDERED, *NUMBER_FIELDS, *TEXT_FIELDS, "traits", "interests", "channels"]
+PROFILE = [c for c in READ if c in PROFILE_TRAITS]  # a row's traits as columns of their own
 # Touchpoints this long before NOW: at the edges of the windows of DAYS, and after NOW.
 AGES = sorted({int(d * DAY_MS) + k for d in DAYS for k in (-1, 0, 1)} | {0, -1, -DAY_MS})
 
@@ -424,13 +425,19 @@ def people(draw) -> tuple[list[dict], list[dict]]:
     """A few matrix rows (every column the language reads, nulls included) and their
     touchpoints."""
     found = draw(st.lists(rows, min_size=1, max_size=4))
-    matrix = [{**row, "person_id": f"p{i}"} for i, row in enumerate(found)]
+    matrix = [with_profile({**row, "person_id": f"p{i}"}) for i, row in enumerate(found)]
     tps = []
     for person in matrix:
         for touch in draw(st.lists(touches, max_size=4)):
             age = touch.pop("age")
             tps.append({**touch, "person_id": person["person_id"], "timestamp": NOW - age})
     return matrix, tps
+
+
+def with_profile(row: dict) -> dict:
+    """The row with its profile traits' columns as a matrix row holds them: the values
+    of its traits (which a trait test may read instead of the JSON)."""
+    return row | {name: json_value(row["traits"], name) for name in PROFILE}
 
 
 def frames(matrix: list[dict], tps: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -577,8 +584,9 @@ def members_of(flags: pl.DataFrame, segments: dict[str, Node]) -> dict[str, list
 
 
 def person(pid: str = "p0", **columns: Any) -> dict:
-    """A matrix row with nothing but ``columns`` (and its id)."""
-    return {c: None for c in READ} | {"person_id": pid} | columns
+    """A matrix row with nothing but ``columns`` (and its id; its profile traits' columns
+    those of its traits unless given)."""
+    return with_profile({c: None for c in READ} | {"person_id": pid} | columns) | columns
 
 
 def touch(age: int, pid: str = "p0") -> dict:
@@ -640,7 +648,9 @@ def duckdb_flags(
     """The SQL backend's table of members (DuckDB, as the matrix benchmark runs it)."""
     db.register("matrix", rows.to_arrow())
     db.register("touchpoints", touchpoints.to_arrow())
-    sql = segments_sql(segments, NOW, matrix="matrix", touchpoints="touchpoints")
+    sql = segments_sql(
+        segments, NOW, matrix="matrix", touchpoints="touchpoints", profile=profile_of(rows.columns)
+    )
     return db.sql(sql).pl()
 
 

@@ -116,8 +116,10 @@ def test_a_segment_that_fails_on_spark_fails_alone(spark_config, runner, redis, 
     monkeypatch.setattr(  # ANSI mode: a cast that fails raises on the first row
         sql,
         "node_sql",
-        lambda node, dialect: (
-            "(CAST(person_id AS INT) > 0)" if node == trees[broken] else original(node, dialect)
+        lambda node, dialect, profile=(): (
+            "(CAST(person_id AS INT) > 0)"
+            if node == trees[broken]
+            else original(node, dialect, profile)
         ),
     )
     ran = runs.run(redis, spark_config, build_matrix=False)
