@@ -249,7 +249,9 @@ def refold(
     model, catalog, as_of, scale = scoring
     ids = sorted(touched)
     gone = ~pl.col("person_id").is_in(sorted(touched | removed))
-    mine = touchpoints.filter(pl.col("person_id").is_in(ids))
+    # Read once: the fold reads its persons' touchpoints twice (its aggregations, and the
+    # pages seen apart), which over the whole log would scan it twice.
+    mine = touchpoints.filter(pl.col("person_id").is_in(ids)).collect(engine="streaming").lazy()
     fresh_state = person_state(fresh[0], mine, model, catalog, as_of, scale).cache()
     old_state = kept.state.filter(gone)
     history = pl.concat([kept.history.filter(gone), fresh[1]])
