@@ -52,14 +52,15 @@ def person_state(
     of persons not in ``persons`` drop out there, as they did from the rows before.
 
     What the aggregations read of each touchpoint is kept in memory once (a cache): its
-    key, time, channel (a category: a handful of names), topics, and one flag per
-    activity rule, each rule tested as the touchpoints stream in. The event names and
-    URLs, the largest columns, are not kept, nor the decay weight: each aggregation
-    that sums it computes it from the time again, cheaper than 8 bytes a touchpoint. The
-    pages seen come from a scan of their own, of the URLs that hold a catalog page (a
-    predicate the Parquet reader applies), whose few touchpoints alone are joined to
-    their person's key. At 1M persons / 20M touchpoints that took a build from 31.8 s to
-    29.3 s and its peak memory from 4.5 to about 4.0 GB.
+    key, time, channel (a category: the collectors set one of a handful of names),
+    topics, and one flag per activity rule, each rule tested as the touchpoints stream
+    in. The event names and URLs, the largest columns, are not kept, nor the decay
+    weight: each aggregation that sums it computes it from the time again, cheaper than
+    8 bytes a touchpoint. The pages seen come from a scan of their own, of the URLs that
+    may hold a catalog page (a predicate the Parquet reader applies), whose few
+    touchpoints alone are joined to their person's key. At 1M persons / 20M touchpoints
+    that took a build from 31.8 s to 29.5 s and its peak memory from 4.5 to 3.7–3.9 GB
+    (BENCHMARKS.md, "The fold keeps flags, not texts").
     """
     half_lives = (pl.col("timestamp") - ANCHOR_MS) / (DAY_MS * model.half_life_days)
     weight = pl.lit(2.0).pow(half_lives - scale)
