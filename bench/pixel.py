@@ -22,6 +22,11 @@ Targets, each a server of its own, started once and hit in turn by wrk on loopba
 - ``wsgi`` (``--floor``): the GIF as a plain WSGI callable under the same gunicorn, the
   server's own ceiling, for context.
 
+Beside each target's rate, its CPU per request by role, read from ``/proc`` around each
+round: ``web`` (the server's processes), ``worker`` (dmp's ingest worker, until it has
+stored the round's hits), ``redis`` (the embedded Redis) and ``wrk`` (the load generator
+on the same cores): where a hit's cost goes, measured rather than inferred.
+
 Every request is a consented hit with its cookie:
 ``/p.gif?k=<write key>&url=https://bench.test/page&topics=crm,erp&consent=analytics,ads``
 with ``Cookie: dmp_uid=<22 chars>``. Rounds rotate the order of the targets; medians of
@@ -36,6 +41,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -89,6 +95,7 @@ class Target:
     requests: int = 0  # answered, over warm-up and rounds
     drains: list[float] = field(default_factory=list)  # s until the worker caught up
     backlogs: list[int] = field(default_factory=list)  # stream length as wrk stopped
+    cpu: list[dict] = field(default_factory=list)  # per round: CPU µs per request by role
 
     @property
     def url(self) -> str:
@@ -162,6 +169,58 @@ def stop_redis(target: Target) -> None:
     server = redisserver.locate_server(target.data_dir)
     if server.socket.exists():
         redisserver.stop_if_last(server)
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+ROLES = ("web", "worker", "redis", "wrk")  # where a target's CPU goes, per request
+
+
+def _tree(pid: int) -> list[int]:
+    """Return a process and all its descendants (from /proc's children lists)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass  # a thread or process that has just ended
+    return found
+
+
+def _cpu_s(pid: int) -> float:
+    """Return a live process's user + system CPU seconds so far (0 once it has ended)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def cpu_by_role(target: Target) -> dict[str, float]:
+    """Return the CPU seconds a target's processes have used so far, by role: ``web``
+    (the server's processes: gunicorn's master and workers, dmp's lookup processes),
+    ``worker`` (dmp's ingest worker) and ``redis`` (its embedded Redis, a daemon of its
+    own). Processes that ended are not counted; none ends during a run."""
+    used = dict.fromkeys(ROLES, 0.0)
+    for pid in _tree(target.proc.pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        role = "worker" if b"worker" in argv else "web"
+        used[role] += _cpu_s(pid)
+    if target.dmp:
+        pidfile = redisserver.locate_server(target.data_dir).directory / "redis.pid"
+        used["redis"] = _cpu_s(int(pidfile.read_text()))
+    return used
+
+
+def children_cpu_s() -> float:
+    """Return the CPU seconds of this process's waited-for children (wrk's runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -271,6 +330,10 @@ def table(targets: list[Target]) -> str:
         f"{'target':<12}{'req/s':>10}{'× bare':>8}{'p50 ms':>9}{'p99 ms':>9}{'× bare':>8}"
         f"   {'rounds req/s':<{width}}verdict",
     ]
+    cpu_lines = [
+        "CPU µs per request (medians of the rounds; the worker's until it stored them):",
+        f"{'target':<12}" + "".join(f"{r:>9}" for r in ROLES) + f"{'total':>9}",
+    ]
     for t in targets:
         rps, p99 = median([r["rps"] for r in t.runs]), median([r["p99_ms"] for r in t.runs])
         p50 = median([r["p50_ms"] for r in t.runs])
@@ -283,7 +346,13 @@ def table(targets: list[Target]) -> str:
             f"{t.name:<12}{rps:>10,.0f}{rps / b_rps:>8.2f}{p50:>9.2f}{p99:>9.2f}"
             f"{p99 / b_p99:>8.2f}   {rounds:<{width}}{verdict}"
         )
-    return "\n".join(lines)
+        cpu = {r: median([c[r] for c in t.cpu]) for r in ROLES}
+        cpu_lines.append(
+            f"{t.name:<12}"
+            + "".join(f"{cpu[r]:>9.0f}" for r in ROLES)
+            + f"{median([sum(c.values()) for c in t.cpu]):>9.0f}"
+        )
+    return "\n".join(lines + [""] + cpu_lines)
 
 
 def main() -> None:
@@ -366,7 +435,9 @@ def main() -> None:
         for round_no in range(args.rounds):
             shift = round_no % len(targets)
             for t in targets[shift:] + targets[:shift]:
+                before, wrk_before = cpu_by_role(t), children_cpu_s()
                 run = wrk(t.url + t.path.format(key=keys.get(t.name, key)), args, args.seconds)
+                wrk_cpu = children_cpu_s() - wrk_before
                 t.runs.append(run)
                 t.requests += run["requests"]
                 line = (
@@ -376,6 +447,9 @@ def main() -> None:
                 if t.ingest:
                     wait_drained(t, time.monotonic())
                     line += f"  backlog {t.backlogs[-1]:,} drained in {t.drains[-1]:.1f} s"
+                # The worker's CPU counts until it has stored the round's hits (the drain).
+                after = cpu_by_role(t) | {"wrk": before["wrk"] + wrk_cpu}
+                t.cpu.append({r: (after[r] - before[r]) / run["requests"] * 1e6 for r in ROLES})
                 print(line, flush=True)
         for t in targets:
             if t.dmp:
@@ -431,6 +505,7 @@ def main() -> None:
                     3,
                 ),
                 "runs": t.runs,
+                "cpu_us_per_request": t.cpu,
                 **({"backlogs": t.backlogs, "drain_s": t.drains} if t.ingest else {}),
                 **({"hits": checks[t.name]} if t.name in checks else {}),
             }
