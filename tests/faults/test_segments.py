@@ -214,7 +214,9 @@ def _break_p(monkeypatch, how: str) -> None:
     original = evaluator.compile_node
     broken = BREAKS[how]
     monkeypatch.setattr(
-        evaluator, "compile_node", lambda node: broken() if node == MARKED else original(node)
+        evaluator,
+        "compile_node",
+        lambda node, profile=(): broken() if node == MARKED else original(node, profile),
     )
 
 
