@@ -96,6 +96,25 @@ def test_interests_are_decayed_shares_with_a_top_interest():
     assert rows["a"]["top_interest"] == "crm"
 
 
+def test_interests_are_largest_first_and_equal_shares_by_topic():
+    """Each person's interests are ordered by share, largest first, equal shares by topic
+    name; the top interest is the first of them (many persons: one sort orders them all)."""
+    persons = [profile_row(f"p{i}") for i in range(40)]
+    touches = [
+        touch_row(f"p{i}", 1, topics=topics)
+        for i in range(40)
+        for topics in (["zeta", "alpha", "mid"], ["mid"] if i % 2 else ["zeta"])
+    ]
+    rows, _ = build(persons, touches)
+    for i in range(40):
+        row = rows[f"p{i}"]
+        big = "mid" if i % 2 else "zeta"
+        expected = [big, *sorted({"zeta", "alpha", "mid"} - {big})]
+        assert [x["topic"] for x in row["interests"]] == expected
+        assert row["interests"][1]["weight"] == row["interests"][2]["weight"] == 0.25
+        assert row["top_interest"] == big
+
+
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
