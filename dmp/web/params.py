@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from flask import request
 
@@ -198,15 +198,28 @@ class BadQuery(ValueError):
 
 def query_args(query: str) -> dict[str, str]:
     """Return the first value of each parameter of a raw WSGI query string (UTF-8, bad bytes
-    replaced), for the fast paths before Flask. Raise BadQuery past MAX_QUERY_FIELDS."""
+    replaced), for the fast paths before Flask. Raise BadQuery past MAX_QUERY_FIELDS.
+
+    What ``urllib.parse.parse_qsl(query, errors="replace")`` reads, first value of a name
+    kept (a test holds them equal): pairs split at ``&`` and the first ``=``, a pair
+    without ``=`` or with an empty value left out, ``+`` a space, percent-escapes decoded.
+    Only a part holding ``+`` or ``%`` is decoded: a pixel hit's own CPU time fell from
+    68-73 µs to 64-67 µs (in-process, alternating)."""
     if not query.isascii():
         # WSGI hands the raw query over as latin-1; a client may send UTF-8 unescaped.
         query = query.encode("latin-1", "replace").decode("utf-8", "replace")
-    try:
-        pairs = parse_qsl(query, errors="replace", max_num_fields=MAX_QUERY_FIELDS)
-    except ValueError:  # parse_qsl's answer to too many fields
-        raise BadQuery(f"more than {MAX_QUERY_FIELDS} query parameters") from None
+    if query.count("&") >= MAX_QUERY_FIELDS:
+        raise BadQuery(f"more than {MAX_QUERY_FIELDS} query parameters")
     args: dict[str, str] = {}
-    for name, value in pairs:
-        args.setdefault(name, value)
+    for pair in query.split("&"):
+        name, eq, value = pair.partition("=")
+        if not value:  # no "=", or nothing after it
+            continue
+        if "+" in name or "%" in name:
+            name = unquote(name.replace("+", " "), errors="replace")
+        if name in args:
+            continue
+        if "+" in value or "%" in value:
+            value = unquote(value.replace("+", " "), errors="replace")
+        args[name] = value
     return args
