@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -105,6 +105,22 @@ def app(config: Config) -> Iterator[Flask]:
     flask_app.test_client_class = _SyncedClient
     yield flask_app
     flask_app.extensions["dmp"].appender.close()
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[[Config], Flask]]:
+    """Return a maker of dmp apps on other settings, whose appenders are closed after the
+    test: the counters an app has not sent yet (they go within about a second) are sent
+    then, not into a later test's Redis."""
+    made: list[Flask] = []
+
+    def make(settings: Config) -> Flask:
+        made.append(create_app(settings))
+        return made[-1]
+
+    yield make
+    for flask_app in made:
+        flask_app.extensions["dmp"].appender.close()
 
 
 @pytest.fixture

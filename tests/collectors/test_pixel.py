@@ -230,9 +230,9 @@ def test_ip_is_truncated_before_storage(client, redis, config, write_key, drain,
             assert addr not in json.dumps(redis.hgetall(key))
 
 
-def test_forwarded_for_is_used_behind_a_trusted_proxy(config, redis, write_key):
+def test_forwarded_for_is_used_behind_a_trusted_proxy(config, redis, write_key, make_app):
     """With DMP_PROXY_HOPS=1 the client address comes from X-Forwarded-For (then truncated)."""
-    behind = create_app(
+    behind = make_app(
         config.__class__(
             **{name: getattr(config, name) for name in config.__slots__} | {"proxy_hops": 1}
         )
@@ -422,9 +422,9 @@ def test_metrics_count_each_outcome(client, write_key):
     assert _metric(client, "bad_input") == 1
 
 
-def test_cookie_domain_setting(config, redis, write_key):
+def test_cookie_domain_setting(config, redis, write_key, make_app):
     """With DMP_COOKIE_DOMAIN the cookie is set, and dropped, for that domain."""
-    app = create_app(
+    app = make_app(
         config.__class__(
             **{name: getattr(config, name) for name in config.__slots__}
             | {"cookie_domain": "acme.de"}
@@ -581,12 +581,12 @@ def test_a_tc_string_withdrawing_consent_drops_the_cookie(client, redis, write_k
     assert find_person(redis, Identifier(IdKind.UID, uid)) is None
 
 
-def test_the_purpose_rules_come_from_the_settings(config, redis, write_key):
+def test_the_purpose_rules_come_from_the_settings(config, redis, write_key, make_app):
     """DMP_TCF_ANALYTICS and DMP_TCF_VENDOR_ID decide what a TC string grants the pixel."""
 
     def client_with(**settings):
         fields = {name: getattr(config, name) for name in config.__slots__}
-        return create_app(config.__class__(**fields | settings)).test_client()
+        return make_app(config.__class__(**fields | settings)).test_client()
 
     # purposes 1,9 and vendors 2,4: analytics by default, not under a rule needing 7
     strict = client_with(tcf_analytics="1,7")
