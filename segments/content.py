@@ -94,16 +94,18 @@ def page_key(url: pl.Expr) -> pl.Expr:
 
 
 def catalog_frame(items: tuple[ContentItem, ...]) -> pl.LazyFrame:
-    """Return one row per item, stage and topic: ``rank, id, title, url, page, stage, topic``."""
+    """Return one row per item, stage and topic: ``rank, page, stage, topic`` (``rank``
+    the item's place in the catalog, ``page`` its URL's :func:`page_key`)."""
     rows = [
-        {"rank": rank, "id": it.id, "title": it.title, "url": it.url, "stage": stage, "topic": t}
+        {"rank": rank, "url": it.url, "stage": stage, "topic": t}
         for rank, it in enumerate(items)
         for stage in it.stages
         for t in (it.topics or (None,))
     ]
-    schema = {"rank": pl.Int32, "id": pl.Utf8, "title": pl.Utf8, "url": pl.Utf8}
-    schema |= {"stage": pl.Utf8, "topic": pl.Utf8}
-    return pl.LazyFrame(rows, schema=schema).with_columns(page=page_key(pl.col("url")))
+    schema = {"rank": pl.Int32, "url": pl.Utf8, "stage": pl.Utf8, "topic": pl.Utf8}
+    return pl.LazyFrame(rows, schema=schema).select(
+        "rank", page_key(pl.col("url")).alias("page"), "stage", "topic"
+    )
 
 
 def next_content(

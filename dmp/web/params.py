@@ -212,7 +212,7 @@ def query_args(query: str) -> dict[str, str]:
         raise BadQuery(f"more than {MAX_QUERY_FIELDS} query parameters")
     args: dict[str, str] = {}
     for pair in query.split("&"):
-        name, eq, value = pair.partition("=")
+        name, _, value = pair.partition("=")
         if not value:  # no "=", or nothing after it
             continue
         if "+" in name or "%" in name:
