@@ -201,19 +201,22 @@ def _cpu_s(pid: int) -> float:
 def cpu_by_role(target: Target) -> dict[str, float]:
     """Return the CPU seconds a target's processes have used so far, by role: ``web``
     (the server's processes: gunicorn's master and workers, dmp's lookup processes),
-    ``worker`` (dmp's ingest worker) and ``redis`` (its embedded Redis, a daemon of its
-    own). Processes that ended are not counted; none ends during a run."""
+    ``worker`` (dmp's ingest worker) and ``redis`` (its embedded Redis: ``dmp serve``
+    starts it as a child, so it is taken out of the server's tree, not counted twice).
+    Processes that ended are not counted; none ends during a run."""
     used = dict.fromkeys(ROLES, 0.0)
-    for pid in _tree(target.proc.pid):
+    pidfile = redisserver.locate_server(target.data_dir).directory / "redis.pid"
+    redis_pid = int(pidfile.read_text()) if pidfile.exists() else None
+    tree = _tree(target.proc.pid)
+    for pid in tree:
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        role = "worker" if b"worker" in argv else "web"
+        role = "redis" if pid == redis_pid else "worker" if b"worker" in argv else "web"
         used[role] += _cpu_s(pid)
-    if target.dmp:
-        pidfile = redisserver.locate_server(target.data_dir).directory / "redis.pid"
-        used["redis"] = _cpu_s(int(pidfile.read_text()))
+    if redis_pid is not None and redis_pid not in tree:
+        used["redis"] = _cpu_s(redis_pid)  # a daemon of its own
     return used
 
 
