@@ -20,7 +20,7 @@ import time
 import redis
 
 from dmp.config import Config
-from dmp.ingest.eventlog import COLUMNS, rows_table
+from dmp.ingest.eventlog import COLUMNS
 from dmp.ingest.livefeed import LiveFeed, Unflushed
 from dmp.ingest.logindex import LogIndex
 from dmp.matrix import sources
@@ -81,6 +81,13 @@ def _run_on_schedule(
         last_run = time.monotonic()
 
 
+# s: the live lane's ticks start at least this far apart. The worker hands rows over after
+# every batch, hundreds of times a second under a pixel's load, and a tick for each cost
+# its process about 30 µs a hit (a lock, the log listed, the log index and the segments
+# read every time): rows handed over meanwhile wait for the next tick, together.
+TICK_GAP = 0.1
+
+
 def run_live_lane(
     r: redis.Redis,
     config: Config,
@@ -88,9 +95,9 @@ def run_live_lane(
     feed: LiveFeed | None = None,
 ) -> None:
     """Tick the live lane until ``stop`` is set, beside the runs (not waiting for them):
-    at once when ``feed`` (the ingest worker's, in the same process) hands over rows not
-    flushed yet or says a flush landed, and every ``segments_latency`` seconds (files from
-    other processes, marks, retries)."""
+    when ``feed`` (the ingest worker's, in the same process) hands over rows not flushed
+    yet or says a flush landed (at once, or TICK_GAP after the last tick started), and
+    every ``segments_latency`` seconds (files from other processes, marks, retries)."""
     pause = max(0.05, config.segments_latency)
     woken = feed.woken if feed is not None else threading.Event()
     seen: set[str] | None = None  # event files whose persons the live lane has evaluated
@@ -102,11 +109,15 @@ def run_live_lane(
     covered: set[str] = set()  # files of the feed's flushes: their rows were handed over
     person = COLUMNS.index("person_id")
     outage, failing = Outage(log, "Redis (live lane)"), Outage(log, "the live lane")
+    ticked = float("-inf")  # when the last tick started (monotonic s)
     while not stop.is_set():
         woken.wait(pause)
+        while (left := ticked + TICK_GAP - time.monotonic()) > 0 and not stop.wait(left):
+            pass
         woken.clear()
         if stop.is_set():
             break
+        ticked = time.monotonic()
         if feed is not None:
             handed, flushed = unflushed.take(*feed.drain())
             fed |= {row[person] for row in handed if row[person]}
@@ -123,13 +134,17 @@ def run_live_lane(
             current = r.smembers(keyspace.MATRIX_TOUCHED)
             handled &= current
             marks = current - handled
-            if files - seen or marks or ahead or fed:
+            if (files - seen or marks or ahead or fed) and not r.exists(keyspace.SEGMENTS):
+                # No segment to evaluate: what a tick would come to, without its lock, the
+                # log index or the rows' table (a fresh server's pixel hits pay for none).
+                seen, handled, ahead, fed = files, handled | marks, set(), set()
+            elif files - seen or marks or ahead or fed:
                 with lookupsets.sets_lock(r, 5):  # compaction swaps files under it
                     files = set(sources.event_files(config.events_dir))
                     index.update(files)
                     new = sorted(files - seen)
                     persons = marks | ahead | fed
-                    rows = rows_table(unflushed.rows()) if len(unflushed) else None
+                    rows = unflushed.table()
                     done = live_tick(r, config, new, persons, index=index, unflushed=rows)
                 seen = files  # names are never reused: those gone need no keeping
                 handled |= marks

@@ -16,7 +16,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from dmp.cli import cli, main
-from dmp.ingest.eventlog import rows_table
+from dmp.ingest.eventlog import event_row, rows_table
 from dmp.ingest.livefeed import LiveFeed
 from dmp.ingest.logindex import LogIndex
 from dmp.ingest.worker import Worker
@@ -630,3 +630,77 @@ def test_a_rewrite_keeps_live_moves_newer_than_the_run(synth, redis, config):
     assert pid not in redis.smembers(keyspace.segment("engaged", "members"))
     others = pl.col("person_id") != pid
     assert_frame_equal(_person_sets(redis).filter(others), _members(config).filter(others))
+
+
+def test_the_live_lane_ticks_at_most_every_tick_gap_and_loses_no_person(redis, config, monkeypatch):
+    """The worker hands rows over after every batch (hundreds a second under a pixel's
+    load); a tick per hand-over cost the worker's process about 30 µs a hit (a lock,
+    the log listed, the index and the segments read each time). Ticks start at least
+    TICK_GAP apart at least; the persons handed over meanwhile are all in the next one."""
+    ticks: list[tuple[float, set[str], int]] = []
+
+    def tick(r, cfg, new, persons, *, index=None, unflushed=None):
+        ticks.append((time.monotonic(), set(persons), 0 if unflushed is None else len(unflushed)))
+        return live.LiveResult(tuple(sorted(persons)), 0, 0.0)
+
+    monkeypatch.setattr(schedule, "live_tick", tick)
+    monkeypatch.setattr(results, "latest_run", lambda cfg: {"matrix": {"files": []}})
+    redis.sadd(keyspace.SEGMENTS, "engaged")  # a segment to evaluate (its text: not read)
+    feed, stop = LiveFeed(), threading.Event()
+    lane = threading.Thread(target=schedule.run_live_lane, args=(redis, config, stop, feed))
+    begun = time.monotonic()
+    lane.start()
+    handed = []
+    try:
+        buffer = feed.number()
+        for i in range(120):  # about 0.6 s of hand-overs, one every 5 ms
+            pid = f"p-{i}"
+            feed.taken(buffer, [event_row(make_hit(uid=f"c-{i}"), pid)])
+            handed.append(pid)
+            time.sleep(0.005)
+        wait_for(lambda: set(handed) <= set().union(*(t[1] for t in ticks)), 10, "every person")
+        ended = time.monotonic()
+    finally:
+        stop.set()
+        feed.woken.set()
+        lane.join(10)
+    # Ticks (one per hand-over before: about 120) started TICK_GAP apart at least.
+    assert 2 <= len([t for t in ticks if t[0] <= ended]) <= (ended - begun) / schedule.TICK_GAP + 1
+    assert ticks[-1][2] == 120  # every row not flushed yet, in the table the tick reads
+
+
+def test_the_live_lane_without_a_segment_takes_no_lock_and_makes_no_table(
+    redis, config, monkeypatch
+):
+    """Nothing to evaluate: the lane's ticks neither lock, index the log nor convert the
+    rows handed over (a tick would come to nothing); once a segment is stored, it ticks
+    for the persons handed over from then on."""
+    ticks: list[set[str]] = []
+    monkeypatch.setattr(
+        schedule,
+        "live_tick",
+        lambda r, c, n, persons, **_: (
+            ticks.append(set(persons)) or live.LiveResult(tuple(persons), 0, 0.0)
+        ),
+    )
+    monkeypatch.setattr(results, "latest_run", lambda cfg: {"matrix": {"files": []}})
+    locked = []
+    real_lock = lookupsets.sets_lock
+    monkeypatch.setattr(lookupsets, "sets_lock", lambda *a: locked.append(1) or real_lock(*a))
+    feed, stop = LiveFeed(), threading.Event()
+    lane = threading.Thread(target=schedule.run_live_lane, args=(redis, config, stop, feed))
+    lane.start()
+    try:
+        buffer = feed.number()
+        feed.taken(buffer, [event_row(make_hit(uid="c-1"), "p-1")])
+        wait_for(lambda: not feed.woken.is_set(), 10, "the lane")  # it took the rows
+        time.sleep(3 * schedule.TICK_GAP)  # a tick there would have been by now
+        assert ticks == [] and locked == []
+        redis.sadd(keyspace.SEGMENTS, "engaged")
+        feed.taken(buffer, [event_row(make_hit(uid="c-2"), "p-2")])
+        wait_for(lambda: ticks, 10, "a tick")
+    finally:
+        stop.set()
+        feed.woken.set()
+        lane.join(10)
+    assert ticks == [{"p-2"}] and locked
