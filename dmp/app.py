@@ -101,7 +101,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     spooler.adopt_orphans()  # a collector process that died left hits behind
     limits = RateLimits(config.rate_limit_ip, config.rate_limit_key)
     sites = SiteCache(r, config.site_cache_seconds)
-    deps = Deps(config, r, sites, Appender(r, spooler, config.stream_partitions), limits)
+    appender = Appender(r, spooler, config.stream_partitions, config.collect_send_ms / 1000)
+    deps = Deps(config, r, sites, appender, limits)
     app.extensions["dmp"] = deps
 
     sessions.install(app)

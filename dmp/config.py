@@ -60,6 +60,10 @@ class Config:
     # Hits Redis cannot take wait in a spool file per collector process (DMP_DATA_DIR/spool)
     # of at most this many bytes (about 400 bytes a hit); beyond it they are lost, counted.
     spool_max_bytes: int = 256 * 1024 * 1024
+    # A collector process sends its hits to Redis together, every this many ms while they
+    # come (one write and one wake-up of Redis for all, not one each); a process killed
+    # outright loses what it held that long. 0: each request sends its own hits.
+    collect_send_ms: float = 2.0
     # Pull API: the data provider's name in OpenRTB user.data (empty: the request's host).
     provider_domain: str = ""
     # /metrics: a bearer token a scrape must send (empty: none), and whether only scrapes

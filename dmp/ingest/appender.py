@@ -1,20 +1,29 @@
 """The collectors' way onto the stream: hits sent without waiting, kept until answered.
 
 A synchronous round trip to Redis costs a pixel hit about as much as all the rest of its
-work. Each thread keeps a connection of its own (made outside the pool, so a failed one
-never holds a pool slot) and sends a hit's XADD without reading the answer; answers are
-read back in bunches, once they are there, and a stalled Redis slows the sender down
-instead of growing a backlog without bound. Until its answer is read a hit is kept: if
-the connection fails, Redis refuses the write or stays silent, the hit goes to the
-process's :class:`~dmp.ingest.spool.Spool` instead (replayed with its event id, so one that did
-reach Redis is dropped by the worker's dedup), and so does every hit that arrives while
-the spool holds anything. Metric counters are summed here and sent by a helper thread
-about once a second; the same thread reads answers a quiet thread left unread.
+work, and so does an XADD sent alone: under load each wakes Redis for itself (a read, a
+write and an event-loop round: 33 µs of Redis's CPU a hit, against 4–6 µs for the XADD)
+and costs the web process a ``send`` of its own. So request threads put their hits in the
+process's outbox and return; one sender thread takes what gathered there every
+``send_every`` seconds (``DMP_COLLECT_SEND_MS``: 2 ms) and sends it as one write, on a
+connection of its own (made outside the pool, so a failed one never holds a pool slot),
+without reading the answers: they are read back in bunches, once they are there. A
+stalled Redis slows the sender down, and a full outbox the request threads, instead of
+growing a backlog without bound. Until its answer is read a hit is kept (in the outbox,
+then as sent): if the connection fails, Redis refuses the write or stays silent, the hit
+goes to the process's :class:`~dmp.ingest.spool.Spool` instead (replayed with its event
+id, so one that did reach Redis is dropped by the worker's dedup), and so does every hit
+that arrives while the spool holds anything. Closing (at exit, also gunicorn's) sends or
+spools what the outbox holds; a process killed outright loses its last ``send_every``.
+Metric counters are summed here and sent by a helper thread about once a second; the
+same thread reads answers a quiet sender left unread.
 
-On a Redis Cluster a thread keeps such a connection to each node serving a partition's
-stream. A node that answers MOVED or ASK (its slot went elsewhere) did not take the hit:
-it is spooled like any refusal, the spool's replay finds the new node, and the helper
-thread relearns the slot map for the hits to come.
+Without a spool, with ``send_every`` 0, and on a Redis Cluster, each request thread sends
+its own hits (without a spool an error then reaches the request). On a Redis Cluster a
+thread keeps a connection to each node serving a partition's stream. A node that answers
+MOVED or ASK (its slot went elsewhere) did not take the hit: it is spooled like any
+refusal, the spool's replay finds the new node, and the helper thread relearns the slot
+map for the hits to come.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,15 +59,24 @@ class Appender:
     """Puts the collectors' hits on the stream (or in the spool); see the module's text."""
 
     READ_EVERY = 64  # unread answers that make the sender look for them
-    MAX_UNREAD = 10_000  # unread answers that make the sender wait for them
+    MAX_UNREAD = 10_000  # unread answers that make the sender wait for them (and hits
+    # waiting in the outbox that make a request thread wait for room)
     COUNT_SECONDS = 1.0
     WATCH_SECONDS = 0.25  # how often the helper thread looks at every thread's channel
     STALE_SECONDS = 0.5  # answers left unread this long are read by the helper thread ...
     TIMEOUT_SECONDS = 5.0  # ... and Redis not answering for this long counts as gone
     UNCHECKED_SHARE = 0.25  # of the spool that hits with an unchecked write key may fill
 
-    def __init__(self, r: redis.Redis, spool: Spool | None = None, partitions: int = 1) -> None:
+    def __init__(
+        self,
+        r: redis.Redis,
+        spool: Spool | None = None,
+        partitions: int = 1,
+        send_every: float = 0.002,
+    ) -> None:
         self._r = r
+        # s the sender lets hits gather (DMP_COLLECT_SEND_MS; 0: no outbox), at most 0.1
+        self.send_every = max(0.0, min(send_every, 0.1))
         self.partitions = partitions  # DMP_STREAM_PARTITIONS: each hit to its partition
         # On a Redis Cluster each thread has a channel per node serving a partition's
         # stream (see _node_channels); the partitions' slots are looked up once.
@@ -87,6 +106,10 @@ class Appender:
         self._helper: threading.Thread | None = None
         self._stop = threading.Event()
         self._closing_since: float | None = None
+        self._outbox: list[tuple[str, int]] = []  # (line, partition) not sent yet
+        self._outbox_changed = threading.Condition()  # guards the outbox and _sending
+        self._sending = 0  # hits the sender took from the outbox and is sending
+        self._sender: threading.Thread | None = None
 
     def _channel(self) -> _Channel:
         channel = getattr(self._local, "channel", None)
@@ -139,7 +162,57 @@ class Appender:
             for channel, share, share_targets in self._node_channels(lines, targets):
                 self._send(channel, share, share_targets, spool)
             return
-        self._send(self._channel(), lines, targets, spool)
+        if self.spool is None or spool or self.spool.active or not self.send_every:
+            self._send(self._channel(), lines, targets, spool)
+            return
+        with self._outbox_changed:
+            while len(self._outbox) >= self.MAX_UNREAD and self._sender_alive():
+                self._outbox_changed.wait(self.WATCH_SECONDS)  # room comes as it is sent
+            self._outbox += zip(lines, targets, strict=True)
+            if not self._sender_alive():
+                self._sender = threading.Thread(
+                    target=self._send_outbox, name="dmp-appender-send", daemon=True
+                )
+                self._sender.start()
+            self._outbox_changed.notify_all()
+
+    def _sender_alive(self) -> bool:
+        return self._sender is not None and self._sender.is_alive()
+
+    def _send_outbox(self) -> None:
+        """The sender thread: send what gathered in the outbox, every ``send_every``
+        seconds while hits come (the ones of a quiet moment wait that long), until closed."""
+        changed = self._outbox_changed
+        while True:
+            with changed:
+                while not self._outbox and not self._stop.is_set():
+                    changed.wait()
+                if not self._outbox:
+                    return  # closed, and everything sent
+            time.sleep(self.send_every)
+            with changed:
+                taken, self._outbox = self._outbox, []
+                self._sending = len(taken)
+                changed.notify_all()  # room for the request threads
+            try:
+                self._send(self._channel(), [t[0] for t in taken], [t[1] for t in taken], False)
+            except Exception:  # never a hit lost to a bug here: they go to the spool
+                log.exception("the appender's sender failed; %d hits spooled", len(taken))
+                self._to_spool([t[0] for t in taken])
+            finally:
+                with changed:
+                    self._sending = 0
+                    changed.notify_all()
+
+    def flush(self) -> None:
+        """Wait until the sender has sent what the outbox holds now (sent here if the
+        sender is gone); its answers are read as ever, later."""
+        with self._outbox_changed:
+            while (self._outbox or self._sending) and self._sender_alive():
+                self._outbox_changed.wait(self.WATCH_SECONDS)
+            taken, self._outbox = self._outbox, []
+        if taken:  # no sender (a bug ended it): this thread sends them
+            self._send(self._channel(), [t[0] for t in taken], [t[1] for t in taken], False)
 
     def _send(self, channel: _Channel, lines: list[str], targets: list[int], spool: bool) -> None:
         """Send lines' XADDs on one channel (or spool them; see :meth:`append`)."""
@@ -211,6 +284,7 @@ class Appender:
     def sync(self) -> None:
         """Send the counter sums and wait until Redis answered all this process sent
         (or spool what it did not answer)."""
+        self.flush()
         for channel in list(self._channels):
             with channel.lock:
                 try:
@@ -229,6 +303,8 @@ class Appender:
         except redis.RedisError:
             pass  # the counts are lost; the hits are spooled
         self._stop.set()
+        with self._outbox_changed:
+            self._outbox_changed.notify_all()  # the sender, waiting for hits, ends
         if self.spool is not None:
             self.spool.close()
         lifetime.unregister(self)
@@ -270,8 +346,8 @@ class Appender:
 
     def _to_spool(self, lines: list[str], share: float = 1.0) -> None:
         assert self.spool is not None
-        if lines:
-            self.spool.append(lines, share=share)  # a full spool counts what it drops
+        for line in lines:  # each on its own: what fits a filling spool is kept
+            self.spool.append([line], share=share)  # a full spool counts what it drops
 
     # -- the helper thread: counters, answers a quiet thread left, the end of an outage --
 

@@ -45,13 +45,14 @@ def unregister(resident: Resident) -> None:
         _RESIDENTS[:] = [ref for ref in _RESIDENTS if ref() not in (None, resident)]
 
 
-def _living() -> list[Resident]:
+def living() -> list[Resident]:
+    """Return the residents of this process not closed yet, oldest first."""
     with _LOCK:
         return [r for r in (ref() for ref in _RESIDENTS) if r is not None]
 
 
 def _at_exit() -> None:
-    for resident in reversed(_living()):
+    for resident in reversed(living()):
         try:
             resident.close()
         except Exception:  # noqa: BLE001 - one failing must not keep the others open
@@ -61,7 +62,7 @@ def _at_exit() -> None:
 def _after_fork_in_child() -> None:
     global _LOCK
     _LOCK = threading.Lock()  # the parent's may have been held by another thread
-    for resident in _living():
+    for resident in living():
         resident.after_fork()
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -67,6 +68,7 @@ def _pixel(client: FlaskClient, key: str, event_id: str) -> None:
 
 
 def _wait_replayed(deps, seconds: float = 20) -> None:
+    deps.appender.flush()  # what waited in the outbox: sent, or spooled to be replayed
     deadline = time.monotonic() + seconds
     while deps.appender.spool.active or spool.spooled_bytes(deps.config.data_dir):
         assert time.monotonic() < deadline, "the spool was not replayed"
@@ -92,6 +94,7 @@ def test_pixel_hits_after_an_outage_are_stored_and_none_during_it_lost(own_redis
     during = [f"during-{i:04d}" for i in range(150)]  # more than the 100-slot client pool
     for event_id in during:
         _pixel(client, key, event_id)
+    deps.appender.flush()  # the outbox's last 2 ms: sent (and refused) now
     assert deps.appender.spool.active
     assert spool.spooled_bytes(own_config.data_dir) > 0
     own_redis.start()
@@ -116,6 +119,7 @@ def test_hits_a_killed_redis_had_not_answered_are_replayed_once(own_redis, own_c
     later = [f"later-{i:04d}" for i in range(10)]
     for event_id in later:
         _pixel(client, key, event_id)
+    deps.appender.flush()
     _wait_replayed(deps)
     deps.appender.sync()
     stored = _stored_ids(own_config)
@@ -229,6 +233,7 @@ def test_a_full_spool_loses_hits_counted_and_logged_once(own_redis, own_config, 
     own_redis.kill()
     for i in range(40):
         _pixel(client, key, f"full-{i:04d}")
+    deps.appender.flush()
     assert sum("is full" in r.message for r in caplog.records) == 1
     own_redis.start()
     _wait_replayed(deps)
@@ -352,6 +357,7 @@ def test_a_spool_folder_that_refuses_writes_loses_hits_counted_not_a_traceback(
     own_redis.kill()
     for i in range(20):
         _pixel(client, key, f"lost-{i:06d}")
+    deps.appender.flush()
     assert sum("spool folder" in r.message for r in caplog.records) == 1
     assert not any(r.exc_info for r in caplog.records if r.levelname == "ERROR")
     spool.spool_dir(own_config.data_dir).unlink()
@@ -448,6 +454,7 @@ def test_a_thread_stuck_sending_to_a_hung_redis_is_freed_and_spools(own_redis, o
         sender.start()
         sender.join(120)  # a thread stuck for good would hang here: fail instead
         assert not sender.is_alive(), "the pixel hangs on a hung Redis"
+        deps.appender.flush()  # the appender's sender, stuck, is freed too
         assert answered == ids and deps.appender.spool.active
     _wait_replayed(deps)
     deps.appender.sync()
@@ -513,13 +520,16 @@ def test_a_batch_sent_whose_answer_cannot_be_read_is_spooled_once(redis, config,
     channel.conn.read_response = connection_lost
     for i in range(63):  # one short of READ_EVERY: sent, answers left unread
         _pixel(client, write_key, f"more-{i:04d}")
-    _pixel(client, write_key, "once-0063")  # sends, then reads: fails
+    _pixel(client, write_key, "once-0063")  # sent with the others, then read: fails
+    deps.appender.sync()
     del channel.conn.read_response
     _wait_replayed(deps)
-    ids = [h.event_id for h in stream_hits(redis)]
-    # Redis took the send, and the spool replays it once more (the worker drops that
-    # copy by its event id); spooled twice it was three.
-    assert ids.count("once-0063") == 2 and ids.count("more-0000") == 2
+    counts = Counter(h.event_id for h in stream_hits(redis))
+    sent = [f"more-{i:04d}" for i in range(63)] + ["once-0063"]
+    # Redis took the sends, and the spool replays them once more (the worker drops that
+    # copy by its event id): two of each; spooled twice it was three. Redis drops what it
+    # had not read of a connection closed on it: those come once, from the spool.
+    assert all(1 <= counts[i] <= 2 for i in sent) and counts["more-0000"] == 2
 
 
 def test_a_busy_thread_on_a_healthy_redis_is_never_cut_off(redis, config, write_key):
