@@ -72,7 +72,7 @@ class Unflushed:
     The lane asks for them as one table on every tick (after each of the worker's
     batches), so each row is made a table row once, when first asked for, and kept so:
     converting all of them on every tick cost a pixel hit about 40 µs of the worker's CPU
-    at 3,500 hits/s (BENCHMARKS.md, "The pixel measured by process").
+    at 3,500 hits/s (BENCHMARKS.md, "The pixel: the live lane ticked on every batch").
 
     A buffer that is never said done (a worker that lost its lease drops its buffer
     without a flush) is let go after ``keep_seconds``: its rows come back from the

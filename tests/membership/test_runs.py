@@ -634,7 +634,7 @@ def test_a_rewrite_keeps_live_moves_newer_than_the_run(synth, redis, config):
 
 def test_the_live_lane_ticks_at_most_every_tick_gap_and_loses_no_person(redis, config, monkeypatch):
     """The worker hands rows over after every batch (hundreds a second under a pixel's
-    load); a tick per hand-over cost the worker's process about 30 µs a hit (a lock,
+    load); a tick per hand-over cost the worker's process about 15 µs a hit (a lock,
     the log listed, the index and the segments read each time). Ticks start at least
     TICK_GAP apart at least; the persons handed over meanwhile are all in the next one."""
     ticks: list[tuple[float, set[str], int]] = []
