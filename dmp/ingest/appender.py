@@ -195,7 +195,7 @@ class Appender:
                 self._sending = len(taken)
                 changed.notify_all()  # room for the request threads
             try:
-                self._send(self._channel(), [t[0] for t in taken], [t[1] for t in taken], False)
+                self._send_taken(taken)
             except Exception:  # never a hit lost to a bug here: they go to the spool
                 log.exception("the appender's sender failed; %d hits spooled", len(taken))
                 self._to_spool([t[0] for t in taken])
@@ -212,7 +212,11 @@ class Appender:
                 self._outbox_changed.wait(self.WATCH_SECONDS)
             taken, self._outbox = self._outbox, []
         if taken:  # no sender (a bug ended it): this thread sends them
-            self._send(self._channel(), [t[0] for t in taken], [t[1] for t in taken], False)
+            self._send_taken(taken)
+
+    def _send_taken(self, taken: list[tuple[str, int]]) -> None:
+        """Send hits taken from the outbox on this thread's channel."""
+        self._send(self._channel(), [t[0] for t in taken], [t[1] for t in taken], False)
 
     def _send(self, channel: _Channel, lines: list[str], targets: list[int], spool: bool) -> None:
         """Send lines' XADDs on one channel (or spool them; see :meth:`append`)."""

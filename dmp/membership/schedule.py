@@ -134,11 +134,12 @@ def run_live_lane(
             current = r.smembers(keyspace.MATRIX_TOUCHED)
             handled &= current
             marks = current - handled
-            if (files - seen or marks or ahead or fed) and not r.exists(keyspace.SEGMENTS):
+            due = files - seen or marks or ahead or fed
+            if due and not r.exists(keyspace.SEGMENTS):
                 # No segment to evaluate: what a tick would come to, without its lock, the
                 # log index or the rows' table (a fresh server's pixel hits pay for none).
                 seen, handled, ahead, fed = files, handled | marks, set(), set()
-            elif files - seen or marks or ahead or fed:
+            elif due:
                 with lookupsets.sets_lock(r, 5):  # compaction swaps files under it
                     files = set(sources.event_files(config.events_dir))
                     index.update(files)

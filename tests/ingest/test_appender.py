@@ -9,6 +9,7 @@ from dmp.config import load_config
 from dmp.ingest.appender import Appender
 from dmp.ingest.spool import Spool, spool_dir
 from tests.factories import make_hit, stream_hits
+from tests.served import wait_for
 
 
 def _reads(redis) -> int:
@@ -76,3 +77,37 @@ def test_the_outbox_time_is_a_setting(redis_url, tmp_path):
             assert app.extensions["dmp"].appender.send_every == seconds
         finally:
             app.extensions["dmp"].appender.close()
+
+
+def test_a_full_outbox_makes_the_request_thread_wait_until_the_sender_takes_it(
+    redis, config, monkeypatch
+):
+    """A stalled send (a slow or hung Redis) lets the outbox fill; past MAX_UNREAD hits a
+    request thread waits for room instead of the backlog growing without bound."""
+    appender = _appender(redis, config, send_every=0.001)
+    monkeypatch.setattr(appender, "MAX_UNREAD", 5)
+    stalled, real_send = threading.Event(), appender._send
+
+    def stalling_send(*args, **kwargs):
+        stalled.wait(30)
+        return real_send(*args, **kwargs)
+
+    monkeypatch.setattr(appender, "_send", stalling_send)
+    try:
+        appender.append([make_hit(event_id="first-0000")], {})  # taken, then its send stalls
+        wait_for(lambda: appender._sending, 10, "the sender to take the first hit")
+        for i in range(5):  # fills the outbox
+            appender.append([make_hit(event_id=f"fill-{i:04d}")], {})
+        late = threading.Thread(target=appender.append, args=([make_hit(event_id="late-0000")], {}))
+        late.start()
+        late.join(0.5)
+        assert late.is_alive()  # waiting for room
+        stalled.set()
+        late.join(10)
+        assert not late.is_alive()
+        appender.sync()
+    finally:
+        stalled.set()
+        appender.close()
+    ids = sorted(h.event_id for h in stream_hits(redis))
+    assert ids == sorted(["first-0000", *(f"fill-{i:04d}" for i in range(5)), "late-0000"])
