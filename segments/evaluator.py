@@ -35,6 +35,7 @@ from segments.language import (
     TraitTest,
 )
 from segments.matrix import PROFILE_TRAITS
+from segments.personkey import KEY, all_keyed, person_key
 from segments.rules import LIST_OPS, Op, RuleError, When
 from segments.scoring import DAY_MS
 
@@ -65,10 +66,19 @@ NEXT_CHANGE = "next_change"  # ms: when a person's windowed counts next change b
 
 
 def did_counts(
-    touchpoints: pl.LazyFrame, dids: list[Did], as_of_ms: int, *, expiry: bool = False
+    touchpoints: pl.LazyFrame,
+    dids: list[Did],
+    as_of_ms: int,
+    *,
+    expiry: bool = False,
+    by: str = "person_id",
 ) -> pl.LazyFrame:
-    """Return ``person_id`` and one count column per ``did`` (:func:`did_key`) for every
-    person with a touchpoint some ``did`` counts (the others count 0 everywhere).
+    """Return ``by`` and one count column per ``did`` (:func:`did_key`) for every person
+    with a touchpoint some ``did`` counts (the others count 0 everywhere).
+
+    ``by`` is ``person_id``, or ``person_key`` (``segments.personkey``) for persons whose
+    ids are all dmp's: then each counted touchpoint's id is read as its number and every
+    grouping and join is by that (touchpoints whose ids have none are of no such person).
 
     The touchpoints are read once: every ``did``'s test (and every step's of a sequence)
     becomes a flag, and only the touchpoints some flag holds for are kept, with their
@@ -82,7 +92,7 @@ def did_counts(
     plain = [d for d in dids if d.then is None]
     sequences = [d for d in dids if d.then is not None]
     if not dids:
-        return past.select("person_id").unique()
+        return _person(past, by).unique()
     ts = pl.col("timestamp")
     flags, aggs, ends = [], [], []
     for did in plain:
@@ -103,23 +113,33 @@ def did_counts(
     names = [f.meta.output_name() for f in flags]
     # One read of the touchpoints; the few columns of those some did counts, kept.
     hits = past.select("person_id", "timestamp", *flags).filter(pl.any_horizontal(names))
+    hits = _person(hits, by, "timestamp", *names)
     parts = []
     if plain:
         counted = [did_key(d) for d in plain]
-        parts.append(hits.filter(pl.any_horizontal(counted)).group_by("person_id").agg(aggs))
+        parts.append(hits.filter(pl.any_horizontal(counted)).group_by(by).agg(aggs))
     for did in sequences:
         name = did_key(did)
         flagged = [steps[repr(when)][0] for when in _steps(did)]
-        parts.append(_sequence(hits, did, flagged, as_of_ms, name, expiry=expiry))
+        parts.append(_sequence(hits, did, flagged, as_of_ms, name, by, expiry=expiry))
         if expiry and did.within_days is not None:
             ends.append(f"{name}_end")
     out = parts[0]
     for part in parts[1:]:
-        out = out.join(part, on="person_id", how="full", coalesce=True)
+        out = out.join(part, on=by, how="full", coalesce=True)
     if expiry:
         first = pl.min_horizontal(*ends) if ends else pl.lit(None, pl.Int64)
         out = out.with_columns(first.cast(pl.Int64).alias(NEXT_CHANGE)).drop(ends)
     return out
+
+
+def _person(touchpoints: pl.LazyFrame, by: str, *columns: str) -> pl.LazyFrame:
+    """Return the touchpoints' persons as ``by`` (``person_id`` or ``person_key``), with
+    ``columns``; with keys, those of ids without one left out."""
+    if by == "person_id":
+        return touchpoints.select(by, *columns)
+    key = person_key(pl.col("person_id")).alias(by)
+    return touchpoints.select(key, *columns).filter(pl.col(by).is_not_null())
 
 
 def _steps(did: Did) -> list[When]:
@@ -138,22 +158,23 @@ def _sequence(
     flags: list[str],
     as_of_ms: int,
     name: str,
+    by: str,
     *,
     expiry: bool = False,
 ) -> pl.LazyFrame:
-    """Count the last steps of ``did``'s sequence per person, from touchpoints flagged
-    for each step (``flags``, first to last); with ``expiry``, also when the first of
-    them leaves the window, as ``<name>_end``."""
-    steps = hits.filter(pl.col(flags[0])).select("person_id", "timestamp")
+    """Count the last steps of ``did``'s sequence per person (``by``), from touchpoints
+    flagged for each step (``flags``, first to last); with ``expiry``, also when the
+    first of them leaves the window, as ``<name>_end``."""
+    steps = hits.filter(pl.col(flags[0])).select(by, "timestamp")
     step, k = did.then, 1
     while step is not None:
-        nxt = hits.filter(pl.col(flags[k])).select("person_id", "timestamp")
-        before = steps.select("person_id", prev=pl.col("timestamp")).sort("prev")
+        nxt = hits.filter(pl.col(flags[k])).select(by, "timestamp")
+        before = steps.select(by, prev=pl.col("timestamp")).sort("prev")
         joined = nxt.sort("timestamp").join_asof(
             before,
             left_on="timestamp",
             right_on="prev",
-            by="person_id",
+            by=by,
             strategy="backward",
             allow_exact_matches=False,
             check_sortedness=False,  # both sides sorted by time: so is every person's part
@@ -161,7 +182,7 @@ def _sequence(
         ok = pl.col("prev").is_not_null()
         if step.within_days is not None:
             ok = ok & (pl.col("timestamp") - pl.col("prev") <= step.within_days * DAY_MS)
-        steps = joined.filter(ok).select("person_id", "timestamp")
+        steps = joined.filter(ok).select(by, "timestamp")
         step, k = step.then, k + 1
     ends = []
     if did.within_days is not None:  # the window of a plain did's (not cut to whole ms)
@@ -169,7 +190,7 @@ def _sequence(
         steps = steps.filter(pl.col("timestamp") > as_of_ms - did.within_days * DAY_MS)
         if expiry:
             ends.append((pl.col("timestamp").min() + window).alias(f"{name}_end"))
-    return steps.group_by("person_id").agg(pl.len().cast(pl.UInt32).alias(name), *ends)
+    return steps.group_by(by).agg(pl.len().cast(pl.UInt32).alias(name), *ends)
 
 
 def profile_of(schema: Collection[str]) -> frozenset[str]:
@@ -222,8 +243,15 @@ def membership(
     matrix: pl.LazyFrame, counts: pl.LazyFrame, segments: Mapping[str, Node]
 ) -> pl.LazyFrame:
     """Return ``person_id`` and one Boolean column per segment id, from the matrix rows
-    and the ``did`` counts (:func:`did_counts`; persons without a row there counted 0)."""
-    rows = matrix.join(counts, on="person_id", how="left") if all_dids(segments) else matrix
+    and the ``did`` counts (:func:`did_counts`; persons without a row there counted 0),
+    by ``person_key`` if the counts are by that (the matrix's ids all dmp's)."""
+    rows = matrix
+    if all_dids(segments):
+        if KEY in counts.collect_schema():
+            keyed = matrix.with_columns(person_key(pl.col("person_id")).alias(KEY))
+            rows = keyed.join(counts, on=KEY, how="left").drop(KEY)
+        else:
+            rows = matrix.join(counts, on="person_id", how="left")
     profile = profile_of(matrix.collect_schema().names())
     return rows.select(
         "person_id", *(compile_node(tree, profile).alias(sid) for sid, tree in segments.items())
@@ -236,8 +264,11 @@ def evaluate(
     segments: Mapping[str, Node],
     as_of_ms: int,
 ) -> pl.LazyFrame:
-    """Return ``person_id`` and one Boolean column per segment id: who is in it."""
-    counts = did_counts(touchpoints, all_dids(segments), as_of_ms)
+    """Return ``person_id`` and one Boolean column per segment id: who is in it.
+
+    The matrix's ids are read first, to count by their keys if they are all dmp's."""
+    by = KEY if all_keyed(matrix) else "person_id"
+    counts = did_counts(touchpoints, all_dids(segments), as_of_ms, by=by)
     return membership(matrix, counts, segments)
 
 

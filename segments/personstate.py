@@ -17,16 +17,17 @@ changes once every 256 half-lives; an incremental build then folds everyone anew
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import polars as pl
 
 from segments.compiler import compile_when
 from segments.content import ContentItem, page_key
+from segments.personkey import KEY, all_keyed, person_key
 from segments.scoring import DAY_MS, ScoringModel
 
 ANCHOR_MS = 1_577_836_800_000  # 2020-01-01T00:00Z, where decay exponents are counted from
 WINDOWS = (7, 30, 90)  # the touchpoints_<n>d counts; ``recent`` keeps the longest
-KEY = "person_key"  # the fold's stand-in for a person id: the person's row number
 
 
 def decay_scale(model: ScoringModel, upto_ms: int) -> float:
@@ -46,10 +47,10 @@ def person_state(
     """Return one state row per person of ``persons`` from their touchpoints to ``upto_ms``.
 
     The fold groups the touchpoints by person several times over (and by person and
-    channel, topic or day). It does so by an integer key, each person's row number in
-    ``persons``, joined onto their touchpoints once: a 16-character id hashes and compares
-    out of line, and at 20M touchpoints that made the build a third slower. Touchpoints
-    of persons not in ``persons`` drop out there, as they did from the rows before.
+    channel, topic or day). It does so by an integer key (:func:`_keyed`): a 16-character
+    id hashes and compares out of line, and at 20M touchpoints that made the build a
+    third slower. Touchpoints of persons not in ``persons`` drop out, as they did from
+    the rows before.
 
     What the aggregations read of each touchpoint is kept in memory once (a cache): its
     key, time, channel (a category: the collectors set one of a handful of names),
@@ -58,17 +59,17 @@ def person_state(
     weight: each aggregation that sums it computes it from the time again, cheaper than
     8 bytes a touchpoint. The pages seen come from a scan of their own, of the URLs that
     may hold a catalog page (a predicate the Parquet reader applies), whose few
-    touchpoints alone are joined to their person's key. At 1M persons / 20M touchpoints
+    touchpoints alone are given their person's key. At 1M persons / 20M touchpoints
     that took a build from 31.8 s to 29.5 s and its peak memory from 4.5 to 3.7–3.9 GB
     (BENCHMARKS.md, "The fold keeps flags, not texts").
     """
     half_lives = (pl.col("timestamp") - ANCHOR_MS) / (DAY_MS * model.half_life_days)
     weight = pl.lit(2.0).pow(half_lives - scale)
-    persons = persons.with_row_index(KEY).cache()  # numbered once: all uses agree
-    keys = persons.select("person_id", KEY)
+    persons, keyed = _keyed(persons)
+    key_type = persons.collect_schema()[KEY]
     until = touchpoints.filter(pl.col("timestamp") <= upto_ms)
     past = (
-        until.join(keys, on="person_id", how="inner")
+        keyed(until)
         .select(
             KEY,
             "timestamp",
@@ -84,10 +85,10 @@ def person_state(
             for i, rule in enumerate(model.fit)
         )
         .join(_per_person(past.with_columns(w=weight), model, upto_ms), on=KEY, how="left")
-        .join(_capped_rules(past.with_columns(w=weight), model), on=KEY, how="left")
+        .join(_capped_rules(past.with_columns(w=weight), model, key_type), on=KEY, how="left")
         .join(_channel_counts(past), on=KEY, how="left")
         .join(_interests(past.with_columns(w=weight)), on=KEY, how="left")
-        .join(_seen_pages(until, keys, catalog), on=KEY, how="left")
+        .join(_seen_pages(until, keyed, catalog, key_type), on=KEY, how="left")
         .with_columns(
             pl.col("touchpoints_total").fill_null(0),
             first_seen=pl.min_horizontal("first_seen", "first_touch"),
@@ -95,6 +96,26 @@ def person_state(
         )
         .drop(KEY, "first_touch")
     )
+
+
+def _keyed(
+    persons: pl.LazyFrame,
+) -> tuple[pl.LazyFrame, Callable[[pl.LazyFrame], pl.LazyFrame]]:
+    """Return ``persons`` with their key, and what gives touchpoints their person's key
+    (dropping those of no person of ``persons``).
+
+    dmp's person ids are keyed by their own number (``segments.personkey``): each
+    touchpoint's id is parsed, no join. Persons with ids of other shapes are numbered by
+    their row instead, which each touchpoint is joined to (one hash probe of its id).
+    """
+    if all_keyed(persons):
+        key = person_key(pl.col("person_id")).alias(KEY)
+        return persons.with_columns(key), lambda frame: frame.with_columns(key).filter(
+            pl.col(KEY).is_not_null()
+        )
+    numbered = persons.with_row_index(KEY).cache()  # numbered once: all uses agree
+    keys = numbered.select("person_id", KEY)
+    return numbered, lambda frame: frame.join(keys, on="person_id", how="inner")
 
 
 def _matches(i: int) -> str:
@@ -127,13 +148,13 @@ def _per_person(past: pl.LazyFrame, model: ScoringModel, upto_ms: int) -> pl.Laz
     )
 
 
-def _capped_rules(past: pl.LazyFrame, model: ScoringModel) -> pl.LazyFrame:
+def _capped_rules(past: pl.LazyFrame, model: ScoringModel, key_type: pl.DataType) -> pl.LazyFrame:
     """``w_<i>`` of the rules with ``max_per_day``: only each day's first matches count.
 
     A day's first matches are its smallest weights. Most person-days hold no more than
     the cap and count whole; only the others are looked at touchpoint by touchpoint.
     """
-    out = pl.LazyFrame(schema={KEY: pl.get_index_type()})
+    out = pl.LazyFrame(schema={KEY: key_type})
     for i, rule in enumerate(model.activity):
         if rule.max_per_day is None:
             continue
@@ -185,23 +206,27 @@ def _interests(past: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _seen_pages(
-    touchpoints: pl.LazyFrame, keys: pl.LazyFrame, catalog: tuple[ContentItem, ...]
+    touchpoints: pl.LazyFrame,
+    keyed: Callable[[pl.LazyFrame], pl.LazyFrame],
+    catalog: tuple[ContentItem, ...],
+    key_type: pl.DataType,
 ) -> pl.LazyFrame:
     """Return ``person_key, seen_pages``: the catalog pages each person has been on.
 
     A page key is a lower-cased part of its URL, so only URLs that may hold one of the
     catalog's keys need the (costly) normalisation, and only their touchpoints are
-    joined to their person's key.
+    given their person's key (``keyed``).
     """
     pages = sorted({pl.select(page_key(pl.lit(item.url))).item() for item in catalog})
     if not pages:
-        return pl.LazyFrame(schema={KEY: pl.get_index_type(), "seen_pages": pl.List(pl.Utf8)})
+        return pl.LazyFrame(schema={KEY: key_type, "seen_pages": pl.List(pl.Utf8)})
     url = pl.col("url")
     return (
-        touchpoints.filter(_may_hold(url, pages))
-        .select("person_id", page=page_key(url))
-        .filter(pl.col("page").is_in(pages))
-        .join(keys, on="person_id", how="inner")
+        keyed(
+            touchpoints.filter(_may_hold(url, pages))
+            .select("person_id", page=page_key(url))
+            .filter(pl.col("page").is_in(pages))
+        )
         .group_by(KEY)
         .agg(seen_pages=pl.col("page").unique().sort())
     )

@@ -7,7 +7,8 @@ in one pass (:mod:`segments.evaluator`) and keeps what it found under
 - ``members-<stamp>.parquet``: ``segment_id, person_id``, every membership;
 - ``counts-<stamp>.parquet``: each person's ``did`` counts and ``next_change`` (when a
   count next changes by time alone), which the next run keeps for everyone whose
-  touchpoints did not change and whose counts have not expired;
+  touchpoints did not change and whose counts have not expired; by ``person_key`` when
+  every id of the matrix is dmp's (``segments.personkey``), else by ``person_id``;
 - ``changes/dt=<day>/changes-<stamp>.parquet``: who entered and left which segment, at
   which as-of time, in which run and segment version (what exporters push);
 - ``run-<stamp>.json``: the run's manifest (the matrix it read, the versions it used,
@@ -57,6 +58,7 @@ from segments.evaluator import (
 )
 from segments.language import Node
 from segments.matrix import TOUCHPOINT_SCHEMA
+from segments.personkey import KEY, all_keyed, person_id_of, person_key
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +150,7 @@ def _run(r: redis.Redis, config: Config, full: bool, lock: locks.Lease) -> RunRe
         "matrix": {k: matrix[k] for k in ("snapshot", "as_of", "files", "last_merge")},
         "versions": versions,
         "dids": sorted(counts.columns[1:-1]),
+        "counts_by": counts.columns[0],
         "incremental": recounted is not None,
         "recounted": counts.height if recounted is None else recounted,
         "members": sizes,
@@ -210,10 +213,11 @@ def _evaluate(
     column over the matrix rows, and the error of each segment that failed (left out)."""
     rows = pl.scan_parquet(snapshot)
     schema = rows.collect_schema()
+    by = KEY if config.engine != "spark" and all_keyed(rows) else "person_id"
 
     def attempt(some: Mapping[str, Node]) -> tuple[pl.DataFrame, int | None, pl.DataFrame]:
         """Return the did counts, how many persons were recounted, and the membership."""
-        counts, recounted = _counts(r, config, matrix, some, previous)
+        counts, recounted = _counts(r, config, matrix, some, previous, by)
         if config.engine == "spark":
             from dmp.membership import sparkcounts  # pyspark is an extra
 
@@ -245,11 +249,14 @@ def _counts(
     matrix: dict[str, Any],
     trees: Mapping[str, Node],
     previous: dict[str, Any] | None,
+    by: str = "person_id",
 ) -> tuple[pl.DataFrame, int | None]:
-    """Return every person's did counts (and how many were recounted; None: all were)."""
+    """Return every person's did counts by ``by`` (``person_id``, or ``person_key`` for a
+    matrix of dmp's ids), and how many were recounted (None: all were)."""
     dids = all_dids(trees)
     keys = [did_key(d) for d in dids]
-    schema = {"person_id": pl.Utf8, **dict.fromkeys(keys, pl.UInt32), NEXT_CHANGE: pl.Int64}
+    person = pl.UInt64 if by == KEY else pl.Utf8
+    schema = {by: person, **dict.fromkeys(keys, pl.UInt32), NEXT_CHANGE: pl.Int64}
     if not dids:
         return pl.DataFrame(schema=schema), None
     until = matrix["last_merge"]
@@ -267,25 +274,37 @@ def _counts(
             touchpoints = sources.read_touchpoints(config.events_dir, merged, files)
             if persons is not None:
                 touchpoints = touchpoints.filter(pl.col("person_id").is_in(persons))
-            found = did_counts(touchpoints, dids, as_of, expiry=True).collect(engine="streaming")
+            counting = did_counts(touchpoints, dids, as_of, expiry=True, by=by)
+            found = counting.collect(engine="streaming")
         return found.select(list(schema)).cast(schema)  # type: ignore[arg-type]
 
-    if previous is None or files is None or not _can_keep(previous, matrix, keys):
+    if previous is None or files is None or not _can_keep(previous, matrix, keys, by):
         return count(None), None
     touched, removed = sources.touched_since(
         r, config, previous["matrix"], matrix["files"], merged, until=until
     )
     kept = pl.read_parquet(segments_dir(config) / previous["counts_file"]).select(list(schema))
-    due = kept.filter(pl.col(NEXT_CHANGE) <= as_of)["person_id"].to_list()
-    recount = sorted(touched.union(due))
+    due = kept.filter(pl.col(NEXT_CHANGE) <= as_of)[by].to_list()
+    recount = sorted(
+        touched.union(person_id_of(k) for k in due) if by == KEY else touched | set(due)
+    )
     fresh = count(recount)
-    gone = sorted(removed.union(recount))
-    counts = pl.concat([kept.filter(~pl.col("person_id").is_in(gone)), fresh])
-    return counts.sort("person_id"), len(recount)
+    gone = pl.Series(sorted(removed.union(recount)), dtype=pl.Utf8)
+    if by == KEY:
+        gone = pl.select(person_key(pl.lit(gone))).to_series()
+    counts = pl.concat([kept.filter(~pl.col(by).is_in(gone.implode())), fresh])
+    return counts.sort(by), len(recount)
 
 
-def _can_keep(previous: dict[str, Any], matrix: dict[str, Any], keys: list[str]) -> bool:
+def _can_keep(previous: dict[str, Any], matrix: dict[str, Any], keys: list[str], by: str) -> bool:
     """Return whether the previous run's counts can be kept for unchanged persons."""
+    if previous.get("counts_by", "person_id") != by:
+        log.info(
+            "segments: the last run counted by %s, this one by %s: every person counted",
+            previous.get("counts_by", "person_id"),
+            by,
+        )
+        return False
     if not set(keys) <= set(previous.get("dids", [])):
         log.info("segments: a did condition is new: every person counted")
         return False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import duckdb
 import polars as pl
 import pytest
@@ -36,6 +38,25 @@ where:
 
 
 def members(people: list[dict], touches: list[dict], where: dict) -> list[str]:
+    """Return who is in the segment, checked to be the same persons when every id is
+    one dmp would mint (counted by the ids' numbers: segments.personkey)."""
+    found = _members(people, touches, where)
+    dmp = {r["person_id"]: as_dmp_id(r["person_id"]) for r in [*people, *touches]}
+    again = _members(
+        [{**r, "person_id": dmp[r["person_id"]]} for r in people],
+        [{**r, "person_id": dmp[r["person_id"]]} for r in touches],
+        where,
+    )
+    assert again == sorted(dmp[p] for p in found)
+    return found
+
+
+def as_dmp_id(pid: str) -> str:
+    """Return an id of dmp's shape (16 hex digits) standing for ``pid``."""
+    return hashlib.sha256(pid.encode()).hexdigest()[:16]
+
+
+def _members(people: list[dict], touches: list[dict], where: dict) -> list[str]:
     matrix = pl.LazyFrame(people, schema=MATRIX_SCHEMA)
     tps = pl.LazyFrame(touches, schema=TOUCHPOINT_SCHEMA)
     got = evaluate(matrix, tps, {"seg": parse_where(where)}, MATRIX_NOW).collect()

@@ -7,7 +7,14 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from segments.content import next_content, parse_catalog
-from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA, finish_matrix, refresh_matrix
+from segments.matrix import (
+    PERSON_SCHEMA,
+    TOUCHPOINT_SCHEMA,
+    build_matrix,
+    finish_matrix,
+    refresh_matrix,
+)
+from segments.personkey import all_keyed
 from segments.personstate import decay_scale, person_state
 from segments.rules import RuleError
 from segments.scoring import DAY_MS, parse_model
@@ -306,6 +313,62 @@ def test_rows_refreshed_to_a_later_time_are_the_rows_a_build_then_makes():
     a = rows.row(0, named=True)
     assert (a["stage"], a["next_content"], rows["touchpoints_7d"][1]) == ("recycled", None, 0)
     assert changes.rows() == [("a", "recycled", later, "model")]
+
+
+def test_dmp_ids_are_folded_by_their_number_into_the_rows_other_ids_get():
+    """Persons whose ids are all dmp's (16 hex digits) are folded by the ids' numbers,
+    others by their row numbers: the same rows either way, and in both the touchpoints
+    of no person (an unknown dmp id, an id of another shape) count for nobody."""
+    capped = parse_model(
+        """
+activity:
+  half_life_days: 30
+  rules:
+    - {name: page view, when: {event: page}, points: 2, max_per_day: 2}
+    - {name: download, when: {event: whitepaper_download}, points: 30}
+"""
+    )
+    plain = ["a", "b", "c", "d"]
+    dmp = ["00000000000000ff", "8000000000000000", "ffffffffffffffff", "0123456789abcdef"]
+    stray = ["0000000000000001", "p1"]  # a dmp id of no person; an id of another shape
+
+    def rows_of(ids: list[str]) -> pl.DataFrame:
+        persons = [profile_row(p, first_days=50) for p in ids[:4]]
+        touches = [
+            touch_row(p, days, event, url, topics, channel)
+            for p in ids
+            for days, event, url, topics, channel in (
+                (1, "page", "https://acme.de/crm-guide", ["crm"], "web"),
+                (1.1, "page", None, ["crm", "ads"], "web"),
+                (1.2, "page", None, [], "web"),
+                (3, "whitepaper_download", None, ["ads"], "email"),
+            )
+        ] + [touch_row(ids[1], 2, "click", channel="email")]
+        matrix, _ = build_matrix(
+            pl.LazyFrame(persons, schema=PERSON_SCHEMA),
+            pl.LazyFrame(touches, schema=TOUCHPOINT_SCHEMA),
+            pl.LazyFrame([], schema=STAGE_HISTORY_SCHEMA),
+            capped,
+            CATALOG,
+            MATRIX_NOW,
+        )
+        rows = matrix.collect()
+        named = dict(zip(ids, plain + ["stray"] * 2, strict=True))
+        return rows.with_columns(pl.col("person_id").replace_strict(named)).sort("person_id")
+
+    assert all_keyed(pl.LazyFrame({"person_id": dmp}))
+    assert not all_keyed(pl.LazyFrame({"person_id": plain}))
+    by_number, by_row = rows_of([*dmp, *stray]), rows_of([*plain, "e", "f"])
+
+    assert_frame_equal(by_number, by_row)
+    assert by_number["person_id"].to_list() == plain
+    assert by_number["touchpoints_total"].to_list() == [4, 5, 4, 4]
+    first = by_number.row(0, named=True)
+    assert first["touchpoints_by_channel"] == [
+        {"channel": "email", "count": 1},
+        {"channel": "web", "count": 3},
+    ]
+    assert [i["topic"] for i in first["interests"]] == ["crm", "ads"]
 
 
 def test_refresh_refuses_rows_of_other_persons():
