@@ -32,7 +32,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from matrix import AS_OF, EVENTS_GLOB  # noqa: E402  (bench/ is the script's folder)
+from matrix import AS_OF, EVENTS_GLOB, data_folder  # noqa: E402  (bench/ is the script's folder)
 from runlog import append, commit, measure_child  # noqa: E402
 
 from dmp.synth import example_segments  # noqa: E402
@@ -124,7 +124,7 @@ def main() -> None:
         run = run_duckdb if args.child == "duckdb" else run_polars
         run(args.data, args.segments)
         return
-    folder = ROOT / "bench" / "data" / f"matrix-{args.persons}-{args.touchpoints}-{args.seed}"
+    folder = data_folder(args.persons, args.touchpoints, args.seed)
     if not (folder / "out-streaming.parquet").exists():
         subprocess.run(
             [

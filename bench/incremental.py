@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from matrix import AS_OF  # noqa: E402  (bench/ is the script's folder)
+from matrix import AS_OF, data_folder  # noqa: E402  (bench/ is the script's folder)
 from runlog import append, commit, measure_child  # noqa: E402
 
 from dmp.matrix.builds import Kept, refold  # noqa: E402
@@ -164,9 +164,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    name = f"matrix-{args.persons}-{args.touchpoints}-{args.seed}"
-    data = ROOT / "bench" / "data" / name
-    work = ROOT / "bench" / "data" / f"incremental-{name}-{args.share}-{args.each}"
+    data = data_folder(args.persons, args.touchpoints, args.seed)
+    work = data.with_name(f"incremental-{data.name}-{args.share}-{args.each}")
     if args.child == "prepare":
         prepare(data, work, args.share, args.each)
         return

@@ -45,6 +45,25 @@ DAYS = 90
 EVENTS_GLOB = "events/dt=*/part-*.parquet"
 
 
+# The data's layout: bumped when generate() changes, so that no older data is reused.
+# 2: person ids as dmp mints them (16 hex digits), no longer "p" and 15 decimal digits.
+LAYOUT = 2
+
+
+def data_folder(persons: int, touchpoints: int, seed: int) -> Path:
+    """Return where the data of this size and seed is generated (and kept)."""
+    return ROOT / "bench" / "data" / f"matrix-v{LAYOUT}-{persons}-{touchpoints}-{seed}"
+
+
+def person_ids(persons: int, seed: int) -> pl.Series:
+    """Return the persons' ids, as dmp mints them: 16 hex digits, random-looking."""
+    numbers = pl.int_range(0, persons, eager=True, dtype=pl.UInt64).hash(seed * 1000)
+    ids = pl.Series("person_id", [f"{n:016x}" for n in numbers.to_list()], dtype=pl.Utf8)
+    if ids.n_unique() != persons:
+        raise SystemExit(f"two of {persons:,} generated person ids are equal: another seed")
+    return ids
+
+
 def rand(salt: int, seed: int) -> pl.Expr:
     """A pseudo-random u64 per row, from the row index."""
     return pl.col("i").hash(seed * 1000 + salt)
@@ -59,12 +78,10 @@ def generate(folder: Path, persons: int, touchpoints: int, seed: int) -> None:
     """Write persons.parquet, history.parquet and events/dt=*/part-0.parquet."""
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    ids = person_ids(persons, seed)
     people = (
         pl.DataFrame({"i": pl.int_range(0, persons, eager=True, dtype=pl.UInt64)})
-        .with_columns(
-            person_id=pl.format("p{}", pl.col("i").cast(pl.Utf8).str.zfill(15)),
-            roll=rand(1, seed) % 100,
-        )
+        .with_columns(person_id=ids, roll=rand(1, seed) % 100)
         .with_columns(
             tier=pl.when(pl.col("roll") < 60)
             .then(pl.lit("low"))
@@ -129,7 +146,7 @@ def generate(folder: Path, persons: int, touchpoints: int, seed: int) -> None:
         .with_columns(
             event_id=pl.format("e{}", "i"),
             site_id=pl.lit("acme-software"),
-            person_id=pl.format("p{}", pl.col("person").cast(pl.Utf8).str.zfill(15)),
+            person_id=pl.lit(ids).gather(pl.col("person")),
             source=pl.when(pl.col("roll") < 90)
             .then(pl.lit("pixel"))
             .otherwise(pl.lit("newsletter")),
@@ -281,7 +298,7 @@ def main() -> None:
     if args.child:
         run_duckdb(args.data) if args.child == "duckdb" else run_polars(args.data, args.child)
         return
-    folder = ROOT / "bench" / "data" / f"matrix-{args.persons}-{args.touchpoints}-{args.seed}"
+    folder = data_folder(args.persons, args.touchpoints, args.seed)
     if not (folder / "persons.parquet").exists():
         # In its own process: a child's peak RSS counts its parent's at the fork.
         subprocess.run(

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from matrix import AS_OF, generate  # noqa: E402  (bench/ is the script's folder)
+from matrix import AS_OF, data_folder, generate  # noqa: E402  (bench/ is the script's folder)
 
 from dmp.access.users import Role, add_user  # noqa: E402
 from dmp.app import create_app  # noqa: E402
@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--data", type=Path, help="a folder bench/matrix.py generated")
     args = parser.parse_args()
-    data = args.data or ROOT / "bench" / "data" / f"matrix-{args.persons}-{args.touchpoints}-7"
+    data = args.data or data_folder(args.persons, args.touchpoints, 7)
     if not (data / "events").exists():
         generate(data, args.persons, args.touchpoints, 7)
     with tempfile.TemporaryDirectory() as tmp:

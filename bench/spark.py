@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sparkmatrix  # noqa: E402  (bench/ is the script's folder)
+from matrix import data_folder  # noqa: E402
 from runlog import append, commit  # noqa: E402
 
 from dmp.config import load_config  # noqa: E402
@@ -117,8 +118,7 @@ def matrix_child(engine: str, folder: Path) -> None:
 
 def matrix_bench(args: argparse.Namespace) -> None:
     """Polars and Spark alternating on bench/matrix.py's data; check, record, print."""
-    name = f"matrix-{args.persons}-{args.touchpoints}-{args.seed}"
-    folder = args.data_dir or ROOT / "bench" / "data" / name
+    folder = args.data_dir or data_folder(args.persons, args.touchpoints, args.seed)
     if not (folder / "persons.parquet").exists():
         generate = [sys.executable, str(ROOT / "bench" / "matrix.py"), "--child", "generate"]
         generate += ["--data", str(folder), "--persons", str(args.persons)]
@@ -144,7 +144,7 @@ def matrix_bench(args: argparse.Namespace) -> None:
         "commit": commit(),
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
         "load_1min": os.getloadavg()[0],
-        "data": name,
+        "data": folder.name,
         "persons": sums["polars"]["rows"],
         "touchpoints": touchpoints,
         "rounds": args.rounds,

@@ -39,7 +39,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from matrix import AS_OF  # noqa: E402  (bench/ is the script's folder)
+from matrix import AS_OF, data_folder  # noqa: E402  (bench/ is the script's folder)
 from pixel import Target, start, stop, stop_redis, wait_up  # noqa: E402
 from runlog import append, commit  # noqa: E402
 
@@ -50,7 +50,7 @@ ADMIN = "admin@bench.test"
 
 def source_folder(persons: int, touchpoints: int) -> Path:
     """Return the matrix benchmark's data folder, generating it first if missing."""
-    folder = ROOT / "bench" / "data" / f"matrix-{persons}-{touchpoints}-7"
+    folder = data_folder(persons, touchpoints, 7)
     if not (folder / "persons.parquet").exists():
         subprocess.run(
             [sys.executable, str(ROOT / "bench" / "matrix.py"), "--child", "generate"]
