@@ -129,7 +129,10 @@ def sum_or_null(values: pl.Expr) -> pl.Expr:
 
 
 def _per_person(past: pl.LazyFrame, model: ScoringModel, upto_ms: int) -> pl.LazyFrame:
-    """One pass: counts, recency, recent times and every uncapped activity rule's weight."""
+    """One pass: counts, recency, recent times and every uncapped activity rule's weight.
+
+    The recent times are gathered as they come and each person's list sorted after:
+    sorting within the aggregation took longer (1.9 against 1.6 s at 20M touchpoints)."""
     ts = pl.col("timestamp")
     uncapped = [i for i, r in enumerate(model.activity) if r.max_per_day is None]
     rules = [pl.when(pl.col(_matches(i))).then(pl.col("w")).alias(f"w_{i}") for i in uncapped]
@@ -141,10 +144,10 @@ def _per_person(past: pl.LazyFrame, model: ScoringModel, upto_ms: int) -> pl.Laz
             touchpoints_total=pl.len(),
             first_touch=ts.min(),
             last_seen=ts.max(),
-            last_channel=pl.col("channel").get(ts.arg_max()).cast(pl.Utf8),
-            recent=ts.filter(ts > oldest).sort(),
+            recent=ts.filter(ts > oldest),
             **{f"w_{i}": sum_or_null(pl.col(f"w_{i}")) for i in uncapped},
         )
+        .with_columns(pl.col("recent").list.sort())
     )
 
 
@@ -175,13 +178,19 @@ def _capped_rules(past: pl.LazyFrame, model: ScoringModel, key_type: pl.DataType
 
 
 def _channel_counts(past: pl.LazyFrame) -> pl.LazyFrame:
+    """Touchpoints by channel, and the channel of the last touchpoint (of several at the
+    same time, the first by name): from each person's few channels and their last times,
+    not per touchpoint (the channel at the latest time of 20M took 1.6 s)."""
     return (
         past.group_by(KEY, "channel")
-        .agg(count=pl.len())
+        .agg(count=pl.len(), last=pl.col("timestamp").max())
         .with_columns(pl.col("channel").cast(pl.Utf8))
         .sort(KEY, "channel")
         .group_by(KEY)
-        .agg(touchpoints_by_channel=pl.struct("channel", "count"))
+        .agg(
+            touchpoints_by_channel=pl.struct("channel", "count"),
+            last_channel=pl.col("channel").get(pl.col("last").arg_max()),
+        )
     )
 
 

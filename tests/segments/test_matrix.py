@@ -89,6 +89,17 @@ def test_counts_windows_channels_and_recency():
     assert a["days_since_last_touch"] == 1.0 and a["last_channel"] == "web"
 
 
+def test_the_last_channel_of_touchpoints_at_one_time_is_the_first_by_name():
+    """Of several last touchpoints at the same time, the channel first by name: whatever
+    order they were stored in (a full and an incremental build read them differently)."""
+    for channels in (["web", "email", "crm"], ["crm", "web", "email"]):
+        touches = [touch_row("a", 5, channel="web")]
+        touches += [touch_row("a", 1, channel=c) for c in channels]
+        touches += [touch_row("b", 2, channel="email"), touch_row("b", 1, channel="web")]
+        rows, _ = build([profile_row("a"), profile_row("b")], touches)
+        assert (rows["a"]["last_channel"], rows["b"]["last_channel"]) == ("crm", "web")
+
+
 def test_interests_are_decayed_shares_with_a_top_interest():
     """Topic weights decay like activity and add up to one."""
     rows, _ = build(
