@@ -285,9 +285,9 @@ def _counts(
     )
     kept = pl.read_parquet(segments_dir(config) / previous["counts_file"]).select(list(schema))
     due = kept.filter(pl.col(NEXT_CHANGE) <= as_of)[by].to_list()
-    recount = sorted(
-        touched.union(person_id_of(k) for k in due) if by == KEY else touched | set(due)
-    )
+    if by == KEY:
+        due = [person_id_of(k) for k in due]
+    recount = sorted(touched.union(due))
     fresh = count(recount)
     gone = pl.Series(sorted(removed.union(recount)), dtype=pl.Utf8)
     if by == KEY:

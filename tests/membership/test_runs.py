@@ -25,6 +25,7 @@ from dmp.membership import definitions, live, lookupsets, results, runs, schedul
 from dmp.people import lifecycle
 from dmp.records import Stage
 from dmp.storage import keyspace, locks
+from segments.personkey import person_id_of
 from segments.scoring import DAY_MS
 from tests.factories import apply_segments, make_hit, make_identify, run_synth, send_hits
 from tests.served import wait_for
@@ -148,6 +149,33 @@ def test_incremental_run_equals_full_run(synth, redis, drain, config):
     assert "active-week" in left["segment_id"].to_list()
     assert promoted in inc_members.filter(pl.col("segment_id") == "sales-ready")["person_id"]
     assert known[0] in inc_members.filter(pl.col("segment_id") == "pricing-then-demo")["person_id"]
+
+
+def test_counts_are_kept_only_by_the_key_they_were_counted_by(synth, redis, config):
+    """The counts of a run by person id (one of a matrix whose ids were not all dmp's, or
+    of a version before person keys) are not kept by a run counting by key: it counts
+    everyone again, with the same members."""
+    apply_segments(redis, SEGMENTS)
+    builds.build(redis, config, synth)
+    first = runs.run(redis, config, build_matrix=False)
+    again = runs.run(redis, config, build_matrix=False)
+    assert again.incremental and again.recounted == 0  # nothing changed: all kept
+    manifest = results.latest_run(config)
+    assert manifest["counts_by"] == "person_key"
+    folder = results.segments_dir(config)
+    counts = pl.read_parquet(folder / manifest["counts_file"])
+    by_id = counts.select(
+        pl.col("person_key").map_elements(person_id_of, return_dtype=pl.Utf8).alias("person_id"),
+        pl.exclude("person_key"),
+    )
+    by_id.write_parquet(folder / manifest["counts_file"])
+    run_file = folder / f"run-{manifest['run_id']}.json"
+    run_file.write_text(json.dumps({**manifest, "counts_by": "person_id"}))
+
+    third = runs.run(redis, config, build_matrix=False)
+
+    assert not third.incremental and third.recounted == counts.height
+    assert third.members == first.members
 
 
 def _read(config, name: str) -> pl.DataFrame:
