@@ -56,6 +56,7 @@ from dmp.config import Config
 from dmp.ingest import erasures as pending
 from dmp.ingest import retention, stream, swaps
 from dmp.ingest.erasures import Erasures
+from dmp.records import EVENT_SCHEMA
 from dmp.storage import keyspace, locks
 from dmp.storage.outage import Outage
 from dmp.storage.parquetfiles import tmp_name
@@ -298,7 +299,8 @@ def _files_with_drops(listing: Listing, drop: Erasures) -> set[Path]:
         return set()
     named = pl.lit(False)
     for column in drop.columns():
-        named = named | pl.col(column).is_in(sorted(drop.values[column])).fill_null(False)
+        if column in EVENT_SCHEMA.names:  # (not person_key: the log keeps the ids)
+            named = named | pl.col(column).is_in(sorted(drop.values[column])).fill_null(False)
     found = (
         pl.scan_parquet(
             [str(p) for p in files],

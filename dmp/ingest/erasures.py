@@ -1,10 +1,11 @@
 """Pending erasures as compaction reads them: the members of ``keyspace.ERASURE_PENDING``
 turned into a filter over Parquet tables.
 
-A member is ``person:<pid>`` (rows whose ``person_id`` is that id, in any file) or an
-identifier ``uid:<v>``, ``anon:<v>`` or ``user:<v>`` (event rows carrying it in ``uid``,
-``anonymous_id`` or ``user_id``). Other identifier kinds name no column of a file dmp
-writes: they have nothing to drop and count as handled.
+A member is ``person:<pid>`` (rows whose ``person_id`` is that id, in any file, or whose
+``person_key`` is its key: a segment run's counts keep persons by key,
+``segments.personkey``) or an identifier ``uid:<v>``, ``anon:<v>`` or ``user:<v>`` (event
+rows carrying it in ``uid``, ``anonymous_id`` or ``user_id``). Other identifier kinds
+name no column of a file dmp writes: they have nothing to drop and count as handled.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -22,6 +24,7 @@ import redis
 from dmp.people.identity import IdKind
 from dmp.storage import keyspace
 from dmp.storage.parquetfiles import write_parquet_files
+from segments.personkey import KEY, person_id_of, person_key
 
 PERSON = "person"  # the kind of a member naming a person id
 # Member kind -> the column whose value it names.
@@ -31,6 +34,12 @@ COLUMNS = {
     IdKind.ANON.value: "anonymous_id",
     IdKind.USER.value: "user_id",
 }
+
+
+def _person_keys(pids: Iterable[str]) -> frozenset[int]:
+    """Return the keys of the person ids that have one (dmp's ids)."""
+    keys = pl.select(person_key(pl.lit(pl.Series(sorted(pids), dtype=pl.Utf8)))).to_series()
+    return frozenset(keys.drop_nulls().to_list())
 
 
 def person_member(pid: str) -> str:
@@ -43,7 +52,8 @@ class Erasures:
     """The members one compaction read, and the column values whose rows they drop."""
 
     members: frozenset[str] = frozenset()
-    values: Mapping[str, frozenset[str]] = field(default_factory=dict)  # column -> values
+    # column -> values (person_key: numbers, the person ids' keys; the others: texts)
+    values: Mapping[str, frozenset[str] | frozenset[int]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return any(self.values.values())
@@ -61,7 +71,9 @@ def parse_members(members: Iterable[str]) -> Erasures:
         kind, _, value = member.partition(":")
         if kind in COLUMNS and value:
             values.setdefault(COLUMNS[kind], set()).add(value)
-    return Erasures(kept, {c: frozenset(v) for c, v in values.items()})
+    found: dict[str, frozenset[str] | frozenset[int]] = {c: frozenset(v) for c, v in values.items()}
+    found[KEY] = _person_keys(values.get(COLUMNS[PERSON], ()))
+    return Erasures(kept, found)
 
 
 def read_pending(r: redis.Redis) -> Erasures:
@@ -86,7 +98,7 @@ def drop_mask(
     for column in erasures.columns():
         if column not in table.schema.names:
             continue
-        values = pa.array(sorted(erasures.values[column]), pa.string())
+        values = pa.array(sorted(erasures.values[column]), table.schema.field(column).type)
         hit = pc.fill_null(pc.is_in(table.column(column), value_set=values), False)
         mask = hit if mask is None else pc.or_(mask, hit)
     return mask
@@ -106,7 +118,10 @@ def members_in(table: pa.Table, erasures: Erasures) -> set[str]:
             continue
         present = pc.unique(pc.drop_null(table.column(column))).to_pylist()
         hits = set(present) & erasures.values[column]
-        found |= {f"{kinds[column]}:{v}" for v in hits}
+        if column == KEY:
+            found |= {person_member(person_id_of(v)) for v in hits}
+        else:
+            found |= {f"{kinds[column]}:{v}" for v in hits}
     return found
 
 

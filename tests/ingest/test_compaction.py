@@ -26,6 +26,7 @@ from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person
 from dmp.privacy import requests
 from dmp.storage import keyspace, locks
+from segments.personkey import person_id_of
 from segments.scoring import DAY_MS
 from tests.factories import (
     GOOGLEBOT,
@@ -113,12 +114,16 @@ def test_a_day_is_packed_into_files_of_about_the_target_size(redis, small):
 
 
 def _all_person_ids(cfg) -> dict[str, set[str]]:
-    """Return the person ids in every Parquet file under the data dir, by file."""
+    """Return the person ids in every Parquet file under the data dir, by file (those of
+    files keeping persons by key, segments.personkey, as ids)."""
     out = {}
     for path in sorted(cfg.data_dir.rglob("*.parquet")):
         table = pq.ParquetFile(path).read()
         if "person_id" in table.column_names:
             out[str(path.relative_to(cfg.data_dir))] = set(table["person_id"].to_pylist())
+        elif "person_key" in table.column_names:
+            keys = table["person_key"].to_pylist()
+            out[str(path.relative_to(cfg.data_dir))] = {person_id_of(k) for k in keys}
     return out
 
 

@@ -18,6 +18,7 @@ from dmp.membership import definitions, results, runs
 from dmp.membership.results import segments_dir
 from dmp.synth import example_segments
 from segments.definition import parse_definition
+from segments.personkey import person_id_of
 from tests.factories import make_hit, run_synth, send_hits
 
 
@@ -31,7 +32,11 @@ def _run_files(config) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     last = results.latest_run(config)
     folder = segments_dir(config)
     members = pl.read_parquet(folder / last["members_file"])
-    counts = pl.read_parquet(folder / last["counts_file"]).sort("person_id")
+    counts = pl.read_parquet(folder / last["counts_file"])
+    if last["counts_by"] == "person_key":  # polars counts dmp's ids by key, Spark by id
+        ids = pl.col("person_key").map_elements(person_id_of, return_dtype=pl.Utf8)
+        counts = counts.select(ids.alias("person_id"), pl.exclude("person_key"))
+    counts = counts.sort("person_id")
     if "changes_file" not in last:  # a run that changed nothing writes none
         return members, counts, pl.DataFrame()
     changes = pl.read_parquet(folder / last["changes_file"]).drop("run_id")
