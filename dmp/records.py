@@ -181,6 +181,9 @@ class Hit(NamedTuple):
         return out
 
 
+# A person id as dmp.people.identity mints it: 16 lower-case hex digits (8 random bytes).
+PERSON_ID_PATTERN = "[0-9a-f]{16}"
+
 _N_REQUIRED = 7  # event_id … timestamp have no default
 # What each optional field is written as when empty: mappings as {}, the rest as defaults.
 _JSON_EMPTY = tuple({} if isinstance(d, Mapping) else d for d in Hit._field_defaults.values())

@@ -7,30 +7,41 @@ line: the matrix build's fold and the segments' ``did`` counts key by it (at 1M 
 and 20M touchpoints, a tenth of either; BENCHMARKS.md, "Person keys").
 
 An id of another shape (a test's ``"p1"``, a frame from elsewhere) has no key. A frame
-can be keyed only if every id in it has one (:func:`all_keyed`); then the ids and the
+can be keyed only if every id in it is dmp's (:func:`all_keyed`); then the ids and the
 keys are one to one, and a touchpoint whose id has no key belongs to none of its
-persons. The check is strict for the persons; for the touchpoints, read by the million,
-only the length is checked and the digits parsed, so an id that spells a person's
-digits in upper case would count as theirs: dmp writes no such id.
+persons. The check is strict for the persons (and for the few ids an erasure or a run's
+recount names: :func:`strict_person_key`); the touchpoints, read by the million, are
+keyed by :func:`person_key`, which checks only the length and reads the digits (upper
+case and a leading ``+`` too): an id spelling a person's number so would count as
+theirs, and dmp writes no such id.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
+from dmp.records import PERSON_ID_PATTERN
+
 KEY = "person_key"
-ID_DIGITS = 16  # hex digits of a person id, as dmp.people.identity mints them
-_CANONICAL = f"^[0-9a-f]{{{ID_DIGITS}}}$"
+ID_DIGITS = 16  # characters of a person id (PERSON_ID_PATTERN)
+_CANONICAL = f"^{PERSON_ID_PATTERN}$"
 
 
 def person_key(ids: pl.Expr) -> pl.Expr:
-    """Return each id's key (UInt64), null for an id that is not 16 hex digits."""
+    """Return each id's key (UInt64): its 16 characters read as a base-16 number; null
+    for an id of another length or that does not read so. Quick, and lenient: upper-case
+    digits and a leading ``+`` read too (see :func:`strict_person_key`)."""
     digits = ids.str.to_integer(base=16, dtype=pl.UInt64, strict=False)
     return pl.when(ids.str.len_bytes() == ID_DIGITS).then(digits)
 
 
+def strict_person_key(ids: pl.Expr) -> pl.Expr:
+    """Return each id's key if it is dmp's (16 lower-case hex digits), else null."""
+    return pl.when(ids.str.contains(_CANONICAL)).then(person_key(ids))
+
+
 def person_id_of(key: int) -> str:
-    """Return the person id whose key ``key`` is (:func:`person_key`'s inverse)."""
+    """Return the person id whose key ``key`` is (:func:`strict_person_key`'s inverse)."""
     return f"{key:0{ID_DIGITS}x}"
 
 

@@ -101,12 +101,14 @@ def person_state(
 def _keyed(
     persons: pl.LazyFrame,
 ) -> tuple[pl.LazyFrame, Callable[[pl.LazyFrame], pl.LazyFrame]]:
-    """Return ``persons`` with their key, and what gives touchpoints their person's key
-    (dropping those of no person of ``persons``).
+    """Return ``persons`` with their key (``KEY``), and what gives touchpoints theirs.
 
     dmp's person ids are keyed by their own number (``segments.personkey``): each
-    touchpoint's id is parsed, no join. Persons with ids of other shapes are numbered by
-    their row instead, which each touchpoint is joined to (one hash probe of its id).
+    touchpoint's id is parsed, no join; touchpoints whose ids have no key are dropped,
+    and those of other dmp ids fall out where the aggregations are joined to ``persons``.
+    Persons with ids of other shapes are numbered by their row instead (``KEY`` is then
+    that number), which each touchpoint is joined to (one hash probe of its id): those of
+    no person drop out there.
     """
     if all_keyed(persons):
         key = person_key(pl.col("person_id")).alias(KEY)
@@ -179,8 +181,9 @@ def _capped_rules(past: pl.LazyFrame, model: ScoringModel, key_type: pl.DataType
 
 def _channel_counts(past: pl.LazyFrame) -> pl.LazyFrame:
     """Touchpoints by channel, and the channel of the last touchpoint (of several at the
-    same time, the first by name): from each person's few channels and their last times,
-    not per touchpoint (the channel at the latest time of 20M took 1.6 s)."""
+    same time, the first by name, a missing channel before any): from each person's few
+    channels and their last times, not per touchpoint (the channel at the latest time of
+    20M took 1.6 s). ``segments.sqlmatrix`` breaks the ties so too."""
     return (
         past.group_by(KEY, "channel")
         .agg(count=pl.len(), last=pl.col("timestamp").max())

@@ -114,6 +114,13 @@ def matrix_sql(
     channels = d.list_filter.format(d.list_of.format(items), "x", "x IS NOT NULL")
     r2 = d.round
     changed = f", stage <> coalesce(recorded_stage, 'lead') AS {STAGE_CHANGED}" if changes else ""
+    # The channel of the latest touchpoint; of several at once the first by name (a
+    # missing channel before any), as segments.personstate breaks the ties.
+    last_channel = (
+        "first(channel ORDER BY ts DESC, channel ASC NULLS FIRST)"
+        if d.engine is Engine.DUCKDB
+        else "min_by(channel, struct(-ts, channel))"
+    )
     return f"""
 WITH
 persons AS (SELECT * FROM {persons}),
@@ -135,7 +142,7 @@ scores AS (
 counts AS (
   SELECT person_id, count(*) AS touchpoints_total, {windows},
          min(ts) AS first_touch, max(ts) AS last_seen,
-         {"arg_max" if d.engine is Engine.DUCKDB else "max_by"}(channel, ts) AS last_channel
+         {last_channel} AS last_channel
   FROM tp GROUP BY person_id
 ),
 by_channel AS (

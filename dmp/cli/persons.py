@@ -13,6 +13,7 @@ from dmp.people.identity import Identifier, IdKind, normalise_email
 from dmp.people.profiles import find_person
 from dmp.privacy import requests
 from dmp.privacy.export import export_person
+from dmp.records import PERSON_ID_PATTERN
 
 
 @click.group("persons")
@@ -135,4 +136,4 @@ def forget_cmd(
     click.echo("  log:      recorded with salted hashes only (no destination holds them yet)")
 
 
-_PID = re.compile(r"[0-9a-f]{16}")
+_PID = re.compile(PERSON_ID_PATTERN)

@@ -24,7 +24,7 @@ import redis
 from dmp.people.identity import IdKind
 from dmp.storage import keyspace
 from dmp.storage.parquetfiles import write_parquet_files
-from segments.personkey import KEY, person_id_of, person_key
+from segments.personkey import KEY, strict_person_key
 
 PERSON = "person"  # the kind of a member naming a person id
 # Member kind -> the column whose value it names.
@@ -37,8 +37,9 @@ COLUMNS = {
 
 
 def _person_keys(pids: Iterable[str]) -> frozenset[int]:
-    """Return the keys of the person ids that have one (dmp's ids)."""
-    keys = pl.select(person_key(pl.lit(pl.Series(sorted(pids), dtype=pl.Utf8)))).to_series()
+    """Return the keys of the person ids that are dmp's (other ids name no keyed row)."""
+    ids = pl.lit(pl.Series(sorted(pids), dtype=pl.Utf8))
+    keys = pl.select(strict_person_key(ids)).to_series()
     return frozenset(keys.drop_nulls().to_list())
 
 
@@ -98,7 +99,8 @@ def drop_mask(
     for column in erasures.columns():
         if column not in table.schema.names:
             continue
-        values = pa.array(sorted(erasures.values[column]), table.schema.field(column).type)
+        kind = pa.uint64() if column == KEY else pa.string()
+        values = pa.array(sorted(erasures.values[column]), kind)
         hit = pc.fill_null(pc.is_in(table.column(column), value_set=values), False)
         mask = hit if mask is None else pc.or_(mask, hit)
     return mask
@@ -118,10 +120,7 @@ def members_in(table: pa.Table, erasures: Erasures) -> set[str]:
             continue
         present = pc.unique(pc.drop_null(table.column(column))).to_pylist()
         hits = set(present) & erasures.values[column]
-        if column == KEY:
-            found |= {person_member(person_id_of(v)) for v in hits}
-        else:
-            found |= {f"{kinds[column]}:{v}" for v in hits}
+        found |= {f"{kinds[column]}:{v}" for v in hits}  # (event files: no person_key)
     return found
 
 

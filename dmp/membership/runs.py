@@ -58,7 +58,7 @@ from segments.evaluator import (
 )
 from segments.language import Node
 from segments.matrix import TOUCHPOINT_SCHEMA
-from segments.personkey import KEY, all_keyed, person_id_of, person_key
+from segments.personkey import KEY, all_keyed, person_id_of, strict_person_key
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ def _counts(
     fresh = count(recount)
     gone = pl.Series(sorted(removed.union(recount)), dtype=pl.Utf8)
     if by == KEY:
-        gone = pl.select(person_key(pl.lit(gone))).to_series()
+        gone = pl.select(strict_person_key(pl.lit(gone))).to_series()
     counts = pl.concat([kept.filter(~pl.col(by).is_in(gone.implode())), fresh])
     return counts.sort(by), len(recount)
 

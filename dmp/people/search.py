@@ -13,10 +13,11 @@ import redis
 
 from dmp.people.identity import IdKind, normalise_email, normalise_phone
 from dmp.people.profiles import follow
+from dmp.records import PERSON_ID_PATTERN
 from dmp.storage import keyspace, multikey
 
 MAX_QUERY = 320
-PERSON_ID = re.compile(r"[0-9a-f]{16}")
+PERSON_ID = re.compile(PERSON_ID_PATTERN)
 # The kinds a bare text may be, strongest first (an email and a phone are normalised).
 _PLAIN_KINDS = (IdKind.CRM, IdKind.USER, IdKind.UID, IdKind.ANON)
 

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from dmp.records import Stage, Tier
+from dmp.records import PERSON_ID_PATTERN, Stage, Tier
 from dmp.web.params import JsonBody, Param, WholeNumber
 from dmp.web.schema import Free, ListOf, Obj, Text
 from segments.matrix import MOMENTS
 
-_HEX16 = "[0-9a-f]{16}"
 _STAGE_MESSAGE = f"{{path}} must be one of {', '.join(s.value for s in Stage)}"
 _BY_MESSAGE = "{path} must be a string of at most 200 printable characters"
 _REASON_MESSAGE = "{path} must be a string of at most 500 printable characters"
@@ -16,14 +15,14 @@ _REASON_MESSAGE = "{path} must be a string of at most 500 printable characters"
 
 PID = Param(
     "pid",
-    Text(pattern=_HEX16),
+    Text(pattern=PERSON_ID_PATTERN),
     "path",
     message="a person id is 16 lowercase hex digits",
     description="A person id (a merged id leads to the person it was merged into).",
 )
 REQUEST = Param(
     "request_id",
-    Text(pattern=_HEX16),
+    Text(pattern=PERSON_ID_PATTERN),
     "path",
     message="a request id is 16 lowercase hex digits",
     description="The id an erasure answered 202 with.",
@@ -79,10 +78,10 @@ STAGE_RECORD = Obj(
     },
     required=("stage", "at"),
 )
-STAGE_RECORDED = Obj({"person_id": Text(pattern=_HEX16), **STAGE_RECORD.fields})
+STAGE_RECORDED = Obj({"person_id": Text(pattern=PERSON_ID_PATTERN), **STAGE_RECORD.fields})
 PERSON = Obj(
     {
-        "person_id": Text(pattern=_HEX16),
+        "person_id": Text(pattern=PERSON_ID_PATTERN),
         "tier": Text(enum=tuple(t.value for t in Tier)),
         "identifiers": Obj(),
         "traits": Obj(),

@@ -30,6 +30,14 @@ PERSONS = pl.DataFrame(
     }
 )
 
+# Persons whose last touchpoints share a time, and the last channel each must get: the
+# first by name, a missing channel before any (segments.personstate and sqlmatrix alike).
+LAST_CHANNEL_TIES = (
+    [("a", 5, "web"), ("a", 1, "web"), ("a", 1, "email"), ("a", 1, "crm"), ("b", 2, "email")]
+    + [("b", 1, "web"), ("c", 1, "web"), ("c", 1, None), ("d", 3, "web"), ("d", 3, "crm")],
+    {"a": "crm", "b": "web", "c": None, "d": "crm"},
+)
+
 # (touchpoint filter, which of TOUCHPOINTS it selects)
 TOUCHPOINT_FILTERS = [
     ({"event": "page"}, [True, True, False, False]),

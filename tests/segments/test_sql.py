@@ -8,12 +8,20 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from dmp.matrix import sources
-from segments.matrix import build_matrix
+from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA, build_matrix
 from segments.rules import parse_when
+from segments.scoring import default_model_text, parse_model
 from segments.sql import when_sql
 from segments.sqlmatrix import matrix_sql
-from tests.factories import fifty_segments, run_synth
-from tests.segments.cases import PERSONS, TOUCHPOINT_FILTERS, TOUCHPOINTS, TRAIT_CONDITIONS
+from segments.stages import STAGE_HISTORY_SCHEMA
+from tests.factories import MATRIX_NOW, fifty_segments, profile_row, run_synth, touch_row
+from tests.segments.cases import (
+    LAST_CHANNEL_TIES,
+    PERSONS,
+    TOUCHPOINT_FILTERS,
+    TOUCHPOINTS,
+    TRAIT_CONDITIONS,
+)
 
 
 def _select(frame: pl.DataFrame, sql: str) -> list[bool]:
@@ -35,6 +43,34 @@ def test_trait_conditions_in_sql(when, expected):
     sql = when_sql(parse_when(when, "w", scope="person"))
     got = _select(PERSONS, sql)
     assert got == expected
+
+
+def tie_frames() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Return persons, touchpoints and an empty stage history of LAST_CHANNEL_TIES."""
+    touches, expected = LAST_CHANNEL_TIES
+    persons = pl.DataFrame([profile_row(p) for p in expected], schema=PERSON_SCHEMA)
+    rows = [touch_row(p, days, channel=c) for p, days, c in touches]
+    return (
+        persons,
+        pl.DataFrame(rows, schema=TOUCHPOINT_SCHEMA),
+        pl.DataFrame(schema=STAGE_HISTORY_SCHEMA),
+    )
+
+
+def test_the_last_channel_of_simultaneous_touchpoints_in_sql_is_polars_one():
+    """Ties for the last channel broken alike: the first by name, a missing one first."""
+    persons, touchpoints, history = tie_frames()
+    model = parse_model(default_model_text())
+    built, _ = build_matrix(
+        persons.lazy(), touchpoints.lazy(), history.lazy(), model, (), MATRIX_NOW
+    )
+    sql = matrix_sql(
+        model, (), MATRIX_NOW, persons="persons", touchpoints="touchpoints", history="history"
+    )
+    got = duckdb.sql(sql).pl().sort("person_id")
+    expected = LAST_CHANNEL_TIES[1]
+    assert dict(built.collect().select("person_id", "last_channel").iter_rows()) == expected
+    assert dict(got.select("person_id", "last_channel").iter_rows()) == expected
 
 
 def test_the_matrix_in_sql_equals_the_polars_build(runner, redis, config):

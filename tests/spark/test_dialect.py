@@ -10,11 +10,19 @@ from dmp.matrix import sources
 from dmp.matrix.spark import matrix_schema, to_spark
 from segments.matrix import build_matrix
 from segments.rules import parse_when
+from segments.scoring import default_model_text, parse_model
 from segments.sql import segments_sql, when_sql
 from segments.sqldialect import SPARK
 from segments.sqlmatrix import matrix_sql
-from tests.factories import fifty_segments, run_synth
-from tests.segments.cases import PERSONS, TOUCHPOINT_FILTERS, TOUCHPOINTS, TRAIT_CONDITIONS
+from tests.factories import MATRIX_NOW, fifty_segments, run_synth
+from tests.segments.cases import (
+    LAST_CHANNEL_TIES,
+    PERSONS,
+    TOUCHPOINT_FILTERS,
+    TOUCHPOINTS,
+    TRAIT_CONDITIONS,
+)
+from tests.segments.test_sql import tie_frames
 
 
 def _select(spark, frame: pl.DataFrame, sql: str) -> list[bool]:
@@ -34,6 +42,24 @@ def test_trait_conditions_on_spark(spark, when, expected):
     """Each trait condition selects the same persons on Spark as in polars."""
     sql = when_sql(parse_when(when, "w", scope="person"), SPARK)
     assert _select(spark, PERSONS, sql) == expected
+
+
+def test_the_last_channel_of_simultaneous_touchpoints_on_spark_is_polars_one(spark):
+    """Ties for the last channel broken as polars breaks them (tests/segments/cases.py)."""
+    for name, frame in zip(("persons", "touchpoints", "history"), tie_frames(), strict=True):
+        to_spark(spark, frame).createOrReplaceTempView(name)
+    model = parse_model(default_model_text())
+    sql = matrix_sql(
+        model,
+        (),
+        MATRIX_NOW,
+        persons="persons",
+        touchpoints="touchpoints",
+        history="history",
+        dialect=SPARK,
+    )
+    got = {row.person_id: row.last_channel for row in spark.sql(sql).collect()}
+    assert got == LAST_CHANNEL_TIES[1]
 
 
 def test_the_matrix_on_spark_equals_the_polars_build(spark, runner, redis, config):
