@@ -18,6 +18,8 @@ theirs, and dmp writes no such id.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import polars as pl
 
 from dmp.records import PERSON_ID_PATTERN
@@ -38,6 +40,11 @@ def person_key(ids: pl.Expr) -> pl.Expr:
 def strict_person_key(ids: pl.Expr) -> pl.Expr:
     """Return each id's key if it is dmp's (16 lower-case hex digits), else null."""
     return pl.when(ids.str.contains(_CANONICAL)).then(person_key(ids))
+
+
+def keys_of(ids: Iterable[str]) -> pl.Series:
+    """Return the strict keys of a few ids (:func:`strict_person_key`; null for another's)."""
+    return pl.select(strict_person_key(pl.lit(pl.Series(list(ids), dtype=pl.Utf8)))).to_series()
 
 
 def person_id_of(key: int) -> str:

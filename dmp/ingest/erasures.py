@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -24,7 +23,7 @@ import redis
 from dmp.people.identity import IdKind
 from dmp.storage import keyspace
 from dmp.storage.parquetfiles import write_parquet_files
-from segments.personkey import KEY, strict_person_key
+from segments.personkey import KEY, keys_of
 
 PERSON = "person"  # the kind of a member naming a person id
 # Member kind -> the column whose value it names.
@@ -38,9 +37,7 @@ COLUMNS = {
 
 def _person_keys(pids: Iterable[str]) -> frozenset[int]:
     """Return the keys of the person ids that are dmp's (other ids name no keyed row)."""
-    ids = pl.lit(pl.Series(sorted(pids), dtype=pl.Utf8))
-    keys = pl.select(strict_person_key(ids)).to_series()
-    return frozenset(keys.drop_nulls().to_list())
+    return frozenset(keys_of(pids).drop_nulls().to_list())
 
 
 def person_member(pid: str) -> str:

@@ -58,7 +58,7 @@ from segments.evaluator import (
 )
 from segments.language import Node
 from segments.matrix import TOUCHPOINT_SCHEMA
-from segments.personkey import KEY, all_keyed, person_id_of, strict_person_key
+from segments.personkey import KEY, all_keyed, keys_of, person_id_of
 
 log = logging.getLogger(__name__)
 
@@ -289,9 +289,8 @@ def _counts(
         due = [person_id_of(k) for k in due]
     recount = sorted(touched.union(due))
     fresh = count(recount)
-    gone = pl.Series(sorted(removed.union(recount)), dtype=pl.Utf8)
-    if by == KEY:
-        gone = pl.select(strict_person_key(pl.lit(gone))).to_series()
+    ids = sorted(removed.union(recount))
+    gone = keys_of(ids) if by == KEY else pl.Series(ids, dtype=pl.Utf8)
     counts = pl.concat([kept.filter(~pl.col(by).is_in(gone.implode())), fresh])
     return counts.sort(by), len(recount)
 

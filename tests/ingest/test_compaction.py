@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
 
 from dmp.cli import cli, main
-from dmp.ingest import compaction, swaps
+from dmp.ingest import compaction, erasures, swaps
 from dmp.ingest.eventlog import scan_events
 from dmp.ingest.worker import Worker
 from dmp.matrix import builds, snapshots
@@ -131,6 +132,17 @@ def _kind(name: str) -> str:
     """Return what kind of file a data-dir file is: part, matrix, state, members, …"""
     stem = Path(name).name.removesuffix(".parquet")
     return stem.rsplit(".", 1)[1] if "." in stem else stem.split("-")[0]
+
+
+def test_an_erasure_names_keyed_rows_of_dmp_ids_only():
+    """person:<pid> names the rows keyed by its number only for an id dmp mints: another
+    spelling of the same number (capitals) must not drop that person's keyed rows."""
+    members = ["person:00000000000000ab", "person:00000000000000CD", "person:p1", "uid:c-1"]
+    found = erasures.parse_members(members)
+    assert found.values["person_key"] == {0xAB}
+    assert found.values["person_id"] == {"00000000000000ab", "00000000000000CD", "p1"}
+    table = pa.table({"person_key": pa.array([0xAB, 0xCD, 7], pa.uint64())})
+    assert erasures.drop_mask(table, found).to_pylist() == [True, False, False]
 
 
 def test_an_erased_person_leaves_every_kind_of_file(runner, redis, config):
