@@ -2,7 +2,8 @@
 
     python bench/pixel.py [--workers 2] [--threads 4] [--connections 32] [--wrk-threads 2]
                           [--seconds 10] [--rounds 3] [--warmup 2]
-                          [--ingest off|on|both] [--worker-nice N] [--floor] [--tcf]
+                          [--ingest off|on|both] [--visitors N] [--worker-nice N]
+                          [--floor] [--tcf]
                           [--no-save]
 
 Targets, each a server of its own, started once and hit in turn by wrk on loopback:
@@ -29,9 +30,11 @@ on the same cores): where a hit's cost goes, measured rather than inferred.
 
 Every request is a consented hit with its cookie:
 ``/p.gif?k=<write key>&url=https://bench.test/page&topics=crm,erp&consent=analytics,ads``
-with ``Cookie: dmp_uid=<22 chars>``. Rounds rotate the order of the targets; medians of
-the rounds are compared with the bare app's. Target (issue 18): dmp with its ingest worker
-≥ 0.8× its requests/s and p99 ≤ 1.5× its p99. Afterwards the benchmark checks that every
+with ``Cookie: dmp_uid=<22 chars>``: one visitor's, or with ``--visitors N`` each next
+request the next of N visitors' (a wrk script), as a site's hits spread over its visitors.
+Rounds rotate the order of the targets; medians of the rounds are compared with the bare
+app's. Target (issue 18): dmp with its ingest worker ≥ 0.8× its requests/s and p99 ≤ 1.5×
+its p99. Afterwards the benchmark checks that every
 request dmp answered is a hit on its stream (or, with the worker on, an event stored in
 Parquet).
 """
@@ -235,8 +238,27 @@ def _ms(text: str, label: str) -> float:
     return float(value) * _UNITS[unit]
 
 
+# wrk's script for --visitors N: each request carries the next of N cookies in turn
+# ("bench" and 17 digits, 22 characters like UID), so that hits spread over N visitors
+# (their persons, timelines and identities) as a site's do.
+VISITORS_LUA = """
+local n = tonumber(os.getenv("DMP_BENCH_VISITORS"))
+local i = math.random(0, n - 1)
+request = function()
+  i = (i + 1) % n
+  return wrk.format(nil, nil, {["Cookie"] = string.format("dmp_uid=bench%017d", i)})
+end
+"""
+
+
 def wrk(url: str, args: argparse.Namespace, seconds: float) -> dict:
     """Run wrk once; return requests/s, p50/p99 ms, requests answered and errors."""
+    if args.visitors > 1:
+        script = Path(tempfile.gettempdir()) / f"dmp-bench-visitors-{os.getpid()}.lua"
+        script.write_text(VISITORS_LUA)
+        cookie = ["-s", str(script)]
+    else:
+        cookie = ["-H", f"Cookie: dmp_uid={UID}"]
     out = subprocess.run(
         [
             "wrk",
@@ -246,13 +268,13 @@ def wrk(url: str, args: argparse.Namespace, seconds: float) -> dict:
             "--timeout",
             "5s",
             "--latency",
-            "-H",
-            f"Cookie: dmp_uid={UID}",
+            *cookie,
             url,
         ],
         capture_output=True,
         text=True,
         check=True,
+        env={**os.environ, "DMP_BENCH_VISITORS": str(args.visitors)},
     ).stdout
     errors = 0
     socket_errors = re.search(
@@ -381,6 +403,20 @@ def main() -> None:
         metavar="N",
         help="run dmp's ingest worker at niceness N (an experiment; dmp does not do it itself)",
     )
+    parser.add_argument(
+        "--visitors",
+        type=int,
+        default=1,
+        metavar="N",
+        help="spread the hits over N cookies in turn (default 1: every hit the same visitor's)",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for dmp's servers, e.g. DMP_FLUSH_SECONDS=0.5 (an experiment; repeatable)",
+    )
     parser.add_argument("--floor", action="store_true", help="add a plain WSGI GIF target")
     parser.add_argument(
         "--tcf",
@@ -394,6 +430,9 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="dmp-pixel-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMP_")}
+    settings = dict(item.split("=", 1) for item in args.server_env)
+    if any(not name.startswith("DMP_") for name in settings):
+        raise SystemExit("--server-env takes NAME=VALUE with a DMP_ setting's name")
     py = sys.executable
     shape = ["--workers", str(args.workers), "--threads", str(args.threads)]
     targets = [Target("bare", [py, "bench/bare_app.py", *shape], tmp / "bare")]
@@ -426,7 +465,7 @@ def main() -> None:
     checks: dict[str, dict] = {}
     try:
         for t in targets:
-            start(t, env)
+            start(t, {**env, **settings} if t.dmp else env)
         for t in targets:
             path = t.path.format(key=keys.get(t.name, key))
             wait_up(t, path)
@@ -470,6 +509,8 @@ def main() -> None:
         f"gunicorn gthread, {args.workers} processes × {args.threads} threads; wrk "
         f"-t{args.wrk_threads} -c{args.connections} -d{args.seconds:g}s; "
         + (f"ingest worker at nice {args.worker_nice}; " if args.worker_nice else "")
+        + (f"{args.visitors:,} visitors in turn; " if args.visitors > 1 else "one visitor; ")
+        + "".join(f"{name}={value}; " for name, value in settings.items())
         + f"medians of {args.rounds} rounds"
     )
     print(table(targets))
@@ -495,6 +536,8 @@ def main() -> None:
         "seconds": args.seconds,
         "rounds": args.rounds,
         "worker_nice": args.worker_nice,
+        "visitors": args.visitors,
+        "server_env": settings,
         "targets": {
             t.name: {
                 "rps": round(median([r["rps"] for r in t.runs])),
