@@ -288,20 +288,25 @@ def test_bad_catalogs_name_the_path(text, message):
     assert str(caught.value).startswith(message)
 
 
-def test_rows_refreshed_to_a_later_time_are_the_rows_a_build_then_makes():
+@pytest.mark.parametrize(
+    "ids", [("a", "b", "c"), ("00000000000000ff", "0000000000000a00", "f000000000000000")]
+)
+def test_rows_refreshed_to_a_later_time_are_the_rows_a_build_then_makes(ids):
     """refresh_matrix (an incremental build's persons without news) equals finishing the
     same state later: decayed scores, windows, recycled stages, and next content anew
-    where the stage moved."""
+    where the stage moved; whatever the order the state comes in (put in the rows'
+    order by the ids' text, or by their keys for dmp's ids)."""
+    a, b, c = ids
     persons = pl.LazyFrame(
-        [profile_row("a", job_title="Head of Marketing"), profile_row("b"), profile_row("c")],
+        [profile_row(a, job_title="Head of Marketing"), profile_row(b), profile_row(c)],
         schema=PERSON_SCHEMA,
     )
     touches = pl.LazyFrame(
         [
-            touch_row("a", 10, "whitepaper_download", topics=["crm"]),
-            touch_row("a", 12, url="https://acme.de/crm-guide", topics=["crm"]),
-            touch_row("b", 5),
-            touch_row("b", 20),
+            touch_row(a, 10, "whitepaper_download", topics=["crm"]),
+            touch_row(a, 12, url="https://acme.de/crm-guide", topics=["crm"]),
+            touch_row(b, 5),
+            touch_row(b, 20),
         ],
         schema=TOUCHPOINT_SCHEMA,
     )
@@ -312,18 +317,27 @@ def test_rows_refreshed_to_a_later_time_are_the_rows_a_build_then_makes():
     none = current_stages(pl.LazyFrame(schema=STAGE_HISTORY_SCHEMA), MATRIX_NOW)
     then, moves = finish_matrix(state.lazy(), none, MODEL, CATALOG, MATRIX_NOW)
     then, moves = then.collect(), moves.collect()
-    a = then.row(0, named=True)
-    assert (a["stage"], a["next_content"], then["touchpoints_7d"][1]) == ("mql", "crm-pricing", 1)
+    first = then.row(0, named=True)
+    assert (first["stage"], first["next_content"], then["touchpoints_7d"][1]) == (
+        "mql",
+        "crm-pricing",
+        1,
+    )
     recorded = current_stages(moves.lazy(), later)
     expected, expected_moves = finish_matrix(state.lazy(), recorded, MODEL, CATALOG, later)
 
-    rows, changes = refresh_matrix(then, state.lazy(), recorded, MODEL, CATALOG, later)
+    shuffled = state.reverse().lazy()
+    rows, changes = refresh_matrix(then, shuffled, recorded, MODEL, CATALOG, later)
 
     assert_frame_equal(rows, expected.collect())
     assert_frame_equal(changes, expected_moves.collect())
-    a = rows.row(0, named=True)
-    assert (a["stage"], a["next_content"], rows["touchpoints_7d"][1]) == ("recycled", None, 0)
-    assert changes.rows() == [("a", "recycled", later, "model")]
+    first = rows.row(0, named=True)
+    assert (first["stage"], first["next_content"], rows["touchpoints_7d"][1]) == (
+        "recycled",
+        None,
+        0,
+    )
+    assert changes.rows() == [(a, "recycled", later, "model")]
 
 
 def test_dmp_ids_are_folded_by_their_number_into_the_rows_other_ids_get():

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import polars as pl
 
-from segments.personkey import all_keyed, person_id_of, person_key, strict_person_key
+from segments.personkey import (
+    all_keyed,
+    in_id_order,
+    person_id_of,
+    person_key,
+    strict_person_key,
+)
 
 
 def keys(ids: list[str | None], key=person_key) -> list[int | None]:
@@ -41,3 +47,11 @@ def test_a_frame_is_keyed_only_if_every_id_is_sixteen_small_hex_digits():
     assert not keyed(["0123456789ABCDEF"])  # the same number as the small letters' id
     assert not keyed(["+123456789abcdef"])  # parses, but is not an id dmp mints
     assert not keyed(["0123456789abcdef", None])
+
+
+def test_frames_are_put_in_the_order_of_their_ids_texts_whichever_way_they_are_sorted():
+    """dmp's ids sort by their keys, in the order of their texts; other ids by the texts."""
+    dmp_ids = ["f000000000000000", "00000000000000ff", "0000000000000a00", "0000000000000000"]
+    for ids in (dmp_ids, [*dmp_ids, "p1"], ["b", "a10", "a9"]):
+        frame = pl.DataFrame({"person_id": ids, "n": range(len(ids))})
+        assert in_id_order(frame)["person_id"].to_list() == sorted(ids)
