@@ -18,9 +18,10 @@ spools what the outbox holds; a process killed outright loses its last ``send_ev
 Metric counters are summed here and sent by a helper thread about once a second; the
 same thread reads answers a quiet sender left unread.
 
-Without a spool, with ``send_every`` 0, and on a Redis Cluster, each request thread sends
-its own hits (without a spool an error then reaches the request). On a Redis Cluster a
-thread keeps a connection to each node serving a partition's stream. A node that answers
+Without a spool, and with ``send_every`` 0, each request thread sends its own hits
+(without a spool an error then reaches the request). On a Redis Cluster the sender (or a
+thread sending its own) keeps a connection to each node serving a partition's stream and
+sends each node its share of what it took as one write. A node that answers
 MOVED or ASK (its slot went elsewhere) did not take the hit: it is spooled like any
 refusal, the spool's replay finds the new node, and the helper thread relearns the slot
 map for the hits to come.
@@ -158,12 +159,8 @@ class Appender:
         lines = [hit.to_json() for hit in hits]
         n = self.partitions
         targets = [partition_of(hit, n) for hit in hits] if n > 1 else [0] * len(hits)
-        if self._cluster:
-            for channel, share, share_targets in self._node_channels(lines, targets):
-                self._send(channel, share, share_targets, spool)
-            return
         if self.spool is None or spool or self.spool.active or not self.send_every:
-            self._send(self._channel(), lines, targets, spool)
+            self._send_now(lines, targets, spool)
             return
         with self._outbox_changed:
             while len(self._outbox) >= self.MAX_UNREAD and self._sender_alive():
@@ -215,8 +212,17 @@ class Appender:
             self._send_taken(taken)
 
     def _send_taken(self, taken: list[tuple[str, int]]) -> None:
-        """Send hits taken from the outbox on this thread's channel."""
-        self._send(self._channel(), [t[0] for t in taken], [t[1] for t in taken], False)
+        """Send hits taken from the outbox on this thread's channels."""
+        self._send_now([t[0] for t in taken], [t[1] for t in taken], False)
+
+    def _send_now(self, lines: list[str], targets: list[int], spool: bool) -> None:
+        """Send lines' XADDs on this thread's channel; on a Redis Cluster, on its channel
+        to each node serving one of their partitions (see :meth:`_send`)."""
+        if not self._cluster:
+            self._send(self._channel(), lines, targets, spool)
+            return
+        for channel, share, share_targets in self._node_channels(lines, targets):
+            self._send(channel, share, share_targets, spool)
 
     def _send(self, channel: _Channel, lines: list[str], targets: list[int], spool: bool) -> None:
         """Send lines' XADDs on one channel (or spool them; see :meth:`append`)."""

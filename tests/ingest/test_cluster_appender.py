@@ -53,6 +53,60 @@ def test_hits_from_several_threads_reach_every_partition(cluster):
     assert metrics.read_counter(cluster, "dmp_test_total") == 300
 
 
+def _reads(cluster) -> int:
+    """Return the reads every primary of the cluster has processed so far."""
+    total = 0
+    for node in cluster.get_primaries():
+        with redis_lib.Redis(host=node.host, port=node.port) as plain:
+            total += int(plain.info("stats")["total_reads_processed"])
+    return total
+
+
+def _from_threads_on_cluster(cluster, tmp_path, send_every: float) -> int:
+    """Append 200 hits from each of eight threads over four partitions (with a spool, as
+    the collectors run); check each reached its partition once; return the writes the
+    cluster's nodes read."""
+    stream.ensure_group(cluster, 4)
+    uids = uids_on_every_partition(prefix="o")
+    spool = Spool(tmp_path / f"spool-{send_every}", cluster, 1 << 24, partitions=4)
+    appender = Appender(cluster, spool, partitions=4, send_every=send_every)
+    hits = [[make_hit(uid=uids[(t + i) % 4]) for i in range(200)] for t in range(8)]
+    before = _reads(cluster)
+    try:
+        threads = [
+            threading.Thread(target=lambda mine=mine: [appender.append([h], {}) for h in mine])
+            for mine in hits
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        appender.sync()
+        reads = _reads(cluster) - before
+    finally:
+        appender.close()
+    assert not spool.active
+    for p in range(4):
+        expected = [h.event_id for mine in hits for h in mine if stream.partition_of(h, 4) == p]
+        assert sorted(_event_ids(cluster, p)) == sorted(expected)  # each once
+    return reads
+
+
+def test_the_hits_of_many_threads_reach_the_cluster_together_each_once(cluster, tmp_path):
+    """On a cluster too the outbox sends a process's hits together: each node gets its
+    share of what gathered as one write, so the three masters read a few dozen writes for
+    1,600 hits, not one each (and not one per thread's hit either)."""
+    reads = _from_threads_on_cluster(cluster, tmp_path, send_every=0.02)
+    assert reads <= 1600 / 8, reads
+
+
+def test_each_thread_sends_its_own_hits_to_the_cluster_with_send_every_zero(cluster, tmp_path):
+    """DMP_COLLECT_SEND_MS=0 on a cluster: each request thread sends its hits to their
+    nodes at once (the baseline the outbox test is measured against)."""
+    reads = _from_threads_on_cluster(cluster, tmp_path, send_every=0)
+    assert reads > 1600 / 8, reads
+
+
 def _move_slot(cluster, slot: int, to: redis_lib.cluster.ClusterNode) -> None:
     """Give an empty slot to node ``to``, telling every node (the client is not told)."""
     target_id = redis_lib.Redis(host=to.host, port=to.port).execute_command("CLUSTER", "MYID")
