@@ -113,6 +113,26 @@ def test_conditions(where, expected):
 
 
 @pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ({"stage": {"not_in": ["lead"]}}, ["m"]),
+        ({"stage": {"in": ["lead", "mql"]}}, ["m"]),
+        ({"tier": {"not_in": ["low"]}}, ["m"]),
+        ({"tier": {"in": ["medium", "high"]}}, ["m"]),
+    ],
+)
+def test_a_stage_or_tier_outside_the_order_is_in_no_list_and_in_no_complement(where, expected):
+    """A hand-made matrix may hold a stage or tier that is not one of the order's, or
+    none: like a missing value it meets neither ``in`` nor ``not_in``."""
+    people = [
+        matrix_row("m", tier="medium", stage="mql"),
+        matrix_row("odd", tier="huge", stage="archived"),
+        matrix_row("none", tier=None, stage=None),
+    ]
+    assert members(people, [], where) == expected
+
+
+@pytest.mark.parametrize(
     ("where", "message"),
     [
         (
