@@ -261,7 +261,7 @@ def refold(
         [history, matrix, changes, fresh_state], engine="streaming"
     )
     old_rows, old_changes = refresh_matrix(
-        kept.rows.filter(gone).collect(), old_state, recorded, model, catalog, as_of
+        kept.rows.filter(gone), old_state, recorded, model, catalog, as_of
     )
     rows = merge_sorted(old_rows, new_rows)
     new_state = new_state.select(old_state.collect_schema().names())

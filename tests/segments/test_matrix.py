@@ -327,7 +327,7 @@ def test_rows_refreshed_to_a_later_time_are_the_rows_a_build_then_makes(ids):
     expected, expected_moves = finish_matrix(state.lazy(), recorded, MODEL, CATALOG, later)
 
     shuffled = state.reverse().lazy()
-    rows, changes = refresh_matrix(then, shuffled, recorded, MODEL, CATALOG, later)
+    rows, changes = refresh_matrix(then.lazy(), shuffled, recorded, MODEL, CATALOG, later)
 
     assert_frame_equal(rows, expected.collect())
     assert_frame_equal(changes, expected_moves.collect())
@@ -404,4 +404,4 @@ def test_refresh_refuses_rows_of_other_persons():
     none = current_stages(pl.LazyFrame(schema=STAGE_HISTORY_SCHEMA), MATRIX_NOW)
     rows, _ = finish_matrix(state, none, MODEL, (), MATRIX_NOW)
     with pytest.raises(ValueError, match="different persons"):
-        refresh_matrix(rows.collect().head(1), state, none, MODEL, (), MATRIX_NOW)
+        refresh_matrix(rows.head(1), state, none, MODEL, (), MATRIX_NOW)
