@@ -60,10 +60,14 @@ def all_keyed(frame: pl.LazyFrame, column: str = "person_id") -> bool:
     return not found.item()
 
 
+def id_order(keyed: bool, column: str = "person_id") -> pl.Expr:
+    """Return what sorts a frame by its ids: their keys if ``keyed`` (every id is dmp's,
+    :func:`all_keyed`: the same order as the texts', compared as numbers), else the texts."""
+    return person_key(pl.col(column)) if keyed else pl.col(column)
+
+
 def in_id_order(frame: pl.DataFrame, column: str = "person_id") -> pl.DataFrame:
     """Return ``frame`` sorted by its ids: by their keys if all are dmp's (16 lower-case
     hex digits sort as the numbers they spell: the same order, at half the cost of
     comparing the texts), else by the texts."""
-    if all_keyed(frame.lazy(), column):
-        return frame.sort(person_key(pl.col(column)))
-    return frame.sort(column)
+    return frame.sort(id_order(all_keyed(frame.lazy(), column), column))

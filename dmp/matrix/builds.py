@@ -41,6 +41,7 @@ from dmp.storage import keyspace
 from segments.content import ContentItem, parse_catalog
 from segments.funnel import build_funnel
 from segments.matrix import ROWS_VERSION, RowsMismatch, finish_matrix, refresh_matrix
+from segments.personkey import all_keyed
 from segments.personstate import decay_scale, person_state
 from segments.scoring import ScoringModel, parse_model
 from segments.stages import current_stages
@@ -198,7 +199,9 @@ def _fold(
     state = person_state(people.persons.lazy(), touchpoints, model, catalog, as_of, scale)
     state = state.cache()
     history = people.history.lazy()
-    matrix, changes = finish_matrix(state, current_stages(history, as_of), model, catalog, as_of)
+    recorded = current_stages(history, as_of)
+    keyed = all_keyed(people.persons.lazy())
+    matrix, changes = finish_matrix(state, recorded, model, catalog, as_of, keyed=keyed)
     rows, new_stages, states, past = pl.collect_all(
         [matrix, changes, state, history], engine="streaming"
     )
@@ -256,7 +259,8 @@ def refold(
     old_state = kept.state.filter(gone)
     history = pl.concat([kept.history.filter(gone), fresh[1]])
     recorded = current_stages(history, as_of).cache()
-    matrix, changes = finish_matrix(fresh_state, recorded, model, catalog, as_of)
+    keyed = all_keyed(fresh[0])
+    matrix, changes = finish_matrix(fresh_state, recorded, model, catalog, as_of, keyed=keyed)
     history, new_rows, new_changes, new_state = pl.collect_all(
         [history, matrix, changes, fresh_state], engine="streaming"
     )

@@ -378,6 +378,7 @@ activity:
             MATRIX_NOW,
         )
         rows = matrix.collect()
+        assert rows["person_id"].to_list() == sorted(ids[:4])  # by key or by text alike
         named = dict(zip(ids, plain + ["stray"] * 2, strict=True))
         return rows.with_columns(pl.col("person_id").replace_strict(named)).sort("person_id")
 
