@@ -4,9 +4,10 @@ headers, segment definitions, synth data, rows for the segments package, /metric
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import polars as pl
@@ -89,6 +90,26 @@ def uids_on_every_partition(n: int = 4, prefix: str = "c") -> list[str]:
         found.setdefault(stream.partition_of(make_hit(uid=f"{prefix}{i}"), n), f"{prefix}{i}")
         i += 1
     return [found[p] for p in range(n)]
+
+
+def append_from_threads(appender: Appender, hits: list[list[Hit]], reads: Callable[[], int]) -> int:
+    """Append each list of hits from a thread of its own, a hit at a time, as request
+    threads do; sync and close the appender; return how far ``reads`` (Redis's count of
+    the writes it read) moved meanwhile."""
+    before = reads()
+    try:
+        threads = [
+            threading.Thread(target=lambda mine=mine: [appender.append([h], {}) for h in mine])
+            for mine in hits
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        appender.sync()
+        return reads() - before
+    finally:
+        appender.close()
 
 
 def send_hits(r: redis_lib.Redis, *hits: Hit) -> None:

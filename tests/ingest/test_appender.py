@@ -8,7 +8,7 @@ from dmp.app import create_app
 from dmp.config import load_config
 from dmp.ingest.appender import Appender
 from dmp.ingest.spool import Spool, spool_dir
-from tests.factories import make_hit, stream_hits
+from tests.factories import append_from_threads, make_hit, stream_hits
 from tests.served import wait_for
 
 
@@ -24,20 +24,7 @@ def _appender(redis, config, send_every: float) -> Appender:
 def _from_threads(redis, appender: Appender) -> int:
     """Append 200 hits from each of eight threads; return the writes Redis read."""
     hits = [[make_hit(event_id=f"t{t}-{i:04d}") for i in range(200)] for t in range(8)]
-    before = _reads(redis)
-    try:
-        threads = [
-            threading.Thread(target=lambda mine=mine: [appender.append([h], {}) for h in mine])
-            for mine in hits
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        appender.sync()
-        reads = _reads(redis) - before
-    finally:
-        appender.close()
+    reads = append_from_threads(appender, hits, lambda: _reads(redis))
     ids = [h.event_id for h in stream_hits(redis)]
     assert sorted(ids) == sorted(h.event_id for mine in hits for h in mine)  # each once
     return reads

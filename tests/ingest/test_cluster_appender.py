@@ -14,7 +14,7 @@ from dmp.ingest.appender import Appender
 from dmp.ingest.spool import Spool
 from dmp.records import Hit
 from dmp.storage import keyspace, metrics
-from tests.factories import make_hit, uids_on_every_partition
+from tests.factories import append_from_threads, make_hit, uids_on_every_partition
 
 
 def _event_ids(cluster, partition: int) -> list[str]:
@@ -71,20 +71,7 @@ def _from_threads_on_cluster(cluster, tmp_path, send_every: float) -> int:
     spool = Spool(tmp_path / f"spool-{send_every}", cluster, 1 << 24, partitions=4)
     appender = Appender(cluster, spool, partitions=4, send_every=send_every)
     hits = [[make_hit(uid=uids[(t + i) % 4]) for i in range(200)] for t in range(8)]
-    before = _reads(cluster)
-    try:
-        threads = [
-            threading.Thread(target=lambda mine=mine: [appender.append([h], {}) for h in mine])
-            for mine in hits
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        appender.sync()
-        reads = _reads(cluster) - before
-    finally:
-        appender.close()
+    reads = append_from_threads(appender, hits, lambda: _reads(cluster))
     assert not spool.active
     for p in range(4):
         expected = [h.event_id for mine in hits for h in mine if stream.partition_of(h, 4) == p]
