@@ -51,6 +51,7 @@ from dmp.storage.parquetfiles import write_parquet_files  # noqa: E402
 from dmp.synth import catalog_yaml  # noqa: E402
 from segments.content import parse_catalog  # noqa: E402
 from segments.matrix import finish_matrix  # noqa: E402
+from segments.personkey import all_keyed  # noqa: E402
 from segments.personstate import decay_scale, person_state  # noqa: E402
 from segments.scoring import DAY_MS, default_model_text, parse_model  # noqa: E402
 from segments.stages import current_stages  # noqa: E402
@@ -121,7 +122,9 @@ def run(kind: str, data: Path, work: Path) -> None:
     history = pl.scan_parquet(work / "history.parquet")
     if kind == "full":
         state = person_state(persons, touchpoints, model, catalog, as_of, scale).cache()
-        matrix, _ = finish_matrix(state, current_stages(history, as_of), model, catalog, as_of)
+        recorded = current_stages(history, as_of)
+        keyed = all_keyed(persons)  # as dmp.matrix.builds does: rows sorted by key
+        matrix, _ = finish_matrix(state, recorded, model, catalog, as_of, keyed=keyed)
         rows, states = pl.collect_all([matrix, state], engine="streaming")
         refolded = None
     else:

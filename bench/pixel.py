@@ -64,7 +64,8 @@ if str(ROOT) not in sys.path:
 
 from runlog import append, commit  # noqa: E402  (bench/ is the script's folder)
 
-from dmp.storage import keyspace, redisserver  # noqa: E402
+from dmp.ingest import stream  # noqa: E402
+from dmp.storage import redisserver  # noqa: E402
 
 UID = "bench0123456789abcdefg"  # a well-formed dmp_uid of 22 characters
 PATH = "/p.gif?k={key}&url=https%3A%2F%2Fbench.test%2Fpage&topics=crm,erp&consent=analytics,ads"
@@ -240,11 +241,19 @@ def _ms(text: str, label: str) -> float:
 
 # wrk's script for --visitors N: each request carries the next of N cookies in turn
 # ("bench" and 17 digits, 22 characters like UID), so that hits spread over N visitors
-# (their persons, timelines and identities) as a site's do.
+# (their persons, timelines and identities) as a site's do. Each wrk thread starts at a
+# visitor of its own (wrk's threads are Lua states of their own, with the same seed).
 VISITORS_LUA = """
-local n = tonumber(os.getenv("DMP_BENCH_VISITORS"))
-local i = math.random(0, n - 1)
-request = function()
+local threads = 0
+function setup(thread)
+  thread:set("id", threads)
+  threads = threads + 1
+end
+function init(args)
+  n = tonumber(os.getenv("DMP_BENCH_VISITORS"))
+  i = (id * 7919) % n
+end
+function request()
   i = (i + 1) % n
   return wrk.format(nil, nil, {["Cookie"] = string.format("dmp_uid=bench%017d", i)})
 end
@@ -254,9 +263,7 @@ end
 def wrk(url: str, args: argparse.Namespace, seconds: float) -> dict:
     """Run wrk once; return requests/s, p50/p99 ms, requests answered and errors."""
     if args.visitors > 1:
-        script = Path(tempfile.gettempdir()) / f"dmp-bench-visitors-{os.getpid()}.lua"
-        script.write_text(VISITORS_LUA)
-        cookie = ["-s", str(script)]
+        cookie = ["-s", str(args.visitors_script)]
     else:
         cookie = ["-H", f"Cookie: dmp_uid={UID}"]
     out = subprocess.run(
@@ -296,13 +303,18 @@ def wrk(url: str, args: argparse.Namespace, seconds: float) -> dict:
     }
 
 
+def _on_streams(r) -> int:
+    """Return the hits on dmp's ingest streams (every partition's), not yet stored."""
+    return sum(int(r.xlen(keys.stream)) for keys in stream.used_partitions(r))
+
+
 def wait_drained(target: Target, since: float) -> None:
-    """Wait until dmp's worker has stored everything on its stream; note how long it took."""
+    """Wait until dmp's worker has stored everything on its streams; note how long it took."""
     r = redisserver.connect(target.redis_url())
     try:
-        target.backlogs.append(int(r.xlen(keyspace.STREAM)))
+        target.backlogs.append(_on_streams(r))
         deadline = time.monotonic() + 600
-        while r.xlen(keyspace.STREAM) and time.monotonic() < deadline:
+        while _on_streams(r) and time.monotonic() < deadline:
             time.sleep(0.1)
         target.drains.append(time.monotonic() - since)
     finally:
@@ -428,11 +440,15 @@ def main() -> None:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: apt-get install -y wrk")
 
+    if any("=" not in item or not item.startswith("DMP_") for item in args.server_env):
+        raise SystemExit("--server-env takes NAME=VALUE with a DMP_ setting's name")
+    settings = dict(item.split("=", 1) for item in args.server_env)
+    if {"DMP_DATA_DIR", "DMP_REDIS_URL", "DMP_STREAM_PARTITIONS"} & set(settings):
+        raise SystemExit("--server-env: the benchmark sets up the data folder and Redis itself")
     tmp = Path(tempfile.mkdtemp(prefix="dmp-pixel-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMP_")}
-    settings = dict(item.split("=", 1) for item in args.server_env)
-    if any(not name.startswith("DMP_") for name in settings):
-        raise SystemExit("--server-env takes NAME=VALUE with a DMP_ setting's name")
+    args.visitors_script = tmp / "visitors.lua"
+    args.visitors_script.write_text(VISITORS_LUA)
     py = sys.executable
     shape = ["--workers", str(args.workers), "--threads", str(args.threads)]
     targets = [Target("bare", [py, "bench/bare_app.py", *shape], tmp / "bare")]

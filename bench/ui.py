@@ -93,6 +93,7 @@ def build_snapshot(r, config, source: Path) -> int:
     from segments.content import parse_catalog
     from segments.funnel import build_funnel
     from segments.matrix import finish_matrix
+    from segments.personkey import all_keyed
     from segments.personstate import decay_scale, person_state
     from segments.scoring import parse_model
     from segments.stages import current_stages
@@ -104,7 +105,8 @@ def build_snapshot(r, config, source: Path) -> int:
     persons = pl.scan_parquet(source / "persons.parquet")
     state = person_state(persons, touchpoints, model, catalog, AS_OF, scale).cache()
     history = pl.scan_parquet(source / "history.parquet")
-    matrix, changes = finish_matrix(state, current_stages(history, AS_OF), model, catalog, AS_OF)
+    recorded, keyed = current_stages(history, AS_OF), all_keyed(persons)
+    matrix, changes = finish_matrix(state, recorded, model, catalog, AS_OF, keyed=keyed)
     rows, new_stages, states, past = pl.collect_all(
         [matrix, changes, state, history], engine="streaming"
     )

@@ -209,7 +209,8 @@ def _at(
     state: pl.LazyFrame, recorded: pl.LazyFrame, model: ScoringModel, as_of_ms: int
 ) -> pl.LazyFrame:
     """Return ``state`` with what the as-of time decides: scores, the score breakdown,
-    the windowed counts and the stage (in ``state``'s order)."""
+    the windowed counts and the stage (in ``state``'s order), its recent times dropped
+    once counted."""
     ages = (as_of_ms - ANCHOR_MS) / (DAY_MS * model.half_life_days)
     activity = [
         (rule.points * pl.col(f"w_{i}") * pl.lit(2.0).pow(pl.col("scale") - ages)).alias(f"act_{i}")
