@@ -24,7 +24,8 @@ thread sending its own) keeps a connection to each node serving a partition's st
 sends each node its share of what it took as one write. A node that answers
 MOVED or ASK (its slot went elsewhere) did not take the hit: it is spooled like any
 refusal, the spool's replay finds the new node, and the helper thread relearns the slot
-map for the hits to come.
+map for the hits to come. So is a hit whose partition's slot no node is known to serve
+(the map being relearnt): spooled, not lost.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from dmp.ingest.spool import Spool
@@ -129,9 +131,10 @@ class Appender:
         if own is None:
             own = self._local.nodes = {}
         manager = self._r.nodes_manager  # type: ignore[attr-defined]
+        nodes = {t: manager.get_node_from_slot(self._slots[t]) for t in set(targets)}
         shares: dict[str, tuple[_Channel, list[str], list[int]]] = {}
         for line, target in zip(lines, targets, strict=True):
-            node = manager.get_node_from_slot(self._slots[target])
+            node = nodes[target]
             share = shares.get(node.name)
             if share is None:
                 channel = own.get(node.name)
@@ -221,7 +224,20 @@ class Appender:
         if not self._cluster:
             self._send(self._channel(), lines, targets, spool)
             return
-        for channel, share, share_targets in self._node_channels(lines, targets):
+        if self.spool is not None and (spool or self.spool.active):
+            # As _send would, before any node is looked up (none may be known just now).
+            self._to_spool(lines, share=self.UNCHECKED_SHARE if spool else 1.0)
+            return
+        try:
+            shares = self._node_channels(lines, targets)
+        except RedisClusterException as exc:  # a slot no node is known to serve (moving)
+            self._remap = True  # the helper thread relearns the slot map
+            self._start_helper()
+            if self.spool is None:
+                raise redis.ConnectionError(f"no node known for a partition: {exc}") from exc
+            self._to_spool(lines)
+            return
+        for channel, share, share_targets in shares:
             self._send(channel, share, share_targets, spool)
 
     def _send(self, channel: _Channel, lines: list[str], targets: list[int], spool: bool) -> None:

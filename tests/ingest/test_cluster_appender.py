@@ -137,3 +137,28 @@ def test_a_hit_a_node_redirects_is_spooled_and_replayed(cluster, tmp_path):
         cluster.delete(keys.stream)
         _move_slot(cluster, slot, was)  # as the session's other tests expect it
         cluster.nodes_manager.initialize()
+
+
+def test_a_hit_of_a_slot_no_node_is_known_for_is_spooled_not_lost(cluster, tmp_path):
+    """While the client's slot map lacks a partition's slot (a cluster being resharded),
+    the hit goes to the spool instead of failing the request (the pixel would have lost
+    it), the slot map is relearnt, and the spool replays it to its stream once."""
+    stream.ensure_group(cluster, 4)
+    uid = uids_on_every_partition(prefix="s")[1]
+    slot = key_slot(keyspace.partition(1).stream.encode())
+    spool = Spool(tmp_path / "spool", cluster, 1 << 20, partitions=4)
+    appender = Appender(cluster, spool, partitions=4)
+    try:
+        cluster.nodes_manager.slots_cache.pop(slot)  # as if no node were known for it
+        hit = make_hit(uid=uid)
+        appender.append([hit], {"dmp_test_total": 1})  # must not raise
+        appender.flush()  # the outbox's sender meets the unknown slot
+        assert spool.active
+        deadline = time.monotonic() + 30
+        while spool.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not spool.active
+        assert _event_ids(cluster, 1) == [hit.event_id]
+    finally:
+        appender.close()
+        cluster.delete(keyspace.partition(1).stream)
