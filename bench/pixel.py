@@ -3,6 +3,7 @@
     python bench/pixel.py [--workers 2] [--threads 4] [--connections 32] [--wrk-threads 2]
                           [--seconds 10] [--rounds 3] [--warmup 2]
                           [--ingest off|on|both] [--visitors N] [--worker-nice N]
+                          [--server-env NAME=VALUE]
                           [--floor] [--tcf]
                           [--no-save]
 
@@ -26,7 +27,10 @@ Targets, each a server of its own, started once and hit in turn by wrk on loopba
 Beside each target's rate, its CPU per request by role, read from ``/proc`` around each
 round: ``web`` (the server's processes), ``worker`` (dmp's ingest worker, until it has
 stored the round's hits), ``redis`` (the embedded Redis) and ``wrk`` (the load generator
-on the same cores): where a hit's cost goes, measured rather than inferred.
+on the same cores): where a hit's cost goes, measured rather than inferred. And the
+busiest web process's share of the web processes' CPU (``busiest``, the most of any round;
+50 % is even for two): wrk keeps its connections open, and a round whose connections all
+went to one process is served on one core.
 
 Every request is a consented hit with its cookie:
 ``/p.gif?k=<write key>&url=https://bench.test/page&topics=crm,erp&consent=analytics,ads``
@@ -225,6 +229,34 @@ def cpu_by_role(target: Target) -> dict[str, float]:
     return used
 
 
+def web_process_cpu(target: Target) -> dict[int, float]:
+    """Return the CPU seconds so far of each of a target's gunicorn worker processes (the
+    server's children that are neither its Redis, its ingest worker nor a lookup process)."""
+    pidfile = redisserver.locate_server(target.data_dir).directory / "redis.pid"
+    redis_pid = int(pidfile.read_text()) if pidfile.exists() else None
+    used = {}
+    for task in Path(f"/proc/{target.proc.pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for pid in children:
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if pid != redis_pid and not {b"worker", b"lookups"} & set(argv):
+                used[pid] = _cpu_s(pid)
+    return used
+
+
+def busiest_share(before: dict[int, float], after: dict[int, float]) -> float:
+    """Return the busiest web process's share of the web processes' CPU between two readings
+    (1 / processes when even; 1.0 when one process served everything)."""
+    used = [after[pid] - before.get(pid, 0.0) for pid in after]
+    return max(used) / sum(used) if sum(used) > 0 else float("nan")
+
+
 def children_cpu_s() -> float:
     """Return the CPU seconds of this process's waited-for children (wrk's runs)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -366,7 +398,7 @@ def table(targets: list[Target]) -> str:
     width = max(len(" / ".join(f"{r['rps']:.0f}" for r in t.runs)) for t in targets) + 3
     lines = [
         f"{'target':<12}{'req/s':>10}{'× bare':>8}{'p50 ms':>9}{'p99 ms':>9}{'× bare':>8}"
-        f"   {'rounds req/s':<{width}}verdict",
+        f"{'busiest':>9}   {'rounds req/s':<{width}}verdict",
     ]
     cpu_lines = [
         "CPU µs per request (medians of the rounds; the worker's until it stored them):",
@@ -380,9 +412,10 @@ def table(targets: list[Target]) -> str:
             ok = rps / b_rps >= RPS_TARGET and p99 / b_p99 <= P99_TARGET
             verdict = "met" if ok else "MISSED"
         rounds = " / ".join(f"{r['rps']:.0f}" for r in t.runs)
+        busiest = max(r["busiest_web_share"] for r in t.runs)  # one web process's most
         lines.append(
             f"{t.name:<12}{rps:>10,.0f}{rps / b_rps:>8.2f}{p50:>9.2f}{p99:>9.2f}"
-            f"{p99 / b_p99:>8.2f}   {rounds:<{width}}{verdict}"
+            f"{p99 / b_p99:>8.2f}{busiest:>9.0%}   {rounds:<{width}}{verdict}"
         )
         cpu = {r: median([c[r] for c in t.cpu]) for r in ROLES}
         cpu_lines.append(
@@ -495,13 +528,16 @@ def main() -> None:
             shift = round_no % len(targets)
             for t in targets[shift:] + targets[:shift]:
                 before, wrk_before = cpu_by_role(t), children_cpu_s()
+                web_before = web_process_cpu(t)
                 run = wrk(t.url + t.path.format(key=keys.get(t.name, key)), args, args.seconds)
                 wrk_cpu = children_cpu_s() - wrk_before
+                run["busiest_web_share"] = round(busiest_share(web_before, web_process_cpu(t)), 3)
                 t.runs.append(run)
                 t.requests += run["requests"]
                 line = (
                     f"round {round_no + 1}  {t.name:<11}{run['rps']:>9.0f} req/s"
                     f"  p50 {run['p50_ms']:6.2f} ms  p99 {run['p99_ms']:6.2f} ms"
+                    f"  busiest web process {run['busiest_web_share']:.0%}"
                 )
                 if t.ingest:
                     wait_drained(t, time.monotonic())

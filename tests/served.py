@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -111,6 +112,41 @@ def children(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry.name))
     return found
+
+
+def web_processes(proc: subprocess.Popen) -> list[int]:
+    """Return the pids of a `dmp serve`'s gunicorn worker processes: its children that are
+    neither its ingest worker, a lookup process nor its embedded Redis."""
+    found = []
+    for pid in children(proc.pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[1:3] == [b"-m", b"dmp"] and not {b"worker", b"lookups"} & set(argv):
+            found.append(pid)
+    return found
+
+
+def connection_holders(server_port: int, client_ports: set[int], pids: list[int]) -> Counter:
+    """Return how many of the loopback connections from ``client_ports`` to ``server_port``
+    each of ``pids`` holds the server's end of (from /proc/net/tcp and the fds)."""
+    inodes = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], fields[9]
+        if int(local.split(":")[1], 16) == server_port:
+            if int(remote.split(":")[1], 16) in client_ports:
+                inodes[f"socket:[{inode}]"] = True
+    held: Counter = Counter()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) in inodes:
+                    held[pid] += 1
+            except OSError:
+                continue  # closed meanwhile
+    return held
 
 
 def healthy(url: str) -> bool:

@@ -80,7 +80,12 @@ def serve(
         fail(f"DMP_TCF_ADS / DMP_TCF_ANALYTICS / DMP_TCF_VENDOR_ID: {exc}")
     if lookup_port == port:
         fail("--lookup-port: the lookup processes need a port of their own, not --port")
-    from dmp.serve.lookups import port_sockets
+    from dmp.serve.sockets import check_free, port_sockets
+
+    try:  # each web process binds a socket of its own there, sharing the port (sockets.py)
+        check_free(host, port)
+    except OSError as exc:
+        fail(f"--port: cannot listen on {host}:{port}: {exc.strerror}")
 
     explicit = lookup_port is not None
     if lookup_port is None:  # the default, PORT+1: if taken, lookups stay on PORT alone
@@ -127,6 +132,7 @@ def lookups_cmd(
     import socket
 
     from dmp.serve import lookups
+    from dmp.serve.sockets import listening_socket
     from dmp.storage.redisserver import attach_embedded, connect
 
     if fd is not None:
@@ -134,7 +140,7 @@ def lookups_cmd(
         sock.setblocking(False)
     else:
         try:
-            sock = lookups.listening_socket(host, port, reuse_port=reuse_port)
+            sock = listening_socket(host, port, reuse_port=reuse_port)
         except OSError as exc:
             fail(f"--port: cannot listen on {host}:{port}: {exc.strerror or exc}")
     if parent:

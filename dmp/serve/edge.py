@@ -67,6 +67,10 @@ def gunicorn_options(threads: int) -> dict[str, Any]:
     """Return the gunicorn settings of dmp's edge: worker and logger classes, parser, limits."""
     return {
         "worker_class": ThreadWorker if threads > 1 else SyncWorker,
+        # Threaded web processes keep connections alive: each listens on a socket of its
+        # own, among which the kernel spreads them (dmp.serve.sockets). A sync process
+        # answers one connection at a time, and a shared socket gives it the next when free.
+        "reuse_port": threads > 1,
         "logger_class": RedactingLogger,
         "http_parser": "python",  # EdgeRequest extends the Python parser, not gunicorn_h1c
         "limit_request_line": LIMIT_REQUEST_LINE,

@@ -283,32 +283,6 @@ class Connection(asyncio.Protocol):
         self.transport = None
 
 
-def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """Return a socket listening on host:port; with ``reuse_port``, one that other
-    sockets with it set (other lookup processes of this user) may listen on too."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(1024)
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
-
-
-def port_sockets(host: str, port: int, n: int) -> list[socket.socket]:
-    """Return ``n`` sockets sharing host:port (SO_REUSEPORT: the kernel spreads new
-    connections among them), after making sure no one else listens there: a socket
-    without SO_REUSEPORT is bound first (OSError if the port is taken, by anyone)."""
-    listening_socket(host, port).close()
-    return [listening_socket(host, port, reuse_port=True) for _ in range(n)]
-
-
 def run(server: LookupServer, sock: socket.socket) -> None:
     """Serve on ``sock`` until SIGTERM or SIGINT; then answer no new connection, cut
     off the open ones after at most STOP_SECONDS and return."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,15 @@ import requests
 
 from dmp.storage.redisserver import locate_server
 from tests.factories import bearer
-from tests.served import children, free_port, run_dmp, serve_env
+from tests.served import (
+    children,
+    connection_holders,
+    free_port,
+    run_dmp,
+    serve_env,
+    wait_for,
+    web_processes,
+)
 
 
 @pytest.fixture
@@ -120,6 +129,67 @@ def test_a_person_climbs_tiers_through_a_served_dmp(served):
     assert holders[0][0] and holders[1] == [None]  # serve's worker held partition 0
     assert again == status
     assert not locate_server(data_dir).socket.exists()  # a lone CLI command stops it again
+
+
+def test_keep_alive_connections_are_spread_over_the_web_processes(served):
+    """Connections opened while one web process is off the CPU still go to both: each
+    listens on a socket of its own, and the kernel spreads new connections among them.
+
+    On one shared socket the running process took all (wrk's 32 kept-alive connections
+    then ran on one core, at half the requests/s: BENCHMARKS.md)."""
+    url, _, proc, _ = served
+    port = int(url.rsplit(":", 1)[1])
+    pids = wait_for(lambda: len(web_processes(proc)) == 2 and web_processes(proc), 30, "2")
+    os.kill(pids[0], signal.SIGSTOP)  # as when the ingest worker or Redis has its core
+    try:
+        conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(24)]
+    finally:
+        os.kill(pids[0], signal.SIGCONT)
+    try:
+        for conn in conns:  # each answered, on a connection kept alive
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        for conn in conns:
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200 ")
+        ports = {conn.getsockname()[1] for conn in conns}
+        held = connection_holders(port, ports, pids)
+        # Before, the stopped process held 0 or 1. Spread by a hash of the connections'
+        # ports, each holds 3 of 24 or more but about once in 28,000 runs.
+        assert sum(held.values()) == 24 and min(held[pid] for pid in pids) >= 3, held
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_a_taken_port_is_one_line_and_exit_2(served, tmp_path: Path):
+    """`dmp serve` on a port another program listens on says so and exits 2 before it
+    starts anything; so on the port of another `dmp serve`, whose web processes offer to
+    share theirs (SO_REUSEPORT) with any process of the same user."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        assert _refused_serve(taken, tmp_path / "a") == [
+            f"dmp: error: --port: cannot listen on 127.0.0.1:{taken}: Address already in use"
+        ]
+    assert not (tmp_path / "a" / "redis").exists()  # no embedded Redis started
+    other = int(served[0].rsplit(":", 1)[1])
+    assert _refused_serve(other, tmp_path / "b") == [
+        f"dmp: error: --port: cannot listen on 127.0.0.1:{other}: Address already in use"
+    ]
+    assert requests.get(f"{served[0]}/healthz", timeout=5).status_code == 200
+
+
+def _refused_serve(port: int, data_dir: Path) -> list[str]:
+    """Run `dmp serve --port PORT`, which must exit 2; return the lines it said."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dmp", "serve", "--port", str(port), "--lookup-port", "0"],
+        env=serve_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    return done.stderr.strip().splitlines()
 
 
 def test_ingest_worker_ends_with_a_killed_server(served):
