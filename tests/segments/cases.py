@@ -68,3 +68,18 @@ TRAIT_CONDITIONS = [
     ({"trait": "country"}, [True, False, False, False]),
     ({"trait": "country", "exists": False}, [False, True, True, True]),
 ]
+
+# Matrix rows whose stage or tier is outside the order, or missing, and segments over
+# them: such a row meets neither ``in`` nor ``not_in`` (polars and SQL alike).
+OUTSIDE_THE_ORDER_ROWS = {
+    "m": {"tier": "medium", "stage": "mql"},
+    "odd": {"tier": "huge", "stage": "archived"},
+    "none": {"tier": None, "stage": None},
+}
+OUTSIDE_THE_ORDER = [
+    ({"stage": {"not_in": ["lead"]}}, ["m"]),
+    ({"stage": {"in": ["lead", "mql"]}}, ["m"]),
+    ({"tier": {"not_in": ["low"]}}, ["m"]),
+    ({"tier": {"in": ["medium", "high"]}}, ["m"]),
+    ({"not": {"tier": {"in": ["medium", "high"]}}}, ["none", "odd"]),
+]

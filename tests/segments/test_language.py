@@ -18,6 +18,7 @@ from segments.scoring import default_model_text, parse_model
 from segments.sql import segments_sql
 from segments.stages import STAGE_HISTORY_SCHEMA
 from tests.factories import MATRIX_NOW, MATRIX_SCHEMA, matrix_row, profile_row, touch_row
+from tests.segments.cases import OUTSIDE_THE_ORDER, OUTSIDE_THE_ORDER_ROWS
 
 EXAMPLE = yaml.safe_load(
     """
@@ -112,23 +113,11 @@ def test_conditions(where, expected):
     assert members(people, touches, where) == expected
 
 
-@pytest.mark.parametrize(
-    ("where", "expected"),
-    [
-        ({"stage": {"not_in": ["lead"]}}, ["m"]),
-        ({"stage": {"in": ["lead", "mql"]}}, ["m"]),
-        ({"tier": {"not_in": ["low"]}}, ["m"]),
-        ({"tier": {"in": ["medium", "high"]}}, ["m"]),
-    ],
-)
+@pytest.mark.parametrize(("where", "expected"), OUTSIDE_THE_ORDER)
 def test_a_stage_or_tier_outside_the_order_is_in_no_list_and_in_no_complement(where, expected):
     """A hand-made matrix may hold a stage or tier that is not one of the order's, or
     none: like a missing value it meets neither ``in`` nor ``not_in``."""
-    people = [
-        matrix_row("m", tier="medium", stage="mql"),
-        matrix_row("odd", tier="huge", stage="archived"),
-        matrix_row("none", tier=None, stage=None),
-    ]
+    people = [matrix_row(p, **columns) for p, columns in OUTSIDE_THE_ORDER_ROWS.items()]
     assert members(people, [], where) == expected
 
 

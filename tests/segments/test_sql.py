@@ -8,15 +8,26 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from dmp.matrix import sources
+from segments.language import parse_where
 from segments.matrix import PERSON_SCHEMA, TOUCHPOINT_SCHEMA, build_matrix
 from segments.rules import parse_when
 from segments.scoring import default_model_text, parse_model
-from segments.sql import when_sql
+from segments.sql import node_sql, when_sql
 from segments.sqlmatrix import matrix_sql
 from segments.stages import STAGE_HISTORY_SCHEMA
-from tests.factories import MATRIX_NOW, fifty_segments, profile_row, run_synth, touch_row
+from tests.factories import (
+    MATRIX_NOW,
+    MATRIX_SCHEMA,
+    fifty_segments,
+    matrix_row,
+    profile_row,
+    run_synth,
+    touch_row,
+)
 from tests.segments.cases import (
     LAST_CHANNEL_TIES,
+    OUTSIDE_THE_ORDER,
+    OUTSIDE_THE_ORDER_ROWS,
     PERSONS,
     TOUCHPOINT_FILTERS,
     TOUCHPOINTS,
@@ -55,6 +66,16 @@ def tie_frames() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         pl.DataFrame(rows, schema=TOUCHPOINT_SCHEMA),
         pl.DataFrame(schema=STAGE_HISTORY_SCHEMA),
     )
+
+
+@pytest.mark.parametrize(("where", "expected"), OUTSIDE_THE_ORDER)
+def test_a_stage_or_tier_outside_the_order_in_sql(where, expected):
+    """SQL's stage and tier lists, like polars': a value outside the order, or none, is in
+    no list and in no complement (tests/segments/test_language.py)."""
+    people = [matrix_row(p, **columns) for p, columns in OUTSIDE_THE_ORDER_ROWS.items()]
+    frame = pl.DataFrame(people, schema=MATRIX_SCHEMA)
+    flags = _select(frame, node_sql(parse_where(where)))
+    assert sorted(p for p, ok in zip(frame["person_id"], flags, strict=True) if ok) == expected
 
 
 def test_the_last_channel_of_simultaneous_touchpoints_in_sql_is_polars_one():
