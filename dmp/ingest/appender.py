@@ -267,10 +267,15 @@ class Appender:
                 if len(channel.unread) >= self.READ_EVERY:
                     wait = len(channel.unread) > self.MAX_UNREAD
                     self._read_answers(channel, wait=wait)
-            except redis.RedisError as exc:  # lost, refused handshake, … : the spool takes it
+            except (redis.RedisError, OSError) as exc:  # lost, refused handshake, …: spooled
                 self._fail(channel, exc, [] if sent else lines)
-            except OSError as exc:
-                self._fail(channel, exc, [] if sent else lines)
+            except Exception:  # a bug: no hit lost, and none written twice (by the spool)
+                log.exception("the appender failed on %d hits (spooled if not sent)", len(lines))
+                if sent:
+                    return  # written: their answers are read as ever
+                if self.spool is None:
+                    raise
+                self._to_spool(lines)
 
     def append_atomic(self, hits: list[Hit], counters: dict[str, int]) -> bool:
         """Put hits on the stream all together, waiting for Redis, or spool them all.

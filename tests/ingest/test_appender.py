@@ -8,7 +8,7 @@ from dmp.app import create_app
 from dmp.config import load_config
 from dmp.ingest.appender import Appender
 from dmp.ingest.spool import Spool, spool_dir
-from tests.factories import append_from_threads, make_hit, stream_hits
+from tests.factories import append_from_threads, failing_once, make_hit, stream_hits
 from tests.served import wait_for
 
 
@@ -98,3 +98,22 @@ def test_a_full_outbox_makes_the_request_thread_wait_until_the_sender_takes_it(
         appender.close()
     ids = sorted(h.event_id for h in stream_hits(redis))
     assert ids == sorted(["first-0000", *(f"fill-{i:04d}" for i in range(5)), "late-0000"])
+
+
+def test_a_bug_after_a_send_spools_only_what_was_not_sent(redis, config, monkeypatch):
+    """A bug in the appender once hits were written (here reading their answers) must
+    neither lose them nor send them twice: the ones written stay written, each once, and
+    the sender goes on with the next."""
+    appender = _appender(redis, config, send_every=0.001)
+    monkeypatch.setattr(appender, "READ_EVERY", 1)  # answers read after every send
+    failed: list[bool] = []
+    monkeypatch.setattr(appender, "_read_answers", failing_once(appender._read_answers, failed))
+    try:
+        appender.append([make_hit(event_id="bug-0000"), make_hit(event_id="bug-0001")], {})
+        appender.flush()
+        appender.append([make_hit(event_id="next-0000")], {})
+        appender.sync()
+        assert failed and not appender.spool.active
+    finally:
+        appender.close()
+    assert [h.event_id for h in stream_hits(redis)] == ["bug-0000", "bug-0001", "next-0000"]

@@ -14,7 +14,7 @@ from dmp.ingest.appender import Appender
 from dmp.ingest.spool import Spool
 from dmp.records import Hit
 from dmp.storage import keyspace, metrics
-from tests.factories import append_from_threads, make_hit, uids_on_every_partition
+from tests.factories import append_from_threads, failing_once, make_hit, uids_on_every_partition
 
 
 def _event_ids(cluster, partition: int) -> list[str]:
@@ -162,3 +162,30 @@ def test_a_hit_of_a_slot_no_node_is_known_for_is_spooled_not_lost(cluster, tmp_p
     finally:
         appender.close()
         cluster.delete(keyspace.partition(1).stream)
+
+
+def test_a_bug_after_one_nodes_share_was_written_sends_no_hit_twice(cluster, tmp_path):
+    """A bug once the first node's share was written (here reading its answers) spools
+    none of it to be written again: the other nodes still get their shares, and every
+    hit reaches its partition once."""
+    stream.ensure_group(cluster, 4)
+    uids = uids_on_every_partition(prefix="b")
+    spool = Spool(tmp_path / "spool", cluster, 1 << 20, partitions=4)
+    appender = Appender(cluster, spool, partitions=4, send_every=0.001)
+    appender.READ_EVERY = 1  # answers read after every send
+    failed: list[bool] = []
+    appender._read_answers = failing_once(appender._read_answers, failed)
+    hits = [make_hit(uid=uids[i % 4]) for i in range(8)]
+    try:
+        appender.append(hits, {})
+        appender.sync()
+        assert failed and not spool.active
+    finally:
+        appender.close()
+    try:
+        for p in range(4):
+            expected = [h.event_id for h in hits if stream.partition_of(h, 4) == p]
+            assert sorted(_event_ids(cluster, p)) == sorted(expected)  # each once
+    finally:
+        for p in range(4):
+            cluster.delete(keyspace.partition(p).stream)
