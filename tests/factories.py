@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import polars as pl
 import redis as redis_lib
@@ -91,19 +90,6 @@ def uids_on_every_partition(n: int = 4, prefix: str = "c") -> list[str]:
         found.setdefault(stream.partition_of(make_hit(uid=f"{prefix}{i}"), n), f"{prefix}{i}")
         i += 1
     return [found[p] for p in range(n)]
-
-
-def failing_once(real: Callable[..., Any], failed: list[bool]) -> Callable[..., Any]:
-    """Return ``real`` that raises RuntimeError (a bug) on its first call, noted in
-    ``failed``, and calls ``real`` afterwards."""
-
-    def call(*args, **kwargs) -> Any:
-        if not failed:
-            failed.append(True)
-            raise RuntimeError("a bug")
-        return real(*args, **kwargs)
-
-    return call
 
 
 def append_from_threads(appender: Appender, hits: list[list[Hit]], reads: Callable[[], int]) -> int:

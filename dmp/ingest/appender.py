@@ -68,6 +68,7 @@ class Appender:
     WATCH_SECONDS = 0.25  # how often the helper thread looks at every thread's channel
     STALE_SECONDS = 0.5  # answers left unread this long are read by the helper thread ...
     TIMEOUT_SECONDS = 5.0  # ... and Redis not answering for this long counts as gone
+    BUG_LOG_SECONDS = 60.0  # a bug's traceback is logged once in this long
     UNCHECKED_SHARE = 0.25  # of the spool that hits with an unchecked write key may fill
 
     def __init__(
@@ -93,6 +94,7 @@ class Appender:
         self._quick = _quick_client(r)
         self.spool = spool
         self.outage = Outage(log, "Redis (web requests answer 503)")
+        self._bug_logged = -self.BUG_LOG_SECONDS
         self._reset()
         lifetime.register(self)
 
@@ -246,11 +248,11 @@ class Appender:
             if self.spool is not None and (spool or self.spool.active):
                 self._to_spool(lines, share=self.UNCHECKED_SHARE if spool else 1.0)
                 return
-            bulk = Bulk()
-            for line, target in zip(lines, targets, strict=True):
-                bulk.add(*xadd_args(line, target))
             sent = False
             try:
+                bulk = Bulk()
+                for line, target in zip(lines, targets, strict=True):
+                    bulk.add(*xadd_args(line, target))
                 # Inline, not channel.blocking(): a context manager costs a hit ~1 µs.
                 if not channel.unread:
                     channel.waiting = now = _now()
@@ -267,15 +269,12 @@ class Appender:
                 if len(channel.unread) >= self.READ_EVERY:
                     wait = len(channel.unread) > self.MAX_UNREAD
                     self._read_answers(channel, wait=wait)
-            except (redis.RedisError, OSError) as exc:  # lost, refused handshake, …: spooled
+            except Exception as exc:  # lost, refused handshake, … or a bug: the connection
+                # starts afresh and every hit it left unanswered is spooled (the other
+                # nodes' shares are still sent)
+                if not isinstance(exc, redis.RedisError | OSError):
+                    self._log_bug(f"sending {len(lines)} hits (spooled)")
                 self._fail(channel, exc, [] if sent else lines)
-            except Exception:  # a bug: no hit lost, and none written twice (by the spool)
-                log.exception("the appender failed on %d hits (spooled if not sent)", len(lines))
-                if sent:
-                    return  # written: their answers are read as ever
-                if self.spool is None:
-                    raise
-                self._to_spool(lines)
 
     def append_atomic(self, hits: list[Hit], counters: dict[str, int]) -> bool:
         """Put hits on the stream all together, waiting for Redis, or spool them all.
@@ -364,6 +363,15 @@ class Appender:
                 else:
                     self._to_spool([line])
                 continue
+            except (redis.RedisError, OSError):
+                raise
+            except Exception as exc:
+                # A bug while reading: redis-py drops the connection when a read fails, so
+                # which answer belongs to which hit is lost. As with a lost connection, the
+                # caller spools every hit still unanswered (the spool's replay stores each
+                # once) instead of matching later answers to the wrong hits.
+                self._log_bug(f"reading answers for {len(channel.unread)} hits (spooled)")
+                raise redis.ConnectionError(f"reading Redis's answers failed: {exc!r}") from exc
             channel.unread.popleft()
 
     def _fail(self, channel: _Channel, exc: BaseException, lines: list[str]) -> None:
@@ -379,6 +387,13 @@ class Appender:
         assert self.spool is not None
         for line in lines:  # each on its own: what fits a filling spool is kept
             self.spool.append([line], share=share)  # a full spool counts what it drops
+
+    def _log_bug(self, what: str) -> None:
+        """Log the exception being handled (a bug in the appender), once a minute at most."""
+        now = _now()
+        if now - self._bug_logged >= self.BUG_LOG_SECONDS:
+            self._bug_logged = now
+            log.exception("the appender failed %s", what)
 
     # -- the helper thread: counters, answers a quiet thread left, the end of an outage --
 

@@ -8,7 +8,7 @@ from dmp.app import create_app
 from dmp.config import load_config
 from dmp.ingest.appender import Appender
 from dmp.ingest.spool import Spool, spool_dir
-from tests.factories import append_from_threads, failing_once, make_hit, stream_hits
+from tests.factories import append_from_threads, make_hit, stream_hits
 from tests.served import wait_for
 
 
@@ -100,20 +100,38 @@ def test_a_full_outbox_makes_the_request_thread_wait_until_the_sender_takes_it(
     assert ids == sorted(["first-0000", *(f"fill-{i:04d}" for i in range(5)), "late-0000"])
 
 
-def test_a_bug_after_a_send_spools_only_what_was_not_sent(redis, config, monkeypatch):
-    """A bug in the appender once hits were written (here reading their answers) must
-    neither lose them nor send them twice: the ones written stay written, each once, and
-    the sender goes on with the next."""
-    appender = _appender(redis, config, send_every=0.001)
-    monkeypatch.setattr(appender, "READ_EVERY", 1)  # answers read after every send
+def test_a_hit_whose_answer_a_failed_read_lost_is_spooled_not_lost(redis, config, monkeypatch):
+    """A read of Redis's answers that fails in the client (a bug; redis-py drops the
+    connection as it fails) loses which answer is whose. Here the lost answer is Redis's
+    refusal (out of memory) of the hit: the hit is spooled with every other unanswered one,
+    not kept waiting for an answer that will never come (and then lost), and is stored once
+    Redis takes writes again. Before, the request that sent it failed, the hit stayed
+    unanswered, and a later answer would have been matched to it."""
+    appender = _appender(redis, config, send_every=0)  # each request sends its own
+    monkeypatch.setattr(appender, "READ_EVERY", 1)  # and reads its answer at once
     failed: list[bool] = []
-    monkeypatch.setattr(appender, "_read_answers", failing_once(appender._read_answers, failed))
+    conn_class = redis.connection_pool.connection_class
+    real_read = conn_class.read_response
+
+    def failing_read(self, *args, **kwargs):
+        if failed:
+            return real_read(self, *args, **kwargs)
+        failed.append(True)
+        self.disconnect()  # as redis-py does when a read raises
+        raise RuntimeError("a bug in the client")
+
+    redis.config_set("maxmemory", "1")  # every write refused: OOM
     try:
-        appender.append([make_hit(event_id="bug-0000"), make_hit(event_id="bug-0001")], {})
-        appender.flush()
+        monkeypatch.setattr(conn_class, "read_response", failing_read)
+        appender.append([make_hit(event_id="lost-0000")], {})  # must not raise
+        monkeypatch.setattr(conn_class, "read_response", real_read)
+        assert failed and appender.spool.active
+    finally:
+        redis.config_set("maxmemory", "0")
+    try:
+        wait_for(lambda: not appender.spool.active, 30, "the spool to replay")
         appender.append([make_hit(event_id="next-0000")], {})
         appender.sync()
-        assert failed and not appender.spool.active
     finally:
         appender.close()
-    assert [h.event_id for h in stream_hits(redis)] == ["bug-0000", "bug-0001", "next-0000"]
+    assert [h.event_id for h in stream_hits(redis)] == ["lost-0000", "next-0000"]

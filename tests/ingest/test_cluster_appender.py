@@ -9,12 +9,14 @@ import time
 import redis as redis_lib
 from redis.crc import key_slot
 
+from dmp.ingest import appender as appender_module
 from dmp.ingest import stream
 from dmp.ingest.appender import Appender
 from dmp.ingest.spool import Spool
 from dmp.records import Hit
 from dmp.storage import keyspace, metrics
-from tests.factories import append_from_threads, failing_once, make_hit, uids_on_every_partition
+from tests.factories import append_from_threads, make_hit, uids_on_every_partition
+from tests.served import wait_for
 
 
 def _event_ids(cluster, partition: int) -> list[str]:
@@ -164,22 +166,44 @@ def test_a_hit_of_a_slot_no_node_is_known_for_is_spooled_not_lost(cluster, tmp_p
         cluster.delete(keyspace.partition(1).stream)
 
 
-def test_a_bug_after_one_nodes_share_was_written_sends_no_hit_twice(cluster, tmp_path):
-    """A bug once the first node's share was written (here reading its answers) spools
-    none of it to be written again: the other nodes still get their shares, and every
-    hit reaches its partition once."""
+def test_a_bug_in_one_nodes_share_spools_it_and_sends_the_others_once(
+    cluster, tmp_path, monkeypatch
+):
+    """A bug while one node's share is made ready spools that share and still sends the
+    other nodes' theirs: every hit reaches its partition once. Before, the bug ended the
+    send of everything the sender had taken, which went to the spool whole, and the shares
+    already written were written twice."""
     stream.ensure_group(cluster, 4)
     uids = uids_on_every_partition(prefix="b")
+    node_of = {
+        p: cluster.nodes_manager.get_node_from_slot(
+            key_slot(keyspace.partition(p).stream.encode())
+        ).name
+        for p in range(4)
+    }
+    # The failing partition is the only one of its node, and its hits come last.
+    failing = next(p for p in range(4) if list(node_of.values()).count(node_of[p]) == 1)
+    others = [p for p in range(4) if p != failing]
+    hits = [make_hit(uid=uids[others[i % 3]]) for i in range(6)]
+    hits += [make_hit(uid=uids[failing]) for _ in range(2)]
+    failed: list[bool] = []
+    real_args = appender_module.xadd_args
+
+    def failing_args(line, target):
+        if target == failing and not failed:
+            failed.append(True)
+            raise RuntimeError("a bug")
+        return real_args(line, target)
+
+    monkeypatch.setattr(appender_module, "xadd_args", failing_args)
     spool = Spool(tmp_path / "spool", cluster, 1 << 20, partitions=4)
     appender = Appender(cluster, spool, partitions=4, send_every=0.001)
-    appender.READ_EVERY = 1  # answers read after every send
-    failed: list[bool] = []
-    appender._read_answers = failing_once(appender._read_answers, failed)
-    hits = [make_hit(uid=uids[i % 4]) for i in range(8)]
     try:
         appender.append(hits, {})
+        appender.flush()
+        assert failed
+        wait_for(lambda: not spool.active, 30, "the spool to replay the failed share")
         appender.sync()
-        assert failed and not spool.active
     finally:
         appender.close()
     try:
