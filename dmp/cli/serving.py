@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -80,10 +81,12 @@ def serve(
         fail(f"DMP_TCF_ADS / DMP_TCF_ANALYTICS / DMP_TCF_VENDOR_ID: {exc}")
     if lookup_port == port:
         fail("--lookup-port: the lookup processes need a port of their own, not --port")
-    from dmp.serve.sockets import check_free, port_sockets
+    from dmp.serve.sockets import port_sockets, web_sockets
 
-    try:  # each web process binds a socket of its own there, sharing the port (sockets.py)
-        check_free(host, port)
+    try:  # bound here, before anything starts, and held: no one else can share the port
+        web = web_sockets(host, port, workers, threads)
+    except socket.gaierror as exc:
+        fail(f"--host: cannot listen on {host}: {exc.strerror}")
     except OSError as exc:
         fail(f"--port: cannot listen on {host}:{port}: {exc.strerror}")
 
@@ -106,7 +109,7 @@ def serve(
                 port,
             )
     lookups = Lookups(lookup_port if sockets else 0, tuple(sockets))
-    run(obj.config, host, port, workers, threads, ingest=not no_ingest, lookups=lookups)
+    run(obj.config, host, port, workers, threads, not no_ingest, lookups, web)
 
 
 @click.command("lookups")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import ssl
+from collections import Counter
 from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
@@ -68,15 +69,31 @@ def gunicorn_options(threads: int) -> dict[str, Any]:
     return {
         "worker_class": ThreadWorker if threads > 1 else SyncWorker,
         # Threaded web processes keep connections alive: each listens on a socket of its
-        # own, among which the kernel spreads them (dmp.serve.sockets). A sync process
-        # answers one connection at a time, and a shared socket gives it the next when free.
-        "reuse_port": threads > 1,
+        # own (dmp.serve.sockets), given by slot (these hooks; a sync process shares one).
+        "pre_fork": give_socket_slot,
+        "post_fork": listen_on_slot,
         "logger_class": RedactingLogger,
         "http_parser": "python",  # EdgeRequest extends the Python parser, not gunicorn_h1c
         "limit_request_line": LIMIT_REQUEST_LINE,
         "limit_request_fields": LIMIT_REQUEST_FIELDS,
         "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
     }
+
+
+def give_socket_slot(arbiter: Any, worker: Any) -> None:
+    """Gunicorn's ``pre_fork`` (in the master): give a web process about to start the
+    listening socket that the fewest live web processes have (the one a dead process
+    left), when there is one socket per process (dmp.serve.sockets)."""
+    if len(arbiter.LISTENERS) > 1:
+        held = Counter(getattr(w, "socket_slot", None) for w in arbiter.WORKERS.values())
+        worker.socket_slot = min(range(len(arbiter.LISTENERS)), key=lambda i: (held[i], i))
+
+
+def listen_on_slot(arbiter: Any, worker: Any) -> None:
+    """Gunicorn's ``post_fork`` (in the new web process): listen on its socket only."""
+    slot = getattr(worker, "socket_slot", None)
+    if slot is not None:
+        worker.sockets = [arbiter.LISTENERS[slot]]
 
 
 class EdgeRequest(Request):

@@ -23,6 +23,7 @@ from gunicorn.app.base import BaseApplication
 
 from dmp.config import Config
 from dmp.serve import waiter
+from dmp.serve.sockets import web_sockets
 from dmp.serve.waiter import describe_exit, parse_report
 from dmp.storage import redisserver
 
@@ -161,9 +162,13 @@ def serve(
     threads: int,
     ingest: bool = True,
     lookups: Lookups = Lookups(0),
+    web: list[socket.socket] | None = None,
 ) -> None:
     """Run the web processes, the lookup processes and the ingest worker until
-    interrupted."""
+    interrupted; the web processes on ``web``, the listening sockets
+    ``dmp.serve.sockets.web_sockets`` gives (bound here if None)."""
+    if web is None:
+        web = web_sockets(host, port, workers, threads)
     env = dict(os.environ)
     supervisor = None
     if config.redis_url:
@@ -197,7 +202,8 @@ def serve(
             supervisor.stop()  # and the embedded server with it, if no one else uses it
 
     options = {
-        "bind": f"{host}:{port}",
+        # Bound already (dmp.serve.sockets); gunicorn's master holds them for its life.
+        "bind": [f"fd://{sock.detach()}" for sock in web],
         "workers": workers,
         "threads": threads,
         "accesslog": None,

@@ -1,12 +1,19 @@
-"""Listening sockets of dmp's servers, and the check that a port is free before they start.
+"""Listening sockets of dmp's servers, bound before anything starts, and held for its life.
 
-Every process that answers on a port of ``dmp serve`` listens on a socket of its own bound
-with ``SO_REUSEPORT``: the kernel spreads new connections among them by a hash of each
-connection's addresses. On one shared socket, whichever process is on the CPU as clients
-connect takes their connections, and kept-alive ones stay there (BENCHMARKS.md, "The
-pixel's connections, one socket per web process"). A socket with ``SO_REUSEPORT`` shares
-its port with any other of the same user that set it too, so the port is first bound
-without it: that fails if anyone listens there.
+``dmp serve`` binds its ports in the master before the embedded Redis or any child
+starts: a port someone else listens on is refused at once (exit 2), and no second server
+can share it later. Each threaded web process and each lookup process then listens on a
+socket of its own, all bound to the port with ``SO_REUSEPORT``: the kernel spreads new
+connections among them by a hash of each connection's addresses, whichever process is on
+the CPU as clients connect. On one shared socket the process on the CPU took them, and
+kept-alive ones stayed there (BENCHMARKS.md, "The pixel's connections"). The master holds
+every socket, so a web process that dies leaves the connections waiting in its queue to
+the one that replaces it (``dmp.serve.edge``: the same socket, by slot). A sync web
+process (``--threads 1``) answers one connection at a time and keeps one shared socket:
+the next connection goes to whichever is free.
+
+A socket with ``SO_REUSEPORT`` shares its port with any other of the same user that set
+it too, so the port is first bound without it: that fails if anyone listens there.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socke
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
-        sock.listen(1024)
+        sock.listen(2048)
     except OSError:
         sock.close()
         raise
@@ -32,14 +39,17 @@ def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socke
     return sock
 
 
-def check_free(host: str, port: int) -> None:
-    """Raise OSError unless host:port is free: no one listens there, sharing or not."""
-    listening_socket(host, port).close()
-
-
 def port_sockets(host: str, port: int, n: int) -> list[socket.socket]:
     """Return ``n`` sockets sharing host:port (SO_REUSEPORT: the kernel spreads new
     connections among them), after making sure no one else listens there (OSError if the
     port is taken, by anyone)."""
-    check_free(host, port)
+    listening_socket(host, port).close()
     return [listening_socket(host, port, reuse_port=True) for _ in range(n)]
+
+
+def web_sockets(host: str, port: int, processes: int, threads: int) -> list[socket.socket]:
+    """Return the listening sockets of ``dmp serve``'s web processes: one each for
+    threaded processes, one shared by sync ones (OSError if the port is taken)."""
+    if threads > 1:
+        return port_sockets(host, port, processes)
+    return [listening_socket(host, port)]

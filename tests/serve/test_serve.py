@@ -23,6 +23,7 @@ from tests.served import (
     free_port,
     run_dmp,
     serve_env,
+    stop_process,
     wait_for,
     web_processes,
 )
@@ -52,9 +53,7 @@ def served(tmp_path: Path):
         proc.kill()
         pytest.fail(f"dmp serve did not start:\n{proc.stdout.read()}")
     yield url, data_dir, proc, f"http://127.0.0.1:{lookups}"
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    stop_process(proc)  # SIGTERM: its embedded Redis stops with it (a SIGKILL leaves it)
 
 
 def test_a_person_climbs_tiers_through_a_served_dmp(served):
@@ -155,6 +154,29 @@ def test_keep_alive_connections_are_spread_over_the_web_processes(served):
         # Before, the stopped process held 0 or 1. Spread by a hash of the connections'
         # ports, each holds 3 of 24 or more but about once in 28,000 runs.
         assert sum(held.values()) == 24 and min(held[pid] for pid in pids) >= 3, held
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_connections_waiting_on_a_web_process_that_dies_go_to_its_replacement(served):
+    """A web process's listening socket is the master's: connections waiting in its queue
+    when it dies are answered by the process that replaces it, not reset."""
+    url, _, proc, _ = served
+    port = int(url.rsplit(":", 1)[1])
+    pids = wait_for(lambda: len(web_processes(proc)) == 2 and web_processes(proc), 30, "2")
+    os.kill(pids[0], signal.SIGSTOP)  # connections queue on its socket
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(24)]
+    try:
+        for conn in conns:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        os.kill(pids[0], signal.SIGKILL)
+        for conn in conns:
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200 ")
+        now = web_processes(proc)
+        held = connection_holders(port, {c.getsockname()[1] for c in conns}, now)
+        assert pids[0] not in now and sum(held.values()) == 24, held
+        assert len(held) == 2, held  # the replacement took over the dead one's share
     finally:
         for conn in conns:
             conn.close()
