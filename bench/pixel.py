@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import resource
@@ -252,7 +253,8 @@ def web_process_cpu(target: Target) -> dict[int, float]:
 
 def busiest_share(before: dict[int, float], after: dict[int, float]) -> float:
     """Return the busiest web process's share of the web processes' CPU between two readings
-    (1 / processes when even; 1.0 when one process served everything)."""
+    (1 / processes when even; 1.0 when one process served everything; NaN without CPU).
+    A process started between the readings counts all its CPU."""
     used = [after[pid] - before.get(pid, 0.0) for pid in after]
     return max(used) / sum(used) if sum(used) > 0 else float("nan")
 
@@ -412,7 +414,8 @@ def table(targets: list[Target]) -> str:
             ok = rps / b_rps >= RPS_TARGET and p99 / b_p99 <= P99_TARGET
             verdict = "met" if ok else "MISSED"
         rounds = " / ".join(f"{r['rps']:.0f}" for r in t.runs)
-        busiest = max(r["busiest_web_share"] for r in t.runs)  # one web process's most
+        shares = [r["busiest_web_share"] for r in t.runs if not math.isnan(r["busiest_web_share"])]
+        busiest = max(shares, default=float("nan"))  # one web process's most in a round
         lines.append(
             f"{t.name:<12}{rps:>10,.0f}{rps / b_rps:>8.2f}{p50:>9.2f}{p99:>9.2f}"
             f"{p99 / b_p99:>8.2f}{busiest:>9.0%}   {rounds:<{width}}{verdict}"
