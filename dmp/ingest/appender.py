@@ -239,8 +239,14 @@ class Appender:
                 raise redis.ConnectionError(f"no node known for a partition: {exc}") from exc
             self._to_spool(lines)
             return
+        failure = None
         for channel, share, share_targets in shares:
-            self._send(channel, share, share_targets, spool)
+            try:
+                self._send(channel, share, share_targets, spool)
+            except Exception as exc:  # only without a spool: the other shares still go
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def _send(self, channel: _Channel, lines: list[str], targets: list[int], spool: bool) -> None:
         """Send lines' XADDs on one channel (or spool them; see :meth:`append`)."""
@@ -273,7 +279,7 @@ class Appender:
                 # starts afresh and every hit it left unanswered is spooled (the other
                 # nodes' shares are still sent)
                 if not isinstance(exc, redis.RedisError | OSError):
-                    self._log_bug(f"sending {len(lines)} hits (spooled)")
+                    self._log_bug(f"sending {len(lines)} hits")
                 self._fail(channel, exc, [] if sent else lines)
 
     def append_atomic(self, hits: list[Hit], counters: dict[str, int]) -> bool:
@@ -352,7 +358,7 @@ class Appender:
                     conn.read_response(disable_decoding=True)
                 channel.waiting = _now()
             except redis.ResponseError as exc:  # OOM, MISCONF (disk), READONLY replica …
-                line = channel.unread.popleft()
+                line = channel.unread[0]  # taken off once spooled
                 if is_redirect(exc):
                     # A cluster's slot moved (MOVED, ASK) or is moving: Redis did not
                     # take the hit. It is spooled like any refusal (the spool replays it
@@ -362,6 +368,7 @@ class Appender:
                     log.error("Redis refused a pixel hit: %s", exc)
                 else:
                     self._to_spool([line])
+                channel.unread.popleft()
                 continue
             except (redis.RedisError, OSError):
                 raise
@@ -370,7 +377,7 @@ class Appender:
                 # which answer belongs to which hit is lost. As with a lost connection, the
                 # caller spools every hit still unanswered (the spool's replay stores each
                 # once) instead of matching later answers to the wrong hits.
-                self._log_bug(f"reading answers for {len(channel.unread)} hits (spooled)")
+                self._log_bug(f"reading answers for {len(channel.unread)} hits")
                 raise redis.ConnectionError(f"reading Redis's answers failed: {exc!r}") from exc
             channel.unread.popleft()
 
@@ -389,7 +396,8 @@ class Appender:
             self.spool.append([line], share=share)  # a full spool counts what it drops
 
     def _log_bug(self, what: str) -> None:
-        """Log the exception being handled (a bug in the appender), once a minute at most."""
+        """Log the exception being handled (a bug in the appender), once a minute at most;
+        the hits it concerns are spooled (lost without a spool)."""
         now = _now()
         if now - self._bug_logged >= self.BUG_LOG_SECONDS:
             self._bug_logged = now
@@ -464,10 +472,12 @@ class Appender:
             self._read_answers(channel, wait=False)
             if channel.unread and now - channel.waiting > self.TIMEOUT_SECONDS:
                 raise redis.TimeoutError(f"no answer in {self.TIMEOUT_SECONDS:g} s")
-        except (redis.RedisError, OSError) as exc:
+        except Exception as exc:  # a bug too (reading answers, or looking for them)
+            if not isinstance(exc, redis.RedisError | OSError):
+                self._log_bug(f"reading answers for {len(channel.unread)} hits")
             try:
                 self._fail(channel, exc, [])
-            except redis.RedisError:
+            except Exception:
                 pass  # no spool: the hits are lost (logged when the outage began)
 
     def _send_counts(self) -> None:

@@ -72,6 +72,7 @@ def gunicorn_options(threads: int) -> dict[str, Any]:
         # own (dmp.serve.sockets), given by slot (these hooks; a sync process shares one).
         "pre_fork": give_socket_slot,
         "post_fork": listen_on_slot,
+        "nworkers_changed": keep_a_process_per_socket,
         "logger_class": RedactingLogger,
         "http_parser": "python",  # EdgeRequest extends the Python parser, not gunicorn_h1c
         "limit_request_line": LIMIT_REQUEST_LINE,
@@ -90,10 +91,27 @@ def give_socket_slot(arbiter: Any, worker: Any) -> None:
 
 
 def listen_on_slot(arbiter: Any, worker: Any) -> None:
-    """Gunicorn's ``post_fork`` (in the new web process): listen on its socket only."""
+    """Gunicorn's ``post_fork`` (in the new web process): listen on its socket only, and
+    close this process's copies of the others (they close when their own processes
+    stop, not when the slowest one does)."""
     slot = getattr(worker, "socket_slot", None)
     if slot is not None:
         worker.sockets = [arbiter.LISTENERS[slot]]
+        for i, listener in enumerate(arbiter.LISTENERS):
+            if i != slot:
+                listener.close()
+
+
+def keep_a_process_per_socket(arbiter: Any, new: int, old: int | None) -> None:
+    """Gunicorn's ``nworkers_changed``: refuse fewer web processes than sockets (a
+    ``SIGTTOU``), which would leave a socket the kernel gives connections to and no one
+    accepts from."""
+    sockets = len(arbiter.LISTENERS)
+    if sockets > 1 and old is not None and new < sockets:
+        arbiter._num_workers = old  # gunicorn's own field (TESTED_GUNICORN)
+        arbiter.log.warning(
+            "dmp serve keeps %d web processes, one per listening socket (--workers)", old
+        )
 
 
 class EdgeRequest(Request):

@@ -49,7 +49,8 @@ def port_sockets(host: str, port: int, n: int) -> list[socket.socket]:
 
 def web_sockets(host: str, port: int, processes: int, threads: int) -> list[socket.socket]:
     """Return the listening sockets of ``dmp serve``'s web processes: one each for
-    threaded processes, one shared by sync ones (OSError if the port is taken)."""
-    if threads > 1:
+    threaded processes, one shared by sync ones or for one process (OSError if the port
+    is taken)."""
+    if threads > 1 and processes > 1:
         return port_sockets(host, port, processes)
     return [listening_socket(host, port)]

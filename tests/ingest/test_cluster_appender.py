@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 import redis as redis_lib
 from redis.crc import key_slot
 
@@ -166,6 +167,17 @@ def test_a_hit_of_a_slot_no_node_is_known_for_is_spooled_not_lost(cluster, tmp_p
         cluster.delete(keyspace.partition(1).stream)
 
 
+def _alone_on_its_node(cluster) -> int:
+    """Return a partition (of four) whose stream's node serves no other partition's."""
+    node_of = [
+        cluster.nodes_manager.get_node_from_slot(
+            key_slot(keyspace.partition(p).stream.encode())
+        ).name
+        for p in range(4)
+    ]
+    return next(p for p in range(4) if node_of.count(node_of[p]) == 1)
+
+
 def test_a_bug_in_one_nodes_share_spools_it_and_sends_the_others_once(
     cluster, tmp_path, monkeypatch
 ):
@@ -175,14 +187,7 @@ def test_a_bug_in_one_nodes_share_spools_it_and_sends_the_others_once(
     already written were written twice."""
     stream.ensure_group(cluster, 4)
     uids = uids_on_every_partition(prefix="b")
-    node_of = {
-        p: cluster.nodes_manager.get_node_from_slot(
-            key_slot(keyspace.partition(p).stream.encode())
-        ).name
-        for p in range(4)
-    }
-    # The failing partition is the only one of its node, and its hits come last.
-    failing = next(p for p in range(4) if list(node_of.values()).count(node_of[p]) == 1)
+    failing = _alone_on_its_node(cluster)  # and its hits come last
     others = [p for p in range(4) if p != failing]
     hits = [make_hit(uid=uids[others[i % 3]]) for i in range(6)]
     hits += [make_hit(uid=uids[failing]) for _ in range(2)]
@@ -210,6 +215,36 @@ def test_a_bug_in_one_nodes_share_spools_it_and_sends_the_others_once(
         for p in range(4):
             expected = [h.event_id for h in hits if stream.partition_of(h, 4) == p]
             assert sorted(_event_ids(cluster, p)) == sorted(expected)  # each once
+    finally:
+        for p in range(4):
+            cluster.delete(keyspace.partition(p).stream)
+
+
+def test_without_a_spool_a_bug_in_one_share_still_sends_the_others(cluster, monkeypatch):
+    """Without a spool the bug is raised (the request counts its hit as lost), but only
+    after the other nodes' shares were sent."""
+    stream.ensure_group(cluster, 4)
+    uids = uids_on_every_partition(prefix="n")
+    hits = [make_hit(uid=uids[p]) for p in range(4)]
+    failing = _alone_on_its_node(cluster)
+    real_args = appender_module.xadd_args
+
+    def failing_args(line, target):
+        if target == failing:
+            raise RuntimeError("a bug")
+        return real_args(line, target)
+
+    monkeypatch.setattr(appender_module, "xadd_args", failing_args)
+    appender = Appender(cluster, partitions=4)
+    try:
+        with pytest.raises(RuntimeError):
+            appender.append(hits, {})
+        appender.sync()
+    finally:
+        appender.close()
+    try:
+        for p in range(4):
+            assert _event_ids(cluster, p) == ([] if p == failing else [hits[p].event_id])
     finally:
         for p in range(4):
             cluster.delete(keyspace.partition(p).stream)

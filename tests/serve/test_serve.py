@@ -182,6 +182,18 @@ def test_connections_waiting_on_a_web_process_that_dies_go_to_its_replacement(se
             conn.close()
 
 
+def test_dmp_serve_keeps_a_web_process_per_socket(served):
+    """Gunicorn's SIGTTOU (one web process fewer) would leave a socket that the kernel
+    gives connections to and no one accepts from: dmp serve keeps its web processes."""
+    url, _, proc, _ = served
+    pids = wait_for(lambda: len(web_processes(proc)) == 2 and web_processes(proc), 30, "2")
+    os.kill(proc.pid, signal.SIGTTOU)
+    time.sleep(3)  # the arbiter looks every second: by now it would have stopped one
+    assert sorted(web_processes(proc)) == sorted(pids)
+    for _ in range(32):  # new connections, spread over both sockets, all answered
+        assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+
+
 def test_a_taken_port_is_one_line_and_exit_2(served, tmp_path: Path):
     """`dmp serve` on a port another program listens on says so and exits 2 before it
     starts anything; so on the port of another `dmp serve`, whose web processes offer to
