@@ -208,6 +208,12 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
 
 
+def _redis_pid(target: Target) -> int | None:
+    """Return the pid of a target's embedded Redis (None before it wrote its pid file)."""
+    pidfile = redisserver.locate_server(target.data_dir).directory / "redis.pid"
+    return int(pidfile.read_text()) if pidfile.exists() else None
+
+
 def cpu_by_role(target: Target) -> dict[str, float]:
     """Return the CPU seconds a target's processes have used so far, by role: ``web``
     (the server's processes: gunicorn's master and workers, dmp's lookup processes),
@@ -215,8 +221,7 @@ def cpu_by_role(target: Target) -> dict[str, float]:
     starts it as a child, so it is taken out of the server's tree, not counted twice).
     Processes that ended are not counted; none ends during a run."""
     used = dict.fromkeys(ROLES, 0.0)
-    pidfile = redisserver.locate_server(target.data_dir).directory / "redis.pid"
-    redis_pid = int(pidfile.read_text()) if pidfile.exists() else None
+    redis_pid = _redis_pid(target)
     tree = _tree(target.proc.pid)
     for pid in tree:
         try:
@@ -233,8 +238,7 @@ def cpu_by_role(target: Target) -> dict[str, float]:
 def web_process_cpu(target: Target) -> dict[int, float]:
     """Return the CPU seconds so far of each of a target's gunicorn worker processes (the
     server's children that are neither its Redis, its ingest worker nor a lookup process)."""
-    pidfile = redisserver.locate_server(target.data_dir).directory / "redis.pid"
-    redis_pid = int(pidfile.read_text()) if pidfile.exists() else None
+    redis_pid = _redis_pid(target)
     used = {}
     for task in Path(f"/proc/{target.proc.pid}/task").glob("*"):
         try:

@@ -128,16 +128,26 @@ def web_processes(proc: subprocess.Popen) -> list[int]:
     return found
 
 
+def wait_for_web_processes(proc: subprocess.Popen, n: int = 2) -> list[int]:
+    """Wait until a `dmp serve` runs ``n`` web processes; return their pids."""
+
+    def running() -> list[int]:
+        found = web_processes(proc)
+        return found if len(found) == n else []
+
+    return wait_for(running, 30, f"{n} web processes")
+
+
 def connection_holders(server_port: int, client_ports: set[int], pids: list[int]) -> Counter:
     """Return how many of the loopback connections from ``client_ports`` to ``server_port``
     each of ``pids`` holds the server's end of (from /proc/net/tcp and the fds)."""
-    inodes = {}
+    inodes = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         local, remote, inode = fields[1], fields[2], fields[9]
         if int(local.split(":")[1], 16) == server_port:
             if int(remote.split(":")[1], 16) in client_ports:
-                inodes[f"socket:[{inode}]"] = True
+                inodes.add(f"socket:[{inode}]")
     held: Counter = Counter()
     for pid in pids:
         for fd in Path(f"/proc/{pid}/fd").iterdir():

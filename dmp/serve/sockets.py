@@ -1,11 +1,11 @@
 """Listening sockets of dmp's servers, bound before anything starts, and held for its life.
 
 ``dmp serve`` binds its ports in the master before the embedded Redis or any child
-starts: a port someone else listens on is refused at once (exit 2), and no second server
-can share it later. Each threaded web process and each lookup process then listens on a
-socket of its own, all bound to the port with ``SO_REUSEPORT``: the kernel spreads new
-connections among them by a hash of each connection's addresses, whichever process is on
-the CPU as clients connect. On one shared socket the process on the CPU took them, and
+starts: a port someone else listens on is refused at once (exit 2), and no second
+``dmp serve`` can share it later. Each threaded web process and each lookup process then
+listens on a socket of its own, all bound to the port with ``SO_REUSEPORT``: the kernel
+spreads new connections among them by a hash of each connection's addresses, whichever
+process is on the CPU as clients connect. On one shared socket the process on the CPU took them, and
 kept-alive ones stayed there (BENCHMARKS.md, "The pixel's connections"). The master holds
 every socket, so a web process that dies leaves the connections waiting in its queue to
 the one that replaces it (``dmp.serve.edge``: the same socket, by slot). A sync web

@@ -24,7 +24,7 @@ from tests.served import (
     run_dmp,
     serve_env,
     stop_process,
-    wait_for,
+    wait_for_web_processes,
     web_processes,
 )
 
@@ -138,7 +138,7 @@ def test_keep_alive_connections_are_spread_over_the_web_processes(served):
     then ran on one core, at half the requests/s: BENCHMARKS.md)."""
     url, _, proc, _ = served
     port = int(url.rsplit(":", 1)[1])
-    pids = wait_for(lambda: len(web_processes(proc)) == 2 and web_processes(proc), 30, "2")
+    pids = wait_for_web_processes(proc)
     os.kill(pids[0], signal.SIGSTOP)  # as when the ingest worker or Redis has its core
     try:
         conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(24)]
@@ -164,7 +164,7 @@ def test_connections_waiting_on_a_web_process_that_dies_go_to_its_replacement(se
     when it dies are answered by the process that replaces it, not reset."""
     url, _, proc, _ = served
     port = int(url.rsplit(":", 1)[1])
-    pids = wait_for(lambda: len(web_processes(proc)) == 2 and web_processes(proc), 30, "2")
+    pids = wait_for_web_processes(proc)
     os.kill(pids[0], signal.SIGSTOP)  # connections queue on its socket
     conns = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(24)]
     try:
@@ -186,7 +186,7 @@ def test_dmp_serve_keeps_a_web_process_per_socket(served):
     """Gunicorn's SIGTTOU (one web process fewer) would leave a socket that the kernel
     gives connections to and no one accepts from: dmp serve keeps its web processes."""
     url, _, proc, _ = served
-    pids = wait_for(lambda: len(web_processes(proc)) == 2 and web_processes(proc), 30, "2")
+    pids = wait_for_web_processes(proc)
     os.kill(proc.pid, signal.SIGTTOU)
     time.sleep(3)  # the arbiter looks every second: by now it would have stopped one
     assert sorted(web_processes(proc)) == sorted(pids)
