@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import user_agents
-
 
 @dataclass(frozen=True, slots=True)
 class Agent:
@@ -26,6 +24,10 @@ def parse_agent(ua: str) -> Agent:
     """Return the parsed User-Agent (cached: an uncached parse costs about 1.6 ms)."""
     if not ua:
         return _EMPTY_AGENT
+    # Imported on the first parse: loading its regular expressions takes 0.2 s, which
+    # every command that imports the event log (matrix builds, the CLI) paid before.
+    import user_agents
+
     parsed = user_agents.parse(ua)
     if parsed.is_bot:
         device = "bot"

@@ -12,11 +12,11 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from dmp.cli import cli
-from dmp.matrix import builds, rescoring, snapshots
+from dmp.matrix import builds, rescoring, snapshots, sources
 from dmp.people import lifecycle
 from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person
-from dmp.records import Stage
+from dmp.records import EVENT_SCHEMA, Stage
 from dmp.storage import keyspace
 from segments.scoring import DAY_MS, default_model_text, parse_model
 from tests.factories import NOW, make_hit, make_identify, run_synth, send_hits
@@ -174,3 +174,29 @@ def test_a_chain_of_incremental_builds_keeps_its_state_in_parts(runner, redis, d
     assert_frame_equal(chained, rows(full.path))
     again = rescoring.plan_rescoring(redis, config, model)
     assert (plan.bands, plan.stages) == (again.bands, again.stages)
+
+
+def test_the_persons_of_events_after_the_last_builds_time_are_refolded(tmp_path):
+    """Stored before the last build but timed after it (a build of a past time): touched.
+    The time is compared as a timestamp, which lets the reader skip row groups."""
+    as_of = 1_790_000_000_000
+    times = [as_of - DAY_MS, as_of - 1, as_of, as_of + 1, as_of + DAY_MS]
+    table = pl.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(len(times))],
+            "person_id": [f"{i:016x}" for i in range(len(times))],
+            "timestamp": times,
+        }
+    ).with_columns(pl.from_epoch("timestamp", "ms").dt.replace_time_zone("UTC"))
+    events = tmp_path / "events"
+    old = "dt=2026-09-21/part-old.parquet"
+    (events / old).parent.mkdir(parents=True)
+    columns = {f.name: pl.lit(None) for f in EVENT_SCHEMA if f.name not in table.columns}
+    schema = pl.from_arrow(EVENT_SCHEMA.empty_table()).schema  # type: ignore[union-attr]
+    table.with_columns(**columns).select(list(schema)).cast(dict(schema)).write_parquet(
+        events / old, row_group_size=2
+    )
+    found = sources.persons_since(events, [old], [old], as_of)
+    assert sorted(found) == [f"{3:016x}", f"{4:016x}"]
+    # A file the last build did not read: all its persons, whenever their events were.
+    assert len(sources.persons_since(events, [], [old], as_of + DAY_MS)) == len(times)
