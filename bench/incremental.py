@@ -17,8 +17,13 @@ is built as of 12:00 that day twice, each in a fresh process, in turn:
 
 Each writes the rows and its person state as Parquet, as a build's snapshot does (the
 incremental build only the refolded persons' state: a part beside the kept one). The
-two outputs must hold the same rows, equal column by column. The time and the peak RSS of
-each process go to ``bench/results/incremental.jsonl``.
+two outputs must hold the same rows, equal column by column.
+
+A third process measures the **floor** of any build that rewrites the snapshot's rows,
+however few persons it refolds: the same imports, the kept rows read whole, the new
+persons' rows merged in (``merge_sorted``, as the incremental build merges them) and
+every row written. The time and the peak RSS of each process go to
+``bench/results/incremental.jsonl``.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ if str(ROOT) not in sys.path:
 from matrix import AS_OF, data_folder  # noqa: E402  (bench/ is the script's folder)
 from runlog import append, commit, measure_child  # noqa: E402
 
-from dmp.matrix.builds import Kept, refold  # noqa: E402
+from dmp.matrix.builds import Kept, merge_sorted, refold  # noqa: E402
 from dmp.matrix.snapshots import ROW_GROUP_ROWS  # noqa: E402
 from dmp.matrix.sources import persons_since, read_touchpoints  # noqa: E402
 from dmp.records import EVENT_SCHEMA  # noqa: E402
@@ -120,6 +125,9 @@ def run(kind: str, data: Path, work: Path) -> None:
     touchpoints = read_touchpoints(work / "events", {})
     persons = pl.scan_parquet(data / "persons.parquet")
     history = pl.scan_parquet(work / "history.parquet")
+    if kind == "floor":
+        _floor(work)
+        return
     if kind == "full":
         state = person_state(persons, touchpoints, model, catalog, as_of, scale).cache()
         recorded = current_stages(history, as_of)
@@ -150,6 +158,23 @@ def run(kind: str, data: Path, work: Path) -> None:
     write_parquet_files([rows, states], [out, work / f"state-{kind}.parquet"], ROW_GROUP_ROWS)
     seconds = time.perf_counter() - started
     print(json.dumps({"seconds": seconds, "out": str(out), "refolded": refolded}))
+
+
+def _floor(work: Path) -> None:
+    """Child process: what any build that rewrites the snapshot's rows pays however
+    little it refolds: the imports, the kept rows read whole, the refolded persons' rows
+    merged in (here the kept rows of those persons, as ``refold`` merges its new rows)
+    and everyone's rows written. No as-of column computed, no state read."""
+    started = time.perf_counter()
+    rows = pl.read_parquet(work / "rows.parquet")
+    new = [f for f in _files(work, new=True) if f.name == "part-new.parquet"]
+    chosen = pl.scan_parquet(new).select(pl.col("person_id").unique()).collect()["person_id"]
+    mine = pl.col("person_id").is_in(chosen.implode())
+    rows = merge_sorted(rows.filter(~mine), rows.filter(mine))
+    out = work / "out-floor.parquet"
+    write_parquet_files([rows], [out], ROW_GROUP_ROWS)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": seconds, "out": str(out), "refolded": len(chosen)}))
 
 
 def _files(work: Path, *, new: bool) -> list[Path]:
@@ -189,10 +214,10 @@ def main() -> None:
             f"kept the last build's state, wrote the new day: {time.perf_counter() - started:.0f} s"
         )
     new = json.loads((work / "ready.json").read_text())
-    kinds = ["full", "incremental"]
+    kinds = ["full", "incremental", "floor"]
     results: dict[str, list[dict]] = {k: [] for k in kinds}
     for round_ in range(args.runs):
-        for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
+        for kind in kinds[round_ % 3 :] + kinds[: round_ % 3]:  # each kind first in turn
             report = measure_child([*base, "--child", kind], kind)
             results[kind].append(report)
             print(
@@ -203,17 +228,26 @@ def main() -> None:
     full = pl.read_parquet(work / "out-full.parquet")
     incremental = pl.read_parquet(work / "out-incremental.parquet")
     same = full.equals(incremental)
+    # The floor merged the kept rows back into themselves: all of them, in their order.
+    floor_whole = pl.read_parquet(work / "out-floor.parquet").equals(
+        pl.read_parquet(work / "rows.parquet")
+    )
     t_full = statistics.median(r["seconds"] for r in results["full"])
     t_inc = statistics.median(r["seconds"] for r in results["incremental"])
     m_full = statistics.median(r["peak_rss_mb"] for r in results["full"])
     m_inc = statistics.median(r["peak_rss_mb"] for r in results["incremental"])
+    t_floor = statistics.median(r["seconds"] for r in results["floor"])
     print(
         f"\n{args.persons:,} persons, {args.touchpoints:,} touchpoints; {new['persons']:,} persons "
         f"with {new['events']:,} new touchpoints; {args.runs} runs, {os.cpu_count()} cores"
     )
     print(f"full         {t_full:7.1f} s  {m_full:7,.0f} MB")
     print(f"incremental  {t_inc:7.1f} s  {m_inc:7,.0f} MB   {t_inc / t_full:.2f}× full (≤ 0.1×)")
-    print(f"the same rows: {same}")
+    print(
+        f"floor        {t_floor:7.1f} s  {'':>10}   {t_floor / t_full:.2f}× full "
+        "(the rows read, merged and written)"
+    )
+    print(f"the same rows: {same}; the floor kept every row: {floor_whole}")
     append(
         "incremental",
         {
@@ -224,7 +258,9 @@ def main() -> None:
             "touchpoints": args.touchpoints,
             "new": new,
             "same": same,
+            "floor_whole": floor_whole,
             "ratio": round(t_inc / t_full, 3),
+            "floor_ratio": round(t_floor / t_full, 3),
             "results": results,
         },
     )
