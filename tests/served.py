@@ -159,6 +159,26 @@ def connection_holders(server_port: int, client_ports: set[int], pids: list[int]
     return held
 
 
+def listeners_held(server_port: int, pids: list[int]) -> dict[int, set[str]]:
+    """Return the sockets listening on ``server_port`` (by inode) each of ``pids`` has
+    open (from /proc/net/tcp, state 0A, and the fds)."""
+    listening = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == server_port:
+            listening.add(f"socket:[{fields[9]}]")
+    held: dict[int, set[str]] = {pid: set() for pid in pids}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue  # closed meanwhile
+            if link in listening:
+                held[pid].add(link)
+    return held
+
+
 def healthy(url: str) -> bool:
     """Return whether a served dmp answers /healthz with 200."""
     try:

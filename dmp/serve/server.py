@@ -23,7 +23,7 @@ from gunicorn.app.base import BaseApplication
 
 from dmp.config import Config
 from dmp.serve import waiter
-from dmp.serve.sockets import web_sockets
+from dmp.serve.sockets import http_url, web_sockets
 from dmp.serve.waiter import describe_exit, parse_report
 from dmp.storage import redisserver
 
@@ -220,12 +220,11 @@ def serve(
     }
     from dmp.app import create_app
 
-    log.info("dmp serving on http://%s:%d with %d web processes", host, port, workers)
+    log.info("dmp serving on %s with %d web processes", http_url(host, port), workers)
     if lookups.sockets:
         log.info(
-            "lookups also on http://%s:%d/api/v1/lookup (%d processes)",
-            host,
-            lookups.port,
+            "lookups also on %s/api/v1/lookup (%d processes)",
+            http_url(host, lookups.port),
             len(lookups.sockets),
         )
     _Gunicorn(options, lambda: create_app({"redis_url": url})).run()

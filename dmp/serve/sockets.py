@@ -21,6 +21,11 @@ from __future__ import annotations
 import socket
 
 
+def http_url(host: str, port: int) -> str:
+    """Return the URL of a server on host:port (an IPv6 address in brackets)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """Return a non-blocking socket listening on host:port; with ``reuse_port``, one that
     other sockets with it set (other processes of this user) may listen on too."""

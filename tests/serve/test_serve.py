@@ -21,6 +21,7 @@ from tests.served import (
     children,
     connection_holders,
     free_port,
+    listeners_held,
     run_dmp,
     serve_env,
     stop_process,
@@ -33,15 +34,22 @@ from tests.served import (
 def served(tmp_path: Path):
     """Run `dmp serve` on a fresh data dir with its own embedded Redis; yield (url, dir)."""
     data_dir, port, lookups = tmp_path / "data", free_port(), free_port()
+    proc = _start_serve(data_dir, "127.0.0.1", port, lookups)
+    yield f"http://127.0.0.1:{port}", data_dir, proc, f"http://127.0.0.1:{lookups}"
+    stop_process(proc)  # SIGTERM: its embedded Redis stops with it (a SIGKILL leaves it)
+
+
+def _start_serve(data_dir: Path, host: str, port: int, lookups: int) -> subprocess.Popen:
+    """Start `dmp serve` with two web processes and wait until it answers."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dmp", "serve", "--port", str(port), "--workers", "2"]
-        + ["--lookup-port", str(lookups)],
+        [sys.executable, "-m", "dmp", "serve", "--host", host, "--port", str(port)]
+        + ["--workers", "2", "--lookup-port", str(lookups)],
         env=serve_env(data_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -52,8 +60,24 @@ def served(tmp_path: Path):
     else:
         proc.kill()
         pytest.fail(f"dmp serve did not start:\n{proc.stdout.read()}")
-    yield url, data_dir, proc, f"http://127.0.0.1:{lookups}"
-    stop_process(proc)  # SIGTERM: its embedded Redis stops with it (a SIGKILL leaves it)
+    return proc
+
+
+def test_dmp_serve_on_ipv6_loopback_answers_and_says_where(tmp_path: Path):
+    """`--host ::1` serves the web and lookup ports there, and the log gives URLs one
+    can open (an IPv6 address in brackets)."""
+    port, lookups = free_port(), free_port()
+    proc = _start_serve(tmp_path / "data", "::1", port, lookups)
+    try:
+        pids = wait_for_web_processes(proc)
+        assert len(pids) == 2
+        for _ in range(8):  # both web sockets answer, whichever a connection hashes to
+            assert requests.get(f"http://[::1]:{port}/healthz", timeout=10).status_code == 200
+    finally:
+        stop_process(proc)
+    said = proc.stdout.read()
+    assert f"dmp serving on http://[::1]:{port} with 2 web processes" in said, said
+    assert f"lookups also on http://[::1]:{lookups}/api/v1/lookup" in said, said
 
 
 def test_a_person_climbs_tiers_through_a_served_dmp(served):
@@ -180,6 +204,20 @@ def test_connections_waiting_on_a_web_process_that_dies_go_to_its_replacement(se
     finally:
         for conn in conns:
             conn.close()
+
+
+def test_each_web_process_holds_its_own_listening_socket_only(served):
+    """A web process closes its copies of the other processes' sockets: a socket closes
+    when its own process stops, not when the last one that inherited it does. The master
+    holds them all, for the process that replaces one."""
+    url, _, proc, _ = served
+    port = int(url.rsplit(":", 1)[1])
+    pids = wait_for_web_processes(proc)
+    held = listeners_held(port, [proc.pid, *pids])
+    assert len(held[proc.pid]) == len(pids), held
+    for pid in pids:
+        assert len(held[pid]) == 1, held
+    assert set().union(*(held[pid] for pid in pids)) == held[proc.pid], held
 
 
 def test_dmp_serve_keeps_a_web_process_per_socket(served):
