@@ -25,10 +25,10 @@ from dmp.storage import redisserver
 T = TypeVar("T")
 
 
-def free_port() -> int:
-    """Return a localhost port nobody listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a loopback port nobody listens on (on ``host``: IPv4's or IPv6's)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -161,12 +161,13 @@ def connection_holders(server_port: int, client_ports: set[int], pids: list[int]
 
 def listeners_held(server_port: int, pids: list[int]) -> dict[int, set[str]]:
     """Return the sockets listening on ``server_port`` (by inode) each of ``pids`` has
-    open (from /proc/net/tcp, state 0A, and the fds)."""
+    open (from /proc/net/tcp and tcp6, state 0A, and the fds)."""
     listening = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == server_port:
-            listening.add(f"socket:[{fields[9]}]")
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == server_port:
+                listening.add(f"socket:[{fields[9]}]")
     held: dict[int, set[str]] = {pid: set() for pid in pids}
     for pid in pids:
         for fd in Path(f"/proc/{pid}/fd").iterdir():

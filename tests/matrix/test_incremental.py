@@ -177,8 +177,8 @@ def test_a_chain_of_incremental_builds_keeps_its_state_in_parts(runner, redis, d
 
 
 def test_the_persons_of_events_after_the_last_builds_time_are_refolded(tmp_path):
-    """Stored before the last build but timed after it (a build of a past time): touched.
-    The time is compared as a timestamp, which lets the reader skip row groups."""
+    """Stored before the last build but timed after it (a build of a past time): touched;
+    stored in a file the last build did not read: touched, whenever it was timed."""
     as_of = 1_790_000_000_000
     times = [as_of - DAY_MS, as_of - 1, as_of, as_of + 1, as_of + DAY_MS]
     table = pl.DataFrame(
