@@ -26,7 +26,7 @@ from typing import Any
 import redis
 
 from dmp.config import Config
-from dmp.ingest import stream
+from dmp.ingest import stream, useragent
 from dmp.ingest.batch import Ingest
 from dmp.ingest.eventlog import EventBuffer, EventLog, LeaseLost
 from dmp.ingest.flushstate import FlushState
@@ -127,6 +127,7 @@ class Worker:
             log.info("drained %d entries left on the single stream of old", drained)
             self._renewed = legacy._renewed
         self.eventlog.check_legacy()
+        useragent.load_parser()
         self.ingest.reset()
         self.reader.restart()
         self._recover_merges()

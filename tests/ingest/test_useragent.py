@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from dmp.ingest.useragent import parse_agent
@@ -55,3 +58,25 @@ def test_parse_agent_is_cached():
     assert parse_agent(CHROME) is first
     info = parse_agent.cache_info()
     assert (info.hits, info.misses) == (1, 1)
+
+
+def test_the_parser_is_loaded_by_the_worker_not_by_every_import_of_the_event_log():
+    """Loading the parser takes 0.2 s: the CLI and matrix builds do not pay it."""
+    code = (
+        "import sys, dmp.cli, dmp.matrix.builds, dmp.ingest.worker\n"
+        "assert 'user_agents' not in sys.modules, 'loaded on import'\n"
+        "from dmp.ingest.useragent import load_parser\n"
+        "load_parser()\n"
+        "assert 'user_agents' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_starting_worker_loads_the_parser_before_its_first_batch(redis, config, monkeypatch):
+    from dmp.ingest import useragent
+    from dmp.ingest.worker import Worker
+
+    loaded = []
+    monkeypatch.setattr(useragent, "load_parser", lambda: loaded.append(True))
+    Worker(redis, config).start()
+    assert loaded == [True]
