@@ -141,33 +141,35 @@ def wait_for_web_processes(proc: subprocess.Popen, n: int = 2) -> list[int]:
 def connection_holders(server_port: int, client_ports: set[int], pids: list[int]) -> Counter:
     """Return how many of the loopback connections from ``client_ports`` to ``server_port``
     each of ``pids`` holds the server's end of (from /proc/net/tcp and the fds)."""
-    inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, remote, inode = fields[1], fields[2], fields[9]
-        if int(local.split(":")[1], 16) == server_port:
-            if int(remote.split(":")[1], 16) in client_ports:
-                inodes.add(f"socket:[{inode}]")
-    held: Counter = Counter()
-    for pid in pids:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                if os.readlink(fd) in inodes:
-                    held[pid] += 1
-            except OSError:
-                continue  # closed meanwhile
-    return held
+    inodes = {
+        inode
+        for local, remote, _, inode in _tcp_sockets()
+        if local == server_port and remote in client_ports
+    }
+    return Counter({pid: len(held) for pid, held in _held(inodes, pids).items() if held})
 
 
 def listeners_held(server_port: int, pids: list[int]) -> dict[int, set[str]]:
     """Return the sockets listening on ``server_port`` (by inode) each of ``pids`` has
-    open (from /proc/net/tcp and tcp6, state 0A, and the fds)."""
-    listening = set()
+    open (from /proc/net/tcp and tcp6, and the fds)."""
+    listening = {
+        inode for local, _, state, inode in _tcp_sockets() if state == "0A" and local == server_port
+    }
+    return _held(listening, pids)
+
+
+def _tcp_sockets() -> Iterator[tuple[int, int, str, str]]:
+    """Yield each TCP socket's local port, remote port, state (0A: listening) and inode
+    as its fds name it (``socket:[N]``), IPv4's and IPv6's."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == server_port:
-                listening.add(f"socket:[{fields[9]}]")
+            local, remote = (int(f.rsplit(":", 1)[1], 16) for f in fields[1:3])
+            yield local, remote, fields[3], f"socket:[{fields[9]}]"
+
+
+def _held(inodes: set[str], pids: list[int]) -> dict[int, set[str]]:
+    """Return which of the sockets ``inodes`` each of ``pids`` has an fd of."""
     held: dict[int, set[str]] = {pid: set() for pid in pids}
     for pid in pids:
         for fd in Path(f"/proc/{pid}/fd").iterdir():
@@ -175,7 +177,7 @@ def listeners_held(server_port: int, pids: list[int]) -> dict[int, set[str]]:
                 link = os.readlink(fd)
             except OSError:
                 continue  # closed meanwhile
-            if link in listening:
+            if link in inodes:
                 held[pid].add(link)
     return held
 

@@ -30,9 +30,7 @@ def parse_agent(ua: str) -> Agent:
     """Return the parsed User-Agent (cached: an uncached parse costs about 1.6 ms)."""
     if not ua:
         return _EMPTY_AGENT
-    # Imported on the first parse: loading its regular expressions takes 0.2 s, which
-    # every command that imports the event log (matrix builds, the CLI) paid before.
-    import user_agents
+    import user_agents  # here, not at the top: see load_parser
 
     parsed = user_agents.parse(ua)
     if parsed.is_bot:

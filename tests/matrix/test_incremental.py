@@ -12,12 +12,14 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from dmp.cli import cli
+from dmp.ingest.eventlog import event_row, rows_table
 from dmp.matrix import builds, rescoring, snapshots, sources
 from dmp.people import lifecycle
 from dmp.people.identity import Identifier, IdKind
 from dmp.people.profiles import find_person
-from dmp.records import EVENT_SCHEMA, Stage
+from dmp.records import Stage
 from dmp.storage import keyspace
+from dmp.storage.parquetfiles import write_parquet_files
 from segments.scoring import DAY_MS, default_model_text, parse_model
 from tests.factories import NOW, make_hit, make_identify, run_synth, send_hits
 
@@ -179,24 +181,12 @@ def test_a_chain_of_incremental_builds_keeps_its_state_in_parts(runner, redis, d
 def test_the_persons_of_events_after_the_last_builds_time_are_refolded(tmp_path):
     """Stored before the last build but timed after it (a build of a past time): touched;
     stored in a file the last build did not read: touched, whenever it was timed."""
-    as_of = 1_790_000_000_000
-    times = [as_of - DAY_MS, as_of - 1, as_of, as_of + 1, as_of + DAY_MS]
-    table = pl.DataFrame(
-        {
-            "event_id": [f"e{i}" for i in range(len(times))],
-            "person_id": [f"{i:016x}" for i in range(len(times))],
-            "timestamp": times,
-        }
-    ).with_columns(pl.from_epoch("timestamp", "ms").dt.replace_time_zone("UTC"))
+    times = [NOW - DAY_MS, NOW - 1, NOW, NOW + 1, NOW + DAY_MS]
+    rows = [event_row(make_hit(timestamp=t), f"{i:016x}") for i, t in enumerate(times)]
     events = tmp_path / "events"
     old = "dt=2026-09-21/part-old.parquet"
-    (events / old).parent.mkdir(parents=True)
-    columns = {f.name: pl.lit(None) for f in EVENT_SCHEMA if f.name not in table.columns}
-    schema = pl.from_arrow(EVENT_SCHEMA.empty_table()).schema  # type: ignore[union-attr]
-    table.with_columns(**columns).select(list(schema)).cast(dict(schema)).write_parquet(
-        events / old, row_group_size=2
-    )
-    found = sources.persons_since(events, [old], [old], as_of)
+    write_parquet_files([rows_table(rows)], [events / old], row_group_size=2)
+    found = sources.persons_since(events, [old], [old], NOW)
     assert sorted(found) == [f"{3:016x}", f"{4:016x}"]
     # A file the last build did not read: all its persons, whenever their events were.
-    assert len(sources.persons_since(events, [], [old], as_of + DAY_MS)) == len(times)
+    assert len(sources.persons_since(events, [], [old], NOW + DAY_MS)) == len(times)

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 import requests
 
+from dmp.serve.sockets import http_url
 from dmp.storage.redisserver import locate_server
 from tests.factories import bearer
 from tests.served import (
@@ -50,7 +51,7 @@ def _start_serve(data_dir: Path, host: str, port: int, lookups: int) -> subproce
         stderr=subprocess.STDOUT,
         text=True,
     )
-    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    url = http_url(host, port)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
